@@ -1,0 +1,16 @@
+//! gitvisor: a declarative, GitOps-style reconciler for Linux hosts.
+//!
+//! Data flow (see DESIGN.md §1): source → [`load`] → [`validate`] → [`graph`] →
+//! observe/diff ([`drivers`]) → [`plan`] → [`execute`] → [`state`].
+
+pub mod cli;
+pub mod drivers;
+pub mod execute;
+pub mod graph;
+pub mod hostname;
+pub mod load;
+pub mod model;
+pub mod plan;
+pub mod schema;
+pub mod state;
+pub mod validate;

@@ -1,0 +1,29 @@
+//! The manifest model: plain serde data, no I/O.
+//!
+//! A manifest document is `apiVersion`, `kind`, `metadata` and a kind-specific `spec`.
+//! Each kind's document type is strict (`deny_unknown_fields`) and its leaf types validate
+//! themselves while deserialising (names, sizes, CIDRs), so every error carries the
+//! position and field path the YAML parser knows. Cross-document rules (references,
+//! duplicates, cycles) live in `crate::validate` and `crate::graph`.
+
+mod bridge;
+mod container;
+mod metadata;
+mod name;
+mod net;
+mod quantity;
+mod resource;
+mod vm;
+mod volume;
+mod workload;
+
+pub use bridge::BridgeSpec;
+pub use container::{ContainerNetwork, ContainerSpec, Mount, Resources, RestartPolicy};
+pub use metadata::{ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Kind, Metadata, ResourceId};
+pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name};
+pub use net::{Cidr, MacAddress};
+pub use quantity::{ByteSize, Duration};
+pub use resource::{Document, Origin, Reference, Resource, Spec};
+pub use vm::{Accel, Boot, CloudInit, Console, Disk, Firmware, Hypervisor, Nic, VirtualMachineSpec};
+pub use volume::{Filesystem, ReclaimPolicy, VolumeSpec};
+pub use workload::RunState;

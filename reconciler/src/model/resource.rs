@@ -1,0 +1,128 @@
+//! A loaded, typed resource and the references it makes to others.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ApiVersionTag, BridgeSpec, ContainerSpec, Kind, Metadata, ResourceId, VirtualMachineSpec,
+    VolumeSpec,
+};
+
+/// One manifest document of a known kind, as written. `kind` is checked by the loader
+/// before this type is chosen, so it is carried as a plain string here.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Document<S> {
+    pub api_version: ApiVersionTag,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+/// Where a resource was declared.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// 1-based line of the document's first line.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Spec {
+    Bridge(BridgeSpec),
+    Volume(VolumeSpec),
+    Container(ContainerSpec),
+    VirtualMachine(VirtualMachineSpec),
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::Bridge(_) => Kind::Bridge,
+            Spec::Volume(_) => Kind::Volume,
+            Spec::Container(_) => Kind::Container,
+            Spec::VirtualMachine(_) => Kind::VirtualMachine,
+        }
+    }
+}
+
+/// A validated resource: what the rest of the pipeline works with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resource {
+    pub metadata: Metadata,
+    pub spec: Spec,
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// A reference from one resource to another, with the field path it was written at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub target: ResourceId,
+    /// Field path inside the document, e.g. `spec.disks[0].volume`.
+    pub path: String,
+}
+
+impl Resource {
+    pub fn id(&self) -> ResourceId {
+        ResourceId::new(self.spec.kind(), self.metadata.name.clone())
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+
+    /// Every resource this one needs before it can exist: references in the spec, then
+    /// `metadata.dependsOn`.
+    pub fn references(&self) -> Vec<Reference> {
+        let mut refs = Vec::new();
+        let mut push = |kind, name: &super::Name, path: String| {
+            refs.push(Reference {
+                target: ResourceId::new(kind, name.clone()),
+                path,
+            })
+        };
+        match &self.spec {
+            Spec::Bridge(_) | Spec::Volume(_) => {}
+            Spec::Container(c) => {
+                for (i, m) in c.mounts.iter().enumerate() {
+                    if let Some(v) = &m.volume {
+                        push(Kind::Volume, v, format!("spec.mounts[{i}].volume"));
+                    }
+                }
+                if let Some(net) = &c.network {
+                    push(Kind::Bridge, &net.bridge, "spec.network.bridge".into());
+                }
+            }
+            Spec::VirtualMachine(vm) => {
+                for (i, d) in vm.disks.iter().enumerate() {
+                    if let Some(v) = &d.volume {
+                        push(Kind::Volume, v, format!("spec.disks[{i}].volume"));
+                    }
+                }
+                for (i, n) in vm.networks.iter().enumerate() {
+                    push(Kind::Bridge, &n.bridge, format!("spec.networks[{i}].bridge"));
+                }
+            }
+        }
+        for (i, dep) in self.metadata.depends_on.iter().enumerate() {
+            refs.push(Reference {
+                target: dep.clone(),
+                path: format!("metadata.dependsOn[{i}]"),
+            });
+        }
+        refs
+    }
+
+    /// A stable hash of the declared spec and metadata that affect the host, recorded in
+    /// the state store as the last-applied hash.
+    pub fn spec_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(&self.spec).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
