@@ -1,1 +1,117 @@
-//! TODO
+//! JSON Schemas generated from the manifest types (schemars), one per kind plus one for
+//! any document. They are checked in under `schemas/` for editors (yaml-language-server
+//! modelines in the examples) and CI's independent validator; a test fails when the
+//! checked-in files drift from the types.
+
+use schemars::JsonSchema;
+use serde_json::{Value, json};
+
+use crate::model::{
+    API_VERSION, BridgeSpec, ContainerSpec, Document, Kind, VirtualMachineSpec, VolumeSpec,
+};
+
+const BASE: &str = "https://gitvisor.dev/schemas/v1alpha1";
+
+/// The file name a kind's schema is stored under, e.g. `bridge.json`.
+pub fn file_name(kind: Option<Kind>) -> String {
+    match kind {
+        Some(kind) => format!("{}.json", kind.as_str().to_lowercase()),
+        None => "manifest.json".to_owned(),
+    }
+}
+
+fn document_schema<S: JsonSchema>(kind: Kind) -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Document<S>))
+        .unwrap_or_else(|_| json!({}));
+    schema["$id"] = json!(format!("{BASE}/{}", file_name(Some(kind))));
+    schema["title"] = json!(format!("gitvisor {kind}"));
+    schema["description"] = json!(format!("A gitvisor {kind} manifest ({API_VERSION})."));
+    schema["properties"]["kind"] = json!({ "const": kind.as_str() });
+    schema["properties"]["apiVersion"] = json!({ "const": API_VERSION });
+    schema
+}
+
+/// The schema of one kind, or (`None`) of any manifest document.
+pub fn schema(kind: Option<Kind>) -> Value {
+    match kind {
+        Some(Kind::Bridge) => document_schema::<BridgeSpec>(Kind::Bridge),
+        Some(Kind::Volume) => document_schema::<VolumeSpec>(Kind::Volume),
+        Some(Kind::Container) => document_schema::<ContainerSpec>(Kind::Container),
+        Some(Kind::VirtualMachine) => {
+            document_schema::<VirtualMachineSpec>(Kind::VirtualMachine)
+        }
+        None => {
+            let mut branches = Vec::new();
+            let mut defs = serde_json::Map::new();
+            for kind in Kind::ALL {
+                let mut sub = schema(Some(kind));
+                if let Some(object) = sub.as_object_mut() {
+                    object.remove("$schema");
+                }
+                defs.insert(kind.as_str().to_owned(), sub);
+                branches.push(json!({
+                    "if": { "properties": { "kind": { "const": kind.as_str() } } },
+                    "then": { "$ref": format!("#/$defs/{}", kind.as_str()) }
+                }));
+            }
+            json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$id": format!("{BASE}/{}", file_name(None)),
+                "title": "gitvisor manifest",
+                "description": format!("Any gitvisor manifest document ({API_VERSION})."),
+                "type": "object",
+                "required": ["apiVersion", "kind", "metadata", "spec"],
+                "properties": {
+                    "apiVersion": { "const": API_VERSION },
+                    "kind": { "enum": Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>() }
+                },
+                "allOf": branches,
+                "$defs": defs
+            })
+        }
+    }
+}
+
+/// Every schema file: `(file name, pretty JSON with a trailing newline)`.
+pub fn all_files() -> Vec<(String, String)> {
+    std::iter::once(None)
+        .chain(Kind::ALL.into_iter().map(Some))
+        .map(|kind| {
+            let text = serde_json::to_string_pretty(&schema(kind)).unwrap_or_default();
+            (file_name(kind), text + "\n")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regenerate with `GITVISOR_BLESS=1 cargo test -p gitvisor schema`.
+    #[test]
+    fn checked_in_schemas_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+        let bless = std::env::var_os("GITVISOR_BLESS").is_some();
+        let mut stale = Vec::new();
+        for (name, text) in all_files() {
+            let path = dir.join(&name);
+            if bless {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(name);
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "schemas/ is stale for {stale:?}: run `GITVISOR_BLESS=1 cargo test -p gitvisor schema` and commit"
+        );
+    }
+
+    #[test]
+    fn kind_is_a_constant() {
+        let bridge = schema(Some(Kind::Bridge));
+        assert_eq!(bridge["properties"]["kind"]["const"], "Bridge");
+        assert_eq!(bridge["additionalProperties"], false);
+    }
+}

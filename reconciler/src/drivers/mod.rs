@@ -54,3 +54,23 @@ pub trait Driver: Send + Sync {
     /// Carry out one change of `Create`, `Update`, `Replace` or `Delete`.
     async fn apply(&self, change: &Change) -> Result<(), DriverError>;
 }
+
+/// The drivers this process uses, one per kind at most. Kinds without one plan as
+/// `unsupported`.
+#[derive(Default)]
+pub struct Drivers {
+    drivers: Vec<Box<dyn Driver>>,
+}
+
+impl Drivers {
+    pub fn new(drivers: Vec<Box<dyn Driver>>) -> Self {
+        Drivers { drivers }
+    }
+
+    pub fn get(&self, kind: Kind) -> Option<&dyn Driver> {
+        self.drivers
+            .iter()
+            .find(|d| d.kind() == kind)
+            .map(|d| d.as_ref())
+    }
+}

@@ -1,5 +1,113 @@
-//! Plans: the ordered list of changes, rendered for people and as JSON.
+//! Plans: every declared or owned resource's [`Change`], ordered for execution and
+//! rendered for people ([`render`]) or as JSON.
+//!
+//! Order: declared resources in dependency order (what they need comes first), then
+//! deletes, dependents' kinds first (VMs and containers before volumes and bridges).
 
 mod change;
+mod render;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use change::{Action, Change, Effect, FieldChange};
+pub use render::{render_json, render_text};
+
+use crate::drivers::{DriverError, Drivers, PlanContext};
+use crate::load::Revision;
+use crate::model::{Kind, Resource, ResourceId};
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub revision: String,
+    pub host: String,
+    pub changes: Vec<Change>,
+}
+
+/// Counts of changes by action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub noop: usize,
+    pub conflict: usize,
+    pub unsupported: usize,
+}
+
+impl Plan {
+    /// Whether applying would touch the host (or cannot converge it).
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for change in &self.changes {
+            let counter = match change.action {
+                Action::Create => &mut summary.create,
+                Action::Update => &mut summary.update,
+                Action::Replace => &mut summary.replace,
+                Action::Delete => &mut summary.delete,
+                Action::NoOp => &mut summary.noop,
+                Action::Conflict => &mut summary.conflict,
+                Action::Unsupported => &mut summary.unsupported,
+            };
+            *counter += 1;
+        }
+        summary
+    }
+}
+
+/// Observes the host (one batch per driver, drivers concurrently) and diffs it against
+/// the revision.
+pub async fn make_plan(
+    revision: &Revision,
+    host: &str,
+    drivers: &Drivers,
+    context: &PlanContext,
+) -> Result<Plan, DriverError> {
+    let mut by_kind: BTreeMap<Kind, Vec<Arc<Resource>>> = BTreeMap::new();
+    for resource in &revision.resources {
+        by_kind.entry(resource.kind()).or_default().push(resource.clone());
+    }
+    let observations = Kind::ALL.iter().map(|&kind| {
+        let desired = by_kind.get(&kind).cloned().unwrap_or_default();
+        async move {
+            match drivers.get(kind) {
+                Some(driver) => driver.plan(&desired, context).await,
+                None => Ok(desired
+                    .iter()
+                    .map(|resource| {
+                        Change::new(resource.id(), Action::Unsupported)
+                            .with_desired(resource.clone())
+                            .with_reason(format!(
+                                "this build has no {kind} driver yet; the resource cannot be applied"
+                            ))
+                    })
+                    .collect()),
+            }
+        }
+    });
+    let mut changes: BTreeMap<ResourceId, Change> = BTreeMap::new();
+    for result in futures::future::join_all(observations).await {
+        for change in result? {
+            changes.insert(change.id.clone(), change);
+        }
+    }
+    let mut ordered = Vec::with_capacity(changes.len());
+    for id in revision.graph.topological_order() {
+        if let Some(change) = changes.remove(&id) {
+            ordered.push(change);
+        }
+    }
+    let mut deletes: Vec<Change> = changes.into_values().collect();
+    deletes.sort_by(|a, b| b.id.kind.cmp(&a.id.kind).then(a.id.name.cmp(&b.id.name)));
+    ordered.extend(deletes);
+    Ok(Plan {
+        revision: revision.id.clone(),
+        host: host.to_owned(),
+        changes: ordered,
+    })
+}

@@ -1,0 +1,118 @@
+//! `plan` and `apply`: load, observe, diff, and (apply) execute.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{EXIT_CHANGES, GlobalArgs, OutputFormat, color_stdout, host_name, load_or_report};
+use crate::drivers::{Drivers, PlanContext};
+use crate::execute::{self, Report, ResultKind};
+use crate::plan::{self, Plan};
+use crate::state::{ReadOnlyStore, Store};
+
+/// The drivers of this host.
+pub async fn host_drivers() -> Result<Drivers> {
+    let bridge = crate::drivers::bridge::BridgeDriver::connect()
+        .context("cannot open a netlink socket for the Bridge driver")?;
+    Ok(Drivers::new(vec![Box::new(bridge)]))
+}
+
+pub async fn plan(
+    global: &GlobalArgs,
+    path: &Path,
+    output: OutputFormat,
+    detailed_exitcode: bool,
+) -> Result<ExitCode> {
+    let host = host_name(global);
+    let revision = load_or_report(path, &host)?;
+    let store = ReadOnlyStore::open(&global.state_dir)?;
+    let context = PlanContext {
+        owned: store.owned()?.into_keys().collect(),
+    };
+    let drivers = host_drivers().await?;
+    let plan = plan::make_plan(&revision, &host, &drivers, &context).await?;
+    print_plan(&plan, output, global.verbose > 0);
+    Ok(if detailed_exitcode && plan.has_changes() {
+        ExitCode::from(EXIT_CHANGES)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_plan(plan: &Plan, output: OutputFormat, verbose: bool) {
+    match output {
+        OutputFormat::Text => print!("{}", plan::render_text(plan, color_stdout(), verbose)),
+        OutputFormat::Json => println!("{}", plan::render_json(plan)),
+    }
+}
+
+pub async fn apply(
+    global: &GlobalArgs,
+    path: &Path,
+    output: OutputFormat,
+    concurrency: usize,
+) -> Result<ExitCode> {
+    let host = host_name(global);
+    let revision = load_or_report(path, &host)?;
+    let store = Store::open(&global.state_dir)?;
+    let context = PlanContext {
+        owned: store.owned()?.into_keys().collect(),
+    };
+    let drivers = Arc::new(host_drivers().await?);
+    let plan = plan::make_plan(&revision, &host, &drivers, &context).await?;
+    if output == OutputFormat::Text {
+        print!("{}", plan::render_text(&plan, color_stdout(), false));
+    }
+    execute::record_intents(&store, &plan)?;
+    let report = execute::execute(&plan, &revision.graph, drivers, concurrency).await;
+    execute::record_report(&store, &report)?;
+    match output {
+        OutputFormat::Text => print_report(&report),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "plan": plan::render_json(&plan),
+                "report": report,
+                "converged": report.converged(),
+            })
+        ),
+    }
+    Ok(if report.converged() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_report(report: &Report) {
+    let changed = report
+        .results
+        .iter()
+        .filter(|r| r.action.is_change() && r.ok())
+        .count();
+    for step in report.failures() {
+        match &step.result {
+            ResultKind::Failed(why) => println!("  ! {}: {} failed: {why}", step.id, step.action),
+            ResultKind::Blocked(dep) => {
+                println!("  ! {}: blocked: dependency {dep} is not ready", step.id)
+            }
+            _ => {}
+        }
+    }
+    let failures = report.failures().count();
+    if failures == 0 {
+        println!(
+            "\nApply complete: {changed} changed, {} resources converged in {:.2}s (revision {}).",
+            report.results.len(),
+            report.seconds,
+            report.revision
+        );
+    } else {
+        println!(
+            "\nApply incomplete: {changed} changed, {failures} not converged, in {:.2}s (revision {}).",
+            report.seconds, report.revision
+        );
+    }
+}

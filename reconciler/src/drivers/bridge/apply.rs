@@ -1,0 +1,297 @@
+//! Carrying out one planned bridge change as a sequence of [`LinkRequest`]s.
+//!
+//! - **Create**: `CreateBridge` (down, with STP and VLAN filtering in the create message),
+//!   `SetAlias` with the ownership marker right after, then the declared MTU, addresses,
+//!   ports, and `SetUp` last.
+//! - **Update**: exactly the requests that close the planned [`Drift`], in this order:
+//!   marker, bridge options, MTU, address deletions, address additions, port releases,
+//!   port enslavements, up/down. Addresses are deleted before new ones are added: with
+//!   `promote_secondaries` off (the kernel default), deleting a primary IPv4 address also
+//!   deletes the secondaries of its subnet, which would take a just-added address with it.
+//! - **Delete**: `DeleteLink` by index (the kernel releases the ports).
+//!
+//! The MTU is set with its own request rather than in the create message: a bridge whose
+//! MTU was set at creation still follows its ports' MTU when one is enslaved, while one
+//! set through `RTM_SETLINK` keeps the configured value.
+//!
+//! Ports are checked before anything is sent: a missing port, or one enslaved to a
+//! master gitvisor does not manage, fails the apply with nothing half done.
+
+use super::BridgeError;
+use super::OWNERSHIP_MARKER;
+use super::drift::Drift;
+use super::observed::ObservedBridge;
+use super::seam::{BridgeOptions, LinkRequest, LinkSeam, LinkState};
+use crate::drivers::Observed;
+use crate::model::{BridgeSpec, Spec};
+use crate::plan::{Action, Change};
+
+/// One request and how to describe it in an error.
+#[derive(Debug, Clone, PartialEq)]
+struct Step {
+    request: LinkRequest,
+    what: String,
+}
+
+impl Step {
+    fn new(request: LinkRequest, what: impl Into<String>) -> Self {
+        Step {
+            request,
+            what: what.into(),
+        }
+    }
+}
+
+/// Carry out `change` on `seam`.
+pub(crate) async fn apply(seam: &dyn LinkSeam, change: &Change) -> Result<(), BridgeError> {
+    let bridge = change.id.name.as_str();
+    match change.action {
+        Action::Create => {
+            let (spec, observed) = planned(change)?;
+            create(seam, bridge, spec, observed).await
+        }
+        Action::Update => {
+            let (spec, observed) = planned(change)?;
+            update(seam, bridge, spec, observed).await
+        }
+        Action::Delete => delete(seam, bridge, observed(change)?).await,
+        Action::Replace => Err(invalid(
+            bridge,
+            "bridges are changed in place; this driver never plans a replace",
+        )),
+        Action::NoOp | Action::Conflict | Action::Unsupported => Ok(()),
+    }
+}
+
+async fn create(
+    seam: &dyn LinkSeam,
+    bridge: &str,
+    spec: &BridgeSpec,
+    observed: &ObservedBridge,
+) -> Result<(), BridgeError> {
+    // What the bridge looks like right after the two first requests: down, marked, the
+    // options from the create message. The MTU is unknown (0) so a declared one is set.
+    let mut fresh = LinkState {
+        index: 0,
+        name: bridge.to_owned(),
+        alias: Some(OWNERSHIP_MARKER.to_owned()),
+        kind: Some("bridge".to_owned()),
+        mtu: 0,
+        up: false,
+        master: None,
+        bridge: Some(BridgeOptions {
+            stp: spec.stp,
+            vlan_filtering: spec.vlan_filtering,
+        }),
+        addresses: Vec::new(),
+    };
+    let fresh_view = ObservedBridge {
+        link: None,
+        ports: Vec::new(),
+        declared_ports: observed.declared_ports.clone(),
+    };
+    check_ports(bridge, &Drift::between(spec, &fresh, &fresh_view))?;
+
+    let create = Step::new(
+        LinkRequest::CreateBridge {
+            name: bridge.to_owned(),
+            stp: spec.stp,
+            vlan_filtering: spec.vlan_filtering,
+        },
+        "create",
+    );
+    let index = send(seam, bridge, create)
+        .await?
+        .ok_or_else(|| BridgeError::Request {
+            bridge: bridge.to_owned(),
+            operation: "create".to_owned(),
+            cause: super::NetlinkError::other("the host did not answer the new link's index"),
+        })?;
+    fresh.index = index;
+    let mark = Step::new(
+        LinkRequest::SetAlias {
+            index,
+            alias: OWNERSHIP_MARKER.to_owned(),
+        },
+        "set the ownership marker (ifalias)",
+    );
+    send(seam, bridge, mark).await?;
+    for step in steps(index, &Drift::between(spec, &fresh, &fresh_view)) {
+        send(seam, bridge, step).await?;
+    }
+    tracing::info!(bridge, index, "bridge created");
+    Ok(())
+}
+
+async fn update(
+    seam: &dyn LinkSeam,
+    bridge: &str,
+    spec: &BridgeSpec,
+    observed: &ObservedBridge,
+) -> Result<(), BridgeError> {
+    let link = observed
+        .link
+        .as_ref()
+        .ok_or_else(|| invalid(bridge, "an update without the observed bridge"))?;
+    let drift = Drift::between(spec, link, observed);
+    check_ports(bridge, &drift)?;
+    for step in steps(link.index, &drift) {
+        send(seam, bridge, step).await?;
+    }
+    tracing::info!(bridge, index = link.index, "bridge updated");
+    Ok(())
+}
+
+async fn delete(
+    seam: &dyn LinkSeam,
+    bridge: &str,
+    observed: &ObservedBridge,
+) -> Result<(), BridgeError> {
+    let index = observed
+        .index()
+        .ok_or_else(|| invalid(bridge, "a delete without the observed bridge"))?;
+    send(
+        seam,
+        bridge,
+        Step::new(LinkRequest::DeleteLink { index }, "delete"),
+    )
+    .await?;
+    tracing::info!(bridge, index, "bridge deleted");
+    Ok(())
+}
+
+/// Fail before sending anything when a port cannot be enslaved.
+fn check_ports(bridge: &str, drift: &Drift) -> Result<(), BridgeError> {
+    for port in drift.ports.iter().flat_map(|ports| &ports.enslave) {
+        if port.index.is_none() {
+            return Err(BridgeError::PortNotFound {
+                bridge: bridge.to_owned(),
+                port: port.name.clone(),
+            });
+        }
+        if let Some(master) = &port.foreign_master {
+            return Err(BridgeError::PortInUse {
+                bridge: bridge.to_owned(),
+                port: port.name.clone(),
+                master: master.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The requests that close `drift` on the bridge with `index`, in order.
+fn steps(index: u32, drift: &Drift) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if drift.marker.is_some() {
+        steps.push(Step::new(
+            LinkRequest::SetAlias {
+                index,
+                alias: OWNERSHIP_MARKER.to_owned(),
+            },
+            "set the ownership marker (ifalias)",
+        ));
+    }
+    let stp = drift.stp.as_ref().map(|d| d.new);
+    let vlan_filtering = drift.vlan_filtering.as_ref().map(|d| d.new);
+    if stp.is_some() || vlan_filtering.is_some() {
+        steps.push(Step::new(
+            LinkRequest::SetBridgeOptions {
+                index,
+                stp,
+                vlan_filtering,
+            },
+            "set stp / vlanFiltering",
+        ));
+    }
+    if let Some(mtu) = &drift.mtu {
+        steps.push(Step::new(
+            LinkRequest::SetMtu {
+                index,
+                mtu: mtu.new,
+            },
+            format!("set mtu {}", mtu.new),
+        ));
+    }
+    if let Some(addresses) = &drift.addresses {
+        for &cidr in &addresses.remove {
+            steps.push(Step::new(
+                LinkRequest::DelAddress { index, cidr },
+                format!("delete address {cidr}"),
+            ));
+        }
+        for &cidr in &addresses.add {
+            steps.push(Step::new(
+                LinkRequest::AddAddress { index, cidr },
+                format!("add address {cidr}"),
+            ));
+        }
+    }
+    if let Some(ports) = &drift.ports {
+        for port in &ports.release {
+            steps.push(Step::new(
+                LinkRequest::SetMaster {
+                    port_index: port.index,
+                    master: None,
+                },
+                format!("release port {}", port.name),
+            ));
+        }
+        for port in &ports.enslave {
+            if let Some(port_index) = port.index {
+                steps.push(Step::new(
+                    LinkRequest::SetMaster {
+                        port_index,
+                        master: Some(index),
+                    },
+                    format!("enslave port {}", port.name),
+                ));
+            }
+        }
+    }
+    if let Some(up) = &drift.up {
+        let what = if up.new { "set up" } else { "set down" };
+        steps.push(Step::new(LinkRequest::SetUp { index, up: up.new }, what));
+    }
+    steps
+}
+
+async fn send(seam: &dyn LinkSeam, bridge: &str, step: Step) -> Result<Option<u32>, BridgeError> {
+    tracing::debug!(bridge, request = %step.request, "netlink request");
+    seam.send(step.request)
+        .await
+        .map_err(|cause| BridgeError::Request {
+            bridge: bridge.to_owned(),
+            operation: step.what,
+            cause,
+        })
+}
+
+/// The declared spec and the planning snapshot a create or update needs.
+fn planned(change: &Change) -> Result<(&BridgeSpec, &ObservedBridge), BridgeError> {
+    let bridge = change.id.name.as_str();
+    let spec = match change.desired.as_deref().map(|resource| &resource.spec) {
+        Some(Spec::Bridge(spec)) => spec,
+        Some(_) => return Err(invalid(bridge, "the declared resource is not a Bridge")),
+        None => return Err(invalid(bridge, "the change carries no declared resource")),
+    };
+    Ok((spec, observed(change)?))
+}
+
+fn observed(change: &Change) -> Result<&ObservedBridge, BridgeError> {
+    if let Some(Observed::Bridge(observed)) = &change.observed {
+        Ok(observed)
+    } else {
+        Err(invalid(
+            change.id.name.as_str(),
+            "the change carries no bridge observation; plan it with the bridge driver",
+        ))
+    }
+}
+
+fn invalid(bridge: &str, reason: &str) -> BridgeError {
+    BridgeError::InvalidChange {
+        bridge: bridge.to_owned(),
+        reason: reason.to_owned(),
+    }
+}

@@ -1,0 +1,504 @@
+//! The bridge decision table: declared resources and the host's links in, one
+//! [`Change`] per declared or pruned bridge out. Pure: no I/O.
+//!
+//! | on the host                                   | declared                 | not declared |
+//! |-----------------------------------------------|--------------------------|--------------|
+//! | nothing with that name                        | Create                   | –            |
+//! | a link that is not a bridge                   | Conflict                 | –            |
+//! | a bridge with the marker, or owned per store  | Update / NoOp            | Delete only with marker *and* store record |
+//! | a bridge with neither                         | Conflict, or Update with `gitvisor.dev/adopt: "true"` | – |
+//!
+//! A bridge the store records but without the marker (a crash between create and
+//! set-alias) is ours: the marker is repaired as an `ifalias` field change. A marked
+//! bridge the store does not record is updated when declared but never deleted: a lost
+//! store must not delete anything.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::drift::{Drift, cidrs};
+use super::observed::{HostLinks, ObservedBridge, is_marked};
+use crate::drivers::{Observed, PlanContext};
+use crate::model::{ADOPT_ANNOTATION, BridgeSpec, Kind, Name, Resource, ResourceId};
+use crate::plan::{Action, Change, Effect, FieldChange};
+
+/// The change for one declared bridge.
+pub(crate) fn declared(
+    resource: &Arc<Resource>,
+    spec: &BridgeSpec,
+    host: &HostLinks,
+    context: &PlanContext,
+) -> Change {
+    let id = resource.id();
+    let observed = host.observe(resource.metadata.name.as_str(), &spec.ports);
+    let change = Change::new(id.clone(), Action::NoOp).with_desired(Arc::clone(resource));
+    let Some(link) = &observed.link else {
+        return with_notes(
+            Change {
+                action: Action::Create,
+                ..change
+            }
+            .with_fields(creation_fields(spec)),
+            spec,
+            &observed,
+        )
+        .with_observed(Observed::Bridge(observed));
+    };
+
+    if !link.is_bridge() {
+        let what = match &link.kind {
+            Some(kind) => format!("a {kind} link"),
+            None => "a device".to_owned(),
+        };
+        let reason = format!(
+            "{what} named {} exists and is not a bridge; gitvisor will not touch it",
+            link.name
+        );
+        return conflict(change, reason, observed);
+    }
+
+    let ours = is_marked(link) || context.owned.contains(&id);
+    if !ours && !resource.metadata.adopt() {
+        let reason = format!(
+            "bridge {} exists but was not created by gitvisor; annotate {ADOPT_ANNOTATION}: \"true\" to take it over",
+            link.name
+        );
+        return conflict(change, reason, observed);
+    }
+
+    let drift = Drift::between(spec, link, &observed);
+    let action = if drift.is_empty() {
+        Action::NoOp
+    } else {
+        Action::Update
+    };
+    let mut change = with_notes(
+        Change { action, ..change }.with_fields(drift.fields()),
+        spec,
+        &observed,
+    );
+    if !ours {
+        change = prepend_note(change, "adopting an existing bridge (gitvisor.dev/adopt)");
+    }
+    change.with_observed(Observed::Bridge(observed))
+}
+
+/// Deletes for bridges that are gitvisor's (marker and store record) and no longer
+/// declared, sorted by name.
+pub(crate) fn pruned(
+    declared: &BTreeSet<&str>,
+    host: &HostLinks,
+    context: &PlanContext,
+) -> Vec<Change> {
+    let mut changes: Vec<Change> = host
+        .links()
+        .iter()
+        .filter(|link| link.is_bridge() && is_marked(link) && !declared.contains(link.name.as_str()))
+        .filter_map(|link| {
+            let id = Name::parse(&link.name)
+                .ok()
+                .map(|name| ResourceId::new(Kind::Bridge, name));
+            match id {
+                Some(id) if context.owned.contains(&id) => Some(
+                    Change::new(id, Action::Delete)
+                        .with_reason("no longer declared")
+                        .with_observed(Observed::Bridge(ObservedBridge {
+                            ports: host.ports_of(link.index),
+                            link: Some(link.clone()),
+                            declared_ports: Vec::new(),
+                        })),
+                ),
+                _ => {
+                    tracing::warn!(
+                        bridge = %link.name,
+                        "bridge carries the gitvisor marker but the state store has no record of it; leaving it in place"
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    changes.sort_by(|a, b| a.id.cmp(&b.id));
+    changes
+}
+
+/// What a create sets, as the plan shows it (old values are null).
+fn creation_fields(spec: &BridgeSpec) -> Vec<FieldChange> {
+    let null = serde_json::Value::Null;
+    let mut fields = Vec::new();
+    if let Some(mtu) = spec.mtu {
+        fields.push(FieldChange::new("mtu", &null, mtu, Effect::Hot));
+    }
+    if !spec.addresses.is_empty() {
+        let addresses: Vec<_> = spec.addresses.iter().map(|cidr| cidr.0).collect();
+        fields.push(FieldChange::new(
+            "addresses",
+            &null,
+            cidrs(&addresses),
+            Effect::Hot,
+        ));
+    }
+    if !spec.ports.is_empty() {
+        fields.push(FieldChange::new("ports", &null, &spec.ports, Effect::Hot));
+    }
+    fields.push(FieldChange::new("stp", &null, spec.stp, Effect::Hot));
+    fields.push(FieldChange::new(
+        "vlanFiltering",
+        &null,
+        spec.vlan_filtering,
+        Effect::Hot,
+    ));
+    fields.push(FieldChange::new("up", &null, spec.up, Effect::Hot));
+    fields
+}
+
+fn conflict(change: Change, reason: String, observed: ObservedBridge) -> Change {
+    Change {
+        action: Action::Conflict,
+        ..change
+    }
+    .with_reason(reason)
+    .with_observed(Observed::Bridge(observed))
+}
+
+/// Notes that do not change the action: what apply will refuse, what is not built yet.
+fn with_notes(mut change: Change, spec: &BridgeSpec, observed: &ObservedBridge) -> Change {
+    for port in &observed.declared_ports {
+        if port.index.is_none() {
+            change = append_note(
+                change,
+                format!(
+                    "port {} does not exist on this host; apply will fail",
+                    port.name
+                ),
+            );
+        } else if let Some(master) = &port.foreign_master {
+            change = append_note(
+                change,
+                format!(
+                    "port {} is enslaved to {master}, which gitvisor does not manage; apply will fail",
+                    port.name
+                ),
+            );
+        }
+    }
+    if spec.nat {
+        change = append_note(
+            change,
+            "nat: true is declared but NAT is not implemented in this build; traffic will not be masqueraded",
+        );
+    }
+    change
+}
+
+fn append_note(change: Change, note: impl Into<String>) -> Change {
+    let note = note.into();
+    let reason = match &change.reason {
+        Some(reason) => format!("{reason}; {note}"),
+        None => note,
+    };
+    change.with_reason(reason)
+}
+
+fn prepend_note(change: Change, note: &str) -> Change {
+    let reason = match &change.reason {
+        Some(reason) => format!("{note}; {reason}"),
+        None => note.to_owned(),
+    };
+    change.with_reason(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::drivers::bridge::fake::{bridge_link, plain_link};
+    use crate::drivers::bridge::seam::{BridgeOptions, LinkState};
+    use crate::drivers::bridge::testkit::{
+        adopting, bridge_spec, cidr, declared as declare, marked, owning,
+    };
+
+    fn decide(resource: &Arc<Resource>, links: Vec<LinkState>, context: &PlanContext) -> Change {
+        let host = HostLinks::new(links);
+        declared(resource, bridge_spec(resource), &host, context)
+    }
+
+    fn fields(change: &Change) -> Vec<(&str, serde_json::Value, serde_json::Value)> {
+        change
+            .fields
+            .iter()
+            .map(|f| (f.path.as_str(), f.old.clone(), f.new.clone()))
+            .collect()
+    }
+
+    /// br0 as the kernel has it after gitvisor made it: marked, up, one address, the
+    /// kernel's own link-local address.
+    fn converged_br0() -> LinkState {
+        let mut link = marked(bridge_link(7, "br0"));
+        link.up = true;
+        link.mtu = 9000;
+        link.addresses = vec![cidr("fe80::1/64"), cidr("10.0.0.1/24")];
+        link
+    }
+
+    const BR0: &str = "mtu: 9000\naddresses: [10.0.0.1/24]";
+
+    #[test]
+    fn absent_bridge_is_created_with_the_fields_it_sets() {
+        let br0 = declare("br0", "mtu: 9000\naddresses: [10.0.0.1/24, fd00::1/64]");
+        let change = decide(&br0, vec![plain_link(1, "lo", None)], &PlanContext::default());
+        assert_eq!(change.action, Action::Create);
+        assert_eq!(
+            fields(&change),
+            vec![
+                ("mtu", json!(null), json!(9000)),
+                ("addresses", json!(null), json!(["10.0.0.1/24", "fd00::1/64"])),
+                ("stp", json!(null), json!(false)),
+                ("vlanFiltering", json!(null), json!(false)),
+                ("up", json!(null), json!(true)),
+            ]
+        );
+        assert!(change.fields.iter().all(|f| f.effect == Effect::Hot));
+        assert!(change.desired.is_some());
+        assert_eq!(change.reason, None);
+        let Some(Observed::Bridge(observed)) = &change.observed else {
+            panic!("a create carries the planning snapshot");
+        };
+        assert_eq!(observed.link, None);
+    }
+
+    #[test]
+    fn bridge_as_declared_is_noop_despite_the_kernels_link_local_address() {
+        let change = decide(
+            &declare("br0", BR0),
+            vec![converged_br0()],
+            &PlanContext::default(),
+        );
+        assert_eq!(change.action, Action::NoOp, "{:?}", change.fields);
+        assert!(change.fields.is_empty());
+        let Some(Observed::Bridge(observed)) = &change.observed else {
+            panic!("a noop carries the snapshot");
+        };
+        assert_eq!(observed.index(), Some(7));
+    }
+
+    #[test]
+    fn update_lists_exactly_the_fields_that_differ() {
+        let br0 = declare(
+            "br0",
+            "mtu: 1400\naddresses: [10.0.0.1/24, 10.0.1.1/24]\nstp: true\nvlanFiltering: true\nup: false",
+        );
+        let mut link = converged_br0();
+        link.addresses.push(cidr("192.168.9.1/24"));
+        let change = decide(&br0, vec![link], &PlanContext::default());
+        assert_eq!(change.action, Action::Update);
+        assert_eq!(
+            fields(&change),
+            vec![
+                ("mtu", json!(9000), json!(1400)),
+                (
+                    "addresses",
+                    json!(["10.0.0.1/24", "192.168.9.1/24"]),
+                    json!(["10.0.0.1/24", "10.0.1.1/24"])
+                ),
+                ("stp", json!(false), json!(true)),
+                ("vlanFiltering", json!(false), json!(true)),
+                ("up", json!(true), json!(false)),
+            ]
+        );
+        assert!(change.fields.iter().all(|f| f.effect == Effect::Hot));
+    }
+
+    #[test]
+    fn an_undeclared_mtu_is_left_alone() {
+        let change = decide(
+            &declare("br0", "addresses: [10.0.0.1/24]"),
+            vec![converged_br0()],
+            &PlanContext::default(),
+        );
+        assert_eq!(change.action, Action::NoOp);
+    }
+
+    #[test]
+    fn a_declared_link_local_address_is_managed_like_any_other() {
+        let mut link = converged_br0();
+        link.addresses = vec![cidr("10.0.0.1/24")];
+        let change = decide(
+            &declare("br0", "mtu: 9000\naddresses: [10.0.0.1/24, fe80::2/64]"),
+            vec![link],
+            &PlanContext::default(),
+        );
+        assert_eq!(
+            fields(&change),
+            vec![(
+                "addresses",
+                json!(["10.0.0.1/24"]),
+                json!(["10.0.0.1/24", "fe80::2/64"])
+            )]
+        );
+    }
+
+    #[test]
+    fn a_link_of_another_kind_is_a_conflict_even_when_marked() {
+        for link in [
+            plain_link(3, "br0", Some("dummy")),
+            marked(plain_link(3, "br0", Some("veth"))),
+            plain_link(3, "br0", None),
+        ] {
+            let kind = link.kind.clone();
+            let change = decide(&declare("br0", BR0), vec![link], &owning(&["br0"]));
+            assert_eq!(change.action, Action::Conflict);
+            let reason = change.reason.unwrap_or_default();
+            assert!(reason.contains("is not a bridge"), "{reason}");
+            if let Some(kind) = kind {
+                assert!(reason.contains(&kind), "{reason}");
+            }
+            assert!(change.fields.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_unmarked_bridge_gitvisor_did_not_create_is_a_conflict_with_the_adopt_hint() {
+        let change = decide(
+            &declare("br0", BR0),
+            vec![bridge_link(4, "br0")],
+            &PlanContext::default(),
+        );
+        assert_eq!(change.action, Action::Conflict);
+        assert_eq!(
+            change.reason.as_deref(),
+            Some(
+                "bridge br0 exists but was not created by gitvisor; annotate gitvisor.dev/adopt: \"true\" to take it over"
+            )
+        );
+    }
+
+    #[test]
+    fn adopting_sets_the_marker_and_the_differing_fields() {
+        let mut link = bridge_link(4, "br0");
+        link.alias = Some("uplink".to_owned());
+        link.mtu = 9000;
+        let change = decide(
+            &adopting("br0", BR0),
+            vec![link],
+            &PlanContext::default(),
+        );
+        assert_eq!(change.action, Action::Update);
+        assert_eq!(
+            fields(&change),
+            vec![
+                ("ifalias", json!("uplink"), json!("gitvisor:managed")),
+                ("addresses", json!([]), json!(["10.0.0.1/24"])),
+                ("up", json!(false), json!(true)),
+            ]
+        );
+        assert!(change.reason.unwrap_or_default().contains("adopting"));
+    }
+
+    #[test]
+    fn a_bridge_the_store_records_gets_its_missing_marker_repaired() {
+        let mut link = converged_br0();
+        link.alias = None;
+        let change = decide(&declare("br0", BR0), vec![link], &owning(&["br0"]));
+        assert_eq!(change.action, Action::Update);
+        assert_eq!(
+            fields(&change),
+            vec![("ifalias", json!(null), json!("gitvisor:managed"))]
+        );
+        assert_eq!(change.reason, None);
+    }
+
+    #[test]
+    fn a_marked_bridge_is_ours_even_when_the_store_lost_it() {
+        let mut link = converged_br0();
+        link.mtu = 1500;
+        let change = decide(&declare("br0", BR0), vec![link], &PlanContext::default());
+        assert_eq!(change.action, Action::Update);
+        assert_eq!(fields(&change), vec![("mtu", json!(1500), json!(9000))]);
+    }
+
+    #[test]
+    fn nat_is_noted_as_not_implemented_and_kept_out_of_the_diff() {
+        let change = decide(
+            &declare("br0", "mtu: 9000\naddresses: [10.0.0.1/24]\nnat: true"),
+            vec![converged_br0()],
+            &PlanContext::default(),
+        );
+        assert_eq!(change.action, Action::NoOp);
+        let reason = change.reason.unwrap_or_default();
+        assert!(reason.contains("NAT is not implemented"), "{reason}");
+    }
+
+    #[test]
+    fn ports_are_enslaved_released_and_missing_ones_are_noted() {
+        let mut enslaved = plain_link(10, "eth1", None);
+        enslaved.master = Some(7);
+        let free = plain_link(11, "eth2", None);
+        let change = decide(
+            &declare("br0", "mtu: 9000\naddresses: [10.0.0.1/24]\nports: [eth2, eth9]"),
+            vec![converged_br0(), enslaved, free],
+            &PlanContext::default(),
+        );
+        assert_eq!(change.action, Action::Update);
+        assert_eq!(
+            fields(&change),
+            vec![("ports", json!(["eth1"]), json!(["eth2", "eth9"]))]
+        );
+        assert_eq!(
+            change.reason.as_deref(),
+            Some("port eth9 does not exist on this host; apply will fail")
+        );
+    }
+
+    #[test]
+    fn a_port_held_by_a_foreign_master_is_noted_but_one_held_by_our_bridge_is_not() {
+        let foreign = plain_link(20, "bond0", Some("bond"));
+        let ours = marked(bridge_link(21, "br1"));
+        let mut held_by_bond = plain_link(10, "eth1", None);
+        held_by_bond.master = Some(20);
+        let mut held_by_br1 = plain_link(11, "eth2", None);
+        held_by_br1.master = Some(21);
+        let change = decide(
+            &declare("br0", "ports: [eth1, eth2]"),
+            vec![foreign, ours, held_by_bond, held_by_br1],
+            &PlanContext::default(),
+        );
+        assert_eq!(change.action, Action::Create);
+        assert_eq!(
+            change.reason.as_deref(),
+            Some(
+                "port eth1 is enslaved to bond0, which gitvisor does not manage; apply will fail"
+            )
+        );
+    }
+
+    #[test]
+    fn only_bridges_with_both_marker_and_store_record_are_pruned() {
+        let mut with_port = marked(bridge_link(1, "br-old"));
+        with_port.bridge = Some(BridgeOptions::default());
+        let mut port = plain_link(9, "eth1", None);
+        port.master = Some(1);
+        let links = vec![
+            with_port,                                      // marker + store: delete
+            marked(bridge_link(2, "br-lost")),              // marker, store lost it: keep
+            bridge_link(3, "br-unmarked"),                  // store, no marker: keep
+            marked(plain_link(4, "veth-x", Some("veth"))),  // not a bridge: keep
+            marked(bridge_link(5, "br0")),                  // still declared: keep
+            port,
+        ];
+        let host = HostLinks::new(links);
+        let context = owning(&["br-old", "br-unmarked", "veth-x", "br0"]);
+        let changes = pruned(&BTreeSet::from(["br0"]), &host, &context);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let delete = &changes[0];
+        assert_eq!(delete.action, Action::Delete);
+        assert_eq!(delete.id.to_string(), "Bridge/br-old");
+        assert!(delete.desired.is_none());
+        let Some(Observed::Bridge(observed)) = &delete.observed else {
+            panic!("a delete carries the snapshot");
+        };
+        assert_eq!(observed.index(), Some(1));
+        assert_eq!(observed.ports.len(), 1);
+    }
+}

@@ -1,0 +1,376 @@
+//! The real [`LinkSeam`]: rtnetlink over one `NETLINK_ROUTE` socket.
+//!
+//! One connection serves every request; its [`Handle`] is cheap to clone and requests from
+//! concurrent `apply` tasks are multiplexed on the socket (the kernel serialises them under
+//! the RTNL lock, but nothing waits on a process start or a round trip per task).
+//!
+//! The socket belongs to the network namespace of the thread that opened it, so tests
+//! that `unshare` a namespace open the seam on that thread, after unsharing.
+//!
+//! Kernel behaviours this file works around:
+//! - `RTM_NEWLINK` does not answer the new link's index, so [`LinkRequest::CreateBridge`]
+//!   reads it back with a get-by-name.
+//! - The kernel ignores `IFLA_IFALIAS` in a creating `RTM_NEWLINK`; the driver sets the
+//!   marker with a separate [`LinkRequest::SetAlias`] right after creation.
+//! - Bridge options live in `IFLA_INFO_DATA`, which only `RTM_NEWLINK` (not `RTM_SETLINK`)
+//!   changes on an existing link, and only when `IFLA_INFO_KIND` names the bridge kind.
+//! - Only one dump may run per socket at a time (`EBUSY` otherwise), so dumps are
+//!   serialised with a lock; other requests are not.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    BridgeStpState, InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use nix::errno::Errno;
+use rtnetlink::{AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec};
+use tokio::task::JoinHandle;
+
+use super::seam::{BridgeOptions, LinkRequest, LinkSeam, LinkState, NetlinkError};
+
+/// The host's links, reached over rtnetlink.
+#[derive(Debug)]
+pub struct NetlinkLinks {
+    handle: Handle,
+    connection: JoinHandle<()>,
+    dump_lock: tokio::sync::Mutex<()>,
+}
+
+impl NetlinkLinks {
+    /// Open a route netlink socket in the calling thread's network namespace and drive it
+    /// on the current Tokio runtime.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            NetlinkError::other("opening a netlink socket needs a running Tokio runtime")
+        })?;
+        let (connection, handle, _unsolicited) =
+            rtnetlink::new_connection().map_err(|e| NetlinkError {
+                errno: e.raw_os_error(),
+                message: format!("cannot open a NETLINK_ROUTE socket: {e}"),
+            })?;
+        let connection = runtime.spawn(connection);
+        Ok(NetlinkLinks {
+            handle,
+            connection,
+            dump_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn dump_links(&self) -> Result<Vec<LinkState>, NetlinkError> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .map_ok(link_state_of)
+            .try_collect()
+            .await
+            .map_err(|e| context("dump links", e))
+    }
+
+    async fn dump_addresses(&self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
+        let messages: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| context("dump addresses", e))?;
+        Ok(messages.iter().filter_map(address_of).collect())
+    }
+
+    async fn create_bridge(
+        &self,
+        name: &str,
+        stp: bool,
+        vlan_filtering: bool,
+    ) -> Result<u32, NetlinkError> {
+        let message = LinkMessageBuilder::<LinkBridge>::new(name)
+            .stp_state(stp_state(stp))
+            .vlan_filtering(vlan_filtering)
+            .build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(netlink_error)?;
+        let created = self
+            .handle
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| context("created, but reading back its index failed", e))?;
+        created
+            .map(|link| link.header.index)
+            .ok_or_else(|| NetlinkError::other("created, but the kernel does not list it by name"))
+    }
+
+    async fn set_link(&self, message: LinkMessage) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(netlink_error)
+    }
+
+    async fn set_bridge_options(
+        &self,
+        index: u32,
+        stp: Option<bool>,
+        vlan_filtering: Option<bool>,
+    ) -> Result<(), NetlinkError> {
+        let mut builder =
+            LinkMessageBuilder::<LinkBridge>::new_with_info_kind(InfoKind::Bridge).index(index);
+        if let Some(stp) = stp {
+            builder = builder.stp_state(stp_state(stp));
+        }
+        if let Some(vlan_filtering) = vlan_filtering {
+            builder = builder.vlan_filtering(vlan_filtering);
+        }
+        self.handle
+            .link()
+            .change(builder.build())
+            .execute()
+            .await
+            .map_err(netlink_error)
+    }
+
+    async fn add_address(&self, index: u32, cidr: IpNet) -> Result<(), NetlinkError> {
+        let added = self
+            .handle
+            .address()
+            .add(index, cidr.addr(), cidr.prefix_len())
+            .execute()
+            .await
+            .map_err(netlink_error);
+        tolerate(added, &[Errno::EEXIST])
+    }
+
+    async fn del_address(&self, index: u32, cidr: IpNet) -> Result<(), NetlinkError> {
+        let message = match cidr.addr() {
+            IpAddr::V4(ip) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(index)
+                .address(ip, cidr.prefix_len())
+                .build(),
+            IpAddr::V6(ip) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(index)
+                .address(ip, cidr.prefix_len())
+                .build(),
+        };
+        let deleted = self
+            .handle
+            .address()
+            .del(message)
+            .execute()
+            .await
+            .map_err(netlink_error);
+        tolerate(deleted, &[Errno::ENOENT, Errno::EADDRNOTAVAIL])
+    }
+
+    async fn delete_link(&self, index: u32) -> Result<(), NetlinkError> {
+        let deleted = self
+            .handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(netlink_error);
+        tolerate(deleted, &[Errno::ENODEV])
+    }
+}
+
+impl Drop for NetlinkLinks {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+#[async_trait]
+impl LinkSeam for NetlinkLinks {
+    async fn dump(&self) -> Result<Vec<LinkState>, NetlinkError> {
+        let _one_dump_at_a_time = self.dump_lock.lock().await;
+        let mut links = self.dump_links().await?;
+        let position: HashMap<u32, usize> = links
+            .iter()
+            .enumerate()
+            .map(|(position, link)| (link.index, position))
+            .collect();
+        for (index, cidr) in self.dump_addresses().await? {
+            if let Some(&at) = position.get(&index) {
+                links[at].addresses.push(cidr);
+            }
+        }
+        Ok(links)
+    }
+
+    async fn send(&self, request: LinkRequest) -> Result<Option<u32>, NetlinkError> {
+        match request {
+            LinkRequest::CreateBridge {
+                name,
+                stp,
+                vlan_filtering,
+            } => {
+                return self
+                    .create_bridge(&name, stp, vlan_filtering)
+                    .await
+                    .map(Some);
+            }
+            LinkRequest::SetAlias { index, alias } => {
+                self.set_link(LinkUnspec::new_with_index(index).alias(alias).build())
+                    .await?
+            }
+            LinkRequest::SetMtu { index, mtu } => {
+                self.set_link(LinkUnspec::new_with_index(index).mtu(mtu).build())
+                    .await?
+            }
+            LinkRequest::SetUp { index, up } => {
+                let builder = LinkUnspec::new_with_index(index);
+                let builder = if up { builder.up() } else { builder.down() };
+                self.set_link(builder.build()).await?
+            }
+            LinkRequest::SetBridgeOptions {
+                index,
+                stp,
+                vlan_filtering,
+            } => self.set_bridge_options(index, stp, vlan_filtering).await?,
+            LinkRequest::AddAddress { index, cidr } => self.add_address(index, cidr).await?,
+            LinkRequest::DelAddress { index, cidr } => self.del_address(index, cidr).await?,
+            LinkRequest::SetMaster {
+                port_index,
+                master: Some(master),
+            } => {
+                self.set_link(
+                    LinkUnspec::new_with_index(port_index)
+                        .controller(master)
+                        .build(),
+                )
+                .await?
+            }
+            LinkRequest::SetMaster {
+                port_index,
+                master: None,
+            } => {
+                let released = self
+                    .set_link(
+                        LinkUnspec::new_with_index(port_index)
+                            .nocontroller()
+                            .build(),
+                    )
+                    .await;
+                tolerate(released, &[Errno::ENODEV])?
+            }
+            LinkRequest::DeleteLink { index } => self.delete_link(index).await?,
+        }
+        Ok(None)
+    }
+}
+
+fn stp_state(stp: bool) -> BridgeStpState {
+    if stp {
+        BridgeStpState::KernelStp
+    } else {
+        BridgeStpState::Disabled
+    }
+}
+
+/// Treat the listed errnos as success: the host is already as asked.
+fn tolerate(result: Result<(), NetlinkError>, already_done: &[Errno]) -> Result<(), NetlinkError> {
+    match result {
+        Err(error) if already_done.iter().any(|errno| error.is_errno(*errno)) => Ok(()),
+        other => other,
+    }
+}
+
+fn netlink_error(error: rtnetlink::Error) -> NetlinkError {
+    match &error {
+        rtnetlink::Error::NetlinkError(message) => match message.code {
+            Some(code) => NetlinkError::from_errno(code.get().abs()),
+            None => NetlinkError::other(error.to_string()),
+        },
+        _ => NetlinkError::other(error.to_string()),
+    }
+}
+
+fn context(what: &str, error: rtnetlink::Error) -> NetlinkError {
+    let error = netlink_error(error);
+    NetlinkError {
+        message: format!("{what}: {}", error.message),
+        ..error
+    }
+}
+
+fn link_state_of(message: LinkMessage) -> LinkState {
+    let mut link = LinkState {
+        index: message.header.index,
+        name: String::new(),
+        alias: None,
+        kind: None,
+        mtu: 0,
+        up: message.header.flags.contains(LinkFlags::Up),
+        master: None,
+        bridge: None,
+        addresses: Vec::new(),
+    };
+    for attribute in message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name = name,
+            LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
+            LinkAttribute::Mtu(mtu) => link.mtu = mtu,
+            LinkAttribute::Controller(master) if master != 0 => link.master = Some(master),
+            LinkAttribute::LinkInfo(infos) => read_link_info(&mut link, infos),
+            _ => {}
+        }
+    }
+    link
+}
+
+fn read_link_info(link: &mut LinkState, infos: Vec<LinkInfo>) {
+    for info in infos {
+        match info {
+            LinkInfo::Kind(kind) => link.kind = Some(kind.to_string()),
+            LinkInfo::Data(InfoData::Bridge(options)) => {
+                let bridge = link.bridge.get_or_insert_with(BridgeOptions::default);
+                for option in options {
+                    match option {
+                        InfoBridge::StpState(state) => {
+                            bridge.stp = state != BridgeStpState::Disabled
+                        }
+                        InfoBridge::VlanFiltering(on) => bridge.vlan_filtering = on,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if link.is_bridge() && link.bridge.is_none() {
+        link.bridge = Some(BridgeOptions::default());
+    }
+}
+
+/// The interface address of one `RTM_NEWADDR`: `IFA_LOCAL` when present (it differs from
+/// `IFA_ADDRESS` only on point-to-point links), else `IFA_ADDRESS`.
+fn address_of(message: &AddressMessage) -> Option<(u32, IpNet)> {
+    let mut local = None;
+    let mut address = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    let ip = local.or(address)?;
+    let cidr = IpNet::new(ip, message.header.prefix_len).ok()?;
+    Some((message.header.index, cidr))
+}

@@ -1,0 +1,136 @@
+//! What planning saw on the host: the one dump indexed for lookups ([`HostLinks`]) and the
+//! per-bridge snapshot a [`Change`](crate::plan::Change) carries to apply
+//! ([`ObservedBridge`]).
+//!
+//! Apply works from this snapshot instead of dumping again, so applying many bridges costs
+//! no extra dumps. Every request it derives is idempotent, so a snapshot that went stale
+//! between plan and apply at worst fails one request; the next plan starts from the truth.
+
+use std::collections::HashMap;
+
+use super::OWNERSHIP_MARKER;
+use super::seam::LinkState;
+use crate::model::InterfaceName;
+
+/// A bridge (or the link that holds its name) as planning found it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedBridge {
+    /// The link with the declared name; `None` when it does not exist yet.
+    pub link: Option<LinkState>,
+    /// Links enslaved to it now, by name.
+    pub ports: Vec<PortLink>,
+    /// Every declared port as found on the host, in declared order.
+    pub declared_ports: Vec<DeclaredPort>,
+}
+
+impl ObservedBridge {
+    pub fn index(&self) -> Option<u32> {
+        self.link.as_ref().map(|link| link.index)
+    }
+}
+
+/// An interface enslaved to a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortLink {
+    pub name: String,
+    pub index: u32,
+}
+
+/// A port named in the manifest, looked up on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredPort {
+    pub name: String,
+    /// `None`: no interface with this name exists.
+    pub index: Option<u32>,
+    /// The name of the master it is enslaved to when that is not this bridge and not a
+    /// bridge gitvisor manages: taking it would break something gitvisor does not own.
+    pub foreign_master: Option<String>,
+}
+
+/// The dump, indexed by name, by index and by master.
+#[derive(Debug, Default)]
+pub(crate) struct HostLinks {
+    links: Vec<LinkState>,
+    by_name: HashMap<String, usize>,
+    by_index: HashMap<u32, usize>,
+    ports_by_master: HashMap<u32, Vec<usize>>,
+}
+
+impl HostLinks {
+    pub(crate) fn new(links: Vec<LinkState>) -> Self {
+        let mut host = HostLinks::default();
+        for (at, link) in links.iter().enumerate() {
+            host.by_name.insert(link.name.clone(), at);
+            host.by_index.insert(link.index, at);
+            if let Some(master) = link.master {
+                host.ports_by_master.entry(master).or_default().push(at);
+            }
+        }
+        host.links = links;
+        host
+    }
+
+    pub(crate) fn links(&self) -> &[LinkState] {
+        &self.links
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<&LinkState> {
+        self.by_name.get(name).map(|&at| &self.links[at])
+    }
+
+    fn by_index(&self, index: u32) -> Option<&LinkState> {
+        self.by_index.get(&index).map(|&at| &self.links[at])
+    }
+
+    /// The links enslaved to `master`, sorted by name.
+    pub(crate) fn ports_of(&self, master: u32) -> Vec<PortLink> {
+        let mut ports: Vec<PortLink> = self
+            .ports_by_master
+            .get(&master)
+            .into_iter()
+            .flatten()
+            .map(|&at| PortLink {
+                name: self.links[at].name.clone(),
+                index: self.links[at].index,
+            })
+            .collect();
+        ports.sort_by(|a, b| a.name.cmp(&b.name));
+        ports
+    }
+
+    /// The snapshot of bridge `name` with its declared `ports` looked up.
+    pub(crate) fn observe(&self, name: &str, declared_ports: &[InterfaceName]) -> ObservedBridge {
+        let link = self.by_name(name).cloned();
+        let index = link.as_ref().map(|link| link.index);
+        ObservedBridge {
+            ports: index.map(|index| self.ports_of(index)).unwrap_or_default(),
+            declared_ports: declared_ports
+                .iter()
+                .map(|port| self.declared_port(port.as_str(), index))
+                .collect(),
+            link,
+        }
+    }
+
+    fn declared_port(&self, name: &str, bridge: Option<u32>) -> DeclaredPort {
+        let port = self.by_name(name);
+        let foreign_master = port
+            .and_then(|port| port.master)
+            .filter(|&master| Some(master) != bridge)
+            .and_then(|master| match self.by_index(master) {
+                Some(master) if master.is_bridge() && is_marked(master) => None,
+                Some(master) => Some(master.name.clone()),
+                None => Some(format!("link #{master}")),
+            });
+        DeclaredPort {
+            name: name.to_owned(),
+            index: port.map(|port| port.index),
+            foreign_master,
+        }
+    }
+}
+
+/// Whether a link carries gitvisor's ownership marker.
+pub(crate) fn is_marked(link: &LinkState) -> bool {
+    link.alias.as_deref() == Some(OWNERSHIP_MARKER)
+}

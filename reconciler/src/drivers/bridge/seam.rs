@@ -1,0 +1,198 @@
+//! The host seam of the bridge driver: what it reads from the kernel and the requests it
+//! sends, as plain values.
+//!
+//! The driver never talks to netlink directly. It asks a [`LinkSeam`] for one snapshot of
+//! every link and address on the host ([`LinkSeam::dump`]) and sends [`LinkRequest`]s one
+//! at a time ([`LinkSeam::send`]). The real implementation is
+//! [`NetlinkLinks`](super::netlink::NetlinkLinks); unit tests use the recording
+//! [`FakeLinks`](super::fake::FakeLinks).
+//!
+//! Requests are idempotent on both implementations: adding an address that is already
+//! there, deleting one that is gone, deleting a link that is gone and releasing a port that
+//! is gone all succeed. Creating a link whose name is taken is an error (`EEXIST`): the
+//! driver only creates what it observed as absent, and the next plan sorts out who owns
+//! the object that appeared in between.
+//!
+//! Errors from the seam carry the kernel's answer only ([`NetlinkError`]); the driver wraps
+//! them with the bridge and the operation ([`BridgeError`](super::BridgeError)).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+
+/// One link as the kernel reports it, with its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_IFALIAS`; gitvisor keeps its ownership marker here.
+    pub alias: Option<String>,
+    /// `IFLA_INFO_KIND` (`bridge`, `veth`, `dummy`, …); `None` for physical devices and
+    /// loopback, which have no link info.
+    pub kind: Option<String>,
+    pub mtu: u32,
+    /// Administrative state (`IFF_UP`), not carrier.
+    pub up: bool,
+    /// `IFLA_MASTER`: the bridge (or bond, VRF, …) this link is enslaved to.
+    pub master: Option<u32>,
+    /// Bridge options, present when `kind` is `bridge`.
+    pub bridge: Option<BridgeOptions>,
+    /// Every address on the link, with host bits as configured (`10.0.0.1/24`).
+    pub addresses: Vec<IpNet>,
+}
+
+impl LinkState {
+    pub fn is_bridge(&self) -> bool {
+        self.kind.as_deref() == Some("bridge")
+    }
+}
+
+/// The bridge-specific options gitvisor manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BridgeOptions {
+    /// Spanning tree on (kernel or user-space STP).
+    pub stp: bool,
+    pub vlan_filtering: bool,
+}
+
+/// One change to the host's links. Links are named by index except at creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkRequest {
+    /// Create a bridge, administratively down. Answers the new link's index.
+    CreateBridge {
+        name: String,
+        stp: bool,
+        vlan_filtering: bool,
+    },
+    /// Set `ifalias` (the ownership marker).
+    SetAlias {
+        index: u32,
+        alias: String,
+    },
+    SetMtu {
+        index: u32,
+        mtu: u32,
+    },
+    SetUp {
+        index: u32,
+        up: bool,
+    },
+    /// Change bridge options; `None` leaves an option as it is.
+    SetBridgeOptions {
+        index: u32,
+        stp: Option<bool>,
+        vlan_filtering: Option<bool>,
+    },
+    AddAddress {
+        index: u32,
+        cidr: IpNet,
+    },
+    DelAddress {
+        index: u32,
+        cidr: IpNet,
+    },
+    /// Enslave `port_index` to `master`, or release it with `None`.
+    SetMaster {
+        port_index: u32,
+        master: Option<u32>,
+    },
+    DeleteLink {
+        index: u32,
+    },
+}
+
+impl fmt::Display for LinkRequest {
+    /// A short description for error messages and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkRequest::CreateBridge {
+                name,
+                stp,
+                vlan_filtering,
+            } => write!(
+                f,
+                "create bridge {name} (stp {stp}, vlanFiltering {vlan_filtering})"
+            ),
+            LinkRequest::SetAlias { index, alias } => {
+                write!(f, "set ifalias {alias:?} on link #{index}")
+            }
+            LinkRequest::SetMtu { index, mtu } => write!(f, "set mtu {mtu} on link #{index}"),
+            LinkRequest::SetUp { index, up: true } => write!(f, "set link #{index} up"),
+            LinkRequest::SetUp { index, up: false } => write!(f, "set link #{index} down"),
+            LinkRequest::SetBridgeOptions {
+                index,
+                stp,
+                vlan_filtering,
+            } => {
+                write!(f, "set bridge options on link #{index}:")?;
+                if let Some(stp) = stp {
+                    write!(f, " stp {stp}")?;
+                }
+                if let Some(vlan_filtering) = vlan_filtering {
+                    write!(f, " vlanFiltering {vlan_filtering}")?;
+                }
+                Ok(())
+            }
+            LinkRequest::AddAddress { index, cidr } => {
+                write!(f, "add address {cidr} to link #{index}")
+            }
+            LinkRequest::DelAddress { index, cidr } => {
+                write!(f, "delete address {cidr} from link #{index}")
+            }
+            LinkRequest::SetMaster {
+                port_index,
+                master: Some(master),
+            } => write!(f, "enslave link #{port_index} to link #{master}"),
+            LinkRequest::SetMaster {
+                port_index,
+                master: None,
+            } => write!(f, "release link #{port_index} from its bridge"),
+            LinkRequest::DeleteLink { index } => write!(f, "delete link #{index}"),
+        }
+    }
+}
+
+/// The kernel's (or the transport's) answer to a failed request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct NetlinkError {
+    /// The positive errno the kernel answered, when it answered one.
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+impl NetlinkError {
+    /// An error the kernel answered with `errno` (positive, e.g. `Errno::EEXIST as i32`).
+    pub fn from_errno(errno: i32) -> Self {
+        NetlinkError {
+            errno: Some(errno),
+            message: std::io::Error::from_raw_os_error(errno).to_string(),
+        }
+    }
+
+    /// A failure without an errno: the socket, a malformed answer, the transport.
+    pub fn other(message: impl Into<String>) -> Self {
+        NetlinkError {
+            errno: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_errno(&self, errno: nix::errno::Errno) -> bool {
+        self.errno == Some(errno as i32)
+    }
+}
+
+/// The host as the bridge driver sees it. Implementations are shared by concurrent
+/// `apply` tasks, so they are `Send + Sync` and take `&self`.
+#[async_trait]
+pub trait LinkSeam: Send + Sync {
+    /// Every link and its addresses: one link dump and one address dump for the whole
+    /// host, never one call per link.
+    async fn dump(&self) -> Result<Vec<LinkState>, NetlinkError>;
+
+    /// Carry out one request. Answers the new index for
+    /// [`LinkRequest::CreateBridge`], `None` otherwise.
+    async fn send(&self, request: LinkRequest) -> Result<Option<u32>, NetlinkError>;
+}

@@ -1,0 +1,63 @@
+//! What the executor reports: one result per resource, with its duration.
+
+use serde::Serialize;
+
+use crate::model::ResourceId;
+use crate::plan::{Action, Change};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "result", content = "detail")]
+pub enum ResultKind {
+    /// The change was carried out.
+    Applied,
+    /// Nothing to do.
+    Unchanged,
+    /// The driver failed (or the change could not be attempted: conflict, no driver).
+    Failed(String),
+    /// A dependency failed or is unusable, so this was not attempted.
+    Blocked(ResourceId),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub id: ResourceId,
+    pub action: Action,
+    #[serde(flatten)]
+    pub result: ResultKind,
+    pub seconds: f64,
+    #[serde(skip)]
+    pub spec_hash: Option<String>,
+}
+
+impl StepResult {
+    pub fn new(change: &Change, result: ResultKind, seconds: f64) -> Self {
+        StepResult {
+            id: change.id.clone(),
+            action: change.action,
+            result,
+            seconds,
+            spec_hash: change.desired.as_ref().map(|r| r.spec_hash()),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        matches!(self.result, ResultKind::Applied | ResultKind::Unchanged)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub revision: String,
+    pub results: Vec<StepResult>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn converged(&self) -> bool {
+        self.results.iter().all(StepResult::ok)
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &StepResult> {
+        self.results.iter().filter(|r| !r.ok())
+    }
+}

@@ -1,0 +1,106 @@
+//! Store bookkeeping around an execution: write-ahead intents before, outcomes, statuses,
+//! the revision and events after — one transaction each.
+
+use crate::execute::{Report, ResultKind};
+use crate::model::ResourceId;
+use crate::plan::{Action, Plan};
+use crate::state::{
+    Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store,
+    StoreError, now_unix,
+};
+
+/// Records, before anything runs, every object the plan is about to create.
+pub fn record_intents(store: &Store, plan: &Plan) -> Result<(), StoreError> {
+    let ids: Vec<ResourceId> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Replace))
+        .map(|c| c.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    store.record_intents(&ids, &plan.revision)
+}
+
+/// Records what happened: ownership, per-resource status, the revision and events.
+pub fn record_report(store: &Store, report: &Report) -> Result<(), StoreError> {
+    let now = now_unix();
+    let mut outcomes = Vec::new();
+    let mut statuses = Vec::new();
+    let mut removed = Vec::new();
+    let mut events = Vec::new();
+    for step in &report.results {
+        let (state, message) = match &step.result {
+            ResultKind::Applied | ResultKind::Unchanged => (ResourceState::Ready, None),
+            ResultKind::Failed(why) if step.action == Action::Conflict => {
+                (ResourceState::Conflict, Some(why.clone()))
+            }
+            ResultKind::Failed(why) => (ResourceState::Failed, Some(why.clone())),
+            ResultKind::Blocked(dep) => (
+                ResourceState::Blocked,
+                Some(format!("dependency {dep} is not ready")),
+            ),
+        };
+        let applied = matches!(step.result, ResultKind::Applied | ResultKind::Unchanged);
+        match step.action {
+            Action::Delete if applied => {
+                outcomes.push(Outcome::Forgotten {
+                    id: step.id.clone(),
+                });
+                removed.push(step.id.clone());
+            }
+            Action::Create | Action::Update | Action::Replace | Action::NoOp if applied => {
+                outcomes.push(Outcome::Applied {
+                    id: step.id.clone(),
+                    spec_hash: step.spec_hash.clone().unwrap_or_default(),
+                    revision: report.revision.clone(),
+                });
+            }
+            _ => {}
+        }
+        if step.action != Action::Delete || !applied {
+            statuses.push((
+                step.id.clone(),
+                ResourceStatus {
+                    state,
+                    message: message.clone(),
+                    revision: report.revision.clone(),
+                    updated_unix: now,
+                },
+            ));
+        }
+        if step.action.is_change() || !applied {
+            let (level, text) = match &step.result {
+                ResultKind::Applied => (EventLevel::Info, format!("{} applied", step.action)),
+                ResultKind::Unchanged => continue,
+                ResultKind::Failed(why) => (EventLevel::Error, format!("{} failed: {why}", step.action)),
+                ResultKind::Blocked(dep) => {
+                    (EventLevel::Warning, format!("{} blocked by {dep}", step.action))
+                }
+            };
+            events.push(Event {
+                unix: now,
+                resource: Some(step.id.clone()),
+                level,
+                message: text,
+            });
+        }
+    }
+    store.record_outcomes(&outcomes)?;
+    store.set_statuses(&statuses)?;
+    store.remove_statuses(&removed)?;
+    let failures = report.failures().count();
+    store.record_revision(&RevisionRecord {
+        id: report.revision.clone(),
+        applied_unix: now,
+        converged: report.converged(),
+        summary: format!(
+            "{} resources, {} changed, {} not converged",
+            report.results.len(),
+            report.results.iter().filter(|r| r.action.is_change() && r.ok()).count(),
+            failures
+        ),
+    })?;
+    store.append_events(&events)
+}

@@ -1,0 +1,196 @@
+//! Plan rendering: text like `terraform plan` (colour only on a terminal) and the stable
+//! JSON of DESIGN §7.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+use super::{Action, Change, Plan};
+
+struct Palette {
+    enabled: bool,
+}
+
+impl Palette {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.enabled {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn for_action(&self, action: Action, text: &str) -> String {
+        let code = match action {
+            Action::Create => "32",
+            Action::Update => "33",
+            Action::Replace => "35",
+            Action::Delete => "31",
+            Action::Conflict | Action::Unsupported => "1;31",
+            Action::NoOp => "2",
+        };
+        self.paint(code, text)
+    }
+}
+
+fn show(value: &Value) -> String {
+    match value {
+        Value::Null => "(unset)".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Human rendering. `color`: whether to use ANSI colours (callers pass "stdout is a
+/// terminal and NO_COLOR is unset"). `verbose`: also list unchanged resources.
+pub fn render_text(plan: &Plan, color: bool, verbose: bool) -> String {
+    let palette = Palette { enabled: color };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Plan for host {} at revision {}\n",
+        plan.host, plan.revision
+    );
+    for change in &plan.changes {
+        if change.action == Action::NoOp && !verbose {
+            continue;
+        }
+        render_change(&mut out, change, &palette);
+    }
+    let s = plan.summary();
+    if !plan.has_changes() {
+        let _ = writeln!(
+            out,
+            "No changes. {} resource{} up to date.",
+            s.noop,
+            if s.noop == 1 { " is" } else { "s are" }
+        );
+        return out;
+    }
+    let _ = write!(
+        out,
+        "\nPlan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged",
+        s.create, s.update, s.replace, s.delete, s.noop
+    );
+    if s.conflict > 0 {
+        let _ = write!(out, ", {}", palette.paint("1;31", &format!("{} conflict", s.conflict)));
+    }
+    if s.unsupported > 0 {
+        let _ = write!(out, ", {} unsupported", s.unsupported);
+    }
+    out.push_str(".\n");
+    out
+}
+
+fn render_change(out: &mut String, change: &Change, palette: &Palette) {
+    let symbol = palette.for_action(change.action, &format!("{:>3}", change.action.symbol()));
+    let _ = write!(out, "{symbol} {}", change.id);
+    if let Some(effect) = change.effect() {
+        if change.action == Action::Update {
+            let _ = write!(out, "  ({})", format!("{effect:?}").to_lowercase());
+        }
+    }
+    out.push('\n');
+    if let Some(reason) = &change.reason {
+        let _ = writeln!(out, "      # {reason}");
+    }
+    let width = change.fields.iter().map(|f| f.path.len()).max().unwrap_or(0);
+    for field in &change.fields {
+        let _ = writeln!(
+            out,
+            "      {:width$}  {} -> {}",
+            field.path,
+            show(&field.old),
+            show(&field.new),
+        );
+    }
+}
+
+/// The JSON object of DESIGN §7; more keys may be added, these keep their meaning.
+pub fn render_json(plan: &Plan) -> Value {
+    let changes: Vec<Value> = plan
+        .changes
+        .iter()
+        .map(|change| {
+            let mut object = json!({
+                "kind": change.id.kind,
+                "name": change.id.name,
+                "action": change.action,
+                "fields": change.fields,
+            });
+            if let Some(reason) = &change.reason {
+                object["reason"] = json!(reason);
+            }
+            if let Some(effect) = change.effect() {
+                object["effect"] = json!(effect);
+            }
+            object
+        })
+        .collect();
+    json!({
+        "revision": plan.revision,
+        "host": plan.host,
+        "changes": changes,
+        "summary": plan.summary(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Name, ResourceId};
+    use crate::plan::{Effect, FieldChange};
+
+    fn sample() -> Plan {
+        let id = |name: &str| ResourceId::new(Kind::Bridge, Name::parse(name).unwrap());
+        Plan {
+            revision: "sha256:abc".into(),
+            host: "h1".into(),
+            changes: vec![
+                Change::new(id("br0"), Action::Create)
+                    .with_fields(vec![FieldChange::new("mtu", (), 9000, Effect::Hot)]),
+                Change::new(id("br1"), Action::Update)
+                    .with_fields(vec![FieldChange::new("mtu", 1500, 9000, Effect::Hot)]),
+                Change::new(id("br2"), Action::NoOp),
+                Change::new(id("old"), Action::Delete),
+            ],
+        }
+    }
+
+    #[test]
+    fn text_has_symbols_and_summary_without_colour() {
+        let text = render_text(&sample(), false, false);
+        assert!(text.contains("  + Bridge/br0\n      mtu  (unset) -> 9000"), "{text}");
+        assert!(text.contains("  ~ Bridge/br1  (hot)"), "{text}");
+        assert!(text.contains("  - Bridge/old"), "{text}");
+        assert!(!text.contains("br2"), "{text}");
+        assert!(!text.contains('\x1b'));
+        assert!(text.contains("Plan: 1 to create, 1 to update, 0 to replace, 1 to delete, 1 unchanged."));
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        assert!(render_text(&sample(), true, false).contains("\x1b[32m"));
+    }
+
+    #[test]
+    fn json_schema_is_stable() {
+        let value = render_json(&sample());
+        assert_eq!(value["revision"], "sha256:abc");
+        let first = &value["changes"][0];
+        assert_eq!(first["kind"], "Bridge");
+        assert_eq!(first["name"], "br0");
+        assert_eq!(first["action"], "create");
+        assert_eq!(first["fields"][0]["path"], "mtu");
+        assert_eq!(first["fields"][0]["old"], Value::Null);
+        assert_eq!(first["fields"][0]["new"], 9000);
+        assert_eq!(value["changes"][2]["action"], "noop");
+    }
+
+    #[test]
+    fn no_changes_message() {
+        let mut plan = sample();
+        plan.changes.retain(|c| c.action == Action::NoOp);
+        assert!(render_text(&plan, false, false).contains("No changes. 1 resource is up to date."));
+    }
+}

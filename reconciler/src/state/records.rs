@@ -1,0 +1,157 @@
+//! The values the state store keeps. Plain serde data (camelCase JSON), so that
+//! `gitvisor status --output json` can print them as they are stored.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ResourceId;
+
+/// What the store knows about an object gitvisor created (or is about to create).
+///
+/// Keyed by [`ResourceId`] in the store. Its presence is what lets a driver delete or
+/// change the object; the object's actual state is always read from the system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedRecord {
+    /// Hash of the spec last applied successfully; empty while a first create is pending.
+    #[serde(default)]
+    pub spec_hash: String,
+    /// The revision that last touched the record (the intent's, while pending).
+    pub revision: String,
+    /// When the record was last written, in seconds since the Unix epoch.
+    pub updated_unix: u64,
+    /// A write-ahead intent was recorded and no outcome has confirmed it yet: the object
+    /// may or may not exist, but if it exists it is ours, and `spec_hash` (the last
+    /// confirmed one, if any) may not describe it.
+    #[serde(default)]
+    pub pending: bool,
+}
+
+/// The result of acting on one resource, recorded by [`super::Store::record_outcomes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The object exists with this spec: upsert its owned record, no longer pending.
+    Applied {
+        id: ResourceId,
+        spec_hash: String,
+        revision: String,
+    },
+    /// The object is no longer ours (deleted, or a `Retain` volume pruned from management):
+    /// remove its owned record.
+    Forgotten { id: ResourceId },
+}
+
+impl Outcome {
+    pub fn id(&self) -> &ResourceId {
+        match self {
+            Outcome::Applied { id, .. } | Outcome::Forgotten { id } => id,
+        }
+    }
+}
+
+/// Where a resource stands after the last reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResourceState {
+    /// Exists and matches the declared spec.
+    Ready,
+    /// Being created or changed, or waiting for something to settle.
+    Progressing,
+    /// The last action on it failed.
+    Failed,
+    /// Not acted on because something it depends on is not ready.
+    Blocked,
+    /// An object with the declared name exists and is not ours.
+    Conflict,
+}
+
+impl ResourceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceState::Ready => "Ready",
+            ResourceState::Progressing => "Progressing",
+            ResourceState::Failed => "Failed",
+            ResourceState::Blocked => "Blocked",
+            ResourceState::Conflict => "Conflict",
+        }
+    }
+}
+
+impl fmt::Display for ResourceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last reported status of one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    pub state: ResourceState,
+    /// A human-readable reason, e.g. the error of a failed action.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The revision this status was computed against.
+    pub revision: String,
+    /// Seconds since the Unix epoch.
+    pub updated_unix: u64,
+}
+
+/// One applied revision, kept in a bounded history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    /// The revision identifier (a commit id, or a content hash for a directory source).
+    pub id: String,
+    /// Seconds since the Unix epoch.
+    pub applied_unix: u64,
+    /// Whether every resource was Ready at the end of the reconcile.
+    pub converged: bool,
+    /// One line: what was done, e.g. "2 created, 1 updated, 0 deleted".
+    pub summary: String,
+}
+
+/// Severity of an [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+impl EventLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventLevel::Info => "Info",
+            EventLevel::Warning => "Warning",
+            EventLevel::Error => "Error",
+        }
+    }
+}
+
+impl fmt::Display for EventLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of the bounded event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    pub unix: u64,
+    /// The resource the event is about; `None` for the reconciler as a whole.
+    #[serde(default)]
+    pub resource: Option<ResourceId>,
+    pub level: EventLevel,
+    pub message: String,
+}
+
+/// Seconds since the Unix epoch; 0 if the clock is set before 1970.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}

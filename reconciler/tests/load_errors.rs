@@ -1,0 +1,195 @@
+//! The loader's promises: strict documents, every error with file:line:col and field,
+//! all errors of a revision together, and the revision rejected whole.
+
+use std::path::Path;
+
+use gitvisor::load::{Diagnostic, load_revision};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn errors(dir: &Path) -> Vec<Diagnostic> {
+    load_revision(dir, "host1").expect_err("revision should be rejected").diagnostics
+}
+
+const GOOD: &str = "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br0
+spec:
+  addresses: [10.0.0.1/24]
+";
+
+#[test]
+fn a_good_revision_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", GOOD);
+    let revision = load_revision(dir.path(), "host1").unwrap();
+    assert_eq!(revision.resources.len(), 1);
+    assert!(revision.id.starts_with("sha256:"));
+}
+
+#[test]
+fn unknown_field_names_file_line_column_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", &format!("{GOOD}  mtuu: 9000\n"));
+    let errs = errors(dir.path());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let e = &errs[0];
+    assert!(e.file.ends_with("a.yaml"));
+    assert_eq!((e.line, e.column), (7, 3), "{e}");
+    assert_eq!(e.field.as_deref(), Some("spec"));
+    assert!(e.message.contains("unknown field `mtuu`"), "{e}");
+}
+
+#[test]
+fn positions_are_file_positions_in_later_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{GOOD}---\n# second\napiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: br1\nspec:\n  addresses: [10.0.0.300/24]\n");
+    write(dir.path(), "a.yaml", &text);
+    let errs = errors(dir.path());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].line, 14, "{}", errs[0]);
+    assert_eq!(errs[0].field.as_deref(), Some("spec.addresses[0]"));
+    assert!(errs[0].message.contains("invalid CIDR"), "{}", errs[0]);
+}
+
+#[test]
+fn bad_sizes_names_and_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "v.yaml",
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: Volume\nmetadata:\n  name: v1\nspec:\n  volumeGroup: vg0\n  size: 12XB\n",
+    );
+    write(
+        dir.path(),
+        "n.yaml",
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: Br_0\nspec: {}\n",
+    );
+    write(
+        dir.path(),
+        "k.yaml",
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: Router\nmetadata:\n  name: r\nspec: {}\n",
+    );
+    let errs = errors(dir.path());
+    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 3, "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("k.yaml:2:7: kind: unknown kind \"Router\"")), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("n.yaml:4:9: metadata.name: invalid name")), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("v.yaml:7:9: spec.size: invalid size")), "{text:#?}");
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: [br0\nspec: {}\n");
+    let errs = errors(dir.path());
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].line >= 4, "{}", errs[0]);
+}
+
+#[test]
+fn duplicates_dangling_references_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", GOOD);
+    write(dir.path(), "b.yaml", GOOD);
+    write(
+        dir.path(),
+        "vm.yaml",
+        "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: VirtualMachine
+metadata:
+  name: vm1
+spec:
+  memory: 512MiB
+  boot: {kernel: /boot/vmlinuz}
+  disks:
+    - volume: missing-vol
+  networks:
+    - bridge: br0
+    - bridge: nope
+",
+    );
+    write(
+        dir.path(),
+        "long.yaml",
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: this-name-is-too-long\nspec: {}\n",
+    );
+    let text: Vec<String> = errors(dir.path()).iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 4, "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("b.yaml:4:9: metadata.name: duplicate Bridge/br0: already declared at")), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("vm.yaml:9:15: spec.disks[0].volume: references Volume/missing-vol which is not declared")), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("vm.yaml:12:15: spec.networks[1].bridge: references Bridge/nope")), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("long.yaml:4:9: metadata.name: a Bridge name is an interface name: at most 15")), "{text:#?}");
+}
+
+#[test]
+fn cycles_print_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: a
+  dependsOn: [Bridge/b]
+spec: {}
+---
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: b
+  dependsOn: [Bridge/a]
+spec: {}
+",
+    );
+    let errs = errors(dir.path());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].message.contains("dependency cycle: Bridge/a -> Bridge/b -> Bridge/a"),
+        "{}",
+        errs[0]
+    );
+    assert_eq!((errs[0].line, errs[0].column), (5, 15), "{}", errs[0]);
+}
+
+#[test]
+fn host_selection() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: only-nuc
+  host: nuc*
+spec: {}
+---
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: everywhere
+spec: {}
+",
+    );
+    assert_eq!(load_revision(dir.path(), "nuc1").unwrap().resources.len(), 2);
+    assert_eq!(load_revision(dir.path(), "pi").unwrap().resources.len(), 1);
+}
+
+#[test]
+fn examples_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for example in ["quickstart", "homelab"] {
+        if let Err(errors) = load_revision(&root.join(example), "host1") {
+            panic!("examples/{example}: {errors}");
+        }
+    }
+}
