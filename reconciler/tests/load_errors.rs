@@ -40,7 +40,7 @@ fn unknown_field_names_file_line_column_and_field() {
     let e = &errs[0];
     assert!(e.file.ends_with("a.yaml"));
     assert_eq!((e.line, e.column), (7, 3), "{e}");
-    assert_eq!(e.field.as_deref(), Some("spec"));
+    assert_eq!(e.field.as_deref(), Some("spec.mtuu"));
     assert!(e.message.contains("unknown field `mtuu`"), "{e}");
 }
 

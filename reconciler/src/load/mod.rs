@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 pub use diagnostic::{Diagnostic, RevisionErrors};
 pub use documents::SourceDocument;
-pub use source_map::locate;
+pub use source_map::{locate, locate_key};
 
 use crate::graph::DependencyGraph;
 use crate::model::{
@@ -181,30 +181,63 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     Ok(files)
 }
 
-/// A serde_yaml error as a diagnostic: its position is already in file coordinates
-/// (documents are padded), and its message starts with the field path.
-fn yaml_diagnostic(file: &Path, document: &SourceDocument, err: &serde_yaml::Error) -> Diagnostic {
+/// A syntax error from serde_yaml: its position is already in file coordinates (documents
+/// are padded).
+fn syntax_diagnostic(file: &Path, document: &SourceDocument, err: &serde_yaml::Error) -> Diagnostic {
     let (line, column) = err
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((document.first_line, 1));
-    let mut message = err.to_string();
-    if let Some(at) = message.rfind(" at line ") {
-        if message[at + 9..]
-            .split(" column ")
-            .all(|n| n.chars().all(|c| c.is_ascii_digit()))
+    Diagnostic {
+        file: file.to_owned(),
+        line,
+        column,
+        field: None,
+        message: strip_position(&err.to_string()).to_owned(),
+    }
+}
+
+/// Removes serde_yaml's trailing ` at line N column M`; the diagnostic carries it.
+fn strip_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at)
+            if message[at + 9..]
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())) =>
         {
-            message.truncate(at);
+            &message[..at]
+        }
+        _ => message,
+    }
+}
+
+/// A data error (wrong type, unknown field, invalid value) at a field path recorded by
+/// serde_path_to_error; the position comes from the source map of the document.
+fn data_diagnostic(
+    file: &Path,
+    document: &SourceDocument,
+    err: serde_path_to_error::Error<serde_yaml::Error>,
+) -> Diagnostic {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let mut message = strip_position(&inner.to_string()).to_owned();
+    // serde_yaml prefixes the (less precise) path it knows; ours replaces it.
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        if !prefix.contains(' ') {
+            message = rest.to_owned();
         }
     }
-    let (field, message) = match message.split_once(": ") {
-        Some((field, rest))
-            if !field.contains(' ') && field.chars().next().is_some_and(|c| c.is_alphabetic()) =>
-        {
-            (Some(field.to_owned()), rest.to_owned())
-        }
-        _ => (None, message),
+    let field = (path != "." && !path.is_empty()).then_some(path);
+    let find = if message.starts_with("unknown field") {
+        locate_key
+    } else {
+        locate
     };
+    let (line, column) = field
+        .as_deref()
+        .and_then(|f| find(&document.text, f))
+        .or_else(|| inner.location().map(|l| (l.line(), l.column())))
+        .unwrap_or((document.first_line, 1));
     Diagnostic {
         file: file.to_owned(),
         line,
@@ -215,8 +248,9 @@ fn yaml_diagnostic(file: &Path, document: &SourceDocument, err: &serde_yaml::Err
 }
 
 fn parse_document(file: &Path, document: &SourceDocument) -> Result<Resource, Diagnostic> {
+    // Syntax first: a document that is not YAML at all gets the parser's own position.
     let value: serde_yaml::Value = serde_yaml::from_str(&document.text)
-        .map_err(|err| yaml_diagnostic(file, document, &err))?;
+        .map_err(|err| syntax_diagnostic(file, document, &err))?;
     let at = |field: &str, message: String| {
         let (line, column) = locate(&document.text, field).unwrap_or((document.first_line, 1));
         Diagnostic {
@@ -248,7 +282,9 @@ fn parse_document(file: &Path, document: &SourceDocument) -> Result<Resource, Di
         file: &Path,
         document: &SourceDocument,
     ) -> Result<Document<S>, Diagnostic> {
-        serde_yaml::from_str(&document.text).map_err(|err| yaml_diagnostic(file, document, &err))
+        let deserializer = serde_yaml::Deserializer::from_str(&document.text);
+        serde_path_to_error::deserialize(deserializer)
+            .map_err(|err| data_diagnostic(file, document, err))
     }
     let (metadata, spec) = match kind {
         Kind::Bridge => {

@@ -51,6 +51,8 @@ struct Locator {
     path: Vec<Segment>,
     /// The deepest prefix of the target seen so far, with its position.
     best: Option<(usize, Marker)>,
+    /// Point at the key of the target rather than its value.
+    prefer_key: bool,
 }
 
 impl Locator {
@@ -74,7 +76,7 @@ impl Locator {
             && self.target[..depth] == *path
             && self
                 .best
-                .is_none_or(|(d, _)| depth > d || (overwrite && depth == d))
+                .is_none_or(|(d, _)| depth > d || (overwrite && !self.prefer_key && depth == d))
         {
             self.best = Some((depth, mark));
         }
@@ -150,11 +152,21 @@ impl MarkedEventReceiver for Locator {
 /// Line and column (1-based) of the value at `path` in `document`, or of its deepest
 /// ancestor that is present (a defaulted field points at its parent).
 pub fn locate(document: &str, path: &str) -> Option<(usize, usize)> {
+    run(document, path, false)
+}
+
+/// Like [`locate`], but a mapping entry is pointed at by its key (for unknown fields).
+pub fn locate_key(document: &str, path: &str) -> Option<(usize, usize)> {
+    run(document, path, true)
+}
+
+fn run(document: &str, path: &str, prefer_key: bool) -> Option<(usize, usize)> {
     let mut locator = Locator {
         target: parse_path(path),
         frames: Vec::new(),
         path: Vec::new(),
         best: None,
+        prefer_key,
     };
     // A syntax error stops the parser; what was seen before it still counts.
     let _ = Parser::new_from_str(document).load(&mut locator, false);
@@ -184,6 +196,7 @@ spec:
         assert_eq!(locate(DOC, "spec.disks[0].volume"), Some((7, 15)));
         assert_eq!(locate(DOC, "spec.disks[1].readOnly"), Some((9, 17)));
         assert_eq!(locate(DOC, "spec.networks[0].bridge"), Some((10, 23)));
+        assert_eq!(locate_key(DOC, "spec.disks[1].readOnly"), Some((9, 7)));
     }
 
     #[test]

@@ -295,3 +295,280 @@ fn invalid(bridge: &str, reason: &str) -> BridgeError {
         reason: reason.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use nix::errno::Errno;
+
+    use super::*;
+    use crate::drivers::bridge::fake::{FakeLinks, bridge_link, plain_link};
+    use crate::drivers::bridge::testkit::{adopting, cidr, declared, marked, owning};
+    use crate::drivers::bridge::{BridgeDriver, LinkRequest::*};
+    use crate::drivers::{Driver, DriverError, PlanContext};
+    use crate::model::Resource;
+
+    /// Plan `desired` against `fake`, apply every change, and answer the requests sent.
+    async fn converge(
+        fake: &Arc<FakeLinks>,
+        desired: &[Arc<Resource>],
+        context: &PlanContext,
+    ) -> Result<Vec<LinkRequest>, DriverError> {
+        let driver = BridgeDriver::new(fake.clone());
+        fake.clear_requests();
+        for change in driver.plan(desired, context).await? {
+            driver.apply(&change).await?;
+        }
+        Ok(fake.requests())
+    }
+
+    fn bridge_error(error: DriverError) -> BridgeError {
+        match error {
+            DriverError::Bridge(error) => error,
+            other => panic!("expected a bridge error, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn create_sends_create_marker_mtu_addresses_ports_then_up() {
+        let fake = Arc::new(FakeLinks::new(vec![
+            plain_link(1, "lo", None),
+            plain_link(2, "eth1", None),
+        ]));
+        let br0 = declared(
+            "br0",
+            "mtu: 9000\naddresses: [10.0.0.1/24, fd00::1/64]\nports: [eth1]\nstp: true",
+        );
+        let sent = converge(&fake, &[br0], &PlanContext::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            sent,
+            vec![
+                CreateBridge {
+                    name: "br0".into(),
+                    stp: true,
+                    vlan_filtering: false
+                },
+                SetAlias {
+                    index: 3,
+                    alias: OWNERSHIP_MARKER.into()
+                },
+                SetMtu {
+                    index: 3,
+                    mtu: 9000
+                },
+                AddAddress {
+                    index: 3,
+                    cidr: cidr("10.0.0.1/24")
+                },
+                AddAddress {
+                    index: 3,
+                    cidr: cidr("fd00::1/64")
+                },
+                SetMaster {
+                    port_index: 2,
+                    master: Some(3)
+                },
+                SetUp { index: 3, up: true },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_minimal_down_bridge_is_create_and_marker_only() {
+        let fake = Arc::new(FakeLinks::new(Vec::new()));
+        let sent = converge(
+            &fake,
+            &[declared("br0", "up: false")],
+            &PlanContext::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            sent,
+            vec![
+                CreateBridge {
+                    name: "br0".into(),
+                    stp: false,
+                    vlan_filtering: false
+                },
+                SetAlias {
+                    index: 1,
+                    alias: OWNERSHIP_MARKER.into()
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn update_sends_only_the_differing_requests_deleting_addresses_first() {
+        let mut br0 = marked(bridge_link(5, "br0"));
+        br0.up = true;
+        br0.addresses = vec![cidr("10.0.0.1/24"), cidr("fe80::5/64")];
+        let mut old_port = plain_link(6, "eth1", None);
+        old_port.master = Some(5);
+        let new_port = plain_link(7, "eth2", None);
+        let fake = Arc::new(FakeLinks::new(vec![br0, old_port, new_port]));
+        let desired = declared(
+            "br0",
+            "mtu: 1400\naddresses: [10.0.0.2/24]\nports: [eth2]\nvlanFiltering: true",
+        );
+        let sent = converge(&fake, &[desired], &PlanContext::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            sent,
+            vec![
+                SetBridgeOptions {
+                    index: 5,
+                    stp: None,
+                    vlan_filtering: Some(true)
+                },
+                SetMtu {
+                    index: 5,
+                    mtu: 1400
+                },
+                DelAddress {
+                    index: 5,
+                    cidr: cidr("10.0.0.1/24")
+                },
+                AddAddress {
+                    index: 5,
+                    cidr: cidr("10.0.0.2/24")
+                },
+                SetMaster {
+                    port_index: 6,
+                    master: None
+                },
+                SetMaster {
+                    port_index: 7,
+                    master: Some(5)
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn adopting_sets_the_marker_before_anything_else() {
+        let fake = Arc::new(FakeLinks::new(vec![bridge_link(4, "br0")]));
+        let sent = converge(
+            &fake,
+            &[adopting("br0", "addresses: [10.0.0.1/24]")],
+            &PlanContext::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            sent,
+            vec![
+                SetAlias {
+                    index: 4,
+                    alias: OWNERSHIP_MARKER.into()
+                },
+                AddAddress {
+                    index: 4,
+                    cidr: cidr("10.0.0.1/24")
+                },
+                SetUp { index: 4, up: true },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pruned_bridge_is_deleted_by_index() {
+        let fake = Arc::new(FakeLinks::new(vec![marked(bridge_link(8, "br-old"))]));
+        let sent = converge(&fake, &[], &owning(&["br-old"])).await.unwrap();
+        assert_eq!(sent, vec![DeleteLink { index: 8 }]);
+        assert!(fake.link("br-old").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_missing_port_fails_the_apply_naming_the_port_before_anything_is_sent() {
+        let fake = Arc::new(FakeLinks::new(Vec::new()));
+        let error = converge(
+            &fake,
+            &[declared("br0", "ports: [eth9]")],
+            &PlanContext::default(),
+        )
+        .await
+        .unwrap_err();
+        let error = bridge_error(error);
+        assert!(matches!(&error, BridgeError::PortNotFound { port, .. } if port == "eth9"));
+        assert_eq!(
+            error.to_string(),
+            "bridge br0: port eth9 does not exist on this host"
+        );
+        assert!(fake.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_port_of_a_foreign_master_is_refused() {
+        let mut eth1 = plain_link(2, "eth1", None);
+        eth1.master = Some(1);
+        let fake = Arc::new(FakeLinks::new(vec![
+            plain_link(1, "bond0", Some("bond")),
+            eth1,
+        ]));
+        let error = converge(
+            &fake,
+            &[declared("br0", "ports: [eth1]")],
+            &PlanContext::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(
+            bridge_error(error),
+            BridgeError::PortInUse { port, master, .. } if port == "eth1" && master == "bond0"
+        ));
+        assert!(fake.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_kernel_error_names_the_bridge_and_the_operation() {
+        let fake = Arc::new(FakeLinks::new(Vec::new()));
+        fake.fail_when(|r| matches!(r, AddAddress { .. }), Errno::EINVAL);
+        let error = converge(
+            &fake,
+            &[declared("br0", "addresses: [10.0.0.1/24]")],
+            &PlanContext::default(),
+        )
+        .await
+        .unwrap_err();
+        let error = bridge_error(error);
+        assert!(
+            matches!(&error, BridgeError::Request { bridge, operation, cause }
+                if bridge == "br0"
+                    && operation == "add address 10.0.0.1/24"
+                    && cause.errno == Some(Errno::EINVAL as i32)),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("bridge br0: add address 10.0.0.1/24: ")
+        );
+    }
+
+    #[tokio::test]
+    async fn replace_is_refused_and_noop_or_conflict_send_nothing() {
+        let fake = Arc::new(FakeLinks::new(vec![bridge_link(1, "br0")]));
+        let driver = BridgeDriver::new(fake.clone());
+        let br0 = declared("br0", "");
+        let conflict = driver
+            .plan(std::slice::from_ref(&br0), &PlanContext::default())
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(conflict.action, Action::Conflict);
+        driver.apply(&conflict).await.unwrap();
+        let replace = Change {
+            action: Action::Replace,
+            ..conflict
+        };
+        let error = bridge_error(driver.apply(&replace).await.unwrap_err());
+        assert!(matches!(error, BridgeError::InvalidChange { .. }));
+        assert!(fake.requests().is_empty());
+    }
+}

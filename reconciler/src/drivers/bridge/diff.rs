@@ -247,13 +247,21 @@ mod tests {
     #[test]
     fn absent_bridge_is_created_with_the_fields_it_sets() {
         let br0 = declare("br0", "mtu: 9000\naddresses: [10.0.0.1/24, fd00::1/64]");
-        let change = decide(&br0, vec![plain_link(1, "lo", None)], &PlanContext::default());
+        let change = decide(
+            &br0,
+            vec![plain_link(1, "lo", None)],
+            &PlanContext::default(),
+        );
         assert_eq!(change.action, Action::Create);
         assert_eq!(
             fields(&change),
             vec![
                 ("mtu", json!(null), json!(9000)),
-                ("addresses", json!(null), json!(["10.0.0.1/24", "fd00::1/64"])),
+                (
+                    "addresses",
+                    json!(null),
+                    json!(["10.0.0.1/24", "fd00::1/64"])
+                ),
                 ("stp", json!(null), json!(false)),
                 ("vlanFiltering", json!(null), json!(false)),
                 ("up", json!(null), json!(true)),
@@ -379,11 +387,7 @@ mod tests {
         let mut link = bridge_link(4, "br0");
         link.alias = Some("uplink".to_owned());
         link.mtu = 9000;
-        let change = decide(
-            &adopting("br0", BR0),
-            vec![link],
-            &PlanContext::default(),
-        );
+        let change = decide(&adopting("br0", BR0), vec![link], &PlanContext::default());
         assert_eq!(change.action, Action::Update);
         assert_eq!(
             fields(&change),
@@ -436,7 +440,10 @@ mod tests {
         enslaved.master = Some(7);
         let free = plain_link(11, "eth2", None);
         let change = decide(
-            &declare("br0", "mtu: 9000\naddresses: [10.0.0.1/24]\nports: [eth2, eth9]"),
+            &declare(
+                "br0",
+                "mtu: 9000\naddresses: [10.0.0.1/24]\nports: [eth2, eth9]",
+            ),
             vec![converged_br0(), enslaved, free],
             &PlanContext::default(),
         );
@@ -467,9 +474,7 @@ mod tests {
         assert_eq!(change.action, Action::Create);
         assert_eq!(
             change.reason.as_deref(),
-            Some(
-                "port eth1 is enslaved to bond0, which gitvisor does not manage; apply will fail"
-            )
+            Some("port eth1 is enslaved to bond0, which gitvisor does not manage; apply will fail")
         );
     }
 
@@ -480,11 +485,11 @@ mod tests {
         let mut port = plain_link(9, "eth1", None);
         port.master = Some(1);
         let links = vec![
-            with_port,                                      // marker + store: delete
-            marked(bridge_link(2, "br-lost")),              // marker, store lost it: keep
-            bridge_link(3, "br-unmarked"),                  // store, no marker: keep
-            marked(plain_link(4, "veth-x", Some("veth"))),  // not a bridge: keep
-            marked(bridge_link(5, "br0")),                  // still declared: keep
+            with_port,                                     // marker + store: delete
+            marked(bridge_link(2, "br-lost")),             // marker, store lost it: keep
+            bridge_link(3, "br-unmarked"),                 // store, no marker: keep
+            marked(plain_link(4, "veth-x", Some("veth"))), // not a bridge: keep
+            marked(bridge_link(5, "br0")),                 // still declared: keep
             port,
         ];
         let host = HostLinks::new(links);

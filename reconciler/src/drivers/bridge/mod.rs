@@ -46,6 +46,8 @@ pub mod fake;
 pub mod netlink;
 mod observed;
 pub mod seam;
+#[cfg(test)]
+mod testkit;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -137,5 +139,134 @@ impl Driver for BridgeDriver {
 
     async fn apply(&self, change: &Change) -> Result<(), DriverError> {
         Ok(apply::apply(self.seam.as_ref(), change).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::plain_link;
+    use super::testkit::{declared, owning};
+    use super::*;
+    use crate::plan::Action;
+
+    #[tokio::test]
+    async fn plan_reads_the_host_in_one_dump_however_many_bridges() {
+        let fake = Arc::new(FakeLinks::new(vec![plain_link(1, "lo", None)]));
+        let driver = BridgeDriver::new(fake.clone());
+        let desired: Vec<_> = (0..200)
+            .map(|i| declared(&format!("br{i}"), "addresses: [10.0.0.1/24]"))
+            .collect();
+        let changes = driver.plan(&desired, &owning(&[])).await.unwrap();
+        assert_eq!(changes.len(), 200);
+        assert_eq!(fake.dumps(), 1);
+        assert!(fake.requests().is_empty(), "plan changes nothing");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_applies_converge_and_a_second_plan_is_all_noop() {
+        let fake = Arc::new(FakeLinks::new(vec![
+            plain_link(1, "lo", None),
+            plain_link(2, "eth1", None),
+        ]));
+        let driver = BridgeDriver::new(fake.clone());
+        let mut desired: Vec<_> = (0..50)
+            .map(|i| {
+                declared(
+                    &format!("br{i}"),
+                    &format!("mtu: 9000\naddresses: [10.{i}.0.1/24, fd00:{i}::1/64]"),
+                )
+            })
+            .collect();
+        desired.push(declared("uplink", "ports: [eth1]\nstp: true"));
+        let changes = driver
+            .plan(&desired, &PlanContext::default())
+            .await
+            .unwrap();
+        assert!(changes.iter().all(|c| c.action == Action::Create));
+
+        let tasks: Vec<_> = changes
+            .into_iter()
+            .map(|change| {
+                let driver = driver.clone();
+                tokio::spawn(async move { driver.apply(&change).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+
+        let owned: Vec<String> = desired
+            .iter()
+            .map(|r| r.metadata.name.to_string())
+            .collect();
+        let owned: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let again = driver.plan(&desired, &owning(&owned)).await.unwrap();
+        assert!(
+            again.iter().all(|c| c.action == Action::NoOp),
+            "{:?}",
+            again
+                .iter()
+                .map(|c| (&c.id, c.action, &c.fields))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            fake.link("eth1").unwrap().master,
+            fake.link("uplink").map(|l| l.index)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removed_declaration_prunes_and_a_kept_one_stays() {
+        let fake = Arc::new(FakeLinks::new(Vec::new()));
+        let driver = BridgeDriver::new(fake.clone());
+        let both = [declared("br-a", ""), declared("br-b", "")];
+        for change in driver.plan(&both, &PlanContext::default()).await.unwrap() {
+            driver.apply(&change).await.unwrap();
+        }
+        let changes = driver
+            .plan(&both[..1], &owning(&["br-a", "br-b"]))
+            .await
+            .unwrap();
+        let actions: Vec<_> = changes
+            .iter()
+            .map(|c| (c.id.to_string(), c.action))
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                ("Bridge/br-a".to_owned(), Action::NoOp),
+                ("Bridge/br-b".to_owned(), Action::Delete),
+            ]
+        );
+        for change in &changes {
+            driver.apply(change).await.unwrap();
+        }
+        assert!(fake.link("br-b").is_none());
+        assert!(fake.link("br-a").is_some());
+    }
+
+    #[tokio::test]
+    async fn an_observe_failure_is_reported_as_such() {
+        struct Unreachable;
+        #[async_trait]
+        impl LinkSeam for Unreachable {
+            async fn dump(&self) -> Result<Vec<LinkState>, NetlinkError> {
+                Err(NetlinkError::from_errno(nix::errno::Errno::EACCES as i32))
+            }
+            async fn send(&self, _: LinkRequest) -> Result<Option<u32>, NetlinkError> {
+                unreachable!("plan sends nothing")
+            }
+        }
+        let driver = BridgeDriver::new(Arc::new(Unreachable));
+        let error = driver
+            .plan(&[declared("br0", "")], &PlanContext::default())
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("reading links and addresses from the kernel: "),
+            "{error}"
+        );
     }
 }

@@ -14,6 +14,8 @@
 //!   marker with a separate [`LinkRequest::SetAlias`] right after creation.
 //! - Bridge options live in `IFLA_INFO_DATA`, which only `RTM_NEWLINK` (not `RTM_SETLINK`)
 //!   changes on an existing link, and only when `IFLA_INFO_KIND` names the bridge kind.
+//! - A kernel built without `CONFIG_BRIDGE_VLAN_FILTERING` refuses `IFLA_BR_VLAN_FILTERING`
+//!   even when it asks for "off", so a create only carries options that are on.
 //! - Only one dump may run per socket at a time (`EBUSY` otherwise), so dumps are
 //!   serialised with a lock; other requests are not.
 
@@ -90,10 +92,17 @@ impl NetlinkLinks {
         stp: bool,
         vlan_filtering: bool,
     ) -> Result<u32, NetlinkError> {
-        let message = LinkMessageBuilder::<LinkBridge>::new(name)
-            .stp_state(stp_state(stp))
-            .vlan_filtering(vlan_filtering)
-            .build();
+        // Options are sent only when they differ from the kernel's defaults (both off): a
+        // kernel built without CONFIG_BRIDGE_VLAN_FILTERING refuses even
+        // `vlan_filtering 0` with EOPNOTSUPP.
+        let mut builder = LinkMessageBuilder::<LinkBridge>::new(name);
+        if stp {
+            builder = builder.stp_state(stp_state(stp));
+        }
+        if vlan_filtering {
+            builder = builder.vlan_filtering(vlan_filtering);
+        }
+        let message = builder.build();
         self.handle
             .link()
             .add(message)

@@ -1,0 +1,278 @@
+//! Bridge lifecycle against the real kernel: create, in-place update, drift repair,
+//! prune, conflict and adoption, and the "a lost store never deletes" rule. Each test
+//! runs in its own network namespace (see the crate docs).
+
+use gitvisor_e2e::{
+    Manifests, TestEnv, assert_contains, bridge_manifest, change, cidrs, field, non_noop_actions,
+    status_states,
+};
+use serde_json::Value;
+
+/// The quickstart's declared state, checked against the kernel.
+fn assert_quickstart_converged(env: &TestEnv) {
+    let lab = env.expect_link("br-lab");
+    assert!(lab.is_bridge(), "br-lab is not a bridge: {lab:?}");
+    assert_eq!(lab.mtu, 1500, "br-lab mtu: {lab:?}");
+    assert_eq!(lab.addresses, cidrs(&["10.10.0.1/24", "fd10::1/64"]), "br-lab: {lab:?}");
+    assert!(lab.is_up(), "br-lab is down: {lab:?}");
+    assert!(lab.is_marked(), "br-lab has no ownership marker: {lab:?}");
+    assert_eq!(lab.stp_state, Some(0), "br-lab stp: {lab:?}");
+
+    let svc = env.expect_link("br-svc");
+    assert!(svc.is_bridge(), "br-svc is not a bridge: {svc:?}");
+    assert_eq!(svc.mtu, 9000, "br-svc mtu: {svc:?}");
+    assert_eq!(svc.addresses, cidrs(&["10.20.0.1/24"]), "br-svc: {svc:?}");
+    assert!(svc.is_up(), "br-svc is down: {svc:?}");
+    assert!(svc.is_marked(), "br-svc has no ownership marker: {svc:?}");
+    assert_eq!(svc.vlan_filtering, Some(1), "br-svc vlan_filtering: {svc:?}");
+}
+
+#[track_caller]
+fn assert_plan_clean(env: &TestEnv, manifests: &Manifests) {
+    let outcome = env.plan_detailed(manifests.path());
+    if outcome.code != Some(0) {
+        panic!("expected a clean plan (exit 0 with --detailed-exitcode)\n{outcome}");
+    }
+    let plan = env.plan_json(manifests.path());
+    assert!(
+        non_noop_actions(&plan).is_empty(),
+        "plan still has changes: {:?}\n{plan:#}",
+        non_noop_actions(&plan)
+    );
+}
+
+fn field_mentions(field: &Value, side: &str, needle: &str) -> bool {
+    field[side].to_string().contains(needle)
+}
+
+#[test]
+fn create_from_quickstart() {
+    let Some(env) = TestEnv::new("create") else { return };
+    let manifests = Manifests::from_example("quickstart");
+
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(change(&plan, "Bridge", "br-lab")["action"], "create", "{plan:#}");
+    assert_eq!(change(&plan, "Bridge", "br-svc")["action"], "create", "{plan:#}");
+    assert_eq!(
+        env.link_names().len(),
+        0,
+        "plan must not touch the host"
+    );
+
+    env.apply(manifests.path()).expect_code(0);
+    assert_quickstart_converged(&env);
+    assert_plan_clean(&env, &manifests);
+
+    let status = env.status_json();
+    let states = status_states(&status);
+    for name in ["br-lab", "br-svc"] {
+        assert_eq!(
+            states.get(&("Bridge".to_owned(), name.to_owned())).map(String::as_str),
+            Some("Ready"),
+            "status of Bridge/{name}:\n{status:#}"
+        );
+    }
+
+    // A second apply is a no-op that keeps the same links.
+    let before = env.links();
+    env.apply(manifests.path()).expect_code(0);
+    assert_eq!(before, env.links(), "a no-op apply changed the host");
+}
+
+#[test]
+fn update_mtu_and_addresses_in_place() {
+    let Some(env) = TestEnv::new("update") else { return };
+    let manifests = Manifests::from_example("quickstart");
+    env.apply(manifests.path()).expect_code(0);
+    let before = env.expect_link("br-lab");
+
+    let edited = manifests
+        .read("bridges.yaml")
+        .replace("  mtu: 1500\n", "  mtu: 1400\n")
+        .replace("- 10.10.0.1/24", "- 10.10.1.1/24");
+    assert_ne!(edited, manifests.read("bridges.yaml"), "the edit did not apply");
+    manifests.write("bridges.yaml", &edited);
+
+    let plan = env.plan_json(manifests.path());
+    let lab = change(&plan, "Bridge", "br-lab");
+    assert_eq!(lab["action"], "update", "{plan:#}");
+    let mtu = field(lab, "mtu").unwrap_or_else(|| panic!("no mtu field change:\n{plan:#}"));
+    assert_eq!(mtu["old"], 1500, "{plan:#}");
+    assert_eq!(mtu["new"], 1400, "{plan:#}");
+    let addresses =
+        field(lab, "addresses").unwrap_or_else(|| panic!("no addresses field change:\n{plan:#}"));
+    assert!(field_mentions(addresses, "old", "10.10.0.1/24"), "{plan:#}");
+    assert!(field_mentions(addresses, "new", "10.10.1.1/24"), "{plan:#}");
+    assert!(!field_mentions(addresses, "new", "10.10.0.1/24"), "{plan:#}");
+    assert_eq!(change(&plan, "Bridge", "br-svc")["action"], "noop", "{plan:#}");
+    assert_eq!(
+        env.expect_link("br-lab"),
+        before,
+        "plan must not touch the host"
+    );
+
+    env.apply(manifests.path()).expect_code(0);
+    let after = env.expect_link("br-lab");
+    assert_eq!(after.ifindex, before.ifindex, "br-lab was re-created, not updated in place");
+    assert_eq!(after.mtu, 1400, "{after:?}");
+    assert_eq!(after.addresses, cidrs(&["10.10.1.1/24", "fd10::1/64"]), "{after:?}");
+    assert!(after.is_up() && after.is_marked(), "{after:?}");
+    assert_plan_clean(&env, &manifests);
+}
+
+#[test]
+fn out_of_band_drift_is_detected_and_repaired() {
+    let Some(env) = TestEnv::new("drift") else { return };
+    let manifests = Manifests::from_example("quickstart");
+    env.apply(manifests.path()).expect_code(0);
+    let lab_index = env.expect_link("br-lab").ifindex;
+
+    // Someone changes things by hand.
+    env.ip(["addr", "del", "10.20.0.1/24", "dev", "br-svc"]);
+    env.ip(["link", "set", "br-lab", "down"]);
+    assert!(!env.expect_link("br-lab").is_up());
+
+    let outcome = env.plan_detailed(manifests.path());
+    assert_eq!(outcome.code, Some(2), "drift must be a change\n{outcome}");
+    assert_contains(&outcome.stdout, "br-svc");
+    assert_contains(&outcome.stdout, "br-lab");
+
+    let plan = env.plan_json(manifests.path());
+    let svc = change(&plan, "Bridge", "br-svc");
+    assert_eq!(svc["action"], "update", "{plan:#}");
+    let addresses = field(svc, "addresses").unwrap_or_else(|| panic!("{plan:#}"));
+    assert!(field_mentions(addresses, "new", "10.20.0.1/24"), "{plan:#}");
+    assert!(!field_mentions(addresses, "old", "10.20.0.1/24"), "{plan:#}");
+    let lab = change(&plan, "Bridge", "br-lab");
+    assert_eq!(lab["action"], "update", "{plan:#}");
+    let up = field(lab, "up").unwrap_or_else(|| panic!("no `up` field change:\n{plan:#}"));
+    assert_eq!(up["old"], false, "{plan:#}");
+    assert_eq!(up["new"], true, "{plan:#}");
+
+    env.apply(manifests.path()).expect_code(0);
+    assert_quickstart_converged(&env);
+    assert_eq!(env.expect_link("br-lab").ifindex, lab_index, "br-lab was re-created");
+    assert_plan_clean(&env, &manifests);
+}
+
+#[test]
+fn prune_removes_only_undeclared_bridges() {
+    let Some(env) = TestEnv::new("prune") else { return };
+    let manifests = Manifests::new();
+    let quickstart = Manifests::from_example("quickstart").read("bridges.yaml");
+    let mut documents = quickstart.split("\n---\n");
+    manifests.write("lab.yaml", documents.next().expect("first document"));
+    manifests.write("svc.yaml", documents.next().expect("second document"));
+    env.apply(manifests.path()).expect_code(0);
+    assert_quickstart_converged(&env);
+    let svc_index = env.expect_link("br-svc").ifindex;
+
+    manifests.remove("lab.yaml");
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(change(&plan, "Bridge", "br-lab")["action"], "delete", "{plan:#}");
+    assert_eq!(change(&plan, "Bridge", "br-svc")["action"], "noop", "{plan:#}");
+    assert!(env.link("br-lab").is_some(), "plan must not touch the host");
+
+    env.apply(manifests.path()).expect_code(0);
+    assert!(env.link("br-lab").is_none(), "br-lab was not pruned");
+    let svc = env.expect_link("br-svc");
+    assert_eq!(svc.ifindex, svc_index, "br-svc was re-created");
+    assert!(svc.is_marked() && svc.is_up(), "{svc:?}");
+    assert_eq!(env.link_names().len(), 1, "{:?}", env.link_names());
+    assert_plan_clean(&env, &manifests);
+    let states = status_states(&env.status_json());
+    assert!(
+        !states.contains_key(&("Bridge".to_owned(), "br-lab".to_owned())),
+        "status still lists the pruned bridge: {states:?}"
+    );
+}
+
+#[test]
+fn lost_store_never_deletes() {
+    let Some(mut env) = TestEnv::new("loststore") else { return };
+    let manifests = Manifests::from_example("quickstart");
+    env.apply(manifests.path()).expect_code(0);
+    let lab_index = env.expect_link("br-lab").ifindex;
+
+    // The store is gone, and br-lab is no longer declared: it carries the marker but
+    // no store record, so it must stay.
+    env.lose_state();
+    let only_svc = Manifests::new();
+    only_svc.write(
+        "svc.yaml",
+        &bridge_manifest(
+            "br-svc",
+            &[],
+            "  mtu: 9000\n  addresses: [10.20.0.1/24]\n  vlanFiltering: true\n",
+        ),
+    );
+    let plan = env.plan_json(only_svc.path());
+    let deletes: Vec<_> = non_noop_actions(&plan)
+        .into_iter()
+        .filter(|(_, action)| action == "delete")
+        .collect();
+    assert!(deletes.is_empty(), "a lost store planned deletes: {deletes:?}\n{plan:#}");
+
+    env.apply(only_svc.path()).expect_code(0);
+    let lab = env.expect_link("br-lab");
+    assert_eq!(lab.ifindex, lab_index);
+    assert!(lab.is_marked());
+    assert_eq!(lab.addresses, cidrs(&["10.10.0.1/24", "fd10::1/64"]));
+}
+
+#[test]
+fn conflict_then_adopt() {
+    let Some(env) = TestEnv::new("conflict") else { return };
+    env.ip(["link", "add", "br-lab", "type", "bridge"]);
+    env.ip(["addr", "add", "10.10.0.99/24", "dev", "br-lab"]);
+    let original = env.expect_link("br-lab");
+    assert_eq!(original.alias, None);
+
+    let manifests = Manifests::from_example("quickstart");
+    let plan = env.plan_json(manifests.path());
+    let lab = change(&plan, "Bridge", "br-lab");
+    assert_eq!(lab["action"], "conflict", "{plan:#}");
+    assert!(
+        lab["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "a conflict must say why:\n{plan:#}"
+    );
+    assert_eq!(change(&plan, "Bridge", "br-svc")["action"], "create", "{plan:#}");
+    let outcome = env.plan_detailed(manifests.path());
+    assert_eq!(outcome.code, Some(2), "{outcome}");
+
+    let outcome = env.apply(manifests.path());
+    assert_eq!(outcome.code, Some(1), "a conflict means not converged\n{outcome}");
+    assert_eq!(
+        env.expect_link("br-lab"),
+        original,
+        "gitvisor touched a bridge it does not own\n{outcome}"
+    );
+    // The rest of the revision still proceeds.
+    let svc = env.expect_link("br-svc");
+    assert!(svc.is_marked(), "{svc:?}");
+    let states = status_states(&env.status_json());
+    assert_ne!(
+        states.get(&("Bridge".to_owned(), "br-lab".to_owned())).map(String::as_str),
+        Some("Ready"),
+        "a conflicting bridge is not Ready: {states:?}"
+    );
+
+    // Opt in to adoption.
+    let adopted = manifests.read("bridges.yaml").replacen(
+        "  labels: {role: lab}\n",
+        "  labels: {role: lab}\n  annotations:\n    gitvisor.dev/adopt: \"true\"\n",
+        1,
+    );
+    assert_ne!(adopted, manifests.read("bridges.yaml"), "the edit did not apply");
+    manifests.write("bridges.yaml", &adopted);
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(change(&plan, "Bridge", "br-lab")["action"], "update", "{plan:#}");
+
+    env.apply(manifests.path()).expect_code(0);
+    let lab = env.expect_link("br-lab");
+    assert_eq!(lab.ifindex, original.ifindex, "adoption must not re-create the bridge");
+    assert!(lab.is_marked(), "adopted bridge has no marker: {lab:?}");
+    assert_eq!(lab.addresses, cidrs(&["10.10.0.1/24", "fd10::1/64"]), "{lab:?}");
+    assert!(lab.is_up(), "{lab:?}");
+    assert_plan_clean(&env, &manifests);
+}
