@@ -125,14 +125,12 @@ fn warn_if_stale(bin: &Path) {
         return;
     };
     let newest = newest_mtime(&workspace_root().join("reconciler"));
-    if let Some(newest) = newest {
-        if newest > built {
-            eprintln!(
-                "WARNING: {} is older than the newest file under reconciler/; \
-                 the suite may be testing stale code (run `cargo build -p gitvisor`)",
-                bin.display()
-            );
-        }
+    if newest.is_some_and(|newest| newest > built) {
+        eprintln!(
+            "WARNING: {} is older than the newest file under reconciler/; \
+             the suite may be testing stale code (run `cargo build -p gitvisor`)",
+            bin.display()
+        );
     }
 }
 
@@ -351,7 +349,10 @@ impl Drop for Netns {
         command.args(["netns", "del", &self.name]);
         let outcome = run_command(command);
         if outcome.code != Some(0) {
-            eprintln!("warning: could not delete namespace {}\n{outcome}", self.name);
+            eprintln!(
+                "warning: could not delete namespace {}\n{outcome}",
+                self.name
+            );
         }
     }
 }
@@ -649,7 +650,13 @@ impl Link {
             .unwrap_or_default()
             .iter()
             .filter(|a| a["scope"].as_str() != Some("link"))
-            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?)))
+            .filter_map(|a| {
+                Some(format!(
+                    "{}/{}",
+                    a["local"].as_str()?,
+                    a["prefixlen"].as_u64()?
+                ))
+            })
             .collect();
         addresses.sort();
         Link {
@@ -775,9 +782,8 @@ impl Manifests {
 /// A Bridge manifest. `spec` is the YAML body of `spec:` (already indented by two
 /// spaces per line, or `{}`); `metadata_extra` lines go under `metadata:` after `name`.
 pub fn bridge_manifest(name: &str, metadata_extra: &[&str], spec: &str) -> String {
-    let mut out = format!(
-        "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: {name}\n"
-    );
+    let mut out =
+        format!("apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: {name}\n");
     for line in metadata_extra {
         out.push_str("  ");
         out.push_str(line);

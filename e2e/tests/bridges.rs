@@ -13,7 +13,11 @@ fn assert_quickstart_converged(env: &TestEnv) {
     let lab = env.expect_link("br-lab");
     assert!(lab.is_bridge(), "br-lab is not a bridge: {lab:?}");
     assert_eq!(lab.mtu, 1500, "br-lab mtu: {lab:?}");
-    assert_eq!(lab.addresses, cidrs(&["10.10.0.1/24", "fd10::1/64"]), "br-lab: {lab:?}");
+    assert_eq!(
+        lab.addresses,
+        cidrs(&["10.10.0.1/24", "fd10::1/64"]),
+        "br-lab: {lab:?}"
+    );
     assert!(lab.is_up(), "br-lab is down: {lab:?}");
     assert!(lab.is_marked(), "br-lab has no ownership marker: {lab:?}");
     assert_eq!(lab.stp_state, Some(0), "br-lab stp: {lab:?}");
@@ -24,7 +28,11 @@ fn assert_quickstart_converged(env: &TestEnv) {
     assert_eq!(svc.addresses, cidrs(&["10.20.0.1/24"]), "br-svc: {svc:?}");
     assert!(svc.is_up(), "br-svc is down: {svc:?}");
     assert!(svc.is_marked(), "br-svc has no ownership marker: {svc:?}");
-    assert_eq!(svc.vlan_filtering, Some(1), "br-svc vlan_filtering: {svc:?}");
+    assert_eq!(
+        svc.vlan_filtering,
+        Some(1),
+        "br-svc vlan_filtering: {svc:?}"
+    );
 }
 
 #[track_caller]
@@ -47,17 +55,23 @@ fn field_mentions(field: &Value, side: &str, needle: &str) -> bool {
 
 #[test]
 fn create_from_quickstart() {
-    let Some(env) = TestEnv::new("create") else { return };
+    let Some(env) = TestEnv::new("create") else {
+        return;
+    };
     let manifests = Manifests::from_example("quickstart");
 
     let plan = env.plan_json(manifests.path());
-    assert_eq!(change(&plan, "Bridge", "br-lab")["action"], "create", "{plan:#}");
-    assert_eq!(change(&plan, "Bridge", "br-svc")["action"], "create", "{plan:#}");
     assert_eq!(
-        env.link_names().len(),
-        0,
-        "plan must not touch the host"
+        change(&plan, "Bridge", "br-lab")["action"],
+        "create",
+        "{plan:#}"
     );
+    assert_eq!(
+        change(&plan, "Bridge", "br-svc")["action"],
+        "create",
+        "{plan:#}"
+    );
+    assert_eq!(env.link_names().len(), 0, "plan must not touch the host");
 
     env.apply(manifests.path()).expect_code(0);
     assert_quickstart_converged(&env);
@@ -67,7 +81,9 @@ fn create_from_quickstart() {
     let states = status_states(&status);
     for name in ["br-lab", "br-svc"] {
         assert_eq!(
-            states.get(&("Bridge".to_owned(), name.to_owned())).map(String::as_str),
+            states
+                .get(&("Bridge".to_owned(), name.to_owned()))
+                .map(String::as_str),
             Some("Ready"),
             "status of Bridge/{name}:\n{status:#}"
         );
@@ -81,7 +97,9 @@ fn create_from_quickstart() {
 
 #[test]
 fn update_mtu_and_addresses_in_place() {
-    let Some(env) = TestEnv::new("update") else { return };
+    let Some(env) = TestEnv::new("update") else {
+        return;
+    };
     let manifests = Manifests::from_example("quickstart");
     env.apply(manifests.path()).expect_code(0);
     let before = env.expect_link("br-lab");
@@ -90,7 +108,11 @@ fn update_mtu_and_addresses_in_place() {
         .read("bridges.yaml")
         .replace("  mtu: 1500\n", "  mtu: 1400\n")
         .replace("- 10.10.0.1/24", "- 10.10.1.1/24");
-    assert_ne!(edited, manifests.read("bridges.yaml"), "the edit did not apply");
+    assert_ne!(
+        edited,
+        manifests.read("bridges.yaml"),
+        "the edit did not apply"
+    );
     manifests.write("bridges.yaml", &edited);
 
     let plan = env.plan_json(manifests.path());
@@ -103,8 +125,15 @@ fn update_mtu_and_addresses_in_place() {
         field(lab, "addresses").unwrap_or_else(|| panic!("no addresses field change:\n{plan:#}"));
     assert!(field_mentions(addresses, "old", "10.10.0.1/24"), "{plan:#}");
     assert!(field_mentions(addresses, "new", "10.10.1.1/24"), "{plan:#}");
-    assert!(!field_mentions(addresses, "new", "10.10.0.1/24"), "{plan:#}");
-    assert_eq!(change(&plan, "Bridge", "br-svc")["action"], "noop", "{plan:#}");
+    assert!(
+        !field_mentions(addresses, "new", "10.10.0.1/24"),
+        "{plan:#}"
+    );
+    assert_eq!(
+        change(&plan, "Bridge", "br-svc")["action"],
+        "noop",
+        "{plan:#}"
+    );
     assert_eq!(
         env.expect_link("br-lab"),
         before,
@@ -113,16 +142,25 @@ fn update_mtu_and_addresses_in_place() {
 
     env.apply(manifests.path()).expect_code(0);
     let after = env.expect_link("br-lab");
-    assert_eq!(after.ifindex, before.ifindex, "br-lab was re-created, not updated in place");
+    assert_eq!(
+        after.ifindex, before.ifindex,
+        "br-lab was re-created, not updated in place"
+    );
     assert_eq!(after.mtu, 1400, "{after:?}");
-    assert_eq!(after.addresses, cidrs(&["10.10.1.1/24", "fd10::1/64"]), "{after:?}");
+    assert_eq!(
+        after.addresses,
+        cidrs(&["10.10.1.1/24", "fd10::1/64"]),
+        "{after:?}"
+    );
     assert!(after.is_up() && after.is_marked(), "{after:?}");
     assert_plan_clean(&env, &manifests);
 }
 
 #[test]
 fn out_of_band_drift_is_detected_and_repaired() {
-    let Some(env) = TestEnv::new("drift") else { return };
+    let Some(env) = TestEnv::new("drift") else {
+        return;
+    };
     let manifests = Manifests::from_example("quickstart");
     env.apply(manifests.path()).expect_code(0);
     let lab_index = env.expect_link("br-lab").ifindex;
@@ -142,7 +180,10 @@ fn out_of_band_drift_is_detected_and_repaired() {
     assert_eq!(svc["action"], "update", "{plan:#}");
     let addresses = field(svc, "addresses").unwrap_or_else(|| panic!("{plan:#}"));
     assert!(field_mentions(addresses, "new", "10.20.0.1/24"), "{plan:#}");
-    assert!(!field_mentions(addresses, "old", "10.20.0.1/24"), "{plan:#}");
+    assert!(
+        !field_mentions(addresses, "old", "10.20.0.1/24"),
+        "{plan:#}"
+    );
     let lab = change(&plan, "Bridge", "br-lab");
     assert_eq!(lab["action"], "update", "{plan:#}");
     let up = field(lab, "up").unwrap_or_else(|| panic!("no `up` field change:\n{plan:#}"));
@@ -151,13 +192,19 @@ fn out_of_band_drift_is_detected_and_repaired() {
 
     env.apply(manifests.path()).expect_code(0);
     assert_quickstart_converged(&env);
-    assert_eq!(env.expect_link("br-lab").ifindex, lab_index, "br-lab was re-created");
+    assert_eq!(
+        env.expect_link("br-lab").ifindex,
+        lab_index,
+        "br-lab was re-created"
+    );
     assert_plan_clean(&env, &manifests);
 }
 
 #[test]
 fn prune_removes_only_undeclared_bridges() {
-    let Some(env) = TestEnv::new("prune") else { return };
+    let Some(env) = TestEnv::new("prune") else {
+        return;
+    };
     let manifests = Manifests::new();
     let quickstart = Manifests::from_example("quickstart").read("bridges.yaml");
     let mut documents = quickstart.split("\n---\n");
@@ -169,8 +216,16 @@ fn prune_removes_only_undeclared_bridges() {
 
     manifests.remove("lab.yaml");
     let plan = env.plan_json(manifests.path());
-    assert_eq!(change(&plan, "Bridge", "br-lab")["action"], "delete", "{plan:#}");
-    assert_eq!(change(&plan, "Bridge", "br-svc")["action"], "noop", "{plan:#}");
+    assert_eq!(
+        change(&plan, "Bridge", "br-lab")["action"],
+        "delete",
+        "{plan:#}"
+    );
+    assert_eq!(
+        change(&plan, "Bridge", "br-svc")["action"],
+        "noop",
+        "{plan:#}"
+    );
     assert!(env.link("br-lab").is_some(), "plan must not touch the host");
 
     env.apply(manifests.path()).expect_code(0);
@@ -189,7 +244,9 @@ fn prune_removes_only_undeclared_bridges() {
 
 #[test]
 fn lost_store_never_deletes() {
-    let Some(mut env) = TestEnv::new("loststore") else { return };
+    let Some(mut env) = TestEnv::new("loststore") else {
+        return;
+    };
     let manifests = Manifests::from_example("quickstart");
     env.apply(manifests.path()).expect_code(0);
     let lab_index = env.expect_link("br-lab").ifindex;
@@ -211,7 +268,10 @@ fn lost_store_never_deletes() {
         .into_iter()
         .filter(|(_, action)| action == "delete")
         .collect();
-    assert!(deletes.is_empty(), "a lost store planned deletes: {deletes:?}\n{plan:#}");
+    assert!(
+        deletes.is_empty(),
+        "a lost store planned deletes: {deletes:?}\n{plan:#}"
+    );
 
     env.apply(only_svc.path()).expect_code(0);
     let lab = env.expect_link("br-lab");
@@ -222,7 +282,9 @@ fn lost_store_never_deletes() {
 
 #[test]
 fn conflict_then_adopt() {
-    let Some(env) = TestEnv::new("conflict") else { return };
+    let Some(env) = TestEnv::new("conflict") else {
+        return;
+    };
     env.ip(["link", "add", "br-lab", "type", "bridge"]);
     env.ip(["addr", "add", "10.10.0.99/24", "dev", "br-lab"]);
     let original = env.expect_link("br-lab");
@@ -236,12 +298,20 @@ fn conflict_then_adopt() {
         lab["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "a conflict must say why:\n{plan:#}"
     );
-    assert_eq!(change(&plan, "Bridge", "br-svc")["action"], "create", "{plan:#}");
+    assert_eq!(
+        change(&plan, "Bridge", "br-svc")["action"],
+        "create",
+        "{plan:#}"
+    );
     let outcome = env.plan_detailed(manifests.path());
     assert_eq!(outcome.code, Some(2), "{outcome}");
 
     let outcome = env.apply(manifests.path());
-    assert_eq!(outcome.code, Some(1), "a conflict means not converged\n{outcome}");
+    assert_eq!(
+        outcome.code,
+        Some(1),
+        "a conflict means not converged\n{outcome}"
+    );
     assert_eq!(
         env.expect_link("br-lab"),
         original,
@@ -252,7 +322,9 @@ fn conflict_then_adopt() {
     assert!(svc.is_marked(), "{svc:?}");
     let states = status_states(&env.status_json());
     assert_ne!(
-        states.get(&("Bridge".to_owned(), "br-lab".to_owned())).map(String::as_str),
+        states
+            .get(&("Bridge".to_owned(), "br-lab".to_owned()))
+            .map(String::as_str),
         Some("Ready"),
         "a conflicting bridge is not Ready: {states:?}"
     );
@@ -263,16 +335,31 @@ fn conflict_then_adopt() {
         "  labels: {role: lab}\n  annotations:\n    gitvisor.dev/adopt: \"true\"\n",
         1,
     );
-    assert_ne!(adopted, manifests.read("bridges.yaml"), "the edit did not apply");
+    assert_ne!(
+        adopted,
+        manifests.read("bridges.yaml"),
+        "the edit did not apply"
+    );
     manifests.write("bridges.yaml", &adopted);
     let plan = env.plan_json(manifests.path());
-    assert_eq!(change(&plan, "Bridge", "br-lab")["action"], "update", "{plan:#}");
+    assert_eq!(
+        change(&plan, "Bridge", "br-lab")["action"],
+        "update",
+        "{plan:#}"
+    );
 
     env.apply(manifests.path()).expect_code(0);
     let lab = env.expect_link("br-lab");
-    assert_eq!(lab.ifindex, original.ifindex, "adoption must not re-create the bridge");
+    assert_eq!(
+        lab.ifindex, original.ifindex,
+        "adoption must not re-create the bridge"
+    );
     assert!(lab.is_marked(), "adopted bridge has no marker: {lab:?}");
-    assert_eq!(lab.addresses, cidrs(&["10.10.0.1/24", "fd10::1/64"]), "{lab:?}");
+    assert_eq!(
+        lab.addresses,
+        cidrs(&["10.10.0.1/24", "fd10::1/64"]),
+        "{lab:?}"
+    );
     assert!(lab.is_up(), "{lab:?}");
     assert_plan_clean(&env, &manifests);
 }

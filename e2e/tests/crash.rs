@@ -32,7 +32,9 @@ fn wait_for_event(events: &std::sync::mpsc::Receiver<String>, name: &str) {
 
 #[test]
 fn sigkill_during_apply_is_repaired_by_the_next_apply() {
-    let Some(env) = TestEnv::new("crash") else { return };
+    let Some(env) = TestEnv::new("crash") else {
+        return;
+    };
     let manifests = Manifests::new();
     for i in 0..COUNT {
         let name = format!("{PREFIX}{i}");
@@ -141,7 +143,11 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
     assert_eq!(names.len(), COUNT, "expected exactly {COUNT} bridges");
 
     let outcome = env.plan_detailed(manifests.path());
-    assert_eq!(outcome.code, Some(0), "plan after repair is not clean\n{outcome}");
+    assert_eq!(
+        outcome.code,
+        Some(0),
+        "plan after repair is not clean\n{outcome}"
+    );
 
     let status = env.status_json();
     let states = status_states(&status);
@@ -151,5 +157,8 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
             kind == "Bridge" && name.starts_with(PREFIX) && state.as_str() == "Ready"
         })
         .count();
-    assert_eq!(ready, COUNT, "status does not list every bridge Ready: {states:?}");
+    assert_eq!(
+        ready, COUNT,
+        "status does not list every bridge Ready: {states:?}"
+    );
 }

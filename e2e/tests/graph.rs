@@ -84,9 +84,15 @@ fn graph_mermaid_has_the_homelab_edges() {
     );
     let edges = mermaid_edges(&mermaid);
     let missing: Vec<_> = expected().difference(&edges).cloned().collect();
-    assert!(missing.is_empty(), "missing edges {missing:?} in:\n{mermaid}");
+    assert!(
+        missing.is_empty(),
+        "missing edges {missing:?} in:\n{mermaid}"
+    );
     let extra: Vec<_> = edges.difference(&expected()).cloned().collect();
-    assert!(extra.is_empty(), "unexpected edges {extra:?} in:\n{mermaid}");
+    assert!(
+        extra.is_empty(),
+        "unexpected edges {extra:?} in:\n{mermaid}"
+    );
 }
 
 #[test]
@@ -97,7 +103,12 @@ fn graph_of_an_invalid_revision_fails() {
         "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: br-x\n  dependsOn: [Bridge/nope]\nspec: {}\n",
     )
     .expect("write");
-    let outcome = gitvisor_offline(["graph", dir.path().to_str().expect("UTF-8"), "--format", "dot"]);
+    let outcome = gitvisor_offline([
+        "graph",
+        dir.path().to_str().expect("UTF-8"),
+        "--format",
+        "dot",
+    ]);
     assert_eq!(outcome.code, Some(1), "{outcome}");
     assert!(outcome.stderr.contains("bad.yaml:5:"), "{outcome}");
 }

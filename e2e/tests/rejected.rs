@@ -20,7 +20,9 @@ struct Bad {
 }
 
 fn check_rejected(test: &str, bad: &Bad) {
-    let Some(env) = TestEnv::new(test) else { return };
+    let Some(env) = TestEnv::new(test) else {
+        return;
+    };
     let manifests = Manifests::new();
     manifests.write("good.yaml", &good_bridge());
     let bad_path = manifests.write(bad.file, bad.content);
@@ -28,7 +30,11 @@ fn check_rejected(test: &str, bad: &Bad) {
 
     // validate: exit 1, file:line:col of the bad file.
     let outcome = env.gitvisor(["validate", manifests.path_str()]);
-    assert_eq!(outcome.code, Some(1), "validate must reject the revision\n{outcome}");
+    assert_eq!(
+        outcome.code,
+        Some(1),
+        "validate must reject the revision\n{outcome}"
+    );
     let located: Vec<(usize, usize)> = outcome
         .stderr
         .lines()
@@ -59,9 +65,17 @@ fn check_rejected(test: &str, bad: &Bad) {
 
     // plan and apply: exit 1, nothing changed.
     let outcome = env.gitvisor(["plan", manifests.path_str(), "--detailed-exitcode"]);
-    assert_eq!(outcome.code, Some(1), "plan must fail on a rejected revision\n{outcome}");
+    assert_eq!(
+        outcome.code,
+        Some(1),
+        "plan must fail on a rejected revision\n{outcome}"
+    );
     let outcome = env.gitvisor(["apply", manifests.path_str()]);
-    assert_eq!(outcome.code, Some(1), "apply must fail on a rejected revision\n{outcome}");
+    assert_eq!(
+        outcome.code,
+        Some(1),
+        "apply must fail on a rejected revision\n{outcome}"
+    );
     assert!(
         outcome.stderr.contains(bad.file),
         "apply should report the bad file\n{outcome}"
@@ -76,7 +90,8 @@ fn check_rejected(test: &str, bad: &Bad) {
     // Without the bad file the same revision is fine, so the rejection was not about
     // the good half.
     manifests.remove(bad.file);
-    env.gitvisor(["validate", manifests.path_str()]).expect_code(0);
+    env.gitvisor(["validate", manifests.path_str()])
+        .expect_code(0);
 }
 
 /// Parses `...<file>:LINE:COL: ...` out of a diagnostic line.

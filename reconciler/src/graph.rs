@@ -57,7 +57,9 @@ impl DependencyGraph {
         Self::from_resources(loaded.iter().map(|l| &l.resource))
     }
 
-    pub fn from_resources<'a>(resources: impl Iterator<Item = &'a Resource>) -> Result<Self, Cycle> {
+    pub fn from_resources<'a>(
+        resources: impl Iterator<Item = &'a Resource>,
+    ) -> Result<Self, Cycle> {
         let resources: Vec<&Resource> = resources.collect();
         let mut graph = DependencyGraph::default();
         for resource in &resources {
@@ -86,7 +88,9 @@ impl DependencyGraph {
             .into_iter()
             .filter(|c| c.len() > 1 || self.graph.find_edge(c[0], c[0]).is_some())
             .collect();
-        components.iter_mut().for_each(|c| c.sort_by_key(|n| &self.graph[*n]));
+        components
+            .iter_mut()
+            .for_each(|c| c.sort_by_key(|n| &self.graph[*n]));
         components.sort_by_key(|c| self.graph[c[0]].clone());
         let component = components.first()?;
         let members: BTreeSet<NodeIndex> = component.iter().copied().collect();
@@ -198,10 +202,8 @@ impl DependencyGraph {
 
     /// Mermaid flowchart; node ids are sanitised, labels keep `Kind/name`.
     pub fn to_mermaid(&self) -> String {
-        let node_id = |id: &ResourceId| {
-            format!("{}_{}", id.kind, id.name)
-                .replace(['.', '-', '/'], "_")
-        };
+        let node_id =
+            |id: &ResourceId| format!("{}_{}", id.kind, id.name).replace(['.', '-', '/'], "_");
         let mut out = String::from("flowchart LR\n");
         for id in self.nodes.keys() {
             let _ = writeln!(out, "  {}[\"{id}\"]", node_id(id));
@@ -210,5 +212,78 @@ impl DependencyGraph {
             let _ = writeln!(out, "  {} --> {}", node_id(from), node_id(to));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BridgeSpec, Kind, Metadata, Name, Origin, Spec};
+
+    fn bridge(name: &str, depends_on: &[&str]) -> Resource {
+        Resource {
+            metadata: Metadata {
+                name: Name::parse(name).unwrap(),
+                labels: Default::default(),
+                host: None,
+                depends_on: depends_on.iter().map(|d| d.parse().unwrap()).collect(),
+                annotations: Default::default(),
+            },
+            spec: Spec::Bridge(BridgeSpec {
+                mtu: None,
+                addresses: vec![],
+                ports: vec![],
+                stp: false,
+                vlan_filtering: false,
+                nat: false,
+                up: true,
+            }),
+            origin: Origin::default(),
+        }
+    }
+
+    fn id(name: &str) -> ResourceId {
+        ResourceId::new(Kind::Bridge, Name::parse(name).unwrap())
+    }
+
+    #[test]
+    fn order_puts_dependencies_first_and_is_stable() {
+        let resources = [
+            bridge("z", &[]),
+            bridge("c", &["Bridge/z"]),
+            bridge("a", &["Bridge/c"]),
+            bridge("b", &[]),
+        ];
+        let graph = DependencyGraph::from_resources(resources.iter()).unwrap();
+        assert_eq!(
+            graph.topological_order(),
+            vec![id("b"), id("z"), id("c"), id("a")]
+        );
+        assert_eq!(graph.dependencies(&id("a")), vec![id("c")]);
+        assert_eq!(graph.dependents(&id("z")), vec![id("c")]);
+    }
+
+    #[test]
+    fn cycles_name_their_path() {
+        let resources = [
+            bridge("a", &["Bridge/b"]),
+            bridge("b", &["Bridge/c"]),
+            bridge("c", &["Bridge/a"]),
+            bridge("d", &[]),
+        ];
+        let cycle = DependencyGraph::from_resources(resources.iter()).unwrap_err();
+        assert_eq!(
+            cycle.describe(),
+            "dependency cycle: Bridge/a -> Bridge/b -> Bridge/c -> Bridge/a"
+        );
+        assert_eq!(cycle.field, "metadata.dependsOn[0]");
+    }
+
+    #[test]
+    fn renders_dot_and_mermaid() {
+        let resources = [bridge("a", &[]), bridge("b-1", &["Bridge/a"])];
+        let graph = DependencyGraph::from_resources(resources.iter()).unwrap();
+        assert!(graph.to_dot().contains("\"Bridge/a\" -> \"Bridge/b-1\";"));
+        assert!(graph.to_mermaid().contains("Bridge_a --> Bridge_b_1"));
     }
 }

@@ -21,8 +21,8 @@ pub fn file_name(kind: Option<Kind>) -> String {
 }
 
 fn document_schema<S: JsonSchema>(kind: Kind) -> Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(Document<S>))
-        .unwrap_or_else(|_| json!({}));
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(Document<S>)).unwrap_or_else(|_| json!({}));
     schema["$id"] = json!(format!("{BASE}/{}", file_name(Some(kind))));
     schema["title"] = json!(format!("gitvisor {kind}"));
     schema["description"] = json!(format!("A gitvisor {kind} manifest ({API_VERSION})."));
@@ -37,9 +37,7 @@ pub fn schema(kind: Option<Kind>) -> Value {
         Some(Kind::Bridge) => document_schema::<BridgeSpec>(Kind::Bridge),
         Some(Kind::Volume) => document_schema::<VolumeSpec>(Kind::Volume),
         Some(Kind::Container) => document_schema::<ContainerSpec>(Kind::Container),
-        Some(Kind::VirtualMachine) => {
-            document_schema::<VirtualMachineSpec>(Kind::VirtualMachine)
-        }
+        Some(Kind::VirtualMachine) => document_schema::<VirtualMachineSpec>(Kind::VirtualMachine),
         None => {
             let mut branches = Vec::new();
             let mut defs = serde_json::Map::new();

@@ -82,27 +82,40 @@ pub fn validate(
 
 fn check_resource(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     let resource = &item.resource;
-    let mut error = |field: &str, message: String| diagnostics.push(item.diagnostic(field, message));
+    let mut error =
+        |field: &str, message: String| diagnostics.push(item.diagnostic(field, message));
     match &resource.spec {
         Spec::Bridge(bridge) => {
             let name = resource.metadata.name.as_str();
             if name.len() > IFNAME_MAX {
                 error(
                     "metadata.name",
-                    format!("a Bridge name is an interface name: at most {IFNAME_MAX} characters, {name:?} has {}", name.len()),
+                    format!(
+                        "a Bridge name is an interface name: at most {IFNAME_MAX} characters, {name:?} has {}",
+                        name.len()
+                    ),
                 );
             }
             for (i, address) in bridge.addresses.iter().enumerate() {
                 if bridge.addresses[..i].contains(address) {
-                    error(&format!("spec.addresses[{i}]"), format!("duplicate address {address}"));
+                    error(
+                        &format!("spec.addresses[{i}]"),
+                        format!("duplicate address {address}"),
+                    );
                 }
             }
             for (i, port) in bridge.ports.iter().enumerate() {
                 if bridge.ports[..i].contains(port) {
-                    error(&format!("spec.ports[{i}]"), format!("duplicate port {port}"));
+                    error(
+                        &format!("spec.ports[{i}]"),
+                        format!("duplicate port {port}"),
+                    );
                 }
                 if port.as_str() == name {
-                    error(&format!("spec.ports[{i}]"), "a bridge cannot be its own port".into());
+                    error(
+                        &format!("spec.ports[{i}]"),
+                        "a bridge cannot be its own port".into(),
+                    );
                 }
             }
             if let Some(mtu) = bridge.mtu {
@@ -132,20 +145,32 @@ fn check_resource(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             }
             for key in container.env.keys() {
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
-                    error("spec.env", format!("invalid environment variable name {key:?}"));
+                    error(
+                        "spec.env",
+                        format!("invalid environment variable name {key:?}"),
+                    );
                 }
             }
             for (i, mount) in container.mounts.iter().enumerate() {
                 if !mount.target.starts_with('/') {
-                    error(&format!("spec.mounts[{i}].target"), "target must be an absolute path".into());
+                    error(
+                        &format!("spec.mounts[{i}].target"),
+                        "target must be an absolute path".into(),
+                    );
                 }
                 if mount.volume.is_some() == mount.host_path.is_some() {
-                    error(&format!("spec.mounts[{i}]"), "exactly one of `volume` and `hostPath` is required".into());
+                    error(
+                        &format!("spec.mounts[{i}]"),
+                        "exactly one of `volume` and `hostPath` is required".into(),
+                    );
                 }
             }
             if let Some(resources) = &container.resources {
                 if resources.cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
-                    error("spec.resources.cpus", "cpus must be a positive number".into());
+                    error(
+                        "spec.resources.cpus",
+                        "cpus must be a positive number".into(),
+                    );
                 }
             }
         }
@@ -158,20 +183,32 @@ fn check_resource(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             }
             let boot = &vm.boot;
             if boot.kernel.is_some() == boot.firmware.is_some() {
-                error("spec.boot", "exactly one of `kernel` (direct boot) and `firmware` is required".into());
+                error(
+                    "spec.boot",
+                    "exactly one of `kernel` (direct boot) and `firmware` is required".into(),
+                );
             }
             if boot.firmware.is_some() && (boot.initrd.is_some() || boot.cmdline.is_some()) {
-                error("spec.boot", "`initrd` and `cmdline` need direct kernel boot (`kernel`)".into());
+                error(
+                    "spec.boot",
+                    "`initrd` and `cmdline` need direct kernel boot (`kernel`)".into(),
+                );
             }
             for (i, disk) in vm.disks.iter().enumerate() {
                 if disk.volume.is_some() == disk.path.is_some() {
-                    error(&format!("spec.disks[{i}]"), "exactly one of `volume` and `path` is required".into());
+                    error(
+                        &format!("spec.disks[{i}]"),
+                        "exactly one of `volume` and `path` is required".into(),
+                    );
                 }
             }
             for (i, nic) in vm.networks.iter().enumerate() {
                 if let Some(mac) = nic.mac {
                     if vm.networks[..i].iter().any(|n| n.mac == Some(mac)) {
-                        error(&format!("spec.networks[{i}].mac"), format!("duplicate MAC {mac}"));
+                        error(
+                            &format!("spec.networks[{i}].mac"),
+                            format!("duplicate MAC {mac}"),
+                        );
                     }
                 }
             }
@@ -179,7 +216,10 @@ fn check_resource(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     }
     for (i, dep) in resource.metadata.depends_on.iter().enumerate() {
         if *dep == resource.id() {
-            error(&format!("metadata.dependsOn[{i}]"), "a resource cannot depend on itself".into());
+            error(
+                &format!("metadata.dependsOn[{i}]"),
+                "a resource cannot depend on itself".into(),
+            );
         }
     }
 }

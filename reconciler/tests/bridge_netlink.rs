@@ -229,7 +229,10 @@ fn links_gitvisor_did_not_create_are_conflicts_until_adopted() {
                 .annotations
                 .insert("gitvisor.dev/adopt".into(), "true".into());
             let changes = plan_and_apply(&driver, &[Arc::new(adopted)], &owning(&[])).await;
-            assert_eq!(actions(&changes), [("Bridge/br-foreign".into(), Action::Update)]);
+            assert_eq!(
+                actions(&changes),
+                [("Bridge/br-foreign".into(), Action::Update)]
+            );
             let foreign = link(&seam, "br-foreign").await.unwrap();
             assert_eq!(foreign.alias.as_deref(), Some(OWNERSHIP_MARKER));
             assert!(foreign.up);
@@ -248,11 +251,7 @@ fn seam_requests_are_idempotent_except_creating_a_taken_name() {
                 stp: false,
                 vlan_filtering: false,
             };
-            let index = seam
-                .send(create.clone())
-                .await
-                .unwrap()
-                .expect("an index");
+            let index = seam.send(create.clone()).await.unwrap().expect("an index");
             let error = seam.send(create).await.unwrap_err();
             assert_eq!(error.errno, Some(Errno::EEXIST as i32), "{error}");
 

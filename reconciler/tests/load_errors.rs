@@ -10,7 +10,9 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 fn errors(dir: &Path) -> Vec<Diagnostic> {
-    load_revision(dir, "host1").expect_err("revision should be rejected").diagnostics
+    load_revision(dir, "host1")
+        .expect_err("revision should be rejected")
+        .diagnostics
 }
 
 const GOOD: &str = "\
@@ -47,7 +49,9 @@ fn unknown_field_names_file_line_column_and_field() {
 #[test]
 fn positions_are_file_positions_in_later_documents() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!("{GOOD}---\n# second\napiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: br1\nspec:\n  addresses: [10.0.0.300/24]\n");
+    let text = format!(
+        "{GOOD}---\n# second\napiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: br1\nspec:\n  addresses: [10.0.0.300/24]\n"
+    );
     write(dir.path(), "a.yaml", &text);
     let errs = errors(dir.path());
     assert_eq!(errs.len(), 1, "{errs:?}");
@@ -77,15 +81,31 @@ fn bad_sizes_names_and_kinds() {
     let errs = errors(dir.path());
     let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
     assert_eq!(errs.len(), 3, "{text:#?}");
-    assert!(text.iter().any(|t| t.contains("k.yaml:2:7: kind: unknown kind \"Router\"")), "{text:#?}");
-    assert!(text.iter().any(|t| t.contains("n.yaml:4:9: metadata.name: invalid name")), "{text:#?}");
-    assert!(text.iter().any(|t| t.contains("v.yaml:7:9: spec.size: invalid size")), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|t| t.contains("k.yaml:2:7: kind: unknown kind \"Router\"")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("n.yaml:4:9: metadata.name: invalid name")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("v.yaml:7:9: spec.size: invalid size")),
+        "{text:#?}"
+    );
 }
 
 #[test]
 fn syntax_errors_have_positions() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "a.yaml", "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: [br0\nspec: {}\n");
+    write(
+        dir.path(),
+        "a.yaml",
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: [br0\nspec: {}\n",
+    );
     let errs = errors(dir.path());
     assert_eq!(errs.len(), 1);
     assert!(errs[0].line >= 4, "{}", errs[0]);
@@ -121,10 +141,24 @@ spec:
     );
     let text: Vec<String> = errors(dir.path()).iter().map(ToString::to_string).collect();
     assert_eq!(text.len(), 4, "{text:#?}");
-    assert!(text.iter().any(|t| t.contains("b.yaml:4:9: metadata.name: duplicate Bridge/br0: already declared at")), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|t| t
+                .contains("b.yaml:4:9: metadata.name: duplicate Bridge/br0: already declared at")),
+        "{text:#?}"
+    );
     assert!(text.iter().any(|t| t.contains("vm.yaml:9:15: spec.disks[0].volume: references Volume/missing-vol which is not declared")), "{text:#?}");
-    assert!(text.iter().any(|t| t.contains("vm.yaml:12:15: spec.networks[1].bridge: references Bridge/nope")), "{text:#?}");
-    assert!(text.iter().any(|t| t.contains("long.yaml:4:9: metadata.name: a Bridge name is an interface name: at most 15")), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|t| t.contains("vm.yaml:12:15: spec.networks[1].bridge: references Bridge/nope")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains(
+            "long.yaml:4:9: metadata.name: a Bridge name is an interface name: at most 15"
+        )),
+        "{text:#?}"
+    );
 }
 
 #[test]
@@ -152,7 +186,9 @@ spec: {}
     let errs = errors(dir.path());
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].message.contains("dependency cycle: Bridge/a -> Bridge/b -> Bridge/a"),
+        errs[0]
+            .message
+            .contains("dependency cycle: Bridge/a -> Bridge/b -> Bridge/a"),
         "{}",
         errs[0]
     );
@@ -180,7 +216,10 @@ metadata:
 spec: {}
 ",
     );
-    assert_eq!(load_revision(dir.path(), "nuc1").unwrap().resources.len(), 2);
+    assert_eq!(
+        load_revision(dir.path(), "nuc1").unwrap().resources.len(),
+        2
+    );
     assert_eq!(load_revision(dir.path(), "pi").unwrap().resources.len(), 1);
 }
 

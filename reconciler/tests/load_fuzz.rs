@@ -39,7 +39,10 @@ fn check(text: &str) {
     if let Err(errors) = load_revision(dir.path(), "h") {
         assert!(!errors.diagnostics.is_empty());
         for d in &errors.diagnostics {
-            assert!(d.line >= 1 && d.line <= lines + 1, "{d} outside a {lines}-line file");
+            assert!(
+                d.line >= 1 && d.line <= lines + 1,
+                "{d} outside a {lines}-line file"
+            );
             assert!(!d.message.is_empty());
         }
     }

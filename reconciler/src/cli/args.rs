@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "gitvisor", version, about = "Declarative GitOps reconciler for Linux hosts: VMs, containers, bridges and volumes from manifests in git")]
+#[command(
+    name = "gitvisor",
+    version,
+    about = "Declarative GitOps reconciler for Linux hosts: VMs, containers, bridges and volumes from manifests in git"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -16,10 +20,20 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct GlobalArgs {
     /// Where gitvisor keeps its state store.
-    #[arg(long, global = true, env = "GITVISOR_STATE_DIR", default_value = "/var/lib/gitvisor")]
+    #[arg(
+        long,
+        global = true,
+        env = "GITVISOR_STATE_DIR",
+        default_value = "/var/lib/gitvisor"
+    )]
     pub state_dir: PathBuf,
     /// Where runtime files (sockets, pid files) live.
-    #[arg(long, global = true, env = "GITVISOR_RUN_DIR", default_value = "/run/gitvisor")]
+    #[arg(
+        long,
+        global = true,
+        env = "GITVISOR_RUN_DIR",
+        default_value = "/run/gitvisor"
+    )]
     pub run_dir: PathBuf,
     /// The host name matched against `metadata.host` (default: this machine's hostname).
     #[arg(long, global = true, env = "GITVISOR_HOST")]

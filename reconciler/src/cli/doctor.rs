@@ -40,7 +40,10 @@ fn version_of(program: &str, args: &[&str]) -> Option<String> {
     }
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
-    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +60,9 @@ fn cgroup_layout() -> Option<CgroupLayout> {
         return Some(CgroupLayout::Unified);
     }
     match statfs("/sys/fs/cgroup/unified") {
-        Ok(unified) if unified.filesystem_type() == CGROUP2_SUPER_MAGIC => Some(CgroupLayout::Hybrid),
+        Ok(unified) if unified.filesystem_type() == CGROUP2_SUPER_MAGIC => {
+            Some(CgroupLayout::Hybrid)
+        }
         _ => Some(CgroupLayout::Legacy),
     }
 }
@@ -69,26 +74,48 @@ async fn netlink_check() -> Check {
         Err(err) => Err(err),
     };
     match links.map(|links| links.len()) {
-        Ok(links) => check("netlink", Verdict::Ok, format!("rtnetlink dump: {links} links")),
-        Err(err) => check("netlink", Verdict::Missing, format!("cannot dump links: {err}")),
+        Ok(links) => check(
+            "netlink",
+            Verdict::Ok,
+            format!("rtnetlink dump: {links} links"),
+        ),
+        Err(err) => check(
+            "netlink",
+            Verdict::Missing,
+            format!("cannot dump links: {err}"),
+        ),
     }
 }
 
 pub async fn doctor(output: OutputFormat) -> Result<ExitCode> {
     let mut checks = Vec::new();
     checks.push(
-        match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+        {
             Ok(_) => check("kvm", Verdict::Ok, "/dev/kvm opens read-write"),
-            Err(err) => check("kvm", Verdict::Missing, format!("/dev/kvm: {err}; VMs need accel: tcg")),
+            Err(err) => check(
+                "kvm",
+                Verdict::Missing,
+                format!("/dev/kvm: {err}; VMs need accel: tcg"),
+            ),
         },
     );
     checks.push(netlink_check().await);
     let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
-    checks.push(if misc.contains("device-mapper") || Path::new("/dev/mapper/control").exists() {
-        check("device-mapper", Verdict::Ok, "present")
-    } else {
-        check("device-mapper", Verdict::Missing, "not in this kernel (modprobe dm-mod?): LVM logical volumes cannot be created")
-    });
+    checks.push(
+        if misc.contains("device-mapper") || Path::new("/dev/mapper/control").exists() {
+            check("device-mapper", Verdict::Ok, "present")
+        } else {
+            check(
+                "device-mapper",
+                Verdict::Missing,
+                "not in this kernel (modprobe dm-mod?): LVM logical volumes cannot be created",
+            )
+        },
+    );
     checks.push(match version_of("lvm", &["version"]) {
         Some(v) => check("lvm2", Verdict::Ok, v),
         None => check("lvm2", Verdict::Missing, "lvm tools not installed"),
@@ -96,7 +123,11 @@ pub async fn doctor(output: OutputFormat) -> Result<ExitCode> {
     let layout = cgroup_layout();
     checks.push(match layout {
         Some(CgroupLayout::Unified) => check("cgroups", Verdict::Ok, "v2 (unified)"),
-        Some(CgroupLayout::Hybrid) => check("cgroups", Verdict::Warn, "hybrid v1/v2: runc works, crun refuses"),
+        Some(CgroupLayout::Hybrid) => check(
+            "cgroups",
+            Verdict::Warn,
+            "hybrid v1/v2: runc works, crun refuses",
+        ),
         Some(CgroupLayout::Legacy) => check("cgroups", Verdict::Warn, "v1 (legacy)"),
         None => check("cgroups", Verdict::Missing, "/sys/fs/cgroup not mounted"),
     });
@@ -105,9 +136,11 @@ pub async fn doctor(output: OutputFormat) -> Result<ExitCode> {
         None => check("runc", Verdict::Missing, "not installed"),
     });
     checks.push(match (version_of("crun", &["--version"]), layout) {
-        (Some(v), Some(CgroupLayout::Hybrid)) => {
-            check("crun", Verdict::Warn, format!("{v}: refuses hybrid cgroups here, runc is used"))
-        }
+        (Some(v), Some(CgroupLayout::Hybrid)) => check(
+            "crun",
+            Verdict::Warn,
+            format!("{v}: refuses hybrid cgroups here, runc is used"),
+        ),
         (Some(v), _) => check("crun", Verdict::Ok, v),
         (None, _) => check("crun", Verdict::Missing, "not installed"),
     });

@@ -75,7 +75,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "{}: valid, {} resource{} for host {host} (revision {})",
                         path.display(),
                         revision.resources.len(),
-                        if revision.resources.len() == 1 { "" } else { "s" },
+                        if revision.resources.len() == 1 {
+                            ""
+                        } else {
+                            "s"
+                        },
                         revision.id
                     );
                     Ok(ExitCode::SUCCESS)
@@ -117,7 +121,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "gitvisor", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "gitvisor",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -37,13 +37,23 @@ pub fn status(global: &GlobalArgs, output: OutputFormat) -> Result<ExitCode> {
                 Some(rev) => println!(
                     "Last revision: {} ({}; {})",
                     rev.id,
-                    if rev.converged { "converged" } else { "not converged" },
+                    if rev.converged {
+                        "converged"
+                    } else {
+                        "not converged"
+                    },
                     rev.summary
                 ),
-                None => println!("No revision applied yet (state dir {}).", global.state_dir.display()),
+                None => println!(
+                    "No revision applied yet (state dir {}).",
+                    global.state_dir.display()
+                ),
             }
             if !statuses.is_empty() {
-                println!("\n{:<16} {:<24} {:<12} {:<25} MESSAGE", "KIND", "NAME", "STATE", "REVISION");
+                println!(
+                    "\n{:<16} {:<24} {:<12} {:<25} MESSAGE",
+                    "KIND", "NAME", "STATE", "REVISION"
+                );
                 for (id, status) in &statuses {
                     println!(
                         "{:<16} {:<24} {:<12} {:<25} {}",

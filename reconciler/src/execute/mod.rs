@@ -54,7 +54,10 @@ pub async fn execute(
     for change in &plan.changes {
         match change.action {
             Action::Conflict | Action::Unsupported => {
-                let why = change.reason.clone().unwrap_or_else(|| change.action.to_string());
+                let why = change
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| change.action.to_string());
                 unusable.insert(change.id.clone(), why.clone());
                 results.push(StepResult::new(change, ResultKind::Failed(why), 0.0));
             }
@@ -66,9 +69,11 @@ pub async fn execute(
     // Phase 1: creates, updates, replaces, in dependency order.
     let mut done: BTreeMap<ResourceId, Done> = BTreeMap::new();
     let mut tasks = Vec::new();
-    for change in plan.changes.iter().filter(|c| {
-        matches!(c.action, Action::Create | Action::Update | Action::Replace)
-    }) {
+    for change in plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Replace))
+    {
         let dependencies: Vec<(ResourceId, Option<Done>)> = graph
             .dependencies(&change.id)
             .into_iter()

@@ -5,8 +5,8 @@ use crate::execute::{Report, ResultKind};
 use crate::model::ResourceId;
 use crate::plan::{Action, Plan};
 use crate::state::{
-    Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store,
-    StoreError, now_unix,
+    Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store, StoreError,
+    now_unix,
 };
 
 /// Records, before anything runs, every object the plan is about to create.
@@ -74,10 +74,13 @@ pub fn record_report(store: &Store, report: &Report) -> Result<(), StoreError> {
             let (level, text) = match &step.result {
                 ResultKind::Applied => (EventLevel::Info, format!("{} applied", step.action)),
                 ResultKind::Unchanged => continue,
-                ResultKind::Failed(why) => (EventLevel::Error, format!("{} failed: {why}", step.action)),
-                ResultKind::Blocked(dep) => {
-                    (EventLevel::Warning, format!("{} blocked by {dep}", step.action))
+                ResultKind::Failed(why) => {
+                    (EventLevel::Error, format!("{} failed: {why}", step.action))
                 }
+                ResultKind::Blocked(dep) => (
+                    EventLevel::Warning,
+                    format!("{} blocked by {dep}", step.action),
+                ),
             };
             events.push(Event {
                 unix: now,
@@ -98,7 +101,11 @@ pub fn record_report(store: &Store, report: &Report) -> Result<(), StoreError> {
         summary: format!(
             "{} resources, {} changed, {} not converged",
             report.results.len(),
-            report.results.iter().filter(|r| r.action.is_change() && r.ok()).count(),
+            report
+                .results
+                .iter()
+                .filter(|r| r.action.is_change() && r.ok())
+                .count(),
             failures
         ),
     })?;

@@ -29,7 +29,10 @@ pub fn split(text: &str) -> Vec<SourceDocument> {
     let mut start = 0usize; // 0-based line where the current document starts
     let mut current: Vec<&str> = Vec::new();
     let mut flush = |start: usize, lines: &mut Vec<&str>| {
-        if let Some(offset) = lines.iter().position(|l| has_content(l) && !is_marker(l, "---")) {
+        if let Some(offset) = lines
+            .iter()
+            .position(|l| has_content(l) && !is_marker(l, "---"))
+        {
             let mut padded = "\n".repeat(start);
             for line in lines.iter() {
                 padded.push_str(line);
@@ -39,7 +42,10 @@ pub fn split(text: &str) -> Vec<SourceDocument> {
                 text: padded,
                 first_line: start + offset + 1,
             });
-        } else if lines.iter().any(|l| is_marker(l, "---") && l.len() > 3 && has_content(&l[3..])) {
+        } else if lines
+            .iter()
+            .any(|l| is_marker(l, "---") && l.len() > 3 && has_content(&l[3..]))
+        {
             // `--- value` on the marker line itself.
             let mut padded = "\n".repeat(start);
             for line in lines.iter() {

@@ -77,10 +77,7 @@ pub fn load_revision(path: &Path, host: &str) -> Result<Revision, RevisionErrors
     match graph {
         Some(graph) if diagnostics.is_empty() => Ok(Revision {
             id: digest,
-            resources: selected
-                .into_iter()
-                .map(|l| Arc::new(l.resource))
-                .collect(),
+            resources: selected.into_iter().map(|l| Arc::new(l.resource)).collect(),
             graph,
         }),
         _ => {
@@ -102,7 +99,10 @@ pub fn read_tree(path: &Path) -> (Vec<LoadedResource>, Vec<Diagnostic>, String) 
         Err(diagnostic) => return (loaded, vec![diagnostic], String::new()),
     };
     if files.is_empty() {
-        diagnostics.push(file_error(path, "no *.yaml or *.yml manifests found".into()));
+        diagnostics.push(file_error(
+            path,
+            "no *.yaml or *.yml manifests found".into(),
+        ));
     }
     for file in files {
         let text = match std::fs::read(&file) {
@@ -135,7 +135,10 @@ pub fn read_tree(path: &Path) -> (Vec<LoadedResource>, Vec<Diagnostic>, String) 
         }
     }
     let digest = hasher.finalize();
-    let id = digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let id = digest[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
     (loaded, diagnostics, format!("sha256:{id}"))
 }
 
@@ -183,7 +186,11 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
 
 /// A syntax error from serde_yaml: its position is already in file coordinates (documents
 /// are padded).
-fn syntax_diagnostic(file: &Path, document: &SourceDocument, err: &serde_yaml::Error) -> Diagnostic {
+fn syntax_diagnostic(
+    file: &Path,
+    document: &SourceDocument,
+    err: &serde_yaml::Error,
+) -> Diagnostic {
     let (line, column) = err
         .location()
         .map(|l| (l.line(), l.column()))

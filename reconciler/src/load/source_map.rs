@@ -42,7 +42,9 @@ enum Frame {
         key: Option<String>,
         start: Option<Vec<Segment>>,
     },
-    Seq { index: usize },
+    Seq {
+        index: usize,
+    },
 }
 
 struct Locator {

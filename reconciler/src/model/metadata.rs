@@ -25,7 +25,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Bridge, Kind::Volume, Kind::Container, Kind::VirtualMachine];
+    pub const ALL: [Kind; 4] = [
+        Kind::Bridge,
+        Kind::Volume,
+        Kind::Container,
+        Kind::VirtualMachine,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -141,7 +146,6 @@ impl Metadata {
             .is_some_and(|v| v == "true")
     }
 }
-
 
 impl Serialize for ApiVersionTag {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -24,6 +24,8 @@ pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name};
 pub use net::{Cidr, MacAddress};
 pub use quantity::{ByteSize, Duration};
 pub use resource::{Document, Origin, Reference, Resource, Spec};
-pub use vm::{Accel, Boot, CloudInit, Console, Disk, Firmware, Hypervisor, Nic, VirtualMachineSpec};
+pub use vm::{
+    Accel, Boot, CloudInit, Console, Disk, Firmware, Hypervisor, Nic, VirtualMachineSpec,
+};
 pub use volume::{Filesystem, ReclaimPolicy, VolumeSpec};
 pub use workload::RunState;

@@ -27,9 +27,7 @@ impl Name {
             && bytes.len() <= NAME_MAX
             && edge_ok(bytes[0])
             && edge_ok(bytes[bytes.len() - 1])
-            && bytes
-                .iter()
-                .all(|&b| edge_ok(b) || b == b'-' || b == b'.');
+            && bytes.iter().all(|&b| edge_ok(b) || b == b'-' || b == b'.');
         if valid {
             Ok(Name(text.to_owned()))
         } else {

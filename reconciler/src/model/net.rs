@@ -75,7 +75,9 @@ impl FromStr for MacAddress {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || format!("invalid MAC address {text:?}: expected six hex octets like 52:54:00:12:34:56");
+        let invalid = || {
+            format!("invalid MAC address {text:?}: expected six hex octets like 52:54:00:12:34:56")
+        };
         let mut octets = [0u8; 6];
         let parts: Vec<&str> = text.split(':').collect();
         if parts.len() != 6 {

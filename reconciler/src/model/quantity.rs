@@ -41,7 +41,9 @@ impl FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let invalid = || {
-            format!("invalid size {text:?}: expected a number with a unit such as 512MiB, 20GiB or 1.5TiB")
+            format!(
+                "invalid size {text:?}: expected a number with a unit such as 512MiB, 20GiB or 1.5TiB"
+            )
         };
         let trimmed = text.trim();
         let (number, multiplier) = UNITS
@@ -78,7 +80,9 @@ impl FromStr for ByteSize {
                     .and_then(|w| w.checked_add(frac_bytes as u64))
             }
         };
-        bytes.map(ByteSize).ok_or_else(|| format!("invalid size {text:?}: too large"))
+        bytes
+            .map(ByteSize)
+            .ok_or_else(|| format!("invalid size {text:?}: too large"))
     }
 }
 
@@ -241,7 +245,15 @@ mod tests {
         assert_eq!("1.5TiB".parse::<ByteSize>().unwrap().0, 3 << 39);
         assert_eq!("4096".parse::<ByteSize>().unwrap().0, 4096);
         assert_eq!("1GB".parse::<ByteSize>().unwrap().0, 1_000_000_000);
-        for bad in ["", "MiB", "1.5.5GiB", "12XB", "-1GiB", ".5GiB", "1.0000000001B"] {
+        for bad in [
+            "",
+            "MiB",
+            "1.5.5GiB",
+            "12XB",
+            "-1GiB",
+            ".5GiB",
+            "1.0000000001B",
+        ] {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad} should be rejected");
         }
     }

@@ -104,7 +104,11 @@ impl Resource {
                     }
                 }
                 for (i, n) in vm.networks.iter().enumerate() {
-                    push(Kind::Bridge, &n.bridge, format!("spec.networks[{i}].bridge"));
+                    push(
+                        Kind::Bridge,
+                        &n.bridge,
+                        format!("spec.networks[{i}].bridge"),
+                    );
                 }
             }
         }

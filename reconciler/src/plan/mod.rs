@@ -70,7 +70,10 @@ pub async fn make_plan(
 ) -> Result<Plan, DriverError> {
     let mut by_kind: BTreeMap<Kind, Vec<Arc<Resource>>> = BTreeMap::new();
     for resource in &revision.resources {
-        by_kind.entry(resource.kind()).or_default().push(resource.clone());
+        by_kind
+            .entry(resource.kind())
+            .or_default()
+            .push(resource.clone());
     }
     let observations = Kind::ALL.iter().map(|&kind| {
         let desired = by_kind.get(&kind).cloned().unwrap_or_default();

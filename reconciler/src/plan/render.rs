@@ -73,7 +73,11 @@ pub fn render_text(plan: &Plan, color: bool, verbose: bool) -> String {
         s.create, s.update, s.replace, s.delete, s.noop
     );
     if s.conflict > 0 {
-        let _ = write!(out, ", {}", palette.paint("1;31", &format!("{} conflict", s.conflict)));
+        let _ = write!(
+            out,
+            ", {}",
+            palette.paint("1;31", &format!("{} conflict", s.conflict))
+        );
     }
     if s.unsupported > 0 {
         let _ = write!(out, ", {} unsupported", s.unsupported);
@@ -94,7 +98,12 @@ fn render_change(out: &mut String, change: &Change, palette: &Palette) {
     if let Some(reason) = &change.reason {
         let _ = writeln!(out, "      # {reason}");
     }
-    let width = change.fields.iter().map(|f| f.path.len()).max().unwrap_or(0);
+    let width = change
+        .fields
+        .iter()
+        .map(|f| f.path.len())
+        .max()
+        .unwrap_or(0);
     for field in &change.fields {
         let _ = writeln!(
             out,
@@ -147,10 +156,18 @@ mod tests {
             revision: "sha256:abc".into(),
             host: "h1".into(),
             changes: vec![
-                Change::new(id("br0"), Action::Create)
-                    .with_fields(vec![FieldChange::new("mtu", (), 9000, Effect::Hot)]),
-                Change::new(id("br1"), Action::Update)
-                    .with_fields(vec![FieldChange::new("mtu", 1500, 9000, Effect::Hot)]),
+                Change::new(id("br0"), Action::Create).with_fields(vec![FieldChange::new(
+                    "mtu",
+                    (),
+                    9000,
+                    Effect::Hot,
+                )]),
+                Change::new(id("br1"), Action::Update).with_fields(vec![FieldChange::new(
+                    "mtu",
+                    1500,
+                    9000,
+                    Effect::Hot,
+                )]),
                 Change::new(id("br2"), Action::NoOp),
                 Change::new(id("old"), Action::Delete),
             ],
@@ -160,12 +177,19 @@ mod tests {
     #[test]
     fn text_has_symbols_and_summary_without_colour() {
         let text = render_text(&sample(), false, false);
-        assert!(text.contains("  + Bridge/br0\n      mtu  (unset) -> 9000"), "{text}");
+        assert!(
+            text.contains("  + Bridge/br0\n      mtu  (unset) -> 9000"),
+            "{text}"
+        );
         assert!(text.contains("  ~ Bridge/br1  (hot)"), "{text}");
         assert!(text.contains("  - Bridge/old"), "{text}");
         assert!(!text.contains("br2"), "{text}");
         assert!(!text.contains('\x1b'));
-        assert!(text.contains("Plan: 1 to create, 1 to update, 0 to replace, 1 to delete, 1 unchanged."));
+        assert!(
+            text.contains(
+                "Plan: 1 to create, 1 to update, 0 to replace, 1 to delete, 1 unchanged."
+            )
+        );
     }
 
     #[test]
