@@ -64,6 +64,9 @@ pub const TEST_HOST: &str = "e2e-host";
 /// The marker gitvisor writes into a managed bridge's `ifalias` (DESIGN §3).
 pub const MARKER: &str = "gitvisor:managed";
 
+/// The file of examples/quickstart.
+pub const QUICKSTART_FILE: &str = "bridges.yaml";
+
 /// Prefix of every namespace this suite creates.
 const NS_PREFIX: &str = "gv-e2e-";
 
@@ -126,11 +129,11 @@ fn warn_if_stale(bin: &Path) {
     };
     let newest = newest_mtime(&workspace_root().join("reconciler"));
     if newest.is_some_and(|newest| newest > built) {
-        eprintln!(
+        loud(&format!(
             "WARNING: {} is older than the newest file under reconciler/; \
              the suite may be testing stale code (run `cargo build -p gitvisor`)",
             bin.display()
-        );
+        ));
     }
 }
 
@@ -166,9 +169,27 @@ pub fn is_root() -> bool {
         .is_some_and(|euid| euid == "0")
 }
 
-/// Prints the loud skip line. Use for tests that need root but no namespace.
+/// Writes a line straight to the process's stderr, bypassing libtest's output capture, so
+/// it shows even when the test passes (skips, stale-binary warnings, kernel notes).
+pub fn loud(message: &str) {
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{message}");
+    let _ = stderr.flush();
+}
+
+/// The running test's full name (libtest names each test's thread after it), else
+/// `fallback`.
+pub fn current_test_name(fallback: &str) -> String {
+    match thread::current().name() {
+        Some(name) if name != "main" => name.to_owned(),
+        _ => fallback.to_owned(),
+    }
+}
+
+/// Prints the loud skip line `SKIPPED (<why>): <test>`.
 pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED ({why}): {test}");
+    loud(&format!("SKIPPED ({why}): {test}"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -375,7 +396,9 @@ fn remove_orphaned_namespaces() {
                 continue;
             };
             if !Path::new(&format!("/proc/{pid}")).exists() {
-                eprintln!("removing orphaned namespace {name} (process {pid} is gone)");
+                loud(&format!(
+                    "removing orphaned namespace {name} (process {pid} is gone)"
+                ));
                 let mut command = Command::new("ip");
                 command.args(["netns", "del", name]);
                 let _ = run_command(command);
@@ -403,7 +426,7 @@ impl TestEnv {
     /// when not running as root.
     pub fn new(test: &str) -> Option<TestEnv> {
         if !is_root() {
-            skip(test, "needs root");
+            skip(&current_test_name(test), "needs root");
             return None;
         }
         // Resolve the binary first: a missing binary should fail before any setup.
@@ -543,6 +566,54 @@ impl TestEnv {
             .map(|l| l.name)
             .filter(|n| n != "lo")
             .collect()
+    }
+
+    /// Whether this kernel lets a bridge turn on `vlan_filtering`
+    /// (`CONFIG_BRIDGE_VLAN_FILTERING`; the CI machine's kernel lacks it). Probed once per
+    /// test process with a throwaway bridge in this namespace.
+    pub fn kernel_supports_vlan_filtering(&self) -> bool {
+        static SUPPORTED: OnceLock<bool> = OnceLock::new();
+        *SUPPORTED.get_or_init(|| {
+            let mut command = Command::new("ip");
+            command.args([
+                "-n",
+                self.netns(),
+                "link",
+                "add",
+                "gv-probe",
+                "type",
+                "bridge",
+                "vlan_filtering",
+                "1",
+            ]);
+            let supported = run_command(command).code == Some(0);
+            if supported {
+                self.ip(["link", "del", "gv-probe"]);
+            } else {
+                loud(
+                    "NOTE: this kernel refuses bridge vlan_filtering (no CONFIG_BRIDGE_VLAN_FILTERING); \
+                     tests drop `vlanFiltering: true` from the quickstart and check the refusal separately",
+                );
+            }
+            supported
+        })
+    }
+
+    /// A copy of examples/quickstart that this kernel can realise: `vlanFiltering: true`
+    /// is removed when the kernel cannot filter VLANs (see
+    /// [`kernel_supports_vlan_filtering`](Self::kernel_supports_vlan_filtering)).
+    pub fn quickstart(&self) -> Manifests {
+        let manifests = Manifests::from_example("quickstart");
+        if !self.kernel_supports_vlan_filtering() {
+            let original = manifests.read(QUICKSTART_FILE);
+            let edited = original.replace("  vlanFiltering: true\n", "");
+            assert_ne!(
+                original, edited,
+                "examples/quickstart no longer sets vlanFiltering"
+            );
+            manifests.write(QUICKSTART_FILE, &edited);
+        }
+        manifests
     }
 
     /// Starts `ip -n NS -o monitor link` and streams the name of every link that an

@@ -3,7 +3,7 @@
 //! runs in its own network namespace (see the crate docs).
 
 use gitvisor_e2e::{
-    Manifests, TestEnv, assert_contains, bridge_manifest, change, cidrs, field, non_noop_actions,
+    Manifests, QUICKSTART_FILE, TestEnv, assert_contains, change, cidrs, field, non_noop_actions,
     status_states,
 };
 use serde_json::Value;
@@ -28,9 +28,10 @@ fn assert_quickstart_converged(env: &TestEnv) {
     assert_eq!(svc.addresses, cidrs(&["10.20.0.1/24"]), "br-svc: {svc:?}");
     assert!(svc.is_up(), "br-svc is down: {svc:?}");
     assert!(svc.is_marked(), "br-svc has no ownership marker: {svc:?}");
+    let vlan_filtering = u64::from(env.kernel_supports_vlan_filtering());
     assert_eq!(
         svc.vlan_filtering,
-        Some(1),
+        Some(vlan_filtering),
         "br-svc vlan_filtering: {svc:?}"
     );
 }
@@ -58,7 +59,7 @@ fn create_from_quickstart() {
     let Some(env) = TestEnv::new("create") else {
         return;
     };
-    let manifests = Manifests::from_example("quickstart");
+    let manifests = env.quickstart();
 
     let plan = env.plan_json(manifests.path());
     assert_eq!(
@@ -89,9 +90,17 @@ fn create_from_quickstart() {
         );
     }
 
-    // A second apply is a no-op that keeps the same links.
+    // A second apply is a no-op that keeps the same links; its JSON report says so.
     let before = env.links();
-    env.apply(manifests.path()).expect_code(0);
+    let report = env
+        .gitvisor(["apply", manifests.path_str(), "--output", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert!(
+        non_noop_actions(&report["plan"]).is_empty(),
+        "a second apply planned changes:\n{report:#}"
+    );
     assert_eq!(before, env.links(), "a no-op apply changed the host");
 }
 
@@ -100,20 +109,20 @@ fn update_mtu_and_addresses_in_place() {
     let Some(env) = TestEnv::new("update") else {
         return;
     };
-    let manifests = Manifests::from_example("quickstart");
+    let manifests = env.quickstart();
     env.apply(manifests.path()).expect_code(0);
     let before = env.expect_link("br-lab");
 
     let edited = manifests
-        .read("bridges.yaml")
+        .read(QUICKSTART_FILE)
         .replace("  mtu: 1500\n", "  mtu: 1400\n")
         .replace("- 10.10.0.1/24", "- 10.10.1.1/24");
     assert_ne!(
         edited,
-        manifests.read("bridges.yaml"),
+        manifests.read(QUICKSTART_FILE),
         "the edit did not apply"
     );
-    manifests.write("bridges.yaml", &edited);
+    manifests.write(QUICKSTART_FILE, &edited);
 
     let plan = env.plan_json(manifests.path());
     let lab = change(&plan, "Bridge", "br-lab");
@@ -161,7 +170,7 @@ fn out_of_band_drift_is_detected_and_repaired() {
     let Some(env) = TestEnv::new("drift") else {
         return;
     };
-    let manifests = Manifests::from_example("quickstart");
+    let manifests = env.quickstart();
     env.apply(manifests.path()).expect_code(0);
     let lab_index = env.expect_link("br-lab").ifindex;
 
@@ -206,7 +215,7 @@ fn prune_removes_only_undeclared_bridges() {
         return;
     };
     let manifests = Manifests::new();
-    let quickstart = Manifests::from_example("quickstart").read("bridges.yaml");
+    let quickstart = env.quickstart().read(QUICKSTART_FILE);
     let mut documents = quickstart.split("\n---\n");
     manifests.write("lab.yaml", documents.next().expect("first document"));
     manifests.write("svc.yaml", documents.next().expect("second document"));
@@ -247,7 +256,7 @@ fn lost_store_never_deletes() {
     let Some(mut env) = TestEnv::new("loststore") else {
         return;
     };
-    let manifests = Manifests::from_example("quickstart");
+    let manifests = env.quickstart();
     env.apply(manifests.path()).expect_code(0);
     let lab_index = env.expect_link("br-lab").ifindex;
 
@@ -255,14 +264,10 @@ fn lost_store_never_deletes() {
     // no store record, so it must stay.
     env.lose_state();
     let only_svc = Manifests::new();
-    only_svc.write(
-        "svc.yaml",
-        &bridge_manifest(
-            "br-svc",
-            &[],
-            "  mtu: 9000\n  addresses: [10.20.0.1/24]\n  vlanFiltering: true\n",
-        ),
-    );
+    let quickstart = manifests.read(QUICKSTART_FILE);
+    let svc = quickstart.split("\n---\n").nth(1).expect("second document");
+    assert!(svc.contains("name: br-svc"), "{svc}");
+    only_svc.write("svc.yaml", svc);
     let plan = env.plan_json(only_svc.path());
     let deletes: Vec<_> = non_noop_actions(&plan)
         .into_iter()
@@ -290,7 +295,7 @@ fn conflict_then_adopt() {
     let original = env.expect_link("br-lab");
     assert_eq!(original.alias, None);
 
-    let manifests = Manifests::from_example("quickstart");
+    let manifests = env.quickstart();
     let plan = env.plan_json(manifests.path());
     let lab = change(&plan, "Bridge", "br-lab");
     assert_eq!(lab["action"], "conflict", "{plan:#}");
@@ -330,17 +335,17 @@ fn conflict_then_adopt() {
     );
 
     // Opt in to adoption.
-    let adopted = manifests.read("bridges.yaml").replacen(
+    let adopted = manifests.read(QUICKSTART_FILE).replacen(
         "  labels: {role: lab}\n",
         "  labels: {role: lab}\n  annotations:\n    gitvisor.dev/adopt: \"true\"\n",
         1,
     );
     assert_ne!(
         adopted,
-        manifests.read("bridges.yaml"),
+        manifests.read(QUICKSTART_FILE),
         "the edit did not apply"
     );
-    manifests.write("bridges.yaml", &adopted);
+    manifests.write(QUICKSTART_FILE, &adopted);
     let plan = env.plan_json(manifests.path());
     assert_eq!(
         change(&plan, "Bridge", "br-lab")["action"],
@@ -362,4 +367,44 @@ fn conflict_then_adopt() {
     );
     assert!(lab.is_up(), "{lab:?}");
     assert_plan_clean(&env, &manifests);
+}
+
+/// examples/quickstart exactly as shipped: `br-svc` asks for `vlanFiltering: true`. Where
+/// the kernel supports it the bridge gets it; where it does not (no
+/// `CONFIG_BRIDGE_VLAN_FILTERING`), apply must fail for br-svc alone, say so, leave no
+/// half-made br-svc behind, and still converge br-lab.
+#[test]
+fn quickstart_vlan_filtering_matches_kernel_support() {
+    let Some(env) = TestEnv::new("vlan") else {
+        return;
+    };
+    let manifests = Manifests::from_example("quickstart");
+    let outcome = env.apply(manifests.path());
+    if env.kernel_supports_vlan_filtering() {
+        assert_eq!(outcome.code, Some(0), "{outcome}");
+        assert_eq!(env.expect_link("br-svc").vlan_filtering, Some(1));
+        return;
+    }
+    assert_eq!(
+        outcome.code,
+        Some(1),
+        "the kernel cannot filter VLANs, so the revision cannot converge\n{outcome}"
+    );
+    let report = format!("{}{}", outcome.stdout, outcome.stderr);
+    assert_contains(&report, "br-svc");
+    assert!(
+        env.link("br-svc").is_none(),
+        "a half-configured br-svc was left behind: {:?}",
+        env.link("br-svc")
+    );
+    let lab = env.expect_link("br-lab");
+    assert!(lab.is_marked() && lab.is_up(), "{lab:?}");
+    let states = status_states(&env.status_json());
+    assert_eq!(
+        states
+            .get(&("Bridge".to_owned(), "br-svc".to_owned()))
+            .map(String::as_str),
+        Some("Failed"),
+        "{states:?}"
+    );
 }

@@ -12,6 +12,7 @@
 //! `cargo test -p gitvisor --test bridge_netlink -- --ignored --nocapture`.
 
 use std::future::Future;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,10 @@ where
 {
     let thread = std::thread::spawn(move || {
         if let Err(errno) = unshare(CloneFlags::CLONE_NEWNET) {
-            eprintln!(
+            // Straight to the process's stderr: the test harness captures `eprintln!`, and a
+            // skip must not pass silently.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** SKIPPED {test}: needs root (CAP_SYS_ADMIN) to unshare a network namespace: {errno} ***\n"
             );
             return;
@@ -152,6 +156,22 @@ fn driver_creates_updates_in_place_and_prunes_a_real_bridge() {
             assert!(br0.addresses.contains(&cidr("fd00::1/64")));
             assert_eq!(link(&seam, "port0").await.unwrap().master, Some(index));
 
+            // A workload link another driver enslaved (marked `gitvisor:`) is not a port.
+            veth_pair("wl0", "wl0-peer").await;
+            let wl0 = link(&seam, "wl0").await.unwrap().index;
+            for request in [
+                LinkRequest::SetAlias {
+                    index: wl0,
+                    alias: "gitvisor:vm/test".into(),
+                },
+                LinkRequest::SetMaster {
+                    port_index: wl0,
+                    master: Some(index),
+                },
+            ] {
+                seam.send(request).await.expect("enslave a workload link");
+            }
+
             // Converged: nothing to do, whatever link-local address the kernel added.
             let again = driver
                 .plan(std::slice::from_ref(&v1), &owned)
@@ -182,6 +202,11 @@ fn driver_creates_updates_in_place_and_prunes_a_real_bridge() {
                 .collect();
             assert_eq!(global, [cidr("10.0.0.2/24")]);
             assert_eq!(link(&seam, "port0").await.unwrap().master, None);
+            assert_eq!(
+                link(&seam, "wl0").await.unwrap().master,
+                Some(index),
+                "workload links stay"
+            );
             let again = driver
                 .plan(std::slice::from_ref(&v2), &owned)
                 .await
@@ -322,7 +347,7 @@ fn bridges_500_netlink_vs_ip_shell_loop() {
             .await
             .unwrap()
             .into_iter()
-            .filter(|l| l.is_bridge() && l.up && l.addresses.len() >= 1)
+            .filter(|l| l.is_bridge() && l.up && !l.addresses.is_empty())
             .count();
         assert_eq!(bridges, COUNT);
         let _ = netlink_tx.send(("gitvisor (netlink)", elapsed));

@@ -111,7 +111,7 @@ pub struct Change {
     pub reason: Option<String>,
     /// The declared resource (absent for deletes).
     pub desired: Option<Arc<Resource>>,
-    /// What the driver observed on the host (absent for creates).
+    /// What the driver observed on the host, when its apply needs a snapshot.
     pub observed: Option<Observed>,
 }
 

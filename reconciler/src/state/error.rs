@@ -1,5 +1,6 @@
 //! Errors of the state store. Each names the store file and what was being done; the
-//! underlying cause is the error's `source()`, not repeated in its message.
+//! underlying cause is the error's `source()`, not repeated in its message. redb's errors
+//! are boxed to keep `Result<_, StoreError>` small.
 
 use std::io;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: redb::DatabaseError,
+        source: Box<redb::DatabaseError>,
     },
 
     #[error("state store {path} is corrupt and cannot be moved aside to {to}")]
@@ -51,7 +52,7 @@ pub enum StoreError {
         path: PathBuf,
         operation: &'static str,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
 
     #[error("state store {path}: {operation}: cannot encode the record for {key}")]

@@ -95,7 +95,12 @@ impl Store {
                 );
                 open_writable(&path).map_err(|source| open_error(&path, source))?
             }
-            Err(source) => return Err(StoreError::Open { path, source }),
+            Err(source) => {
+                return Err(StoreError::Open {
+                    path,
+                    source: Box::new(source),
+                });
+            }
         };
         let store = Store { db, path };
         store.initialise()?;
@@ -362,7 +367,7 @@ impl ReadOnlyStore {
             Err(source) => {
                 return Err(StoreError::Open {
                     path,
-                    source: DatabaseError::Storage(StorageError::Io(source)),
+                    source: Box::new(DatabaseError::Storage(StorageError::Io(source))),
                 });
             }
         }
@@ -377,7 +382,12 @@ impl ReadOnlyStore {
                 );
                 None
             }
-            Err(source) => return Err(StoreError::Open { path, source }),
+            Err(source) => {
+                return Err(StoreError::Open {
+                    path,
+                    source: Box::new(source),
+                });
+            }
         };
         let store = ReadOnlyStore { db, path };
         store.check_schema()?;
@@ -513,7 +523,7 @@ fn open_error(path: &Path, source: DatabaseError) -> StoreError {
     } else {
         StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -547,7 +557,7 @@ impl Ctx<'_> {
         StoreError::Database {
             path: self.path.to_path_buf(),
             operation: self.operation,
-            source: source.into(),
+            source: Box::new(source.into()),
         }
     }
 

@@ -1,12 +1,17 @@
 //! The bridge decision table: declared resources and the host's links in, one
 //! [`Change`] per declared or pruned bridge out. Pure: no I/O.
 //!
-//! | on the host                                   | declared                 | not declared |
-//! |-----------------------------------------------|--------------------------|--------------|
-//! | nothing with that name                        | Create                   | –            |
-//! | a link that is not a bridge                   | Conflict                 | –            |
-//! | a bridge with the marker, or owned per store  | Update / NoOp            | Delete only with marker *and* store record |
-//! | a bridge with neither                         | Conflict, or Update with `gitvisor.dev/adopt: "true"` | – |
+//! What is on the host under the declared name decides:
+//!
+//! - nothing → `Create`;
+//! - a link that is not a bridge (marked or not) → `Conflict`;
+//! - a bridge with the marker, or one the store records → `Update`, or `NoOp` when
+//!   nothing differs;
+//! - a bridge with neither → `Conflict`, or with `gitvisor.dev/adopt: "true"` an `Update`
+//!   that sets the marker along with any differing field.
+//!
+//! A bridge that is no longer declared is deleted only when it carries the marker *and*
+//! the store records it.
 //!
 //! A bridge the store records but without the marker (a crash between create and
 //! set-alias) is ours: the marker is repaired as an `ifalias` field change. A marked
@@ -90,34 +95,33 @@ pub(crate) fn pruned(
     host: &HostLinks,
     context: &PlanContext,
 ) -> Vec<Change> {
-    let mut changes: Vec<Change> = host
-        .links()
-        .iter()
-        .filter(|link| link.is_bridge() && is_marked(link) && !declared.contains(link.name.as_str()))
-        .filter_map(|link| {
-            let id = Name::parse(&link.name)
-                .ok()
-                .map(|name| ResourceId::new(Kind::Bridge, name));
-            match id {
-                Some(id) if context.owned.contains(&id) => Some(
-                    Change::new(id, Action::Delete)
-                        .with_reason("no longer declared")
-                        .with_observed(Observed::Bridge(ObservedBridge {
-                            ports: host.ports_of(link.index),
-                            link: Some(link.clone()),
-                            declared_ports: Vec::new(),
-                        })),
-                ),
-                _ => {
-                    tracing::warn!(
-                        bridge = %link.name,
-                        "bridge carries the gitvisor marker but the state store has no record of it; leaving it in place"
-                    );
-                    None
-                }
-            }
-        })
-        .collect();
+    let mut changes = Vec::new();
+    for link in host.links() {
+        let prunable =
+            link.is_bridge() && is_marked(link) && !declared.contains(link.name.as_str());
+        if !prunable {
+            continue;
+        }
+        let id = Name::parse(&link.name)
+            .ok()
+            .map(|name| ResourceId::new(Kind::Bridge, name));
+        match id {
+            Some(id) if context.owned.contains(&id) => changes.push(
+                Change::new(id, Action::Delete)
+                    .with_reason("no longer declared")
+                    .with_observed(Observed::Bridge(ObservedBridge {
+                        ports: host.ports_of(link.index),
+                        link: Some(link.clone()),
+                        declared_ports: Vec::new(),
+                    })),
+            ),
+            _ => tracing::warn!(
+                bridge = %link.name,
+                "bridge carries the gitvisor marker but the state store has no record of it; \
+                 leaving it in place"
+            ),
+        }
+    }
     changes.sort_by(|a, b| a.id.cmp(&b.id));
     changes
 }
@@ -456,6 +460,22 @@ mod tests {
             change.reason.as_deref(),
             Some("port eth9 does not exist on this host; apply will fail")
         );
+    }
+
+    #[test]
+    fn workload_links_other_drivers_enslaved_are_neither_listed_nor_released() {
+        let mut tap = plain_link(12, "tap-vm1", Some("tun"));
+        tap.alias = Some("gitvisor:managed".to_owned());
+        tap.master = Some(7);
+        let mut veth = plain_link(13, "veth-c1", Some("veth"));
+        veth.alias = Some("gitvisor:container/c1".to_owned());
+        veth.master = Some(7);
+        let change = decide(
+            &declare("br0", BR0),
+            vec![converged_br0(), tap, veth],
+            &PlanContext::default(),
+        );
+        assert_eq!(change.action, Action::NoOp, "{:?}", change.fields);
     }
 
     #[test]

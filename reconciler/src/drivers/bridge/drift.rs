@@ -9,7 +9,10 @@
 //! - `mtu` is compared only when declared; unset means "the kernel's default, left alone".
 //! - `addresses` compare as sets. IPv6 link-local addresses (`fe80::/10`) that the kernel
 //!   adds by itself are ignored unless declared.
-//! - `ports` compare by interface name; ports found enslaved but not declared are released.
+//! - `ports` compare by interface name; ports found enslaved but not declared are released,
+//!   except workload links other gitvisor drivers enslaved (a VM's tap, a container's
+//!   veth), recognised by an `ifalias` starting with `gitvisor:`: those are left alone and
+//!   not listed.
 //! - `nat` is not part of the drift: this build does not implement it (see the diff).
 
 use std::collections::BTreeSet;
@@ -148,19 +151,23 @@ fn address_drift(spec: &BridgeSpec, link: &LinkState) -> Option<AddressDrift> {
 }
 
 fn port_drift(observed: &ObservedBridge) -> Option<PortDrift> {
-    let old: BTreeSet<&str> = observed.ports.iter().map(|p| p.name.as_str()).collect();
     let new: BTreeSet<&str> = observed
         .declared_ports
         .iter()
         .map(|p| p.name.as_str())
         .collect();
+    let counted: Vec<&PortLink> = observed
+        .ports
+        .iter()
+        .filter(|port| !port.workload || new.contains(port.name.as_str()))
+        .collect();
+    let old: BTreeSet<&str> = counted.iter().map(|p| p.name.as_str()).collect();
     if old == new {
         return None;
     }
     Some(PortDrift {
-        release: observed
-            .ports
-            .iter()
+        release: counted
+            .into_iter()
             .filter(|port| !new.contains(port.name.as_str()))
             .cloned()
             .collect(),

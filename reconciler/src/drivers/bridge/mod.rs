@@ -16,15 +16,15 @@
 //! when it creates a link); a crash in between leaves a bridge the store knows, and the
 //! next plan repairs the marker. Pruning needs both the marker and the store record, so a
 //! lost store never deletes anything. A bridge with neither is a `Conflict` unless the
-//! manifest says `gitvisor.dev/adopt: "true"`. The full decision table is in [`diff`].
+//! manifest says `gitvisor.dev/adopt: "true"`. The full decision table is in `diff.rs`.
 //!
 //! # Order of steps
 //!
-//! 1. **plan**: [`LinkSeam::dump`] once, index the links ([`observed`]), then per declared
-//!    bridge compute the [`drift`] and decide ([`diff`]); add deletes for pruned bridges.
-//!    Each change carries an [`ObservedBridge`] snapshot.
+//! 1. **plan**: [`LinkSeam::dump`] once, index the links (`observed.rs`), then per
+//!    declared bridge compute the drift (`drift.rs`) and decide (`diff.rs`); add deletes
+//!    for pruned bridges. Each change carries an [`ObservedBridge`] snapshot.
 //! 2. **apply**: turn the change into requests from that snapshot, without dumping again
-//!    ([`apply`]): create → marker → MTU → addresses → ports → up; updates send only the
+//!    (`apply.rs`): create → marker → MTU → addresses → ports → up; updates send only the
 //!    requests for the fields that differ. Every request is idempotent.
 //!
 //! `nat: true` is accepted but not implemented in this build: the plan says so in the
@@ -66,6 +66,12 @@ pub use seam::{BridgeOptions, LinkRequest, LinkSeam, LinkState, NetlinkError};
 
 /// The `ifalias` gitvisor sets on every bridge it creates.
 pub const OWNERSHIP_MARKER: &str = "gitvisor:managed";
+
+/// What every `ifalias` gitvisor sets starts with. A bridge port whose alias starts with
+/// it belongs to a workload another driver enslaved (a VM's tap, a container's veth), so
+/// the bridge driver never releases it; those drivers mark the host end of their links
+/// with [`OWNERSHIP_MARKER`] or another `gitvisor:` alias.
+pub const GITVISOR_ALIAS_PREFIX: &str = "gitvisor:";
 
 /// Plans and applies `kind: Bridge` resources through a [`LinkSeam`].
 #[derive(Clone)]

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use super::OWNERSHIP_MARKER;
 use super::seam::LinkState;
+use super::{GITVISOR_ALIAS_PREFIX, OWNERSHIP_MARKER};
 use crate::model::InterfaceName;
 
 /// A bridge (or the link that holds its name) as planning found it.
@@ -34,6 +34,10 @@ impl ObservedBridge {
 pub struct PortLink {
     pub name: String,
     pub index: u32,
+    /// Its `ifalias` starts with [`GITVISOR_ALIAS_PREFIX`]: a workload's link (a VM's tap,
+    /// a container's veth) that another gitvisor driver enslaved. The bridge driver
+    /// neither lists it among the bridge's ports nor releases it.
+    pub workload: bool,
 }
 
 /// A port named in the manifest, looked up on the host.
@@ -92,6 +96,10 @@ impl HostLinks {
             .map(|&at| PortLink {
                 name: self.links[at].name.clone(),
                 index: self.links[at].index,
+                workload: self.links[at]
+                    .alias
+                    .as_deref()
+                    .is_some_and(|alias| alias.starts_with(GITVISOR_ALIAS_PREFIX)),
             })
             .collect();
         ports.sort_by(|a, b| a.name.cmp(&b.name));
