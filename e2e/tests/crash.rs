@@ -1,42 +1,62 @@
 //! Crash safety (DESIGN §1.8: "each step is idempotent so a crash at any point is repaired
-//! by the next run"): `apply` of 200 bridges is killed with SIGKILL part-way through, and
-//! the next `apply` must converge to exactly the declared state — no duplicates, no
+//! by the next run"): `apply` of many bridges is killed with SIGKILL part-way through
+//! (200 bridges with ~60 made; and 30 with the first one just made), and the next
+//! `apply` must converge to exactly the declared state — no duplicates, no
 //! leftovers, no bridge without its marker — and a plan after that must be clean.
 //!
 //! The kill is timed from the kernel's side: `ip monitor link` streams link events while
-//! gitvisor runs, and the process is killed once [`KILL_AT`] distinct `gvk*` links have
-//! been seen. That does not depend on how fast this machine is.
+//! gitvisor runs, and the process is killed once enough distinct `gvk*` links have been
+//! seen. That does not depend on how fast this machine is.
 
 use std::collections::BTreeSet;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest, nth_address, status_states};
 
-const COUNT: usize = 200;
-const KILL_AT: usize = 60;
 const PREFIX: &str = "gvk";
 
-/// Waits until the monitor reports `name` (so it is subscribed before gitvisor starts).
-fn wait_for_event(events: &std::sync::mpsc::Receiver<String>, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match events.recv_timeout(Duration::from_millis(50)) {
-            Ok(seen) if seen == name => return,
-            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+/// Makes sure the monitor is subscribed before gitvisor starts: creates a probe link
+/// and pokes it (up, down, up, …: each flag change is an `RTM_NEWLINK` event, unlike an
+/// alias change on a down link) until the monitor reports it — the monitor may subscribe after the first event — then deletes
+/// it again.
+fn sync_monitor(env: &TestEnv, events: &Receiver<String>) {
+    const PROBE: &str = "gv-sync";
+    env.ip(["link", "add", PROBE, "type", "bridge"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut poke = 0;
+    'wait: loop {
+        assert!(
+            Instant::now() < deadline,
+            "`ip monitor link` never reported {PROBE}"
+        );
+        loop {
+            match events.recv_timeout(Duration::from_millis(50)) {
+                Ok(seen) if seen == PROBE => break 'wait,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` exited"),
+            }
         }
+        poke += 1;
+        env.ip([
+            "link",
+            "set",
+            PROBE,
+            if poke % 2 == 1 { "up" } else { "down" },
+        ]);
     }
-    panic!("`ip monitor link` never reported {name}");
+    env.ip(["link", "del", PROBE]);
 }
 
-#[test]
-fn sigkill_during_apply_is_repaired_by_the_next_apply() {
-    let Some(env) = TestEnv::new("crash") else {
+/// Declares `count` bridges, SIGKILLs `apply` once `kill_at` of them have appeared in
+/// the kernel, then checks that the next `apply` converges exactly.
+fn crash_and_repair(test: &str, count: usize, kill_at: usize) {
+    let Some(env) = TestEnv::new(test) else {
         return;
     };
     let manifests = Manifests::new();
-    for i in 0..COUNT {
+    for i in 0..count {
         let name = format!("{PREFIX}{i}");
         manifests.write(
             &format!("{name}.yaml"),
@@ -48,9 +68,7 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
 
     // Start the monitor and make sure it is subscribed.
     let (mut monitor, events) = env.monitor_links();
-    env.ip(["link", "add", "gv-sync", "type", "bridge"]);
-    wait_for_event(&events, "gv-sync");
-    env.ip(["link", "del", "gv-sync"]);
+    sync_monitor(&env, &events);
 
     let mut child = env
         .gitvisor_command(["apply", manifests.path_str()])
@@ -69,7 +87,7 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` stopped"),
         }
-        if seen.len() >= KILL_AT {
+        if seen.len() >= kill_at {
             // Child::kill is SIGKILL; `ip netns exec` execs gitvisor in place, so this
             // is gitvisor's own pid.
             child.kill().expect("cannot SIGKILL gitvisor");
@@ -77,7 +95,7 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
             break true;
         }
         if let Some(status) = child.try_wait().expect("cannot wait for gitvisor") {
-            eprintln!("apply finished ({status}) before {KILL_AT} bridges were seen");
+            eprintln!("apply finished ({status}) before {kill_at} bridges were seen");
             break false;
         }
         assert!(
@@ -90,7 +108,7 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
     let _ = monitor.wait();
     assert!(
         killed,
-        "apply of {COUNT} bridges completed before the test could kill it part-way; \
+        "apply of {count} bridges completed before the test could kill it part-way; \
          the crash was not exercised (saw {} bridges)",
         seen.len()
     );
@@ -103,7 +121,7 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
     let marked = halfway.iter().filter(|l| l.is_marked()).count();
     let addressed = halfway.iter().filter(|l| !l.addresses.is_empty()).count();
     eprintln!(
-        "killed after {:?}: {} of {COUNT} bridges exist, {marked} marked, {addressed} with an address",
+        "killed after {:?}: {} of {count} bridges exist, {marked} marked, {addressed} with an address",
         started.elapsed(),
         halfway.len()
     );
@@ -126,7 +144,7 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
             .name
             .strip_prefix(PREFIX)
             .and_then(|n| n.parse::<usize>().ok())
-            .filter(|i| *i < COUNT)
+            .filter(|i| *i < count)
         else {
             panic!("leftover link that was never declared: {link:?}");
         };
@@ -140,7 +158,7 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
             link.name
         );
     }
-    assert_eq!(names.len(), COUNT, "expected exactly {COUNT} bridges");
+    assert_eq!(names.len(), count, "expected exactly {count} bridges");
 
     let outcome = env.plan_detailed(manifests.path());
     assert_eq!(
@@ -158,7 +176,20 @@ fn sigkill_during_apply_is_repaired_by_the_next_apply() {
         })
         .count();
     assert_eq!(
-        ready, COUNT,
+        ready, count,
         "status does not list every bridge Ready: {states:?}"
     );
+}
+
+/// The scenario of the brief: 200 bridges, killed once about 60 exist.
+#[test]
+fn sigkill_halfway_through_apply_is_repaired_by_the_next_apply() {
+    crash_and_repair("crash-half", 200, 60);
+}
+
+/// Killed as soon as the first bridge appears: the narrowest window, between creating
+/// a link and marking it (and recording it).
+#[test]
+fn sigkill_right_after_the_first_create_is_repaired() {
+    crash_and_repair("crash-first", 30, 1);
 }

@@ -8,15 +8,12 @@
 //!
 //! Without the privilege to unshare (not root), each test says SKIPPED loudly on stderr.
 //!
-//! `bridges_500_netlink_vs_ip_shell_loop` is a benchmark, not a test: run it with
-//! `cargo test -p gitvisor --test bridge_netlink -- --ignored --nocapture`.
+//! The speed comparison against `ip` lives in `bench/bridges.sh`, not here.
 
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use gitvisor::drivers::bridge::{
     BridgeDriver, LinkRequest, LinkSeam, LinkState, NetlinkLinks, OWNERSHIP_MARKER,
 };
@@ -309,72 +306,4 @@ fn seam_requests_are_idempotent_except_creating_a_taken_name() {
             assert_eq!(error.errno, Some(Errno::ENODEV as i32), "{error}");
         },
     );
-}
-
-/// 500 bridges with one address each: the driver (one plan, concurrent applies) against a
-/// shell loop of `ip link add` / `ip addr add` / `ip link set up`, each in a fresh
-/// namespace. Prints both times and the ratio; asserts nothing about time.
-#[test]
-#[ignore = "benchmark: run with --ignored --nocapture"]
-fn bridges_500_netlink_vs_ip_shell_loop() {
-    const COUNT: usize = 500;
-    let (tx, rx) = std::sync::mpsc::channel::<(&'static str, Duration)>();
-    let netlink_tx = tx.clone();
-    in_own_netns("bridges_500_netlink_vs_ip_shell_loop", move || async move {
-        let desired: Vec<_> = (0..COUNT)
-            .map(|i| {
-                bridge(
-                    &format!("gvb{i}"),
-                    &format!("addresses: [10.{}.{}.1/24]", i / 256, i % 256),
-                )
-            })
-            .collect();
-        let start = Instant::now();
-        let driver = BridgeDriver::connect().expect("connect");
-        let changes = driver.plan(&desired, &owning(&[])).await.unwrap();
-        futures::stream::iter(changes)
-            .map(|change| {
-                let driver = driver.clone();
-                async move { driver.apply(&change).await }
-            })
-            .buffer_unordered(64)
-            .for_each(|result| async move { result.expect("apply") })
-            .await;
-        let elapsed = start.elapsed();
-        let seam = NetlinkLinks::connect().expect("connect");
-        let bridges = seam
-            .dump()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|l| l.is_bridge() && l.up && !l.addresses.is_empty())
-            .count();
-        assert_eq!(bridges, COUNT);
-        let _ = netlink_tx.send(("gitvisor (netlink)", elapsed));
-    });
-    in_own_netns("bridges_500_netlink_vs_ip_shell_loop", move || async move {
-        let script = format!(
-            "for i in $(seq 0 {}); do ip link add gvb$i type bridge && ip addr add 10.$((i / 256)).$((i % 256)).1/24 dev gvb$i && ip link set gvb$i up || exit 1; done",
-            COUNT - 1
-        );
-        let start = Instant::now();
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .status()
-            .expect("run sh");
-        let elapsed = start.elapsed();
-        assert!(status.success(), "shell loop failed");
-        let _ = tx.send(("shell loop (ip)", elapsed));
-    });
-    let results: Vec<_> = rx.try_iter().collect();
-    for (what, took) in &results {
-        eprintln!("{COUNT} bridges, {what}: {took:.2?}");
-    }
-    if let [(_, netlink), (_, shell)] = results[..] {
-        eprintln!(
-            "speed-up: {:.1}x",
-            shell.as_secs_f64() / netlink.as_secs_f64()
-        );
-    }
 }

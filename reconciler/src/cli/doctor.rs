@@ -68,12 +68,7 @@ fn cgroup_layout() -> Option<CgroupLayout> {
 }
 
 async fn netlink_check() -> Check {
-    use crate::drivers::bridge::{LinkSeam, NetlinkLinks};
-    let links = match NetlinkLinks::connect() {
-        Ok(seam) => seam.dump().await,
-        Err(err) => Err(err),
-    };
-    match links.map(|links| links.len()) {
+    match crate::drivers::bridge::probe().await {
         Ok(links) => check(
             "netlink",
             Verdict::Ok,
