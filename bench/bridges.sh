@@ -160,7 +160,7 @@ gv() {
 }
 
 echo "gitvisor: $BIN" >&2
-echo "bridges:  $N (each with one IPv4 address), $ROUNDS rounds, kernel $(uname -r), $(nproc) CPUs" >&2
+echo "bridges:  $N (each with one IPv4 address), rounds: $ROUNDS, kernel $(uname -r), $(nproc) CPUs" >&2
 mkdir -p "$WORK/run"
 gv_check_ns="$TAG-check"
 new_ns "$gv_check_ns"

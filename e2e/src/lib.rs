@@ -35,9 +35,36 @@
 //!   removed the next time the suite starts a namespace.
 //! - **Skips are loud.** Without root, [`TestEnv::new`] prints
 //!   `SKIPPED (needs root): <test>` to stderr and returns `None`; the test returns early.
-//!   Being root but unable to create a namespace is a failure, not a skip.
+//!   The line is written past libtest's output capture ([`loud`]), so it shows even
+//!   though libtest reports the test as `ok`. Being root but unable to create a
+//!   namespace is a failure, not a skip.
+//! - **Kernel differences are probed, not assumed.** The CI kernel has no
+//!   `CONFIG_BRIDGE_VLAN_FILTERING`; [`TestEnv::kernel_supports_vlan_filtering`] probes
+//!   it, [`TestEnv::quickstart`] drops `vlanFiltering: true` from its copy of the example
+//!   where unsupported (with a loud NOTE), and a dedicated test checks that gitvisor
+//!   fails that bridge cleanly there.
+//! - **Expectations come from the manifests.** [`declared_bridges`] reads a revision
+//!   with a plain YAML parser (not gitvisor's loader) and
+//!   [`DeclaredBridge::assert_realised_by`] compares it with the kernel, so editing an
+//!   example does not silently weaken the tests.
 //! - **No hangs.** Every command has a deadline ([`COMMAND_TIMEOUT`]); past it the
 //!   process is killed and the test fails with whatever output it had.
+//!
+//! # The suite (`e2e/tests/`)
+//!
+//! - `bridges.rs`: create from examples/quickstart, in-place update, drift repair, prune,
+//!   a lost store never deletes, conflict then adoption, vlan filtering vs the kernel.
+//! - `rejected.rs`: a bad file next to a good one rejects the whole revision, with
+//!   `file:line:col` pointing at the bad line (syntax, unknown field, dangling
+//!   references, cycle).
+//! - `crash.rs`: `apply` killed with SIGKILL part-way (timed by `ip monitor link`), the
+//!   next `apply` converges exactly.
+//! - `graph.rs`: `graph --format dot|mermaid` edges of examples/homelab (no root needed).
+//!
+//! Run with `cargo build -p gitvisor && cargo test -p gitvisor-e2e`. One thing to know
+//! about timing: the kernel tears a namespace down asynchronously, ~15-25 ms per bridge
+//! on the CI machine, and creating the next namespace waits for it, so the test binary
+//! that runs after `crash.rs` (200 bridges) starts a few seconds late.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -118,8 +145,8 @@ pub fn gitvisor_bin() -> &'static Path {
     })
 }
 
-/// Prints a loud warning when the binary is older than the newest source file of the
-/// reconciler crate (only when testing the workspace's own build).
+/// Prints a loud warning when the binary is older than the newest file of the reconciler
+/// crate's `src/` (or its Cargo.toml) (only when testing the workspace's own build).
 fn warn_if_stale(bin: &Path) {
     if std::env::var_os("GITVISOR_BIN").is_some() {
         return;
@@ -127,10 +154,17 @@ fn warn_if_stale(bin: &Path) {
     let Ok(built) = bin.metadata().and_then(|m| m.modified()) else {
         return;
     };
-    let newest = newest_mtime(&workspace_root().join("reconciler"));
+    let crate_dir = workspace_root().join("reconciler");
+    let newest = newest_mtime(&crate_dir.join("src")).max(
+        crate_dir
+            .join("Cargo.toml")
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok(),
+    );
     if newest.is_some_and(|newest| newest > built) {
         loud(&format!(
-            "WARNING: {} is older than the newest file under reconciler/; \
+            "WARNING: {} is older than the newest file under reconciler/src; \
              the suite may be testing stale code (run `cargo build -p gitvisor`)",
             bin.display()
         ));
