@@ -99,8 +99,9 @@ pub fn record_report(store: &Store, report: &Report) -> Result<(), StoreError> {
         applied_unix: now,
         converged: report.converged(),
         summary: format!(
-            "{} resources, {} changed, {} not converged",
+            "{} resource{}, {} changed, {} not converged",
             report.results.len(),
+            if report.results.len() == 1 { "" } else { "s" },
             report
                 .results
                 .iter()

@@ -258,11 +258,28 @@ fn steps(index: u32, drift: &Drift) -> Vec<Step> {
 
 async fn send(seam: &dyn LinkSeam, bridge: &str, step: Step) -> Result<Option<u32>, BridgeError> {
     tracing::debug!(bridge, request = %step.request, "netlink request");
+    let asks_vlan_filtering = matches!(
+        step.request,
+        LinkRequest::CreateBridge {
+            vlan_filtering: true,
+            ..
+        } | LinkRequest::SetBridgeOptions {
+            vlan_filtering: Some(true),
+            ..
+        }
+    );
     seam.send(step.request)
         .await
         .map_err(|cause| BridgeError::Request {
             bridge: bridge.to_owned(),
-            operation: step.what,
+            operation: if asks_vlan_filtering && cause.is_errno(nix::errno::Errno::EOPNOTSUPP) {
+                format!(
+                    "{} (vlanFiltering: true needs a kernel with bridge VLAN filtering, CONFIG_BRIDGE_VLAN_FILTERING, which this one lacks)",
+                    step.what
+                )
+            } else {
+                step.what
+            },
             cause,
         })
 }

@@ -10,8 +10,9 @@
 //! - a bridge with neither → `Conflict`, or with `gitvisor.dev/adopt: "true"` an `Update`
 //!   that sets the marker along with any differing field.
 //!
-//! A bridge that is no longer declared is deleted only when it carries the marker *and*
-//! the store records it.
+//! A bridge that is no longer declared is deleted only when the store records it *and* it
+//! carries the marker — or no alias at all, which is what a creation interrupted before
+//! the marker leaves behind. A foreign alias is never pruned.
 //!
 //! A bridge the store records but without the marker (a crash between create and
 //! set-alias) is ours: the marker is repaired as an `ifalias` field change. A marked
@@ -97,18 +98,27 @@ pub(crate) fn pruned(
 ) -> Vec<Change> {
     let mut changes = Vec::new();
     for link in host.links() {
-        let prunable =
-            link.is_bridge() && is_marked(link) && !declared.contains(link.name.as_str());
-        if !prunable {
+        if !link.is_bridge() || declared.contains(link.name.as_str()) {
             continue;
         }
         let id = Name::parse(&link.name)
             .ok()
             .map(|name| ResourceId::new(Kind::Bridge, name));
+        let in_store = id.as_ref().is_some_and(|id| context.owned.contains(id));
+        // A bridge with no alias at all that the store says gitvisor created is one whose
+        // creation was interrupted before the marker was set: ours, like in `declared`.
+        let unmarked_but_ours = link.alias.is_none() && in_store;
+        if !is_marked(link) && !unmarked_but_ours {
+            continue;
+        }
         match id {
-            Some(id) if context.owned.contains(&id) => changes.push(
+            Some(id) if in_store => changes.push(
                 Change::new(id, Action::Delete)
-                    .with_reason("no longer declared")
+                    .with_reason(if unmarked_but_ours {
+                        "no longer declared (created by gitvisor per the state store; its marker was never set)"
+                    } else {
+                        "no longer declared"
+                    })
                     .with_observed(Observed::Bridge(ObservedBridge {
                         ports: host.ports_of(link.index),
                         link: Some(link.clone()),
@@ -499,23 +509,28 @@ mod tests {
     }
 
     #[test]
-    fn only_bridges_with_both_marker_and_store_record_are_pruned() {
+    fn pruned_needs_the_store_record_and_the_marker_or_no_alias_at_all() {
         let mut with_port = marked(bridge_link(1, "br-old"));
         with_port.bridge = Some(BridgeOptions::default());
         let mut port = plain_link(9, "eth1", None);
         port.master = Some(1);
+        let mut foreign = bridge_link(6, "br-foreign");
+        foreign.alias = Some("someone else's".into());
         let links = vec![
             with_port,                                     // marker + store: delete
             marked(bridge_link(2, "br-lost")),             // marker, store lost it: keep
-            bridge_link(3, "br-unmarked"),                 // store, no marker: keep
+            bridge_link(3, "br-unmarked"),                 // store, no alias (crash): delete
             marked(plain_link(4, "veth-x", Some("veth"))), // not a bridge: keep
             marked(bridge_link(5, "br0")),                 // still declared: keep
+            foreign,                                       // store, foreign alias: keep
+            bridge_link(7, "br-stranger"),                 // no alias, no store: keep
             port,
         ];
         let host = HostLinks::new(links);
-        let context = owning(&["br-old", "br-unmarked", "veth-x", "br0"]);
+        let context = owning(&["br-old", "br-unmarked", "veth-x", "br0", "br-foreign"]);
         let changes = pruned(&BTreeSet::from(["br0"]), &host, &context);
-        assert_eq!(changes.len(), 1, "{changes:?}");
+        let ids: Vec<String> = changes.iter().map(|c| c.id.to_string()).collect();
+        assert_eq!(ids, ["Bridge/br-old", "Bridge/br-unmarked"]);
         let delete = &changes[0];
         assert_eq!(delete.action, Action::Delete);
         assert_eq!(delete.id.to_string(), "Bridge/br-old");

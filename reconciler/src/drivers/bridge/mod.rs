@@ -14,8 +14,8 @@
 //! state store records it (`PlanContext::owned`: created or being created). The marker
 //! is set by a separate request right after creation (the kernel ignores `IFLA_IFALIAS`
 //! when it creates a link); a crash in between leaves a bridge the store knows, and the
-//! next plan repairs the marker. Pruning needs both the marker and the store record, so a
-//! lost store never deletes anything. A bridge with neither is a `Conflict` unless the
+//! next plan repairs the marker (or prunes it, if no longer declared). Pruning always
+//! needs the store record, so a lost store never deletes anything. A bridge with neither is a `Conflict` unless the
 //! manifest says `gitvisor.dev/adopt: "true"`. The full decision table is in `diff.rs`.
 //!
 //! # Order of steps
