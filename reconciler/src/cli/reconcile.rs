@@ -66,8 +66,9 @@ pub async fn apply(
         print!("{}", plan::render_text(&plan, color_stdout(), false));
     }
     execute::record_intents(&store, &plan)?;
+    let observed_kinds = drivers.kinds();
     let report = execute::execute(&plan, &revision.graph, drivers, concurrency).await;
-    execute::record_report(&store, &report)?;
+    execute::record_report(&store, &report, &observed_kinds)?;
     match output {
         OutputFormat::Text => print_report(&report),
         OutputFormat::Json => println!(

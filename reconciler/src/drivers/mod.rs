@@ -67,6 +67,11 @@ impl Drivers {
         Drivers { drivers }
     }
 
+    /// The kinds this set has a driver for.
+    pub fn kinds(&self) -> Vec<Kind> {
+        self.drivers.iter().map(|d| d.kind()).collect()
+    }
+
     pub fn get(&self, kind: Kind) -> Option<&dyn Driver> {
         self.drivers
             .iter()

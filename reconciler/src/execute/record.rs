@@ -1,8 +1,10 @@
 //! Store bookkeeping around an execution: write-ahead intents before, outcomes, statuses,
 //! the revision and events after — one transaction each.
 
+use std::collections::BTreeSet;
+
 use crate::execute::{Report, ResultKind};
-use crate::model::ResourceId;
+use crate::model::{Kind, ResourceId};
 use crate::plan::{Action, Plan};
 use crate::state::{
     Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store, StoreError,
@@ -24,11 +26,30 @@ pub fn record_intents(store: &Store, plan: &Plan) -> Result<(), StoreError> {
 }
 
 /// Records what happened: ownership, per-resource status, the revision and events.
-pub fn record_report(store: &Store, report: &Report) -> Result<(), StoreError> {
+///
+/// The report covers every declared resource and every owned object found on the host, so
+/// a store record or status it does not mention is stale: an owned object that vanished
+/// from the host (deleted by hand) and is no longer declared. Those are dropped too, but
+/// only for `observed_kinds`, the kinds whose driver looked at the host in this run.
+pub fn record_report(
+    store: &Store,
+    report: &Report,
+    observed_kinds: &[Kind],
+) -> Result<(), StoreError> {
     let now = now_unix();
-    let mut outcomes = Vec::new();
+    let reported: BTreeSet<&ResourceId> = report.results.iter().map(|r| &r.id).collect();
+    let mut outcomes: Vec<Outcome> = store
+        .owned()?
+        .into_keys()
+        .filter(|id| !reported.contains(id) && observed_kinds.contains(&id.kind))
+        .map(|id| Outcome::Forgotten { id })
+        .collect();
+    let mut removed: Vec<ResourceId> = store
+        .statuses()?
+        .into_keys()
+        .filter(|id| !reported.contains(id))
+        .collect();
     let mut statuses = Vec::new();
-    let mut removed = Vec::new();
     let mut events = Vec::new();
     for step in &report.results {
         let (state, message) = match &step.result {
