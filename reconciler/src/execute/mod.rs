@@ -115,12 +115,7 @@ pub async fn execute(
             .instrument(span),
         ));
     }
-    for task in tasks {
-        match task.await {
-            Ok(result) => results.push(result),
-            Err(err) => tracing::error!("executor task failed: {err}"),
-        }
-    }
+    collect(tasks, &mut results).await;
 
     // Phase 2: deletes, dependents' kinds first; parallel within a kind.
     for kind in Kind::ALL.iter().rev() {
@@ -143,18 +138,23 @@ pub async fn execute(
                 .instrument(span),
             ));
         }
-        for task in tasks {
-            match task.await {
-                Ok(result) => results.push(result),
-                Err(err) => tracing::error!("executor task failed: {err}"),
-            }
-        }
+        collect(tasks, &mut results).await;
     }
 
     Report {
         revision: plan.revision.clone(),
         results,
         seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Waits for every task, in order, and keeps their results.
+async fn collect(tasks: Vec<tokio::task::JoinHandle<StepResult>>, results: &mut Vec<StepResult>) {
+    for task in tasks {
+        match task.await {
+            Ok(result) => results.push(result),
+            Err(err) => tracing::error!("executor task failed: {err}"),
+        }
     }
 }
 

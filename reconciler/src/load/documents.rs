@@ -29,24 +29,18 @@ pub fn split(text: &str) -> Vec<SourceDocument> {
     let mut start = 0usize; // 0-based line where the current document starts
     let mut current: Vec<&str> = Vec::new();
     let mut flush = |start: usize, lines: &mut Vec<&str>| {
-        if let Some(offset) = lines
+        let content = lines
             .iter()
             .position(|l| has_content(l) && !is_marker(l, "---"))
-        {
-            let mut padded = "\n".repeat(start);
-            for line in lines.iter() {
-                padded.push_str(line);
-                padded.push('\n');
-            }
-            documents.push(SourceDocument {
-                text: padded,
-                first_line: start + offset + 1,
+            .map(|offset| start + offset + 1)
+            // `--- value`: the content is on the marker line itself.
+            .or_else(|| {
+                lines
+                    .iter()
+                    .any(|l| is_marker(l, "---") && l.len() > 3 && has_content(&l[3..]))
+                    .then_some(start + 1)
             });
-        } else if lines
-            .iter()
-            .any(|l| is_marker(l, "---") && l.len() > 3 && has_content(&l[3..]))
-        {
-            // `--- value` on the marker line itself.
+        if let Some(first_line) = content {
             let mut padded = "\n".repeat(start);
             for line in lines.iter() {
                 padded.push_str(line);
@@ -54,7 +48,7 @@ pub fn split(text: &str) -> Vec<SourceDocument> {
             }
             documents.push(SourceDocument {
                 text: padded,
-                first_line: start + 1,
+                first_line,
             });
         }
         lines.clear();
