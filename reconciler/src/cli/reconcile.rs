@@ -95,6 +95,9 @@ fn print_report(report: &Report) {
         .count();
     for step in report.failures() {
         match &step.result {
+            ResultKind::Failed(why) if !step.action.is_change() => {
+                println!("  ! {}: {}: {why}", step.id, step.action)
+            }
             ResultKind::Failed(why) => println!("  ! {}: {} failed: {why}", step.id, step.action),
             ResultKind::Blocked(dep) => {
                 println!("  ! {}: blocked: dependency {dep} is not ready", step.id)
@@ -105,15 +108,24 @@ fn print_report(report: &Report) {
     let failures = report.failures().count();
     if failures == 0 {
         println!(
-            "\nApply complete: {changed} changed, {} resources converged in {:.2}s (revision {}).",
+            "\nApply complete: {changed} changed, {} resources converged in {} (revision {}).",
             report.results.len(),
-            report.seconds,
+            human_seconds(report.seconds),
             report.revision
         );
     } else {
         println!(
-            "\nApply incomplete: {changed} changed, {failures} not converged, in {:.2}s (revision {}).",
-            report.seconds, report.revision
+            "\nApply incomplete: {changed} changed, {failures} not converged, in {} (revision {}).",
+            human_seconds(report.seconds),
+            report.revision
         );
+    }
+}
+
+fn human_seconds(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.0} ms", seconds * 1000.0)
+    } else {
+        format!("{seconds:.2} s")
     }
 }

@@ -8,10 +8,14 @@ use anyhow::Result;
 use super::{GlobalArgs, OutputFormat};
 use crate::state::ReadOnlyStore;
 
+/// How many of the newest events `status` shows.
+const RECENT_EVENTS: usize = 10;
+
 pub fn status(global: &GlobalArgs, output: OutputFormat) -> Result<ExitCode> {
     let store = ReadOnlyStore::open(&global.state_dir)?;
     let statuses = store.statuses()?;
     let last = store.last_revision()?;
+    let events = store.events(RECENT_EVENTS)?;
     match output {
         OutputFormat::Json => {
             let resources: Vec<serde_json::Value> = statuses
@@ -29,7 +33,7 @@ pub fn status(global: &GlobalArgs, output: OutputFormat) -> Result<ExitCode> {
                 .collect();
             println!(
                 "{}",
-                serde_json::json!({ "lastRevision": last, "resources": resources })
+                serde_json::json!({ "lastRevision": last, "resources": resources, "events": events })
             );
         }
         OutputFormat::Text => {
@@ -62,6 +66,23 @@ pub fn status(global: &GlobalArgs, output: OutputFormat) -> Result<ExitCode> {
                         status.state.as_str(),
                         status.revision,
                         status.message.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            if !events.is_empty() {
+                println!("\nRecent events (newest first):");
+                for event in &events {
+                    let resource = event
+                        .resource
+                        .as_ref()
+                        .map(|r| format!("{r}: "))
+                        .unwrap_or_default();
+                    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(event.unix);
+                    println!(
+                        "  {} {:<7} {resource}{}",
+                        humantime::format_rfc3339_seconds(when),
+                        event.level.as_str(),
+                        event.message
                     );
                 }
             }

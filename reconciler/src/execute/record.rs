@@ -95,6 +95,9 @@ pub fn record_report(
             let (level, text) = match &step.result {
                 ResultKind::Applied => (EventLevel::Info, format!("{} applied", step.action)),
                 ResultKind::Unchanged => continue,
+                ResultKind::Failed(why) if !step.action.is_change() => {
+                    (EventLevel::Error, format!("{}: {why}", step.action))
+                }
                 ResultKind::Failed(why) => {
                     (EventLevel::Error, format!("{} failed: {why}", step.action))
                 }
