@@ -41,6 +41,7 @@ pub struct GlobalArgs {
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines on stderr as text or JSON.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
@@ -66,10 +67,15 @@ pub enum GraphFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check manifests: exit 0 valid, 1 invalid (every error printed as file:line:col).
-    Validate { path: PathBuf },
+    Validate {
+        /// A manifest file, or a directory searched for *.yaml / *.yml.
+        path: PathBuf,
+    },
     /// Show what apply would change: exit 0 (or 2 with --detailed-exitcode when there are changes), 1 on error.
     Plan {
+        /// A manifest file, or a directory searched for *.yaml / *.yml.
         path: PathBuf,
+        /// `json`: one stable JSON object, for scripts and CI.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         /// Exit 2 when the plan has changes.
@@ -78,7 +84,9 @@ pub enum Command {
     },
     /// Converge the host; never prompts: exit 0 converged, 1 not.
     Apply {
+        /// A manifest file, or a directory searched for *.yaml / *.yml.
         path: PathBuf,
+        /// `json`: one stable JSON object, for scripts and CI.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         /// How many resources may be changed at once.
@@ -87,17 +95,20 @@ pub enum Command {
     },
     /// Managed resources: kind, name, state, last revision, error.
     Status {
+        /// `json`: one stable JSON object, for scripts and CI.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
     /// Print the dependency graph.
     Graph {
+        /// A manifest file, or a directory searched for *.yaml / *.yml.
         path: PathBuf,
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
     /// What this host supports: KVM, netlink, LVM/device-mapper, OCI runtimes, cgroups.
     Doctor {
+        /// `json`: one stable JSON object, for scripts and CI.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
