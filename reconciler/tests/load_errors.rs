@@ -232,3 +232,26 @@ fn examples_are_valid() {
         }
     }
 }
+
+#[test]
+fn an_empty_directory_is_refused_but_a_comment_only_file_is_an_empty_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let errs = errors(dir.path());
+    assert!(
+        errs[0]
+            .message
+            .contains("no *.yaml or *.yml manifests found"),
+        "{errs:?}"
+    );
+    write(
+        dir.path(),
+        "empty.yaml",
+        "# everything removed on purpose\n",
+    );
+    assert!(
+        load_revision(dir.path(), "host1")
+            .unwrap()
+            .resources
+            .is_empty()
+    );
+}
