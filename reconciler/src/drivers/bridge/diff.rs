@@ -5,8 +5,8 @@
 //!
 //! - nothing → `Create`;
 //! - a link that is not a bridge (marked or not) → `Conflict`;
-//! - a bridge with the marker, or one the store records → `Update`, or `NoOp` when
-//!   nothing differs;
+//! - a bridge with the marker, or one without alias that the store records → `Update`,
+//!   or `NoOp` when nothing differs;
 //! - a bridge with neither → `Conflict`, or with `gitvisor.dev/adopt: "true"` an `Update`
 //!   that sets the marker along with any differing field.
 //!
@@ -14,8 +14,9 @@
 //! carries the marker — or no alias at all, which is what a creation interrupted before
 //! the marker leaves behind. A foreign alias is never pruned.
 //!
-//! A bridge the store records but without the marker (a crash between create and
-//! set-alias) is ours: the marker is repaired as an `ifalias` field change. A marked
+//! A bridge the store records but without any alias (a crash between create and
+//! set-alias) is ours: the marker is repaired as an `ifalias` field change. One with a
+//! foreign alias is not, store or no store. A marked
 //! bridge the store does not record is updated when declared but never deleted: a lost
 //! store must not delete anything.
 
@@ -63,7 +64,9 @@ pub(crate) fn declared(
         return conflict(change, reason, observed);
     }
 
-    let ours = is_marked(link) || context.owned.contains(&id);
+    // Unmarked but recorded in the store: a creation interrupted before the marker, which
+    // leaves no alias at all. A foreign alias means someone else's bridge took the name.
+    let ours = is_marked(link) || (link.alias.is_none() && context.owned.contains(&id));
     if !ours && !resource.metadata.adopt() {
         let reason = format!(
             "bridge {} exists but was not created by gitvisor; annotate {ADOPT_ANNOTATION}: \"true\" to take it over",
@@ -425,6 +428,15 @@ mod tests {
             vec![("ifalias", json!(null), json!("gitvisor:managed"))]
         );
         assert_eq!(change.reason, None);
+    }
+
+    #[test]
+    fn a_foreign_alias_is_a_conflict_even_when_the_store_records_the_name() {
+        let mut link = converged_br0();
+        link.alias = Some("uplink managed by ansible".into());
+        let change = decide(&declare("br0", BR0), vec![link], &owning(&["br0"]));
+        assert_eq!(change.action, Action::Conflict);
+        assert!(change.fields.is_empty());
     }
 
     #[test]
