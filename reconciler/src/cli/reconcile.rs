@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use super::{EXIT_CHANGES, GlobalArgs, OutputFormat, color_stdout, host_name, load_or_report};
 use crate::drivers::{Drivers, PlanContext};
 use crate::execute::{self, Report, ResultKind};
+use crate::load::Revision;
+use crate::model::ResourceId;
 use crate::plan::{self, Plan};
 use crate::state::{ReadOnlyStore, Store};
 
@@ -17,6 +19,20 @@ pub async fn host_drivers() -> Result<Drivers> {
     let bridge = crate::drivers::bridge::BridgeDriver::connect()
         .context("cannot open a netlink socket for the Bridge driver")?;
     Ok(Drivers::new(vec![Box::new(bridge)]))
+}
+
+/// Connects the host's drivers and plans `revision` against what they observe.
+async fn observe_and_plan(
+    revision: &Revision,
+    host: &str,
+    owned: impl Iterator<Item = ResourceId>,
+) -> Result<(Arc<Drivers>, Plan)> {
+    let context = PlanContext {
+        owned: owned.collect(),
+    };
+    let drivers = Arc::new(host_drivers().await?);
+    let plan = plan::make_plan(revision, host, &drivers, &context).await?;
+    Ok((drivers, plan))
 }
 
 pub async fn plan(
@@ -28,11 +44,7 @@ pub async fn plan(
     let host = host_name(global);
     let revision = load_or_report(path, &host)?;
     let store = ReadOnlyStore::open(&global.state_dir)?;
-    let context = PlanContext {
-        owned: store.owned()?.into_keys().collect(),
-    };
-    let drivers = host_drivers().await?;
-    let plan = plan::make_plan(&revision, &host, &drivers, &context).await?;
+    let (_, plan) = observe_and_plan(&revision, &host, store.owned()?.into_keys()).await?;
     print_plan(&plan, output, global.verbose > 0);
     Ok(if detailed_exitcode && plan.has_changes() {
         ExitCode::from(EXIT_CHANGES)
@@ -55,13 +67,11 @@ pub async fn apply(
     concurrency: usize,
 ) -> Result<ExitCode> {
     let host = host_name(global);
+    // The revision is validated before the store is opened: a rejected revision leaves
+    // no trace on the host, not even a state dir.
     let revision = load_or_report(path, &host)?;
     let store = Store::open(&global.state_dir)?;
-    let context = PlanContext {
-        owned: store.owned()?.into_keys().collect(),
-    };
-    let drivers = Arc::new(host_drivers().await?);
-    let plan = plan::make_plan(&revision, &host, &drivers, &context).await?;
+    let (drivers, plan) = observe_and_plan(&revision, &host, store.owned()?.into_keys()).await?;
     if output == OutputFormat::Text {
         print!("{}", plan::render_text(&plan, color_stdout(), false));
     }

@@ -83,8 +83,7 @@ impl Store {
         let path = state_dir.join(STATE_FILE);
         let db = match open_writable(&path) {
             Ok(db) => db,
-            Err(err) if is_locked(&err) => return Err(StoreError::Locked { path }),
-            Err(err) if is_corrupt(&err) => {
+            Err(err) if is_corrupt(&err) && !is_locked(&err) => {
                 let aside = move_aside(&path)?;
                 tracing::warn!(
                     path = %path.display(),
@@ -95,12 +94,7 @@ impl Store {
                 );
                 open_writable(&path).map_err(|source| open_error(&path, source))?
             }
-            Err(source) => {
-                return Err(StoreError::Open {
-                    path,
-                    source: Box::new(source),
-                });
-            }
+            Err(source) => return Err(open_error(&path, source)),
         };
         let store = Store { db, path };
         store.initialise()?;
@@ -373,8 +367,7 @@ impl ReadOnlyStore {
         }
         let db = match open_read_only(&path) {
             Ok(db) => Some(db),
-            Err(err) if is_locked(&err) => return Err(StoreError::Locked { path }),
-            Err(err) if is_corrupt(&err) => {
+            Err(err) if is_corrupt(&err) && !is_locked(&err) => {
                 tracing::warn!(
                     path = %path.display(),
                     error = %err,
@@ -382,12 +375,7 @@ impl ReadOnlyStore {
                 );
                 None
             }
-            Err(source) => {
-                return Err(StoreError::Open {
-                    path,
-                    source: Box::new(source),
-                });
-            }
+            Err(source) => return Err(open_error(&path, source)),
         };
         let store = ReadOnlyStore { db, path };
         store.check_schema()?;
