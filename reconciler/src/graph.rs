@@ -218,28 +218,13 @@ impl DependencyGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BridgeSpec, Kind, Metadata, Name, Origin, Spec};
+    use crate::model::{BridgeSpec, Kind, Metadata, Name, Spec};
 
     fn bridge(name: &str, depends_on: &[&str]) -> Resource {
-        Resource {
-            metadata: Metadata {
-                name: Name::parse(name).unwrap(),
-                labels: Default::default(),
-                host: None,
-                depends_on: depends_on.iter().map(|d| d.parse().unwrap()).collect(),
-                annotations: Default::default(),
-            },
-            spec: Spec::Bridge(BridgeSpec {
-                mtu: None,
-                addresses: vec![],
-                ports: vec![],
-                stp: false,
-                vlan_filtering: false,
-                nat: false,
-                up: true,
-            }),
-            origin: Origin::default(),
-        }
+        let mut metadata = Metadata::named(Name::parse(name).unwrap());
+        metadata.depends_on = depends_on.iter().map(|d| d.parse().unwrap()).collect();
+        let spec: BridgeSpec = serde_yaml::from_str("{}").unwrap();
+        Resource::new(metadata, Spec::Bridge(spec))
     }
 
     fn id(name: &str) -> ResourceId {

@@ -18,7 +18,7 @@ use gitvisor::drivers::bridge::{
     BridgeDriver, LinkRequest, LinkSeam, LinkState, NetlinkLinks, OWNERSHIP_MARKER,
 };
 use gitvisor::drivers::{Driver, PlanContext};
-use gitvisor::model::{BridgeSpec, Kind, Metadata, Name, Origin, Resource, ResourceId, Spec};
+use gitvisor::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec};
 use gitvisor::plan::{Action, Change};
 use ipnet::IpNet;
 use nix::errno::Errno;
@@ -53,17 +53,8 @@ where
 
 fn bridge(name: &str, spec: &str) -> Arc<Resource> {
     let spec: BridgeSpec = serde_yaml::from_str(spec).expect("spec parses");
-    Arc::new(Resource {
-        metadata: Metadata {
-            name: Name::parse(name).expect("valid name"),
-            labels: Default::default(),
-            host: None,
-            depends_on: Vec::new(),
-            annotations: Default::default(),
-        },
-        spec: Spec::Bridge(spec),
-        origin: Origin::default(),
-    })
+    let name = Name::parse(name).expect("valid name");
+    Arc::new(Resource::new(Metadata::named(name), Spec::Bridge(spec)))
 }
 
 fn owning(names: &[&str]) -> PlanContext {

@@ -140,6 +140,17 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// Metadata with just a name: no labels, host selector, dependencies or annotations.
+    pub fn named(name: Name) -> Self {
+        Metadata {
+            name,
+            labels: BTreeMap::new(),
+            host: None,
+            depends_on: Vec::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
     pub fn adopt(&self) -> bool {
         self.annotations
             .get(ADOPT_ANNOTATION)

@@ -67,6 +67,15 @@ pub struct Reference {
 }
 
 impl Resource {
+    /// A resource built in code rather than loaded from a file (no origin).
+    pub fn new(metadata: Metadata, spec: Spec) -> Self {
+        Resource {
+            metadata,
+            spec,
+            origin: Origin::default(),
+        }
+    }
+
     pub fn id(&self) -> ResourceId {
         ResourceId::new(self.spec.kind(), self.metadata.name.clone())
     }

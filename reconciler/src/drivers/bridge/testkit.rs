@@ -9,23 +9,14 @@ use super::OWNERSHIP_MARKER;
 use super::seam::LinkState;
 use crate::drivers::PlanContext;
 use crate::model::{
-    ADOPT_ANNOTATION, BridgeSpec, Kind, Metadata, Name, Origin, Resource, ResourceId, Spec,
+    ADOPT_ANNOTATION, BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec,
 };
 
 /// A declared bridge; `spec` is the YAML of its `spec:` block.
 pub(crate) fn declared(name: &str, spec: &str) -> Arc<Resource> {
     let spec: BridgeSpec = serde_yaml::from_str(spec).expect("test spec parses");
-    Arc::new(Resource {
-        metadata: Metadata {
-            name: Name::parse(name).expect("test name is valid"),
-            labels: Default::default(),
-            host: None,
-            depends_on: Vec::new(),
-            annotations: Default::default(),
-        },
-        spec: Spec::Bridge(spec),
-        origin: Origin::default(),
-    })
+    let name = Name::parse(name).expect("test name is valid");
+    Arc::new(Resource::new(Metadata::named(name), Spec::Bridge(spec)))
 }
 
 /// The same, annotated `gitvisor.dev/adopt: "true"`.
