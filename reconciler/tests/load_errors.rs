@@ -255,3 +255,19 @@ fn an_empty_directory_is_refused_but_a_comment_only_file_is_an_empty_revision() 
             .is_empty()
     );
 }
+
+#[test]
+fn a_document_that_is_not_a_mapping_has_no_field() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", "just a string\n");
+    let errs = errors(dir.path());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field, None);
+    assert!(
+        errs[0]
+            .to_string()
+            .ends_with("a.yaml:1:1: expected a mapping with apiVersion, kind, metadata and spec"),
+        "{}",
+        errs[0]
+    );
+}

@@ -73,7 +73,7 @@ pub async fn apply(
     let store = Store::open(&global.state_dir)?;
     let (drivers, plan) = observe_and_plan(&revision, &host, store.owned()?.into_keys()).await?;
     if output == OutputFormat::Text {
-        print!("{}", plan::render_text(&plan, color_stdout(), false));
+        print_plan(&plan, output, false);
     }
     execute::record_intents(&store, &plan)?;
     let observed_kinds = drivers.kinds();

@@ -5,6 +5,10 @@
 //! exact. Each document is handed to the parser padded with the blank lines that preceded
 //! it, so every position the parser reports is already a position in the file.
 
+use std::path::Path;
+
+use super::{Diagnostic, locate};
+
 /// One document of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceDocument {
@@ -12,6 +16,21 @@ pub struct SourceDocument {
     pub text: String,
     /// 1-based line of the document's first non-blank, non-comment line.
     pub first_line: usize,
+}
+
+impl SourceDocument {
+    /// A diagnostic pointing at `field` in this document (at its first line when the field
+    /// cannot be found; an empty `field` means the document as a whole).
+    pub fn diagnostic(&self, file: &Path, field: &str, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = locate(&self.text, field).unwrap_or((self.first_line, 1));
+        Diagnostic {
+            file: file.to_owned(),
+            line,
+            column,
+            field: (!field.is_empty()).then(|| field.to_owned()),
+            message: message.into(),
+        }
+    }
 }
 
 fn is_marker(line: &str, marker: &str) -> bool {

@@ -50,15 +50,8 @@ pub struct LoadedResource {
 impl LoadedResource {
     /// A diagnostic pointing at `field` of this resource's document.
     pub fn diagnostic(&self, field: &str, message: impl Into<String>) -> Diagnostic {
-        let (line, column) =
-            locate(&self.source.text, field).unwrap_or((self.source.first_line, 1));
-        Diagnostic {
-            file: self.resource.origin.file.clone(),
-            line,
-            column,
-            field: Some(field.to_owned()),
-            message: message.into(),
-        }
+        self.source
+            .diagnostic(&self.resource.origin.file, field, message)
     }
 }
 
@@ -258,16 +251,7 @@ fn parse_document(file: &Path, document: &SourceDocument) -> Result<Resource, Di
     // Syntax first: a document that is not YAML at all gets the parser's own position.
     let value: serde_yaml::Value = serde_yaml::from_str(&document.text)
         .map_err(|err| syntax_diagnostic(file, document, &err))?;
-    let at = |field: &str, message: String| {
-        let (line, column) = locate(&document.text, field).unwrap_or((document.first_line, 1));
-        Diagnostic {
-            file: file.to_owned(),
-            line,
-            column,
-            field: Some(field.to_owned()),
-            message,
-        }
-    };
+    let at = |field: &str, message: String| document.diagnostic(file, field, message);
     let mapping = value.as_mapping().ok_or_else(|| {
         at(
             "",
