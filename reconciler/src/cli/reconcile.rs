@@ -78,7 +78,11 @@ pub async fn apply(
     execute::record_intents(&store, &plan)?;
     let observed_kinds = drivers.kinds();
     let report = execute::execute(&plan, &revision.graph, drivers, concurrency).await;
-    execute::record_report(&store, &report, &observed_kinds)?;
+    let source = std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string();
+    execute::record_report(&store, &report, &observed_kinds, &source)?;
     match output {
         OutputFormat::Text => print_report(&report),
         OutputFormat::Json => println!(

@@ -35,6 +35,7 @@ pub fn record_report(
     store: &Store,
     report: &Report,
     observed_kinds: &[Kind],
+    source: &str,
 ) -> Result<(), StoreError> {
     let now = now_unix();
     let reported: BTreeSet<&ResourceId> = report.results.iter().map(|r| &r.id).collect();
@@ -133,6 +134,7 @@ pub fn record_report(
                 .count(),
             failures
         ),
+        source: source.to_owned(),
     })?;
     store.append_events(&events)
 }

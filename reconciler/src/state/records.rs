@@ -110,6 +110,11 @@ pub struct RevisionRecord {
     pub converged: bool,
     /// One line: what was done, e.g. "2 created, 1 updated, 0 deleted".
     pub summary: String,
+    /// Where the revision came from: the canonical manifest paths (joined with `\n`, in
+    /// argument order) or a git URL. An apply from another source prunes nothing unless
+    /// `--prune` confirms it. Empty in records written before this field existed.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// Severity of an [`Event`].

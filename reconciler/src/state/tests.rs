@@ -23,6 +23,7 @@ fn revision(n: u64) -> RevisionRecord {
         applied_unix: 1_700_000_000 + n,
         converged: n % 2 == 0,
         summary: format!("{n} created"),
+        source: String::new(),
     }
 }
 
