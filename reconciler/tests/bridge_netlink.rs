@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use gitvisor::drivers::bridge::{
     BridgeDriver, LinkRequest, LinkSeam, LinkState, NetlinkLinks, OWNERSHIP_MARKER,
+    TEMPORARY_PREFIX,
 };
 use gitvisor::drivers::{Driver, PlanContext};
 use gitvisor::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec};
@@ -297,4 +298,195 @@ fn seam_requests_are_idempotent_except_creating_a_taken_name() {
             assert_eq!(error.errno, Some(Errno::ENODEV as i32), "{error}");
         },
     );
+}
+
+/// Why bridges are created under a temporary name and renamed (see the driver's
+/// `temporary.rs`): the kernel drops `IFLA_IFALIAS` from a creating `RTM_NEWLINK`. Should a
+/// kernel ever keep it, this fails, and the marker could ride on the create instead.
+#[test]
+fn the_kernel_ignores_an_alias_in_the_create_request() {
+    in_own_netns(
+        "the_kernel_ignores_an_alias_in_the_create_request",
+        || async {
+            let (connection, handle, _) = rtnetlink::new_connection().expect("netlink socket");
+            let task = tokio::spawn(connection);
+            handle
+                .link()
+                .add(
+                    rtnetlink::LinkMessageBuilder::<rtnetlink::LinkBridge>::new("br-alias")
+                        .alias(OWNERSHIP_MARKER.to_owned())
+                        .build(),
+                )
+                .execute()
+                .await
+                .expect("create a bridge with an alias in the request");
+            task.abort();
+            let seam = NetlinkLinks::connect().expect("connect");
+            let created = link(&seam, "br-alias").await.expect("created");
+            assert_eq!(created.alias, None, "{created:?}");
+        },
+    );
+}
+
+/// The reproduction of the ownership defect, against the kernel: gitvisor makes br-x, an
+/// administrator deletes it and makes another br-x by hand. The store still records br-x;
+/// the new bridge is a conflict when declared and is not pruned when not.
+#[test]
+fn a_bridge_made_again_by_hand_is_neither_taken_over_nor_pruned() {
+    in_own_netns(
+        "a_bridge_made_again_by_hand_is_neither_taken_over_nor_pruned",
+        || async {
+            let driver = BridgeDriver::connect().expect("connect");
+            let seam = NetlinkLinks::connect().expect("connect");
+            let br_x = bridge("br-x", "addresses: [10.7.0.1/24]");
+            plan_and_apply(&driver, std::slice::from_ref(&br_x), &owning(&[])).await;
+            let ours = link(&seam, "br-x").await.expect("br-x created");
+            assert_eq!(ours.alias.as_deref(), Some(OWNERSHIP_MARKER));
+
+            seam.send(LinkRequest::DeleteLink { index: ours.index })
+                .await
+                .expect("delete by hand");
+            let (connection, handle, _) = rtnetlink::new_connection().expect("netlink socket");
+            let task = tokio::spawn(connection);
+            handle
+                .link()
+                .add(rtnetlink::LinkBridge::new("br-x").build())
+                .execute()
+                .await
+                .expect("make br-x by hand");
+            task.abort();
+            let theirs = link(&seam, "br-x").await.expect("br-x by hand");
+
+            let store = owning(&["br-x"]);
+            let declared = driver
+                .plan(std::slice::from_ref(&br_x), &store)
+                .await
+                .unwrap();
+            assert_eq!(
+                actions(&declared),
+                [("Bridge/br-x".into(), Action::Conflict)]
+            );
+            driver
+                .apply(&declared[0])
+                .await
+                .expect("a conflict sends nothing");
+            let pruned = driver.plan(&[], &store).await.unwrap();
+            assert!(pruned.is_empty(), "{:?}", actions(&pruned));
+            assert_eq!(link(&seam, "br-x").await, Some(theirs), "br-x was touched");
+        },
+    );
+}
+
+/// `EEXIST` is success only when the host has exactly the requested address: the kernel
+/// also answers it to an IPv6 address the link has with another prefix length, and keeps
+/// the old one.
+#[test]
+fn adding_an_address_the_link_has_with_another_prefix_length_is_an_error() {
+    in_own_netns(
+        "adding_an_address_the_link_has_with_another_prefix_length_is_an_error",
+        || async {
+            let seam = NetlinkLinks::connect().expect("connect");
+            let index = seam
+                .send(LinkRequest::CreateBridge {
+                    name: "br-pfx".into(),
+                    stp: false,
+                    vlan_filtering: false,
+                })
+                .await
+                .unwrap()
+                .expect("an index");
+            let add = |cidr: &str| LinkRequest::AddAddress {
+                index,
+                cidr: self::cidr(cidr),
+            };
+            seam.send(add("fd00::1/64")).await.expect("add");
+            seam.send(add("fd00::1/64"))
+                .await
+                .expect("adding again is a no-op");
+            let error = seam.send(add("fd00::1/48")).await.unwrap_err();
+            assert_eq!(error.errno, Some(Errno::EEXIST as i32), "{error}");
+            assert!(error.message.contains("fd00::1/64"), "{error}");
+            let addresses = link(&seam, "br-pfx").await.unwrap().addresses;
+            assert!(!addresses.contains(&cidr("fd00::1/48")), "{addresses:?}");
+        },
+    );
+}
+
+/// A bridge is created under its temporary name, marked and renamed: the kernel never
+/// announces the declared name without the marker, and no temporary link stays.
+#[test]
+fn a_created_bridge_never_holds_its_name_unmarked() {
+    use futures::StreamExt;
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+
+    in_own_netns("a_created_bridge_never_holds_its_name_unmarked", || async {
+        let (connection, _handle, mut events) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+                .expect("subscribe to link events");
+        let task = tokio::spawn(connection);
+        let driver = BridgeDriver::connect().expect("connect");
+        plan_and_apply(
+            &driver,
+            &[bridge("br-new", "addresses: [10.8.0.1/24]")],
+            &owning(&[]),
+        )
+        .await;
+
+        // Every announcement of br-new, up to the last step of the create (set up).
+        let watch = async {
+            let mut announced = Vec::new();
+            while let Some((message, _)) = events.next().await {
+                let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) =
+                    message.payload
+                else {
+                    continue;
+                };
+                let attribute = |pick: fn(&LinkAttribute) -> Option<String>| {
+                    link.attributes.iter().find_map(pick)
+                };
+                let name = attribute(|a| match a {
+                    LinkAttribute::IfName(name) => Some(name.clone()),
+                    _ => None,
+                });
+                if name.as_deref() != Some("br-new") {
+                    continue;
+                }
+                let alias = attribute(|a| match a {
+                    LinkAttribute::IfAlias(alias) => Some(alias.clone()),
+                    _ => None,
+                });
+                let up = link.header.flags.contains(LinkFlags::Up);
+                announced.push(alias);
+                if up {
+                    break;
+                }
+            }
+            announced
+        };
+        let announced = tokio::time::timeout(std::time::Duration::from_secs(60), watch)
+            .await
+            .expect("the kernel never announced br-new up");
+        task.abort();
+        assert!(!announced.is_empty());
+        assert!(
+            announced
+                .iter()
+                .all(|alias| alias.as_deref() == Some(OWNERSHIP_MARKER)),
+            "br-new was announced without the marker: {announced:?}"
+        );
+        let seam = NetlinkLinks::connect().expect("connect");
+        let names: Vec<String> = seam
+            .dump()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with(TEMPORARY_PREFIX)),
+            "{names:?}"
+        );
+    });
 }

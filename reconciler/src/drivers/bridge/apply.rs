@@ -1,14 +1,19 @@
 //! Carrying out one planned bridge change as a sequence of [`LinkRequest`]s.
 //!
-//! - **Create**: `CreateBridge` (down, with STP and VLAN filtering in the create message),
-//!   `SetAlias` with the ownership marker right after, then the declared MTU, addresses,
-//!   ports, and `SetUp` last.
+//! - **Create**: `CreateBridge` under the bridge's temporary name (down, with STP and VLAN
+//!   filtering in the create message), `SetAlias` with the ownership marker, `SetName` to
+//!   the declared name (see `temporary.rs` for why), then the declared MTU, addresses,
+//!   ports, and `SetUp` last. A provable leftover of an earlier, interrupted creation is
+//!   deleted first. If the rename fails (the name was taken since the plan), the new
+//!   bridge is deleted again before the error is returned; should that fail too, the next
+//!   plan removes the leftover.
 //! - **Update**: exactly the requests that close the planned [`Drift`], in this order:
 //!   marker, bridge options, MTU, address deletions, address additions, port releases,
 //!   port enslavements, up/down. Addresses are deleted before new ones are added: with
 //!   `promote_secondaries` off (the kernel default), deleting a primary IPv4 address also
 //!   deletes the secondaries of its subnet, which would take a just-added address with it.
-//! - **Delete**: `DeleteLink` by index (the kernel releases the ports).
+//! - **Delete**: `DeleteLink` by index (the kernel releases the ports), and the same for a
+//!   leftover of an interrupted creation.
 //!
 //! The MTU is set with its own request rather than in the create message: a bridge whose
 //! MTU was set at creation still follows its ports' MTU when one is enslaved, while one
@@ -22,8 +27,9 @@ use super::OWNERSHIP_MARKER;
 use super::drift::Drift;
 use super::observed::ObservedBridge;
 use super::seam::{BridgeOptions, LinkRequest, LinkSeam, LinkState};
+use super::temporary::temporary_name;
 use crate::drivers::Observed;
-use crate::model::{BridgeSpec, Spec};
+use crate::model::{BridgeSpec, ResourceId, Spec};
 use crate::plan::{Action, Change};
 
 /// One request and how to describe it in an error.
@@ -48,7 +54,7 @@ pub(crate) async fn apply(seam: &dyn LinkSeam, change: &Change) -> Result<(), Br
     match change.action {
         Action::Create => {
             let (spec, observed) = planned(change)?;
-            create(seam, bridge, spec, observed).await
+            create(seam, &change.id, spec, observed).await
         }
         Action::Update => {
             let (spec, observed) = planned(change)?;
@@ -65,12 +71,13 @@ pub(crate) async fn apply(seam: &dyn LinkSeam, change: &Change) -> Result<(), Br
 
 async fn create(
     seam: &dyn LinkSeam,
-    bridge: &str,
+    id: &ResourceId,
     spec: &BridgeSpec,
     observed: &ObservedBridge,
 ) -> Result<(), BridgeError> {
-    // What the bridge looks like right after the two first requests: down, marked, the
-    // options from the create message. The MTU is unknown (0) so a declared one is set.
+    let bridge = id.name.as_str();
+    // What the bridge looks like once created, marked and renamed: down, the options from
+    // the create message. The MTU is unknown (0) so a declared one is set.
     let mut fresh = LinkState {
         index: 0,
         name: bridge.to_owned(),
@@ -86,19 +93,20 @@ async fn create(
         addresses: Vec::new(),
     };
     let fresh_view = ObservedBridge {
-        link: None,
-        ports: Vec::new(),
         declared_ports: observed.declared_ports.clone(),
+        ..ObservedBridge::default()
     };
     check_ports(bridge, &Drift::between(spec, &fresh, &fresh_view))?;
+    remove_leftover(seam, bridge, observed).await?;
 
+    let temporary = temporary_name(id);
     let create = Step::new(
         LinkRequest::CreateBridge {
-            name: bridge.to_owned(),
+            name: temporary.clone(),
             stp: spec.stp,
             vlan_filtering: spec.vlan_filtering,
         },
-        "create",
+        format!("create (as {temporary})"),
     );
     let index = send(seam, bridge, create)
         .await?
@@ -113,13 +121,52 @@ async fn create(
             index,
             alias: OWNERSHIP_MARKER.to_owned(),
         },
-        "set the ownership marker (ifalias)",
+        format!("set the ownership marker (ifalias) on {temporary}"),
     );
     send(seam, bridge, mark).await?;
+    let rename = Step::new(
+        LinkRequest::SetName {
+            index,
+            name: bridge.to_owned(),
+        },
+        format!("rename {temporary} to {bridge}"),
+    );
+    if let Err(error) = send(seam, bridge, rename).await {
+        // Best effort: the marked temporary bridge is ours, and the next plan removes it
+        // if this fails too.
+        let undo = Step::new(
+            LinkRequest::DeleteLink { index },
+            format!("delete {temporary} after the failed rename"),
+        );
+        if let Err(undo_error) = send(seam, bridge, undo).await {
+            tracing::warn!(bridge, error = %undo_error, "cannot remove the temporary bridge");
+        }
+        return Err(error);
+    }
     for step in steps(index, &Drift::between(spec, &fresh, &fresh_view)) {
         send(seam, bridge, step).await?;
     }
     tracing::info!(bridge, index, "bridge created");
+    Ok(())
+}
+
+/// Deletes the half-made bridge an interrupted creation left, when the plan found one.
+async fn remove_leftover(
+    seam: &dyn LinkSeam,
+    bridge: &str,
+    observed: &ObservedBridge,
+) -> Result<(), BridgeError> {
+    let Some(leftover) = &observed.leftover else {
+        return Ok(());
+    };
+    let step = Step::new(
+        LinkRequest::DeleteLink {
+            index: leftover.index,
+        },
+        format!("delete {}, left by an interrupted creation", leftover.name),
+    );
+    send(seam, bridge, step).await?;
+    tracing::info!(bridge, leftover = %leftover.name, "leftover of an interrupted creation removed");
     Ok(())
 }
 
@@ -135,6 +182,7 @@ async fn update(
         .ok_or_else(|| invalid(bridge, "an update without the observed bridge"))?;
     let drift = Drift::between(spec, link, observed);
     check_ports(bridge, &drift)?;
+    remove_leftover(seam, bridge, observed).await?;
     for step in steps(link.index, &drift) {
         send(seam, bridge, step).await?;
     }
@@ -147,16 +195,19 @@ async fn delete(
     bridge: &str,
     observed: &ObservedBridge,
 ) -> Result<(), BridgeError> {
-    let index = observed
-        .index()
-        .ok_or_else(|| invalid(bridge, "a delete without the observed bridge"))?;
-    send(
-        seam,
-        bridge,
-        Step::new(LinkRequest::DeleteLink { index }, "delete"),
-    )
-    .await?;
-    tracing::info!(bridge, index, "bridge deleted");
+    if observed.link.is_none() && observed.leftover.is_none() {
+        return Err(invalid(bridge, "a delete without the observed bridge"));
+    }
+    remove_leftover(seam, bridge, observed).await?;
+    if let Some(index) = observed.index() {
+        send(
+            seam,
+            bridge,
+            Step::new(LinkRequest::DeleteLink { index }, "delete"),
+        )
+        .await?;
+        tracing::info!(bridge, index, "bridge deleted");
+    }
     Ok(())
 }
 
@@ -321,7 +372,8 @@ mod tests {
 
     use super::*;
     use crate::drivers::bridge::fake::{FakeLinks, bridge_link, plain_link};
-    use crate::drivers::bridge::testkit::{adopting, cidr, declared, marked, owning};
+    use crate::drivers::bridge::temporary::temporary_name;
+    use crate::drivers::bridge::testkit::{adopting, cidr, declared, id, marked, owning};
     use crate::drivers::bridge::{BridgeDriver, LinkRequest::*};
     use crate::drivers::{Driver, DriverError, PlanContext};
     use crate::model::Resource;
@@ -348,7 +400,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn create_sends_create_marker_mtu_addresses_ports_then_up() {
+    async fn create_sends_create_marker_rename_mtu_addresses_ports_then_up() {
         let fake = Arc::new(FakeLinks::new(vec![
             plain_link(1, "lo", None),
             plain_link(2, "eth1", None),
@@ -364,13 +416,17 @@ mod tests {
             sent,
             vec![
                 CreateBridge {
-                    name: "br0".into(),
+                    name: temporary_name(&id("br0")),
                     stp: true,
                     vlan_filtering: false
                 },
                 SetAlias {
                     index: 3,
                     alias: OWNERSHIP_MARKER.into()
+                },
+                SetName {
+                    index: 3,
+                    name: "br0".into()
                 },
                 SetMtu {
                     index: 3,
@@ -394,7 +450,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_minimal_down_bridge_is_create_and_marker_only() {
+    async fn a_minimal_down_bridge_is_create_marker_and_rename_only() {
         let fake = Arc::new(FakeLinks::new(Vec::new()));
         let sent = converge(
             &fake,
@@ -407,13 +463,17 @@ mod tests {
             sent,
             vec![
                 CreateBridge {
-                    name: "br0".into(),
+                    name: temporary_name(&id("br0")),
                     stp: false,
                     vlan_filtering: false
                 },
                 SetAlias {
                     index: 1,
                     alias: OWNERSHIP_MARKER.into()
+                },
+                SetName {
+                    index: 1,
+                    name: "br0".into()
                 },
             ]
         );
@@ -432,7 +492,7 @@ mod tests {
             "br0",
             "mtu: 1400\naddresses: [10.0.0.2/24]\nports: [eth2]\nvlanFiltering: true",
         );
-        let sent = converge(&fake, &[desired], &PlanContext::default())
+        let sent = converge(&fake, &[desired], &owning(&["br0"]))
             .await
             .unwrap();
         assert_eq!(
@@ -587,5 +647,98 @@ mod tests {
         let error = bridge_error(driver.apply(&replace).await.unwrap_err());
         assert!(matches!(error, BridgeError::InvalidChange { .. }));
         assert!(fake.requests().is_empty());
+    }
+
+    /// Whatever request of a create fails (a crash there leaves the same host), the next
+    /// plan with the store's intent converges to exactly one marked bridge under the
+    /// declared name and no temporary link; and no unmarked link ever holds the name.
+    #[tokio::test]
+    async fn a_create_interrupted_at_any_request_is_repaired_by_the_next_run() {
+        let spec = "mtu: 9000\naddresses: [10.0.0.1/24]\nports: [eth1]";
+        let requests = {
+            let fake = Arc::new(FakeLinks::new(vec![plain_link(1, "eth1", None)]));
+            converge(&fake, &[declared("br0", spec)], &PlanContext::default())
+                .await
+                .unwrap()
+        };
+        for failing in 0..requests.len() {
+            let fake = Arc::new(FakeLinks::new(vec![plain_link(1, "eth1", None)]));
+            let target = requests[failing].clone();
+            let seen = std::sync::atomic::AtomicBool::new(false);
+            fake.fail_when(
+                move |request| {
+                    *request == target && !seen.swap(true, std::sync::atomic::Ordering::SeqCst)
+                },
+                Errno::EINTR,
+            );
+            let br0 = declared("br0", spec);
+            let interrupted = converge(&fake, std::slice::from_ref(&br0), &owning(&[])).await;
+            assert!(interrupted.is_err(), "request {failing} did not fail");
+            if let Some(link) = fake.link("br0") {
+                assert_eq!(
+                    link.alias.as_deref(),
+                    Some(OWNERSHIP_MARKER),
+                    "an unmarked bridge holds the declared name after request {failing} failed"
+                );
+            }
+
+            converge(&fake, std::slice::from_ref(&br0), &owning(&["br0"]))
+                .await
+                .unwrap_or_else(|e| panic!("repair after request {failing} failed: {e}"));
+            let names: Vec<String> = fake.links().into_iter().map(|l| l.name).collect();
+            assert_eq!(names, ["eth1", "br0"], "after request {failing} failed");
+            let again = BridgeDriver::new(fake.clone())
+                .plan(std::slice::from_ref(&br0), &owning(&["br0"]))
+                .await
+                .unwrap();
+            assert_eq!(
+                again[0].action,
+                Action::NoOp,
+                "after request {failing} failed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_rename_removes_the_temporary_bridge_again() {
+        let fake = Arc::new(FakeLinks::new(Vec::new()));
+        fake.fail_when(|r| matches!(r, SetName { .. }), Errno::EEXIST);
+        let error = converge(&fake, &[declared("br0", "")], &PlanContext::default())
+            .await
+            .unwrap_err();
+        let error = bridge_error(error);
+        assert!(
+            error.to_string().starts_with(&format!(
+                "bridge br0: rename {} to br0: ",
+                temporary_name(&id("br0"))
+            )),
+            "{error}"
+        );
+        assert_eq!(fake.requests().last(), Some(&DeleteLink { index: 1 }));
+        assert!(fake.links().is_empty(), "{:?}", fake.links());
+    }
+
+    #[tokio::test]
+    async fn an_address_the_kernel_keeps_with_another_prefix_fails_the_apply() {
+        let mut br0 = marked(bridge_link(5, "br0"));
+        br0.addresses = vec![cidr("fd00::1/64")];
+        let fake = Arc::new(FakeLinks::new(vec![br0]));
+        let error = converge(
+            &fake,
+            &[declared(
+                "br0",
+                "addresses: [fd00::1/64, fd00::1/48]\nup: false",
+            )],
+            &owning(&["br0"]),
+        )
+        .await
+        .unwrap_err();
+        let error = bridge_error(error);
+        assert!(
+            matches!(&error, BridgeError::Request { operation, cause, .. }
+                if operation == "add address fd00::1/48"
+                    && cause.errno == Some(Errno::EEXIST as i32)),
+            "{error:?}"
+        );
     }
 }

@@ -1,32 +1,37 @@
 //! The bridge decision table: declared resources and the host's links in, one
 //! [`Change`] per declared or pruned bridge out. Pure: no I/O.
 //!
+//! One ownership rule, with no exception: gitvisor changes or deletes a bridge only when
+//! it carries the marker *and* the state store records it ([`is_ours`]), unless the
+//! manifest says `gitvisor.dev/adopt: "true"`. A store record alone is not enough (the
+//! bridge may have been deleted and made again by hand, or the store copied from another
+//! host), nor is a marker alone (another gitvisor's, or a lost store). Creation never
+//! leaves an unmarked bridge under a declared name (see `temporary.rs`), so no crash
+//! window needs an exception either.
+//!
 //! What is on the host under the declared name decides:
 //!
-//! - nothing → `Create`;
-//! - a link that is not a bridge (marked or not) → `Conflict`;
-//! - a bridge with the marker, or one without alias that the store records → `Update`,
-//!   or `NoOp` when nothing differs;
-//! - a bridge with neither → `Conflict`, or with `gitvisor.dev/adopt: "true"` an `Update`
-//!   that sets the marker along with any differing field.
+//! | on the host                                   | plan                                   |
+//! |-----------------------------------------------|----------------------------------------|
+//! | nothing                                       | `Create` (removing a provable leftover) |
+//! | nothing, temporary name held by an unproven link | `Conflict`                          |
+//! | a link that is not a bridge (marked or not)   | `Conflict`                             |
+//! | a bridge with the marker and a store record   | `Update`, or `NoOp` when nothing differs |
+//! | any other bridge                              | `Conflict`; with adopt, `Update` (sets the marker) |
 //!
-//! A bridge that is no longer declared is deleted only when the store records it *and* it
-//! carries the marker — or no alias at all, which is what a creation interrupted before
-//! the marker leaves behind. A foreign alias is never pruned.
-//!
-//! A bridge the store records but without any alias (a crash between create and
-//! set-alias) is ours: the marker is repaired as an `ifalias` field change. One with a
-//! foreign alias is not, store or no store. A marked
-//! bridge the store does not record is updated when declared but never deleted: a lost
-//! store must not delete anything.
+//! A bridge that is no longer declared is deleted only when it is ours by the same rule.
+//! A marked bridge without a record, or a recorded one without the marker, is left in
+//! place with a warning in the log. A provable leftover of an interrupted creation of a
+//! bridge that is no longer declared is deleted along with it (or alone).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::drift::{Drift, cidrs};
-use super::observed::{HostLinks, ObservedBridge, is_marked};
+use super::observed::{HostLinks, Leftover, ObservedBridge, bridge_id, is_marked, is_ours};
+use super::temporary::TEMPORARY_PREFIX;
 use crate::drivers::{Observed, PlanContext};
-use crate::model::{ADOPT_ANNOTATION, BridgeSpec, Kind, Name, Resource, ResourceId};
+use crate::model::{ADOPT_ANNOTATION, BridgeSpec, Kind, Resource, ResourceId};
 use crate::plan::{Action, Change, Effect, FieldChange};
 
 /// The change for one declared bridge.
@@ -37,10 +42,30 @@ pub(crate) fn declared(
     context: &PlanContext,
 ) -> Change {
     let id = resource.id();
-    let observed = host.observe(resource.metadata.name.as_str(), &spec.ports);
+    let observed = host.observe(&id, &spec.ports, &context.owned);
     let change = Change::new(id.clone(), Action::NoOp).with_desired(Arc::clone(resource));
+    if let Some(port) = spec
+        .ports
+        .iter()
+        .find(|port| port.as_str().starts_with(TEMPORARY_PREFIX))
+    {
+        let reason = format!(
+            "port {port} has the prefix {TEMPORARY_PREFIX}, which gitvisor reserves for bridges it is creating; rename the interface"
+        );
+        return conflict(change, reason, observed);
+    }
     let Some(link) = &observed.link else {
-        return with_notes(
+        if let Leftover::Unproven(taken) = host.leftover(&id, &context.owned) {
+            let reason = format!(
+                "gitvisor creates bridge {} under the temporary name {}, which a link gitvisor cannot prove it made holds ({}); remove it (ip link del {}) and plan again",
+                id.name,
+                taken.name,
+                describe(&taken),
+                taken.name
+            );
+            return conflict(change, reason, observed);
+        }
+        let mut change = with_notes(
             Change {
                 action: Action::Create,
                 ..change
@@ -48,28 +73,35 @@ pub(crate) fn declared(
             .with_fields(creation_fields(spec)),
             spec,
             &observed,
-        )
-        .with_observed(Observed::Bridge(observed));
+        );
+        if let Some(leftover) = &observed.leftover {
+            change = append_note(change, leftover_note(leftover));
+        }
+        return change.with_observed(Observed::Bridge(observed));
     };
 
     if !link.is_bridge() {
-        let what = match &link.kind {
-            Some(kind) => format!("a {kind} link"),
-            None => "a device".to_owned(),
-        };
         let reason = format!(
-            "{what} named {} exists and is not a bridge; gitvisor will not touch it",
+            "{} named {} exists and is not a bridge; gitvisor will not touch it",
+            describe(link),
             link.name
         );
         return conflict(change, reason, observed);
     }
 
-    // Unmarked but recorded in the store: a creation interrupted before the marker, which
-    // leaves no alias at all. A foreign alias means someone else's bridge took the name.
-    let ours = is_marked(link) || (link.alias.is_none() && context.owned.contains(&id));
+    let ours = is_ours(link, &context.owned);
     if !ours && !resource.metadata.adopt() {
+        let why = match (is_marked(link), context.owned.contains(&id)) {
+            (true, _) => {
+                "carries gitvisor's marker, but this state store has no record of creating it (another gitvisor's, or the store was lost or replaced)"
+            }
+            (false, true) => {
+                "exists without gitvisor's marker, so it is not the one gitvisor created (it was made again by hand, or the state store came from elsewhere); the store's record alone is not enough"
+            }
+            (false, false) => "exists but was not created by gitvisor",
+        };
         let reason = format!(
-            "bridge {} exists but was not created by gitvisor; annotate {ADOPT_ANNOTATION}: \"true\" to take it over",
+            "bridge {} {why}; annotate {ADOPT_ANNOTATION}: \"true\" to take it over",
             link.name
         );
         return conflict(change, reason, observed);
@@ -89,54 +121,94 @@ pub(crate) fn declared(
     if !ours {
         change = prepend_note(change, "adopting an existing bridge (gitvisor.dev/adopt)");
     }
+    if let Some(leftover) = &observed.leftover {
+        change = append_note(
+            change,
+            if action == Action::Update {
+                leftover_note(leftover)
+            } else {
+                format!(
+                    "{} is a half-made bridge left by an interrupted creation; it is removed with the next change to this bridge",
+                    leftover.name
+                )
+            },
+        );
+    }
     change.with_observed(Observed::Bridge(observed))
 }
 
 /// Deletes for bridges that are gitvisor's (marker and store record) and no longer
-/// declared, sorted by name.
+/// declared, and for provable leftovers of their interrupted creations; sorted by id.
 pub(crate) fn pruned(
     declared: &BTreeSet<&str>,
     host: &HostLinks,
     context: &PlanContext,
 ) -> Vec<Change> {
-    let mut changes = Vec::new();
+    let mut deletes: BTreeMap<ResourceId, ObservedBridge> = BTreeMap::new();
     for link in host.links() {
         if !link.is_bridge() || declared.contains(link.name.as_str()) {
             continue;
         }
-        let id = Name::parse(&link.name)
-            .ok()
-            .map(|name| ResourceId::new(Kind::Bridge, name));
-        let in_store = id.as_ref().is_some_and(|id| context.owned.contains(id));
-        // A bridge with no alias at all that the store says gitvisor created is one whose
-        // creation was interrupted before the marker was set: ours, like in `declared`.
-        let unmarked_but_ours = link.alias.is_none() && in_store;
-        if !is_marked(link) && !unmarked_but_ours {
+        let Some(id) = bridge_id(&link.name) else {
             continue;
-        }
-        match id {
-            Some(id) if in_store => changes.push(
-                Change::new(id, Action::Delete)
-                    .with_reason(if unmarked_but_ours {
-                        "no longer declared (created by gitvisor per the state store; its marker was never set)"
-                    } else {
-                        "no longer declared"
-                    })
-                    .with_observed(Observed::Bridge(ObservedBridge {
-                        ports: host.ports_of(link.index),
-                        link: Some(link.clone()),
-                        declared_ports: Vec::new(),
-                    })),
-            ),
-            _ => tracing::warn!(
+        };
+        if is_ours(link, &context.owned) {
+            deletes.insert(
+                id,
+                ObservedBridge {
+                    ports: host.ports_of(link.index),
+                    link: Some(link.clone()),
+                    ..ObservedBridge::default()
+                },
+            );
+        } else if is_marked(link) {
+            tracing::warn!(
                 bridge = %link.name,
                 "bridge carries the gitvisor marker but the state store has no record of it; \
                  leaving it in place"
-            ),
+            );
+        } else if context.owned.contains(&id) {
+            tracing::warn!(
+                bridge = %link.name,
+                "the state store records this bridge but it lacks the gitvisor marker, so it is \
+                 not the one gitvisor created; leaving it in place"
+            );
         }
     }
-    changes.sort_by(|a, b| a.id.cmp(&b.id));
-    changes
+    for id in &context.owned {
+        if id.kind != Kind::Bridge || declared.contains(id.name.as_str()) {
+            continue;
+        }
+        if let Leftover::Ours(leftover) = host.leftover(id, &context.owned) {
+            deletes.entry(id.clone()).or_default().leftover = Some(leftover);
+        }
+    }
+    deletes
+        .into_iter()
+        .map(|(id, observed)| {
+            let mut change = Change::new(id, Action::Delete).with_reason("no longer declared");
+            if let Some(leftover) = &observed.leftover {
+                change = append_note(change, leftover_note(leftover));
+            }
+            change.with_observed(Observed::Bridge(observed))
+        })
+        .collect()
+}
+
+/// "a bridge", "a veth link", "a device".
+fn describe(link: &super::seam::LinkState) -> String {
+    match &link.kind {
+        Some(kind) if kind == "bridge" => "a bridge".to_owned(),
+        Some(kind) => format!("a {kind} link"),
+        None => "a device".to_owned(),
+    }
+}
+
+fn leftover_note(leftover: &super::seam::LinkState) -> String {
+    format!(
+        "removes {}, a half-made bridge left by an interrupted creation",
+        leftover.name
+    )
 }
 
 /// What a create sets, as the plan shows it (old values are null).
@@ -230,10 +302,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::drivers::bridge::OWNERSHIP_MARKER;
     use crate::drivers::bridge::fake::{bridge_link, plain_link};
     use crate::drivers::bridge::seam::{BridgeOptions, LinkState};
+    use crate::drivers::bridge::temporary::temporary_name;
     use crate::drivers::bridge::testkit::{
-        adopting, bridge_spec, cidr, declared as declare, marked, owning,
+        adopting, bridge_spec, cidr, declared as declare, id, marked, owning,
     };
 
     fn decide(resource: &Arc<Resource>, links: Vec<LinkState>, context: &PlanContext) -> Change {
@@ -298,7 +372,7 @@ mod tests {
         let change = decide(
             &declare("br0", BR0),
             vec![converged_br0()],
-            &PlanContext::default(),
+            &owning(&["br0"]),
         );
         assert_eq!(change.action, Action::NoOp, "{:?}", change.fields);
         assert!(change.fields.is_empty());
@@ -316,7 +390,7 @@ mod tests {
         );
         let mut link = converged_br0();
         link.addresses.push(cidr("192.168.9.1/24"));
-        let change = decide(&br0, vec![link], &PlanContext::default());
+        let change = decide(&br0, vec![link], &owning(&["br0"]));
         assert_eq!(change.action, Action::Update);
         assert_eq!(
             fields(&change),
@@ -340,7 +414,7 @@ mod tests {
         let change = decide(
             &declare("br0", "addresses: [10.0.0.1/24]"),
             vec![converged_br0()],
-            &PlanContext::default(),
+            &owning(&["br0"]),
         );
         assert_eq!(change.action, Action::NoOp);
     }
@@ -352,7 +426,7 @@ mod tests {
         let change = decide(
             &declare("br0", "mtu: 9000\naddresses: [10.0.0.1/24, fe80::2/64]"),
             vec![link],
-            &PlanContext::default(),
+            &owning(&["br0"]),
         );
         assert_eq!(
             fields(&change),
@@ -417,17 +491,18 @@ mod tests {
         assert!(change.reason.unwrap_or_default().contains("adopting"));
     }
 
+    /// The reproduction of the defect: gitvisor made br0, an administrator deleted it and
+    /// made a new br0 by hand. The store still records br0, but the bridge is not ours.
     #[test]
-    fn a_bridge_the_store_records_gets_its_missing_marker_repaired() {
+    fn a_store_record_without_the_marker_is_a_conflict_not_an_update() {
         let mut link = converged_br0();
         link.alias = None;
         let change = decide(&declare("br0", BR0), vec![link], &owning(&["br0"]));
-        assert_eq!(change.action, Action::Update);
-        assert_eq!(
-            fields(&change),
-            vec![("ifalias", json!(null), json!("gitvisor:managed"))]
-        );
-        assert_eq!(change.reason, None);
+        assert_eq!(change.action, Action::Conflict);
+        assert!(change.fields.is_empty());
+        let reason = change.reason.unwrap_or_default();
+        assert!(reason.contains("without gitvisor's marker"), "{reason}");
+        assert!(reason.contains("gitvisor.dev/adopt"), "{reason}");
     }
 
     #[test]
@@ -440,12 +515,92 @@ mod tests {
     }
 
     #[test]
-    fn a_marked_bridge_is_ours_even_when_the_store_lost_it() {
+    fn a_marker_without_a_store_record_is_a_conflict_not_an_update() {
         let mut link = converged_br0();
         link.mtu = 1500;
         let change = decide(&declare("br0", BR0), vec![link], &PlanContext::default());
+        assert_eq!(change.action, Action::Conflict);
+        assert!(change.fields.is_empty());
+        let reason = change.reason.unwrap_or_default();
+        assert!(reason.contains("has no record"), "{reason}");
+    }
+
+    #[test]
+    fn adopting_a_marked_bridge_the_store_lost_updates_it() {
+        let mut link = converged_br0();
+        link.mtu = 1500;
+        let change = decide(&adopting("br0", BR0), vec![link], &PlanContext::default());
         assert_eq!(change.action, Action::Update);
         assert_eq!(fields(&change), vec![("mtu", json!(1500), json!(9000))]);
+        assert!(change.reason.unwrap_or_default().contains("adopting"));
+    }
+
+    #[test]
+    fn a_marked_recorded_bridge_is_updated() {
+        let mut link = converged_br0();
+        link.mtu = 1500;
+        let change = decide(&declare("br0", BR0), vec![link], &owning(&["br0"]));
+        assert_eq!(change.action, Action::Update);
+        assert_eq!(fields(&change), vec![("mtu", json!(1500), json!(9000))]);
+        assert_eq!(change.reason, None);
+    }
+
+    /// A crash between creating a bridge under its temporary name and renaming it.
+    #[test]
+    fn a_provable_leftover_is_removed_by_the_create() {
+        for alias in [None, Some(OWNERSHIP_MARKER)] {
+            let mut leftover = bridge_link(3, &temporary_name(&id("br0")));
+            leftover.alias = alias.map(str::to_owned);
+            let change = decide(
+                &declare("br0", BR0),
+                vec![leftover.clone()],
+                &owning(&["br0"]),
+            );
+            assert_eq!(change.action, Action::Create);
+            let Some(Observed::Bridge(observed)) = &change.observed else {
+                panic!("a create carries the snapshot");
+            };
+            assert_eq!(observed.leftover.as_ref(), Some(&leftover));
+            let reason = change.reason.unwrap_or_default();
+            assert!(reason.contains(&leftover.name), "{reason}");
+        }
+    }
+
+    #[test]
+    fn an_unproven_link_under_the_temporary_name_is_a_conflict_and_is_kept() {
+        let temporary = temporary_name(&id("br0"));
+        let mut foreign_alias = bridge_link(3, &temporary);
+        foreign_alias.alias = Some("mine".into());
+        let cases = [
+            (bridge_link(3, &temporary), PlanContext::default()),
+            (marked(bridge_link(3, &temporary)), PlanContext::default()),
+            (foreign_alias, owning(&["br0"])),
+            (plain_link(3, &temporary, Some("dummy")), owning(&["br0"])),
+        ];
+        for (link, context) in cases {
+            let change = decide(&declare("br0", BR0), vec![link.clone()], &context);
+            assert_eq!(change.action, Action::Conflict, "{link:?}");
+            let reason = change.reason.unwrap_or_default();
+            assert!(reason.contains(&temporary), "{reason}");
+            let pruned = pruned(&BTreeSet::new(), &HostLinks::new(vec![link]), &context);
+            assert!(pruned.is_empty(), "{pruned:?}");
+        }
+    }
+
+    #[test]
+    fn a_port_with_the_reserved_prefix_is_a_conflict() {
+        let change = decide(
+            &declare("br0", "ports: [gv_0123456789ab]"),
+            Vec::new(),
+            &PlanContext::default(),
+        );
+        assert_eq!(change.action, Action::Conflict);
+        assert!(
+            change
+                .reason
+                .unwrap_or_default()
+                .contains("reserves for bridges it is creating")
+        );
     }
 
     #[test]
@@ -453,7 +608,7 @@ mod tests {
         let change = decide(
             &declare("br0", "mtu: 9000\naddresses: [10.0.0.1/24]\nnat: true"),
             vec![converged_br0()],
-            &PlanContext::default(),
+            &owning(&["br0"]),
         );
         assert_eq!(change.action, Action::NoOp);
         let reason = change.reason.unwrap_or_default();
@@ -471,7 +626,7 @@ mod tests {
                 "mtu: 9000\naddresses: [10.0.0.1/24]\nports: [eth2, eth9]",
             ),
             vec![converged_br0(), enslaved, free],
-            &PlanContext::default(),
+            &owning(&["br0"]),
         );
         assert_eq!(change.action, Action::Update);
         assert_eq!(
@@ -495,7 +650,7 @@ mod tests {
         let change = decide(
             &declare("br0", BR0),
             vec![converged_br0(), tap, veth],
-            &PlanContext::default(),
+            &owning(&["br0"]),
         );
         assert_eq!(change.action, Action::NoOp, "{:?}", change.fields);
     }
@@ -511,7 +666,7 @@ mod tests {
         let change = decide(
             &declare("br0", "ports: [eth1, eth2]"),
             vec![foreign, ours, held_by_bond, held_by_br1],
-            &PlanContext::default(),
+            &owning(&["br1"]),
         );
         assert_eq!(change.action, Action::Create);
         assert_eq!(
@@ -521,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn pruned_needs_the_store_record_and_the_marker_or_no_alias_at_all() {
+    fn pruned_needs_the_store_record_and_the_marker() {
         let mut with_port = marked(bridge_link(1, "br-old"));
         with_port.bridge = Some(BridgeOptions::default());
         let mut port = plain_link(9, "eth1", None);
@@ -531,7 +686,7 @@ mod tests {
         let links = vec![
             with_port,                                     // marker + store: delete
             marked(bridge_link(2, "br-lost")),             // marker, store lost it: keep
-            bridge_link(3, "br-unmarked"),                 // store, no alias (crash): delete
+            bridge_link(3, "br-unmarked"),                 // store, no alias (by hand): keep
             marked(plain_link(4, "veth-x", Some("veth"))), // not a bridge: keep
             marked(bridge_link(5, "br0")),                 // still declared: keep
             foreign,                                       // store, foreign alias: keep
@@ -542,15 +697,67 @@ mod tests {
         let context = owning(&["br-old", "br-unmarked", "veth-x", "br0", "br-foreign"]);
         let changes = pruned(&BTreeSet::from(["br0"]), &host, &context);
         let ids: Vec<String> = changes.iter().map(|c| c.id.to_string()).collect();
-        assert_eq!(ids, ["Bridge/br-old", "Bridge/br-unmarked"]);
+        assert_eq!(ids, ["Bridge/br-old"]);
         let delete = &changes[0];
         assert_eq!(delete.action, Action::Delete);
-        assert_eq!(delete.id.to_string(), "Bridge/br-old");
         assert!(delete.desired.is_none());
         let Some(Observed::Bridge(observed)) = &delete.observed else {
             panic!("a delete carries the snapshot");
         };
         assert_eq!(observed.index(), Some(1));
         assert_eq!(observed.ports.len(), 1);
+        assert_eq!(observed.leftover, None);
+    }
+
+    /// The copied-store case: every recorded name is on this host, made by hand, without
+    /// the marker. Nothing is deleted.
+    #[test]
+    fn a_store_from_another_host_prunes_nothing_here() {
+        let links: Vec<_> = (0..5)
+            .map(|i| bridge_link(i + 1, &format!("br-{i}")))
+            .collect();
+        let names: Vec<String> = (0..5).map(|i| format!("br-{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let changes = pruned(&BTreeSet::new(), &HostLinks::new(links), &owning(&names));
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn a_leftover_of_an_undeclared_bridge_is_pruned_alone_or_with_it() {
+        let alone = bridge_link(3, &temporary_name(&id("br-gone")));
+        let with_it = marked(bridge_link(4, &temporary_name(&id("br-old"))));
+        let old = marked(bridge_link(5, "br-old"));
+        let unrecorded = bridge_link(6, &temporary_name(&id("br-never")));
+        let host = HostLinks::new(vec![alone.clone(), with_it.clone(), old, unrecorded]);
+        let changes = pruned(&BTreeSet::new(), &host, &owning(&["br-gone", "br-old"]));
+        let summary: Vec<_> = changes
+            .iter()
+            .map(|change| {
+                let Some(Observed::Bridge(observed)) = &change.observed else {
+                    panic!("a delete carries the snapshot");
+                };
+                (
+                    change.id.to_string(),
+                    change.action,
+                    observed.index(),
+                    observed.leftover.as_ref().map(|l| l.index),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("Bridge/br-gone".to_owned(), Action::Delete, None, Some(3)),
+                ("Bridge/br-old".to_owned(), Action::Delete, Some(5), Some(4)),
+            ]
+        );
+        assert!(
+            changes[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains(&alone.name)),
+            "{:?}",
+            changes[0].reason
+        );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! [`FakeLinks`] holds a list of [`LinkState`]s, records every [`LinkRequest`] it is sent
 //! and applies it to that list the way the kernel would (including the idempotent answers
-//! of the real seam), so a test can assert both the exact request sequence and that a
-//! second plan after apply converges. Bringing a link up gives it an IPv6 link-local
+//! of the real seam, and its refusals: an IPv6 address that the link has with another
+//! prefix length, a rename to a taken name or of a link that is up), so a test can assert
+//! both the exact request sequence and that a second plan after apply converges. Bringing a link up gives it an IPv6 link-local
 //! address, as the kernel does, so tests see the addresses the driver must ignore.
 //!
 //! It is public (not `cfg(test)`) so integration tests of other modules can build a
@@ -166,6 +167,20 @@ impl FakeHost {
             LinkRequest::SetAlias { index, alias } => {
                 self.link_mut(index)?.alias = (!alias.is_empty()).then_some(alias);
             }
+            LinkRequest::SetName { index, name } => {
+                if self
+                    .links
+                    .iter()
+                    .any(|l| l.name == name && l.index != index)
+                {
+                    return Err(errno(Errno::EEXIST));
+                }
+                let link = self.link_mut(index)?;
+                if link.up {
+                    return Err(errno(Errno::EBUSY));
+                }
+                link.name = name;
+            }
             LinkRequest::SetMtu { index, mtu } => self.link_mut(index)?.mtu = mtu,
             LinkRequest::SetUp { index, up } => {
                 let link = self.link_mut(index)?;
@@ -199,9 +214,16 @@ impl FakeHost {
             }
             LinkRequest::AddAddress { index, cidr } => {
                 let link = self.link_mut(index)?;
-                if !link.addresses.contains(&cidr) {
-                    link.addresses.push(cidr);
+                if link.addresses.contains(&cidr) {
+                    return Ok(None);
                 }
+                // IPv4 keeps an address once per mask, IPv6 once whatever the prefix.
+                let taken =
+                    cidr.addr().is_ipv6() && link.addresses.iter().any(|a| a.addr() == cidr.addr());
+                if taken {
+                    return Err(errno(Errno::EEXIST));
+                }
+                link.addresses.push(cidr);
             }
             LinkRequest::DelAddress { index, cidr } => {
                 self.link_mut(index)?.addresses.retain(|a| *a != cidr);

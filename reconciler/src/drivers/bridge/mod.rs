@@ -10,13 +10,18 @@
 //!
 //! # Ownership
 //!
-//! A bridge is gitvisor's when its `ifalias` is exactly [`OWNERSHIP_MARKER`], or when the
-//! state store records it (`PlanContext::owned`: created or being created). The marker
-//! is set by a separate request right after creation (the kernel ignores `IFLA_IFALIAS`
-//! when it creates a link); a crash in between leaves a bridge the store knows, and the
-//! next plan repairs the marker (or prunes it, if no longer declared). Pruning always
-//! needs the store record, so a lost store never deletes anything. A bridge with neither is a `Conflict` unless the
-//! manifest says `gitvisor.dev/adopt: "true"`. The full decision table is in `diff.rs`.
+//! A bridge is gitvisor's when its `ifalias` is exactly [`OWNERSHIP_MARKER`] *and* the
+//! state store records it (`PlanContext::owned`: created or being created); only then is
+//! it changed or deleted. Anything else under a declared name is a `Conflict` unless the
+//! manifest says `gitvisor.dev/adopt: "true"`; anything else undeclared is left alone. So
+//! neither a stale or copied store nor a lost one ever deletes or takes over a bridge.
+//!
+//! The kernel ignores `IFLA_IFALIAS` when it creates a link, so the marker cannot ride on
+//! the create. A bridge is therefore created under a reserved temporary name
+//! ([`TEMPORARY_PREFIX`], see `temporary.rs`), marked, and only then renamed to its
+//! declared name: no unmarked bridge of gitvisor's ever carries a declared name. A crash
+//! part-way leaves a temporary-named bridge that the next plan removes, when the store
+//! records the bridge it was made for. The full decision table is in `diff.rs`.
 //!
 //! # Order of steps
 //!
@@ -24,8 +29,9 @@
 //!    declared bridge compute the drift (`drift.rs`) and decide (`diff.rs`); add deletes
 //!    for pruned bridges. Each change carries an [`ObservedBridge`] snapshot.
 //! 2. **apply**: turn the change into requests from that snapshot, without dumping again
-//!    (`apply.rs`): create → marker → MTU → addresses → ports → up; updates send only the
-//!    requests for the fields that differ. Every request is idempotent.
+//!    (`apply.rs`): create (temporary name) → marker → rename → MTU → addresses → ports →
+//!    up; updates send only the requests for the fields that differ. Every request is
+//!    idempotent.
 //!
 //! `nat: true` is accepted but not implemented in this build: the plan says so in the
 //! change's reason and leaves it out of the diff.
@@ -46,6 +52,7 @@ pub mod fake;
 pub mod netlink;
 mod observed;
 pub mod seam;
+mod temporary;
 #[cfg(test)]
 mod testkit;
 
@@ -63,6 +70,7 @@ pub use fake::FakeLinks;
 pub use netlink::NetlinkLinks;
 pub use observed::{DeclaredPort, ObservedBridge, PortLink};
 pub use seam::{BridgeOptions, LinkRequest, LinkSeam, LinkState, NetlinkError};
+pub use temporary::{TEMPORARY_PREFIX, temporary_name};
 
 /// The `ifalias` gitvisor sets on every bridge it creates.
 pub const OWNERSHIP_MARKER: &str = "gitvisor:managed";

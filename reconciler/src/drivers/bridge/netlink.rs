@@ -18,6 +18,11 @@
 //!   even when it asks for "off", so a create only carries options that are on.
 //! - Only one dump may run per socket at a time (`EBUSY` otherwise), so dumps are
 //!   serialised with a lock; other requests are not.
+//! - `EEXIST` to `RTM_NEWADDR` does not mean "already done": the kernel keeps one prefix
+//!   length per IPv6 address, so adding `fd00::1/48` where `fd00::1/64` is answers
+//!   `EEXIST` and leaves `/64`. The link's addresses are read back, and only an exact
+//!   match counts as success.
+//! - A link is renamed with `RTM_SETLINK` + `IFLA_IFNAME`, only while it is down.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -162,7 +167,67 @@ impl NetlinkLinks {
             .execute()
             .await
             .map_err(netlink_error);
-        tolerate(added, &[Errno::EEXIST])
+        match added {
+            Err(error) if error.is_errno(Errno::EEXIST) => {
+                self.confirm_address(index, cidr, error).await
+            }
+            other => other,
+        }
+    }
+
+    /// After `EEXIST`: success only when the link has exactly `cidr`, not the same address
+    /// with another prefix length.
+    async fn confirm_address(
+        &self,
+        index: u32,
+        cidr: IpNet,
+        exists: NetlinkError,
+    ) -> Result<(), NetlinkError> {
+        let present = self.addresses_of(index).await?;
+        if present.contains(&cidr) {
+            return Ok(());
+        }
+        let same_address: Vec<String> = present
+            .iter()
+            .filter(|other| other.addr() == cidr.addr())
+            .map(IpNet::to_string)
+            .collect();
+        let message = if same_address.is_empty() {
+            format!(
+                "{}: the kernel answered that {cidr} exists, but link #{index} does not have it",
+                exists.message
+            )
+        } else {
+            format!(
+                "{} is already on link #{index} as {}, and the kernel keeps one prefix length per address; declare it once",
+                cidr.addr(),
+                same_address.join(", ")
+            )
+        };
+        Err(NetlinkError {
+            errno: exists.errno,
+            message,
+        })
+    }
+
+    /// The addresses of one link (one filtered address dump).
+    async fn addresses_of(&self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        let _one_dump_at_a_time = self.dump_lock.lock().await;
+        let messages: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| context("read back the link's addresses", e))?;
+        Ok(messages
+            .iter()
+            .filter_map(address_of)
+            .filter(|(link, _)| *link == index)
+            .map(|(_, cidr)| cidr)
+            .collect())
     }
 
     async fn del_address(&self, index: u32, cidr: IpNet) -> Result<(), NetlinkError> {
@@ -236,6 +301,10 @@ impl LinkSeam for NetlinkLinks {
             }
             LinkRequest::SetAlias { index, alias } => {
                 self.set_link(LinkUnspec::new_with_index(index).alias(alias).build())
+                    .await?
+            }
+            LinkRequest::SetName { index, name } => {
+                self.set_link(LinkUnspec::new_with_index(index).name(name).build())
                     .await?
             }
             LinkRequest::SetMtu { index, mtu } => {

@@ -5,12 +5,16 @@
 //! Apply works from this snapshot instead of dumping again, so applying many bridges costs
 //! no extra dumps. Every request it derives is idempotent, so a snapshot that went stale
 //! between plan and apply at worst fails one request; the next plan starts from the truth.
+//!
+//! Ownership is read here too: a bridge is gitvisor's only when it carries the marker
+//! *and* the state store records it ([`is_ours`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::seam::LinkState;
+use super::temporary::temporary_name;
 use super::{GITVISOR_ALIAS_PREFIX, OWNERSHIP_MARKER};
-use crate::model::InterfaceName;
+use crate::model::{InterfaceName, Kind, Name, ResourceId};
 
 /// A bridge (or the link that holds its name) as planning found it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -21,6 +25,9 @@ pub struct ObservedBridge {
     pub ports: Vec<PortLink>,
     /// Every declared port as found on the host, in declared order.
     pub declared_ports: Vec<DeclaredPort>,
+    /// A half-made bridge under this bridge's temporary name, left by an interrupted
+    /// creation and provably gitvisor's ([`Leftover::Ours`]): apply removes it first.
+    pub leftover: Option<LinkState>,
 }
 
 impl ObservedBridge {
@@ -49,6 +56,19 @@ pub struct DeclaredPort {
     /// The name of the master it is enslaved to when that is not this bridge and not a
     /// bridge gitvisor manages: taking it would break something gitvisor does not own.
     pub foreign_master: Option<String>,
+}
+
+/// What holds a bridge's temporary name on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Leftover {
+    /// Nothing: the name is free.
+    None,
+    /// A bridge left by an interrupted creation of this very bridge: the store records
+    /// the bridge, and the link carries the marker or no alias at all.
+    Ours(LinkState),
+    /// Something gitvisor cannot prove it made; it is left alone, and a create would
+    /// fail on the taken name.
+    Unproven(LinkState),
 }
 
 /// The dump, indexed by name, by index and by master.
@@ -106,27 +126,56 @@ impl HostLinks {
         ports
     }
 
-    /// The snapshot of bridge `name` with its declared `ports` looked up.
-    pub(crate) fn observe(&self, name: &str, declared_ports: &[InterfaceName]) -> ObservedBridge {
-        let link = self.by_name(name).cloned();
+    /// The snapshot of the bridge `id` with its declared `ports` looked up; `owned` is
+    /// what the state store records. A provable leftover is included, an unproven one is
+    /// not (see [`HostLinks::leftover`]).
+    pub(crate) fn observe(
+        &self,
+        id: &ResourceId,
+        declared_ports: &[InterfaceName],
+        owned: &BTreeSet<ResourceId>,
+    ) -> ObservedBridge {
+        let link = self.by_name(id.name.as_str()).cloned();
         let index = link.as_ref().map(|link| link.index);
         ObservedBridge {
             ports: index.map(|index| self.ports_of(index)).unwrap_or_default(),
             declared_ports: declared_ports
                 .iter()
-                .map(|port| self.declared_port(port.as_str(), index))
+                .map(|port| self.declared_port(port.as_str(), index, owned))
                 .collect(),
             link,
+            leftover: match self.leftover(id, owned) {
+                Leftover::Ours(link) => Some(link),
+                Leftover::None | Leftover::Unproven(_) => None,
+            },
         }
     }
 
-    fn declared_port(&self, name: &str, bridge: Option<u32>) -> DeclaredPort {
+    /// What holds the temporary name of bridge `id`.
+    pub(crate) fn leftover(&self, id: &ResourceId, owned: &BTreeSet<ResourceId>) -> Leftover {
+        let Some(link) = self.by_name(&temporary_name(id)) else {
+            return Leftover::None;
+        };
+        let marked_or_bare = link.alias.is_none() || is_marked(link);
+        if link.is_bridge() && marked_or_bare && owned.contains(id) {
+            Leftover::Ours(link.clone())
+        } else {
+            Leftover::Unproven(link.clone())
+        }
+    }
+
+    fn declared_port(
+        &self,
+        name: &str,
+        bridge: Option<u32>,
+        owned: &BTreeSet<ResourceId>,
+    ) -> DeclaredPort {
         let port = self.by_name(name);
         let foreign_master = port
             .and_then(|port| port.master)
             .filter(|&master| Some(master) != bridge)
             .and_then(|master| match self.by_index(master) {
-                Some(master) if master.is_bridge() && is_marked(master) => None,
+                Some(master) if is_ours(master, owned) => None,
                 Some(master) => Some(master.name.clone()),
                 None => Some(format!("link #{master}")),
             });
@@ -141,4 +190,22 @@ impl HostLinks {
 /// Whether a link carries gitvisor's ownership marker.
 pub(crate) fn is_marked(link: &LinkState) -> bool {
     link.alias.as_deref() == Some(OWNERSHIP_MARKER)
+}
+
+/// The id a bridge named `name` would have; `None` for names no declaration can have.
+pub(crate) fn bridge_id(name: &str) -> Option<ResourceId> {
+    Name::parse(name)
+        .ok()
+        .map(|name| ResourceId::new(Kind::Bridge, name))
+}
+
+/// Whether gitvisor may change or delete `link` without an adopt annotation: a bridge that
+/// carries the marker *and* that the state store (`owned`) records. Either alone is not
+/// enough: a store record alone would let a copied or stale store take over a bridge an
+/// administrator made under a recorded name; a marker alone would let one gitvisor take
+/// over another's (another state dir), or act on a lost store's word.
+pub(crate) fn is_ours(link: &LinkState, owned: &BTreeSet<ResourceId>) -> bool {
+    link.is_bridge()
+        && is_marked(link)
+        && bridge_id(&link.name).is_some_and(|id| owned.contains(&id))
 }

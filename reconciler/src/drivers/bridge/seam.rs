@@ -9,9 +9,12 @@
 //!
 //! Requests are idempotent on both implementations: adding an address that is already
 //! there, deleting one that is gone, deleting a link that is gone and releasing a port that
-//! is gone all succeed. Creating a link whose name is taken is an error (`EEXIST`): the
-//! driver only creates what it observed as absent, and the next plan sorts out who owns
-//! the object that appeared in between.
+//! is gone all succeed. "Already there" is checked, never assumed from the errno: the
+//! kernel answers `EEXIST` to an IPv6 address that the link has with another prefix
+//! length too, and that is an error (the host does not match the request). Creating or
+//! renaming a link to a name that is taken is an error (`EEXIST`): the driver only
+//! creates what it observed as absent, and the next plan sorts out who owns the object
+//! that appeared in between.
 //!
 //! Errors from the seam carry the kernel's answer only ([`NetlinkError`]); the driver wraps
 //! them with the bridge and the operation ([`BridgeError`](super::BridgeError)).
@@ -70,6 +73,11 @@ pub enum LinkRequest {
         index: u32,
         alias: String,
     },
+    /// Rename a link, which must be down. `EEXIST` when the name is taken.
+    SetName {
+        index: u32,
+        name: String,
+    },
     SetMtu {
         index: u32,
         mtu: u32,
@@ -117,6 +125,7 @@ impl fmt::Display for LinkRequest {
             LinkRequest::SetAlias { index, alias } => {
                 write!(f, "set ifalias {alias:?} on link #{index}")
             }
+            LinkRequest::SetName { index, name } => write!(f, "rename link #{index} to {name}"),
             LinkRequest::SetMtu { index, mtu } => write!(f, "set mtu {mtu} on link #{index}"),
             LinkRequest::SetUp { index, up: true } => write!(f, "set link #{index} up"),
             LinkRequest::SetUp { index, up: false } => write!(f, "set link #{index} down"),
