@@ -1,5 +1,5 @@
 //! Bridge lifecycle against the real kernel: create, in-place update, drift repair,
-//! prune, conflict and adoption, and the "a lost store never deletes" rule. Each test
+//! prune, conflict and adoption, and the "a lost store never deletes or takes over" rule. Each test
 //! runs in its own network namespace (see the crate docs).
 
 use std::collections::BTreeSet;
@@ -246,8 +246,11 @@ fn prune_removes_only_undeclared_bridges() {
     );
 }
 
+/// A lost store deletes nothing and takes nothing over: changing or deleting needs the
+/// marker *and* the store record. Marked bridges without a record are conflicts until
+/// the manifests adopt them.
 #[test]
-fn lost_store_never_deletes() {
+fn lost_store_never_deletes_or_takes_over() {
     let Some(mut env) = TestEnv::new("loststore") else {
         return;
     };
@@ -272,19 +275,39 @@ fn lost_store_never_deletes() {
         deletes.is_empty(),
         "a lost store planned deletes: {deletes:?}\n{plan:#}"
     );
+    // br-svc is marked but unrecorded: not gitvisor's to change without adopting it.
+    assert_eq!(
+        change(&plan, "Bridge", "br-svc")["action"],
+        "conflict",
+        "{plan:#}"
+    );
 
-    env.apply(only_svc.path()).expect_code(0);
+    let before = env.links();
+    env.apply(only_svc.path()).expect_code(1);
+    assert_eq!(
+        env.links(),
+        before,
+        "apply with a lost store changed the host"
+    );
     let lab = env.expect_link("br-lab");
     assert_eq!(lab.ifindex, lab_index, "br-lab was re-created");
     declared(&manifests, "br-lab").assert_realised_by(&lab);
 
-    // Declared again, the marked bridge is recognised as gitvisor's without a store.
-    let plan = env.plan_json(manifests.path());
-    assert_eq!(
-        non_noop_actions(&plan),
-        Vec::<(String, String)>::new(),
-        "{plan:#}"
+    // Adopted, the marked bridges are gitvisor's again: recorded, and clean from then on.
+    let adopted = quickstart.replace(
+        "metadata:\n",
+        "metadata:\n  annotations:\n    gitvisor.dev/adopt: \"true\"\n",
     );
+    assert_eq!(
+        adopted.matches("gitvisor.dev/adopt").count(),
+        2,
+        "{adopted}"
+    );
+    manifests.write(QUICKSTART_FILE, &adopted);
+    env.apply(manifests.path()).expect_code(0);
+    assert_eq!(env.expect_link("br-lab").ifindex, lab_index);
+    manifests.write(QUICKSTART_FILE, &quickstart);
+    assert_plan_clean(&env, &manifests);
 }
 
 #[test]
