@@ -661,9 +661,9 @@ mod tests {
                 .await
                 .unwrap()
         };
-        for failing in 0..requests.len() {
+        for (failing, target) in requests.iter().enumerate() {
             let fake = Arc::new(FakeLinks::new(vec![plain_link(1, "eth1", None)]));
-            let target = requests[failing].clone();
+            let target = target.clone();
             let seen = std::sync::atomic::AtomicBool::new(false);
             fake.fail_when(
                 move |request| {
