@@ -32,21 +32,46 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Log lines go to stderr. Which: `GITVISOR_LOG`, else `RUST_LOG` (both in `EnvFilter`
+/// syntax), else the verbosity: warnings only, `-v` adds gitvisor's own debug lines,
+/// `-vv` its trace lines; dependencies (netlink, redb, …) stay at warn unless one of the
+/// variables asks for more. Colour only when stderr is a terminal and `NO_COLOR` is unset,
+/// so journald and CI logs never store escape codes.
 fn init_logging(global: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+
     let default = match global.verbose {
         0 => "warn",
-        1 => "info,gitvisor=debug",
-        _ => "trace",
+        1 => "warn,gitvisor=debug",
+        _ => "warn,gitvisor=trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GITVISOR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let mut rejected = None;
+    let mut filter = None;
+    for variable in ["GITVISOR_LOG", "RUST_LOG"] {
+        let Some(value) = std::env::var_os(variable) else {
+            continue;
+        };
+        match EnvFilter::try_new(value.to_string_lossy()) {
+            Ok(parsed) => {
+                filter = Some(parsed);
+                break;
+            }
+            Err(err) => rejected = Some(format!("ignoring {variable}: {err}")),
+        }
+    }
+    let filter = filter.unwrap_or_else(|| EnvFilter::new(default));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(std::io::stderr);
     let _ = match global.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    if let Some(rejected) = rejected {
+        tracing::warn!("{rejected}");
+    }
 }
 
 pub fn host_name(global: &GlobalArgs) -> String {
