@@ -106,8 +106,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
-    /// What this host supports: KVM, netlink, LVM/device-mapper, OCI runtimes, cgroups.
+    /// Per kind: whether this build has its driver and this host what it needs, with the
+    /// fix; exit 1 when a kind PATH declares cannot be applied here.
     Doctor {
+        /// Manifests whose kinds to check (default: report on every kind, exit 0).
+        path: Option<PathBuf>,
         /// `json`: one stable JSON object, for scripts and CI.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,

@@ -134,7 +134,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor { output } => runtime()?.block_on(doctor::doctor(output)),
+        Command::Doctor { path, output } => doctor::doctor(global, path.as_deref(), output),
         Command::Schema { kind } => {
             let kind = kind
                 .map(|k| k.parse::<Kind>().map_err(anyhow::Error::msg))

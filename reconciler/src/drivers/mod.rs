@@ -6,8 +6,16 @@
 //!    the declared resources, yielding one [`Change`] per declared or owned object.
 //! 2. [`Driver::apply`]: carry out one change. Each step is idempotent, so a run that
 //!    crashed halfway is repaired by the next one.
+//!
+//! Every kind also has a host probe in its folder ([`probe`]), including the kinds whose
+//! driver this build does not have yet (`volume/`, `container/`, `vm/`), for
+//! `gitvisor doctor`.
 
 pub mod bridge;
+pub mod container;
+pub mod probe;
+pub mod vm;
+pub mod volume;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -41,8 +41,8 @@
 //! The host is reached only through [`LinkSeam`]: [`NetlinkLinks`] for real,
 //! [`FakeLinks`] (recording, in memory) for tests. Construct the real driver with
 //! [`BridgeDriver::connect`] inside a Tokio runtime, a fake one with
-//! `BridgeDriver::new(Arc::new(FakeLinks::new(links)))`. [`probe`] tells whether netlink
-//! works here at all.
+//! `BridgeDriver::new(Arc::new(FakeLinks::new(links)))`. [`probe::probe`] tells
+//! `gitvisor doctor` whether netlink works here at all.
 
 mod apply;
 mod diff;
@@ -51,6 +51,7 @@ mod error;
 pub mod fake;
 pub mod netlink;
 mod observed;
+pub mod probe;
 pub mod seam;
 mod temporary;
 #[cfg(test)]
@@ -105,17 +106,6 @@ impl BridgeDriver {
         let links = NetlinkLinks::connect().map_err(|cause| BridgeError::Connect { cause })?;
         Ok(BridgeDriver::new(Arc::new(links)))
     }
-}
-
-/// How many links the kernel lists, through one netlink dump: whether this host (and this
-/// process's privileges) can run the bridge driver at all. For `gitvisor doctor`.
-pub async fn probe() -> Result<usize, BridgeError> {
-    let links = NetlinkLinks::connect().map_err(|cause| BridgeError::Connect { cause })?;
-    let dump = links
-        .dump()
-        .await
-        .map_err(|cause| BridgeError::Observe { cause })?;
-    Ok(dump.len())
 }
 
 #[async_trait]
