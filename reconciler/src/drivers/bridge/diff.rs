@@ -11,13 +11,17 @@
 //!
 //! What is on the host under the declared name decides:
 //!
-//! | on the host                                   | plan                                   |
-//! |-----------------------------------------------|----------------------------------------|
-//! | nothing                                       | `Create` (removing a provable leftover) |
-//! | nothing, temporary name held by an unproven link | `Conflict`                          |
-//! | a link that is not a bridge (marked or not)   | `Conflict`                             |
-//! | a bridge with the marker and a store record   | `Update`, or `NoOp` when nothing differs |
-//! | any other bridge                              | `Conflict`; with adopt, `Update` (sets the marker) |
+//! | on the host                                        | plan                              |
+//! |----------------------------------------------------|-----------------------------------|
+//! | nothing                                            | `Create`                          |
+//! | nothing; a provable leftover under the temporary name | `Create`, removing it first    |
+//! | nothing; anything else under the temporary name    | `Conflict`                        |
+//! | a link that is not a bridge (marked or not)        | `Conflict`                        |
+//! | a bridge with the marker and a store record        | `Update`, or `NoOp` if none differ |
+//! | any other bridge (no marker, or no record)         | `Conflict`                        |
+//! | … the same, annotated `gitvisor.dev/adopt: "true"` | `Update` (marker included) or `NoOp` |
+//!
+//! A declared port with the reserved temporary prefix is a `Conflict` too.
 //!
 //! A bridge that is no longer declared is deleted only when it is ours by the same rule.
 //! A marked bridge without a record, or a recorded one without the marker, is left in

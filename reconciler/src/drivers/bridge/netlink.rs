@@ -361,7 +361,12 @@ fn stp_state(stp: bool) -> BridgeStpState {
     }
 }
 
-/// Treat the listed errnos as success: the host is already as asked.
+/// Treat the listed errnos as success. Only for answers that prove the host is as asked,
+/// whatever else is on it: an address or link that is gone after a delete (`ENOENT`,
+/// `EADDRNOTAVAIL`, `ENODEV`: the kernel matched the exact address and prefix length, or
+/// the index, and found nothing), a port that is gone when it was to be released. Never
+/// for `EEXIST`, which can name something other than what was asked (see
+/// `confirm_address`).
 fn tolerate(result: Result<(), NetlinkError>, already_done: &[Errno]) -> Result<(), NetlinkError> {
     match result {
         Err(error) if already_done.iter().any(|errno| error.is_errno(*errno)) => Ok(()),

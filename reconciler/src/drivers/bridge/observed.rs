@@ -26,7 +26,7 @@ pub struct ObservedBridge {
     /// Every declared port as found on the host, in declared order.
     pub declared_ports: Vec<DeclaredPort>,
     /// A half-made bridge under this bridge's temporary name, left by an interrupted
-    /// creation and provably gitvisor's ([`Leftover::Ours`]): apply removes it first.
+    /// creation and provably gitvisor's (see `HostLinks::leftover`): apply removes it first.
     pub leftover: Option<LinkState>,
 }
 
