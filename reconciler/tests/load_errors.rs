@@ -142,9 +142,9 @@ spec:
     let text: Vec<String> = errors(dir.path()).iter().map(ToString::to_string).collect();
     assert_eq!(text.len(), 4, "{text:#?}");
     assert!(
-        text.iter()
-            .any(|t| t
-                .contains("b.yaml:4:9: metadata.name: duplicate Bridge/br0: already declared at")),
+        text.iter().any(|t| t.contains(
+            "b.yaml:4:9: metadata.name: duplicate Bridge/br0 for host host1: already declared at"
+        )),
         "{text:#?}"
     );
     assert!(text.iter().any(|t| t.contains("vm.yaml:9:15: spec.disks[0].volume: references Volume/missing-vol which is not declared")), "{text:#?}");
