@@ -94,6 +94,10 @@ pub struct Revision {
 pub struct LoadedResource {
     pub resource: Resource,
     pub source: Arc<SourceDocument>,
+    /// Field paths of the parts of the document that had errors and were left out (already
+    /// reported); empty for a clean document. A revision with a damaged resource is
+    /// rejected, but the rest of it is still checked.
+    pub damaged: Vec<String>,
 }
 
 impl LoadedResource {
@@ -101,6 +105,24 @@ impl LoadedResource {
     pub fn diagnostic(&self, field: &str, message: impl Into<String>) -> Diagnostic {
         self.source
             .diagnostic(&self.resource.origin.file, field, message)
+    }
+
+    /// Whether a finding about `field` may only follow from a part left out after an error
+    /// (the part itself, one of its ancestors or descendants).
+    pub fn is_damaged(&self, field: Option<&str>) -> bool {
+        let Some(field) = field else {
+            return self.damaged.iter().any(String::is_empty);
+        };
+        let within = |inner: &str, outer: &str| {
+            outer.is_empty()
+                || inner == outer
+                || inner
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        };
+        self.damaged
+            .iter()
+            .any(|d| within(field, d) || within(d, field))
     }
 
     /// A diagnostic pointing at the key of `field` (for keys that are wrong themselves).
@@ -113,7 +135,7 @@ impl LoadedResource {
 /// Everything read from the manifests, before the cross-document checks.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
-    /// Documents that read without error.
+    /// Every document that could be read as a resource, damaged or not.
     pub resources: Vec<LoadedResource>,
     /// The kind and name of every document that has one, with errors or not.
     pub declarations: Vec<Declaration>,
@@ -228,7 +250,11 @@ fn read_file(file: &Path, text: &str, loaded: &mut Loaded) {
         loaded.diagnostics.extend(outcome.diagnostics);
         loaded.declarations.extend(outcome.declaration);
         if let (Some(resource), Some(source)) = (outcome.resource, outcome.source) {
-            loaded.resources.push(LoadedResource { resource, source });
+            loaded.resources.push(LoadedResource {
+                resource,
+                source,
+                damaged: outcome.damaged,
+            });
         }
     }
 }

@@ -8,8 +8,10 @@
 //! only follows from a removed bad value is not reported again; the mapping that misses it
 //! is removed in turn, so its siblings are still checked.
 //!
-//! A document with errors yields no resource, but its kind, name and host selector are
-//! kept when they are readable, so references to it do not turn into "not declared".
+//! A document with errors still yields what could be read of it: the resource without the
+//! removed parts (marked damaged, with their field paths, so the validator checks the
+//! rest without reporting what follows from the removal), or at least its kind, name and
+//! host selector, so references to it do not turn into "not declared".
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,8 +39,11 @@ pub struct Declaration {
 
 /// What one document yielded.
 pub struct Outcome {
-    /// Set only when the document has no error.
+    /// The resource, without the parts that had errors (see `damaged`).
     pub resource: Option<Resource>,
+    /// Field paths of the parts removed after errors (empty: the document is clean; `""`:
+    /// an error about the whole document).
+    pub damaged: Vec<String>,
     pub declaration: Option<Declaration>,
     pub source: Option<Arc<SourceDocument>>,
     pub diagnostics: Vec<Diagnostic>,
@@ -66,6 +71,7 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
     let Some(tree) = parsed.tree else {
         return Outcome {
             resource: None,
+            damaged: Vec::new(),
             declaration: None,
             source: None,
             diagnostics,
@@ -89,6 +95,7 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
         ));
         return Outcome {
             resource: None,
+            damaged: Vec::new(),
             declaration: None,
             source: None,
             diagnostics,
@@ -132,16 +139,18 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
     }
     let declaration = kind.and_then(|kind| declaration(&tree, kind, origin.clone()));
     let source = Arc::new(SourceDocument { tree, first_line });
-    let resource = match resource {
-        Some((metadata, spec)) if diagnostics.is_empty() => Some(Resource {
-            metadata,
-            spec,
-            origin,
-        }),
-        _ => None,
-    };
+    let resource = resource.map(|(metadata, spec)| Resource {
+        metadata,
+        spec,
+        origin,
+    });
+    let damaged = diagnostics
+        .iter()
+        .map(|d| d.field.clone().unwrap_or_default())
+        .collect();
     Outcome {
         resource,
+        damaged,
         declaration,
         source: Some(source),
         diagnostics,

@@ -38,9 +38,10 @@ pub(crate) fn place(item: &LoadedResource, field: &str) -> String {
     format!("{}:{}:{}", at.file.display(), at.line, at.column)
 }
 
-/// Checks `loaded` (the documents that read cleanly; `declarations` also has the kind and
-/// name of those that did not), appends findings to `diagnostics`, and returns the
-/// resources that apply to `host`.
+/// Checks `loaded` (every document that could be read, damaged or not; `declarations`
+/// also has the kind and name of those that could not), appends findings to
+/// `diagnostics`, and returns the resources that apply to `host`. A finding on a damaged
+/// resource that may only follow from its left-out parts is not reported.
 pub fn validate(
     loaded: &[LoadedResource],
     declarations: &[Declaration],
@@ -50,7 +51,13 @@ pub fn validate(
     let mut selected: Vec<&LoadedResource> = Vec::new();
     let mut elsewhere: BTreeMap<ResourceId, &LoadedResource> = BTreeMap::new();
     for item in loaded {
-        resource::check(item, diagnostics);
+        let mut found = Vec::new();
+        resource::check(item, &mut found);
+        diagnostics.extend(
+            found
+                .into_iter()
+                .filter(|d| !item.is_damaged(d.field.as_deref())),
+        );
         match applies_to_host(item.resource.metadata.host.as_deref(), host) {
             Ok(true) => selected.push(item),
             Ok(false) => {

@@ -174,14 +174,6 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             }
         }
     }
-    for (i, dep) in resource.metadata.depends_on.iter().enumerate() {
-        if *dep == resource.id() {
-            error(
-                &format!("metadata.dependsOn[{i}]"),
-                "a resource cannot depend on itself".into(),
-            );
-        }
-    }
 }
 
 /// Keys under `gitvisor.dev/` must be known, with values gitvisor understands.
