@@ -130,7 +130,8 @@ impl JsonSchema for InterfaceName {
             "type": "string",
             "minLength": 1,
             "maxLength": IFNAME_MAX,
-            "pattern": "^[!-.0-9;-~]+$"
+            "pattern": "^[!-.0-9;-~]+$",
+            "not": { "enum": [".", "..", "all", "default"] }
         })
     }
 }
