@@ -2,8 +2,10 @@
 //! positions and field paths for every error.
 //!
 //! Scalars follow YAML 1.2's core schema: a plain scalar may be null (`~`, `null`, empty),
-//! a bool (`true`/`false`), an integer (decimal, `0x`, `0o`) or a float; quoted and block
-//! scalars are always strings; a string field takes any scalar's text.
+//! a bool (`true`/`false`), an integer (decimal without leading zeros, `0x`, `0o`, `0b`)
+//! or a float; quoted and block scalars are always strings; a string field takes any
+//! scalar's text. A key with nothing after it (`spec:`) reads as an empty mapping, list or
+//! string where one is expected, as it always has with serde_yaml.
 //!
 //! An error is tied to the innermost node it came from: the key for an unknown field, the
 //! value for a bad value, the mapping for a missing field. The caller ([`super::parse`])
@@ -172,10 +174,15 @@ fn resolve_plain(text: &str) -> Resolved<'_> {
             .filter(|d| !d.is_empty() && !negative)
             .and_then(|d| u64::from_str_radix(d, radix).ok())
     };
-    if let Some(value) = radix("0x", 16).or_else(|| radix("0o", 8)) {
+    if let Some(value) = radix("0x", 16)
+        .or_else(|| radix("0o", 8))
+        .or_else(|| radix("0b", 2))
+    {
         return Resolved::Unsigned(value);
     }
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+    // `010` is neither octal nor ten here: such a number stays a string.
+    let leading_zero = digits.len() > 1 && digits.starts_with('0');
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !leading_zero {
         if negative {
             if let Ok(value) = text.parse::<i64>() {
                 return Resolved::Signed(value);
@@ -187,6 +194,7 @@ fn resolve_plain(text: &str) -> Resolved<'_> {
     }
     let float_like = !digits.is_empty()
         && digits.bytes().any(|b| b.is_ascii_digit())
+        && digits.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
         && digits
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
@@ -234,8 +242,20 @@ impl<'a, 'p> Deserializer<'a, 'p> {
         de::Error::invalid_type(self.unexpected(), visitor)
     }
 
+    /// Whether this is a plain scalar with no text at all (`key:` and nothing after).
+    fn is_empty_plain(&self) -> bool {
+        matches!(self.kind(), NodeKind::Scalar { text, plain: true } if text.is_empty())
+    }
+
     fn seq_access(&self) -> Option<Seq<'a, 'p>> {
         match self.kind() {
+            _ if self.is_empty_plain() => Some(Seq {
+                tree: self.tree,
+                removed: self.removed,
+                items: &[],
+                next: 0,
+                path: self.path,
+            }),
             NodeKind::Sequence(items) => Some(Seq {
                 tree: self.tree,
                 removed: self.removed,
@@ -249,6 +269,14 @@ impl<'a, 'p> Deserializer<'a, 'p> {
 
     fn map_access(&self) -> Option<Map<'a, 'p>> {
         match self.kind() {
+            _ if self.is_empty_plain() => Some(Map {
+                tree: self.tree,
+                removed: self.removed,
+                entries: &[],
+                next: 0,
+                value: None,
+                path: self.path,
+            }),
             NodeKind::Mapping(entries) => Some(Map {
                 tree: self.tree,
                 removed: self.removed,
@@ -278,11 +306,13 @@ impl<'a> de::Deserializer<'a> for Deserializer<'a, '_> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        if let Some(seq) = self.seq_access() {
-            return visitor.visit_seq(seq);
-        }
-        if let Some(map) = self.map_access() {
-            return visitor.visit_map(map);
+        if !self.is_empty_plain() {
+            if let Some(seq) = self.seq_access() {
+                return visitor.visit_seq(seq);
+            }
+            if let Some(map) = self.map_access() {
+                return visitor.visit_map(map);
+            }
         }
         match self.resolved() {
             Some(Resolved::Null) => visitor.visit_unit(),
@@ -646,6 +676,14 @@ mod tests {
             }
         );
         assert_eq!(read("a: 1\nb: ~\n").unwrap().b, None);
+        assert_eq!(read("a: 1\nc:\n").unwrap().c, Vec::<f64>::new());
+        assert_eq!(read("a: 0b101\n").unwrap().a, 5);
+        assert!(
+            read("a: 010\n")
+                .unwrap_err()
+                .message
+                .contains("string \"010\"")
+        );
         assert_eq!(read("a: 1\nb: 'x'\n").unwrap().b.as_deref(), Some("x"));
     }
 
