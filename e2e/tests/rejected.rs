@@ -2,7 +2,7 @@
 //! and point at the bad file's line (`file:line:col`), and `plan`/`apply` must exit 1
 //! without changing anything: a revision is accepted or rejected whole (DESIGN §1.2).
 
-use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest};
+use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest, gitvisor_offline};
 
 /// The good half of every bad revision.
 fn good_bridge() -> String {
@@ -219,4 +219,260 @@ spec:
             mentions: "cycle",
         },
     );
+}
+
+#[test]
+fn rejects_one_port_on_two_bridges() {
+    check_rejected(
+        "port-twice",
+        &Bad {
+            file: "ports.yaml",
+            content: "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br-p1
+spec:
+  ports: [gv-dummy0]
+---
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br-p2
+spec:
+  ports:
+    - gv-dummy0
+",
+            lines: &[14],
+            mentions: "ports.yaml:6:11",
+        },
+    );
+}
+
+#[test]
+fn rejects_an_address_the_kernel_would_merge() {
+    check_rejected(
+        "merged-address",
+        &Bad {
+            file: "merge.yaml",
+            content: "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br-merge
+spec:
+  addresses:
+    - fd00:35::1/64
+    - fd00:35::1/48
+",
+            lines: &[8],
+            mentions: "one prefix length",
+        },
+    );
+}
+
+#[test]
+fn rejects_a_multicast_address() {
+    check_rejected(
+        "multicast",
+        &Bad {
+            file: "mcast.yaml",
+            content: "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br-mcast
+spec:
+  addresses: [224.0.0.1/24]
+",
+            lines: &[6],
+            mentions: "multicast",
+        },
+    );
+}
+
+#[test]
+fn rejects_a_name_the_kernel_reserves() {
+    check_rejected(
+        "reserved-name",
+        &Bad {
+            file: "all.yaml",
+            content: "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: all
+spec: {}
+",
+            lines: &[4],
+            mentions: "reserves",
+        },
+    );
+}
+
+#[test]
+fn rejects_loopback_and_bridges_as_ports() {
+    check_rejected(
+        "bad-ports",
+        &Bad {
+            file: "lo.yaml",
+            content: "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br-lo
+spec:
+  ports: [lo, br-inner]
+---
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br-inner
+spec: {}
+",
+            lines: &[6],
+            mentions: "cannot enslave a bridge to a bridge",
+        },
+    );
+}
+
+#[test]
+fn rejects_an_adopt_annotation_that_is_not_a_bool() {
+    check_rejected(
+        "adopt-yes",
+        &Bad {
+            file: "adopt.yaml",
+            content: "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br-adopt
+  annotations:
+    gitvisor.dev/adopt: \"yes\"
+spec: {}
+",
+            lines: &[6],
+            mentions: "must be \"true\" or \"false\"",
+        },
+    );
+}
+
+#[test]
+fn rejects_an_address_with_leading_zeros() {
+    check_rejected(
+        "leading-zero",
+        &Bad {
+            file: "zero.yaml",
+            content: "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br-zero
+spec:
+  addresses: [010.36.0.1/24]
+",
+            lines: &[6],
+            mentions: "leading zero",
+        },
+    );
+}
+
+/// Every error of a document is reported, and a broken document's name stays declared:
+/// a typo in a bridge does not turn a reference to it into "not declared".
+#[test]
+fn validate_reports_every_error_without_cascades() {
+    let manifests = Manifests::new();
+    manifests.write("good.yaml", &good_bridge());
+    manifests.write(
+        "lan.yaml",
+        "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: Bridge
+metadata:
+  name: br-lan
+spec:
+  stpp: true
+  mtu: jumbo
+  vlanFilter: true
+",
+    );
+    manifests.write(
+        "vm.yaml",
+        "\
+apiVersion: gitvisor.dev/v1alpha1
+kind: VirtualMachine
+metadata:
+  name: vm-lan
+spec:
+  memory: 512MiB
+  boot: {firmware: bios}
+  networks: [{bridge: br-lan}]
+",
+    );
+    let outcome = gitvisor_offline(["validate", manifests.path_str()]);
+    assert_eq!(outcome.code, Some(1), "{outcome}");
+    for expected in [
+        "lan.yaml:6:3: spec.stpp: unknown field `stpp`",
+        "lan.yaml:7:8: spec.mtu: invalid type: string \"jumbo\"",
+        "lan.yaml:8:3: spec.vlanFilter: unknown field `vlanFilter`",
+    ] {
+        assert!(
+            outcome.stderr.contains(expected),
+            "missing {expected:?}\n{outcome}"
+        );
+    }
+    assert!(!outcome.stderr.contains("not declared"), "{outcome}");
+    assert!(!outcome.stderr.contains("vm.yaml"), "{outcome}");
+}
+
+/// Runs `validate` with a deadline, so that a loader that blocks fails the test instead
+/// of hanging the suite.
+fn validate_within_a_minute(path: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(gitvisor_e2e::gitvisor_bin())
+        .args(["--host", "e2e-host", "validate"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gitvisor starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for gitvisor") {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
+            }
+            return (status.code(), stderr);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "gitvisor validate {} did not finish: it blocked",
+                path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_fifo_or_a_symlink_out_of_the_tree_is_an_error_not_a_hang() {
+    let manifests = Manifests::new();
+    manifests.write("good.yaml", &good_bridge());
+    let fifo = manifests.path().join("x.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    std::os::unix::fs::symlink("/usr/share", manifests.path().join("share")).expect("symlink");
+    let (code, stderr) = validate_within_a_minute(manifests.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("x.yaml:1:1: is a FIFO"), "{stderr}");
+    assert!(
+        stderr.contains("share:1:1: is a symlink to /usr/share, outside the manifest tree"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("good.yaml"), "{stderr}");
 }

@@ -4,6 +4,9 @@
 //! The executor walks it in topological order for creates and updates, in reverse for
 //! deletes, and uses it to block only the dependents of a failed resource. A cycle is an
 //! error that names the cycle's path.
+//!
+//! A bridge port that names another declared Bridge is not an edge: the kernel refuses to
+//! enslave a bridge to a bridge, so the validator rejects it (`crate::validate`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;

@@ -142,9 +142,9 @@ spec:
     let text: Vec<String> = errors(dir.path()).iter().map(ToString::to_string).collect();
     assert_eq!(text.len(), 4, "{text:#?}");
     assert!(
-        text.iter()
-            .any(|t| t
-                .contains("b.yaml:4:9: metadata.name: duplicate Bridge/br0: already declared at")),
+        text.iter().any(|t| t.contains(
+            "b.yaml:4:9: metadata.name: duplicate Bridge/br0 for host host1: already declared at"
+        )),
         "{text:#?}"
     );
     assert!(text.iter().any(|t| t.contains("vm.yaml:9:15: spec.disks[0].volume: references Volume/missing-vol which is not declared")), "{text:#?}");
@@ -270,4 +270,57 @@ fn a_document_that_is_not_a_mapping_has_no_field() {
         "{}",
         errs[0]
     );
+}
+
+#[test]
+fn positions_stay_exact_deep_in_a_large_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = 3000;
+    let mut text = String::new();
+    for i in 0..count {
+        text.push_str(&format!(
+            "---\napiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: br-{i}\nspec:\n  mtu: 1500\n"
+        ));
+    }
+    // Each document is 7 lines; the last one's `mtu` value is on line 7 * count.
+    text.push_str("  stpp: true\n");
+    text = text.replacen("  mtu: 1500\n", "  mtu: x\n", 1);
+    write(dir.path(), "many.yaml", &text);
+    let text: Vec<String> = errors(dir.path()).iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:#?}");
+    assert!(
+        text[0].ends_with("many.yaml:7:8: spec.mtu: invalid type: string \"x\", expected u32"),
+        "{text:#?}"
+    );
+    let last = 7 * count + 1;
+    assert!(
+        text[1].contains(&format!(
+            "many.yaml:{last}:3: spec.stpp: unknown field `stpp`"
+        )),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn several_paths_form_one_revision() {
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    write(first.path(), "a.yaml", GOOD);
+    write(second.path(), "b.yaml", GOOD);
+    let errs = gitvisor::load::load_paths(&[first.path(), second.path()], "host1")
+        .expect_err("the same bridge in both paths is a duplicate")
+        .diagnostics;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].message.starts_with("duplicate Bridge/br0"),
+        "{}",
+        errs[0]
+    );
+    write(
+        second.path(),
+        "b.yaml",
+        &GOOD.replace("br0", "br1").replace(".1/", ".2/"),
+    );
+    let revision = gitvisor::load::load_paths(&[first.path(), second.path()], "host1").unwrap();
+    assert_eq!(revision.resources.len(), 2);
 }

@@ -1,4 +1,9 @@
 //! A loader or validator finding, tied to a place in a manifest file.
+//!
+//! Messages quote what the manifest says (keys, values, file names), and a manifest may
+//! say anything: rendering escapes every control character (and the bidirectional
+//! overrides that reorder what a terminal shows) as `\u{1b}`, so no diagnostic can move
+//! the cursor, recolour or rewrite a terminal or a CI log.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -17,13 +22,35 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// `text` with every control character and bidirectional formatting character written
+/// as a Rust escape (`\u{1b}`), safe to print on a terminal.
+pub fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        let file = self.file.display().to_string();
+        write!(f, "{}:{}:{}: ", sanitize(&file), self.line, self.column)?;
         if let Some(field) = &self.field {
-            write!(f, "{field}: ")?;
+            write!(f, "{}: ", sanitize(field))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&sanitize(&self.message))
     }
 }
 
@@ -45,5 +72,25 @@ impl fmt::Display for RevisionErrors {
             writeln!(f, "  {diagnostic}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_everywhere() {
+        let diagnostic = Diagnostic {
+            file: PathBuf::from("a\u{1b}[2J.yaml"),
+            line: 3,
+            column: 1,
+            field: Some("spec.\u{1b}]0;x\u{7}".into()),
+            message: "unknown field `\u{1b}[31mred`\n\u{202e}".into(),
+        };
+        assert_eq!(
+            diagnostic.to_string(),
+            "a\\u{1b}[2J.yaml:3:1: spec.\\u{1b}]0;x\\u{7}: unknown field `\\u{1b}[31mred`\\u{a}\\u{202e}"
+        );
     }
 }

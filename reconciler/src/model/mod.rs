@@ -20,8 +20,8 @@ mod workload;
 pub use bridge::BridgeSpec;
 pub use container::{ContainerNetwork, ContainerSpec, Mount, Resources, RestartPolicy};
 pub use metadata::{ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Kind, Metadata, ResourceId};
-pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name};
-pub use net::{Cidr, MacAddress};
+pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name, RESERVED_IFNAMES};
+pub use net::{Cidr, MacAddress, unicast_problem};
 pub use quantity::{ByteSize, Duration};
 pub use resource::{Document, Origin, Reference, Resource, Spec};
 pub use vm::{

@@ -14,6 +14,10 @@ pub const NAME_MAX: usize = 63;
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the terminating NUL).
 pub const IFNAME_MAX: usize = 15;
 
+/// Names the kernel refuses for any interface: they name the per-protocol settings
+/// directories `/proc/sys/net/ipv4/conf/all` and `…/default`.
+pub const RESERVED_IFNAMES: [&str; 2] = ["all", "default"];
+
 /// A resource name, unique per kind.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
@@ -77,6 +81,11 @@ pub struct InterfaceName(String);
 
 impl InterfaceName {
     pub fn parse(text: &str) -> Result<Self, String> {
+        if RESERVED_IFNAMES.contains(&text) {
+            return Err(format!(
+                "invalid interface name {text:?}: the kernel reserves it (/proc/sys/net/*/conf/{text})"
+            ));
+        }
         let valid = !text.is_empty()
             && text.len() <= IFNAME_MAX
             && text != "."
@@ -121,7 +130,8 @@ impl JsonSchema for InterfaceName {
             "type": "string",
             "minLength": 1,
             "maxLength": IFNAME_MAX,
-            "pattern": "^[!-.0-9;-~]+$"
+            "pattern": "^[!-.0-9;-~]+$",
+            "not": { "enum": [".", "..", "all", "default"] }
         })
     }
 }
@@ -144,7 +154,17 @@ mod tests {
     fn interface_names() {
         assert!(InterfaceName::parse("eth0").is_ok());
         assert!(InterfaceName::parse("enp0s31f6.100").is_ok());
-        for bad in ["", "a/b", "a b", "sixteen-chars-xx", ".."] {
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "sixteen-chars-xx",
+            "..",
+            ".",
+            "all",
+            "default",
+            "a:1",
+        ] {
             assert!(InterfaceName::parse(bad).is_err(), "{bad}");
         }
     }

@@ -21,12 +21,102 @@ impl Cidr {
     pub fn prefix_len(&self) -> u8 {
         self.0.prefix_len()
     }
+
+    /// Whether the address only has meaning on its own link (fe80::/10, 169.254.0.0/16),
+    /// so the same one may be used on several links.
+    pub fn is_link_local(&self) -> bool {
+        match self.addr() {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+        }
+    }
+
+    /// Why this cannot be an interface's address, if it cannot: the kernel refuses it,
+    /// silently ignores it, or takes it to mean something else than an address.
+    pub fn interface_problem(&self) -> Option<String> {
+        if self.prefix_len() == 0 {
+            return Some(format!(
+                "{self} has prefix length 0, which would put every destination on this link; write the subnet's prefix length, e.g. /24 or /64"
+            ));
+        }
+        if let Some(problem) = unicast_problem(self.addr()) {
+            return Some(format!("{self} {problem}"));
+        }
+        if let IpAddr::V4(v4) = self.addr() {
+            let prefix = self.prefix_len();
+            if prefix <= 30 {
+                let host_bits = u32::MAX >> prefix;
+                let bits = u32::from(v4) & host_bits;
+                if bits == 0 {
+                    return Some(format!(
+                        "{self} is the network address of {}, not a host address in it",
+                        self.0.trunc()
+                    ));
+                }
+                if bits == host_bits {
+                    return Some(format!(
+                        "{self} is the broadcast address of {}, not a host address in it",
+                        self.0.trunc()
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Why `ip` cannot be a host's own unicast address (an interface address or a gateway).
+pub fn unicast_problem(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        return Some("is the unspecified address, which no interface can have");
+    }
+    if ip.is_multicast() {
+        return Some(
+            "is a multicast address: hosts join multicast groups, no interface has one as its address",
+        );
+    }
+    if ip.is_loopback() {
+        return Some("is a loopback address: only the `lo` interface has those");
+    }
+    match ip {
+        IpAddr::V4(v4) if v4.is_broadcast() => {
+            Some("is the limited broadcast address, which no interface can have")
+        }
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("is an IPv4-mapped IPv6 address: write the IPv4 address itself")
+        }
+        _ => None,
+    }
+}
+
+/// Whether an IPv4 address is written with a leading zero in some octet (`010.0.0.1`),
+/// which some tools read as octal and others as decimal.
+fn has_leading_zero(text: &str) -> bool {
+    let address = text.split('/').next().unwrap_or(text);
+    !address.contains(':')
+        && address
+            .split('.')
+            .any(|octet| octet.len() > 1 && octet.starts_with('0'))
 }
 
 impl FromStr for Cidr {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if has_leading_zero(text) {
+            return Err(format!(
+                "invalid CIDR {text:?}: an octet has a leading zero, which some tools read as octal; write it without (10.0.0.1/24)"
+            ));
+        }
+        if text
+            .split('/')
+            .nth(1)
+            .is_some_and(|p| p.len() > 1 && p.starts_with('0'))
+        {
+            return Err(format!(
+                "invalid CIDR {text:?}: the prefix length has a leading zero"
+            ));
+        }
         text.parse::<IpNet>().map(Cidr).map_err(|_| {
             format!("invalid CIDR {text:?}: expected an address with a prefix length, like 10.0.0.1/24 or fd00::1/64")
         })
@@ -62,7 +152,7 @@ impl JsonSchema for Cidr {
         schemars::json_schema!({
             "description": "An IPv4 or IPv6 address with prefix length, e.g. 10.0.0.1/24",
             "type": "string",
-            "pattern": "^([0-9.]+/[0-9]{1,2}|[0-9a-fA-F:.]+/[0-9]{1,3})$"
+            "pattern": "^(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])|[0-9a-fA-F.]*:[0-9a-fA-F:.]*/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8]))$"
         })
     }
 }
@@ -144,8 +234,49 @@ mod tests {
         assert_eq!(c.prefix_len(), 24);
         assert_eq!(c.to_string(), "10.0.0.1/24");
         assert!("fd00::1/64".parse::<Cidr>().is_ok());
-        for bad in ["10.0.0.1", "10.0.0.1/33", "300.0.0.1/24", "x/24"] {
+        for bad in [
+            "10.0.0.1",
+            "10.0.0.1/33",
+            "300.0.0.1/24",
+            "x/24",
+            "010.0.0.1/24",
+            "10.0.0.01/24",
+            "10.0.0.1/024",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        assert!("10.0.0.0/8".parse::<Cidr>().is_ok());
+        assert!("fd00::0/64".parse::<Cidr>().is_ok());
+    }
+
+    #[test]
+    fn interface_addresses() {
+        let problem = |text: &str| text.parse::<Cidr>().unwrap().interface_problem();
+        for good in [
+            "10.0.0.1/24",
+            "fd00::1/64",
+            "10.0.0.0/31",
+            "192.0.2.7/32",
+            "fe80::1/64",
+        ] {
+            assert_eq!(problem(good), None, "{good}");
+        }
+        for (bad, reason) in [
+            ("0.0.0.0/0", "prefix length 0"),
+            ("::/0", "prefix length 0"),
+            ("0.0.0.0/8", "unspecified"),
+            ("::/64", "unspecified"),
+            ("224.0.0.1/24", "multicast"),
+            ("ff02::5/64", "multicast"),
+            ("127.0.0.2/8", "loopback"),
+            ("::1/128", "loopback"),
+            ("255.255.255.255/32", "limited broadcast"),
+            ("::ffff:10.0.0.1/96", "IPv4-mapped"),
+            ("10.0.0.255/24", "broadcast address of 10.0.0.0/24"),
+            ("10.0.0.0/24", "network address"),
+        ] {
+            let found = problem(bad).unwrap_or_default();
+            assert!(found.contains(reason), "{bad}: {found}");
         }
     }
 

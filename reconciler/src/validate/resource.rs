@@ -1,86 +1,16 @@
-//! Validate: the rules that span fields or documents, run after every document has
-//! deserialised (which already checked names, sizes, CIDRs and unknown fields).
-//!
-//! In order: per-resource rules (kind-specific limits such as IFNAMSIZ, one-of fields),
-//! duplicate names per kind, host selection globs, then references: a reference must name a
-//! declared resource, and one applied on this host. Every finding becomes a [`Diagnostic`]
-//! pointing at the offending field.
-
-use std::collections::BTreeMap;
-
-use globset::Glob;
+//! Rules about one resource on its own: the limits of the system it becomes (IFNAMSIZ,
+//! LVM names, MTU range), one-of fields, addresses the kernel refuses or merges, and the
+//! `gitvisor.dev/` annotations.
 
 use crate::load::{Diagnostic, LoadedResource};
-use crate::model::{IFNAME_MAX, ResourceId, Spec};
+use crate::model::{ADOPT_ANNOTATION, IFNAME_MAX, RESERVED_IFNAMES, Spec, unicast_problem};
 
-/// Whether a resource with `metadata.host` = `selector` applies on `host`. No selector: every
-/// host. A selector is a hostname or a glob (`nuc*`, `rack1-{a,b}`).
-pub fn applies_to_host(selector: Option<&str>, host: &str) -> Result<bool, String> {
-    match selector {
-        None => Ok(true),
-        Some(pattern) => Glob::new(pattern)
-            .map(|glob| glob.compile_matcher().is_match(host))
-            .map_err(|err| format!("invalid host glob {pattern:?}: {err}")),
-    }
-}
+/// The annotation prefix gitvisor owns: every key under it must be one it knows.
+const ANNOTATION_PREFIX: &str = "gitvisor.dev/";
+const KNOWN_ANNOTATIONS: [&str; 1] = [ADOPT_ANNOTATION];
 
-/// Checks `loaded`, appends findings to `diagnostics`, and returns the resources that apply
-/// to `host`.
-pub fn validate(
-    loaded: &[LoadedResource],
-    host: &str,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<LoadedResource> {
-    let mut declared: BTreeMap<ResourceId, &LoadedResource> = BTreeMap::new();
-    let mut selected = Vec::new();
-    for item in loaded {
-        check_resource(item, diagnostics);
-        let id = item.resource.id();
-        if let Some(first) = declared.get(&id) {
-            diagnostics.push(item.diagnostic(
-                "metadata.name",
-                format!(
-                    "duplicate {id}: already declared at {}:{}",
-                    first.resource.origin.file.display(),
-                    first.resource.origin.line
-                ),
-            ));
-            continue;
-        }
-        declared.insert(id, item);
-        match applies_to_host(item.resource.metadata.host.as_deref(), host) {
-            Ok(true) => selected.push(item.clone()),
-            Ok(false) => {}
-            Err(message) => diagnostics.push(item.diagnostic("metadata.host", message)),
-        }
-    }
-    for item in &selected {
-        for reference in item.resource.references() {
-            match declared.get(&reference.target) {
-                None => diagnostics.push(item.diagnostic(
-                    &reference.path,
-                    format!("references {} which is not declared", reference.target),
-                )),
-                Some(target) => {
-                    let target_meta = &target.resource.metadata;
-                    if !matches!(applies_to_host(target_meta.host.as_deref(), host), Ok(true)) {
-                        diagnostics.push(item.diagnostic(
-                            &reference.path,
-                            format!(
-                                "references {} which is declared for host {:?}, not this host ({host})",
-                                reference.target,
-                                target_meta.host.as_deref().unwrap_or_default()
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    selected
-}
-
-fn check_resource(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
+pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
+    check_annotations(item, diagnostics);
     let resource = &item.resource;
     let mut error =
         |field: &str, message: String| diagnostics.push(item.diagnostic(field, message));
@@ -96,25 +26,48 @@ fn check_resource(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                     ),
                 );
             }
+            if RESERVED_IFNAMES.contains(&name) {
+                error(
+                    "metadata.name",
+                    format!(
+                        "a Bridge name is an interface name, and the kernel reserves {name:?} (/proc/sys/net/*/conf/{name})"
+                    ),
+                );
+            }
             for (i, address) in bridge.addresses.iter().enumerate() {
-                if bridge.addresses[..i].contains(address) {
-                    error(
-                        &format!("spec.addresses[{i}]"),
-                        format!("duplicate address {address}"),
-                    );
+                let field = format!("spec.addresses[{i}]");
+                if let Some(problem) = address.interface_problem() {
+                    error(&field, format!("cannot be a bridge address: {problem}"));
+                }
+                if let Some(j) = bridge.addresses[..i]
+                    .iter()
+                    .position(|a| a.addr() == address.addr())
+                {
+                    let first = &bridge.addresses[j];
+                    let message = if first == address {
+                        format!("duplicate address {address} (also spec.addresses[{j}])")
+                    } else {
+                        format!(
+                            "address {} is already declared as {first} (spec.addresses[{j}]); an address has one prefix length, and the kernel would keep only one of them",
+                            address.addr()
+                        )
+                    };
+                    error(&field, message);
                 }
             }
             for (i, port) in bridge.ports.iter().enumerate() {
+                let field = format!("spec.ports[{i}]");
                 if bridge.ports[..i].contains(port) {
-                    error(
-                        &format!("spec.ports[{i}]"),
-                        format!("duplicate port {port}"),
-                    );
+                    error(&field, format!("duplicate port {port}"));
                 }
                 if port.as_str() == name {
+                    error(&field, "a bridge cannot be its own port".into());
+                }
+                if port.as_str() == "lo" {
                     error(
-                        &format!("spec.ports[{i}]"),
-                        "a bridge cannot be its own port".into(),
+                        &field,
+                        "the loopback interface `lo` cannot be a bridge port (the kernel refuses it)"
+                            .into(),
                     );
                 }
             }
@@ -165,6 +118,23 @@ fn check_resource(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                     );
                 }
             }
+            if let Some(network) = &container.network {
+                if let Some(problem) = network.address.and_then(|a| a.interface_problem()) {
+                    error(
+                        "spec.network.address",
+                        format!("cannot be a container address: {problem}"),
+                    );
+                }
+                if let Some(problem) = network.gateway.and_then(unicast_problem) {
+                    error(
+                        "spec.network.gateway",
+                        format!(
+                            "cannot be a gateway: {} {problem}",
+                            network.gateway.map(|g| g.to_string()).unwrap_or_default()
+                        ),
+                    );
+                }
+            }
             if let Some(resources) = &container.resources {
                 if resources.cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
                     error(
@@ -202,24 +172,31 @@ fn check_resource(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                     );
                 }
             }
-            for (i, nic) in vm.networks.iter().enumerate() {
-                if let Some(mac) = nic.mac {
-                    if vm.networks[..i].iter().any(|n| n.mac == Some(mac)) {
-                        error(
-                            &format!("spec.networks[{i}].mac"),
-                            format!("duplicate MAC {mac}"),
-                        );
-                    }
-                }
-            }
         }
     }
-    for (i, dep) in resource.metadata.depends_on.iter().enumerate() {
-        if *dep == resource.id() {
-            error(
-                &format!("metadata.dependsOn[{i}]"),
-                "a resource cannot depend on itself".into(),
-            );
+}
+
+/// Keys under `gitvisor.dev/` must be known, with values gitvisor understands.
+fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
+    for (key, value) in &item.resource.metadata.annotations {
+        if !key.starts_with(ANNOTATION_PREFIX) {
+            continue;
+        }
+        let mut field = String::from("metadata.annotations");
+        crate::load::render_key(&mut field, key);
+        if !KNOWN_ANNOTATIONS.contains(&key.as_str()) {
+            diagnostics.push(item.key_diagnostic(
+                &field,
+                format!(
+                    "unknown annotation {key:?}: the {ANNOTATION_PREFIX} prefix is gitvisor's own, and it knows {}",
+                    KNOWN_ANNOTATIONS.join(", ")
+                ),
+            ));
+        } else if key == ADOPT_ANNOTATION && value != "true" && value != "false" {
+            diagnostics.push(item.diagnostic(
+                &field,
+                format!("{ADOPT_ANNOTATION} must be \"true\" or \"false\", not {value:?}"),
+            ));
         }
     }
 }
@@ -246,15 +223,6 @@ fn check_lvm_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_globs() {
-        assert!(applies_to_host(None, "a").unwrap());
-        assert!(applies_to_host(Some("nuc*"), "nuc1").unwrap());
-        assert!(!applies_to_host(Some("nuc*"), "pi1").unwrap());
-        assert!(applies_to_host(Some("{a,b}"), "b").unwrap());
-        assert!(applies_to_host(Some("[a"), "a").is_err());
-    }
 
     #[test]
     fn lvm_names() {

@@ -1,0 +1,258 @@
+//! One document to one typed resource, reporting every error it has.
+//!
+//! Steps: build the position tree ([`super::tree`]; syntax, depth, alias, tag and
+//! duplicate-key errors), read `kind`, then deserialise the kind's strict document type
+//! from the tree ([`super::de`]). serde stops at the first error, so after each error the
+//! node it came from is removed and the document is read again, until it reads cleanly:
+//! every unknown field and every bad value is reported, each once. A "missing field" that
+//! only follows from a removed bad value is not reported again; the mapping that misses it
+//! is removed in turn, so its siblings are still checked.
+//!
+//! A document with errors still yields what could be read of it: the resource without the
+//! removed parts (marked damaged, with their field paths, so the validator checks the
+//! rest without reporting what follows from the removal), or at least its kind, name and
+//! host selector, so references to it do not turn into "not declared".
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+
+use super::de::{self, Removed};
+use super::tree::{self, NodeKind, Position, Tree};
+use super::{Diagnostic, SourceDocument};
+use crate::model::{
+    BridgeSpec, ContainerSpec, Document, Kind, Name, Origin, Resource, ResourceId, Spec,
+    VirtualMachineSpec, VolumeSpec,
+};
+
+/// Most errors reported for one document; past it the document's report is cut short.
+pub const MAX_ERRORS_PER_DOCUMENT: usize = 50;
+
+/// A document's kind and name, readable even when the document has errors.
+#[derive(Debug, Clone)]
+pub struct Declaration {
+    pub id: ResourceId,
+    pub host: Option<String>,
+    pub origin: Origin,
+}
+
+/// What one document yielded.
+pub struct Outcome {
+    /// The resource, without the parts that had errors (see `damaged`).
+    pub resource: Option<Resource>,
+    /// Field paths of the parts removed after errors (empty: the document is clean; `""`:
+    /// an error about the whole document).
+    pub damaged: Vec<String>,
+    pub declaration: Option<Declaration>,
+    pub source: Option<Arc<SourceDocument>>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+fn diagnostic(file: &Path, at: Position, path: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        file: file.to_owned(),
+        line: at.line,
+        column: at.column,
+        field: (!path.is_empty()).then(|| path.to_owned()),
+        message,
+    }
+}
+
+/// Parses the document `text`, which starts on line `start_line` of `file` and has its
+/// first content on `first_line`.
+pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -> Outcome {
+    let parsed = tree::parse(text, start_line);
+    let mut diagnostics: Vec<Diagnostic> = parsed
+        .errors
+        .into_iter()
+        .map(|e| diagnostic(file, e.at, &e.path, e.message))
+        .collect();
+    let Some(tree) = parsed.tree else {
+        return Outcome {
+            resource: None,
+            damaged: Vec::new(),
+            declaration: None,
+            source: None,
+            diagnostics,
+        };
+    };
+    let origin = Origin {
+        file: file.to_owned(),
+        line: first_line,
+    };
+    let document_start = Position {
+        line: first_line,
+        column: 1,
+    };
+    let root = tree.resolve(tree.root());
+    if !matches!(tree.node(root).kind, NodeKind::Mapping(_)) {
+        diagnostics.push(diagnostic(
+            file,
+            document_start,
+            "",
+            "expected a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
+        return Outcome {
+            resource: None,
+            damaged: Vec::new(),
+            declaration: None,
+            source: None,
+            diagnostics,
+        };
+    }
+    let mut removed = Removed::new();
+    let kind = match tree.get(root, "kind") {
+        None => None,
+        Some(entry) => {
+            let at = tree.node(entry.value).at;
+            let kind = match tree.scalar(entry.value) {
+                Some(text) => text.parse::<Kind>(),
+                None => Err("expected a string".to_owned()),
+            };
+            match kind {
+                Ok(kind) => Some(kind),
+                Err(message) => {
+                    diagnostics.push(diagnostic(file, at, "kind", message));
+                    // Already reported: the envelope check below must not repeat it.
+                    removed.insert(entry.value);
+                    None
+                }
+            }
+        }
+    };
+    let mut check = |typed: &mut dyn FnMut(&Removed) -> Result<(), de::Error>| {
+        collect_errors(file, &tree, &mut removed, &mut diagnostics, typed)
+    };
+    let mut resource = None;
+    match kind {
+        None => {
+            check(&mut |removed| de::from_tree::<Document<IgnoredAny>>(&tree, removed).map(drop))
+        }
+        Some(kind) => {
+            let mut read = |removed: &Removed| -> Result<(), de::Error> {
+                resource = Some(typed(kind, &tree, removed)?);
+                Ok(())
+            };
+            check(&mut read);
+        }
+    }
+    let declaration = kind.and_then(|kind| declaration(&tree, kind, origin.clone()));
+    let source = Arc::new(SourceDocument { tree, first_line });
+    let resource = resource.map(|(metadata, spec)| Resource {
+        metadata,
+        spec,
+        origin,
+    });
+    let damaged = diagnostics
+        .iter()
+        .map(|d| d.field.clone().unwrap_or_default())
+        .collect();
+    Outcome {
+        resource,
+        damaged,
+        declaration,
+        source: Some(source),
+        diagnostics,
+    }
+}
+
+fn typed(
+    kind: Kind,
+    tree: &Tree,
+    removed: &Removed,
+) -> Result<(crate::model::Metadata, Spec), de::Error> {
+    fn read<S: DeserializeOwned>(tree: &Tree, removed: &Removed) -> Result<Document<S>, de::Error> {
+        de::from_tree(tree, removed)
+    }
+    Ok(match kind {
+        Kind::Bridge => {
+            let doc = read::<BridgeSpec>(tree, removed)?;
+            (doc.metadata, Spec::Bridge(doc.spec))
+        }
+        Kind::Volume => {
+            let doc = read::<VolumeSpec>(tree, removed)?;
+            (doc.metadata, Spec::Volume(doc.spec))
+        }
+        Kind::Container => {
+            let doc = read::<ContainerSpec>(tree, removed)?;
+            (doc.metadata, Spec::Container(doc.spec))
+        }
+        Kind::VirtualMachine => {
+            let doc = read::<VirtualMachineSpec>(tree, removed)?;
+            (doc.metadata, Spec::VirtualMachine(doc.spec))
+        }
+    })
+}
+
+/// Runs `read` until it succeeds, recording each error and removing its node.
+fn collect_errors(
+    file: &Path,
+    tree: &Tree,
+    removed: &mut Removed,
+    diagnostics: &mut Vec<Diagnostic>,
+    read: &mut dyn FnMut(&Removed) -> Result<(), de::Error>,
+) {
+    let root = tree.root();
+    let mut reported = 0;
+    loop {
+        let err = match read(removed) {
+            Ok(()) => return,
+            Err(err) => err,
+        };
+        let Some(origin) = err.origin else {
+            return;
+        };
+        let follows_from_removal = err
+            .missing_field
+            .is_some_and(|field| removed_field(tree, removed, origin.node, field));
+        if !follows_from_removal {
+            if reported == MAX_ERRORS_PER_DOCUMENT {
+                diagnostics.push(diagnostic(
+                    file,
+                    origin.at,
+                    "",
+                    format!(
+                        "more than {MAX_ERRORS_PER_DOCUMENT} errors in this document; the rest are not shown"
+                    ),
+                ));
+                return;
+            }
+            reported += 1;
+            diagnostics.push(diagnostic(file, origin.at, &origin.path, err.message));
+        }
+        if origin.node == root || !removed.insert(origin.node) {
+            return;
+        }
+    }
+}
+
+/// Whether the mapping `node` has an entry `field` that was removed after an error (or
+/// dropped by the tree builder).
+fn removed_field(tree: &Tree, removed: &Removed, node: usize, field: &str) -> bool {
+    match &tree.node(tree.resolve(node)).kind {
+        NodeKind::Mapping(entries) => entries.iter().any(|e| {
+            tree.scalar(e.key) == Some(field)
+                && [e.key, e.value].iter().any(|&n| {
+                    removed.contains(&n) || removed.contains(&tree.resolve(n)) || tree.dropped(n)
+                })
+        }),
+        _ => false,
+    }
+}
+
+/// The kind, name and host selector of a document, if they are readable.
+fn declaration(tree: &Tree, kind: Kind, origin: Origin) -> Option<Declaration> {
+    let metadata = tree.get(tree.root(), "metadata")?.value;
+    let name = tree.scalar(tree.get(metadata, "name")?.value)?;
+    let name = Name::parse(name).ok()?;
+    let host = tree
+        .get(metadata, "host")
+        .and_then(|entry| tree.scalar(entry.value))
+        .map(str::to_owned);
+    Some(Declaration {
+        id: ResourceId::new(kind, name),
+        host,
+        origin,
+    })
+}
