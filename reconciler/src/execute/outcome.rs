@@ -16,6 +16,9 @@ pub enum ResultKind {
     Failed(String),
     /// A dependency failed or is unusable, so this was not attempted.
     Blocked(ResourceId),
+    /// Left out on purpose (an unconfirmed delete, outside `--target`): the host and the
+    /// store's record of the resource stay as they are.
+    Skipped(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,8 +43,12 @@ impl StepResult {
         }
     }
 
+    /// Whether nothing went wrong: applied, unchanged, or left out on purpose.
     pub fn ok(&self) -> bool {
-        matches!(self.result, ResultKind::Applied | ResultKind::Unchanged)
+        matches!(
+            self.result,
+            ResultKind::Applied | ResultKind::Unchanged | ResultKind::Skipped(_)
+        )
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod diagnostic;
 mod documents;
+mod paths;
 mod source_map;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 pub use diagnostic::{Diagnostic, RevisionErrors};
 pub use documents::SourceDocument;
+pub use paths::load_revision_paths;
 pub use source_map::{locate, locate_key};
 
 use crate::graph::DependencyGraph;
