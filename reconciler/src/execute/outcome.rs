@@ -43,12 +43,14 @@ impl StepResult {
         }
     }
 
-    /// Whether nothing went wrong: applied, unchanged, or left out on purpose.
+    /// Whether the resource is as declared: applied or unchanged.
     pub fn ok(&self) -> bool {
-        matches!(
-            self.result,
-            ResultKind::Applied | ResultKind::Unchanged | ResultKind::Skipped(_)
-        )
+        matches!(self.result, ResultKind::Applied | ResultKind::Unchanged)
+    }
+
+    /// Whether the change was left out on purpose (neither ok nor a failure).
+    pub fn skipped(&self) -> bool {
+        matches!(self.result, ResultKind::Skipped(_))
     }
 }
 
@@ -60,11 +62,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether every change that was not left out on purpose succeeded.
     pub fn converged(&self) -> bool {
-        self.results.iter().all(StepResult::ok)
+        self.failures().next().is_none()
     }
 
+    /// Changes that failed or were blocked (not those left out on purpose).
     pub fn failures(&self) -> impl Iterator<Item = &StepResult> {
-        self.results.iter().filter(|r| !r.ok())
+        self.results.iter().filter(|r| !r.ok() && !r.skipped())
     }
 }
