@@ -87,7 +87,10 @@ fn source(paths: &[&Path]) -> Source {
     Source::from_paths(&paths.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>())
 }
 
-fn decisions(plan: &Plan) -> (Vec<(String, Action)>, Vec<(String, SkipReason)>) {
+/// What a plan carries out and what it leaves out, with why.
+type Decisions = (Vec<(String, Action)>, Vec<(String, SkipReason)>);
+
+fn decisions(plan: &Plan) -> Decisions {
     (
         plan.changes
             .iter()
