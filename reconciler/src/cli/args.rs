@@ -102,23 +102,29 @@ pub struct ScopeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check manifests: exit 0 valid, 1 invalid (every error printed as file:line:col).
+    /// Check manifests without touching the host.
+    ///
+    /// Exit 0 valid, 1 invalid (every error printed as file:line:col: field: message).
     Validate {
         /// Manifest files or directories (searched for *.yaml / *.yml); several form one
         /// revision.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
-    /// Show what apply would change: exit 0 nothing to do (or with changes, without
-    /// --detailed-exitcode), 2 changes with --detailed-exitcode, 1 error or a plan apply
-    /// cannot converge (a conflict, a kind without a driver).
+    /// Show what apply would change; never changes anything.
+    ///
+    /// Exit 0: nothing to do (or changes, without --detailed-exitcode); 2: changes apply
+    /// can make, with --detailed-exitcode; 1: an error, or a plan apply cannot converge
+    /// (a conflict `!`, a kind without a driver `?`).
     Plan {
         /// Manifest files or directories (searched for *.yaml / *.yml); several form one
         /// revision.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         /// Exit 2 when apply would change something.
@@ -127,12 +133,15 @@ pub enum Command {
         #[command(flatten)]
         scope: ScopeArgs,
     },
-    /// Converge the host; never prompts: exit 0 converged, 1 not (or an error).
+    /// Converge the host; never prompts.
+    ///
+    /// Exit 0 converged (and confirmed by observing the host again), 1 not, or an error.
     Apply {
         /// Manifest files or directories (searched for *.yaml / *.yml); several form one
         /// revision.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         #[command(flatten)]
@@ -145,16 +154,19 @@ pub enum Command {
         )]
         concurrency: u16,
     },
-    /// Managed resources and how the host compares with the last applied revision:
-    /// kind, name, recorded state, live state, revision, message.
+    /// Managed resources, and how the host compares with the last applied revision.
+    ///
+    /// Columns: KIND, NAME, STATE (as the last apply recorded it), LIVE (the host now),
+    /// REVISION, MESSAGE (drift, or why the last action failed). Never writes the store.
     Status {
+        /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         /// Show the store alone; do not observe the host.
         #[arg(long)]
         offline: bool,
     },
-    /// Print the dependency graph.
+    /// Print the dependency graph of the manifests.
     Graph {
         /// Manifest files or directories (searched for *.yaml / *.yml); several form one
         /// revision.
