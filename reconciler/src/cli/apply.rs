@@ -87,8 +87,16 @@ impl Lines {
     }
 
     fn event(&self, event: ProgressEvent<'_>) {
+        let text = self.render(event, self.started.elapsed().as_secs_f64());
+        // Progress lines are best effort: a failed write must not stop the apply, and the
+        // final report's write surfaces any error that persists.
+        let _ = output::stdout(&text);
+    }
+
+    /// What to write for `event`, `elapsed` seconds into the apply.
+    fn render(&self, event: ProgressEvent<'_>, elapsed: f64) -> String {
         let Ok(mut state) = self.state.lock() else {
-            return;
+            return String::new();
         };
         let mut text = String::new();
         match event {
@@ -118,6 +126,7 @@ impl Lines {
                 state.done += 1;
                 let fields = state.fields.get(&step.id).map(Vec::as_slice).unwrap_or(&[]);
                 if self.tty {
+                    // Erase the progress line this one replaces.
                     text.push_str("\r\x1b[2K");
                 }
                 text.push_str(&step_line(step, fields, self.color));
@@ -127,14 +136,12 @@ impl Lines {
                         "[{}/{}] applying… {}",
                         state.done,
                         state.total,
-                        human_seconds(self.started.elapsed().as_secs_f64())
+                        human_seconds(elapsed)
                     ));
                 }
             }
         }
-        // Progress lines are best effort: a failed write must not stop the apply, and the
-        // final report's write surfaces any error that persists.
-        let _ = output::stdout(&text);
+        text
     }
 }
 
@@ -287,6 +294,49 @@ mod tests {
                 false
             ),
             "  ! Bridge/br0  delete failed: EBUSY  12 ms"
+        );
+    }
+
+    fn two_creates() -> Plan {
+        let id = |name: &str| ResourceId::new(Kind::Bridge, Name::parse(name).unwrap());
+        Plan {
+            revision: "r1".into(),
+            host: "h".into(),
+            changes: vec![
+                Change::new(id("br0"), Action::Create),
+                Change::new(id("br1"), Action::Create),
+            ],
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_terminal_gets_a_progress_line_that_each_result_replaces() {
+        let plan = two_creates();
+        let lines = Lines::new(true, false);
+        let started = lines.render(ProgressEvent::Started { plan: &plan }, 0.0);
+        assert_eq!(started, "Applying revision r1 to host h: 2 changes\n");
+        let first = step(Action::Create, ResultKind::Applied);
+        assert_eq!(
+            lines.render(ProgressEvent::Finished(&first), 1.5),
+            "\r\x1b[2K  + Bridge/br0  created  12 ms\n[1/2] applying… 1.50 s"
+        );
+        // The last result erases the progress line and leaves none behind.
+        assert_eq!(
+            lines.render(ProgressEvent::Finished(&first), 2.0),
+            "\r\x1b[2K  + Bridge/br0  created  12 ms\n"
+        );
+    }
+
+    #[test]
+    fn a_pipe_gets_plain_lines_only() {
+        let plan = two_creates();
+        let lines = Lines::new(false, false);
+        lines.render(ProgressEvent::Started { plan: &plan }, 0.0);
+        let first = step(Action::Create, ResultKind::Applied);
+        assert_eq!(
+            lines.render(ProgressEvent::Finished(&first), 1.5),
+            "  + Bridge/br0  created  12 ms\n"
         );
     }
 

@@ -77,14 +77,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// The reconciler for this host, with its drivers connected (inside `runtime`).
-fn reconciler(global: &GlobalArgs, concurrency: usize) -> Result<Reconciler> {
-    Ok(Reconciler::connect(ReconcilerOptions {
+fn options(global: &GlobalArgs, concurrency: usize) -> ReconcilerOptions {
+    ReconcilerOptions {
         state_dir: global.state_dir.clone(),
         run_dir: global.run_dir.clone(),
         host: host_name(global),
         concurrency,
-    })?)
+    }
+}
+
+/// The reconciler for this host, with its drivers connected (inside `runtime`).
+fn reconciler(global: &GlobalArgs, concurrency: usize) -> Result<Reconciler> {
+    Ok(Reconciler::connect(options(global, concurrency))?)
 }
 
 /// Loads the revision the paths form, or fails with every diagnostic (kept typed, so
@@ -160,7 +164,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Status { output, offline } => runtime()?.block_on(async {
-            let reconciler = reconciler(global, reconcile::DEFAULT_CONCURRENCY)?;
+            let reconciler = if offline {
+                // The store alone: no driver is connected, nothing on the host is read.
+                Reconciler::new(options(global, 1), crate::drivers::Drivers::default())
+            } else {
+                reconciler(global, reconcile::DEFAULT_CONCURRENCY)?
+            };
             status::status(&reconciler, output, offline).await
         }),
         Command::Graph { paths, format } => {
