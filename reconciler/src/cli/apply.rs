@@ -173,16 +173,11 @@ fn step_line(step: &StepResult, fields: &[String], color: bool) -> String {
             );
             format!("{symbol} {}  {what}  {took}", step.id)
         }
-        ResultKind::Failed(why) => format!(
-            "{} {}  {} failed: {why}  {took}",
+        ResultKind::Failed(_) | ResultKind::Blocked(_) => format!(
+            "{} {}  {}  {took}",
             paint("1;31", "  !"),
             step.id,
-            step.action
-        ),
-        ResultKind::Blocked(dep) => format!(
-            "{} {}  blocked: dependency {dep} is not ready",
-            paint("1;31", "  !"),
-            step.id
+            step.failure().unwrap_or_default()
         ),
     }
 }
@@ -204,19 +199,9 @@ fn summary(plan: &Plan, report: &Report, color: bool) -> String {
     if !failures.is_empty() {
         out.push_str("\nNot converged:\n");
         for step in &failures {
-            let line = match &step.result {
-                ResultKind::Failed(why) if !step.action.is_change() => {
-                    format!("  ! {}: {}: {why}\n", step.id, step.action)
-                }
-                ResultKind::Failed(why) => {
-                    format!("  ! {}: {} failed: {why}\n", step.id, step.action)
-                }
-                ResultKind::Blocked(dep) => {
-                    format!("  ! {}: blocked: dependency {dep} is not ready\n", step.id)
-                }
-                _ => continue,
-            };
-            out.push_str(&line);
+            if let Some(why) = step.failure() {
+                out.push_str(&format!("  ! {}: {why}\n", step.id));
+            }
         }
     }
     out.push_str(&plan::render_skipped_text(plan, color));

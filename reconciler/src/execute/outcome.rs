@@ -48,6 +48,19 @@ impl StepResult {
         matches!(self.result, ResultKind::Applied | ResultKind::Unchanged)
     }
 
+    /// Why the resource is not as declared, in words (`update failed: …`, `conflict: …`,
+    /// `blocked: …`); `None` when it is ok or was left out on purpose.
+    pub fn failure(&self) -> Option<String> {
+        match &self.result {
+            ResultKind::Failed(why) if !self.action.is_change() => {
+                Some(format!("{}: {why}", self.action))
+            }
+            ResultKind::Failed(why) => Some(format!("{} failed: {why}", self.action)),
+            ResultKind::Blocked(dep) => Some(format!("blocked: dependency {dep} is not ready")),
+            ResultKind::Applied | ResultKind::Unchanged | ResultKind::Skipped(_) => None,
+        }
+    }
+
     /// Whether the change was left out on purpose (neither ok nor a failure).
     pub fn skipped(&self) -> bool {
         matches!(self.result, ResultKind::Skipped(_))
