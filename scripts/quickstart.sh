@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "run as root (it creates a network namespace): sudo bash scripts/quickstart.sh" >&2
+    echo "run it as root (it creates a network namespace): bash scripts/quickstart.sh, or sudo bash scripts/quickstart.sh" >&2
     exit 1
 fi
 if ! command -v ip >/dev/null; then

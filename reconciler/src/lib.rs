@@ -1,7 +1,8 @@
 //! gitvisor: a declarative, GitOps-style reconciler for Linux hosts.
 //!
 //! Data flow (see DESIGN.md §1): source → [`load`] → [`validate`] → [`graph`] →
-//! observe/diff ([`drivers`]) → [`plan`] → [`execute`] → [`state`].
+//! observe/diff ([`drivers`]) → [`plan`] → [`execute`] → [`state`], run in that order by
+//! [`reconcile::Reconciler`], which the CLI ([`cli`]) drives.
 
 pub mod cli;
 pub mod drivers;
@@ -11,6 +12,7 @@ pub mod hostname;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod reconcile;
 pub mod schema;
 pub mod state;
 pub mod validate;

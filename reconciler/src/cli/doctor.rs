@@ -103,8 +103,8 @@ pub fn doctor(global: &GlobalArgs, path: Option<&Path>, output: OutputFormat) ->
             .collect(),
     };
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string(&report)?),
-        OutputFormat::Text => print!("{}", render_text(&report, &probes)),
+        OutputFormat::Json => super::output::stdout(&format!("{}\n", serde_json::to_string(&report)?))?,
+        OutputFormat::Text => super::output::stdout(&render_text(&report, &probes))?,
     }
     Ok(if report.ready {
         ExitCode::SUCCESS

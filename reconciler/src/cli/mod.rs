@@ -1,34 +1,46 @@
-//! The command line: argument parsing, then one function per command. `anyhow` is used
+//! The command line: argument parsing, then one function per command that asks the
+//! library ([`crate::reconcile::Reconciler`]) and renders what it says. `anyhow` is used
 //! only here, at the edge; errors print as one paragraph, never a backtrace.
+//!
+//! Exit codes (docs/cli.md): 0 success or nothing to do, 1 an error or a host that is not
+//! (or cannot be) converged, 2 changes (`plan --detailed-exitcode`), 64 a usage error.
+//! With `--output json`, errors are one JSON object on stdout too.
 
+mod apply;
 mod args;
 mod doctor;
-mod reconcile;
+mod errors;
+pub mod output;
+mod plan;
 mod status;
 
-use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 
-pub use args::{Cli, Command, GlobalArgs, GraphFormat, LogFormat, OutputFormat};
+pub use args::{Cli, Command, GlobalArgs, GraphFormat, LogFormat, OutputFormat, ScopeArgs};
 
-use crate::load;
-use crate::model::Kind;
+use crate::reconcile::{self, Reconciler, ReconcilerOptions, Source};
 
 /// Exit code for "the plan has changes" with `--detailed-exitcode`.
 pub const EXIT_CHANGES: u8 = 2;
+/// Exit code for an error, or a host that is not (or cannot be) converged.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a usage error (BSD `EX_USAGE`), distinct from "changes".
+pub const EXIT_USAGE: u8 = 64;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return errors::usage(&err),
+    };
     init_logging(&cli.global);
+    let output = cli.command.output();
     match run(cli) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => errors::report(&err, output),
     }
 }
 
@@ -79,6 +91,7 @@ pub fn host_name(global: &GlobalArgs) -> String {
 }
 
 pub fn color_stdout() -> bool {
+    use std::io::IsTerminal;
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
@@ -89,75 +102,122 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+fn options(global: &GlobalArgs, concurrency: usize) -> ReconcilerOptions {
+    ReconcilerOptions {
+        state_dir: global.state_dir.clone(),
+        run_dir: global.run_dir.clone(),
+        host: host_name(global),
+        concurrency,
+    }
+}
+
+/// The reconciler for this host, with its drivers connected (inside `runtime`).
+fn reconciler(global: &GlobalArgs, concurrency: usize) -> Result<Reconciler> {
+    Ok(Reconciler::connect(options(global, concurrency))?)
+}
+
+/// Loads the revision the paths form, or fails with every diagnostic (kept typed, so
+/// `--output json` can list them).
+fn load(paths: &[PathBuf], global: &GlobalArgs) -> Result<(Source, crate::load::Revision)> {
+    let source = Source::from_paths(paths);
+    let revision = reconcile::load(&source, &host_name(global)).map_err(anyhow::Error::new)?;
+    Ok((source, revision))
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
-        Command::Validate { path } => {
+        Command::Validate { paths, output } => {
+            let (_, revision) = load(&paths, global)?;
             let host = host_name(global);
-            match load::load_revision(&path, &host) {
-                Ok(revision) => {
-                    println!(
-                        "{}: valid, {} resource{} for host {host} (revision {})",
-                        path.display(),
-                        revision.resources.len(),
-                        if revision.resources.len() == 1 {
-                            ""
-                        } else {
-                            "s"
-                        },
-                        revision.id
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(errors) => {
-                    eprint!("{errors}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+            let count = revision.resources.len();
+            let text = match output {
+                OutputFormat::Json => format!(
+                    "{}\n",
+                    serde_json::json!({
+                        "valid": true,
+                        "host": host,
+                        "revision": revision.id,
+                        "resources": count,
+                    })
+                ),
+                OutputFormat::Text => format!(
+                    "{}: valid, {count} resource{} for host {host} (revision {})\n",
+                    paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    if count == 1 { "" } else { "s" },
+                    revision.id
+                ),
+            };
+            output::stdout(&text)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
-            path,
+            paths,
             output,
             detailed_exitcode,
-        } => runtime()?.block_on(reconcile::plan(global, &path, output, detailed_exitcode)),
+            scope,
+        } => {
+            let (source, revision) = load(&paths, global)?;
+            runtime()?.block_on(async {
+                let reconciler = reconciler(global, reconcile::DEFAULT_CONCURRENCY)?;
+                plan::plan(
+                    &reconciler,
+                    &revision,
+                    &source,
+                    &scope,
+                    output,
+                    detailed_exitcode,
+                    global.verbose > 0,
+                )
+                .await
+            })
+        }
         Command::Apply {
-            path,
+            paths,
             output,
+            scope,
             concurrency,
-        } => runtime()?.block_on(reconcile::apply(global, &path, output, concurrency)),
-        Command::Status { output } => status::status(global, output),
-        Command::Graph { path, format } => {
-            let revision = load_or_report(&path, &host_name(global))?;
-            match format {
-                GraphFormat::Dot => print!("{}", revision.graph.to_dot()),
-                GraphFormat::Mermaid => print!("{}", revision.graph.to_mermaid()),
-            }
+        } => {
+            let (source, revision) = load(&paths, global)?;
+            runtime()?.block_on(async {
+                let reconciler = reconciler(global, usize::from(concurrency))?;
+                apply::apply(&reconciler, &revision, &source, &scope, output).await
+            })
+        }
+        Command::Status { output, offline } => runtime()?.block_on(async {
+            let reconciler = if offline {
+                // The store alone: no driver is connected, nothing on the host is read.
+                Reconciler::new(options(global, 1), crate::drivers::Drivers::default())
+            } else {
+                reconciler(global, reconcile::DEFAULT_CONCURRENCY)?
+            };
+            status::status(&reconciler, output, offline).await
+        }),
+        Command::Graph { paths, format } => {
+            let (_, revision) = load(&paths, global)?;
+            output::stdout(&match format {
+                GraphFormat::Dot => revision.graph.to_dot(),
+                GraphFormat::Mermaid => revision.graph.to_mermaid(),
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor { path, output } => doctor::doctor(global, path.as_deref(), output),
         Command::Schema { kind } => {
-            let kind = kind
-                .map(|k| k.parse::<Kind>().map_err(anyhow::Error::msg))
-                .transpose()?;
-            println!(
-                "{}",
+            output::stdout(&format!(
+                "{}\n",
                 serde_json::to_string_pretty(&crate::schema::schema(kind))?
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "gitvisor",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gitvisor", &mut script);
+            output::stdout(&String::from_utf8_lossy(&script))?;
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Loads a revision, turning validation errors into one error listing every diagnostic.
-pub fn load_or_report(path: &std::path::Path, host: &str) -> Result<load::Revision> {
-    load::load_revision(path, host).map_err(|errors| anyhow::anyhow!("{errors}"))
 }

@@ -1,92 +1,185 @@
-//! `status`: what the store says about managed resources and the last revision. Reads
-//! only; never creates the store.
+//! `status`: what the store says about managed resources and the last revision, and how
+//! the host compares with it now (unless `--offline`). Reads only; never creates or
+//! writes the store.
 
+use std::collections::BTreeSet;
+use std::fmt::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use serde_json::{Value, json};
 
-use super::{GlobalArgs, OutputFormat};
-use crate::state::ReadOnlyStore;
+use super::{OutputFormat, output};
+use crate::model::ResourceId;
+use crate::reconcile::{Basis, Live, Reconciler, StatusReport};
 
-/// How many of the newest events `status` shows.
-const RECENT_EVENTS: usize = 10;
+pub async fn status(
+    reconciler: &Reconciler,
+    format: OutputFormat,
+    offline: bool,
+) -> Result<ExitCode> {
+    let report = reconciler.status(offline).await?;
+    let text = match format {
+        OutputFormat::Json => format!("{}\n", render_json(&report)),
+        OutputFormat::Text => render_text(&report, &reconciler.options().state_dir),
+    };
+    output::stdout(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
 
-pub fn status(global: &GlobalArgs, output: OutputFormat) -> Result<ExitCode> {
-    let store = ReadOnlyStore::open(&global.state_dir)?;
-    let statuses = store.statuses()?;
-    let last = store.last_revision()?;
-    let events = store.events(RECENT_EVENTS)?;
-    match output {
-        OutputFormat::Json => {
-            let resources: Vec<serde_json::Value> = statuses
-                .iter()
-                .map(|(id, status)| {
-                    serde_json::json!({
-                        "kind": id.kind,
-                        "name": id.name,
-                        "state": status.state,
-                        "message": status.message,
-                        "revision": status.revision,
-                        "updatedUnix": status.updated_unix,
-                    })
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::json!({ "lastRevision": last, "resources": resources, "events": events })
-            );
-        }
-        OutputFormat::Text => {
-            match &last {
-                Some(rev) => println!(
-                    "Last revision: {} ({}; {})",
-                    rev.id,
-                    if rev.converged {
-                        "converged"
-                    } else {
-                        "not converged"
-                    },
-                    rev.summary
-                ),
-                None => println!(
-                    "No revision applied yet (state dir {}).",
-                    global.state_dir.display()
-                ),
-            }
-            if !statuses.is_empty() {
-                println!(
-                    "\n{:<16} {:<24} {:<12} {:<25} MESSAGE",
-                    "KIND", "NAME", "STATE", "REVISION"
-                );
-                for (id, status) in &statuses {
-                    println!(
-                        "{:<16} {:<24} {:<12} {:<25} {}",
-                        id.kind.as_str(),
-                        id.name.as_str(),
-                        status.state.as_str(),
-                        status.revision,
-                        status.message.as_deref().unwrap_or("")
-                    );
+/// Every resource the store or the host view mentions, in order.
+fn ids(report: &StatusReport) -> BTreeSet<&ResourceId> {
+    let mut ids: BTreeSet<&ResourceId> = report.statuses.keys().collect();
+    if let Some(host) = &report.host {
+        ids.extend(host.resources.keys());
+    }
+    ids
+}
+
+fn live<'a>(report: &'a StatusReport, id: &ResourceId) -> Option<&'a Live> {
+    report.host.as_ref()?.resources.get(id)
+}
+
+fn render_json(report: &StatusReport) -> Value {
+    let resources: Vec<Value> = ids(report)
+        .into_iter()
+        .map(|id| {
+            let status = report.statuses.get(id);
+            let mut object = json!({
+                "kind": id.kind,
+                "name": id.name,
+                "state": status.map(|s| s.state),
+                "message": status.and_then(|s| s.message.clone()),
+                "revision": status.map(|s| s.revision.clone()),
+                "updatedUnix": status.map(|s| s.updated_unix),
+            });
+            if let Some(live) = live(report, id) {
+                object["live"] = json!(live.as_str());
+                object["liveMessage"] = json!(live.describe());
+                if let Live::Drifted { fields, .. } = live {
+                    object["drift"] = fields
+                        .iter()
+                        .map(|f| json!({"path": f.path, "declared": f.new, "host": f.old}))
+                        .collect();
                 }
             }
-            if !events.is_empty() {
-                println!("\nRecent events (newest first):");
-                for event in &events {
-                    let resource = event
-                        .resource
-                        .as_ref()
-                        .map(|r| format!("{r}: "))
-                        .unwrap_or_default();
-                    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(event.unix);
-                    println!(
-                        "  {} {:<7} {resource}{}",
-                        humantime::format_rfc3339_seconds(when),
-                        event.level.as_str(),
-                        event.message
+            object
+        })
+        .collect();
+    let observed = match &report.host {
+        None => json!({"basis": "offline"}),
+        Some(host) => match &host.basis {
+            Basis::LastRevision { revision } => {
+                json!({"basis": "lastRevision", "revision": revision})
+            }
+            Basis::Presence { why } => json!({"basis": "presence", "why": why}),
+        },
+    };
+    json!({
+        "lastRevision": report.last,
+        "observed": observed,
+        "resources": resources,
+        "events": report.events,
+    })
+}
+
+fn render_text(report: &StatusReport, state_dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    match &report.last {
+        Some(rev) => {
+            let _ = writeln!(
+                out,
+                "Last revision: {} ({}; {})",
+                rev.id,
+                if rev.converged {
+                    "converged"
+                } else {
+                    "not converged"
+                },
+                rev.summary
+            );
+            if !rev.source.is_empty() {
+                let _ = writeln!(out, "Applied from: {}", rev.source.replace('\n', " "));
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "No revision applied yet (state dir {}).",
+                state_dir.display()
+            );
+        }
+    }
+    match &report.host {
+        None => out.push_str("Host: not observed (--offline); states are as last recorded.\n"),
+        Some(host) => {
+            let drifted = host.resources.values().filter(|l| l.is_drift()).count();
+            match &host.basis {
+                Basis::LastRevision { .. } => {
+                    let _ = writeln!(
+                        out,
+                        "Host: observed now; {drifted} of {} resource{} differ{} from the last applied revision.",
+                        host.resources.len(),
+                        if host.resources.len() == 1 { "" } else { "s" },
+                        if drifted == 1 { "s" } else { "" }
                     );
+                }
+                Basis::Presence { why } => {
+                    let _ = writeln!(out, "Host: observed now, presence only: {why}.");
                 }
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let ids = ids(report);
+    if !ids.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<24} {:<12} {:<11} {:<25} MESSAGE",
+            "KIND", "NAME", "STATE", "LIVE", "REVISION"
+        );
+        for id in ids {
+            let status = report.statuses.get(id);
+            let live = live(report, id);
+            let message = match live {
+                Some(live)
+                    if live.is_drift() || status.and_then(|s| s.message.as_ref()).is_none() =>
+                {
+                    match live {
+                        Live::InSync | Live::Present => String::new(),
+                        other => other.describe(),
+                    }
+                }
+                _ => status.and_then(|s| s.message.clone()).unwrap_or_default(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<24} {:<12} {:<11} {:<25} {}",
+                id.kind.as_str(),
+                id.name.as_str(),
+                status.map_or("-", |s| s.state.as_str()),
+                live.map_or("-", Live::as_str),
+                status.map_or("-", |s| s.revision.as_str()),
+                message
+            );
+        }
+    }
+    if !report.events.is_empty() {
+        out.push_str("\nRecent events (newest first):\n");
+        for event in &report.events {
+            let resource = event
+                .resource
+                .as_ref()
+                .map(|r| format!("{r}: "))
+                .unwrap_or_default();
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(event.unix);
+            let _ = writeln!(
+                out,
+                "  {} {:<7} {resource}{}",
+                humantime::format_rfc3339_seconds(when),
+                event.level.as_str(),
+                event.message
+            );
+        }
+    }
+    out
 }

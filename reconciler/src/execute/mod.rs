@@ -10,9 +10,14 @@
 //! 3. Deletes run after that, one kind at a time, dependents' kinds first.
 //! 4. Outcomes, statuses, the revision and events are recorded in one batch each.
 //!
+//! Changes the plan left out on purpose ([`crate::plan::Plan::skipped`]) are reported as
+//! [`ResultKind::Skipped`] without touching the host, so the bookkeeping keeps their
+//! records. Each finished change is reported to a [`Progress`] callback as it finishes.
+//!
 //! Every driver step is idempotent, so a crash at any point is repaired by the next run.
 
 mod outcome;
+mod progress;
 mod record;
 
 use std::collections::BTreeMap;
@@ -25,6 +30,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 pub use outcome::{Report, ResultKind, StepResult};
+pub use progress::{Progress, ProgressEvent, silent};
 pub use record::{record_intents, record_report};
 
 use crate::drivers::Drivers;
@@ -45,9 +51,31 @@ pub async fn execute(
     drivers: Arc<Drivers>,
     concurrency: usize,
 ) -> Report {
+    execute_with_progress(plan, graph, drivers, concurrency, silent()).await
+}
+
+/// [`execute`], telling `progress` about each change as it finishes.
+pub async fn execute_with_progress(
+    plan: &Plan,
+    graph: &DependencyGraph,
+    drivers: Arc<Drivers>,
+    concurrency: usize,
+    progress: Progress,
+) -> Report {
     let started = Instant::now();
-    let semaphore = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut results: Vec<StepResult> = Vec::new();
+    let semaphore = Arc::new(Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS)));
+    let mut results: Vec<StepResult> = plan
+        .skipped
+        .iter()
+        .map(|skipped| {
+            StepResult::new(
+                &skipped.change,
+                ResultKind::Skipped(skipped.reason.to_string()),
+                0.0,
+            )
+        })
+        .collect();
+    progress(ProgressEvent::Started { plan });
 
     // Resources that cannot be relied on by dependents, with why.
     let mut unusable: BTreeMap<ResourceId, String> = BTreeMap::new();
@@ -89,6 +117,7 @@ pub async fn execute(
         let change = change.clone();
         let drivers = drivers.clone();
         let semaphore = semaphore.clone();
+        let progress = progress.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel::<bool>();
         let signal: Done = receiver.map(|r| r.unwrap_or(false)).boxed().shared();
         done.insert(change.id.clone(), signal);
@@ -96,21 +125,31 @@ pub async fn execute(
         tasks.push(tokio::spawn(
             async move {
                 let started = Instant::now();
-                if let Some((dep, _)) = blocked_by.first() {
-                    let _ = sender.send(false);
-                    return StepResult::new(&change, ResultKind::Blocked(dep.clone()), 0.0);
-                }
-                for (dep, signal) in dependencies {
-                    if let Some(signal) = signal {
-                        if !signal.await {
-                            let _ = sender.send(false);
-                            return StepResult::new(&change, ResultKind::Blocked(dep), 0.0);
+                let step = 'step: {
+                    if let Some((dep, _)) = blocked_by.first() {
+                        break 'step StepResult::new(
+                            &change,
+                            ResultKind::Blocked(dep.clone()),
+                            0.0,
+                        );
+                    }
+                    for (dep, signal) in dependencies {
+                        if let Some(signal) = signal {
+                            if !signal.await {
+                                break 'step StepResult::new(
+                                    &change,
+                                    ResultKind::Blocked(dep),
+                                    0.0,
+                                );
+                            }
                         }
                     }
-                }
-                let result = run_change(&change, &drivers, &semaphore).await;
-                let _ = sender.send(matches!(result, ResultKind::Applied));
-                StepResult::new(&change, result, started.elapsed().as_secs_f64())
+                    let result = run_change(&change, &drivers, &semaphore).await;
+                    StepResult::new(&change, result, started.elapsed().as_secs_f64())
+                };
+                let _ = sender.send(matches!(step.result, ResultKind::Applied));
+                progress(ProgressEvent::Finished(&step));
+                step
             }
             .instrument(span),
         ));
@@ -128,12 +167,15 @@ pub async fn execute(
             let change = change.clone();
             let drivers = drivers.clone();
             let semaphore = semaphore.clone();
+            let progress = progress.clone();
             let span = tracing::info_span!("resource", id = %change.id, action = "delete");
             tasks.push(tokio::spawn(
                 async move {
                     let started = Instant::now();
                     let result = run_change(&change, &drivers, &semaphore).await;
-                    StepResult::new(&change, result, started.elapsed().as_secs_f64())
+                    let step = StepResult::new(&change, result, started.elapsed().as_secs_f64());
+                    progress(ProgressEvent::Finished(&step));
+                    step
                 }
                 .instrument(span),
             ));

@@ -16,6 +16,9 @@ pub enum ResultKind {
     Failed(String),
     /// A dependency failed or is unusable, so this was not attempted.
     Blocked(ResourceId),
+    /// Left out on purpose (an unconfirmed delete, outside `--target`): the host and the
+    /// store's record of the resource stay as they are.
+    Skipped(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,8 +43,27 @@ impl StepResult {
         }
     }
 
+    /// Whether the resource is as declared: applied or unchanged.
     pub fn ok(&self) -> bool {
         matches!(self.result, ResultKind::Applied | ResultKind::Unchanged)
+    }
+
+    /// Why the resource is not as declared, in words (`update failed: …`, `conflict: …`,
+    /// `blocked: …`); `None` when it is ok or was left out on purpose.
+    pub fn failure(&self) -> Option<String> {
+        match &self.result {
+            ResultKind::Failed(why) if !self.action.is_change() => {
+                Some(format!("{}: {why}", self.action))
+            }
+            ResultKind::Failed(why) => Some(format!("{} failed: {why}", self.action)),
+            ResultKind::Blocked(dep) => Some(format!("blocked: dependency {dep} is not ready")),
+            ResultKind::Applied | ResultKind::Unchanged | ResultKind::Skipped(_) => None,
+        }
+    }
+
+    /// Whether the change was left out on purpose (neither ok nor a failure).
+    pub fn skipped(&self) -> bool {
+        matches!(self.result, ResultKind::Skipped(_))
     }
 }
 
@@ -53,11 +75,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether every change that was not left out on purpose succeeded.
     pub fn converged(&self) -> bool {
-        self.results.iter().all(StepResult::ok)
+        self.failures().next().is_none()
     }
 
+    /// Changes that failed or were blocked (not those left out on purpose).
     pub fn failures(&self) -> impl Iterator<Item = &StepResult> {
-        self.results.iter().filter(|r| !r.ok())
+        self.results.iter().filter(|r| !r.ok() && !r.skipped())
     }
 }

@@ -54,6 +54,8 @@ pub fn record_report(
     let mut events = Vec::new();
     for step in &report.results {
         let (state, message) = match &step.result {
+            // Left out on purpose: its record, status and events stay as they were.
+            ResultKind::Skipped(_) => continue,
             ResultKind::Applied | ResultKind::Unchanged => (ResourceState::Ready, None),
             ResultKind::Failed(why) if step.action == Action::Conflict => {
                 (ResourceState::Conflict, Some(why.clone()))
@@ -95,7 +97,7 @@ pub fn record_report(
         if step.action.is_change() || !applied {
             let (level, text) = match &step.result {
                 ResultKind::Applied => (EventLevel::Info, format!("{} applied", step.action)),
-                ResultKind::Unchanged => continue,
+                ResultKind::Unchanged | ResultKind::Skipped(_) => continue,
                 ResultKind::Failed(why) if !step.action.is_change() => {
                     (EventLevel::Error, format!("{}: {why}", step.action))
                 }

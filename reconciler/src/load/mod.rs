@@ -20,6 +20,7 @@ mod diagnostic;
 mod documents;
 mod files;
 mod parse;
+mod paths;
 mod source_map;
 mod tree;
 
@@ -34,6 +35,7 @@ pub use files::{MAX_FILE_BYTES, MAX_REVISION_BYTES};
 pub use parse::{Declaration, MAX_ERRORS_PER_DOCUMENT};
 pub use source_map::render_key;
 pub use tree::{MAX_DEPTH, MAX_EXPANDED_NODES};
+pub use paths::load_revision_paths;
 
 use crate::graph::DependencyGraph;
 use crate::model::Resource;

@@ -3,15 +3,21 @@
 //!
 //! Order: declared resources in dependency order (what they need comes first), then
 //! deletes, dependents' kinds first (VMs and containers before volumes and bridges).
+//!
+//! [`make_plan`] plans everything the drivers see; the reconciler then moves what it must
+//! not do (unconfirmed deletes, changes outside `--target`) into [`Plan::skipped`], where
+//! rendering shows them and execution reports them without touching the host.
 
 mod change;
 mod render;
+mod skipped;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use change::{Action, Change, Effect, FieldChange};
-pub use render::{render_json, render_text};
+pub use render::{render_json, render_skipped_text, render_text};
+pub use skipped::{SkipReason, Skipped};
 
 use crate::drivers::{DriverError, Drivers, PlanContext};
 use crate::load::Revision;
@@ -21,7 +27,10 @@ use crate::model::{Kind, Resource, ResourceId};
 pub struct Plan {
     pub revision: String,
     pub host: String,
+    /// What apply carries out (and the resources that need nothing), in execution order.
     pub changes: Vec<Change>,
+    /// What apply leaves alone on purpose, with why.
+    pub skipped: Vec<Skipped>,
 }
 
 /// Counts of changes by action.
@@ -34,12 +43,22 @@ pub struct Summary {
     pub noop: usize,
     pub conflict: usize,
     pub unsupported: usize,
+    /// Deletes left out (see [`Plan::skipped`]).
+    #[serde(rename = "notPruned")]
+    pub not_pruned: usize,
 }
 
 impl Plan {
     /// Whether applying would touch the host (or cannot converge it).
     pub fn has_changes(&self) -> bool {
         self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+
+    /// Whether applying can converge the host: no conflict, no kind without a driver.
+    pub fn can_converge(&self) -> bool {
+        self.changes
+            .iter()
+            .all(|c| !matches!(c.action, Action::Conflict | Action::Unsupported))
     }
 
     pub fn summary(&self) -> Summary {
@@ -56,6 +75,7 @@ impl Plan {
             };
             *counter += 1;
         }
+        summary.not_pruned = self.skipped.iter().filter(|s| s.is_delete()).count();
         summary
     }
 }
@@ -112,5 +132,6 @@ pub async fn make_plan(
         revision: revision.id.clone(),
         host: host.to_owned(),
         changes: ordered,
+        skipped: Vec::new(),
     })
 }

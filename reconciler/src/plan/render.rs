@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use super::{Action, Change, Plan};
+use super::{Action, Change, Plan, SkipReason, Skipped};
 
 struct Palette {
     enabled: bool,
@@ -65,25 +65,70 @@ pub fn render_text(plan: &Plan, color: bool, verbose: bool) -> String {
             s.noop,
             if s.noop == 1 { " is" } else { "s are" }
         );
-        return out;
-    }
-    let _ = write!(
-        out,
-        "\nPlan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged",
-        s.create, s.update, s.replace, s.delete, s.noop
-    );
-    if s.conflict > 0 {
+    } else {
         let _ = write!(
             out,
-            ", {}",
-            palette.paint("1;31", &format!("{} conflict", s.conflict))
+            "\nPlan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged",
+            s.create, s.update, s.replace, s.delete, s.noop
+        );
+        if s.conflict > 0 {
+            let _ = write!(
+                out,
+                ", {}",
+                palette.paint("1;31", &format!("{} conflict", s.conflict))
+            );
+        }
+        if s.unsupported > 0 {
+            let _ = write!(out, ", {} unsupported", s.unsupported);
+        }
+        out.push_str(".\n");
+    }
+    render_skipped(&mut out, plan, &palette);
+    out
+}
+
+/// Only what [`render_text`] says about the changes left out (for `apply`'s report).
+pub fn render_skipped_text(plan: &Plan, color: bool) -> String {
+    let mut out = String::new();
+    render_skipped(&mut out, plan, &Palette { enabled: color });
+    out
+}
+
+/// The deletes left out, each with why, and how many other changes `--target` left out.
+fn render_skipped(out: &mut String, plan: &Plan, palette: &Palette) {
+    let deletes: Vec<&Skipped> = plan.skipped.iter().filter(|s| s.is_delete()).collect();
+    if !deletes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNot deleted: {} resource{} no longer declared, kept on the host:",
+            deletes.len(),
+            if deletes.len() == 1 { "" } else { "s" }
+        );
+        for skipped in &deletes {
+            let symbol = palette.paint("2", "(-)");
+            let _ = writeln!(out, "{symbol} {}", skipped.change.id);
+            let _ = writeln!(out, "      # {}", skipped.reason);
+        }
+        if deletes.iter().any(|s| s.reason.needs_prune()) {
+            let _ = writeln!(
+                out,
+                "To delete them, run apply again with --prune (the same paths)."
+            );
+        }
+    }
+    let outside = plan
+        .skipped
+        .iter()
+        .filter(|s| !s.is_delete() && s.reason == SkipReason::OutsideTarget)
+        .filter(|s| s.change.action != Action::NoOp)
+        .count();
+    if outside > 0 {
+        let _ = writeln!(
+            out,
+            "\n{outside} other change{} outside --target left out.",
+            if outside == 1 { "" } else { "s" }
         );
     }
-    if s.unsupported > 0 {
-        let _ = write!(out, ", {} unsupported", s.unsupported);
-    }
-    out.push_str(".\n");
-    out
 }
 
 fn render_change(out: &mut String, change: &Change, palette: &Palette) {
@@ -136,10 +181,30 @@ pub fn render_json(plan: &Plan) -> Value {
             object
         })
         .collect();
+    let skipped: Vec<Value> = plan
+        .skipped
+        .iter()
+        .filter(|s| s.change.action != Action::NoOp)
+        .map(|s| {
+            let mut object = json!({
+                "kind": s.change.id.kind,
+                "name": s.change.id.name,
+                "action": s.change.action,
+                "reason": s.reason.to_string(),
+            });
+            if let (Value::Object(object), Ok(Value::Object(tag))) =
+                (&mut object, serde_json::to_value(&s.reason))
+            {
+                object.extend(tag);
+            }
+            object
+        })
+        .collect();
     json!({
         "revision": plan.revision,
         "host": plan.host,
         "changes": changes,
+        "skipped": skipped,
         "summary": plan.summary(),
     })
 }
@@ -171,6 +236,12 @@ mod tests {
                 Change::new(id("br2"), Action::NoOp),
                 Change::new(id("old"), Action::Delete),
             ],
+            skipped: vec![Skipped {
+                change: Change::new(id("kept"), Action::Delete),
+                reason: SkipReason::OtherSource {
+                    declared_by: "/srv/a".into(),
+                },
+            }],
         }
     }
 
@@ -190,6 +261,47 @@ mod tests {
                 "Plan: 1 to create, 1 to update, 0 to replace, 1 to delete, 1 unchanged."
             )
         );
+    }
+
+    #[test]
+    fn skipped_deletes_say_why_and_how_to_confirm() {
+        let text = render_text(&sample(), false, false);
+        assert!(
+            text.contains(
+                "Not deleted: 1 resource no longer declared, kept on the host:\n\
+                 (-) Bridge/kept\n      # last declared by another source (/srv/a); \
+                 apply --prune to delete it\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("run apply again with --prune"), "{text}");
+        assert!(
+            text.contains("1 to delete,"),
+            "only the real delete is counted: {text}"
+        );
+        let json = render_json(&sample());
+        assert_eq!(json["skipped"][0]["name"], "kept");
+        assert_eq!(json["skipped"][0]["action"], "delete");
+        assert_eq!(json["skipped"][0]["skip"], "otherSource");
+        assert_eq!(json["skipped"][0]["declaredBy"], "/srv/a");
+        assert_eq!(json["summary"]["notPruned"], 1);
+        assert!(
+            json["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["name"] != "kept"),
+            "a skipped delete is not among the changes: {json:#}"
+        );
+    }
+
+    #[test]
+    fn no_prune_skip_has_no_confirmation_hint() {
+        let mut plan = sample();
+        plan.skipped[0].reason = SkipReason::NoPrune;
+        let text = render_text(&plan, false, false);
+        assert!(text.contains("# --no-prune"), "{text}");
+        assert!(!text.contains("run apply again with --prune"), "{text}");
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! The reconciler: load → plan → execute → record, in one place, for the CLI (`plan`,
+//! `apply`, `status`) now and the controller (`gitvisor run`) later.
+//!
+//! A [`Reconciler`] holds the host's drivers (one per kind, [`Reconciler::connect`]; or
+//! any set, [`Reconciler::new`], which tests use with fakes) and where the store lives.
+//!
+//! # Order of steps
+//!
+//! * [`Reconciler::load`]: read and validate the manifests of a [`Source`] (several paths
+//!   form one revision). A rejected revision stops here, before the store is opened, so it
+//!   leaves no trace on the host.
+//! * [`Reconciler::plan`]: open the store read-only, observe the host (one batch per
+//!   driver) and diff, then decide what is left out ([`scope`]: the prune rules and
+//!   `--target`). Never writes anything.
+//! * [`Reconciler::apply`]: open the store for writing (the lock keeps a second writer
+//!   out), make the same plan the same way, record the write-ahead intents, execute
+//!   (reporting each resource to a [`Progress`] callback as it finishes), observe the
+//!   host again and fail every change the host does not show ([`verify`]), then record
+//!   the outcomes, statuses, the revision with its source, and events.
+//! * [`Reconciler::status`]: the store's last revision and statuses, and (unless offline)
+//!   the host's drift from the last applied revision.
+
+mod error;
+mod scope;
+mod source;
+mod status;
+mod verify;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::ReconcileError;
+pub use scope::{Ownership, PlanOptions, PruneMode, scope};
+pub use source::Source;
+pub use status::{Basis, HostView, Live, RECENT_EVENTS, StatusReport};
+pub use verify::verify;
+
+use crate::drivers::{Drivers, PlanContext};
+use crate::execute::{self, Progress, Report};
+use crate::load::{Revision, RevisionErrors};
+use crate::model::Kind;
+use crate::plan::{self, Plan};
+use crate::state::{ReadOnlyStore, Store};
+
+/// Default bound on concurrent driver calls.
+pub const DEFAULT_CONCURRENCY: usize = execute::DEFAULT_CONCURRENCY;
+
+/// Where state lives and how to act on this host.
+#[derive(Debug, Clone)]
+pub struct ReconcilerOptions {
+    /// The state store's directory.
+    pub state_dir: PathBuf,
+    /// Runtime files (sockets, pid files).
+    pub run_dir: PathBuf,
+    /// Matched against `metadata.host`.
+    pub host: String,
+    /// How many resources may be changed at once (at least 1).
+    pub concurrency: usize,
+}
+
+/// What an apply did: the plan it carried out and each resource's result.
+#[derive(Debug, Clone)]
+pub struct ApplyOutcome {
+    pub plan: Plan,
+    pub report: Report,
+}
+
+/// Reads and validates the manifests of `source` for `host`, before any reconciler (or
+/// store, or driver) exists: a rejected revision leaves no trace.
+pub fn load(source: &Source, host: &str) -> Result<Revision, RevisionErrors> {
+    crate::load::load_revision_paths(source.paths(), host)
+}
+
+/// Loads, plans, applies and reports, with one set of drivers.
+pub struct Reconciler {
+    options: ReconcilerOptions,
+    drivers: Arc<Drivers>,
+}
+
+impl Reconciler {
+    /// A reconciler over `drivers` (kinds without one plan as `unsupported`).
+    pub fn new(options: ReconcilerOptions, drivers: Drivers) -> Reconciler {
+        Reconciler {
+            options,
+            drivers: Arc::new(drivers),
+        }
+    }
+
+    /// A reconciler over this host's drivers. Call it inside a Tokio runtime (netlink).
+    pub fn connect(options: ReconcilerOptions) -> Result<Reconciler, ReconcileError> {
+        let bridge = crate::drivers::bridge::BridgeDriver::connect().map_err(|source| {
+            ReconcileError::Connect {
+                kind: Kind::Bridge,
+                source,
+            }
+        })?;
+        Ok(Reconciler::new(
+            options,
+            Drivers::new(vec![Box::new(bridge)]),
+        ))
+    }
+
+    pub fn options(&self) -> &ReconcilerOptions {
+        &self.options
+    }
+
+    /// Reads and validates the manifests of `source` for this host.
+    pub fn load(&self, source: &Source) -> Result<Revision, RevisionErrors> {
+        load(source, &self.options.host)
+    }
+
+    /// What [`Reconciler::apply`] would do now. Reads the store, never writes it.
+    pub async fn plan(
+        &self,
+        revision: &Revision,
+        source: &Source,
+        options: &PlanOptions,
+    ) -> Result<Plan, ReconcileError> {
+        let store = ReadOnlyStore::open(&self.options.state_dir)?;
+        let ownership = Ownership {
+            owned: store.owned()?,
+            revisions: store.revisions()?,
+        };
+        self.scoped_plan(revision, source, options, &ownership)
+            .await
+    }
+
+    /// Converges the host to `revision`: the plan [`Reconciler::plan`] shows, carried out.
+    pub async fn apply(
+        &self,
+        revision: &Revision,
+        source: &Source,
+        options: &PlanOptions,
+        progress: Progress,
+    ) -> Result<ApplyOutcome, ReconcileError> {
+        let store = Store::open(&self.options.state_dir)?;
+        let ownership = Ownership {
+            owned: store.owned()?,
+            revisions: store.revisions()?,
+        };
+        let plan = self
+            .scoped_plan(revision, source, options, &ownership)
+            .await?;
+        execute::record_intents(&store, &plan)?;
+        let mut report = execute::execute_with_progress(
+            &plan,
+            &revision.graph,
+            self.drivers.clone(),
+            self.options.concurrency,
+            progress,
+        )
+        .await;
+        if plan.changes.iter().any(|c| c.action.is_change()) {
+            let context = PlanContext {
+                owned: store.owned()?.into_keys().collect(),
+            };
+            let again =
+                plan::make_plan(revision, &self.options.host, &self.drivers, &context).await;
+            verify(&mut report, again);
+        }
+        execute::record_report(&store, &report, &self.drivers.kinds(), source.id())?;
+        Ok(ApplyOutcome { plan, report })
+    }
+
+    async fn scoped_plan(
+        &self,
+        revision: &Revision,
+        source: &Source,
+        options: &PlanOptions,
+        ownership: &Ownership,
+    ) -> Result<Plan, ReconcileError> {
+        let context = PlanContext {
+            owned: ownership.owned.keys().cloned().collect(),
+        };
+        let plan = self.make_plan(revision, &context).await?;
+        scope(plan, &revision.graph, ownership, source.id(), options)
+    }
+
+    async fn make_plan(
+        &self,
+        revision: &Revision,
+        context: &PlanContext,
+    ) -> Result<Plan, ReconcileError> {
+        plan::make_plan(revision, &self.options.host, &self.drivers, context)
+            .await
+            .map_err(ReconcileError::Observe)
+    }
+}

@@ -1,0 +1,345 @@
+//! What a plan may do: the prune rules and `--target`, decided once on the full plan so
+//! that `plan` shows exactly what `apply` does.
+//!
+//! Steps, in order:
+//! 1. `--target`: keep the targets and everything they depend on (transitively, as
+//!    Terraform does: a bridge a targeted VM needs is created first); every other change
+//!    is left out as [`SkipReason::OutsideTarget`]. A delete is kept only when it is
+//!    itself a target, and naming it is the confirmation it needs.
+//! 2. `--no-prune`: every remaining delete is left out.
+//! 3. Without `--prune`, a delete is carried out only when the object was last declared
+//!    by this same source (the store's owned record names the revision that last declared
+//!    it, and the revision history names that revision's source), and when the revision
+//!    does not delete every resource gitvisor manages here (an emptied repository). The
+//!    rest are left out with the reason and how to confirm.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::ReconcileError;
+use crate::graph::DependencyGraph;
+use crate::model::ResourceId;
+use crate::plan::{Action, Change, Plan, SkipReason, Skipped};
+use crate::state::{OwnedRecord, RevisionRecord};
+
+/// How deletes of objects no longer declared are handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PruneMode {
+    /// Delete what this same source used to declare, unless that is everything.
+    #[default]
+    Safe,
+    /// `--prune`: delete every owned object that is not declared.
+    Confirmed,
+    /// `--no-prune`: delete nothing.
+    Never,
+}
+
+/// What to plan beyond the revision itself.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub prune: PruneMode,
+    /// `--target KIND/NAME`: only these (and what they depend on). Empty: everything.
+    pub targets: Vec<ResourceId>,
+}
+
+/// What the store knows that the prune rules need.
+#[derive(Debug, Clone, Default)]
+pub struct Ownership {
+    pub owned: BTreeMap<ResourceId, OwnedRecord>,
+    /// Applied revisions, oldest first.
+    pub revisions: Vec<RevisionRecord>,
+}
+
+impl Ownership {
+    /// The source of the revision that last declared `id`, if the store knows it.
+    fn declared_by(&self, id: &ResourceId) -> Option<&str> {
+        let revision = &self.owned.get(id)?.revision;
+        self.revisions
+            .iter()
+            .rev()
+            .find(|r| &r.id == revision)
+            .map(|r| r.source.as_str())
+            .filter(|source| !source.is_empty())
+    }
+}
+
+/// Moves out of `plan.changes` what `options` and the prune rules leave out.
+pub fn scope(
+    mut plan: Plan,
+    graph: &DependencyGraph,
+    ownership: &Ownership,
+    source: &str,
+    options: &PlanOptions,
+) -> Result<Plan, ReconcileError> {
+    let changes = std::mem::take(&mut plan.changes);
+    let mut kept: Vec<Change> = Vec::with_capacity(changes.len());
+    let mut skipped: Vec<Skipped> = Vec::new();
+    let skip = |skipped: &mut Vec<Skipped>, change: Change, reason: SkipReason| {
+        skipped.push(Skipped { change, reason })
+    };
+
+    let targets: BTreeSet<&ResourceId> = options.targets.iter().collect();
+    for target in &targets {
+        if !changes.iter().any(|c| &c.id == *target) {
+            return Err(ReconcileError::UnknownTarget {
+                id: (*target).clone(),
+                host: plan.host.clone(),
+            });
+        }
+    }
+    let in_target = closure(&targets, graph);
+
+    // Deletes that still need the prune rules, in plan order.
+    let mut deletes: Vec<Change> = Vec::new();
+    for change in changes {
+        let targeted = targets.contains(&change.id);
+        if !targets.is_empty() && !in_target.contains(&change.id) {
+            skip(&mut skipped, change, SkipReason::OutsideTarget);
+        } else if change.action != Action::Delete {
+            kept.push(change);
+        } else if options.prune == PruneMode::Never {
+            skip(&mut skipped, change, SkipReason::NoPrune);
+        } else if targeted || options.prune == PruneMode::Confirmed {
+            kept.push(change);
+        } else {
+            match ownership.declared_by(&change.id) {
+                Some(by) if by == source => deletes.push(change),
+                Some(by) => skip(
+                    &mut skipped,
+                    change,
+                    SkipReason::OtherSource {
+                        declared_by: by.to_owned(),
+                    },
+                ),
+                None => skip(&mut skipped, change, SkipReason::UnknownSource),
+            }
+        }
+    }
+
+    // An emptied repository: nothing gitvisor manages would stay.
+    let stays = kept
+        .iter()
+        .any(|c| matches!(c.action, Action::NoOp | Action::Update | Action::Replace))
+        || skipped.iter().any(Skipped::is_delete);
+    if !deletes.is_empty() && !stays {
+        let count = deletes.len();
+        for change in deletes.drain(..) {
+            skip(
+                &mut skipped,
+                change,
+                SkipReason::DeletesEverything { count },
+            );
+        }
+    }
+    // Deletes keep their place: after every create and update, as make_plan ordered them.
+    kept.extend(deletes);
+    kept.sort_by_key(|c| c.action == Action::Delete);
+    plan.changes = kept;
+    plan.skipped = skipped;
+    Ok(plan)
+}
+
+/// `targets` and everything they depend on, transitively.
+fn closure(targets: &BTreeSet<&ResourceId>, graph: &DependencyGraph) -> BTreeSet<ResourceId> {
+    let mut seen: BTreeSet<ResourceId> = BTreeSet::new();
+    let mut pending: Vec<ResourceId> = targets.iter().map(|id| (*id).clone()).collect();
+    while let Some(id) = pending.pop() {
+        if seen.insert(id.clone()) {
+            pending.extend(graph.dependencies(&id));
+        }
+    }
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Name};
+
+    fn id(name: &str) -> ResourceId {
+        ResourceId::new(Kind::Bridge, Name::parse(name).unwrap())
+    }
+
+    fn plan(changes: &[(&str, Action)]) -> Plan {
+        Plan {
+            revision: "sha256:new".into(),
+            host: "h".into(),
+            changes: changes
+                .iter()
+                .map(|(name, action)| Change::new(id(name), *action))
+                .collect(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The store: `declared` maps each owned name to the source that last declared it.
+    fn ownership(declared: &[(&str, &str)]) -> Ownership {
+        let mut ownership = Ownership::default();
+        for (i, (name, source)) in declared.iter().enumerate() {
+            let revision = format!("sha256:{i}");
+            ownership.owned.insert(
+                id(name),
+                OwnedRecord {
+                    spec_hash: String::new(),
+                    revision: revision.clone(),
+                    updated_unix: 0,
+                    pending: false,
+                },
+            );
+            ownership.revisions.push(RevisionRecord {
+                id: revision,
+                applied_unix: 0,
+                converged: true,
+                summary: String::new(),
+                source: (*source).to_owned(),
+            });
+        }
+        ownership
+    }
+
+    fn actions(plan: &Plan) -> Vec<(String, Action)> {
+        plan.changes
+            .iter()
+            .map(|c| (c.id.name.to_string(), c.action))
+            .collect()
+    }
+
+    fn skips(plan: &Plan) -> Vec<(String, SkipReason)> {
+        plan.skipped
+            .iter()
+            .map(|s| (s.change.id.name.to_string(), s.reason.clone()))
+            .collect()
+    }
+
+    const GRAPH: fn() -> DependencyGraph = DependencyGraph::default;
+
+    #[test]
+    fn same_source_prunes() {
+        let planned = plan(&[("a", Action::NoOp), ("old", Action::Delete)]);
+        let store = ownership(&[("a", "/repo"), ("old", "/repo")]);
+        let scoped = scope(planned, &GRAPH(), &store, "/repo", &PlanOptions::default()).unwrap();
+        assert_eq!(
+            actions(&scoped),
+            [("a".into(), Action::NoOp), ("old".into(), Action::Delete)]
+        );
+        assert!(scoped.skipped.is_empty());
+    }
+
+    #[test]
+    fn another_source_deletes_nothing_without_prune() {
+        let planned = plan(&[("vol", Action::Create), ("br", Action::Delete)]);
+        let store = ownership(&[("br", "/repo")]);
+        let scoped = scope(
+            planned.clone(),
+            &GRAPH(),
+            &store,
+            "/repo/storage.yaml",
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(actions(&scoped), [("vol".into(), Action::Create)]);
+        assert_eq!(
+            skips(&scoped),
+            [(
+                "br".into(),
+                SkipReason::OtherSource {
+                    declared_by: "/repo".into()
+                }
+            )]
+        );
+        let confirmed = PlanOptions {
+            prune: PruneMode::Confirmed,
+            ..PlanOptions::default()
+        };
+        let scoped = scope(planned, &GRAPH(), &store, "/repo/storage.yaml", &confirmed).unwrap();
+        assert_eq!(scoped.changes.len(), 2);
+    }
+
+    #[test]
+    fn unknown_source_deletes_nothing_without_prune() {
+        let planned = plan(&[("a", Action::NoOp), ("old", Action::Delete)]);
+        let mut store = ownership(&[("a", "/repo"), ("old", "")]);
+        store.revisions.retain(|r| !r.source.is_empty());
+        let scoped = scope(planned, &GRAPH(), &store, "/repo", &PlanOptions::default()).unwrap();
+        assert_eq!(skips(&scoped), [("old".into(), SkipReason::UnknownSource)]);
+    }
+
+    #[test]
+    fn an_emptied_repository_deletes_nothing_without_prune() {
+        let planned = plan(&[("a", Action::Delete), ("b", Action::Delete)]);
+        let store = ownership(&[("a", "/repo"), ("b", "/repo")]);
+        let scoped = scope(planned, &GRAPH(), &store, "/repo", &PlanOptions::default()).unwrap();
+        assert!(scoped.changes.is_empty());
+        assert_eq!(
+            skips(&scoped),
+            [
+                ("a".into(), SkipReason::DeletesEverything { count: 2 }),
+                ("b".into(), SkipReason::DeletesEverything { count: 2 })
+            ]
+        );
+        assert!(!scoped.has_changes());
+    }
+
+    #[test]
+    fn no_prune_deletes_nothing() {
+        let planned = plan(&[("a", Action::NoOp), ("old", Action::Delete)]);
+        let store = ownership(&[("a", "/repo"), ("old", "/repo")]);
+        let options = PlanOptions {
+            prune: PruneMode::Never,
+            ..PlanOptions::default()
+        };
+        let scoped = scope(planned, &GRAPH(), &store, "/repo", &options).unwrap();
+        assert_eq!(skips(&scoped), [("old".into(), SkipReason::NoPrune)]);
+    }
+
+    #[test]
+    fn targets_take_their_dependencies_and_never_prune_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("m.yaml"),
+            "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: base}\nspec: {}\n---\n\
+             apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: top, dependsOn: [Bridge/base]}\nspec: {}\n---\n\
+             apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: other}\nspec: {}\n",
+        )
+        .unwrap();
+        let revision = crate::load::load_revision(dir.path(), "h").unwrap();
+        let planned = plan(&[
+            ("base", Action::Create),
+            ("top", Action::Create),
+            ("other", Action::Update),
+            ("old", Action::Delete),
+            ("gone", Action::Delete),
+        ]);
+        let store = ownership(&[("old", "/repo"), ("gone", "/elsewhere")]);
+        let options = PlanOptions {
+            targets: vec![id("top"), id("gone")],
+            ..PlanOptions::default()
+        };
+        let scoped = scope(planned, &revision.graph, &store, "/repo", &options).unwrap();
+        assert_eq!(
+            actions(&scoped),
+            [
+                ("base".into(), Action::Create),
+                ("top".into(), Action::Create),
+                ("gone".into(), Action::Delete)
+            ]
+        );
+        assert_eq!(
+            skips(&scoped),
+            [
+                ("other".into(), SkipReason::OutsideTarget),
+                ("old".into(), SkipReason::OutsideTarget)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_target_is_an_error() {
+        let planned = plan(&[("a", Action::NoOp)]);
+        let options = PlanOptions {
+            targets: vec![id("typo")],
+            ..PlanOptions::default()
+        };
+        let err = scope(planned, &GRAPH(), &Ownership::default(), "/repo", &options).unwrap_err();
+        assert!(err.to_string().contains("--target Bridge/typo"), "{err}");
+    }
+}
