@@ -266,7 +266,16 @@ fn lost_store_never_deletes_or_takes_over() {
     let svc = quickstart.split("\n---\n").nth(1).expect("second document");
     assert!(svc.contains("name: br-svc"), "{svc}");
     only_svc.write("svc.yaml", svc);
-    let plan = env.plan_json(only_svc.path());
+    // A conflict is a plan that cannot converge: exit 1.
+    let plan = env
+        .gitvisor([
+            std::ffi::OsStr::new("plan"),
+            only_svc.path().as_os_str(),
+            std::ffi::OsStr::new("--output"),
+            std::ffi::OsStr::new("json"),
+        ])
+        .expect_code(1)
+        .json();
     let deletes: Vec<_> = non_noop_actions(&plan)
         .into_iter()
         .filter(|(_, action)| action == "delete")

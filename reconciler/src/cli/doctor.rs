@@ -103,7 +103,9 @@ pub fn doctor(global: &GlobalArgs, path: Option<&Path>, output: OutputFormat) ->
             .collect(),
     };
     match output {
-        OutputFormat::Json => super::output::stdout(&format!("{}\n", serde_json::to_string(&report)?))?,
+        OutputFormat::Json => {
+            super::output::stdout(&format!("{}\n", serde_json::to_string(&report)?))?
+        }
         OutputFormat::Text => super::output::stdout(&render_text(&report, &probes))?,
     }
     Ok(if report.ready {

@@ -14,6 +14,7 @@ pub mod output;
 mod plan;
 mod status;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -33,9 +33,9 @@ use sha2::{Digest, Sha256};
 pub use diagnostic::{Diagnostic, RevisionErrors, sanitize};
 pub use files::{MAX_FILE_BYTES, MAX_REVISION_BYTES};
 pub use parse::{Declaration, MAX_ERRORS_PER_DOCUMENT};
+pub use paths::load_revision_paths;
 pub use source_map::render_key;
 pub use tree::{MAX_DEPTH, MAX_EXPANDED_NODES};
-pub use paths::load_revision_paths;
 
 use crate::graph::DependencyGraph;
 use crate::model::Resource;
