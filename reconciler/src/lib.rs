@@ -1,9 +1,11 @@
 //! gitvisor: a declarative, GitOps-style reconciler for Linux hosts.
 //!
 //! Data flow (see DESIGN.md §1): source → [`load`] → [`validate`] → [`graph`] →
-//! observe/diff ([`drivers`]) → [`plan`] → [`execute`] → [`state`].
+//! observe/diff ([`drivers`]) → [`plan`] → [`execute`] → [`state`]. The engine and the
+//! drivers meet only in [`contract`].
 
 pub mod cli;
+pub mod contract;
 pub mod drivers;
 pub mod execute;
 pub mod graph;

@@ -14,11 +14,9 @@ use crate::model::ResourceId;
 use crate::plan::{self, Plan};
 use crate::state::{ReadOnlyStore, Store};
 
-/// The drivers of this host.
+/// The drivers of this host: every driver of the registry, connected.
 pub async fn host_drivers() -> Result<Drivers> {
-    let bridge = crate::drivers::bridge::BridgeDriver::connect()
-        .context("cannot open a netlink socket for the Bridge driver")?;
-    Ok(Drivers::new(vec![Box::new(bridge)]))
+    crate::drivers::connect_all().context("cannot connect this host's drivers")
 }
 
 /// Connects the host's drivers and plans `revision` against what they observe.
@@ -27,9 +25,7 @@ async fn observe_and_plan(
     host: &str,
     owned: impl Iterator<Item = ResourceId>,
 ) -> Result<(Arc<Drivers>, Plan)> {
-    let context = PlanContext {
-        owned: owned.collect(),
-    };
+    let context = PlanContext::new(owned);
     let drivers = Arc::new(host_drivers().await?);
     let plan = plan::make_plan(revision, host, &drivers, &context).await?;
     Ok((drivers, plan))
@@ -116,6 +112,7 @@ fn print_report(report: &Report) {
             ResultKind::Blocked(dep) => {
                 println!("  ! {}: blocked: dependency {dep} is not ready", step.id)
             }
+            ResultKind::Cancelled => println!("  ! {}: {} cancelled", step.id, step.action),
             _ => {}
         }
     }
