@@ -366,10 +366,7 @@ fn a_bridge_made_again_by_hand_is_neither_taken_over_nor_pruned() {
                 [("Bridge/br-x".into(), Action::Conflict)]
             );
             driver
-                .apply(
-                    &declared[0],
-                    &StepContext::detached(declared[0].id.clone()),
-                )
+                .apply(&declared[0], &StepContext::detached(declared[0].id.clone()))
                 .await
                 .expect("a conflict sends nothing");
             let pruned = driver.plan(&[], &store).await.unwrap();

@@ -234,7 +234,10 @@ mod tests {
             #[source]
             cause: Kernel,
         }
-        assert_eq!(chain(&Embeds { cause: Kernel }), "reading links: the kernel said no");
+        assert_eq!(
+            chain(&Embeds { cause: Kernel }),
+            "reading links: the kernel said no"
+        );
     }
 
     #[test]

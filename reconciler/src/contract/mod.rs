@@ -31,6 +31,4 @@ pub use driver::{Driver, Drivers};
 pub use error::{Classify, ContractViolation, DriverError, FailureClass, chain};
 pub use observed::Observed;
 pub use ownership::{Evidence, Leftover, Marker, Ownership, Prune};
-pub use step::{
-    CancelToken, DEFAULT_STEP_BUDGET, Interrupted, ProgressEvent, StepContext,
-};
+pub use step::{CancelToken, DEFAULT_STEP_BUDGET, Interrupted, ProgressEvent, StepContext};

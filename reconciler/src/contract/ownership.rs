@@ -114,7 +114,9 @@ impl Evidence {
             (Marker::Foreign(_) | Marker::Absent, true) => {
                 "exists without gitvisor's marker, so it is not the one gitvisor created (it was made again by hand, or the state store came from elsewhere); the store's record alone is not enough"
             }
-            (Marker::Foreign(_) | Marker::Absent, false) => "exists but was not created by gitvisor",
+            (Marker::Foreign(_) | Marker::Absent, false) => {
+                "exists but was not created by gitvisor"
+            }
         };
         Ownership::Conflict(format!(
             "{object} {why}; annotate {ADOPT_ANNOTATION}: \"true\" to take it over"
@@ -150,10 +152,16 @@ mod tests {
     use super::*;
 
     fn all() -> Vec<Evidence> {
-        let markers = [Marker::Ours, Marker::Foreign("uplink".into()), Marker::Absent];
+        let markers = [
+            Marker::Ours,
+            Marker::Foreign("uplink".into()),
+            Marker::Absent,
+        ];
         markers
             .iter()
-            .flat_map(|marker| [true, false].map(|recorded| Evidence::new(marker.clone(), recorded)))
+            .flat_map(|marker| {
+                [true, false].map(|recorded| Evidence::new(marker.clone(), recorded))
+            })
             .collect()
     }
 
@@ -162,7 +170,10 @@ mod tests {
         for evidence in all() {
             let ours = evidence.marker == Marker::Ours && evidence.recorded;
             assert_eq!(evidence.is_ours(), ours, "{evidence:?}");
-            assert_eq!(evidence.declared("bridge br0", false) == Ownership::Ours, ours);
+            assert_eq!(
+                evidence.declared("bridge br0", false) == Ownership::Ours,
+                ours
+            );
             assert_eq!(evidence.undeclared() == Prune::Delete, ours, "{evidence:?}");
         }
     }
@@ -181,10 +192,11 @@ mod tests {
 
     #[test]
     fn a_conflict_says_which_half_is_missing() {
-        let reason = |marker, recorded| match Evidence::new(marker, recorded).declared("lv data", false) {
-            Ownership::Conflict(reason) => reason,
-            other => panic!("{other:?}"),
-        };
+        let reason =
+            |marker, recorded| match Evidence::new(marker, recorded).declared("lv data", false) {
+                Ownership::Conflict(reason) => reason,
+                other => panic!("{other:?}"),
+            };
         assert!(reason(Marker::Ours, false).contains("has no record"));
         assert!(reason(Marker::Absent, true).contains("without gitvisor's marker"));
         assert!(reason(Marker::Foreign("x".into()), true).contains("without gitvisor's marker"));
@@ -196,7 +208,10 @@ mod tests {
         let prune = |marker, recorded| Evidence::new(marker, recorded).undeclared();
         assert!(matches!(prune(Marker::Ours, false), Prune::KeepAndWarn(_)));
         assert!(matches!(prune(Marker::Absent, true), Prune::KeepAndWarn(_)));
-        assert!(matches!(prune(Marker::Foreign("x".into()), true), Prune::KeepAndWarn(_)));
+        assert!(matches!(
+            prune(Marker::Foreign("x".into()), true),
+            Prune::KeepAndWarn(_)
+        ));
         assert_eq!(prune(Marker::Absent, false), Prune::Keep);
         assert_eq!(prune(Marker::Foreign("x".into()), false), Prune::Keep);
     }
@@ -206,7 +221,10 @@ mod tests {
         let leftover = |marker, recorded| Evidence::new(marker, recorded).leftover();
         assert_eq!(leftover(Marker::Ours, true), Leftover::Remove);
         assert_eq!(leftover(Marker::Absent, true), Leftover::Remove);
-        assert_eq!(leftover(Marker::Foreign("mine".into()), true), Leftover::Unproven);
+        assert_eq!(
+            leftover(Marker::Foreign("mine".into()), true),
+            Leftover::Unproven
+        );
         assert_eq!(leftover(Marker::Ours, false), Leftover::Unproven);
         assert_eq!(leftover(Marker::Absent, false), Leftover::Unproven);
     }

@@ -19,12 +19,10 @@ pub struct Registration {
 }
 
 /// Every driver of this build, one line each.
-pub(super) const REGISTRY: &[Registration] = &[
-    Registration {
-        kind: Kind::Bridge,
-        connect: bridge::BridgeDriver::connect_driver,
-    },
-];
+pub(super) const REGISTRY: &[Registration] = &[Registration {
+    kind: Kind::Bridge,
+    connect: bridge::BridgeDriver::connect_driver,
+}];
 
 /// Every driver of this build.
 pub fn registry() -> &'static [Registration] {

@@ -74,9 +74,7 @@ pub async fn execute_with(
     for change in &plan.changes {
         match change.action {
             Action::Conflict | Action::Unsupported => {
-                let why = change
-                    .reason()
-                    .unwrap_or_else(|| change.action.to_string());
+                let why = change.reason().unwrap_or_else(|| change.action.to_string());
                 unusable.insert(change.id.clone(), why.clone());
                 results.push(
                     StepResult::new(change, ResultKind::Failed(why), 0.0)

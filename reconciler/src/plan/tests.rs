@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use super::make_plan;
 use crate::contract::{Action, Change, Driver, DriverError, Drivers, PlanContext, StepContext};
 use crate::load::Revision;
-use crate::model::{
-    BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec, VolumeSpec,
-};
+use crate::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec, VolumeSpec};
 
 /// Records the context it was planned with.
 struct Recorder {

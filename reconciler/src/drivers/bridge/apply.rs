@@ -397,10 +397,10 @@ mod tests {
     use nix::errno::Errno;
 
     use super::*;
+    use crate::contract::{Driver, DriverError, PlanContext};
     use crate::drivers::bridge::fake::{FakeLinks, bridge_link, plain_link};
     use crate::drivers::bridge::temporary::temporary_name;
     use crate::drivers::bridge::testkit::{adopting, cidr, declared, id, marked, owning};
-    use crate::contract::{Driver, DriverError, PlanContext};
     use crate::drivers::bridge::{BridgeDriver, LinkRequest::*};
     use crate::model::Resource;
 

@@ -92,9 +92,10 @@ pub(crate) fn declared(
         return conflict(change, reason, observed);
     }
 
-    let adopting = match evidence(link, &context.owned)
-        .declared(format_args!("bridge {}", link.name), resource.metadata.adopt())
-    {
+    let adopting = match evidence(link, &context.owned).declared(
+        format_args!("bridge {}", link.name),
+        resource.metadata.adopt(),
+    ) {
         Ownership::Ours => false,
         Ownership::Adopt => true,
         Ownership::Conflict(reason) => return conflict(change, reason, observed),
@@ -713,9 +714,7 @@ mod tests {
             ]
         );
         assert!(
-            changes[0]
-                .reason()
-                .is_some_and(|r| r.contains(&alone.name)),
+            changes[0].reason().is_some_and(|r| r.contains(&alone.name)),
             "{:?}",
             changes[0].reasons
         );

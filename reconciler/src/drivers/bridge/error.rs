@@ -9,7 +9,9 @@ use crate::contract::{Classify, FailureClass, Interrupted};
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
     /// The netlink socket could not be opened.
-    #[error("cannot reach the kernel's link configuration (a netlink socket for the Bridge driver)")]
+    #[error(
+        "cannot reach the kernel's link configuration (a netlink socket for the Bridge driver)"
+    )]
     Connect {
         #[source]
         cause: NetlinkError,

@@ -314,8 +314,11 @@ mod tests {
             );
         }
         let driver = BridgeDriver::new(fake.clone());
-        let br0 = declared("br0", "mtu: 9000
-addresses: [10.0.0.1/24]");
+        let br0 = declared(
+            "br0",
+            "mtu: 9000
+addresses: [10.0.0.1/24]",
+        );
         let change = driver
             .plan(std::slice::from_ref(&br0), &owning(&[]))
             .await
@@ -332,7 +335,11 @@ addresses: [10.0.0.1/24]");
             error.interruption(),
             Some(&crate::contract::Interrupted::Cancelled)
         );
-        assert!(error.chain().starts_with("bridge br0: stopped before set mtu 9000: cancelled"));
+        assert!(
+            error
+                .chain()
+                .starts_with("bridge br0: stopped before set mtu 9000: cancelled")
+        );
         let sent: Vec<_> = fake.requests();
         assert_eq!(sent.len(), 3, "create, marker, rename only: {sent:?}");
         let link = fake.link("br0").expect("renamed to its declared name");
