@@ -73,7 +73,9 @@ pub async fn apply(
     }
     execute::record_intents(&store, &plan)?;
     let observed_kinds = drivers.kinds();
-    let report = execute::execute(&plan, &revision.graph, drivers, concurrency).await;
+    let options = execute::ExecuteOptions::new(concurrency)
+        .with_cancel(execute::cancel_on_shutdown_signals().context("cannot catch SIGTERM")?);
+    let report = execute::execute_with(&plan, &revision.graph, drivers, options).await;
     let source = std::fs::canonicalize(path)
         .unwrap_or_else(|_| path.to_path_buf())
         .display()

@@ -22,6 +22,7 @@
 mod options;
 mod outcome;
 mod record;
+mod shutdown;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use tracing::Instrument;
 pub use options::ExecuteOptions;
 pub use outcome::{Report, ResultKind, StepResult};
 pub use record::{record_intents, record_report};
+pub use shutdown::cancel_on_shutdown_signals;
 
 use crate::contract::{Action, Change, Drivers, FailureClass, Interrupted, StepContext, chain};
 use crate::graph::DependencyGraph;
