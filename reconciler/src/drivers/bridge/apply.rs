@@ -178,7 +178,7 @@ async fn create(
             format!("delete {temporary} after the failed rename"),
         );
         if let Err(undo_error) = host.send_now(undo).await {
-            tracing::warn!(bridge, error = %undo_error, "cannot remove the temporary bridge");
+            tracing::warn!(bridge, error = %crate::contract::chain(&undo_error), "cannot remove the temporary bridge");
         }
         return Err(error);
     }
