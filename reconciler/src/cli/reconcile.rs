@@ -15,18 +15,22 @@ use crate::plan::{self, Plan};
 use crate::state::{ReadOnlyStore, Store};
 
 /// The drivers of this host: every driver of the registry, connected.
-pub async fn host_drivers() -> Result<Drivers> {
-    crate::drivers::connect_all().context("cannot connect this host's drivers")
+pub async fn host_drivers(global: &GlobalArgs) -> Result<Drivers> {
+    let settings = crate::drivers::HostSettings {
+        run_dir: global.run_dir.clone(),
+    };
+    crate::drivers::connect_all(&settings).context("cannot connect this host's drivers")
 }
 
 /// Connects the host's drivers and plans `revision` against what they observe.
 async fn observe_and_plan(
+    global: &GlobalArgs,
     revision: &Revision,
     host: &str,
     owned: impl Iterator<Item = ResourceId>,
 ) -> Result<(Arc<Drivers>, Plan)> {
     let context = PlanContext::new(owned);
-    let drivers = Arc::new(host_drivers().await?);
+    let drivers = Arc::new(host_drivers(global).await?);
     let plan = plan::make_plan(revision, host, &drivers, &context).await?;
     Ok((drivers, plan))
 }
@@ -40,7 +44,7 @@ pub async fn plan(
     let host = host_name(global);
     let revision = load_or_report(path, &host)?;
     let store = ReadOnlyStore::open(&global.state_dir)?;
-    let (_, plan) = observe_and_plan(&revision, &host, store.owned()?.into_keys()).await?;
+    let (_, plan) = observe_and_plan(global, &revision, &host, store.owned()?.into_keys()).await?;
     print_plan(&plan, output, global.verbose > 0);
     Ok(if detailed_exitcode && plan.has_changes() {
         ExitCode::from(EXIT_CHANGES)
@@ -67,7 +71,8 @@ pub async fn apply(
     // no trace on the host, not even a state dir.
     let revision = load_or_report(path, &host)?;
     let store = Store::open(&global.state_dir)?;
-    let (drivers, plan) = observe_and_plan(&revision, &host, store.owned()?.into_keys()).await?;
+    let (drivers, plan) =
+        observe_and_plan(global, &revision, &host, store.owned()?.into_keys()).await?;
     if output == OutputFormat::Text {
         print_plan(&plan, output, false);
     }

@@ -26,4 +26,4 @@ pub mod volume;
 pub use crate::contract::{
     Change, Driver, DriverError, Drivers, FailureClass, PlanContext, StepContext,
 };
-pub use registry::{Registration, connect_all, registry};
+pub use registry::{HostSettings, Registration, connect_all, registry};

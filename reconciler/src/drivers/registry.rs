@@ -5,9 +5,19 @@
 //! apply ([`BUILT_KINDS`](super::probe::BUILT_KINDS)), so the two cannot disagree. A new
 //! driver adds its line here and nothing else outside its folder.
 
+use std::path::PathBuf;
+
 use super::bridge;
 use crate::contract::{Driver, DriverError, Drivers};
 use crate::model::Kind;
+
+/// What a driver may need to know about this gitvisor when it connects: where runtime
+/// files go (a VM's run dir, a container runtime's state root live below it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSettings {
+    /// `--run-dir`, `/run/gitvisor` by default.
+    pub run_dir: PathBuf,
+}
 
 /// One driver of this build: its kind, and how to connect it to this host.
 #[derive(Debug, Clone, Copy)]
@@ -15,7 +25,7 @@ pub struct Registration {
     pub kind: Kind,
     /// Opens the driver's seam on this host (a netlink socket, a runtime client). Called
     /// inside the Tokio runtime.
-    pub connect: fn() -> Result<Box<dyn Driver>, DriverError>,
+    pub connect: fn(&HostSettings) -> Result<Box<dyn Driver>, DriverError>,
 }
 
 /// Every driver of this build, one line each.
@@ -31,10 +41,10 @@ pub fn registry() -> &'static [Registration] {
 
 /// Connects every driver of this build to this host; the first failure is the answer (a
 /// host where one cannot connect is not one gitvisor can converge).
-pub fn connect_all() -> Result<Drivers, DriverError> {
+pub fn connect_all(settings: &HostSettings) -> Result<Drivers, DriverError> {
     REGISTRY
         .iter()
-        .map(|registration| (registration.connect)())
+        .map(|registration| (registration.connect)(settings))
         .collect::<Result<Vec<_>, _>>()
         .map(Drivers::new)
 }

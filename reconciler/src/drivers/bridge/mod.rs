@@ -111,8 +111,10 @@ impl BridgeDriver {
         Ok(BridgeDriver::new(Arc::new(links)))
     }
 
-    /// [`BridgeDriver::connect`] as the registry's constructor.
-    pub(crate) fn connect_driver() -> Result<Box<dyn Driver>, DriverError> {
+    /// [`BridgeDriver::connect`] as the registry's constructor (bridges need no settings).
+    pub(crate) fn connect_driver(
+        _: &crate::drivers::HostSettings,
+    ) -> Result<Box<dyn Driver>, DriverError> {
         Ok(Box::new(BridgeDriver::connect()?))
     }
 }
