@@ -2,9 +2,11 @@
 //!
 //! Data flow (see DESIGN.md §1): source → [`load`] → [`validate`] → [`graph`] →
 //! observe/diff ([`drivers`]) → [`plan`] → [`execute`] → [`state`], run in that order by
-//! [`reconcile::Reconciler`], which the CLI ([`cli`]) drives.
+//! [`reconcile::Reconciler`], which the CLI ([`cli`]) drives. The engine and the drivers
+//! meet only in [`contract`].
 
 pub mod cli;
+pub mod contract;
 pub mod drivers;
 pub mod execute;
 pub mod graph;

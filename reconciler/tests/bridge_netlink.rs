@@ -18,7 +18,7 @@ use gitvisor::drivers::bridge::{
     BridgeDriver, LinkRequest, LinkSeam, LinkState, NetlinkLinks, OWNERSHIP_MARKER,
     TEMPORARY_PREFIX,
 };
-use gitvisor::drivers::{Driver, PlanContext};
+use gitvisor::drivers::{Driver, PlanContext, StepContext};
 use gitvisor::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec};
 use gitvisor::plan::{Action, Change};
 use ipnet::IpNet;
@@ -59,12 +59,11 @@ fn bridge(name: &str, spec: &str) -> Arc<Resource> {
 }
 
 fn owning(names: &[&str]) -> PlanContext {
-    PlanContext {
-        owned: names
+    PlanContext::new(
+        names
             .iter()
-            .map(|n| ResourceId::new(Kind::Bridge, Name::parse(n).expect("valid name")))
-            .collect(),
-    }
+            .map(|n| ResourceId::new(Kind::Bridge, Name::parse(n).expect("valid name"))),
+    )
 }
 
 fn cidr(text: &str) -> IpNet {
@@ -100,7 +99,7 @@ async fn plan_and_apply(
     let changes = driver.plan(desired, context).await.expect("plan");
     for change in &changes {
         driver
-            .apply(change)
+            .apply(change, &StepContext::detached(change.id.clone()))
             .await
             .unwrap_or_else(|e| panic!("apply {} {}: {e}", change.action, change.id));
     }
@@ -367,7 +366,7 @@ fn a_bridge_made_again_by_hand_is_neither_taken_over_nor_pruned() {
                 [("Bridge/br-x".into(), Action::Conflict)]
             );
             driver
-                .apply(&declared[0])
+                .apply(&declared[0], &StepContext::detached(declared[0].id.clone()))
                 .await
                 .expect("a conflict sends nothing");
             let pruned = driver.plan(&[], &store).await.unwrap();

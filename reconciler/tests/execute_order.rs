@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gitvisor::drivers::{Driver, DriverError, Drivers, PlanContext};
+use gitvisor::drivers::{Driver, DriverError, Drivers, FailureClass, PlanContext, StepContext};
 use gitvisor::execute::{ResultKind, execute};
 use gitvisor::load::load_revision;
 use gitvisor::model::{Kind, Resource};
@@ -43,7 +43,7 @@ impl Driver for FakeDriver {
         Ok(changes)
     }
 
-    async fn apply(&self, change: &Change) -> Result<(), DriverError> {
+    async fn apply(&self, change: &Change, _step: &StepContext) -> Result<(), DriverError> {
         {
             let mut running = self.running.lock().unwrap();
             running.0 += 1;
@@ -56,10 +56,10 @@ impl Driver for FakeDriver {
             .unwrap()
             .push(format!("{} {}", change.action, change.id));
         if self.fail.contains(&change.id.name.as_str()) {
-            return Err(DriverError::Other {
-                id: change.id.clone(),
-                message: "injected failure".into(),
-            });
+            return Err(DriverError::new(
+                FailureClass::Transient,
+                std::io::Error::other(format!("{}: injected failure", change.id)),
+            ));
         }
         Ok(())
     }

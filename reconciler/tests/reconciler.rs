@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use gitvisor::contract::CancelToken;
 use gitvisor::drivers::bridge::{BridgeDriver, FakeLinks};
-use gitvisor::drivers::{Driver, DriverError, Drivers, PlanContext};
+use gitvisor::drivers::{Driver, DriverError, Drivers, PlanContext, StepContext};
 use gitvisor::execute::{ResultKind, silent};
 use gitvisor::model::{Kind, Resource, ResourceId};
 use gitvisor::plan::{Action, Change, Plan, SkipReason};
@@ -77,7 +78,7 @@ impl Host {
         let reconciler = self.reconciler();
         let revision = reconciler.load(&source).unwrap();
         reconciler
-            .apply(&revision, &source, options, silent())
+            .apply(&revision, &source, options, silent(), CancelToken::new())
             .await
             .unwrap()
     }
@@ -288,7 +289,7 @@ impl Driver for Forgetful {
         self.0.plan(desired, context).await
     }
 
-    async fn apply(&self, _change: &Change) -> Result<(), DriverError> {
+    async fn apply(&self, _change: &Change, _step: &StepContext) -> Result<(), DriverError> {
         Ok(())
     }
 }
@@ -302,7 +303,13 @@ async fn an_apply_the_host_does_not_show_is_not_converged() {
     let source = source(&[host.repo.path()]);
     let revision = reconciler.load(&source).unwrap();
     let outcome = reconciler
-        .apply(&revision, &source, &PlanOptions::default(), silent())
+        .apply(
+            &revision,
+            &source,
+            &PlanOptions::default(),
+            silent(),
+            CancelToken::new(),
+        )
         .await
         .unwrap();
     assert!(!outcome.report.converged());

@@ -11,10 +11,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{EXIT_FAILURE, OutputFormat, ScopeArgs, color_stdout, output};
-use crate::execute::{Progress, ProgressEvent, Report, ResultKind, StepResult, silent};
+use crate::execute::{Progress, Report, ResultKind, RunEvent, StepResult, silent};
 use crate::load::Revision;
 use crate::model::ResourceId;
 use crate::plan::{self, Action, Plan};
@@ -33,8 +33,10 @@ pub async fn apply(
         }
         OutputFormat::Json => silent(),
     };
+    let cancel = crate::execute::cancel_on_shutdown_signals()
+        .context("cannot install the SIGTERM/SIGINT handlers")?;
     let outcome = reconciler
-        .apply(revision, source, &scope.options(), progress)
+        .apply(revision, source, &scope.options(), progress, cancel)
         .await?;
     let (plan, report) = (&outcome.plan, &outcome.report);
     match format {
@@ -86,7 +88,7 @@ impl Lines {
         Arc::new(move |event| lines.event(event))
     }
 
-    fn event(&self, event: ProgressEvent<'_>) {
+    fn event(&self, event: RunEvent<'_>) {
         let text = self.render(event, self.started.elapsed().as_secs_f64());
         // Progress lines are best effort: a failed write must not stop the apply, and the
         // final report's write surfaces any error that persists.
@@ -94,13 +96,13 @@ impl Lines {
     }
 
     /// What to write for `event`, `elapsed` seconds into the apply.
-    fn render(&self, event: ProgressEvent<'_>, elapsed: f64) -> String {
+    fn render(&self, event: RunEvent<'_>, elapsed: f64) -> String {
         let Ok(mut state) = self.state.lock() else {
             return String::new();
         };
         let mut text = String::new();
         match event {
-            ProgressEvent::Started { plan } => {
+            RunEvent::Started { plan } => {
                 state.total = plan.changes.iter().filter(|c| c.action.is_change()).count();
                 state.fields = plan
                     .changes
@@ -122,7 +124,7 @@ impl Lines {
                     ));
                 }
             }
-            ProgressEvent::Finished(step) => {
+            RunEvent::Finished(step) => {
                 state.done += 1;
                 let fields = state.fields.get(&step.id).map(Vec::as_slice).unwrap_or(&[]);
                 if self.tty {
@@ -173,6 +175,12 @@ fn step_line(step: &StepResult, fields: &[String], color: bool) -> String {
             );
             format!("{symbol} {}  {what}  {took}", step.id)
         }
+        ResultKind::Cancelled => format!(
+            "{} {}  {}  {took}",
+            paint("33", "  ."),
+            step.id,
+            step.failure().unwrap_or_default()
+        ),
         ResultKind::Failed(_) | ResultKind::Blocked(_) => format!(
             "{} {}  {}  {took}",
             paint("1;31", "  !"),
@@ -299,16 +307,16 @@ mod tests {
     fn a_terminal_gets_a_progress_line_that_each_result_replaces() {
         let plan = two_creates();
         let lines = Lines::new(true, false);
-        let started = lines.render(ProgressEvent::Started { plan: &plan }, 0.0);
+        let started = lines.render(RunEvent::Started { plan: &plan }, 0.0);
         assert_eq!(started, "Applying revision r1 to host h: 2 changes\n");
         let first = step(Action::Create, ResultKind::Applied);
         assert_eq!(
-            lines.render(ProgressEvent::Finished(&first), 1.5),
+            lines.render(RunEvent::Finished(&first), 1.5),
             "\r\x1b[2K  + Bridge/br0  created  12 ms\n[1/2] applying… 1.50 s"
         );
         // The last result erases the progress line and leaves none behind.
         assert_eq!(
-            lines.render(ProgressEvent::Finished(&first), 2.0),
+            lines.render(RunEvent::Finished(&first), 2.0),
             "\r\x1b[2K  + Bridge/br0  created  12 ms\n"
         );
     }
@@ -317,10 +325,10 @@ mod tests {
     fn a_pipe_gets_plain_lines_only() {
         let plan = two_creates();
         let lines = Lines::new(false, false);
-        lines.render(ProgressEvent::Started { plan: &plan }, 0.0);
+        lines.render(RunEvent::Started { plan: &plan }, 0.0);
         let first = step(Action::Create, ResultKind::Applied);
         assert_eq!(
-            lines.render(ProgressEvent::Finished(&first), 1.5),
+            lines.render(RunEvent::Finished(&first), 1.5),
             "  + Bridge/br0  created  12 ms\n"
         );
     }

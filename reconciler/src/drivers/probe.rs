@@ -19,9 +19,10 @@ use serde::Serialize;
 use super::{bridge, container, vm, volume};
 use crate::model::Kind;
 
-/// The kinds this build has a driver for. Doctor reports from it; the set of drivers the
-/// engine connects must list the same kinds.
-pub const BUILT_KINDS: &[Kind] = &[Kind::Bridge];
+/// The kinds this build has a driver for, derived from the registry the engine connects
+/// its drivers from (`registry.rs`), so doctor and the engine always agree.
+pub const BUILT_KINDS: &[Kind] =
+    &super::registry::kinds::<{ super::registry::REGISTRY.len() }>(super::registry::REGISTRY);
 
 /// How long a probed tool may take to print its version.
 pub const TOOL_DEADLINE: Duration = Duration::from_secs(10);

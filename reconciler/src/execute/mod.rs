@@ -12,13 +12,23 @@
 //!
 //! Changes the plan left out on purpose ([`crate::plan::Plan::skipped`]) are reported as
 //! [`ResultKind::Skipped`] without touching the host, so the bookkeeping keeps their
-//! records. Each finished change is reported to a [`Progress`] callback as it finishes.
+//! records. Each finished change is reported to the [`ExecuteOptions::events`] callback as
+//! it finishes.
 //!
 //! Every driver step is idempotent, so a crash at any point is repaired by the next run.
+//!
+//! Each step gets a [`StepContext`]: the run's cancellation token, a deadline (the
+//! driver's [`step_budget`](crate::contract::Driver::step_budget) from when the step
+//! starts) and the run's driver progress channel. Once the run is cancelled no step starts;
+//! running ones stop at their next safe point; all of them report
+//! [`ResultKind::Cancelled`]. A step past its deadline is abandoned as hung and fails
+//! as transient. A failure's whole cause chain is reported, with its class.
 
+mod options;
 mod outcome;
 mod progress;
 mod record;
+mod shutdown;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,14 +39,16 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+pub use options::ExecuteOptions;
 pub use outcome::{Report, ResultKind, StepResult};
-pub use progress::{Progress, ProgressEvent, silent};
+pub use progress::{Progress, RunEvent, silent};
 pub use record::{record_intents, record_report};
+pub use shutdown::cancel_on_shutdown_signals;
 
-use crate::drivers::Drivers;
+use crate::contract::{Action, Change, Drivers, FailureClass, Interrupted, StepContext, chain};
 use crate::graph::DependencyGraph;
 use crate::model::{Kind, ResourceId};
-use crate::plan::{Action, Change, Plan};
+use crate::plan::Plan;
 
 /// Default bound on concurrent driver calls.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -51,19 +63,23 @@ pub async fn execute(
     drivers: Arc<Drivers>,
     concurrency: usize,
 ) -> Report {
-    execute_with_progress(plan, graph, drivers, concurrency, silent()).await
+    execute_with(plan, graph, drivers, ExecuteOptions::new(concurrency)).await
 }
 
-/// [`execute`], telling `progress` about each change as it finishes.
-pub async fn execute_with_progress(
+/// [`execute`], with a cancellation token, a driver progress channel and a callback told
+/// about the run as it goes ([`ExecuteOptions`]).
+pub async fn execute_with(
     plan: &Plan,
     graph: &DependencyGraph,
     drivers: Arc<Drivers>,
-    concurrency: usize,
-    progress: Progress,
+    options: ExecuteOptions,
 ) -> Report {
     let started = Instant::now();
-    let semaphore = Arc::new(Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS)));
+    let semaphore = Arc::new(Semaphore::new(
+        options.concurrency.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let options = Arc::new(options);
+    let events = options.events.clone();
     let mut results: Vec<StepResult> = plan
         .skipped
         .iter()
@@ -75,19 +91,19 @@ pub async fn execute_with_progress(
             )
         })
         .collect();
-    progress(ProgressEvent::Started { plan });
+    events(RunEvent::Started { plan });
 
     // Resources that cannot be relied on by dependents, with why.
     let mut unusable: BTreeMap<ResourceId, String> = BTreeMap::new();
     for change in &plan.changes {
         match change.action {
             Action::Conflict | Action::Unsupported => {
-                let why = change
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| change.action.to_string());
+                let why = change.reason().unwrap_or_else(|| change.action.to_string());
                 unusable.insert(change.id.clone(), why.clone());
-                results.push(StepResult::new(change, ResultKind::Failed(why), 0.0));
+                results.push(
+                    StepResult::new(change, ResultKind::Failed(why), 0.0)
+                        .with_class(FailureClass::NeedsUser),
+                );
             }
             Action::NoOp => results.push(StepResult::new(change, ResultKind::Unchanged, 0.0)),
             _ => {}
@@ -117,7 +133,8 @@ pub async fn execute_with_progress(
         let change = change.clone();
         let drivers = drivers.clone();
         let semaphore = semaphore.clone();
-        let progress = progress.clone();
+        let options = options.clone();
+        let events = events.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel::<bool>();
         let signal: Done = receiver.map(|r| r.unwrap_or(false)).boxed().shared();
         done.insert(change.id.clone(), signal);
@@ -135,7 +152,11 @@ pub async fn execute_with_progress(
                     }
                     for (dep, signal) in dependencies {
                         if let Some(signal) = signal {
-                            if !signal.await {
+                            let ready = signal.await;
+                            if options.cancel.is_cancelled() {
+                                break 'step StepResult::new(&change, ResultKind::Cancelled, 0.0);
+                            }
+                            if !ready {
                                 break 'step StepResult::new(
                                     &change,
                                     ResultKind::Blocked(dep),
@@ -144,11 +165,12 @@ pub async fn execute_with_progress(
                             }
                         }
                     }
-                    let result = run_change(&change, &drivers, &semaphore).await;
-                    StepResult::new(&change, result, started.elapsed().as_secs_f64())
+                    run_change(&change, &drivers, &semaphore, &options)
+                        .await
+                        .finish(&change, started)
                 };
                 let _ = sender.send(matches!(step.result, ResultKind::Applied));
-                progress(ProgressEvent::Finished(&step));
+                events(RunEvent::Finished(&step));
                 step
             }
             .instrument(span),
@@ -167,14 +189,16 @@ pub async fn execute_with_progress(
             let change = change.clone();
             let drivers = drivers.clone();
             let semaphore = semaphore.clone();
-            let progress = progress.clone();
+            let options = options.clone();
+            let events = events.clone();
             let span = tracing::info_span!("resource", id = %change.id, action = "delete");
             tasks.push(tokio::spawn(
                 async move {
                     let started = Instant::now();
-                    let result = run_change(&change, &drivers, &semaphore).await;
-                    let step = StepResult::new(&change, result, started.elapsed().as_secs_f64());
-                    progress(ProgressEvent::Finished(&step));
+                    let step = run_change(&change, &drivers, &semaphore, &options)
+                        .await
+                        .finish(&change, started);
+                    events(RunEvent::Finished(&step));
                     step
                 }
                 .instrument(span),
@@ -200,21 +224,83 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<StepResult>>, results: &mut 
     }
 }
 
-async fn run_change(change: &Change, drivers: &Drivers, semaphore: &Semaphore) -> ResultKind {
-    let Some(driver) = drivers.get(change.id.kind) else {
-        return ResultKind::Failed(format!("no driver for kind {}", change.id.kind));
-    };
-    let Ok(_permit) = semaphore.acquire().await else {
-        return ResultKind::Failed("executor shut down".into());
-    };
-    match driver.apply(change).await {
-        Ok(()) => {
-            tracing::info!("applied");
-            ResultKind::Applied
+/// What one step came to, and the class of its failure.
+struct Ran {
+    result: ResultKind,
+    class: Option<FailureClass>,
+}
+
+impl Ran {
+    fn new(result: ResultKind) -> Self {
+        Ran {
+            result,
+            class: None,
         }
-        Err(err) => {
-            tracing::info!(error = %err, "failed");
-            ResultKind::Failed(err.to_string())
+    }
+
+    fn failed(why: String, class: FailureClass) -> Self {
+        Ran {
+            result: ResultKind::Failed(why),
+            class: Some(class),
+        }
+    }
+
+    fn finish(self, change: &Change, started: Instant) -> StepResult {
+        let step = StepResult::new(change, self.result, started.elapsed().as_secs_f64());
+        match self.class {
+            Some(class) => step.with_class(class),
+            None => step,
+        }
+    }
+}
+
+async fn run_change(
+    change: &Change,
+    drivers: &Drivers,
+    semaphore: &Semaphore,
+    options: &ExecuteOptions,
+) -> Ran {
+    let Some(driver) = drivers.get(change.id.kind) else {
+        return Ran::failed(
+            format!("no driver for kind {}", change.id.kind),
+            FailureClass::Bug,
+        );
+    };
+    if options.cancel.is_cancelled() {
+        return Ran::new(ResultKind::Cancelled);
+    }
+    let Ok(_permit) = semaphore.acquire().await else {
+        return Ran::failed("executor shut down".into(), FailureClass::Bug);
+    };
+    // Waiting for the permit may have taken a while.
+    if options.cancel.is_cancelled() {
+        return Ran::new(ResultKind::Cancelled);
+    }
+    let budget = driver.step_budget(change);
+    let step = StepContext::new(
+        change.id.clone(),
+        options.cancel.clone(),
+        budget,
+        options.progress.clone(),
+    );
+    match tokio::time::timeout_at(step.deadline(), driver.apply(change, &step)).await {
+        Ok(Ok(())) => {
+            tracing::info!("applied");
+            Ran::new(ResultKind::Applied)
+        }
+        Ok(Err(err)) if err.interruption() == Some(&Interrupted::Cancelled) => {
+            tracing::info!(error = %err.chain(), "cancelled");
+            Ran::new(ResultKind::Cancelled)
+        }
+        Ok(Err(err)) => {
+            let why = err.chain();
+            tracing::info!(error = %why, class = %err.class(), "failed");
+            Ran::failed(why, err.class())
+        }
+        Err(_) => {
+            let why = chain(&Interrupted::DeadlineExceeded { budget });
+            tracing::warn!(error = %why, "abandoned");
+            Ran::failed(format!("{why}; abandoned"), FailureClass::Transient)
         }
     }
 }

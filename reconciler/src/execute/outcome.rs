@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
+use crate::contract::{Action, Change, FailureClass};
 use crate::model::ResourceId;
-use crate::plan::{Action, Change};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "result", content = "detail")]
@@ -19,6 +19,9 @@ pub enum ResultKind {
     /// Left out on purpose (an unconfirmed delete, outside `--target`): the host and the
     /// store's record of the resource stay as they are.
     Skipped(String),
+    /// The run was cancelled before this step started, or the step stopped at a safe
+    /// point when it was; the next run carries on.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +31,10 @@ pub struct StepResult {
     #[serde(flatten)]
     pub result: ResultKind,
     pub seconds: f64,
+    /// For a failure: what a controller should do about it (retry, wait for a person,
+    /// report a bug).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<FailureClass>,
     #[serde(skip)]
     pub spec_hash: Option<String>,
 }
@@ -39,8 +46,22 @@ impl StepResult {
             action: change.action,
             result,
             seconds,
-            spec_hash: change.desired.as_ref().map(|r| r.spec_hash()),
+            class: None,
+            spec_hash: change.desired.as_ref().and_then(|resource| {
+                resource
+                    .spec_hash()
+                    .inspect_err(|error| {
+                        tracing::error!(id = %change.id, %error, "cannot hash the declared spec; the store records no hash for it")
+                    })
+                    .ok()
+            }),
         }
+    }
+
+    /// The same result, classified (failures only).
+    pub fn with_class(mut self, class: FailureClass) -> Self {
+        self.class = Some(class);
+        self
     }
 
     /// Whether the resource is as declared: applied or unchanged.
@@ -57,6 +78,10 @@ impl StepResult {
             }
             ResultKind::Failed(why) => Some(format!("{} failed: {why}", self.action)),
             ResultKind::Blocked(dep) => Some(format!("blocked: dependency {dep} is not ready")),
+            ResultKind::Cancelled => Some(format!(
+                "{} cancelled: the run was stopped; the next run carries on",
+                self.action
+            )),
             ResultKind::Applied | ResultKind::Unchanged | ResultKind::Skipped(_) => None,
         }
     }
@@ -83,5 +108,12 @@ impl Report {
     /// Changes that failed or were blocked (not those left out on purpose).
     pub fn failures(&self) -> impl Iterator<Item = &StepResult> {
         self.results.iter().filter(|r| !r.ok() && !r.skipped())
+    }
+
+    /// The steps that did not run, or stopped early, because the run was cancelled.
+    pub fn cancelled(&self) -> impl Iterator<Item = &StepResult> {
+        self.results
+            .iter()
+            .filter(|r| r.result == ResultKind::Cancelled)
     }
 }

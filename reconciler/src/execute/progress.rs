@@ -8,7 +8,7 @@ use crate::plan::Plan;
 
 /// One thing that happened during an execution.
 #[derive(Debug, Clone, Copy)]
-pub enum ProgressEvent<'a> {
+pub enum RunEvent<'a> {
     /// Execution of `plan` starts.
     Started { plan: &'a Plan },
     /// One resource's change finished (or was blocked), in completion order.
@@ -16,7 +16,7 @@ pub enum ProgressEvent<'a> {
 }
 
 /// Called from the executor's tasks as things happen; must be cheap and never block.
-pub type Progress = Arc<dyn Fn(ProgressEvent<'_>) + Send + Sync>;
+pub type Progress = Arc<dyn Fn(RunEvent<'_>) + Send + Sync>;
 
 /// A progress sink that ignores everything.
 pub fn silent() -> Progress {

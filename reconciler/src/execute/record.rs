@@ -3,9 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use crate::contract::Action;
 use crate::execute::{Report, ResultKind};
 use crate::model::{Kind, ResourceId};
-use crate::plan::{Action, Plan};
+use crate::plan::Plan;
 use crate::state::{
     Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store, StoreError,
     now_unix,
@@ -65,6 +66,10 @@ pub fn record_report(
                 ResourceState::Blocked,
                 Some(format!("dependency {dep} is not ready")),
             ),
+            ResultKind::Cancelled => (
+                ResourceState::Progressing,
+                Some("cancelled before it finished; the next run carries on".to_owned()),
+            ),
         };
         let applied = matches!(step.result, ResultKind::Applied | ResultKind::Unchanged);
         match step.action {
@@ -108,6 +113,9 @@ pub fn record_report(
                     EventLevel::Warning,
                     format!("{} blocked by {dep}", step.action),
                 ),
+                ResultKind::Cancelled => {
+                    (EventLevel::Warning, format!("{} cancelled", step.action))
+                }
             };
             events.push(Event {
                 unix: now,

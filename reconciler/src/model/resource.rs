@@ -130,12 +130,13 @@ impl Resource {
         refs
     }
 
-    /// A stable hash of the declared spec and metadata that affect the host, recorded in
-    /// the state store as the last-applied hash.
-    pub fn spec_hash(&self) -> String {
+    /// A stable hash of the declared spec, recorded in the state store as the
+    /// last-applied hash. An error rather than the hash of nothing when the spec has no
+    /// JSON form, so two such specs never look alike.
+    pub fn spec_hash(&self) -> Result<String, serde_json::Error> {
         use sha2::{Digest, Sha256};
-        let json = serde_json::to_vec(&self.spec).unwrap_or_default();
+        let json = serde_json::to_vec(&self.spec)?;
         let digest = Sha256::digest(&json);
-        digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+        Ok(digest[..12].iter().map(|b| format!("{b:02x}")).collect())
     }
 }

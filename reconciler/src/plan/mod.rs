@@ -8,18 +8,19 @@
 //! not do (unconfirmed deletes, changes outside `--target`) into [`Plan::skipped`], where
 //! rendering shows them and execution reports them without touching the host.
 
-mod change;
 mod render;
 mod skipped;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use change::{Action, Change, Effect, FieldChange};
+pub use crate::contract::{Action, Change, Effect, FieldChange};
 pub use render::{render_json, render_skipped_text, render_text};
 pub use skipped::{SkipReason, Skipped};
 
-use crate::drivers::{DriverError, Drivers, PlanContext};
+use crate::contract::{DriverError, Drivers, PlanContext};
 use crate::load::Revision;
 use crate::model::{Kind, Resource, ResourceId};
 
@@ -81,13 +82,15 @@ impl Plan {
 }
 
 /// Observes the host (one batch per driver, drivers concurrently) and diffs it against
-/// the revision.
+/// the revision. Drivers see `context` with the revision attached (every kind, for this
+/// host), so they can follow references.
 pub async fn make_plan(
     revision: &Revision,
     host: &str,
     drivers: &Drivers,
     context: &PlanContext,
 ) -> Result<Plan, DriverError> {
+    let context = &context.clone().with_revision(&revision.resources);
     let mut by_kind: BTreeMap<Kind, Vec<Arc<Resource>>> = BTreeMap::new();
     for resource in &revision.resources {
         by_kind

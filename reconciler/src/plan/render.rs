@@ -140,7 +140,7 @@ fn render_change(out: &mut String, change: &Change, palette: &Palette) {
         }
     }
     out.push('\n');
-    if let Some(reason) = &change.reason {
+    for reason in &change.reasons {
         let _ = writeln!(out, "      # {reason}");
     }
     let width = change
@@ -172,8 +172,9 @@ pub fn render_json(plan: &Plan) -> Value {
                 "action": change.action,
                 "fields": change.fields,
             });
-            if let Some(reason) = &change.reason {
+            if let Some(reason) = change.reason() {
                 object["reason"] = json!(reason);
+                object["reasons"] = json!(change.reasons);
             }
             if let Some(effect) = change.effect() {
                 object["effect"] = json!(effect);
@@ -223,7 +224,7 @@ mod tests {
             changes: vec![
                 Change::new(id("br0"), Action::Create).with_fields(vec![FieldChange::new(
                     "mtu",
-                    (),
+                    Value::Null,
                     9000,
                     Effect::Hot,
                 )]),
@@ -234,7 +235,9 @@ mod tests {
                     Effect::Hot,
                 )]),
                 Change::new(id("br2"), Action::NoOp),
-                Change::new(id("old"), Action::Delete),
+                Change::new(id("old"), Action::Delete)
+                    .with_reason("no longer declared")
+                    .with_reason("removes gv_0123, a half-made bridge"),
             ],
             skipped: vec![Skipped {
                 change: Change::new(id("kept"), Action::Delete),
@@ -321,6 +324,27 @@ mod tests {
         assert_eq!(first["fields"][0]["old"], Value::Null);
         assert_eq!(first["fields"][0]["new"], 9000);
         assert_eq!(value["changes"][2]["action"], "noop");
+        let delete = &value["changes"][3];
+        assert_eq!(
+            delete["reason"],
+            "no longer declared; removes gv_0123, a half-made bridge"
+        );
+        assert_eq!(
+            delete["reasons"],
+            json!(["no longer declared", "removes gv_0123, a half-made bridge"])
+        );
+        assert!(first.get("reason").is_none() && first.get("reasons").is_none());
+    }
+
+    #[test]
+    fn text_shows_each_reason_on_its_own_line() {
+        let text = render_text(&sample(), false, false);
+        assert!(
+            text.contains(
+                "  - Bridge/old\n      # no longer declared\n      # removes gv_0123, a half-made bridge\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2,19 +2,14 @@
 //! `source()`.
 
 use crate::drivers::DriverError;
-use crate::drivers::bridge::BridgeError;
 use crate::model::ResourceId;
 use crate::state::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// A host driver could not reach its facility.
-    #[error("cannot connect the {kind} driver to this host (is this run as root, on Linux?)")]
-    Connect {
-        kind: crate::model::Kind,
-        #[source]
-        source: BridgeError,
-    },
+    #[error("cannot connect this host's drivers (is this run as root, on Linux?)")]
+    Connect(#[source] DriverError),
 
     #[error("the state store could not be read or written")]
     Store(#[from] StoreError),

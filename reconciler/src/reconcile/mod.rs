@@ -35,10 +35,11 @@ pub use source::Source;
 pub use status::{Basis, HostView, Live, RECENT_EVENTS, StatusReport};
 pub use verify::verify;
 
+use crate::contract::CancelToken;
 use crate::drivers::{Drivers, PlanContext};
-use crate::execute::{self, Progress, Report};
+use crate::drivers::{HostSettings, connect_all};
+use crate::execute::{self, ExecuteOptions, Progress, Report};
 use crate::load::{Revision, RevisionErrors};
-use crate::model::Kind;
 use crate::plan::{self, Plan};
 use crate::state::{ReadOnlyStore, Store};
 
@@ -88,16 +89,11 @@ impl Reconciler {
 
     /// A reconciler over this host's drivers. Call it inside a Tokio runtime (netlink).
     pub fn connect(options: ReconcilerOptions) -> Result<Reconciler, ReconcileError> {
-        let bridge = crate::drivers::bridge::BridgeDriver::connect().map_err(|source| {
-            ReconcileError::Connect {
-                kind: Kind::Bridge,
-                source,
-            }
-        })?;
-        Ok(Reconciler::new(
-            options,
-            Drivers::new(vec![Box::new(bridge)]),
-        ))
+        let settings = HostSettings {
+            run_dir: options.run_dir.clone(),
+        };
+        let drivers = connect_all(&settings).map_err(ReconcileError::Connect)?;
+        Ok(Reconciler::new(options, drivers))
     }
 
     pub fn options(&self) -> &ReconcilerOptions {
@@ -132,6 +128,7 @@ impl Reconciler {
         source: &Source,
         options: &PlanOptions,
         progress: Progress,
+        cancel: CancelToken,
     ) -> Result<ApplyOutcome, ReconcileError> {
         let store = Store::open(&self.options.state_dir)?;
         let ownership = Ownership {
@@ -142,18 +139,17 @@ impl Reconciler {
             .scoped_plan(revision, source, options, &ownership)
             .await?;
         execute::record_intents(&store, &plan)?;
-        let mut report = execute::execute_with_progress(
+        let mut report = execute::execute_with(
             &plan,
             &revision.graph,
             self.drivers.clone(),
-            self.options.concurrency,
-            progress,
+            ExecuteOptions::new(self.options.concurrency)
+                .with_cancel(cancel)
+                .with_events(progress),
         )
         .await;
         if plan.changes.iter().any(|c| c.action.is_change()) {
-            let context = PlanContext {
-                owned: store.owned()?.into_keys().collect(),
-            };
+            let context = PlanContext::new(store.owned()?.into_keys());
             let again =
                 plan::make_plan(revision, &self.options.host, &self.drivers, &context).await;
             verify(&mut report, again);
@@ -169,9 +165,7 @@ impl Reconciler {
         options: &PlanOptions,
         ownership: &Ownership,
     ) -> Result<Plan, ReconcileError> {
-        let context = PlanContext {
-            owned: ownership.owned.keys().cloned().collect(),
-        };
+        let context = PlanContext::new(ownership.owned.keys().cloned());
         let plan = self.make_plan(revision, &context).await?;
         scope(plan, &revision.graph, ownership, source.id(), options)
     }

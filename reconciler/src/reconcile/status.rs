@@ -67,11 +67,11 @@ impl Live {
             Action::NoOp => Live::InSync,
             Action::Update | Action::Replace => Live::Drifted {
                 fields: change.fields.clone(),
-                reason: change.reason.clone(),
+                reason: change.reason(),
             },
             Action::Create => Live::Missing,
             Action::Conflict => Live::NotOurs {
-                reason: change.reason.clone().unwrap_or_default(),
+                reason: change.reason().unwrap_or_default(),
             },
             Action::Unsupported => Live::Unsupported,
             Action::Delete => Live::Undeclared,
@@ -159,9 +159,7 @@ impl Reconciler {
         let host = if offline {
             None
         } else {
-            let context = PlanContext {
-                owned: store.owned()?.into_keys().collect(),
-            };
+            let context = PlanContext::new(store.owned()?.into_keys());
             Some(self.observe(last.as_ref(), &context).await?)
         };
         Ok(StatusReport {

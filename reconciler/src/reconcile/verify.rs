@@ -73,8 +73,7 @@ fn describe(change: &Change) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         _ => change
-            .reason
-            .clone()
+            .reason()
             .unwrap_or_else(|| format!("the host still needs a {}", change.action)),
     }
 }
@@ -183,10 +182,10 @@ mod tests {
             ("a", Action::Create, ResultKind::Applied),
             ("b", Action::NoOp, ResultKind::Unchanged),
         ]);
-        let err = DriverError::Other {
-            id: id("a"),
-            message: "netlink dump failed".into(),
-        };
+        let err = DriverError::new(
+            crate::contract::FailureClass::Transient,
+            std::io::Error::other("netlink dump failed"),
+        );
         verify(&mut report, Err(err));
         assert!(
             matches!(&report.results[0].result, ResultKind::Failed(why) if why.contains("netlink dump failed"))

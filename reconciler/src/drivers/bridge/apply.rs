@@ -21,18 +21,24 @@
 //!
 //! Ports are checked before anything is sent: a missing port, or one enslaved to a
 //! master gitvisor does not manage, fails the apply with nothing half done.
+//!
+//! Cancellation and the deadline ([`StepContext`]) are checked before every request but
+//! two: the marker and the rename that follow a create run with it, so a cancel never
+//! leaves a bridge under its temporary name (the next plan would remove it, but would
+//! have to). Stopping anywhere else leaves a marked bridge under its declared name that
+//! the next plan updates. Each request's description ([`Step::what`]) is the one people
+//! read, in errors and in the debug log next to the request itself.
 
 use super::BridgeError;
 use super::OWNERSHIP_MARKER;
 use super::drift::Drift;
 use super::observed::ObservedBridge;
-use super::seam::{BridgeOptions, LinkRequest, LinkSeam, LinkState};
+use super::seam::{BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState};
 use super::temporary::temporary_name;
-use crate::drivers::Observed;
+use crate::contract::{Action, Change, StepContext};
 use crate::model::{BridgeSpec, ResourceId, Spec};
-use crate::plan::{Action, Change};
 
-/// One request and how to describe it in an error.
+/// One request and how to describe it to people, in terms of the bridge it serves.
 #[derive(Debug, Clone, PartialEq)]
 struct Step {
     request: LinkRequest,
@@ -48,19 +54,24 @@ impl Step {
     }
 }
 
-/// Carry out `change` on `seam`.
-pub(crate) async fn apply(seam: &dyn LinkSeam, change: &Change) -> Result<(), BridgeError> {
+/// Carry out `change` on `seam`, stopping between requests when `step` says so.
+pub(crate) async fn apply(
+    seam: &dyn LinkSeam,
+    change: &Change,
+    step: &StepContext,
+) -> Result<(), BridgeError> {
     let bridge = change.id.name.as_str();
+    let host = Host { seam, bridge, step };
     match change.action {
         Action::Create => {
             let (spec, observed) = planned(change)?;
-            create(seam, &change.id, spec, observed).await
+            create(&host, &change.id, spec, observed).await
         }
         Action::Update => {
             let (spec, observed) = planned(change)?;
-            update(seam, bridge, spec, observed).await
+            update(&host, spec, observed).await
         }
-        Action::Delete => delete(seam, bridge, observed(change)?).await,
+        Action::Delete => delete(&host, observed(change)?).await,
         Action::Replace => Err(invalid(
             bridge,
             "bridges are changed in place; this driver never plans a replace",
@@ -69,20 +80,47 @@ pub(crate) async fn apply(seam: &dyn LinkSeam, change: &Change) -> Result<(), Br
     }
 }
 
+/// Where requests go, for which bridge, under which step.
+struct Host<'a> {
+    seam: &'a dyn LinkSeam,
+    bridge: &'a str,
+    step: &'a StepContext,
+}
+
+impl Host<'_> {
+    /// Sends `step` unless the step context says stop.
+    async fn send(&self, step: Step) -> Result<Option<u32>, BridgeError> {
+        if let Err(cause) = self.step.check() {
+            return Err(BridgeError::Interrupted {
+                bridge: self.bridge.to_owned(),
+                operation: step.what,
+                cause,
+            });
+        }
+        self.send_now(step).await
+    }
+
+    /// Sends `step` whatever the step context says: for requests that must follow the
+    /// one before them.
+    async fn send_now(&self, step: Step) -> Result<Option<u32>, BridgeError> {
+        send(self.seam, self.bridge, step).await
+    }
+}
+
 async fn create(
-    seam: &dyn LinkSeam,
+    host: &Host<'_>,
     id: &ResourceId,
     spec: &BridgeSpec,
     observed: &ObservedBridge,
 ) -> Result<(), BridgeError> {
-    let bridge = id.name.as_str();
+    let bridge = host.bridge;
     // What the bridge looks like once created, marked and renamed: down, the options from
     // the create message. The MTU is unknown (0) so a declared one is set.
     let mut fresh = LinkState {
         index: 0,
         name: bridge.to_owned(),
         alias: Some(OWNERSHIP_MARKER.to_owned()),
-        kind: Some("bridge".to_owned()),
+        kind: Some(LinkKind::Bridge),
         mtu: 0,
         up: false,
         master: None,
@@ -97,7 +135,7 @@ async fn create(
         ..ObservedBridge::default()
     };
     check_ports(bridge, &Drift::between(spec, &fresh, &fresh_view))?;
-    remove_leftover(seam, bridge, observed).await?;
+    remove_leftover(host, observed).await?;
 
     let temporary = temporary_name(id);
     let create = Step::new(
@@ -108,7 +146,8 @@ async fn create(
         },
         format!("create (as {temporary})"),
     );
-    let index = send(seam, bridge, create)
+    let index = host
+        .send(create)
         .await?
         .ok_or_else(|| BridgeError::Request {
             bridge: bridge.to_owned(),
@@ -123,7 +162,7 @@ async fn create(
         },
         format!("set the ownership marker (ifalias) on {temporary}"),
     );
-    send(seam, bridge, mark).await?;
+    host.send_now(mark).await?;
     let rename = Step::new(
         LinkRequest::SetName {
             index,
@@ -131,31 +170,27 @@ async fn create(
         },
         format!("rename {temporary} to {bridge}"),
     );
-    if let Err(error) = send(seam, bridge, rename).await {
+    if let Err(error) = host.send_now(rename).await {
         // Best effort: the marked temporary bridge is ours, and the next plan removes it
         // if this fails too.
         let undo = Step::new(
             LinkRequest::DeleteLink { index },
             format!("delete {temporary} after the failed rename"),
         );
-        if let Err(undo_error) = send(seam, bridge, undo).await {
-            tracing::warn!(bridge, error = %undo_error, "cannot remove the temporary bridge");
+        if let Err(undo_error) = host.send_now(undo).await {
+            tracing::warn!(bridge, error = %crate::contract::chain(&undo_error), "cannot remove the temporary bridge");
         }
         return Err(error);
     }
     for step in steps(index, &Drift::between(spec, &fresh, &fresh_view)) {
-        send(seam, bridge, step).await?;
+        host.send(step).await?;
     }
     tracing::info!(bridge, index, "bridge created");
     Ok(())
 }
 
 /// Deletes the half-made bridge an interrupted creation left, when the plan found one.
-async fn remove_leftover(
-    seam: &dyn LinkSeam,
-    bridge: &str,
-    observed: &ObservedBridge,
-) -> Result<(), BridgeError> {
+async fn remove_leftover(host: &Host<'_>, observed: &ObservedBridge) -> Result<(), BridgeError> {
     let Some(leftover) = &observed.leftover else {
         return Ok(());
     };
@@ -165,47 +200,40 @@ async fn remove_leftover(
         },
         format!("delete {}, left by an interrupted creation", leftover.name),
     );
-    send(seam, bridge, step).await?;
-    tracing::info!(bridge, leftover = %leftover.name, "leftover of an interrupted creation removed");
+    host.send(step).await?;
+    tracing::info!(bridge = host.bridge, leftover = %leftover.name, "leftover of an interrupted creation removed");
     Ok(())
 }
 
 async fn update(
-    seam: &dyn LinkSeam,
-    bridge: &str,
+    host: &Host<'_>,
     spec: &BridgeSpec,
     observed: &ObservedBridge,
 ) -> Result<(), BridgeError> {
+    let bridge = host.bridge;
     let link = observed
         .link
         .as_ref()
         .ok_or_else(|| invalid(bridge, "an update without the observed bridge"))?;
     let drift = Drift::between(spec, link, observed);
     check_ports(bridge, &drift)?;
-    remove_leftover(seam, bridge, observed).await?;
+    remove_leftover(host, observed).await?;
     for step in steps(link.index, &drift) {
-        send(seam, bridge, step).await?;
+        host.send(step).await?;
     }
     tracing::info!(bridge, index = link.index, "bridge updated");
     Ok(())
 }
 
-async fn delete(
-    seam: &dyn LinkSeam,
-    bridge: &str,
-    observed: &ObservedBridge,
-) -> Result<(), BridgeError> {
+async fn delete(host: &Host<'_>, observed: &ObservedBridge) -> Result<(), BridgeError> {
+    let bridge = host.bridge;
     if observed.link.is_none() && observed.leftover.is_none() {
         return Err(invalid(bridge, "a delete without the observed bridge"));
     }
-    remove_leftover(seam, bridge, observed).await?;
+    remove_leftover(host, observed).await?;
     if let Some(index) = observed.index() {
-        send(
-            seam,
-            bridge,
-            Step::new(LinkRequest::DeleteLink { index }, "delete"),
-        )
-        .await?;
+        host.send(Step::new(LinkRequest::DeleteLink { index }, "delete"))
+            .await?;
         tracing::info!(bridge, index, "bridge deleted");
     }
     Ok(())
@@ -308,7 +336,7 @@ fn steps(index: u32, drift: &Drift) -> Vec<Step> {
 }
 
 async fn send(seam: &dyn LinkSeam, bridge: &str, step: Step) -> Result<Option<u32>, BridgeError> {
-    tracing::debug!(bridge, request = %step.request, "netlink request");
+    tracing::debug!(bridge, what = %step.what, request = ?step.request, "netlink request");
     let asks_vlan_filtering = matches!(
         step.request,
         LinkRequest::CreateBridge {
@@ -347,14 +375,12 @@ fn planned(change: &Change) -> Result<(&BridgeSpec, &ObservedBridge), BridgeErro
 }
 
 fn observed(change: &Change) -> Result<&ObservedBridge, BridgeError> {
-    if let Some(Observed::Bridge(observed)) = &change.observed {
-        Ok(observed)
-    } else {
-        Err(invalid(
+    change.observed_as::<ObservedBridge>().ok_or_else(|| {
+        invalid(
             change.id.name.as_str(),
             "the change carries no bridge observation; plan it with the bridge driver",
-        ))
-    }
+        )
+    })
 }
 
 fn invalid(bridge: &str, reason: &str) -> BridgeError {
@@ -371,11 +397,11 @@ mod tests {
     use nix::errno::Errno;
 
     use super::*;
+    use crate::contract::{Driver, DriverError, PlanContext};
     use crate::drivers::bridge::fake::{FakeLinks, bridge_link, plain_link};
     use crate::drivers::bridge::temporary::temporary_name;
     use crate::drivers::bridge::testkit::{adopting, cidr, declared, id, marked, owning};
     use crate::drivers::bridge::{BridgeDriver, LinkRequest::*};
-    use crate::drivers::{Driver, DriverError, PlanContext};
     use crate::model::Resource;
 
     /// Plan `desired` against `fake`, apply every change, and answer the requests sent.
@@ -387,16 +413,17 @@ mod tests {
         let driver = BridgeDriver::new(fake.clone());
         fake.clear_requests();
         for change in driver.plan(desired, context).await? {
-            driver.apply(&change).await?;
+            driver
+                .apply(&change, &StepContext::detached(change.id.clone()))
+                .await?;
         }
         Ok(fake.requests())
     }
 
     fn bridge_error(error: DriverError) -> BridgeError {
-        match error {
-            DriverError::Bridge(error) => error,
-            other => panic!("expected a bridge error, got {other}"),
-        }
+        error
+            .downcast::<BridgeError>()
+            .unwrap_or_else(|other| panic!("expected a bridge error, got {other}"))
     }
 
     #[tokio::test]
@@ -622,9 +649,8 @@ mod tests {
             "{error:?}"
         );
         assert!(
-            error
-                .to_string()
-                .starts_with("bridge br0: add address 10.0.0.1/24: ")
+            crate::contract::chain(&error).starts_with("bridge br0: add address 10.0.0.1/24: "),
+            "{error}"
         );
     }
 
@@ -639,12 +665,13 @@ mod tests {
             .unwrap()
             .remove(0);
         assert_eq!(conflict.action, Action::Conflict);
-        driver.apply(&conflict).await.unwrap();
+        let step = StepContext::detached(conflict.id.clone());
+        driver.apply(&conflict, &step).await.unwrap();
         let replace = Change {
             action: Action::Replace,
             ..conflict
         };
-        let error = bridge_error(driver.apply(&replace).await.unwrap_err());
+        let error = bridge_error(driver.apply(&replace, &step).await.unwrap_err());
         assert!(matches!(error, BridgeError::InvalidChange { .. }));
         assert!(fake.requests().is_empty());
     }
@@ -708,7 +735,7 @@ mod tests {
             .unwrap_err();
         let error = bridge_error(error);
         assert!(
-            error.to_string().starts_with(&format!(
+            crate::contract::chain(&error).starts_with(&format!(
                 "bridge br0: rename {} to br0: ",
                 temporary_name(&id("br0"))
             )),

@@ -1,13 +1,12 @@
 //! The bridge decision table: declared resources and the host's links in, one
 //! [`Change`] per declared or pruned bridge out. Pure: no I/O.
 //!
-//! One ownership rule, with no exception: gitvisor changes or deletes a bridge only when
-//! it carries the marker *and* the state store records it ([`is_ours`]), unless the
-//! manifest says `gitvisor.dev/adopt: "true"`. A store record alone is not enough (the
-//! bridge may have been deleted and made again by hand, or the store copied from another
-//! host), nor is a marker alone (another gitvisor's, or a lost store). Creation never
-//! leaves an unmarked bridge under a declared name (see `temporary.rs`), so no crash
-//! window needs an exception either.
+//! Ownership follows the shared rules of [`crate::contract::ownership`]: gitvisor changes
+//! or deletes a bridge only when it carries the marker *and* the state store records it,
+//! unless the manifest says `gitvisor.dev/adopt: "true"`. This file only adds what is
+//! particular to links: a link of another kind under the declared name, and the
+//! temporary name a bridge is created under. Creation never leaves an unmarked bridge
+//! under a declared name (see `temporary.rs`), so no crash window needs an exception.
 //!
 //! What is on the host under the declared name decides:
 //!
@@ -32,11 +31,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::drift::{Drift, cidrs};
-use super::observed::{HostLinks, Leftover, ObservedBridge, bridge_id, is_marked, is_ours};
+use super::observed::{HostLinks, Leftover, ObservedBridge, bridge_id, evidence};
+use super::seam::{LinkKind, LinkState};
 use super::temporary::TEMPORARY_PREFIX;
-use crate::drivers::{Observed, PlanContext};
-use crate::model::{ADOPT_ANNOTATION, BridgeSpec, Kind, Resource, ResourceId};
-use crate::plan::{Action, Change, Effect, FieldChange};
+use crate::contract::{Action, Change, Effect, FieldChange, Ownership, PlanContext, Prune};
+use crate::model::{BridgeSpec, Kind, Resource, ResourceId};
 
 /// The change for one declared bridge.
 pub(crate) fn declared(
@@ -79,9 +78,9 @@ pub(crate) fn declared(
             &observed,
         );
         if let Some(leftover) = &observed.leftover {
-            change = append_note(change, leftover_note(leftover));
+            change = change.with_reason(leftover_note(leftover));
         }
-        return change.with_observed(Observed::Bridge(observed));
+        return change.with_observed(observed);
     };
 
     if !link.is_bridge() {
@@ -93,23 +92,14 @@ pub(crate) fn declared(
         return conflict(change, reason, observed);
     }
 
-    let ours = is_ours(link, &context.owned);
-    if !ours && !resource.metadata.adopt() {
-        let why = match (is_marked(link), context.owned.contains(&id)) {
-            (true, _) => {
-                "carries gitvisor's marker, but this state store has no record of creating it (another gitvisor's, or the store was lost or replaced)"
-            }
-            (false, true) => {
-                "exists without gitvisor's marker, so it is not the one gitvisor created (it was made again by hand, or the state store came from elsewhere); the store's record alone is not enough"
-            }
-            (false, false) => "exists but was not created by gitvisor",
-        };
-        let reason = format!(
-            "bridge {} {why}; annotate {ADOPT_ANNOTATION}: \"true\" to take it over",
-            link.name
-        );
-        return conflict(change, reason, observed);
-    }
+    let adopting = match evidence(link, &context.owned).declared(
+        format_args!("bridge {}", link.name),
+        resource.metadata.adopt(),
+    ) {
+        Ownership::Ours => false,
+        Ownership::Adopt => true,
+        Ownership::Conflict(reason) => return conflict(change, reason, observed),
+    };
 
     let drift = Drift::between(spec, link, &observed);
     let action = if drift.is_empty() {
@@ -122,12 +112,11 @@ pub(crate) fn declared(
         spec,
         &observed,
     );
-    if !ours {
-        change = prepend_note(change, "adopting an existing bridge (gitvisor.dev/adopt)");
+    if adopting {
+        change = change.with_first_reason("adopting an existing bridge (gitvisor.dev/adopt)");
     }
     if let Some(leftover) = &observed.leftover {
-        change = append_note(
-            change,
+        change = change.with_reason(
             if action == Action::Update {
                 leftover_note(leftover)
             } else {
@@ -138,7 +127,7 @@ pub(crate) fn declared(
             },
         );
     }
-    change.with_observed(Observed::Bridge(observed))
+    change.with_observed(observed)
 }
 
 /// Deletes for bridges that are gitvisor's (marker and store record) and no longer
@@ -156,27 +145,19 @@ pub(crate) fn pruned(
         let Some(id) = bridge_id(&link.name) else {
             continue;
         };
-        if is_ours(link, &context.owned) {
-            deletes.insert(
-                id,
-                ObservedBridge {
-                    ports: host.ports_of(link.index),
-                    link: Some(link.clone()),
-                    ..ObservedBridge::default()
-                },
-            );
-        } else if is_marked(link) {
-            tracing::warn!(
-                bridge = %link.name,
-                "bridge carries the gitvisor marker but the state store has no record of it; \
-                 leaving it in place"
-            );
-        } else if context.owned.contains(&id) {
-            tracing::warn!(
-                bridge = %link.name,
-                "the state store records this bridge but it lacks the gitvisor marker, so it is \
-                 not the one gitvisor created; leaving it in place"
-            );
+        match evidence(link, &context.owned).undeclared() {
+            Prune::Delete => {
+                deletes.insert(
+                    id,
+                    ObservedBridge {
+                        ports: host.ports_of(link.index),
+                        link: Some(link.clone()),
+                        ..ObservedBridge::default()
+                    },
+                );
+            }
+            Prune::KeepAndWarn(why) => tracing::warn!(bridge = %link.name, "{why}"),
+            Prune::Keep => {}
         }
     }
     for id in &context.owned {
@@ -192,23 +173,23 @@ pub(crate) fn pruned(
         .map(|(id, observed)| {
             let mut change = Change::new(id, Action::Delete).with_reason("no longer declared");
             if let Some(leftover) = &observed.leftover {
-                change = append_note(change, leftover_note(leftover));
+                change = change.with_reason(leftover_note(leftover));
             }
-            change.with_observed(Observed::Bridge(observed))
+            change.with_observed(observed)
         })
         .collect()
 }
 
 /// "a bridge", "a veth link", "a device".
-fn describe(link: &super::seam::LinkState) -> String {
+fn describe(link: &LinkState) -> String {
     match &link.kind {
-        Some(kind) if kind == "bridge" => "a bridge".to_owned(),
-        Some(kind) => format!("a {kind} link"),
+        Some(LinkKind::Bridge) => "a bridge".to_owned(),
+        Some(LinkKind::Other(kind)) => format!("a {kind} link"),
         None => "a device".to_owned(),
     }
 }
 
-fn leftover_note(leftover: &super::seam::LinkState) -> String {
+fn leftover_note(leftover: &LinkState) -> String {
     format!(
         "removes {}, a half-made bridge left by an interrupted creation",
         leftover.name
@@ -220,28 +201,29 @@ fn creation_fields(spec: &BridgeSpec) -> Vec<FieldChange> {
     let null = serde_json::Value::Null;
     let mut fields = Vec::new();
     if let Some(mtu) = spec.mtu {
-        fields.push(FieldChange::new("mtu", &null, mtu, Effect::Hot));
+        fields.push(FieldChange::new("mtu", null.clone(), mtu, Effect::Hot));
     }
     if !spec.addresses.is_empty() {
         let addresses: Vec<_> = spec.addresses.iter().map(|cidr| cidr.0).collect();
         fields.push(FieldChange::new(
             "addresses",
-            &null,
+            null.clone(),
             cidrs(&addresses),
             Effect::Hot,
         ));
     }
     if !spec.ports.is_empty() {
-        fields.push(FieldChange::new("ports", &null, &spec.ports, Effect::Hot));
+        let ports: Vec<&str> = spec.ports.iter().map(|port| port.as_str()).collect();
+        fields.push(FieldChange::new("ports", null.clone(), ports, Effect::Hot));
     }
-    fields.push(FieldChange::new("stp", &null, spec.stp, Effect::Hot));
+    fields.push(FieldChange::new("stp", null.clone(), spec.stp, Effect::Hot));
     fields.push(FieldChange::new(
         "vlanFiltering",
-        &null,
+        null.clone(),
         spec.vlan_filtering,
         Effect::Hot,
     ));
-    fields.push(FieldChange::new("up", &null, spec.up, Effect::Hot));
+    fields.push(FieldChange::new("up", null, spec.up, Effect::Hot));
     fields
 }
 
@@ -251,54 +233,30 @@ fn conflict(change: Change, reason: String, observed: ObservedBridge) -> Change 
         ..change
     }
     .with_reason(reason)
-    .with_observed(Observed::Bridge(observed))
+    .with_observed(observed)
 }
 
 /// Notes that do not change the action: what apply will refuse, what is not built yet.
 fn with_notes(mut change: Change, spec: &BridgeSpec, observed: &ObservedBridge) -> Change {
     for port in &observed.declared_ports {
         if port.index.is_none() {
-            change = append_note(
-                change,
-                format!(
-                    "port {} does not exist on this host; apply will fail",
-                    port.name
-                ),
-            );
+            change = change.with_reason(format!(
+                "port {} does not exist on this host; apply will fail",
+                port.name
+            ));
         } else if let Some(master) = &port.foreign_master {
-            change = append_note(
-                change,
-                format!(
-                    "port {} is enslaved to {master}, which gitvisor does not manage; apply will fail",
-                    port.name
-                ),
-            );
+            change = change.with_reason(format!(
+                "port {} is enslaved to {master}, which gitvisor does not manage; apply will fail",
+                port.name
+            ));
         }
     }
     if spec.nat {
-        change = append_note(
-            change,
+        change = change.with_reason(
             "nat: true is declared but NAT is not implemented in this build; traffic will not be masqueraded",
         );
     }
     change
-}
-
-fn append_note(change: Change, note: impl Into<String>) -> Change {
-    let note = note.into();
-    let reason = match &change.reason {
-        Some(reason) => format!("{reason}; {note}"),
-        None => note,
-    };
-    change.with_reason(reason)
-}
-
-fn prepend_note(change: Change, note: &str) -> Change {
-    let reason = match &change.reason {
-        Some(reason) => format!("{note}; {reason}"),
-        None => note.to_owned(),
-    };
-    change.with_reason(reason)
 }
 
 #[cfg(test)]
@@ -308,7 +266,7 @@ mod tests {
     use super::*;
     use crate::drivers::bridge::OWNERSHIP_MARKER;
     use crate::drivers::bridge::fake::{bridge_link, plain_link};
-    use crate::drivers::bridge::seam::{BridgeOptions, LinkState};
+    use crate::drivers::bridge::seam::BridgeOptions;
     use crate::drivers::bridge::temporary::temporary_name;
     use crate::drivers::bridge::testkit::{
         adopting, bridge_spec, cidr, declared as declare, id, marked, owning,
@@ -364,8 +322,8 @@ mod tests {
         );
         assert!(change.fields.iter().all(|f| f.effect == Effect::Hot));
         assert!(change.desired.is_some());
-        assert_eq!(change.reason, None);
-        let Some(Observed::Bridge(observed)) = &change.observed else {
+        assert!(change.reasons.is_empty());
+        let Some(observed) = change.observed_as::<ObservedBridge>() else {
             panic!("a create carries the planning snapshot");
         };
         assert_eq!(observed.link, None);
@@ -380,7 +338,7 @@ mod tests {
         );
         assert_eq!(change.action, Action::NoOp, "{:?}", change.fields);
         assert!(change.fields.is_empty());
-        let Some(Observed::Bridge(observed)) = &change.observed else {
+        let Some(observed) = change.observed_as::<ObservedBridge>() else {
             panic!("a noop carries the snapshot");
         };
         assert_eq!(observed.index(), Some(7));
@@ -449,10 +407,10 @@ mod tests {
             marked(plain_link(3, "br0", Some("veth"))),
             plain_link(3, "br0", None),
         ] {
-            let kind = link.kind.clone();
+            let kind = link.kind.clone().map(|kind| kind.to_string());
             let change = decide(&declare("br0", BR0), vec![link], &owning(&["br0"]));
             assert_eq!(change.action, Action::Conflict);
-            let reason = change.reason.unwrap_or_default();
+            let reason = change.reason().unwrap_or_default();
             assert!(reason.contains("is not a bridge"), "{reason}");
             if let Some(kind) = kind {
                 assert!(reason.contains(&kind), "{reason}");
@@ -470,7 +428,7 @@ mod tests {
         );
         assert_eq!(change.action, Action::Conflict);
         assert_eq!(
-            change.reason.as_deref(),
+            change.reason().as_deref(),
             Some(
                 "bridge br0 exists but was not created by gitvisor; annotate gitvisor.dev/adopt: \"true\" to take it over"
             )
@@ -492,7 +450,7 @@ mod tests {
                 ("up", json!(false), json!(true)),
             ]
         );
-        assert!(change.reason.unwrap_or_default().contains("adopting"));
+        assert!(change.reason().unwrap_or_default().contains("adopting"));
     }
 
     /// The reproduction of the defect: gitvisor made br0, an administrator deleted it and
@@ -504,7 +462,7 @@ mod tests {
         let change = decide(&declare("br0", BR0), vec![link], &owning(&["br0"]));
         assert_eq!(change.action, Action::Conflict);
         assert!(change.fields.is_empty());
-        let reason = change.reason.unwrap_or_default();
+        let reason = change.reason().unwrap_or_default();
         assert!(reason.contains("without gitvisor's marker"), "{reason}");
         assert!(reason.contains("gitvisor.dev/adopt"), "{reason}");
     }
@@ -525,7 +483,7 @@ mod tests {
         let change = decide(&declare("br0", BR0), vec![link], &PlanContext::default());
         assert_eq!(change.action, Action::Conflict);
         assert!(change.fields.is_empty());
-        let reason = change.reason.unwrap_or_default();
+        let reason = change.reason().unwrap_or_default();
         assert!(reason.contains("has no record"), "{reason}");
     }
 
@@ -536,7 +494,7 @@ mod tests {
         let change = decide(&adopting("br0", BR0), vec![link], &PlanContext::default());
         assert_eq!(change.action, Action::Update);
         assert_eq!(fields(&change), vec![("mtu", json!(1500), json!(9000))]);
-        assert!(change.reason.unwrap_or_default().contains("adopting"));
+        assert!(change.reason().unwrap_or_default().contains("adopting"));
     }
 
     #[test]
@@ -546,7 +504,7 @@ mod tests {
         let change = decide(&declare("br0", BR0), vec![link], &owning(&["br0"]));
         assert_eq!(change.action, Action::Update);
         assert_eq!(fields(&change), vec![("mtu", json!(1500), json!(9000))]);
-        assert_eq!(change.reason, None);
+        assert!(change.reasons.is_empty());
     }
 
     /// A crash between creating a bridge under its temporary name and renaming it.
@@ -561,11 +519,11 @@ mod tests {
                 &owning(&["br0"]),
             );
             assert_eq!(change.action, Action::Create);
-            let Some(Observed::Bridge(observed)) = &change.observed else {
+            let Some(observed) = change.observed_as::<ObservedBridge>() else {
                 panic!("a create carries the snapshot");
             };
             assert_eq!(observed.leftover.as_ref(), Some(&leftover));
-            let reason = change.reason.unwrap_or_default();
+            let reason = change.reason().unwrap_or_default();
             assert!(reason.contains(&leftover.name), "{reason}");
         }
     }
@@ -584,7 +542,7 @@ mod tests {
         for (link, context) in cases {
             let change = decide(&declare("br0", BR0), vec![link.clone()], &context);
             assert_eq!(change.action, Action::Conflict, "{link:?}");
-            let reason = change.reason.unwrap_or_default();
+            let reason = change.reason().unwrap_or_default();
             assert!(reason.contains(&temporary), "{reason}");
             let pruned = pruned(&BTreeSet::new(), &HostLinks::new(vec![link]), &context);
             assert!(pruned.is_empty(), "{pruned:?}");
@@ -601,7 +559,7 @@ mod tests {
         assert_eq!(change.action, Action::Conflict);
         assert!(
             change
-                .reason
+                .reason()
                 .unwrap_or_default()
                 .contains("reserves for bridges it is creating")
         );
@@ -615,7 +573,7 @@ mod tests {
             &owning(&["br0"]),
         );
         assert_eq!(change.action, Action::NoOp);
-        let reason = change.reason.unwrap_or_default();
+        let reason = change.reason().unwrap_or_default();
         assert!(reason.contains("NAT is not implemented"), "{reason}");
     }
 
@@ -638,7 +596,7 @@ mod tests {
             vec![("ports", json!(["eth1"]), json!(["eth2", "eth9"]))]
         );
         assert_eq!(
-            change.reason.as_deref(),
+            change.reason().as_deref(),
             Some("port eth9 does not exist on this host; apply will fail")
         );
     }
@@ -674,7 +632,7 @@ mod tests {
         );
         assert_eq!(change.action, Action::Create);
         assert_eq!(
-            change.reason.as_deref(),
+            change.reason().as_deref(),
             Some("port eth1 is enslaved to bond0, which gitvisor does not manage; apply will fail")
         );
     }
@@ -705,7 +663,7 @@ mod tests {
         let delete = &changes[0];
         assert_eq!(delete.action, Action::Delete);
         assert!(delete.desired.is_none());
-        let Some(Observed::Bridge(observed)) = &delete.observed else {
+        let Some(observed) = delete.observed_as::<ObservedBridge>() else {
             panic!("a delete carries the snapshot");
         };
         assert_eq!(observed.index(), Some(1));
@@ -737,7 +695,7 @@ mod tests {
         let summary: Vec<_> = changes
             .iter()
             .map(|change| {
-                let Some(Observed::Bridge(observed)) = &change.observed else {
+                let Some(observed) = change.observed_as::<ObservedBridge>() else {
                     panic!("a delete carries the snapshot");
                 };
                 (
@@ -756,12 +714,9 @@ mod tests {
             ]
         );
         assert!(
-            changes[0]
-                .reason
-                .as_deref()
-                .is_some_and(|r| r.contains(&alone.name)),
+            changes[0].reason().is_some_and(|r| r.contains(&alone.name)),
             "{:?}",
-            changes[0].reason
+            changes[0].reasons
         );
     }
 }

@@ -22,8 +22,9 @@ use ipnet::IpNet;
 use super::OWNERSHIP_MARKER;
 use super::observed::{DeclaredPort, ObservedBridge, PortLink};
 use super::seam::LinkState;
+use crate::contract::{Effect, FieldChange};
+use crate::drivers::net::is_ipv6_link_local;
 use crate::model::BridgeSpec;
-use crate::plan::{Effect, FieldChange};
 
 /// A field that differs: what it is now and what it will be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,10 +126,6 @@ impl Drift {
 /// CIDRs as a JSON list of strings, `["10.0.0.1/24"]`.
 pub(crate) fn cidrs(list: &[IpNet]) -> serde_json::Value {
     list.iter().map(|cidr| cidr.to_string()).collect()
-}
-
-fn is_ipv6_link_local(cidr: &IpNet) -> bool {
-    matches!(cidr, IpNet::V6(net) if net.addr().is_unicast_link_local())
 }
 
 fn address_drift(spec: &BridgeSpec, link: &LinkState) -> Option<AddressDrift> {

@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use ipnet::{IpNet, Ipv6Net};
 use nix::errno::Errno;
 
-use super::seam::{BridgeOptions, LinkRequest, LinkSeam, LinkState, NetlinkError};
+use super::seam::{BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError};
+use crate::drivers::net::is_ipv6_link_local;
 
 type FailurePredicate = Box<dyn Fn(&LinkRequest) -> bool + Send + Sync>;
 
@@ -102,7 +103,7 @@ pub fn bridge_link(index: u32, name: &str) -> LinkState {
         index,
         name: name.to_owned(),
         alias: None,
-        kind: Some("bridge".to_owned()),
+        kind: Some(LinkKind::Bridge),
         mtu: 1500,
         up: false,
         master: None,
@@ -117,7 +118,7 @@ pub fn plain_link(index: u32, name: &str, kind: Option<&str>) -> LinkState {
         index,
         name: name.to_owned(),
         alias: None,
-        kind: kind.map(str::to_owned),
+        kind: kind.map(LinkKind::named),
         mtu: 1500,
         up: true,
         master: None,
@@ -267,8 +268,4 @@ impl FakeHost {
 
 fn errno(errno: Errno) -> NetlinkError {
     NetlinkError::from_errno(errno as i32)
-}
-
-fn is_ipv6_link_local(cidr: &IpNet) -> bool {
-    matches!(cidr, IpNet::V6(net) if net.addr().is_unicast_link_local())
 }

@@ -10,11 +10,14 @@
 //!
 //! # Ownership
 //!
-//! A bridge is gitvisor's when its `ifalias` is exactly [`OWNERSHIP_MARKER`] *and* the
-//! state store records it (`PlanContext::owned`: created or being created); only then is
-//! it changed or deleted. Anything else under a declared name is a `Conflict` unless the
-//! manifest says `gitvisor.dev/adopt: "true"`; anything else undeclared is left alone. So
-//! neither a stale or copied store nor a lost one ever deletes or takes over a bridge.
+//! The marker lives in the bridge's `ifalias`: exactly [`OWNERSHIP_MARKER`] is gitvisor's,
+//! any other alias is foreign, none is absent (`observed::marker`). The rules are the
+//! shared ones of [`crate::contract::ownership`]: a bridge is gitvisor's when it carries
+//! the marker *and* the state store records it (`PlanContext::owned`: created or being
+//! created); only then is it changed or deleted. Anything else under a declared name is a
+//! `Conflict` unless the manifest says `gitvisor.dev/adopt: "true"`; anything else
+//! undeclared is left alone. So neither a stale or copied store nor a lost one ever
+//! deletes or takes over a bridge.
 //!
 //! The kernel ignores `IFLA_IFALIAS` when it creates a link, so the marker cannot ride on
 //! the create. A bridge is therefore created under a reserved temporary name
@@ -31,7 +34,9 @@
 //! 2. **apply**: turn the change into requests from that snapshot, without dumping again
 //!    (`apply.rs`): create (temporary name) → marker → rename → MTU → addresses → ports →
 //!    up; updates send only the requests for the fields that differ. Every request is
-//!    idempotent.
+//!    idempotent. The step's context is checked before each request except inside
+//!    create → marker → rename, which run together so a cancel never strands a
+//!    temporary-named bridge.
 //!
 //! `nat: true` is accepted but not implemented in this build: the plan says so in the
 //! change's reason and leaves it out of the diff.
@@ -62,15 +67,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Driver, DriverError, PlanContext};
+use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
 use crate::model::{Kind, Resource, Spec};
-use crate::plan::Change;
 
 pub use error::BridgeError;
 pub use fake::FakeLinks;
 pub use netlink::NetlinkLinks;
 pub use observed::{DeclaredPort, ObservedBridge, PortLink};
-pub use seam::{BridgeOptions, LinkRequest, LinkSeam, LinkState, NetlinkError};
+pub use seam::{BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError};
 pub use temporary::{TEMPORARY_PREFIX, temporary_name};
 
 /// The `ifalias` gitvisor sets on every bridge it creates.
@@ -106,6 +110,13 @@ impl BridgeDriver {
         let links = NetlinkLinks::connect().map_err(|cause| BridgeError::Connect { cause })?;
         Ok(BridgeDriver::new(Arc::new(links)))
     }
+
+    /// [`BridgeDriver::connect`] as the registry's constructor (bridges need no settings).
+    pub(crate) fn connect_driver(
+        _: &crate::drivers::HostSettings,
+    ) -> Result<Box<dyn Driver>, DriverError> {
+        Ok(Box::new(BridgeDriver::connect()?))
+    }
 }
 
 #[async_trait]
@@ -129,10 +140,11 @@ impl Driver for BridgeDriver {
         let mut declared = BTreeSet::new();
         for resource in desired {
             let Spec::Bridge(spec) = &resource.spec else {
-                return Err(DriverError::Other {
+                return Err(ContractViolation {
                     id: resource.id(),
                     message: "the bridge driver was handed a resource of another kind".into(),
-                });
+                }
+                .into());
             };
             declared.insert(resource.metadata.name.as_str());
             changes.push(diff::declared(resource, spec, &host, context));
@@ -141,8 +153,8 @@ impl Driver for BridgeDriver {
         Ok(changes)
     }
 
-    async fn apply(&self, change: &Change) -> Result<(), DriverError> {
-        Ok(apply::apply(self.seam.as_ref(), change).await?)
+    async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
+        Ok(apply::apply(self.seam.as_ref(), change, step).await?)
     }
 }
 
@@ -151,7 +163,7 @@ mod tests {
     use super::fake::plain_link;
     use super::testkit::{declared, owning};
     use super::*;
-    use crate::plan::Action;
+    use crate::contract::{Action, CancelToken};
 
     #[tokio::test]
     async fn plan_reads_the_host_in_one_dump_however_many_bridges() {
@@ -192,7 +204,11 @@ mod tests {
             .into_iter()
             .map(|change| {
                 let driver = driver.clone();
-                tokio::spawn(async move { driver.apply(&change).await })
+                tokio::spawn(async move {
+                    driver
+                        .apply(&change, &StepContext::detached(change.id.clone()))
+                        .await
+                })
             })
             .collect();
         for task in tasks {
@@ -225,7 +241,7 @@ mod tests {
         let driver = BridgeDriver::new(fake.clone());
         let both = [declared("br-a", ""), declared("br-b", "")];
         for change in driver.plan(&both, &PlanContext::default()).await.unwrap() {
-            driver.apply(&change).await.unwrap();
+            driver.apply(&change, &detached(&change)).await.unwrap();
         }
         let changes = driver
             .plan(&both[..1], &owning(&["br-a", "br-b"]))
@@ -243,7 +259,7 @@ mod tests {
             ]
         );
         for change in &changes {
-            driver.apply(change).await.unwrap();
+            driver.apply(change, &detached(change)).await.unwrap();
         }
         assert!(fake.link("br-b").is_none());
         assert!(fake.link("br-a").is_some());
@@ -268,9 +284,78 @@ mod tests {
             .unwrap_err();
         assert!(
             error
-                .to_string()
+                .chain()
                 .starts_with("reading links and addresses from the kernel: "),
             "{error}"
         );
+        assert_eq!(error.class(), crate::contract::FailureClass::NeedsUser);
+    }
+
+    fn detached(change: &Change) -> StepContext {
+        StepContext::detached(change.id.clone())
+    }
+
+    /// Cancelled in the middle of a create: the create, marker and rename run together,
+    /// nothing after the cancel is sent, and the next run finishes the bridge.
+    #[tokio::test]
+    async fn a_cancelled_create_stops_after_the_rename_and_the_next_run_finishes_it() {
+        let fake = Arc::new(FakeLinks::new(Vec::new()));
+        let cancel = CancelToken::new();
+        {
+            // Cancel as the kernel receives the create: what is already under way
+            // finishes (marker, rename), nothing further starts.
+            let cancel = cancel.clone();
+            fake.fail_when(
+                move |request| {
+                    if matches!(request, LinkRequest::CreateBridge { .. }) {
+                        cancel.cancel();
+                    }
+                    false
+                },
+                nix::errno::Errno::EINVAL,
+            );
+        }
+        let driver = BridgeDriver::new(fake.clone());
+        let br0 = declared(
+            "br0",
+            "mtu: 9000
+addresses: [10.0.0.1/24]",
+        );
+        let change = driver
+            .plan(std::slice::from_ref(&br0), &owning(&[]))
+            .await
+            .unwrap()
+            .remove(0);
+        let step = StepContext::new(
+            change.id.clone(),
+            cancel,
+            crate::contract::DEFAULT_STEP_BUDGET,
+            None,
+        );
+        let error = driver.apply(&change, &step).await.unwrap_err();
+        assert_eq!(
+            error.interruption(),
+            Some(&crate::contract::Interrupted::Cancelled)
+        );
+        assert!(
+            error
+                .chain()
+                .starts_with("bridge br0: stopped before set mtu 9000: cancelled")
+        );
+        let sent: Vec<_> = fake.requests();
+        assert_eq!(sent.len(), 3, "create, marker, rename only: {sent:?}");
+        let link = fake.link("br0").expect("renamed to its declared name");
+        assert_eq!(link.alias.as_deref(), Some(OWNERSHIP_MARKER));
+
+        let again = driver
+            .plan(std::slice::from_ref(&br0), &owning(&["br0"]))
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(again.action, Action::Update);
+        driver.apply(&again, &detached(&again)).await.unwrap();
+        let link = fake.link("br0").expect("still there");
+        assert_eq!(link.mtu, 9000);
+        assert!(link.up);
     }
 }

@@ -38,7 +38,7 @@ use nix::errno::Errno;
 use rtnetlink::{AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec};
 use tokio::task::JoinHandle;
 
-use super::seam::{BridgeOptions, LinkRequest, LinkSeam, LinkState, NetlinkError};
+use super::seam::{BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError};
 
 /// The host's links, reached over rtnetlink.
 #[derive(Debug)]
@@ -420,7 +420,7 @@ fn link_state_of(message: LinkMessage) -> LinkState {
 fn read_link_info(link: &mut LinkState, infos: Vec<LinkInfo>) {
     for info in infos {
         match info {
-            LinkInfo::Kind(kind) => link.kind = Some(kind.to_string()),
+            LinkInfo::Kind(kind) => link.kind = Some(LinkKind::named(&kind.to_string())),
             LinkInfo::Data(InfoData::Bridge(options)) => {
                 let bridge = link.bridge.get_or_insert_with(BridgeOptions::default);
                 for option in options {

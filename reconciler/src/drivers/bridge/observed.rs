@@ -6,14 +6,16 @@
 //! no extra dumps. Every request it derives is idempotent, so a snapshot that went stale
 //! between plan and apply at worst fails one request; the next plan starts from the truth.
 //!
-//! Ownership is read here too: a bridge is gitvisor's only when it carries the marker
-//! *and* the state store records it ([`is_ours`]).
+//! Ownership evidence is read here too: where the marker lives ([`marker`]: the
+//! `ifalias`) and whether the store records the bridge; the shared rules of
+//! [`crate::contract::ownership`] decide from it.
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::seam::LinkState;
 use super::temporary::temporary_name;
 use super::{GITVISOR_ALIAS_PREFIX, OWNERSHIP_MARKER};
+use crate::contract::ownership::{self, Evidence, Marker};
 use crate::model::{InterfaceName, Kind, Name, ResourceId};
 
 /// A bridge (or the link that holds its name) as planning found it.
@@ -156,8 +158,8 @@ impl HostLinks {
         let Some(link) = self.by_name(&temporary_name(id)) else {
             return Leftover::None;
         };
-        let marked_or_bare = link.alias.is_none() || is_marked(link);
-        if link.is_bridge() && marked_or_bare && owned.contains(id) {
+        let evidence = Evidence::new(marker(link), owned.contains(id));
+        if link.is_bridge() && evidence.leftover() == ownership::Leftover::Remove {
             Leftover::Ours(link.clone())
         } else {
             Leftover::Unproven(link.clone())
@@ -187,9 +189,13 @@ impl HostLinks {
     }
 }
 
-/// Whether a link carries gitvisor's ownership marker.
-pub(crate) fn is_marked(link: &LinkState) -> bool {
-    link.alias.as_deref() == Some(OWNERSHIP_MARKER)
+/// Where a bridge keeps gitvisor's marker: its `ifalias`, exactly [`OWNERSHIP_MARKER`].
+pub(crate) fn marker(link: &LinkState) -> Marker {
+    match link.alias.as_deref() {
+        None => Marker::Absent,
+        Some(OWNERSHIP_MARKER) => Marker::Ours,
+        Some(other) => Marker::Foreign(other.to_owned()),
+    }
 }
 
 /// The id a bridge named `name` would have; `None` for names no declaration can have.
@@ -199,13 +205,14 @@ pub(crate) fn bridge_id(name: &str) -> Option<ResourceId> {
         .map(|name| ResourceId::new(Kind::Bridge, name))
 }
 
-/// Whether gitvisor may change or delete `link` without an adopt annotation: a bridge that
-/// carries the marker *and* that the state store (`owned`) records. Either alone is not
-/// enough: a store record alone would let a copied or stale store take over a bridge an
-/// administrator made under a recorded name; a marker alone would let one gitvisor take
-/// over another's (another state dir), or act on a lost store's word.
+/// What the link and the store (`owned`) say about the bridge under `link`'s name.
+pub(crate) fn evidence(link: &LinkState, owned: &BTreeSet<ResourceId>) -> Evidence {
+    let recorded = bridge_id(&link.name).is_some_and(|id| owned.contains(&id));
+    Evidence::new(marker(link), recorded)
+}
+
+/// Whether gitvisor may change or delete `link` without an adopt annotation: a bridge
+/// that is gitvisor's by the shared rule (marker and store record).
 pub(crate) fn is_ours(link: &LinkState, owned: &BTreeSet<ResourceId>) -> bool {
-    link.is_bridge()
-        && is_marked(link)
-        && bridge_id(&link.name).is_some_and(|id| owned.contains(&id))
+    link.is_bridge() && evidence(link, owned).is_ours()
 }

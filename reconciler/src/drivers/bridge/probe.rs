@@ -16,7 +16,7 @@ pub async fn probe() -> Vec<Facility> {
         Ok(links) => Facility::ok("netlink", format!("rtnetlink dump: {links} links")),
         Err(error) => Facility::missing(
             "netlink",
-            error.to_string(),
+            crate::contract::chain(&error),
             "run gitvisor on Linux with rtnetlink (NETLINK_ROUTE) available to it",
         ),
     };

@@ -17,11 +17,16 @@
 //! that appeared in between.
 //!
 //! Errors from the seam carry the kernel's answer only ([`NetlinkError`]); the driver wraps
-//! them with the bridge and the operation ([`BridgeError`](super::BridgeError)).
+//! them with the bridge and the operation ([`BridgeError`](super::BridgeError)), which is
+//! also the one place a request is described for people (the requests themselves are
+//! logged as values).
 
 use std::fmt;
 
 use async_trait::async_trait;
+use nix::errno::Errno;
+
+use crate::contract::FailureClass;
 use ipnet::IpNet;
 
 /// One link as the kernel reports it, with its addresses.
@@ -31,9 +36,9 @@ pub struct LinkState {
     pub name: String,
     /// `IFLA_IFALIAS`; gitvisor keeps its ownership marker here.
     pub alias: Option<String>,
-    /// `IFLA_INFO_KIND` (`bridge`, `veth`, `dummy`, …); `None` for physical devices and
-    /// loopback, which have no link info.
-    pub kind: Option<String>,
+    /// `IFLA_INFO_KIND`; `None` for physical devices and loopback, which have no link
+    /// info.
+    pub kind: Option<LinkKind>,
     pub mtu: u32,
     /// Administrative state (`IFF_UP`), not carrier.
     pub up: bool,
@@ -47,7 +52,34 @@ pub struct LinkState {
 
 impl LinkState {
     pub fn is_bridge(&self) -> bool {
-        self.kind.as_deref() == Some("bridge")
+        self.kind == Some(LinkKind::Bridge)
+    }
+}
+
+/// A link's `IFLA_INFO_KIND`: the bridges this driver manages, or any other kind as the
+/// kernel names it (`veth`, `dummy`, `tun`, `bond`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkKind {
+    Bridge,
+    Other(String),
+}
+
+impl LinkKind {
+    /// The kind the kernel calls `name`.
+    pub fn named(name: &str) -> Self {
+        match name {
+            "bridge" => LinkKind::Bridge,
+            other => LinkKind::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkKind::Bridge => f.write_str("bridge"),
+            LinkKind::Other(name) => f.write_str(name),
+        }
     }
 }
 
@@ -110,58 +142,6 @@ pub enum LinkRequest {
     },
 }
 
-impl fmt::Display for LinkRequest {
-    /// A short description for error messages and logs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LinkRequest::CreateBridge {
-                name,
-                stp,
-                vlan_filtering,
-            } => write!(
-                f,
-                "create bridge {name} (stp {stp}, vlanFiltering {vlan_filtering})"
-            ),
-            LinkRequest::SetAlias { index, alias } => {
-                write!(f, "set ifalias {alias:?} on link #{index}")
-            }
-            LinkRequest::SetName { index, name } => write!(f, "rename link #{index} to {name}"),
-            LinkRequest::SetMtu { index, mtu } => write!(f, "set mtu {mtu} on link #{index}"),
-            LinkRequest::SetUp { index, up: true } => write!(f, "set link #{index} up"),
-            LinkRequest::SetUp { index, up: false } => write!(f, "set link #{index} down"),
-            LinkRequest::SetBridgeOptions {
-                index,
-                stp,
-                vlan_filtering,
-            } => {
-                write!(f, "set bridge options on link #{index}:")?;
-                if let Some(stp) = stp {
-                    write!(f, " stp {stp}")?;
-                }
-                if let Some(vlan_filtering) = vlan_filtering {
-                    write!(f, " vlanFiltering {vlan_filtering}")?;
-                }
-                Ok(())
-            }
-            LinkRequest::AddAddress { index, cidr } => {
-                write!(f, "add address {cidr} to link #{index}")
-            }
-            LinkRequest::DelAddress { index, cidr } => {
-                write!(f, "delete address {cidr} from link #{index}")
-            }
-            LinkRequest::SetMaster {
-                port_index,
-                master: Some(master),
-            } => write!(f, "enslave link #{port_index} to link #{master}"),
-            LinkRequest::SetMaster {
-                port_index,
-                master: None,
-            } => write!(f, "release link #{port_index} from its bridge"),
-            LinkRequest::DeleteLink { index } => write!(f, "delete link #{index}"),
-        }
-    }
-}
-
 /// The kernel's (or the transport's) answer to a failed request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -188,8 +168,31 @@ impl NetlinkError {
         }
     }
 
-    pub fn is_errno(&self, errno: nix::errno::Errno) -> bool {
+    pub fn is_errno(&self, errno: Errno) -> bool {
         self.errno == Some(errno as i32)
+    }
+
+    /// Whether asking again can succeed. A permission, an invalid or unsupported value,
+    /// a name that is too long: someone must act. A busy or vanished link, a race with
+    /// another process, a full socket buffer, a transport failure: retry (the next plan
+    /// starts from the truth).
+    pub fn class(&self) -> FailureClass {
+        let Some(errno) = self.errno else {
+            return FailureClass::Transient;
+        };
+        match Errno::from_raw(errno) {
+            Errno::EPERM
+            | Errno::EACCES
+            | Errno::EINVAL
+            | Errno::ERANGE
+            | Errno::EOPNOTSUPP
+            | Errno::EAFNOSUPPORT
+            | Errno::EPROTONOSUPPORT
+            | Errno::ENAMETOOLONG
+            | Errno::EMLINK
+            | Errno::ELOOP => FailureClass::NeedsUser,
+            _ => FailureClass::Transient,
+        }
     }
 }
 

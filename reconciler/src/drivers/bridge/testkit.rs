@@ -1,6 +1,5 @@
 //! Builders shared by the bridge driver's unit tests.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -51,7 +50,5 @@ pub(crate) fn id(name: &str) -> ResourceId {
 
 /// A plan context whose store records `names` as owned bridges.
 pub(crate) fn owning(names: &[&str]) -> PlanContext {
-    PlanContext {
-        owned: names.iter().map(|name| id(name)).collect::<BTreeSet<_>>(),
-    }
+    PlanContext::new(names.iter().map(|name| id(name)))
 }

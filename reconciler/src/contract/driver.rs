@@ -1,0 +1,64 @@
+//! The [`Driver`] trait, and [`Drivers`], the set a run uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::change::Change;
+use super::context::PlanContext;
+use super::error::DriverError;
+use super::step::{DEFAULT_STEP_BUDGET, StepContext};
+use crate::model::{Kind, Resource};
+
+/// One kind's driver. It reaches the host only through its own seam.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    fn kind(&self) -> Kind;
+
+    /// Observe every object of the kind *in one batch* and diff it against `desired`:
+    /// one [`Change`] per declared resource and per owned object no longer declared.
+    /// `desired` holds only this driver's kind, already filtered for this host; the rest
+    /// of the revision is in `context`. Plans change nothing on the host.
+    async fn plan(
+        &self,
+        desired: &[Arc<Resource>],
+        context: &PlanContext,
+    ) -> Result<Vec<Change>, DriverError>;
+
+    /// Carry out one change of `Create`, `Update`, `Replace` or `Delete` (the others are
+    /// no-ops), from the snapshot the plan attached. Each request is idempotent; check
+    /// `step` between requests and stop when it says so.
+    async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError>;
+
+    /// How long one apply of `change` may take before the executor abandons it as hung.
+    fn step_budget(&self, _change: &Change) -> Duration {
+        DEFAULT_STEP_BUDGET
+    }
+}
+
+/// The drivers a run uses, one per kind at most. Kinds without one plan as
+/// `unsupported`. Built from the registry ([`crate::drivers::connect_all`]) in the binary,
+/// from fakes in tests.
+#[derive(Default)]
+pub struct Drivers {
+    drivers: Vec<Box<dyn Driver>>,
+}
+
+impl Drivers {
+    pub fn new(drivers: Vec<Box<dyn Driver>>) -> Self {
+        Drivers { drivers }
+    }
+
+    /// The kinds this set has a driver for.
+    pub fn kinds(&self) -> Vec<Kind> {
+        self.drivers.iter().map(|d| d.kind()).collect()
+    }
+
+    pub fn get(&self, kind: Kind) -> Option<&dyn Driver> {
+        self.drivers
+            .iter()
+            .find(|d| d.kind() == kind)
+            .map(|d| d.as_ref())
+    }
+}

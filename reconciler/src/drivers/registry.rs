@@ -1,0 +1,77 @@
+//! The drivers this build has: one [`Registration`] per kind, in [`REGISTRY`].
+//!
+//! This list is the only place that names them. The engine connects them from it
+//! ([`connect_all`]), and `gitvisor doctor` derives from it which kinds this build can
+//! apply ([`BUILT_KINDS`](super::probe::BUILT_KINDS)), so the two cannot disagree. A new
+//! driver adds its line here and nothing else outside its folder.
+
+use std::path::PathBuf;
+
+use super::bridge;
+use crate::contract::{Driver, DriverError, Drivers};
+use crate::model::Kind;
+
+/// What a driver may need to know about this gitvisor when it connects: where runtime
+/// files go (a VM's run dir, a container runtime's state root live below it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSettings {
+    /// `--run-dir`, `/run/gitvisor` by default.
+    pub run_dir: PathBuf,
+}
+
+/// One driver of this build: its kind, and how to connect it to this host.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration {
+    pub kind: Kind,
+    /// Opens the driver's seam on this host (a netlink socket, a runtime client). Called
+    /// inside the Tokio runtime.
+    pub connect: fn(&HostSettings) -> Result<Box<dyn Driver>, DriverError>,
+}
+
+/// Every driver of this build, one line each.
+pub(super) const REGISTRY: &[Registration] = &[Registration {
+    kind: Kind::Bridge,
+    connect: bridge::BridgeDriver::connect_driver,
+}];
+
+/// Every driver of this build.
+pub fn registry() -> &'static [Registration] {
+    REGISTRY
+}
+
+/// Connects every driver of this build to this host; the first failure is the answer (a
+/// host where one cannot connect is not one gitvisor can converge).
+pub fn connect_all(settings: &HostSettings) -> Result<Drivers, DriverError> {
+    REGISTRY
+        .iter()
+        .map(|registration| (registration.connect)(settings))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Drivers::new)
+}
+
+/// The kinds of `registry`, in order, as an array a `const` can hold.
+pub(super) const fn kinds<const N: usize>(registry: &[Registration]) -> [Kind; N] {
+    let mut kinds = [Kind::Bridge; N];
+    let mut at = 0;
+    while at < N {
+        kinds[at] = registry[at].kind;
+        at += 1;
+    }
+    kinds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::probe::BUILT_KINDS;
+
+    #[test]
+    fn doctor_reports_exactly_the_registered_kinds_once_each() {
+        let registered: Vec<Kind> = registry().iter().map(|r| r.kind).collect();
+        assert_eq!(BUILT_KINDS, registered.as_slice());
+        let mut unique = registered.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), registered.len(), "one driver per kind");
+    }
+}

@@ -1,0 +1,73 @@
+//! `make_plan` against a fake driver: what the driver is handed.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::make_plan;
+use crate::contract::{Action, Change, Driver, DriverError, Drivers, PlanContext, StepContext};
+use crate::load::Revision;
+use crate::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec, VolumeSpec};
+
+/// Records the context it was planned with.
+struct Recorder {
+    seen: Arc<Mutex<Option<PlanContext>>>,
+}
+
+#[async_trait]
+impl Driver for Recorder {
+    fn kind(&self) -> Kind {
+        Kind::Bridge
+    }
+
+    async fn plan(
+        &self,
+        desired: &[Arc<Resource>],
+        context: &PlanContext,
+    ) -> Result<Vec<Change>, DriverError> {
+        *self.seen.lock().expect("not poisoned") = Some(context.clone());
+        Ok(desired
+            .iter()
+            .map(|r| Change::new(r.id(), Action::NoOp))
+            .collect())
+    }
+
+    async fn apply(&self, _: &Change, _: &StepContext) -> Result<(), DriverError> {
+        Ok(())
+    }
+}
+
+fn resource(name: &str, spec: Spec) -> Arc<Resource> {
+    let name = Name::parse(name).expect("valid name");
+    Arc::new(Resource::new(Metadata::named(name), spec))
+}
+
+#[tokio::test]
+async fn drivers_see_the_whole_revision_and_the_owned_set() {
+    let volume: VolumeSpec =
+        serde_yaml::from_str("volumeGroup: vg0\nsize: 1GiB").expect("volume spec");
+    let bridge: BridgeSpec = serde_yaml::from_str("{}").expect("bridge spec");
+    let resources = vec![
+        resource("br0", Spec::Bridge(bridge)),
+        resource("data", Spec::Volume(volume)),
+    ];
+    let revision = Revision {
+        id: "test".into(),
+        resources: resources.clone(),
+        graph: crate::graph::DependencyGraph::default(),
+    };
+    let seen = Arc::new(Mutex::new(None));
+    let drivers = Drivers::new(vec![Box::new(Recorder { seen: seen.clone() })]);
+    let owned: ResourceId = "Bridge/br-old".parse().expect("id");
+    make_plan(&revision, "h", &drivers, &PlanContext::new([owned.clone()]))
+        .await
+        .expect("plans");
+    let context = seen.lock().expect("not poisoned").clone().expect("planned");
+    assert!(context.is_recorded(&owned));
+    let data = Name::parse("data").expect("valid name");
+    let found = context
+        .referenced(Kind::Volume, &data)
+        .expect("a Bridge driver sees the revision's Volume");
+    assert!(matches!(&found.spec, Spec::Volume(v) if v.volume_group == "vg0"));
+    assert_eq!(context.declared_of(Kind::Bridge).count(), 1);
+}
