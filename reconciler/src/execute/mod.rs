@@ -8,7 +8,7 @@
 //!    it depends on; independent ones run in parallel, bounded by a semaphore. A failure
 //!    blocks its dependents only; the rest proceeds.
 //! 3. Deletes run after that, one kind at a time, dependents' kinds first.
-//! 4. Outcomes, statuses, the revision and events are recorded in one batch each.
+//! 4. Outcomes, statuses, the revision and events are recorded in one transaction.
 //!
 //! Every driver step is idempotent, so a crash at any point is repaired by the next run.
 
@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 pub use outcome::{Report, ResultKind, StepResult};
-pub use record::{record_intents, record_report};
+pub use record::{record_intents, record_intents_async, record_report, record_report_async};
 
 use crate::drivers::Drivers;
 use crate::graph::DependencyGraph;

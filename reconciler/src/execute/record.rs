@@ -1,5 +1,8 @@
-//! Store bookkeeping around an execution: write-ahead intents before, outcomes, statuses,
-//! the revision and events after — one transaction each.
+//! Store bookkeeping around an execution: write-ahead intents before (one transaction),
+//! and after it outcomes, statuses, the revision and events, all in one transaction
+//! ([`Store::record_apply`]), so an interrupted apply never leaves them half-recorded.
+//!
+//! The `_async` variants do the same on a blocking thread, for callers inside async code.
 
 use std::collections::BTreeSet;
 
@@ -7,25 +10,26 @@ use crate::execute::{Report, ResultKind};
 use crate::model::{Kind, ResourceId};
 use crate::plan::{Action, Plan};
 use crate::state::{
-    Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store, StoreError,
-    now_unix,
+    ApplyRecord, Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store,
+    StoreError, now_unix,
 };
 
 /// Records, before anything runs, every object the plan is about to create.
 pub fn record_intents(store: &Store, plan: &Plan) -> Result<(), StoreError> {
-    let ids: Vec<ResourceId> = plan
-        .changes
+    store.record_intents(&intent_ids(plan), &plan.revision)
+}
+
+/// The objects `plan` creates (or re-creates).
+fn intent_ids(plan: &Plan) -> Vec<ResourceId> {
+    plan.changes
         .iter()
         .filter(|c| matches!(c.action, Action::Create | Action::Replace))
         .map(|c| c.id.clone())
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    store.record_intents(&ids, &plan.revision)
+        .collect()
 }
 
-/// Records what happened: ownership, per-resource status, the revision and events.
+/// Records what happened, in one transaction: ownership, per-resource status, the
+/// revision and events.
 ///
 /// The report covers every declared resource and every owned object found on the host, so
 /// a store record or status it does not mention is stale: an owned object that vanished
@@ -115,11 +119,8 @@ pub fn record_report(
             });
         }
     }
-    store.record_outcomes(&outcomes)?;
-    store.set_statuses(&statuses)?;
-    store.remove_statuses(&removed)?;
     let failures = report.failures().count();
-    store.record_revision(&RevisionRecord {
+    let revision = RevisionRecord {
         id: report.revision.clone(),
         applied_unix: now,
         converged: report.converged(),
@@ -135,6 +136,43 @@ pub fn record_report(
             failures
         ),
         source: source.to_owned(),
-    })?;
-    store.append_events(&events)
+    };
+    store.record_apply(&ApplyRecord {
+        outcomes,
+        statuses,
+        removed_statuses: removed,
+        revision,
+        events,
+    })
+}
+
+/// [`record_intents`] on a blocking thread.
+pub async fn record_intents_async(store: &Store, plan: &Plan) -> Result<(), StoreError> {
+    let ids = intent_ids(plan);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let revision = plan.revision.clone();
+    store
+        .run_blocking("record intents", move |store| {
+            store.record_intents(&ids, &revision)
+        })
+        .await
+}
+
+/// [`record_report`] on a blocking thread.
+pub async fn record_report_async(
+    store: &Store,
+    report: &Report,
+    observed_kinds: &[Kind],
+    source: &str,
+) -> Result<(), StoreError> {
+    let report = report.clone();
+    let observed_kinds = observed_kinds.to_vec();
+    let source = source.to_owned();
+    store
+        .run_blocking("record apply", move |store| {
+            record_report(store, &report, &observed_kinds, &source)
+        })
+        .await
 }
