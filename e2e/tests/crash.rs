@@ -15,9 +15,11 @@
 //! have been seen. That does not depend on how fast this machine is.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::ops::Range;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest, nth_address, status_states};
@@ -210,9 +212,10 @@ fn sigkill_right_after_the_first_create_is_repaired() {
 const PLAN_PREFIX: &str = "gvq";
 /// Revision A declares these bridges with MTU 1400 ...
 const SET_A: Range<usize> = 0..300;
-/// ... and revision B these with MTU 1450: applying B over A deletes 30 bridges, updates
-/// 270 and creates 30. (Few deletes: the kernel takes ~35 ms to delete a bridge, and each
-/// round deletes twice.)
+/// ... and revision B these with MTU 1450: applying B over A creates 30 bridges and
+/// updates 270 (fast: the first phase of an apply), then deletes 30 (the last phase; the
+/// kernel takes ~35 ms per bridge, long enough for the test to see each one go and kill
+/// gitvisor between two of them).
 const SET_B: Range<usize> = 30..330;
 
 /// Makes the manifest dir declare exactly `set`, with `mtu`. The dir stays the same
@@ -245,16 +248,74 @@ enum Signal {
     Term,
 }
 
-/// Starts `apply` of the manifest dir and sends `signal` once `after_events` link events
-/// of `gvq*` bridges have been seen. Returns how it ended and how many events were seen
-/// (`None`: it exited before the kill point). `after_events == usize::MAX`: never kill.
+/// Starts `ip -n NS -o monitor link` and streams the name of every link the kernel
+/// reports deleted. (Other link events are no use as a clock here: IPv6 keeps sending
+/// `RTM_NEWLINK` for a new bridge long after it was made.)
+fn monitor_deletes(env: &TestEnv) -> (Child, Receiver<String>) {
+    let mut child = Command::new("ip")
+        .args(["-n", env.netns(), "-o", "monitor", "link"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start `ip monitor link`");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // "Deleted 12: gvq3: <BROADCAST,…> …"
+            let Some(rest) = line.strip_prefix("Deleted ") else {
+                continue;
+            };
+            let Some(name) = rest.split_whitespace().nth(1) else {
+                continue;
+            };
+            let name = name.trim_end_matches(':');
+            if tx
+                .send(name.split('@').next().unwrap_or(name).to_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Drains every delete reported so far: deletes a probe bridge (again, until the monitor,
+/// which may subscribe late, reports it) and discards everything reported before it.
+fn sync_deletes(env: &TestEnv, deletes: &Receiver<String>) {
+    const PROBE: &str = "gv-sync-del";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "`ip monitor link` never reported {PROBE} deleted"
+        );
+        env.ip(["link", "add", PROBE, "type", "bridge"]);
+        env.ip(["link", "del", PROBE]);
+        loop {
+            match deletes.recv_timeout(Duration::from_millis(100)) {
+                Ok(name) if name == PROBE => return,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` exited"),
+            }
+        }
+    }
+}
+
+/// Starts `apply` of the manifest dir and sends `signal` to it once the kernel has
+/// reported `deleted` of the bridges only A declares (0: at once). Returns how it ended
+/// and whether the signal was sent before it exited.
 fn apply_interrupted(
     env: &TestEnv,
     manifests: &Manifests,
-    events: &Receiver<String>,
-    after_events: usize,
+    deletes: &Receiver<String>,
+    deleted: usize,
     signal: Signal,
-) -> (ExitStatus, Option<usize>) {
+) -> (ExitStatus, bool) {
+    let only_in_a: BTreeSet<String> = names(SET_A).difference(&names(SET_B)).cloned().collect();
     let mut child = env
         .gitvisor_command(["apply", manifests.path_str()])
         .stdin(Stdio::null())
@@ -263,14 +324,16 @@ fn apply_interrupted(
         .spawn()
         .expect("cannot start gitvisor apply");
     let started = Instant::now();
-    let mut seen = 0usize;
+    let mut seen = BTreeSet::new();
     loop {
-        match events.recv_timeout(Duration::from_millis(2)) {
-            Ok(name) if name.starts_with(PLAN_PREFIX) => seen += 1,
+        match deletes.recv_timeout(Duration::from_millis(2)) {
+            Ok(name) if only_in_a.contains(&name) => {
+                seen.insert(name);
+            }
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` stopped"),
         }
-        if seen >= after_events {
+        if seen.len() >= deleted {
             // `ip netns exec` execs gitvisor in place: this is gitvisor's own pid.
             match signal {
                 Signal::Kill => child.kill().expect("cannot SIGKILL gitvisor"),
@@ -283,46 +346,17 @@ fn apply_interrupted(
                 }
             }
             let status = child.wait().expect("cannot wait for gitvisor");
-            return (status, Some(seen));
+            return (status, true);
         }
         if let Some(status) = child.try_wait().expect("cannot wait for gitvisor") {
-            return (status, None);
+            return (status, false);
         }
         assert!(
             started.elapsed() < Duration::from_secs(90),
-            "apply made no progress: {seen} link events after 90 s"
+            "apply made no progress: {} bridges deleted after 90 s",
+            seen.len()
         );
     }
-}
-
-/// Counts the `gvq*` link events of one complete apply (the monitor is synced first and
-/// after, so no event of another command is counted).
-fn events_of_a_full_apply(
-    env: &TestEnv,
-    manifests: &Manifests,
-    events: &Receiver<String>,
-) -> usize {
-    sync_monitor(env, events);
-    let outcome = env.apply(manifests.path()).expect_code(0);
-    drop(outcome);
-    let mut count = 0;
-    const PROBE: &str = "gv-sync";
-    env.ip(["link", "add", PROBE, "type", "bridge"]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "`ip monitor link` never reported {PROBE}"
-        );
-        match events.recv_timeout(Duration::from_millis(50)) {
-            Ok(name) if name.starts_with(PLAN_PREFIX) => count += 1,
-            Ok(name) if name == PROBE => break,
-            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` exited"),
-        }
-    }
-    env.ip(["link", "del", PROBE]);
-    count
 }
 
 /// The changes of a plan JSON object, by `(kind, name)`.
@@ -345,8 +379,8 @@ fn changes_by_id(plan: &Value) -> BTreeMap<(String, String), Value> {
 
 /// Panics, listing the differences, unless `plan` (from `plan --output json`) has exactly
 /// the changes (kind, name, action, fields, reason, effect) of `applied` (the plan an
-/// `apply --output json` made and carried out).
-fn assert_same_changes(when: &str, plan: &Value, applied: &Value) {
+/// `apply --output json` made and carried out). Returns how many are not no-ops.
+fn assert_same_changes(when: &str, plan: &Value, applied: &Value) -> usize {
     let planned = changes_by_id(plan);
     let carried_out = changes_by_id(applied);
     let mut differences = Vec::new();
@@ -372,11 +406,17 @@ fn assert_same_changes(when: &str, plan: &Value, applied: &Value) {
         differences.join("\n  ")
     );
     assert_eq!(plan["summary"], applied["summary"], "{when}: plan summary");
+    planned.values().filter(|c| c["action"] != "noop").count()
 }
 
 /// `status --output json` after an interrupted apply shows a revision that was
-/// recorded, A's or B's, with the resources of that revision.
-fn assert_status_is_a_recorded_state(when: &str, env: &TestEnv, rev_a: &Value, rev_b: &Value) {
+/// recorded, A's or B's, with the resources of that revision. Returns which.
+fn assert_status_is_a_recorded_state(
+    when: &str,
+    env: &TestEnv,
+    rev_a: &Value,
+    rev_b: &Value,
+) -> &'static str {
     let outcome = env.gitvisor(["status", "--output", "json"]);
     assert_eq!(outcome.code, Some(0), "{when}: status failed\n{outcome}");
     let status = outcome.json();
@@ -387,8 +427,10 @@ fn assert_status_is_a_recorded_state(when: &str, env: &TestEnv, rev_a: &Value, r
         .collect();
     if last == rev_a {
         assert_eq!(resources, names(SET_A), "{when}: status of revision A");
+        "A"
     } else if last == rev_b {
         assert_eq!(resources, names(SET_B), "{when}: status of revision B");
+        "B"
     } else {
         panic!("{when}: status shows no recorded revision:\n{outcome}");
     }
@@ -400,42 +442,45 @@ fn after_an_interrupted_apply_plan_shows_exactly_what_the_next_apply_does() {
         return;
     };
     let manifests = Manifests::new();
-    let (mut monitor, events) = env.monitor_links();
-    sync_monitor(&env, &events);
+    let (mut monitor, deletes) = monitor_deletes(&env);
 
-    declare(&manifests, SET_A, 1400);
-    let rev_a = env.plan_json(manifests.path())["revision"].clone();
     declare(&manifests, SET_B, 1450);
     let rev_b = env.plan_json(manifests.path())["revision"].clone();
-
-    // How many link events a whole apply of B over A makes, to spread the kill points.
     declare(&manifests, SET_A, 1400);
-    env.apply(manifests.path()).expect_code(0);
-    declare(&manifests, SET_B, 1450);
-    let total = events_of_a_full_apply(&env, &manifests, &events);
-    assert!(total >= 330, "an apply of B made only {total} link events");
+    let rev_a = env.plan_json(manifests.path())["revision"].clone();
 
-    let mut rounds: Vec<(usize, Signal)> = [1, 10, 25, 40, 55, 70, 85, 100]
-        .iter()
-        .map(|percent| ((total * percent / 100).max(1), Signal::Kill))
+    // Kill points: at once; then after 1 … 30 of the 30 deletes (all creates and updates
+    // done by then); SIGTERM at two of them.
+    let only_in_a = SET_B.start - SET_A.start;
+    let mut rounds: Vec<(usize, Signal)> = [0, 1, 4, 8, 12, 16, 20, 24, 28, only_in_a]
+        .into_iter()
+        .map(|deleted| (deleted, Signal::Kill))
         .collect();
-    rounds.push((total / 3, Signal::Term));
-    rounds.push((total * 9 / 10, Signal::Term));
+    rounds.push((6, Signal::Term));
+    rounds.push((18, Signal::Term));
 
-    let mut interrupted = 0;
-    for (after_events, signal) in rounds {
+    let mut part_way = 0;
+    for (deleted, signal) in rounds {
         declare(&manifests, SET_A, 1400);
         env.apply(manifests.path()).expect_code(0);
         declare(&manifests, SET_B, 1450);
-        sync_monitor(&env, &events);
-        let (exit, killed_at) = apply_interrupted(&env, &manifests, &events, after_events, signal);
-        let when = format!("{signal:?} after {killed_at:?} of {total} link events ({exit})");
-        if killed_at.is_some() && exit.code().is_none() {
-            interrupted += 1;
-        }
-        eprintln!("{when}");
+        sync_deletes(&env, &deletes);
+        let (exit, sent) = apply_interrupted(&env, &manifests, &deletes, deleted, signal);
+        let when = format!(
+            "{signal:?} after {deleted} of {only_in_a} deletes ({})",
+            if sent {
+                exit.to_string()
+            } else {
+                format!("exited first: {exit}")
+            }
+        );
+        let left = env
+            .link_names()
+            .into_iter()
+            .filter(|name| name.starts_with(PLAN_PREFIX) && !names(SET_B).contains(name))
+            .count();
 
-        assert_status_is_a_recorded_state(&when, &env, &rev_a, &rev_b);
+        let recorded = assert_status_is_a_recorded_state(&when, &env, &rev_a, &rev_b);
         let plan = env.gitvisor(["plan", manifests.path_str(), "--output", "json"]);
         assert!(
             matches!(plan.code, Some(0 | 2)),
@@ -444,7 +489,14 @@ fn after_an_interrupted_apply_plan_shows_exactly_what_the_next_apply_does() {
         assert!(!plan.stderr.contains("corrupt"), "{when}: {}", plan.stderr);
         let applied = env.gitvisor(["apply", manifests.path_str(), "--output", "json"]);
         assert_eq!(applied.code, Some(0), "{when}: the next apply\n{applied}");
-        assert_same_changes(&when, &plan.json(), &applied.json()["plan"]);
+        let changes = assert_same_changes(&when, &plan.json(), &applied.json()["plan"]);
+        eprintln!(
+            "{when}: {left} of {only_in_a} bridges left to delete; status shows revision \
+             {recorded}; plan = next apply = {changes} changes"
+        );
+        if sent && exit.code().is_none() && left > 0 && left < only_in_a {
+            part_way += 1;
+        }
 
         let clean = env.plan_detailed(manifests.path());
         assert_eq!(clean.code, Some(0), "{when}: plan after the apply\n{clean}");
@@ -462,7 +514,8 @@ fn after_an_interrupted_apply_plan_shows_exactly_what_the_next_apply_does() {
     let _ = monitor.kill();
     let _ = monitor.wait();
     assert!(
-        interrupted >= 6,
-        "only {interrupted} applies were interrupted part-way; the crash was not exercised"
+        part_way >= 5,
+        "only {part_way} applies were interrupted part-way through their deletes; \
+         the crash was not exercised"
     );
 }
