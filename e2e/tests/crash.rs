@@ -221,7 +221,7 @@ const SET_B: Range<usize> = 30..330;
 /// Makes the manifest dir declare exactly `set`, with `mtu`. The dir stays the same
 /// path, so A and B are one source (an apply prunes what the previous one declared).
 fn declare(manifests: &Manifests, set: Range<usize>, mtu: u32) {
-    for i in SET_A.start.min(SET_B.start)..SET_A.end.max(SET_B.end) {
+    for i in SET_A.start..SET_B.end {
         let file = format!("{PLAN_PREFIX}{i}.yaml");
         if set.contains(&i) {
             manifests.write(
