@@ -519,3 +519,112 @@ fn after_an_interrupted_apply_plan_shows_exactly_what_the_next_apply_does() {
          the crash was not exercised"
     );
 }
+
+/// A tmpfs mounted over a dir for as long as it lives (unmounted in `Drop`, also when
+/// the test panics).
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `kib` KiB over `dir`, keeping the files that were there.
+    fn mount(dir: &std::path::Path, kib: u64) -> SmallDisk {
+        let saved = read_files(dir);
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .expect("cannot run mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs on {}",
+            dir.display()
+        );
+        let disk = SmallDisk {
+            dir: dir.to_path_buf(),
+        };
+        for (name, bytes) in saved {
+            std::fs::write(dir.join(name), bytes).expect("copy the store onto the tmpfs");
+        }
+        disk
+    }
+
+    /// Makes room, as an operator would after the disk filled up.
+    fn grow(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "remount,size=64m"])
+            .arg(&self.dir)
+            .status()
+            .expect("cannot run mount");
+        assert!(status.success(), "cannot grow the tmpfs");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn read_files(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .expect("read the state dir")
+        .map(|entry| {
+            let entry = entry.expect("entry");
+            (
+                entry.file_name(),
+                std::fs::read(entry.path()).expect("read a state file"),
+            )
+        })
+        .collect()
+}
+
+/// An apply whose store commit fails for a full disk changes the host and records
+/// nothing of it; `status` still shows the last recorded revision and `plan` exactly the
+/// changes the next apply (with room again) makes.
+#[test]
+fn after_an_apply_that_hit_a_full_disk_plan_shows_what_the_next_apply_does() {
+    let Some(env) = TestEnv::new("crash-disk") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    declare(&manifests, SET_B, 1450);
+    let rev_b = env.plan_json(manifests.path())["revision"].clone();
+    declare(&manifests, SET_A, 1400);
+    let rev_a = env.plan_json(manifests.path())["revision"].clone();
+    env.apply(manifests.path()).expect_code(0);
+
+    let store = env.state_dir().join("state.redb");
+    let size = std::fs::metadata(&store).expect("stat the store").len();
+    // Room for the store as it is, not for what apply B writes.
+    let disk = SmallDisk::mount(env.state_dir(), size / 1024 + 8);
+    declare(&manifests, SET_B, 1450);
+    let failed = env.apply(manifests.path());
+    assert!(
+        failed.code != Some(0) && failed.stderr.contains("No space left on device"),
+        "the apply did not run out of disk; the case was not exercised\n{failed}"
+    );
+
+    let when = "after a full disk";
+    assert_eq!(
+        assert_status_is_a_recorded_state(when, &env, &rev_a, &rev_b),
+        "A"
+    );
+    let plan = env.gitvisor(["plan", manifests.path_str(), "--output", "json"]);
+    assert!(matches!(plan.code, Some(0 | 2)), "{when}: plan\n{plan}");
+    disk.grow();
+    let applied = env.gitvisor(["apply", manifests.path_str(), "--output", "json"]);
+    assert_eq!(applied.code, Some(0), "{when}: the next apply\n{applied}");
+    assert_same_changes(when, &plan.json(), &applied.json()["plan"]);
+    assert_eq!(
+        assert_status_is_a_recorded_state(when, &env, &rev_a, &rev_b),
+        "B"
+    );
+    drop(disk);
+}
