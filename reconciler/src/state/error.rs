@@ -21,6 +21,13 @@ pub enum StoreError {
         source: io::Error,
     },
 
+    #[error("cannot list state directory {path}")]
+    ListDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("cannot open state store {path}")]
     Open {
         path: PathBuf,

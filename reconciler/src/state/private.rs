@@ -43,12 +43,12 @@ pub(super) fn prepare_dir(state_dir: &Path) -> Result<(), StoreError> {
             source,
         })?;
     let mut only_store_files = true;
-    let entries = fs::read_dir(state_dir).map_err(|source| StoreError::CreateDir {
+    let entries = fs::read_dir(state_dir).map_err(|source| StoreError::ListDir {
         path: state_dir.to_path_buf(),
         source,
     })?;
     for entry in entries {
-        let entry = entry.map_err(|source| StoreError::CreateDir {
+        let entry = entry.map_err(|source| StoreError::ListDir {
             path: state_dir.to_path_buf(),
             source,
         })?;
@@ -85,17 +85,11 @@ pub(super) fn open_file(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .mode(FILE_MODE)
         .open(path)
-        .map_err(|source| StoreError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| open_error(path, source))?;
     let mode = file
         .metadata()
         .map(|meta| meta.permissions().mode() & 0o7777)
-        .map_err(|source| StoreError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| open_error(path, source))?;
     if mode != FILE_MODE {
         file.set_permissions(Permissions::from_mode(FILE_MODE))
             .map_err(|source| StoreError::Permissions {
@@ -105,6 +99,13 @@ pub(super) fn open_file(path: &Path) -> Result<File, StoreError> {
             })?;
     }
     Ok(file)
+}
+
+fn open_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Open {
+        path: path.to_path_buf(),
+        source: Box::new(redb::DatabaseError::Storage(redb::StorageError::Io(source))),
+    }
 }
 
 /// Renames a corrupt store to `<file>.corrupt-<unix-seconds>` (with `-<n>` appended if
