@@ -599,3 +599,31 @@ fn empty_batches_are_no_ops() {
     assert!(store.owned().expect("owned").is_empty());
     assert!(store.events(10).expect("events").is_empty());
 }
+
+#[tokio::test]
+async fn async_callers_run_store_work_on_a_blocking_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime_thread = std::thread::current().id();
+    let store = Store::open_async(dir.path()).await.expect("open");
+    let worker = store
+        .run_blocking("record revision", |store| {
+            store.record_revision(&revision(1))?;
+            Ok(std::thread::current().id())
+        })
+        .await
+        .expect("run");
+    assert_ne!(
+        worker, runtime_thread,
+        "redb work ran on the runtime thread"
+    );
+
+    let view = ReadOnlyStore::open_async(dir.path()).await.expect("view");
+    let (last, worker) = view
+        .run_blocking("read last revision", |view| {
+            Ok((view.last_revision()?, std::thread::current().id()))
+        })
+        .await
+        .expect("read");
+    assert_eq!(last, Some(revision(1)));
+    assert_ne!(worker, runtime_thread);
+}
