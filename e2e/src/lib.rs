@@ -58,7 +58,11 @@
 //!   `file:line:col` pointing at the bad line (syntax, unknown field, dangling
 //!   references, cycle).
 //! - `crash.rs`: `apply` killed with SIGKILL part-way (timed by `ip monitor link`), the
-//!   next `apply` converges exactly.
+//!   next `apply` converges exactly; after an apply killed (SIGKILL, SIGTERM) at many
+//!   points or stopped by a full disk, `status` shows the last recorded revision and
+//!   `plan` exactly the changes of the next `apply`.
+//! - `store_damage.rs`: a state store damaged in many ways crashes no command, is
+//!   reported and moved aside, and never leads to a delete.
 //! - `graph.rs`: `graph --format dot|mermaid` edges of examples/homelab (no root needed).
 //!
 //! Run with `cargo build -p gitvisor && cargo test -p gitvisor-e2e`. One thing to know

@@ -8,7 +8,7 @@
 //!    it depends on; independent ones run in parallel, bounded by a semaphore. A failure
 //!    blocks its dependents only; the rest proceeds.
 //! 3. Deletes run after that, one kind at a time, dependents' kinds first.
-//! 4. Outcomes, statuses, the revision and events are recorded in one batch each.
+//! 4. Outcomes, statuses, the revision and events are recorded in one transaction.
 //!
 //! Changes the plan left out on purpose ([`crate::plan::Plan::skipped`]) are reported as
 //! [`ResultKind::Skipped`] without touching the host, so the bookkeeping keeps their
@@ -42,7 +42,7 @@ use tracing::Instrument;
 pub use options::ExecuteOptions;
 pub use outcome::{Report, ResultKind, StepResult};
 pub use progress::{Progress, RunEvent, silent};
-pub use record::{record_intents, record_report};
+pub use record::{record_intents, record_intents_async, record_report, record_report_async};
 pub use shutdown::cancel_on_shutdown_signals;
 
 use crate::contract::{Action, Change, Drivers, FailureClass, Interrupted, StepContext, chain};

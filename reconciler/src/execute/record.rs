@@ -1,5 +1,8 @@
-//! Store bookkeeping around an execution: write-ahead intents before, outcomes, statuses,
-//! the revision and events after — one transaction each.
+//! Store bookkeeping around an execution: write-ahead intents before (one transaction),
+//! and after it outcomes, statuses, the revision and events, all in one transaction
+//! ([`Store::record_apply`]), so an interrupted apply never leaves them half-recorded.
+//!
+//! The `_async` variants do the same on a blocking thread, for callers inside async code.
 
 use std::collections::BTreeSet;
 
@@ -8,25 +11,26 @@ use crate::execute::{Report, ResultKind};
 use crate::model::{Kind, ResourceId};
 use crate::plan::Plan;
 use crate::state::{
-    Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store, StoreError,
-    now_unix,
+    ApplyRecord, Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store,
+    StoreError, now_unix,
 };
 
 /// Records, before anything runs, every object the plan is about to create.
 pub fn record_intents(store: &Store, plan: &Plan) -> Result<(), StoreError> {
-    let ids: Vec<ResourceId> = plan
-        .changes
+    store.record_intents(&intent_ids(plan), &plan.revision)
+}
+
+/// The objects `plan` creates (or re-creates).
+fn intent_ids(plan: &Plan) -> Vec<ResourceId> {
+    plan.changes
         .iter()
         .filter(|c| matches!(c.action, Action::Create | Action::Replace))
         .map(|c| c.id.clone())
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    store.record_intents(&ids, &plan.revision)
+        .collect()
 }
 
-/// Records what happened: ownership, per-resource status, the revision and events.
+/// Records what happened, in one transaction: ownership, per-resource status, the
+/// revision and events.
 ///
 /// The report covers every declared resource and every owned object found on the host, so
 /// a store record or status it does not mention is stale: an owned object that vanished
@@ -125,11 +129,8 @@ pub fn record_report(
             });
         }
     }
-    store.record_outcomes(&outcomes)?;
-    store.set_statuses(&statuses)?;
-    store.remove_statuses(&removed)?;
     let failures = report.failures().count();
-    store.record_revision(&RevisionRecord {
+    let revision = RevisionRecord {
         id: report.revision.clone(),
         applied_unix: now,
         converged: report.converged(),
@@ -145,6 +146,191 @@ pub fn record_report(
             failures
         ),
         source: source.to_owned(),
-    })?;
-    store.append_events(&events)
+    };
+    store.record_apply(&ApplyRecord {
+        outcomes,
+        statuses,
+        removed_statuses: removed,
+        revision,
+        events,
+    })
+}
+
+/// [`record_intents`] on a blocking thread.
+pub async fn record_intents_async(store: &Store, plan: &Plan) -> Result<(), StoreError> {
+    let ids = intent_ids(plan);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let revision = plan.revision.clone();
+    store
+        .run_blocking("record intents", move |store| {
+            store.record_intents(&ids, &revision)
+        })
+        .await
+}
+
+/// [`record_report`] on a blocking thread.
+pub async fn record_report_async(
+    store: &Store,
+    report: &Report,
+    observed_kinds: &[Kind],
+    source: &str,
+) -> Result<(), StoreError> {
+    let report = report.clone();
+    let observed_kinds = observed_kinds.to_vec();
+    let source = source.to_owned();
+    store
+        .run_blocking("record apply", move |store| {
+            record_report(store, &report, &observed_kinds, &source)
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execute::StepResult;
+
+    fn id(text: &str) -> ResourceId {
+        text.parse().expect("valid resource id")
+    }
+
+    fn step(name: &str, action: Action, result: ResultKind) -> StepResult {
+        StepResult {
+            id: id(name),
+            action,
+            result,
+            seconds: 0.0,
+            spec_hash: Some(format!("hash-{name}")),
+            class: None,
+        }
+    }
+
+    /// A store after revision r1: br0, br1 and br9 owned and Ready.
+    fn store_after_r1(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir).expect("open");
+        let ids = [id("Bridge/br0"), id("Bridge/br1"), id("Bridge/br9")];
+        store.record_intents(&ids, "r1").expect("intents");
+        store
+            .record_apply(&ApplyRecord {
+                outcomes: ids
+                    .iter()
+                    .map(|id| Outcome::Applied {
+                        id: id.clone(),
+                        spec_hash: "h1".into(),
+                        revision: "r1".into(),
+                    })
+                    .collect(),
+                statuses: ids
+                    .iter()
+                    .map(|id| {
+                        (
+                            id.clone(),
+                            ResourceStatus {
+                                state: ResourceState::Ready,
+                                message: None,
+                                revision: "r1".into(),
+                                updated_unix: 1,
+                            },
+                        )
+                    })
+                    .collect(),
+                removed_statuses: Vec::new(),
+                revision: RevisionRecord {
+                    id: "r1".into(),
+                    applied_unix: 1,
+                    converged: true,
+                    summary: String::new(),
+                    source: "/m".into(),
+                },
+                events: Vec::new(),
+            })
+            .expect("record r1");
+        store
+    }
+
+    /// br0 updated, br1 deleted, br2 failed to create, br9 vanished from the host and
+    /// is no longer declared (not in the report).
+    fn report_r2() -> Report {
+        Report {
+            revision: "r2".into(),
+            results: vec![
+                step("Bridge/br0", Action::Update, ResultKind::Applied),
+                step("Bridge/br1", Action::Delete, ResultKind::Applied),
+                step(
+                    "Bridge/br2",
+                    Action::Create,
+                    ResultKind::Failed("refused".into()),
+                ),
+            ],
+            seconds: 0.1,
+        }
+    }
+
+    fn assert_r2_recorded(store: &Store) {
+        let owned = store.owned().expect("owned");
+        assert_eq!(
+            owned.keys().cloned().collect::<Vec<_>>(),
+            vec![id("Bridge/br0")]
+        );
+        assert_eq!(owned[&id("Bridge/br0")].spec_hash, "hash-Bridge/br0");
+        assert!(!owned[&id("Bridge/br0")].pending);
+        let statuses = store.statuses().expect("statuses");
+        assert_eq!(
+            statuses.keys().cloned().collect::<Vec<_>>(),
+            vec![id("Bridge/br0"), id("Bridge/br2")]
+        );
+        assert_eq!(statuses[&id("Bridge/br2")].state, ResourceState::Failed);
+        let last = store.last_revision().expect("last").expect("a revision");
+        assert_eq!(last.id, "r2");
+        assert_eq!(last.source, "/m");
+        assert!(!last.converged);
+        assert_eq!(last.summary, "3 resources, 2 changed, 1 not converged");
+        let events = store.events(10).expect("events");
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[0].level, EventLevel::Error);
+    }
+
+    #[test]
+    fn a_report_is_recorded_whole_in_one_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_after_r1(dir.path());
+        let path = store.path().to_path_buf();
+        let before = std::fs::read(&path).expect("image");
+        record_report(&store, &report_r2(), &[Kind::Bridge], "/m").expect("record");
+        assert_r2_recorded(&store);
+
+        // The file just before the call holds none of r2 (a crash then loses all of it,
+        // never a part).
+        let crashed = tempfile::tempdir().expect("tempdir");
+        std::fs::write(crashed.path().join(crate::state::STATE_FILE), &before).expect("write");
+        let view = crate::state::ReadOnlyStore::open(crashed.path()).expect("view");
+        assert_eq!(view.last_revision().expect("last").expect("rev").id, "r1");
+        assert_eq!(view.owned().expect("owned").len(), 3);
+    }
+
+    #[test]
+    fn unobserved_kinds_keep_their_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_after_r1(dir.path());
+        record_report(&store, &report_r2(), &[], "/m").expect("record");
+        // br9 is not in the report, but no driver looked at Bridges: it stays owned.
+        assert!(
+            store
+                .owned()
+                .expect("owned")
+                .contains_key(&id("Bridge/br9"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_async_variants_record_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_after_r1(dir.path());
+        record_report_async(&store, &report_r2(), &[Kind::Bridge], "/m")
+            .await
+            .expect("record");
+        assert_r2_recorded(&store);
+    }
 }

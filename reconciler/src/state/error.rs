@@ -21,6 +21,13 @@ pub enum StoreError {
         source: io::Error,
     },
 
+    #[error("cannot list state directory {path}")]
+    ListDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("cannot open state store {path}")]
     Open {
         path: PathBuf,
@@ -81,5 +88,60 @@ pub enum StoreError {
         table: &'static str,
         key: String,
         reason: String,
+    },
+
+    /// redb panicked on the file's bytes (caught by `contain`): the file was damaged
+    /// after it was opened, or in a way its integrity check does not see.
+    #[error(
+        "state store {path} is damaged: {operation} failed inside redb ({detail}); \
+         move the file aside to start with an empty store (gitvisor then prunes nothing and \
+         shows its objects as conflicts until adopted)"
+    )]
+    Damaged {
+        path: PathBuf,
+        operation: &'static str,
+        detail: String,
+    },
+
+    #[error("cannot read state store {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A read-only copy never saw the file stand still (a writer committing throughout).
+    #[error(
+        "state store {path} changed during each of {attempts} attempts to copy it; \
+         retry when the running `gitvisor apply` has finished"
+    )]
+    Unstable { path: PathBuf, attempts: u32 },
+
+    #[error(
+        "state store {path} is {size} bytes, more than the {limit} bytes a read-only command \
+         copies into memory; move it aside if it is not gitvisor's"
+    )]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+
+    #[error("cannot make {path} private (mode {mode:o})")]
+    Permissions {
+        path: PathBuf,
+        mode: u32,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A store call moved to a blocking thread did not come back (the runtime is shutting
+    /// down).
+    #[error("state store {path}: {operation} was cancelled")]
+    Blocking {
+        path: PathBuf,
+        operation: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
     },
 }

@@ -51,6 +51,22 @@ impl Outcome {
     }
 }
 
+/// Everything one apply records after it ran, written in one transaction by
+/// [`super::Store::record_apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyRecord {
+    /// Ownership changes, applied in order.
+    pub outcomes: Vec<Outcome>,
+    /// Statuses to set (replace).
+    pub statuses: Vec<(ResourceId, ResourceStatus)>,
+    /// Resources whose status is dropped (deleted, or no longer declared).
+    pub removed_statuses: Vec<ResourceId>,
+    /// The revision, appended to the history.
+    pub revision: RevisionRecord,
+    /// Events, appended to the log in order.
+    pub events: Vec<Event>,
+}
+
 /// Where a resource stands after the last reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ResourceState {

@@ -409,7 +409,7 @@ fn read_only_view_of_a_missing_store_is_empty_and_creates_nothing() {
 }
 
 #[test]
-fn read_only_view_reads_beside_a_writer_and_follows_its_commits() {
+fn read_only_view_reads_beside_a_writer_and_each_view_is_one_instant() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     let br = id("Bridge/br0");
@@ -424,6 +424,7 @@ fn read_only_view_reads_beside_a_writer_and_follows_its_commits() {
 
     let view = ReadOnlyStore::open(dir.path()).expect("read-only beside the writer");
     assert!(view.exists());
+    assert_eq!(view.damage(), None);
     assert_eq!(view.owned().expect("owned"), store.owned().expect("owned"));
     assert_eq!(view.last_revision().expect("last"), Some(revision(1)));
 
@@ -432,13 +433,23 @@ fn read_only_view_reads_beside_a_writer_and_follows_its_commits() {
         .set_statuses(&[(br.clone(), status(ResourceState::Ready, "r2"))])
         .expect("statuses");
     store.append_events(&[event(1)]).expect("events");
-    assert_eq!(view.last_revision().expect("last"), Some(revision(2)));
-    assert_eq!(view.revisions().expect("revisions").len(), 2);
+
+    // A view is one instant: every read of `view` sees what was committed at its open,
+    // so `status` never mixes the statuses of one apply with the revision of another.
+    assert_eq!(view.last_revision().expect("last"), Some(revision(1)));
+    assert!(view.statuses().expect("statuses").is_empty());
+    assert!(view.events(5).expect("events").is_empty());
+
+    // A view opened later sees every commit before it, while the writer still holds
+    // the file.
+    let later = ReadOnlyStore::open(dir.path()).expect("read-only beside the writer");
+    assert_eq!(later.last_revision().expect("last"), Some(revision(2)));
+    assert_eq!(later.revisions().expect("revisions").len(), 2);
     assert_eq!(
-        view.statuses().expect("statuses")[&br].state,
+        later.statuses().expect("statuses")[&br].state,
         ResourceState::Ready
     );
-    assert_eq!(view.events(5).expect("events"), vec![event(1)]);
+    assert_eq!(later.events(5).expect("events"), vec![event(1)]);
 }
 
 #[test]
@@ -452,6 +463,8 @@ fn read_only_view_of_a_corrupt_store_is_empty_and_leaves_the_file() {
     .expect("write");
     let view = ReadOnlyStore::open(dir.path()).expect("open read-only");
     assert!(!view.exists());
+    let damage = view.damage().expect("the view says why it is empty");
+    assert!(damage.contains(STATE_FILE), "{damage}");
     assert!(view.owned().expect("owned").is_empty());
     assert_eq!(files_in(dir.path()), vec![STATE_FILE.to_owned()]);
     assert_eq!(
@@ -545,6 +558,7 @@ fn records_serialise_as_camel_case_json() {
             "appliedUnix": 1_700_000_002u64,
             "converged": true,
             "summary": "2 created",
+            "source": "",
         })
     );
     let warning = Event {
@@ -584,4 +598,32 @@ fn empty_batches_are_no_ops() {
     store.append_events(&[]).expect("events");
     assert!(store.owned().expect("owned").is_empty());
     assert!(store.events(10).expect("events").is_empty());
+}
+
+#[tokio::test]
+async fn async_callers_run_store_work_on_a_blocking_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime_thread = std::thread::current().id();
+    let store = Store::open_async(dir.path()).await.expect("open");
+    let worker = store
+        .run_blocking("record revision", |store| {
+            store.record_revision(&revision(1))?;
+            Ok(std::thread::current().id())
+        })
+        .await
+        .expect("run");
+    assert_ne!(
+        worker, runtime_thread,
+        "redb work ran on the runtime thread"
+    );
+
+    let view = ReadOnlyStore::open_async(dir.path()).await.expect("view");
+    let (last, worker) = view
+        .run_blocking("read last revision", |view| {
+            Ok((view.last_revision()?, std::thread::current().id()))
+        })
+        .await
+        .expect("read");
+    assert_eq!(last, Some(revision(1)));
+    assert_ne!(worker, runtime_thread);
 }
