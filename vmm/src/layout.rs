@@ -69,6 +69,15 @@ pub const MAX_VCPUS: u8 = 32;
 /// The most virtio-mmio devices: one IOAPIC pin each, from [`VIRTIO_IRQ_START`].
 pub const MAX_VIRTIO_DEVICES: usize = (IRQ_MAX - VIRTIO_IRQ_START + 1) as usize;
 
+// The fixed structures do not overlap (checked when the crate compiles).
+const _: () = {
+    assert!(GDT_START + 5 * 8 <= IDT_START);
+    assert!(ZERO_PAGE_START + 4096 <= BOOT_STACK_POINTER);
+    assert!(PML4_START >= BOOT_STACK_POINTER);
+    assert!(PD_START + PD_COUNT * 4096 <= CMDLINE_START);
+    assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+};
+
 /// Guest RAM regions for `size` bytes of memory: below the MMIO hole, and the rest above
 /// 4 GiB.
 pub fn ram_regions(size: u64) -> Vec<(u64, u64)> {
@@ -107,11 +116,7 @@ mod tests {
     }
 
     #[test]
-    fn fixed_structures_do_not_overlap() {
-        assert!(GDT_START + 5 * 8 <= IDT_START);
-        assert!(ZERO_PAGE_START + 4096 <= BOOT_STACK_POINTER);
-        assert!(PD_START + PD_COUNT * 4096 <= CMDLINE_START);
-        assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    fn the_last_virtio_slot_ends_below_the_ioapic() {
         let (last, irq) = virtio_mmio_slot(MAX_VIRTIO_DEVICES - 1);
         assert!(last + VIRTIO_MMIO_SIZE <= IOAPIC_START);
         assert_eq!(irq, IRQ_MAX);

@@ -18,4 +18,15 @@
 //! `docs/vmm.md`.
 
 pub mod boot;
+pub mod bus;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod devices;
+pub mod event_loop;
+pub mod exit;
 pub mod layout;
+pub mod memory;
+pub mod tap;
+pub mod vcpu;
+pub mod vm;

@@ -80,9 +80,7 @@ pub enum BootError {
         "the kernel {path} is neither an ELF vmlinux nor a bzImage; give an uncompressed vmlinux or a bzImage"
     )]
     UnknownFormat { path: PathBuf },
-    #[error(
-        "the bzImage {path} has no 64-bit entry point (XLF_KERNEL_64); build an x86-64 kernel"
-    )]
+    #[error("the bzImage {path} has no 64-bit entry point (XLF_KERNEL_64); build an x86-64 kernel")]
     Not64Bit { path: PathBuf },
     #[error("cannot load the kernel {path} into guest memory: {source}")]
     LoadKernel {
@@ -171,7 +169,12 @@ pub fn build_cmdline(base: &str, devices: &[MmioAnnouncement]) -> Result<Cmdline
     let mut cmdline = Cmdline::try_from(base, CMDLINE_MAX_SIZE).map_err(error)?;
     for device in devices {
         cmdline
-            .add_virtio_mmio_device(VIRTIO_MMIO_SIZE, GuestAddress(device.base), device.irq, None)
+            .add_virtio_mmio_device(
+                VIRTIO_MMIO_SIZE,
+                GuestAddress(device.base),
+                device.irq,
+                None,
+            )
             .map_err(error)?;
     }
     Ok(cmdline)

@@ -11,8 +11,6 @@ use crate::layout::{APIC_START, EBDA_START, HIMEM_START, IOAPIC_START, IRQ_MAX, 
 
 const FLOATING_POINTER_LEN: usize = 16;
 const HEADER_LEN: usize = 44;
-const PROCESSOR_LEN: usize = 20;
-const SHORT_ENTRY_LEN: usize = 8;
 
 const ENTRY_PROCESSOR: u8 = 0;
 const ENTRY_BUS: u8 = 1;
@@ -69,7 +67,16 @@ pub fn mptable(cpus: u8) -> Result<Vec<u8>, MpTableError> {
     count += 1;
     for irq in 0..=IRQ_MAX as u8 {
         // Polarity and trigger "conform to the bus" (flags 0): edge, active high for ISA.
-        entries.extend_from_slice(&[ENTRY_IO_INTERRUPT, INTERRUPT_INT, 0, 0, 0, irq, ioapic_id, irq]);
+        entries.extend_from_slice(&[
+            ENTRY_IO_INTERRUPT,
+            INTERRUPT_INT,
+            0,
+            0,
+            0,
+            irq,
+            ioapic_id,
+            irq,
+        ]);
         count += 1;
     }
     for (kind, lint) in [(INTERRUPT_EXTINT, 0), (INTERRUPT_NMI, 1)] {

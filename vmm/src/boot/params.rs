@@ -85,11 +85,10 @@ impl ZeroPage {
         params.hdr.type_of_loader = LOADER_UNDEFINED;
         params.hdr.boot_flag = BOOT_FLAG;
         params.hdr.header = HDRS_MAGIC;
-        params.hdr.cmd_line_ptr = u32::try_from(self.cmdline_addr).map_err(|_| {
-            ParamsError::CmdlineHigh {
+        params.hdr.cmd_line_ptr =
+            u32::try_from(self.cmdline_addr).map_err(|_| ParamsError::CmdlineHigh {
                 addr: self.cmdline_addr,
-            }
-        })?;
+            })?;
         params.hdr.cmdline_size = self.cmdline_size;
         if let Some((addr, size)) = self.initrd {
             params.hdr.ramdisk_image =

@@ -125,9 +125,7 @@ fn an_elf_kernel_lands_at_its_physical_address_and_the_zero_page_describes_the_b
     assert_eq!(address, (MEMORY - 5000) & !0xfff);
     assert_eq!(u64::from(params.hdr.ramdisk_image), address);
     assert_eq!({ params.hdr.ramdisk_size }, 5000);
-    let byte: u8 = memory
-        .read_obj(GuestAddress(address + 4999))
-        .expect("read");
+    let byte: u8 = memory.read_obj(GuestAddress(address + 4999)).expect("read");
     assert_eq!(byte, 0x5a);
     assert_eq!(params.e820_entries, 2);
     assert_eq!(
@@ -176,7 +174,11 @@ fn a_bzimage_loads_at_one_mib_enters_at_0x200_and_keeps_its_header() {
     assert_eq!(&loaded, b"protected-mode");
     let params = zero_page(&memory);
     assert_eq!({ params.hdr.version }, 0x020f);
-    assert_eq!({ params.hdr.kernel_alignment }, 0x20_0000, "the image's own");
+    assert_eq!(
+        { params.hdr.kernel_alignment },
+        0x20_0000,
+        "the image's own"
+    );
     assert_eq!({ params.hdr.type_of_loader }, 0xff);
     assert_eq!({ params.hdr.code32_start }, 0x10_0000);
     assert_eq!(cmdline_at(&memory, &params), "console=ttyS0");
@@ -220,13 +222,23 @@ fn a_32_bit_only_bzimage_and_an_unknown_file_are_refused_by_name() {
     let junk = file(&[0x90; 4096]);
     let error = load(&memory, &spec(junk.path())).expect_err("refused");
     assert!(matches!(error, BootError::UnknownFormat { .. }), "{error}");
-    assert!(error.to_string().contains(&junk.path().display().to_string()));
+    assert!(
+        error
+            .to_string()
+            .contains(&junk.path().display().to_string())
+    );
 }
 
 #[test]
 fn initrd_placement_never_overlaps_the_kernel() {
-    assert_eq!(initrd_address(0x1000, 0x20_0000, 0x400_0000), Some(0x3ff_f000));
-    assert_eq!(initrd_address(0x1001, 0x20_0000, 0x400_0000), Some(0x3ff_e000));
+    assert_eq!(
+        initrd_address(0x1000, 0x20_0000, 0x400_0000),
+        Some(0x3ff_f000)
+    );
+    assert_eq!(
+        initrd_address(0x1001, 0x20_0000, 0x400_0000),
+        Some(0x3ff_e000)
+    );
     assert_eq!(initrd_address(0x400_0000, 0x20_0000, 0x400_0000), None);
     assert_eq!(initrd_address(0x10, 0x3ff_fff8, 0x400_0000), None);
 }

@@ -1,0 +1,62 @@
+/* Entry of every test guest.
+ *
+ * 64-bit entry (_start, the ELF entry point): the VMM's Linux boot path enters here in
+ * long mode with %rsi = the zero page; guest_main gets it as its first argument.
+ *
+ * 32-bit PVH entry (pvh_start, announced by the XEN_ELFNOTE_PHYS32_ENTRY note): how QEMU
+ * boots the same ELF with -kernel (protected mode, paging off, %ebx = hvm_start_info).
+ * It writes the same marker as the 64-bit guests print first and resets the same way, so
+ * the benchmark compares like with like.
+ */
+    .section .text.start, "ax"
+    .code64
+    .globl _start
+_start:
+    mov %rsi, %rdi
+    lea stack_top(%rip), %rsp
+    call guest_main
+1:  cli
+    hlt
+    jmp 1b
+
+    .code32
+    .globl pvh_start
+pvh_start:
+    mov $0x3f8, %dx
+    mov $pvh_marker, %esi
+2:  movb (%esi), %al
+    test %al, %al
+    jz 3f
+    outb %al, %dx
+    inc %esi
+    jmp 2b
+3:  mov $0xfe, %al          /* i8042 reset (QEMU microvm has none: falls through) */
+    outb %al, $0x64
+    lidt null_idt           /* triple fault: with -no-reboot QEMU exits */
+    int3
+4:  hlt
+    jmp 4b
+
+    .section .rodata
+pvh_marker:
+    .asciz "gitvisor-guest: hello\n"
+    .align 8
+null_idt:
+    .word 0
+    .long 0
+
+    .section .note.Xen, "a", @note
+    .align 4
+    .long 4                 /* name size: "Xen\0" */
+    .long 4                 /* descriptor size */
+    .long 18                /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .long pvh_start
+
+    .section .bss
+    .align 16
+stack:
+    .space 16384
+stack_top:
+
+    .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,7 @@
+//! The devices a guest sees: a 16550 UART on COM1, an i8042 (reset line and Ctrl+Alt+Del
+//! for graceful shutdown), and virtio-mmio block and net devices.
+
+pub mod i8042;
+pub mod irq;
+pub mod serial;
+pub mod virtio;

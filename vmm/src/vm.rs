@@ -1,0 +1,362 @@
+//! One guest: KVM VM, memory, devices, boot, vCPUs — built in that order by [`Vm::new`]
+//! (nothing runs yet), then run by [`Vm::run`] until something ends it.
+//!
+//! KVM needs the in-kernel interrupt controllers before any vCPU exists, and the devices'
+//! irqfds need the controllers; the boot structures need the devices (the command line
+//! announces them) and the vCPU count (the MP table).
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::RawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::boot::{self, BootEntry, BootSpec, MmioAnnouncement};
+use crate::bus::{Bus, MmioSlot};
+use crate::config::{Config, default_mac};
+use crate::devices::i8042::I8042;
+use crate::devices::irq::IrqLine;
+use crate::devices::serial::{self, ConsoleClients, ConsoleOutput, SerialDevice};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::Net;
+use crate::event_loop::{EventLoop, LoopContext};
+use crate::exit::{ExitHandle, ExitReason};
+use crate::layout::{I8042_IRQ, KVM_TSS_ADDRESS, SERIAL_IRQ, virtio_mmio_slot};
+use crate::tap::Tap;
+use crate::{memory, vcpu};
+
+/// Errors building or starting a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(
+        "cannot open /dev/kvm: {source}; load the kvm module and run as a user who can open /dev/kvm"
+    )]
+    OpenKvm {
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("KVM cannot {operation}: {source}")]
+    Kvm {
+        operation: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::VcpuError),
+    #[error("cannot create an eventfd for {what}: {source}")]
+    EventFd {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the {what} {path}: {source}; check the path and its permissions")]
+    Open {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Block(#[from] crate::devices::virtio::block::BlockError),
+    #[error(transparent)]
+    Tap(#[from] crate::tap::TapError),
+    #[error("cannot set up the virtio queues of device {index}: {source:?}")]
+    Queue {
+        index: usize,
+        source: virtio_queue::Error,
+    },
+    #[error("the socket {path} is in use by a running process; stop it or choose another path")]
+    SocketInUse { path: PathBuf },
+    #[error(
+        "cannot listen on the socket {path}: {source}; check that its directory exists and that the path is under 108 bytes"
+    )]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the thread of vCPU {vcpu}: {source}")]
+    Thread {
+        vcpu: u8,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the event loop: {0}")]
+    EventLoop(String),
+}
+
+/// A network device's tap and its transport, for the event loop.
+pub struct TapSource {
+    pub fd: RawFd,
+    /// Keeps the descriptor open while the event loop watches it.
+    pub tap: Tap,
+    pub transport: Arc<Mutex<MmioTransport>>,
+}
+
+/// A guest, built and ready to run.
+pub struct Vm {
+    // Declared first so they drop before the memory they use.
+    vcpus: Vec<VcpuFd>,
+    _vm: VmFd,
+    memory: GuestMemoryMmap,
+    bus: Arc<Bus>,
+    serial: Arc<Mutex<SerialDevice>>,
+    i8042: Arc<Mutex<I8042>>,
+    taps: Vec<TapSource>,
+    console_clients: ConsoleClients,
+    api: Option<UnixListener>,
+    console: Option<UnixListener>,
+    exit: ExitHandle,
+    boot: BootEntry,
+    cpus: u8,
+    memory_mib: u64,
+}
+
+fn event(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
+    move |source| VmError::EventFd { what, source }
+}
+
+fn kvm_op(operation: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { operation, source }
+}
+
+/// Binds a unix socket at `path`, replacing a stale socket file nobody listens on.
+pub fn listen(path: &Path) -> Result<UnixListener, VmError> {
+    if UnixStream::connect(path).is_ok() {
+        return Err(VmError::SocketInUse {
+            path: path.to_path_buf(),
+        });
+    }
+    if std::fs::symlink_metadata(path)
+        .map(|meta| std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()))
+        .unwrap_or(false)
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| VmError::Listen {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| VmError::Listen {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(listener)
+}
+
+impl Vm {
+    /// Builds the guest described by `config`.
+    pub fn new(config: &Config) -> Result<Vm, VmError> {
+        let kvm = Kvm::new().map_err(|source| VmError::OpenKvm { source })?;
+        let vm = kvm.create_vm().map_err(kvm_op("create a VM"))?;
+        vm.set_tss_address(KVM_TSS_ADDRESS as usize)
+            .map_err(kvm_op("set the TSS address"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_op("create the in-kernel interrupt controllers"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_op("create the PIT"))?;
+
+        let memory = memory::create(config.memory_bytes())?;
+        memory::register(&vm, &memory)?;
+        let exit = ExitHandle::new().map_err(event("the exit event"))?;
+
+        let line = |gsi: u32, what: &'static str| -> Result<IrqLine, VmError> {
+            let irq = IrqLine::new().map_err(event(what))?;
+            vm.register_irqfd(irq.event(), gsi)
+                .map_err(kvm_op("register an interrupt line"))?;
+            Ok(irq)
+        };
+
+        let log = match &config.serial_log {
+            Some(path) => Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(path)
+                    .map_err(|source| VmError::Open {
+                        what: "serial log",
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let console_clients: ConsoleClients = Arc::new(Mutex::new(Vec::new()));
+        let serial = Arc::new(Mutex::new(serial::serial(
+            line(SERIAL_IRQ, "the serial port")?,
+            ConsoleOutput::new(log, console_clients.clone(), config.serial_stdout),
+        )));
+        let i8042 = Arc::new(Mutex::new(I8042::new(
+            line(I8042_IRQ, "the i8042")?,
+            exit.clone(),
+        )));
+
+        let mut virtio: Vec<MmioSlot> = Vec::new();
+        let mut taps = Vec::new();
+        let mut announcements = Vec::new();
+        for (index, disk) in config.disks.iter().enumerate() {
+            let file = open_disk(&disk.path, disk.read_only)?;
+            let id = disk.id.clone().unwrap_or_else(|| format!("disk{index}"));
+            let block = Block::new(file, &disk.path.display().to_string(), disk.read_only, &id)?;
+            let (base, irq) = virtio_mmio_slot(virtio.len());
+            let transport = MmioTransport::new(
+                Box::new(block),
+                memory.clone(),
+                line(irq, "a virtio device")?,
+            )
+            .map_err(|source| VmError::Queue { index, source })?;
+            virtio.push((base, Arc::new(Mutex::new(transport))));
+            announcements.push(MmioAnnouncement { base, irq });
+        }
+        for net in &config.nets {
+            let tap = Tap::open(&net.tap)?;
+            let watch = tap.try_clone().map_err(|source| VmError::Open {
+                what: "tap",
+                path: PathBuf::from(&net.tap),
+                source,
+            })?;
+            let mac = net.mac.unwrap_or_else(|| default_mac(&net.tap));
+            let (base, irq) = virtio_mmio_slot(virtio.len());
+            let index = virtio.len();
+            let transport = Arc::new(Mutex::new(
+                MmioTransport::new(
+                    Box::new(Net::new(tap, mac)),
+                    memory.clone(),
+                    line(irq, "a virtio device")?,
+                )
+                .map_err(|source| VmError::Queue { index, source })?,
+            ));
+            taps.push(TapSource {
+                fd: watch.as_raw_fd(),
+                tap: watch,
+                transport: transport.clone(),
+            });
+            virtio.push((base, transport));
+            announcements.push(MmioAnnouncement { base, irq });
+        }
+
+        let boot = boot::load(
+            &memory,
+            &BootSpec {
+                kernel: &config.kernel,
+                initrd: config.initrd.as_deref(),
+                cmdline: &config.cmdline,
+                memory: config.memory_bytes(),
+                cpus: config.cpus,
+                devices: &announcements,
+            },
+        )?;
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_op("report the supported CPUID"))?;
+        let mut vcpus = Vec::new();
+        for id in 0..config.cpus {
+            let fd = vm
+                .create_vcpu(u64::from(id))
+                .map_err(kvm_op("create a vCPU"))?;
+            let entry = (id == 0).then_some(boot.entry);
+            vcpu::configure(&fd, &supported, id, config.cpus, entry)?;
+            vcpus.push(fd);
+        }
+
+        let api = config.api_socket.as_deref().map(listen).transpose()?;
+        let console = config.serial_socket.as_deref().map(listen).transpose()?;
+        let bus = Arc::new(Bus::new(serial.clone(), i8042.clone(), virtio));
+        Ok(Vm {
+            vcpus,
+            _vm: vm,
+            memory,
+            bus,
+            serial,
+            i8042,
+            taps,
+            console_clients,
+            api,
+            console,
+            exit,
+            boot,
+            cpus: config.cpus,
+            memory_mib: config.memory_mib,
+        })
+    }
+
+    /// Where the boot vCPU starts.
+    pub fn boot(&self) -> BootEntry {
+        self.boot
+    }
+
+    /// The host address ranges of guest memory (for telling guest pages from the VMM's).
+    pub fn guest_host_ranges(&self) -> Vec<(u64, u64)> {
+        self.memory
+            .iter()
+            .filter_map(|region| {
+                self.memory
+                    .get_host_address(region.start_addr())
+                    .ok()
+                    .map(|host| (host as u64, region.len()))
+            })
+            .collect()
+    }
+
+    /// Starts the vCPUs and runs the event loop until the VM ends; returns why.
+    pub fn run(mut self) -> Result<ExitReason, VmError> {
+        let started = Instant::now();
+        let guest_ranges = self.guest_host_ranges();
+        // Signals go to the event loop's signalfd: block them before any thread exists,
+        // so the vCPU threads inherit the mask.
+        let mut event_loop = EventLoop::new().map_err(VmError::EventLoop)?;
+        for (id, fd) in self.vcpus.drain(..).enumerate() {
+            let bus = self.bus.clone();
+            let exit = self.exit.clone();
+            let id = id as u8;
+            std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || vcpu::run(fd, id, bus, exit))
+                .map_err(|source| VmError::Thread { vcpu: id, source })?;
+        }
+        let context = LoopContext {
+            exit: self.exit.clone(),
+            serial: self.serial.clone(),
+            i8042: self.i8042.clone(),
+            console_clients: self.console_clients.clone(),
+            started,
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            guest_ranges,
+        };
+        event_loop
+            .run(context, self.api.take(), self.console.take(), &self.taps)
+            .map_err(VmError::EventLoop)
+    }
+}
+
+fn open_disk(path: &Path, read_only: bool) -> Result<File, VmError> {
+    OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| VmError::Open {
+            what: "disk",
+            path: path.to_path_buf(),
+            source,
+        })
+}

@@ -1,0 +1,173 @@
+//! Shared by the end-to-end tests: building a test guest from `guests/` with the host's
+//! gcc, running the real `gitvisor-vmm` binary on it, and waiting for it with a bound.
+//!
+//! Tests need `/dev/kvm` and gcc; without them they say SKIPPED on stderr and return
+//! (CI installs both and has KVM, so there they run).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a guest may take before a test gives up on it (a guard, not a measurement).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Whether this machine can run the tests; prints why not.
+pub fn can_run(test: &str) -> bool {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        eprintln!("SKIPPED {test}: /dev/kvm cannot be opened read-write");
+        return false;
+    }
+    if Command::new("gcc").arg("--version").output().is_err() {
+        eprintln!("SKIPPED {test}: gcc is not installed (it builds the test guests)");
+        return false;
+    }
+    true
+}
+
+fn guests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guests")
+}
+
+/// Builds the guest `name` (`guests/<name>.c` with the shared entry code) into `dir`.
+pub fn build_guest(name: &str, dir: &Path) -> PathBuf {
+    let guests = guests_dir();
+    let output = dir.join(format!("{name}.elf"));
+    let result = Command::new("gcc")
+        .args([
+            "-m64",
+            "-O2",
+            "-ffreestanding",
+            "-fno-builtin",
+            "-fno-tree-loop-distribute-patterns",
+            "-fno-pic",
+            "-fno-pie",
+            "-no-pie",
+            "-nostdlib",
+            "-static",
+            "-mno-red-zone",
+            "-mgeneral-regs-only",
+            "-fno-stack-protector",
+            "-fno-asynchronous-unwind-tables",
+            "-Wall",
+            "-Wno-unused-function",
+            "-Werror",
+            "-Wl,--build-id=none",
+            "-Wl,-z,noexecstack",
+            "-Wl,-z,max-page-size=4096",
+        ])
+        .arg(format!("-Wl,-T,{}", guests.join("guest.ld").display()))
+        .arg(guests.join("start.S"))
+        .arg(guests.join(format!("{name}.c")))
+        .arg("-o")
+        .arg(&output)
+        .output()
+        .expect("run gcc");
+    assert!(
+        result.status.success(),
+        "building guest {name} failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    output
+}
+
+/// The VMM binary under test.
+pub fn vmm_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_gitvisor-vmm")
+}
+
+/// A running VMM, killed if the test ends first.
+pub struct Vmm {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Vmm {
+    /// Starts the VMM in the foreground on `kernel` with its files in a fresh directory,
+    /// plus `extra` arguments.
+    pub fn start(kernel: &Path, dir: tempfile::TempDir, extra: &[&str]) -> Vmm {
+        let child = Command::new(vmm_binary())
+            .arg("--kernel")
+            .arg(kernel)
+            .arg("--serial-log")
+            .arg(dir.path().join("serial.log"))
+            .arg("--log-file")
+            .arg(dir.path().join("vmm.log"))
+            .arg("--memory")
+            .arg("64")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gitvisor-vmm");
+        Vmm { child, dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn serial(&self) -> String {
+        std::fs::read_to_string(self.path("serial.log")).unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("vmm.log")).unwrap_or_default()
+    }
+
+    /// Waits for the process to end.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the VMM did not exit within {PATIENCE:?}; serial:\n{}\nlog:\n{}",
+                self.serial(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the serial log contains `text`.
+    pub fn wait_for_serial(&mut self, text: &str) {
+        wait_until(
+            || self.serial().contains(text),
+            || {
+                format!(
+                    "serial never showed {text:?}; serial:\n{}\nlog:\n{}",
+                    self.serial(),
+                    self.log()
+                )
+            },
+        );
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `done` until it holds, failing with `why()` after [`PATIENCE`].
+pub fn wait_until(mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", why());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
