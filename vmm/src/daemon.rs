@@ -1,15 +1,16 @@
 //! Running detached, the way QEMU's `-pidfile` and `-daemonize` do, so the VM driver can
 //! launch either the same way:
 //!
-//! 1. the pid file is opened and locked (`flock`) first: a second VMM given the same pid
-//!    file fails at once, and the lock lives exactly as long as the VMM process;
-//! 2. with `--daemonize` the process forks *before* it creates anything KVM (a VM belongs
+//! 1. with `--daemonize` the process forks *before* it creates anything KVM (a VM belongs
 //!    to the process that created it) or starts a thread; the parent waits on a pipe and
 //!    exits 0 once the child says the guest is set up, or prints the child's error and
 //!    exits 1: a zero exit status means a running VM;
-//! 3. the child starts a new session, points stdin/stdout/stderr at /dev/null, changes to
-//!    `/` and goes on to build the VM; it writes its pid into the pid file, then reports
-//!    ready.
+//! 2. the child starts a new session, points stdin/stdout/stderr at /dev/null and changes
+//!    to `/`;
+//! 3. the VM process opens and locks (`flock`) the pid file: a second VMM given the same
+//!    pid file fails at once, and the lock lives exactly as long as the VMM process (it is
+//!    taken after the fork because a parent exiting with a lock it shares would release
+//!    it); it builds the VM, writes its pid, then reports ready.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

@@ -74,13 +74,6 @@ fn main() -> ExitCode {
         log.line(&format!("error: {message}"));
         return ExitCode::from(2);
     }
-    let mut pid_file = match config.pid_file.as_deref().map(PidFile::lock).transpose() {
-        Ok(pid_file) => pid_file,
-        Err(error) => {
-            log.line(&format!("error: {error}"));
-            return ExitCode::from(1);
-        }
-    };
     let mut readiness = if config.daemonize {
         match daemon::daemonize() {
             Ok(Role::Parent(code)) => return ExitCode::from(code as u8),
@@ -92,6 +85,17 @@ fn main() -> ExitCode {
         }
     } else {
         Readiness::foreground()
+    };
+    // Locked after the fork: the lock belongs to the process that runs the VM (a parent
+    // exiting with it would release it). A daemon's error reaches the parent's stderr.
+    let mut pid_file = match config.pid_file.as_deref().map(PidFile::lock).transpose() {
+        Ok(pid_file) => pid_file,
+        Err(error) => {
+            let message = error.to_string();
+            log.line(&format!("error: {message}"));
+            readiness.failed(&message);
+            return ExitCode::from(1);
+        }
     };
 
     let vm = match Vm::new(&config) {
