@@ -114,8 +114,10 @@ impl Vmm {
         self.dir.path().join(name)
     }
 
+    /// The serial log so far (bytes that are not UTF-8 shown as U+FFFD).
     pub fn serial(&self) -> String {
-        std::fs::read_to_string(self.path("serial.log")).unwrap_or_default()
+        String::from_utf8_lossy(&std::fs::read(self.path("serial.log")).unwrap_or_default())
+            .into_owned()
     }
 
     pub fn log(&self) -> String {
