@@ -66,3 +66,19 @@ fn the_guest_starts_in_long_mode_with_the_boot_protocols_zero_page() {
     assert_eq!(line("mptable cpus:"), "mptable cpus: 3");
     assert!(serial.ends_with("boot-info done\n"), "{serial}");
 }
+
+#[test]
+fn every_vcpu_in_the_mp_table_starts_when_the_guest_sends_init_and_sipi() {
+    if !can_run("every_vcpu_in_the_mp_table_starts_when_the_guest_sends_init_and_sipi") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let guest = build_guest("smp", dir.path());
+    let mut vmm = Vmm::start(&guest, dir, &["--cpus", "4"]);
+    let status = vmm.wait();
+    assert!(status.success(), "exit {status:?}; log:\n{}", vmm.log());
+    assert_eq!(
+        vmm.serial(),
+        "mptable cpus: 4\napplication processors up: 3\n"
+    );
+}
