@@ -5,8 +5,9 @@
  *
  * 32-bit PVH entry (pvh_start, announced by the XEN_ELFNOTE_PHYS32_ENTRY note): how QEMU
  * boots the same ELF with -kernel (protected mode, paging off, %ebx = hvm_start_info).
- * It writes the same marker as the 64-bit guests print first and resets the same way, so
- * the benchmark compares like with like.
+ * It writes the same marker serial_reset.c prints and then resets: through the i8042
+ * like the 64-bit guests, or, on QEMU's microvm (which has no i8042), through an
+ * isa-debug-exit device at port 0xf4, so the benchmark compares like with like.
  */
     .section .text.start, "ax"
     .code64
@@ -30,9 +31,19 @@ pvh_start:
     outb %al, %dx
     inc %esi
     jmp 2b
-3:  mov $0xfe, %al          /* i8042 reset (QEMU microvm has none: falls through) */
+3:  mov 24(%ebx), %esi      /* hvm_start_info.cmdline_paddr: "idle" keeps the guest up */
+    test %esi, %esi
+    jz 5f
+    cmpl $0x656c6469, (%esi)
+    jne 5f
+6:  cli
+    hlt
+    jmp 6b
+5:  mov $0xfe, %al          /* i8042 reset (QEMU microvm has none: falls through) */
     outb %al, $0x64
-    lidt null_idt           /* triple fault: with -no-reboot QEMU exits */
+    xor %al, %al            /* isa-debug-exit at 0xf4: QEMU exits with status 1 */
+    outb %al, $0xf4
+    lidt null_idt           /* last resort, a triple fault: with -no-reboot QEMU exits */
     int3
 4:  hlt
     jmp 4b

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         }
     };
 
-    let vm = match Vm::new(&config) {
+    let mut vm = match Vm::new(&config) {
         Ok(vm) => vm,
         Err(error) => {
             let message = error.to_string();

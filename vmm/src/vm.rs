@@ -316,8 +316,10 @@ impl Vm {
             .collect()
     }
 
-    /// Starts the vCPUs and runs the event loop until the VM ends; returns why.
-    pub fn run(mut self) -> Result<ExitReason, VmError> {
+    /// Starts the vCPUs and runs the event loop until the VM ends; returns why. The VM
+    /// stays alive until the caller drops it (or exits the process): vCPU threads may
+    /// still be running.
+    pub fn run(&mut self) -> Result<ExitReason, VmError> {
         let started = Instant::now();
         let guest_ranges = self.guest_host_ranges();
         // Signals go to the event loop's signalfd: block them before any thread exists,
