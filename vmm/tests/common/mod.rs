@@ -92,7 +92,20 @@ impl Vmm {
     /// Starts the VMM in the foreground on `kernel` with its files in a fresh directory,
     /// plus `extra` arguments.
     pub fn start(kernel: &Path, dir: tempfile::TempDir, extra: &[&str]) -> Vmm {
-        let child = Command::new(vmm_binary())
+        Vmm::start_with(vmm_binary(), &[], kernel, dir, extra)
+    }
+
+    /// Like [`Vmm::start`], through `program` with `prefix` arguments (which name the VMM
+    /// binary themselves), e.g. `ip netns exec NS gitvisor-vmm`.
+    pub fn start_with(
+        program: &str,
+        prefix: &[&str],
+        kernel: &Path,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> Vmm {
+        let child = Command::new(program)
+            .args(prefix)
             .arg("--kernel")
             .arg(kernel)
             .arg("--serial-log")
