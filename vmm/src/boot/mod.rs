@@ -199,7 +199,11 @@ pub fn load(memory: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootEntry, 
         }
         KernelFormat::BzImage => {
             let loaded = BzImage::load(memory, None, &mut kernel, himem).map_err(load_error)?;
-            let header = loaded.setup_header.unwrap_or_default();
+            let header = loaded
+                .setup_header
+                .ok_or_else(|| BootError::UnknownFormat {
+                    path: spec.kernel.to_path_buf(),
+                })?;
             if header.xloadflags & XLF_KERNEL_64 == 0 {
                 return Err(BootError::Not64Bit {
                     path: spec.kernel.to_path_buf(),
