@@ -383,7 +383,7 @@ impl Controller {
         match &self.origin {
             Origin::Dir(dir) => {
                 let source = Source::from_paths(std::slice::from_ref(dir));
-                match load(source, host).await {
+                match load(source, host, None).await {
                     Err(message) => Fetched::Failed(message),
                     Ok(Err(errors)) => Fetched::Rejected {
                         revision: None,
@@ -436,7 +436,8 @@ impl Controller {
                     Err(error) => return Fetched::Failed(chain(&error)),
                 };
                 let source = Source::with_id(&[checkout.dir], git.id());
-                match load(source, host).await {
+                let root = git.checkout_dir().to_owned();
+                match load(source, host, Some(root)).await {
                     Err(message) => Fetched::Failed(message),
                     Ok(Err(errors)) => Fetched::Rejected {
                         revision: Some(commit),
@@ -584,15 +585,32 @@ fn summary(run: &ReconcileRun, status: &super::status::ControllerStatus) -> Stri
     line
 }
 
-/// Loads `source` off the async threads. `Err`: the load task itself failed.
-async fn load(source: Source, host: String) -> Result<Result<Current, Vec<String>>, String> {
+/// Loads `source` off the async threads. `Err`: the load task itself failed. Errors in
+/// files below `root` (a git checkout) name them relative to it, as in the repository.
+async fn load(
+    source: Source,
+    host: String,
+    root: Option<PathBuf>,
+) -> Result<Result<Current, Vec<String>>, String> {
     tokio::task::spawn_blocking(move || match reconcile::load(&source, &host) {
         Ok(revision) => Ok(Current {
             revision,
             source,
             commit: None,
         }),
-        Err(errors) => Err(errors.diagnostics.iter().map(ToString::to_string).collect()),
+        Err(errors) => Err(errors
+            .diagnostics
+            .into_iter()
+            .map(|mut diagnostic| {
+                if let Some(relative) = root
+                    .as_deref()
+                    .and_then(|root| diagnostic.file.strip_prefix(root).ok())
+                {
+                    diagnostic.file = relative.to_owned();
+                }
+                diagnostic.to_string()
+            })
+            .collect()),
     })
     .await
     .map_err(|error| format!("the manifest loader stopped: {error}"))

@@ -90,17 +90,17 @@ impl EventLog {
         message: impl Into<String>,
     ) {
         let message = message.into();
-        let resource_field = resource.map(ToString::to_string).unwrap_or_default();
-        let revision_field = revision.unwrap_or_default();
+        let resource_field = resource.map(ToString::to_string);
+        let resource_field = resource_field.as_deref();
         match level {
             EventLevel::Info => {
-                tracing::info!(resource = %resource_field, revision = %revision_field, "{message}")
+                tracing::info!(resource = resource_field, revision, "{message}")
             }
             EventLevel::Warning => {
-                tracing::warn!(resource = %resource_field, revision = %revision_field, "{message}")
+                tracing::warn!(resource = resource_field, revision, "{message}")
             }
             EventLevel::Error => {
-                tracing::error!(resource = %resource_field, revision = %revision_field, "{message}")
+                tracing::error!(resource = resource_field, revision, "{message}")
             }
         }
         // Sent while the ring is locked, so `follow` sees each event exactly once.

@@ -146,6 +146,8 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         socket = %socket.display(),
         "controller started"
     );
+    // The first reconcile reads the source and applies whatever it finds.
+    shared.triggers.fire(Trigger::Source);
     let mut ready = false;
     loop {
         if ready {
