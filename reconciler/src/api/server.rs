@@ -90,24 +90,15 @@ pub async fn serve(path: &Path, shared: Arc<Shared>) -> Result<ApiServer, ApiErr
     })
 }
 
-/// One connection: the peer must be root; then one request, one answer.
+/// One connection: one request, one answer, for root only.
 async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
     let uid = match stream.peer_cred() {
-        Ok(credentials) => credentials.uid(),
+        Ok(credentials) => Some(credentials.uid()),
         Err(error) => {
             tracing::warn!(%error, "cannot read an API client's credentials; refusing it");
-            return;
+            None
         }
     };
-    if uid != 0 {
-        tracing::warn!(uid, "refused an API client that is not root");
-        let _ = http::send(
-            &mut stream,
-            &http::error(403, "the gitvisor controller's API is for root only"),
-        )
-        .await;
-        return;
-    }
     let request = match tokio::time::timeout(REQUEST_TIMEOUT, http::read_request(&mut stream)).await
     {
         Ok(Ok(request)) => request,
@@ -117,6 +108,17 @@ async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
         }
         Err(_) => return,
     };
+    // The request is read first (bounded in size and time) so the refusal reaches a
+    // client that is still sending, instead of a reset connection.
+    if uid != Some(0) {
+        tracing::warn!(uid, "refused an API client that is not root");
+        let _ = http::send(
+            &mut stream,
+            &http::error(403, "the gitvisor controller's API is for root only"),
+        )
+        .await;
+        return;
+    }
     tracing::debug!(method = %request.method, path = %request.path, "API request");
     routes::answer(request, stream, shared).await;
 }
