@@ -518,3 +518,49 @@ fn only_commits_signed_by_an_allowed_key_are_applied() {
     });
     drop(controller);
 }
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let test = "the_unit_file_passes_systemd_analyze_verify";
+    let unit = gitvisor_e2e::workspace_root().join("contrib/systemd/gitvisor.service");
+    let text = std::fs::read_to_string(&unit).expect("contrib/systemd/gitvisor.service");
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ProtectSystem=strict",
+    ] {
+        assert!(text.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        gitvisor_e2e::skip(test, "systemd-analyze not installed; CI installs systemd");
+        return;
+    }
+    // verify checks that ExecStart's binary exists: point it at the one under test.
+    let dir = scratch();
+    let copy = dir.path().join("gitvisor.service");
+    let binary = gitvisor_e2e::controller::binary();
+    std::fs::write(
+        &copy,
+        text.replace("/usr/bin/gitvisor", &binary.display().to_string()),
+    )
+    .expect("cannot write the unit copy");
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("cannot run systemd-analyze");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "systemd-analyze verify failed:\n{said}"
+    );
+    assert_eq!(said.trim(), "", "systemd-analyze verify warns:\n{said}");
+}

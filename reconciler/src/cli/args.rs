@@ -250,31 +250,36 @@ impl Command {
 pub struct RunArgs {
     /// A directory of manifests (watched: a save is applied within a second), or a git
     /// URL (file://, ssh://, https://, git://, user@host:path), fetched with the git CLI.
-    #[arg(long, value_name = "DIR|GIT-URL")]
+    #[arg(long, value_name = "DIR|GIT-URL", env = "GITVISOR_SOURCE")]
     pub source: String,
     /// The branch, tag or commit of a git source to follow (default: the remote's HEAD).
-    #[arg(long = "ref", value_name = "REF")]
+    #[arg(long = "ref", value_name = "REF", env = "GITVISOR_REF")]
     pub git_ref: Option<String>,
     /// The directory inside the source to load (default: all of it).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "GITVISOR_PATH")]
     pub path: Option<PathBuf>,
     /// How often to fetch a git source (1s to 7d).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_interval)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", env = "GITVISOR_POLL", value_parser = parse_interval)]
     pub poll: std::time::Duration,
     /// How often to compare the host with the revision and repair drift (1s to 7d).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_interval)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", env = "GITVISOR_RESYNC", value_parser = parse_interval)]
     pub resync: std::time::Duration,
     /// Serve Prometheus metrics at http://ADDRESS/metrics: `PORT` or `:PORT` (loopback),
     /// `IP:PORT` or `[IPv6]:PORT`. Off unless given.
-    #[arg(long, value_name = "ADDRESS", value_parser = parse_listen)]
+    #[arg(long, value_name = "ADDRESS", env = "GITVISOR_METRICS_LISTEN", value_parser = parse_listen)]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Apply only commits with an SSH signature by a key listed in this allowed-signers
     /// file (git's `gpg.ssh.allowedSignersFile` format); others are rejected.
-    #[arg(long, value_name = "FILE", conflicts_with = "gpg_home")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GITVISOR_ALLOWED_SIGNERS",
+        conflicts_with = "gpg_home"
+    )]
     pub allowed_signers: Option<PathBuf>,
     /// Apply only commits with an OpenPGP signature by a key in this GnuPG home
     /// directory; others are rejected.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "GITVISOR_GPG_HOME")]
     pub gpg_home: Option<PathBuf>,
     /// How many resources may be changed at once (1 to 1024).
     #[arg(
