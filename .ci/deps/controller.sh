@@ -12,5 +12,12 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v nix-instantiate >/dev/null || need+=(nix-bin)
 command -v setpriv >/dev/null || need+=(util-linux)
 if ((${#need[@]})); then
+    # Packages with a service (prometheus) must not start it on the CI machine.
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
