@@ -564,3 +564,83 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     );
     assert_eq!(said.trim(), "", "systemd-analyze verify warns:\n{said}");
 }
+
+#[test]
+fn the_flake_parses_and_its_nixos_module_evaluates_to_the_shipped_unit() {
+    let test = "the_flake_parses_and_its_nixos_module_evaluates_to_the_shipped_unit";
+    let root = gitvisor_e2e::workspace_root();
+    if Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        gitvisor_e2e::skip(test, "nix-instantiate not installed; CI installs nix-bin");
+        return;
+    }
+    let nix = |args: &[&str]| {
+        let output = Command::new("nix-instantiate")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .expect("cannot run nix-instantiate");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.status.success(),
+            "nix-instantiate {args:?} failed:\n{stderr}"
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    nix(&["--parse", "flake.nix"]);
+    let flake = root.join("flake.nix").display().to_string();
+    let evaluated: serde_json::Value = serde_json::from_str(&nix(&[
+        "--eval",
+        "--strict",
+        "--json",
+        "--arg",
+        "flakeFile",
+        &flake,
+        "e2e/nix/flake-eval.nix",
+    ]))
+    .expect("the evaluation is JSON");
+    assert_eq!(evaluated["type"], "notify");
+    assert_eq!(evaluated["package"], "gitvisor");
+    assert_eq!(
+        evaluated["execStart"],
+        "/nix/store/x-gitvisor/bin/gitvisor --state-dir /var/lib/gitvisor --run-dir /run/gitvisor run"
+    );
+    assert_eq!(
+        evaluated["environment"],
+        serde_json::json!({
+            "GITVISOR_SOURCE": "https://git.example.com/hosts.git",
+            "GITVISOR_REF": "main",
+            "GITVISOR_POLL": "30s",
+            "GITVISOR_RESYNC": "5m",
+            "GITVISOR_METRICS_LISTEN": "9464",
+        })
+    );
+    // The module's unit is the shipped one: every [Service] setting of
+    // contrib/systemd/gitvisor.service is set by the module too.
+    let unit = std::fs::read_to_string(root.join("contrib/systemd/gitvisor.service"))
+        .expect("contrib/systemd/gitvisor.service");
+    let keys: BTreeSet<&str> = evaluated["serviceKeys"]
+        .as_array()
+        .expect("serviceKeys")
+        .iter()
+        .filter_map(|k| k.as_str())
+        .collect();
+    let service = unit
+        .split("[Service]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [Service] section");
+    for line in service
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+    {
+        let key = line.split('=').next().unwrap_or_default();
+        if key == "EnvironmentFile" {
+            continue; // the module sets the environment itself
+        }
+        assert!(keys.contains(key), "the NixOS module does not set {key}");
+    }
+}
