@@ -60,6 +60,9 @@
 //! - `crash.rs`: `apply` killed with SIGKILL part-way (timed by `ip monitor link`), the
 //!   next `apply` converges exactly.
 //! - `graph.rs`: `graph --format dot|mermaid` edges of examples/homelab (no root needed).
+//! - `controller.rs`: `gitvisor run` ([`controller`] helpers): the watch, git polling,
+//!   drift at resync, rejected revisions, SIGTERM, `NOTIFY_SOCKET`, the API, metrics,
+//!   signed commits, the unit file and flake.nix.
 //!
 //! Run with `cargo build -p gitvisor && cargo test -p gitvisor-e2e`. One thing to know
 //! about timing: the kernel tears a namespace down asynchronously, ~15-25 ms per bridge

@@ -130,8 +130,18 @@ impl Controller {
             || reasons.asked()
             || (reasons.resync && matches!(self.origin, Origin::Dir(_)));
         let mut new_revision = false;
-        if read_source {
-            match self.fetch().await {
+        let fetched = if read_source {
+            // A fetch can wait on the network for a while; SIGTERM does not wait for it
+            // (dropping it kills git).
+            tokio::select! {
+                fetched = self.fetch() => Some(fetched),
+                _ = cancel.cancelled() => None,
+            }
+        } else {
+            None
+        };
+        if let Some(fetched) = fetched {
+            match fetched {
                 Fetched::New(current) => {
                     self.shared.events.push(
                         EventLevel::Info,
@@ -174,8 +184,8 @@ impl Controller {
         }
 
         let due = self.stalled.is_some_and(|(_, due)| due <= Instant::now());
-        let apply =
-            first || new_revision || reasons.resync || reasons.retry || reasons.asked() || due;
+        let apply = !cancel.is_cancelled()
+            && (first || new_revision || reasons.resync || reasons.retry || reasons.asked() || due);
         let run = match (self.current.take(), apply) {
             (Some(current), true) => {
                 let run = self.apply(&current, reasons, new_revision, cancel).await;
