@@ -30,7 +30,6 @@ pub mod status;
 pub mod trigger;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +44,7 @@ pub use trigger::{Reasons, SyncOutcome, Trigger};
 
 use crate::reconcile::Reconciler;
 use crate::source::DirWatcher;
-use crate::state::{ReadOnlyStore, now_unix};
+use crate::state::ReadOnlyStore;
 
 /// Default time between resyncs.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
@@ -75,22 +74,13 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
     let notifier = sd_notify::Notifier::from_env();
     let settings = reconciler.options().clone();
 
-    let shared = Arc::new(Shared::new(ControllerStatus {
-        source: options.origin.describe(),
-        reference: options.reference.clone(),
-        host: settings.host.clone(),
-        pid: std::process::id(),
-        started_unix: now_unix(),
-        reconciling: false,
-        applied: None,
-        rejected: None,
-        source_error: None,
-        last_reconcile: None,
-        resync_seconds: options.resync.as_secs_f64(),
-        poll_seconds: matches!(options.origin, Origin::Git(_))
-            .then_some(options.poll.as_secs_f64()),
-        resources: Vec::new(),
-    }));
+    let shared = Arc::new(Shared::new(ControllerStatus::starting(
+        options.origin.describe(),
+        options.reference.clone(),
+        settings.host.clone(),
+        options.resync,
+        matches!(options.origin, Origin::Git(_)).then_some(options.poll),
+    )));
     if let Ok(store) = ReadOnlyStore::open(&settings.state_dir) {
         if let Ok(mut history) = store.events(SEED_EVENTS) {
             history.reverse();
@@ -240,9 +230,4 @@ fn watchdog(every: Duration) {
             notifier.watchdog_ping();
         }
     });
-}
-
-/// Where the API socket of a controller using `run_dir` is.
-pub fn socket_of(run_dir: &std::path::Path) -> PathBuf {
-    crate::api::socket_path(run_dir)
 }

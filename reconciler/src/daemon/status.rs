@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use super::retry::RetryView;
 use super::trigger::Reasons;
-use crate::model::ResourceId;
 use crate::state::{ResourceState, RevisionRecord};
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +34,33 @@ pub struct ControllerStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_seconds: Option<f64>,
     pub resources: Vec<ResourceView>,
+}
+
+impl ControllerStatus {
+    /// The status of a controller that has not reconciled yet.
+    pub fn starting(
+        source: String,
+        reference: Option<String>,
+        host: String,
+        resync: std::time::Duration,
+        poll: Option<std::time::Duration>,
+    ) -> ControllerStatus {
+        ControllerStatus {
+            source,
+            reference,
+            host,
+            pid: std::process::id(),
+            started_unix: crate::state::now_unix(),
+            reconciling: false,
+            applied: None,
+            rejected: None,
+            source_error: None,
+            last_reconcile: None,
+            resync_seconds: resync.as_secs_f64(),
+            poll_seconds: poll.map(|p| p.as_secs_f64()),
+            resources: Vec::new(),
+        }
+    }
 }
 
 /// A revision that was rejected whole.
@@ -88,12 +114,4 @@ pub struct ResourceView {
     pub updated_unix: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryView>,
-}
-
-impl ResourceView {
-    pub fn id(&self) -> Option<ResourceId> {
-        crate::model::Name::parse(&self.name)
-            .ok()
-            .map(|name| ResourceId::new(self.kind, name))
-    }
 }
