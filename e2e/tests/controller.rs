@@ -11,8 +11,10 @@
 //! controller reacts is measured by `bench/controller.sh`, not asserted here.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use gitvisor_e2e::controller::{
@@ -141,7 +143,40 @@ fn a_bridge_deleted_by_hand_is_recreated_at_the_next_resync() {
             &listen,
         ],
     );
+    // `events -f` streams what happens from now on (after the history, so a follower
+    // that connects late still sees the repair).
+    let mut follower = env
+        .gitvisor_command(["events", "-f", "-n", "500", "--output", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start gitvisor events -f");
+    let stdout = follower.stdout.take().expect("piped stdout");
+    let (lines, streamed) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
     env.ip(["link", "del", "gvd-a"]);
+    let started = Instant::now();
+    let repaired = loop {
+        match streamed.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains("drift repaired") => break line,
+            Ok(_) => {}
+            Err(_) => assert!(
+                started.elapsed() < DEADLINE,
+                "events -f streamed no drift repair"
+            ),
+        }
+    };
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let event: serde_json::Value = serde_json::from_str(&repaired).expect("a JSON event");
+    assert_eq!(event["level"], "Warning");
     wait_for("the resync to recreate gvd-a", DEADLINE, || {
         env.link("gvd-a").is_some_and(|l| l.is_marked())
     });
