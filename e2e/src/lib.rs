@@ -64,11 +64,16 @@
 //! - `store_damage.rs`: a state store damaged in many ways crashes no command, is
 //!   reported and moved aside, and never leads to a delete.
 //! - `graph.rs`: `graph --format dot|mermaid` edges of examples/homelab (no root needed).
+//! - `controller.rs`: `gitvisor run` ([`controller`] helpers): the watch, git polling,
+//!   drift at resync, rejected revisions, SIGTERM, `NOTIFY_SOCKET`, the API, metrics,
+//!   signed commits, the unit file and flake.nix.
 //!
 //! Run with `cargo build -p gitvisor && cargo test -p gitvisor-e2e`. One thing to know
 //! about timing: the kernel tears a namespace down asynchronously, ~15-25 ms per bridge
 //! on the CI machine, and creating the next namespace waits for it, so the test binary
 //! that runs after `crash.rs` (200 bridges) starts a few seconds late.
+
+pub mod controller;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -487,6 +492,11 @@ impl TestEnv {
 
     pub fn state_dir(&self) -> &Path {
         self.state_dir.path()
+    }
+
+    /// The `--run-dir` every gitvisor of this environment gets.
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir.path()
     }
 
     /// Throws the state store away and starts with an empty state dir: a "lost store".

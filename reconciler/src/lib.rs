@@ -5,8 +5,10 @@
 //! [`reconcile::Reconciler`], which the CLI ([`cli`]) drives. The engine and the drivers
 //! meet only in [`contract`].
 
+pub mod api;
 pub mod cli;
 pub mod contract;
+pub mod daemon;
 pub mod drivers;
 pub mod execute;
 pub mod graph;
@@ -16,5 +18,6 @@ pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod schema;
+pub mod source;
 pub mod state;
 pub mod validate;

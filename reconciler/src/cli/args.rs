@@ -166,6 +166,37 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Run the controller (the systemd service): keep this host at the newest valid
+    /// revision of a directory or a git repository, repair drift, serve the local API.
+    ///
+    /// Stops on SIGTERM/SIGINT (the running step finishes or stops at a safe point);
+    /// SIGHUP reads the source again and retries every held resource. See
+    /// docs/controller.md.
+    Run(RunArgs),
+    /// Recent events of the running controller (`-f`: then follow new ones).
+    Events {
+        /// Keep printing events as they happen, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many recent events to print first (0 to 500).
+        #[arg(short = 'n', long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=500))]
+        limit: u16,
+        /// Output format (json: one object per line).
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Ask the running controller to reconcile now: read the source, retry every held
+    /// resource, apply; wait for the outcome.
+    ///
+    /// Exit 0 converged, 1 not (or a rejected revision, or no controller running).
+    Sync {
+        /// Return once the sync is queued instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
     /// Print the dependency graph of the manifests.
     Graph {
         /// Manifest files or directories (searched for *.yaml / *.yml); several form one
@@ -203,12 +234,88 @@ impl Command {
             | Command::Plan { output, .. }
             | Command::Apply { output, .. }
             | Command::Status { output, .. }
-            | Command::Doctor { output, .. } => *output,
-            Command::Graph { .. } | Command::Schema { .. } | Command::Completions { .. } => {
-                OutputFormat::Text
-            }
+            | Command::Doctor { output, .. }
+            | Command::Events { output, .. }
+            | Command::Sync { output, .. } => *output,
+            Command::Graph { .. }
+            | Command::Schema { .. }
+            | Command::Completions { .. }
+            | Command::Run(_) => OutputFormat::Text,
         }
     }
+}
+
+/// `gitvisor run`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// A directory of manifests (watched: a save is applied within a second), or a git
+    /// URL (file://, ssh://, https://, git://, user@host:path), fetched with the git CLI.
+    #[arg(long, value_name = "DIR|GIT-URL", env = "GITVISOR_SOURCE")]
+    pub source: String,
+    /// The branch, tag or commit of a git source to follow (default: the remote's HEAD).
+    #[arg(long = "ref", value_name = "REF", env = "GITVISOR_REF")]
+    pub git_ref: Option<String>,
+    /// The directory inside the source to load (default: all of it).
+    #[arg(long, value_name = "PATH", env = "GITVISOR_PATH")]
+    pub path: Option<PathBuf>,
+    /// How often to fetch a git source (1s to 7d).
+    #[arg(long, value_name = "DURATION", default_value = "60s", env = "GITVISOR_POLL", value_parser = parse_interval)]
+    pub poll: std::time::Duration,
+    /// How often to compare the host with the revision and repair drift (1s to 7d).
+    #[arg(long, value_name = "DURATION", default_value = "5m", env = "GITVISOR_RESYNC", value_parser = parse_interval)]
+    pub resync: std::time::Duration,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics: `PORT` or `:PORT` (loopback),
+    /// `IP:PORT` or `[IPv6]:PORT`. Off unless given.
+    #[arg(long, value_name = "ADDRESS", env = "GITVISOR_METRICS_LISTEN", value_parser = parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Apply only commits with an SSH signature by a key listed in this allowed-signers
+    /// file (git's `gpg.ssh.allowedSignersFile` format); others are rejected.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GITVISOR_ALLOWED_SIGNERS",
+        conflicts_with = "gpg_home"
+    )]
+    pub allowed_signers: Option<PathBuf>,
+    /// Apply only commits with an OpenPGP signature by a key in this GnuPG home
+    /// directory; others are rejected.
+    #[arg(long, value_name = "DIR", env = "GITVISOR_GPG_HOME")]
+    pub gpg_home: Option<PathBuf>,
+    /// How many resources may be changed at once (1 to 1024).
+    #[arg(
+        long,
+        default_value_t = crate::reconcile::DEFAULT_CONCURRENCY as u16,
+        value_parser = clap::value_parser!(u16).range(1..=MAX_CONCURRENCY as i64)
+    )]
+    pub concurrency: u16,
+}
+
+/// The shortest and longest `--poll` and `--resync`.
+const INTERVAL_BOUNDS: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(7 * 24 * 3600),
+);
+
+/// A duration such as `30s`, `5m`, `1h 30m`, between 1 s and 7 days.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|err| format!("{err} (write e.g. 30s, 5m, 1h)"))?;
+    let (min, max) = INTERVAL_BOUNDS;
+    if duration < min || duration > max {
+        return Err("must be between 1s and 7d".to_owned());
+    }
+    Ok(duration)
+}
+
+/// `PORT` and `:PORT` listen on loopback; `IP:PORT` and `[IPv6]:PORT` as written.
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    let port = text.strip_prefix(':').unwrap_or(text);
+    if let Ok(port) = port.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| {
+        format!("expected PORT, :PORT, IP:PORT or [IPv6]:PORT (no host names), not {text:?}")
+    })
 }
 
 /// A kind, any case, offered to completion.
@@ -284,6 +391,46 @@ mod tests {
             );
         }
         assert!(Cli::try_parse_from(["gitvisor", "apply", "x", "--concurrency", "1024"]).is_ok());
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback() {
+        assert_eq!(parse_listen("9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(parse_listen(":9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(
+            parse_listen("0.0.0.0:9464").unwrap().to_string(),
+            "0.0.0.0:9464"
+        );
+        assert_eq!(
+            parse_listen("[::1]:9464").unwrap().to_string(),
+            "[::1]:9464"
+        );
+        assert!(parse_listen("localhost:9464").is_err());
+        assert!(parse_listen("70000").is_err());
+    }
+
+    #[test]
+    fn intervals_are_bounded() {
+        assert_eq!(parse_interval("5m").unwrap().as_secs(), 300);
+        for bad in ["0s", "500ms", "8d", "soon"] {
+            assert!(parse_interval(bad).is_err(), "{bad} was accepted");
+        }
+        assert!(
+            Cli::try_parse_from(["gitvisor", "run", "--source", "/m", "--resync", "0s"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "gitvisor",
+                "run",
+                "--source",
+                "/m",
+                "--allowed-signers",
+                "a",
+                "--gpg-home",
+                "b"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

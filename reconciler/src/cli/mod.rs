@@ -8,11 +8,15 @@
 
 mod apply;
 mod args;
+mod controller;
 mod doctor;
 mod errors;
+mod events;
 pub mod output;
 mod plan;
+mod run;
 mod status;
+mod sync;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -21,7 +25,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 
-pub use args::{Cli, Command, GlobalArgs, GraphFormat, LogFormat, OutputFormat, ScopeArgs};
+pub use args::{
+    Cli, Command, GlobalArgs, GraphFormat, LogFormat, OutputFormat, RunArgs, ScopeArgs,
+};
 
 use crate::reconcile::{self, Reconciler, ReconcilerOptions, Source};
 
@@ -37,7 +43,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return errors::usage(&err),
     };
-    init_logging(&cli.global);
+    init_logging(&cli.global, matches!(cli.command, Command::Run(_)));
     let output = cli.command.output();
     match run(cli) {
         Ok(code) => code,
@@ -46,16 +52,19 @@ pub fn main() -> ExitCode {
 }
 
 /// Log lines go to stderr. Which: `GITVISOR_LOG`, else `RUST_LOG` (both in `EnvFilter`
-/// syntax), else the verbosity: warnings only, `-v` adds gitvisor's own debug lines,
-/// `-vv` its trace lines; dependencies (netlink, redb, …) stay at warn unless one of the
-/// variables asks for more. Colour only when stderr is a terminal and `NO_COLOR` is unset,
-/// so journald and CI logs never store escape codes.
-fn init_logging(global: &GlobalArgs) {
+/// syntax), else the verbosity: warnings only (the controller, `daemon`: its info lines
+/// too, what it applied and why), `-v` adds gitvisor's own debug lines, `-vv` its trace
+/// lines; dependencies (netlink, redb, …) stay at warn unless one of the variables asks
+/// for more. Colour only when stderr is a terminal and `NO_COLOR` is unset, so journald
+/// and CI logs never store escape codes; under systemd (`JOURNAL_STREAM`) without
+/// timestamps, which journald adds.
+fn init_logging(global: &GlobalArgs, daemon: bool) {
     use tracing_subscriber::EnvFilter;
 
-    let default = match global.verbose {
-        0 => "warn",
-        1 => "warn,gitvisor=debug",
+    let default = match (global.verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) => "warn,gitvisor=info",
+        (1, _) => "warn,gitvisor=debug",
         _ => "warn,gitvisor=trace",
     };
     let mut rejected = None;
@@ -78,9 +87,11 @@ fn init_logging(global: &GlobalArgs) {
         .with_env_filter(filter)
         .with_ansi(color)
         .with_writer(std::io::stderr);
-    let _ = match global.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = match (global.log_format, journal) {
+        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Text, true) => builder.without_time().try_init(),
+        (LogFormat::Json, _) => builder.json().try_init(),
     };
     if let Some(rejected) = rejected {
         tracing::warn!("{rejected}");
@@ -190,6 +201,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Status { output, offline } => runtime()?.block_on(async {
+            // A running controller answers from its snapshot (it holds the store's lock
+            // while it applies); `--offline` reads the store itself.
+            if !offline {
+                if let Some(client) = crate::api::ApiClient::find(&global.run_dir).await? {
+                    return controller::status(&client, output).await;
+                }
+            }
             let reconciler = if offline {
                 // The store alone: no driver is connected, nothing on the host is read.
                 Reconciler::new(options(global, 1), crate::drivers::Drivers::default())
@@ -198,6 +216,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             status::status(&reconciler, output, offline).await
         }),
+        Command::Run(args) => run::run(global, &args),
+        Command::Events {
+            follow,
+            limit,
+            output,
+        } => runtime()?.block_on(events::events(&global.run_dir, follow, limit, output)),
+        Command::Sync { no_wait, output } => {
+            runtime()?.block_on(sync::sync(&global.run_dir, no_wait, output))
+        }
         Command::Graph { paths, format } => {
             let (_, revision) = load(&paths, global)?;
             output::stdout(&match format {

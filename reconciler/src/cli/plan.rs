@@ -21,6 +21,7 @@ impl ScopeArgs {
                 PruneMode::Safe
             },
             targets: self.targets.clone(),
+            ..PlanOptions::default()
         }
     }
 }

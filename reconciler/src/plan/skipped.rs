@@ -28,6 +28,11 @@ pub enum SkipReason {
     /// The revision would delete every resource gitvisor manages here, as an emptied
     /// repository or a wrong path would; `--prune` confirms it.
     DeletesEverything { count: usize },
+    /// The controller holds the change back: it failed and waits for its retry (with
+    /// backoff), for a new revision (a failure only a person can fix), or for a
+    /// dependency that is itself held back.
+    #[serde(rename_all = "camelCase")]
+    Deferred { why: String },
 }
 
 impl SkipReason {
@@ -55,6 +60,7 @@ impl fmt::Display for SkipReason {
             SkipReason::UnknownSource => f.write_str(
                 "the store does not know which source declared it; apply --prune to delete it",
             ),
+            SkipReason::Deferred { why } => write!(f, "deferred: {why}"),
             SkipReason::DeletesEverything { count } => write!(
                 f,
                 "this revision would delete every resource gitvisor manages here ({count}); \

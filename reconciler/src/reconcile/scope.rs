@@ -12,6 +12,9 @@
 //!    it, and the revision history names that revision's source), and when the revision
 //!    does not delete every resource gitvisor manages here (an emptied repository). The
 //!    rest are left out with the reason and how to confirm.
+//! 4. `held` (the controller's retry policy): a change to a held resource, or to one that
+//!    depends on a held resource (transitively), is left out as
+//!    [`SkipReason::Deferred`]; a held resource that needs no change is not held.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +42,9 @@ pub struct PlanOptions {
     pub prune: PruneMode,
     /// `--target KIND/NAME`: only these (and what they depend on). Empty: everything.
     pub targets: Vec<ResourceId>,
+    /// Resources whose changes are held back, with why (the controller's retries and
+    /// failures waiting for a new revision). Empty: nothing is held.
+    pub held: BTreeMap<ResourceId, String>,
 }
 
 /// What the store knows that the prune rules need.
@@ -132,10 +138,56 @@ pub fn scope(
     }
     // Deletes keep their place: after every create and update, as make_plan ordered them.
     kept.extend(deletes);
+    if !options.held.is_empty() {
+        kept = hold(kept, &mut skipped, graph, &options.held);
+    }
     kept.sort_by_key(|c| c.action == Action::Delete);
     plan.changes = kept;
     plan.skipped = skipped;
     Ok(plan)
+}
+
+/// Leaves out the changes of held resources and of everything that depends on one.
+fn hold(
+    kept: Vec<Change>,
+    skipped: &mut Vec<Skipped>,
+    graph: &DependencyGraph,
+    held: &BTreeMap<ResourceId, String>,
+) -> Vec<Change> {
+    let changing: BTreeSet<&ResourceId> = kept
+        .iter()
+        .filter(|c| c.action.is_change())
+        .map(|c| &c.id)
+        .collect();
+    // Why each resource waits: its own hold, or the first held resource it depends on.
+    let mut waits: BTreeMap<ResourceId, String> = held
+        .iter()
+        .filter(|(id, _)| changing.contains(id))
+        .map(|(id, why)| (id.clone(), why.clone()))
+        .collect();
+    let mut pending: Vec<ResourceId> = waits.keys().cloned().collect();
+    while let Some(id) = pending.pop() {
+        for dependent in graph.dependents(&id) {
+            if changing.contains(&dependent) && !waits.contains_key(&dependent) {
+                waits.insert(
+                    dependent.clone(),
+                    format!("waiting for {id}, which is held back"),
+                );
+                pending.push(dependent);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(kept.len());
+    for change in kept {
+        match waits.get(&change.id) {
+            Some(why) => skipped.push(Skipped {
+                change,
+                reason: SkipReason::Deferred { why: why.clone() },
+            }),
+            _ => out.push(change),
+        }
+    }
+    out
 }
 
 /// `targets` and everything they depend on, transitively.
@@ -328,6 +380,67 @@ mod tests {
             [
                 ("other".into(), SkipReason::OutsideTarget),
                 ("old".into(), SkipReason::OutsideTarget)
+            ]
+        );
+    }
+
+    #[test]
+    fn held_resources_and_their_dependents_wait_and_the_rest_proceeds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("m.yaml"),
+            "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: base}\nspec: {}\n---\n\
+             apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: top, dependsOn: [Bridge/base]}\nspec: {}\n---\n\
+             apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: other}\nspec: {}\n---\n\
+             apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: fine}\nspec: {}\n",
+        )
+        .unwrap();
+        let revision = crate::load::load_revision(dir.path(), "h").unwrap();
+        let planned = plan(&[
+            ("base", Action::Create),
+            ("top", Action::Create),
+            ("other", Action::Create),
+            ("fine", Action::NoOp),
+        ]);
+        let options = PlanOptions {
+            held: [
+                (id("base"), "retrying in 4s".to_owned()),
+                (id("fine"), "retrying in 2s".to_owned()),
+            ]
+            .into(),
+            ..PlanOptions::default()
+        };
+        let scoped = scope(
+            planned,
+            &revision.graph,
+            &Ownership::default(),
+            "/r",
+            &options,
+        )
+        .unwrap();
+        // A held resource that needs nothing now is not held.
+        assert_eq!(
+            actions(&scoped),
+            [
+                ("other".into(), Action::Create),
+                ("fine".into(), Action::NoOp)
+            ]
+        );
+        assert_eq!(
+            skips(&scoped),
+            [
+                (
+                    "base".into(),
+                    SkipReason::Deferred {
+                        why: "retrying in 4s".into()
+                    }
+                ),
+                (
+                    "top".into(),
+                    SkipReason::Deferred {
+                        why: "waiting for Bridge/base, which is held back".into()
+                    }
+                )
             ]
         );
     }

@@ -27,6 +27,15 @@ impl Source {
         }
     }
 
+    /// A source whose manifests are read from `paths` but which the store records as
+    /// `id`: a git repository (its URL), checked out to a directory that changes.
+    pub fn with_id(paths: &[PathBuf], id: impl Into<String>) -> Source {
+        Source {
+            paths: paths.to_vec(),
+            id: id.into(),
+        }
+    }
+
     /// The source a store record names, when it names manifest paths (one per line).
     pub fn from_recorded(id: &str) -> Option<Source> {
         if id.is_empty() {

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Benchmark: the controller's reaction latency and idle cost, measured side by side in
+# one run (DESIGN §6: benchmarks print numbers and ratios; they are not timed assertions).
+#
+#   bash bench/controller.sh [N]        (N managed bridges, default 200)
+#
+# Prints:
+#   (a) file save -> applied: a controller watching a directory of N bridges; a new
+#       bridge file is written and the time until the kernel shows the bridge is measured
+#       (ROUNDS times, default 5), next to (a') the time a one-shot `gitvisor apply` of the
+#       same directory takes for the same kind of change, and the ratio a/a';
+#   (b) commit -> applied: a second controller following a git repository over file://
+#       with --poll 1s; a commit adding a bridge, until the kernel shows it (ROUNDS times);
+#       expected about half a poll plus a fetch on average;
+#   (c) idle cost: CPU seconds (utime+stime from /proc) and RSS of the directory
+#       controller over IDLE seconds (default 60) with N bridges managed and nothing
+#       changing (resync at its default of 5m, so none falls in the window).
+# Goals (issue 7): (a) under 1 s, (c) CPU near zero, RSS under 30 MiB.
+#
+# Needs root (network namespaces) and git. Everything happens in two namespaces and a
+# temporary directory created here and removed on exit (trap); controllers started here
+# are stopped by pid. Set GITVISOR_BIN to bench a given binary instead of building
+# target/release/gitvisor. The kernel is observed with `ip link show` in a tight loop
+# (a few ms per probe), which bounds the resolution of (a) and (b).
+set -euo pipefail
+
+N=${1:-200}
+ROUNDS=${ROUNDS:-5}
+IDLE=${IDLE:-60}
+if ! [[ $N =~ ^[1-9][0-9]*$ ]] || (( N > 4000 )); then
+    echo "usage: bash bench/controller.sh [N]   (1 <= N <= 4000; env ROUNDS, IDLE, GITVISOR_BIN)" >&2
+    exit 64
+fi
+if ! [[ $ROUNDS =~ ^[1-9][0-9]*$ && $IDLE =~ ^[1-9][0-9]*$ ]]; then
+    echo "ROUNDS and IDLE must be positive integers" >&2
+    exit 64
+fi
+if (( EUID != 0 )); then
+    echo "bench/controller.sh needs root (it creates network namespaces)" >&2
+    exit 77
+fi
+command -v git >/dev/null || { echo "bench/controller.sh needs git" >&2; exit 77; }
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ -n ${GITVISOR_BIN:-} ]]; then
+    BIN=$GITVISOR_BIN
+else
+    echo "building: cargo build --release -p gitvisor" >&2
+    (cd "$ROOT" && cargo build --release -q -p gitvisor >&2)
+    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+    [[ $TARGET = /* ]] || TARGET=$ROOT/$TARGET
+    BIN=$TARGET/release/gitvisor
+fi
+[[ -x $BIN ]] || { echo "no gitvisor binary at $BIN" >&2; exit 1; }
+
+WORK=$(mktemp -d)
+NS_DIR=gv-bench-ctl-dir-$$
+NS_GIT=gv-bench-ctl-git-$$
+NS_CLI=gv-bench-ctl-cli-$$
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    for ns in "$NS_DIR" "$NS_GIT" "$NS_CLI"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+for ns in "$NS_DIR" "$NS_GIT" "$NS_CLI"; do
+    ip netns add "$ns"
+done
+
+now_ns() { date +%s%N; }
+ms() { awk -v n="$1" 'BEGIN { printf "%.1f", n / 1000000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# A bridge manifest: bridge NAME INDEX (a /24 of its own per index).
+bridge() {
+    printf 'apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: %s\nspec:\n  addresses: [10.%d.%d.1/24]\n' \
+        "$1" $(( ($2 / 256) % 256 )) $(( $2 % 256 ))
+}
+
+# Waits until the kernel in namespace $1 shows link $2.
+wait_link() {
+    until ip -n "$1" link show "$2" >/dev/null 2>&1; do :; done
+}
+
+# Waits until the controller with run dir $1 has finished its first reconcile.
+wait_ready() {
+    local deadline=$(( $(date +%s) + 300 ))
+    until "$BIN" --run-dir "$1" status --output json 2>/dev/null | grep -q '"lastReconcile":{'; do
+        (( $(date +%s) < deadline )) || { echo "controller $1 did not become ready" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo "gitvisor controller benchmark: N=$N bridges, ROUNDS=$ROUNDS, IDLE=${IDLE}s, binary $BIN"
+
+# --- (a) directory controller -----------------------------------------------------------
+mkdir -p "$WORK/dir" "$WORK/dir-state" "$WORK/dir-run" "$WORK/cli" "$WORK/cli-state" "$WORK/cli-run"
+for ((i = 0; i < N; i++)); do
+    bridge "gvb$i" "$i" >"$WORK/dir/gvb$i.yaml"
+    bridge "gvb$i" "$i" >"$WORK/cli/gvb$i.yaml"
+done
+ip netns exec "$NS_DIR" "$BIN" --state-dir "$WORK/dir-state" --run-dir "$WORK/dir-run" --host bench \
+    run --source "$WORK/dir" 2>"$WORK/dir.log" &
+DIR_PID=$!
+PIDS+=("$DIR_PID")
+wait_ready "$WORK/dir-run"
+ip netns exec "$NS_CLI" "$BIN" --state-dir "$WORK/cli-state" --run-dir "$WORK/cli-run" --host bench \
+    apply "$WORK/cli" >/dev/null
+
+save=()
+oneshot=()
+for ((k = 0; k < ROUNDS; k++)); do
+    i=$(( N + k ))
+    start=$(now_ns)
+    bridge "gvb$i" "$i" >"$WORK/dir/gvb$i.yaml"
+    wait_link "$NS_DIR" "gvb$i"
+    save+=($(( $(now_ns) - start )))
+
+    bridge "gvb$i" "$i" >"$WORK/cli/gvb$i.yaml"
+    start=$(now_ns)
+    ip netns exec "$NS_CLI" "$BIN" --state-dir "$WORK/cli-state" --run-dir "$WORK/cli-run" --host bench \
+        apply "$WORK/cli" >/dev/null
+    oneshot+=($(( $(now_ns) - start )))
+done
+
+# --- (b) git controller, --poll 1s --------------------------------------------------------
+REPO=$WORK/repo
+mkdir -p "$REPO" "$WORK/git-state" "$WORK/git-run"
+git -C "$REPO" init -q --initial-branch=main
+gitc() { git -C "$REPO" -c user.name=bench -c user.email=bench@gitvisor.invalid -c commit.gpgsign=false "$@"; }
+for ((i = 0; i < N; i++)); do
+    bridge "gvg$i" "$i" >"$REPO/gvg$i.yaml"
+done
+gitc add -A && gitc commit -qm initial
+ip netns exec "$NS_GIT" "$BIN" --state-dir "$WORK/git-state" --run-dir "$WORK/git-run" --host bench \
+    run --source "file://$REPO" --ref main --poll 1s 2>"$WORK/git.log" &
+PIDS+=("$!")
+wait_ready "$WORK/git-run"
+commit=()
+for ((k = 0; k < ROUNDS; k++)); do
+    i=$(( N + k ))
+    bridge "gvg$i" "$i" >"$REPO/gvg$i.yaml"
+    gitc add -A
+    start=$(now_ns)
+    gitc commit -qm "add gvg$i"
+    wait_link "$NS_GIT" "gvg$i"
+    commit+=($(( $(now_ns) - start )))
+done
+
+# --- (c) idle cost of the directory controller ---------------------------------------------
+sleep 2
+ticks() { awk '{ print $14 + $15 }' "/proc/$DIR_PID/stat"; }
+HZ=$(getconf CLK_TCK)
+before=$(ticks)
+sleep "$IDLE"
+after=$(ticks)
+rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DIR_PID/status")
+hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$DIR_PID/status")
+threads=$(awk '/^Threads:/ { print $2 }' "/proc/$DIR_PID/status")
+
+echo
+echo "(a) file save -> applied (directory watch), per round (ms): $(for v in "${save[@]}"; do printf '%s ' "$(ms "$v")"; done)"
+echo "(a') one-shot gitvisor apply of the same change, per round (ms): $(for v in "${oneshot[@]}"; do printf '%s ' "$(ms "$v")"; done)"
+save_median=$(printf '%s\n' "${save[@]}" | median)
+oneshot_median=$(printf '%s\n' "${oneshot[@]}" | median)
+echo "    medians: save->applied $(ms "$save_median") ms, one-shot apply $(ms "$oneshot_median") ms, ratio a/a' $(ratio "$save_median" "$oneshot_median")"
+echo "(b) commit -> applied (git file://, --poll 1s), per round (ms): $(for v in "${commit[@]}"; do printf '%s ' "$(ms "$v")"; done)"
+echo "    median $(ms "$(printf '%s\n' "${commit[@]}" | median)") ms"
+cpu=$(awk -v t=$((after - before)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
+share=$(awk -v t=$((after - before)) -v hz="$HZ" -v s="$IDLE" 'BEGIN { printf "%.3f", 100 * t / hz / s }')
+echo "(c) idle over ${IDLE}s with $N bridges managed: CPU ${cpu} s (${share}% of one core), RSS $((rss / 1024)) MiB ($rss KiB; peak $((hwm / 1024)) MiB), $threads threads"

@@ -1,0 +1,177 @@
+//! `gitvisor status` while a controller runs: its snapshot from the API (the source, the
+//! revision applied and any rejected one, the last reconcile, each resource with its
+//! retry), instead of reading the store and the host itself.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use super::{OutputFormat, output};
+use crate::api::ApiClient;
+
+/// What `events` and `sync` say when no controller answers.
+pub fn not_running(run_dir: &Path) -> String {
+    format!(
+        "no controller is running with run dir {} (no one answers on {}); start one with `gitvisor run --source …`, or use `gitvisor status` and `gitvisor apply` without it",
+        run_dir.display(),
+        crate::api::socket_path(run_dir).display()
+    )
+}
+
+pub async fn status(client: &ApiClient, format: OutputFormat) -> Result<ExitCode> {
+    let body = client.request("GET", "/v1/status").await?;
+    match format {
+        OutputFormat::Json => output::stdout(&format!("{}\n", body.trim_end()))?,
+        OutputFormat::Text => output::stdout(&render(&serde_json::from_str(&body)?))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn when(unix: &Value) -> String {
+    unix.as_u64()
+        .map(|unix| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix),
+            )
+            .to_string()
+        })
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn seconds(value: &Value) -> String {
+    value
+        .as_f64()
+        .map(|s| {
+            humantime::format_duration(std::time::Duration::from_secs(s.round() as u64)).to_string()
+        })
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn render(status: &Value) -> String {
+    let mut out = String::new();
+    let reference = status["reference"]
+        .as_str()
+        .map(|r| format!(" (ref {r})"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "Controller: running (pid {}) for host {}, source {}{reference}{}",
+        status["pid"],
+        status["host"].as_str().unwrap_or("-"),
+        status["source"].as_str().unwrap_or("-"),
+        if status["reconciling"].as_bool() == Some(true) {
+            "; reconciling now"
+        } else {
+            ""
+        }
+    );
+    let mut schedule = format!("resync every {}", seconds(&status["resyncSeconds"]));
+    if !status["pollSeconds"].is_null() {
+        schedule.push_str(&format!(", poll every {}", seconds(&status["pollSeconds"])));
+    }
+    let _ = writeln!(out, "Schedule: {schedule}");
+    let applied = &status["applied"];
+    if applied.is_object() {
+        let _ = writeln!(
+            out,
+            "Applied revision: {} ({}; {}) at {}",
+            applied["id"].as_str().unwrap_or("-"),
+            if applied["converged"].as_bool() == Some(true) {
+                "converged"
+            } else {
+                "not converged"
+            },
+            applied["summary"].as_str().unwrap_or_default(),
+            when(&applied["appliedUnix"])
+        );
+    } else {
+        out.push_str("Applied revision: none yet\n");
+    }
+    let rejected = &status["rejected"];
+    if rejected.is_object() {
+        let _ = writeln!(
+            out,
+            "Rejected revision: {} at {}; the host stays at the applied revision:",
+            rejected["revision"].as_str().unwrap_or("(directory)"),
+            when(&rejected["unix"])
+        );
+        for error in rejected["errors"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "  {}", error.as_str().unwrap_or_default());
+        }
+    }
+    let problem = &status["sourceError"];
+    if problem.is_object() {
+        let _ = writeln!(
+            out,
+            "Source error at {}: {}",
+            when(&problem["unix"]),
+            problem["message"].as_str().unwrap_or_default()
+        );
+    }
+    let run = &status["lastReconcile"];
+    if run.is_object() {
+        let reasons: Vec<&str> = run["reasons"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, set)| set.as_bool() == Some(true))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let _ = write!(
+            out,
+            "Last reconcile: {} ({}), {:.2} s: ",
+            when(&run["startedUnix"]),
+            reasons.join("+"),
+            run["seconds"].as_f64().unwrap_or_default()
+        );
+        match run["error"].as_str() {
+            Some(error) => {
+                let _ = writeln!(out, "not applied: {error}");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{} changed, {} not converged, {} deferred",
+                    run["changed"], run["failed"], run["deferred"]
+                );
+            }
+        }
+    }
+    let resources = status["resources"].as_array().cloned().unwrap_or_default();
+    if !resources.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<24} {:<12} {:<25} {:<18} MESSAGE",
+            "KIND", "NAME", "STATE", "REVISION", "RETRY"
+        );
+        for resource in &resources {
+            let retry = &resource["retry"];
+            let retry = if !retry.is_object() {
+                "-".to_owned()
+            } else {
+                match retry["retryInSeconds"].as_f64() {
+                    Some(s) => format!(
+                        "#{} in {}",
+                        retry["attempts"],
+                        seconds(&Value::from(s.ceil()))
+                    ),
+                    None => "waits for a sync".to_owned(),
+                }
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<24} {:<12} {:<25} {:<18} {}",
+                resource["kind"].as_str().unwrap_or("-"),
+                resource["name"].as_str().unwrap_or("-"),
+                resource["state"].as_str().unwrap_or("-"),
+                resource["revision"].as_str().unwrap_or("-"),
+                retry,
+                resource["message"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    out
+}

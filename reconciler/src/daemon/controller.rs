@@ -1,0 +1,666 @@
+//! One reconcile of the controller, from the reasons gathered to the status it leaves.
+//!
+//! Steps, in order:
+//! 1. Forget holds a person or a new revision lifts: a `sync`/SIGHUP forgets every hold,
+//!    a resync tick releases those waiting for a person ([`super::retry`]).
+//! 2. Read the source when the reasons call for it ([`Controller::fetch`]): a directory
+//!    is loaded (its content hash says whether it changed); a git source is fetched and,
+//!    for a new commit only, verified, checked out and loaded. A revision that fails
+//!    (validation, signature) is rejected whole: the host stays at the last good
+//!    revision, and the rejection shows in status, events, logs and metrics until a good
+//!    revision replaces it. A source that cannot be read keeps the last good revision too.
+//! 3. Apply the last good revision through the library
+//!    ([`crate::reconcile::Reconciler::apply`], the same plan and execution as
+//!    `gitvisor apply`, pruning within this source), with the held resources left out;
+//!    each finished resource becomes an event as it finishes.
+//! 4. Record the failures for their retries, count drift repairs and failures, and
+//!    replace the status snapshot from the store.
+//!
+//! Nothing here runs twice at once: the loop ([`super::run`]) awaits each reconcile.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use tokio::time::Instant;
+
+use super::metrics::ReconcileResult;
+use super::retry::{Retries, backoff};
+use super::shared::Shared;
+use super::status::{Problem, ReconcileRun, Rejected, ResourceView};
+use super::trigger::{Reasons, SyncOutcome};
+use crate::contract::{CancelToken, chain};
+use crate::execute::{Progress, ResultKind, RunEvent};
+use crate::load::Revision;
+use crate::model::ResourceId;
+use crate::reconcile::{self, PlanOptions, Reconciler, Source};
+use crate::source::GitSource;
+use crate::state::{EventLevel, ReadOnlyStore, now_unix};
+
+/// Where the controller's revisions come from.
+pub enum Origin {
+    Dir(PathBuf),
+    Git(GitSource),
+}
+
+impl Origin {
+    /// The source as status shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Dir(dir) => dir.display().to_string(),
+            Origin::Git(git) => git.id(),
+        }
+    }
+}
+
+/// The revision the host is kept at.
+struct Current {
+    revision: Revision,
+    source: Source,
+    /// The commit, for a git source.
+    commit: Option<String>,
+}
+
+/// What reading the source gave.
+enum Fetched {
+    New(Current),
+    /// The source still has the revision applied (or the one already rejected).
+    Unchanged,
+    Rejected {
+        revision: Option<String>,
+        errors: Vec<String>,
+    },
+    Failed(String),
+}
+
+pub struct Controller {
+    reconciler: Reconciler,
+    origin: Origin,
+    shared: Arc<Shared>,
+    current: Option<Current>,
+    retries: Retries,
+    /// A reconcile that could not apply at all (store locked, host unreadable): when to
+    /// try again, and how many times it failed in a row.
+    stalled: Option<(u32, Instant)>,
+    first: bool,
+}
+
+impl Controller {
+    pub fn new(reconciler: Reconciler, origin: Origin, shared: Arc<Shared>) -> Controller {
+        Controller {
+            reconciler,
+            origin,
+            shared,
+            current: None,
+            retries: Retries::default(),
+            stalled: None,
+            first: true,
+        }
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// When the next retry falls due, if any is waiting.
+    pub fn next_retry(&self) -> Option<Instant> {
+        let stalled = self.stalled.map(|(_, due)| due);
+        match (self.retries.next_due(), stalled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// One reconcile for `reasons`; see the module docs for the steps.
+    pub async fn reconcile(&mut self, reasons: Reasons, cancel: &CancelToken) -> SyncOutcome {
+        let started = StdInstant::now();
+        let started_unix = now_unix();
+        self.shared.with_status(|s| s.reconciling = true);
+        let first = std::mem::replace(&mut self.first, false);
+        if reasons.asked() {
+            self.retries.clear();
+            self.stalled = None;
+        } else if reasons.resync {
+            self.retries.release_waiting();
+        }
+
+        let read_source = first
+            || reasons.source
+            || reasons.asked()
+            || (reasons.resync && matches!(self.origin, Origin::Dir(_)));
+        let mut new_revision = false;
+        let fetched = if read_source {
+            // A fetch can wait on the network for a while; SIGTERM does not wait for it
+            // (dropping it kills git).
+            tokio::select! {
+                fetched = self.fetch() => Some(fetched),
+                _ = cancel.cancelled() => None,
+            }
+        } else {
+            None
+        };
+        if let Some(fetched) = fetched {
+            match fetched {
+                Fetched::New(current) => {
+                    self.shared.events.push(
+                        EventLevel::Info,
+                        None,
+                        Some(&current.revision.id),
+                        format!(
+                            "new revision {} from {} ({} resources for this host)",
+                            current.revision.id,
+                            self.origin.describe(),
+                            current.revision.resources.len()
+                        ),
+                    );
+                    self.current = Some(current);
+                    self.accept();
+                    self.retries.clear();
+                    self.stalled = None;
+                    new_revision = true;
+                }
+                Fetched::Unchanged => {}
+                Fetched::Rejected { revision, errors } => self.reject(revision, errors),
+                Fetched::Failed(message) => {
+                    self.shared.metrics.fetch_failed();
+                    self.shared.events.push(
+                        EventLevel::Warning,
+                        None,
+                        self.current.as_ref().map(|c| c.revision.id.as_str()),
+                        format!(
+                            "cannot read the source {}: {message}; the host stays at the last good revision, trying again at the next poll",
+                            self.origin.describe()
+                        ),
+                    );
+                    self.shared.with_status(|s| {
+                        s.source_error = Some(Problem {
+                            unix: now_unix(),
+                            message,
+                        })
+                    });
+                }
+            }
+        }
+
+        let due = self.stalled.is_some_and(|(_, due)| due <= Instant::now());
+        let apply = !cancel.is_cancelled()
+            && (first || new_revision || reasons.resync || reasons.retry || reasons.asked() || due);
+        let run = match (self.current.take(), apply) {
+            (Some(current), true) => {
+                let run = self.apply(&current, reasons, new_revision, cancel).await;
+                self.current = Some(current);
+                run
+            }
+            (None, _) => {
+                self.shared.metrics.reconciled(
+                    started.elapsed().as_secs_f64(),
+                    ReconcileResult::Error,
+                    now_unix() as f64,
+                );
+                ReconcileRun {
+                    reasons,
+                    started_unix,
+                    seconds: 0.0,
+                    revision: None,
+                    converged: false,
+                    changed: 0,
+                    failed: 0,
+                    deferred: 0,
+                    error: Some(
+                        "no valid revision has been read from the source yet; the host is left as it is"
+                            .to_owned(),
+                    ),
+                }
+            }
+            (Some(current), false) => {
+                // Nothing new: the last run's outcome stands.
+                let last = self.shared.with_status(|s| s.last_reconcile.clone());
+                let run = last.unwrap_or(ReconcileRun {
+                    reasons,
+                    started_unix,
+                    seconds: 0.0,
+                    revision: Some(current.revision.id.clone()),
+                    converged: true,
+                    changed: 0,
+                    failed: 0,
+                    deferred: 0,
+                    error: None,
+                });
+                self.current = Some(current);
+                run
+            }
+        };
+        let run = ReconcileRun {
+            seconds: started.elapsed().as_secs_f64(),
+            ..run
+        };
+        self.refresh(run)
+    }
+
+    /// Steps 3 and 4.
+    async fn apply(
+        &mut self,
+        current: &Current,
+        reasons: Reasons,
+        new_revision: bool,
+        cancel: &CancelToken,
+    ) -> ReconcileRun {
+        let started = StdInstant::now();
+        let started_unix = now_unix();
+        let now = Instant::now();
+        let options = PlanOptions {
+            held: self.retries.held(now),
+            ..PlanOptions::default()
+        };
+        let revision_id = current.revision.id.clone();
+        let progress = progress(self.shared.clone(), revision_id.clone());
+        let result = self
+            .reconciler
+            .apply(
+                &current.revision,
+                &current.source,
+                &options,
+                progress,
+                cancel.clone(),
+            )
+            .await;
+        let seconds = started.elapsed().as_secs_f64();
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let attempts = self.stalled.map_or(0, |(n, _)| n) + 1;
+                let wait = backoff(attempts, fastrand::f64());
+                self.stalled = Some((attempts, Instant::now() + wait));
+                let message = chain(&error);
+                self.shared.events.push(
+                    EventLevel::Error,
+                    None,
+                    Some(&revision_id),
+                    format!(
+                        "reconcile failed: {message}; trying again in {}",
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            wait.as_secs().max(1)
+                        ))
+                    ),
+                );
+                self.shared
+                    .metrics
+                    .reconciled(seconds, ReconcileResult::Error, now_unix() as f64);
+                return ReconcileRun {
+                    reasons,
+                    started_unix,
+                    seconds,
+                    revision: Some(revision_id),
+                    converged: false,
+                    changed: 0,
+                    failed: 0,
+                    deferred: 0,
+                    error: Some(message),
+                };
+            }
+        };
+        self.stalled = None;
+        let report = &outcome.report;
+        let changed: Vec<&ResourceId> = report
+            .results
+            .iter()
+            .filter(|r| r.action.is_change() && r.result == ResultKind::Applied)
+            .map(|r| &r.id)
+            .collect();
+        if !new_revision {
+            // Changes to a revision already applied, other than retries: the host drifted.
+            let repairs = changed
+                .iter()
+                .filter(|id| !self.retries.is_held(id))
+                .count();
+            if repairs > 0 {
+                self.shared.metrics.drift_repaired(repairs as u64);
+                self.shared.events.push(
+                    EventLevel::Warning,
+                    None,
+                    Some(&revision_id),
+                    format!(
+                        "drift repaired: {repairs} resource{} differed from revision {revision_id} and {} put back",
+                        if repairs == 1 { "" } else { "s" },
+                        if repairs == 1 { "was" } else { "were" }
+                    ),
+                );
+            }
+        }
+        for failure in report.failures() {
+            if let Some(class) = failure.class {
+                self.shared.metrics.failed(failure.id.kind, class);
+            }
+        }
+        self.retries.record(report, Instant::now(), fastrand::f64);
+        let failed = report.failures().count();
+        let deferred = report
+            .results
+            .iter()
+            .filter(
+                |r| matches!(&r.result, ResultKind::Skipped(why) if why.starts_with("deferred")),
+            )
+            .count();
+        let cancelled = report.cancelled().next().is_some();
+        let converged = failed == 0 && deferred == 0;
+        self.shared.metrics.reconciled(
+            seconds,
+            if cancelled {
+                ReconcileResult::Cancelled
+            } else if converged {
+                ReconcileResult::Converged
+            } else {
+                ReconcileResult::NotConverged
+            },
+            now_unix() as f64,
+        );
+        self.shared
+            .metrics
+            .applied(&revision_id, current.source.id());
+        if !changed.is_empty() || failed > 0 {
+            self.shared.events.push(
+                if failed > 0 {
+                    EventLevel::Warning
+                } else {
+                    EventLevel::Info
+                },
+                None,
+                Some(&revision_id),
+                format!(
+                    "reconciled revision {revision_id} ({}): {} changed, {failed} not converged, {deferred} deferred, in {seconds:.2} s",
+                    reasons.describe(),
+                    changed.len()
+                ),
+            );
+        }
+        ReconcileRun {
+            reasons,
+            started_unix,
+            seconds,
+            revision: Some(revision_id),
+            converged,
+            changed: changed.len(),
+            failed,
+            deferred,
+            error: None,
+        }
+    }
+
+    /// Step 2.
+    async fn fetch(&self) -> Fetched {
+        let host = self.reconciler.options().host.clone();
+        match &self.origin {
+            Origin::Dir(dir) => {
+                let source = Source::from_paths(std::slice::from_ref(dir));
+                match load(source, host, None).await {
+                    Err(message) => Fetched::Failed(message),
+                    Ok(Err(errors)) => Fetched::Rejected {
+                        revision: None,
+                        errors,
+                    },
+                    Ok(Ok(current)) => {
+                        if self
+                            .current
+                            .as_ref()
+                            .is_some_and(|c| c.revision.id == current.revision.id)
+                        {
+                            self.accept();
+                            Fetched::Unchanged
+                        } else {
+                            Fetched::New(current)
+                        }
+                    }
+                }
+            }
+            Origin::Git(git) => {
+                let commit = match git.fetch().await {
+                    Ok(commit) => commit,
+                    Err(error) => return Fetched::Failed(chain(&error)),
+                };
+                self.shared.with_status(|s| s.source_error = None);
+                if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.commit.as_deref() == Some(&commit))
+                {
+                    self.accept();
+                    return Fetched::Unchanged;
+                }
+                let rejected = self.shared.with_status(|s| {
+                    s.rejected
+                        .as_ref()
+                        .is_some_and(|r| r.revision.as_deref() == Some(&commit))
+                });
+                if rejected {
+                    return Fetched::Unchanged;
+                }
+                let checkout = match git.checkout(&commit).await {
+                    Ok(checkout) => checkout,
+                    Err(error) if error.rejects_revision() => {
+                        return Fetched::Rejected {
+                            revision: Some(commit),
+                            errors: vec![chain(&error)],
+                        };
+                    }
+                    Err(error) => return Fetched::Failed(chain(&error)),
+                };
+                let source = Source::with_id(&[checkout.dir], git.id());
+                let root = git.checkout_dir().to_owned();
+                match load(source, host, Some(root)).await {
+                    Err(message) => Fetched::Failed(message),
+                    Ok(Err(errors)) => Fetched::Rejected {
+                        revision: Some(commit),
+                        errors,
+                    },
+                    Ok(Ok(mut current)) => {
+                        current.revision.id = commit.clone();
+                        current.commit = Some(commit);
+                        Fetched::New(current)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The source is readable and not rejected (again).
+    fn accept(&self) {
+        let was_rejected = self.shared.with_status(|s| {
+            s.source_error = None;
+            s.rejected.take().is_some()
+        });
+        self.shared.metrics.accepted();
+        if was_rejected {
+            if let Some(current) = &self.current {
+                self.shared.events.push(
+                    EventLevel::Info,
+                    None,
+                    Some(&current.revision.id),
+                    format!(
+                        "the source is back at revision {}; the rejection is cleared",
+                        current.revision.id
+                    ),
+                );
+            }
+        }
+    }
+
+    fn reject(&self, revision: Option<String>, errors: Vec<String>) {
+        let repeated = self.shared.with_status(|s| {
+            s.source_error = None;
+            s.rejected
+                .as_ref()
+                .is_some_and(|r| r.revision == revision && r.errors == errors)
+        });
+        self.shared.metrics.rejected(!repeated);
+        if repeated {
+            return;
+        }
+        let kept = match &self.current {
+            Some(current) => format!("the host stays at revision {}", current.revision.id),
+            None => "no revision is applied until a valid one arrives".to_owned(),
+        };
+        self.shared.events.push(
+            EventLevel::Error,
+            None,
+            revision.as_deref(),
+            format!(
+                "revision {} rejected ({} error{}); {kept}: {}",
+                revision.as_deref().unwrap_or("of the directory"),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" },
+                errors.join("; ")
+            ),
+        );
+        self.shared.with_status(|s| {
+            s.rejected = Some(Rejected {
+                revision,
+                unix: now_unix(),
+                errors,
+            })
+        });
+    }
+
+    /// Step 4's snapshot: the store's statuses and last revision, each resource's retry.
+    fn refresh(&self, run: ReconcileRun) -> SyncOutcome {
+        let state_dir = &self.reconciler.options().state_dir;
+        let stored = ReadOnlyStore::open(state_dir)
+            .and_then(|store| Ok((store.last_revision()?, store.statuses()?)));
+        let now = Instant::now();
+        let (applied, statuses) = match stored {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(error = %chain(&error), "cannot read the state store for the status snapshot");
+                (None, BTreeMap::new())
+            }
+        };
+        self.shared
+            .metrics
+            .set_resources(statuses.iter().map(|(id, status)| (id.kind, status.state)));
+        let resources: Vec<ResourceView> = statuses
+            .into_iter()
+            .map(|(id, status)| ResourceView {
+                retry: self.retries.view(&id, now),
+                kind: id.kind,
+                name: id.name.to_string(),
+                state: status.state,
+                message: status.message,
+                revision: status.revision,
+                updated_unix: status.updated_unix,
+            })
+            .collect();
+        self.shared.with_status(|s| {
+            s.reconciling = false;
+            s.applied = applied;
+            s.resources = resources;
+            s.last_reconcile = Some(run.clone());
+            SyncOutcome {
+                revision: run.revision.clone(),
+                converged: run.converged && s.rejected.is_none() && s.source_error.is_none(),
+                rejected: s.rejected.as_ref().map(|r| r.errors.join("; ")),
+                source_error: s.source_error.as_ref().map(|p| p.message.clone()),
+                summary: summary(&run, s),
+            }
+        })
+    }
+}
+
+/// The one-line summary of a reconcile, for `STATUS=` and `gitvisor sync`.
+fn summary(run: &ReconcileRun, status: &super::status::ControllerStatus) -> String {
+    let ready = status
+        .resources
+        .iter()
+        .filter(|r| r.state == crate::state::ResourceState::Ready)
+        .count();
+    let mut line = match (&run.revision, &run.error) {
+        (_, Some(error)) => format!("not applied: {error}"),
+        (Some(revision), None) => format!(
+            "revision {revision}: {ready}/{} ready, {} changed, {} not converged, {} deferred",
+            status.resources.len(),
+            run.changed,
+            run.failed,
+            run.deferred
+        ),
+        (None, None) => "no revision".to_owned(),
+    };
+    if let Some(rejected) = &status.rejected {
+        line.push_str(&format!(
+            "; newest revision {} rejected",
+            rejected.revision.as_deref().unwrap_or("of the directory")
+        ));
+    }
+    if status.source_error.is_some() {
+        line.push_str("; source unreadable");
+    }
+    line
+}
+
+/// Loads `source` off the async threads. `Err`: the load task itself failed. Errors in
+/// files below `root` (a git checkout) name them relative to it, as in the repository.
+async fn load(
+    source: Source,
+    host: String,
+    root: Option<PathBuf>,
+) -> Result<Result<Current, Vec<String>>, String> {
+    tokio::task::spawn_blocking(move || match reconcile::load(&source, &host) {
+        Ok(revision) => Ok(Current {
+            revision,
+            source,
+            commit: None,
+        }),
+        Err(errors) => Err(errors
+            .diagnostics
+            .into_iter()
+            .map(|mut diagnostic| {
+                if let Some(relative) = root
+                    .as_deref()
+                    .and_then(|root| diagnostic.file.strip_prefix(root).ok())
+                {
+                    diagnostic.file = relative.to_owned();
+                }
+                diagnostic.to_string()
+            })
+            .collect()),
+    })
+    .await
+    .map_err(|error| format!("the manifest loader stopped: {error}"))
+}
+
+/// Each finished resource as an event, as it finishes.
+fn progress(shared: Arc<Shared>, revision: String) -> Progress {
+    Arc::new(move |event| match event {
+        RunEvent::Started { plan } => {
+            let count = plan.changes.iter().filter(|c| c.action.is_change()).count();
+            if count > 0 {
+                shared.events.push(
+                    EventLevel::Info,
+                    None,
+                    Some(&revision),
+                    format!(
+                        "applying revision {revision}: {count} change{}",
+                        if count == 1 { "" } else { "s" }
+                    ),
+                );
+            }
+        }
+        RunEvent::Finished(step) => {
+            let (level, message) = match &step.result {
+                ResultKind::Applied => (EventLevel::Info, format!("{} applied", step.action)),
+                ResultKind::Unchanged | ResultKind::Skipped(_) => return,
+                ResultKind::Failed(_) => (
+                    EventLevel::Error,
+                    match step.class {
+                        Some(class) => format!("{} ({class})", step.failure().unwrap_or_default()),
+                        None => step.failure().unwrap_or_default(),
+                    },
+                ),
+                ResultKind::Blocked(_) | ResultKind::Cancelled => {
+                    (EventLevel::Warning, step.failure().unwrap_or_default())
+                }
+            };
+            shared
+                .events
+                .push(level, Some(&step.id), Some(&revision), message);
+        }
+    })
+}

@@ -1,0 +1,233 @@
+//! The controller, `gitvisor run`: the GitOps loop of Flux or Argo CD for one host,
+//! without Kubernetes, run as a systemd service.
+//!
+//! # What starts, in order
+//!
+//! 1. SIGTERM/SIGINT handlers ([`crate::execute::cancel_on_shutdown_signals`]: the first
+//!    signal lets the running reconcile stop at its next safe point and the loop exit; a
+//!    second exits at once) and SIGHUP (reload: fetch again and forget every hold).
+//! 2. The local API on `<run-dir>/controller.sock` ([`crate::api`]) and, when asked,
+//!    the metrics endpoint, so `gitvisor status` answers from the first moment.
+//! 3. The triggers ([`trigger`]): the directory watch or the git poll timer, the resync
+//!    timer, and the watchdog pinger when systemd asks for one.
+//! 4. The loop: one reconcile at a time ([`controller`]), each taking every trigger
+//!    gathered while the previous one ran. A directory's burst of file events is
+//!    debounced first (quiet for 100 ms, at most 500 ms), so a save is applied well
+//!    within a second. `READY=1` goes to systemd after the first reconcile attempt,
+//!    `STATUS=` after every one.
+//!
+//! Between reconciles nothing runs: the loop sleeps on the triggers, the next retry and
+//! the signals; there is no polling other than the git poll the user configured.
+
+pub mod controller;
+mod error;
+pub mod events;
+pub mod metrics;
+pub mod retry;
+pub mod sd_notify;
+pub mod shared;
+pub mod status;
+pub mod trigger;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{Instant, MissedTickBehavior};
+
+pub use controller::{Controller, Origin};
+pub use error::DaemonError;
+pub use shared::Shared;
+pub use status::ControllerStatus;
+pub use trigger::{Reasons, SyncOutcome, Trigger};
+
+use crate::reconcile::Reconciler;
+use crate::source::DirWatcher;
+use crate::state::ReadOnlyStore;
+
+/// Default time between resyncs.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+/// Default time between polls of a git source.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(60);
+/// A burst of file events ends after this much quiet…
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(100);
+/// …or this long after it started, whichever comes first.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+/// How many of the store's events seed the event log.
+const SEED_EVENTS: usize = 100;
+
+/// How the controller runs.
+pub struct ControllerOptions {
+    pub origin: Origin,
+    /// The git ref followed (for status).
+    pub reference: Option<String>,
+    pub poll: Duration,
+    pub resync: Duration,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Runs the controller until SIGTERM or SIGINT. Call it inside a Tokio runtime.
+pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(), DaemonError> {
+    let cancel = crate::execute::cancel_on_shutdown_signals().map_err(DaemonError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let notifier = sd_notify::Notifier::from_env();
+    let settings = reconciler.options().clone();
+
+    let shared = Arc::new(Shared::new(ControllerStatus::starting(
+        options.origin.describe(),
+        options.reference.clone(),
+        settings.host.clone(),
+        options.resync,
+        matches!(options.origin, Origin::Git(_)).then_some(options.poll),
+    )));
+    if let Ok(store) = ReadOnlyStore::open(&settings.state_dir) {
+        if let Ok(mut history) = store.events(SEED_EVENTS) {
+            history.reverse();
+            shared.events.seed(history);
+        }
+    }
+
+    let socket = crate::api::socket_path(&settings.run_dir);
+    let api = crate::api::serve(&socket, shared.clone())
+        .await
+        .map_err(|source| DaemonError::Api {
+            path: socket.clone(),
+            source,
+        })?;
+    if let Some(address) = options.metrics_listen {
+        let bound = crate::api::serve_metrics(address, shared.clone())
+            .await
+            .map_err(|source| DaemonError::Metrics { address, source })?;
+        tracing::info!(address = %bound, "serving Prometheus metrics on http://{bound}/metrics");
+    }
+
+    let _watch: Option<DirWatcher> = match &options.origin {
+        Origin::Dir(dir) => {
+            let shared = shared.clone();
+            Some(crate::source::watch::watch(dir, move || {
+                shared.triggers.fire(Trigger::Source)
+            })?)
+        }
+        Origin::Git(_) => {
+            tick(shared.clone(), options.poll, Trigger::Source);
+            None
+        }
+    };
+    tick(shared.clone(), options.resync, Trigger::Resync);
+    if let Some(every) = notifier.watchdog() {
+        watchdog(every);
+    }
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reading the source again and retrying every held resource");
+                shared.triggers.fire(Trigger::Reload);
+            }
+        });
+    }
+
+    let dir_source = matches!(options.origin, Origin::Dir(_));
+    let mut controller = Controller::new(reconciler, options.origin, shared.clone());
+    tracing::info!(
+        source = %controller.origin().describe(),
+        host = %settings.host,
+        socket = %socket.display(),
+        "controller started"
+    );
+    // The first reconcile reads the source and applies whatever it finds.
+    shared.triggers.fire(Trigger::Source);
+    let mut ready = false;
+    loop {
+        if ready {
+            let retry = controller.next_retry();
+            tokio::select! {
+                _ = shared.triggers.wait() => {}
+                _ = cancel.cancelled() => break,
+                _ = sleep_until(retry), if retry.is_some() => shared.triggers.fire(Trigger::Retry),
+            }
+            if dir_source && shared_source_pending(&shared) {
+                debounce(&shared).await;
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+        let (reasons, replies) = shared.triggers.take();
+        if ready && !reasons.any() {
+            continue;
+        }
+        let outcome = controller.reconcile(reasons, &cancel).await;
+        for reply in replies {
+            // A client that went away does not need its answer.
+            let _ = reply.send(outcome.clone());
+        }
+        if ready {
+            notifier.status(&outcome.summary);
+        } else {
+            notifier.ready(&outcome.summary);
+            ready = true;
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    notifier.stopping();
+    tracing::info!("controller stopped");
+    drop(api);
+    Ok(())
+}
+
+/// Whether a source trigger is waiting (to debounce it).
+fn shared_source_pending(shared: &Shared) -> bool {
+    shared.triggers.peek().source
+}
+
+/// Waits until the burst of file events is over (see [`DEBOUNCE_QUIET`]).
+async fn debounce(shared: &Shared) {
+    let deadline = Instant::now() + DEBOUNCE_MAX;
+    loop {
+        tokio::select! {
+            _ = shared.triggers.next_source_event() => {
+                if Instant::now() >= deadline {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(DEBOUNCE_QUIET) => return,
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
+async fn sleep_until(when: Option<Instant>) {
+    if let Some(when) = when {
+        tokio::time::sleep_until(when).await;
+    }
+}
+
+/// Fires `trigger` every `every`, the first time one period from now.
+fn tick(shared: Arc<Shared>, every: Duration, trigger: Trigger) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            shared.triggers.fire(trigger);
+        }
+    });
+}
+
+/// Sends `WATCHDOG=1` every `every` (half systemd's `WatchdogSec`). It runs on the same
+/// runtime as the loop: a runtime that stops scheduling tasks stops the pings too.
+fn watchdog(every: Duration) {
+    tokio::spawn(async move {
+        let notifier = sd_notify::Notifier::from_env();
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            notifier.watchdog_ping();
+        }
+    });
+}

@@ -1,0 +1,295 @@
+//! Per-resource retries, driven by each failure's [`FailureClass`].
+//!
+//! After each reconcile the report's failures are recorded here:
+//!
+//! - [`FailureClass::Transient`] (and a change the host did not confirm): retried after
+//!   an exponential backoff with jitter, 1 s, 2 s, 4 s … capped at 5 min; the backoff
+//!   starts over once the resource is as declared;
+//! - [`FailureClass::NeedsUser`]: not retried until something may have changed it: a new
+//!   revision, a `gitvisor sync` (or SIGHUP), or the next resync tick;
+//! - [`FailureClass::Bug`]: as `NeedsUser`, and logged as a bug to report.
+//!
+//! Until then the resource is *held*: the next reconciles plan it but leave its change
+//! (and the changes of what depends on it) out as deferred
+//! ([`crate::reconcile::PlanOptions::held`]), so one failing resource neither stalls the
+//! others nor is hammered every time something else changes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::contract::FailureClass;
+use crate::execute::{Report, ResultKind};
+use crate::model::ResourceId;
+
+/// The first retry's delay.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// The longest delay between two retries.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// The delay before retry number `attempt` (1-based): the exponential step, of which the
+/// upper half is random ("equal jitter"), so retries of many resources spread out but
+/// never come sooner than half the step. `random` is in `[0, 1)`.
+pub fn backoff(attempt: u32, random: f64) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(31);
+    let step = BACKOFF_BASE
+        .saturating_mul(1u32 << exponent)
+        .min(BACKOFF_CAP);
+    let half = step / 2;
+    half + half.mul_f64(random.clamp(0.0, 1.0))
+}
+
+/// One held resource.
+#[derive(Debug, Clone)]
+struct Held {
+    class: FailureClass,
+    attempts: u32,
+    /// When to retry; `None`: wait for a new revision, a sync or a resync.
+    due: Option<Instant>,
+    error: String,
+}
+
+/// What status shows about a held resource.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryView {
+    pub class: FailureClass,
+    pub attempts: u32,
+    /// Seconds until the retry; absent when it waits for a new revision or a sync.
+    pub retry_in_seconds: Option<f64>,
+}
+
+/// The held resources.
+#[derive(Debug, Default)]
+pub struct Retries {
+    held: BTreeMap<ResourceId, Held>,
+}
+
+impl Retries {
+    /// Resources to hold back now, with why.
+    pub fn held(&self, now: Instant) -> BTreeMap<ResourceId, String> {
+        self.held
+            .iter()
+            .filter(|(_, held)| held.due.is_none_or(|due| due > now))
+            .map(|(id, held)| {
+                let why = match held.due {
+                    Some(due) => format!(
+                        "retry {} in {} after: {}",
+                        held.attempts + 1,
+                        humantime::format_duration(round(due - now)),
+                        held.error
+                    ),
+                    None => format!(
+                        "failed ({}), waiting for a new revision or `gitvisor sync`: {}",
+                        held.class, held.error
+                    ),
+                };
+                (id.clone(), why)
+            })
+            .collect()
+    }
+
+    /// The earliest retry still to come.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.held.values().filter_map(|held| held.due).min()
+    }
+
+    pub fn is_held(&self, id: &ResourceId) -> bool {
+        self.held.contains_key(id)
+    }
+
+    pub fn view(&self, id: &ResourceId, now: Instant) -> Option<RetryView> {
+        self.held.get(id).map(|held| RetryView {
+            class: held.class,
+            attempts: held.attempts,
+            retry_in_seconds: held
+                .due
+                .map(|due| due.saturating_duration_since(now).as_secs_f64()),
+        })
+    }
+
+    /// Forgets every hold (a new revision, or a person asked).
+    pub fn clear(&mut self) {
+        self.held.clear();
+    }
+
+    /// Releases the holds that wait for a person (a resync tick tries them once more);
+    /// transient ones keep their backoff.
+    pub fn release_waiting(&mut self) {
+        self.held.retain(|_, held| held.due.is_some());
+    }
+
+    /// Records what a reconcile did: failures are held, successes released.
+    /// `random` gives the jitter, one value in `[0, 1)` per call.
+    pub fn record(&mut self, report: &Report, now: Instant, mut random: impl FnMut() -> f64) {
+        let mut next: BTreeMap<ResourceId, Held> = BTreeMap::new();
+        for step in &report.results {
+            match &step.result {
+                ResultKind::Failed(why) if step.action.is_change() => {
+                    let class = step.class.unwrap_or(FailureClass::Transient);
+                    let attempts = self.held.get(&step.id).map_or(0, |h| h.attempts) + 1;
+                    let due = (class == FailureClass::Transient)
+                        .then(|| now + backoff(attempts, random()));
+                    if class == FailureClass::Bug {
+                        tracing::error!(
+                            resource = %step.id,
+                            error = %why,
+                            "this failure is a bug in gitvisor; please report it (not retried until a new revision or `gitvisor sync`)"
+                        );
+                    }
+                    next.insert(
+                        step.id.clone(),
+                        Held {
+                            class,
+                            attempts,
+                            due,
+                            error: why.clone(),
+                        },
+                    );
+                }
+                ResultKind::Skipped(reason) if reason.starts_with(DEFERRED_PREFIX) => {
+                    if let Some(held) = self.held.remove(&step.id) {
+                        next.insert(step.id.clone(), held);
+                    }
+                }
+                ResultKind::Cancelled => {
+                    if let Some(held) = self.held.remove(&step.id) {
+                        next.insert(step.id.clone(), held);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.held = next;
+    }
+}
+
+/// How a [`crate::plan::SkipReason::Deferred`] reads in a report.
+const DEFERRED_PREFIX: &str = "deferred: ";
+
+/// Whole seconds, for messages.
+fn round(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs_f64().ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{Action, Change};
+    use crate::execute::StepResult;
+    use crate::model::{Kind, Name};
+    use crate::plan::SkipReason;
+
+    fn id(name: &str) -> ResourceId {
+        ResourceId::new(Kind::Bridge, Name::parse(name).unwrap())
+    }
+
+    fn step(name: &str, result: ResultKind, class: Option<FailureClass>) -> StepResult {
+        let step = StepResult::new(&Change::new(id(name), Action::Create), result, 0.0);
+        match class {
+            Some(class) => step.with_class(class),
+            None => step,
+        }
+    }
+
+    fn report(results: Vec<StepResult>) -> Report {
+        Report {
+            revision: "r".into(),
+            results,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_the_cap_and_the_jitter_stays_in_the_upper_half() {
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(500));
+        assert_eq!(
+            backoff(1, 0.999_999),
+            Duration::from_millis(999) + Duration::from_nanos(999_500)
+        );
+        assert_eq!(backoff(2, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff(4, 0.5), Duration::from_secs(6));
+        assert_eq!(backoff(30, 0.0), BACKOFF_CAP / 2);
+        assert_eq!(backoff(u32::MAX, 1.0), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn the_deferred_prefix_is_how_the_skip_reason_reads() {
+        let reason = SkipReason::Deferred { why: "x".into() }.to_string();
+        assert!(reason.starts_with(DEFERRED_PREFIX), "{reason}");
+    }
+
+    #[test]
+    fn transient_failures_back_off_and_others_wait_for_a_person() {
+        let now = Instant::now();
+        let mut retries = Retries::default();
+        retries.record(
+            &report(vec![
+                step(
+                    "flaky",
+                    ResultKind::Failed("busy".into()),
+                    Some(FailureClass::Transient),
+                ),
+                step(
+                    "refused",
+                    ResultKind::Failed("no port".into()),
+                    Some(FailureClass::NeedsUser),
+                ),
+                step("fine", ResultKind::Applied, None),
+            ]),
+            now,
+            || 0.0,
+        );
+        let held = retries.held(now);
+        assert_eq!(
+            held.keys().cloned().collect::<Vec<_>>(),
+            [id("flaky"), id("refused")]
+        );
+        assert!(
+            held[&id("flaky")].starts_with("retry 2 in 1s after: busy"),
+            "{held:?}"
+        );
+        assert_eq!(retries.next_due(), Some(now + Duration::from_millis(500)));
+        // Once due, the transient one is no longer held; the other still is.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            retries.held(later).keys().collect::<Vec<_>>(),
+            [&id("refused")]
+        );
+        // A second transient failure doubles the step.
+        retries.record(
+            &report(vec![
+                step(
+                    "flaky",
+                    ResultKind::Failed("busy".into()),
+                    Some(FailureClass::Transient),
+                ),
+                step(
+                    "refused",
+                    ResultKind::Skipped("deferred: waiting".into()),
+                    None,
+                ),
+            ]),
+            later,
+            || 0.0,
+        );
+        assert_eq!(retries.next_due(), Some(later + Duration::from_secs(1)));
+        assert!(
+            retries.is_held(&id("refused")),
+            "a deferred resource stays held"
+        );
+        retries.release_waiting();
+        assert!(!retries.is_held(&id("refused")));
+        assert!(retries.is_held(&id("flaky")));
+        // Success releases it.
+        retries.record(
+            &report(vec![step("flaky", ResultKind::Applied, None)]),
+            later,
+            || 0.0,
+        );
+        assert!(retries.held(later).is_empty());
+        assert_eq!(retries.next_due(), None);
+    }
+}

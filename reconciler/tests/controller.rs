@@ -1,0 +1,257 @@
+//! The controller's policies over the in-memory fake host (`daemon::Controller`, one
+//! reconcile at a time, driven by hand): a bad revision is rejected whole and the last
+//! good one kept and re-applied at resync (drift repair); a transient failure is held
+//! for its backoff while the other resources proceed, then retried; a failure only a
+//! person can fix waits for a sync. Time is Tokio's paused clock, so backoffs are
+//! exact, not raced.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use gitvisor::contract::CancelToken;
+use gitvisor::daemon::{Controller, ControllerStatus, Origin, Reasons, Shared};
+use gitvisor::drivers::Drivers;
+use gitvisor::drivers::bridge::{BridgeDriver, FakeLinks, LinkRequest, LinkSeam};
+use gitvisor::reconcile::{Reconciler, ReconcilerOptions};
+use nix::errno::Errno;
+
+fn bridge(name: &str, address: &str) -> String {
+    format!(
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {{name: {name}}}\nspec: {{mtu: 1500, addresses: [{address}]}}\n"
+    )
+}
+
+struct Setup {
+    links: Arc<FakeLinks>,
+    shared: Arc<Shared>,
+    controller: Controller,
+    repo: tempfile::TempDir,
+    _state: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let links = Arc::new(FakeLinks::new(Vec::new()));
+    let state = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let options = ReconcilerOptions {
+        state_dir: state.path().join("state"),
+        run_dir: state.path().join("run"),
+        host: "h1".into(),
+        concurrency: 4,
+    };
+    let reconciler = Reconciler::new(
+        options,
+        Drivers::new(vec![Box::new(BridgeDriver::new(links.clone()))]),
+    );
+    let origin = Origin::Dir(repo.path().to_owned());
+    let shared = Arc::new(Shared::new(ControllerStatus::starting(
+        origin.describe(),
+        None,
+        "h1".into(),
+        Duration::from_secs(300),
+        None,
+    )));
+    let controller = Controller::new(reconciler, origin, shared.clone());
+    Setup {
+        links,
+        shared,
+        controller,
+        repo,
+        _state: state,
+    }
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+/// `"source+resync"` → those reasons.
+fn reasons(set: &str) -> Reasons {
+    let has = |word: &str| set.split('+').any(|w| w == word);
+    Reasons {
+        source: has("source"),
+        resync: has("resync"),
+        retry: has("retry"),
+        request: has("sync"),
+        reload: false,
+    }
+}
+
+/// How many requests add `cidr`.
+fn adds(links: &FakeLinks, cidr: &str) -> usize {
+    links
+        .requests()
+        .iter()
+        .filter(|r| matches!(r, LinkRequest::AddAddress { cidr: c, .. } if c.to_string() == cidr))
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_revision_is_rejected_whole_and_the_last_good_one_is_kept_and_repaired() {
+    let mut s = setup();
+    let cancel = CancelToken::new();
+    write(s.repo.path(), "a.yaml", &bridge("br-a", "10.0.1.1/24"));
+    let first = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(first.converged, "{first:?}");
+    let good = first.revision.clone().unwrap();
+    assert!(s.links.link("br-a").is_some());
+
+    // A bad file beside a new good one: nothing of the revision is applied.
+    write(s.repo.path(), "b.yaml", &bridge("br-b", "10.0.2.1/24"));
+    write(
+        s.repo.path(),
+        "bad.yaml",
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: br-c}\nspec: {mtu: lots}\n",
+    );
+    let rejected = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(!rejected.converged);
+    assert!(
+        rejected
+            .rejected
+            .as_deref()
+            .unwrap_or_default()
+            .contains("bad.yaml:4:"),
+        "{rejected:?}"
+    );
+    assert!(s.links.link("br-b").is_none());
+    let status = s.shared.status();
+    assert_eq!(
+        status.applied.as_ref().map(|a| a.id.as_str()),
+        Some(good.as_str())
+    );
+    assert!(
+        s.shared
+            .metrics
+            .render()
+            .contains("\ngitvisor_revision_rejected 1\n")
+    );
+
+    // The host drifts (an MTU changed by hand); the resync puts back the last good
+    // revision, not the rejected one, and counts the repair.
+    let index = s.links.link("br-a").unwrap().index;
+    s.links
+        .send(LinkRequest::SetMtu { index, mtu: 1280 })
+        .await
+        .unwrap();
+    let resync = s.controller.reconcile(reasons("resync"), &cancel).await;
+    assert_eq!(resync.revision.as_deref(), Some(good.as_str()));
+    assert_eq!(s.links.link("br-a").unwrap().mtu, 1500);
+    assert!(
+        s.links.link("br-b").is_none(),
+        "the rejected revision stays unapplied"
+    );
+    let text = s.shared.metrics.render();
+    assert!(
+        text.contains("\ngitvisor_drift_repairs_total 1\n"),
+        "{text}"
+    );
+
+    // Fixing the file: the revision is applied and the rejection cleared.
+    std::fs::remove_file(s.repo.path().join("bad.yaml")).unwrap();
+    let fixed = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(fixed.converged, "{fixed:?}");
+    assert!(fixed.rejected.is_none());
+    assert!(s.links.link("br-b").is_some());
+    assert!(
+        s.shared
+            .metrics
+            .render()
+            .contains("\ngitvisor_revision_rejected 0\n")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_waits_for_its_backoff_while_the_rest_proceeds() {
+    let mut s = setup();
+    let cancel = CancelToken::new();
+    let failing = Arc::new(AtomicBool::new(true));
+    let flag = failing.clone();
+    s.links.fail_when(
+        move |r| {
+            flag.load(Ordering::SeqCst)
+                && matches!(r, LinkRequest::AddAddress { cidr, .. } if cidr.to_string() == "10.0.1.1/24")
+        },
+        Errno::EBUSY,
+    );
+    write(s.repo.path(), "a.yaml", &bridge("br-a", "10.0.1.1/24"));
+    write(s.repo.path(), "b.yaml", &bridge("br-b", "10.0.2.1/24"));
+    let first = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(!first.converged);
+    assert_eq!(adds(&s.links, "10.0.1.1/24"), 1);
+    assert!(
+        s.links.link("br-b").is_some(),
+        "the other resource proceeds"
+    );
+    let due = s.controller.next_retry().expect("a retry is scheduled");
+    let wait = due - tokio::time::Instant::now();
+    assert!(
+        wait >= Duration::from_millis(500) && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+
+    // Before it is due, another reconcile leaves it out (deferred), changing nothing.
+    let early = s.controller.reconcile(reasons("resync"), &cancel).await;
+
+    assert_eq!(
+        adds(&s.links, "10.0.1.1/24"),
+        1,
+        "held back until its retry"
+    );
+    assert!(!early.converged);
+    let status = s.shared.status();
+    let a = status.resources.iter().find(|r| r.name == "br-a").unwrap();
+    assert_eq!(a.retry.as_ref().map(|r| r.attempts), Some(1));
+
+    // Due, still failing: retried once more, the next wait doubles.
+    tokio::time::advance(wait).await;
+    s.controller.reconcile(reasons("retry"), &cancel).await;
+    assert_eq!(adds(&s.links, "10.0.1.1/24"), 2);
+    let wait = s.controller.next_retry().unwrap() - tokio::time::Instant::now();
+    assert!(
+        wait >= Duration::from_secs(1) && wait <= Duration::from_secs(2),
+        "{wait:?}"
+    );
+
+    // The host accepts it now: retried when due, converged, nothing left to retry.
+    failing.store(false, Ordering::SeqCst);
+    tokio::time::advance(wait).await;
+    let done = s.controller.reconcile(reasons("retry"), &cancel).await;
+    assert!(done.converged, "{done:?}");
+    assert_eq!(s.controller.next_retry(), None);
+    assert!(
+        s.shared
+            .metrics
+            .render()
+            .contains("gitvisor_resource_failures_total{kind=\"Bridge\",class=\"transient\"} 2")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_only_a_person_can_fix_waits_for_a_sync() {
+    let mut s = setup();
+    let cancel = CancelToken::new();
+    let failing = Arc::new(AtomicBool::new(true));
+    let flag = failing.clone();
+    s.links.fail_when(
+        move |r| flag.load(Ordering::SeqCst) && matches!(r, LinkRequest::AddAddress { .. }),
+        Errno::EPERM,
+    );
+    write(s.repo.path(), "a.yaml", &bridge("br-a", "10.0.1.1/24"));
+    s.controller.reconcile(reasons("source"), &cancel).await;
+    assert_eq!(adds(&s.links, "10.0.1.1/24"), 1);
+    assert_eq!(
+        s.controller.next_retry(),
+        None,
+        "no timed retry for a needs-user failure"
+    );
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    s.controller.reconcile(reasons("retry"), &cancel).await;
+    assert_eq!(adds(&s.links, "10.0.1.1/24"), 1, "held until someone acts");
+
+    failing.store(false, Ordering::SeqCst);
+    let synced = s.controller.reconcile(reasons("sync"), &cancel).await;
+    assert_eq!(adds(&s.links, "10.0.1.1/24"), 2);
+    assert!(synced.converged, "{synced:?}");
+}
