@@ -142,6 +142,10 @@ pub struct HostView {
 /// Everything `status` shows.
 #[derive(Debug, Clone)]
 pub struct StatusReport {
+    /// Why the store file is shown as empty: it is damaged (see
+    /// [`ReadOnlyStore::damage`]); the next apply moves it aside. `None` when it was read
+    /// or does not exist.
+    pub damage: Option<String>,
     pub last: Option<RevisionRecord>,
     pub statuses: BTreeMap<ResourceId, ResourceStatus>,
     pub events: Vec<Event>,
@@ -152,17 +156,26 @@ pub struct StatusReport {
 impl Reconciler {
     /// The store's view and, unless `offline`, the host's. Never writes the store.
     pub async fn status(&self, offline: bool) -> Result<StatusReport, ReconcileError> {
-        let store = ReadOnlyStore::open(&self.options.state_dir)?;
-        let last = store.last_revision()?;
-        let statuses = store.statuses()?;
-        let events = store.events(RECENT_EVENTS)?;
+        let store = ReadOnlyStore::open_async(&self.options.state_dir).await?;
+        let damage = store.damage().map(str::to_owned);
+        let (last, statuses, events, owned) = store
+            .run_blocking("read status", |store| {
+                Ok((
+                    store.last_revision()?,
+                    store.statuses()?,
+                    store.events(RECENT_EVENTS)?,
+                    store.owned()?,
+                ))
+            })
+            .await?;
         let host = if offline {
             None
         } else {
-            let context = PlanContext::new(store.owned()?.into_keys());
+            let context = PlanContext::new(owned.into_keys());
             Some(self.observe(last.as_ref(), &context).await?)
         };
         Ok(StatusReport {
+            damage,
             last,
             statuses,
             events,
