@@ -69,21 +69,34 @@ impl StepResult {
         matches!(self.result, ResultKind::Applied | ResultKind::Unchanged)
     }
 
-    /// Why the resource is not as declared, in words (`update failed: …`, `conflict: …`,
-    /// `blocked: …`); `None` when it is ok or was left out on purpose.
-    pub fn failure(&self) -> Option<String> {
+    /// Why the resource is not as declared, without the action: the message a status
+    /// records next to its state (`Failed`, `Blocked`, …); `None` when it is ok or was left
+    /// out on purpose.
+    pub fn problem(&self) -> Option<String> {
         match &self.result {
-            ResultKind::Failed(why) if !self.action.is_change() => {
-                Some(format!("{}: {why}", self.action))
+            ResultKind::Failed(why) => Some(why.clone()),
+            ResultKind::Blocked(dep) => Some(format!("dependency {dep} is not ready")),
+            ResultKind::Cancelled => {
+                Some("the run was stopped; the next run carries on".to_owned())
             }
-            ResultKind::Failed(why) => Some(format!("{} failed: {why}", self.action)),
-            ResultKind::Blocked(dep) => Some(format!("blocked: dependency {dep} is not ready")),
-            ResultKind::Cancelled => Some(format!(
-                "{} cancelled: the run was stopped; the next run carries on",
-                self.action
-            )),
             ResultKind::Applied | ResultKind::Unchanged | ResultKind::Skipped(_) => None,
         }
+    }
+
+    /// Why the resource is not as declared, in words (`update failed: …`, `conflict: …`,
+    /// `blocked: …`): [`StepResult::problem`] with what was attempted, as apply's lines,
+    /// its summary and the store's events say it. `None` when it is ok or was left out on
+    /// purpose.
+    pub fn failure(&self) -> Option<String> {
+        let problem = self.problem()?;
+        Some(match &self.result {
+            ResultKind::Failed(_) if !self.action.is_change() => {
+                format!("{}: {problem}", self.action)
+            }
+            ResultKind::Failed(_) => format!("{} failed: {problem}", self.action),
+            ResultKind::Blocked(_) => format!("blocked: {problem}"),
+            _ => format!("{} cancelled: {problem}", self.action),
+        })
     }
 
     /// Whether the change was left out on purpose (neither ok nor a failure).
