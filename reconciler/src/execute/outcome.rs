@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::RestartResult;
 use crate::contract::{Action, Change, FailureClass};
 use crate::model::ResourceId;
 
@@ -90,6 +91,8 @@ impl StepResult {
     pub fn failure(&self) -> Option<String> {
         let problem = self.problem()?;
         Some(match &self.result {
+            // A dependent that no change of its own touched: the problem says it all.
+            ResultKind::Failed(_) if self.action == Action::NoOp => problem,
             ResultKind::Failed(_) if !self.action.is_change() => {
                 format!("{}: {problem}", self.action)
             }
@@ -109,6 +112,10 @@ impl StepResult {
 pub struct Report {
     pub revision: String,
     pub results: Vec<StepResult>,
+    /// The running dependents that were stopped around disruptive changes, and whether
+    /// they were started again (a failure is also the dependent's own result).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<RestartResult>,
     pub seconds: f64,
 }
 

@@ -113,6 +113,20 @@ pub fn record_report(
             });
         }
     }
+    for restart in &report.restarts {
+        if restart.result == ResultKind::Applied {
+            let causes: Vec<String> = restart.because.iter().map(ToString::to_string).collect();
+            events.push(Event {
+                unix: now,
+                resource: Some(restart.id.clone()),
+                level: EventLevel::Info,
+                message: format!(
+                    "stopped while {} changed, then started again",
+                    causes.join(", ")
+                ),
+            });
+        }
+    }
     let failures = report.failures().count();
     let revision = RevisionRecord {
         id: report.revision.clone(),
@@ -239,6 +253,7 @@ mod tests {
     fn report_r2() -> Report {
         Report {
             revision: "r2".into(),
+            restarts: Vec::new(),
             results: vec![
                 step("Bridge/br0", Action::Update, ResultKind::Applied),
                 step("Bridge/br1", Action::Delete, ResultKind::Applied),
@@ -314,6 +329,7 @@ mod tests {
         let store = store_after_r1(dir.path());
         let report = Report {
             revision: "r2".into(),
+            restarts: Vec::new(),
             results: vec![
                 step(
                     "Bridge/br0",

@@ -12,6 +12,9 @@
 //!    it, and the revision history names that revision's source), and when the revision
 //!    does not delete every resource gitvisor manages here (an emptied repository). The
 //!    rest are left out with the reason and how to confirm.
+//! 4. Dependents' restarts whose disruptive change was left out are dropped: a running
+//!    object is stopped only for a change that is carried out. One whose own change was
+//!    left out still restarts for a cause that is kept (the cause needs it stopped).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -135,6 +138,7 @@ pub fn scope(
     kept.sort_by_key(|c| c.action == Action::Delete);
     plan.changes = kept;
     plan.skipped = skipped;
+    plan.settle_restarts();
     Ok(plan)
 }
 
@@ -168,6 +172,7 @@ mod tests {
                 .map(|(name, action)| Change::new(id(name), *action))
                 .collect(),
             skipped: Vec::new(),
+            restarts: Vec::new(),
         }
     }
 
