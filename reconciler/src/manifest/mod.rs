@@ -1,5 +1,5 @@
 //! Manifests as located text: each YAML document as a tree of positioned nodes
-//! ([`tree`]), field paths resolved to lines and columns ([`source_map`]), the
+//! (`tree`), field paths resolved to lines and columns (`source_map`), the
 //! [`Diagnostic`]s that point there, and the loaded documents ([`LoadedResource`],
 //! [`Declaration`]) that the cross-document checks read.
 //!

@@ -5,7 +5,7 @@
 //! deletes, dependents' kinds first (VMs and containers before volumes and bridges).
 //!
 //! [`make_plan`] plans everything the drivers see, and lists the running dependents of
-//! its disruptive changes ([`Plan::restarts`], see [`restarts`]); the reconciler then
+//! its disruptive changes ([`Plan::restarts`], see [`dependent_restarts`]); the reconciler then
 //! moves what it must not do (unconfirmed deletes, changes outside `--target`) into
 //! [`Plan::skipped`], where rendering shows them and execution reports them without
 //! touching the host.

@@ -190,7 +190,7 @@ impl Reconciler {
     ) -> Result<HostView, ReconcileError> {
         let revision = match last {
             None => Err("no revision has been applied yet".to_owned()),
-            Some(last) => self.reload(last),
+            Some(last) => self.reload(last).await,
         };
         match revision {
             Ok(revision) => {
@@ -236,9 +236,9 @@ impl Reconciler {
         }
     }
 
-    /// The last applied revision, loaded again from its recorded source, if it still loads
-    /// to the same revision; otherwise why not.
-    fn reload(&self, last: &RevisionRecord) -> Result<Arc<Revision>, String> {
+    /// The last applied revision, loaded again from its recorded source (reading files:
+    /// on a blocking thread), if it still loads to the same revision; otherwise why not.
+    async fn reload(&self, last: &RevisionRecord) -> Result<Arc<Revision>, String> {
         let Some(source) = Source::from_recorded(&last.source) else {
             return Err(if last.source.is_empty() {
                 "the store does not record where the last revision came from".to_owned()
@@ -250,7 +250,12 @@ impl Reconciler {
             });
         };
         let shown = source.id().replace('\n', " ");
-        match self.load(&source) {
+        let host = self.options.host.clone();
+        let reading = source.clone();
+        let loaded = tokio::task::spawn_blocking(move || super::load(&reading, &host))
+            .await
+            .map_err(|err| format!("reading the manifests at {shown} did not finish: {err}"))?;
+        match loaded {
             Ok(revision) if revision.id == last.id => Ok(Arc::new(revision)),
             Ok(revision) => Err(format!(
                 "the manifests at {shown} changed since revision {} was applied (they are now {}); \
