@@ -149,6 +149,17 @@ fn no_damaged_store_crashes_a_command_or_leads_to_a_delete() {
                 "{what}: the warning does not name the store\n{outcome}"
             );
         }
+        assert!(
+            status.stdout.contains("State store damaged") && status.stdout.contains(&store_name),
+            "{what}: status does not say the store is damaged\n{status}"
+        );
+        let shown = status_json.json()["storeDamage"]
+            .as_str()
+            .map(str::to_owned);
+        assert!(
+            shown.is_some_and(|why| why.contains(&store_name)),
+            "{what}: status --output json has no storeDamage\n{status_json}"
+        );
         let names = env.link_names();
         for i in KEPT..DECLARED {
             assert!(

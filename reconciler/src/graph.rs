@@ -15,7 +15,7 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
-use crate::load::{Diagnostic, LoadedResource};
+use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::{Resource, ResourceId};
 
 #[derive(Debug, Clone, Default)]

@@ -3,9 +3,10 @@
 //! Data flow (see DESIGN.md §1): source → [`load`] → [`validate`] → [`graph`] →
 //! observe/diff ([`drivers`]) → [`plan`] → [`execute`] → [`state`], run in that order by
 //! [`reconcile::Reconciler`], which the CLI ([`cli`]) drives. The engine and the drivers
-//! meet only in [`contract`].
+//! meet only in [`contract`]. [`load`], [`validate`] and [`graph`] share the located
+//! documents of [`manifest`]. The top-level modules form no import cycle
+//! (`tests/module_cycles.rs` checks).
 
-pub mod api;
 pub mod cli;
 pub mod contract;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod execute;
 pub mod graph;
 pub mod hostname;
 pub mod load;
+pub mod manifest;
 pub mod model;
 pub mod plan;
 pub mod reconcile;

@@ -390,3 +390,21 @@ async fn status_shows_drift_and_never_writes_the_store() {
     assert!(offline.host.is_none());
     assert_eq!(offline.statuses.len(), 2);
 }
+
+#[tokio::test]
+async fn status_says_when_the_store_is_damaged() {
+    let host = Host::new();
+    host.write("net.yaml", &bridge("br-a", "{}"));
+    host.apply(&[host.repo.path()], &PlanOptions::default())
+        .await;
+    let report = host.reconciler().status(true).await.unwrap();
+    assert_eq!(report.damage, None);
+
+    let store = host.options().state_dir.join("state.redb");
+    let bytes = std::fs::read(&store).unwrap();
+    std::fs::write(&store, vec![0x5a; bytes.len()]).unwrap();
+    let report = host.reconciler().status(true).await.unwrap();
+    let damage = report.damage.expect("the damage is reported");
+    assert!(damage.contains("state.redb"), "{damage}");
+    assert!(report.last.is_none() && report.statuses.is_empty());
+}

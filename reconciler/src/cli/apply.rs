@@ -300,6 +300,7 @@ mod tests {
                 Change::new(id("br1"), Action::Create),
             ],
             skipped: Vec::new(),
+            restarts: Vec::new(),
         }
     }
 
@@ -337,6 +338,7 @@ mod tests {
     fn totals_count_each_action() {
         let report = Report {
             revision: "r1".into(),
+            restarts: Vec::new(),
             seconds: 1.5,
             results: vec![
                 step(Action::Create, ResultKind::Applied),
@@ -349,6 +351,7 @@ mod tests {
             host: "h".into(),
             changes: Vec::new(),
             skipped: Vec::new(),
+            restarts: Vec::new(),
         };
         let text = summary(&plan, &report, false);
         assert!(

@@ -10,14 +10,14 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::{OutputFormat, output};
-use crate::api::ApiClient;
+use crate::daemon::api::ApiClient;
 
 /// What `events` and `sync` say when no controller answers.
 pub fn not_running(run_dir: &Path) -> String {
     format!(
         "no controller is running with run dir {} (no one answers on {}); start one with `gitvisor run --source …`, or use `gitvisor status` and `gitvisor apply` without it",
         run_dir.display(),
-        crate::api::socket_path(run_dir).display()
+        crate::daemon::api::socket_path(run_dir).display()
     )
 }
 

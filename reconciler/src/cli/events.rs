@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 
 use super::{OutputFormat, output};
-use crate::api::ApiClient;
+use crate::daemon::api::ApiClient;
 
 pub async fn events(
     run_dir: &std::path::Path,

@@ -204,7 +204,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // A running controller answers from its snapshot (it holds the store's lock
             // while it applies); `--offline` reads the store itself.
             if !offline {
-                if let Some(client) = crate::api::ApiClient::find(&global.run_dir).await? {
+                if let Some(client) = crate::daemon::api::ApiClient::find(&global.run_dir).await? {
                     return controller::status(&client, output).await;
                 }
             }

@@ -75,16 +75,28 @@ fn render_json(report: &StatusReport) -> Value {
             Basis::Presence { why } => json!({"basis": "presence", "why": why}),
         },
     };
-    json!({
+    let mut out = json!({
         "lastRevision": report.last,
         "observed": observed,
         "resources": resources,
         "events": report.events,
-    })
+    });
+    if let Some(damage) = &report.damage {
+        out["storeDamage"] = json!(damage);
+    }
+    out
 }
 
 fn render_text(report: &StatusReport, state_dir: &std::path::Path) -> String {
     let mut out = String::new();
+    if let Some(damage) = &report.damage {
+        let _ = writeln!(
+            out,
+            "State store damaged, shown as empty: {damage}\n\
+             The next apply moves it aside and starts an empty store; objects gitvisor created \
+             show as conflicts until adopted, and nothing is pruned."
+        );
+    }
     match &report.last {
         Some(rev) => {
             let _ = writeln!(

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 
 use super::{EXIT_FAILURE, OutputFormat, output};
-use crate::api::ApiClient;
+use crate::daemon::api::ApiClient;
 
 pub async fn sync(
     run_dir: &std::path::Path,

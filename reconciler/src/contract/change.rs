@@ -209,6 +209,17 @@ impl Change {
     pub fn effect(&self) -> Option<Effect> {
         self.fields.iter().map(|f| f.effect).max()
     }
+
+    /// Whether carrying this change out takes the object away for a while (a replace, or
+    /// an update that restarts or recreates it), so what uses it must be stopped first
+    /// (see [`restart`](super::restart)).
+    pub fn is_disruptive(&self) -> bool {
+        match self.action {
+            Action::Replace => true,
+            Action::Update => self.effect() >= Some(Effect::Restart),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 
 use super::change::Change;
 use super::context::PlanContext;
-use super::error::DriverError;
+use super::error::{ContractViolation, DriverError};
+use super::restart::RestartSupport;
 use super::step::{DEFAULT_STEP_BUDGET, StepContext};
 use crate::model::{Kind, Resource};
 
@@ -35,6 +36,40 @@ pub trait Driver: Send + Sync {
     fn step_budget(&self, _change: &Change) -> Duration {
         DEFAULT_STEP_BUDGET
     }
+
+    /// Whether the object of `change` (this driver's own plan for it) must be stopped,
+    /// and can be, while something it depends on is replaced or restarted (see
+    /// [`restart`](super::restart)). The default: this kind's objects cannot be stopped
+    /// by gitvisor, and keep running.
+    fn restart_support(&self, change: &Change) -> RestartSupport {
+        RestartSupport::Unsupported(format!(
+            "the {} driver cannot stop and start its objects",
+            change.id.kind
+        ))
+    }
+
+    /// Stops the object of `change` before a disruptive change to something it uses.
+    /// Called only when [`Driver::restart_support`] said `Supported`. Idempotent.
+    async fn stop(&self, change: &Change, _step: &StepContext) -> Result<(), DriverError> {
+        Err(not_implemented(change, "stop"))
+    }
+
+    /// Starts the object of `change` again after the disruptive change. Idempotent.
+    async fn start(&self, change: &Change, _step: &StepContext) -> Result<(), DriverError> {
+        Err(not_implemented(change, "start"))
+    }
+}
+
+/// A driver said it can stop and start its objects but does not implement `what`.
+fn not_implemented(change: &Change, what: &str) -> DriverError {
+    ContractViolation {
+        id: change.id.clone(),
+        message: format!(
+            "the {} driver says it can restart its objects but does not implement {what}",
+            change.id.kind
+        ),
+    }
+    .into()
 }
 
 /// The drivers a run uses, one per kind at most. Kinds without one plan as

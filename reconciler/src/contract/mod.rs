@@ -5,7 +5,8 @@
 //! registry (`drivers/registry.rs`). `docs/drivers.md` walks through writing one.
 //!
 //! - [`Driver`]: `kind`, `plan` (observe in one batch, diff), `apply` (one change, one
-//!   step), `step_budget`. [`Drivers`]: the set a run uses.
+//!   step), `step_budget`; optionally `restart_support`, `stop` and `start` for objects
+//!   that run ([`restart`]). [`Drivers`]: the set a run uses.
 //! - [`Change`]: the decision for one resource: [`Action`], the [`FieldChange`]s with
 //!   their [`Effect`], the reasons, the declared resource, and the driver's own snapshot
 //!   for apply ([`Observed`], read back as the driver's type).
@@ -23,6 +24,7 @@ mod driver;
 mod error;
 mod observed;
 pub mod ownership;
+pub mod restart;
 mod step;
 
 pub use change::{Action, Change, Effect, FieldChange, FieldValueError};
@@ -31,4 +33,5 @@ pub use driver::{Driver, Drivers};
 pub use error::{Classify, ContractViolation, DriverError, FailureClass, chain};
 pub use observed::Observed;
 pub use ownership::{Evidence, Leftover, Marker, Ownership, Prune};
+pub use restart::RestartSupport;
 pub use step::{CancelToken, DEFAULT_STEP_BUDGET, Interrupted, ProgressEvent, StepContext};

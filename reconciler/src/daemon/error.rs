@@ -15,7 +15,7 @@ pub enum DaemonError {
     Api {
         path: PathBuf,
         #[source]
-        source: crate::api::ApiError,
+        source: crate::daemon::api::ApiError,
     },
 
     #[error(

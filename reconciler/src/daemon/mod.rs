@@ -6,7 +6,7 @@
 //! 1. SIGTERM/SIGINT handlers ([`crate::execute::cancel_on_shutdown_signals`]: the first
 //!    signal lets the running reconcile stop at its next safe point and the loop exit; a
 //!    second exits at once) and SIGHUP (reload: fetch again and forget every hold).
-//! 2. The local API on `<run-dir>/controller.sock` ([`crate::api`]) and, when asked,
+//! 2. The local API on `<run-dir>/controller.sock` ([`crate::daemon::api`]) and, when asked,
 //!    the metrics endpoint, so `gitvisor status` answers from the first moment.
 //! 3. The triggers ([`trigger`]): the directory watch or the git poll timer, the resync
 //!    timer, and the watchdog pinger when systemd asks for one.
@@ -19,6 +19,7 @@
 //! Between reconciles nothing runs: the loop sleeps on the triggers, the next retry and
 //! the signals; there is no polling other than the git poll the user configured.
 
+pub mod api;
 pub mod controller;
 mod error;
 pub mod events;
@@ -88,15 +89,15 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         }
     }
 
-    let socket = crate::api::socket_path(&settings.run_dir);
-    let api = crate::api::serve(&socket, shared.clone())
+    let socket = crate::daemon::api::socket_path(&settings.run_dir);
+    let api = crate::daemon::api::serve(&socket, shared.clone())
         .await
         .map_err(|source| DaemonError::Api {
             path: socket.clone(),
             source,
         })?;
     if let Some(address) = options.metrics_listen {
-        let bound = crate::api::serve_metrics(address, shared.clone())
+        let bound = crate::daemon::api::serve_metrics(address, shared.clone())
             .await
             .map_err(|source| DaemonError::Metrics { address, source })?;
         tracing::info!(address = %bound, "serving Prometheus metrics on http://{bound}/metrics");

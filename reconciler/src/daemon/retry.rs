@@ -199,6 +199,7 @@ mod tests {
             revision: "r".into(),
             results,
             seconds: 0.0,
+            restarts: Vec::new(),
         }
     }
 

@@ -28,6 +28,7 @@ mod options;
 mod outcome;
 mod progress;
 mod record;
+mod restart;
 mod shutdown;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,7 @@ pub use options::ExecuteOptions;
 pub use outcome::{Report, ResultKind, StepResult};
 pub use progress::{Progress, RunEvent, silent};
 pub use record::{record_intents, record_intents_async, record_report, record_report_async};
+pub use restart::RestartResult;
 pub use shutdown::cancel_on_shutdown_signals;
 
 use crate::contract::{Action, Change, Drivers, FailureClass, Interrupted, StepContext, chain};
@@ -110,7 +112,9 @@ pub async fn execute_with(
         }
     }
 
-    // Phase 1: creates, updates, replaces, in dependency order.
+    // Phase 1: creates, updates, replaces, in dependency order; the running dependents of
+    // a disruptive one are stopped before it and started again after.
+    let holds = Arc::new(restart::Holds::new(plan));
     let mut done: BTreeMap<ResourceId, Done> = BTreeMap::new();
     let mut tasks = Vec::new();
     for change in plan
@@ -135,6 +139,7 @@ pub async fn execute_with(
         let semaphore = semaphore.clone();
         let options = options.clone();
         let events = events.clone();
+        let holds = holds.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel::<bool>();
         let signal: Done = receiver.map(|r| r.unwrap_or(false)).boxed().shared();
         done.insert(change.id.clone(), signal);
@@ -165,10 +170,18 @@ pub async fn execute_with(
                             }
                         }
                     }
+                    if let Err(not) = holds.before(&change.id, &drivers, &options).await {
+                        let ran = match not {
+                            restart::NotAttempted::Cancelled => Ran::new(ResultKind::Cancelled),
+                            restart::NotAttempted::Failed(why, class) => Ran::failed(why, class),
+                        };
+                        break 'step ran.finish(&change, started);
+                    }
                     run_change(&change, &drivers, &semaphore, &options)
                         .await
                         .finish(&change, started)
                 };
+                holds.after(&change.id, &drivers, &options).await;
                 let _ = sender.send(matches!(step.result, ResultKind::Applied));
                 events(RunEvent::Finished(&step));
                 step
@@ -207,10 +220,29 @@ pub async fn execute_with(
         collect(tasks, &mut results).await;
     }
 
+    let restarts = holds.results().await;
+    fail_restarted(&mut results, &restarts);
     Report {
         revision: plan.revision.clone(),
         results,
+        restarts,
         seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// A dependent whose stop or start failed is not as declared, whatever its own change
+/// came to: its result becomes that failure (so its status and the report say so).
+fn fail_restarted(results: &mut [StepResult], restarts: &[RestartResult]) {
+    for restart in restarts {
+        let ResultKind::Failed(why) = &restart.result else {
+            continue;
+        };
+        for step in results.iter_mut().filter(|s| s.id == restart.id) {
+            if step.ok() || step.skipped() {
+                step.result = ResultKind::Failed(why.clone());
+                step.class = restart.class;
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::RestartResult;
 use crate::contract::{Action, Change, FailureClass};
 use crate::model::ResourceId;
 
@@ -69,21 +70,36 @@ impl StepResult {
         matches!(self.result, ResultKind::Applied | ResultKind::Unchanged)
     }
 
-    /// Why the resource is not as declared, in words (`update failed: …`, `conflict: …`,
-    /// `blocked: …`); `None` when it is ok or was left out on purpose.
-    pub fn failure(&self) -> Option<String> {
+    /// Why the resource is not as declared, without the action: the message a status
+    /// records next to its state (`Failed`, `Blocked`, …); `None` when it is ok or was left
+    /// out on purpose.
+    pub fn problem(&self) -> Option<String> {
         match &self.result {
-            ResultKind::Failed(why) if !self.action.is_change() => {
-                Some(format!("{}: {why}", self.action))
+            ResultKind::Failed(why) => Some(why.clone()),
+            ResultKind::Blocked(dep) => Some(format!("dependency {dep} is not ready")),
+            ResultKind::Cancelled => {
+                Some("the run was stopped; the next run carries on".to_owned())
             }
-            ResultKind::Failed(why) => Some(format!("{} failed: {why}", self.action)),
-            ResultKind::Blocked(dep) => Some(format!("blocked: dependency {dep} is not ready")),
-            ResultKind::Cancelled => Some(format!(
-                "{} cancelled: the run was stopped; the next run carries on",
-                self.action
-            )),
             ResultKind::Applied | ResultKind::Unchanged | ResultKind::Skipped(_) => None,
         }
+    }
+
+    /// Why the resource is not as declared, in words (`update failed: …`, `conflict: …`,
+    /// `blocked: …`): [`StepResult::problem`] with what was attempted, as apply's lines,
+    /// its summary and the store's events say it. `None` when it is ok or was left out on
+    /// purpose.
+    pub fn failure(&self) -> Option<String> {
+        let problem = self.problem()?;
+        Some(match &self.result {
+            // A dependent that no change of its own touched: the problem says it all.
+            ResultKind::Failed(_) if self.action == Action::NoOp => problem,
+            ResultKind::Failed(_) if !self.action.is_change() => {
+                format!("{}: {problem}", self.action)
+            }
+            ResultKind::Failed(_) => format!("{} failed: {problem}", self.action),
+            ResultKind::Blocked(_) => format!("blocked: {problem}"),
+            _ => format!("{} cancelled: {problem}", self.action),
+        })
     }
 
     /// Whether the change was left out on purpose (neither ok nor a failure).
@@ -96,6 +112,10 @@ impl StepResult {
 pub struct Report {
     pub revision: String,
     pub results: Vec<StepResult>,
+    /// The running dependents that were stopped around disruptive changes, and whether
+    /// they were started again (a failure is also the dependent's own result).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<RestartResult>,
     pub seconds: f64,
 }
 

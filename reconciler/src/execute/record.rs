@@ -58,23 +58,16 @@ pub fn record_report(
     let mut statuses = Vec::new();
     let mut events = Vec::new();
     for step in &report.results {
-        let (state, message) = match &step.result {
+        let state = match &step.result {
             // Left out on purpose: its record, status and events stay as they were.
             ResultKind::Skipped(_) => continue,
-            ResultKind::Applied | ResultKind::Unchanged => (ResourceState::Ready, None),
-            ResultKind::Failed(why) if step.action == Action::Conflict => {
-                (ResourceState::Conflict, Some(why.clone()))
-            }
-            ResultKind::Failed(why) => (ResourceState::Failed, Some(why.clone())),
-            ResultKind::Blocked(dep) => (
-                ResourceState::Blocked,
-                Some(format!("dependency {dep} is not ready")),
-            ),
-            ResultKind::Cancelled => (
-                ResourceState::Progressing,
-                Some("cancelled before it finished; the next run carries on".to_owned()),
-            ),
+            ResultKind::Applied | ResultKind::Unchanged => ResourceState::Ready,
+            ResultKind::Failed(_) if step.action == Action::Conflict => ResourceState::Conflict,
+            ResultKind::Failed(_) => ResourceState::Failed,
+            ResultKind::Blocked(_) => ResourceState::Blocked,
+            ResultKind::Cancelled => ResourceState::Progressing,
         };
+        let message = step.problem();
         let applied = matches!(step.result, ResultKind::Applied | ResultKind::Unchanged);
         match step.action {
             Action::Delete if applied => {
@@ -97,35 +90,40 @@ pub fn record_report(
                 step.id.clone(),
                 ResourceStatus {
                     state,
-                    message: message.clone(),
+                    message,
                     revision: report.revision.clone(),
                     updated_unix: now,
                 },
             ));
         }
         if step.action.is_change() || !applied {
-            let (level, text) = match &step.result {
-                ResultKind::Applied => (EventLevel::Info, format!("{} applied", step.action)),
-                ResultKind::Unchanged | ResultKind::Skipped(_) => continue,
-                ResultKind::Failed(why) if !step.action.is_change() => {
-                    (EventLevel::Error, format!("{}: {why}", step.action))
+            let (level, text) = match (&step.result, step.failure()) {
+                (ResultKind::Applied, _) => (EventLevel::Info, format!("{} applied", step.action)),
+                (ResultKind::Failed(_), Some(failure)) => (EventLevel::Error, failure),
+                (ResultKind::Blocked(_) | ResultKind::Cancelled, Some(failure)) => {
+                    (EventLevel::Warning, failure)
                 }
-                ResultKind::Failed(why) => {
-                    (EventLevel::Error, format!("{} failed: {why}", step.action))
-                }
-                ResultKind::Blocked(dep) => (
-                    EventLevel::Warning,
-                    format!("{} blocked by {dep}", step.action),
-                ),
-                ResultKind::Cancelled => {
-                    (EventLevel::Warning, format!("{} cancelled", step.action))
-                }
+                _ => continue,
             };
             events.push(Event {
                 unix: now,
                 resource: Some(step.id.clone()),
                 level,
                 message: text,
+            });
+        }
+    }
+    for restart in &report.restarts {
+        if restart.result == ResultKind::Applied {
+            let causes: Vec<String> = restart.because.iter().map(ToString::to_string).collect();
+            events.push(Event {
+                unix: now,
+                resource: Some(restart.id.clone()),
+                level: EventLevel::Info,
+                message: format!(
+                    "stopped while {} changed, then started again",
+                    causes.join(", ")
+                ),
             });
         }
     }
@@ -255,6 +253,7 @@ mod tests {
     fn report_r2() -> Report {
         Report {
             revision: "r2".into(),
+            restarts: Vec::new(),
             results: vec![
                 step("Bridge/br0", Action::Update, ResultKind::Applied),
                 step("Bridge/br1", Action::Delete, ResultKind::Applied),
@@ -322,6 +321,56 @@ mod tests {
                 .expect("owned")
                 .contains_key(&id("Bridge/br9"))
         );
+    }
+
+    #[test]
+    fn statuses_and_events_word_a_failure_as_the_step_result_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_after_r1(dir.path());
+        let report = Report {
+            revision: "r2".into(),
+            restarts: Vec::new(),
+            results: vec![
+                step(
+                    "Bridge/br0",
+                    Action::Update,
+                    ResultKind::Failed("refused".into()),
+                ),
+                step(
+                    "Bridge/br1",
+                    Action::Create,
+                    ResultKind::Blocked(id("Bridge/br0")),
+                ),
+                step("Bridge/br2", Action::Create, ResultKind::Cancelled),
+                step(
+                    "Bridge/br3",
+                    Action::Conflict,
+                    ResultKind::Failed("not ours".into()),
+                ),
+            ],
+            seconds: 0.1,
+        };
+        record_report(&store, &report, &[Kind::Bridge], "/m").expect("record");
+        let statuses = store.statuses().expect("statuses");
+        let events = store.events(10).expect("events");
+        for result in &report.results {
+            assert_eq!(
+                statuses[&result.id].message,
+                result.problem(),
+                "status of {}",
+                result.id
+            );
+            let event = events
+                .iter()
+                .find(|e| e.resource.as_ref() == Some(&result.id))
+                .expect("an event");
+            assert_eq!(Some(&event.message), result.failure().as_ref());
+        }
+        assert_eq!(
+            statuses[&id("Bridge/br1")].message.as_deref(),
+            Some("dependency Bridge/br0 is not ready")
+        );
+        assert_eq!(statuses[&id("Bridge/br1")].state, ResourceState::Blocked);
     }
 
     #[tokio::test]

@@ -20,8 +20,8 @@ use serde::de::{
     VariantAccess, Visitor,
 };
 
-use super::source_map::render_key;
-use super::tree::{NodeId, NodeKind, Position, Tree};
+use crate::manifest::source_map::render_key;
+use crate::manifest::tree::{NodeId, NodeKind, Position, Tree};
 
 /// Nodes taken out of the document after an error in them.
 pub type Removed = HashSet<NodeId>;
@@ -525,10 +525,10 @@ impl<'a> SeqAccess<'a> for Seq<'a, '_> {
 struct Map<'a, 'p> {
     tree: &'a Tree,
     removed: &'a Removed,
-    entries: &'a [super::tree::Entry],
+    entries: &'a [crate::manifest::tree::Entry],
     next: usize,
     /// The entry whose key was just read.
-    value: Option<super::tree::Entry>,
+    value: Option<crate::manifest::tree::Entry>,
     path: Path<'p>,
 }
 
@@ -643,7 +643,7 @@ impl<'a> VariantAccess<'a> for Variant<'a, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::tree::parse;
+    use crate::manifest::tree::parse;
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize, PartialEq)]

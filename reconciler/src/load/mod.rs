@@ -5,7 +5,7 @@
 //!    skipped, the tree never left through a symlink, regular files only, sizes bounded).
 //! 2. Split each file into documents ([`documents`]), as slices of its text with their
 //!    line numbers, in one linear pass.
-//! 3. Parse each document into a tree of positioned nodes ([`tree`]: nesting, alias and
+//! 3. Parse each document into a tree of positioned nodes (`manifest::tree`: nesting, alias and
 //!    tag limits, duplicate keys), read its `kind`, and deserialise it into that kind's
 //!    strict type straight from the tree ([`de`]), reporting every error of the document
 //!    with file, line, column and field path ([`parse`]).
@@ -16,13 +16,10 @@
 //! nothing downstream runs, so the host keeps its last good revision.
 
 mod de;
-mod diagnostic;
 mod documents;
 mod files;
 mod parse;
 mod paths;
-mod source_map;
-mod tree;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -30,57 +27,16 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-pub use diagnostic::{Diagnostic, RevisionErrors, sanitize};
+pub use crate::manifest::{
+    Declaration, Diagnostic, LoadedResource, MAX_DEPTH, MAX_EXPANDED_NODES, RevisionErrors,
+    SourceDocument, render_key, sanitize,
+};
 pub use files::{MAX_FILE_BYTES, MAX_REVISION_BYTES};
-pub use parse::{Declaration, MAX_ERRORS_PER_DOCUMENT};
+pub use parse::MAX_ERRORS_PER_DOCUMENT;
 pub use paths::load_revision_paths;
-pub use source_map::render_key;
-pub use tree::{MAX_DEPTH, MAX_EXPANDED_NODES};
 
 use crate::graph::DependencyGraph;
 use crate::model::Resource;
-
-/// A parsed document, kept for pointing at its fields after loading.
-#[derive(Debug, Clone)]
-pub struct SourceDocument {
-    tree: tree::Tree,
-    /// 1-based line of the document's first non-blank, non-comment line.
-    pub first_line: usize,
-}
-
-impl SourceDocument {
-    /// A diagnostic pointing at the value of `field` in this document (at the key of its
-    /// deepest present ancestor when absent; an empty `field` means the document).
-    pub fn diagnostic(&self, file: &Path, field: &str, message: impl Into<String>) -> Diagnostic {
-        self.located(file, field, false, message.into())
-    }
-
-    /// Like [`Self::diagnostic`], pointing at the key of `field` rather than its value.
-    pub fn key_diagnostic(
-        &self,
-        file: &Path,
-        field: &str,
-        message: impl Into<String>,
-    ) -> Diagnostic {
-        self.located(file, field, true, message.into())
-    }
-
-    fn located(&self, file: &Path, field: &str, key: bool, message: String) -> Diagnostic {
-        let (line, column) = if field.is_empty() {
-            (self.first_line, 1)
-        } else {
-            let at = source_map::locate(&self.tree, field, key);
-            (at.line, at.column)
-        };
-        Diagnostic {
-            file: file.to_owned(),
-            line,
-            column,
-            field: (!field.is_empty()).then(|| field.to_owned()),
-            message,
-        }
-    }
-}
 
 /// A loaded, validated set of manifests.
 #[derive(Debug, Clone)]
@@ -89,49 +45,6 @@ pub struct Revision {
     pub id: String,
     pub resources: Vec<Arc<Resource>>,
     pub graph: DependencyGraph,
-}
-
-/// A resource with the document it came from, for error positions.
-#[derive(Debug, Clone)]
-pub struct LoadedResource {
-    pub resource: Resource,
-    pub source: Arc<SourceDocument>,
-    /// Field paths of the parts of the document that had errors and were left out (already
-    /// reported); empty for a clean document. A revision with a damaged resource is
-    /// rejected, but the rest of it is still checked.
-    pub damaged: Vec<String>,
-}
-
-impl LoadedResource {
-    /// A diagnostic pointing at `field` of this resource's document.
-    pub fn diagnostic(&self, field: &str, message: impl Into<String>) -> Diagnostic {
-        self.source
-            .diagnostic(&self.resource.origin.file, field, message)
-    }
-
-    /// Whether a finding about `field` may only follow from a part left out after an error
-    /// (the part itself, one of its ancestors or descendants).
-    pub fn is_damaged(&self, field: Option<&str>) -> bool {
-        let Some(field) = field else {
-            return self.damaged.iter().any(String::is_empty);
-        };
-        let within = |inner: &str, outer: &str| {
-            outer.is_empty()
-                || inner == outer
-                || inner
-                    .strip_prefix(outer)
-                    .is_some_and(|rest| rest.starts_with(['.', '[']))
-        };
-        self.damaged
-            .iter()
-            .any(|d| within(field, d) || within(d, field))
-    }
-
-    /// A diagnostic pointing at the key of `field` (for keys that are wrong themselves).
-    pub fn key_diagnostic(&self, field: &str, message: impl Into<String>) -> Diagnostic {
-        self.source
-            .key_diagnostic(&self.resource.origin.file, field, message)
-    }
 }
 
 /// Everything read from the manifests, before the cross-document checks.

@@ -1,6 +1,6 @@
 //! One document to one typed resource, reporting every error it has.
 //!
-//! Steps: build the position tree ([`super::tree`]; syntax, depth, alias, tag and
+//! Steps: build the position tree (`crate::manifest::tree`; syntax, depth, alias, tag and
 //! duplicate-key errors), read `kind`, then deserialise the kind's strict document type
 //! from the tree ([`super::de`]). serde stops at the first error, so after each error the
 //! node it came from is removed and the document is read again, until it reads cleanly:
@@ -19,8 +19,8 @@ use std::sync::Arc;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::de::{self, Removed};
-use super::tree::{self, NodeKind, Position, Tree};
-use super::{Diagnostic, SourceDocument};
+use crate::manifest::tree::{self, NodeKind, Position, Tree};
+use crate::manifest::{Declaration, Diagnostic, SourceDocument};
 use crate::model::{
     BridgeSpec, ContainerSpec, Document, Kind, Name, Origin, Resource, ResourceId, Spec,
     VirtualMachineSpec, VolumeSpec,
@@ -28,14 +28,6 @@ use crate::model::{
 
 /// Most errors reported for one document; past it the document's report is cut short.
 pub const MAX_ERRORS_PER_DOCUMENT: usize = 50;
-
-/// A document's kind and name, readable even when the document has errors.
-#[derive(Debug, Clone)]
-pub struct Declaration {
-    pub id: ResourceId,
-    pub host: Option<String>,
-    pub origin: Origin,
-}
 
 /// What one document yielded.
 pub struct Outcome {
@@ -138,7 +130,7 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
         }
     }
     let declaration = kind.and_then(|kind| declaration(&tree, kind, origin.clone()));
-    let source = Arc::new(SourceDocument { tree, first_line });
+    let source = Arc::new(SourceDocument::new(tree, first_line));
     let resource = resource.map(|(metadata, spec)| Resource {
         metadata,
         spec,

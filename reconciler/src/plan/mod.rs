@@ -4,11 +4,14 @@
 //! Order: declared resources in dependency order (what they need comes first), then
 //! deletes, dependents' kinds first (VMs and containers before volumes and bridges).
 //!
-//! [`make_plan`] plans everything the drivers see; the reconciler then moves what it must
-//! not do (unconfirmed deletes, changes outside `--target`) into [`Plan::skipped`], where
-//! rendering shows them and execution reports them without touching the host.
+//! [`make_plan`] plans everything the drivers see, and lists the running dependents of
+//! its disruptive changes ([`Plan::restarts`], see [`dependent_restarts`]); the reconciler then
+//! moves what it must not do (unconfirmed deletes, changes outside `--target`) into
+//! [`Plan::skipped`], where rendering shows them and execution reports them without
+//! touching the host.
 
 mod render;
+mod restarts;
 mod skipped;
 #[cfg(test)]
 mod tests;
@@ -18,6 +21,7 @@ use std::sync::Arc;
 
 pub use crate::contract::{Action, Change, Effect, FieldChange};
 pub use render::{render_json, render_skipped_text, render_text};
+pub use restarts::{DependentRestart, Hold, dependent_restarts};
 pub use skipped::{SkipReason, Skipped};
 
 use crate::contract::{DriverError, Drivers, PlanContext};
@@ -32,6 +36,10 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// What apply leaves alone on purpose, with why.
     pub skipped: Vec<Skipped>,
+    /// Running dependents of disruptive changes: stopped before them and started again
+    /// after, or kept running (their driver cannot stop them), with why. In dependency
+    /// order.
+    pub restarts: Vec<DependentRestart>,
 }
 
 /// Counts of changes by action.
@@ -60,6 +68,21 @@ impl Plan {
         self.changes
             .iter()
             .all(|c| !matches!(c.action, Action::Conflict | Action::Unsupported))
+    }
+
+    /// Drops the causes that are no longer among [`Plan::changes`] (left out by
+    /// `--target` or the prune rules), and the dependents left without a cause.
+    pub fn settle_restarts(&mut self) {
+        let changing: BTreeMap<&ResourceId, &Change> = self
+            .changes
+            .iter()
+            .filter(|c| c.is_disruptive())
+            .map(|c| (&c.id, c))
+            .collect();
+        for restart in &mut self.restarts {
+            restart.causes.retain(|(id, _)| changing.contains_key(id));
+        }
+        self.restarts.retain(|r| !r.causes.is_empty());
     }
 
     pub fn summary(&self) -> Summary {
@@ -131,10 +154,12 @@ pub async fn make_plan(
     let mut deletes: Vec<Change> = changes.into_values().collect();
     deletes.sort_by(|a, b| b.id.kind.cmp(&a.id.kind).then(a.id.name.cmp(&b.id.name)));
     ordered.extend(deletes);
+    let restarts = dependent_restarts(&ordered, &revision.graph, drivers);
     Ok(Plan {
         revision: revision.id.clone(),
         host: host.to_owned(),
         changes: ordered,
         skipped: Vec::new(),
+        restarts,
     })
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use super::{Action, Change, Plan, SkipReason, Skipped};
+use super::{Action, Change, Hold, Plan, SkipReason, Skipped};
 
 struct Palette {
     enabled: bool,
@@ -83,8 +83,31 @@ pub fn render_text(plan: &Plan, color: bool, verbose: bool) -> String {
         }
         out.push_str(".\n");
     }
+    render_restarts(&mut out, plan, &palette);
     render_skipped(&mut out, plan, &palette);
     out
+}
+
+/// The running dependents of disruptive changes: restarted (`↻`) or kept running (`!`),
+/// each with why.
+fn render_restarts(out: &mut String, plan: &Plan, palette: &Palette) {
+    if plan.restarts.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nDependents of disruptive changes: {} to stop and start again, {} kept running:",
+        plan.restarts.iter().filter(|r| r.restarts()).count(),
+        plan.restarts.iter().filter(|r| !r.restarts()).count(),
+    );
+    for restart in &plan.restarts {
+        let symbol = match restart.hold {
+            Hold::Restart => palette.paint("36", "  ↻"),
+            Hold::KeepsRunning(_) => palette.paint("1;33", "  !"),
+        };
+        let _ = writeln!(out, "{symbol} {}", restart.id);
+        let _ = writeln!(out, "      # {}", restart.reason());
+    }
 }
 
 /// Only what [`render_text`] says about the changes left out (for `apply`'s report).
@@ -201,11 +224,29 @@ pub fn render_json(plan: &Plan) -> Value {
             object
         })
         .collect();
+    let restarts: Vec<Value> = plan
+        .restarts
+        .iter()
+        .map(|r| {
+            json!({
+                "kind": r.id.kind,
+                "name": r.id.name,
+                "restart": r.restarts(),
+                "because": r.causes.iter().map(|(id, action)| json!({
+                    "kind": id.kind,
+                    "name": id.name,
+                    "action": action,
+                })).collect::<Vec<_>>(),
+                "reason": r.reason(),
+            })
+        })
+        .collect();
     json!({
         "revision": plan.revision,
         "host": plan.host,
         "changes": changes,
         "skipped": skipped,
+        "restarts": restarts,
         "summary": plan.summary(),
     })
 }
@@ -245,6 +286,7 @@ mod tests {
                     declared_by: "/srv/a".into(),
                 },
             }],
+            restarts: Vec::new(),
         }
     }
 

@@ -71,3 +71,35 @@ async fn drivers_see_the_whole_revision_and_the_owned_set() {
     assert!(matches!(&found.spec, Spec::Volume(v) if v.volume_group == "vg0"));
     assert_eq!(context.declared_of(Kind::Bridge).count(), 1);
 }
+
+#[test]
+fn a_restart_keeps_only_the_causes_the_plan_still_carries_out() {
+    use super::{DependentRestart, Hold, Plan, SkipReason, Skipped};
+    let id = |text: &str| -> ResourceId { text.parse().expect("id") };
+    let replace = |text: &str| Change::new(id(text), Action::Replace);
+    let restart = |causes: &[&str]| DependentRestart {
+        id: id("VirtualMachine/vm1"),
+        causes: causes
+            .iter()
+            .map(|cause| (id(cause), Action::Replace))
+            .collect(),
+        hold: Hold::Restart,
+    };
+    let mut plan = Plan {
+        revision: "r".into(),
+        host: "h".into(),
+        changes: vec![replace("Bridge/br0")],
+        // `--target` left the volume's replace out.
+        skipped: vec![Skipped {
+            change: replace("Volume/data"),
+            reason: SkipReason::OutsideTarget,
+        }],
+        restarts: vec![restart(&["Bridge/br0", "Volume/data"])],
+    };
+    plan.settle_restarts();
+    assert_eq!(plan.restarts, [restart(&["Bridge/br0"])]);
+
+    plan.changes.clear();
+    plan.settle_restarts();
+    assert!(plan.restarts.is_empty(), "{:?}", plan.restarts);
+}

@@ -112,11 +112,15 @@ impl Reconciler {
         source: &Source,
         options: &PlanOptions,
     ) -> Result<Plan, ReconcileError> {
-        let store = ReadOnlyStore::open(&self.options.state_dir)?;
-        let ownership = Ownership {
-            owned: store.owned()?,
-            revisions: store.revisions()?,
-        };
+        let store = ReadOnlyStore::open_async(&self.options.state_dir).await?;
+        let ownership = store
+            .run_blocking("read ownership", |store| {
+                Ok(Ownership {
+                    owned: store.owned()?,
+                    revisions: store.revisions()?,
+                })
+            })
+            .await?;
         self.scoped_plan(revision, source, options, &ownership)
             .await
     }
@@ -130,15 +134,19 @@ impl Reconciler {
         progress: Progress,
         cancel: CancelToken,
     ) -> Result<ApplyOutcome, ReconcileError> {
-        let store = Store::open(&self.options.state_dir)?;
-        let ownership = Ownership {
-            owned: store.owned()?,
-            revisions: store.revisions()?,
-        };
+        let store = Store::open_async(&self.options.state_dir).await?;
+        let ownership = store
+            .run_blocking("read ownership", |store| {
+                Ok(Ownership {
+                    owned: store.owned()?,
+                    revisions: store.revisions()?,
+                })
+            })
+            .await?;
         let plan = self
             .scoped_plan(revision, source, options, &ownership)
             .await?;
-        execute::record_intents(&store, &plan)?;
+        execute::record_intents_async(&store, &plan).await?;
         let mut report = execute::execute_with(
             &plan,
             &revision.graph,
@@ -149,12 +157,15 @@ impl Reconciler {
         )
         .await;
         if plan.changes.iter().any(|c| c.action.is_change()) {
-            let context = PlanContext::new(store.owned()?.into_keys());
+            let owned = store
+                .run_blocking("read owned records", Store::owned)
+                .await?;
+            let context = PlanContext::new(owned.into_keys());
             let again =
                 plan::make_plan(revision, &self.options.host, &self.drivers, &context).await;
             verify(&mut report, again);
         }
-        execute::record_report(&store, &report, &self.drivers.kinds(), source.id())?;
+        execute::record_report_async(&store, &report, &self.drivers.kinds(), source.id()).await?;
         Ok(ApplyOutcome { plan, report })
     }
 

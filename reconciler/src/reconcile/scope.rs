@@ -15,6 +15,9 @@
 //! 4. `held` (the controller's retry policy): a change to a held resource, or to one that
 //!    depends on a held resource (transitively), is left out as
 //!    [`SkipReason::Deferred`]; a held resource that needs no change is not held.
+//! 5. Dependents' restarts whose disruptive change was left out are dropped: a running
+//!    object is stopped only for a change that is carried out. One whose own change was
+//!    left out still restarts for a cause that is kept (the cause needs it stopped).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -144,6 +147,7 @@ pub fn scope(
     kept.sort_by_key(|c| c.action == Action::Delete);
     plan.changes = kept;
     plan.skipped = skipped;
+    plan.settle_restarts();
     Ok(plan)
 }
 
@@ -220,6 +224,7 @@ mod tests {
                 .map(|(name, action)| Change::new(id(name), *action))
                 .collect(),
             skipped: Vec::new(),
+            restarts: Vec::new(),
         }
     }
 

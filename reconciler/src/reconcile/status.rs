@@ -142,6 +142,10 @@ pub struct HostView {
 /// Everything `status` shows.
 #[derive(Debug, Clone)]
 pub struct StatusReport {
+    /// Why the store file is shown as empty: it is damaged (see
+    /// [`ReadOnlyStore::damage`]); the next apply moves it aside. `None` when it was read
+    /// or does not exist.
+    pub damage: Option<String>,
     pub last: Option<RevisionRecord>,
     pub statuses: BTreeMap<ResourceId, ResourceStatus>,
     pub events: Vec<Event>,
@@ -152,17 +156,26 @@ pub struct StatusReport {
 impl Reconciler {
     /// The store's view and, unless `offline`, the host's. Never writes the store.
     pub async fn status(&self, offline: bool) -> Result<StatusReport, ReconcileError> {
-        let store = ReadOnlyStore::open(&self.options.state_dir)?;
-        let last = store.last_revision()?;
-        let statuses = store.statuses()?;
-        let events = store.events(RECENT_EVENTS)?;
+        let store = ReadOnlyStore::open_async(&self.options.state_dir).await?;
+        let damage = store.damage().map(str::to_owned);
+        let (last, statuses, events, owned) = store
+            .run_blocking("read status", |store| {
+                Ok((
+                    store.last_revision()?,
+                    store.statuses()?,
+                    store.events(RECENT_EVENTS)?,
+                    store.owned()?,
+                ))
+            })
+            .await?;
         let host = if offline {
             None
         } else {
-            let context = PlanContext::new(store.owned()?.into_keys());
+            let context = PlanContext::new(owned.into_keys());
             Some(self.observe(last.as_ref(), &context).await?)
         };
         Ok(StatusReport {
+            damage,
             last,
             statuses,
             events,
@@ -177,7 +190,7 @@ impl Reconciler {
     ) -> Result<HostView, ReconcileError> {
         let revision = match last {
             None => Err("no revision has been applied yet".to_owned()),
-            Some(last) => self.reload(last),
+            Some(last) => self.reload(last).await,
         };
         match revision {
             Ok(revision) => {
@@ -223,9 +236,9 @@ impl Reconciler {
         }
     }
 
-    /// The last applied revision, loaded again from its recorded source, if it still loads
-    /// to the same revision; otherwise why not.
-    fn reload(&self, last: &RevisionRecord) -> Result<Arc<Revision>, String> {
+    /// The last applied revision, loaded again from its recorded source (reading files:
+    /// on a blocking thread), if it still loads to the same revision; otherwise why not.
+    async fn reload(&self, last: &RevisionRecord) -> Result<Arc<Revision>, String> {
         let Some(source) = Source::from_recorded(&last.source) else {
             return Err(if last.source.is_empty() {
                 "the store does not record where the last revision came from".to_owned()
@@ -237,7 +250,12 @@ impl Reconciler {
             });
         };
         let shown = source.id().replace('\n', " ");
-        match self.load(&source) {
+        let host = self.options.host.clone();
+        let reading = source.clone();
+        let loaded = tokio::task::spawn_blocking(move || super::load(&reading, &host))
+            .await
+            .map_err(|err| format!("reading the manifests at {shown} did not finish: {err}"))?;
+        match loaded {
             Ok(revision) if revision.id == last.id => Ok(Arc::new(revision)),
             Ok(revision) => Err(format!(
                 "the manifests at {shown} changed since revision {} was applied (they are now {}); \

@@ -100,6 +100,7 @@ mod tests {
     fn report(steps: &[(&str, Action, ResultKind)]) -> Report {
         Report {
             revision: "r".into(),
+            restarts: Vec::new(),
             seconds: 0.0,
             results: steps
                 .iter()
@@ -116,6 +117,7 @@ mod tests {
             host: "h".into(),
             changes,
             skipped: Vec::new(),
+            restarts: Vec::new(),
         }
     }
 

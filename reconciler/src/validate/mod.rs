@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use globset::Glob;
 
-use crate::load::{Declaration, Diagnostic, LoadedResource};
+use crate::manifest::{Declaration, Diagnostic, LoadedResource};
 use crate::model::ResourceId;
 
 /// Whether a resource with `metadata.host` = `selector` applies on `host`. No selector: every

@@ -2,7 +2,7 @@
 //! LVM names, MTU range), one-of fields, addresses the kernel refuses or merges, and the
 //! `gitvisor.dev/` annotations.
 
-use crate::load::{Diagnostic, LoadedResource};
+use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::{ADOPT_ANNOTATION, IFNAME_MAX, RESERVED_IFNAMES, Spec, unicast_problem};
 
 /// The annotation prefix gitvisor owns: every key under it must be one it knows.
@@ -183,7 +183,7 @@ fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             continue;
         }
         let mut field = String::from("metadata.annotations");
-        crate::load::render_key(&mut field, key);
+        crate::manifest::render_key(&mut field, key);
         if !KNOWN_ANNOTATIONS.contains(&key.as_str()) {
             diagnostics.push(item.key_diagnostic(
                 &field,

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::place;
-use crate::load::{Diagnostic, LoadedResource};
+use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::{Kind, MacAddress, Spec};
 
 /// A declaration of something unique: the resource and the field it is written at.

@@ -111,7 +111,7 @@ pub fn locate(tree: &Tree, path: &str, key: bool) -> Position {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::tree::parse;
+    use crate::manifest::tree::parse;
 
     const DOC: &str = "\
 apiVersion: v
