@@ -300,7 +300,17 @@ async fn remove_leftovers(run: &Run<'_>, snapshot: &VmSnapshot) -> Result<(), Vm
     Ok(())
 }
 
-async fn bridge_index(run: &Run<'_>, nic: usize, bridge: &str) -> Result<u32, VmError> {
+/// The bridge's index: as the plan saw it, or read now when the plan did not see the
+/// bridge (it is created by this same run).
+async fn bridge_index(
+    run: &Run<'_>,
+    observed: &ObservedVm,
+    nic: usize,
+    bridge: &str,
+) -> Result<u32, VmError> {
+    if let Some(index) = observed.bridges.get(bridge) {
+        return Ok(*index);
+    }
     match run
         .send(VmRequest::FindLink {
             name: bridge.to_owned(),
@@ -320,7 +330,7 @@ async fn fix_taps(run: &Run<'_>, fixes: &[TapFix], observed: &ObservedVm) -> Res
     for fix in fixes {
         match fix {
             TapFix::Create { nic, bridge } => {
-                let master = bridge_index(run, *nic, bridge).await?;
+                let master = bridge_index(run, observed, *nic, bridge).await?;
                 let answer = run
                     .send(VmRequest::CreateTap {
                         name: temporary_tap_name(run.vm, *nic),
@@ -351,10 +361,7 @@ async fn fix_taps(run: &Run<'_>, fixes: &[TapFix], observed: &ObservedVm) -> Res
                 enslave,
                 up,
             } => {
-                let master = match observed.bridges.get(bridge) {
-                    Some(index) if !enslave => *index,
-                    _ => bridge_index(run, *nic, bridge).await?,
-                };
+                let master = bridge_index(run, observed, *nic, bridge).await?;
                 attach(run, *index, master, *enslave, *up).await?;
             }
         }

@@ -161,10 +161,12 @@ impl Drift {
                 }
             }
         }
+        // Marked for this VM but not one of its declared NICs' taps (a NIC removed, or a
+        // tap renamed by hand): removed.
         drift.surplus_taps = observed
             .taps
             .iter()
-            .filter(|tap| tap.nic >= desired.networks.len())
+            .filter(|tap| observed.tap(tap.nic) != Some(*tap) || tap.nic >= desired.networks.len())
             .cloned()
             .collect();
         Ok(drift)

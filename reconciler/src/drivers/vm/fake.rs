@@ -210,14 +210,14 @@ impl State {
                 self.dirs.insert(
                     vm,
                     FakeDir {
-                        record: RecordRead::Present(record),
+                        record: RecordRead::Present(Box::new(record)),
                         files: BTreeMap::new(),
                         process: None,
                     },
                 );
             }
             VmRequest::WriteRecord { vm, record } => {
-                self.dir_mut(&vm)?.record = RecordRead::Present(record);
+                self.dir_mut(&vm)?.record = RecordRead::Present(Box::new(record));
             }
             VmRequest::RemoveRunDir { dir } => {
                 self.dirs.remove(&dir);

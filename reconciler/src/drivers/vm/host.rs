@@ -391,7 +391,7 @@ fn read_run_dirs(root: &Path) -> Result<Vec<RunDir>, HostError> {
         let paths = RunPaths::new(root, &name);
         let record = match std::fs::read(paths.record()) {
             Ok(bytes) => match RunRecord::parse(&bytes) {
-                Ok(record) => RecordRead::Present(record),
+                Ok(record) => RecordRead::Present(Box::new(record)),
                 Err(why) => RecordRead::Foreign(why),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RecordRead::Missing,
@@ -472,7 +472,7 @@ mod tests {
         let dirs = read_run_dirs(&vm_root).unwrap();
         assert_eq!(dirs.len(), 2);
         assert_eq!(dirs[1].name, "vm1");
-        assert_eq!(dirs[1].record, RecordRead::Present(record("vm1")));
+        assert_eq!(dirs[1].record, RecordRead::Present(Box::new(record("vm1"))));
         assert_eq!(
             dirs[1].process, None,
             "a pid that does not run is no process"

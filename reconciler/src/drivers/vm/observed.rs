@@ -140,8 +140,11 @@ impl ObservedVm {
             .unwrap_or(Runtime::Stopped)
     }
 
+    /// NIC `nic`'s tap: marked for it and under the name QEMU opens.
     pub fn tap(&self, nic: usize) -> Option<&ObservedTap> {
-        self.taps.iter().find(|tap| tap.nic == nic)
+        self.taps
+            .iter()
+            .find(|tap| tap.nic == nic && tap.name == super::nic::tap_name(&self.name, nic))
     }
 
     /// Whether there is anything of this VM on the host at all.
@@ -189,12 +192,14 @@ impl HostVms {
         let mut taps = Vec::new();
         let mut leftover_taps = Vec::new();
         for link in &self.links {
-            if let Some((vm, nic)) = link.alias.as_deref().and_then(parse_alias)
+            // A temporary name first: a tap marked there but not yet renamed is a
+            // leftover, not the tap QEMU will open by its final name.
+            if let Some(nic) = is_temporary_tap_of(&link.name, name) {
+                leftover_taps.push(ObservedTap::of(link, nic));
+            } else if let Some((vm, nic)) = link.alias.as_deref().and_then(parse_alias)
                 && vm == name
             {
                 taps.push(ObservedTap::of(link, nic));
-            } else if let Some(nic) = is_temporary_tap_of(&link.name, name) {
-                leftover_taps.push(ObservedTap::of(link, nic));
             }
         }
         taps.sort_by_key(|tap| tap.nic);

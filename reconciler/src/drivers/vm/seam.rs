@@ -51,7 +51,7 @@ pub struct RunDir {
 /// The record file of a run dir.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordRead {
-    Present(RunRecord),
+    Present(Box<RunRecord>),
     Missing,
     /// There is a file, but not gitvisor's record (or not readable): why.
     Foreign(String),

@@ -49,7 +49,9 @@ pub fn seed_files(vm: &str, cloud: &CloudInit) -> Vec<(&'static str, String)> {
 pub fn seed_image(vm: &str, cloud: &CloudInit) -> Result<Vec<u8>, SeedError> {
     let files = seed_files(vm, cloud);
     let content: usize = files.iter().map(|(_, text)| text.len()).sum();
-    let size = (MIN_IMAGE + content * 2).next_multiple_of(1 << 20);
+    let size = MIN_IMAGE
+        .max(content * 2 + (256 << 10))
+        .next_multiple_of(1 << 20);
     build(&files, size).map_err(|cause| SeedError { cause })
 }
 

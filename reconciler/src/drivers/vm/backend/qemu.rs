@@ -231,7 +231,7 @@ mod tests {
         let argv = QemuBackend::default().command_line(&launch(
             "cpus: 2\nmemory: 512MiB\naccel: tcg\n\
              boot: {kernel: /boot/vmlinuz, initrd: /boot/initrd, cmdline: console=ttyS0 quiet}\n\
-             disks: [{path: /images/a,b.img}]\n\
+             disks: [{path: \"/images/a,b.img\"}]\n\
              networks: [{bridge: br0, mac: \"52:54:00:00:00:01\"}]\n\
              cloudInit: {userData: x}",
             &HostFacts::default(),
