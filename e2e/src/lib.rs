@@ -66,6 +66,8 @@
 //! on the CI machine, and creating the next namespace waits for it, so the test binary
 //! that runs after `crash.rs` (200 bridges) starts a few seconds late.
 
+pub mod vms;
+
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt;
@@ -483,6 +485,11 @@ impl TestEnv {
 
     pub fn state_dir(&self) -> &Path {
         self.state_dir.path()
+    }
+
+    /// The `--run-dir` gitvisor runs with (VM run dirs live below it).
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir.path()
     }
 
     /// Throws the state store away and starts with an empty state dir: a "lost store".

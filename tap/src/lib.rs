@@ -131,9 +131,9 @@ fn ifreq(name: &str, flags: libc::c_int) -> Result<libc::ifreq, TapError> {
     for (slot, byte) in ifr_name.iter_mut().zip(name.bytes()) {
         *slot = byte as libc::c_char;
     }
-    let flags = libc::c_short::try_from(flags).map_err(|_| TapError::InvalidName {
-        name: name.to_owned(),
-    })?;
+    // `ifr_flags` is a C `short`; IFF_TUN_EXCL (0x8000) is its sign bit, so the flags
+    // are reinterpreted as the kernel reads them, not range-checked.
+    let flags = flags as u16 as libc::c_short;
     Ok(libc::ifreq {
         ifr_name,
         ifr_ifru: libc::__c_anonymous_ifr_ifru { ifru_flags: flags },
@@ -177,5 +177,8 @@ mod tests {
             [116, 97, 112, 48].map(|b| b as libc::c_char)
         );
         assert_eq!(request.ifr_name[4], 0);
+        // SAFETY: the union was built with `ifru_flags`; reading it back reads that field.
+        let flags = unsafe { request.ifr_ifru.ifru_flags };
+        assert_eq!(flags as u16, 0x9002, "IFF_TUN_EXCL | IFF_NO_PI | IFF_TAP");
     }
 }

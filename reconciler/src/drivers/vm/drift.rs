@@ -24,6 +24,9 @@ use super::observed::{ObservedTap, ObservedVm, Runtime};
 use crate::contract::{Effect, FieldChange, FieldValueError};
 use crate::model::{VirtualMachineSpec, VmState};
 
+/// Monitor statuses of a guest that will not run again by itself.
+const DEAD_STATUSES: [&str; 3] = ["shutdown", "guest-panicked", "internal-error"];
+
 /// One tap that must change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TapFix {
@@ -117,7 +120,11 @@ impl Drift {
             }
         }
         drift.state = state_change(&runtime, desired.state);
+        // A guest that is over (powered off with the process kept, panicked, or stopped by
+        // an emulation error) is relaunched; transient states (migration, an I/O error
+        // pause waiting for the disk) are left alone.
         if let Runtime::Other(status) = &runtime
+            && DEAD_STATUSES.contains(&status.as_str())
             && desired.state != VmState::Stopped
         {
             drift.relaunch.push(FieldChange::new(

@@ -131,7 +131,7 @@ impl RealHost {
             FailureClass::NeedsUser
         };
         Err(HostError::new(
-            format!("{program} exited with {}: {message}", output.status),
+            format!("{program} failed ({}): {message}", output.status),
             class,
         ))
     }

@@ -150,7 +150,8 @@ pub fn status_of(answer: &Value) -> Result<GuestStatus, MonitorError> {
         .ok_or_else(|| protocol("query-status", &format!("no status in {answer}")))?;
     Ok(match status {
         "running" => GuestStatus::Running,
-        "paused" => GuestStatus::Paused,
+        // `prelaunch`: started with -S and never resumed.
+        "paused" | "prelaunch" => GuestStatus::Paused,
         other => GuestStatus::Other(other.to_owned()),
     })
 }
@@ -217,6 +218,19 @@ mod tests {
         let asked = server.await.unwrap();
         assert_eq!(asked[0], json!({"execute": "qmp_capabilities"}));
         assert_eq!(asked[1], json!({"execute": "query-status"}));
+    }
+
+    #[test]
+    fn a_guest_started_with_dash_s_is_paused() {
+        for (status, expected) in [
+            ("running", GuestStatus::Running),
+            ("paused", GuestStatus::Paused),
+            ("prelaunch", GuestStatus::Paused),
+            ("shutdown", GuestStatus::Other("shutdown".into())),
+        ] {
+            assert_eq!(status_of(&json!({"status": status})).unwrap(), expected);
+        }
+        assert!(status_of(&json!({})).is_err());
     }
 
     #[tokio::test]
