@@ -16,7 +16,8 @@
 //! - `GV-PING-OK` (or `GV-PING-FAIL`) after pinging `gv.ping=` from `gv.ip=` (both on the
 //!   kernel command line) on `eth0`;
 //! - then `GV-TICK <n> <uptime>` every second, forever: a paused guest prints none, and
-//!   the uptime shows the guest's clock.
+//!   the uptime shows the guest's clock;
+//! - `GV-ECHO <line>` for every line typed on its console.
 //!
 //! The guest ignores the ACPI power button (no acpid), so `state: Stopped` exercises the
 //! hard stop after `shutdownTimeout`.
@@ -75,6 +76,8 @@ if [ -n "$(arg gv.ip)" ]; then
     done
     echo $result
 fi
+# What arrives on the console (`gitvisor console`) is echoed back, marked.
+(while read -r line; do echo "GV-ECHO $line"; done) </dev/console &
 n=0
 while true; do
     n=$((n + 1))

@@ -8,6 +8,7 @@
 
 mod apply;
 mod args;
+mod console;
 mod doctor;
 mod errors;
 pub mod output;
@@ -214,6 +215,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Console { name } => console::run(global, &name),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "gitvisor", &mut script);

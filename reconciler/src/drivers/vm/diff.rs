@@ -23,7 +23,8 @@ use super::launch::Launch;
 use super::observed::{HostVms, ObservedVm};
 use super::seam::RecordRead;
 use crate::contract::{
-    Action, Change, Evidence, FieldValueError, Leftover, Marker, Ownership, PlanContext, Prune,
+    Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
+    PlanContext, Prune,
 };
 use crate::model::{Hypervisor, Kind, Name, Resource, ResourceId, VirtualMachineSpec, VmState};
 
@@ -120,7 +121,7 @@ pub fn declared(
         if spec.state == VmState::Stopped {
             notes.push("created stopped: run dir and taps only, no process".to_owned());
         }
-        return Ok(with(Action::Create, notes));
+        return Ok(with(Action::Create, notes).with_fields(creation_fields(spec)?));
     };
     let marker = observed.marker();
     let ownership = Evidence::new(marker.clone(), recorded)
@@ -176,6 +177,39 @@ pub fn declared(
         ));
     }
     Ok(with(Action::Update, notes).with_fields(drift.fields()))
+}
+
+/// What a create sets, for the plan: the fields people check before a VM starts.
+fn creation_fields(spec: &VirtualMachineSpec) -> Result<Vec<FieldChange>, FieldValueError> {
+    let null = serde_json::Value::Null;
+    let mut fields = vec![
+        FieldChange::new("cpus", null.clone(), spec.cpus, Effect::Hot),
+        FieldChange::serialized("memory", &null, spec.memory, Effect::Hot)?,
+        FieldChange::serialized("boot", &null, &spec.boot, Effect::Hot)?,
+    ];
+    if !spec.disks.is_empty() {
+        fields.push(FieldChange::serialized(
+            "disks",
+            &null,
+            &spec.disks,
+            Effect::Hot,
+        )?);
+    }
+    if !spec.networks.is_empty() {
+        fields.push(FieldChange::serialized(
+            "networks",
+            &null,
+            &spec.networks,
+            Effect::Hot,
+        )?);
+    }
+    fields.push(FieldChange::new(
+        "state",
+        null,
+        spec.state.as_str(),
+        Effect::Hot,
+    ));
+    Ok(fields)
 }
 
 /// How long a graceful shutdown of `spec` may take.

@@ -120,6 +120,19 @@ impl Drift {
             }
         }
         drift.state = state_change(&runtime, desired.state);
+        if drift.state.is_none()
+            && let Some(record) = observed.dir.as_ref().and_then(|dir| dir.record())
+            && record.spec.state != desired.state
+        {
+            // The process already is as declared (a guest that ended on its own is now
+            // declared Stopped): only the record changes.
+            drift.record_fields.push(FieldChange::new(
+                "state",
+                record.spec.state.as_str(),
+                desired.state.as_str(),
+                Effect::Hot,
+            ));
+        }
         // A guest that is over (powered off with the process kept, panicked, or stopped by
         // an emulation error) is relaunched; transient states (migration, an I/O error
         // pause waiting for the disk) are left alone.

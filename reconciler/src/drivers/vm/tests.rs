@@ -313,6 +313,16 @@ async fn a_guest_that_died_is_reported_and_started_again() {
     apply(&driver, &change).await.unwrap();
     assert_eq!(fake.dir("web").unwrap().process.unwrap().pid, 1001);
     converge(&driver, &web("")).await;
+    // Declared Stopped after it ended on its own: only the record changes, and says so.
+    fake.end_process("web");
+    let change = plan_one(&driver, &web("state: Stopped"), &owning(&["web"])).await;
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(change.fields.len(), 1, "{:?}", change.fields);
+    assert_eq!(
+        (change.fields[0].path.as_str(), change.fields[0].effect),
+        ("state", Effect::Hot)
+    );
+    converge(&driver, &web("state: Stopped")).await;
 }
 
 #[tokio::test]
