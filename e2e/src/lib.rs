@@ -60,6 +60,8 @@
 //! - `crash.rs`: `apply` killed with SIGKILL part-way (timed by `ip monitor link`), the
 //!   next `apply` converges exactly.
 //! - `graph.rs`: `graph --format dot|mermaid` edges of examples/homelab (no root needed).
+//! - `vms.rs`: VirtualMachines under QEMU TCG (guest built by [`vms`]): lifecycle with a
+//!   kill -9 mid-create, console, pause, restart, forced stop, prune; firmware boot.
 //!
 //! Run with `cargo build -p gitvisor && cargo test -p gitvisor-e2e`. One thing to know
 //! about timing: the kernel tears a namespace down asynchronously, ~15-25 ms per bridge

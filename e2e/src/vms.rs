@@ -298,8 +298,16 @@ fn build_guest_image() -> Result<GuestImage, String> {
     cpio.file("etc/modules", 0o644, list.as_bytes());
     let dir = workspace_root().join("target").join("e2e-vm");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let initrd = dir.join(format!("initramfs-{}.cpio", std::process::id()));
-    std::fs::write(&initrd, cpio.finish()).map_err(|e| format!("{}: {e}", initrd.display()))?;
+    // One file per kernel, replaced atomically: test processes running at once each
+    // write their own copy and rename it into place, and nothing piles up.
+    let version = modules_dir
+        .file_name()
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let initrd = dir.join(format!("initramfs-{version}.cpio"));
+    let partial = dir.join(format!(".initramfs-{version}.{}", std::process::id()));
+    std::fs::write(&partial, cpio.finish()).map_err(|e| format!("{}: {e}", partial.display()))?;
+    std::fs::rename(&partial, &initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
     Ok(GuestImage { kernel, initrd })
 }
 

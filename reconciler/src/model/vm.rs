@@ -209,7 +209,8 @@ impl VirtualMachineSpec {
     /// Rules about this spec on its own that the schema cannot say, as
     /// `(field path, message)`: every path that reaches QEMU's command line is absolute
     /// and printable (no NUL, no control characters), a kernel command line is one line,
-    /// device counts are bounded, MAC addresses are unique within the VM.
+    /// device counts are bounded. (MAC addresses are checked across the revision by
+    /// the validator's uniqueness rules.)
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         let mut path = |field: String, value: &Option<String>| {
@@ -247,16 +248,6 @@ impl VirtualMachineSpec {
                 ));
             }
         }
-        for (i, nic) in self.networks.iter().enumerate() {
-            if let Some(mac) = nic.mac
-                && let Some(first) = self.networks[..i].iter().position(|n| n.mac == Some(mac))
-            {
-                problems.push((
-                    format!("spec.networks[{i}].mac"),
-                    format!("{mac} is already the MAC address of spec.networks[{first}]; each interface needs its own"),
-                ));
-            }
-        }
         if self
             .disks
             .iter()
@@ -291,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_must_be_absolute_and_printable_and_macs_unique() {
+    fn paths_must_be_absolute_and_printable() {
         let vm = spec(
             "memory: 256MiB\nboot: {kernel: vmlinuz, cmdline: \"a\\nb\"}\n\
              disks: [{path: \"/x\\u0001\"}, {volume: data, format: qcow2}]\n\
@@ -304,7 +295,6 @@ mod tests {
                 "spec.boot.kernel",
                 "spec.disks[0].path",
                 "spec.boot.cmdline",
-                "spec.networks[1].mac",
                 "spec.disks"
             ]
         );
