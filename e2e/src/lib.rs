@@ -69,6 +69,8 @@
 //! - `controller.rs`: `gitvisor run` ([`controller`] helpers): the watch, git polling,
 //!   drift at resync, rejected revisions, SIGTERM, `NOTIFY_SOCKET`, the API, metrics,
 //!   signed commits, the unit file and flake.nix.
+//! - `vms.rs`: VirtualMachines under QEMU TCG (guest built by [`vms`]): lifecycle with a
+//!   kill -9 mid-create, console, pause, restart, forced stop, prune; firmware boot.
 //!
 //! A driver's tests go in `e2e/tests/<kind>.rs`; what they need from the host beyond
 //! links (LVM inside a throwaway guest, runc state, a QEMU monitor) goes in a module of
@@ -89,6 +91,7 @@ mod netns;
 mod output;
 mod process;
 mod report;
+pub mod vms;
 
 pub use bridges::{DeclaredBridge, QUICKSTART_FILE, declared_bridges};
 pub use env::{TEST_HOST, TestEnv, gitvisor_offline};

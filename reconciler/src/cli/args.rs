@@ -224,6 +224,16 @@ pub enum Command {
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+    /// Attach to a VM's serial console (its socket under the run dir).
+    ///
+    /// Detach with Ctrl-] (the byte 0x1d). With a terminal, it is put in raw mode so keys
+    /// reach the guest as typed; with piped input, the input is sent and the guest's
+    /// output printed until the console closes or gitvisor is interrupted.
+    Console {
+        /// The VirtualMachine's name.
+        #[arg(value_parser = parse_name)]
+        name: Name,
+    },
 }
 
 impl Command {
@@ -240,6 +250,7 @@ impl Command {
             Command::Graph { .. }
             | Command::Schema { .. }
             | Command::Completions { .. }
+            | Command::Console { .. }
             | Command::Run(_) => OutputFormat::Text,
         }
     }
@@ -333,6 +344,11 @@ fn parse_kind(text: &str) -> Result<Kind, String> {
                 "unknown kind {text:?}: expected one of Bridge, Volume, Container, VirtualMachine"
             )
         })
+}
+
+/// A resource name.
+fn parse_name(text: &str) -> Result<Name, String> {
+    Name::parse(text)
 }
 
 /// `KIND/NAME`, the kind in any case.

@@ -8,6 +8,7 @@
 
 mod apply;
 mod args;
+mod console;
 mod controller;
 mod doctor;
 mod errors;
@@ -241,6 +242,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Console { name } => console::run(global, &name),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "gitvisor", &mut script);

@@ -25,7 +25,8 @@ pub use net::{Cidr, MacAddress, unicast_problem};
 pub use quantity::{ByteSize, Duration};
 pub use resource::{Document, Origin, Reference, Resource, Spec};
 pub use vm::{
-    Accel, Boot, CloudInit, Console, Disk, Firmware, Hypervisor, Nic, VirtualMachineSpec,
+    Accel, Boot, CloudInit, Console, Disk, DiskFormat, Firmware, Graphics, Hypervisor,
+    MAX_VM_DEVICES, Nic, VirtualMachineSpec, VmState,
 };
 pub use volume::{Filesystem, ReclaimPolicy, VolumeSpec};
 pub use workload::RunState;

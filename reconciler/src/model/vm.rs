@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Duration, MacAddress, Name, RunState};
+use super::{ByteSize, Duration, MacAddress, Name};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -26,8 +26,17 @@ pub struct VirtualMachineSpec {
     pub cloud_init: Option<CloudInit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<Console>,
+    /// An ISO image attached as a CD-ROM (install media), on the q35 AHCI controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdrom: Option<String>,
+    /// A screen for installers that need one: `vnc` serves it on a unix socket under the
+    /// VM's run dir. Default `none`.
+    #[serde(default, skip_serializing_if = "Graphics::is_none")]
+    pub graphics: Graphics,
+    /// `Running`, `Stopped` (ACPI powerdown, then a hard stop after `shutdownTimeout`) or
+    /// `Paused` (the guest's vCPUs and clock stand still, its memory stays).
     #[serde(default)]
-    pub state: RunState,
+    pub state: VmState,
     /// Hardware acceleration (qemu): `auto` uses KVM when `/dev/kvm` works, else TCG.
     #[serde(default)]
     pub accel: Accel,
@@ -89,6 +98,74 @@ pub struct Disk {
     pub path: Option<String>,
     #[serde(default)]
     pub read_only: bool,
+    /// The image format of a `path` disk. Default: `qcow2` when the path ends in
+    /// `.qcow2`, else `raw`; never guessed from the content (a guest could write a
+    /// qcow2 header into a raw disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DiskFormat>,
+}
+
+impl Disk {
+    /// The format QEMU opens the disk with: declared, else from a `path`'s extension;
+    /// a Volume's device is raw.
+    pub fn effective_format(&self) -> DiskFormat {
+        match (self.format, &self.path) {
+            (Some(format), _) => format,
+            (None, Some(path)) if path.ends_with(".qcow2") => DiskFormat::Qcow2,
+            _ => DiskFormat::Raw,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// The desired run state of a virtual machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum VmState {
+    #[default]
+    Running,
+    Stopped,
+    /// Frozen in memory: vCPUs stopped, as `virsh suspend` does.
+    Paused,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Running => "Running",
+            VmState::Stopped => "Stopped",
+            VmState::Paused => "Paused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Graphics {
+    #[default]
+    None,
+    /// VNC on a unix socket under the VM's run dir (`vnc.sock`).
+    Vnc,
+}
+
+impl Graphics {
+    pub fn is_none(&self) -> bool {
+        *self == Graphics::None
+    }
 }
 
 /// A network interface: a tap device enslaved to a managed Bridge.
@@ -122,4 +199,118 @@ pub struct Console {
     /// Expose an attachable socket (default true).
     #[serde(default = "super::bridge::default_true")]
     pub socket: bool,
+}
+
+/// The most disks and network interfaces one VM may declare (each is a PCI device; a tap
+/// name carries the NIC's index in at most two digits).
+pub const MAX_VM_DEVICES: usize = 32;
+
+impl VirtualMachineSpec {
+    /// Rules about this spec on its own that the schema cannot say, as
+    /// `(field path, message)`: every path that reaches QEMU's command line is absolute
+    /// and printable (no NUL, no control characters), a kernel command line is one line,
+    /// device counts are bounded. (MAC addresses are checked across the revision by
+    /// the validator's uniqueness rules.)
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut path = |field: String, value: &Option<String>| {
+            if let Some(value) = value
+                && let Some(problem) = path_problem(value)
+            {
+                problems.push((field, problem));
+            }
+        };
+        path("spec.boot.kernel".into(), &self.boot.kernel);
+        path("spec.boot.initrd".into(), &self.boot.initrd);
+        path("spec.cdrom".into(), &self.cdrom);
+        if let Some(console) = &self.console {
+            path("spec.console.log".into(), &console.log);
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            path(format!("spec.disks[{i}].path"), &disk.path);
+        }
+        if let Some(cmdline) = &self.boot.cmdline
+            && cmdline.chars().any(char::is_control)
+        {
+            problems.push((
+                "spec.boot.cmdline".into(),
+                "the kernel command line must be one line without control characters".into(),
+            ));
+        }
+        for (field, count) in [
+            ("spec.disks", self.disks.len()),
+            ("spec.networks", self.networks.len()),
+        ] {
+            if count > MAX_VM_DEVICES {
+                problems.push((
+                    field.into(),
+                    format!("at most {MAX_VM_DEVICES} are supported, {count} are declared"),
+                ));
+            }
+        }
+        if self
+            .disks
+            .iter()
+            .any(|d| d.volume.is_some() && d.format == Some(DiskFormat::Qcow2))
+        {
+            problems.push((
+                "spec.disks".into(),
+                "a `volume` disk is the volume's raw device; `format: qcow2` applies to `path` disks only".into(),
+            ));
+        }
+        problems
+    }
+}
+
+/// Why `path` cannot be handed to a hypervisor, if it cannot.
+fn path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some(format!("{path:?} must be an absolute path"));
+    }
+    if path.chars().any(char::is_control) {
+        return Some(format!("{path:?} contains a control character"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> VirtualMachineSpec {
+        serde_yaml::from_str(yaml).expect("test spec parses")
+    }
+
+    #[test]
+    fn paths_must_be_absolute_and_printable() {
+        let vm = spec(
+            "memory: 256MiB\nboot: {kernel: vmlinuz, cmdline: \"a\\nb\"}\n\
+             disks: [{path: \"/x\\u0001\"}, {volume: data, format: qcow2}]\n\
+             networks: [{bridge: br0, mac: \"52:54:00:00:00:01\"}, {bridge: br0, mac: \"52:54:00:00:00:01\"}]",
+        );
+        let fields: Vec<String> = vm.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.boot.kernel",
+                "spec.disks[0].path",
+                "spec.boot.cmdline",
+                "spec.disks"
+            ]
+        );
+        let good = spec("memory: 256MiB\nboot: {kernel: /boot/vmlinuz, cmdline: console=ttyS0}");
+        assert!(good.problems().is_empty());
+    }
+
+    #[test]
+    fn a_disk_format_comes_from_the_declaration_or_the_extension() {
+        let disk = |yaml: &str| serde_yaml::from_str::<Disk>(yaml).expect("disk parses");
+        assert_eq!(disk("path: /a.qcow2").effective_format(), DiskFormat::Qcow2);
+        assert_eq!(disk("path: /a.img").effective_format(), DiskFormat::Raw);
+        assert_eq!(
+            disk("{path: /a.img, format: qcow2}").effective_format(),
+            DiskFormat::Qcow2
+        );
+        assert_eq!(disk("volume: data").effective_format(), DiskFormat::Raw);
+    }
 }

@@ -172,6 +172,9 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                     );
                 }
             }
+            for (field, message) in vm.problems() {
+                error(&field, message);
+            }
         }
     }
 }

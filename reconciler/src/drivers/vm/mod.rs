@@ -1,5 +1,188 @@
-//! The VirtualMachine driver (KVM guests through QEMU or the builtin VMM, DESIGN §2).
-//! This build does not have the driver yet; its host probe is here so `gitvisor doctor`
-//! can already tell whether a host could run it.
+//! The VirtualMachine driver: KVM guests, one hypervisor process per VM (DESIGN §2, §3).
+//!
+//! # Why it looks like this
+//!
+//! Guests must outlive gitvisor: the CLI exits after `apply`, the controller restarts
+//! and upgrades. So each VM is a detached hypervisor process (QEMU with `-daemonize`)
+//! whose every runtime file lives in the VM's run dir, `<run dir>/vm/<name>/`: pid file,
+//! control socket (QMP), serial socket and log, cloud-init seed, UEFI variable store.
+//! Observe finds the guests again from those directories alone: one pass over them
+//! (record, pid, `/proc/PID/cmdline`), the monitor's status of each live process, one
+//! link dump for the taps.
+//!
+//! # Ownership
+//!
+//! The marker is the run dir with gitvisor's record in it (`gitvisor.json`: the VM's
+//! name, the spec last applied, the command line launched), made under a temporary name
+//! and renamed so a VM-named directory always has its record (`paths.rs`). Taps carry
+//! the `ifalias` `gitvisor:vm/<name>/<nic>`, set before they get their final name and
+//! before they join a bridge (`nic.rs`). With the state store's record, the shared rules
+//! of [`crate::contract::ownership`] decide (`diff.rs`): only a VM with both is changed or
+//! pruned; a run dir without gitvisor's record is never adopted.
+//!
+//! # Order of steps
+//!
+//! 1. **plan**: [`VmHost::observe`] once; per declared VM resolve the [`launch::Launch`]
+//!    (disks' Volumes from the revision, KVM and OVMF from the host) and the backend's
+//!    command line, compute the drift against the record and the process
+//!    (`drift.rs`) and decide (`diff.rs`); add deletes for pruned VMs. Every change that
+//!    touches the guest's hardware is an update that restarts it, and says so.
+//! 2. **apply** (`apply.rs`): create = run dir + record, taps, seed, NVRAM, launch;
+//!    update = stop if needed, new record, taps, start or pause/resume; delete = stop,
+//!    taps, run dir. Stop is ACPI powerdown, then quit and SIGKILL after the timeout.
+//!
+//! # Seam and backends
+//!
+//! The host is reached only through [`VmHost`] ([`host::RealHost`]; `FakeHost` in tests).
+//! What differs between hypervisors is a [`backend::Backend`] (the command line; pure)
+//! and a [`monitor::Monitor`] (status and control of a running VM; QMP for QEMU), so the
+//! builtin VMM plugs in beside QEMU with the same manifests, planning and lifecycle.
+//! Taps are created by the `gitvisor-tap` crate (an ioctl, the one thing here that needs
+//! `unsafe`, kept out of this crate) and configured over netlink.
 
+mod apply;
+pub mod backend;
+mod diff;
+mod drift;
+mod error;
+#[cfg(test)]
+mod fake;
+pub mod host;
+pub mod launch;
+pub mod monitor;
+pub mod nic;
+mod observed;
+pub mod paths;
 pub mod probe;
+pub mod qmp;
+pub mod record;
+pub mod seam;
+pub mod seed;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
+use crate::model::{Kind, Resource, Spec};
+
+pub use backend::{Backend, Backends, QemuBackend};
+pub use diff::VmSnapshot;
+pub use error::VmError;
+pub use host::RealHost;
+pub use seam::{HostSnapshot, VmHost, VmRequest};
+
+/// How long a guest may take to power off after the ACPI button before it is stopped
+/// hard, unless `shutdownTimeout` says otherwise.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one apply may take besides the guest's shutdown: launching, the hard stop's
+/// waits, a few requests.
+const STEP_OVERHEAD: Duration = Duration::from_secs(180);
+
+/// Plans and applies `kind: VirtualMachine` resources through a [`VmHost`].
+#[derive(Clone)]
+pub struct VmDriver {
+    host: Arc<dyn VmHost>,
+    /// `<run dir>/vm`: where the run dirs are, as command lines name them.
+    root: PathBuf,
+    backends: Backends,
+}
+
+impl std::fmt::Debug for VmDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmDriver")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VmDriver {
+    /// A driver over any host (a fake in tests), with run dirs below `root`.
+    pub fn new(host: Arc<dyn VmHost>, root: PathBuf, backends: Backends) -> Self {
+        VmDriver {
+            host,
+            root,
+            backends,
+        }
+    }
+
+    /// The driver on this host, with run dirs below `<run_dir>/vm`. Call inside a Tokio
+    /// runtime (the netlink socket is driven by it).
+    pub fn connect(run_dir: &std::path::Path) -> Result<Self, VmError> {
+        let root = run_dir.join(paths::VM_SUBDIR);
+        let host = RealHost::connect(root.clone()).map_err(|cause| VmError::Connect { cause })?;
+        Ok(VmDriver::new(Arc::new(host), root, Backends::built_in()))
+    }
+
+    /// [`VmDriver::connect`] as the registry's constructor.
+    pub(crate) fn connect_driver(
+        settings: &crate::drivers::HostSettings,
+    ) -> Result<Box<dyn Driver>, DriverError> {
+        Ok(Box::new(VmDriver::connect(&settings.run_dir)?))
+    }
+}
+
+#[async_trait]
+impl Driver for VmDriver {
+    fn kind(&self) -> Kind {
+        Kind::VirtualMachine
+    }
+
+    async fn plan(
+        &self,
+        desired: &[Arc<Resource>],
+        context: &PlanContext,
+    ) -> Result<Vec<Change>, DriverError> {
+        let snapshot = self
+            .host
+            .observe()
+            .await
+            .map_err(|cause| VmError::Observe { cause })?;
+        let host = observed::HostVms::new(snapshot);
+        let mut changes = Vec::with_capacity(desired.len());
+        let mut declared = BTreeSet::new();
+        for resource in desired {
+            let Spec::VirtualMachine(spec) = &resource.spec else {
+                return Err(ContractViolation {
+                    id: resource.id(),
+                    message: "the VM driver was handed a resource of another kind".into(),
+                }
+                .into());
+            };
+            declared.insert(resource.metadata.name.as_str());
+            let change = diff::declared(resource, spec, &host, context, &self.backends, &self.root)
+                .map_err(|cause| VmError::InvalidChange {
+                    vm: resource.metadata.name.to_string(),
+                    reason: cause.to_string(),
+                })?;
+            changes.push(change);
+        }
+        changes.extend(diff::pruned(&declared, &host, context));
+        Ok(changes)
+    }
+
+    async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
+        Ok(apply::apply(self.host.as_ref(), change, step).await?)
+    }
+
+    /// The guest's shutdown timeout (declared, or the recorded one for a delete) plus
+    /// what launching and a hard stop take.
+    fn step_budget(&self, change: &Change) -> Duration {
+        let declared = match change.desired.as_deref().map(|r| &r.spec) {
+            Some(Spec::VirtualMachine(spec)) => Some(diff::shutdown_timeout(spec)),
+            _ => None,
+        };
+        let recorded = change
+            .observed_as::<VmSnapshot>()
+            .and_then(|s| s.observed.dir.as_ref())
+            .and_then(|dir| dir.record())
+            .map(|record| diff::shutdown_timeout(&record.spec));
+        declared.max(recorded).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT) + STEP_OVERHEAD
+    }
+}

@@ -1,0 +1,285 @@
+//! The decision table for one declared VM, and the deletes for pruned ones. Pure: from
+//! the indexed snapshot and the plan context, no I/O.
+//!
+//! | host                                               | store records it | decision |
+//! |----------------------------------------------------|------------------|----------|
+//! | nothing (or only leftovers of an interrupted create) | any            | Create   |
+//! | run dir with gitvisor's record for this VM         | yes              | Update (drift) or NoOp |
+//! | run dir with gitvisor's record                     | no               | Conflict (Update with the adopt annotation) |
+//! | run dir without gitvisor's record                  | any              | Conflict (never adopted: gitvisor cannot tell what runs there) |
+//! | taps marked for this VM, no run dir                | yes: Create (the taps are reused); no: Conflict |
+//!
+//! A hypervisor this build has no backend for, or a feature the backend lacks, plans as
+//! `unsupported`. What the host lacks to launch the VM (KVM, OVMF, a socket path that
+//! fits) does not change the decision; it is the first reason, and apply refuses.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::backend::Backends;
+use super::drift::Drift;
+use super::launch::Launch;
+use super::observed::{HostVms, ObservedVm};
+use super::seam::RecordRead;
+use crate::contract::{
+    Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
+    PlanContext, Prune,
+};
+use crate::model::{Hypervisor, Kind, Name, Resource, ResourceId, VirtualMachineSpec, VmState};
+
+/// What a change carries from plan to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSnapshot {
+    pub observed: ObservedVm,
+    /// The launch and its command line, when the VM can be launched here.
+    pub prepared: Option<Prepared>,
+    /// Why it cannot, otherwise.
+    pub problems: Vec<String>,
+    /// Leftovers of an interrupted create (a temporary run dir, temporary taps) are
+    /// provably gitvisor's and may be removed.
+    pub leftovers_removable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub launch: Launch,
+    pub argv: Vec<String>,
+}
+
+/// The change for one declared VM.
+pub fn declared(
+    resource: &Arc<Resource>,
+    spec: &VirtualMachineSpec,
+    host: &HostVms,
+    context: &PlanContext,
+    backends: &Backends,
+    root: &Path,
+) -> Result<Change, FieldValueError> {
+    let id = resource.id();
+    let name = resource.metadata.name.as_str();
+    let change = |action| Change::new(id.clone(), action).with_desired(Arc::clone(resource));
+    let Some(backend) = backends.get(spec.hypervisor) else {
+        return Ok(change(Action::Unsupported).with_reason(format!(
+            "hypervisor: {} is not in this build (it has: qemu)",
+            hypervisor_name(spec.hypervisor)
+        )));
+    };
+    let unsupported = backend.unsupported(spec);
+    if !unsupported.is_empty() {
+        let mut planned = change(Action::Unsupported);
+        planned.reasons = unsupported;
+        return Ok(planned);
+    }
+    let bridges: Vec<&str> = spec.networks.iter().map(|n| n.bridge.as_str()).collect();
+    let observed = host.vm(name, &bridges, spec.networks.len());
+    let recorded = context.is_recorded(&id);
+    let (prepared, problems) = match Launch::resolve(name, spec, context, host.facts(), root) {
+        Ok(launch) => {
+            let argv = backend.command_line(&launch);
+            (Some(Prepared { launch, argv }), Vec::new())
+        }
+        Err(problems) => (None, problems),
+    };
+    let leftovers_removable = leftovers_removable(&observed, recorded);
+    let mut reasons: Vec<String> = problems
+        .iter()
+        .map(|problem| format!("apply will fail: {problem}"))
+        .collect();
+    for squatter in &observed.squatters {
+        reasons.push(format!(
+            "apply will fail: interface {} holds the name of this VM's tap for spec.networks[{}] and is not gitvisor's",
+            squatter.name, squatter.nic
+        ));
+    }
+    let snapshot = VmSnapshot {
+        observed: observed.clone(),
+        prepared,
+        problems,
+        leftovers_removable,
+    };
+    let with = |action: Action, extra: Vec<String>| {
+        let mut planned = change(action).with_observed(snapshot.clone());
+        planned.reasons = extra.into_iter().chain(reasons.iter().cloned()).collect();
+        planned
+    };
+    let Some(dir) = &observed.dir else {
+        if !observed.taps.is_empty() && !recorded {
+            let Ownership::Conflict(reason) =
+                Evidence::new(Marker::Ours, false).declared(format!("vm {name}: its taps"), false)
+            else {
+                return Ok(with(Action::Create, Vec::new()));
+            };
+            return Ok(with(Action::Conflict, vec![reason]));
+        }
+        let mut notes = Vec::new();
+        if (observed.leftover_dir.is_some() || !observed.leftover_taps.is_empty())
+            && leftovers_removable
+        {
+            notes.push("removes the leftovers of an interrupted create first".to_owned());
+        }
+        if spec.state == VmState::Stopped {
+            notes.push("created stopped: run dir and taps only, no process".to_owned());
+        }
+        return Ok(with(Action::Create, notes).with_fields(creation_fields(spec)?));
+    };
+    let marker = observed.marker();
+    let ownership = Evidence::new(marker.clone(), recorded)
+        .declared(format!("vm {name}: its run dir"), resource.metadata.adopt());
+    let adopting = match ownership {
+        Ownership::Ours => false,
+        Ownership::Adopt if marker == Marker::Ours => true,
+        Ownership::Adopt => {
+            return Ok(with(
+                Action::Conflict,
+                vec![format!(
+                    "vm {name}: its run dir has no gitvisor record ({}), so gitvisor cannot tell what runs there and will not adopt it; remove the directory",
+                    match &dir.record {
+                        RecordRead::Foreign(why) => why.clone(),
+                        _ => "no gitvisor.json".to_owned(),
+                    }
+                )],
+            ));
+        }
+        Ownership::Conflict(reason) => return Ok(with(Action::Conflict, vec![reason])),
+    };
+    let drift = Drift::between(spec, &observed)?;
+    let runtime = observed.runtime();
+    if drift.is_empty() && !adopting {
+        let mut noop = with(Action::NoOp, Vec::new());
+        if let super::observed::Runtime::Unresponsive(why) = &runtime {
+            noop.reasons
+                .push(format!("its monitor did not answer: {why}"));
+        }
+        return Ok(noop);
+    }
+    let mut notes = Vec::new();
+    if adopting {
+        notes.push("adopted: the state store records it again".to_owned());
+    }
+    if drift.died && spec.state != VmState::Stopped {
+        notes.push(
+            "its process ended although it should run (the guest crashed or powered itself off); it will be started again"
+                .to_owned(),
+        );
+    }
+    let timeout = humantime::format_duration(shutdown_timeout(spec));
+    if drift.restarts(&runtime, spec.state) {
+        notes.push(format!(
+            "restarts the guest: ACPI powerdown (up to {timeout}, then a hard stop), then a start with the new settings"
+        ));
+    } else if !drift.restart_fields.is_empty() {
+        notes.push("the new settings take effect when the guest next starts".to_owned());
+    }
+    if spec.state == VmState::Stopped && runtime.has_process() {
+        notes.push(format!(
+            "stops the guest: ACPI powerdown, up to {timeout}, then a hard stop"
+        ));
+    }
+    Ok(with(Action::Update, notes).with_fields(drift.fields()))
+}
+
+/// What a create sets, for the plan: the fields people check before a VM starts.
+fn creation_fields(spec: &VirtualMachineSpec) -> Result<Vec<FieldChange>, FieldValueError> {
+    let null = serde_json::Value::Null;
+    let mut fields = vec![
+        FieldChange::new("cpus", null.clone(), spec.cpus, Effect::Hot),
+        FieldChange::serialized("memory", &null, spec.memory, Effect::Hot)?,
+        FieldChange::serialized("boot", &null, &spec.boot, Effect::Hot)?,
+    ];
+    if !spec.disks.is_empty() {
+        fields.push(FieldChange::serialized(
+            "disks",
+            &null,
+            &spec.disks,
+            Effect::Hot,
+        )?);
+    }
+    if !spec.networks.is_empty() {
+        fields.push(FieldChange::serialized(
+            "networks",
+            &null,
+            &spec.networks,
+            Effect::Hot,
+        )?);
+    }
+    fields.push(FieldChange::new(
+        "state",
+        null,
+        spec.state.as_str(),
+        Effect::Hot,
+    ));
+    Ok(fields)
+}
+
+/// How long a graceful shutdown of `spec` may take.
+pub fn shutdown_timeout(spec: &VirtualMachineSpec) -> std::time::Duration {
+    spec.shutdown_timeout
+        .map(|d| d.0)
+        .unwrap_or(super::DEFAULT_SHUTDOWN_TIMEOUT)
+}
+
+fn hypervisor_name(hypervisor: Hypervisor) -> &'static str {
+    match hypervisor {
+        Hypervisor::Qemu => "qemu",
+        Hypervisor::Builtin => "builtin",
+    }
+}
+
+/// Whether the leftovers of an interrupted create are provably gitvisor's: the store
+/// records the VM (the write-ahead intent precedes the create), and the temporary run
+/// dir holds gitvisor's record for it or nothing.
+fn leftovers_removable(observed: &ObservedVm, recorded: bool) -> bool {
+    let marker = match &observed.leftover_dir {
+        Some(RecordRead::Present(record)) if record.name == observed.name => Marker::Ours,
+        Some(RecordRead::Present(_)) | Some(RecordRead::Foreign(_)) => {
+            Marker::Foreign("another record".into())
+        }
+        Some(RecordRead::Missing) | None => Marker::Absent,
+    };
+    Evidence::new(marker, recorded).leftover() == Leftover::Remove
+}
+
+/// Deletes for VMs gitvisor owns that are no longer declared.
+pub fn pruned(declared: &BTreeSet<&str>, host: &HostVms, context: &PlanContext) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for name in host.names() {
+        if declared.contains(name.as_str()) {
+            continue;
+        }
+        let Ok(parsed) = Name::parse(&name) else {
+            continue;
+        };
+        let id = ResourceId::new(Kind::VirtualMachine, parsed);
+        let recorded = context.is_recorded(&id);
+        let observed = host.vm(&name, &[], 0);
+        let marker = if observed.dir.is_some() {
+            observed.marker()
+        } else if !observed.taps.is_empty() {
+            Marker::Ours
+        } else if leftovers_removable(&observed, recorded) {
+            // Only a temporary run dir: the leftover of a create that never finished.
+            Marker::Ours
+        } else {
+            continue;
+        };
+        match Evidence::new(marker, recorded).undeclared() {
+            Prune::Delete => {
+                let leftovers_removable = leftovers_removable(&observed, recorded);
+                changes.push(
+                    Change::new(id, Action::Delete)
+                        .with_reason("no longer declared: stopped, its taps and run dir removed")
+                        .with_observed(VmSnapshot {
+                            observed,
+                            prepared: None,
+                            problems: Vec::new(),
+                            leftovers_removable,
+                        }),
+                );
+            }
+            Prune::KeepAndWarn(why) => tracing::warn!(vm = %name, "{why}"),
+            Prune::Keep => {}
+        }
+    }
+    changes
+}

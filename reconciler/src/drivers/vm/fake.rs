@@ -1,0 +1,398 @@
+//! A recording, in-memory [`VmHost`] that behaves like QEMU and the kernel: run dirs with
+//! their files, processes started from a command line (paused with `-S`), a guest that
+//! powers off at the ACPI button (or ignores it, like one without acpid), QEMU's own tap
+//! creation when `ifname=` names a missing tap, a pid-file lock against a second launch,
+//! and the kernel's link rules (a taken name, renaming a link that is up, a master that
+//! does not exist). Every request is recorded; chosen ones can fail.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::launch::HostFacts;
+use super::monitor::{Control, GuestStatus};
+use super::seam::{
+    Answer, HostError, HostSnapshot, Process, RecordRead, RunDir, VmHost, VmRequest,
+};
+use crate::contract::FailureClass;
+use crate::drivers::bridge::{LinkKind, LinkRequest, LinkState};
+
+type Failure = (Box<dyn Fn(&VmRequest) -> bool + Send + Sync>, HostError);
+type Hook = Box<dyn Fn(&VmRequest) + Send + Sync>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeProcess {
+    pub pid: u32,
+    pub argv: Vec<String>,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeDir {
+    pub record: RecordRead,
+    pub files: BTreeMap<&'static str, Vec<u8>>,
+    pub process: Option<FakeProcess>,
+}
+
+#[derive(Default)]
+struct State {
+    dirs: BTreeMap<String, FakeDir>,
+    links: Vec<LinkState>,
+    facts: HostFacts,
+    next_pid: u32,
+    requests: Vec<VmRequest>,
+    observes: usize,
+    failures: Vec<Failure>,
+    hooks: Vec<Hook>,
+    ignores_powerdown: bool,
+}
+
+#[derive(Default)]
+pub struct FakeHost {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for FakeHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("FakeHost")
+            .field("dirs", &state.dirs)
+            .field("links", &state.links)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn bridge(index: u32, name: &str) -> LinkState {
+    LinkState {
+        index,
+        name: name.to_owned(),
+        alias: Some("gitvisor:managed".into()),
+        kind: Some(LinkKind::Bridge),
+        mtu: 1500,
+        up: true,
+        master: None,
+        bridge: Some(Default::default()),
+        addresses: Vec::new(),
+    }
+}
+
+fn tap(index: u32, name: &str) -> LinkState {
+    LinkState {
+        index,
+        name: name.to_owned(),
+        alias: None,
+        kind: Some(LinkKind::Other("tun".into())),
+        mtu: 1500,
+        up: false,
+        master: None,
+        bridge: None,
+        addresses: Vec::new(),
+    }
+}
+
+fn refused(message: &str) -> HostError {
+    HostError::new(message, FailureClass::NeedsUser)
+}
+
+impl FakeHost {
+    pub fn new(links: Vec<LinkState>) -> Self {
+        let host = FakeHost::default();
+        {
+            let mut state = host.lock();
+            state.links = links;
+            state.next_pid = 1000;
+        }
+        host
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn set_facts(&self, facts: HostFacts) {
+        self.lock().facts = facts;
+    }
+
+    /// The guest ignores the ACPI power button (no acpid): a stop needs the hard way.
+    pub fn ignore_powerdown(&self) {
+        self.lock().ignores_powerdown = true;
+    }
+
+    pub fn requests(&self) -> Vec<VmRequest> {
+        self.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    pub fn observes(&self) -> usize {
+        self.lock().observes
+    }
+
+    pub fn dir(&self, name: &str) -> Option<FakeDir> {
+        self.lock().dirs.get(name).cloned()
+    }
+
+    pub fn dir_names(&self) -> Vec<String> {
+        self.lock().dirs.keys().cloned().collect()
+    }
+
+    pub fn insert_dir(&self, name: &str, dir: FakeDir) {
+        self.lock().dirs.insert(name.to_owned(), dir);
+    }
+
+    pub fn links(&self) -> Vec<LinkState> {
+        self.lock().links.clone()
+    }
+
+    pub fn link(&self, name: &str) -> Option<LinkState> {
+        self.lock().links.iter().find(|l| l.name == name).cloned()
+    }
+
+    pub fn add_link(&self, link: LinkState) {
+        self.lock().links.push(link);
+    }
+
+    pub fn remove_link(&self, name: &str) {
+        self.lock().links.retain(|l| l.name != name);
+    }
+
+    /// The guest's process ends on its own (a crash, a poweroff from inside).
+    pub fn end_process(&self, vm: &str) {
+        if let Some(dir) = self.lock().dirs.get_mut(vm) {
+            dir.process = None;
+        }
+    }
+
+    /// Answer `error` to every request matching `predicate` (recorded, not applied).
+    pub fn fail_when(
+        &self,
+        predicate: impl Fn(&VmRequest) -> bool + Send + Sync + 'static,
+        error: HostError,
+    ) {
+        self.lock().failures.push((Box::new(predicate), error));
+    }
+
+    /// Run `hook` on every request as it arrives (to cancel a run at a chosen point).
+    pub fn on_request(&self, hook: impl Fn(&VmRequest) + Send + Sync + 'static) {
+        self.lock().hooks.push(Box::new(hook));
+    }
+}
+
+impl State {
+    fn next_index(&self) -> u32 {
+        self.links.iter().map(|l| l.index).max().unwrap_or(0) + 1
+    }
+
+    fn dir_mut(&mut self, vm: &str) -> Result<&mut FakeDir, HostError> {
+        self.dirs
+            .get_mut(vm)
+            .ok_or_else(|| refused(&format!("run dir {vm}: No such file or directory")))
+    }
+
+    fn link_mut(&mut self, index: u32) -> Result<&mut LinkState, HostError> {
+        self.links
+            .iter_mut()
+            .find(|l| l.index == index)
+            .ok_or_else(|| HostError::new("No such device", FailureClass::Transient))
+    }
+
+    fn apply(&mut self, request: VmRequest) -> Result<Answer, HostError> {
+        match request {
+            VmRequest::CreateRunDir { vm, record } => {
+                if self.dirs.contains_key(&vm) {
+                    return Err(HostError::new("exists already", FailureClass::Transient));
+                }
+                self.dirs.insert(
+                    vm,
+                    FakeDir {
+                        record: RecordRead::Present(Box::new(record)),
+                        files: BTreeMap::new(),
+                        process: None,
+                    },
+                );
+            }
+            VmRequest::WriteRecord { vm, record } => {
+                self.dir_mut(&vm)?.record = RecordRead::Present(Box::new(record));
+            }
+            VmRequest::RemoveRunDir { dir } => {
+                self.dirs.remove(&dir);
+            }
+            VmRequest::WriteFile { vm, file, content } => {
+                self.dir_mut(&vm)?.files.insert(file.file_name(), content);
+            }
+            VmRequest::CopyFileOnce { vm, file, from } => {
+                let dir = self.dir_mut(&vm)?;
+                dir.files
+                    .entry(file.file_name())
+                    .or_insert_with(|| from.to_string_lossy().into_owned().into_bytes());
+            }
+            VmRequest::CreateTap { name } => {
+                if self.links.iter().any(|l| l.name == name) {
+                    return Err(HostError::new("exists already", FailureClass::Transient));
+                }
+                let index = self.next_index();
+                self.links.push(tap(index, &name));
+                return Ok(Answer::Index(index));
+            }
+            VmRequest::FindLink { name } => {
+                return Ok(self
+                    .links
+                    .iter()
+                    .find(|l| l.name == name)
+                    .map(|l| Answer::Index(l.index))
+                    .unwrap_or(Answer::Absent));
+            }
+            VmRequest::Link(request) => self.link(request)?,
+            VmRequest::Launch { vm, argv } => {
+                // QEMU creates a tap it is told to open and does not find: unmarked and
+                // on no bridge. The driver must never let that happen.
+                for value in argv.iter() {
+                    if let Some(rest) = value.strip_prefix("tap,")
+                        && let Some(name) = rest
+                            .split(',')
+                            .find_map(|option| option.strip_prefix("ifname="))
+                        && !self.links.iter().any(|l| l.name == name)
+                    {
+                        let index = self.next_index();
+                        let mut created = tap(index, name);
+                        created.up = true;
+                        self.links.push(created);
+                    }
+                }
+                let pid = self.next_pid;
+                let dir = self.dir_mut(&vm)?;
+                if dir.process.is_some() {
+                    return Err(refused("Cannot lock pid file"));
+                }
+                dir.process = Some(FakeProcess {
+                    pid,
+                    paused: argv.iter().any(|a| a == "-S"),
+                    argv,
+                });
+                self.next_pid += 1;
+            }
+            VmRequest::Control { vm, command, .. } => {
+                let ignores = self.ignores_powerdown;
+                let dir = self.dir_mut(&vm)?;
+                let Some(process) = dir.process.as_mut() else {
+                    return Err(HostError::new(
+                        "QMP: cannot connect: Connection refused",
+                        FailureClass::Transient,
+                    ));
+                };
+                match command {
+                    Control::Powerdown if !ignores && !process.paused => dir.process = None,
+                    Control::Powerdown => {}
+                    Control::Pause => process.paused = true,
+                    Control::Resume => process.paused = false,
+                    Control::Quit => dir.process = None,
+                }
+            }
+            VmRequest::WaitExit { vm, pid, .. } => {
+                let running = self
+                    .dirs
+                    .get(&vm)
+                    .and_then(|d| d.process.as_ref())
+                    .is_some_and(|p| p.pid == pid);
+                return Ok(Answer::Exited(!running));
+            }
+            VmRequest::Kill { vm, pid } => {
+                if let Some(dir) = self.dirs.get_mut(&vm)
+                    && dir.process.as_ref().is_some_and(|p| p.pid == pid)
+                {
+                    dir.process = None;
+                }
+            }
+        }
+        Ok(Answer::Done)
+    }
+
+    fn link(&mut self, request: LinkRequest) -> Result<(), HostError> {
+        match request {
+            LinkRequest::SetAlias { index, alias } => {
+                self.link_mut(index)?.alias = Some(alias);
+            }
+            LinkRequest::SetName { index, name } => {
+                if self
+                    .links
+                    .iter()
+                    .any(|l| l.name == name && l.index != index)
+                {
+                    return Err(HostError::new("File exists", FailureClass::Transient));
+                }
+                let link = self.link_mut(index)?;
+                if link.up {
+                    return Err(HostError::new(
+                        "Device or resource busy",
+                        FailureClass::Transient,
+                    ));
+                }
+                link.name = name;
+            }
+            LinkRequest::SetMaster { port_index, master } => {
+                if let Some(master) = master
+                    && !self
+                        .links
+                        .iter()
+                        .any(|l| l.index == master && l.is_bridge())
+                {
+                    return Err(HostError::new("No such device", FailureClass::Transient));
+                }
+                self.link_mut(port_index)?.master = master;
+            }
+            LinkRequest::SetUp { index, up } => self.link_mut(index)?.up = up,
+            LinkRequest::DeleteLink { index } => self.links.retain(|l| l.index != index),
+            other => return Err(refused(&format!("the VM driver never sends {other:?}"))),
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl VmHost for FakeHost {
+    async fn observe(&self) -> Result<HostSnapshot, HostError> {
+        let mut state = self.lock();
+        state.observes += 1;
+        let run_dirs = state
+            .dirs
+            .iter()
+            .map(|(name, dir)| RunDir {
+                name: name.clone(),
+                record: dir.record.clone(),
+                process: dir.process.as_ref().map(|p| Process {
+                    pid: p.pid,
+                    argv: p.argv.clone(),
+                }),
+                status: dir.process.as_ref().map(|p| {
+                    Ok(if p.paused {
+                        GuestStatus::Paused
+                    } else {
+                        GuestStatus::Running
+                    })
+                }),
+            })
+            .collect();
+        Ok(HostSnapshot {
+            run_dirs,
+            links: state.links.clone(),
+            facts: state.facts.clone(),
+        })
+    }
+
+    async fn send(&self, request: VmRequest) -> Result<Answer, HostError> {
+        let mut state = self.lock();
+        state.requests.push(request.clone());
+        for hook in &state.hooks {
+            hook(&request);
+        }
+        if let Some((_, error)) = state.failures.iter().find(|(matches, _)| matches(&request)) {
+            return Err(error.clone());
+        }
+        state.apply(request)
+    }
+}

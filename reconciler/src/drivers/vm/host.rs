@@ -1,0 +1,491 @@
+//! The real [`VmHost`]: the run dirs on the filesystem, the processes in `/proc`, QMP on
+//! each VM's socket, taps through `gitvisor-tap` and netlink (the Bridge driver's
+//! [`NetlinkLinks`]), QEMU started with `tokio::process`.
+//!
+//! Host behaviours this file relies on or works around:
+//! - QEMU with `-daemonize` exits 0 only once its devices are set up (the detached child
+//!   tells the parent), and it points its stdio at `/dev/null` before that, so reading
+//!   stderr to its end and waiting for the exit status tells a launch's outcome.
+//! - QEMU deletes its pid file when it exits, and locks it while it runs.
+//! - A pid can be reused after the VM's process ended, so a process counts as the VM's
+//!   only when its command line names the VM's monitor socket; a zombie has an empty
+//!   command line and so never counts.
+//! - The kernel ignores an alias given when a link is created and offers no netlink
+//!   request for a tap (`EOPNOTSUPP`), hence the ioctl and the separate alias request.
+//! - Files are written atomically (a sibling temporary file renamed over), so a crash
+//!   never leaves half a record.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nix::errno::Errno;
+
+use super::launch::{HostFacts, UEFI_CANDIDATES, UefiFirmware};
+use super::monitor::{Monitor, MonitorError};
+use super::paths::{RECORD_FILE, RunPaths, temporary_dir_name};
+use super::qmp::Qmp;
+use super::record::RunRecord;
+use super::seam::{
+    Answer, HostError, HostSnapshot, Process, RecordRead, RunDir, VmHost, VmRequest,
+};
+use crate::contract::FailureClass;
+use crate::drivers::bridge::{LinkSeam, NetlinkLinks};
+use crate::model::Hypervisor;
+
+/// How long a hypervisor may take to set a VM up and detach.
+pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a wait for a process to end looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+pub struct RealHost {
+    root: PathBuf,
+    links: NetlinkLinks,
+    qmp: Qmp,
+}
+
+impl RealHost {
+    /// The host, with run dirs below `root` (`<run dir>/vm`), links in the calling
+    /// thread's network namespace. Inside a Tokio runtime.
+    pub fn connect(root: PathBuf) -> Result<Self, HostError> {
+        let links = NetlinkLinks::connect()?;
+        Ok(RealHost {
+            root,
+            links,
+            qmp: Qmp,
+        })
+    }
+
+    fn monitor(&self, hypervisor: Hypervisor) -> Result<&dyn Monitor, HostError> {
+        match hypervisor {
+            Hypervisor::Qemu => Ok(&self.qmp),
+            Hypervisor::Builtin => Err(HostError::new(
+                "this build has no monitor for hypervisor: builtin",
+                FailureClass::NeedsUser,
+            )),
+        }
+    }
+
+    fn paths(&self, vm: &str) -> Result<RunPaths, HostError> {
+        if vm.is_empty() || vm.contains('/') || vm == "." || vm == ".." {
+            return Err(HostError::new(
+                format!("{vm:?} is not a run dir name"),
+                FailureClass::Bug,
+            ));
+        }
+        Ok(RunPaths::new(&self.root, vm))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        what: &'static str,
+        work: impl FnOnce() -> Result<T, HostError> + Send + 'static,
+    ) -> Result<T, HostError> {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| HostError::new(format!("{what}: {e}"), FailureClass::Bug))?
+    }
+
+    async fn launch(&self, argv: Vec<String>) -> Result<Answer, HostError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(HostError::new("an empty command line", FailureClass::Bug));
+        };
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => HostError::new(
+                    format!("{program} is not installed (Debian: apt install qemu-system-x86)"),
+                    FailureClass::NeedsUser,
+                ),
+                _ => HostError::io(format!("starting {program}"), &e),
+            })?;
+        let output = tokio::time::timeout(LAUNCH_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                HostError::new(
+                    format!(
+                        "{program} did not detach within {}s",
+                        LAUNCH_TIMEOUT.as_secs()
+                    ),
+                    FailureClass::Transient,
+                )
+            })?
+            .map_err(|e| HostError::io(format!("waiting for {program}"), &e))?;
+        if output.status.success() {
+            return Ok(Answer::Done);
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message = stderr.trim();
+        // Another process holds the pid file: a launch raced this one.
+        let class = if message.contains("Cannot lock pid file") {
+            FailureClass::Transient
+        } else {
+            FailureClass::NeedsUser
+        };
+        Err(HostError::new(
+            format!("{program} failed ({}): {message}", output.status),
+            class,
+        ))
+    }
+}
+
+#[async_trait]
+impl VmHost for RealHost {
+    async fn observe(&self) -> Result<HostSnapshot, HostError> {
+        let root = self.root.clone();
+        let mut run_dirs = Self::blocking("reading run dirs", move || read_run_dirs(&root)).await?;
+        let queries = run_dirs.iter().map(|dir| async {
+            let (Some(_), RecordRead::Present(record)) = (&dir.process, &dir.record) else {
+                return None;
+            };
+            let socket = RunPaths::new(&self.root, &dir.name).monitor();
+            let status = match self.monitor(record.spec.hypervisor) {
+                Ok(monitor) => monitor.status(&socket).await.map_err(|e| e.message),
+                Err(e) => Err(e.message),
+            };
+            Some(status)
+        });
+        let statuses = futures::future::join_all(queries).await;
+        for (dir, status) in run_dirs.iter_mut().zip(statuses) {
+            dir.status = status;
+        }
+        let links = self.links.dump().await?;
+        let facts = Self::blocking("probing KVM and firmware", || Ok(host_facts())).await?;
+        Ok(HostSnapshot {
+            run_dirs,
+            links,
+            facts,
+        })
+    }
+
+    async fn send(&self, request: VmRequest) -> Result<Answer, HostError> {
+        match request {
+            VmRequest::CreateRunDir { vm, record } => {
+                let root = self.root.clone();
+                let paths = self.paths(&vm)?;
+                let temporary = self.paths(&temporary_dir_name(&vm))?;
+                let bytes = record_bytes(&record)?;
+                Self::blocking("creating a run dir", move || {
+                    create_run_dir(&root, &paths, &temporary, &bytes)
+                })
+                .await
+            }
+            VmRequest::WriteRecord { vm, record } => {
+                let path = self.paths(&vm)?.record();
+                let bytes = record_bytes(&record)?;
+                Self::blocking("writing a record", move || write_atomic(&path, &bytes)).await
+            }
+            VmRequest::RemoveRunDir { dir } => {
+                let path = self.paths(&dir)?.dir().to_path_buf();
+                Self::blocking(
+                    "removing a run dir",
+                    move || match std::fs::remove_dir_all(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            Err(HostError::io(format!("removing {}", path.display()), &e))
+                        }
+                        _ => Ok(Answer::Done),
+                    },
+                )
+                .await
+            }
+            VmRequest::WriteFile { vm, file, content } => {
+                let path = self.paths(&vm)?.dir().join(file.file_name());
+                Self::blocking("writing a run file", move || write_atomic(&path, &content)).await
+            }
+            VmRequest::CopyFileOnce { vm, file, from } => {
+                let path = self.paths(&vm)?.dir().join(file.file_name());
+                Self::blocking("copying a run file", move || {
+                    if path.exists() {
+                        return Ok(Answer::Done);
+                    }
+                    let content = std::fs::read(&from)
+                        .map_err(|e| HostError::io(format!("reading {}", from.display()), &e))?;
+                    write_atomic(&path, &content)
+                })
+                .await
+            }
+            VmRequest::CreateTap { name } => {
+                // An ioctl and a name lookup: microseconds, and they must run on a thread
+                // in this namespace, so not on the blocking pool.
+                gitvisor_tap::create_persistent(&name).map_err(|error| {
+                    let class = match &error {
+                        gitvisor_tap::TapError::Exists { .. } => FailureClass::Transient,
+                        _ => match error.errno() {
+                            Some(Errno::EBUSY | Errno::EAGAIN | Errno::EINTR) => {
+                                FailureClass::Transient
+                            }
+                            _ => FailureClass::NeedsUser,
+                        },
+                    };
+                    HostError::new(crate::contract::chain(&error), class)
+                })?;
+                match nix::net::if_::if_nametoindex(name.as_str()) {
+                    Ok(index) => Ok(Answer::Index(index)),
+                    Err(errno) => Err(HostError::new(
+                        format!("created tap {name}, but cannot read its index back: {errno}"),
+                        FailureClass::Transient,
+                    )),
+                }
+            }
+            VmRequest::FindLink { name } => match nix::net::if_::if_nametoindex(name.as_str()) {
+                Ok(index) => Ok(Answer::Index(index)),
+                Err(Errno::ENODEV) => Ok(Answer::Absent),
+                Err(errno) => Err(HostError::new(
+                    format!("looking up {name}: {errno}"),
+                    FailureClass::Transient,
+                )),
+            },
+            VmRequest::Link(request) => {
+                self.links.send(request).await?;
+                Ok(Answer::Done)
+            }
+            VmRequest::Launch { argv, .. } => self.launch(argv).await,
+            VmRequest::Control {
+                vm,
+                hypervisor,
+                command,
+            } => {
+                let socket = self.paths(&vm)?.monitor();
+                self.monitor(hypervisor)?
+                    .control(&socket, command)
+                    .await
+                    .map_err(monitor_error)?;
+                Ok(Answer::Done)
+            }
+            VmRequest::WaitExit { vm, pid, within } => {
+                let socket = self.paths(&vm)?.monitor();
+                let started = Instant::now();
+                loop {
+                    if process_of(pid, &socket).is_none() {
+                        return Ok(Answer::Exited(true));
+                    }
+                    if started.elapsed() >= within {
+                        return Ok(Answer::Exited(false));
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            VmRequest::Kill { vm, pid } => {
+                let socket = self.paths(&vm)?.monitor();
+                if process_of(pid, &socket).is_some() {
+                    let pid = i32::try_from(pid).map_err(|_| {
+                        HostError::new(format!("pid {pid} out of range"), FailureClass::Bug)
+                    })?;
+                    match nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    ) {
+                        Ok(()) | Err(Errno::ESRCH) => {}
+                        Err(errno) => {
+                            return Err(HostError::new(
+                                format!("SIGKILL to {pid}: {errno}"),
+                                FailureClass::NeedsUser,
+                            ));
+                        }
+                    }
+                }
+                Ok(Answer::Done)
+            }
+        }
+    }
+}
+
+fn monitor_error(error: MonitorError) -> HostError {
+    let class = if error.transient {
+        FailureClass::Transient
+    } else {
+        FailureClass::NeedsUser
+    };
+    HostError::new(error.message, class)
+}
+
+fn record_bytes(record: &RunRecord) -> Result<Vec<u8>, HostError> {
+    record
+        .to_bytes()
+        .map_err(|e| HostError::new(format!("serialising the record: {e}"), FailureClass::Bug))
+}
+
+/// `<root>/_new.<vm>` with the record, renamed to `<root>/<vm>`.
+fn create_run_dir(
+    root: &Path,
+    paths: &RunPaths,
+    temporary: &RunPaths,
+    record: &[u8],
+) -> Result<Answer, HostError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .map_err(|e| HostError::io(format!("creating {}", root.display()), &e))?;
+    if paths.dir().exists() {
+        return Err(HostError::new(
+            format!("{} exists already", paths.dir().display()),
+            FailureClass::Transient,
+        ));
+    }
+    DirBuilder::new()
+        .mode(0o700)
+        .create(temporary.dir())
+        .map_err(|e| HostError::io(format!("creating {}", temporary.dir().display()), &e))?;
+    write_atomic(&temporary.record(), record)?;
+    std::fs::rename(temporary.dir(), paths.dir()).map_err(|e| {
+        HostError::io(
+            format!(
+                "renaming {} to {}",
+                temporary.dir().display(),
+                paths.dir().display()
+            ),
+            &e,
+        )
+    })?;
+    Ok(Answer::Done)
+}
+
+/// Writes `content` to a sibling temporary file, syncs it, renames it over `path`.
+fn write_atomic(path: &Path, content: &[u8]) -> Result<Answer, HostError> {
+    use std::io::Write;
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{file_name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    };
+    write().map_err(|e| HostError::io(format!("writing {}", path.display()), &e))?;
+    Ok(Answer::Done)
+}
+
+/// Every directory below `root`, with its record and live process.
+fn read_run_dirs(root: &Path) -> Result<Vec<RunDir>, HostError> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(HostError::io(format!("reading {}", root.display()), &e)),
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| HostError::io(format!("reading {}", root.display()), &e))?;
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !is_dir {
+            continue;
+        }
+        let paths = RunPaths::new(root, &name);
+        let record = match std::fs::read(paths.record()) {
+            Ok(bytes) => match RunRecord::parse(&bytes) {
+                Ok(record) => RecordRead::Present(Box::new(record)),
+                Err(why) => RecordRead::Foreign(why),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RecordRead::Missing,
+            Err(e) => RecordRead::Foreign(format!("{RECORD_FILE}: {e}")),
+        };
+        let process = std::fs::read_to_string(paths.pid())
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            .and_then(|pid| process_of(pid, &paths.monitor()));
+        dirs.push(RunDir {
+            name,
+            record,
+            process,
+            status: None,
+        });
+    }
+    dirs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(dirs)
+}
+
+/// Process `pid`, if it is alive and its command line names `socket` (the VM's monitor).
+fn process_of(pid: u32, socket: &Path) -> Option<Process> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv: Vec<String> = bytes
+        .split(|b| *b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    let socket = socket.to_string_lossy();
+    let escaped = socket.replace(',', ",,");
+    argv.iter()
+        .any(|arg| arg.contains(socket.as_ref()) || arg.contains(&escaped))
+        .then_some(Process { pid, argv })
+}
+
+/// Whether KVM opens, and where OVMF is.
+fn host_facts() -> HostFacts {
+    let kvm = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let uefi = UEFI_CANDIDATES
+        .iter()
+        .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file())
+        .map(|(code, vars)| UefiFirmware {
+            code: PathBuf::from(code),
+            vars: PathBuf::from(vars),
+        });
+    HostFacts { kvm, uefi }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VirtualMachineSpec;
+
+    fn record(name: &str) -> RunRecord {
+        let spec: VirtualMachineSpec =
+            serde_yaml::from_str("memory: 64MiB\nboot: {kernel: /k}").unwrap();
+        RunRecord::new(name, spec, Vec::new())
+    }
+
+    #[test]
+    fn a_run_dir_appears_whole_and_is_read_back_with_its_record() {
+        let root = tempfile::tempdir().unwrap();
+        let vm_root = root.path().join("vm");
+        let paths = RunPaths::new(&vm_root, "vm1");
+        let temporary = RunPaths::new(&vm_root, &temporary_dir_name("vm1"));
+        let bytes = record("vm1").to_bytes().unwrap();
+        create_run_dir(&vm_root, &paths, &temporary, &bytes).unwrap();
+        assert!(!temporary.dir().exists());
+        let again = create_run_dir(&vm_root, &paths, &temporary, &bytes).unwrap_err();
+        assert!(again.message.contains("exists already"));
+        std::fs::create_dir(vm_root.join("stray")).unwrap();
+        std::fs::write(vm_root.join("stray/gitvisor.json"), b"{\"x\": 1}").unwrap();
+        std::fs::write(vm_root.join("vm1/pid"), b"999999999\n").unwrap();
+        let dirs = read_run_dirs(&vm_root).unwrap();
+        assert_eq!(dirs.len(), 2);
+        assert_eq!(dirs[1].name, "vm1");
+        assert_eq!(dirs[1].record, RecordRead::Present(Box::new(record("vm1"))));
+        assert_eq!(
+            dirs[1].process, None,
+            "a pid that does not run is no process"
+        );
+        assert!(matches!(dirs[0].record, RecordRead::Foreign(_)));
+    }
+
+    #[test]
+    fn only_a_process_naming_the_socket_counts() {
+        let me = std::process::id();
+        assert!(process_of(me, Path::new("/nonexistent/qmp.sock")).is_none());
+        let argv0 = std::env::args().next().unwrap();
+        let found = process_of(me, Path::new(&argv0)).expect("this process names its own path");
+        assert_eq!(found.pid, me);
+    }
+}

@@ -1,0 +1,287 @@
+//! [`Launch`]: everything a backend needs to start one VM, resolved from its spec, the
+//! rest of the revision (a disk's Volume) and what observe found on the host (whether
+//! KVM works, where the UEFI firmware is). Pure: no I/O, so the command line a plan
+//! implies is the one apply launches.
+
+use std::path::{Path, PathBuf};
+
+use super::nic::{mac_address, tap_name};
+use super::paths::RunPaths;
+use crate::contract::PlanContext;
+use crate::model::{
+    Accel, DiskFormat, Firmware, Graphics, Kind, MacAddress, Spec, VirtualMachineSpec, VmState,
+};
+
+/// Host facts a launch depends on, read by observe.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostFacts {
+    /// `/dev/kvm` opens read-write.
+    pub kvm: bool,
+    /// The UEFI firmware (OVMF) found on this host, if any.
+    pub uefi: Option<UefiFirmware>,
+}
+
+/// An OVMF build: the code (read-only) and the template of its variable store, which
+/// each VM gets a copy of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UefiFirmware {
+    pub code: PathBuf,
+    pub vars: PathBuf,
+}
+
+/// Where OVMF is looked for: Debian/Ubuntu (4M and 2M builds), Fedora, Arch, NixOS-style
+/// `qemu/` data dirs. The first pair whose files both exist is used.
+pub const UEFI_CANDIDATES: &[(&str, &str)] = &[
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.4m.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.4m.fd",
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedAccel {
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchBoot {
+    Kernel {
+        kernel: String,
+        initrd: Option<String>,
+        cmdline: Option<String>,
+    },
+    Bios,
+    /// OVMF's code; the variable store is the VM's own copy (`RunPaths::nvram`), made
+    /// from `vars` at the first start.
+    Uefi {
+        code: PathBuf,
+        vars: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchDisk {
+    pub path: String,
+    pub format: DiskFormat,
+    pub read_only: bool,
+    /// The virtio serial the guest sees (`/dev/disk/by-id/virtio-<serial>`).
+    pub serial: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchNic {
+    pub tap: String,
+    pub mac: MacAddress,
+}
+
+/// One VM, ready to be started by a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub name: String,
+    pub paths: RunPaths,
+    pub accel: ResolvedAccel,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub boot: LaunchBoot,
+    pub disks: Vec<LaunchDisk>,
+    pub nics: Vec<LaunchNic>,
+    /// A cloud-init seed is attached (at `paths.seed()`).
+    pub seed: bool,
+    pub cdrom: Option<String>,
+    pub serial_log: PathBuf,
+    /// The serial console is also served on `paths.serial_socket()`.
+    pub serial_socket: bool,
+    pub vnc: bool,
+    /// Start with the vCPUs stopped (`state: Paused`).
+    pub paused: bool,
+}
+
+/// The serial of disk `index`.
+pub fn disk_serial(index: usize) -> String {
+    format!("disk{index}")
+}
+
+impl Launch {
+    /// Resolves `spec` for VM `name` with its run dir below `root`, or says what stands in
+    /// the way (one sentence each; someone has to act).
+    pub fn resolve(
+        name: &str,
+        spec: &VirtualMachineSpec,
+        context: &PlanContext,
+        host: &HostFacts,
+        root: &Path,
+    ) -> Result<Launch, Vec<String>> {
+        let mut problems = Vec::new();
+        let paths = RunPaths::new(root, name);
+        problems.extend(paths.problem());
+        let accel = match spec.accel {
+            Accel::Kvm if !host.kvm => {
+                problems.push(
+                    "accel: kvm, but /dev/kvm cannot be opened on this host; enable KVM or declare accel: tcg".to_owned(),
+                );
+                ResolvedAccel::Kvm
+            }
+            Accel::Kvm => ResolvedAccel::Kvm,
+            Accel::Tcg => ResolvedAccel::Tcg,
+            Accel::Auto if host.kvm => ResolvedAccel::Kvm,
+            Accel::Auto => ResolvedAccel::Tcg,
+        };
+        let boot = match (&spec.boot.kernel, spec.boot.firmware) {
+            (Some(kernel), _) => LaunchBoot::Kernel {
+                kernel: kernel.clone(),
+                initrd: spec.boot.initrd.clone(),
+                cmdline: spec.boot.cmdline.clone(),
+            },
+            (None, Some(Firmware::Uefi)) => match &host.uefi {
+                Some(firmware) => LaunchBoot::Uefi {
+                    code: firmware.code.clone(),
+                    vars: firmware.vars.clone(),
+                },
+                None => {
+                    problems.push(format!(
+                        "firmware: uefi, but no OVMF firmware was found on this host (looked for {}); install it (Debian: apt install ovmf)",
+                        UEFI_CANDIDATES[0].0
+                    ));
+                    LaunchBoot::Bios
+                }
+            },
+            (None, _) => LaunchBoot::Bios,
+        };
+        let mut disks = Vec::with_capacity(spec.disks.len());
+        for (index, disk) in spec.disks.iter().enumerate() {
+            let path = match (&disk.path, &disk.volume) {
+                (Some(path), _) => path.clone(),
+                (None, Some(volume)) => match context.referenced(Kind::Volume, volume) {
+                    Some(resource) => match &resource.spec {
+                        Spec::Volume(lv) => format!("/dev/{}/{}", lv.volume_group, volume),
+                        _ => {
+                            problems.push(format!("disk {index}: Volume/{volume} is not a volume"));
+                            continue;
+                        }
+                    },
+                    None => {
+                        problems.push(format!(
+                            "disk {index}: Volume/{volume} is not declared for this host"
+                        ));
+                        continue;
+                    }
+                },
+                (None, None) => {
+                    problems.push(format!("disk {index}: neither `path` nor `volume`"));
+                    continue;
+                }
+            };
+            disks.push(LaunchDisk {
+                path,
+                format: disk.effective_format(),
+                read_only: disk.read_only,
+                serial: disk_serial(index),
+            });
+        }
+        let nics = spec
+            .networks
+            .iter()
+            .enumerate()
+            .map(|(index, nic)| LaunchNic {
+                tap: tap_name(name, index),
+                mac: mac_address(name, index, nic.mac),
+            })
+            .collect();
+        let console = spec.console.as_ref();
+        let serial_log = console
+            .and_then(|c| c.log.as_ref())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| paths.serial_log());
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Launch {
+            name: name.to_owned(),
+            accel,
+            cpus: spec.cpus,
+            memory_mib: spec.memory.bytes().div_ceil(1 << 20),
+            boot,
+            disks,
+            nics,
+            seed: spec.cloud_init.is_some(),
+            cdrom: spec.cdrom.clone(),
+            serial_log,
+            serial_socket: console.is_none_or(|c| c.socket),
+            vnc: spec.graphics == Graphics::Vnc,
+            paused: spec.state == VmState::Paused,
+            paths,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{Metadata, Name, Resource};
+
+    fn spec(yaml: &str) -> VirtualMachineSpec {
+        serde_yaml::from_str(yaml).expect("test spec parses")
+    }
+
+    fn volume(name: &str, vg: &str) -> Arc<Resource> {
+        let spec = serde_yaml::from_str(&format!("volumeGroup: {vg}\nsize: 1GiB")).unwrap();
+        Arc::new(Resource::new(
+            Metadata::named(Name::parse(name).unwrap()),
+            Spec::Volume(spec),
+        ))
+    }
+
+    #[test]
+    fn a_volume_disk_is_its_device_and_auto_picks_kvm_only_when_it_works() {
+        let vm = spec(
+            "memory: 300MiB\nboot: {kernel: /k}\ndisks: [{volume: root}, {path: /a.qcow2, readOnly: true}]\nnetworks: [{bridge: br0}]",
+        );
+        let context = PlanContext::default().with_revision(&[volume("root", "vg0")]);
+        let root = Path::new("/run/gitvisor/vm");
+        let tcg = Launch::resolve("vm1", &vm, &context, &HostFacts::default(), root).unwrap();
+        assert_eq!(tcg.accel, ResolvedAccel::Tcg);
+        assert_eq!(tcg.memory_mib, 300);
+        assert_eq!(tcg.disks[0].path, "/dev/vg0/root");
+        assert_eq!(tcg.disks[1].format, DiskFormat::Qcow2);
+        assert_eq!(tcg.disks[1].serial, "disk1");
+        assert_eq!(tcg.nics[0].tap, tap_name("vm1", 0));
+        assert!(tcg.serial_socket);
+        let kvm = HostFacts {
+            kvm: true,
+            uefi: None,
+        };
+        let fast = Launch::resolve("vm1", &vm, &context, &kvm, root).unwrap();
+        assert_eq!(fast.accel, ResolvedAccel::Kvm);
+    }
+
+    #[test]
+    fn what_the_host_lacks_is_reported_not_guessed() {
+        let vm = spec("memory: 256MiB\nboot: {firmware: uefi}\naccel: kvm");
+        let problems = Launch::resolve(
+            "vm1",
+            &vm,
+            &PlanContext::default(),
+            &HostFacts::default(),
+            Path::new("/run/gitvisor/vm"),
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("/dev/kvm"));
+        assert!(problems[1].contains("apt install ovmf"));
+    }
+}

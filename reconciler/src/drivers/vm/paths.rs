@@ -1,0 +1,131 @@
+//! Where one VM's runtime files live: `<run dir>/vm/<name>/`.
+//!
+//! The directory is the VM's marker on the host (DESIGN §3): it holds the record of what
+//! gitvisor launched (`gitvisor.json`, see `record.rs`) and everything the running guest
+//! needs that is not a disk: the hypervisor's pid file and control socket, the serial
+//! socket and log, the cloud-init seed, the UEFI variable store, the VNC socket. It lives
+//! as long as the VM is declared, running or not, and goes when the VM is pruned.
+//!
+//! A run dir is created under a temporary name (`_new.<name>`, which no VM name can be:
+//! names never contain `_`) with its record already in it, then renamed: a directory
+//! named after a VM always carries its record.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::Name;
+
+/// The subdirectory of gitvisor's run dir that holds one directory per VM.
+pub const VM_SUBDIR: &str = "vm";
+/// The record file, gitvisor's marker.
+pub const RECORD_FILE: &str = "gitvisor.json";
+/// A run dir is made under this prefix plus the VM's name, then renamed.
+pub const TEMPORARY_PREFIX: &str = "_new.";
+/// The cloud-init seed image.
+pub const SEED_FILE: &str = "seed.img";
+/// The per-VM copy of the UEFI variable store (NVRAM).
+pub const NVRAM_FILE: &str = "OVMF_VARS.fd";
+/// Where the serial console is logged unless `console.log` says otherwise.
+pub const SERIAL_LOG_FILE: &str = "serial.log";
+/// The serial console's socket, for `gitvisor console`.
+pub const SERIAL_SOCKET_FILE: &str = "serial.sock";
+
+/// The longest path a unix socket can have (`sun_path` is 108 bytes with its NUL).
+pub const SOCKET_PATH_MAX: usize = 107;
+
+/// The files of one VM's run dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPaths {
+    dir: PathBuf,
+}
+
+impl RunPaths {
+    /// The run dir of `vm` below `root` (`<run dir>/vm`).
+    pub fn new(root: &Path, vm: &str) -> Self {
+        RunPaths { dir: root.join(vm) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn record(&self) -> PathBuf {
+        self.dir.join(RECORD_FILE)
+    }
+
+    pub fn pid(&self) -> PathBuf {
+        self.dir.join("pid")
+    }
+
+    /// The hypervisor's control socket (QMP for QEMU).
+    pub fn monitor(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+
+    pub fn serial_socket(&self) -> PathBuf {
+        self.dir.join(SERIAL_SOCKET_FILE)
+    }
+
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join(SERIAL_LOG_FILE)
+    }
+
+    pub fn vnc(&self) -> PathBuf {
+        self.dir.join("vnc.sock")
+    }
+
+    pub fn seed(&self) -> PathBuf {
+        self.dir.join(SEED_FILE)
+    }
+
+    pub fn nvram(&self) -> PathBuf {
+        self.dir.join(NVRAM_FILE)
+    }
+
+    /// Why these paths cannot work, if they cannot: a socket path longer than a unix
+    /// socket address holds (a long `--run-dir` and a long VM name together).
+    pub fn problem(&self) -> Option<String> {
+        [self.monitor(), self.serial_socket(), self.vnc()]
+            .into_iter()
+            .find(|path| path.as_os_str().len() > SOCKET_PATH_MAX)
+            .map(|path| {
+                format!(
+                    "the socket path {} is longer than the {SOCKET_PATH_MAX} bytes a unix socket address holds; use a shorter --run-dir or VM name",
+                    path.display()
+                )
+            })
+    }
+}
+
+/// The name of the directory `vm`'s run dir is made under before it is renamed.
+pub fn temporary_dir_name(vm: &str) -> String {
+    format!("{TEMPORARY_PREFIX}{vm}")
+}
+
+/// The VM a temporary run dir was made for, if `dir` is one.
+pub fn temporary_dir_owner(dir: &str) -> Option<&str> {
+    dir.strip_prefix(TEMPORARY_PREFIX)
+        .filter(|vm| Name::parse(vm).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temporary_dir_names_its_vm_and_no_vm_can_have_its_name() {
+        let dir = temporary_dir_name("vm1");
+        assert_eq!(temporary_dir_owner(&dir), Some("vm1"));
+        assert!(Name::parse(&dir).is_err());
+        assert_eq!(temporary_dir_owner("vm1"), None);
+        assert_eq!(temporary_dir_owner("_new.Bad_"), None);
+    }
+
+    #[test]
+    fn socket_paths_must_fit_a_unix_address() {
+        let short = RunPaths::new(Path::new("/run/gitvisor/vm"), "vm1");
+        assert_eq!(short.problem(), None);
+        assert_eq!(short.monitor(), Path::new("/run/gitvisor/vm/vm1/qmp.sock"));
+        let long = RunPaths::new(Path::new(&format!("/{}", "r".repeat(60))), &"v".repeat(63));
+        assert!(long.problem().unwrap().contains("shorter --run-dir"));
+    }
+}

@@ -1,0 +1,562 @@
+//! The VM driver against the fake host: exact request sequences, convergence (a second
+//! plan after apply is all no-op), restarts, stop with and without a cooperative guest,
+//! pause and resume, a guest that died, prune and ownership, one observe per plan, a
+//! create interrupted at every request, a cancel mid-create.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::fake::{FakeDir, FakeHost, bridge};
+use super::monitor::Control;
+use super::nic::{tap_alias, tap_name, temporary_tap_name};
+use super::record::RunRecord;
+use super::seam::{HostError, RecordRead, RunFile, VmRequest};
+use super::*;
+use crate::contract::{Action, CancelToken, Effect, FailureClass, Interrupted};
+use crate::drivers::bridge::LinkRequest;
+use crate::model::{ADOPT_ANNOTATION, Kind, Metadata, Name, ResourceId};
+
+const ROOT: &str = "/run/gitvisor/vm";
+
+fn declared(name: &str, spec: &str) -> Arc<Resource> {
+    let spec = serde_yaml::from_str(spec).expect("test spec parses");
+    Arc::new(Resource::new(
+        Metadata::named(Name::parse(name).expect("valid")),
+        Spec::VirtualMachine(spec),
+    ))
+}
+
+fn id(name: &str) -> ResourceId {
+    ResourceId::new(Kind::VirtualMachine, Name::parse(name).expect("valid"))
+}
+
+fn owning(names: &[&str]) -> PlanContext {
+    PlanContext::new(names.iter().map(|name| id(name)))
+}
+
+fn driver(fake: &Arc<FakeHost>) -> VmDriver {
+    VmDriver::new(fake.clone(), PathBuf::from(ROOT), Backends::built_in())
+}
+
+const WEB: &str = "memory: 256MiB\naccel: tcg\nboot: {kernel: /boot/vmlinuz, cmdline: console=ttyS0}\n\
+                   disks: [{path: /images/web.img}]\nnetworks: [{bridge: br0}]\n\
+                   cloudInit: {userData: \"#cloud-config\\n\"}\nshutdownTimeout: 5s";
+
+fn web(extra: &str) -> Arc<Resource> {
+    declared("web", &format!("{WEB}\n{extra}"))
+}
+
+fn host() -> Arc<FakeHost> {
+    Arc::new(FakeHost::new(vec![bridge(1, "br0"), bridge(2, "br1")]))
+}
+
+async fn plan_one(driver: &VmDriver, vm: &Arc<Resource>, context: &PlanContext) -> Change {
+    let mut changes = driver
+        .plan(std::slice::from_ref(vm), context)
+        .await
+        .expect("plan");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    changes.remove(0)
+}
+
+async fn apply(driver: &VmDriver, change: &Change) -> Result<(), DriverError> {
+    driver
+        .apply(change, &StepContext::detached(change.id.clone()))
+        .await
+}
+
+/// Plans and applies `vm` as owned, and expects the next plan to be a no-op.
+async fn converge(driver: &VmDriver, vm: &Arc<Resource>) {
+    let context = owning(&["web"]);
+    let change = plan_one(driver, vm, &context).await;
+    apply(driver, &change).await.expect("apply");
+    let again = plan_one(driver, vm, &context).await;
+    assert_eq!(
+        again.action,
+        Action::NoOp,
+        "{:?} {:?}",
+        again.fields,
+        again.reasons
+    );
+}
+
+fn process_argv(fake: &FakeHost, vm: &str) -> Vec<String> {
+    fake.dir(vm)
+        .and_then(|d| d.process)
+        .map(|p| p.argv)
+        .expect("a running process")
+}
+
+fn record_of(fake: &FakeHost, vm: &str) -> RunRecord {
+    match fake.dir(vm).expect("run dir").record {
+        RecordRead::Present(record) => *record,
+        other => panic!("no record: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_create_makes_the_run_dir_taps_seed_and_launches_in_that_order() {
+    let fake = host();
+    let driver = driver(&fake);
+    let vm = web("");
+    let change = plan_one(&driver, &vm, &owning(&[])).await;
+    assert_eq!(change.action, Action::Create);
+    apply(&driver, &change).await.unwrap();
+    let tap = tap_name("web", 0);
+    let requests = fake.requests();
+    let names: Vec<String> = requests.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        names,
+        [
+            "create the run dir of web".to_owned(),
+            format!("create tap {}", temporary_tap_name("web", 0)),
+            format!("mark link #3 as {}", tap_alias("web", 0)),
+            format!("rename link #3 to {tap}"),
+            "enslave link #3 to bridge #1".to_owned(),
+            "set link #3 up".to_owned(),
+            format!("write seed.img ({} bytes)", 1 << 20),
+            "launch qemu-system-x86_64".to_owned(),
+        ]
+    );
+    let link = fake.link(&tap).expect("the tap");
+    assert_eq!(link.alias.as_deref(), Some(tap_alias("web", 0).as_str()));
+    assert_eq!((link.master, link.up), (Some(1), true));
+    let record = record_of(&fake, "web");
+    assert_eq!(
+        record.argv,
+        process_argv(&fake, "web"),
+        "the record names what runs"
+    );
+    assert!(record.argv.join(" ").contains(&format!("ifname={tap}")));
+    assert!(
+        fake.dir("web")
+            .unwrap()
+            .files
+            .contains_key(RunFile::Seed.file_name())
+    );
+    let again = plan_one(&driver, &vm, &owning(&["web"])).await;
+    assert_eq!(again.action, Action::NoOp, "{:?}", again.fields);
+}
+
+#[tokio::test]
+async fn plan_observes_once_however_many_vms() {
+    let fake = host();
+    let driver = driver(&fake);
+    let vms: Vec<_> = (0..50).map(|i| declared(&format!("vm{i}"), WEB)).collect();
+    let changes = driver.plan(&vms, &owning(&[])).await.unwrap();
+    assert_eq!(changes.len(), 50);
+    assert!(changes.iter().all(|c| c.action == Action::Create));
+    assert_eq!(fake.observes(), 1);
+    assert!(fake.requests().is_empty(), "plan changes nothing");
+}
+
+#[tokio::test]
+async fn a_memory_change_is_planned_as_a_restart_and_applied_as_stop_then_start() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    let first = process_argv(&fake, "web");
+    let bigger = declared("web", &WEB.replace("256MiB", "512MiB"));
+    let change = plan_one(&driver, &bigger, &owning(&["web"])).await;
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(change.fields.len(), 1, "{:?}", change.fields);
+    assert_eq!(change.fields[0].path, "memory");
+    assert_eq!(change.fields[0].effect, Effect::Restart);
+    assert!(change.reasons[0].starts_with("restarts the guest: ACPI powerdown (up to 5s"));
+    fake.clear_requests();
+    apply(&driver, &change).await.unwrap();
+    let kinds: Vec<String> = fake.requests().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ACPI powerdown",
+            "wait up to 5s for process 1000 to end",
+            "write the run record",
+            &format!("write seed.img ({} bytes)", 1 << 20),
+            "launch qemu-system-x86_64",
+        ]
+    );
+    let second = process_argv(&fake, "web");
+    assert!(second.contains(&"512M".to_owned()) && first.contains(&"256M".to_owned()));
+    converge(&driver, &bigger).await;
+}
+
+#[tokio::test]
+async fn every_hardware_field_is_a_restart_and_none_is_ignored() {
+    let edits = [
+        ("cpus", "cpus: 2"),
+        ("memory", "memory: 300MiB"),
+        ("boot", "boot: {kernel: /boot/other}"),
+        ("disks", "disks: [{path: /images/web.img, readOnly: true}]"),
+        ("networks", "networks: [{bridge: br1}]"),
+        ("cloudInit", "cloudInit: {userData: x}"),
+        ("console", "console: {socket: false}"),
+        ("cdrom", "cdrom: /iso/x.iso"),
+        ("graphics", "graphics: vnc"),
+        ("accel", "accel: auto"),
+    ];
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    for (field, edit) in edits {
+        let key = edit.split(':').next().unwrap();
+        let spec: String = WEB
+            .lines()
+            .filter(|line| !line.starts_with(&format!("{key}:")))
+            .chain([edit])
+            .collect::<Vec<_>>()
+            .join("\n");
+        let change = plan_one(&driver, &declared("web", &spec), &owning(&["web"])).await;
+        let paths: Vec<(&str, Effect)> = change
+            .fields
+            .iter()
+            .map(|f| (f.path.as_str(), f.effect))
+            .collect();
+        if field == "networks" {
+            // The tap moves to the new bridge too.
+            assert_eq!(
+                paths,
+                [(field, Effect::Restart), ("networks[0].tap", Effect::Hot)]
+            );
+        } else {
+            assert_eq!(paths, [(field, Effect::Restart)], "{edit}");
+        }
+    }
+    let timeout = plan_one(
+        &driver,
+        &declared("web", &WEB.replace("5s", "9s")),
+        &owning(&["web"]),
+    )
+    .await;
+    assert_eq!(timeout.fields[0].path, "shutdownTimeout");
+    assert_eq!(timeout.fields[0].effect, Effect::Hot);
+}
+
+#[tokio::test]
+async fn stopped_powers_off_and_a_deaf_guest_is_stopped_hard_after_the_timeout() {
+    for deaf in [false, true] {
+        let fake = host();
+        if deaf {
+            fake.ignore_powerdown();
+        }
+        let driver = driver(&fake);
+        converge(&driver, &web("")).await;
+        let stopped = web("state: Stopped");
+        let change = plan_one(&driver, &stopped, &owning(&["web"])).await;
+        assert_eq!(change.fields[0].path, "state");
+        assert_eq!(change.fields[0].old, "Running");
+        fake.clear_requests();
+        apply(&driver, &change).await.unwrap();
+        let sent: Vec<String> = fake.requests().iter().map(ToString::to_string).collect();
+        let mut expected = vec!["ACPI powerdown", "wait up to 5s for process 1000 to end"];
+        if deaf {
+            expected.extend(["quit", "wait up to 10s for process 1000 to end"]);
+        }
+        expected.push("write the run record");
+        assert_eq!(sent, expected, "deaf guest: {deaf}");
+        assert!(fake.dir("web").unwrap().process.is_none());
+        assert!(
+            fake.link(&tap_name("web", 0)).is_some(),
+            "a stopped VM keeps its tap"
+        );
+        converge(&driver, &stopped).await;
+    }
+}
+
+#[tokio::test]
+async fn paused_pauses_and_running_resumes_the_same_process() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    fake.clear_requests();
+    converge(&driver, &web("state: Paused")).await;
+    assert!(fake.dir("web").unwrap().process.unwrap().paused);
+    converge(&driver, &web("state: Running")).await;
+    let controls: Vec<Control> = fake
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            VmRequest::Control { command, .. } => Some(command),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(controls, [Control::Pause, Control::Resume]);
+    assert_eq!(
+        fake.dir("web").unwrap().process.unwrap().pid,
+        1000,
+        "never relaunched"
+    );
+}
+
+#[tokio::test]
+async fn a_vm_declared_paused_starts_with_its_cpus_stopped() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("state: Paused")).await;
+    let process = fake.dir("web").unwrap().process.unwrap();
+    assert!(process.paused && process.argv.contains(&"-S".to_owned()));
+}
+
+#[tokio::test]
+async fn a_guest_that_died_is_reported_and_started_again() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    fake.end_process("web");
+    let change = plan_one(&driver, &web(""), &owning(&["web"])).await;
+    assert_eq!(change.action, Action::Update);
+    assert!(
+        change.reasons[0].starts_with("its process ended although it should run"),
+        "{:?}",
+        change.reasons
+    );
+    apply(&driver, &change).await.unwrap();
+    assert_eq!(fake.dir("web").unwrap().process.unwrap().pid, 1001);
+    converge(&driver, &web("")).await;
+    // Declared Stopped after it ended on its own: only the record changes, and says so.
+    fake.end_process("web");
+    let change = plan_one(&driver, &web("state: Stopped"), &owning(&["web"])).await;
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(change.fields.len(), 1, "{:?}", change.fields);
+    assert_eq!(
+        (change.fields[0].path.as_str(), change.fields[0].effect),
+        ("state", Effect::Hot)
+    );
+    converge(&driver, &web("state: Stopped")).await;
+}
+
+#[tokio::test]
+async fn a_tap_released_from_its_bridge_is_reattached_without_a_restart() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    // The bridge was deleted and made again (a new index): the tap lost its master.
+    fake.remove_link("br0");
+    fake.add_link(bridge(9, "br0"));
+    let mut tap = fake.link(&tap_name("web", 0)).unwrap();
+    fake.remove_link(&tap.name);
+    tap.master = None;
+    fake.add_link(tap);
+    let change = plan_one(&driver, &web(""), &owning(&["web"])).await;
+    assert_eq!(change.fields.len(), 1);
+    assert_eq!(change.fields[0].path, "networks[0].tap");
+    assert_eq!(change.fields[0].effect, Effect::Hot);
+    fake.clear_requests();
+    apply(&driver, &change).await.unwrap();
+    assert_eq!(
+        fake.requests(),
+        [VmRequest::Link(LinkRequest::SetMaster {
+            port_index: 3,
+            master: Some(9)
+        })]
+    );
+    converge(&driver, &web("")).await;
+}
+
+#[tokio::test]
+async fn prune_stops_the_guest_and_removes_its_taps_then_its_run_dir() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    let changes = driver.plan(&[], &owning(&["web"])).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].action, Action::Delete);
+    fake.clear_requests();
+    apply(&driver, &changes[0]).await.unwrap();
+    let sent: Vec<String> = fake.requests().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        sent,
+        [
+            "ACPI powerdown",
+            "wait up to 5s for process 1000 to end",
+            "delete link #3",
+            "remove run dir web",
+        ]
+    );
+    assert!(fake.dir_names().is_empty());
+    assert!(fake.link(&tap_name("web", 0)).is_none());
+    assert!(
+        driver
+            .plan(&[], &owning(&["web"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn only_a_vm_with_record_and_store_record_is_ours() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    // A lost store: the VM is neither changed nor pruned, and conflicts when declared.
+    assert!(driver.plan(&[], &owning(&[])).await.unwrap().is_empty());
+    let change = plan_one(&driver, &web(""), &owning(&[])).await;
+    assert_eq!(change.action, Action::Conflict);
+    assert!(change.reasons[0].contains("has no record of creating it"));
+    // Adopting it takes it over as it is.
+    let mut adopting = (*web("")).clone();
+    adopting
+        .metadata
+        .annotations
+        .insert(ADOPT_ANNOTATION.into(), "true".into());
+    let adopted = plan_one(&driver, &Arc::new(adopting), &owning(&[])).await;
+    assert_eq!(adopted.action, Action::Update);
+    // A run dir gitvisor did not write is a conflict, never adopted, never pruned.
+    fake.insert_dir(
+        "other",
+        FakeDir {
+            record: RecordRead::Missing,
+            files: Default::default(),
+            process: None,
+        },
+    );
+    let other = declared("other", WEB);
+    let change = plan_one(&driver, &other, &owning(&["other"])).await;
+    assert_eq!(change.action, Action::Conflict);
+    assert!(
+        driver
+            .plan(&[], &owning(&["other"]))
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.id != id("other"))
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_link_under_the_tap_name_fails_the_create_before_anything() {
+    let fake = host();
+    let mut squatter = bridge(7, &tap_name("web", 0));
+    squatter.alias = None;
+    squatter.kind = None;
+    fake.add_link(squatter);
+    let driver = driver(&fake);
+    let change = plan_one(&driver, &web(""), &owning(&["web"])).await;
+    assert!(
+        change
+            .reasons
+            .iter()
+            .any(|r| r.contains("holds the name of this VM's tap"))
+    );
+    let error = apply(&driver, &change).await.unwrap_err();
+    assert_eq!(error.class(), FailureClass::NeedsUser);
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn builtin_is_unsupported_in_this_build() {
+    let fake = host();
+    let change = plan_one(&driver(&fake), &web("hypervisor: builtin"), &owning(&[])).await;
+    assert_eq!(change.action, Action::Unsupported);
+    assert!(change.reasons[0].contains("hypervisor: builtin is not in this build"));
+}
+
+#[tokio::test]
+async fn uefi_gets_its_own_variable_store_once() {
+    let fake = host();
+    fake.set_facts(super::launch::HostFacts {
+        kvm: false,
+        uefi: Some(super::launch::UefiFirmware {
+            code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+            vars: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
+        }),
+    });
+    let driver = driver(&fake);
+    let vm = declared(
+        "web",
+        "memory: 256MiB\nboot: {firmware: uefi}\naccel: tcg\ndisks: [{path: /a.img}]",
+    );
+    converge(&driver, &vm).await;
+    let copies = |fake: &FakeHost| {
+        fake.requests()
+            .iter()
+            .filter(|r| matches!(r, VmRequest::CopyFileOnce { .. }))
+            .count()
+    };
+    assert_eq!(copies(&fake), 1);
+    let nvram = fake.dir("web").unwrap().files[RunFile::Nvram.file_name()].clone();
+    // A restart copies "once" again, which keeps the VM's own store.
+    let bigger = declared(
+        "web",
+        "memory: 512MiB\nboot: {firmware: uefi}\naccel: tcg\ndisks: [{path: /a.img}]",
+    );
+    converge(&driver, &bigger).await;
+    assert_eq!(
+        fake.dir("web").unwrap().files[RunFile::Nvram.file_name()],
+        nvram
+    );
+}
+
+/// A create that fails at request `k`, for every `k`: the next plan and apply converge
+/// to exactly one marked, enslaved tap and one running process, and nothing unmarked
+/// holds the tap's name.
+#[tokio::test]
+async fn a_create_interrupted_at_any_request_is_finished_by_the_next_run() {
+    let vm = web("");
+    let total = {
+        let fake = host();
+        let change = plan_one(&driver(&fake), &vm, &owning(&[])).await;
+        apply(&driver(&fake), &change).await.unwrap();
+        fake.requests().len()
+    };
+    for k in 0..total {
+        let fake = host();
+        let driver = driver(&fake);
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        {
+            let counter = counter.clone();
+            fake.fail_when(
+                move |_| counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == k,
+                HostError::new("injected", FailureClass::Transient),
+            );
+        }
+        let change = plan_one(&driver, &vm, &owning(&["web"])).await;
+        assert!(apply(&driver, &change).await.is_err(), "request {k} failed");
+        converge(&driver, &vm).await;
+        let taps: Vec<_> = fake
+            .links()
+            .into_iter()
+            .filter(|l| l.kind != Some(crate::drivers::bridge::LinkKind::Bridge))
+            .collect();
+        assert_eq!(taps.len(), 1, "after a failure at request {k}: {taps:?}");
+        assert_eq!(taps[0].name, tap_name("web", 0));
+        assert_eq!(taps[0].alias.as_deref(), Some(tap_alias("web", 0).as_str()));
+        assert_eq!(taps[0].master, Some(1));
+        assert!(fake.dir("web").unwrap().process.is_some());
+        assert_eq!(fake.dir_names(), ["web"]);
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_during_a_tap_create_finishes_marking_it_and_stops() {
+    let fake = host();
+    let cancel = CancelToken::new();
+    {
+        let cancel = cancel.clone();
+        fake.on_request(move |request| {
+            if matches!(request, VmRequest::CreateTap { .. }) {
+                cancel.cancel();
+            }
+        });
+    }
+    let driver = driver(&fake);
+    let change = plan_one(&driver, &web(""), &owning(&["web"])).await;
+    let step = StepContext::new(change.id.clone(), cancel, DEFAULT_STEP_BUDGET, None);
+    let error = driver.apply(&change, &step).await.unwrap_err();
+    assert_eq!(error.interruption(), Some(&Interrupted::Cancelled));
+    assert!(
+        error
+            .chain()
+            .starts_with("vm web: stopped before enslave link #3"),
+        "{}",
+        error.chain()
+    );
+    let tap = fake
+        .link(&tap_name("web", 0))
+        .expect("renamed to its final name");
+    assert_eq!(tap.alias.as_deref(), Some(tap_alias("web", 0).as_str()));
+    converge(&driver, &web("")).await;
+}
+
+use crate::contract::DEFAULT_STEP_BUDGET;
