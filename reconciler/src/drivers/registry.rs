@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::bridge;
+use super::{bridge, volume};
 use crate::contract::{Driver, DriverError, Drivers};
 use crate::model::Kind;
 
@@ -29,10 +29,16 @@ pub struct Registration {
 }
 
 /// Every driver of this build, one line each.
-pub(super) const REGISTRY: &[Registration] = &[Registration {
-    kind: Kind::Bridge,
-    connect: bridge::BridgeDriver::connect_driver,
-}];
+pub(super) const REGISTRY: &[Registration] = &[
+    Registration {
+        kind: Kind::Bridge,
+        connect: bridge::BridgeDriver::connect_driver,
+    },
+    Registration {
+        kind: Kind::Volume,
+        connect: volume::VolumeDriver::connect_driver,
+    },
+];
 
 /// Every driver of this build.
 pub fn registry() -> &'static [Registration] {

@@ -27,5 +27,5 @@ pub use resource::{Document, Origin, Reference, Resource, Spec};
 pub use vm::{
     Accel, Boot, CloudInit, Console, Disk, Firmware, Hypervisor, Nic, VirtualMachineSpec,
 };
-pub use volume::{Filesystem, ReclaimPolicy, VolumeSpec};
+pub use volume::{Filesystem, ReclaimPolicy, VolumeSource, VolumeSpec};
 pub use workload::RunState;
