@@ -72,7 +72,14 @@ impl GuestRun {
             crate::skip(test, "needs root");
             return None;
         }
-        for tool in ["vng", "qemu-system-x86_64", "lvm", "qemu-img", "qemu-io", "mkfs.ext4"] {
+        for tool in [
+            "vng",
+            "qemu-system-x86_64",
+            "lvm",
+            "qemu-img",
+            "qemu-io",
+            "mkfs.ext4",
+        ] {
             if which(tool).is_none() {
                 crate::skip(
                     test,
@@ -97,13 +104,16 @@ impl GuestRun {
     }
 
     /// Makes the source images the scenarios write (with the host's tools, at native
-    /// speed): `small.qcow2` (64 MiB disk, 8 MiB of data) and `big.qcow2` (256 MiB, all
-    /// data, so the copy takes long enough to be killed in the middle).
+    /// speed): `small.qcow2` (64 MiB disk, 8 MiB of data) and `big.qcow2` (128 MiB, all
+    /// data, so the copy takes long enough under TCG to be killed in the middle).
     pub fn make_images(&self) {
-        for (name, size, data) in [("small.qcow2", "64M", "8M"), ("big.qcow2", "256M", "256M")] {
+        for (name, size, data) in [("small.qcow2", "64M", "8M"), ("big.qcow2", "128M", "128M")] {
             let path = self.shared().join(name);
             let path = path.to_string_lossy();
-            expect_ok(command("qemu-img", &["create", "-q", "-f", "qcow2", &path, size]));
+            expect_ok(command(
+                "qemu-img",
+                &["create", "-q", "-f", "qcow2", &path, size],
+            ));
             let write = format!("write -P 0x5a 0 {data}");
             expect_ok(command("qemu-io", &["-f", "qcow2", "-c", &write, &path]));
         }
@@ -120,9 +130,16 @@ impl GuestRun {
         );
         let started = Instant::now();
         let mut vng = Command::new("vng");
-        vng.args(["--disable-kvm", "--memory", "3G", "--rwdir", &shared, "--run"])
-            .arg(&self.kernel)
-            .args(["--", &inner]);
+        vng.args([
+            "--disable-kvm",
+            "--memory",
+            "3G",
+            "--rwdir",
+            &shared,
+            "--run",
+        ])
+        .arg(&self.kernel)
+        .args(["--", &inner]);
         let outcome = run_with_deadline(vng, GUEST_DEADLINE);
         loud(&format!(
             "lvm guest: boot and scenarios took {:.0}s",
@@ -297,15 +314,20 @@ pub mod guest {
         let mut failed = false;
         for (name, scenario) in SCENARIOS.iter().zip(scenarios) {
             let started = Instant::now();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&guest)))
-                .unwrap_or_else(|panic| {
-                    Err(panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_else(|| "panicked".to_owned()))
-                });
-            eprintln!("{name}: {:?} in {:.1}s", result.is_ok(), started.elapsed().as_secs_f64());
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&guest)))
+                    .unwrap_or_else(|panic| {
+                        Err(panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_else(|| "panicked".to_owned()))
+                    });
+            let verdict = if result.is_ok() { "ok" } else { "FAILED" };
+            eprintln!(
+                "{name}: {verdict} in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
             failed |= result.is_err();
             guest.report(name, &result);
         }
@@ -334,7 +356,11 @@ pub mod guest {
                 "detail": result.as_ref().err().cloned().unwrap_or_default(),
             });
             let path = self.shared.join("results.jsonl");
-            if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
                 let _ = writeln!(file, "{line}");
                 let _ = file.sync_all();
             }
@@ -350,7 +376,19 @@ pub mod guest {
             sh("truncate", &["-s", "1536M", "/run/gv-pv.img"])?;
             let device = sh("losetup", &["-f", "--show", "/run/gv-pv.img"])?;
             sh("vgcreate", &["-s", "4m", VG, device.trim()])?;
-            sh("lvcreate", &["--yes", "--type", "thin-pool", "-n", "pool", "-L", "256m", VG])?;
+            sh(
+                "lvcreate",
+                &[
+                    "--yes",
+                    "--type",
+                    "thin-pool",
+                    "-n",
+                    "pool",
+                    "-L",
+                    "256m",
+                    VG,
+                ],
+            )?;
             Ok(())
         }
 
@@ -403,12 +441,17 @@ pub mod guest {
         fn create(&self) -> Check {
             self.declare("lin", "size: 64MiB\nfilesystem: ext4");
             self.declare("thin", "size: 64MiB\nthinPool: pool");
-            self.declare("img", &format!("size: 64MiB\nsource: {}", self.image("small.qcow2")));
+            self.declare(
+                "img",
+                &format!("size: 64MiB\nsource: {}", self.image("small.qcow2")),
+            );
             self.declare("del", "size: 8MiB\nreclaimPolicy: Delete");
             code(&self.apply(&[]), 0)?;
             let lvs = lvs()?;
             for name in ["lin", "thin", "img", "del"] {
-                let lv = lvs.get(name).ok_or_else(|| format!("no LV {name}: {lvs:?}"))?;
+                let lv = lvs
+                    .get(name)
+                    .ok_or_else(|| format!("no LV {name}: {lvs:?}"))?;
                 ensure(lv.tags.contains(&"gitvisor:managed".to_owned()), || {
                     format!("{name} lacks the marker: {:?}", lv.tags)
                 })?;
@@ -416,12 +459,22 @@ pub mod guest {
                     format!("{name} is still incomplete: {:?}", lv.tags)
                 })?;
             }
-            ensure(lvs["thin"].pool == "pool", || format!("thin: {:?}", lvs["thin"]))?;
+            ensure(lvs["thin"].pool == "pool", || {
+                format!("thin: {:?}", lvs["thin"])
+            })?;
             let blkid = sh("blkid", &["-o", "value", "-s", "TYPE", &dev("lin")])?;
             ensure(blkid.trim() == "ext4", || format!("lin holds {blkid:?}"))?;
             sh(
                 "qemu-img",
-                &["compare", "-f", "qcow2", "-F", "raw", &self.image("small.qcow2"), &dev("img")],
+                &[
+                    "compare",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    &self.image("small.qcow2"),
+                    &dev("img"),
+                ],
             )
             .map(|_| ())
         }
@@ -443,7 +496,9 @@ pub mod guest {
                     .unwrap_or(0)
             };
             let bytes = field("Block count:") * field("Block size:");
-            ensure(bytes == 128 << 20, || format!("the filesystem spans {bytes} bytes\n{dump}"))?;
+            ensure(bytes == 128 << 20, || {
+                format!("the filesystem spans {bytes} bytes\n{dump}")
+            })?;
             code(&self.plan(), 0)
         }
 
@@ -452,7 +507,9 @@ pub mod guest {
             let plan = self.plan();
             code(&plan, 1)?;
             ensure(
-                plan.stdout.contains("shrinking is refused: volume lin (gvtest/lin) is 128MiB and declares 64MiB"),
+                plan.stdout.contains(
+                    "shrinking is refused: volume lin (gvtest/lin) is 128MiB and declares 64MiB",
+                ),
                 || format!("{plan}"),
             )?;
             code(&self.apply(&[]), 1)?;
@@ -462,16 +519,23 @@ pub mod guest {
         }
 
         fn conflict(&self) -> Check {
-            sh("lvcreate", &["--yes", "-n", "manual", "-L", "8m", "--addtag", "mine", VG])?;
+            sh(
+                "lvcreate",
+                &["--yes", "-n", "manual", "-L", "8m", "--addtag", "mine", VG],
+            )?;
             self.declare("manual", "size: 16MiB");
             let plan = self.plan();
             let applied = self.apply(&[]);
             self.undeclare("manual");
             code(&plan, 1)?;
-            ensure(plan.stdout.contains("was not created by gitvisor"), || format!("{plan}"))?;
+            ensure(plan.stdout.contains("was not created by gitvisor"), || {
+                format!("{plan}")
+            })?;
             code(&applied, 1)?;
             let lv = lvs()?.remove("manual").ok_or("manual is gone")?;
-            ensure(lv.tags == ["mine"] && lv.size == 8 << 20, || format!("manual changed: {lv:?}"))
+            ensure(lv.tags == ["mine"] && lv.size == 8 << 20, || {
+                format!("manual changed: {lv:?}")
+            })
         }
 
         fn no_space(&self) -> Check {
@@ -480,31 +544,48 @@ pub mod guest {
             let applied = self.apply(&[]);
             self.undeclare("huge");
             code(&plan, 1)?;
-            ensure(plan.stdout.contains("not enough free space in volume group gvtest"), || {
-                format!("{plan}")
-            })?;
+            ensure(
+                plan.stdout
+                    .contains("not enough free space in volume group gvtest"),
+                || format!("{plan}"),
+            )?;
             code(&applied, 1)?;
-            ensure(!lvs()?.contains_key("huge"), || "an LV huge was left".to_owned())
+            ensure(!lvs()?.contains_key("huge"), || {
+                "an LV huge was left".to_owned()
+            })
         }
 
         fn snapshot(&self) -> Check {
             write_pattern(&dev("thin"), 0xab)?;
-            self.declare("thin-snap", "size: 64MiB\nsource: {snapshotOf: Volume/thin}");
+            self.declare(
+                "thin-snap",
+                "size: 64MiB\nsource: {snapshotOf: Volume/thin}",
+            );
             code(&self.apply(&[]), 0)?;
             write_pattern(&dev("thin"), 0xcd)?;
             let snap = read_start(&dev("thin-snap"))?;
             ensure(snap.iter().all(|b| *b == 0xab), || {
-                format!("the snapshot does not hold the data written before it: {:x?}", &snap[..16])
+                format!(
+                    "the snapshot does not hold the data written before it: {:x?}",
+                    &snap[..16]
+                )
             })?;
             let origin = read_start(&dev("thin"))?;
-            ensure(origin.iter().all(|b| *b == 0xcd), || "the origin lost its new data".into())?;
+            ensure(origin.iter().all(|b| *b == 0xcd), || {
+                "the origin lost its new data".into()
+            })?;
             let lv = lvs()?.remove("thin-snap").ok_or("no thin-snap")?;
-            ensure(lv.origin == "thin" && lv.pool == "pool", || format!("{lv:?}"))?;
+            ensure(lv.origin == "thin" && lv.pool == "pool", || {
+                format!("{lv:?}")
+            })?;
             code(&self.plan(), 0)
         }
 
         fn killed(&self) -> Check {
-            self.declare("big", &format!("size: 256MiB\nsource: {}", self.image("big.qcow2")));
+            self.declare(
+                "big",
+                &format!("size: 128MiB\nsource: {}", self.image("big.qcow2")),
+            );
             let dir = self.manifests.to_string_lossy().into_owned();
             let mut apply = Command::new(&self.gitvisor);
             apply
@@ -516,7 +597,9 @@ pub mod guest {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            let mut child = apply.spawn().map_err(|e| format!("cannot start apply: {e}"))?;
+            let mut child = apply
+                .spawn()
+                .map_err(|e| format!("cannot start apply: {e}"))?;
             let copier = wait_for_copy(&mut child, &dev("big"));
             let _ = child.kill();
             let _ = child.wait();
@@ -536,10 +619,20 @@ pub mod guest {
             }
             code(&self.apply(&[]), 0)?;
             let lv = lvs()?.remove("big").ok_or("no LV big after the re-run")?;
-            ensure(!lv.tags.iter().any(|t| t == "gitvisor:incomplete"), || format!("{lv:?}"))?;
+            ensure(!lv.tags.iter().any(|t| t == "gitvisor:incomplete"), || {
+                format!("{lv:?}")
+            })?;
             sh(
                 "qemu-img",
-                &["compare", "-f", "qcow2", "-F", "raw", &self.image("big.qcow2"), &dev("big")],
+                &[
+                    "compare",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    &self.image("big.qcow2"),
+                    &dev("big"),
+                ],
             )?;
             code(&self.plan(), 0)
         }
@@ -557,8 +650,12 @@ pub mod guest {
                 format!("lin keeps gitvisor's tags: {lin:?}")
             })?;
             let blkid = sh("blkid", &["-o", "value", "-s", "TYPE", &dev("lin")])?;
-            ensure(blkid.trim() == "ext4", || format!("lin's data changed: {blkid:?}"))?;
-            ensure(!lvs.contains_key("del"), || "del (reclaimPolicy Delete) is still there".into())?;
+            ensure(blkid.trim() == "ext4", || {
+                format!("lin's data changed: {blkid:?}")
+            })?;
+            ensure(!lvs.contains_key("del"), || {
+                "del (reclaimPolicy Delete) is still there".into()
+            })?;
             code(&self.plan(), 0)
         }
     }
@@ -569,7 +666,9 @@ pub mod guest {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("apply ended ({status}) before the copy could be interrupted"));
+                return Err(format!(
+                    "apply ended ({status}) before the copy could be interrupted"
+                ));
             }
             if start.elapsed() > Duration::from_secs(120) {
                 return Err("no qemu-img convert started within 120s".into());
@@ -644,8 +743,14 @@ pub mod guest {
         let json = sh(
             "lvs",
             &[
-                "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
-                "lv_name,lv_size,lv_tags,pool_lv,origin", VG,
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "lv_name,lv_size,lv_tags,pool_lv,origin",
+                VG,
             ],
         )?;
         let value: Value = serde_json::from_str(&json).map_err(|e| format!("lvs: {e}: {json}"))?;

@@ -15,6 +15,9 @@ fn lvm_scenarios_in_one_guest_boot() {
         std::path::Path::new(env!("CARGO_BIN_EXE_lvm-guest")),
         gitvisor_bin(),
     );
+    for line in run.log().lines().filter(|l| l.contains(" in ")) {
+        loud(&format!("lvm guest: {line}"));
+    }
     let results = run.results();
     let mut failures = Vec::new();
     for name in SCENARIOS {
@@ -24,7 +27,10 @@ fn lvm_scenarios_in_one_guest_boot() {
             None => failures.push(format!("NOT RUN: {name}")),
         }
     }
-    for result in results.iter().filter(|r| !SCENARIOS.contains(&r.name.as_str())) {
+    for result in results
+        .iter()
+        .filter(|r| !SCENARIOS.contains(&r.name.as_str()))
+    {
         if !result.ok {
             failures.push(format!("FAILED: {}\n{}", result.name, result.detail));
         }
