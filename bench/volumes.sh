@@ -4,19 +4,18 @@
 # volumes (one `vgs` + one `lvs` for all of them) against the obvious shell loop that runs
 # `lvs` once per volume, side by side in the same guest, interleaved rounds, medians and
 # the ratio. Needs root, vng (pip install virtme-ng), qemu-system-x86, lvm2,
-# linux-image-amd64 and a built gitvisor (cargo build -p gitvisor [--release]).
+# linux-image-amd64 and a built gitvisor (cargo build -p gitvisor; GITVISOR_BIN picks another build).
 #
 #   bench/volumes.sh [N=200] [ROUNDS=5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
 ROUNDS=${2:-5}
-BIN=${GITVISOR_BIN:-$PWD/target/release/gitvisor}
-[ -x "$BIN" ] || BIN=$PWD/target/debug/gitvisor
-[ -x "$BIN" ] || { echo "build gitvisor first: cargo build -p gitvisor --release" >&2; exit 1; }
+BIN=${GITVISOR_BIN:-$PWD/target/debug/gitvisor}
+[ -x "$BIN" ] || { echo "build gitvisor first (cargo build -p gitvisor), or set GITVISOR_BIN" >&2; exit 1; }
 KERNEL=$(ls /boot/vmlinuz-* | sort | tail -1)
 SHARED=$(mktemp -d /tmp/gv-bench-volumes.XXXXXX)
-trap 'rm -rf "$SHARED"' EXIT
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$SHARED"' EXIT
 
 cat > "$SHARED/guest.sh" <<GUEST
 set -euo pipefail
@@ -29,7 +28,9 @@ mkdir -p /run/m /run/s /run/r
 for i in \$(seq 1 $N); do
   printf 'apiVersion: gitvisor.dev/v1alpha1\nkind: Volume\nmetadata:\n  name: v%s\nspec:\n  volumeGroup: gvbench\n  thinPool: pool\n  size: 4MiB\n---\n' \$i
 done > /run/m/volumes.yaml
-gv() { "$BIN" --state-dir /run/s --run-dir /run/r --host bench "\$@"; }
+# 9p without a cache: run a copy from the guest's memory, not the host's file.
+cp "$BIN" /run/gitvisor
+gv() { /run/gitvisor --state-dir /run/s --run-dir /run/r --host bench "\$@"; }
 start=\$(date +%s.%N)
 gv apply /run/m --concurrency 8 >/dev/null
 echo "apply: created $N thin volumes in \$(echo "\$(date +%s.%N) - \$start" | bc)s"
@@ -48,5 +49,5 @@ echo "lvs once per volume ($N calls):                 median \${l} ms  (rounds: 
 echo "ratio (per-volume lvs / gitvisor plan): \$(echo "scale=1; \$l / \$p" | bc)x"
 GUEST
 
-vng --disable-kvm --memory 3G --rwdir "$SHARED" --run "$KERNEL" -- "bash $SHARED/guest.sh > $SHARED/out.txt 2>&1" >/dev/null 2>&1 || true
+vng --disable-kvm --memory 3G --rwdir "$SHARED" --run "$KERNEL" -- "bash $SHARED/guest.sh > $SHARED/out.txt 2>&1; sync" > "$SHARED/vng.log" 2>&1 || { echo "vng failed:" >&2; tail -20 "$SHARED/vng.log" >&2; }
 cat "$SHARED/out.txt"

@@ -124,7 +124,8 @@ impl GuestRun {
     pub fn run(&self, guest_binary: &Path, gitvisor: &Path) -> Outcome {
         let shared = self.shared().to_string_lossy().into_owned();
         let inner = format!(
-            "{} --gitvisor {} --shared {shared} > {shared}/guest.log 2>&1",
+            // 9p keeps written data in the guest's cache until synced.
+            "{} --gitvisor {} --shared {shared} > {shared}/guest.log 2>&1; sync",
             guest_binary.display(),
             gitvisor.display()
         );
@@ -289,8 +290,16 @@ pub mod guest {
             eprintln!("usage: lvm-guest --gitvisor BIN --shared DIR");
             return std::process::ExitCode::from(64);
         };
+        // The host's file system reaches the guest over 9p without a cache, so every page
+        // of the (large, debug) binary would be read again on every run: run a copy in
+        // the guest's memory instead.
+        let local = PathBuf::from("/run/gitvisor-under-test");
+        if let Err(error) = std::fs::copy(&gitvisor, &local) {
+            eprintln!("cannot copy {} into the guest: {error}", gitvisor.display());
+            return std::process::ExitCode::FAILURE;
+        }
         let guest = Guest {
-            gitvisor,
+            gitvisor: local,
             shared,
             manifests: PathBuf::from("/run/gv-manifests"),
             state: PathBuf::from("/run/gv-state"),

@@ -52,6 +52,9 @@ pub(crate) struct Planning<'a> {
     pub context: &'a PlanContext,
     pub images: &'a BTreeMap<String, Result<ImageInfo, String>>,
     pub free: BTreeMap<String, u64>,
+    /// Images a creation needed that `images` lacks: the caller inspects them and plans
+    /// again.
+    pub uninspected: BTreeSet<String>,
 }
 
 /// The change for one declared volume.
@@ -408,9 +411,10 @@ fn creation(
                 );
             }
             None => {
+                planning.uninspected.insert(image.to_owned());
                 return refused(
                     change,
-                    format!("source image {image} was not inspected; this is a bug in gitvisor"),
+                    format!("source image {image} is not inspected yet"),
                     observed,
                 );
             }

@@ -147,40 +147,40 @@ impl Driver for VolumeDriver {
         };
         let host = observed::HostVolumes::new(report);
 
-        // Source images, read only for volumes that are about to be written.
+        // Decide once without images; inspect the images that creations need (only
+        // those: `qemu-img info` per volume about to be written), then decide again.
         let mut images = BTreeMap::new();
-        for (resource, spec) in &specs {
-            let Some(image) = spec.source.as_ref().and_then(|s| s.image()) else {
-                continue;
+        loop {
+            let mut planning = diff::Planning {
+                host: &host,
+                context,
+                images: &images,
+                free: host.free_extents(),
+                uninspected: BTreeSet::new(),
             };
-            let complete = host
-                .lv(&spec.volume_group, resource.metadata.name.as_str())
-                .is_some_and(|lv| !lv.has_tag(tags::INCOMPLETE));
-            if complete || images.contains_key(image) {
-                continue;
+            let changes: Vec<Change> = specs
+                .iter()
+                .map(|(resource, spec)| diff::declared(resource, spec, &mut planning))
+                .collect();
+            if planning.uninspected.is_empty() {
+                let declared: BTreeSet<&str> = specs
+                    .iter()
+                    .map(|(resource, _)| resource.metadata.name.as_str())
+                    .collect();
+                let mut changes = changes;
+                changes.extend(diff::pruned(&declared, &planning));
+                return Ok(changes);
             }
-            let info = self
-                .seam
-                .inspect_image(Path::new(image))
-                .await
-                .map_err(|cause| crate::contract::chain(&cause));
-            images.insert(image.to_owned(), info);
+            let wanted = std::mem::take(&mut planning.uninspected);
+            for image in wanted {
+                let info = self
+                    .seam
+                    .inspect_image(Path::new(&image))
+                    .await
+                    .map_err(|cause| crate::contract::chain(&cause));
+                images.insert(image, info);
+            }
         }
-
-        let mut planning = diff::Planning {
-            host: &host,
-            context,
-            images: &images,
-            free: host.free_extents(),
-        };
-        let mut changes = Vec::with_capacity(specs.len());
-        let mut declared = BTreeSet::new();
-        for (resource, spec) in specs {
-            declared.insert(resource.metadata.name.as_str());
-            changes.push(diff::declared(resource, spec, &mut planning));
-        }
-        changes.extend(diff::pruned(&declared, &planning));
-        Ok(changes)
     }
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {

@@ -803,3 +803,36 @@ fn a_source_image_gets_a_long_budget() {
         DEFAULT_STEP_BUDGET
     );
 }
+
+#[tokio::test]
+async fn a_replace_writes_the_source_image_again_and_inspects_only_what_it_writes() {
+    let fake = host();
+    fake.add_image("/images/disk.raw", "raw", 64 * MIB);
+    let driver = VolumeDriver::new(fake.clone());
+    let mut store = Store::default();
+    let linear = [declared(
+        "root",
+        "volumeGroup: vg0\nsize: 64MiB\nsource: /images/disk.raw\nreclaimPolicy: Delete",
+    )];
+    converge(&driver, &linear, &mut store).await;
+    let thin = [declared(
+        "root",
+        "volumeGroup: vg0\nsize: 64MiB\nthinPool: pool\nsource: /images/disk.raw\nreclaimPolicy: Delete",
+    )];
+    fake.clear_requests();
+    let changes = converge(&driver, &thin, &mut store).await;
+    assert_eq!(
+        changes[0].action,
+        Action::Replace,
+        "{}",
+        reason(&changes[0])
+    );
+    let written = fake
+        .requests()
+        .iter()
+        .filter(|r| matches!(r, LvmRequest::WriteImage { .. }))
+        .count();
+    assert_eq!(written, 1);
+    assert_eq!(fake.lv("vg0", "root").unwrap().pool(), Some("pool"));
+    assert_all_noop(&driver, &thin, &store).await;
+}
