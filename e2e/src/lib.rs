@@ -86,6 +86,7 @@ pub mod controller;
 mod env;
 mod host;
 mod locate;
+pub mod lvm;
 mod manifests;
 mod netns;
 mod output;

@@ -193,7 +193,7 @@ fn plan_exit_codes() {
     let homelab = example_dir("homelab");
     let outcome = env.gitvisor([OsStr::new("plan"), homelab.as_os_str()]);
     assert_eq!(outcome.code, Some(1), "{outcome}");
-    assert_contains(&outcome.stdout, "? Volume/");
+    assert_contains(&outcome.stdout, "? Container/");
     assert_contains(&outcome.stderr, "cannot converge");
 }
 

@@ -4,13 +4,13 @@
 use gitvisor_e2e::{Manifests, Outcome, TestEnv, bridge_manifest};
 use serde_json::Value;
 
-const VOLUME: &str = "apiVersion: gitvisor.dev/v1alpha1
-kind: Volume
+/// A kind this build has no driver for yet.
+const CONTAINER: &str = "apiVersion: gitvisor.dev/v1alpha1
+kind: Container
 metadata:
-  name: data
+  name: web
 spec:
-  volumeGroup: vg0
-  size: 1GiB
+  image: /var/lib/images/web.oci
 ";
 
 /// `doctor ARGS --output json` in the test's namespace, with its parsed report.
@@ -59,31 +59,31 @@ fn assert_shape(report: &Value) {
 
 #[test]
 fn a_declared_kind_without_a_driver_fails_and_says_so() {
-    let Some(env) = TestEnv::new("doctor-volume") else {
+    let Some(env) = TestEnv::new("doctor-nodriver") else {
         return;
     };
     let manifests = Manifests::new();
     manifests.write("br.yaml", &bridge_manifest("br-doc", &[], "{}"));
-    manifests.write("volume.yaml", VOLUME);
+    manifests.write("container.yaml", CONTAINER);
 
     let (outcome, report) = doctor_json(&env, &[manifests.path_str()]);
     assert_eq!(outcome.code, Some(1), "{outcome}");
     assert_shape(&report);
-    assert_eq!(kinds(&report), ["Bridge", "Volume"], "{report:#}");
+    assert_eq!(kinds(&report), ["Bridge", "Container"], "{report:#}");
     assert_eq!(report["ready"], false);
-    let volume = &report["kinds"][1];
-    assert_eq!(volume["declared"], true);
-    assert_eq!(volume["driver"], false, "{report:#}");
+    let container = &report["kinds"][1];
+    assert_eq!(container["declared"], true);
+    assert_eq!(container["driver"], false, "{report:#}");
     assert_eq!(report["kinds"][0]["ready"], true, "{report:#}");
 
     let text = env.gitvisor(["doctor", manifests.path_str()]);
     assert_eq!(text.code, Some(1), "{text}");
     assert!(
-        text.stdout.contains("Volume: no driver in this build"),
+        text.stdout.contains("Container: no driver in this build"),
         "{text}"
     );
     assert!(
-        text.stdout.contains("Cannot apply on this host: Volume"),
+        text.stdout.contains("Cannot apply on this host: Container"),
         "{text}"
     );
 }

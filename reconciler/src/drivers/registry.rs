@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::{bridge, vm};
+use super::{bridge, vm, volume};
 use crate::contract::{Driver, DriverError, Drivers};
 use crate::model::Kind;
 
@@ -37,6 +37,10 @@ pub(super) const REGISTRY: &[Registration] = &[
     Registration {
         kind: Kind::VirtualMachine,
         connect: vm::VmDriver::connect_driver,
+    },
+    Registration {
+        kind: Kind::Volume,
+        connect: volume::VolumeDriver::connect_driver,
     },
 ];
 

@@ -28,5 +28,5 @@ pub use vm::{
     Accel, Boot, CloudInit, Console, Disk, DiskFormat, Firmware, Graphics, Hypervisor,
     MAX_VM_DEVICES, Nic, VirtualMachineSpec, VmState,
 };
-pub use volume::{Filesystem, ReclaimPolicy, VolumeSpec};
+pub use volume::{Filesystem, ReclaimPolicy, VolumeSource, VolumeSpec};
 pub use workload::RunState;

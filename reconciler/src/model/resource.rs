@@ -95,7 +95,12 @@ impl Resource {
             })
         };
         match &self.spec {
-            Spec::Bridge(_) | Spec::Volume(_) => {}
+            Spec::Bridge(_) => {}
+            Spec::Volume(v) => {
+                if let Some(origin) = v.source.as_ref().and_then(|s| s.snapshot_of()) {
+                    push(origin.kind, &origin.name, "spec.source.snapshotOf".into());
+                }
+            }
             Spec::Container(c) => {
                 for (i, m) in c.mounts.iter().enumerate() {
                     if let Some(v) = &m.volume {

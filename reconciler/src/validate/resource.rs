@@ -91,6 +91,22 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             if volume.size.bytes() == 0 {
                 error("spec.size", "size must be greater than zero".into());
             }
+            check_volume_source(resource, volume, &mut error);
+            let name = resource.metadata.name.as_str();
+            if let Some(prefix) = ["snapshot", "pvmove"]
+                .into_iter()
+                .find(|prefix| name.starts_with(prefix))
+            {
+                error(
+                    "metadata.name",
+                    format!(
+                        "a Volume's name is its logical volume's name, and LVM reserves names starting with {prefix:?}"
+                    ),
+                );
+            }
+            if let Err(message) = check_lvm_name(name) {
+                error("metadata.name", message);
+            }
         }
         Spec::Container(container) => {
             if container.image.trim().is_empty() {
@@ -205,6 +221,45 @@ fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
 }
 
 /// LVM's own rule for VG and LV names, checked before a name can reach a command line.
+/// A source is written once into an empty volume: no filesystem is made over it, and a
+/// snapshot lives where its origin does (another Volume, in that one's pool).
+fn check_volume_source(
+    resource: &crate::model::Resource,
+    volume: &crate::model::VolumeSpec,
+    error: &mut impl FnMut(&str, String),
+) {
+    let Some(source) = &volume.source else {
+        return;
+    };
+    if volume.filesystem.is_some() {
+        error(
+            "spec.filesystem",
+            format!(
+                "a volume with a source starts with the source's contents ({source}); making a filesystem would overwrite them: remove `filesystem` or `source`"
+            ),
+        );
+    }
+    if let Some(origin) = source.snapshot_of() {
+        if origin.kind != crate::model::Kind::Volume {
+            error(
+                "spec.source.snapshotOf",
+                format!("a snapshot is taken of a Volume, not of {origin}"),
+            );
+        } else if origin.name == resource.metadata.name {
+            error(
+                "spec.source.snapshotOf",
+                "a volume cannot be a snapshot of itself".into(),
+            );
+        }
+        if volume.thin_pool.is_some() {
+            error(
+                "spec.thinPool",
+                "a snapshot lives where its origin does (a thin snapshot in the origin's pool): remove `thinPool`".into(),
+            );
+        }
+    }
+}
+
 fn check_lvm_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 127

@@ -1,0 +1,788 @@
+//! LVM end-to-end scenarios, run inside a throwaway guest.
+//!
+//! device-mapper is absent from the CI host's kernel, so logical volumes cannot be made
+//! there (DESIGN §5). The scenarios therefore run inside one `virtme-ng` guest (`vng
+//! --disable-kvm`: Debian's `linux-image-amd64` under QEMU TCG, over the host's own file
+//! system, read-only except a shared directory), which has device-mapper as modules.
+//!
+//! # How
+//!
+//! 1. The host test ([`GuestRun::start`], from `e2e/tests/volumes.rs`) checks what it
+//!    needs (root, `vng`, a kernel image, QEMU, lvm2, qemu-img) and skips loudly when
+//!    something is missing; makes the source images with the host's `qemu-img` (native
+//!    speed) in a shared temporary directory; and boots **one** guest that runs the
+//!    `lvm-guest` binary (`e2e/src/bin/lvm-guest.rs`, built with the tests).
+//! 2. In the guest, [`guest::main`] loads `loop`, `dm-mod`, `dm-thin-pool` and
+//!    `dm-snapshot`, makes a volume group on a loop file in the guest's memory, and runs
+//!    every scenario against the real `gitvisor` binary in turn, one after the other
+//!    (they share the volume group and the state dir, as a host would). Each scenario's
+//!    outcome is appended to `results.jsonl` in the shared directory as soon as it is
+//!    known, so a guest that dies part-way still reports what ran.
+//! 3. The host reads the results ([`GuestRun::results`]) and fails with every scenario
+//!    that failed or did not report.
+//!
+//! The checks read the host through lvm2's own tools (`lvs`, `blkid`, `dumpe2fs`,
+//! `qemu-img compare`), never through gitvisor. Booting once keeps the cost at one boot
+//! (about 45 s here) plus the scenarios.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{Outcome, loud};
+
+/// The scenarios the guest runs, in order; the host expects a result for each.
+pub const SCENARIOS: &[&str] = &[
+    "create linear, thin, with a filesystem, and from a qcow2 image",
+    "a second plan is a no-op",
+    "grow in place, filesystem included",
+    "shrink refused",
+    "unmanaged LV is a conflict and untouched",
+    "not enough space: refused, nothing left behind",
+    "a thin snapshot holds the data written before it",
+    "apply killed during population, re-run completes it",
+    "prune: Retain keeps the LV and its data, Delete removes it",
+];
+
+/// The volume group the guest makes.
+pub const VG: &str = "gvtest";
+/// How long the whole guest run may take.
+pub const GUEST_DEADLINE: Duration = Duration::from_secs(900);
+
+/// A guest run's shared directory and what it needs.
+pub struct GuestRun {
+    shared: tempfile::TempDir,
+    kernel: PathBuf,
+}
+
+/// One scenario's outcome, as the guest reported it.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl GuestRun {
+    /// Checks the host can boot the guest; `None` (after a loud SKIPPED line) when not.
+    pub fn prepare(test: &str) -> Option<GuestRun> {
+        if !crate::is_root() {
+            crate::skip(test, "needs root");
+            return None;
+        }
+        for tool in [
+            "vng",
+            "qemu-system-x86_64",
+            "lvm",
+            "qemu-img",
+            "qemu-io",
+            "mkfs.ext4",
+        ] {
+            if which(tool).is_none() {
+                crate::skip(
+                    test,
+                    &format!("{tool} is not installed; .ci/deps/volume.sh installs it"),
+                );
+                return None;
+            }
+        }
+        let Some(kernel) = kernel_image() else {
+            crate::skip(test, "no /boot/vmlinuz-*; apt install linux-image-amd64");
+            return None;
+        };
+        let shared = tempfile::Builder::new()
+            .prefix("gv-e2e-lvm-")
+            .tempdir()
+            .expect("a temporary directory for the guest");
+        Some(GuestRun { shared, kernel })
+    }
+
+    pub fn shared(&self) -> &Path {
+        self.shared.path()
+    }
+
+    /// Makes the source images the scenarios write (with the host's tools, at native
+    /// speed): `small.qcow2` (64 MiB disk, 8 MiB of data) and `big.qcow2` (128 MiB, all
+    /// data, so the copy takes long enough under TCG to be killed in the middle).
+    pub fn make_images(&self) {
+        for (name, size, data) in [("small.qcow2", "64M", "8M"), ("big.qcow2", "128M", "128M")] {
+            let path = self.shared().join(name);
+            let path = path.to_string_lossy();
+            expect_ok(command(
+                "qemu-img",
+                &["create", "-q", "-f", "qcow2", &path, size],
+            ));
+            let write = format!("write -P 0x5a 0 {data}");
+            expect_ok(command("qemu-io", &["-f", "qcow2", "-c", &write, &path]));
+        }
+    }
+
+    /// Boots the guest and runs every scenario; returns `vng`'s outcome (its exit code
+    /// says little: the results file is the answer).
+    pub fn run(&self, guest_binary: &Path, gitvisor: &Path) -> Outcome {
+        let shared = self.shared().to_string_lossy().into_owned();
+        let inner = format!(
+            // 9p keeps written data in the guest's cache until synced.
+            "{} --gitvisor {} --shared {shared} > {shared}/guest.log 2>&1; sync",
+            guest_binary.display(),
+            gitvisor.display()
+        );
+        let started = Instant::now();
+        let mut vng = Command::new("vng");
+        vng.args([
+            "--disable-kvm",
+            "--memory",
+            "3G",
+            "--rwdir",
+            &shared,
+            "--run",
+        ])
+        .arg(&self.kernel)
+        .args(["--", &inner]);
+        let outcome = run_with_deadline(vng, GUEST_DEADLINE);
+        loud(&format!(
+            "lvm guest: boot and scenarios took {:.0}s",
+            started.elapsed().as_secs_f64()
+        ));
+        outcome
+    }
+
+    /// What the guest wrote to `guest.log`.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.shared().join("guest.log")).unwrap_or_default()
+    }
+
+    /// The results the guest reported, in order.
+    pub fn results(&self) -> Vec<ScenarioResult> {
+        let text = std::fs::read_to_string(self.shared().join("results.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .map(|value| ScenarioResult {
+                name: value["name"].as_str().unwrap_or_default().to_owned(),
+                ok: value["ok"].as_bool().unwrap_or(false),
+                detail: value["detail"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+}
+
+/// The newest `/boot/vmlinuz-*`.
+fn kernel_image() -> Option<PathBuf> {
+    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .collect();
+    kernels.sort();
+    kernels.pop()
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+fn command(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args).env("LVM_SUPPRESS_FD_WARNINGS", "1");
+    command
+}
+
+#[track_caller]
+fn expect_ok(command: Command) -> Outcome {
+    let outcome = crate::run_command(command);
+    if outcome.code != Some(0) {
+        panic!("command failed\n{outcome}");
+    }
+    outcome
+}
+
+/// Runs `command` with stdout and stderr captured, killed past `deadline`.
+fn run_with_deadline(mut command: Command, deadline: Duration) -> Outcome {
+    let line = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {line}: {err}"));
+    let read = |pipe: Option<std::process::ChildStdout>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(child.stdout.take());
+    let stderr_pipe = child.stderr.take();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = stderr_pipe {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        }
+        text
+    });
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(err) => panic!("cannot wait for {line}: {err}"),
+        }
+    };
+    Outcome {
+        command: line,
+        code: status.and_then(|s| s.code()),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// The guest side: runs inside the guest as root, with device-mapper.
+pub mod guest {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use serde_json::{Value, json};
+
+    use super::{SCENARIOS, VG, command};
+    use crate::{Outcome, run_command};
+
+    /// What every scenario shares: the binary, the directories, the manifests.
+    pub struct Guest {
+        gitvisor: PathBuf,
+        shared: PathBuf,
+        manifests: PathBuf,
+        state: PathBuf,
+        run: PathBuf,
+    }
+
+    type Check = Result<(), String>;
+
+    /// `lvm-guest --gitvisor BIN --shared DIR`: sets up a VG and runs every scenario.
+    pub fn main() -> std::process::ExitCode {
+        let args: Vec<String> = std::env::args().collect();
+        let arg = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .map(PathBuf::from)
+        };
+        let (Some(gitvisor), Some(shared)) = (arg("--gitvisor"), arg("--shared")) else {
+            eprintln!("usage: lvm-guest --gitvisor BIN --shared DIR");
+            return std::process::ExitCode::from(64);
+        };
+        // The host's file system reaches the guest over 9p without a cache, so every page
+        // of the (large, debug) binary would be read again on every run: run a copy in
+        // the guest's memory instead.
+        let local = PathBuf::from("/run/gitvisor-under-test");
+        if let Err(error) = std::fs::copy(&gitvisor, &local) {
+            eprintln!("cannot copy {} into the guest: {error}", gitvisor.display());
+            return std::process::ExitCode::FAILURE;
+        }
+        let guest = Guest {
+            gitvisor: local,
+            shared,
+            manifests: PathBuf::from("/run/gv-manifests"),
+            state: PathBuf::from("/run/gv-state"),
+            run: PathBuf::from("/run/gv-run"),
+        };
+        if let Err(why) = guest.setup() {
+            guest.report("setup", &Err(why));
+            return std::process::ExitCode::FAILURE;
+        }
+        let scenarios: [fn(&Guest) -> Check; 9] = [
+            Guest::create,
+            Guest::noop,
+            Guest::grow,
+            Guest::shrink,
+            Guest::conflict,
+            Guest::no_space,
+            Guest::snapshot,
+            Guest::killed,
+            Guest::prune,
+        ];
+        let mut failed = false;
+        for (name, scenario) in SCENARIOS.iter().zip(scenarios) {
+            let started = Instant::now();
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&guest)))
+                    .unwrap_or_else(|panic| {
+                        Err(panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_else(|| "panicked".to_owned()))
+                    });
+            let verdict = if result.is_ok() { "ok" } else { "FAILED" };
+            eprintln!(
+                "{name}: {verdict} in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            failed |= result.is_err();
+            guest.report(name, &result);
+        }
+        if failed {
+            std::process::ExitCode::FAILURE
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    }
+
+    fn ensure(condition: bool, message: impl FnOnce() -> String) -> Check {
+        if condition { Ok(()) } else { Err(message()) }
+    }
+
+    fn code(outcome: &Outcome, expected: i32) -> Check {
+        ensure(outcome.code == Some(expected), || {
+            format!("expected exit code {expected}\n{outcome}")
+        })
+    }
+
+    impl Guest {
+        fn report(&self, name: &str, result: &Check) {
+            let line = json!({
+                "name": name,
+                "ok": result.is_ok(),
+                "detail": result.as_ref().err().cloned().unwrap_or_default(),
+            });
+            let path = self.shared.join("results.jsonl");
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(file, "{line}");
+                let _ = file.sync_all();
+            }
+        }
+
+        fn setup(&self) -> Check {
+            for module in ["loop", "dm-mod", "dm-thin-pool", "dm-snapshot"] {
+                sh("modprobe", &[module])?;
+            }
+            for dir in [&self.manifests, &self.state, &self.run] {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            sh("truncate", &["-s", "1536M", "/run/gv-pv.img"])?;
+            let device = sh("losetup", &["-f", "--show", "/run/gv-pv.img"])?;
+            sh("vgcreate", &["-s", "4m", VG, device.trim()])?;
+            sh(
+                "lvcreate",
+                &[
+                    "--yes",
+                    "--type",
+                    "thin-pool",
+                    "-n",
+                    "pool",
+                    "-L",
+                    "256m",
+                    VG,
+                ],
+            )?;
+            Ok(())
+        }
+
+        fn gitvisor(&self, args: &[&str]) -> Outcome {
+            let mut command = Command::new(&self.gitvisor);
+            command
+                .arg("--state-dir")
+                .arg(&self.state)
+                .arg("--run-dir")
+                .arg(&self.run)
+                .args(["--host", "lvm-guest"])
+                .args(args)
+                .env("NO_COLOR", "1");
+            run_command(command)
+        }
+
+        fn apply(&self, extra: &[&str]) -> Outcome {
+            let dir = self.manifests.to_string_lossy().into_owned();
+            let mut args = vec!["apply", dir.as_str()];
+            args.extend_from_slice(extra);
+            self.gitvisor(&args)
+        }
+
+        fn plan(&self) -> Outcome {
+            let dir = self.manifests.to_string_lossy().into_owned();
+            self.gitvisor(&["plan", &dir, "--detailed-exitcode"])
+        }
+
+        fn declare(&self, name: &str, spec: &str) {
+            let mut text = format!(
+                "apiVersion: gitvisor.dev/v1alpha1\nkind: Volume\nmetadata:\n  name: {name}\nspec:\n  volumeGroup: {VG}\n"
+            );
+            for line in spec.lines() {
+                text.push_str("  ");
+                text.push_str(line);
+                text.push('\n');
+            }
+            let path = self.manifests.join(format!("{name}.yaml"));
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+
+        fn undeclare(&self, name: &str) {
+            let _ = std::fs::remove_file(self.manifests.join(format!("{name}.yaml")));
+        }
+
+        fn image(&self, name: &str) -> String {
+            self.shared.join(name).to_string_lossy().into_owned()
+        }
+
+        fn create(&self) -> Check {
+            self.declare("lin", "size: 64MiB\nfilesystem: ext4");
+            self.declare("thin", "size: 64MiB\nthinPool: pool");
+            self.declare(
+                "img",
+                &format!("size: 64MiB\nsource: {}", self.image("small.qcow2")),
+            );
+            self.declare("del", "size: 8MiB\nreclaimPolicy: Delete");
+            code(&self.apply(&[]), 0)?;
+            let lvs = lvs()?;
+            for name in ["lin", "thin", "img", "del"] {
+                let lv = lvs
+                    .get(name)
+                    .ok_or_else(|| format!("no LV {name}: {lvs:?}"))?;
+                ensure(lv.tags.contains(&"gitvisor:managed".to_owned()), || {
+                    format!("{name} lacks the marker: {:?}", lv.tags)
+                })?;
+                ensure(!lv.tags.iter().any(|t| t == "gitvisor:incomplete"), || {
+                    format!("{name} is still incomplete: {:?}", lv.tags)
+                })?;
+            }
+            ensure(lvs["thin"].pool == "pool", || {
+                format!("thin: {:?}", lvs["thin"])
+            })?;
+            let blkid = sh("blkid", &["-o", "value", "-s", "TYPE", &dev("lin")])?;
+            ensure(blkid.trim() == "ext4", || format!("lin holds {blkid:?}"))?;
+            sh(
+                "qemu-img",
+                &[
+                    "compare",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    &self.image("small.qcow2"),
+                    &dev("img"),
+                ],
+            )
+            .map(|_| ())
+        }
+
+        fn noop(&self) -> Check {
+            code(&self.plan(), 0)
+        }
+
+        fn grow(&self) -> Check {
+            self.declare("lin", "size: 128MiB\nfilesystem: ext4");
+            code(&self.apply(&[]), 0)?;
+            let size = lvs()?.get("lin").map(|lv| lv.size);
+            ensure(size == Some(128 << 20), || format!("lin is {size:?} bytes"))?;
+            let dump = sh("dumpe2fs", &["-h", &dev("lin")])?;
+            let field = |name: &str| -> u64 {
+                dump.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            let bytes = field("Block count:") * field("Block size:");
+            ensure(bytes == 128 << 20, || {
+                format!("the filesystem spans {bytes} bytes\n{dump}")
+            })?;
+            code(&self.plan(), 0)
+        }
+
+        fn shrink(&self) -> Check {
+            self.declare("lin", "size: 64MiB\nfilesystem: ext4");
+            let plan = self.plan();
+            code(&plan, 1)?;
+            ensure(
+                plan.stdout.contains(
+                    "shrinking is refused: volume lin (gvtest/lin) is 128MiB and declares 64MiB",
+                ),
+                || format!("{plan}"),
+            )?;
+            code(&self.apply(&[]), 1)?;
+            let size = lvs()?.get("lin").map(|lv| lv.size);
+            self.declare("lin", "size: 128MiB\nfilesystem: ext4");
+            ensure(size == Some(128 << 20), || format!("lin is {size:?} bytes"))
+        }
+
+        fn conflict(&self) -> Check {
+            sh(
+                "lvcreate",
+                &["--yes", "-n", "manual", "-L", "8m", "--addtag", "mine", VG],
+            )?;
+            self.declare("manual", "size: 16MiB");
+            let plan = self.plan();
+            let applied = self.apply(&[]);
+            self.undeclare("manual");
+            code(&plan, 1)?;
+            ensure(plan.stdout.contains("was not created by gitvisor"), || {
+                format!("{plan}")
+            })?;
+            code(&applied, 1)?;
+            let lv = lvs()?.remove("manual").ok_or("manual is gone")?;
+            ensure(lv.tags == ["mine"] && lv.size == 8 << 20, || {
+                format!("manual changed: {lv:?}")
+            })
+        }
+
+        fn no_space(&self) -> Check {
+            self.declare("huge", "size: 4GiB");
+            let plan = self.plan();
+            let applied = self.apply(&[]);
+            self.undeclare("huge");
+            code(&plan, 1)?;
+            ensure(
+                plan.stdout
+                    .contains("not enough free space in volume group gvtest"),
+                || format!("{plan}"),
+            )?;
+            code(&applied, 1)?;
+            ensure(!lvs()?.contains_key("huge"), || {
+                "an LV huge was left".to_owned()
+            })
+        }
+
+        fn snapshot(&self) -> Check {
+            write_pattern(&dev("thin"), 0xab)?;
+            self.declare(
+                "thin-snap",
+                "size: 64MiB\nsource: {snapshotOf: Volume/thin}",
+            );
+            code(&self.apply(&[]), 0)?;
+            write_pattern(&dev("thin"), 0xcd)?;
+            let snap = read_start(&dev("thin-snap"))?;
+            ensure(snap.iter().all(|b| *b == 0xab), || {
+                format!(
+                    "the snapshot does not hold the data written before it: {:x?}",
+                    &snap[..16]
+                )
+            })?;
+            let origin = read_start(&dev("thin"))?;
+            ensure(origin.iter().all(|b| *b == 0xcd), || {
+                "the origin lost its new data".into()
+            })?;
+            let lv = lvs()?.remove("thin-snap").ok_or("no thin-snap")?;
+            ensure(lv.origin == "thin" && lv.pool == "pool", || {
+                format!("{lv:?}")
+            })?;
+            code(&self.plan(), 0)
+        }
+
+        fn killed(&self) -> Check {
+            self.declare(
+                "big",
+                &format!("size: 128MiB\nsource: {}", self.image("big.qcow2")),
+            );
+            let dir = self.manifests.to_string_lossy().into_owned();
+            let mut apply = Command::new(&self.gitvisor);
+            apply
+                .arg("--state-dir")
+                .arg(&self.state)
+                .arg("--run-dir")
+                .arg(&self.run)
+                .args(["--host", "lvm-guest", "apply", &dir])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = apply
+                .spawn()
+                .map_err(|e| format!("cannot start apply: {e}"))?;
+            let copier = wait_for_copy(&mut child, &dev("big"));
+            let _ = child.kill();
+            let _ = child.wait();
+            let copier = copier?;
+            // The copy dies with gitvisor (setpriv --pdeathsig), not writing on.
+            let start = Instant::now();
+            while Path::new(&format!("/proc/{copier}")).exists() {
+                if start.elapsed() > Duration::from_secs(20) {
+                    return Err(format!("qemu-img ({copier}) outlived the killed gitvisor"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Some(lv) = lvs()?.get("big") {
+                ensure(lv.tags.iter().any(|t| t == "gitvisor:incomplete"), || {
+                    format!("a half-written volume looks ready: {lv:?}")
+                })?;
+            }
+            code(&self.apply(&[]), 0)?;
+            let lv = lvs()?.remove("big").ok_or("no LV big after the re-run")?;
+            ensure(!lv.tags.iter().any(|t| t == "gitvisor:incomplete"), || {
+                format!("{lv:?}")
+            })?;
+            sh(
+                "qemu-img",
+                &[
+                    "compare",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    &self.image("big.qcow2"),
+                    &dev("big"),
+                ],
+            )?;
+            code(&self.plan(), 0)
+        }
+
+        fn prune(&self) -> Check {
+            for name in ["lin", "del", "big", "img", "thin-snap", "thin"] {
+                self.undeclare(name);
+            }
+            self.declare("keep", "size: 8MiB");
+            let applied = self.apply(&["--prune"]);
+            code(&applied, 0)?;
+            let lvs = lvs()?;
+            let lin = lvs.get("lin").ok_or("the retained LV lin is gone")?;
+            ensure(!lin.tags.iter().any(|t| t.starts_with("gitvisor:")), || {
+                format!("lin keeps gitvisor's tags: {lin:?}")
+            })?;
+            let blkid = sh("blkid", &["-o", "value", "-s", "TYPE", &dev("lin")])?;
+            ensure(blkid.trim() == "ext4", || {
+                format!("lin's data changed: {blkid:?}")
+            })?;
+            ensure(!lvs.contains_key("del"), || {
+                "del (reclaimPolicy Delete) is still there".into()
+            })?;
+            code(&self.plan(), 0)
+        }
+    }
+
+    /// Waits until `qemu-img convert` writes onto `device`; its pid. Fails when apply
+    /// ends first.
+    fn wait_for_copy(child: &mut Child, device: &str) -> Result<u32, String> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "apply ended ({status}) before the copy could be interrupted"
+                ));
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                return Err("no qemu-img convert started within 120s".into());
+            }
+            for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                    continue;
+                };
+                let args: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                let is_copy = args.first().is_some_and(|a| a.ends_with("qemu-img"))
+                    && args.iter().any(|a| a == "convert")
+                    && args.iter().any(|a| a == device);
+                if is_copy {
+                    return Ok(pid);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn dev(name: &str) -> String {
+        format!("/dev/{VG}/{name}")
+    }
+
+    const PATTERN_LEN: usize = 1 << 20;
+
+    fn write_pattern(device: &str, byte: u8) -> Check {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(device)
+            .map_err(|e| format!("{device}: {e}"))?;
+        file.write_all(&vec![byte; PATTERN_LEN])
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("writing {device}: {e}"))
+    }
+
+    fn read_start(device: &str) -> Result<Vec<u8>, String> {
+        use std::io::Read;
+        let mut buffer = vec![0u8; PATTERN_LEN];
+        std::fs::File::open(device)
+            .and_then(|mut file| file.read_exact(&mut buffer))
+            .map_err(|e| format!("reading {device}: {e}"))?;
+        Ok(buffer)
+    }
+
+    /// Runs a tool; its stdout, or the whole outcome as the error.
+    fn sh(program: &str, args: &[&str]) -> Result<String, String> {
+        let outcome = run_command(command(program, args));
+        if outcome.code == Some(0) {
+            Ok(outcome.stdout)
+        } else {
+            Err(outcome.to_string())
+        }
+    }
+
+    #[derive(Debug)]
+    pub struct Lv {
+        pub size: u64,
+        pub tags: Vec<String>,
+        pub pool: String,
+        pub origin: String,
+    }
+
+    /// The test VG's LVs, read with `lvs` (never through gitvisor).
+    fn lvs() -> Result<BTreeMap<String, Lv>, String> {
+        let json = sh(
+            "lvs",
+            &[
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "lv_name,lv_size,lv_tags,pool_lv,origin",
+                VG,
+            ],
+        )?;
+        let value: Value = serde_json::from_str(&json).map_err(|e| format!("lvs: {e}: {json}"))?;
+        let text = |lv: &Value, key: &str| lv[key].as_str().unwrap_or_default().to_owned();
+        Ok(value["report"][0]["lv"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|lv| {
+                (
+                    text(lv, "lv_name"),
+                    Lv {
+                        size: text(lv, "lv_size").parse().unwrap_or(0),
+                        tags: text(lv, "lv_tags")
+                            .split(',')
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                        pool: text(lv, "pool_lv"),
+                        origin: text(lv, "origin"),
+                    },
+                )
+            })
+            .collect())
+    }
+}

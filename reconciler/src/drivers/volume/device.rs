@@ -1,0 +1,54 @@
+//! Where a Volume appears on the host: `/dev/VG/NAME`, the path VM disks and container
+//! mounts open.
+//!
+//! Other drivers follow a reference to a Volume through the revision
+//! ([`PlanContext::referenced`]) and ask [`volume_device`] for its path; the graph
+//! orders the Volume's creation before theirs, so the path exists by the time they
+//! apply. Both sides compute it here, from the declaration, so they cannot disagree.
+
+use std::path::PathBuf;
+
+use crate::contract::PlanContext;
+use crate::model::{Kind, Name, Spec};
+
+/// `/dev/VG/NAME`: the udev link lvm2 makes for an active logical volume.
+pub fn device_path(vg: &str, name: &str) -> PathBuf {
+    PathBuf::from("/dev").join(vg).join(name)
+}
+
+/// The device path of the Volume `name` declared in this revision, or `None` when the
+/// revision declares no such Volume (validation rejects a dangling reference first).
+pub fn volume_device(context: &PlanContext, name: &Name) -> Option<PathBuf> {
+    let resource = context.referenced(Kind::Volume, name)?;
+    match &resource.spec {
+        Spec::Volume(volume) => Some(device_path(&volume.volume_group, name.as_str())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{Metadata, Resource, VolumeSpec};
+
+    #[test]
+    fn another_driver_finds_a_declared_volumes_device() {
+        let spec: VolumeSpec = serde_yaml::from_str("volumeGroup: vg0\nsize: 1GiB").unwrap();
+        let name = Name::parse("vm1-root").unwrap();
+        let volume = Arc::new(Resource::new(
+            Metadata::named(name.clone()),
+            Spec::Volume(spec),
+        ));
+        let context = PlanContext::default().with_revision(&[volume]);
+        assert_eq!(
+            volume_device(&context, &name),
+            Some(PathBuf::from("/dev/vg0/vm1-root"))
+        );
+        assert_eq!(
+            volume_device(&context, &Name::parse("other").unwrap()),
+            None
+        );
+    }
+}
