@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::bridge;
+use super::network;
 use crate::contract::{Driver, DriverError, Drivers};
 use crate::model::Kind;
 
@@ -31,7 +31,7 @@ pub struct Registration {
 /// Every driver of this build, one line each.
 pub(super) const REGISTRY: &[Registration] = &[Registration {
     kind: Kind::Bridge,
-    connect: bridge::BridgeDriver::connect_driver,
+    connect: network::ManagedBridgeDriver::connect_driver,
 }];
 
 /// Every driver of this build.
