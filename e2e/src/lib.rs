@@ -64,6 +64,9 @@
 //! - `store_damage.rs`: a state store damaged in many ways crashes no command, is
 //!   reported and moved aside, and never leads to a delete.
 //! - `graph.rs`: `graph --format dot|mermaid` edges of examples/homelab (no root needed).
+//! - `network.rs`: NAT, published ports, DHCP/DNS, host-only isolation, drift of the
+//!   nftables table, an admin's table left byte-identical, a SIGKILL mid-apply (helpers
+//!   in [`network`]).
 //!
 //! Run with `cargo build -p gitvisor && cargo test -p gitvisor-e2e`. One thing to know
 //! about timing: the kernel tears a namespace down asynchronously, ~15-25 ms per bridge
@@ -84,6 +87,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use tempfile::TempDir;
+
+pub mod network;
 
 /// How long one command (gitvisor or ip) may run before the harness kills it.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
