@@ -246,8 +246,10 @@ impl Driver for ManagedBridgeDriver {
                 }
             }
         }
-        // A bridge the store still records, no longer declared and with no link left to
-        // delete, may still have rules or a dnsmasq: those go on their own.
+        // A bridge the store still records, no longer declared and whose link is gone,
+        // may still have rules or a dnsmasq: those go on their own. When a link of that
+        // name exists that is not gitvisor's (made again by hand), nothing is planned
+        // for that name: no change may name an object gitvisor does not own.
         for id in &context.owned {
             let name = id.name.to_string();
             if id.kind != Kind::Bridge || networks.contains_key(&name) || planned.contains(&name) {
@@ -255,6 +257,13 @@ impl Driver for ManagedBridgeDriver {
             }
             let drift = NetworkDrift::between(&name, None, &host, &revision);
             if drift.is_empty() {
+                continue;
+            }
+            if host.forwarding.contains_key(&name) {
+                tracing::warn!(
+                    bridge = %name,
+                    "the rules or dnsmasq gitvisor made for bridge {name} stay: a link of that name exists that gitvisor does not own"
+                );
                 continue;
             }
             let mut change = Change::new(id.clone(), Action::Delete)

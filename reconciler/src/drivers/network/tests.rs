@@ -594,3 +594,22 @@ async fn a_mode_change_from_nat_to_bridged_removes_the_rules_and_the_table() {
     assert_eq!(host.network.table(), None);
     assert_eq!(host.network.forwarding("eth0"), Some(false));
 }
+
+#[tokio::test]
+async fn a_bridge_made_again_by_hand_gets_no_change_for_its_name() {
+    let host = host();
+    let br1 = bridge("br1", "addresses: [10.1.0.1/24]\nnat: true");
+    host.converge(&[bridge("br0", NAT), br1.clone()], &[]).await;
+    // br0 deleted and made again by hand: not gitvisor's, and no longer declared.
+    host.links
+        .put_link(crate::drivers::bridge::fake::bridge_link(90, "br0"));
+    let changes = host.plan(&[br1], &["br0", "br1"]).await;
+    assert!(
+        changes.iter().all(|c| c.id != id("br0")),
+        "{:?}",
+        changes
+            .iter()
+            .map(|c| (&c.id, c.action))
+            .collect::<Vec<_>>()
+    );
+}
