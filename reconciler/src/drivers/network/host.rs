@@ -3,7 +3,9 @@
 //! with a deadline and is killed when dropped, every file access off the async runtime.
 //!
 //! - nftables: `nft -j list table inet gitvisor` to observe, `nft -j -f -` with one JSON
-//!   document per transaction to change. `nft` never sees another table's name.
+//!   document per transaction to change; the transactions of bridges applied at the same
+//!   time share one `nft` run (group commit, see `commit_grouped`). `nft` never sees
+//!   another table's name.
 //! - forwarding: `/proc/sys/net/ipv4/conf/<interface>/forwarding`, in the network
 //!   namespace gitvisor runs in. Uplinks gitvisor turned on are recorded as empty files
 //!   under `<run-dir>/network/forwarding/` (a tmpfs, like the switches themselves).
@@ -22,10 +24,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+use tokio::sync::oneshot;
 
 use super::dnsmasq::{CONFIG_MARKER, DhcpPaths};
 use super::error::SeamError;
-use super::nft::{FAMILY, NftCommand, TABLE, parse_listing};
+use super::nft::{FAMILY, NftCommand, TABLE, Transaction, parse_listing};
 use super::seam::{DhcpState, NetworkRequest, NetworkSeam, NetworkState, TableObservation};
 
 /// How long `nft` or a starting `dnsmasq` may take.
@@ -35,16 +38,27 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 const CONF_DIR: &str = "/proc/sys/net/ipv4/conf";
 
+/// A transaction waiting for the next `nft` run, and where its outcome goes.
+type Pending = (Transaction, oneshot::Sender<Result<(), SeamError>>);
+
 /// The host's nftables, forwarding switches and dnsmasq instances.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HostNetwork {
     /// `<run-dir>/network`.
     dir: PathBuf,
+    /// Transactions of bridges applied in parallel, waiting for the next `nft` run.
+    pending: std::sync::Mutex<Vec<Pending>>,
+    /// Held by the one task running `nft` for everything pending.
+    committing: tokio::sync::Mutex<()>,
 }
 
 impl HostNetwork {
     pub fn new(network_dir: PathBuf) -> Self {
-        HostNetwork { dir: network_dir }
+        HostNetwork {
+            dir: network_dir,
+            pending: std::sync::Mutex::new(Vec::new()),
+            committing: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -69,7 +83,77 @@ impl HostNetwork {
         }
     }
 
-    async fn commit(&self, commands: &[NftCommand], json: String) -> Result<(), SeamError> {
+    /// Commits `transaction`, together with those of other bridges applied at the same
+    /// time (group commit): while one `nft` runs, the transactions that arrive wait and
+    /// then go in one `nft` run, so hundreds of bridges applied in parallel cost a
+    /// handful of processes, not one each. Bridges' transactions touch only their own
+    /// chains, so they combine; when a combined run fails, each is committed again on
+    /// its own, so one bridge's failure is its own.
+    async fn commit_grouped(&self, transaction: &Transaction) -> Result<(), SeamError> {
+        if transaction.0 == [NftCommand::DeleteTable] {
+            let _turn = self.committing.lock().await;
+            return self.commit(transaction).await;
+        }
+        let (answer, mut outcome) = oneshot::channel();
+        lock(&self.pending).push((transaction.clone(), answer));
+        loop {
+            // Answered by whoever ran `nft` for it, or take the turn to run `nft` for
+            // everything pending (this one included, unless another turn took it).
+            tokio::select! {
+                biased;
+                result = &mut outcome => {
+                    return result.unwrap_or_else(|_| {
+                        Err(SeamError::Spawn {
+                            tool: "nft",
+                            cause: std::io::Error::other(
+                                "the task committing this transaction stopped",
+                            ),
+                        })
+                    });
+                }
+                _turn = self.committing.lock() => {
+                    let batch = std::mem::take(&mut *lock(&self.pending));
+                    self.commit_batch(batch).await;
+                }
+            }
+        }
+    }
+
+    /// Commits `batch` in one `nft` run; when that fails, each on its own.
+    async fn commit_batch(&self, mut batch: Vec<Pending>) {
+        if batch.len() <= 1 {
+            if let Some((transaction, answer)) = batch.pop() {
+                let _ = answer.send(self.commit(&transaction).await);
+            }
+            return;
+        }
+        tracing::debug!(
+            transactions = batch.len(),
+            "one nft run for several bridges"
+        );
+        let combined = Transaction(
+            batch
+                .iter()
+                .flat_map(|(transaction, _)| transaction.0.iter().cloned())
+                .collect(),
+        );
+        match self.commit(&combined).await {
+            Ok(()) => {
+                for (_, answer) in batch {
+                    let _ = answer.send(Ok(()));
+                }
+            }
+            Err(_) => {
+                for (transaction, answer) in batch {
+                    let _ = answer.send(self.commit(&transaction).await);
+                }
+            }
+        }
+    }
+
+    async fn commit(&self, transaction: &Transaction) -> Result<(), SeamError> {
+        let commands = transaction.0.as_slice();
+        let json = transaction.to_json().to_string();
         match run("nft", &["-j", "-f", "-"], Some(json)).await {
             Ok(_) => Ok(()),
             // Deleting a table that is already gone is done, when it really is gone.
@@ -196,10 +280,7 @@ impl NetworkSeam for HostNetwork {
 
     async fn send(&self, request: &NetworkRequest) -> Result<(), SeamError> {
         match request {
-            NetworkRequest::Nft(transaction) => {
-                self.commit(&transaction.0, transaction.to_json().to_string())
-                    .await
-            }
+            NetworkRequest::Nft(transaction) => self.commit_grouped(transaction).await,
             NetworkRequest::SetForwarding { interface, on } => {
                 write_forwarding(interface.clone(), *on).await
             }
@@ -264,6 +345,12 @@ impl NetworkSeam for HostNetwork {
             }
         }
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs `tool args…` (stdin from `input`), returning stdout; a failure carries stderr.
