@@ -69,6 +69,9 @@
 //! - `controller.rs`: `gitvisor run` ([`controller`] helpers): the watch, git polling,
 //!   drift at resync, rejected revisions, SIGTERM, `NOTIFY_SOCKET`, the API, metrics,
 //!   signed commits, the unit file and flake.nix.
+//! - `network.rs`: NAT, published ports, DHCP/DNS, host-only isolation, drift of the
+//!   nftables table, an admin's table left byte-identical, a SIGKILL mid-apply (helpers
+//!   in [`network`]).
 //! - `vms.rs`: VirtualMachines under QEMU TCG (guest built by [`vms`]): lifecycle with a
 //!   kill -9 mid-create, console, pause, restart, forced stop, prune; firmware boot.
 //!
@@ -89,6 +92,7 @@ mod locate;
 pub mod lvm;
 mod manifests;
 mod netns;
+pub mod network;
 mod output;
 mod process;
 mod report;

@@ -18,6 +18,7 @@
 pub mod bridge;
 pub mod container;
 pub mod net;
+pub mod network;
 pub mod probe;
 mod registry;
 pub mod vm;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{bridge, container, vm, volume};
+use super::{bridge, container, network, vm, volume};
 use crate::model::Kind;
 
 /// The kinds this build has a driver for, derived from the registry the engine connects
@@ -105,7 +105,12 @@ impl KindProbe {
 pub async fn probe(kinds: &[Kind]) -> Vec<KindProbe> {
     futures::future::join_all(kinds.iter().map(|&kind| async move {
         let facilities = match kind {
-            Kind::Bridge => bridge::probe::probe().await,
+            Kind::Bridge => {
+                let (mut links, network) =
+                    futures::join!(bridge::probe::probe(), network::probe::probe());
+                links.extend(network);
+                links
+            }
             Kind::Volume => volume::probe::probe().await,
             Kind::Container => container::probe::probe().await,
             Kind::VirtualMachine => vm::probe::probe().await,

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::{bridge, vm, volume};
+use super::{network, vm, volume};
 use crate::contract::{Driver, DriverError, Drivers};
 use crate::model::Kind;
 
@@ -32,7 +32,7 @@ pub struct Registration {
 pub(super) const REGISTRY: &[Registration] = &[
     Registration {
         kind: Kind::Bridge,
-        connect: bridge::BridgeDriver::connect_driver,
+        connect: network::ManagedBridgeDriver::connect_driver,
     },
     Registration {
         kind: Kind::VirtualMachine,

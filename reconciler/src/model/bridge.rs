@@ -1,12 +1,17 @@
 //! `kind: Bridge`: a Linux bridge managed over netlink.
 //!
-//! Modes follow from the fields: with `ports` it is *bridged* to the host's interfaces,
-//! without them it is *isolated* (host-only); `nat: true` masquerades traffic out of the host.
+//! Modes follow from the fields: with `ports` it is *bridged* to the host's interfaces;
+//! `nat: true` masquerades its IPv4 subnets out of the host (*NAT*), `uplink` without
+//! `nat` routes them (*routed*); with none of `ports`, `nat` and `uplink` it is
+//! *isolated* (host-only): guests reach the host's addresses on the bridge and nothing
+//! beyond. `dhcp` serves addresses and names to guests; `publish` makes a guest's port
+//! reachable on the host's addresses (NAT bridges). `docs/network.md` has the whole
+//! picture.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Cidr, InterfaceName};
+use super::{BridgePublish, Cidr, Dhcp, InterfaceName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -27,9 +32,21 @@ pub struct BridgeSpec {
     /// 802.1Q VLAN filtering.
     #[serde(default)]
     pub vlan_filtering: bool,
-    /// Masquerade traffic leaving the host from this bridge's subnets (NAT mode).
+    /// Masquerade traffic leaving the host from this bridge's IPv4 subnets (NAT mode).
     #[serde(default)]
     pub nat: bool,
+    /// The interface traffic from the bridge leaves the host by. With `nat`: masquerade
+    /// only out of it (default: out of any interface, forwarding enabled on the one
+    /// holding the default route). Without `nat`: route the bridge's subnets through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<InterfaceName>,
+    /// Serve DHCP and DNS to guests on this bridge (one dnsmasq bound to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<Dhcp>,
+    /// Ports of addresses behind this bridge published on the host's addresses
+    /// (destination NAT; `nat: true` bridges only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<BridgePublish>,
     /// Administrative state.
     #[serde(default = "default_true")]
     pub up: bool,

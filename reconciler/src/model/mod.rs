@@ -8,9 +8,11 @@
 
 mod bridge;
 mod container;
+mod dhcp;
 mod metadata;
 mod name;
 mod net;
+mod publish;
 mod quantity;
 mod resource;
 mod vm;
@@ -19,9 +21,11 @@ mod workload;
 
 pub use bridge::BridgeSpec;
 pub use container::{ContainerNetwork, ContainerSpec, Mount, Resources, RestartPolicy};
+pub use dhcp::{Dhcp, Ipv4Range, StaticLease};
 pub use metadata::{ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Kind, Metadata, ResourceId};
 pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name, RESERVED_IFNAMES};
 pub use net::{Cidr, MacAddress, unicast_problem};
+pub use publish::{BridgePublish, PortPublish, Protocol};
 pub use quantity::{ByteSize, Duration};
 pub use resource::{Document, Origin, Reference, Resource, Spec};
 pub use vm::{

@@ -8,9 +8,11 @@
 //! the normal per-host variant, not a duplicate), references (a reference must name a
 //! resource declared for this host; one whose document has errors counts as declared, so
 //! its own errors are not echoed as "not declared"), then the uniqueness rules that span
-//! resources ([`unique`]: ports, addresses, MACs). Every finding becomes a [`Diagnostic`]
-//! pointing at the offending field; one about two declarations names the other's place.
+//! resources ([`unique`]: ports, addresses, MACs; [`network`]: published host ports).
+//! Every finding becomes a [`Diagnostic`] pointing at the offending field; one about two
+//! declarations names the other's place.
 
+mod network;
 mod resource;
 mod unique;
 
@@ -105,6 +107,7 @@ pub fn validate(
         }
     }
     unique::check(&unique_selected, diagnostics);
+    network::check_publications(&unique_selected, diagnostics);
     unique_selected.into_iter().cloned().collect()
 }
 

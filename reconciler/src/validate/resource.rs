@@ -76,6 +76,7 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                     error("spec.mtu", format!("MTU {mtu} out of range 68-65535"));
                 }
             }
+            super::network::check_bridge(name, bridge, &mut error);
         }
         Spec::Volume(volume) => {
             for (field, value) in [

@@ -74,7 +74,6 @@ pub(crate) fn declared(
                 ..change
             }
             .with_fields(creation_fields(spec)),
-            spec,
             &observed,
         );
         if let Some(leftover) = &observed.leftover {
@@ -109,7 +108,6 @@ pub(crate) fn declared(
     };
     let mut change = with_notes(
         Change { action, ..change }.with_fields(drift.fields()),
-        spec,
         &observed,
     );
     if adopting {
@@ -236,8 +234,8 @@ fn conflict(change: Change, reason: String, observed: ObservedBridge) -> Change 
     .with_observed(observed)
 }
 
-/// Notes that do not change the action: what apply will refuse, what is not built yet.
-fn with_notes(mut change: Change, spec: &BridgeSpec, observed: &ObservedBridge) -> Change {
+/// Notes that do not change the action: what apply will refuse.
+fn with_notes(mut change: Change, observed: &ObservedBridge) -> Change {
     for port in &observed.declared_ports {
         if port.index.is_none() {
             change = change.with_reason(format!(
@@ -250,11 +248,6 @@ fn with_notes(mut change: Change, spec: &BridgeSpec, observed: &ObservedBridge) 
                 port.name
             ));
         }
-    }
-    if spec.nat {
-        change = change.with_reason(
-            "nat: true is declared but NAT is not implemented in this build; traffic will not be masqueraded",
-        );
     }
     change
 }
@@ -566,15 +559,17 @@ mod tests {
     }
 
     #[test]
-    fn nat_is_noted_as_not_implemented_and_kept_out_of_the_diff() {
+    fn the_network_fields_are_not_part_of_the_links_diff() {
         let change = decide(
-            &declare("br0", "mtu: 9000\naddresses: [10.0.0.1/24]\nnat: true"),
+            &declare(
+                "br0",
+                "mtu: 9000\naddresses: [10.0.0.1/24]\nnat: true\nuplink: eth0\ndhcp: {range: 10.0.0.100-10.0.0.199}",
+            ),
             vec![converged_br0()],
             &owning(&["br0"]),
         );
         assert_eq!(change.action, Action::NoOp);
-        let reason = change.reason().unwrap_or_default();
-        assert!(reason.contains("NAT is not implemented"), "{reason}");
+        assert!(change.reasons.is_empty(), "{:?}", change.reasons);
     }
 
     #[test]

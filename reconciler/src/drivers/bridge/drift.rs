@@ -13,7 +13,8 @@
 //!   except workload links other gitvisor drivers enslaved (a VM's tap, a container's
 //!   veth), recognised by an `ifalias` starting with `gitvisor:`: those are left alone and
 //!   not listed.
-//! - `nat` is not part of the drift: this build does not implement it (see the diff).
+//! - `nat`, `uplink`, `dhcp` and `publish` are not part of the link's drift: the network
+//!   module (`drivers/network/`) computes theirs.
 
 use std::collections::BTreeSet;
 

@@ -80,6 +80,13 @@ impl FakeLinks {
         self.lock().links.iter().find(|l| l.name == name).cloned()
     }
 
+    /// A link appears or is replaced by hand (not through the seam).
+    pub fn put_link(&self, link: LinkState) {
+        let mut host = self.lock();
+        host.links.retain(|l| l.name != link.name);
+        host.links.push(link);
+    }
+
     /// Answer `errno` to every request matching `predicate` (recorded, not applied).
     pub fn fail_when(
         &self,

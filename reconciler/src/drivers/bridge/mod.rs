@@ -38,8 +38,9 @@
 //!    create → marker → rename, which run together so a cancel never strands a
 //!    temporary-named bridge.
 //!
-//! `nat: true` is accepted but not implemented in this build: the plan says so in the
-//! change's reason and leaves it out of the diff.
+//! The network fields (`nat`, `uplink`, `dhcp`, `publish`) are not the link's: the
+//! network module (`drivers/network/`) wraps this driver and adds them to the same
+//! change, so this driver stays about links.
 //!
 //! # Seam
 //!
@@ -109,13 +110,6 @@ impl BridgeDriver {
     pub fn connect() -> Result<Self, BridgeError> {
         let links = NetlinkLinks::connect().map_err(|cause| BridgeError::Connect { cause })?;
         Ok(BridgeDriver::new(Arc::new(links)))
-    }
-
-    /// [`BridgeDriver::connect`] as the registry's constructor (bridges need no settings).
-    pub(crate) fn connect_driver(
-        _: &crate::drivers::HostSettings,
-    ) -> Result<Box<dyn Driver>, DriverError> {
-        Ok(Box::new(BridgeDriver::connect()?))
     }
 }
 

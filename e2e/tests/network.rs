@@ -1,0 +1,437 @@
+//! Network modes of managed bridges against the real kernel, nftables and dnsmasq, in
+//! namespaces only (see `gitvisor_e2e::network` for the lab): NAT out of the host with
+//! the host's address as the source; a published port reached from the outside and from
+//! the host; drift of gitvisor's table (a rule deleted, the table flushed) planned and
+//! repaired; an admin's own table byte-identical through apply, repair and prune; DHCP
+//! with a static lease and names resolving between guests, a killed dnsmasq started
+//! again, everything removed by prune; a host-only bridge that reaches the host and
+//! nothing beyond, even with forwarding on; and an apply killed with SIGKILL part-way.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gitvisor_e2e::network::{HOST_UPLINK_ADDRESS, Lab, OUTSIDE_ADDRESS, UPLINK};
+use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest, change, field};
+
+/// A Bridge manifest whose `spec:` is `spec` (written without indentation).
+fn bridge(name: &str, spec: &str) -> String {
+    let indented: String = spec.lines().map(|line| format!("  {line}\n")).collect();
+    bridge_manifest(name, &[], &indented)
+}
+
+/// A bridged bridge that stays declared, so pruning the others is not "delete
+/// everything" (and it needs no nftables rules).
+fn keeper(lab: &Lab, manifests: &Manifests) {
+    lab.ip(
+        lab.host(),
+        &[
+            "link", "add", "keep0", "type", "veth", "peer", "name", "keep1",
+        ],
+    );
+    manifests.write("keep.yaml", &bridge("keep", "ports: [keep0]"));
+}
+
+/// An admin's own table in the host namespace, with rules and a counter.
+fn admin_table(lab: &Lab) -> String {
+    lab.nft(&["add", "table", "inet", "filter"]).expect_code(0);
+    lab.nft(&[
+        "add",
+        "chain",
+        "inet",
+        "filter",
+        "input",
+        "{ type filter hook input priority 0; policy accept; }",
+    ])
+    .expect_code(0);
+    lab.nft(&[
+        "add", "rule", "inet", "filter", "input", "tcp", "dport", "22", "accept",
+    ])
+    .expect_code(0);
+    lab.nft(&[
+        "add",
+        "chain",
+        "inet",
+        "filter",
+        "forward",
+        "{ type filter hook forward priority 10; policy accept; }",
+    ])
+    .expect_code(0);
+    lab.nft(&[
+        "add", "rule", "inet", "filter", "forward", "udp", "dport", "9", "drop",
+    ])
+    .expect_code(0);
+    admin_listing(lab)
+}
+
+fn admin_listing(lab: &Lab) -> String {
+    lab.nft(&["-a", "list", "table", "inet", "filter"])
+        .expect_code(0)
+        .stdout
+}
+
+#[track_caller]
+fn assert_plan_clean(env: &TestEnv, manifests: &Manifests) {
+    env.plan_detailed(manifests.path()).expect_code(0);
+}
+
+fn apply(env: &TestEnv, manifests: &Path) {
+    env.gitvisor([
+        OsStr::new("apply"),
+        manifests.as_os_str(),
+        OsStr::new("--prune"),
+    ])
+    .expect_code(0);
+}
+
+/// The handle of the rule with `comment` in gitvisor's table.
+fn handle_of(lab: &Lab, comment: &str) -> (String, String) {
+    let listing = lab
+        .nft(&["-a", "list", "table", "inet", "gitvisor"])
+        .expect_code(0)
+        .stdout;
+    let mut chain = String::new();
+    for line in listing.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("chain ") {
+            chain = name
+                .trim_end_matches(" {")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+        }
+        if line.contains(&format!("comment \"{comment}\"")) {
+            let handle = line
+                .rsplit("# handle ")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return (chain, handle);
+        }
+    }
+    panic!("no rule {comment:?} in\n{listing}");
+}
+
+/// The source address the outside's server saw for a request from `guest`.
+fn source_seen_outside(lab: &Lab, guest: &str) -> Result<String, String> {
+    lab.http_get(guest, OUTSIDE_ADDRESS, 80, "/cgi-bin/ip")
+        .map_err(|outcome| outcome.to_string())
+}
+
+const NAT_BRIDGE: &str = "addresses: [10.0.0.1/24]
+nat: true
+publish:
+  - {address: 10.0.0.10, hostPort: 8080, port: 80}";
+
+#[test]
+fn nat_published_ports_drift_and_prune_leave_the_admins_table_alone() {
+    let Some(env) = TestEnv::new("net-nat") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new(&env) else {
+        return;
+    };
+    let outside = lab.outside();
+    let guest = lab.guest("g1", None);
+    let admin = admin_table(&lab);
+    let manifests = Manifests::new();
+    keeper(&lab, &manifests);
+    manifests.write("br0.yaml", &bridge("br0", NAT_BRIDGE));
+
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    lab.attach("g1", "br0");
+    lab.address(&guest, "10.0.0.10/24", "10.0.0.1");
+    assert_eq!(lab.forwarding("br0"), "1");
+    assert_eq!(lab.forwarding(UPLINK), "1", "the uplink forwards");
+    assert_eq!(lab.forwarding("all"), "0", "never the global switch");
+
+    // NAT: the guest reaches the outside, which sees the host's address.
+    assert!(
+        lab.pings(&guest, OUTSIDE_ADDRESS),
+        "the guest cannot ping the outside"
+    );
+    lab.serve(&outside, OUTSIDE_ADDRESS, 80, "outside");
+    assert_eq!(
+        source_seen_outside(&lab, &guest).as_deref(),
+        Ok(HOST_UPLINK_ADDRESS)
+    );
+
+    // A published port answers from the outside and from the host itself.
+    lab.serve(&guest, "0.0.0.0", 80, "hello from the guest");
+    let published = |namespace: &str| {
+        lab.http_get(namespace, HOST_UPLINK_ADDRESS, 8080, "/")
+            .unwrap_or_else(|outcome| panic!("the published port did not answer\n{outcome}"))
+    };
+    assert_eq!(published(&outside), "hello from the guest");
+    assert_eq!(
+        published(lab.host()),
+        "hello from the guest",
+        "hairpin from the host"
+    );
+    assert_eq!(
+        admin_listing(&lab),
+        admin,
+        "apply changed the admin's table"
+    );
+
+    // Drift: a rule deleted by hand.
+    let (chain, handle) = handle_of(&lab, "br0: masquerade 10.0.0.0/24");
+    lab.nft(&[
+        "delete", "rule", "inet", "gitvisor", &chain, "handle", &handle,
+    ])
+    .expect_code(0);
+    assert!(
+        source_seen_outside(&lab, &guest).is_err(),
+        "without the masquerade rule the outside cannot answer"
+    );
+    let plan = env.plan_json(manifests.path());
+    let br0 = change(&plan, "Bridge", "br0");
+    assert_eq!(br0["action"], "update", "{plan:#}");
+    assert_eq!(
+        field(br0, "nftables").expect("nftables field")["new"],
+        serde_json::json!(["br0: masquerade 10.0.0.0/24"]),
+        "{plan:#}"
+    );
+    assert_eq!(change(&plan, "Bridge", "keep")["action"], "noop");
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    assert_eq!(
+        source_seen_outside(&lab, &guest).as_deref(),
+        Ok(HOST_UPLINK_ADDRESS)
+    );
+
+    // Drift: the table flushed.
+    lab.nft(&["flush", "table", "inet", "gitvisor"])
+        .expect_code(0);
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(
+        change(&plan, "Bridge", "br0")["action"],
+        "update",
+        "{plan:#}"
+    );
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    assert_eq!(published(&outside), "hello from the guest");
+    assert_eq!(
+        admin_listing(&lab),
+        admin,
+        "the repair changed the admin's table"
+    );
+
+    // Prune the last NAT bridge: the table goes, the uplink is given back, the admin's
+    // table stays byte for byte.
+    manifests.remove("br0.yaml");
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    let gone = lab.nft(&["list", "table", "inet", "gitvisor"]);
+    assert_ne!(
+        gone.code,
+        Some(0),
+        "the table outlived the last NAT bridge\n{gone}"
+    );
+    assert_eq!(
+        lab.forwarding(UPLINK),
+        "0",
+        "the uplink's forwarding was not given back"
+    );
+    assert_eq!(
+        admin_listing(&lab),
+        admin,
+        "prune changed the admin's table"
+    );
+}
+
+const DHCP_BRIDGE: &str = "addresses: [10.0.0.1/24]
+dhcp:
+  range: 10.0.0.100-10.0.0.199
+  leaseTime: 10m
+  domain: lab
+  static:
+    - {mac: '52:54:00:00:00:10', address: 10.0.0.10, name: vm1}";
+
+#[test]
+fn dhcp_serves_static_leases_names_resolve_and_a_dead_dnsmasq_comes_back() {
+    let Some(env) = TestEnv::new("net-dhcp") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new(&env) else {
+        return;
+    };
+    let vm1 = lab.guest("g1", Some("52:54:00:00:00:10"));
+    let other = lab.guest("g2", Some("52:54:00:00:00:20"));
+    let manifests = Manifests::new();
+    keeper(&lab, &manifests);
+    manifests.write("br0.yaml", &bridge("br0", DHCP_BRIDGE));
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    lab.attach("g1", "br0");
+    lab.attach("g2", "br0");
+    assert_eq!(lab.dnsmasq_pids().len(), 1, "one dnsmasq for the bridge");
+
+    assert_eq!(
+        lab.dhcp(&vm1).map_err(|o| o.to_string()),
+        Ok("10.0.0.10".to_owned())
+    );
+    let dynamic = lab.dhcp(&other).unwrap_or_else(|o| panic!("no lease\n{o}"));
+    assert!(
+        dynamic.starts_with("10.0.0.1"),
+        "{dynamic} is outside the range"
+    );
+    let answer = lab.exec(&other, ["busybox", "nslookup", "vm1.lab", "10.0.0.1"]);
+    assert!(
+        answer.stdout.contains("10.0.0.10"),
+        "vm1.lab does not resolve\n{answer}"
+    );
+
+    // dnsmasq dies: plan says so, apply starts it again.
+    let pid = lab.dnsmasq_pids()[0];
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.dnsmasq_pids().contains(&pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let plan = env.plan_json(manifests.path());
+    let br0 = change(&plan, "Bridge", "br0");
+    assert_eq!(br0["action"], "update", "{plan:#}");
+    assert_eq!(
+        field(br0, "dhcp").expect("dhcp field")["old"],
+        "stopped",
+        "{plan:#}"
+    );
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    let restarted = lab.dnsmasq_pids();
+    assert_eq!(restarted.len(), 1);
+    assert_ne!(restarted[0], pid);
+    let answer = lab.exec(&other, ["busybox", "nslookup", "vm1.lab", "10.0.0.1"]);
+    assert!(answer.stdout.contains("10.0.0.10"), "{answer}");
+
+    // Prune: dnsmasq and its files go.
+    manifests.remove("br0.yaml");
+    apply(&env, manifests.path());
+    assert!(lab.dnsmasq_pids().is_empty(), "dnsmasq outlived its bridge");
+    assert_plan_clean(&env, &manifests);
+}
+
+#[test]
+fn a_host_only_bridge_reaches_the_host_and_nothing_beyond() {
+    let Some(env) = TestEnv::new("net-iso") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new(&env) else {
+        return;
+    };
+    let outside = lab.outside();
+    lab.ip(
+        &outside,
+        &["route", "add", "10.9.0.0/24", "via", HOST_UPLINK_ADDRESS],
+    );
+    // The host namespace forwards (as a host running Docker does): isolation must come
+    // from gitvisor's rules, not from forwarding being off.
+    lab.sysctl("net/ipv4/ip_forward", "1");
+    let guest = lab.guest("g1", None);
+    let manifests = Manifests::new();
+    manifests.write("lab.yaml", &bridge("lab", "addresses: [10.9.0.1/24]"));
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    lab.attach("g1", "lab");
+    lab.address(&guest, "10.9.0.10/24", "10.9.0.1");
+
+    assert!(
+        lab.pings(&guest, "10.9.0.1"),
+        "the guest cannot reach the host"
+    );
+    assert!(
+        !lab.pings(&guest, OUTSIDE_ADDRESS),
+        "a host-only guest reached the outside"
+    );
+
+    // Without gitvisor's rules and switch the same guest does get out: the test can fail.
+    lab.nft(&["delete", "table", "inet", "gitvisor"])
+        .expect_code(0);
+    lab.sysctl("net/ipv4/conf/lab/forwarding", "1");
+    assert!(
+        lab.pings(&guest, OUTSIDE_ADDRESS),
+        "the lab's path out is broken"
+    );
+    let plan = env.plan_json(manifests.path());
+    let change = change(&plan, "Bridge", "lab");
+    assert_eq!(change["action"], "update", "{plan:#}");
+    assert!(field(change, "nftables").is_some() && field(change, "forwarding.lab").is_some());
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    assert!(
+        !lab.pings(&guest, OUTSIDE_ADDRESS),
+        "the repair did not isolate the guest"
+    );
+    assert!(lab.pings(&guest, "10.9.0.1"));
+}
+
+/// `apply` of eight NAT bridges with DHCP is SIGKILLed once the third bridge appears
+/// (timed by `ip monitor link`); the next apply finishes: one dnsmasq per bridge, each
+/// bridge's rules and jumps once, and a clean plan.
+#[test]
+fn an_apply_killed_part_way_is_finished_by_the_next() {
+    let Some(env) = TestEnv::new("net-crash") else {
+        return;
+    };
+    let Some(lab) = Lab::new(&env) else {
+        return;
+    };
+    let manifests = Manifests::new();
+    const N: usize = 8;
+    for i in 0..N {
+        manifests.write(
+            &format!("gvn{i}.yaml"),
+            &bridge(
+                &format!("gvn{i}"),
+                &format!(
+                    "addresses: [10.{i}.0.1/24]\nnat: true\ndhcp: {{range: 10.{i}.0.100-10.{i}.0.199}}"
+                ),
+            ),
+        );
+    }
+    let (mut monitor, events) = env.monitor_links();
+    let mut apply_cmd = env.gitvisor_command([OsStr::new("apply"), manifests.path().as_os_str()]);
+    apply_cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = apply_cmd.spawn().expect("start apply");
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while seen.len() < 3 && Instant::now() < deadline {
+        if let Ok(name) = events.recv_timeout(Duration::from_millis(100)) {
+            if name.starts_with("gvn") {
+                seen.insert(name);
+            }
+        }
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("wait for apply");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert!(
+        status.code().is_none(),
+        "apply finished before the kill: {status}"
+    );
+
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    assert_eq!(lab.dnsmasq_pids().len(), N, "one dnsmasq per bridge");
+    let listing = lab
+        .nft(&["list", "table", "inet", "gitvisor"])
+        .expect_code(0)
+        .stdout;
+    for i in 0..N {
+        let jump = format!("comment \"gvn{i}: jump gvn{i}-post\"");
+        assert_eq!(listing.matches(&jump).count(), 1, "{jump} in\n{listing}");
+        let masquerade = format!("comment \"gvn{i}: masquerade 10.{i}.0.0/24\"");
+        assert_eq!(listing.matches(&masquerade).count(), 1, "{listing}");
+    }
+}

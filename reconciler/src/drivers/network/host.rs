@@ -1,0 +1,559 @@
+//! [`HostNetwork`]: the real network seam. The only code here that runs `nft` and
+//! `dnsmasq` or writes a forwarding switch; every tool runs through `tokio::process`
+//! with a deadline and is killed when dropped, every file access off the async runtime.
+//!
+//! - nftables: `nft -j list table inet gitvisor` to observe, `nft -j -f -` with one JSON
+//!   document per transaction to change; the transactions of bridges applied at the same
+//!   time share one `nft` run (group commit, see `commit_grouped`). `nft` never sees
+//!   another table's name.
+//! - forwarding: `/proc/sys/net/ipv4/conf/<interface>/forwarding`, in the network
+//!   namespace gitvisor runs in. Uplinks gitvisor turned on are recorded as empty files
+//!   under `<run-dir>/network/forwarding/` (a tmpfs, like the switches themselves).
+//! - dnsmasq: one per bridge, started with `--conf-file=<run-dir>/network/dhcp/<bridge>/
+//!   dnsmasq.conf`; dnsmasq detaches itself once it is serving (the starting process
+//!   exits 0 then, or non-zero with the reason on stderr), writes its pid file there,
+//!   and is found again through it after gitvisor restarts (see `dnsmasq.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use tokio::sync::oneshot;
+
+use super::dnsmasq::{CONFIG_MARKER, DhcpPaths};
+use super::error::SeamError;
+use super::nft::{FAMILY, NftCommand, TABLE, Transaction, parse_listing};
+use super::seam::{DhcpState, NetworkRequest, NetworkSeam, NetworkState, TableObservation};
+
+/// How long `nft` or a starting `dnsmasq` may take.
+const TOOL_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a dnsmasq gets to exit after SIGTERM, and again after SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+const CONF_DIR: &str = "/proc/sys/net/ipv4/conf";
+
+/// A transaction waiting for the next `nft` run, and where its outcome goes.
+type Pending = (Transaction, oneshot::Sender<Result<(), SeamError>>);
+
+/// The host's nftables, forwarding switches and dnsmasq instances.
+#[derive(Debug)]
+pub struct HostNetwork {
+    /// `<run-dir>/network`.
+    dir: PathBuf,
+    /// Transactions of bridges applied in parallel, waiting for the next `nft` run.
+    pending: std::sync::Mutex<Vec<Pending>>,
+    /// Held by the one task running `nft` for everything pending.
+    committing: tokio::sync::Mutex<()>,
+}
+
+impl HostNetwork {
+    pub fn new(network_dir: PathBuf) -> Self {
+        HostNetwork {
+            dir: network_dir,
+            pending: std::sync::Mutex::new(Vec::new()),
+            committing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn records(&self) -> PathBuf {
+        self.dir.join("forwarding")
+    }
+
+    async fn list_table(&self) -> Result<TableObservation, SeamError> {
+        let args = ["-j", "list", "table", FAMILY, TABLE];
+        match run("nft", &args, None).await {
+            Ok(stdout) => Ok(TableObservation::Present(parse_listing(&stdout)?)),
+            Err(SeamError::ToolMissing { .. }) => Ok(TableObservation::Unavailable(
+                "`nft` is not installed".into(),
+            )),
+            Err(SeamError::Tool { output, .. }) if output.contains("No such file or directory") => {
+                Ok(TableObservation::Absent)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Commits `transaction`, together with those of other bridges applied at the same
+    /// time (group commit): while one `nft` runs, the transactions that arrive wait and
+    /// then go in one `nft` run, so hundreds of bridges applied in parallel cost a
+    /// handful of processes, not one each. Bridges' transactions touch only their own
+    /// chains, so they combine; when a combined run fails, each is committed again on
+    /// its own, so one bridge's failure is its own.
+    async fn commit_grouped(&self, transaction: &Transaction) -> Result<(), SeamError> {
+        if transaction.0 == [NftCommand::DeleteTable] {
+            let _turn = self.committing.lock().await;
+            return self.commit(transaction).await;
+        }
+        let (answer, mut outcome) = oneshot::channel();
+        lock(&self.pending).push((transaction.clone(), answer));
+        loop {
+            // Answered by whoever ran `nft` for it, or take the turn to run `nft` for
+            // everything pending (this one included, unless another turn took it).
+            tokio::select! {
+                biased;
+                result = &mut outcome => {
+                    return result.unwrap_or_else(|_| {
+                        Err(SeamError::Spawn {
+                            tool: "nft",
+                            cause: std::io::Error::other(
+                                "the task committing this transaction stopped",
+                            ),
+                        })
+                    });
+                }
+                _turn = self.committing.lock() => {
+                    let batch = std::mem::take(&mut *lock(&self.pending));
+                    self.commit_batch(batch).await;
+                }
+            }
+        }
+    }
+
+    /// Commits `batch` in one `nft` run; when that fails, each on its own.
+    async fn commit_batch(&self, mut batch: Vec<Pending>) {
+        if batch.len() <= 1 {
+            if let Some((transaction, answer)) = batch.pop() {
+                let _ = answer.send(self.commit(&transaction).await);
+            }
+            return;
+        }
+        tracing::debug!(
+            transactions = batch.len(),
+            "one nft run for several bridges"
+        );
+        let combined = Transaction(
+            batch
+                .iter()
+                .flat_map(|(transaction, _)| transaction.0.iter().cloned())
+                .collect(),
+        );
+        match self.commit(&combined).await {
+            Ok(()) => {
+                for (_, answer) in batch {
+                    let _ = answer.send(Ok(()));
+                }
+            }
+            Err(_) => {
+                for (transaction, answer) in batch {
+                    let _ = answer.send(self.commit(&transaction).await);
+                }
+            }
+        }
+    }
+
+    async fn commit(&self, transaction: &Transaction) -> Result<(), SeamError> {
+        let commands = transaction.0.as_slice();
+        let json = transaction.to_json().to_string();
+        match run("nft", &["-j", "-f", "-"], Some(json)).await {
+            Ok(_) => Ok(()),
+            // Deleting a table that is already gone is done, when it really is gone.
+            Err(error) if commands == [NftCommand::DeleteTable] => match self.list_table().await? {
+                TableObservation::Absent => Ok(()),
+                _ => Err(error),
+            },
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn start_dhcp(&self, bridge: &str) -> Result<(), SeamError> {
+        let paths = DhcpPaths::new(&self.dir, bridge);
+        if running_dnsmasq(&paths).await?.is_some() {
+            return Ok(());
+        }
+        let log = paths.dir.join("start.err");
+        let stderr = blocking({
+            let log = log.clone();
+            move || {
+                std::fs::File::create(&log).map_err(|cause| SeamError::File {
+                    operation: "creating",
+                    path: log,
+                    cause,
+                })
+            }
+        })
+        .await?;
+        let conf = paths.conf_arg();
+        let mut child = Command::new("dnsmasq")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|cause| spawn_error("dnsmasq", "dnsmasq-base", cause))?;
+        let command = format!("dnsmasq {conf}");
+        let status = match tokio::time::timeout(TOOL_DEADLINE, child.wait()).await {
+            Ok(status) => status.map_err(|cause| SeamError::Spawn {
+                tool: "dnsmasq",
+                cause,
+            })?,
+            Err(_) => {
+                return Err(SeamError::Timeout {
+                    command,
+                    seconds: TOOL_DEADLINE.as_secs(),
+                });
+            }
+        };
+        if !status.success() {
+            let output = tokio::fs::read_to_string(&log).await.unwrap_or_default();
+            return Err(SeamError::Tool {
+                command,
+                status: status.to_string(),
+                output: output.trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn stop_dhcp(&self, bridge: &str, pid: u32) -> Result<(), SeamError> {
+        let paths = DhcpPaths::new(&self.dir, bridge);
+        // Only a process that is this bridge's dnsmasq is signalled: a pid can be reused.
+        if !is_dnsmasq_of(pid, &paths).await {
+            return Ok(());
+        }
+        for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+            let Ok(raw) = i32::try_from(pid) else {
+                return Ok(());
+            };
+            match kill(Pid::from_raw(raw), signal) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::ESRCH) => return Ok(()),
+                Err(errno) => {
+                    return Err(SeamError::File {
+                        operation: "signalling dnsmasq",
+                        path: PathBuf::from(format!("/proc/{pid}")),
+                        cause: std::io::Error::from_raw_os_error(errno as i32),
+                    });
+                }
+            }
+            let deadline = tokio::time::Instant::now() + STOP_GRACE;
+            while tokio::time::Instant::now() < deadline {
+                if !is_dnsmasq_of(pid, &paths).await {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Err(SeamError::Unkillable { pid })
+    }
+}
+
+#[async_trait]
+impl NetworkSeam for HostNetwork {
+    async fn observe(&self) -> Result<NetworkState, SeamError> {
+        let table = self.list_table().await?;
+        let dir = self.dir.clone();
+        let records = self.records();
+        let (forwarding, forwarding_enabled, default_route, dhcp_dirs) = blocking(move || {
+            Ok((
+                read_forwarding()?,
+                read_names(&records)?,
+                read_default_route()?,
+                read_dhcp_dirs(&dir)?,
+            ))
+        })
+        .await?;
+        let mut dhcp = BTreeMap::new();
+        for (bridge, config) in dhcp_dirs {
+            let paths = DhcpPaths::new(&self.dir, &bridge);
+            let running = running_dnsmasq(&paths).await?;
+            dhcp.insert(bridge, DhcpState { config, running });
+        }
+        Ok(NetworkState {
+            table,
+            forwarding,
+            forwarding_enabled,
+            default_route,
+            dhcp,
+        })
+    }
+
+    async fn send(&self, request: &NetworkRequest) -> Result<(), SeamError> {
+        match request {
+            NetworkRequest::Nft(transaction) => self.commit_grouped(transaction).await,
+            NetworkRequest::SetForwarding { interface, on } => {
+                write_forwarding(interface.clone(), *on).await
+            }
+            NetworkRequest::EnableUplinkForwarding { interface } => {
+                // The record first: a crash in between leaves a record of a switch
+                // that is still off, and turning it "back" off is harmless.
+                let records = self.records();
+                let record = records.join(interface);
+                blocking(move || {
+                    std::fs::create_dir_all(&records).map_err(|cause| SeamError::File {
+                        operation: "creating",
+                        path: records.clone(),
+                        cause,
+                    })?;
+                    std::fs::write(&record, b"").map_err(|cause| SeamError::File {
+                        operation: "writing",
+                        path: record,
+                        cause,
+                    })
+                })
+                .await?;
+                write_forwarding(interface.clone(), true).await
+            }
+            NetworkRequest::RestoreUplinkForwarding { interface } => {
+                let exists = Path::new(CONF_DIR).join(interface).exists();
+                if exists {
+                    write_forwarding(interface.clone(), false).await?;
+                }
+                let record = self.records().join(interface);
+                blocking(move || match std::fs::remove_file(&record) {
+                    Err(cause) if cause.kind() != std::io::ErrorKind::NotFound => {
+                        Err(SeamError::File {
+                            operation: "removing",
+                            path: record,
+                            cause,
+                        })
+                    }
+                    _ => Ok(()),
+                })
+                .await
+            }
+            NetworkRequest::WriteDhcpConfig { bridge, config } => {
+                let paths = DhcpPaths::new(&self.dir, bridge);
+                let config = config.clone();
+                blocking(move || write_atomically(&paths.dir, &paths.config(), &config)).await
+            }
+            NetworkRequest::StartDhcp { bridge } => self.start_dhcp(bridge).await,
+            NetworkRequest::StopDhcp { bridge, pid } => self.stop_dhcp(bridge, *pid).await,
+            NetworkRequest::RemoveDhcp { bridge } => {
+                let dir = DhcpPaths::new(&self.dir, bridge).dir;
+                blocking(move || match std::fs::remove_dir_all(&dir) {
+                    Err(cause) if cause.kind() != std::io::ErrorKind::NotFound => {
+                        Err(SeamError::File {
+                            operation: "removing",
+                            path: dir,
+                            cause,
+                        })
+                    }
+                    _ => Ok(()),
+                })
+                .await
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs `tool args…` (stdin from `input`), returning stdout; a failure carries stderr.
+async fn run(
+    tool: &'static str,
+    args: &[&str],
+    input: Option<String>,
+) -> Result<String, SeamError> {
+    let command = format!("{tool} {}", args.join(" "));
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|cause| spawn_error(tool, "nftables", cause))?;
+    let work = async {
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(input.as_bytes())
+                .await
+                .map_err(|cause| SeamError::Spawn { tool, cause })?;
+        }
+        child
+            .wait_with_output()
+            .await
+            .map_err(|cause| SeamError::Spawn { tool, cause })
+    };
+    let output = tokio::time::timeout(TOOL_DEADLINE, work)
+        .await
+        .map_err(|_| SeamError::Timeout {
+            command: command.clone(),
+            seconds: TOOL_DEADLINE.as_secs(),
+        })??;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(SeamError::Tool {
+            command,
+            status: output.status.to_string(),
+            output: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+fn spawn_error(tool: &'static str, package: &'static str, cause: std::io::Error) -> SeamError {
+    if cause.kind() == std::io::ErrorKind::NotFound {
+        SeamError::ToolMissing { tool, package }
+    } else {
+        SeamError::Spawn { tool, cause }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SeamError> + Send + 'static,
+) -> Result<T, SeamError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| SeamError::Spawn {
+            tool: "a blocking file task",
+            cause: std::io::Error::other(join.to_string()),
+        })?
+}
+
+async fn write_forwarding(interface: String, on: bool) -> Result<(), SeamError> {
+    blocking(move || {
+        let path = Path::new(CONF_DIR).join(&interface).join("forwarding");
+        std::fs::write(&path, if on { "1" } else { "0" }).map_err(|cause| SeamError::File {
+            operation: "writing",
+            path,
+            cause,
+        })
+    })
+    .await
+}
+
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> SeamError + '_ {
+    move |cause| SeamError::File {
+        operation: "reading",
+        path: path.to_owned(),
+        cause,
+    }
+}
+
+/// Every interface's IPv4 forwarding switch (`all` and `default` are not interfaces).
+fn read_forwarding() -> Result<BTreeMap<String, bool>, SeamError> {
+    let dir = Path::new(CONF_DIR);
+    let mut switches = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(read_error(dir))? {
+        let entry = entry.map_err(read_error(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "all" || name == "default" {
+            continue;
+        }
+        let path = entry.path().join("forwarding");
+        match std::fs::read_to_string(&path) {
+            Ok(value) => {
+                switches.insert(name, value.trim() == "1");
+            }
+            // The interface went away while listing.
+            Err(cause) if cause.kind() == std::io::ErrorKind::NotFound => {}
+            Err(cause) => return Err(read_error(&path)(cause)),
+        }
+    }
+    Ok(switches)
+}
+
+/// The names of the files in `dir` (none when it does not exist).
+fn read_names(dir: &Path) -> Result<BTreeSet<String>, SeamError> {
+    match std::fs::read_dir(dir) {
+        Err(cause) if cause.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(cause) => Err(read_error(dir)(cause)),
+        Ok(entries) => entries
+            .map(|entry| {
+                entry
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .map_err(read_error(dir))
+            })
+            .collect(),
+    }
+}
+
+/// The interface of the IPv4 default route, from `/proc/net/route`.
+fn read_default_route() -> Result<Option<String>, SeamError> {
+    let path = Path::new("/proc/net/route");
+    let table = std::fs::read_to_string(path).map_err(read_error(path))?;
+    Ok(table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [iface, "00000000", _, _, _, _, _, "00000000", ..] => Some((*iface).to_owned()),
+            _ => None,
+        }
+    }))
+}
+
+/// Each bridge directory under `<dir>/dhcp`, with its configuration when it is one
+/// gitvisor wrote.
+fn read_dhcp_dirs(dir: &Path) -> Result<Vec<(String, Option<String>)>, SeamError> {
+    let dhcp = dir.join("dhcp");
+    let mut found = Vec::new();
+    for bridge in read_names(&dhcp)? {
+        let config = DhcpPaths::new(dir, &bridge).config();
+        let text = match std::fs::read_to_string(&config) {
+            Ok(text) => Some(text).filter(|t| t.starts_with(CONFIG_MARKER)),
+            Err(cause) if cause.kind() == std::io::ErrorKind::NotFound => None,
+            Err(cause) => return Err(read_error(&config)(cause)),
+        };
+        found.push((bridge, text));
+    }
+    Ok(found)
+}
+
+/// The pid of the dnsmasq running on `paths`' configuration, if one does.
+async fn running_dnsmasq(paths: &DhcpPaths) -> Result<Option<u32>, SeamError> {
+    let pid_file = paths.pid_file();
+    let pid = match tokio::fs::read_to_string(&pid_file).await {
+        Ok(text) => text.trim().parse::<u32>().ok(),
+        Err(cause) if cause.kind() == std::io::ErrorKind::NotFound => None,
+        Err(cause) => return Err(read_error(&pid_file)(cause)),
+    };
+    match pid {
+        Some(pid) if is_dnsmasq_of(pid, paths).await => Ok(Some(pid)),
+        _ => Ok(None),
+    }
+}
+
+/// Whether `pid` is alive and runs on `paths`' configuration: gitvisor's dnsmasq for
+/// that bridge, not a reused pid.
+async fn is_dnsmasq_of(pid: u32, paths: &DhcpPaths) -> bool {
+    let Ok(cmdline) = tokio::fs::read(format!("/proc/{pid}/cmdline")).await else {
+        return false;
+    };
+    let stat = tokio::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .await
+        .unwrap_or_default();
+    // A zombie has exited; its command line is gone anyway, but say so.
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    let conf = paths.conf_arg();
+    !zombie && cmdline.split(|b| *b == 0).any(|arg| arg == conf.as_bytes())
+}
+
+fn write_atomically(dir: &Path, path: &Path, text: &str) -> Result<(), SeamError> {
+    std::fs::create_dir_all(dir).map_err(|cause| SeamError::File {
+        operation: "creating",
+        path: dir.to_owned(),
+        cause,
+    })?;
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text).map_err(|cause| SeamError::File {
+        operation: "writing",
+        path: temporary.clone(),
+        cause,
+    })?;
+    std::fs::rename(&temporary, path).map_err(|cause| SeamError::File {
+        operation: "renaming into place",
+        path: path.to_owned(),
+        cause,
+    })
+}

@@ -1,0 +1,343 @@
+//! Managed bridges as complete guest networks: NAT, routing or host-only isolation,
+//! published ports, DHCP and DNS (DESIGN §2 Bridge; `docs/network.md`).
+//!
+//! # Why it looks like this
+//!
+//! A Bridge is one resource, so its link (the Bridge driver, `drivers/bridge/`) and its
+//! network (this module) are planned and applied as one change: [`ManagedBridgeDriver`]
+//! is the `kind: Bridge` driver of the registry, wrapping the Bridge driver and adding
+//! what the network needs to the same change (fields `nftables`, `forwarding.<if>`,
+//! `dhcp`). The Bridge driver stays about links; this module never touches a link.
+//!
+//! - **nftables**: every rule lives in one table, `inet gitvisor`, changed only through
+//!   `nft -j` JSON, one transaction per bridge change (`nft.rs`, `rules.rs`). Each bridge
+//!   has its own chains jumped to from the table's base chains, so a change replaces
+//!   exactly that bridge's rules and bridges apply in parallel. Other tables are never
+//!   read, named or flushed. The table is gitvisor's when it holds the chain
+//!   `managed-by-gitvisor`; a table of that name without it is a conflict. When no
+//!   declared bridge needs rules any more, the change that removes the last bridge's
+//!   rules deletes the whole table.
+//! - **forwarding**: the bridge's own IPv4 `forwarding` switch (on for NAT and routed,
+//!   off for isolated), and the uplink's when it is off (turned on, recorded under the
+//!   run dir, and turned back off when no declared bridge uses it); never the global
+//!   `ip_forward`.
+//! - **dnsmasq**: one per bridge with `dhcp:`, configuration and pid file under
+//!   `<run-dir>/network/dhcp/<bridge>/`, detached from gitvisor so guests keep their
+//!   DHCP and DNS while gitvisor restarts or upgrades, and found again through its pid
+//!   file and command line (`dnsmasq.rs`). A dnsmasq that died is started again by the
+//!   next plan/apply (the controller's resync), so it is supervised at the resync
+//!   interval.
+//!
+//! # Ownership
+//!
+//! The bridge's link follows the Bridge driver's rules (marker and store record). What
+//! this module creates is derived from the bridge and carries gitvisor's marks of its
+//! own: the table's marker chain, the rules' comments naming the bridge, the dnsmasq
+//! configuration's first line and the `--conf-file` in its command line, the uplink
+//! records. A dnsmasq is signalled only when its command line names the bridge's
+//! configuration under this run dir. Leftovers of a bridge the store still records but
+//! that is no longer declared are removed by a `Delete` even when its link is gone.
+//!
+//! # Order of steps
+//!
+//! 1. **plan**: the Bridge driver's plan and one network observation
+//!    ([`NetworkSeam::observe`]: the table, every forwarding switch, the default route,
+//!    the dnsmasq directories) run together; per bridge the declared network
+//!    (`desired.rs`) and its drift (`drift.rs`) are computed once and joined to the
+//!    link's change.
+//! 2. **apply** create/update: the link first (the Bridge driver), then the bridge's
+//!    nftables transaction, forwarding switches, dnsmasq (configuration, stop, start).
+//!    **delete**: dnsmasq, rules and uplink forwarding first, while the bridge exists,
+//!    then the link. The step's context is checked before every request.
+//!
+//! # Seam
+//!
+//! [`NetworkSeam`]: [`HostNetwork`] for real (`nft`, `dnsmasq`, `/proc/sys`),
+//! [`FakeNetwork`] in tests.
+
+mod desired;
+mod dnsmasq;
+mod drift;
+mod error;
+pub mod fake;
+pub mod host;
+pub mod nft;
+pub mod probe;
+pub mod publish;
+mod rules;
+pub mod seam;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::contract::{
+    Action, Change, ContractViolation, Driver, DriverError, PlanContext, StepContext,
+};
+use crate::drivers::bridge::BridgeDriver;
+use crate::model::{Kind, Resource, Spec};
+
+pub use desired::{BridgeNetwork, Mode};
+pub use dnsmasq::{DhcpPaths, Lease, parse_leases};
+pub use drift::NetworkDrift;
+pub use error::{NetworkError, SeamError};
+pub use fake::FakeNetwork;
+pub use host::HostNetwork;
+pub use publish::Publication;
+pub use seam::{NetworkRequest, NetworkSeam, NetworkState, TableObservation};
+
+use drift::RevisionFacts;
+
+/// The network module's directory under the run dir.
+pub fn network_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("network")
+}
+
+/// What a managed bridge's change carries from plan to apply: the link part's own
+/// change (when the link has one) and the network's drift.
+#[derive(Debug)]
+pub struct ManagedSnapshot {
+    pub link: Option<Change>,
+    pub network: NetworkDrift,
+}
+
+/// The `kind: Bridge` driver: the Bridge driver's links plus each bridge's network.
+#[derive(Clone)]
+pub struct ManagedBridgeDriver {
+    links: BridgeDriver,
+    network: Arc<dyn NetworkSeam>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for ManagedBridgeDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedBridgeDriver")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagedBridgeDriver {
+    /// A driver over any seams; `network_dir` is where dnsmasq configurations live.
+    pub fn new(links: BridgeDriver, network: Arc<dyn NetworkSeam>, network_dir: PathBuf) -> Self {
+        ManagedBridgeDriver {
+            links,
+            network,
+            dir: network_dir,
+        }
+    }
+
+    /// The registry's constructor: netlink for links, the host for the rest.
+    pub(crate) fn connect_driver(
+        settings: &crate::drivers::HostSettings,
+    ) -> Result<Box<dyn Driver>, DriverError> {
+        let dir = network_dir(&settings.run_dir);
+        Ok(Box::new(ManagedBridgeDriver::new(
+            BridgeDriver::connect()?,
+            Arc::new(HostNetwork::new(dir.clone())),
+            dir,
+        )))
+    }
+
+    async fn send_all(
+        &self,
+        bridge: &str,
+        requests: Vec<NetworkRequest>,
+        step: &StepContext,
+    ) -> Result<(), NetworkError> {
+        for request in requests {
+            let operation = request.to_string();
+            step.check().map_err(|cause| NetworkError::Interrupted {
+                bridge: bridge.to_owned(),
+                operation: operation.clone(),
+                cause,
+            })?;
+            tracing::debug!(bridge, "{operation}");
+            self.network
+                .send(&request)
+                .await
+                .map_err(|cause| NetworkError::Request {
+                    bridge: bridge.to_owned(),
+                    operation,
+                    cause,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Driver for ManagedBridgeDriver {
+    fn kind(&self) -> Kind {
+        Kind::Bridge
+    }
+
+    async fn plan(
+        &self,
+        desired: &[Arc<Resource>],
+        context: &PlanContext,
+    ) -> Result<Vec<Change>, DriverError> {
+        let (links, host) =
+            futures::join!(self.links.plan(desired, context), self.network.observe());
+        let links = links?;
+        let host = host.map_err(|cause| NetworkError::Observe { cause })?;
+
+        let mut networks = BTreeMap::new();
+        for resource in desired {
+            let Spec::Bridge(spec) = &resource.spec else {
+                return Err(ContractViolation {
+                    id: resource.id(),
+                    message: "the bridge driver was handed a resource of another kind".into(),
+                }
+                .into());
+            };
+            let name = &resource.metadata.name;
+            let network = BridgeNetwork::new(
+                name,
+                spec,
+                context,
+                host.default_route.as_deref(),
+                &self.dir,
+            );
+            if network.needs_rules() {
+                if let TableObservation::Unavailable(why) = &host.table {
+                    return Err(NetworkError::NftUnavailable {
+                        bridge: name.to_string(),
+                        mode: network.mode.word(),
+                        why: why.clone(),
+                    }
+                    .into());
+                }
+            }
+            networks.insert(name.to_string(), network);
+        }
+        let revision = RevisionFacts {
+            table_needed: networks.values().any(BridgeNetwork::needs_rules),
+            uplinks_in_use: networks
+                .values()
+                .filter_map(|n| n.uplink_forwarding.clone())
+                .collect(),
+        };
+        let foreign_table = matches!(&host.table, TableObservation::Present(t) if !t.marked);
+
+        let mut changes = Vec::with_capacity(links.len());
+        let mut planned = BTreeSet::new();
+        for link in links {
+            let name = link.id.name.to_string();
+            planned.insert(name.clone());
+            let network = networks.get(&name);
+            match link.action {
+                Action::Conflict | Action::Unsupported => changes.push(link),
+                _ if foreign_table && network.is_some_and(BridgeNetwork::needs_rules) => {
+                    changes.push(Change {
+                        action: Action::Conflict,
+                        ..link
+                    }
+                    .with_reason(format!(
+                        "an nftables table inet gitvisor exists without gitvisor's marker chain {}; gitvisor will not touch it: rename or delete it (nft delete table inet gitvisor) and plan again",
+                        nft::MARKER_CHAIN
+                    )));
+                }
+                _ => {
+                    let drift = NetworkDrift::between(&name, network, &host, &revision);
+                    changes.push(join(link, drift));
+                }
+            }
+        }
+        // A bridge the store still records, no longer declared and whose link is gone,
+        // may still have rules or a dnsmasq: those go on their own. When a link of that
+        // name exists that is not gitvisor's (made again by hand), nothing is planned
+        // for that name: no change may name an object gitvisor does not own.
+        for id in &context.owned {
+            let name = id.name.to_string();
+            if id.kind != Kind::Bridge || networks.contains_key(&name) || planned.contains(&name) {
+                continue;
+            }
+            let drift = NetworkDrift::between(&name, None, &host, &revision);
+            if drift.is_empty() {
+                continue;
+            }
+            if host.forwarding.contains_key(&name) {
+                tracing::warn!(
+                    bridge = %name,
+                    "the rules or dnsmasq gitvisor made for bridge {name} stay: a link of that name exists that gitvisor does not own"
+                );
+                continue;
+            }
+            let mut change = Change::new(id.clone(), Action::Delete)
+                .with_reason("no longer declared; its network (rules, dnsmasq) is still there")
+                .with_fields(drift.fields());
+            for reason in drift.reasons() {
+                change = change.with_reason(reason);
+            }
+            changes.push(change.with_observed(ManagedSnapshot {
+                link: None,
+                network: drift,
+            }));
+        }
+        Ok(changes)
+    }
+
+    async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
+        let bridge = change.id.name.to_string();
+        let Some(snapshot) = change.observed_as::<ManagedSnapshot>() else {
+            if change.action.is_change() {
+                return Err(NetworkError::InvalidChange {
+                    bridge,
+                    reason: "it carries no managed-bridge snapshot".into(),
+                }
+                .into());
+            }
+            return Ok(());
+        };
+        let link = snapshot.link.as_ref().filter(|l| l.action.is_change());
+        match change.action {
+            Action::Delete => {
+                self.send_all(&bridge, snapshot.network.requests(true), step)
+                    .await?;
+                if let Some(link) = link {
+                    self.links.apply(link, step).await?;
+                }
+            }
+            Action::Create | Action::Update | Action::Replace => {
+                if let Some(link) = link {
+                    self.links.apply(link, step).await?;
+                }
+                self.send_all(&bridge, snapshot.network.requests(false), step)
+                    .await?;
+            }
+            Action::NoOp | Action::Conflict | Action::Unsupported => {}
+        }
+        Ok(())
+    }
+}
+
+/// The link's change with the network's drift added: fields after the link's, an
+/// update when only the network differs.
+fn join(link: Change, drift: NetworkDrift) -> Change {
+    let action = match link.action {
+        Action::NoOp if !drift.is_empty() => Action::Update,
+        other => other,
+    };
+    let mut fields = link.fields.clone();
+    fields.extend(drift.fields());
+    let mut reasons = link.reasons.clone();
+    reasons.extend(drift.reasons());
+    Change {
+        id: link.id.clone(),
+        action,
+        fields,
+        reasons,
+        desired: link.desired.clone(),
+        observed: None,
+    }
+    .with_observed(ManagedSnapshot {
+        link: Some(link),
+        network: drift,
+    })
+}
+
+#[cfg(test)]
+mod tests;

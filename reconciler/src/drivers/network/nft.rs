@@ -1,0 +1,362 @@
+//! gitvisor's nftables table as values: the commands of one transaction, their JSON form
+//! for `nft -j -f -`, and the table as `nft -j list table inet gitvisor` shows it.
+//!
+//! All of gitvisor's rules live in one table, [`FAMILY`] [`TABLE`]. Nothing here ever
+//! names another table: other tables (an admin's firewall, Docker's, libvirt's) are never
+//! listed, flushed or changed. The table is gitvisor's when it holds the chain
+//! [`MARKER_CHAIN`] (nftables 1.0's JSON drops table comments, and a chain survives
+//! `nft flush table`, which a rule would not).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use super::rules::{BaseChain, Expr, Hook, Rule};
+
+pub const FAMILY: &str = "inet";
+pub const TABLE: &str = "gitvisor";
+/// The chain whose presence marks the table as gitvisor's.
+pub const MARKER_CHAIN: &str = "managed-by-gitvisor";
+
+/// One command of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NftCommand {
+    /// `add table` (no-op when it exists) with the marker chain.
+    AddTable,
+    /// `add chain` for a base chain (no-op when it exists).
+    AddBaseChain(Hook),
+    /// `add chain` for a regular chain (no-op when it exists).
+    AddChain(String),
+    FlushChain(String),
+    DeleteChain(String),
+    AddRule {
+        chain: String,
+        rule: Rule,
+    },
+    /// Deletes the rule `handle` of `chain`; `comment` is what it said, for people.
+    DeleteRule {
+        chain: String,
+        handle: u64,
+        comment: String,
+    },
+    DeleteTable,
+}
+
+impl fmt::Display for NftCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let table = format!("{FAMILY} {TABLE}");
+        match self {
+            NftCommand::AddTable => write!(f, "add table {table}"),
+            NftCommand::AddBaseChain(hook) => write!(f, "add chain {table} {}", hook.base_chain()),
+            NftCommand::AddChain(chain) => write!(f, "add chain {table} {chain}"),
+            NftCommand::FlushChain(chain) => write!(f, "flush chain {table} {chain}"),
+            NftCommand::DeleteChain(chain) => write!(f, "delete chain {table} {chain}"),
+            NftCommand::AddRule { chain, rule } => {
+                write!(f, "add rule {table} {chain} ({})", rule.comment)
+            }
+            NftCommand::DeleteRule {
+                chain,
+                handle,
+                comment,
+            } => write!(f, "delete rule {table} {chain} handle {handle} ({comment})"),
+            NftCommand::DeleteTable => write!(f, "delete table {table}"),
+        }
+    }
+}
+
+/// Commands the kernel applies all or none of.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Transaction(pub Vec<NftCommand>);
+
+impl Transaction {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The JSON document `nft -j -f -` reads.
+    pub fn to_json(&self) -> Value {
+        let commands: Vec<Value> = self.0.iter().flat_map(command_json).collect();
+        json!({ "nftables": commands })
+    }
+}
+
+impl fmt::Display for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "nftables transaction of {} commands", self.0.len())?;
+        if let Some(first) = self.0.first() {
+            write!(f, " ({first}")?;
+            if self.0.len() > 1 {
+                write!(f, ", …")?;
+            }
+            write!(f, ")")?;
+        }
+        Ok(())
+    }
+}
+
+fn chain_ref(name: &str) -> Value {
+    json!({ "family": FAMILY, "table": TABLE, "name": name })
+}
+
+fn command_json(command: &NftCommand) -> Vec<Value> {
+    match command {
+        NftCommand::AddTable => vec![
+            json!({ "add": { "table": { "family": FAMILY, "name": TABLE } } }),
+            json!({ "add": { "chain": chain_ref(MARKER_CHAIN) } }),
+        ],
+        NftCommand::AddBaseChain(hook) => {
+            let BaseChain {
+                kind,
+                hook: name,
+                priority,
+            } = hook.base();
+            vec![json!({ "add": { "chain": {
+                "family": FAMILY, "table": TABLE, "name": name,
+                "type": kind, "hook": name, "prio": priority, "policy": "accept"
+            } } })]
+        }
+        NftCommand::AddChain(chain) => vec![json!({ "add": { "chain": chain_ref(chain) } })],
+        NftCommand::FlushChain(chain) => vec![json!({ "flush": { "chain": chain_ref(chain) } })],
+        NftCommand::DeleteChain(chain) => {
+            vec![json!({ "delete": { "chain": chain_ref(chain) } })]
+        }
+        NftCommand::AddRule { chain, rule } => vec![json!({ "add": { "rule": {
+            "family": FAMILY, "table": TABLE, "chain": chain,
+            "expr": rule.exprs.iter().map(expr_json).collect::<Vec<_>>(),
+            "comment": rule.comment,
+        } } })],
+        NftCommand::DeleteRule { chain, handle, .. } => vec![json!({ "delete": { "rule": {
+            "family": FAMILY, "table": TABLE, "chain": chain, "handle": handle
+        } } })],
+        NftCommand::DeleteTable => {
+            vec![json!({ "delete": { "table": { "family": FAMILY, "name": TABLE } } })]
+        }
+    }
+}
+
+fn matches(op: &str, left: Value, right: Value) -> Value {
+    json!({ "match": { "op": op, "left": left, "right": right } })
+}
+
+fn meta(key: &str) -> Value {
+    json!({ "meta": { "key": key } })
+}
+
+fn address_payload(family_of: &IpNet, field: &str) -> Value {
+    let protocol = match family_of {
+        IpNet::V4(_) => "ip",
+        IpNet::V6(_) => "ip6",
+    };
+    json!({ "payload": { "protocol": protocol, "field": field } })
+}
+
+fn prefix(net: &IpNet) -> Value {
+    json!({ "prefix": { "addr": net.network().to_string(), "len": net.prefix_len() } })
+}
+
+fn expr_json(expr: &Expr) -> Value {
+    match expr {
+        Expr::IifName(name) => matches("==", meta("iifname"), json!(name)),
+        Expr::OifName(name) => matches("==", meta("oifname"), json!(name)),
+        Expr::SaddrIn(net) => matches("==", address_payload(net, "saddr"), prefix(net)),
+        Expr::DaddrIn(net) => matches("==", address_payload(net, "daddr"), prefix(net)),
+        Expr::DaddrNotIn(net) => matches("!=", address_payload(net, "daddr"), prefix(net)),
+        Expr::Daddr(address) => {
+            let net = IpNet::from(*address);
+            matches(
+                "==",
+                address_payload(&net, "daddr"),
+                json!(address.to_string()),
+            )
+        }
+        Expr::DaddrLocal => matches(
+            "==",
+            json!({ "fib": { "result": "type", "flags": ["daddr"] } }),
+            json!("local"),
+        ),
+        Expr::L4Proto(protocol) => matches("==", meta("l4proto"), json!(protocol.as_str())),
+        Expr::Dport(port) => matches(
+            "==",
+            json!({ "payload": { "protocol": "th", "field": "dport" } }),
+            json!(port),
+        ),
+        Expr::CtReply => matches(
+            "in",
+            json!({ "ct": { "key": "state" } }),
+            json!(["established", "related"]),
+        ),
+        Expr::CtDnat => matches("in", json!({ "ct": { "key": "status" } }), json!("dnat")),
+        Expr::Accept => json!({ "accept": null }),
+        Expr::Drop => json!({ "drop": null }),
+        Expr::Masquerade => json!({ "masquerade": null }),
+        Expr::Jump(target) => json!({ "jump": { "target": target } }),
+        Expr::Dnat { address, port } => {
+            let family = if address.is_ipv4() { "ip" } else { "ip6" };
+            json!({ "dnat": { "family": family, "addr": address.to_string(), "port": port } })
+        }
+    }
+}
+
+/// gitvisor's table as the kernel has it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableState {
+    /// Whether it holds [`MARKER_CHAIN`].
+    pub marked: bool,
+    pub chains: BTreeMap<String, ChainState>,
+}
+
+/// One chain: whether it is a base chain (its hook), and its rules in order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChainState {
+    pub hook: Option<String>,
+    pub rules: Vec<RuleState>,
+}
+
+/// One rule as observed: its handle, and its comment (gitvisor's rules all have one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleState {
+    pub handle: u64,
+    pub comment: Option<String>,
+}
+
+impl TableState {
+    /// The comments of `chain`'s rules, in order; empty when the chain is absent.
+    pub fn comments(&self, chain: &str) -> Vec<&str> {
+        self.chains
+            .get(chain)
+            .map(|c| {
+                c.rules
+                    .iter()
+                    .filter_map(|r| r.comment.as_deref())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// `nft -j list table` output that does not read as a table listing.
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected `nft -j list table {FAMILY} {TABLE}` output: {what}")]
+pub struct ListingError {
+    pub what: String,
+}
+
+/// Reads `nft -j list table inet gitvisor` output.
+pub fn parse_listing(text: &str) -> Result<TableState, ListingError> {
+    let document: Value = serde_json::from_str(text).map_err(|e| ListingError {
+        what: format!("not JSON ({e})"),
+    })?;
+    let items = document["nftables"]
+        .as_array()
+        .ok_or_else(|| ListingError {
+            what: "no \"nftables\" array".into(),
+        })?;
+    let mut table = TableState::default();
+    let ours = |object: &Value| object["family"] == FAMILY && object["table"] == TABLE;
+    for item in items {
+        if let Some(chain) = item.get("chain").filter(|c| ours(c)) {
+            let name = chain["name"].as_str().ok_or_else(|| ListingError {
+                what: format!("a chain without a name: {chain}"),
+            })?;
+            if name == MARKER_CHAIN {
+                table.marked = true;
+            }
+            table.chains.entry(name.to_owned()).or_default().hook =
+                chain["hook"].as_str().map(str::to_owned);
+        } else if let Some(rule) = item.get("rule").filter(|r| ours(r)) {
+            let (Some(chain), Some(handle)) = (rule["chain"].as_str(), rule["handle"].as_u64())
+            else {
+                return Err(ListingError {
+                    what: format!("a rule without chain or handle: {rule}"),
+                });
+            };
+            table
+                .chains
+                .entry(chain.to_owned())
+                .or_default()
+                .rules
+                .push(RuleState {
+                    handle,
+                    comment: rule["comment"].as_str().map(str::to_owned),
+                });
+        }
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_reads_as_chains_rules_and_the_marker() {
+        let listing = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "inet", "name": "gitvisor", "handle": 1}},
+            {"chain": {"family": "inet", "table": "gitvisor", "name": "managed-by-gitvisor", "handle": 1}},
+            {"chain": {"family": "inet", "table": "gitvisor", "name": "forward", "handle": 3, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+            {"chain": {"family": "inet", "table": "gitvisor", "name": "br0-fwd", "handle": 5}},
+            {"rule": {"family": "inet", "table": "gitvisor", "chain": "forward", "handle": 7, "comment": "br0: jump br0-fwd", "expr": [{"jump": {"target": "br0-fwd"}}]}},
+            {"rule": {"family": "inet", "table": "gitvisor", "chain": "br0-fwd", "handle": 8, "expr": [{"accept": null}]}}]}"#;
+        let table = parse_listing(listing).unwrap();
+        assert!(table.marked);
+        assert_eq!(table.chains["forward"].hook.as_deref(), Some("forward"));
+        assert_eq!(table.comments("forward"), ["br0: jump br0-fwd"]);
+        assert_eq!(
+            table.chains["br0-fwd"].rules,
+            [RuleState {
+                handle: 8,
+                comment: None
+            }]
+        );
+        assert!(table.comments("absent").is_empty());
+        assert!(parse_listing("{}").is_err());
+        assert!(parse_listing("not json").is_err());
+    }
+
+    #[test]
+    fn the_json_names_only_gitvisors_table() {
+        let rule = Rule {
+            comment: "br0: masquerade 10.0.0.0/24".into(),
+            exprs: vec![
+                Expr::SaddrIn("10.0.0.0/24".parse().unwrap()),
+                Expr::Masquerade,
+            ],
+        };
+        let transaction = Transaction(vec![
+            NftCommand::AddTable,
+            NftCommand::AddBaseChain(Hook::Postrouting),
+            NftCommand::AddChain("br0-post".into()),
+            NftCommand::FlushChain("br0-post".into()),
+            NftCommand::AddRule {
+                chain: "br0-post".into(),
+                rule,
+            },
+            NftCommand::DeleteRule {
+                chain: "postrouting".into(),
+                handle: 4,
+                comment: "x".into(),
+            },
+            NftCommand::DeleteTable,
+        ]);
+        let json = transaction.to_json();
+        let commands = json["nftables"].as_array().unwrap();
+        assert_eq!(commands.len(), 8, "the table comes with its marker chain");
+        for command in commands {
+            let object = command.as_object().unwrap().values().next().unwrap();
+            let object = object.as_object().unwrap().values().next().unwrap();
+            assert_eq!(object["family"], FAMILY);
+            let table = object.get("table").unwrap_or(&object["name"]);
+            assert_eq!(table, TABLE, "{command}");
+        }
+        assert_eq!(
+            commands[2]["add"]["chain"]["prio"], 100,
+            "postrouting is a srcnat chain"
+        );
+        assert_eq!(
+            transaction.to_string(),
+            "nftables transaction of 7 commands (add table inet gitvisor, …)"
+        );
+    }
+}

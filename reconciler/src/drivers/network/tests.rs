@@ -1,0 +1,615 @@
+//! The managed-bridge driver over the fakes: the link fake and the network fake
+//! together, as one host.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::contract::{Action, CancelToken, FailureClass};
+use crate::drivers::bridge::fake::plain_link;
+use crate::drivers::bridge::{FakeLinks, OWNERSHIP_MARKER};
+use crate::model::{BridgeSpec, Metadata, Name, ResourceId};
+
+struct Host {
+    links: Arc<FakeLinks>,
+    network: Arc<FakeNetwork>,
+    driver: ManagedBridgeDriver,
+}
+
+/// A host with `lo` and `eth0` (the default route, forwarding off).
+fn host() -> Host {
+    let links = Arc::new(FakeLinks::new(vec![
+        plain_link(1, "lo", None),
+        plain_link(2, "eth0", None),
+        plain_link(3, "eth1", None),
+    ]));
+    let network = Arc::new(FakeNetwork::new(Some(links.clone())));
+    network.set_default_route("eth0");
+    let driver = ManagedBridgeDriver::new(
+        BridgeDriver::new(links.clone()),
+        network.clone(),
+        PathBuf::from("/run/gitvisor/network"),
+    );
+    Host {
+        links,
+        network,
+        driver,
+    }
+}
+
+fn bridge(name: &str, spec: &str) -> Arc<Resource> {
+    let spec: BridgeSpec = serde_yaml::from_str(spec).expect("test spec parses");
+    let name = Name::parse(name).expect("test name is valid");
+    Arc::new(Resource::new(Metadata::named(name), Spec::Bridge(spec)))
+}
+
+fn id(name: &str) -> ResourceId {
+    ResourceId::new(Kind::Bridge, Name::parse(name).expect("valid"))
+}
+
+/// The context of a run: the store records `owned`, the revision is `desired`.
+fn context(desired: &[Arc<Resource>], owned: &[&str]) -> PlanContext {
+    PlanContext::new(owned.iter().map(|n| id(n))).with_revision(desired)
+}
+
+const NAT: &str = "addresses: [10.0.0.1/24]\nnat: true";
+
+impl Host {
+    async fn plan(&self, desired: &[Arc<Resource>], owned: &[&str]) -> Vec<Change> {
+        self.driver
+            .plan(desired, &context(desired, owned))
+            .await
+            .expect("plan")
+    }
+
+    async fn apply_all(&self, changes: &[Change]) {
+        for change in changes {
+            self.driver
+                .apply(change, &StepContext::detached(change.id.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {}", change.id, e.chain()));
+        }
+    }
+
+    /// Plans and applies until converged, returning the first plan.
+    async fn converge(&self, desired: &[Arc<Resource>], owned: &[&str]) -> Vec<Change> {
+        let changes = self.plan(desired, owned).await;
+        self.apply_all(&changes).await;
+        let mut owned: Vec<String> = owned.iter().map(|s| s.to_string()).collect();
+        owned.extend(desired.iter().map(|r| r.metadata.name.to_string()));
+        let owned: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let again = self.plan(desired, &owned).await;
+        assert_all_noop(&again);
+        changes
+    }
+
+    fn comments(&self, chain: &str) -> Vec<String> {
+        self.network
+            .table()
+            .and_then(|t| t.get(chain).cloned())
+            .unwrap_or_default()
+    }
+}
+
+fn assert_all_noop(changes: &[Change]) {
+    let busy: Vec<_> = changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| {
+            (
+                c.id.to_string(),
+                c.action,
+                c.fields.clone(),
+                c.reasons.clone(),
+            )
+        })
+        .collect();
+    assert!(busy.is_empty(), "not converged: {busy:#?}");
+}
+
+fn field<'a>(change: &'a Change, path: &str) -> Option<&'a crate::contract::FieldChange> {
+    change.fields.iter().find(|f| f.path == path)
+}
+
+fn nft_requests(requests: &[NetworkRequest]) -> usize {
+    requests
+        .iter()
+        .filter(|r| matches!(r, NetworkRequest::Nft(_)))
+        .count()
+}
+
+#[tokio::test]
+async fn a_nat_bridge_is_created_with_its_rules_and_forwarding_and_then_is_a_noop() {
+    let host = host();
+    let br0 = bridge("br0", NAT);
+    let changes = host.converge(&[br0], &[]).await;
+    assert_eq!(changes[0].action, Action::Create);
+    let rules = field(&changes[0], "nftables").expect("the plan shows the rules");
+    assert!(
+        rules
+            .new
+            .to_string()
+            .contains("br0: masquerade 10.0.0.0/24"),
+        "{rules:?}"
+    );
+    assert_eq!(field(&changes[0], "forwarding.eth0").unwrap().new, true);
+    assert_eq!(field(&changes[0], "forwarding.br0").unwrap().new, true);
+
+    assert_eq!(host.comments("br0-post"), ["br0: masquerade 10.0.0.0/24"]);
+    assert_eq!(
+        host.comments("br0-fwd"),
+        ["br0: forward from br0", "br0: forward replies to br0"]
+    );
+    assert_eq!(host.comments("forward"), ["br0: jump br0-fwd"]);
+    assert_eq!(host.comments("postrouting"), ["br0: jump br0-post"]);
+    assert!(
+        host.network
+            .table()
+            .unwrap()
+            .contains_key(nft::MARKER_CHAIN)
+    );
+    assert_eq!(host.network.forwarding("eth0"), Some(true));
+    assert_eq!(host.network.forwarding("br0"), Some(true));
+    assert_eq!(
+        host.network
+            .recorded_uplinks()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["eth0"]
+    );
+    assert_eq!(
+        nft_requests(&host.network.requests()),
+        1,
+        "one transaction for the bridge"
+    );
+    assert_eq!(
+        host.links.link("br0").unwrap().alias.as_deref(),
+        Some(OWNERSHIP_MARKER)
+    );
+}
+
+#[tokio::test]
+async fn an_explicit_uplink_restricts_masquerade_and_forwarding_to_it() {
+    let host = host();
+    host.converge(
+        &[bridge(
+            "br0",
+            "addresses: [10.0.0.1/24]\nnat: true\nuplink: eth1",
+        )],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        host.comments("br0-post"),
+        ["br0: masquerade 10.0.0.0/24 out of eth1"]
+    );
+    assert_eq!(host.network.forwarding("eth1"), Some(true));
+    assert_eq!(host.network.forwarding("eth0"), Some(false));
+}
+
+#[tokio::test]
+async fn a_rule_deleted_by_hand_or_a_flushed_table_is_drift_that_apply_repairs() {
+    let host = host();
+    let desired = [
+        bridge("br0", NAT),
+        bridge("br1", "addresses: [10.1.0.1/24]\nnat: true"),
+    ];
+    host.converge(&desired, &[]).await;
+    let owned = ["br0", "br1"];
+
+    host.network.delete_rule("br0: masquerade 10.0.0.0/24");
+    let changes = host.plan(&desired, &owned).await;
+    assert_eq!(changes[0].action, Action::Update);
+    assert_eq!(changes[1].action, Action::NoOp, "br1's rules are intact");
+    let rules = field(&changes[0], "nftables").unwrap();
+    assert_eq!(rules.old, serde_json::json!([]));
+    assert_eq!(
+        rules.new,
+        serde_json::json!(["br0: masquerade 10.0.0.0/24"])
+    );
+    let NetworkRequest::Nft(transaction) = &changes[0]
+        .observed_as::<ManagedSnapshot>()
+        .unwrap()
+        .network
+        .requests(false)[0]
+    else {
+        panic!("the repair is one transaction")
+    };
+    assert!(
+        transaction
+            .0
+            .iter()
+            .all(|c| !c.to_string().contains("br0-fwd") && !c.to_string().contains("br1")),
+        "only the chain that drifted is rewritten: {transaction:?}"
+    );
+    host.converge(&desired, &owned).await;
+
+    host.network.flush_table();
+    let changes = host.plan(&desired, &owned).await;
+    assert!(changes.iter().all(|c| c.action == Action::Update));
+    host.converge(&desired, &owned).await;
+    assert_eq!(
+        host.comments("forward"),
+        ["br0: jump br0-fwd", "br1: jump br1-fwd"]
+    );
+}
+
+#[tokio::test]
+async fn pruning_one_nat_bridge_keeps_the_others_rules_and_the_last_removes_the_table() {
+    let host = host();
+    let both = [
+        bridge("br0", NAT),
+        bridge("br1", "addresses: [10.1.0.1/24]\nnat: true"),
+    ];
+    host.converge(&both, &[]).await;
+    let br1_rules = host.comments("br1-post");
+
+    let changes = host.converge(&both[1..], &["br0", "br1"]).await;
+    let actions: Vec<_> = changes
+        .iter()
+        .map(|c| (c.id.to_string(), c.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("Bridge/br1".to_owned(), Action::NoOp),
+            ("Bridge/br0".to_owned(), Action::Delete)
+        ]
+    );
+    assert!(host.links.link("br0").is_none());
+    assert!(!host.network.table().unwrap().contains_key("br0-post"));
+    assert_eq!(host.comments("br1-post"), br1_rules);
+    assert_eq!(host.comments("postrouting"), ["br1: jump br1-post"]);
+    assert_eq!(
+        host.network.forwarding("eth0"),
+        Some(true),
+        "br1 still uses eth0"
+    );
+
+    let changes = host.converge(&[], &["br1"]).await;
+    assert_eq!(changes[0].action, Action::Delete);
+    assert!(
+        changes[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("removes nftables table")),
+        "{:?}",
+        changes[0].reasons
+    );
+    assert_eq!(
+        host.network.table(),
+        None,
+        "the last NAT bridge takes the table"
+    );
+    assert_eq!(host.network.forwarding("eth0"), Some(false), "given back");
+    assert!(host.network.recorded_uplinks().is_empty());
+}
+
+#[tokio::test]
+async fn an_uplink_that_already_forwarded_is_never_turned_off() {
+    let host = host();
+    host.network.set_forwarding("eth0", true);
+    host.converge(&[bridge("br0", NAT)], &[]).await;
+    assert!(host.network.recorded_uplinks().is_empty());
+    host.converge(&[], &["br0"]).await;
+    assert_eq!(host.network.forwarding("eth0"), Some(true));
+}
+
+#[tokio::test]
+async fn a_bridge_without_ports_nat_or_uplink_is_isolated() {
+    let host = host();
+    host.network.set_forwarding("eth0", true);
+    host.converge(&[bridge("lab", "addresses: [10.9.0.1/24]")], &[])
+        .await;
+    assert_eq!(
+        host.comments("lab-fwd"),
+        [
+            "lab: isolate, nothing forwarded from lab",
+            "lab: isolate, nothing forwarded to lab"
+        ]
+    );
+    assert_eq!(host.network.forwarding("lab"), Some(false));
+}
+
+#[tokio::test]
+async fn a_bridged_bridge_needs_no_table_and_no_nft() {
+    let links = Arc::new(FakeLinks::new(vec![plain_link(2, "eth1", None)]));
+    let network = Arc::new(FakeNetwork::new(Some(links.clone())).without_nft());
+    let driver = ManagedBridgeDriver::new(
+        BridgeDriver::new(links.clone()),
+        network.clone(),
+        PathBuf::from("/run/gitvisor/network"),
+    );
+    let lan = [bridge("lan", "ports: [eth1]")];
+    let changes = driver.plan(&lan, &context(&lan, &[])).await.unwrap();
+    assert_eq!(changes[0].action, Action::Create);
+    assert!(field(&changes[0], "nftables").is_none());
+
+    let nat = [bridge("br0", NAT)];
+    let error = driver.plan(&nat, &context(&nat, &[])).await.unwrap_err();
+    assert_eq!(error.class(), FailureClass::NeedsUser);
+    assert!(
+        error
+            .chain()
+            .contains("bridge br0: nat mode needs nftables"),
+        "{}",
+        error.chain()
+    );
+}
+
+#[tokio::test]
+async fn a_table_of_that_name_without_the_marker_is_a_conflict_and_left_alone() {
+    let host = host();
+    host.network.foreign_table();
+    let changes = host.plan(&[bridge("br0", NAT)], &[]).await;
+    assert_eq!(changes[0].action, Action::Conflict);
+    assert!(
+        changes[0]
+            .reason()
+            .unwrap()
+            .contains("without gitvisor's marker chain")
+    );
+    // A bridged one is fine: it needs no table.
+    let changes = host.plan(&[bridge("lan", "ports: [eth1]")], &[]).await;
+    assert_eq!(changes[0].action, Action::Create);
+}
+
+#[tokio::test]
+async fn published_ports_are_dnat_from_outside_and_from_the_host() {
+    let host = host();
+    let br0 = bridge(
+        "br0",
+        "addresses: [10.0.0.1/24]\nnat: true\npublish:\n  - {address: 10.0.0.10, hostPort: 8080, port: 80}\n  - {address: 10.0.0.11, hostPort: 53, protocol: udp, hostAddress: 192.0.2.1}",
+    );
+    host.converge(&[br0], &[]).await;
+    let published = [
+        "br0: publish tcp *:8080 -> 10.0.0.10:80",
+        "br0: publish udp 192.0.2.1:53 -> 10.0.0.11:53",
+    ];
+    assert_eq!(host.comments("br0-pre"), published);
+    assert_eq!(host.comments("br0-out"), published);
+    assert!(
+        host.comments("br0-fwd")
+            .contains(&"br0: forward published ports to br0".to_owned())
+    );
+    assert!(
+        host.comments("br0-post")
+            .contains(&"br0: masquerade published ports reached from 10.0.0.0/24".to_owned())
+    );
+}
+
+const DHCP: &str = "addresses: [10.0.0.1/24]\nnat: true\ndhcp:\n  range: 10.0.0.100-10.0.0.199\n  domain: lab\n  static:\n    - {mac: '52:54:00:00:00:10', address: 10.0.0.10, name: vm1}";
+
+#[tokio::test]
+async fn dhcp_is_started_restarted_when_it_dies_or_changes_and_removed_with_the_bridge() {
+    let host = host();
+    let br0 = [bridge("br0", DHCP)];
+    let changes = host.converge(&br0, &[]).await;
+    assert_eq!(field(&changes[0], "dhcp").unwrap().new, "running");
+    let state = host.network.dhcp("br0").unwrap();
+    let config = state.config.unwrap();
+    assert!(config.contains("dhcp-host=52:54:00:00:00:10,10.0.0.10,vm1,3600"));
+    let first = state.running.unwrap();
+
+    host.network.kill_dhcp("br0");
+    let changes = host.plan(&br0, &["br0"]).await;
+    assert_eq!(changes[0].action, Action::Update);
+    let dhcp = field(&changes[0], "dhcp").unwrap();
+    assert_eq!(
+        (dhcp.old.as_str(), dhcp.new.as_str()),
+        (Some("stopped"), Some("running"))
+    );
+    host.converge(&br0, &["br0"]).await;
+    assert_ne!(host.network.dhcp("br0").unwrap().running, Some(first));
+
+    let changed = [bridge("br0", &format!("{DHCP}\n  leaseTime: 10m"))];
+    let changes = host.plan(&changed, &["br0"]).await;
+    let dhcp = field(&changes[0], "dhcp").unwrap();
+    assert_eq!(dhcp.effect, crate::contract::Effect::Restart);
+    host.converge(&changed, &["br0"]).await;
+    assert!(
+        host.network
+            .dhcp("br0")
+            .unwrap()
+            .config
+            .unwrap()
+            .contains(",600")
+    );
+
+    let before = host.network.requests().len();
+    host.converge(&[], &["br0"]).await;
+    assert_eq!(host.network.dhcp("br0"), None);
+    let requests = &host.network.requests()[before..];
+    assert!(
+        matches!(requests[0], NetworkRequest::StopDhcp { .. }),
+        "dnsmasq stops first: {requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn vm_nics_with_a_mac_on_the_bridge_get_named_leases() {
+    let host = host();
+    let vm: crate::model::VirtualMachineSpec = serde_yaml::from_str(
+        "memory: 256MiB\nboot: {kernel: /k}\nnetworks: [{bridge: br0, mac: '52:54:00:00:00:42'}]",
+    )
+    .unwrap();
+    let vm = Arc::new(Resource::new(
+        Metadata::named(Name::parse("web").unwrap()),
+        Spec::VirtualMachine(vm),
+    ));
+    let br0 = bridge("br0", DHCP);
+    let desired = [br0.clone()];
+    let context = context(&[br0, vm], &[]);
+    let changes = host.driver.plan(&desired, &context).await.unwrap();
+    host.apply_all(&changes).await;
+    let config = host.network.dhcp("br0").unwrap().config.unwrap();
+    assert!(
+        config.contains("dhcp-host=52:54:00:00:00:42,web,3600"),
+        "{config}"
+    );
+}
+
+/// A create of a NAT bridge with DHCP, failing at each network request in turn: the
+/// next plan and apply always finish it.
+#[tokio::test]
+async fn a_create_interrupted_at_any_network_request_is_finished_by_the_next_run() {
+    let reference = host();
+    reference.converge(&[bridge("br0", DHCP)], &[]).await;
+    let total = reference.network.requests().len();
+    assert!(total >= 4, "{:?}", reference.network.requests());
+    for failing in 0..total {
+        let host = host();
+        let br0 = [bridge("br0", DHCP)];
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        host.network
+            .fail_when(move |_| seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == failing);
+        let changes = host.plan(&br0, &[]).await;
+        let error = host
+            .driver
+            .apply(&changes[0], &StepContext::detached(id("br0")))
+            .await
+            .unwrap_err();
+        assert!(
+            error.chain().starts_with("bridge br0: "),
+            "{}",
+            error.chain()
+        );
+        host.network.heal();
+        host.converge(&br0, &["br0"]).await;
+        assert!(host.network.dhcp("br0").unwrap().running.is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_apply_stops_between_requests_and_the_next_run_finishes() {
+    let host = host();
+    let br0 = [bridge("br0", DHCP)];
+    let cancel = CancelToken::new();
+    {
+        let cancel = cancel.clone();
+        host.network.fail_when(move |request| {
+            if matches!(request, NetworkRequest::Nft(_)) {
+                cancel.cancel();
+            }
+            false
+        });
+    }
+    let changes = host.plan(&br0, &[]).await;
+    let step = StepContext::new(
+        id("br0"),
+        cancel,
+        crate::contract::DEFAULT_STEP_BUDGET,
+        None,
+    );
+    let error = host.driver.apply(&changes[0], &step).await.unwrap_err();
+    assert_eq!(
+        error.interruption(),
+        Some(&crate::contract::Interrupted::Cancelled)
+    );
+    assert_eq!(
+        host.network.requests().len(),
+        1,
+        "only the transaction went out"
+    );
+    host.network.heal();
+    host.converge(&br0, &["br0"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_nat_bridges_apply_in_parallel_without_touching_each_other() {
+    let host = host();
+    let desired: Vec<_> = (0..30)
+        .map(|i| {
+            bridge(
+                &format!("br{i}"),
+                &format!("addresses: [10.{i}.0.1/24]\nnat: true"),
+            )
+        })
+        .collect();
+    let changes = host.plan(&desired, &[]).await;
+    assert_eq!(
+        host.network.observes(),
+        1,
+        "one observation for every bridge"
+    );
+    let tasks: Vec<_> = changes
+        .into_iter()
+        .map(|change| {
+            let driver = host.driver.clone();
+            tokio::spawn(async move {
+                driver
+                    .apply(&change, &StepContext::detached(change.id.clone()))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let owned: Vec<String> = (0..30).map(|i| format!("br{i}")).collect();
+    let owned: Vec<&str> = owned.iter().map(String::as_str).collect();
+    assert_all_noop(&host.plan(&desired, &owned).await);
+    assert_eq!(host.comments("postrouting").len(), 30);
+}
+
+#[tokio::test]
+async fn a_recorded_bridge_whose_link_is_gone_still_has_its_network_removed() {
+    let host = host();
+    host.converge(&[bridge("br0", DHCP)], &[]).await;
+    // The link is deleted by hand; the store still records the bridge.
+    let gone = host.plan(&[], &["br0"]).await;
+    let delete = gone.iter().find(|c| c.id == id("br0")).unwrap();
+    let link = delete
+        .observed_as::<ManagedSnapshot>()
+        .unwrap()
+        .link
+        .clone()
+        .unwrap();
+    host.driver
+        .links
+        .apply(&link, &StepContext::detached(id("br0")))
+        .await
+        .unwrap();
+    assert!(host.links.link("br0").is_none());
+
+    let changes = host.plan(&[], &["br0"]).await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].action, Action::Delete);
+    host.apply_all(&changes).await;
+    assert_eq!(host.network.table(), None);
+    assert_eq!(host.network.dhcp("br0"), None);
+    assert!(host.plan(&[], &["br0"]).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_mode_change_from_nat_to_bridged_removes_the_rules_and_the_table() {
+    let host = host();
+    host.converge(&[bridge("br0", NAT)], &[]).await;
+    let changes = host
+        .converge(
+            &[bridge("br0", "addresses: [10.0.0.1/24]\nports: [eth1]")],
+            &["br0"],
+        )
+        .await;
+    assert_eq!(changes[0].action, Action::Update);
+    assert_eq!(host.network.table(), None);
+    assert_eq!(host.network.forwarding("eth0"), Some(false));
+}
+
+#[tokio::test]
+async fn a_bridge_made_again_by_hand_gets_no_change_for_its_name() {
+    let host = host();
+    let br1 = bridge("br1", "addresses: [10.1.0.1/24]\nnat: true");
+    host.converge(&[bridge("br0", NAT), br1.clone()], &[]).await;
+    // br0 deleted and made again by hand: not gitvisor's, and no longer declared.
+    host.links
+        .put_link(crate::drivers::bridge::fake::bridge_link(90, "br0"));
+    let changes = host.plan(&[br1], &["br0", "br1"]).await;
+    assert!(
+        changes.iter().all(|c| c.id != id("br0")),
+        "{:?}",
+        changes
+            .iter()
+            .map(|c| (&c.id, c.action))
+            .collect::<Vec<_>>()
+    );
+}

@@ -1,0 +1,255 @@
+//! Rules for a Bridge's network fields (`nat`, `uplink`, `dhcp`, `publish`), and the
+//! one that spans resources: a port of the host is published once.
+//!
+//! Per bridge: NAT and published ports need an IPv4 subnet; an uplink is another
+//! interface than the bridge and its ports; a DHCP range and static leases lie inside
+//! one of the bridge's IPv4 subnets, off the bridge's own address and the subnet's
+//! network and broadcast addresses; static leases have distinct MACs, addresses and
+//! names (DNS labels); dnsmasq refuses leases under two minutes. Published ports need
+//! `nat: true` and an IPv4 destination behind the bridge.
+//!
+//! Across resources ([`check_publications`]): two publications of the same protocol and
+//! host port on the same host address (or one of them on every address) are an error at
+//! the later one, naming the earlier one's place. Every source of publications goes
+//! through [`crate::drivers::network::publish::of_resource`], so Containers' and VMs'
+//! `publish` are checked here as soon as their models carry it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::place;
+use crate::drivers::network::publish::{Publication, of_resource};
+use crate::load::{Diagnostic, LoadedResource};
+use crate::model::{BridgeSpec, Protocol};
+
+/// dnsmasq's shortest lease.
+const MIN_LEASE: Duration = Duration::from_secs(120);
+
+/// The per-bridge rules; `error(field, message)` reports one finding.
+pub(super) fn check_bridge(name: &str, bridge: &BridgeSpec, error: &mut dyn FnMut(&str, String)) {
+    let subnets: Vec<(Ipv4Addr, Ipv4Net)> = bridge
+        .addresses
+        .iter()
+        .filter_map(|cidr| match cidr.0 {
+            IpNet::V4(net) => Some((net.addr(), net.trunc())),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let own = |address: Ipv4Addr| subnets.iter().any(|(a, _)| *a == address);
+    let subnet_of = |address: Ipv4Addr| subnets.iter().find(|(_, net)| net.contains(&address));
+    let edge = |address: Ipv4Addr, net: &Ipv4Net| {
+        net.prefix_len() <= 30 && (address == net.network() || address == net.broadcast())
+    };
+
+    if bridge.nat && subnets.is_empty() {
+        error(
+            "spec.nat",
+            "nat masquerades the bridge's IPv4 subnets, and it has no IPv4 address; add one to spec.addresses (e.g. 10.0.0.1/24)".into(),
+        );
+    }
+    if let Some(uplink) = &bridge.uplink {
+        if uplink.as_str() == name {
+            error("spec.uplink", "a bridge cannot be its own uplink".into());
+        } else if bridge.ports.contains(uplink) {
+            error(
+                "spec.uplink",
+                format!(
+                    "{uplink} is a port of this bridge; the uplink is the interface traffic is routed out of, not a port"
+                ),
+            );
+        } else if uplink.as_str() == "lo" {
+            error(
+                "spec.uplink",
+                "the loopback interface cannot be an uplink".into(),
+            );
+        }
+    }
+
+    if let Some(dhcp) = &bridge.dhcp {
+        let range = dhcp.range;
+        match subnet_of(range.first) {
+            None => error(
+                "spec.dhcp.range",
+                format!(
+                    "{range} is in none of the bridge's IPv4 subnets ({}); DHCP serves the bridge's own subnet",
+                    list(&subnets)
+                ),
+            ),
+            Some((address, net)) => {
+                if !net.contains(&range.last) {
+                    error(
+                        "spec.dhcp.range",
+                        format!(
+                            "{range} does not fit in {net}: {} is outside it",
+                            range.last
+                        ),
+                    );
+                } else if range.contains(*address) {
+                    error(
+                        "spec.dhcp.range",
+                        format!("{range} contains the bridge's own address {address}"),
+                    );
+                } else if edge(range.first, net) || edge(range.last, net) {
+                    error(
+                        "spec.dhcp.range",
+                        format!("{range} contains the network or broadcast address of {net}"),
+                    );
+                }
+            }
+        }
+        if let Some(lease) = dhcp.lease_time {
+            if lease.0 < MIN_LEASE {
+                error(
+                    "spec.dhcp.leaseTime",
+                    format!("{lease} is shorter than dnsmasq's shortest lease, 2m"),
+                );
+            }
+        }
+        for (i, lease) in dhcp.static_leases.iter().enumerate() {
+            let field = format!("spec.dhcp.static[{i}]");
+            match subnet_of(lease.address) {
+                None => error(
+                    &format!("{field}.address"),
+                    format!(
+                        "{} is in none of the bridge's IPv4 subnets ({})",
+                        lease.address,
+                        list(&subnets)
+                    ),
+                ),
+                Some((_, net)) if edge(lease.address, net) => error(
+                    &format!("{field}.address"),
+                    format!(
+                        "{} is the network or broadcast address of {net}",
+                        lease.address
+                    ),
+                ),
+                Some(_) if own(lease.address) => error(
+                    &format!("{field}.address"),
+                    format!("{} is the bridge's own address", lease.address),
+                ),
+                Some(_) => {}
+            }
+            let earlier = &dhcp.static_leases[..i];
+            if let Some(j) = earlier.iter().position(|l| l.mac == lease.mac) {
+                error(
+                    &format!("{field}.mac"),
+                    format!(
+                        "MAC address {} already has a lease (spec.dhcp.static[{j}])",
+                        lease.mac
+                    ),
+                );
+            }
+            if let Some(j) = earlier.iter().position(|l| l.address == lease.address) {
+                error(
+                    &format!("{field}.address"),
+                    format!(
+                        "{} is already leased (spec.dhcp.static[{j}])",
+                        lease.address
+                    ),
+                );
+            }
+            if let Some(label) = &lease.name {
+                if label.as_str().contains('.') {
+                    error(
+                        &format!("{field}.name"),
+                        format!(
+                            "{label} is not a host name: one DNS label, without dots (the domain comes from spec.dhcp.domain)"
+                        ),
+                    );
+                }
+                if let Some(j) = earlier.iter().position(|l| l.name.as_ref() == Some(label)) {
+                    error(
+                        &format!("{field}.name"),
+                        format!("the name {label} is already given (spec.dhcp.static[{j}])"),
+                    );
+                }
+            }
+        }
+    }
+
+    for (i, publish) in bridge.publish.iter().enumerate() {
+        let field = format!("spec.publish[{i}]");
+        if !bridge.nat {
+            error(
+                &field,
+                "published ports need nat: true on the bridge (they are destination NAT to a guest behind it)".into(),
+            );
+        }
+        if publish.host_port == 0 {
+            error(
+                &format!("{field}.hostPort"),
+                "port 0 cannot be published".into(),
+            );
+        }
+        if publish.port == Some(0) {
+            error(
+                &format!("{field}.port"),
+                "port 0 cannot be published".into(),
+            );
+        }
+        match publish.address {
+            IpAddr::V4(address) if subnet_of(address).is_none() => error(
+                &format!("{field}.address"),
+                format!(
+                    "{address} is behind none of the bridge's IPv4 subnets ({})",
+                    list(&subnets)
+                ),
+            ),
+            IpAddr::V4(address) if own(address) => error(
+                &format!("{field}.address"),
+                format!("{address} is the bridge's own address; publish a guest's address"),
+            ),
+            IpAddr::V4(_) => {}
+            IpAddr::V6(address) => error(
+                &format!("{field}.address"),
+                format!("{address}: published ports are IPv4 only in this version"),
+            ),
+        }
+        if let Some(IpAddr::V6(address)) = publish.host_address {
+            error(
+                &format!("{field}.hostAddress"),
+                format!("{address}: published ports are IPv4 only in this version"),
+            );
+        }
+    }
+}
+
+fn list(subnets: &[(Ipv4Addr, Ipv4Net)]) -> String {
+    if subnets.is_empty() {
+        return "it has none".to_owned();
+    }
+    subnets
+        .iter()
+        .map(|(_, net)| net.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Two publications of one host port are an error naming both.
+pub(super) fn check_publications(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnostic>) {
+    let mut claimed: HashMap<(Protocol, u16), Vec<(&LoadedResource, Publication)>> = HashMap::new();
+    for &item in selected {
+        for publication in of_resource(&item.resource) {
+            let key = (publication.protocol, publication.host_port);
+            let earlier = claimed.entry(key).or_default();
+            if let Some((first, taken)) = earlier.iter().find(|(_, p)| p.clashes_with(&publication))
+            {
+                diagnostics.push(item.diagnostic(
+                    &format!("{}.hostPort", publication.field),
+                    format!(
+                        "{} is already published by {} {} at {} ({taken}); a port of the host can be published once",
+                        publication.host_side(),
+                        taken.declared_by,
+                        taken.field,
+                        place(first, &format!("{}.hostPort", taken.field)),
+                    ),
+                ));
+                continue;
+            }
+            earlier.push((item, publication));
+        }
+    }
+}
