@@ -191,8 +191,30 @@ pub enum Command {
         #[arg(value_parser = kind_parser(), ignore_case = true)]
         kind: Option<Kind>,
     },
+    /// Print a container's output (stdout and stderr, as its log file keeps them).
+    Logs {
+        /// The Container's name.
+        name: String,
+        /// Keep printing what the container writes, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+    /// A container's supervisor, started by gitvisor itself (not for people).
+    #[command(hide = true)]
+    ContainerShim {
+        #[arg(long)]
+        runc: PathBuf,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 impl Command {
@@ -204,9 +226,11 @@ impl Command {
             | Command::Apply { output, .. }
             | Command::Status { output, .. }
             | Command::Doctor { output, .. } => *output,
-            Command::Graph { .. } | Command::Schema { .. } | Command::Completions { .. } => {
-                OutputFormat::Text
-            }
+            Command::Graph { .. }
+            | Command::Schema { .. }
+            | Command::Completions { .. }
+            | Command::Logs { .. }
+            | Command::ContainerShim { .. } => OutputFormat::Text,
         }
     }
 }

@@ -18,7 +18,9 @@ mod volume;
 mod workload;
 
 pub use bridge::BridgeSpec;
-pub use container::{ContainerNetwork, ContainerSpec, Mount, Resources, RestartPolicy};
+pub use container::{
+    ContainerNetwork, ContainerSpec, HealthCheck, Mount, Resources, RestartPolicy,
+};
 pub use metadata::{ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Kind, Metadata, ResourceId};
 pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name, RESERVED_IFNAMES};
 pub use net::{Cidr, MacAddress, unicast_problem};
