@@ -66,6 +66,8 @@
 //! on the CI machine, and creating the next namespace waits for it, so the test binary
 //! that runs after `crash.rs` (200 bridges) starts a few seconds late.
 
+pub mod containers;
+
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt;

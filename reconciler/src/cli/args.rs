@@ -214,6 +214,8 @@ pub enum Command {
         log: PathBuf,
         #[arg(long)]
         id: String,
+        #[arg(long)]
+        parent: Option<i32>,
     },
 }
 

@@ -224,6 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bundle,
             log,
             id,
+            parent,
         } => Ok(crate::drivers::container::shim::run(
             crate::drivers::container::shim::ShimArgs {
                 runc,
@@ -231,6 +232,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bundle,
                 log,
                 id,
+                parent,
             },
         )),
         Command::Completions { shell } => {

@@ -132,7 +132,13 @@ pub(crate) fn declared(
                 .map(|observed| drift::limits(&declaration.limits, &observed))
                 .unwrap_or_default();
             if fields.is_empty() {
-                finish(change, Some(current), declaration, Vec::new())
+                let note = describe(current);
+                finish(
+                    change.with_reason(note),
+                    Some(current),
+                    declaration,
+                    Vec::new(),
+                )
             } else {
                 let limits = declaration.limits;
                 finish(
@@ -191,9 +197,35 @@ pub(crate) fn declared(
             )
         }
         (RunState::Stopped, _) | (RunState::Running, RuntimeStatus::Creating) => {
-            finish(change, Some(current), declaration, Vec::new())
+            let note = describe(current);
+            finish(
+                change.with_reason(note),
+                Some(current),
+                declaration,
+                Vec::new(),
+            )
         }
     }
+}
+
+/// How a container is doing, for `status`: `running (pid 42), 2 restarts, last exit
+/// code 137, healthy`.
+fn describe(current: &RuntimeContainer) -> String {
+    let mut note = match current.pid {
+        Some(pid) if current.status == RuntimeStatus::Running => format!("running (pid {pid})"),
+        _ => current.status.to_string(),
+    };
+    if current.restarts > 0 {
+        let plural = if current.restarts == 1 { "" } else { "s" };
+        note.push_str(&format!(", {} restart{plural}", current.restarts));
+    }
+    if let Some(exit) = &current.exit {
+        note.push_str(&format!(", last exit code {}", exit.code));
+    }
+    if let Some(health) = &current.health {
+        note.push_str(&format!(", {}", health.status));
+    }
+    note
 }
 
 fn round_to_seconds(duration: std::time::Duration) -> std::time::Duration {

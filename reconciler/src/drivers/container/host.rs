@@ -61,6 +61,8 @@ impl std::fmt::Debug for RuncHost {
 /// File names in a bundle.
 pub const EXIT_FILE: &str = "exit.json";
 pub const HEALTH_FILE: &str = "health.json";
+/// The exit before the last restart, kept for `status`.
+const LAST_EXIT_FILE: &str = "last-exit.json";
 const RESTARTS_FILE: &str = "restarts";
 const STOPPED_FILE: &str = "stopped";
 const PID_FILE: &str = "pid";
@@ -157,6 +159,10 @@ impl Layout {
         for dir in [&rootfs_dir, &upper, &work, &self.logs] {
             fs::create_dir_all(dir).map_err(HostError::io("create", dir.as_path()))?;
         }
+        if keep_writable_layer && bundle.join(EXIT_FILE).exists() {
+            fs::rename(bundle.join(EXIT_FILE), bundle.join(LAST_EXIT_FILE))
+                .map_err(HostError::io("keep the last exit record in", &bundle))?;
+        }
         for stale in [EXIT_FILE, HEALTH_FILE, STOPPED_FILE, PID_FILE] {
             remove_file(&bundle.join(stale))?;
         }
@@ -204,6 +210,8 @@ impl RuncHost {
             .arg(logs::log_file(&self.logs, id))
             .arg("--id")
             .arg(id)
+            .arg("--parent")
+            .arg(std::process::id().to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             // It makes a session of its own (no signal meant for gitvisor's process group
@@ -244,6 +252,35 @@ impl RuncHost {
                 )))
             }
         }
+    }
+
+    /// A container the plan did not see but the runtime has now, with gitvisor's marker
+    /// for this id: what a gitvisor killed during its create left behind (runc
+    /// finished the create after it). Removed, so the create can run again.
+    async fn clear_interrupted_create(&self, id: &str) -> Result<(), HostError> {
+        let stdout = match self.runc.run(["state", id]).await {
+            Ok(stdout) => stdout,
+            Err(HostError::Command { stderr, .. }) if stderr.contains("does not exist") => {
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        let state: super::runc::ListEntry = serde_json::from_str(&stdout).map_err(|e| {
+            HostError::Unexpected(format!("runc state printed what is not its JSON: {e}"))
+        })?;
+        let ours = state
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::seam::MANAGED_ANNOTATION))
+            .is_some_and(|name| name == id);
+        if !ours {
+            return Err(HostError::Invalid(format!(
+                "a container {id} without gitvisor's marker appeared under gitvisor's runtime root; remove it (runc --root {} delete --force {id})",
+                self.runc.root.display()
+            )));
+        }
+        tracing::info!(container = id, "removing what an interrupted create left");
+        self.runc.delete(id).await
     }
 
     /// SIGTERM, then SIGKILL after `grace`; waits for the process to be gone.
@@ -384,8 +421,13 @@ fn remove_dir(path: &Path) -> Result<(), HostError> {
 }
 
 /// What the files of one bundle say; blocking.
-fn read_records(bundle: &Path) -> (Option<ExitRecord>, Option<HealthRecord>, u32, bool) {
-    let exit = fs::read(bundle.join(EXIT_FILE))
+fn read_records(
+    bundle: &Path,
+    live: bool,
+) -> (Option<ExitRecord>, Option<HealthRecord>, u32, bool) {
+    // A stopped container's own exit; a live one's exit before its last restart.
+    let exit_file = if live { LAST_EXIT_FILE } else { EXIT_FILE };
+    let exit = fs::read(bundle.join(exit_file))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let health = fs::read(bundle.join(HEALTH_FILE))
@@ -417,7 +459,7 @@ impl ContainerHost for RuncHost {
                         status,
                         RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Created
                     );
-                    let (exit, health, restarts, stopped) = read_records(&bundle);
+                    let (exit, health, restarts, stopped) = read_records(&bundle, live);
                     let started = fs::metadata(bundle.join(PID_FILE))
                         .and_then(|m| m.modified())
                         .ok()
@@ -432,7 +474,7 @@ impl ContainerHost for RuncHost {
                         status,
                         pid: (entry.pid > 0).then_some(entry.pid),
                         annotations: entry.annotations.unwrap_or_default(),
-                        exit: exit.filter(|_| !live),
+                        exit,
                         health,
                         restarts,
                         started,
@@ -457,6 +499,7 @@ impl ContainerHost for RuncHost {
                 keep_writable_layer,
             } => {
                 let id = config.id.clone();
+                self.clear_interrupted_create(&id).await?;
                 let layout = self.layout();
                 blocking(move || layout.prepare_bundle(&config, &image, keep_writable_layer))
                     .await?;

@@ -45,6 +45,8 @@ pub struct ShimArgs {
     pub bundle: PathBuf,
     pub log: PathBuf,
     pub id: String,
+    /// gitvisor's pid, to notice a gitvisor that died before the supervisor started.
+    pub parent: Option<i32>,
 }
 
 /// The supervisor's one-line answer: `Ok(pid)` or `Err(message)`; `None` for anything
@@ -70,6 +72,17 @@ pub fn run(args: ShimArgs) -> ExitCode {
 }
 
 fn supervise(args: &ShimArgs) -> Result<(), String> {
+    // Until gitvisor has its answer, the supervisor dies with it: a gitvisor killed
+    // part-way leaves at most a created container (which the next plan repairs), never a
+    // supervisor creating one behind the next run's back.
+    nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL))
+        .map_err(|e| format!("cannot tie the supervisor to gitvisor: {e}"))?;
+    if args
+        .parent
+        .is_some_and(|parent| nix::unistd::getppid().as_raw() != parent)
+    {
+        return Err("gitvisor ended before the container was created".into());
+    }
     // A session of its own: no terminal, no signals meant for gitvisor's group.
     let _ = nix::unistd::setsid();
     nix::sys::prctl::set_child_subreaper(true)
@@ -124,6 +137,9 @@ fn supervise(args: &ShimArgs) -> Result<(), String> {
 
     println!("created {pid}");
     let _ = std::io::stdout().flush();
+    // From here on the container runs by itself; so does its supervisor.
+    nix::sys::prctl::set_pdeathsig(None)
+        .map_err(|e| format!("cannot untie the supervisor from gitvisor: {e}"))?;
 
     let code = wait_for(pid);
     done.store(true, Ordering::SeqCst);

@@ -205,18 +205,21 @@ impl ImageStore {
                 .map_err(ImageError::io(image, "read layer", &root))?;
             Ok(actual)
         };
-        let actual_diff_id = if gzip {
+        let unpacked = if gzip {
             let mut decoder = flate2::bufread::GzDecoder::new(&mut raw);
-            let digest = unpack(&mut decoder)?;
-            io::copy(&mut decoder, &mut io::sink()).map_err(ImageError::io(
-                image,
-                "read layer",
-                &root,
-            ))?;
-            digest
+            unpack(&mut decoder).and_then(|digest| {
+                io::copy(&mut decoder, &mut io::sink()).map_err(ImageError::io(
+                    image,
+                    "read layer",
+                    &root,
+                ))?;
+                Ok(digest)
+            })
         } else {
-            unpack(&mut raw)?
+            unpack(&mut raw)
         };
+        // The blob's own digest first, whatever the unpacking said: bytes that are not
+        // what the manifest names explain any failure to read them.
         let (actual_compressed, _) =
             raw.into_inner()
                 .finish()
@@ -229,6 +232,7 @@ impl ImageStore {
                 &actual_compressed,
             )?;
         }
+        let actual_diff_id = unpacked?;
         self.verify(
             image,
             &format!("the uncompressed layer {diff_id} (its diff id in the config)"),
@@ -718,5 +722,161 @@ fn pick_manifest<'a>(
                 manifests.len()
             ),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Writes an OCI layout with one gzipped layer holding `files`; answers the layer's
+    /// blob path.
+    pub(crate) fn layout(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_cksum();
+            tar.append_data(&mut header, name, *data).unwrap();
+        }
+        let layer_tar = tar.into_inner().unwrap();
+        let diff_id = Sha256Digest::of(&layer_tar);
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&layer_tar).unwrap();
+        let layer = gzip.finish().unwrap();
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let digest = Sha256Digest::of(bytes);
+            fs::write(blobs.join(digest.hex()), bytes).unwrap();
+            digest
+        };
+        let layer_digest = put(&layer);
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["/bin/app"], "Env": ["A=1"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_digest = put(&config);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest.to_string(), "size": layer.len()}],
+        });
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let manifest_digest = put(&manifest);
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest.to_string(), "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "v1"}}],
+        });
+        fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        blobs.join(layer_digest.hex())
+    }
+
+    #[test]
+    fn a_layout_imports_once_and_its_layers_are_shared() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let layer_blob = layout(source.path(), &[("bin/app", b"#!/bin/sh\n")]);
+        let store = ImageStore::new(store_dir.path());
+        let image = store
+            .import_layout("app", source.path(), Some("v1"))
+            .unwrap();
+        assert_eq!(image.lowers.len(), 1);
+        assert_eq!(
+            fs::read(image.lowers[0].join("bin/app")).unwrap(),
+            b"#!/bin/sh\n"
+        );
+        assert_eq!(image.defaults.cmd, ["/bin/app"]);
+        assert_eq!(image.defaults.env, ["A=1"]);
+        // Unpacked once: the layer blob is not read again.
+        fs::remove_file(&layer_blob).unwrap();
+        let again = store.import_layout("app", source.path(), None).unwrap();
+        assert_eq!(again, image);
+        let missing = store
+            .import_layout("app", source.path(), Some("v9"))
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("no manifest tagged v9"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_kept() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let layer_blob = layout(source.path(), &[("bin/app", &[7u8; 4096])]);
+        let mut bytes = fs::read(&layer_blob).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&layer_blob, bytes).unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let error = store.import_layout("app", source.path(), None).unwrap_err();
+        assert!(
+            matches!(error, ImageError::DigestMismatch { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("should have digest"));
+        let layers = store_dir.path().join("layers/sha256");
+        assert_eq!(fs::read_dir(&layers).map(|d| d.count()).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn a_config_naming_another_diff_id_is_refused() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        layout(source.path(), &[("a", b"a")]);
+        // Re-point the config at a different diff id, keeping every blob digest right.
+        let other = tempfile::tempdir().unwrap();
+        layout(other.path(), &[("b", b"b")]);
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(source.path().join("index.json")).unwrap()).unwrap();
+        let manifest_digest: Sha256Digest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let blobs = source.path().join("blobs/sha256");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(blobs.join(manifest_digest.hex())).unwrap()).unwrap();
+        let config_digest: Sha256Digest = manifest["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(blobs.join(config_digest.hex())).unwrap()).unwrap();
+        config["rootfs"]["diff_ids"][0] = serde_json::json!(Sha256Digest::of(b"else").to_string());
+        let config = serde_json::to_vec(&config).unwrap();
+        let new_config = Sha256Digest::of(&config);
+        fs::write(blobs.join(new_config.hex()), &config).unwrap();
+        let mut manifest = manifest;
+        manifest["config"]["digest"] = serde_json::json!(new_config.to_string());
+        manifest["config"]["size"] = serde_json::json!(config.len());
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let new_manifest = Sha256Digest::of(&manifest);
+        fs::write(blobs.join(new_manifest.hex()), &manifest).unwrap();
+        let mut index = index;
+        index["manifests"][0]["digest"] = serde_json::json!(new_manifest.to_string());
+        index["manifests"][0]["size"] = serde_json::json!(manifest.len());
+        fs::write(
+            source.path().join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+        let error = ImageStore::new(store_dir.path())
+            .import_layout("app", source.path(), None)
+            .unwrap_err();
+        assert!(error.to_string().contains("diff id"), "{error}");
     }
 }
