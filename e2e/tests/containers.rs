@@ -371,6 +371,7 @@ fn a_failing_health_check_restarts_the_container() {
 
 /// A container as a different user, resolved from the image's /etc/passwd, with a
 /// working directory; the files it writes land in its writable layer, not the image.
+/// Without `network` it has its own namespace with only loopback, up.
 #[test]
 fn user_and_working_dir_from_the_declaration() {
     let Some((env, images)) = ContainerEnv::new("ctr_user") else {
@@ -396,6 +397,10 @@ fn user_and_working_dir_from_the_declaration() {
     );
     assert_eq!(env.exec("u", &["cat", "/tmp/uid"]).stdout, "1000\n");
     assert_eq!(env.exec("u", &["sh", "-c", "pwd"]).stdout, "/tmp\n");
+    // No `network`: an isolated namespace with loopback only, and loopback up.
+    let links = env.exec("u", &["ip", "-o", "link"]).expect_code(0).stdout;
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert_contains(&links, "lo: <LOOPBACK,UP");
     assert!(
         !images.rootfs.join("tmp/uid").exists(),
         "the image's directory is a read-only lower layer"

@@ -216,6 +216,8 @@ pub enum Command {
         id: String,
         #[arg(long)]
         parent: Option<i32>,
+        #[arg(long)]
+        start: bool,
     },
 }
 

@@ -225,6 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             log,
             id,
             parent,
+            start,
         } => Ok(crate::drivers::container::shim::run(
             crate::drivers::container::shim::ShimArgs {
                 runc,
@@ -233,6 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 log,
                 id,
                 parent,
+                start,
             },
         )),
         Command::Completions { shell } => {

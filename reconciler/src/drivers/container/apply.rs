@@ -3,7 +3,10 @@
 //!
 //! - **Create**: prepare the image (imported into the store unless there) → create (bundle,
 //!   root file system, `config.json` with the marker annotations, `runc create`) → connect
-//!   (loopback; the veth onto the bridge) → start, when declared `Running`.
+//!   (the veth onto the bridge, its inside configured) → start, when declared `Running`.
+//!   A container without a veth has nothing to set up between create and start (runc
+//!   brings up the loopback of the namespace it makes), so it is created and started by
+//!   one `runc run --detach`.
 //! - **Restart**: delete the exited container, then create, connect and start again with
 //!   its writable layer kept.
 //! - **Remove**: `runc delete --force`, unmount, remove the bundle, writable layer and
@@ -145,17 +148,23 @@ impl Run<'_> {
                 why,
             }
         })?;
+        // Without a veth nothing happens between create and start: one `runc run`.
+        let at_once = declaration.veth.is_none();
         let pid = match self
             .send(HostRequest::Create {
                 config: Box::new(config),
                 image: Box::new(image),
                 keep_writable_layer: restart,
+                start: start && at_once,
             })
             .await?
         {
             Answer::Pid(pid) => pid,
             other => return Err(self.unexpected(&other, "create")),
         };
+        if at_once {
+            return Ok(());
+        }
         self.send(HostRequest::Connect {
             id: self.name.to_owned(),
             pid,

@@ -159,6 +159,7 @@ impl ContainerHost for FakeHost {
             HostRequest::Create {
                 config,
                 keep_writable_layer,
+                start,
                 ..
             } => {
                 if state.containers.contains_key(&config.id) {
@@ -176,14 +177,18 @@ impl ContainerHost for FakeHost {
                     config.id.clone(),
                     RuntimeContainer {
                         id: config.id.clone(),
-                        status: RuntimeStatus::Created,
+                        status: if start {
+                            RuntimeStatus::Running
+                        } else {
+                            RuntimeStatus::Created
+                        },
                         pid: Some(pid),
                         annotations: config.annotations.clone(),
                         limits: Some(config.limits),
                         exit: None,
                         health: None,
                         restarts,
-                        started: None,
+                        started: start.then(SystemTime::now),
                         stopped_by_gitvisor: false,
                     },
                 );

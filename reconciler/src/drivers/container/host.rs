@@ -188,7 +188,7 @@ impl Layout {
 impl RuncHost {
     /// Starts the container's supervisor, which runs `runc create`; answers the
     /// container's init pid once it is created.
-    async fn create(&self, id: &str) -> Result<u32, HostError> {
+    async fn create(&self, id: &str, start: bool) -> Result<u32, HostError> {
         let bundle = self.bundle(id);
         let Some(binary) = &self.shim_binary else {
             return Err(HostError::Unexpected(
@@ -212,6 +212,7 @@ impl RuncHost {
             .arg(id)
             .arg("--parent")
             .arg(std::process::id().to_string())
+            .args(start.then_some("--start"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             // It makes a session of its own (no signal meant for gitvisor's process group
@@ -497,13 +498,14 @@ impl ContainerHost for RuncHost {
                 config,
                 image,
                 keep_writable_layer,
+                start,
             } => {
                 let id = config.id.clone();
                 self.clear_interrupted_create(&id).await?;
                 let layout = self.layout();
                 blocking(move || layout.prepare_bundle(&config, &image, keep_writable_layer))
                     .await?;
-                Ok(Answer::Pid(self.create(&id).await?))
+                Ok(Answer::Pid(self.create(&id, start).await?))
             }
             HostRequest::Connect { pid, veth, .. } => {
                 let handle = self.netlink().await?;

@@ -200,10 +200,15 @@ mod tests {
             .map(|r| match r {
                 HostRequest::PrepareImage { .. } => "prepare",
                 HostRequest::Create {
-                    keep_writable_layer: false,
+                    keep_writable_layer,
+                    start,
                     ..
-                } => "create",
-                HostRequest::Create { .. } => "create-again",
+                } => match (keep_writable_layer, start) {
+                    (false, false) => "create",
+                    (false, true) => "run",
+                    (true, false) => "create-again",
+                    (true, true) => "run-again",
+                },
                 HostRequest::Connect { .. } => "connect",
                 HostRequest::Start { .. } => "start",
                 HostRequest::Stop { .. } => "stop",
@@ -268,10 +273,8 @@ mod tests {
         let paths: Vec<_> = change.fields.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["image", "env"]);
         apply(&driver, &change).await;
-        assert_eq!(
-            kinds(&fake.requests()),
-            ["remove", "prepare", "create", "connect", "start"]
-        );
+        // No veth: created and started by one `runc run`.
+        assert_eq!(kinds(&fake.requests()), ["remove", "prepare", "run"]);
         fake.clear_requests();
 
         let limited = declared(
@@ -327,10 +330,7 @@ mod tests {
         let change = plan_one(&driver, &running, &["web"]).await;
         assert_eq!(change.action, Action::Update);
         apply(&driver, &change).await;
-        assert_eq!(
-            kinds(&fake.requests()),
-            ["delete", "prepare", "create-again", "connect", "start"]
-        );
+        assert_eq!(kinds(&fake.requests()), ["delete", "prepare", "run-again"]);
         assert_eq!(fake.container("web").unwrap().restarts, 1);
     }
 
@@ -446,7 +446,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_stops_before_the_next_request() {
-        let fake = Arc::new(FakeHost::new(&[], &[]));
+        let fake = Arc::new(FakeHost::new(&["br0"], &[]));
+        let web = || declared("web", &format!("{WEB}\nnetwork: {{bridge: br0}}"));
         let driver = driver(&fake);
         let cancel = CancelToken::new();
         {
@@ -458,20 +459,20 @@ mod tests {
                 false
             });
         }
-        let change = plan_one(&driver, &declared("web", WEB), &[]).await;
+        let change = plan_one(&driver, &web(), &[]).await;
         let step = StepContext::new(change.id.clone(), cancel, STEP_BUDGET, None);
         let error = driver.apply(&change, &step).await.unwrap_err();
         assert_eq!(error.interruption(), Some(&Interrupted::Cancelled));
         assert!(
             error
                 .chain()
-                .starts_with("container web: stopped before set up loopback"),
+                .starts_with("container web: stopped before connect to bridge br0"),
             "{}",
             error.chain()
         );
         assert_eq!(kinds(&fake.requests()), ["prepare", "create"]);
         // Created but not started: the next run starts it.
-        let again = plan_one(&driver, &declared("web", WEB), &["web"]).await;
+        let again = plan_one(&driver, &web(), &["web"]).await;
         assert_eq!(again.action, Action::Update);
     }
 

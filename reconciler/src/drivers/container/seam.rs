@@ -201,11 +201,14 @@ pub enum HostRequest {
     },
     /// Make the bundle (a fresh writable layer unless `keep_writable_layer`), mount the
     /// root file system, write `config.json` and `runc create` (marker annotations
-    /// included). Answers [`Answer::Pid`].
+    /// included), or `runc run --detach` when `start` (a container with nothing to set
+    /// up between create and start: no veth; runc brings its loopback up). Answers
+    /// [`Answer::Pid`].
     Create {
         config: Box<ContainerConfig>,
         image: Box<PreparedImage>,
         keep_writable_layer: bool,
+        start: bool,
     },
     /// Configure the container's network namespace: loopback up, and the veth when
     /// there is one.
@@ -245,11 +248,13 @@ impl fmt::Display for HostRequest {
             HostRequest::PrepareImage { image } => write!(f, "prepare image {image}"),
             HostRequest::Create {
                 keep_writable_layer,
+                start,
                 ..
-            } => f.write_str(if *keep_writable_layer {
-                "create the container again (keeping its writable layer)"
-            } else {
-                "create the container"
+            } => f.write_str(match (keep_writable_layer, start) {
+                (true, false) => "create the container again (keeping its writable layer)",
+                (true, true) => "create and start the container again (keeping its writable layer)",
+                (false, false) => "create the container",
+                (false, true) => "create and start the container",
             }),
             HostRequest::Connect { veth: None, .. } => f.write_str("set up loopback"),
             HostRequest::Connect {

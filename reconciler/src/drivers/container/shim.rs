@@ -10,7 +10,8 @@
 //!
 //! 1. Become a child subreaper, so the container's init (whose parent, `runc create`,
 //!    exits) is re-parented to the supervisor, which can then wait for it.
-//! 2. `runc create` with the container's stdout and stderr on two pipes whose read ends
+//! 2. `runc create` (or `runc run --detach` when nothing is to be set up before the
+//!    start) with the container's stdout and stderr on two pipes whose read ends
 //!    the supervisor keeps. Answer gitvisor on stdout with one line: `created PID`, or
 //!    `error MESSAGE` (runc's own message from its log).
 //! 3. Copy both pipes into the log file, rotating it by size ([`logs`](super::logs)).
@@ -47,6 +48,8 @@ pub struct ShimArgs {
     pub id: String,
     /// gitvisor's pid, to notice a gitvisor that died before the supervisor started.
     pub parent: Option<i32>,
+    /// `runc run --detach` instead of `runc create`: created and started at once.
+    pub start: bool,
 }
 
 /// The supervisor's one-line answer: `Ok(pid)` or `Err(message)`; `None` for anything
@@ -100,7 +103,10 @@ fn supervise(args: &ShimArgs) -> Result<(), String> {
         .arg(&args.root)
         .arg("--log")
         .arg(&runc_log)
-        .args(["--log-format", "json", "create", "--bundle"])
+        .args(["--log-format", "json"])
+        .arg(if args.start { "run" } else { "create" })
+        .args(args.start.then_some("--detach"))
+        .arg("--bundle")
         .arg(&args.bundle)
         .arg("--pid-file")
         .arg(args.bundle.join("pid"))
@@ -112,7 +118,8 @@ fn supervise(args: &ShimArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot run {}: {e}", args.runc.display()))?;
     if !status.success() {
         return Err(format!(
-            "runc create {} failed ({status}): {}",
+            "runc {} {} failed ({status}): {}",
+            if args.start { "run" } else { "create" },
             args.id,
             last_error(&runc_log)
         ));
