@@ -516,3 +516,90 @@ impl Drop for ContainerEnv {
         }
     }
 }
+
+/// A `docker-registry` (the CNCF distribution registry, from Debian) serving plain HTTP
+/// on 127.0.0.1:5000 inside a test's network namespace, with its storage in a temporary
+/// directory; stopped (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Registry {
+    child: std::process::Child,
+    _dir: TempDir,
+}
+
+/// Where [`Registry`] listens, inside the namespace.
+pub const REGISTRY_ADDRESS: &str = "127.0.0.1:5000";
+
+impl Registry {
+    /// Starts the registry in `env`'s namespace (bringing its loopback up), or `None`
+    /// after a loud skip when `docker-registry` is not installed.
+    pub fn start(env: &ContainerEnv, test: &str) -> Option<Registry> {
+        if !have("docker-registry") {
+            skip(
+                test,
+                "needs docker-registry (Debian: apt install docker-registry)",
+            );
+            return None;
+        }
+        must("ip", ["-n", env.netns(), "link", "set", "lo", "up"]);
+        let dir = tempfile::Builder::new()
+            .prefix("gv-e2e-registry-")
+            .tempdir()
+            .expect("cannot create a directory for the registry");
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {REGISTRY_ADDRESS}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write the registry's config");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", env.netns()))
+            .arg("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot start docker-registry");
+        Some(Registry { child, _dir: dir })
+    }
+
+    /// Pushes `source` (a skopeo reference, e.g. `oci:/path:v1`) to
+    /// `127.0.0.1:5000/REPOSITORY`, retrying while the registry starts; answers the
+    /// pushed manifest's digest.
+    pub fn push(&self, env: &ContainerEnv, source: &str, repository: &str) -> String {
+        let digest_file = self._dir.path().join("digest");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut command = Command::new("nsenter");
+            command
+                .arg(format!("--net=/run/netns/{}", env.netns()))
+                .args(["skopeo", "copy", "--dest-tls-verify=false", "--digestfile"])
+                .arg(&digest_file)
+                .arg(source)
+                .arg(format!("docker://{REGISTRY_ADDRESS}/{repository}"));
+            let outcome = run_command(command);
+            if outcome.code == Some(0) {
+                return fs::read_to_string(&digest_file)
+                    .expect("skopeo wrote the digest")
+                    .trim()
+                    .to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cannot push to the registry\n{outcome}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -406,3 +406,57 @@ fn user_and_working_dir_from_the_declaration() {
         "the image's directory is a read-only lower layer"
     );
 }
+
+/// A real registry on loopback (Debian's docker-registry) holding an image pushed with
+/// skopeo: pulled by tag and by digest over plain HTTP (declared insecure), the layers
+/// fetched once and shared; without the declaration gitvisor insists on HTTPS.
+#[test]
+fn pulled_from_a_registry_by_tag_and_by_digest() {
+    let Some((env, images)) = ContainerEnv::new("ctr_registry") else {
+        return;
+    };
+    let Some(registry) = gitvisor_e2e::containers::Registry::start(&env, "ctr_registry") else {
+        return;
+    };
+    let source = format!("oci:{}:v1", images.layout.display());
+    let digest = registry.push(&env, &source, "team/app:v1");
+    let address = gitvisor_e2e::containers::REGISTRY_ADDRESS;
+    let manifests = Manifests::new();
+    manifests.write(
+        "tagged.yaml",
+        &ContainerEnv::container_manifest("tagged", &format!("  image: {address}/team/app:v1\n")),
+    );
+    manifests.write(
+        "pinned.yaml",
+        &ContainerEnv::container_manifest(
+            "pinned",
+            &format!("  image: {address}/team/app@{digest}\n"),
+        ),
+    );
+
+    // Not declared insecure: HTTPS only, which this registry does not speak.
+    let refused = env.gitvisor([std::ffi::OsStr::new("apply"), manifests.path().as_os_str()]);
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert_contains(
+        &refused.stdout,
+        &format!("GET https://{address}/v2/team/app/manifests/"),
+    );
+    assert!(env.container("tagged").is_none());
+
+    let mut apply =
+        env.gitvisor_command([std::ffi::OsStr::new("apply"), manifests.path().as_os_str()]);
+    apply.env("GITVISOR_INSECURE_REGISTRIES", address);
+    gitvisor_e2e::run_command(apply).expect_code(0);
+    pid_of(&env, "tagged");
+    pid_of(&env, "pinned");
+    assert_contains(
+        &env.gitvisor(["logs", "pinned"]).expect_code(0).stdout,
+        "image v1",
+    );
+    // One image, pulled once: its layer is unpacked once in the store.
+    let layers = env.state_dir().join("containers/images/layers/sha256");
+    assert_eq!(fs::read_dir(&layers).unwrap().count(), 1);
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(change(&plan, "Container", "tagged")["action"], "noop");
+    assert_eq!(change(&plan, "Container", "pinned")["action"], "noop");
+}
