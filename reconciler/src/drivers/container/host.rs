@@ -70,8 +70,10 @@ const PID_FILE: &str = "pid";
 impl RuncHost {
     pub fn new(run_dir: &Path, state_dir: &Path) -> Self {
         let containers = state_dir.join("containers");
+        let mut runc = Runc::new(run_dir.join("runc"));
+        runc.binary = pick_runtime();
         RuncHost {
-            runc: Runc::new(run_dir.join("runc")),
+            runc,
             bundles: run_dir.join("containers"),
             writable: containers.join("rw"),
             logs: containers.join("logs"),
@@ -376,6 +378,27 @@ impl RuncHost {
         }
         Ok(())
     }
+}
+
+/// The OCI runtime to use: `GITVISOR_OCI_RUNTIME` (a name on `PATH` or a path) when set;
+/// else `runc` when installed; else `crun` on a host with cgroup v2 only (crun refuses
+/// hybrid layouts); else `runc` (whose absence the first create reports).
+pub fn pick_runtime() -> PathBuf {
+    if let Some(chosen) = std::env::var_os("GITVISOR_OCI_RUNTIME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(chosen);
+    }
+    let on_path = |name: &str| {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join(name).is_file())
+        })
+    };
+    if !on_path("runc")
+        && on_path("crun")
+        && super::probe::cgroup_layout() == Some(super::probe::CgroupLayout::Unified)
+    {
+        return PathBuf::from("crun");
+    }
+    PathBuf::from("runc")
 }
 
 async fn blocking<T: Send + 'static>(
