@@ -37,6 +37,11 @@ pub struct AppliedSpec {
     /// The image id the image resolved to when the container was created.
     #[serde(default)]
     pub image_id: String,
+    /// How long a stop waits before SIGKILL: kept so a prune (which has no declaration
+    /// any more) stops the container as it was declared. Not compared: a new
+    /// `stopTimeout` applies to the next stop without recreating anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<crate::model::Duration>,
 }
 
 impl AppliedSpec {
@@ -52,6 +57,7 @@ impl AppliedSpec {
             network: spec.network.clone(),
             health_check: spec.health_check.clone(),
             image_id: image_id.to_owned(),
+            stop_timeout: spec.stop_timeout,
         }
     }
 
@@ -69,7 +75,10 @@ impl AppliedSpec {
         &self,
         spec: &ContainerSpec,
     ) -> Result<Vec<FieldChange>, crate::contract::FieldValueError> {
-        let declared = AppliedSpec::of(spec, &self.image_id);
+        let declared = AppliedSpec {
+            stop_timeout: self.stop_timeout,
+            ..AppliedSpec::of(spec, &self.image_id)
+        };
         let mut fields = Vec::new();
         macro_rules! compare {
             ($path:literal, $field:ident) => {

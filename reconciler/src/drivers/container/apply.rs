@@ -9,8 +9,8 @@
 //!   one `runc run --detach`.
 //! - **Restart**: delete the exited container, then create, connect and start again with
 //!   its writable layer kept.
-//! - **Remove**: `runc delete --force`, unmount, remove the bundle, writable layer and
-//!   host veth.
+//! - **Remove** (after a Stop): `runc delete --force`, unmount, remove the bundle,
+//!   writable layer and host veth.
 //! - **Stop**: SIGTERM, SIGKILL after `stopTimeout`. **Update**: one `runc update`.
 //!
 //! The step's context is checked before every request. Stopping between any two leaves
@@ -68,11 +68,10 @@ pub(crate) async fn apply(
                 run.create(declaration, true, true).await?;
             }
             Work::Stop => {
-                let grace = observed
-                    .declaration
-                    .as_ref()
-                    .map(|d| d.grace)
-                    .unwrap_or(super::observed::DEFAULT_STOP_TIMEOUT);
+                let grace = match &observed.declaration {
+                    Some(declaration) => declaration.grace,
+                    None => observed.recorded_grace(),
+                };
                 run.send(HostRequest::Stop {
                     id: name.to_owned(),
                     grace,

@@ -14,7 +14,9 @@
 //! | ours, declared `Stopped`, created or exited      | `NoOp`                                 |
 //!
 //! A container that is no longer declared is removed only when it is ours (marker and
-//! record); half-ours ones are left in place with a warning.
+//! record); half-ours ones are left in place with a warning. Removing (a prune or a
+//! replace) stops the container first: SIGTERM, then SIGKILL after its `stopTimeout`
+//! (the declared one, or for a prune the one recorded on the container).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -265,7 +267,7 @@ fn replace(
         .with_fields(fields),
         Some(current),
         declaration,
-        vec![Work::Remove, Work::Create { start: running }],
+        vec![Work::Stop, Work::Remove, Work::Create { start: running }],
     )
 }
 
@@ -346,7 +348,7 @@ pub(crate) fn pruned(
                     .with_observed(ObservedContainer {
                         current: Some(container.clone()),
                         declaration: None,
-                        work: vec![Work::Remove],
+                        work: vec![Work::Stop, Work::Remove],
                     }),
             ),
             Prune::KeepAndWarn(why) => tracing::warn!(container = %container.id, "{why}"),

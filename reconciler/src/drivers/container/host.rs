@@ -388,9 +388,8 @@ pub fn pick_runtime() -> PathBuf {
         return PathBuf::from(chosen);
     }
     let on_path = |name: &str| {
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| dir.join(name).is_file())
-        })
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
     };
     if !on_path("runc")
         && on_path("crun")

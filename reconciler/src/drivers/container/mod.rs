@@ -273,8 +273,11 @@ mod tests {
         let paths: Vec<_> = change.fields.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["image", "env"]);
         apply(&driver, &change).await;
-        // No veth: created and started by one `runc run`.
-        assert_eq!(kinds(&fake.requests()), ["remove", "prepare", "run"]);
+        // Stopped gracefully first; no veth: created and started by one `runc run`.
+        assert_eq!(
+            kinds(&fake.requests()),
+            ["stop", "remove", "prepare", "run"]
+        );
         fake.clear_requests();
 
         let limited = declared(
@@ -378,7 +381,7 @@ mod tests {
     async fn only_containers_with_marker_and_record_are_changed_or_pruned() {
         let fake = Arc::new(FakeHost::new(&[], &[]));
         let driver = driver(&fake);
-        let web = declared("web", WEB);
+        let web = declared("web", &format!("{WEB}\nstopTimeout: 3s"));
         apply(&driver, &plan_one(&driver, &web, &[]).await).await;
         // Someone else's container under the same root, without the marker.
         let mut stranger = fake.container("web").unwrap();
@@ -407,7 +410,12 @@ mod tests {
         assert_eq!(actions, [("Container/web".to_owned(), Action::Delete)]);
         fake.clear_requests();
         apply(&driver, &changes[0]).await;
-        assert_eq!(kinds(&fake.requests()), ["remove"]);
+        // Stopped with the timeout it was declared with, then removed.
+        assert_eq!(kinds(&fake.requests()), ["stop", "remove"]);
+        assert!(matches!(
+            &fake.requests()[0],
+            HostRequest::Stop { grace, .. } if *grace == Duration::from_secs(3)
+        ));
         assert!(fake.container("web").is_none());
         assert!(fake.container("stranger").is_some());
     }

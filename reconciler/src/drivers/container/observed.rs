@@ -189,3 +189,81 @@ pub struct ObservedContainer {
     /// What apply does, in order.
     pub work: Vec<Work>,
 }
+
+impl ObservedContainer {
+    /// The stop timeout recorded on the container when it was created, else the default.
+    pub fn recorded_grace(&self) -> Duration {
+        self.current
+            .as_ref()
+            .and_then(|c| c.annotations.get(super::seam::APPLIED_ANNOTATION))
+            .and_then(|text| super::applied::AppliedSpec::parse(text).ok())
+            .and_then(|applied| applied.stop_timeout)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_STOP_TIMEOUT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::container::testkit::declared;
+    use crate::model::{Metadata, Resource};
+
+    #[test]
+    fn a_volume_mount_is_the_volumes_device_with_its_filesystem() {
+        let volume = std::sync::Arc::new(Resource::new(
+            Metadata::named(Name::parse("data").unwrap()),
+            Spec::Volume(
+                serde_yaml::from_str(
+                    "volumeGroup: vg0
+size: 1GiB
+filesystem: ext4",
+                )
+                .unwrap(),
+            ),
+        ));
+        let bare = std::sync::Arc::new(Resource::new(
+            Metadata::named(Name::parse("raw").unwrap()),
+            Spec::Volume(
+                serde_yaml::from_str(
+                    "volumeGroup: vg0
+size: 1GiB",
+                )
+                .unwrap(),
+            ),
+        ));
+        let web = declared(
+            "web",
+            "image: /i
+mounts: [{target: /data, volume: data, readOnly: true}]",
+        );
+        let context = PlanContext::default().with_revision(&[volume, bare.clone()]);
+        let Spec::Container(spec) = &web.spec else {
+            unreachable!()
+        };
+        let declaration = Declaration::resolve(&web.metadata.name, spec, &context);
+        assert_eq!(
+            declaration.mounts.unwrap(),
+            [ContainerMount {
+                source: MountSource::Device {
+                    path: "/dev/vg0/data".into(),
+                    fstype: "ext4".into()
+                },
+                target: "/data".into(),
+                read_only: true,
+            }]
+        );
+        let raw = declared(
+            "web",
+            "image: /i
+mounts: [{target: /raw, volume: raw}]",
+        );
+        let Spec::Container(spec) = &raw.spec else {
+            unreachable!()
+        };
+        let error = Declaration::resolve(&raw.metadata.name, spec, &context)
+            .mounts
+            .unwrap_err();
+        assert!(error.contains("has no filesystem"), "{error}");
+    }
+}
