@@ -460,3 +460,75 @@ fn pulled_from_a_registry_by_tag_and_by_digest() {
     assert_eq!(change(&plan, "Container", "tagged")["action"], "noop");
     assert_eq!(change(&plan, "Container", "pinned")["action"], "noop");
 }
+
+/// `gitvisor logs -f` follows what the container writes, and the log is rotated past
+/// 10 MiB (the supervisor keeps writing to a fresh file; `logs` prints both).
+#[test]
+fn logs_follow_and_rotate() {
+    use std::io::BufRead;
+    let Some((env, images)) = ContainerEnv::new("ctr_logs") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write(
+        "chatty.yaml",
+        &ContainerEnv::container_manifest(
+            "chatty",
+            &format!(
+                "  image: {}\n  command: [sh, -c, 'echo first; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done']\n  stopTimeout: 1s\n",
+                images.rootfs.display()
+            ),
+        ),
+    );
+    env.apply(manifests.path(), 0);
+    let mut follower = env
+        .gitvisor_command(["logs", "chatty", "-f"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Lines written after `logs -f` started arrive: wait for a tick well past the start.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|l: &String| l == "tick 20") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logs -f printed only {seen:?}"
+        );
+        if let Ok(line) = receiver.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(seen[0], "first");
+
+    // 11 MiB more from inside the container: the log rotates.
+    let mut big = std::process::Command::new("runc");
+    big.arg("--root")
+        .arg(env.runc_root())
+        .args(["exec", "chatty", "sh", "-c", "i=0; while [ $i -lt 11 ]; do yes xxxxxxxxxxxxxxx | head -c 1048576 > /proc/1/fd/1; i=$((i+1)); done"]);
+    gitvisor_e2e::run_command(big).expect_code(0);
+    let logs = env.state_dir().join("containers/logs");
+    env.wait_for("the log to rotate", Duration::from_secs(60), || {
+        logs.join("chatty.log.1").exists()
+    });
+    let all = env.gitvisor(["logs", "chatty"]).expect_code(0).stdout;
+    assert!(
+        all.starts_with("first\n"),
+        "the rotated file is printed first"
+    );
+}
