@@ -14,9 +14,12 @@
 #   (b) `runc run -d` of the bundle gitvisor generated for it (its config.json, the
 #       same root file system), with its own runtime root;
 #   (c) `gitvisor apply` of N containers at once (default 10), per container;
-#   (d) N `runc run -d` one after another, per container.
+#   (d) N `runc run -d` one after another, per container;
+#   (e) `gitvisor apply --concurrency 1` of N containers, per container: one at a time,
+#       like (d), so the difference is gitvisor's own work per container.
 # It prints medians and gitvisor's overhead per container beyond the runtime's:
-# (a) - (b) for one, (c) - (d) per container for N.
+# (a) - (b) for one (the whole command), (e) - (d) per container, one at a time, and
+# (c) - (d) per container with apply's default parallelism.
 #
 # Needs root, runc and busybox (Debian: busybox-static). gitvisor runs in a network
 # namespace made here (`nsenter --net`, keeping the host's cgroup mounts); every
@@ -109,7 +112,7 @@ json.dump(config, open(sys.argv[2], "w"))
 EOF
 runc --root "$WORK/run-probe/runc" delete --force probe >/dev/null
 
-declare -a A B C D
+declare -a A B C D E
 for round in $(seq 1 "$ROUNDS"); do
     # (a) one container through gitvisor.
     m=$WORK/ma$round; mkdir -p "$m"; manifest one > "$m/one.yaml"
@@ -137,19 +140,28 @@ for round in $(seq 1 "$ROUNDS"); do
     t1=$(now)
     D+=($(((t1 - t0) / N)))
     for i in $(seq 1 "$N"); do runc --root "$WORK/byhand" delete --force "d$round-$i" >/dev/null; done
-    printf 'round %d: gitvisor 1 %s ms, runc 1 %s ms, gitvisor %d %s ms/container, runc %d %s ms/container\n' \
-        "$round" "$(ms "${A[-1]}")" "$(ms "${B[-1]}")" "$N" "$(ms "${C[-1]}")" "$N" "$(ms "${D[-1]}")"
+
+    # (e) N containers through gitvisor, one at a time.
+    m=$WORK/me$round; mkdir -p "$m"
+    for i in $(seq 1 "$N"); do manifest "e$i" > "$m/e$i.yaml"; done
+    t0=$(now); gv "$WORK/rune$round" "$WORK/statee$round" apply --concurrency 1 "$m" >/dev/null; t1=$(now)
+    E+=($(((t1 - t0) / N)))
+    for i in $(seq 1 "$N"); do runc --root "$WORK/rune$round/runc" delete --force "e$i" >/dev/null; done
+    printf 'round %d: (a) %s ms, (b) %s ms, (c) %s, (d) %s, (e) %s ms/container\n' \
+        "$round" "$(ms "${A[-1]}")" "$(ms "${B[-1]}")" "$(ms "${C[-1]}")" "$(ms "${D[-1]}")" "$(ms "${E[-1]}")"
 done
 
 a=$(printf '%s\n' "${A[@]}" | median); b=$(printf '%s\n' "${B[@]}" | median)
 c=$(printf '%s\n' "${C[@]}" | median); d=$(printf '%s\n' "${D[@]}" | median)
+e=$(printf '%s\n' "${E[@]}" | median)
 echo
 echo "medians over $ROUNDS rounds ($(basename "$BIN") at $BIN):"
 printf '  (a) gitvisor apply, 1 container          %8s ms\n' "$(ms "$a")"
 printf '  (b) runc run -d, same bundle             %8s ms\n' "$(ms "$b")"
 printf '  (c) gitvisor apply, %3d containers        %8s ms per container\n' "$N" "$(ms "$c")"
-printf '  (d) runc run -d x %3d                     %8s ms per container\n' "$N" "$(ms "$d")"
-printf '  gitvisor overhead beyond runc: %s ms for one container (a-b), %s ms per container in a batch of %d (c-d); ratio a/b %s, c/d %s\n' \
-    "$(ms $((a - b)))" "$(ms $((c - d)))" "$N" \
-    "$(awk -v x="$a" -v y="$b" 'BEGIN {printf "%.2f", x/y}')" \
-    "$(awk -v x="$c" -v y="$d" 'BEGIN {printf "%.2f", x/y}')"
+printf '  (d) runc run -d x %3d, one at a time      %8s ms per container\n' "$N" "$(ms "$d")"
+printf '  (e) gitvisor apply --concurrency 1, %3d   %8s ms per container\n' "$N" "$(ms "$e")"
+printf '  gitvisor overhead beyond runc per container: %s ms one at a time (e-d), %s ms with parallel apply (c-d)\n' \
+    "$(ms $((e - d)))" "$(ms $((c - d)))"
+printf '  one container, whole command: %s ms beyond runc run -d (a-b, ratio %s)\n' \
+    "$(ms $((a - b)))" "$(awk -v x="$a" -v y="$b" 'BEGIN {printf "%.2f", x/y}')"

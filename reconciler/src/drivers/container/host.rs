@@ -523,11 +523,26 @@ impl ContainerHost for RuncHost {
                 start,
             } => {
                 let id = config.id.clone();
-                self.clear_interrupted_create(&id).await?;
-                let layout = self.layout();
-                blocking(move || layout.prepare_bundle(&config, &image, keep_writable_layer))
-                    .await?;
-                Ok(Answer::Pid(self.create(&id, start).await?))
+                let prepare = || {
+                    let (layout, config, image) = (self.layout(), config.clone(), image.clone());
+                    blocking(move || layout.prepare_bundle(&config, &image, keep_writable_layer))
+                };
+                let began = std::time::Instant::now();
+                prepare().await?;
+                tracing::debug!(container = %id, elapsed = ?began.elapsed(), "bundle and root file system ready");
+                let created = self.create(&id, start).await;
+                tracing::debug!(container = %id, elapsed = ?began.elapsed(), "the supervisor answered");
+                match created {
+                    Err(HostError::Command { stderr, .. }) if stderr.contains("already exists") => {
+                        // The runtime has the id although the plan did not see it: what
+                        // a gitvisor killed during its create left. Cleared (when it is
+                        // gitvisor's), then the create runs again on a fresh bundle.
+                        self.clear_interrupted_create(&id).await?;
+                        prepare().await?;
+                        Ok(Answer::Pid(self.create(&id, start).await?))
+                    }
+                    other => Ok(Answer::Pid(other?)),
+                }
             }
             HostRequest::Connect { pid, veth, .. } => {
                 let handle = self.netlink().await?;

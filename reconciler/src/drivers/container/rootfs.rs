@@ -4,6 +4,15 @@
 //!
 //! The mount is made in gitvisor's mount namespace, where it stays when gitvisor exits;
 //! the container keeps its own copy of it in its mount namespace anyway.
+//!
+//! The overlay is mounted `volatile`: the kernel skips syncing the writable layer (an
+//! unmount otherwise flushes it, which costs up to a second on a busy disk). That is
+//! safe here because a writable layer never outlives the boot it was made in: after a
+//! host crash runc's state under `/run` is gone, the container is created afresh and
+//! its writable layer wiped first. A remount within the same boot (a restart in another
+//! mount namespace) removes the kernel's `incompat/volatile` guard, which only a crash
+//! could have made meaningful. Kernels before 5.10 lack `volatile`; the mount is
+//! retried without it.
 
 use std::ffi::OsString;
 use std::fs;
