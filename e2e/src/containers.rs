@@ -447,6 +447,30 @@ impl ContainerEnv {
             .map(|(_, status, pid)| (status, pid))
     }
 
+    /// The memory limit in container `name`'s cgroup (the path its bundle's config.json
+    /// gives), as the kernel reports it.
+    pub fn memory_limit(&self, name: &str) -> String {
+        let config: Value = serde_json::from_slice(
+            &fs::read(self.bundle(name).join("config.json")).expect("the bundle's config.json"),
+        )
+        .expect("config.json parses");
+        let group = config["linux"]["cgroupsPath"]
+            .as_str()
+            .expect("a cgroups path")
+            .trim_start_matches('/')
+            .to_owned();
+        let root = Path::new("/sys/fs/cgroup");
+        fs::read_to_string(
+            root.join("memory")
+                .join(&group)
+                .join("memory.limit_in_bytes"),
+        )
+        .or_else(|_| fs::read_to_string(root.join(&group).join("memory.max")))
+        .expect("the container's memory cgroup")
+        .trim()
+        .to_owned()
+    }
+
     /// `runc exec NAME ARGS` (inside the container).
     pub fn exec(&self, name: &str, args: &[&str]) -> Outcome {
         let mut command = Command::new("runc");

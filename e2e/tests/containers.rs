@@ -64,10 +64,7 @@ fn a_container_on_a_bridge_with_env_mount_and_memory_limit() {
             .stdout,
         "hello-e2e\n"
     );
-    let limit = fs::read_to_string("/sys/fs/cgroup/memory/gitvisor/web/memory.limit_in_bytes")
-        .or_else(|_| fs::read_to_string("/sys/fs/cgroup/gitvisor/web/memory.max"))
-        .expect("the container's memory cgroup");
-    assert_eq!(limit.trim(), (48u64 << 20).to_string());
+    assert_eq!(env.memory_limit("web"), (48u64 << 20).to_string());
     // The veth's host end is on the bridge and marked.
     let links = env_links(&env);
     let veth = links

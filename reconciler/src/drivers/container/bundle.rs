@@ -6,8 +6,8 @@
 //! (read-only) and `/sys/fs/cgroup` (read-only); the runtime's masked and read-only
 //! paths; Docker's default capability set (which includes `NET_RAW`, so `ping` works)
 //! and `no_new_privileges`. Only portable fields are used, so any OCI runtime can run the
-//! bundle. The container's cgroup is `/gitvisor/<id>`, so its limits are found at a
-//! known place under every controller.
+//! bundle. The container's cgroup is `/gitvisor/<scope>/<id>` ([`cgroup_path`]), so its
+//! limits are found at a known place under every controller.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,9 +21,17 @@ use oci_spec::runtime::{
 
 use super::seam::{ContainerConfig, MountSource};
 
-/// The cgroup (below every controller's root) of container `id`.
-pub fn cgroup_path(id: &str) -> String {
-    format!("/gitvisor/{id}")
+/// The cgroup (below every controller's root) of container `id` under the runtime root
+/// `root`: `/gitvisor/<8 hex digits of the root's path hash>/<id>`. The runtime root
+/// scopes container names, so two gitvisors on one host (another `--run-dir`) never
+/// share a cgroup.
+pub fn cgroup_path(root: &std::path::Path, id: &str) -> String {
+    use sha2::Digest;
+    let hash = format!(
+        "{:x}",
+        sha2::Sha256::digest(root.as_os_str().as_encoded_bytes())
+    );
+    format!("/gitvisor/{}/{id}", &hash[..8])
 }
 
 /// The CFS period gitvisor sets with a CPU quota: 100 ms, the kernel's default.
@@ -58,8 +66,8 @@ fn capabilities() -> HashSet<Capability> {
     .collect()
 }
 
-/// The runtime spec of `config`, its process running as `user`.
-pub fn render(config: &ContainerConfig, user: ResolvedUser) -> Result<Spec, String> {
+/// The runtime spec of `config`, its process running as `user`, in the cgroup `cgroup`.
+pub fn render(config: &ContainerConfig, user: ResolvedUser, cgroup: &str) -> Result<Spec, String> {
     let invalid = |what: &str, e: oci_spec::OciSpecError| format!("{what}: {e}");
     let caps = capabilities();
     let capabilities = LinuxCapabilitiesBuilder::default()
@@ -121,7 +129,7 @@ pub fn render(config: &ContainerConfig, user: ResolvedUser) -> Result<Spec, Stri
         );
     }
     let linux = LinuxBuilder::default()
-        .cgroups_path(PathBuf::from(cgroup_path(&config.id)))
+        .cgroups_path(PathBuf::from(cgroup))
         .namespaces(get_default_namespaces())
         .resources(resources.build().map_err(|e| invalid("resources", e))?)
         .masked_paths(get_default_maskedpaths())
@@ -229,7 +237,7 @@ mod tests {
         assert_eq!(json["process"]["terminal"], false);
         assert_eq!(json["root"]["path"], "rootfs");
         assert_eq!(json["hostname"], "web");
-        assert_eq!(json["linux"]["cgroupsPath"], "/gitvisor/web");
+        assert_eq!(json["linux"]["cgroupsPath"], cgroup.as_str());
         assert_eq!(json["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(json["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(json["linux"]["resources"]["pids"]["limit"], 50);

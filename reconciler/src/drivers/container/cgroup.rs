@@ -1,11 +1,11 @@
 //! A container's limits as its cgroup has them (the truth, whatever changed them), read
-//! from the files runc wrote below `/gitvisor/<id>`: under each v1 controller on hybrid
-//! and legacy hosts, in the one v2 hierarchy on unified ones.
+//! from the files runc wrote below its cgroup ([`cgroup_path`](super::bundle::cgroup_path)):
+//! under each v1 controller on hybrid and legacy hosts, in the one v2 hierarchy on
+//! unified ones.
 
 use std::fs;
 use std::path::Path;
 
-use super::bundle::cgroup_path;
 use super::probe::{CgroupLayout, cgroup_layout};
 use super::seam::Limits;
 
@@ -14,12 +14,12 @@ const V1_UNLIMITED: u64 = 1 << 62;
 
 /// The container's limits, or `None` when it has no cgroup (it is not running, or the
 /// cgroup file system is not mounted here).
-pub fn limits(id: &str) -> Option<Limits> {
-    limits_under(Path::new("/sys/fs/cgroup"), cgroup_layout()?, id)
+pub fn limits(group: &str) -> Option<Limits> {
+    limits_under(Path::new("/sys/fs/cgroup"), cgroup_layout()?, group)
 }
 
-pub fn limits_under(root: &Path, layout: CgroupLayout, id: &str) -> Option<Limits> {
-    let group = cgroup_path(id);
+/// The limits of cgroup `group` (`/gitvisor/…/ID`) in the hierarchy mounted at `root`.
+pub fn limits_under(root: &Path, layout: CgroupLayout, group: &str) -> Option<Limits> {
     let group = group.trim_start_matches('/');
     let read = |path: &Path| fs::read_to_string(path).ok().map(|s| s.trim().to_owned());
     match layout {
@@ -87,7 +87,7 @@ mod tests {
         write(v1.path(), "cpu/gitvisor/web/cpu.cfs_quota_us", "50000\n");
         write(v1.path(), "cpu/gitvisor/web/cpu.cfs_period_us", "100000\n");
         write(v1.path(), "pids/gitvisor/web/pids.max", "max\n");
-        let limits = limits_under(v1.path(), CgroupLayout::Hybrid, "web").unwrap();
+        let limits = limits_under(v1.path(), CgroupLayout::Hybrid, "/gitvisor/web").unwrap();
         assert_eq!(
             limits,
             Limits {
@@ -101,7 +101,7 @@ mod tests {
         write(v2.path(), "gitvisor/web/memory.max", "max\n");
         write(v2.path(), "gitvisor/web/cpu.max", "max 100000\n");
         write(v2.path(), "gitvisor/web/pids.max", "20\n");
-        let limits = limits_under(v2.path(), CgroupLayout::Unified, "web").unwrap();
+        let limits = limits_under(v2.path(), CgroupLayout::Unified, "/gitvisor/web").unwrap();
         assert_eq!(
             limits,
             Limits {
@@ -116,8 +116,8 @@ mod tests {
             "memory/gitvisor/big/memory.limit_in_bytes",
             "9223372036854771712",
         );
-        let limits = limits_under(v1.path(), CgroupLayout::Legacy, "big").unwrap();
+        let limits = limits_under(v1.path(), CgroupLayout::Legacy, "/gitvisor/big").unwrap();
         assert_eq!(limits.memory, None);
-        assert!(limits_under(v1.path(), CgroupLayout::Hybrid, "absent").is_none());
+        assert!(limits_under(v1.path(), CgroupLayout::Hybrid, "/gitvisor/absent").is_none());
     }
 }

@@ -116,6 +116,7 @@ impl RuncHost {
             bundles: self.bundles.clone(),
             writable: self.writable.clone(),
             logs: self.logs.clone(),
+            runtime_root: self.runc.root.clone(),
         }
     }
 
@@ -138,6 +139,7 @@ struct Layout {
     bundles: PathBuf,
     writable: PathBuf,
     logs: PathBuf,
+    runtime_root: PathBuf,
 }
 
 impl Layout {
@@ -172,7 +174,8 @@ impl Layout {
         write_file(&bundle.join(RESTARTS_FILE), restarts.to_string().as_bytes())?;
         rootfs::mount_overlay(&image.lowers, &upper, &work, &rootfs_dir)?;
         let user = rootfs::resolve_user(&rootfs_dir, config.user.as_deref())?;
-        let spec = bundle::render(config, user).map_err(HostError::Invalid)?;
+        let cgroup = bundle::cgroup_path(&self.runtime_root, &config.id);
+        let spec = bundle::render(config, user, &cgroup).map_err(HostError::Invalid)?;
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| HostError::Unexpected(format!("cannot write config.json: {e}")))?;
         write_file(&bundle.join("config.json"), &json)?;
@@ -472,6 +475,7 @@ impl ContainerHost for RuncHost {
             return Ok(Vec::new());
         }
         let bundles: Vec<PathBuf> = entries.iter().map(|e| self.bundle(&e.id)).collect();
+        let root = self.runc.root.clone();
         blocking(move || {
             Ok(entries
                 .into_iter()
@@ -489,7 +493,7 @@ impl ContainerHost for RuncHost {
                         .filter(|_| live);
                     RuntimeContainer {
                         limits: if live {
-                            cgroup::limits(&entry.id)
+                            cgroup::limits(&bundle::cgroup_path(&root, &entry.id))
                         } else {
                             None
                         },
