@@ -222,14 +222,17 @@ mod tests {
 
     #[test]
     fn the_runtime_config_carries_process_mounts_limits_and_marker() {
-        let spec = render(
-            &config(),
-            ResolvedUser {
-                uid: 1000,
-                gid: 100,
-            },
-        )
-        .unwrap();
+        let cgroup = cgroup_path(std::path::Path::new("/run/gitvisor/runc"), "web");
+        assert!(cgroup.starts_with("/gitvisor/") && cgroup.ends_with("/web"));
+        assert_ne!(
+            cgroup,
+            cgroup_path(std::path::Path::new("/tmp/other"), "web")
+        );
+        let user = ResolvedUser {
+            uid: 1000,
+            gid: 100,
+        };
+        let spec = render(&config(), user, &cgroup).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["process"]["args"], serde_json::json!(["sleep", "100"]));
         assert_eq!(json["process"]["cwd"], "/srv");
