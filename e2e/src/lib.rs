@@ -85,6 +85,7 @@
 //! that runs after `crash.rs` (200 bridges) starts a few seconds late.
 
 mod bridges;
+pub mod containers;
 pub mod controller;
 mod env;
 mod host;

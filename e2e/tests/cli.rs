@@ -189,11 +189,12 @@ fn plan_exit_codes() {
     env.apply(manifests.path()).expect_code(0);
     assert_eq!(env.plan_detailed(manifests.path()).code, Some(0));
 
-    // A kind without a driver cannot converge: exit 1, with or without the flag.
+    // A plan with conflicts cannot converge (homelab's volume group does not exist
+    // here): exit 1, with or without the flag.
     let homelab = example_dir("homelab");
     let outcome = env.gitvisor([OsStr::new("plan"), homelab.as_os_str()]);
     assert_eq!(outcome.code, Some(1), "{outcome}");
-    assert_contains(&outcome.stdout, "? Container/");
+    assert_contains(&outcome.stdout, "! Volume/");
     assert_contains(&outcome.stderr, "cannot converge");
 }
 

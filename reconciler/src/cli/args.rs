@@ -222,6 +222,14 @@ pub enum Command {
         #[arg(value_parser = kind_parser(), ignore_case = true)]
         kind: Option<Kind>,
     },
+    /// Print a container's output (stdout and stderr, as its log file keeps them).
+    Logs {
+        /// The Container's name.
+        name: String,
+        /// Keep printing what the container writes, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// Attach to a VM's serial console (its socket under the run dir).
@@ -233,6 +241,24 @@ pub enum Command {
         /// The VirtualMachine's name.
         #[arg(value_parser = parse_name)]
         name: Name,
+    },
+    /// A container's supervisor, started by gitvisor itself (not for people).
+    #[command(hide = true)]
+    ContainerShim {
+        #[arg(long)]
+        runc: PathBuf,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        parent: Option<i32>,
+        #[arg(long)]
+        start: bool,
     },
 }
 
@@ -251,6 +277,8 @@ impl Command {
             | Command::Schema { .. }
             | Command::Completions { .. }
             | Command::Console { .. }
+            | Command::Logs { .. }
+            | Command::ContainerShim { .. }
             | Command::Run(_) => OutputFormat::Text,
         }
     }

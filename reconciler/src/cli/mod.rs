@@ -243,6 +243,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Console { name } => console::run(global, &name),
+        Command::Logs { name, follow } => {
+            crate::drivers::container::logs::print(&global.state_dir, &name, follow)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ContainerShim {
+            runc,
+            root,
+            bundle,
+            log,
+            id,
+            parent,
+            start,
+        } => Ok(crate::drivers::container::shim::run(
+            crate::drivers::container::shim::ShimArgs {
+                runc,
+                root,
+                bundle,
+                log,
+                id,
+                parent,
+                start,
+            },
+        )),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "gitvisor", &mut script);

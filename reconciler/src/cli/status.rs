@@ -40,6 +40,11 @@ fn live<'a>(report: &'a StatusReport, id: &ResourceId) -> Option<&'a Live> {
     report.host.as_ref()?.resources.get(id)
 }
 
+/// What the driver notes about a resource that needs no change.
+fn note<'a>(report: &'a StatusReport, id: &ResourceId) -> Option<&'a str> {
+    report.host.as_ref()?.notes.get(id).map(String::as_str)
+}
+
 fn render_json(report: &StatusReport) -> Value {
     let resources: Vec<Value> = ids(report)
         .into_iter()
@@ -56,6 +61,9 @@ fn render_json(report: &StatusReport) -> Value {
             if let Some(live) = live(report, id) {
                 object["live"] = json!(live.as_str());
                 object["liveMessage"] = json!(live.describe());
+                if let Some(note) = note(report, id) {
+                    object["liveNote"] = json!(note);
+                }
                 if let Live::Drifted { fields, .. } = live {
                     object["drift"] = fields
                         .iter()
@@ -157,7 +165,9 @@ fn render_text(report: &StatusReport, state_dir: &std::path::Path) -> String {
                     if live.is_drift() || status.and_then(|s| s.message.as_ref()).is_none() =>
                 {
                     match live {
-                        Live::InSync | Live::Present => String::new(),
+                        Live::InSync | Live::Present => {
+                            note(report, id).unwrap_or_default().to_owned()
+                        }
                         other => other.describe(),
                     }
                 }

@@ -7,16 +7,19 @@
 
 use std::path::PathBuf;
 
-use super::{network, vm, volume};
+use super::{container, network, vm, volume};
 use crate::contract::{Driver, DriverError, Drivers};
 use crate::model::Kind;
 
 /// What a driver may need to know about this gitvisor when it connects: where runtime
-/// files go (a VM's run dir, a container runtime's state root live below it).
+/// files go (a VM's run dir, a container runtime's state root live below it) and where
+/// lasting state goes (a container image store lives below it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSettings {
     /// `--run-dir`, `/run/gitvisor` by default.
     pub run_dir: PathBuf,
+    /// `--state-dir`, `/var/lib/gitvisor` by default.
+    pub state_dir: PathBuf,
 }
 
 /// One driver of this build: its kind, and how to connect it to this host.
@@ -41,6 +44,10 @@ pub(super) const REGISTRY: &[Registration] = &[
     Registration {
         kind: Kind::Volume,
         connect: volume::VolumeDriver::connect_driver,
+    },
+    Registration {
+        kind: Kind::Container,
+        connect: container::ContainerDriver::connect_driver,
     },
 ];
 

@@ -36,9 +36,51 @@ pub struct ContainerSpec {
     pub restart_policy: RestartPolicy,
     #[serde(default)]
     pub state: RunState,
-    /// How long a stop waits for the process to exit after SIGTERM before SIGKILL.
+    /// How long a stop waits for the process to exit after SIGTERM before SIGKILL
+    /// (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<Duration>,
+    /// A command run inside the container every `interval`; after `retries` failures in a
+    /// row (past `startPeriod`) the container is unhealthy, stopped, and restarted under
+    /// its `restartPolicy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// The command and its arguments, run inside the container (no shell unless it names
+    /// one); exit status 0 is healthy.
+    pub command: Vec<String>,
+    /// Time between checks (default 30s).
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// How long one check may run before it counts as failed (default 10s).
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// Consecutive failures that make the container unhealthy (default 3).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Failures during this time after a start do not count (default 0s).
+    #[serde(default = "default_start_period")]
+    pub start_period: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
+}
+
+fn default_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(10))
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_start_period() -> Duration {
+    Duration(std::time::Duration::ZERO)
 }
 
 /// A mount into the container: exactly one of `volume` and `hostPath`.

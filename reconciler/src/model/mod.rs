@@ -20,7 +20,9 @@ mod volume;
 mod workload;
 
 pub use bridge::BridgeSpec;
-pub use container::{ContainerNetwork, ContainerSpec, Mount, Resources, RestartPolicy};
+pub use container::{
+    ContainerNetwork, ContainerSpec, HealthCheck, Mount, Resources, RestartPolicy,
+};
 pub use dhcp::{Dhcp, Ipv4Range, StaticLease};
 pub use metadata::{ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Kind, Metadata, ResourceId};
 pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name, RESERVED_IFNAMES};

@@ -91,6 +91,7 @@ impl Reconciler {
     pub fn connect(options: ReconcilerOptions) -> Result<Reconciler, ReconcileError> {
         let settings = HostSettings {
             run_dir: options.run_dir.clone(),
+            state_dir: options.state_dir.clone(),
         };
         let drivers = connect_all(&settings).map_err(ReconcileError::Connect)?;
         Ok(Reconciler::new(options, drivers))

@@ -137,6 +137,9 @@ fn show(value: &Value) -> String {
 pub struct HostView {
     pub basis: Basis,
     pub resources: BTreeMap<ResourceId, Live>,
+    /// What a driver says about an object that needs no change (a container's restarts,
+    /// last exit code and health), by resource.
+    pub notes: BTreeMap<ResourceId, String>,
 }
 
 /// Everything `status` shows.
@@ -204,6 +207,12 @@ impl Reconciler {
                         .iter()
                         .map(|c| (c.id.clone(), Live::from_change(c)))
                         .collect(),
+                    notes: plan
+                        .changes
+                        .iter()
+                        .filter(|c| c.action == Action::NoOp)
+                        .filter_map(|c| Some((c.id.clone(), c.reason()?)))
+                        .collect(),
                 })
             }
             Err(why) => {
@@ -231,6 +240,7 @@ impl Reconciler {
                 Ok(HostView {
                     basis: Basis::Presence { why },
                     resources,
+                    notes: BTreeMap::new(),
                 })
             }
         }

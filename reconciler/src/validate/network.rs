@@ -22,7 +22,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::place;
 use crate::drivers::network::publish::{Publication, of_resource};
-use crate::load::{Diagnostic, LoadedResource};
+use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::{BridgeSpec, Protocol};
 
 /// dnsmasq's shortest lease.

@@ -1,5 +1,503 @@
-//! The Container driver (OCI containers, DESIGN §2). This build does not have the driver
-//! yet; its host probe is here so `gitvisor doctor` can already tell whether a host could
-//! run it.
+//! The Container driver: OCI containers run by an OCI runtime (DESIGN §2, §3).
+//!
+//! # Why it looks like this
+//!
+//! Containers are made the way container engines make them, not by a home-made
+//! namespace runtime: an image is imported into a content-addressed store ([`image`]),
+//! its layers are stacked with overlayfs under a writable layer of the container's own,
+//! an OCI runtime `config.json` is generated with `oci-spec` ([`bundle`]), and `runc`
+//! runs the bundle ([`runc`]). The generated config uses only the portable parts of the
+//! runtime spec, so another OCI runtime (crun, where the host's cgroups allow it) could
+//! run the same bundle.
+//!
+//! Containers run detached, under gitvisor's own runtime root (`<run-dir>/runc`), each
+//! watched by a small supervisor process of its own ([`shim`]) that keeps its logs and
+//! records how it exits and whether its health check passes. Neither needs gitvisor to
+//! keep running: a controller restart or upgrade leaves containers alone, and the next
+//! plan finds them again with **one** `runc list` for the whole host.
+//!
+//! # Ownership
+//!
+//! The marker is gitvisor's runtime root plus the `gitvisor.dev/managed` annotation
+//! naming the container, set in `config.json`, so it is on the container from the
+//! `runc create` that makes it. The shared rules of [`crate::contract::ownership`] apply:
+//! a container is changed or removed only when it carries the marker *and* the state
+//! store records it. The declaration the container was made from rides along in a
+//! second annotation ([`applied`]), so a plan shows every recreating field with its old
+//! and new value from the same list.
+//!
+//! The host end of a container's veth is marked too (`ifalias`
+//! `gitvisor:container/NAME`), so the Bridge driver never releases it; it goes away with
+//! the container's network namespace.
+//!
+//! # Order of steps
+//!
+//! 1. **plan**: [`ContainerHost::list`] once; per declared container resolve the
+//!    declaration against the revision (mount sources, the bridge), compare with the
+//!    recorded declaration and the cgroup's limits, and decide ([`diff`], [`restart`]);
+//!    add removals for pruned containers. Each change carries an [`ObservedContainer`]
+//!    with the work to do.
+//! 2. **apply** ([`apply`]): the work in order, as requests to the host, checking the
+//!    step's context before each.
+//!
+//! # Seam
+//!
+//! The host is reached only through [`ContainerHost`]: [`RuncHost`] for real,
+//! [`FakeHost`] (recording, in memory) for tests.
 
+mod applied;
+mod apply;
+pub mod bundle;
+mod cgroup;
+mod config;
+mod diff;
+mod drift;
+mod error;
+pub mod fake;
+pub mod host;
+pub mod image;
+pub mod logs;
+pub mod network;
+mod observed;
 pub mod probe;
+mod restart;
+pub mod rootfs;
+pub mod runc;
+pub mod seam;
+pub mod shim;
+#[cfg(test)]
+pub(crate) mod testkit;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
+use crate::model::{Kind, Resource, Spec};
+
+pub use error::ContainerError;
+pub use fake::FakeHost;
+pub use host::RuncHost;
+pub use observed::{ObservedContainer, veth_alias, veth_name};
+pub use seam::{ContainerHost, HostError, HostRequest, RuntimeContainer, RuntimeStatus};
+
+/// How long one container change may take: an image pull and unpack included.
+pub const STEP_BUDGET: Duration = Duration::from_secs(15 * 60);
+
+/// Plans and applies `kind: Container` resources through a [`ContainerHost`].
+#[derive(Clone)]
+pub struct ContainerDriver {
+    host: Arc<dyn ContainerHost>,
+}
+
+impl std::fmt::Debug for ContainerDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerDriver").finish_non_exhaustive()
+    }
+}
+
+impl ContainerDriver {
+    pub fn new(host: Arc<dyn ContainerHost>) -> Self {
+        ContainerDriver { host }
+    }
+
+    /// The registry's constructor: runc under `<run-dir>/runc`, the image store under
+    /// `<state-dir>/containers`. Nothing is checked or created until a plan needs it, so
+    /// a host without runc can still apply other kinds.
+    pub(crate) fn connect_driver(
+        settings: &crate::drivers::HostSettings,
+    ) -> Result<Box<dyn Driver>, DriverError> {
+        let host = RuncHost::new(&settings.run_dir, &settings.state_dir);
+        Ok(Box::new(ContainerDriver::new(Arc::new(host))))
+    }
+}
+
+#[async_trait]
+impl Driver for ContainerDriver {
+    fn kind(&self) -> Kind {
+        Kind::Container
+    }
+
+    async fn plan(
+        &self,
+        desired: &[Arc<Resource>],
+        context: &PlanContext,
+    ) -> Result<Vec<Change>, DriverError> {
+        let listed = self
+            .host
+            .list()
+            .await
+            .map_err(|cause| ContainerError::Observe { cause })?;
+        let host = observed::HostContainers::new(listed);
+        let now = SystemTime::now();
+        let mut changes = Vec::with_capacity(desired.len());
+        let mut declared = BTreeSet::new();
+        for resource in desired {
+            let Spec::Container(spec) = &resource.spec else {
+                return Err(ContractViolation {
+                    id: resource.id(),
+                    message: "the container driver was handed a resource of another kind".into(),
+                }
+                .into());
+            };
+            declared.insert(resource.metadata.name.as_str());
+            changes.push(diff::declared(resource, spec, &host, context, now));
+        }
+        changes.extend(diff::pruned(&declared, &host, context));
+        Ok(changes)
+    }
+
+    async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
+        Ok(apply::apply(self.host.as_ref(), change, step).await?)
+    }
+
+    fn step_budget(&self, _change: &Change) -> Duration {
+        STEP_BUDGET
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::testkit::{declared, owning};
+    use super::*;
+    use crate::contract::{Action, CancelToken, Interrupted};
+    use crate::drivers::container::seam::{Limits, MANAGED_ANNOTATION};
+
+    const WEB: &str = "image: /images/app\ncommand: [sleep, '1000']";
+
+    fn driver(fake: &Arc<FakeHost>) -> ContainerDriver {
+        ContainerDriver::new(fake.clone())
+    }
+
+    async fn plan_one(
+        driver: &ContainerDriver,
+        resource: &Arc<Resource>,
+        owned: &[&str],
+    ) -> Change {
+        let revision = [resource.clone()];
+        let mut changes = driver
+            .plan(&revision, &owning(owned, &revision))
+            .await
+            .unwrap();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        changes.remove(0)
+    }
+
+    async fn apply(driver: &ContainerDriver, change: &Change) {
+        driver
+            .apply(change, &StepContext::detached(change.id.clone()))
+            .await
+            .unwrap();
+    }
+
+    fn kinds(requests: &[HostRequest]) -> Vec<&'static str> {
+        requests
+            .iter()
+            .map(|r| match r {
+                HostRequest::PrepareImage { .. } => "prepare",
+                HostRequest::Create {
+                    keep_writable_layer,
+                    start,
+                    ..
+                } => match (keep_writable_layer, start) {
+                    (false, false) => "create",
+                    (false, true) => "run",
+                    (true, false) => "create-again",
+                    (true, true) => "run-again",
+                },
+                HostRequest::Connect { .. } => "connect",
+                HostRequest::Start { .. } => "start",
+                HostRequest::Stop { .. } => "stop",
+                HostRequest::Delete { .. } => "delete",
+                HostRequest::Remove { .. } => "remove",
+                HostRequest::Update { .. } => "update",
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn plan_lists_the_runtime_once_however_many_containers() {
+        let fake = Arc::new(FakeHost::new(&[], &[]));
+        let desired: Vec<_> = (0..100).map(|i| declared(&format!("c{i}"), WEB)).collect();
+        let changes = driver(&fake)
+            .plan(&desired, &owning(&[], &desired))
+            .await
+            .unwrap();
+        assert_eq!(changes.len(), 100);
+        assert!(changes.iter().all(|c| c.action == Action::Create));
+        assert_eq!(fake.lists(), 1);
+        assert!(fake.requests().is_empty(), "plan changes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_create_prepares_creates_connects_and_starts_then_plans_noop() {
+        let fake = Arc::new(FakeHost::new(&["br0"], &[]));
+        let driver = driver(&fake);
+        let web = declared(
+            "web",
+            "image: /images/app\nnetwork: {bridge: br0, address: 10.0.0.2/24, gateway: 10.0.0.1}\nresources: {memory: 64MiB}",
+        );
+        let change = plan_one(&driver, &web, &[]).await;
+        assert_eq!(change.action, Action::Create);
+        apply(&driver, &change).await;
+        assert_eq!(
+            kinds(&fake.requests()),
+            ["prepare", "create", "connect", "start"]
+        );
+        let container = fake.container("web").unwrap();
+        assert_eq!(container.status, RuntimeStatus::Running);
+        assert_eq!(container.annotations[MANAGED_ANNOTATION], "web");
+        assert_eq!(fake.veth(&veth_name("web")).as_deref(), Some("br0"));
+        let again = plan_one(&driver, &web, &["web"]).await;
+        assert_eq!(again.action, Action::NoOp, "{:?}", again.fields);
+    }
+
+    #[tokio::test]
+    async fn changing_the_image_or_env_replaces_and_limits_update_in_place() {
+        let fake = Arc::new(FakeHost::new(&[], &[]));
+        let driver = driver(&fake);
+        let first = declared("web", WEB);
+        apply(&driver, &plan_one(&driver, &first, &[]).await).await;
+        fake.clear_requests();
+
+        let changed = declared(
+            "web",
+            "image: /images/app2\ncommand: [sleep, '1000']\nenv: {A: b}",
+        );
+        let change = plan_one(&driver, &changed, &["web"]).await;
+        assert_eq!(change.action, Action::Replace);
+        let paths: Vec<_> = change.fields.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["image", "env"]);
+        apply(&driver, &change).await;
+        // Stopped gracefully first; no veth: created and started by one `runc run`.
+        assert_eq!(
+            kinds(&fake.requests()),
+            ["stop", "remove", "prepare", "run"]
+        );
+        fake.clear_requests();
+
+        let limited = declared(
+            "web",
+            "image: /images/app2\ncommand: [sleep, '1000']\nenv: {A: b}\nresources: {memory: 32MiB, pids: 20}",
+        );
+        let change = plan_one(&driver, &limited, &["web"]).await;
+        assert_eq!(change.action, Action::Update);
+        apply(&driver, &change).await;
+        assert_eq!(
+            fake.requests(),
+            [HostRequest::Update {
+                id: "web".into(),
+                limits: Limits {
+                    memory: Some(32 << 20),
+                    cpus: None,
+                    pids: Some(20)
+                }
+            }]
+        );
+        assert_eq!(
+            plan_one(&driver, &limited, &["web"]).await.action,
+            Action::NoOp
+        );
+    }
+
+    #[tokio::test]
+    async fn stopped_stops_and_running_again_recreates_with_the_writable_layer() {
+        let fake = Arc::new(FakeHost::new(&[], &[]));
+        let driver = driver(&fake);
+        apply(
+            &driver,
+            &plan_one(&driver, &declared("web", WEB), &[]).await,
+        )
+        .await;
+        fake.clear_requests();
+        let stopped = declared(
+            "web",
+            &format!("{WEB}\nstate: Stopped\nrestartPolicy: Never"),
+        );
+        let change = plan_one(&driver, &stopped, &["web"]).await;
+        assert_eq!(change.action, Action::Update);
+        apply(&driver, &change).await;
+        assert_eq!(kinds(&fake.requests()), ["stop"]);
+        assert_eq!(
+            plan_one(&driver, &stopped, &["web"]).await.action,
+            Action::NoOp
+        );
+        fake.clear_requests();
+
+        // Declared Running again: started whatever the policy (gitvisor stopped it).
+        let running = declared("web", &format!("{WEB}\nrestartPolicy: Never"));
+        let change = plan_one(&driver, &running, &["web"]).await;
+        assert_eq!(change.action, Action::Update);
+        apply(&driver, &change).await;
+        assert_eq!(kinds(&fake.requests()), ["delete", "prepare", "run-again"]);
+        assert_eq!(fake.container("web").unwrap().restarts, 1);
+    }
+
+    #[tokio::test]
+    async fn an_exited_container_restarts_by_policy_with_backoff() {
+        let fake = Arc::new(FakeHost::new(&[], &[]));
+        let driver = driver(&fake);
+        let always = declared("web", WEB);
+        apply(&driver, &plan_one(&driver, &always, &[]).await).await;
+        fake.exit("web", 1, SystemTime::now() - Duration::from_secs(60));
+        let change = plan_one(&driver, &always, &["web"]).await;
+        assert_eq!(change.action, Action::Update);
+        assert!(
+            change.reasons[0].contains("exited with code 1"),
+            "{:?}",
+            change.reasons
+        );
+        apply(&driver, &change).await;
+        assert_eq!(
+            fake.container("web").unwrap().status,
+            RuntimeStatus::Running
+        );
+
+        // The second exit is right now: the restart waits for its backoff.
+        fake.exit("web", 1, SystemTime::now());
+        let change = plan_one(&driver, &always, &["web"]).await;
+        assert_eq!(change.action, Action::NoOp);
+        assert!(
+            change.reasons[0].contains("(backoff)"),
+            "{:?}",
+            change.reasons
+        );
+
+        let never = declared("web", &format!("{WEB}\nrestartPolicy: Never"));
+        let change = plan_one(&driver, &never, &["web"]).await;
+        assert_eq!(change.action, Action::NoOp);
+        assert!(
+            change.reasons[0].contains("restartPolicy Never"),
+            "{:?}",
+            change.reasons
+        );
+    }
+
+    #[tokio::test]
+    async fn only_containers_with_marker_and_record_are_changed_or_pruned() {
+        let fake = Arc::new(FakeHost::new(&[], &[]));
+        let driver = driver(&fake);
+        let web = declared("web", &format!("{WEB}\nstopTimeout: 3s"));
+        apply(&driver, &plan_one(&driver, &web, &[]).await).await;
+        // Someone else's container under the same root, without the marker.
+        let mut stranger = fake.container("web").unwrap();
+        stranger.id = "stranger".into();
+        stranger.annotations.clear();
+        fake.insert(stranger);
+
+        // Not recorded: a conflict, never touched.
+        let change = plan_one(&driver, &web, &[]).await;
+        assert_eq!(change.action, Action::Conflict);
+        // Declared under the stranger's name: a conflict too.
+        let named = declared("stranger", WEB);
+        assert_eq!(
+            plan_one(&driver, &named, &["stranger"]).await.action,
+            Action::Conflict
+        );
+        // Nothing declared: only the recorded, marked one is pruned.
+        let changes = driver
+            .plan(&[], &owning(&["web", "stranger"], &[]))
+            .await
+            .unwrap();
+        let actions: Vec<_> = changes
+            .iter()
+            .map(|c| (c.id.to_string(), c.action))
+            .collect();
+        assert_eq!(actions, [("Container/web".to_owned(), Action::Delete)]);
+        fake.clear_requests();
+        apply(&driver, &changes[0]).await;
+        // Stopped with the timeout it was declared with, then removed.
+        assert_eq!(kinds(&fake.requests()), ["stop", "remove"]);
+        assert!(matches!(
+            &fake.requests()[0],
+            HostRequest::Stop { grace, .. } if *grace == Duration::from_secs(3)
+        ));
+        assert!(fake.container("web").is_none());
+        assert!(fake.container("stranger").is_some());
+    }
+
+    /// A create stopped at each request in turn (a crash or a failure there) is
+    /// repaired by the next plan and apply, ending with one running container.
+    #[tokio::test]
+    async fn a_create_interrupted_at_any_request_is_repaired_by_the_next_run() {
+        for failing in ["prepare", "create", "connect", "start"] {
+            let fake = Arc::new(FakeHost::new(&["br0"], &[]));
+            let driver = driver(&fake);
+            let web = declared("web", "image: /i\nnetwork: {bridge: br0}");
+            fake.fail_when(move |request| kinds(std::slice::from_ref(request))[0] == failing);
+            let change = plan_one(&driver, &web, &[]).await;
+            let result = driver
+                .apply(&change, &StepContext::detached(change.id.clone()))
+                .await;
+            assert!(result.is_err(), "{failing} should have failed");
+            fake.fail_when(|_| false);
+            let repair = plan_one(&driver, &web, &["web"]).await;
+            assert!(
+                repair.action.is_change(),
+                "after a failed {failing}: {:?}",
+                repair.action
+            );
+            apply(&driver, &repair).await;
+            let container = fake.container("web").unwrap();
+            assert_eq!(container.status, RuntimeStatus::Running, "after {failing}");
+            assert_eq!(
+                plan_one(&driver, &web, &["web"]).await.action,
+                Action::NoOp,
+                "after {failing}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancel_stops_before_the_next_request() {
+        let fake = Arc::new(FakeHost::new(&["br0"], &[]));
+        let web = || declared("web", &format!("{WEB}\nnetwork: {{bridge: br0}}"));
+        let driver = driver(&fake);
+        let cancel = CancelToken::new();
+        {
+            let cancel = cancel.clone();
+            fake.fail_when(move |request| {
+                if matches!(request, HostRequest::Create { .. }) {
+                    cancel.cancel();
+                }
+                false
+            });
+        }
+        let change = plan_one(&driver, &web(), &[]).await;
+        let step = StepContext::new(change.id.clone(), cancel, STEP_BUDGET, None);
+        let error = driver.apply(&change, &step).await.unwrap_err();
+        assert_eq!(error.interruption(), Some(&Interrupted::Cancelled));
+        assert!(
+            error
+                .chain()
+                .starts_with("container web: stopped before connect to bridge br0"),
+            "{}",
+            error.chain()
+        );
+        assert_eq!(kinds(&fake.requests()), ["prepare", "create"]);
+        // Created but not started: the next run starts it.
+        let again = plan_one(&driver, &web(), &["web"]).await;
+        assert_eq!(again.action, Action::Update);
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_fails_the_step_as_needing_the_user() {
+        let fake = Arc::new(FakeHost::new(&[], &["/images/none"]));
+        let driver = driver(&fake);
+        let change = plan_one(&driver, &declared("web", "image: /images/none"), &[]).await;
+        let error = driver
+            .apply(&change, &StepContext::detached(change.id.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(error.class(), crate::contract::FailureClass::NeedsUser);
+        assert!(
+            error
+                .chain()
+                .starts_with("container web: prepare image /images/none: ")
+        );
+    }
+}

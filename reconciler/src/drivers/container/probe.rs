@@ -61,7 +61,21 @@ pub async fn probe() -> Vec<Facility> {
             "install runc (Debian: apt install runc)",
         ),
     };
-    vec![runtime, cgroups]
+    let chosen = super::host::pick_runtime();
+    let selection = match std::env::var_os("GITVISOR_OCI_RUNTIME").filter(|v| !v.is_empty()) {
+        Some(_) => Facility::ok(
+            "runtime",
+            format!("{} (GITVISOR_OCI_RUNTIME)", chosen.display()),
+        ),
+        None => Facility::ok(
+            "runtime",
+            format!(
+                "{} (automatic; set GITVISOR_OCI_RUNTIME to override)",
+                chosen.display()
+            ),
+        ),
+    };
+    vec![runtime, selection, cgroups]
 }
 
 async fn blocking_layout() -> Option<CgroupLayout> {

@@ -1,0 +1,531 @@
+//! Containers end to end: the real gitvisor binary, real runc, overlayfs and cgroups, in
+//! a network namespace per test (see `gitvisor_e2e::containers` for why `nsenter`).
+//!
+//! What the host has is read independently of gitvisor: `runc list`/`runc exec` under
+//! the test's runtime root, `ip -n NS`, the cgroup file system.
+
+use std::fs;
+use std::process::Stdio;
+use std::time::Duration;
+
+use gitvisor_e2e::containers::ContainerEnv;
+use gitvisor_e2e::{Manifests, assert_contains, bridge_manifest, change};
+
+const BRIDGE: &str = "br-ctr";
+
+fn bridge() -> String {
+    bridge_manifest(BRIDGE, &[], "  addresses: [10.77.0.1/24]\n")
+}
+
+fn pid_of(env: &ContainerEnv, name: &str) -> u64 {
+    let (status, pid) = env.container(name).expect("the container exists");
+    assert_eq!(status, "running", "{name} should run");
+    pid
+}
+
+/// One container on a managed bridge: it pings the bridge's address, sees its env and
+/// command, a read-only hostPath mount, and its memory limit is in its cgroup. A
+/// second plan is clean; `gitvisor logs` shows its output.
+#[test]
+fn a_container_on_a_bridge_with_env_mount_and_memory_limit() {
+    let Some((env, images)) = ContainerEnv::new("ctr_basic") else {
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    fs::write(shared.path().join("hello.txt"), "from the host\n").unwrap();
+    let manifests = Manifests::new();
+    manifests.write("bridge.yaml", &bridge());
+    manifests.write(
+        "web.yaml",
+        &ContainerEnv::container_manifest(
+            "web",
+            &format!(
+                "  image: {}\n  command: [sh, -c, 'echo greeting=$GREETING; exec sleep 100000']\n  env: {{GREETING: hello-e2e}}\n  mounts:\n  - {{target: /data, hostPath: {}, readOnly: true}}\n  resources: {{memory: 48MiB, pids: 64}}\n  network: {{bridge: {BRIDGE}, address: 10.77.0.2/24, gateway: 10.77.0.1}}\n  stopTimeout: 1s\n",
+                images.rootfs.display(),
+                shared.path().display()
+            ),
+        ),
+    );
+    env.apply(manifests.path(), 0);
+    let pid = pid_of(&env, "web");
+
+    env.exec("web", &["ping", "-c", "1", "-W", "5", "10.77.0.1"])
+        .expect_code(0);
+    let route = env.exec("web", &["ip", "route"]).expect_code(0);
+    assert_contains(&route.stdout, "default via 10.77.0.1");
+    let data = env.exec("web", &["cat", "/data/hello.txt"]).expect_code(0);
+    assert_eq!(data.stdout, "from the host\n");
+    // Read-only: writing fails inside.
+    let write = env.exec("web", &["touch", "/data/new"]);
+    assert_ne!(write.code, Some(0), "a readOnly mount must refuse writes");
+    assert_eq!(
+        env.exec("web", &["sh", "-c", "echo $GREETING"])
+            .expect_code(0)
+            .stdout,
+        "hello-e2e\n"
+    );
+    assert_eq!(env.memory_limit("web"), (48u64 << 20).to_string());
+    // The veth's host end is on the bridge and marked.
+    let links = env_links(&env);
+    let veth = links
+        .iter()
+        .find(|l| l["ifalias"] == "gitvisor:container/web")
+        .expect("a veth marked for the container");
+    assert_eq!(veth["master"], BRIDGE);
+
+    let logs = env.gitvisor(["logs", "web"]).expect_code(0);
+    assert_contains(&logs.stdout, "greeting=hello-e2e");
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(change(&plan, "Container", "web")["action"], "noop");
+    assert_eq!(
+        pid_of(&env, "web"),
+        pid,
+        "a no-op plan leaves the process alone"
+    );
+}
+
+fn env_links(env: &ContainerEnv) -> Vec<serde_json::Value> {
+    let mut command = std::process::Command::new("ip");
+    command.args(["-n", env.netns(), "-d", "-j", "link", "show"]);
+    let out = gitvisor_e2e::run_command(command).expect_code(0);
+    serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The lifecycle on an OCI layout made with umoci: killed → restarted (exit code and
+/// restart count in status); `state: Stopped` stops it; back to Running starts it; an
+/// image change (a docker-archive of the same image) replaces it; pruning removes the
+/// container and its veth.
+#[test]
+fn restart_stop_replace_and_prune() {
+    let Some((env, images)) = ContainerEnv::new("ctr_life") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write("bridge.yaml", &bridge());
+    let spec = |image: &str, state: &str| {
+        ContainerEnv::container_manifest(
+            "app",
+            &format!(
+                "  image: {image}\n  state: {state}\n  stopTimeout: 1s\n  network: {{bridge: {BRIDGE}, address: 10.77.0.3/24}}\n"
+            ),
+        )
+    };
+    let layout_v1 = format!("{}:v1", images.layout.display());
+    manifests.write("app.yaml", &spec(&layout_v1, "Running"));
+    env.apply(manifests.path(), 0);
+    let first = pid_of(&env, "app");
+    let logs = env.gitvisor(["logs", "app"]).expect_code(0);
+    assert_contains(&logs.stdout, "image v1");
+    assert_eq!(
+        env.exec("app", &["sh", "-c", "echo $IMAGE_TAG"])
+            .expect_code(0)
+            .stdout,
+        "v1\n"
+    );
+
+    // Killed from outside: the next apply restarts it (restartPolicy Always).
+    nix_kill(first);
+    env.wait_for("the container to stop", Duration::from_secs(30), || {
+        env.container("app")
+            .is_some_and(|(status, _)| status == "stopped")
+    });
+    let plan = env.plan_json(manifests.path());
+    let restart = change(&plan, "Container", "app");
+    assert_eq!(restart["action"], "update");
+    assert_contains(restart["reason"].as_str().unwrap(), "exited with code 137");
+    env.apply(manifests.path(), 0);
+    let second = pid_of(&env, "app");
+    assert_ne!(first, second);
+    let status = env
+        .gitvisor(["status", "--output", "json"])
+        .expect_code(0)
+        .json();
+    let app = status["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "app")
+        .unwrap()
+        .clone();
+    let note = app["liveNote"].as_str().unwrap_or_default();
+    assert_contains(note, "1 restart");
+    assert_contains(note, "last exit code 137");
+
+    // Stopped, then Running again.
+    manifests.write("app.yaml", &spec(&layout_v1, "Stopped"));
+    env.apply(manifests.path(), 0);
+    let (status, _) = env.container("app").unwrap();
+    assert_eq!(status, "stopped");
+    manifests.write("app.yaml", &spec(&layout_v1, "Running"));
+    env.apply(manifests.path(), 0);
+    pid_of(&env, "app");
+
+    // Another image: replaced.
+    let archive = images.docker_archive.display().to_string();
+    manifests.write("app.yaml", &spec(&archive, "Running"));
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(change(&plan, "Container", "app")["action"], "replace");
+    env.apply(manifests.path(), 0);
+    pid_of(&env, "app");
+    assert_eq!(
+        env.exec("app", &["sh", "-c", "echo $IMAGE_TAG"])
+            .expect_code(0)
+            .stdout,
+        "v1\n"
+    );
+
+    // Pruned: container, bundle and veth gone; the bridge stays.
+    manifests.remove("app.yaml");
+    env.gitvisor([
+        std::ffi::OsStr::new("apply"),
+        manifests.path().as_os_str(),
+        std::ffi::OsStr::new("--prune"),
+    ])
+    .expect_code(0);
+    assert!(env.container("app").is_none());
+    assert!(!env.bundle("app").exists());
+    assert!(
+        !env_links(&env)
+            .iter()
+            .any(|l| l["ifalias"] == "gitvisor:container/app"),
+        "the veth went with the container"
+    );
+    assert!(env_links(&env).iter().any(|l| l["ifname"] == BRIDGE));
+}
+
+fn nix_kill(pid: u64) {
+    gitvisor_e2e::containers::must("kill", ["-KILL", &pid.to_string()]);
+}
+
+/// gitvisor is not the containers' parent: killed with SIGKILL in the middle of an apply
+/// of several containers, the ones it started keep running, and the next apply (a new
+/// gitvisor process) finds them in one list, finishes the rest, and plans clean.
+#[test]
+fn killed_mid_apply_then_restarted_still_manages_its_containers() {
+    let Some((env, images)) = ContainerEnv::new("ctr_crash") else {
+        return;
+    };
+    const COUNT: usize = 6;
+    let manifests = Manifests::new();
+    for i in 0..COUNT {
+        manifests.write(
+            &format!("c{i}.yaml"),
+            &ContainerEnv::container_manifest(
+                &format!("c{i}"),
+                &format!(
+                    "  image: {}\n  command: [sleep, '100000']\n",
+                    images.rootfs.display()
+                ),
+            ),
+        );
+    }
+    let mut child = env
+        .gitvisor_command([
+            std::ffi::OsStr::new("apply"),
+            manifests.path().as_os_str(),
+            std::ffi::OsStr::new("--concurrency"),
+            std::ffi::OsStr::new("1"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the runtime has the first container (seen from runc's side).
+    let mut killed = false;
+    env.wait_for(
+        "the first container or the end of apply",
+        Duration::from_secs(60),
+        || {
+            if !env.containers().is_empty() {
+                // nsenter execs gitvisor in place: this is gitvisor's pid.
+                let _ = child.kill();
+                killed = true;
+                return true;
+            }
+            child.try_wait().unwrap().is_some()
+        },
+    );
+    let _ = child.wait();
+    assert!(killed, "apply finished before it could be killed part-way");
+    let survivors = env.containers();
+    assert!(
+        survivors.len() < COUNT,
+        "the kill came after every container was made: {survivors:?}"
+    );
+
+    env.apply(manifests.path(), 0);
+    let after = env.containers();
+    assert_eq!(after.len(), COUNT, "{after:?}");
+    assert!(
+        after.iter().all(|(_, status, _)| status == "running"),
+        "{after:?}"
+    );
+    let pids: Vec<u64> = after.iter().map(|(_, _, pid)| *pid).collect();
+
+    // Another gitvisor process, nothing declared differently: nothing to do, and the
+    // containers it did not start are still its own.
+    let plan = env.plan_json(manifests.path());
+    for i in 0..COUNT {
+        assert_eq!(
+            change(&plan, "Container", &format!("c{i}"))["action"],
+            "noop"
+        );
+    }
+    let again: Vec<u64> = env.containers().iter().map(|(_, _, pid)| *pid).collect();
+    assert_eq!(pids, again);
+}
+
+/// Images the store must refuse: a layer with a `../` entry, a layer whose bytes do not
+/// match its digest. The apply fails saying why; no container is made, nothing escapes.
+#[test]
+fn hostile_and_corrupt_images_are_rejected() {
+    let Some((env, images)) = ContainerEnv::new("ctr_reject") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write(
+        "bad.yaml",
+        &ContainerEnv::container_manifest(
+            "bad",
+            &format!("  image: {}\n  command: [sh]\n", images.hostile.display()),
+        ),
+    );
+    let outcome = env.apply(manifests.path(), 1);
+    let text = format!("{}{}", outcome.stdout, outcome.stderr);
+    assert_contains(&text, "\"../escape\" is rejected");
+    assert!(env.container("bad").is_none());
+    let parent = images.hostile.parent().unwrap();
+    assert!(!parent.join("escape").exists());
+    assert!(
+        !env.state_dir()
+            .join("containers/images/layers/escape")
+            .exists()
+    );
+
+    manifests.write(
+        "bad.yaml",
+        &ContainerEnv::container_manifest(
+            "bad",
+            &format!("  image: {}:v1\n", images.corrupt.display()),
+        ),
+    );
+    let outcome = env.apply(manifests.path(), 1);
+    let text = format!("{}{}", outcome.stdout, outcome.stderr);
+    assert_contains(&text, "should have digest");
+    assert!(env.container("bad").is_none());
+    let layers = env.state_dir().join("containers/images/layers/sha256");
+    let unpacked = fs::read_dir(&layers).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(unpacked, 0, "nothing unverified is kept in the store");
+}
+
+/// A health check that fails: the supervisor marks the container unhealthy and stops it;
+/// the next apply restarts it (restartPolicy OnFailure), with the reason in the plan.
+#[test]
+fn a_failing_health_check_restarts_the_container() {
+    let Some((env, images)) = ContainerEnv::new("ctr_health") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write(
+        "sick.yaml",
+        &ContainerEnv::container_manifest(
+            "sick",
+            &format!(
+                "  image: {}\n  command: [sleep, '100000']\n  restartPolicy: OnFailure\n  healthCheck: {{command: [test, -e, /tmp/healthy], interval: 200ms, timeout: 5s, retries: 2}}\n",
+                images.rootfs.display()
+            ),
+        ),
+    );
+    env.apply(manifests.path(), 0);
+    // It may already be stopped: the check fails from the start.
+    assert!(env.container("sick").is_some());
+    env.wait_for(
+        "the unhealthy container to be stopped",
+        Duration::from_secs(60),
+        || {
+            env.container("sick")
+                .is_some_and(|(status, _)| status == "stopped")
+        },
+    );
+    let health: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.bundle("sick").join("health.json")).unwrap()).unwrap();
+    assert_eq!(health["status"], "unhealthy");
+    let plan = env.plan_json(manifests.path());
+    let sick = change(&plan, "Container", "sick");
+    assert_eq!(sick["action"], "update");
+    assert_contains(sick["reason"].as_str().unwrap(), "was stopped as unhealthy");
+    env.apply(manifests.path(), 0);
+    // Restarted (and, its check failing still, soon stopped again).
+    let restarts = fs::read_to_string(env.bundle("sick").join("restarts")).unwrap();
+    assert_eq!(restarts.trim(), "1");
+    assert!(env.container("sick").is_some());
+}
+
+/// A container as a different user, resolved from the image's /etc/passwd, with a
+/// working directory; the files it writes land in its writable layer, not the image.
+/// Without `network` it has its own namespace with only loopback, up.
+#[test]
+fn user_and_working_dir_from_the_declaration() {
+    let Some((env, images)) = ContainerEnv::new("ctr_user") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write(
+        "u.yaml",
+        &ContainerEnv::container_manifest(
+            "u",
+            &format!(
+                "  image: {}\n  command: [sh, -c, 'id -u > /tmp/uid; exec sleep 100000']\n  user: app\n  workingDir: /tmp\n",
+                images.rootfs.display()
+            ),
+        ),
+    );
+    env.apply(manifests.path(), 0);
+    pid_of(&env, "u");
+    env.wait_for(
+        "the container to write its uid",
+        Duration::from_secs(30),
+        || env.exec("u", &["cat", "/tmp/uid"]).code == Some(0),
+    );
+    assert_eq!(env.exec("u", &["cat", "/tmp/uid"]).stdout, "1000\n");
+    assert_eq!(env.exec("u", &["sh", "-c", "pwd"]).stdout, "/tmp\n");
+    // No `network`: an isolated namespace with loopback only, and loopback up.
+    let links = env.exec("u", &["ip", "-o", "link"]).expect_code(0).stdout;
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert_contains(&links, "lo: <LOOPBACK,UP");
+    assert!(
+        !images.rootfs.join("tmp/uid").exists(),
+        "the image's directory is a read-only lower layer"
+    );
+}
+
+/// A real registry on loopback (Debian's docker-registry) holding an image pushed with
+/// skopeo: pulled by tag and by digest over plain HTTP (declared insecure), the layers
+/// fetched once and shared; without the declaration gitvisor insists on HTTPS.
+#[test]
+fn pulled_from_a_registry_by_tag_and_by_digest() {
+    let Some((env, images)) = ContainerEnv::new("ctr_registry") else {
+        return;
+    };
+    let Some(registry) = gitvisor_e2e::containers::Registry::start(&env, "ctr_registry") else {
+        return;
+    };
+    let source = format!("oci:{}:v1", images.layout.display());
+    let digest = registry.push(&env, &source, "team/app:v1");
+    let address = gitvisor_e2e::containers::REGISTRY_ADDRESS;
+    let manifests = Manifests::new();
+    manifests.write(
+        "tagged.yaml",
+        &ContainerEnv::container_manifest("tagged", &format!("  image: {address}/team/app:v1\n")),
+    );
+    manifests.write(
+        "pinned.yaml",
+        &ContainerEnv::container_manifest(
+            "pinned",
+            &format!("  image: {address}/team/app@{digest}\n"),
+        ),
+    );
+
+    // Not declared insecure: HTTPS only, which this registry does not speak.
+    let refused = env.gitvisor([std::ffi::OsStr::new("apply"), manifests.path().as_os_str()]);
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert_contains(
+        &refused.stdout,
+        &format!("GET https://{address}/v2/team/app/manifests/"),
+    );
+    assert!(env.container("tagged").is_none());
+
+    let mut apply =
+        env.gitvisor_command([std::ffi::OsStr::new("apply"), manifests.path().as_os_str()]);
+    apply.env("GITVISOR_INSECURE_REGISTRIES", address);
+    gitvisor_e2e::run_command(apply).expect_code(0);
+    pid_of(&env, "tagged");
+    pid_of(&env, "pinned");
+    assert_contains(
+        &env.gitvisor(["logs", "pinned"]).expect_code(0).stdout,
+        "image v1",
+    );
+    // One image, pulled once: its layer is unpacked once in the store.
+    let layers = env.state_dir().join("containers/images/layers/sha256");
+    assert_eq!(fs::read_dir(&layers).unwrap().count(), 1);
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(change(&plan, "Container", "tagged")["action"], "noop");
+    assert_eq!(change(&plan, "Container", "pinned")["action"], "noop");
+}
+
+/// `gitvisor logs -f` follows what the container writes, and the log is rotated past
+/// 10 MiB (the supervisor keeps writing to a fresh file; `logs` prints both).
+#[test]
+fn logs_follow_and_rotate() {
+    use std::io::BufRead;
+    let Some((env, images)) = ContainerEnv::new("ctr_logs") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write(
+        "chatty.yaml",
+        &ContainerEnv::container_manifest(
+            "chatty",
+            &format!(
+                "  image: {}\n  command: [sh, -c, 'echo first; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done']\n  stopTimeout: 1s\n",
+                images.rootfs.display()
+            ),
+        ),
+    );
+    env.apply(manifests.path(), 0);
+    let mut follower = env
+        .gitvisor_command(["logs", "chatty", "-f"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Lines written after `logs -f` started arrive: wait for a tick well past the start.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|l: &String| l == "tick 20") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logs -f printed only {seen:?}"
+        );
+        if let Ok(line) = receiver.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(seen[0], "first");
+
+    // 11 MiB more from inside the container: the log rotates.
+    let mut big = std::process::Command::new("runc");
+    big.arg("--root")
+        .arg(env.runc_root())
+        .args(["exec", "chatty", "sh", "-c", "i=0; while [ $i -lt 11 ]; do yes xxxxxxxxxxxxxxx | head -c 1048576 > /proc/1/fd/1; i=$((i+1)); done"]);
+    gitvisor_e2e::run_command(big).expect_code(0);
+    let logs = env.state_dir().join("containers/logs");
+    env.wait_for("the log to rotate", Duration::from_secs(60), || {
+        logs.join("chatty.log.1").exists()
+    });
+    let all = env.gitvisor(["logs", "chatty"]).expect_code(0).stdout;
+    assert!(
+        all.starts_with("first\n"),
+        "the rotated file is printed first"
+    );
+}

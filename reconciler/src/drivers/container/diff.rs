@@ -1,0 +1,359 @@
+//! The container decision table: declared resources and the runtime's list in, one
+//! [`Change`] per declared or pruned container out. Pure: no I/O; `now` is passed in
+//! (restart backoff).
+//!
+//! | under gitvisor's runtime root                    | plan                                   |
+//! |--------------------------------------------------|----------------------------------------|
+//! | nothing                                          | `Create` (started when `Running`)      |
+//! | a container without gitvisor's marker, or without a store record | `Conflict`; with `gitvisor.dev/adopt: "true"`, `Replace` (a container's annotations cannot change, so adopting recreates it) |
+//! | ours, a recreating field changed (image, command, args, env, workingDir, user, mounts, network, healthCheck), or its record unreadable, or stuck `creating` | `Replace` |
+//! | ours, declared `Running`, running                | `Update` of the limits that differ, or `NoOp` |
+//! | ours, declared `Running`, created but never started (an interrupted create) | `Update`: restart |
+//! | ours, declared `Running`, exited                 | by `restartPolicy` and backoff ([`restart`](super::restart)): `Update` (restart) or `NoOp` with the reason |
+//! | ours, declared `Stopped`, running or paused      | `Update`: stop                         |
+//! | ours, declared `Stopped`, created or exited      | `NoOp`                                 |
+//!
+//! A container that is no longer declared is removed only when it is ours (marker and
+//! record); half-ours ones are left in place with a warning. Removing (a prune or a
+//! replace) stops the container first: SIGTERM, then SIGKILL after its `stopTimeout`
+//! (the declared one, or for a prune the one recorded on the container).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::applied::AppliedSpec;
+use super::drift;
+use super::observed::{Declaration, HostContainers, ObservedContainer, Work, marker};
+use super::restart::{self, Decision};
+use super::seam::{APPLIED_ANNOTATION, RuntimeContainer, RuntimeStatus};
+use crate::contract::{
+    Action, Change, Effect, Evidence, FieldChange, Ownership, PlanContext, Prune,
+};
+use crate::model::{ContainerSpec, Kind, Name, Resource, ResourceId, RunState};
+
+/// The change for one declared container.
+pub(crate) fn declared(
+    resource: &Arc<Resource>,
+    spec: &ContainerSpec,
+    host: &HostContainers,
+    context: &PlanContext,
+    now: SystemTime,
+) -> Change {
+    let id = resource.id();
+    let declaration = Declaration::resolve(&resource.metadata.name, spec, context);
+    let change = Change::new(id.clone(), Action::NoOp).with_desired(Arc::clone(resource));
+    let mut change = match &declaration.mounts {
+        Err(why) => change.with_reason(format!("apply will fail: {why}")),
+        Ok(_) => change,
+    };
+    let running = spec.state == RunState::Running;
+    let Some(current) = host.get(id.name.as_str()) else {
+        let fields = creation_fields(spec);
+        return finish(
+            Change {
+                action: Action::Create,
+                ..change
+            }
+            .with_fields(fields),
+            None,
+            declaration,
+            vec![Work::Create { start: running }],
+        );
+    };
+
+    let evidence = Evidence::new(marker(current), context.is_recorded(&id));
+    match evidence.declared(
+        format_args!("container {}", id.name),
+        resource.metadata.adopt(),
+    ) {
+        Ownership::Ours => {}
+        Ownership::Adopt => {
+            change = change.with_first_reason(
+                "adopting an existing container (gitvisor.dev/adopt): its annotations cannot change, so it is recreated with gitvisor's marker",
+            );
+            return replace(change, current, declaration, running, Vec::new());
+        }
+        Ownership::Conflict(reason) => {
+            return finish(
+                Change {
+                    action: Action::Conflict,
+                    ..change
+                }
+                .with_reason(reason),
+                Some(current),
+                declaration,
+                Vec::new(),
+            );
+        }
+    }
+
+    let applied = current
+        .annotations
+        .get(APPLIED_ANNOTATION)
+        .map(|text| AppliedSpec::parse(text));
+    let fields = match applied {
+        Some(Ok(applied)) => match applied.differences(spec) {
+            Ok(fields) => fields,
+            Err(error) => {
+                change = change.with_reason(format!("cannot show a field: {error}"));
+                Vec::new()
+            }
+        },
+        Some(Err(error)) => {
+            change = change.with_reason(format!(
+                "the declaration recorded on the container cannot be read ({error}); it is recreated"
+            ));
+            return replace(change, current, declaration, running, Vec::new());
+        }
+        None => {
+            change = change
+                .with_reason("the container carries no record of its declaration; it is recreated");
+            return replace(change, current, declaration, running, Vec::new());
+        }
+    };
+    if !fields.is_empty() {
+        return replace(change, current, declaration, running, fields);
+    }
+    if current.status == RuntimeStatus::Creating {
+        change = change.with_reason("its creation was interrupted; it is recreated");
+        return replace(change, current, declaration, running, Vec::new());
+    }
+    if let Some(health) = &current.health {
+        if health.status != "healthy" {
+            change = change.with_reason(format!(
+                "health {} ({} failures in a row): {}",
+                health.status, health.failures, health.last_output
+            ));
+        }
+    }
+
+    match (spec.state, current.status) {
+        (RunState::Running, RuntimeStatus::Running) => {
+            let fields = current
+                .limits
+                .map(|observed| drift::limits(&declaration.limits, &observed))
+                .unwrap_or_default();
+            if fields.is_empty() {
+                let note = describe(current);
+                finish(
+                    change.with_reason(note),
+                    Some(current),
+                    declaration,
+                    Vec::new(),
+                )
+            } else {
+                let limits = declaration.limits;
+                finish(
+                    Change {
+                        action: Action::Update,
+                        ..change
+                    }
+                    .with_fields(fields),
+                    Some(current),
+                    declaration,
+                    vec![Work::UpdateLimits(limits)],
+                )
+            }
+        }
+        (RunState::Running, RuntimeStatus::Created | RuntimeStatus::Paused) => {
+            let reason = if current.status == RuntimeStatus::Created {
+                "created but not started (gitvisor had stopped it, or a create was interrupted); it is started"
+            } else {
+                "paused by someone else; it is restarted"
+            };
+            restart_change(change.with_reason(reason), current, declaration)
+        }
+        (RunState::Running, RuntimeStatus::Stopped) => {
+            match restart::decide(spec.restart_policy, current, now) {
+                Decision::Restart { why } => {
+                    restart_change(change.with_reason(why), current, declaration)
+                }
+                Decision::Wait { remaining, why } => finish(
+                    change.with_reason(format!(
+                        "{why} in {} (backoff)",
+                        humantime::format_duration(round_to_seconds(remaining))
+                    )),
+                    Some(current),
+                    declaration,
+                    Vec::new(),
+                ),
+                Decision::Keep { why } => finish(
+                    change.with_reason(why),
+                    Some(current),
+                    declaration,
+                    Vec::new(),
+                ),
+            }
+        }
+        (RunState::Stopped, RuntimeStatus::Running | RuntimeStatus::Paused) => {
+            let field = state_field(current.status, "Stopped");
+            finish(
+                Change {
+                    action: Action::Update,
+                    ..change
+                }
+                .with_fields(vec![field]),
+                Some(current),
+                declaration,
+                vec![Work::Stop],
+            )
+        }
+        (RunState::Stopped, _) | (RunState::Running, RuntimeStatus::Creating) => {
+            let note = describe(current);
+            finish(
+                change.with_reason(note),
+                Some(current),
+                declaration,
+                Vec::new(),
+            )
+        }
+    }
+}
+
+/// How a container is doing, for `status`: `running (pid 42), 2 restarts, last exit
+/// code 137, healthy`.
+fn describe(current: &RuntimeContainer) -> String {
+    let mut note = match current.pid {
+        Some(pid) if current.status == RuntimeStatus::Running => format!("running (pid {pid})"),
+        _ => current.status.to_string(),
+    };
+    if current.restarts > 0 {
+        let plural = if current.restarts == 1 { "" } else { "s" };
+        note.push_str(&format!(", {} restart{plural}", current.restarts));
+    }
+    if let Some(exit) = &current.exit {
+        note.push_str(&format!(", last exit code {}", exit.code));
+    }
+    if let Some(health) = &current.health {
+        note.push_str(&format!(", {}", health.status));
+    }
+    note
+}
+
+fn round_to_seconds(duration: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
+}
+
+fn state_field(status: RuntimeStatus, declared: &str) -> FieldChange {
+    FieldChange::new("state", status.to_string(), declared, Effect::Restart)
+}
+
+fn restart_change(change: Change, current: &RuntimeContainer, declaration: Declaration) -> Change {
+    let field = state_field(current.status, "Running");
+    finish(
+        Change {
+            action: Action::Update,
+            ..change
+        }
+        .with_fields(vec![field]),
+        Some(current),
+        declaration,
+        vec![Work::Restart],
+    )
+}
+
+fn replace(
+    change: Change,
+    current: &RuntimeContainer,
+    declaration: Declaration,
+    running: bool,
+    fields: Vec<FieldChange>,
+) -> Change {
+    finish(
+        Change {
+            action: Action::Replace,
+            ..change
+        }
+        .with_fields(fields),
+        Some(current),
+        declaration,
+        vec![Work::Stop, Work::Remove, Work::Create { start: running }],
+    )
+}
+
+fn finish(
+    change: Change,
+    current: Option<&RuntimeContainer>,
+    declaration: Declaration,
+    work: Vec<Work>,
+) -> Change {
+    change.with_observed(ObservedContainer {
+        current: current.cloned(),
+        declaration: Some(declaration),
+        work,
+    })
+}
+
+/// What a create sets, as the plan shows it (old values are null).
+fn creation_fields(spec: &ContainerSpec) -> Vec<FieldChange> {
+    let null = serde_json::Value::Null;
+    let mut fields = vec![FieldChange::new(
+        "image",
+        null.clone(),
+        spec.image.clone(),
+        Effect::Recreate,
+    )];
+    if !spec.command.is_empty() {
+        fields.push(FieldChange::new(
+            "command",
+            null.clone(),
+            spec.command.clone(),
+            Effect::Recreate,
+        ));
+    }
+    if !spec.args.is_empty() {
+        fields.push(FieldChange::new(
+            "args",
+            null.clone(),
+            spec.args.clone(),
+            Effect::Recreate,
+        ));
+    }
+    if let Some(network) = &spec.network {
+        fields.push(FieldChange::new(
+            "network.bridge",
+            null.clone(),
+            network.bridge.as_str(),
+            Effect::Recreate,
+        ));
+    }
+    let state = match spec.state {
+        RunState::Running => "Running",
+        RunState::Stopped => "Stopped",
+    };
+    fields.push(FieldChange::new("state", null, state, Effect::Restart));
+    fields
+}
+
+/// Deletes for containers that are gitvisor's and no longer declared, sorted by name.
+pub(crate) fn pruned(
+    declared: &std::collections::BTreeSet<&str>,
+    host: &HostContainers,
+    context: &PlanContext,
+) -> Vec<Change> {
+    let mut deletes = Vec::new();
+    for container in host.all() {
+        if declared.contains(container.id.as_str()) {
+            continue;
+        }
+        let Ok(name) = Name::parse(&container.id) else {
+            tracing::warn!(container = %container.id, "a container under gitvisor's runtime root has a name no manifest can declare; leaving it in place");
+            continue;
+        };
+        let id = ResourceId::new(Kind::Container, name);
+        match Evidence::new(marker(container), context.is_recorded(&id)).undeclared() {
+            Prune::Delete => deletes.push(
+                Change::new(id, Action::Delete)
+                    .with_reason("no longer declared")
+                    .with_observed(ObservedContainer {
+                        current: Some(container.clone()),
+                        declaration: None,
+                        work: vec![Work::Stop, Work::Remove],
+                    }),
+            ),
+            Prune::KeepAndWarn(why) => tracing::warn!(container = %container.id, "{why}"),
+            Prune::Keep => {}
+        }
+    }
+    deletes
+}

@@ -1,0 +1,587 @@
+//! [`RuncHost`]: the real [`ContainerHost`]: runc under gitvisor's runtime root, the image
+//! store, overlayfs, netlink, and one supervisor process ([`shim`](super::shim)) per
+//! container.
+//!
+//! ```text
+//! <run-dir>/runc/                   runc's state root (`runc --root`): gitvisor's marker
+//! <run-dir>/containers/<id>/        the bundle: config.json, rootfs/ (the overlay mount),
+//!                                   pid, runc.log, shim.log, and what the supervisor and
+//!                                   gitvisor record: exit.json, health.json, restarts,
+//!                                   stopped (gitvisor stopped it)
+//! <state-dir>/containers/images/    the image store
+//! <state-dir>/containers/rw/<id>/   the writable layer (upper, work)
+//! <state-dir>/containers/logs/      the log files
+//! ```
+//!
+//! Blocking work (imports, mounts, file writes) runs on Tokio's blocking pool; runc runs
+//! as a child process with a timeout; netlink shares one socket, opened on first use.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::OnceCell;
+
+use super::bundle;
+use super::cgroup;
+use super::image::{self, ImageStore};
+use super::logs;
+use super::network;
+use super::rootfs;
+use super::runc::{Runc, runc_message};
+use super::seam::{
+    Answer, ContainerConfig, ContainerHost, ExitRecord, HealthRecord, HostError, HostRequest,
+    Limits, RuntimeContainer, RuntimeStatus,
+};
+use super::shim;
+
+/// The runtime and the directories of one gitvisor.
+pub struct RuncHost {
+    runc: Runc,
+    bundles: PathBuf,
+    writable: PathBuf,
+    logs: PathBuf,
+    store: ImageStore,
+    /// The program run as each container's supervisor (`gitvisor container-shim`).
+    shim_binary: Option<PathBuf>,
+    netlink: OnceCell<(rtnetlink::Handle, tokio::task::JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for RuncHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuncHost")
+            .field("root", &self.runc.root)
+            .field("bundles", &self.bundles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// File names in a bundle.
+pub const EXIT_FILE: &str = "exit.json";
+pub const HEALTH_FILE: &str = "health.json";
+/// The exit before the last restart, kept for `status`.
+const LAST_EXIT_FILE: &str = "last-exit.json";
+const RESTARTS_FILE: &str = "restarts";
+const STOPPED_FILE: &str = "stopped";
+const PID_FILE: &str = "pid";
+
+impl RuncHost {
+    pub fn new(run_dir: &Path, state_dir: &Path) -> Self {
+        let containers = state_dir.join("containers");
+        let mut runc = Runc::new(run_dir.join("runc"));
+        runc.binary = pick_runtime();
+        RuncHost {
+            runc,
+            bundles: run_dir.join("containers"),
+            writable: containers.join("rw"),
+            logs: containers.join("logs"),
+            store: ImageStore::new(containers.join("images")),
+            shim_binary: std::env::current_exe().ok(),
+            netlink: OnceCell::new(),
+        }
+    }
+
+    /// Runs `binary` as the supervisor (tests point it at the built `gitvisor`).
+    pub fn with_shim_binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.shim_binary = Some(binary.into());
+        self
+    }
+
+    /// Another runc binary than `runc` on `PATH`.
+    pub fn with_runc_binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.runc.binary = binary.into();
+        self
+    }
+
+    pub fn runc(&self) -> &Runc {
+        &self.runc
+    }
+
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.bundles.join(id)
+    }
+
+    fn writable_layer(&self, id: &str) -> PathBuf {
+        self.writable.join(id)
+    }
+
+    fn layout(&self) -> Layout {
+        Layout {
+            bundles: self.bundles.clone(),
+            writable: self.writable.clone(),
+            logs: self.logs.clone(),
+            runtime_root: self.runc.root.clone(),
+        }
+    }
+
+    async fn netlink(&self) -> Result<&rtnetlink::Handle, HostError> {
+        let (handle, _) = self
+            .netlink
+            .get_or_try_init(|| async {
+                let (connection, handle, _) = rtnetlink::new_connection().map_err(
+                    HostError::io("open a netlink socket for", "container networking"),
+                )?;
+                Ok::<_, HostError>((handle, tokio::spawn(connection)))
+            })
+            .await?;
+        Ok(handle)
+    }
+}
+
+/// Where a container's files go, cheap to move onto the blocking pool.
+struct Layout {
+    bundles: PathBuf,
+    writable: PathBuf,
+    logs: PathBuf,
+    runtime_root: PathBuf,
+}
+
+impl Layout {
+    /// Makes the bundle and the root file system; blocking.
+    fn prepare_bundle(
+        &self,
+        config: &ContainerConfig,
+        image: &image::PreparedImage,
+        keep_writable_layer: bool,
+    ) -> Result<(), HostError> {
+        let bundle = self.bundles.join(&config.id);
+        let rootfs_dir = bundle.join("rootfs");
+        let writable = self.writable.join(&config.id);
+        let restarts = read_number(&bundle.join(RESTARTS_FILE));
+        if !keep_writable_layer {
+            rootfs::unmount(&rootfs_dir)?;
+            remove_dir(&bundle)?;
+            remove_dir(&writable)?;
+        }
+        let (upper, work) = (writable.join("upper"), writable.join("work"));
+        for dir in [&rootfs_dir, &upper, &work, &self.logs] {
+            fs::create_dir_all(dir).map_err(HostError::io("create", dir.as_path()))?;
+        }
+        if keep_writable_layer && bundle.join(EXIT_FILE).exists() {
+            fs::rename(bundle.join(EXIT_FILE), bundle.join(LAST_EXIT_FILE))
+                .map_err(HostError::io("keep the last exit record in", &bundle))?;
+        }
+        for stale in [EXIT_FILE, HEALTH_FILE, STOPPED_FILE, PID_FILE] {
+            remove_file(&bundle.join(stale))?;
+        }
+        let restarts = if keep_writable_layer { restarts + 1 } else { 0 };
+        write_file(&bundle.join(RESTARTS_FILE), restarts.to_string().as_bytes())?;
+        rootfs::mount_overlay(&image.lowers, &upper, &work, &rootfs_dir)?;
+        let user = rootfs::resolve_user(&rootfs_dir, config.user.as_deref())?;
+        let cgroup = bundle::cgroup_path(&self.runtime_root, &config.id);
+        let spec = bundle::render(config, user, &cgroup).map_err(HostError::Invalid)?;
+        let json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| HostError::Unexpected(format!("cannot write config.json: {e}")))?;
+        write_file(&bundle.join("config.json"), &json)?;
+        let health = match &config.health {
+            Some(health) => serde_json::to_vec(health).map_err(|e| {
+                HostError::Unexpected(format!("cannot write the health check: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        write_file(&bundle.join(shim::HEALTH_CONFIG_FILE), &health)?;
+        Ok(())
+    }
+}
+
+impl RuncHost {
+    /// Starts the container's supervisor, which runs `runc create`; answers the
+    /// container's init pid once it is created.
+    async fn create(&self, id: &str, start: bool) -> Result<u32, HostError> {
+        let bundle = self.bundle(id);
+        let Some(binary) = &self.shim_binary else {
+            return Err(HostError::Unexpected(
+                "cannot find the gitvisor binary to run as the container's supervisor".into(),
+            ));
+        };
+        let shim_log = bundle.join("shim.log");
+        let stderr = fs::File::create(&shim_log).map_err(HostError::io("create", &shim_log))?;
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .arg("container-shim")
+            .arg("--runc")
+            .arg(&self.runc.binary)
+            .arg("--root")
+            .arg(&self.runc.root)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--log")
+            .arg(logs::log_file(&self.logs, id))
+            .arg("--id")
+            .arg(id)
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .args(start.then_some("--start"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            // It makes a session of its own (no signal meant for gitvisor's process group
+            // reaches it) and outlives gitvisor by design.
+            .stderr(stderr);
+        let mut child = command.spawn().map_err(|source| HostError::Spawn {
+            program: binary.display().to_string(),
+            source,
+        })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| HostError::Unexpected("the supervisor has no stdout".into()))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(super::runc::RUNC_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| HostError::Timeout {
+                program: "gitvisor container-shim".into(),
+                args: format!("(runc create {id})"),
+                after: super::runc::RUNC_TIMEOUT,
+            })?
+            .map_err(HostError::io("read the supervisor's answer for", &bundle))?;
+        // The supervisor lives on by itself; tokio must not wait for it.
+        drop(child);
+        match line.as_deref().and_then(shim::parse_answer) {
+            Some(Ok(pid)) => Ok(pid),
+            Some(Err(message)) => Err(HostError::Command {
+                program: self.runc.binary.display().to_string(),
+                args: format!("create {id}"),
+                status: "failed".into(),
+                stderr: message,
+            }),
+            None => {
+                let log = fs::read_to_string(&shim_log).unwrap_or_default();
+                Err(HostError::Unexpected(format!(
+                    "the container's supervisor ended without creating it: {}",
+                    runc_message(&log)
+                )))
+            }
+        }
+    }
+
+    /// A container the plan did not see but the runtime has now, with gitvisor's marker
+    /// for this id: what a gitvisor killed during its create left behind (runc
+    /// finished the create after it). Removed, so the create can run again.
+    async fn clear_interrupted_create(&self, id: &str) -> Result<(), HostError> {
+        let stdout = match self.runc.run(["state", id]).await {
+            Ok(stdout) => stdout,
+            Err(HostError::Command { stderr, .. }) if stderr.contains("does not exist") => {
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        let state: super::runc::ListEntry = serde_json::from_str(&stdout).map_err(|e| {
+            HostError::Unexpected(format!("runc state printed what is not its JSON: {e}"))
+        })?;
+        let ours = state
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::seam::MANAGED_ANNOTATION))
+            .is_some_and(|name| name == id);
+        if !ours {
+            return Err(HostError::Invalid(format!(
+                "a container {id} without gitvisor's marker appeared under gitvisor's runtime root; remove it (runc --root {} delete --force {id})",
+                self.runc.root.display()
+            )));
+        }
+        tracing::info!(container = id, "removing what an interrupted create left");
+        self.runc.delete(id).await
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; waits for the process to be gone.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), HostError> {
+        let bundle = self.bundle(id);
+        if bundle.is_dir() {
+            write_file(&bundle.join(STOPPED_FILE), b"")?;
+        }
+        if !self.running(id).await? {
+            return Ok(());
+        }
+        self.runc.kill(id, "TERM").await?;
+        if self.wait_stopped(id, grace).await? {
+            return Ok(());
+        }
+        self.runc.kill(id, "KILL").await?;
+        if self.wait_stopped(id, Duration::from_secs(10)).await? {
+            Ok(())
+        } else {
+            Err(HostError::Unexpected(format!(
+                "container {id} still runs 10s after SIGKILL"
+            )))
+        }
+    }
+
+    async fn running(&self, id: &str) -> Result<bool, HostError> {
+        Ok(matches!(
+            self.runc.status(id).await?,
+            Some(RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Created)
+        ))
+    }
+
+    async fn wait_stopped(&self, id: &str, within: Duration) -> Result<bool, HostError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if !self.running(id).await? {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn update(&self, id: &str, limits: Limits) -> Result<(), HostError> {
+        let memory = limits
+            .memory
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "-1".into());
+        let quota = limits
+            .cpus
+            .map(|c| bundle::cpu_quota(c).to_string())
+            .unwrap_or_else(|| "-1".into());
+        let pids = limits
+            .pids
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-1".into());
+        let period = bundle::CPU_PERIOD_US.to_string();
+        self.runc
+            .run([
+                "update",
+                "--memory",
+                &memory,
+                "--cpu-period",
+                &period,
+                "--cpu-quota",
+                &quota,
+                "--pids-limit",
+                &pids,
+                id,
+            ])
+            .await
+            .map(drop)
+    }
+
+    async fn remove(&self, id: &str, veth: Option<&str>) -> Result<(), HostError> {
+        self.runc.delete(id).await?;
+        let bundle = self.bundle(id);
+        let writable = self.writable_layer(id);
+        blocking(move || {
+            rootfs::unmount(&bundle.join("rootfs"))?;
+            remove_dir(&bundle)?;
+            remove_dir(&writable)
+        })
+        .await?;
+        if let Some(veth) = veth {
+            let alias = super::observed::veth_alias(id);
+            let handle = self.netlink().await?;
+            network::remove_leftover(handle, veth, &alias).await?;
+            network::remove_leftover(handle, &network::peer_name(veth), &alias).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The OCI runtime to use: `GITVISOR_OCI_RUNTIME` (a name on `PATH` or a path) when set;
+/// else `runc` when installed; else `crun` on a host with cgroup v2 only (crun refuses
+/// hybrid layouts); else `runc` (whose absence the first create reports).
+pub fn pick_runtime() -> PathBuf {
+    if let Some(chosen) = std::env::var_os("GITVISOR_OCI_RUNTIME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(chosen);
+    }
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    };
+    if !on_path("runc")
+        && on_path("crun")
+        && super::probe::cgroup_layout() == Some(super::probe::CgroupLayout::Unified)
+    {
+        return PathBuf::from("crun");
+    }
+    PathBuf::from("runc")
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, HostError> + Send + 'static,
+) -> Result<T, HostError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| HostError::Unexpected(format!("a blocking task failed: {e}")))?
+}
+
+fn read_number(path: &Path) -> u32 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).map_err(HostError::io("create a file in", dir))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(HostError::io("write", path))?;
+    file.persist(path)
+        .map_err(|e| HostError::io("write", path)(e.error))?;
+    Ok(())
+}
+
+fn remove_file(path: &Path) -> Result<(), HostError> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(HostError::io("remove", path)(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn remove_dir(path: &Path) -> Result<(), HostError> {
+    match fs::remove_dir_all(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(HostError::io("remove", path)(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What the files of one bundle say; blocking.
+fn read_records(
+    bundle: &Path,
+    live: bool,
+) -> (Option<ExitRecord>, Option<HealthRecord>, u32, bool) {
+    // A stopped container's own exit; a live one's exit before its last restart.
+    let exit_file = if live { LAST_EXIT_FILE } else { EXIT_FILE };
+    let exit = fs::read(bundle.join(exit_file))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let health = fs::read(bundle.join(HEALTH_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    (
+        exit,
+        health,
+        read_number(&bundle.join(RESTARTS_FILE)),
+        bundle.join(STOPPED_FILE).exists(),
+    )
+}
+
+#[async_trait]
+impl ContainerHost for RuncHost {
+    async fn list(&self) -> Result<Vec<RuntimeContainer>, HostError> {
+        let entries = self.runc.list().await?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bundles: Vec<PathBuf> = entries.iter().map(|e| self.bundle(&e.id)).collect();
+        let root = self.runc.root.clone();
+        blocking(move || {
+            Ok(entries
+                .into_iter()
+                .zip(bundles)
+                .map(|(entry, bundle)| {
+                    let status = entry.status().unwrap_or(RuntimeStatus::Creating);
+                    let live = matches!(
+                        status,
+                        RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Created
+                    );
+                    let (exit, health, restarts, stopped) = read_records(&bundle, live);
+                    let started = fs::metadata(bundle.join(PID_FILE))
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .filter(|_| live);
+                    RuntimeContainer {
+                        limits: if live {
+                            cgroup::limits(&bundle::cgroup_path(&root, &entry.id))
+                        } else {
+                            None
+                        },
+                        id: entry.id,
+                        status,
+                        pid: (entry.pid > 0).then_some(entry.pid),
+                        annotations: entry.annotations.unwrap_or_default(),
+                        exit,
+                        health,
+                        restarts,
+                        started,
+                        stopped_by_gitvisor: stopped && !live,
+                    }
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn send(&self, request: HostRequest) -> Result<Answer, HostError> {
+        match request {
+            HostRequest::PrepareImage { image } => {
+                let store = self.store.clone();
+                let prepared = blocking(move || Ok(image::prepare(&store, &image)?)).await?;
+                Ok(Answer::Image(prepared))
+            }
+            HostRequest::Create {
+                config,
+                image,
+                keep_writable_layer,
+                start,
+            } => {
+                let id = config.id.clone();
+                let prepare = || {
+                    let (layout, config, image) = (self.layout(), config.clone(), image.clone());
+                    blocking(move || layout.prepare_bundle(&config, &image, keep_writable_layer))
+                };
+                let began = std::time::Instant::now();
+                prepare().await?;
+                tracing::debug!(container = %id, elapsed = ?began.elapsed(), "bundle and root file system ready");
+                let created = self.create(&id, start).await;
+                tracing::debug!(container = %id, elapsed = ?began.elapsed(), "the supervisor answered");
+                match created {
+                    Err(HostError::Command { stderr, .. }) if stderr.contains("already exists") => {
+                        // The runtime has the id although the plan did not see it: what
+                        // a gitvisor killed during its create left. Cleared (when it is
+                        // gitvisor's), then the create runs again on a fresh bundle.
+                        self.clear_interrupted_create(&id).await?;
+                        prepare().await?;
+                        Ok(Answer::Pid(self.create(&id, start).await?))
+                    }
+                    other => Ok(Answer::Pid(other?)),
+                }
+            }
+            HostRequest::Connect { pid, veth, .. } => {
+                let handle = self.netlink().await?;
+                network::connect(handle, pid, veth.as_ref()).await?;
+                Ok(Answer::Done)
+            }
+            HostRequest::Start { id } => {
+                self.runc.start(&id).await?;
+                Ok(Answer::Done)
+            }
+            HostRequest::Stop { id, grace } => {
+                self.stop(&id, grace).await?;
+                Ok(Answer::Done)
+            }
+            HostRequest::Delete { id } => {
+                self.runc.delete(&id).await?;
+                Ok(Answer::Done)
+            }
+            HostRequest::Remove { id, veth } => {
+                self.remove(&id, veth.as_deref()).await?;
+                Ok(Answer::Done)
+            }
+            HostRequest::Update { id, limits } => {
+                self.update(&id, limits).await?;
+                Ok(Answer::Done)
+            }
+        }
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        logs::log_file(&self.logs, id)
+    }
+}
+
+/// When `time` was, for status lines.
+pub fn since(time: SystemTime) -> Duration {
+    SystemTime::now().duration_since(time).unwrap_or_default()
+}

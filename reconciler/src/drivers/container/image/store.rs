@@ -1,0 +1,882 @@
+//! The content-addressed image store under the state dir, and imports into it.
+//!
+//! ```text
+//! <state-dir>/containers/images/
+//!   blobs/sha256/<hex>      manifests and image configs, verified against their digest
+//!   layers/sha256/<hex>/    one directory per unpacked layer, named by its diff id (the
+//!                           digest of the uncompressed tar), in overlayfs form
+//!   sources/<hex>.json      what a local path resolved to last time (path, size, mtime,
+//!                           inode → the image), so an unchanged archive is not read again
+//!   tmp/                    work in progress; renamed into place when verified
+//! ```
+//!
+//! # Order of steps of an import
+//!
+//! 1. Resolve the image's manifest (an OCI layout's `index.json`, a docker-archive's
+//!    `manifest.json`, a registry's manifest endpoint) and read it, verifying its digest
+//!    where something names it by digest.
+//! 2. Read the config blob, verifying its digest; its `rootfs.diff_ids` name the layers.
+//! 3. For every layer not in `layers/` yet: stream the blob through two hashes (the
+//!    compressed digest the manifest names, the uncompressed diff id the config names)
+//!    into a fresh directory under `tmp/`, then rename it into place. A mismatch deletes
+//!    the directory and fails the import: nothing unverified is ever under `layers/`.
+//!    Layers are shared by every image that has them and unpacked once; concurrent
+//!    imports of the same layer both unpack, and the second rename loses harmlessly.
+//!
+//! Everything here is blocking file I/O; the driver calls it off the async runtime.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use serde::{Deserialize, Serialize};
+
+use super::digest::{HashingReader, Sha256Digest};
+use super::error::ImageError;
+use super::layer::LayerTarget;
+use super::{ImageDefaults, PreparedImage};
+
+/// Where blobs come from during an import: a local layout directory or a registry.
+pub trait BlobSource {
+    /// A reader over the blob's bytes, unverified (the store verifies them).
+    fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError>;
+}
+
+/// How a layer's bytes are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    /// Decided by the first bytes (docker-archive layers carry no media type).
+    Sniff,
+}
+
+/// The store at `root` (`<state-dir>/containers/images`).
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+impl ImageStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ImageStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Sha256Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub fn layer_path(&self, diff_id: &Sha256Digest) -> PathBuf {
+        self.root.join("layers/sha256").join(diff_id.hex())
+    }
+
+    /// A fresh, empty directory under `tmp/`.
+    pub fn scratch(&self, image: &str) -> Result<tempfile::TempDir, ImageError> {
+        let tmp = self.root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(ImageError::io(image, "create", &tmp))?;
+        tempfile::Builder::new()
+            .prefix("import-")
+            .tempdir_in(&tmp)
+            .map_err(ImageError::io(image, "create a directory in", &tmp))
+    }
+
+    /// Reads a blob from `source`, verifies it and keeps it in `blobs/`; answers its bytes.
+    /// A blob already in the store is read from there (it was verified when it arrived).
+    pub fn blob(
+        &self,
+        image: &str,
+        what: &str,
+        source: &dyn BlobSource,
+        digest: &Sha256Digest,
+    ) -> Result<Vec<u8>, ImageError> {
+        let path = self.blob_path(digest);
+        if let Ok(bytes) = fs::read(&path) {
+            if Sha256Digest::of(&bytes) == *digest {
+                return Ok(bytes);
+            }
+        }
+        let mut bytes = Vec::new();
+        source
+            .open(digest)?
+            .take(MAX_METADATA_BLOB + 1)
+            .read_to_end(&mut bytes)
+            .map_err(ImageError::io(image, "read the blob of", &path))?;
+        if bytes.len() as u64 > MAX_METADATA_BLOB {
+            return Err(ImageError::format(
+                image,
+                what,
+                format!("larger than {MAX_METADATA_BLOB} bytes; not an image manifest or config"),
+            ));
+        }
+        self.verify(image, what, digest, &Sha256Digest::of(&bytes))?;
+        self.write_atomically(image, &path, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Keeps `bytes` as a blob (a docker-archive config that has no digest to check
+    /// against but its own); answers the digest.
+    pub fn keep_blob(&self, image: &str, bytes: &[u8]) -> Result<Sha256Digest, ImageError> {
+        let digest = Sha256Digest::of(bytes);
+        let path = self.blob_path(&digest);
+        if !path.exists() {
+            self.write_atomically(image, &path, bytes)?;
+        }
+        Ok(digest)
+    }
+
+    fn write_atomically(&self, image: &str, path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+        let parent = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).map_err(ImageError::io(image, "create", parent))?;
+        let mut file = tempfile::NamedTempFile::new_in(parent).map_err(ImageError::io(
+            image,
+            "create a file in",
+            parent,
+        ))?;
+        io::Write::write_all(&mut file, bytes).map_err(ImageError::io(image, "write", path))?;
+        file.persist(path)
+            .map_err(|e| ImageError::io(image, "write", path)(e.error))?;
+        Ok(())
+    }
+
+    fn verify(
+        &self,
+        image: &str,
+        what: &str,
+        expected: &Sha256Digest,
+        actual: &Sha256Digest,
+    ) -> Result<(), ImageError> {
+        if expected == actual {
+            Ok(())
+        } else {
+            Err(ImageError::DigestMismatch {
+                image: image.to_owned(),
+                what: what.to_owned(),
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            })
+        }
+    }
+
+    /// Unpacks one layer unless the store has it: `open` gives the (possibly compressed)
+    /// bytes, `compressed` the digest they must have (when something names it),
+    /// `diff_id` the digest the uncompressed tar must have. Answers the layer directory.
+    pub fn layer<'a>(
+        &self,
+        image: &str,
+        diff_id: &Sha256Digest,
+        compressed: Option<&Sha256Digest>,
+        compression: Compression,
+        open: impl FnOnce() -> Result<Box<dyn Read + 'a>, ImageError>,
+    ) -> Result<PathBuf, ImageError> {
+        let target = self.layer_path(diff_id);
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let scratch = self.scratch(image)?;
+        let root = scratch.path().join("layer");
+        fs::create_dir(&root).map_err(ImageError::io(image, "create", &root))?;
+        let raw = HashingReader::new(open()?);
+        let mut raw = BufReader::new(raw);
+        let gzip = match compression {
+            Compression::Gzip => true,
+            Compression::None => false,
+            Compression::Sniff => raw
+                .fill_buf()
+                .map_err(ImageError::io(image, "read layer", &root))?
+                .starts_with(&[0x1f, 0x8b]),
+        };
+        let layer_name = diff_id.to_string();
+        let unpack = |reader: &mut dyn Read| -> Result<Sha256Digest, ImageError> {
+            let mut tar = HashingReader::new(reader);
+            LayerTarget {
+                image,
+                layer: &layer_name,
+                root: &root,
+            }
+            .unpack(&mut tar)?;
+            let (actual, _) = tar
+                .finish()
+                .map_err(ImageError::io(image, "read layer", &root))?;
+            Ok(actual)
+        };
+        let unpacked = if gzip {
+            let mut decoder = flate2::bufread::GzDecoder::new(&mut raw);
+            unpack(&mut decoder).and_then(|digest| {
+                io::copy(&mut decoder, &mut io::sink()).map_err(ImageError::io(
+                    image,
+                    "read layer",
+                    &root,
+                ))?;
+                Ok(digest)
+            })
+        } else {
+            unpack(&mut raw)
+        };
+        // The blob's own digest first, whatever the unpacking said: bytes that are not
+        // what the manifest names explain any failure to read them.
+        let (actual_compressed, _) =
+            raw.into_inner()
+                .finish()
+                .map_err(ImageError::io(image, "read layer", &root))?;
+        if let Some(expected) = compressed {
+            self.verify(
+                image,
+                &format!("layer {expected}"),
+                expected,
+                &actual_compressed,
+            )?;
+        }
+        let actual_diff_id = unpacked?;
+        self.verify(
+            image,
+            &format!("the uncompressed layer {diff_id} (its diff id in the config)"),
+            diff_id,
+            &actual_diff_id,
+        )?;
+        let parent = target.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).map_err(ImageError::io(image, "create", parent))?;
+        match fs::rename(&root, &target) {
+            Ok(()) => Ok(target),
+            // Another import of the same layer finished first: its copy is as good.
+            Err(_) if target.is_dir() => Ok(target),
+            Err(error) => Err(ImageError::io(image, "move the unpacked layer to", &target)(error)),
+        }
+    }
+
+    /// Imports the image `manifest` names (already verified), with its config and
+    /// layers from `source`.
+    pub fn import_manifest(
+        &self,
+        image: &str,
+        source: &dyn BlobSource,
+        manifest: &ImageManifest,
+    ) -> Result<PreparedImage, ImageError> {
+        let config_digest = digest_of(image, "the config descriptor", manifest.config())?;
+        let config_bytes = self.blob(image, "the image config", source, &config_digest)?;
+        let config = ImageConfiguration::from_reader(&config_bytes[..])
+            .map_err(|e| ImageError::format(image, "the image config", e))?;
+        let diff_ids = diff_ids(image, &config)?;
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(ImageError::format(
+                image,
+                "the manifest",
+                format!(
+                    "it lists {} layers but the config's rootfs lists {}",
+                    manifest.layers().len(),
+                    diff_ids.len()
+                ),
+            ));
+        }
+        let mut lowers = Vec::with_capacity(diff_ids.len());
+        for (descriptor, diff_id) in manifest.layers().iter().zip(&diff_ids) {
+            let digest = digest_of(image, "a layer descriptor", descriptor)?;
+            let compression = compression_of(image, descriptor.media_type())?;
+            lowers.push(self.layer(image, diff_id, Some(&digest), compression, || {
+                source.open(&digest)
+            })?);
+        }
+        Ok(PreparedImage {
+            id: config_digest.to_string(),
+            lowers,
+            defaults: ImageDefaults::from_config(&config),
+        })
+    }
+
+    /// Imports from an OCI image layout directory; `tag` picks a manifest by its
+    /// `org.opencontainers.image.ref.name` when the index has several.
+    pub fn import_layout(
+        &self,
+        image: &str,
+        dir: &Path,
+        tag: Option<&str>,
+    ) -> Result<PreparedImage, ImageError> {
+        let layout = dir.join("oci-layout");
+        let text = fs::read_to_string(&layout).map_err(ImageError::io(image, "read", &layout))?;
+        let header: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ImageError::format(image, "oci-layout", e))?;
+        if header.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+            return Err(ImageError::Unsupported {
+                image: image.to_owned(),
+                what: "the OCI layout".into(),
+                why: format!(
+                    "imageLayoutVersion {} (1.0.0 is read)",
+                    header["imageLayoutVersion"]
+                ),
+            });
+        }
+        let index_path = dir.join("index.json");
+        let index = ImageIndex::from_file(&index_path)
+            .map_err(|e| ImageError::format(image, "index.json", e))?;
+        let source = LayoutBlobs { dir, image };
+        let descriptor = pick_manifest(image, index.manifests(), tag)?;
+        let manifest = self.manifest(image, &source, descriptor)?;
+        self.import_manifest(image, &source, &manifest)
+    }
+
+    /// The image manifest `descriptor` names, following an index (a multi-platform
+    /// image) to this host's platform.
+    pub fn manifest(
+        &self,
+        image: &str,
+        source: &dyn BlobSource,
+        descriptor: &Descriptor,
+    ) -> Result<ImageManifest, ImageError> {
+        let mut descriptor = descriptor.clone();
+        for _ in 0..4 {
+            let digest = digest_of(image, "a manifest descriptor", &descriptor)?;
+            let bytes = self.blob(image, "the manifest", source, &digest)?;
+            if is_index(descriptor.media_type(), &bytes) {
+                let index = ImageIndex::from_reader(&bytes[..])
+                    .map_err(|e| ImageError::format(image, "the image index", e))?;
+                descriptor = pick_platform(image, index.manifests())?.clone();
+                continue;
+            }
+            return ImageManifest::from_reader(&bytes[..])
+                .map_err(|e| ImageError::format(image, "the image manifest", e));
+        }
+        Err(ImageError::format(
+            image,
+            "the image index",
+            "indexes nest more than 4 deep",
+        ))
+    }
+
+    /// Imports from a docker-archive directory (`docker save` / `skopeo copy
+    /// docker-archive:` output, unpacked): `manifest.json` names the config and the
+    /// layer tars; each layer is verified against the config's diff ids.
+    pub fn import_docker(
+        &self,
+        image: &str,
+        dir: &Path,
+        tag: Option<&str>,
+    ) -> Result<PreparedImage, ImageError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            config: String,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
+            layers: Vec<String>,
+        }
+        let manifest_path = dir.join("manifest.json");
+        let text = fs::read_to_string(&manifest_path).map_err(ImageError::io(
+            image,
+            "read",
+            &manifest_path,
+        ))?;
+        let entries: Vec<Entry> = serde_json::from_str(&text)
+            .map_err(|e| ImageError::format(image, "manifest.json", e))?;
+        let entry = match (tag, entries.len()) {
+            (_, 0) => {
+                return Err(ImageError::format(
+                    image,
+                    "manifest.json",
+                    "it lists no image",
+                ));
+            }
+            (None, 1) => &entries[0],
+            (None, n) => {
+                return Err(ImageError::NotFound {
+                    image: image.to_owned(),
+                    why: format!("the archive holds {n} images; name one with PATH:TAG"),
+                });
+            }
+            (Some(tag), _) => entries
+                .iter()
+                .find(|e| {
+                    e.repo_tags
+                        .iter()
+                        .flatten()
+                        .any(|t| t == tag || t.rsplit_once(':').is_some_and(|(_, t)| t == tag))
+                })
+                .ok_or_else(|| ImageError::NotFound {
+                    image: image.to_owned(),
+                    why: format!("the archive has no image tagged {tag}"),
+                })?,
+        };
+        let config_path = inside(image, dir, &entry.config)?;
+        let config_bytes =
+            fs::read(&config_path).map_err(ImageError::io(image, "read", &config_path))?;
+        let config_digest = Sha256Digest::of(&config_bytes);
+        // `<hex>.json` (docker, skopeo) or `blobs/sha256/<hex>` (docker 25+) name the
+        // config by its digest: hold them to it.
+        let named = Path::new(&entry.config)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.trim_end_matches(".json"))
+            .and_then(|hex| Sha256Digest::from_hex(hex).ok());
+        if let Some(named) = named {
+            self.verify(image, "the image config", &named, &config_digest)?;
+        }
+        self.keep_blob(image, &config_bytes)?;
+        let config = ImageConfiguration::from_reader(&config_bytes[..])
+            .map_err(|e| ImageError::format(image, "the image config", e))?;
+        let diff_ids = diff_ids(image, &config)?;
+        if diff_ids.len() != entry.layers.len() {
+            return Err(ImageError::format(
+                image,
+                "manifest.json",
+                format!(
+                    "it lists {} layers but the config's rootfs lists {}",
+                    entry.layers.len(),
+                    diff_ids.len()
+                ),
+            ));
+        }
+        let mut lowers = Vec::with_capacity(diff_ids.len());
+        for (layer, diff_id) in entry.layers.iter().zip(&diff_ids) {
+            let path = inside(image, dir, layer)?;
+            lowers.push(self.layer(image, diff_id, None, Compression::Sniff, || {
+                let file = fs::File::open(&path).map_err(ImageError::io(image, "open", &path))?;
+                Ok(Box::new(file) as Box<dyn Read>)
+            })?);
+        }
+        Ok(PreparedImage {
+            id: config_digest.to_string(),
+            lowers,
+            defaults: ImageDefaults::from_config(&config),
+        })
+    }
+
+    /// Imports an archive file (an OCI archive or a docker-archive, plain or gzipped):
+    /// unpacked under `tmp/` with the same checks as a layer, then read as a directory.
+    pub fn import_archive(
+        &self,
+        image: &str,
+        file: &Path,
+        tag: Option<&str>,
+    ) -> Result<PreparedImage, ImageError> {
+        let scratch = self.scratch(image)?;
+        let root = scratch.path().join("archive");
+        fs::create_dir(&root).map_err(ImageError::io(image, "create", &root))?;
+        let opened = fs::File::open(file).map_err(ImageError::io(image, "open", file))?;
+        let mut reader = BufReader::new(opened);
+        let gzip = reader
+            .fill_buf()
+            .map_err(ImageError::io(image, "read", file))?
+            .starts_with(&[0x1f, 0x8b]);
+        let target = LayerTarget {
+            image,
+            layer: "(the archive itself)",
+            root: &root,
+        };
+        if gzip {
+            target.unpack(flate2::bufread::GzDecoder::new(reader))?;
+        } else {
+            target.unpack(reader)?;
+        }
+        self.import_directory_image(image, &root, tag)?
+            .ok_or_else(|| ImageError::NotFound {
+                image: image.to_owned(),
+                why: format!(
+                    "{} is neither an OCI archive (no oci-layout) nor a docker-archive (no manifest.json)",
+                    file.display()
+                ),
+            })
+    }
+
+    /// A layout or docker-archive directory, or `None` when `dir` is neither (then it
+    /// is a plain root file system).
+    pub fn import_directory_image(
+        &self,
+        image: &str,
+        dir: &Path,
+        tag: Option<&str>,
+    ) -> Result<Option<PreparedImage>, ImageError> {
+        if dir.join("oci-layout").is_file() {
+            return self.import_layout(image, dir, tag).map(Some);
+        }
+        if dir.join("manifest.json").is_file() {
+            return self.import_docker(image, dir, tag).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// What `path` resolved to last time, when the file (or layout index) is unchanged
+    /// and every layer is still in the store.
+    pub fn cached(&self, key: &SourceKey) -> Option<PreparedImage> {
+        let text = fs::read_to_string(self.source_record(key)).ok()?;
+        let record: SourceRecord = serde_json::from_str(&text).ok()?;
+        (record.key == *key && record.image.lowers.iter().all(|l| l.is_dir()))
+            .then_some(record.image)
+    }
+
+    /// Remembers what `key` resolved to (best effort: a failure only costs a re-import).
+    pub fn remember(&self, key: &SourceKey, image: &PreparedImage) {
+        let record = SourceRecord {
+            key: key.clone(),
+            image: image.clone(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&record) {
+            let path = self.source_record(key);
+            if let Err(error) = self.write_atomically("", &path, &bytes) {
+                tracing::debug!(path = %path.display(), "not caching an image source: {error}");
+            }
+        }
+    }
+
+    fn source_record(&self, key: &SourceKey) -> PathBuf {
+        let name = Sha256Digest::of(key.path.as_os_str().as_encoded_bytes());
+        self.root
+            .join("sources")
+            .join(format!("{}.json", name.hex()))
+    }
+}
+
+/// Manifests and configs are small; anything bigger is not one.
+const MAX_METADATA_BLOB: u64 = 4 << 20;
+
+/// Identifies the state of a local image source: when none of this changed, neither did
+/// the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceKey {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+    pub tag: Option<String>,
+}
+
+impl SourceKey {
+    /// The key of `file` (an archive, or a layout's `index.json`).
+    pub fn of(path: &Path, file: &Path, tag: Option<&str>) -> Option<SourceKey> {
+        let meta = fs::metadata(file).ok()?;
+        Some(SourceKey {
+            path: path.to_path_buf(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            inode: meta.ino(),
+            tag: tag.map(str::to_owned),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SourceRecord {
+    key: SourceKey,
+    image: PreparedImage,
+}
+
+/// Blobs of an OCI layout directory.
+struct LayoutBlobs<'a> {
+    dir: &'a Path,
+    image: &'a str,
+}
+
+impl BlobSource for LayoutBlobs<'_> {
+    fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError> {
+        let path = self.dir.join("blobs/sha256").join(digest.hex());
+        let file = fs::File::open(&path).map_err(ImageError::io(self.image, "open", &path))?;
+        Ok(Box::new(file))
+    }
+}
+
+/// `relative` below `dir`, refusing paths that leave it.
+fn inside(image: &str, dir: &Path, relative: &str) -> Result<PathBuf, ImageError> {
+    let path = Path::new(relative);
+    if path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(ImageError::Hostile {
+            image: image.to_owned(),
+            layer: "manifest.json".into(),
+            entry: relative.to_owned(),
+            why: "it names a file outside the archive".into(),
+        });
+    }
+    Ok(dir.join(path))
+}
+
+pub(crate) fn digest_of(
+    image: &str,
+    what: &str,
+    descriptor: &Descriptor,
+) -> Result<Sha256Digest, ImageError> {
+    descriptor
+        .digest()
+        .to_string()
+        .parse()
+        .map_err(|why: String| ImageError::format(image, what, why))
+}
+
+fn diff_ids(image: &str, config: &ImageConfiguration) -> Result<Vec<Sha256Digest>, ImageError> {
+    config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|id| {
+            id.parse().map_err(|why: String| {
+                ImageError::format(image, "the config's rootfs.diff_ids", why)
+            })
+        })
+        .collect()
+}
+
+fn compression_of(image: &str, media_type: &MediaType) -> Result<Compression, ImageError> {
+    let name = media_type.to_string();
+    match media_type {
+        MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Ok(Compression::None),
+        MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {
+            Ok(Compression::Gzip)
+        }
+        _ if name == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            || name == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" =>
+        {
+            Ok(Compression::Gzip)
+        }
+        _ if name == "application/vnd.docker.image.rootfs.diff.tar" => Ok(Compression::None),
+        _ => Err(ImageError::Unsupported {
+            image: image.to_owned(),
+            what: format!("layer media type {name}"),
+            why: "gitvisor reads tar and tar+gzip layers (not zstd)".into(),
+        }),
+    }
+}
+
+fn is_index(media_type: &MediaType, bytes: &[u8]) -> bool {
+    let name = media_type.to_string();
+    if *media_type == MediaType::ImageIndex
+        || name == "application/vnd.docker.distribution.manifest.list.v2+json"
+    {
+        return true;
+    }
+    // Some writers leave the descriptor's media type generic: look inside.
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .is_some_and(|v| v.get("manifests").is_some() && v.get("layers").is_none())
+}
+
+/// This host's platform, as OCI names it.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+fn pick_platform<'a>(
+    image: &str,
+    manifests: &'a [Descriptor],
+) -> Result<&'a Descriptor, ImageError> {
+    let architecture = host_architecture();
+    manifests
+        .iter()
+        .find(|d| {
+            d.platform().as_ref().is_none_or(|p| {
+                p.architecture().to_string() == architecture && p.os().to_string() == "linux"
+            })
+        })
+        .ok_or_else(|| ImageError::NotFound {
+            image: image.to_owned(),
+            why: format!("the image has no variant for linux/{architecture}"),
+        })
+}
+
+/// The manifest of an OCI layout's index: the one tagged `tag`, or the only one.
+fn pick_manifest<'a>(
+    image: &str,
+    manifests: &'a [Descriptor],
+    tag: Option<&str>,
+) -> Result<&'a Descriptor, ImageError> {
+    const REF_NAME: &str = "org.opencontainers.image.ref.name";
+    let tag_of = |d: &Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .cloned()
+    };
+    match tag {
+        Some(tag) => manifests
+            .iter()
+            .find(|d| tag_of(d).as_deref() == Some(tag))
+            .ok_or_else(|| ImageError::NotFound {
+                image: image.to_owned(),
+                why: format!(
+                    "the layout has no manifest tagged {tag} (it has: {})",
+                    manifests
+                        .iter()
+                        .filter_map(tag_of)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        None if manifests.len() == 1 => Ok(&manifests[0]),
+        None if manifests.is_empty() => Err(ImageError::NotFound {
+            image: image.to_owned(),
+            why: "the layout's index.json lists no manifest".into(),
+        }),
+        None => Err(ImageError::NotFound {
+            image: image.to_owned(),
+            why: format!(
+                "the layout holds {} manifests; name one with PATH:TAG",
+                manifests.len()
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Writes an OCI layout with one gzipped layer holding `files`; answers the layer's
+    /// blob path.
+    pub(crate) fn layout(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_cksum();
+            tar.append_data(&mut header, name, *data).unwrap();
+        }
+        let layer_tar = tar.into_inner().unwrap();
+        let diff_id = Sha256Digest::of(&layer_tar);
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&layer_tar).unwrap();
+        let layer = gzip.finish().unwrap();
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let digest = Sha256Digest::of(bytes);
+            fs::write(blobs.join(digest.hex()), bytes).unwrap();
+            digest
+        };
+        let layer_digest = put(&layer);
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["/bin/app"], "Env": ["A=1"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_digest = put(&config);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest.to_string(), "size": layer.len()}],
+        });
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let manifest_digest = put(&manifest);
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest.to_string(), "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "v1"}}],
+        });
+        fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        blobs.join(layer_digest.hex())
+    }
+
+    #[test]
+    fn a_layout_imports_once_and_its_layers_are_shared() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let layer_blob = layout(source.path(), &[("bin/app", b"#!/bin/sh\n")]);
+        let store = ImageStore::new(store_dir.path());
+        let image = store
+            .import_layout("app", source.path(), Some("v1"))
+            .unwrap();
+        assert_eq!(image.lowers.len(), 1);
+        assert_eq!(
+            fs::read(image.lowers[0].join("bin/app")).unwrap(),
+            b"#!/bin/sh\n"
+        );
+        assert_eq!(image.defaults.cmd, ["/bin/app"]);
+        assert_eq!(image.defaults.env, ["A=1"]);
+        // Unpacked once: the layer blob is not read again.
+        fs::remove_file(&layer_blob).unwrap();
+        let again = store.import_layout("app", source.path(), None).unwrap();
+        assert_eq!(again, image);
+        let missing = store
+            .import_layout("app", source.path(), Some("v9"))
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("no manifest tagged v9"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_kept() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let layer_blob = layout(source.path(), &[("bin/app", &[7u8; 4096])]);
+        let mut bytes = fs::read(&layer_blob).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&layer_blob, bytes).unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let error = store.import_layout("app", source.path(), None).unwrap_err();
+        assert!(
+            matches!(error, ImageError::DigestMismatch { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("should have digest"));
+        let layers = store_dir.path().join("layers/sha256");
+        assert_eq!(fs::read_dir(&layers).map(|d| d.count()).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn a_config_naming_another_diff_id_is_refused() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        layout(source.path(), &[("a", b"a")]);
+        // Re-point the config at a different diff id, keeping every blob digest right.
+        let other = tempfile::tempdir().unwrap();
+        layout(other.path(), &[("b", b"b")]);
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(source.path().join("index.json")).unwrap()).unwrap();
+        let manifest_digest: Sha256Digest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let blobs = source.path().join("blobs/sha256");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(blobs.join(manifest_digest.hex())).unwrap()).unwrap();
+        let config_digest: Sha256Digest = manifest["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(blobs.join(config_digest.hex())).unwrap()).unwrap();
+        config["rootfs"]["diff_ids"][0] = serde_json::json!(Sha256Digest::of(b"else").to_string());
+        let config = serde_json::to_vec(&config).unwrap();
+        let new_config = Sha256Digest::of(&config);
+        fs::write(blobs.join(new_config.hex()), &config).unwrap();
+        let mut manifest = manifest;
+        manifest["config"]["digest"] = serde_json::json!(new_config.to_string());
+        manifest["config"]["size"] = serde_json::json!(config.len());
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let new_manifest = Sha256Digest::of(&manifest);
+        fs::write(blobs.join(new_manifest.hex()), &manifest).unwrap();
+        let mut index = index;
+        index["manifests"][0]["digest"] = serde_json::json!(new_manifest.to_string());
+        index["manifests"][0]["size"] = serde_json::json!(manifest.len());
+        fs::write(
+            source.path().join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+        let error = ImageStore::new(store_dir.path())
+            .import_layout("app", source.path(), None)
+            .unwrap_err();
+        assert!(error.to_string().contains("diff id"), "{error}");
+    }
+}

@@ -1,0 +1,269 @@
+//! What plan hands apply for one container ([`ObservedContainer`]): the container as the
+//! runtime listed it, the declaration resolved against the revision (mount sources, the
+//! veth, limits), and the work the drift calls for, in order.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::seam::{
+    ContainerMount, Limits, MANAGED_ANNOTATION, MountSource, RuntimeContainer, VethPlan,
+};
+use crate::contract::{Marker, PlanContext};
+use crate::model::{ContainerSpec, Kind, Name, Spec};
+
+/// The default grace between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the host end of a container's veth is called: `gvc` and 11 hex digits of the
+/// name's SHA-256 (interface names have at most 15 bytes).
+pub fn veth_name(container: &str) -> String {
+    let hash = format!("{:x}", Sha256::digest(container.as_bytes()));
+    format!("gvc{}", &hash[..11])
+}
+
+/// The `ifalias` of a container's host veth end.
+pub fn veth_alias(container: &str) -> String {
+    format!("gitvisor:container/{container}")
+}
+
+/// The containers under gitvisor's runtime root, by id.
+#[derive(Debug, Default)]
+pub struct HostContainers {
+    by_id: BTreeMap<String, RuntimeContainer>,
+}
+
+impl HostContainers {
+    pub fn new(containers: Vec<RuntimeContainer>) -> Self {
+        HostContainers {
+            by_id: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&RuntimeContainer> {
+        self.by_id.get(id)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &RuntimeContainer> {
+        self.by_id.values()
+    }
+}
+
+/// Where the marker lives: the managed annotation, naming the container itself.
+pub fn marker(container: &RuntimeContainer) -> Marker {
+    match container.annotations.get(MANAGED_ANNOTATION) {
+        Some(value) if *value == container.id => Marker::Ours,
+        Some(value) => Marker::Foreign(value.clone()),
+        None => Marker::Absent,
+    }
+}
+
+/// One step of the work on a container, in the order apply carries them out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    /// Remove the container and everything gitvisor made for it.
+    Remove,
+    /// Create it afresh; start it when `start`.
+    Create { start: bool },
+    /// Delete the container and create it again with its writable layer, then start it.
+    Restart,
+    /// SIGTERM, then SIGKILL after the grace.
+    Stop,
+    /// New cgroup limits, in place.
+    UpdateLimits(Limits),
+}
+
+/// The declaration, resolved against the revision at plan time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Declaration {
+    pub spec: ContainerSpec,
+    /// Mount sources, or why one cannot be mounted.
+    pub mounts: Result<Vec<ContainerMount>, String>,
+    pub veth: Option<VethPlan>,
+    pub limits: Limits,
+    pub grace: Duration,
+}
+
+impl Declaration {
+    pub fn resolve(name: &Name, spec: &ContainerSpec, context: &PlanContext) -> Self {
+        Declaration {
+            spec: spec.clone(),
+            mounts: spec
+                .mounts
+                .iter()
+                .map(|mount| resolve_mount(mount, context))
+                .collect(),
+            veth: spec.network.as_ref().map(|network| VethPlan {
+                host_name: veth_name(name.as_str()),
+                alias: veth_alias(name.as_str()),
+                bridge: network.bridge.as_str().to_owned(),
+                address: network.address,
+                gateway: network.gateway,
+            }),
+            limits: declared_limits(spec),
+            grace: spec
+                .stop_timeout
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_STOP_TIMEOUT),
+        }
+    }
+}
+
+fn resolve_mount(
+    mount: &crate::model::Mount,
+    context: &PlanContext,
+) -> Result<ContainerMount, String> {
+    let source = match (&mount.host_path, &mount.volume) {
+        (Some(path), _) => {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "mount {}: hostPath {path} must be an absolute path",
+                    mount.target
+                ));
+            }
+            MountSource::Bind(path.into())
+        }
+        (None, Some(volume)) => {
+            let Some(declared) = context.referenced(Kind::Volume, volume) else {
+                return Err(format!(
+                    "mount {}: Volume {volume} is not declared",
+                    mount.target
+                ));
+            };
+            let Spec::Volume(spec) = &declared.spec else {
+                return Err(format!("mount {}: {volume} is not a Volume", mount.target));
+            };
+            let Some(filesystem) = spec.filesystem else {
+                return Err(format!(
+                    "mount {}: Volume {volume} has no filesystem; give it `filesystem:` so the container can mount it",
+                    mount.target
+                ));
+            };
+            let fstype = serde_json::to_value(filesystem)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            if fstype == "swap" {
+                return Err(format!(
+                    "mount {}: Volume {volume} is swap, which cannot be mounted",
+                    mount.target
+                ));
+            }
+            MountSource::Device {
+                path: format!("/dev/{}/{}", spec.volume_group, volume).into(),
+                fstype,
+            }
+        }
+        (None, None) => {
+            return Err(format!(
+                "mount {}: needs `volume` or `hostPath`",
+                mount.target
+            ));
+        }
+    };
+    Ok(ContainerMount {
+        source,
+        target: mount.target.clone(),
+        read_only: mount.read_only,
+    })
+}
+
+/// The limits a declaration asks for (`None`: unlimited).
+pub fn declared_limits(spec: &ContainerSpec) -> Limits {
+    let resources = spec.resources.as_ref();
+    Limits {
+        memory: resources.and_then(|r| r.memory).map(|m| m.bytes()),
+        cpus: resources.and_then(|r| r.cpus),
+        pids: resources.and_then(|r| r.pids).map(u64::from),
+    }
+}
+
+/// The snapshot one change carries from plan to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedContainer {
+    /// The container as listed, when there is one.
+    pub current: Option<RuntimeContainer>,
+    /// The declaration (absent for deletes).
+    pub declaration: Option<Declaration>,
+    /// What apply does, in order.
+    pub work: Vec<Work>,
+}
+
+impl ObservedContainer {
+    /// The stop timeout recorded on the container when it was created, else the default.
+    pub fn recorded_grace(&self) -> Duration {
+        self.current
+            .as_ref()
+            .and_then(|c| c.annotations.get(super::seam::APPLIED_ANNOTATION))
+            .and_then(|text| super::applied::AppliedSpec::parse(text).ok())
+            .and_then(|applied| applied.stop_timeout)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_STOP_TIMEOUT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::container::testkit::declared;
+    use crate::model::{Metadata, Resource};
+
+    #[test]
+    fn a_volume_mount_is_the_volumes_device_with_its_filesystem() {
+        let volume = std::sync::Arc::new(Resource::new(
+            Metadata::named(Name::parse("data").unwrap()),
+            Spec::Volume(
+                serde_yaml::from_str(
+                    "volumeGroup: vg0
+size: 1GiB
+filesystem: ext4",
+                )
+                .unwrap(),
+            ),
+        ));
+        let bare = std::sync::Arc::new(Resource::new(
+            Metadata::named(Name::parse("raw").unwrap()),
+            Spec::Volume(
+                serde_yaml::from_str(
+                    "volumeGroup: vg0
+size: 1GiB",
+                )
+                .unwrap(),
+            ),
+        ));
+        let web = declared(
+            "web",
+            "image: /i
+mounts: [{target: /data, volume: data, readOnly: true}]",
+        );
+        let context = PlanContext::default().with_revision(&[volume, bare.clone()]);
+        let Spec::Container(spec) = &web.spec else {
+            unreachable!()
+        };
+        let declaration = Declaration::resolve(&web.metadata.name, spec, &context);
+        assert_eq!(
+            declaration.mounts.unwrap(),
+            [ContainerMount {
+                source: MountSource::Device {
+                    path: "/dev/vg0/data".into(),
+                    fstype: "ext4".into()
+                },
+                target: "/data".into(),
+                read_only: true,
+            }]
+        );
+        let raw = declared(
+            "web",
+            "image: /i
+mounts: [{target: /raw, volume: raw}]",
+        );
+        let Spec::Container(spec) = &raw.spec else {
+            unreachable!()
+        };
+        let error = Declaration::resolve(&raw.metadata.name, spec, &context)
+            .mounts
+            .unwrap_err();
+        assert!(error.contains("has no filesystem"), "{error}");
+    }
+}

@@ -1,0 +1,259 @@
+//! `runc`, run as a command under gitvisor's own runtime root (`runc --root DIR`), never
+//! through a shell: every argument is passed as argv, container ids are resource names
+//! (validated by the loader), and each call has a timeout after which runc is killed
+//! (`kill_on_drop`), so a hung runtime never blocks the async runtime or the run.
+//!
+//! "Already done" is accepted only where runc's answer proves it: deleting or signalling
+//! a container that does not exist (`container does not exist`), signalling one whose
+//! process is gone (`container not running`, `process already finished`).
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::seam::{HostError, RuntimeStatus};
+
+/// How long one runc command may take.
+pub const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The runc binary and gitvisor's runtime root.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    pub binary: PathBuf,
+    pub root: PathBuf,
+}
+
+/// One entry of `runc list --format json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListEntry {
+    pub id: String,
+    #[serde(default)]
+    pub pid: u32,
+    pub status: String,
+    #[serde(default)]
+    pub bundle: PathBuf,
+    #[serde(default)]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl ListEntry {
+    pub fn status(&self) -> Option<RuntimeStatus> {
+        RuntimeStatus::parse(&self.status)
+    }
+}
+
+impl Runc {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Runc {
+            binary: PathBuf::from("runc"),
+            root: root.into(),
+        }
+    }
+
+    /// The command line (`runc --root R ARGS`), not started.
+    pub fn command<I, S>(&self, args: I) -> tokio::process::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs runc with `args` to completion; its stdout on success.
+    pub async fn run<I, S>(&self, args: I) -> Result<String, HostError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let mut command = self.command(&args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let output = self.output(command, &args).await?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(self.failure(&args, output.status, &output.stderr))
+        }
+    }
+
+    /// Waits for `command` (made by [`Runc::command`]) with the timeout.
+    pub async fn output(
+        &self,
+        mut command: tokio::process::Command,
+        args: &[OsString],
+    ) -> Result<std::process::Output, HostError> {
+        let program = self.program();
+        let child = command.spawn().map_err(|source| HostError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        match tokio::time::timeout(RUNC_TIMEOUT, child.wait_with_output()).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(source)) => Err(HostError::Spawn { program, source }),
+            Err(_) => Err(HostError::Timeout {
+                program,
+                args: show(args),
+                after: RUNC_TIMEOUT,
+            }),
+        }
+    }
+
+    pub fn failure(
+        &self,
+        args: &[OsString],
+        status: std::process::ExitStatus,
+        stderr: &[u8],
+    ) -> HostError {
+        HostError::Command {
+            program: self.program(),
+            args: show(args),
+            status: status.to_string(),
+            stderr: runc_message(&String::from_utf8_lossy(stderr)),
+        }
+    }
+
+    fn program(&self) -> String {
+        self.binary.display().to_string()
+    }
+
+    /// Every container under the root: one `runc list`. A root that does not exist yet
+    /// holds none (and runc is not asked, which would create the directory).
+    pub async fn list(&self) -> Result<Vec<ListEntry>, HostError> {
+        if !self.root.is_dir() {
+            return Ok(Vec::new());
+        }
+        let stdout = self.run(["list", "--format", "json"]).await?;
+        let entries: Option<Vec<ListEntry>> = serde_json::from_str(stdout.trim()).map_err(|e| {
+            HostError::Unexpected(format!("runc list printed what is not its JSON list: {e}"))
+        })?;
+        Ok(entries.unwrap_or_default())
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), HostError> {
+        self.run(["start", id]).await.map(drop)
+    }
+
+    /// Sends `signal` to the container's init; a container that is gone or whose
+    /// process has exited counts as signalled.
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), HostError> {
+        tolerate(
+            self.run(["kill", id, signal]).await.map(drop),
+            &["does not exist", "not running", "process already finished"],
+        )
+    }
+
+    /// `runc delete --force`: a container that does not exist counts as deleted.
+    pub async fn delete(&self, id: &str) -> Result<(), HostError> {
+        tolerate(
+            self.run(["delete", "--force", id]).await.map(drop),
+            &["does not exist"],
+        )
+    }
+
+    /// `runc state`: the container's status now, `None` when it does not exist.
+    pub async fn status(&self, id: &str) -> Result<Option<RuntimeStatus>, HostError> {
+        match self.run(["state", id]).await {
+            Ok(stdout) => {
+                let entry: ListEntry = serde_json::from_str(&stdout).map_err(|e| {
+                    HostError::Unexpected(format!("runc state printed what is not its JSON: {e}"))
+                })?;
+                Ok(entry.status())
+            }
+            Err(HostError::Command { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The root directory for `runc --root`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn tolerate(result: Result<(), HostError>, already: &[&str]) -> Result<(), HostError> {
+    match result {
+        Err(HostError::Command { ref stderr, .. })
+            if already.iter().any(|phrase| stderr.contains(phrase)) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn show(args: &[OsString]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// runc's message from its stderr: the `msg="…"` of its last log line when it logs in
+/// logfmt, else the last non-empty line.
+pub fn runc_message(stderr: &str) -> String {
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if let Some(start) = last.find("msg=\"") {
+        let rest = &last[start + 5..];
+        let mut message = String::new();
+        let mut escaped = false;
+        for c in rest.chars() {
+            match (escaped, c) {
+                (true, c) => {
+                    message.push(c);
+                    escaped = false;
+                }
+                (false, '\\') => escaped = true,
+                (false, '"') => return message,
+                (false, c) => message.push(c),
+            }
+        }
+        return message;
+    }
+    last.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_is_taken_from_runcs_log_line() {
+        let stderr = "time=\"2026-11-27T15:03:36Z\" level=error msg=\"container does not exist\"\n";
+        assert_eq!(runc_message(stderr), "container does not exist");
+        assert_eq!(
+            runc_message("runc create failed: chdir /x: no such file or directory\n"),
+            "runc create failed: chdir /x: no such file or directory"
+        );
+        assert_eq!(runc_message("a msg=\"say \\\"hi\\\"\" x"), "say \"hi\"");
+    }
+
+    #[test]
+    fn a_list_of_none_is_empty_and_annotations_are_read() {
+        let entries: Option<Vec<ListEntry>> = serde_json::from_str("null").unwrap();
+        assert!(entries.is_none());
+        let entries: Vec<ListEntry> = serde_json::from_str(
+            r#"[{"ociVersion":"1.0.2-dev","id":"c2","pid":1466,"status":"running","bundle":"/b","rootfs":"/b/rootfs","created":"2026-11-27T14:59:11Z","annotations":{"gitvisor.dev/managed":"c2"},"owner":"root"}]"#,
+        )
+        .unwrap();
+        assert_eq!(entries[0].status(), Some(RuntimeStatus::Running));
+        assert_eq!(
+            entries[0].annotations.as_ref().unwrap()["gitvisor.dev/managed"],
+            "c2"
+        );
+    }
+}

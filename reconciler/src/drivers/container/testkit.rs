@@ -1,0 +1,31 @@
+//! Builders shared by the container driver's unit tests.
+
+use std::sync::Arc;
+
+use crate::contract::PlanContext;
+use crate::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
+
+/// Says loudly (past libtest's capture) that a test did not run.
+pub fn skip_loudly(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED ({why}): {test}");
+}
+
+/// A declared container `name` with `spec` (YAML).
+pub fn declared(name: &str, spec: &str) -> Arc<Resource> {
+    let spec = serde_yaml::from_str(spec).expect("test spec parses");
+    Arc::new(Resource::new(
+        Metadata::named(Name::parse(name).expect("valid name")),
+        Spec::Container(spec),
+    ))
+}
+
+/// A context whose store records `names` as gitvisor's containers, seeing `revision`.
+pub fn owning(names: &[&str], revision: &[Arc<Resource>]) -> PlanContext {
+    PlanContext::new(
+        names
+            .iter()
+            .map(|name| ResourceId::new(Kind::Container, Name::parse(name).expect("valid name"))),
+    )
+    .with_revision(revision)
+}
