@@ -38,6 +38,11 @@ pub struct Controller {
 impl Controller {
     /// Starts `gitvisor run ARGS` in `env`'s namespace; does not wait for anything.
     pub fn spawn(env: &TestEnv, args: &[&str]) -> Controller {
+        Controller::spawn_with_env(env, args, &[])
+    }
+
+    /// [`Controller::spawn`] with extra environment variables (e.g. `JOURNAL_STREAM`).
+    pub fn spawn_with_env(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Controller {
         let dir = tempfile::Builder::new()
             .prefix("gv-e2e-controller-")
             .tempdir()
@@ -46,6 +51,7 @@ impl Controller {
         let notify = UnixDatagram::bind(&socket).expect("cannot bind the notify socket");
         let log = std::fs::File::create(dir.path().join("stderr")).expect("cannot create the log");
         let mut command = env.gitvisor_command(std::iter::once("run").chain(args.iter().copied()));
+        command.envs(vars.iter().copied());
         command
             .env("NOTIFY_SOCKET", &socket)
             .stdin(Stdio::null())

@@ -679,3 +679,79 @@ fn the_flake_parses_and_its_nixos_module_evaluates_to_the_shipped_unit() {
         assert!(keys.contains(key), "the NixOS module does not set {key}");
     }
 }
+
+/// Under systemd (`JOURNAL_STREAM` set) the controller speaks journald's native protocol:
+/// each log line is one datagram to `/run/systemd/journal/socket` with `MESSAGE`,
+/// `PRIORITY` and the fields of the spans it happened in (`F_REVISION`, the revision
+/// being applied; `F_ID`, the resource). A real datagram socket stands in for journald.
+#[test]
+fn under_systemd_logs_go_to_the_journal_with_structured_fields() {
+    const JOURNAL: &str = "/run/systemd/journal/socket";
+    let Some(env) = TestEnv::new("ctl-journal") else {
+        return;
+    };
+    if std::path::Path::new(JOURNAL).exists() {
+        gitvisor_e2e::skip(
+            "under_systemd_logs_go_to_the_journal_with_structured_fields",
+            "a real journald owns /run/systemd/journal/socket here",
+        );
+        return;
+    }
+    let made_dir = !std::path::Path::new("/run/systemd/journal").exists();
+    std::fs::create_dir_all("/run/systemd/journal").expect("create the journal dir");
+    let journal = std::os::unix::net::UnixDatagram::bind(JOURNAL).expect("bind the journal");
+    journal
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    struct Cleanup(bool);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file("/run/systemd/journal/socket");
+            if self.0 {
+                let _ = std::fs::remove_dir("/run/systemd/journal");
+            }
+        }
+    }
+    let _cleanup = Cleanup(made_dir);
+
+    let manifests = Manifests::new();
+    manifests.write("a.yaml", &bridge("gvj-a", 1));
+    let mut controller = Controller::spawn_with_env(
+        &env,
+        &["--source", manifests.path_str(), "--resync", NO_RESYNC],
+        &[("JOURNAL_STREAM", "1:1")],
+    );
+    controller.wait_ready();
+    let mut entries = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    let mut buf = vec![0u8; 65536];
+    while Instant::now() < deadline {
+        // The layer probes the socket with an empty datagram when it connects.
+        if let Ok(n) = journal.recv(&mut buf) {
+            if n == 0 {
+                continue;
+            }
+            entries.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            if entries
+                .iter()
+                .any(|e| e.contains("Bridge/gvj-a") && e.contains("F_REVISION"))
+            {
+                break;
+            }
+        }
+    }
+    controller.terminate();
+    assert!(
+        entries.iter().all(|e| e.contains("MESSAGE")
+            && e.contains("PRIORITY")
+            && e.contains("SYSLOG_IDENTIFIER")),
+        "not journald entries: {entries:#?}"
+    );
+    let applied = entries
+        .iter()
+        .find(|e| e.contains("F_ID") && e.contains("Bridge/gvj-a") && e.contains("F_REVISION"))
+        .unwrap_or_else(|| {
+            panic!("no entry carries the resource and the revision as fields: {entries:#?}")
+        });
+    assert!(applied.contains("gitvisor"), "no identifier: {applied}");
+}

@@ -83,12 +83,30 @@ fn init_logging(global: &GlobalArgs, daemon: bool) {
         }
     }
     let filter = filter.unwrap_or_else(|| EnvFilter::new(default));
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    // The controller under systemd speaks journald's native protocol, so every line keeps
+    // its structured fields (the resource and revision of the spans it happened in, as
+    // `S<n>_…`/`F_…` fields). Without the journal socket it falls back to plain lines on
+    // stderr, which journald stores too.
+    if daemon && journal && global.log_format == LogFormat::Text {
+        if let Ok(layer) = tracing_journald::layer() {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(layer.with_syslog_identifier("gitvisor".to_owned()))
+                .try_init();
+            if let Some(rejected) = rejected {
+                tracing::warn!("{rejected}");
+            }
+            return;
+        }
+    }
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(color)
         .with_writer(std::io::stderr);
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let _ = match (global.log_format, journal) {
         (LogFormat::Text, false) => builder.try_init(),
         (LogFormat::Text, true) => builder.without_time().try_init(),

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
+use tracing::Instrument;
 
 use tokio::time::Instant;
 
@@ -264,6 +265,7 @@ impl Controller {
                 progress,
                 cancel.clone(),
             )
+            .instrument(tracing::info_span!("reconcile", revision = %revision_id))
             .await;
         let seconds = started.elapsed().as_secs_f64();
         let outcome = match result {
