@@ -10,8 +10,10 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "run it as root (it creates a network namespace): bash scripts/quickstart.sh, or sudo bash scripts/quickstart.sh" >&2
     exit 1
 fi
-if ! command -v ip >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+# iproute2 to show what the kernel has; nftables because a bridge without ports is
+# host-only, which gitvisor enforces with rules in its own nftables table.
+if ! command -v ip >/dev/null || ! command -v nft >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2 nftables >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
     echo "cargo is needed: install Rust (https://rustup.rs) or apt-get install cargo" >&2
