@@ -171,11 +171,20 @@ pub(super) fn write_intents(
                 pending: true,
             },
         };
-        let bytes = ctx.encode(&key, &record)?;
-        table
-            .insert(key.as_str(), bytes.as_slice())
-            .map_err(|e| ctx.db(e))?;
+        put_keyed(&mut table, ctx, &key, &record)?;
     }
+    Ok(())
+}
+
+/// Encodes `record` and stores it under `key` in a `Kind/name`-keyed table.
+fn put_keyed<T: Serialize>(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    ctx: &Ctx<'_>,
+    key: &str,
+    record: &T,
+) -> Result<(), StoreError> {
+    let bytes = ctx.encode(key, record)?;
+    table.insert(key, bytes.as_slice()).map_err(|e| ctx.db(e))?;
     Ok(())
 }
 
@@ -204,10 +213,7 @@ pub(super) fn write_outcomes(
                     updated_unix: now,
                     pending: false,
                 };
-                let bytes = ctx.encode(&key, &record)?;
-                table
-                    .insert(key.as_str(), bytes.as_slice())
-                    .map_err(|e| ctx.db(e))?;
+                put_keyed(&mut table, ctx, &key, &record)?;
             }
             Outcome::Forgotten { .. } => {
                 table.remove(key.as_str()).map_err(|e| ctx.db(e))?;
@@ -229,10 +235,7 @@ pub(super) fn write_statuses(
     let mut table = txn.open_table(keyed(STATUSES)).map_err(|e| ctx.db(e))?;
     for (id, status) in statuses {
         let key = id.to_string();
-        let bytes = ctx.encode(&key, status)?;
-        table
-            .insert(key.as_str(), bytes.as_slice())
-            .map_err(|e| ctx.db(e))?;
+        put_keyed(&mut table, ctx, &key, status)?;
     }
     Ok(())
 }
