@@ -7,8 +7,9 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -139,6 +140,34 @@ impl TestEnv {
             }
         });
         (child, rx)
+    }
+
+    /// [`TestEnv::monitor_links`], returned once the monitor is known to be subscribed
+    /// (it may subscribe after its first events): a probe link is poked (up, down, …:
+    /// each flag change is an `RTM_NEWLINK` event, unlike an alias change on a down link)
+    /// until the monitor reports it, then deleted again.
+    pub fn synced_link_monitor(&self) -> (Child, mpsc::Receiver<String>) {
+        const PROBE: &str = "gv-sync";
+        let (child, events) = self.monitor_links();
+        self.ip(["link", "add", PROBE, "type", "bridge"]);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut up = false;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "`ip monitor link` never reported {PROBE}"
+            );
+            match events.recv_timeout(Duration::from_millis(50)) {
+                Ok(seen) if seen == PROBE => break,
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` exited"),
+            }
+            up = !up;
+            self.ip(["link", "set", PROBE, if up { "up" } else { "down" }]);
+        }
+        self.ip(["link", "del", PROBE]);
+        (child, events)
     }
 }
 

@@ -28,39 +28,6 @@ use serde_json::Value;
 
 const PREFIX: &str = "gvk";
 
-/// Makes sure the monitor is subscribed before gitvisor starts: creates a probe link
-/// and pokes it (up, down, up, …: each flag change is an `RTM_NEWLINK` event, unlike an
-/// alias change on a down link) until the monitor reports it — the monitor may subscribe after the first event — then deletes
-/// it again.
-fn sync_monitor(env: &TestEnv, events: &Receiver<String>) {
-    const PROBE: &str = "gv-sync";
-    env.ip(["link", "add", PROBE, "type", "bridge"]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut poke = 0;
-    'wait: loop {
-        assert!(
-            Instant::now() < deadline,
-            "`ip monitor link` never reported {PROBE}"
-        );
-        loop {
-            match events.recv_timeout(Duration::from_millis(50)) {
-                Ok(seen) if seen == PROBE => break 'wait,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` exited"),
-            }
-        }
-        poke += 1;
-        env.ip([
-            "link",
-            "set",
-            PROBE,
-            if poke % 2 == 1 { "up" } else { "down" },
-        ]);
-    }
-    env.ip(["link", "del", PROBE]);
-}
-
 /// Declares `count` bridges, SIGKILLs `apply` once `kill_at` of them have appeared in
 /// the kernel, then checks that the next `apply` converges exactly.
 fn crash_and_repair(test: &str, count: usize, kill_at: usize) {
@@ -79,8 +46,7 @@ fn crash_and_repair(test: &str, count: usize, kill_at: usize) {
         .expect_code(0);
 
     // Start the monitor and make sure it is subscribed.
-    let (mut monitor, events) = env.monitor_links();
-    sync_monitor(&env, &events);
+    let (mut monitor, events) = env.synced_link_monitor();
 
     let mut child = env
         .gitvisor_command(["apply", manifests.path_str()])

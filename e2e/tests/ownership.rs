@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest, change, non_noop_actions, nth_address};
@@ -174,29 +174,6 @@ fn help_mentions(env: &TestEnv, flag: &str) -> bool {
     outcome.stdout.contains(flag)
 }
 
-/// Makes sure `ip monitor link` is subscribed: pokes a probe link until it is reported.
-fn sync_monitor(env: &TestEnv, events: &Receiver<String>) {
-    const PROBE: &str = "gv-sync";
-    env.ip(["link", "add", PROBE, "type", "bridge"]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut up = false;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "`ip monitor link` never reported {PROBE}"
-        );
-        match events.recv_timeout(Duration::from_millis(50)) {
-            Ok(seen) if seen == PROBE => break,
-            Ok(_) => continue,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` exited"),
-        }
-        up = !up;
-        env.ip(["link", "set", PROBE, if up { "up" } else { "down" }]);
-    }
-    env.ip(["link", "del", PROBE]);
-}
-
 /// `apply` is SIGKILLed as soon as a temporary link appears, and again after some
 /// bridges exist: no declared name is ever held by an unmarked link, and the next
 /// `apply` removes every leftover and converges exactly.
@@ -218,8 +195,7 @@ fn sigkill_while_bridges_have_temporary_names_is_repaired() {
     }
 
     for kill_after_temporaries in [1, 20] {
-        let (mut monitor, events) = env.monitor_links();
-        sync_monitor(&env, &events);
+        let (mut monitor, events) = env.synced_link_monitor();
         let mut child = env
             .gitvisor_command(["apply", manifests.path_str()])
             .stdin(std::process::Stdio::null())

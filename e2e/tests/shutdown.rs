@@ -29,26 +29,7 @@ fn sigterm_part_way_through_apply_cancels_cleanly_and_the_next_apply_finishes() 
             &bridge_manifest(&name, &[], &format!("  addresses: [{}]\n", nth_address(i))),
         );
     }
-    let (mut monitor, events) = env.monitor_links();
-    // Subscribe-then-start: a probe link the monitor must report first.
-    env.ip(["link", "add", "gv-sync", "type", "bridge"]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut up = false;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "`ip monitor link` never reported gv-sync"
-        );
-        match events.recv_timeout(Duration::from_millis(50)) {
-            Ok(name) if name == "gv-sync" => break,
-            Ok(_) => {}
-            Err(_) => {
-                up = !up;
-                env.ip(["link", "set", "gv-sync", if up { "up" } else { "down" }]);
-            }
-        }
-    }
-    env.ip(["link", "del", "gv-sync"]);
+    let (mut monitor, events) = env.synced_link_monitor();
 
     let child = env
         .gitvisor_command(["apply", manifests.path_str(), "--output", "json"])
