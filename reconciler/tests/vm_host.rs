@@ -2,11 +2,12 @@
 //! taps made through `gitvisor-tap`, marked, renamed and enslaved over netlink; run dirs
 //! made whole; and the driver planning and applying a `Stopped` VM (run dir and tap, no
 //! process) and pruning it. Each test runs on its own thread in its own network namespace
-//! (see `bridge_netlink.rs`); without root it says SKIPPED loudly. Booting guests is the
+//! (`tests/common`); without root it says SKIPPED loudly. Booting guests is the
 //! e2e suite's job (`e2e/tests/vms.rs`).
 
-use std::future::Future;
-use std::io::Write;
+mod common;
+
+use common::in_own_netns;
 use std::sync::Arc;
 
 use gitvisor::contract::FailureClass;
@@ -17,31 +18,6 @@ use gitvisor::drivers::vm::{RealHost, VmDriver};
 use gitvisor::drivers::{Driver, PlanContext, StepContext};
 use gitvisor::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
 use gitvisor::plan::Action;
-use nix::sched::{CloneFlags, unshare};
-
-fn in_own_netns<F, Fut>(test: &'static str, body: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    let thread = std::thread::spawn(move || {
-        if let Err(errno) = unshare(CloneFlags::CLONE_NEWNET) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED {test}: needs root (CAP_SYS_ADMIN) to unshare a network namespace: {errno} ***\n"
-            );
-            return;
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        runtime.block_on(body());
-    });
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 async fn bridge(links: &NetlinkLinks, name: &str) -> u32 {
     links
