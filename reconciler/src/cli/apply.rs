@@ -212,6 +212,7 @@ fn summary(plan: &Plan, report: &Report, color: bool) -> String {
             }
         }
     }
+    out.push_str(&restart_lines(report));
     out.push_str(&plan::render_skipped_text(plan, color));
     let count = |action: Action| {
         report
@@ -244,6 +245,44 @@ fn summary(plan: &Plan, report: &Report, color: bool) -> String {
             failures.len(),
             report.revision
         ));
+    }
+    out
+}
+
+/// The running dependents stopped and started again around disruptive changes:
+/// `  ↻ VirtualMachine/web  restarted for Volume/data  2.10 s`, or why it failed.
+fn restart_lines(report: &Report) -> String {
+    if report.restarts.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nDependents restarted:\n");
+    for restart in &report.restarts {
+        let causes = restart
+            .because
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let took = human_seconds(restart.seconds);
+        let line = match &restart.result {
+            ResultKind::Applied => format!("  ↻ {}  restarted for {causes}  {took}\n", restart.id),
+            ResultKind::Failed(why) => {
+                format!(
+                    "  ! {}  restart for {causes} failed: {why}  {took}\n",
+                    restart.id
+                )
+            }
+            ResultKind::Cancelled => {
+                format!(
+                    "  . {}  not restarted for {causes}: cancelled\n",
+                    restart.id
+                )
+            }
+            ResultKind::Unchanged | ResultKind::Skipped(_) | ResultKind::Blocked(_) => {
+                format!("  . {}  not restarted for {causes}\n", restart.id)
+            }
+        };
+        out.push_str(&line);
     }
     out
 }
@@ -287,6 +326,46 @@ mod tests {
                 false
             ),
             "  ! Bridge/br0  delete failed: EBUSY  12 ms"
+        );
+    }
+
+    #[test]
+    fn the_summary_lists_dependents_restarted_and_failed_restarts() {
+        use crate::execute::RestartResult;
+        let id = |kind, name: &str| ResourceId::new(kind, Name::parse(name).unwrap());
+        let restart = |name: &str, result: ResultKind| RestartResult {
+            id: id(Kind::VirtualMachine, name),
+            because: vec![id(Kind::Volume, "data")],
+            result,
+            class: None,
+            seconds: 2.1,
+        };
+        let report = Report {
+            revision: "r1".into(),
+            results: Vec::new(),
+            restarts: vec![
+                restart("web", ResultKind::Applied),
+                restart("db", ResultKind::Failed("start timed out".into())),
+            ],
+            seconds: 3.0,
+        };
+        let text = restart_lines(&report);
+        assert!(
+            text.contains("  ↻ VirtualMachine/web  restarted for Volume/data  2.10 s\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  ! VirtualMachine/db  restart for Volume/data failed: start timed out  2.10 s\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            restart_lines(&Report {
+                restarts: Vec::new(),
+                ..report
+            }),
+            ""
         );
     }
 
