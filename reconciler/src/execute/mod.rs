@@ -50,7 +50,7 @@ pub use shutdown::cancel_on_shutdown_signals;
 use crate::contract::{Action, Change, Drivers, FailureClass, Interrupted, StepContext, chain};
 use crate::graph::DependencyGraph;
 use crate::model::{Kind, ResourceId};
-use crate::plan::Plan;
+use crate::plan::{Plan, SkipReason};
 
 /// Default bound on concurrent driver calls.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -86,11 +86,13 @@ pub async fn execute_with(
         .skipped
         .iter()
         .map(|skipped| {
-            StepResult::new(
+            let mut step = StepResult::new(
                 &skipped.change,
                 ResultKind::Skipped(skipped.reason.to_string()),
                 0.0,
-            )
+            );
+            step.deferred = matches!(skipped.reason, SkipReason::Deferred { .. });
+            step
         })
         .collect();
     events(RunEvent::Started { plan });

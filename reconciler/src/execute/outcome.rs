@@ -36,6 +36,10 @@ pub struct StepResult {
     /// report a bug).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<FailureClass>,
+    /// Left out because the controller holds it back (a retry waiting, a failure waiting
+    /// for a new revision): skipped, but not as declared either.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
     #[serde(skip)]
     pub spec_hash: Option<String>,
 }
@@ -48,6 +52,7 @@ impl StepResult {
             result,
             seconds,
             class: None,
+            deferred: false,
             spec_hash: change.desired.as_ref().and_then(|resource| {
                 resource
                     .spec_hash()
@@ -120,9 +125,10 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether every change that was not left out on purpose succeeded.
+    /// Whether every change that was not left out on purpose succeeded, and none was
+    /// held back by the controller.
     pub fn converged(&self) -> bool {
-        self.failures().next().is_none()
+        self.failures().next().is_none() && !self.results.iter().any(|r| r.deferred)
     }
 
     /// Changes that failed or were blocked (not those left out on purpose).

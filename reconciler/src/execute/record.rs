@@ -127,7 +127,7 @@ pub fn record_report(
             });
         }
     }
-    let failures = report.failures().count();
+    let failures = report.failures().count() + report.results.iter().filter(|r| r.deferred).count();
     let revision = RevisionRecord {
         id: report.revision.clone(),
         applied_unix: now,
@@ -202,6 +202,7 @@ mod tests {
             seconds: 0.0,
             spec_hash: Some(format!("hash-{name}")),
             class: None,
+            deferred: false,
         }
     }
 
@@ -289,6 +290,32 @@ mod tests {
         let events = store.events(10).expect("events");
         assert_eq!(events.len(), 3, "{events:?}");
         assert_eq!(events[0].level, EventLevel::Error);
+    }
+
+    #[test]
+    fn a_revision_with_a_change_held_back_is_not_converged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_after_r1(dir.path());
+        let mut held = step(
+            "Bridge/br1",
+            Action::Update,
+            ResultKind::Skipped("deferred: retrying in 4 s".into()),
+        );
+        held.deferred = true;
+        let report = Report {
+            revision: "r2".into(),
+            results: vec![
+                step("Bridge/br0", Action::NoOp, ResultKind::Unchanged),
+                held,
+            ],
+            restarts: Vec::new(),
+            seconds: 0.1,
+        };
+        assert!(!report.converged());
+        record_report(&store, &report, &[Kind::Bridge], "/m").expect("record");
+        let last = store.last_revision().expect("last").expect("a revision");
+        assert!(!last.converged);
+        assert_eq!(last.summary, "2 resources, 0 changed, 1 not converged");
     }
 
     #[test]
