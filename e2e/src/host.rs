@@ -169,6 +169,59 @@ impl TestEnv {
         self.ip(["link", "del", PROBE]);
         (child, events)
     }
+
+    /// Runs `gitvisor apply DIR` and SIGKILLs it once the kernel has reported
+    /// `kill_after` distinct links whose name starts with `prefix` (timed from the
+    /// kernel's side through [`TestEnv::synced_link_monitor`]). Returns whether it was
+    /// killed (`false`: apply finished first) and the matching links seen by then.
+    /// Panics when apply makes no progress for 90 s.
+    pub fn apply_killed_after_links(
+        &self,
+        dir: &str,
+        prefix: &str,
+        kill_after: usize,
+    ) -> (bool, BTreeSet<String>) {
+        let (mut monitor, events) = self.synced_link_monitor();
+        let mut child = self
+            .gitvisor_command(["apply", dir])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start gitvisor apply");
+        let started = Instant::now();
+        let mut seen = BTreeSet::new();
+        let killed = loop {
+            match events.recv_timeout(Duration::from_millis(2)) {
+                Ok(name) if name.starts_with(prefix) => {
+                    seen.insert(name);
+                }
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` stopped"),
+            }
+            if seen.len() >= kill_after {
+                // Child::kill is SIGKILL; `ip netns exec` execs gitvisor in place, so this
+                // is gitvisor's own pid.
+                child.kill().expect("cannot SIGKILL gitvisor");
+                let _ = child.wait();
+                break true;
+            }
+            if let Some(status) = child.try_wait().expect("cannot wait for gitvisor") {
+                eprintln!(
+                    "apply finished ({status}) before {kill_after} {prefix}* links were seen"
+                );
+                break false;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "apply made no progress: {} {prefix}* links after 90 s",
+                seen.len()
+            );
+        };
+        let _ = monitor.kill();
+        let _ = monitor.wait();
+        (killed, seen)
+    }
 }
 
 /// One link as `ip -d -j addr show` reports it.

@@ -45,45 +45,8 @@ fn crash_and_repair(test: &str, count: usize, kill_at: usize) {
     env.gitvisor(["validate", manifests.path_str()])
         .expect_code(0);
 
-    // Start the monitor and make sure it is subscribed.
-    let (mut monitor, events) = env.synced_link_monitor();
-
-    let mut child = env
-        .gitvisor_command(["apply", manifests.path_str()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("cannot start gitvisor apply");
     let started = Instant::now();
-    let mut seen = BTreeSet::new();
-    let killed = loop {
-        match events.recv_timeout(Duration::from_millis(2)) {
-            Ok(name) if name.starts_with(PREFIX) => {
-                seen.insert(name);
-            }
-            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` stopped"),
-        }
-        if seen.len() >= kill_at {
-            // Child::kill is SIGKILL; `ip netns exec` execs gitvisor in place, so this
-            // is gitvisor's own pid.
-            child.kill().expect("cannot SIGKILL gitvisor");
-            let _ = child.wait();
-            break true;
-        }
-        if let Some(status) = child.try_wait().expect("cannot wait for gitvisor") {
-            eprintln!("apply finished ({status}) before {kill_at} bridges were seen");
-            break false;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "apply made no progress: {} bridges after 90 s",
-            seen.len()
-        );
-    };
-    let _ = monitor.kill();
-    let _ = monitor.wait();
+    let (killed, seen) = env.apply_killed_after_links(manifests.path_str(), PREFIX, kill_at);
     assert!(
         killed,
         "apply of {count} bridges completed before the test could kill it part-way; \

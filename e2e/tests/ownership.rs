@@ -11,8 +11,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::mpsc::RecvTimeoutError;
-use std::time::{Duration, Instant};
 
 use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest, change, non_noop_actions, nth_address};
 use serde_json::Value;
@@ -195,43 +193,11 @@ fn sigkill_while_bridges_have_temporary_names_is_repaired() {
     }
 
     for kill_after_temporaries in [1, 20] {
-        let (mut monitor, events) = env.synced_link_monitor();
-        let mut child = env
-            .gitvisor_command(["apply", manifests.path_str()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("cannot start gitvisor apply");
-        let started = Instant::now();
-        let mut temporaries = BTreeSet::new();
-        let killed = loop {
-            match events.recv_timeout(Duration::from_millis(2)) {
-                Ok(name) if name.starts_with(TEMPORARY_PREFIX) => {
-                    temporaries.insert(name);
-                }
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => panic!("`ip monitor link` stopped"),
-            }
-            if temporaries.len() >= kill_after_temporaries {
-                child.kill().expect("cannot SIGKILL gitvisor");
-                let _ = child.wait();
-                break true;
-            }
-            if child
-                .try_wait()
-                .expect("cannot wait for gitvisor")
-                .is_some()
-            {
-                break false;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "apply made no progress"
-            );
-        };
-        let _ = monitor.kill();
-        let _ = monitor.wait();
+        let (killed, temporaries) = env.apply_killed_after_links(
+            manifests.path_str(),
+            TEMPORARY_PREFIX,
+            kill_after_temporaries,
+        );
         if !killed {
             // Everything was created before the kill: nothing left to exercise.
             assert!(
