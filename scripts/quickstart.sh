@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The gitvisor quickstart, safe to run on any Debian/Ubuntu machine as root: it installs
 # what it needs, builds gitvisor, and converges examples/quickstart inside a network
-# namespace of its own (gitvisor-demo) with a throwaway state dir. Nothing is created in
-# the host's own network namespace; the namespace is removed at the end (KEEP=1 keeps it).
+# namespace of its own (gitvisor-demo) with a throwaway state dir. Part 2 adds a NAT
+# network with DHCP (examples/guest-network) and serves a guest: a namespace standing in
+# for a VM, plugged into the bridge, gets its address from gitvisor's dnsmasq and reaches
+# an "outside" namespace through NAT. Nothing is created in the host's own network
+# namespace; the namespaces are removed at the end (KEEP=1 keeps them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,9 +14,12 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 # iproute2 to show what the kernel has; nftables because a bridge without ports is
-# host-only, which gitvisor enforces with rules in its own nftables table.
-if ! command -v ip >/dev/null || ! command -v nft >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2 nftables >/dev/null
+# host-only and NAT is masquerading, both rules in gitvisor's own nftables table;
+# dnsmasq for DHCP/DNS; busybox for the guest's DHCP client and ping.
+if ! command -v ip >/dev/null || ! command -v nft >/dev/null || ! command -v dnsmasq >/dev/null \
+    || ! command -v busybox >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2 nftables \
+        dnsmasq-base busybox >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
     echo "cargo is needed: install Rust (https://rustup.rs) or apt-get install cargo" >&2
@@ -21,18 +27,28 @@ if ! command -v cargo >/dev/null; then
 fi
 
 ns=gitvisor-demo
+out=gitvisor-demo-out
+guest=gitvisor-demo-guest
 state=$(mktemp -d)
 cleanup() {
-    [ "${KEEP:-0}" = 1 ] || ip netns del "$ns" 2>/dev/null || true
-    rm -rf "$state"
+    if [ "${KEEP:-0}" != 1 ]; then
+        # dnsmasq outlives a deleted namespace: stop it through its pid file first.
+        for pidfile in "$state"/run/network/dhcp/*/dnsmasq.pid; do
+            [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+        done
+        for n in "$guest" "$out" "$ns"; do ip netns del "$n" 2>/dev/null || true; done
+        rm -rf "$state"
+    fi
 }
 trap cleanup EXIT
 
-cargo build --release -p gitvisor
-gv() { ip netns exec "$ns" ./target/release/gitvisor --state-dir "$state" "$@"; }
+# GITVISOR_BIN=PATH runs an already built binary instead of building one.
+bin=${GITVISOR_BIN:-./target/release/gitvisor}
+[ -n "${GITVISOR_BIN:-}" ] || cargo build --release -p gitvisor
+gv() { ip netns exec "$ns" "$bin" --state-dir "$state" --run-dir "$state/run" "$@"; }
 run() { printf '\n$ gitvisor %s\n' "$*"; gv "$@"; }
 
-ip netns del "$ns" 2>/dev/null || true
+for n in "$guest" "$out" "$ns"; do ip netns del "$n" 2>/dev/null || true; done
 ip netns add "$ns"
 
 repo="$state/repo"
@@ -54,5 +70,52 @@ run apply "$repo"
 after=$(ip -n "$ns" -j link show br-svc | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ifindex"])')
 ip -n "$ns" -br addr show br-svc
 echo "br-svc ifindex before: $before, after: $after (updated in place, never re-created)"
-[ "${KEEP:-0}" = 1 ] && echo "Namespace $ns kept (KEEP=1); remove it with: ip netns del $ns"
+
+printf '\n# Part 2: a NAT network with DHCP serving a guest (examples/guest-network).\n'
+# The "outside" (a LAN, the internet) is a namespace behind the demo host's uplink.
+ip netns add "$out"
+ip -n "$ns" link add up0 type veth peer name wan0 netns "$out"
+ip -n "$ns" addr add 198.51.100.2/24 dev up0
+ip -n "$ns" link set up0 up
+ip -n "$ns" route add default via 198.51.100.1
+ip -n "$out" addr add 198.51.100.1/24 dev wan0
+ip -n "$out" link set wan0 up
+cp examples/guest-network/*.yaml "$repo/"
+run plan "$repo"
+run apply "$repo"
+
+# The guest: a namespace with the MAC guest1 is declared with, plugged into br-nat the way
+# a VM's tap is (a port whose ifalias starts with `gitvisor:` is a guest's, which the
+# bridge's own port list leaves alone); busybox udhcpc asks gitvisor's dnsmasq for an
+# address.
+ip netns add "$guest"
+ip -n "$ns" link add gst0 type veth peer name eth0 netns "$guest"
+ip -n "$ns" link set gst0 alias gitvisor:demo/guest1
+ip -n "$guest" link set eth0 address 52:54:00:77:00:10
+ip -n "$ns" link set gst0 master br-nat up
+ip -n "$guest" link set lo up
+ip -n "$guest" link set eth0 up
+cat >"$state/udhcpc.sh" <<'SCRIPT'
+#!/bin/sh
+case "$1" in bound|renew)
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "$router"
+    echo "guest got $ip from DHCP, router $router, dns $dns";;
+esac
+SCRIPT
+chmod +x "$state/udhcpc.sh"
+printf '\n$ busybox udhcpc -i eth0   # in the guest\n'
+ip netns exec "$guest" busybox udhcpc -i eth0 -n -q -f -t 10 -T 1 -s "$state/udhcpc.sh" 2>/dev/null
+printf '\n$ busybox nslookup guest1.lab 10.77.0.1   # in the guest: names from DHCP resolve\n'
+ip netns exec "$guest" busybox nslookup guest1.lab 10.77.0.1 | grep -A1 'Name:'
+printf '\n$ ping -c 1 198.51.100.1   # in the guest: the outside, through NAT\n'
+ip netns exec "$guest" busybox ping -c 1 -W 2 198.51.100.1 | grep 'bytes from'
+run status
+printf '\n$ nft list table inet gitvisor   # the rules gitvisor owns (other tables are never touched)\n'
+ip netns exec "$ns" nft list table inet gitvisor | grep -E 'masquerade|chain' | head -12
+
+printf '\n# Remove the NAT network from the repository: apply prunes the bridge, its rules and dnsmasq.\n'
+rm "$repo/nat.yaml"
+run apply "$repo"
+[ "${KEEP:-0}" = 1 ] && echo "Namespaces $ns, $out and $guest kept (KEEP=1); remove them with: ip netns del NAME"
 exit 0
