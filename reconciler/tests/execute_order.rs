@@ -65,32 +65,7 @@ impl Driver for FakeDriver {
     }
 }
 
-const MANIFESTS: &str = "\
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-a}
-spec: {}
----
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-b}
-spec: {}
----
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-c, dependsOn: [Bridge/br-a]}
-spec: {}
----
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-d, dependsOn: [Bridge/br-c]}
-spec: {}
----
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-e, dependsOn: [Bridge/br-b]}
-spec: {}
-";
+const MANIFESTS: &str = include_str!("fixtures/five_bridges.yaml");
 
 async fn run(
     fail: Vec<&'static str>,

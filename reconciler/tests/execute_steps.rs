@@ -110,32 +110,7 @@ impl Driver for Scripted {
 }
 
 /// br-a ← br-c ← br-d, br-b ← br-e (each needs the one before it), and a delete.
-const MANIFESTS: &str = "\
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-a}
-spec: {}
----
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-b}
-spec: {}
----
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-c, dependsOn: [Bridge/br-a]}
-spec: {}
----
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-d, dependsOn: [Bridge/br-c]}
-spec: {}
----
-apiVersion: gitvisor.dev/v1alpha1
-kind: Bridge
-metadata: {name: br-e, dependsOn: [Bridge/br-b]}
-spec: {}
-";
+const MANIFESTS: &str = include_str!("fixtures/five_bridges.yaml");
 
 fn revision() -> Revision {
     let dir = tempfile::tempdir().expect("temp dir");
