@@ -2,8 +2,8 @@
 //! (nothing runs yet), then run by [`Vm::run`] until something ends it.
 //!
 //! KVM needs the in-kernel interrupt controllers before any vCPU exists, and the devices'
-//! irqfds need the controllers; the boot structures need the devices (the command line
-//! announces them) and the vCPU count (the MP table).
+//! irqfds need the controllers; the boot structures need the devices (the ACPI DSDT
+//! announces them) and the vCPU count (the MADT and the MP table).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::RawFd;
@@ -20,6 +20,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use crate::boot::{self, BootEntry, BootSpec, MmioAnnouncement};
 use crate::bus::{Bus, MmioSlot};
 use crate::config::{Config, default_mac};
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::i8042::I8042;
 use crate::devices::irq::IrqLine;
 use crate::devices::serial::{self, ConsoleClients, ConsoleOutput, SerialDevice};
@@ -261,6 +262,7 @@ impl Vm {
                 memory: config.memory_bytes(),
                 cpus: config.cpus,
                 devices: &announcements,
+                mmio_cmdline: config.mmio_cmdline,
             },
         )?;
 
@@ -279,7 +281,12 @@ impl Vm {
 
         let api = config.api_socket.as_deref().map(listen).transpose()?;
         let console = config.serial_socket.as_deref().map(listen).transpose()?;
-        let bus = Arc::new(Bus::new(serial.clone(), i8042.clone(), virtio));
+        let bus = Arc::new(Bus::new(
+            serial.clone(),
+            i8042.clone(),
+            AcpiPm::new(exit.clone()),
+            virtio,
+        ));
         Ok(Vm {
             vcpus,
             _vm: vm,
