@@ -173,7 +173,7 @@ pub fn parse_net(spec: &str) -> Result<NetConfig, String> {
     let mut mac = None;
     for (key, value) in pairs(spec)? {
         match key {
-            "tap" if crate::tap::valid_name(value) => tap = Some(value.to_string()),
+            "tap" if gitvisor_tap::valid_name(value) => tap = Some(value.to_string()),
             "tap" => return Err(format!("tap={value}: not a valid interface name")),
             "mac" => mac = Some(parse_mac(value)?),
             _ => return Err(format!("unknown net option {key}={value}")),

@@ -30,6 +30,5 @@ pub mod event_loop;
 pub mod exit;
 pub mod layout;
 pub mod memory;
-pub mod tap;
 pub mod vcpu;
 pub mod vm;

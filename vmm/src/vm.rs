@@ -6,7 +6,7 @@
 //! announces them) and the vCPU count (the MADT and the MP table).
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -26,11 +26,10 @@ use crate::devices::irq::IrqLine;
 use crate::devices::serial::{self, ConsoleClients, ConsoleOutput, SerialDevice};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::net::Net;
+use crate::devices::virtio::net::{Net, TapError, open_tap};
 use crate::event_loop::{EventLoop, LoopContext};
 use crate::exit::{ExitHandle, ExitReason};
 use crate::layout::{I8042_IRQ, KVM_TSS_ADDRESS, SERIAL_IRQ, virtio_mmio_slot};
-use crate::tap::Tap;
 use crate::{memory, vcpu};
 
 /// Errors building or starting a VM.
@@ -71,7 +70,7 @@ pub enum VmError {
     #[error(transparent)]
     Block(#[from] crate::devices::virtio::block::BlockError),
     #[error(transparent)]
-    Tap(#[from] crate::tap::TapError),
+    Tap(#[from] TapError),
     #[error("cannot set up the virtio queues of device {index}: {source:?}")]
     Queue {
         index: usize,
@@ -101,7 +100,7 @@ pub enum VmError {
 pub struct TapSource {
     pub fd: RawFd,
     /// Keeps the descriptor open while the event loop watches it.
-    pub tap: Tap,
+    pub tap: File,
     pub transport: Arc<Mutex<MmioTransport>>,
 }
 
@@ -227,7 +226,7 @@ impl Vm {
             announcements.push(MmioAnnouncement { base, irq });
         }
         for net in &config.nets {
-            let tap = Tap::open(&net.tap)?;
+            let tap = open_tap(&net.tap)?;
             let watch = tap.try_clone().map_err(|source| VmError::Open {
                 what: "tap",
                 path: PathBuf::from(&net.tap),
