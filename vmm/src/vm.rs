@@ -24,9 +24,10 @@ use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::i8042::I8042;
 use crate::devices::irq::IrqLine;
 use crate::devices::serial::{self, ConsoleClients, ConsoleOutput, SerialDevice};
-use crate::devices::virtio::block::Block;
+use crate::devices::virtio::block::{self, Block};
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::{Net, TapError, open_tap};
+use crate::devices::virtio::queue_worker::{QueueWorker, QueueWorkerError};
 use crate::event_loop::{EventLoop, LoopContext};
 use crate::exit::{ExitHandle, ExitReason};
 use crate::layout::{I8042_IRQ, KVM_TSS_ADDRESS, SERIAL_IRQ, virtio_mmio_slot};
@@ -92,6 +93,14 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    QueueWorker(#[from] QueueWorkerError),
+    #[error("cannot start the I/O thread of disk {index}: {source}")]
+    DiskThread {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up the event loop: {0}")]
     EventLoop(String),
 }
@@ -114,6 +123,8 @@ pub struct Vm {
     serial: Arc<Mutex<SerialDevice>>,
     i8042: Arc<Mutex<I8042>>,
     taps: Vec<TapSource>,
+    /// The disks' request queues, processed off the vCPU threads (in `--disk` order).
+    disk_workers: Vec<QueueWorker>,
     console_clients: ConsoleClients,
     api: Option<UnixListener>,
     console: Option<UnixListener>,
@@ -210,6 +221,7 @@ impl Vm {
 
         let mut virtio: Vec<MmioSlot> = Vec::new();
         let mut taps = Vec::new();
+        let mut disk_workers = Vec::new();
         let mut announcements = Vec::new();
         for (index, disk) in config.disks.iter().enumerate() {
             let file = open_disk(&disk.path, disk.read_only)?;
@@ -222,7 +234,14 @@ impl Vm {
                 line(irq, "a virtio device")?,
             )
             .map_err(|source| VmError::Queue { index, source })?;
-            virtio.push((base, Arc::new(Mutex::new(transport))));
+            let transport = Arc::new(Mutex::new(transport));
+            disk_workers.push(QueueWorker::register(
+                &vm,
+                base,
+                block::REQUEST_QUEUE,
+                transport.clone(),
+            )?);
+            virtio.push((base, transport));
             announcements.push(MmioAnnouncement { base, irq });
         }
         for net in &config.nets {
@@ -294,6 +313,7 @@ impl Vm {
             serial,
             i8042,
             taps,
+            disk_workers,
             console_clients,
             api,
             console,
@@ -329,8 +349,14 @@ impl Vm {
         let started = Instant::now();
         let guest_ranges = self.guest_host_ranges();
         // Signals go to the event loop's signalfd: block them before any thread exists,
-        // so the vCPU threads inherit the mask.
+        // so the vCPU and disk threads inherit the mask.
         let mut event_loop = EventLoop::new().map_err(VmError::EventLoop)?;
+        // The disk threads first: a vCPU may notify a queue as soon as it runs.
+        for (index, worker) in self.disk_workers.drain(..).enumerate() {
+            worker
+                .spawn(format!("disk{index}-io"))
+                .map_err(|source| VmError::DiskThread { index, source })?;
+        }
         for (id, fd) in self.vcpus.drain(..).enumerate() {
             let bus = self.bus.clone();
             let exit = self.exit.clone();
