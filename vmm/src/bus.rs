@@ -1,10 +1,12 @@
 //! Where a vCPU's port and MMIO accesses go: COM1 at 0x3f8, the i8042 at 0x60/0x64, the
-//! virtio-mmio windows from 0xd000_0000. Anything else reads as all ones (an empty bus,
+//! ACPI sleep and reset registers at 0x600–0x602, the virtio-mmio windows from
+//! 0xd000_0000. Anything else reads as all ones (an empty bus,
 //! which is what Linux expects when it probes for PCI, the RTC or a second UART) and
 //! ignores writes.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::i8042::{self, I8042};
 use crate::devices::serial::{COM1_BASE, COM1_LEN, SerialDevice};
 use crate::devices::virtio::mmio::MmioTransport;
@@ -17,6 +19,7 @@ pub type MmioSlot = (u64, Arc<Mutex<MmioTransport>>);
 pub struct Bus {
     serial: Arc<Mutex<SerialDevice>>,
     i8042: Arc<Mutex<I8042>>,
+    acpi_pm: AcpiPm,
     virtio: Vec<MmioSlot>,
 }
 
@@ -28,11 +31,13 @@ impl Bus {
     pub fn new(
         serial: Arc<Mutex<SerialDevice>>,
         i8042: Arc<Mutex<I8042>>,
+        acpi_pm: AcpiPm,
         virtio: Vec<MmioSlot>,
     ) -> Self {
         Bus {
             serial,
             i8042,
+            acpi_pm,
             virtio,
         }
     }
@@ -46,6 +51,8 @@ impl Bus {
             *first = lock(&self.serial).read((port - COM1_BASE) as u8);
         } else if port == i8042::DATA_PORT || port == i8042::COMMAND_PORT {
             *first = lock(&self.i8042).read(port);
+        } else if AcpiPm::handles(port) {
+            *first = self.acpi_pm.read(port);
         }
     }
 
@@ -58,6 +65,8 @@ impl Bus {
             let _ = lock(&self.serial).write((port - COM1_BASE) as u8, value);
         } else if port == i8042::DATA_PORT || port == i8042::COMMAND_PORT {
             lock(&self.i8042).write(port, value);
+        } else if AcpiPm::handles(port) {
+            self.acpi_pm.write(port, value);
         }
     }
 

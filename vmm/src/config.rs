@@ -23,9 +23,15 @@ pub struct Config {
     /// An initrd or initramfs.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
-    /// The kernel command line; `virtio_mmio.device=` entries for the devices are appended.
+    /// The kernel command line, as given (see `--mmio-cmdline`).
     #[arg(long, value_name = "LINE", default_value = "")]
     pub cmdline: String,
+    /// Also announce the virtio-mmio devices with `virtio_mmio.device=` command-line
+    /// entries, for kernels with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES but without ACPI. By
+    /// default they are announced in the ACPI DSDT only (a kernel with both would see
+    /// every device twice).
+    #[arg(long)]
+    pub mmio_cmdline: bool,
     /// vCPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_VCPUS)))]
     pub cpus: u8,
@@ -167,7 +173,7 @@ pub fn parse_net(spec: &str) -> Result<NetConfig, String> {
     let mut mac = None;
     for (key, value) in pairs(spec)? {
         match key {
-            "tap" if crate::tap::valid_name(value) => tap = Some(value.to_string()),
+            "tap" if gitvisor_tap::valid_name(value) => tap = Some(value.to_string()),
             "tap" => return Err(format!("tap={value}: not a valid interface name")),
             "mac" => mac = Some(parse_mac(value)?),
             _ => return Err(format!("unknown net option {key}={value}")),
@@ -237,7 +243,10 @@ mod tests {
         );
         assert_eq!(config.nets[0].mac, Some([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]));
         assert!(config.daemonize);
+        assert!(!config.mmio_cmdline, "ACPI only unless asked");
         assert!(config.validate().is_ok());
+        let config = parse(&["--kernel", "k", "--mmio-cmdline"]).expect("parses");
+        assert!(config.mmio_cmdline);
     }
 
     #[test]

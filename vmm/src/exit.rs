@@ -15,6 +15,10 @@ pub enum ExitReason {
     GuestReset,
     /// The guest triple-faulted (Linux `reboot=t`, or a crash).
     TripleFault,
+    /// The guest powered off: ACPI S5 through the sleep control register (`poweroff`).
+    GuestPowerOff,
+    /// The guest reset the machine through the ACPI reset register.
+    GuestAcpiReset,
     /// The guest asked KVM to shut down or reset (`KVM_SYSTEM_EVENT`).
     GuestSystemEvent { kind: u32 },
     /// `stop` over the control API.
@@ -41,6 +45,10 @@ impl fmt::Display for ExitReason {
         match self {
             ExitReason::GuestReset => write!(f, "the guest reset the machine (i8042)"),
             ExitReason::TripleFault => write!(f, "the guest triple-faulted (reset or crash)"),
+            ExitReason::GuestPowerOff => write!(f, "the guest powered off (ACPI S5)"),
+            ExitReason::GuestAcpiReset => {
+                write!(f, "the guest reset the machine (ACPI reset register)")
+            }
             ExitReason::GuestSystemEvent { kind } => {
                 write!(f, "the guest requested a system event ({kind})")
             }

@@ -8,11 +8,15 @@
 //! 0x0000_9000  PML4                        0x0000_a000  PDPT
 //! 0x0000_b000  4 page directories: 2 MiB pages identity-mapping the first 4 GiB
 //! 0x0002_0000  kernel command line         0x0009_fc00  MP table (EBDA, below 640 KiB)
+//! 0x000e_0000  ACPI tables: RSDP, DSDT, FADT, MADT, XSDT (e820 reserved, up to 1 MiB)
 //! 0x0010_0000  high memory: the kernel (bzImage at 1 MiB, an ELF where its headers say)
 //! ...          the initrd, page-aligned, at the top of low memory
 //! 0xc000_0000  MMIO hole up to 4 GiB: virtio-mmio devices at 0xd000_0000, IOAPIC, LAPIC
 //! 0x1_0000_0000  the rest of the guest's RAM when it is larger than 3 GiB
 //! ```
+//!
+//! I/O ports: COM1 0x3f8–0x3ff, i8042 0x60 and 0x64, the ACPI sleep control, sleep
+//! status and reset registers 0x600–0x602.
 
 /// The GDT the vCPUs start with.
 pub const GDT_START: u64 = 0x500;
@@ -38,8 +42,12 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9_fc00;
 /// The MP floating pointer structure, followed by the MP configuration table.
 pub const MPTABLE_START: u64 = EBDA_START;
+/// The ACPI tables, RSDP first: Linux's legacy RSDP scan covers 0xE0000–0xFFFFF.
+pub const ACPI_START: u64 = 0xe_0000;
 /// Start of high memory: kernels are loaded at or above it.
 pub const HIMEM_START: u64 = 0x10_0000;
+/// End of the ACPI region (reserved in the e820 map from [`ACPI_START`]).
+pub const ACPI_END: u64 = HIMEM_START;
 /// Start of the MMIO hole below 4 GiB.
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the MMIO hole.
@@ -55,6 +63,14 @@ pub const APIC_START: u64 = 0xfee0_0000;
 /// KVM's TSS: three pages the guest never sees, inside the MMIO hole.
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 
+/// ACPI sleep control register (FADT `SLEEP_CONTROL_REG`, hardware-reduced ACPI): the
+/// guest writes `SLP_TYP` and `SLP_EN` here to power off.
+pub const ACPI_SLEEP_CONTROL_PORT: u16 = 0x600;
+/// ACPI sleep status register (FADT `SLEEP_STATUS_REG`).
+pub const ACPI_SLEEP_STATUS_PORT: u16 = 0x601;
+/// ACPI reset register (FADT `RESET_REG`).
+pub const ACPI_RESET_PORT: u16 = 0x602;
+
 /// ISA IRQ of the first serial port (COM1).
 pub const SERIAL_IRQ: u32 = 4;
 /// ISA IRQ of the i8042 keyboard port.
@@ -64,7 +80,8 @@ pub const VIRTIO_IRQ_START: u32 = 5;
 /// The highest IOAPIC pin (KVM's IOAPIC has 24).
 pub const IRQ_MAX: u32 = 23;
 
-/// The most vCPUs a guest may have: the MP table must fit below 640 KiB.
+/// The most vCPUs a guest may have: the MP table must fit below 640 KiB (the MADT has
+/// room to spare).
 pub const MAX_VCPUS: u8 = 32;
 /// The most virtio-mmio devices: one IOAPIC pin each, from [`VIRTIO_IRQ_START`].
 pub const MAX_VIRTIO_DEVICES: usize = (IRQ_MAX - VIRTIO_IRQ_START + 1) as usize;
@@ -76,6 +93,8 @@ const _: () = {
     assert!(PML4_START >= BOOT_STACK_POINTER);
     assert!(PD_START + PD_COUNT * 4096 <= CMDLINE_START);
     assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    assert!(EBDA_START + 0x400 <= ACPI_START);
+    assert!(ACPI_START % 16 == 0 && ACPI_END <= HIMEM_START);
 };
 
 /// Guest RAM regions for `size` bytes of memory: below the MMIO hole, and the rest above

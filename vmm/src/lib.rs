@@ -8,15 +8,18 @@
 //! How a guest comes up (see [`vm::Vm::new`]):
 //! 1. guest memory is mapped ([`memory`]) and handed to KVM;
 //! 2. the in-kernel interrupt controllers (PIC, IOAPIC, LAPICs) and PIT are created;
-//! 3. the devices are wired: 16550 serial, i8042, virtio-mmio block and net ([`devices`]);
-//! 4. the kernel, initrd, command line, zero page and tables are written ([`boot`]);
+//! 3. the devices are wired: 16550 serial, i8042, ACPI power registers, virtio-mmio block
+//!    and net ([`devices`]);
+//! 4. the kernel, initrd, command line, zero page, ACPI tables ([`acpi`]) and MP table are
+//!    written ([`boot`]);
 //! 5. one thread per vCPU ([`vcpu`]) runs the guest; the main thread runs the event loop
 //!    ([`event_loop`]): control API, console socket, tap input, signals.
 //!
-//! The process ends when the guest resets (i8042 or triple fault), on `stop` over the
-//! control API, or on SIGTERM/SIGINT. The command line and control API are documented in
-//! `docs/vmm.md`.
+//! The process ends when the guest resets (i8042, ACPI reset register or triple fault) or
+//! powers off (ACPI S5), on `stop` over the control API, or on SIGTERM/SIGINT. The
+//! command line and control API are documented in `docs/vmm.md`.
 
+pub mod acpi;
 pub mod boot;
 pub mod bus;
 pub mod config;
@@ -27,6 +30,5 @@ pub mod event_loop;
 pub mod exit;
 pub mod layout;
 pub mod memory;
-pub mod tap;
 pub mod vcpu;
 pub mod vm;

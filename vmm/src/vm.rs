@@ -2,11 +2,11 @@
 //! (nothing runs yet), then run by [`Vm::run`] until something ends it.
 //!
 //! KVM needs the in-kernel interrupt controllers before any vCPU exists, and the devices'
-//! irqfds need the controllers; the boot structures need the devices (the command line
-//! announces them) and the vCPU count (the MP table).
+//! irqfds need the controllers; the boot structures need the devices (the ACPI DSDT
+//! announces them) and the vCPU count (the MADT and the MP table).
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -20,16 +20,17 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use crate::boot::{self, BootEntry, BootSpec, MmioAnnouncement};
 use crate::bus::{Bus, MmioSlot};
 use crate::config::{Config, default_mac};
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::i8042::I8042;
 use crate::devices::irq::IrqLine;
 use crate::devices::serial::{self, ConsoleClients, ConsoleOutput, SerialDevice};
-use crate::devices::virtio::block::Block;
+use crate::devices::virtio::block::{self, Block};
 use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::net::Net;
+use crate::devices::virtio::net::{Net, TapError, open_tap};
+use crate::devices::virtio::queue_worker::{QueueWorker, QueueWorkerError};
 use crate::event_loop::{EventLoop, LoopContext};
 use crate::exit::{ExitHandle, ExitReason};
 use crate::layout::{I8042_IRQ, KVM_TSS_ADDRESS, SERIAL_IRQ, virtio_mmio_slot};
-use crate::tap::Tap;
 use crate::{memory, vcpu};
 
 /// Errors building or starting a VM.
@@ -70,7 +71,7 @@ pub enum VmError {
     #[error(transparent)]
     Block(#[from] crate::devices::virtio::block::BlockError),
     #[error(transparent)]
-    Tap(#[from] crate::tap::TapError),
+    Tap(#[from] TapError),
     #[error("cannot set up the virtio queues of device {index}: {source:?}")]
     Queue {
         index: usize,
@@ -92,6 +93,14 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    QueueWorker(#[from] QueueWorkerError),
+    #[error("cannot start the I/O thread of disk {index}: {source}")]
+    DiskThread {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up the event loop: {0}")]
     EventLoop(String),
 }
@@ -100,7 +109,7 @@ pub enum VmError {
 pub struct TapSource {
     pub fd: RawFd,
     /// Keeps the descriptor open while the event loop watches it.
-    pub tap: Tap,
+    pub tap: File,
     pub transport: Arc<Mutex<MmioTransport>>,
 }
 
@@ -114,6 +123,8 @@ pub struct Vm {
     serial: Arc<Mutex<SerialDevice>>,
     i8042: Arc<Mutex<I8042>>,
     taps: Vec<TapSource>,
+    /// The disks' request queues, processed off the vCPU threads (in `--disk` order).
+    disk_workers: Vec<QueueWorker>,
     console_clients: ConsoleClients,
     api: Option<UnixListener>,
     console: Option<UnixListener>,
@@ -210,6 +221,7 @@ impl Vm {
 
         let mut virtio: Vec<MmioSlot> = Vec::new();
         let mut taps = Vec::new();
+        let mut disk_workers = Vec::new();
         let mut announcements = Vec::new();
         for (index, disk) in config.disks.iter().enumerate() {
             let file = open_disk(&disk.path, disk.read_only)?;
@@ -222,11 +234,18 @@ impl Vm {
                 line(irq, "a virtio device")?,
             )
             .map_err(|source| VmError::Queue { index, source })?;
-            virtio.push((base, Arc::new(Mutex::new(transport))));
+            let transport = Arc::new(Mutex::new(transport));
+            disk_workers.push(QueueWorker::register(
+                &vm,
+                base,
+                block::REQUEST_QUEUE,
+                transport.clone(),
+            )?);
+            virtio.push((base, transport));
             announcements.push(MmioAnnouncement { base, irq });
         }
         for net in &config.nets {
-            let tap = Tap::open(&net.tap)?;
+            let tap = open_tap(&net.tap)?;
             let watch = tap.try_clone().map_err(|source| VmError::Open {
                 what: "tap",
                 path: PathBuf::from(&net.tap),
@@ -261,6 +280,7 @@ impl Vm {
                 memory: config.memory_bytes(),
                 cpus: config.cpus,
                 devices: &announcements,
+                mmio_cmdline: config.mmio_cmdline,
             },
         )?;
 
@@ -279,7 +299,12 @@ impl Vm {
 
         let api = config.api_socket.as_deref().map(listen).transpose()?;
         let console = config.serial_socket.as_deref().map(listen).transpose()?;
-        let bus = Arc::new(Bus::new(serial.clone(), i8042.clone(), virtio));
+        let bus = Arc::new(Bus::new(
+            serial.clone(),
+            i8042.clone(),
+            AcpiPm::new(exit.clone()),
+            virtio,
+        ));
         Ok(Vm {
             vcpus,
             _vm: vm,
@@ -288,6 +313,7 @@ impl Vm {
             serial,
             i8042,
             taps,
+            disk_workers,
             console_clients,
             api,
             console,
@@ -323,8 +349,14 @@ impl Vm {
         let started = Instant::now();
         let guest_ranges = self.guest_host_ranges();
         // Signals go to the event loop's signalfd: block them before any thread exists,
-        // so the vCPU threads inherit the mask.
+        // so the vCPU and disk threads inherit the mask.
         let mut event_loop = EventLoop::new().map_err(VmError::EventLoop)?;
+        // The disk threads first: a vCPU may notify a queue as soon as it runs.
+        for (index, worker) in self.disk_workers.drain(..).enumerate() {
+            worker
+                .spawn(format!("disk{index}-io"))
+                .map_err(|source| VmError::DiskThread { index, source })?;
+        }
         for (id, fd) in self.vcpus.drain(..).enumerate() {
             let bus = self.bus.clone();
             let exit = self.exit.clone();

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{Vmm, build_guest, can_run};
+use common::{Vmm, build_guest, can_run, wait_until};
 
 fn disk(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("disk.raw");
@@ -70,4 +70,42 @@ fn a_read_only_disk_refuses_the_guests_write() {
     // Sector 1 still holds the disk's bytes, not the guest's.
     assert!(!serial.contains("written-by-the-guest"), "{serial}");
     assert!(contents[512..1024].iter().all(|byte| *byte == 0xee));
+}
+
+/// The names of the VMM process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| task.ok())
+                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+                .map(|name| name.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn each_disk_gets_an_io_thread_of_its_own_beside_the_vcpus() {
+    if !can_run("each_disk_gets_an_io_thread_of_its_own_beside_the_vcpus") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let guest = build_guest("shutdown", dir.path());
+    let path = disk(dir.path());
+    let spec = format!("path={}", path.display());
+    let second = format!("path={},readonly=on", path.display());
+    let mut vmm = Vmm::start(&guest, dir, &["--disk", &spec, "--disk", &second]);
+    vmm.wait_for_serial("waiting for ctrl-alt-del");
+    // A thread names itself once it runs: wait for the names rather than race them.
+    let pid = vmm.child.id();
+    let has_all = || {
+        let names = thread_names(pid);
+        ["disk0-io", "disk1-io", "vcpu0"]
+            .iter()
+            .all(|wanted| names.iter().any(|name| name == wanted))
+    };
+    wait_until(has_all, || format!("threads: {:?}", thread_names(pid)));
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, Vmm, build_guest, can_run};
-use gitvisor_vmm::tap::Tap;
+use gitvisor_vmm::devices::virtio::net::open_tap;
 
 /// A network namespace with a bridge and two taps, deleted on drop.
 struct Namespace {
@@ -75,7 +75,7 @@ fn a_guest_frame_crosses_the_bridge_and_the_answer_comes_back() {
             std::fs::File::open(format!("/run/netns/{netns}")).map_err(|e| e.to_string())?;
         nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| e.to_string())?;
-        let mut tap = Tap::open("tapobs").map_err(|e| e.to_string())?;
+        let mut tap = open_tap("tapobs").map_err(|e| e.to_string())?;
         let deadline = Instant::now() + PATIENCE;
         let mut frame = vec![0u8; 2048];
         loop {

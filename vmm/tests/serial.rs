@@ -60,7 +60,11 @@ fn the_guest_starts_in_long_mode_with_the_boot_protocols_zero_page() {
     let e820: Vec<&str> = serial.lines().filter(|l| l.starts_with("e820:")).collect();
     assert_eq!(
         e820,
-        vec!["e820: 0x0 0x9fc00 1", "e820: 0x100000 0x3f00000 1"],
+        vec![
+            "e820: 0x0 0x9fc00 1",
+            "e820: 0xe0000 0x20000 2",
+            "e820: 0x100000 0x3f00000 1"
+        ],
         "{serial}"
     );
     assert_eq!(line("mptable cpus:"), "mptable cpus: 3");

@@ -5,9 +5,17 @@
 //!    or a `bzImage`'s protected-mode part at 1 MiB (its real-mode setup code is not run;
 //!    the 64-bit entry point is 0x200 past the load address).
 //! 2. Load the initrd, page-aligned, at the top of low memory and above the kernel.
-//! 3. Write the command line (with a `virtio_mmio.device=` entry per device appended).
-//! 4. Write the zero page (setup header, e820 map, command line and initrd pointers).
-//! 5. Write the GDT, an empty IDT, identity page tables and the MP table.
+//! 3. Write the command line (with a `virtio_mmio.device=` entry per device appended
+//!    only when asked: see [`BootSpec::mmio_cmdline`]).
+//! 4. Write the ACPI tables ([`crate::acpi`]): how a stock kernel finds the CPUs and the
+//!    virtio-mmio devices.
+//! 5. Write the zero page (setup header, e820 map with the ACPI region reserved, command
+//!    line and initrd pointers, the RSDP's address).
+//! 6. Write the GDT, an empty IDT, identity page tables and the MP table.
+//!
+//! The MP table stays next to the ACPI tables: a kernel with ACPI uses the MADT and
+//! ignores it, a kernel without `CONFIG_ACPI` (or booted with `acpi=off`) still finds its
+//! CPUs and IOAPIC through it, and the two describe the same machine.
 //!
 //! The boot vCPU is then put in long mode (see `vcpu`) at the entry point with `%rsi`
 //! pointing at the zero page.
@@ -27,8 +35,9 @@ use linux_loader::loader::elf::Elf;
 use linux_loader::loader::{KernelLoader, load_cmdline};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::acpi;
 use crate::layout::{
-    CMDLINE_MAX_SIZE, CMDLINE_START, GDT_START, HIMEM_START, IDT_START, MPTABLE_START,
+    ACPI_START, CMDLINE_MAX_SIZE, CMDLINE_START, GDT_START, HIMEM_START, IDT_START, MPTABLE_START,
     VIRTIO_MMIO_SIZE, ZERO_PAGE_START, low_memory_end,
 };
 
@@ -39,7 +48,7 @@ pub enum KernelFormat {
     BzImage,
 }
 
-/// A virtio-mmio device the command line announces.
+/// A virtio-mmio device announced to the guest (DSDT, optionally the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MmioAnnouncement {
     pub base: u64,
@@ -55,6 +64,10 @@ pub struct BootSpec<'a> {
     pub memory: u64,
     pub cpus: u8,
     pub devices: &'a [MmioAnnouncement],
+    /// Also announce the devices with `virtio_mmio.device=` command-line entries, for
+    /// kernels with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` but without ACPI. Off by
+    /// default: a kernel with both would register every device twice.
+    pub mmio_cmdline: bool,
 }
 
 /// Where the boot vCPU starts.
@@ -124,6 +137,8 @@ pub enum BootError {
     Params(#[from] params::ParamsError),
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
     #[error("cannot write the {what} into guest memory: {source}; give the guest more memory")]
     Write {
         what: &'static str,
@@ -230,7 +245,8 @@ pub fn load(memory: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootEntry, 
         }
     };
 
-    let cmdline = build_cmdline(spec.cmdline, spec.devices)?;
+    let announced: &[MmioAnnouncement] = if spec.mmio_cmdline { spec.devices } else { &[] };
+    let cmdline = build_cmdline(spec.cmdline, announced)?;
     load_cmdline(memory, GuestAddress(CMDLINE_START), &cmdline)
         .map_err(|source| BootError::WriteCmdline { source })?;
     let cmdline_size = cmdline
@@ -241,12 +257,21 @@ pub fn load(memory: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootEntry, 
             source,
         })?;
 
+    let tables = acpi::build(spec.cpus, spec.devices)?;
+    memory
+        .write_slice(&tables.bytes, GuestAddress(ACPI_START))
+        .map_err(|source| BootError::Write {
+            what: "ACPI tables",
+            source,
+        })?;
+
     let zero_page = params::ZeroPage {
         setup_header: header,
         cmdline_addr: CMDLINE_START,
         cmdline_size,
         initrd,
         e820: params::e820_map(spec.memory),
+        acpi_rsdp: Some(tables.rsdp),
     }
     .build()?;
     write(memory, "zero page", ZERO_PAGE_START, zero_page)?;

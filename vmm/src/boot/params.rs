@@ -1,12 +1,12 @@
 //! The Linux zero page (`struct boot_params`): the setup header fields a boot loader must
-//! fill in, the e820 memory map, the command line and the initrd
-//! (Documentation/arch/x86/boot.rst and zero-page.rst).
+//! fill in, the e820 memory map, the command line, the initrd and the ACPI RSDP's
+//! address (Documentation/arch/x86/boot.rst and zero-page.rst).
 //!
 //! Pure: the builder returns the structure, [`super`] writes it into guest memory.
 
 use linux_loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 
-use crate::layout::{EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START};
+use crate::layout::{ACPI_END, ACPI_START, EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START};
 
 /// `boot_flag`: the 0xAA55 signature.
 pub const BOOT_FLAG: u16 = 0xaa55;
@@ -18,6 +18,8 @@ pub const LOADER_UNDEFINED: u8 = 0xff;
 pub const KERNEL_ALIGNMENT: u32 = 0x100_0000;
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;
+/// e820 type of reserved memory (the ACPI tables: the DSDT's AML is used at run time).
+pub const E820_RESERVED: u32 = 2;
 /// The zero page holds at most this many e820 entries (`E820_MAX_ENTRIES_ZEROPAGE`).
 pub const E820_MAX: usize = 128;
 
@@ -29,15 +31,21 @@ pub struct E820Entry {
     pub kind: u32,
 }
 
-/// The e820 map of a guest with `memory` bytes of RAM: base memory below the EBDA, high
-/// memory from 1 MiB to the MMIO hole, the rest above 4 GiB.
+/// The e820 map of a guest with `memory` bytes of RAM: base memory below the EBDA, the
+/// ACPI tables' region (reserved), high memory from 1 MiB to the MMIO hole, the rest
+/// above 4 GiB.
 pub fn e820_map(memory: u64) -> Vec<E820Entry> {
     let ram = |addr, end: u64| E820Entry {
         addr,
         size: end - addr,
         kind: E820_RAM,
     };
-    let mut map = vec![ram(0, EBDA_START)];
+    let acpi = E820Entry {
+        addr: ACPI_START,
+        size: ACPI_END - ACPI_START,
+        kind: E820_RESERVED,
+    };
+    let mut map = vec![ram(0, EBDA_START), acpi];
     if memory > HIMEM_START {
         map.push(ram(HIMEM_START, memory.min(MMIO_GAP_START)));
     }
@@ -58,6 +66,8 @@ pub struct ZeroPage {
     /// Address and length of the initrd.
     pub initrd: Option<(u64, u32)>,
     pub e820: Vec<E820Entry>,
+    /// The ACPI RSDP (`acpi_rsdp_addr`, boot protocol 2.14).
+    pub acpi_rsdp: Option<u64>,
 }
 
 /// Errors building the zero page.
@@ -108,6 +118,9 @@ impl ZeroPage {
             };
         }
         params.e820_entries = self.e820.len() as u8;
+        if let Some(rsdp) = self.acpi_rsdp {
+            params.acpi_rsdp_addr = rsdp;
+        }
         Ok(params)
     }
 }
@@ -138,6 +151,7 @@ mod tests {
             cmdline_size: 12,
             initrd: Some((0x7f0_0000, 0x1234)),
             e820: e820_map(256 << 20),
+            acpi_rsdp: Some(0xe_0000),
         };
         let params = page.build().expect("builds");
         let bytes = params.as_slice();
@@ -150,13 +164,18 @@ mod tests {
         assert_eq!(u32_at(bytes, 0x228), 0x2_0000, "cmd_line_ptr");
         assert_eq!(u32_at(bytes, 0x230), 0x100_0000, "kernel_alignment");
         assert_eq!(u32_at(bytes, 0x238), 12, "cmdline_size");
-        assert_eq!(bytes[0x1e8], 2, "e820_entries");
+        assert_eq!(u64_at(bytes, 0x070), 0xe_0000, "acpi_rsdp_addr");
+        assert_eq!(bytes[0x1e8], 3, "e820_entries");
         // e820_table at 0x2d0, 20 bytes per entry: addr, size, type.
         assert_eq!(u64_at(bytes, 0x2d0), 0);
         assert_eq!(u64_at(bytes, 0x2d8), 0x9_fc00);
         assert_eq!(u32_at(bytes, 0x2e0), 1);
-        assert_eq!(u64_at(bytes, 0x2e4), 0x10_0000);
-        assert_eq!(u64_at(bytes, 0x2ec), (256 << 20) - 0x10_0000);
+        assert_eq!(u64_at(bytes, 0x2e4), 0xe_0000);
+        assert_eq!(u64_at(bytes, 0x2ec), 0x2_0000);
+        assert_eq!(u32_at(bytes, 0x2f4), 2, "reserved");
+        assert_eq!(u64_at(bytes, 0x2f8), 0x10_0000);
+        assert_eq!(u64_at(bytes, 0x300), (256 << 20) - 0x10_0000);
+        assert_eq!(u32_at(bytes, 0x308), 1);
     }
 
     #[test]
@@ -186,9 +205,9 @@ mod tests {
     #[test]
     fn memory_above_the_hole_goes_above_four_gib() {
         let map = e820_map(6 << 30);
-        assert_eq!(map.len(), 3);
+        assert_eq!(map.len(), 4);
         assert_eq!(
-            map[1],
+            map[2],
             E820Entry {
                 addr: 0x10_0000,
                 size: 0xc000_0000 - 0x10_0000,
@@ -196,15 +215,23 @@ mod tests {
             }
         );
         assert_eq!(
-            map[2],
+            map[3],
             E820Entry {
                 addr: 0x1_0000_0000,
                 size: 3 << 30,
                 kind: 1
             }
         );
-        let total: u64 = map.iter().map(|entry| entry.size).sum();
-        assert!(total <= 6 << 30);
+        let ram: u64 = map
+            .iter()
+            .filter(|entry| entry.kind == E820_RAM)
+            .map(|entry| entry.size)
+            .sum();
+        assert!(ram <= 6 << 30);
+        // Sorted and disjoint, as Linux expects.
+        for pair in map.windows(2) {
+            assert!(pair[0].addr + pair[0].size <= pair[1].addr, "{pair:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::*;
 use crate::layout::{PD_START, PML4_START};
 
+fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+    u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
+}
+
 const MEMORY: u64 = 64 << 20;
 
 fn memory() -> GuestMemoryMmap {
@@ -103,6 +107,7 @@ fn an_elf_kernel_lands_at_its_physical_address_and_the_zero_page_describes_the_b
             memory: MEMORY,
             cpus: 2,
             devices: &devices,
+            mmio_cmdline: true,
         },
     )
     .expect("boots");
@@ -127,9 +132,9 @@ fn an_elf_kernel_lands_at_its_physical_address_and_the_zero_page_describes_the_b
     assert_eq!({ params.hdr.ramdisk_size }, 5000);
     let byte: u8 = memory.read_obj(GuestAddress(address + 4999)).expect("read");
     assert_eq!(byte, 0x5a);
-    assert_eq!(params.e820_entries, 2);
+    assert_eq!(params.e820_entries, 3);
     assert_eq!(
-        { params.e820_table[1].addr } + { params.e820_table[1].size },
+        { params.e820_table[2].addr } + { params.e820_table[2].size },
         MEMORY
     );
     // Page tables and the MP table are in place.
@@ -162,6 +167,7 @@ fn a_bzimage_loads_at_one_mib_enters_at_0x200_and_keeps_its_header() {
             memory: MEMORY,
             cpus: 1,
             devices: &[],
+            mmio_cmdline: false,
         },
     )
     .expect("boots");
@@ -199,6 +205,7 @@ fn an_initrd_respects_the_kernels_initrd_addr_max() {
             memory: MEMORY,
             cpus: 1,
             devices: &[],
+            mmio_cmdline: false,
         },
     )
     .expect("boots");
@@ -215,6 +222,7 @@ fn a_32_bit_only_bzimage_and_an_unknown_file_are_refused_by_name() {
         memory: MEMORY,
         cpus: 1,
         devices: &[],
+        mmio_cmdline: false,
     };
     let old = file(&bzimage(0, 0, b"k"));
     let error = load(&memory, &spec(old.path())).expect_err("refused");
@@ -250,4 +258,57 @@ fn the_command_line_is_bounded_by_the_kernels_limit() {
         build_cmdline(&long, &[]),
         Err(BootError::Cmdline { .. })
     ));
+}
+
+#[test]
+fn by_default_the_devices_are_announced_by_acpi_only_and_the_zero_page_points_at_it() {
+    let kernel = file(&elf(0x100_0000, b"\xf4"));
+    let memory = memory();
+    let devices = [
+        MmioAnnouncement {
+            base: 0xd000_0000,
+            irq: 5,
+        },
+        MmioAnnouncement {
+            base: 0xd000_1000,
+            irq: 6,
+        },
+    ];
+    load(
+        &memory,
+        &BootSpec {
+            kernel: kernel.path(),
+            initrd: None,
+            cmdline: "console=ttyS0",
+            memory: MEMORY,
+            cpus: 3,
+            devices: &devices,
+            mmio_cmdline: false,
+        },
+    )
+    .expect("boots");
+    let params = zero_page(&memory);
+    assert_eq!(cmdline_at(&memory, &params), "console=ttyS0");
+    assert_eq!({ params.acpi_rsdp_addr }, ACPI_START);
+    // The ACPI region is reserved in the e820 map, between base and high memory.
+    let acpi = params.e820_table[1];
+    assert_eq!(
+        ({ acpi.addr }, { acpi.size }, { acpi.r#type }),
+        (0xe_0000, 0x2_0000, 2)
+    );
+    // The RSDP is in guest memory; its XSDT leads to the DSDT with both devices.
+    let mut rsdp = [0u8; 36];
+    memory
+        .read_slice(&mut rsdp, GuestAddress(ACPI_START))
+        .expect("read");
+    assert_eq!(&rsdp[..8], b"RSD PTR ");
+    let xsdt = u64_at(&rsdp, 24);
+    let fadt: u64 = memory.read_obj(GuestAddress(xsdt + 36)).expect("read");
+    let dsdt: u64 = memory.read_obj(GuestAddress(fadt + 140)).expect("read");
+    let length: u32 = memory.read_obj(GuestAddress(dsdt + 4)).expect("read");
+    let mut table = vec![0u8; length as usize];
+    memory
+        .read_slice(&mut table, GuestAddress(dsdt))
+        .expect("read");
+    assert_eq!(table.windows(8).filter(|w| *w == b"LNRO0005").count(), 2);
 }

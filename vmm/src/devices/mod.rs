@@ -1,6 +1,8 @@
 //! The devices a guest sees: a 16550 UART on COM1, an i8042 (reset line and Ctrl+Alt+Del
-//! for graceful shutdown), and virtio-mmio block and net devices.
+//! for graceful shutdown), the ACPI sleep and reset registers (`poweroff`, `reboot`), and
+//! virtio-mmio block and net devices.
 
+pub mod acpi_pm;
 pub mod i8042;
 pub mod irq;
 pub mod serial;

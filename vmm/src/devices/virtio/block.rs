@@ -17,6 +17,8 @@ use super::{DEVICE_ID_BLOCK, F_VERSION_1, VirtioDevice};
 
 pub const SECTOR_SIZE: u64 = 512;
 pub const QUEUE_SIZE: u16 = 256;
+/// The one request queue (no multi-queue).
+pub const REQUEST_QUEUE: u32 = 0;
 
 pub const F_RO: u64 = 1 << 5;
 pub const F_FLUSH: u64 = 1 << 9;

@@ -1,6 +1,6 @@
 //! The virtio-mmio register file (virtio 1.2 §4.2.2, version 2): feature negotiation,
 //! queue setup, notification, interrupt status/ack, device status and the configuration
-//! space at 0x100. One 4 KiB window per device, announced to Linux on the command line.
+//! space at 0x100. One 4 KiB window per device, announced to Linux in the ACPI DSDT.
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -244,7 +244,9 @@ impl MmioTransport {
         self.interrupt_status = 0;
     }
 
-    fn notify(&mut self, index: usize) {
+    /// The driver made buffers available on queue `index`: through the QueueNotify
+    /// register (a vCPU's MMIO write) or its ioeventfd (a queue worker).
+    pub fn notify(&mut self, index: usize) {
         if !self.driver_ok() || index >= self.queues.len() {
             return;
         }

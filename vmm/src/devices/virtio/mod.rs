@@ -2,13 +2,16 @@
 //!
 //! The transport ([`mmio::MmioTransport`]) owns the register file, the queues and the
 //! interrupt; a device ([`VirtioDevice`]) owns only its backend (a file, a tap) and
-//! processes a queue when the driver notifies it. Processing happens on the notifying
-//! vCPU's thread, under the transport's lock; host-side input (a frame on the tap) is
-//! processed by the event loop through [`VirtioDevice::process_host`].
+//! processes a queue when the driver notifies it, under the transport's lock. Block
+//! queues are processed by a thread of the device's own, woken by KVM through an
+//! ioeventfd ([`queue_worker`]), so disk I/O never stalls a vCPU; net queues on the
+//! notifying vCPU's thread (a tap write does not block); host-side input (a frame on the
+//! tap) is processed by the event loop through [`VirtioDevice::process_host`].
 
 pub mod block;
 pub mod mmio;
 pub mod net;
+pub mod queue_worker;
 #[cfg(test)]
 pub mod testing;
 

@@ -3,12 +3,18 @@
 //! 12-byte `virtio_net_hdr_v1` with no flags, and the tap is opened without
 //! `IFF_VNET_HDR`, so the device adds and strips that header.
 //!
+//! The tap is the VM driver's: attached by name with the workspace's `gitvisor-tap`
+//! crate (the QEMU backend uses the same), then made non-blocking ([`open_tap`]).
+//!
 //! Receiving: when the tap is readable (the event loop calls
 //! [`VirtioDevice::process_host`]) or the driver adds receive buffers, frames are read
 //! until the tap is empty or the guest has no buffer left; a frame then waits in the tap
 //! until the next notification.
 
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -158,7 +164,41 @@ impl<T: Read + Write + Send> VirtioDevice for Net<T> {
 }
 
 /// The device on a real tap.
-pub type TapNet = Net<crate::tap::Tap>;
+pub type TapNet = Net<File>;
+
+/// Errors attaching to a tap.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error(
+        "cannot attach to the tap {name}: {source}; create it (the VM driver does) and check that no other process holds it"
+    )]
+    Attach {
+        name: String,
+        #[source]
+        source: gitvisor_tap::TapError,
+    },
+    #[error("cannot make the tap {name} non-blocking: {source}")]
+    NonBlocking {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Attaches to the tap `name` (`IFF_TAP | IFF_NO_PI`, no vnet header; a missing tap is
+/// created, non-persistent) and makes its queue non-blocking, as [`Net`] needs: a read
+/// with no frame waiting fails with `WouldBlock`.
+pub fn open_tap(name: &str) -> Result<File, TapError> {
+    let tap = gitvisor_tap::open(name, false).map_err(|source| TapError::Attach {
+        name: name.to_string(),
+        source,
+    })?;
+    fcntl(&tap, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|source| TapError::NonBlocking {
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(tap)
+}
 
 #[cfg(test)]
 mod tests;
