@@ -51,11 +51,16 @@ async fn builtin() -> Facility {
         }
     };
     if kvm_opens() {
-        Facility::ok("builtin", format!("{version} at {program}, /dev/kvm usable"))
+        Facility::ok(
+            "builtin",
+            format!("{version} at {program}, /dev/kvm usable"),
+        )
     } else {
         Facility::warn(
             "builtin",
-            format!("{version} at {program}, but /dev/kvm cannot be opened: hypervisor: builtin cannot run"),
+            format!(
+                "{version} at {program}, but /dev/kvm cannot be opened: hypervisor: builtin cannot run"
+            ),
             "enable virtualisation (VT-x/AMD-V), load kvm_intel or kvm_amd and run gitvisor as root",
         )
     }
