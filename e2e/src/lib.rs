@@ -74,6 +74,9 @@
 //!   in [`network`]).
 //! - `vms.rs`: VirtualMachines under QEMU TCG (guest built by [`vms`]): lifecycle with a
 //!   kill -9 mid-create, console, pause, restart, forced stop, prune; firmware boot.
+//! - `builtin.rs`: VirtualMachines with `hypervisor: builtin` on the real KVM (guest and
+//!   VMM client in [`builtin`]): kill -9 mid-create, status, console, Ctrl+Alt+Del and
+//!   hard stop, prune.
 //!
 //! A driver's tests go in `e2e/tests/<kind>.rs`; what they need from the host beyond
 //! links (LVM inside a throwaway guest, runc state, a QEMU monitor) goes in a module of
@@ -85,6 +88,7 @@
 //! that runs after `crash.rs` (200 bridges) starts a few seconds late.
 
 mod bridges;
+pub mod builtin;
 pub mod containers;
 pub mod controller;
 mod env;

@@ -31,8 +31,8 @@ pub use publish::{BridgePublish, PortPublish, Protocol};
 pub use quantity::{ByteSize, Duration};
 pub use resource::{Document, Origin, Reference, Resource, Spec};
 pub use vm::{
-    Accel, Boot, CloudInit, Console, Disk, DiskFormat, Firmware, Graphics, Hypervisor,
-    MAX_VM_DEVICES, Nic, VirtualMachineSpec, VmState,
+    Accel, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES, Boot, CloudInit, Console, Disk, DiskFormat,
+    Firmware, Graphics, Hypervisor, MAX_VM_DEVICES, Nic, VirtualMachineSpec, VmState,
 };
 pub use volume::{Filesystem, ReclaimPolicy, VolumeSource, VolumeSpec};
 pub use workload::RunState;

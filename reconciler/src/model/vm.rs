@@ -54,8 +54,25 @@ fn default_cpus() -> u32 {
 pub enum Hypervisor {
     #[default]
     Qemu,
+    /// gitvisor's own microVM monitor (`gitvisor-vmm`): direct kernel boot on KVM,
+    /// virtio-mmio disks and NICs, no firmware, pause, display or CD-ROM.
     Builtin,
 }
+
+impl Hypervisor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hypervisor::Qemu => "qemu",
+            Hypervisor::Builtin => "builtin",
+        }
+    }
+}
+
+/// The most vCPUs `hypervisor: builtin` gives a guest (gitvisor-vmm's MP table).
+pub const BUILTIN_MAX_CPUS: u32 = 32;
+/// The most disks, NICs and cloud-init seed together under `hypervisor: builtin` (one
+/// interrupt line of the IOAPIC each).
+pub const BUILTIN_MAX_DEVICES: usize = 19;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -258,6 +275,80 @@ impl VirtualMachineSpec {
                 "a `volume` disk is the volume's raw device; `format: qcow2` applies to `path` disks only".into(),
             ));
         }
+        if self.hypervisor == Hypervisor::Builtin {
+            problems.extend(self.builtin_problems());
+        }
+        problems
+    }
+
+    /// What `hypervisor: builtin` cannot do of this spec, as `(field path, message)`:
+    /// gitvisor-vmm boots a kernel directly on KVM, with raw virtio-mmio disks and NICs
+    /// and a serial console; it has no firmware, TCG, pause, display or CD-ROM.
+    pub fn builtin_problems(&self) -> Vec<(String, String)> {
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut refuse = |field: &str, message: &str| {
+            problems.push((field.to_owned(), format!("hypervisor: builtin {message}")));
+        };
+        if self.boot.firmware.is_some() {
+            refuse(
+                "spec.boot.firmware",
+                "has no firmware: boot a kernel directly (boot.kernel), or use hypervisor: qemu",
+            );
+        }
+        if self.accel == Accel::Tcg {
+            refuse(
+                "spec.accel",
+                "runs on KVM only: declare accel: auto or kvm, or use hypervisor: qemu for TCG",
+            );
+        }
+        if self.state == VmState::Paused {
+            refuse(
+                "spec.state",
+                "cannot pause a guest: declare Running or Stopped, or use hypervisor: qemu",
+            );
+        }
+        if self.graphics != Graphics::None {
+            refuse(
+                "spec.graphics",
+                "has no display: remove graphics and use the serial console (gitvisor console)",
+            );
+        }
+        if self.cdrom.is_some() {
+            refuse(
+                "spec.cdrom",
+                "has no CD-ROM: attach the image as a disk with readOnly: true",
+            );
+        }
+        if self.cpus > BUILTIN_MAX_CPUS {
+            refuse(
+                "spec.cpus",
+                &format!("gives a guest at most {BUILTIN_MAX_CPUS} vCPUs"),
+            );
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            if disk.effective_format() != DiskFormat::Raw {
+                refuse(
+                    &format!("spec.disks[{i}]"),
+                    "opens raw images and block devices only: convert the image (qemu-img convert -O raw) and declare format: raw",
+                );
+            }
+            if disk.path.as_deref().is_some_and(|p| p.contains(',')) {
+                refuse(
+                    &format!("spec.disks[{i}].path"),
+                    "cannot open a path with a comma (gitvisor-vmm's --disk option has no escaping): rename the file",
+                );
+            }
+        }
+        let devices =
+            self.disks.len() + self.networks.len() + usize::from(self.cloud_init.is_some());
+        if devices > BUILTIN_MAX_DEVICES {
+            refuse(
+                "spec.disks",
+                &format!(
+                    "has room for {BUILTIN_MAX_DEVICES} disks, NICs and cloud-init seed together; {devices} are declared"
+                ),
+            );
+        }
         problems
     }
 }
@@ -300,6 +391,49 @@ mod tests {
         );
         let good = spec("memory: 256MiB\nboot: {kernel: /boot/vmlinuz, cmdline: console=ttyS0}");
         assert!(good.problems().is_empty());
+    }
+
+    #[test]
+    fn builtin_refuses_what_gitvisor_vmm_cannot_do_field_by_field() {
+        let vm = spec(
+            "hypervisor: builtin\nmemory: 256MiB\ncpus: 33\naccel: tcg\nstate: Paused\n\
+             boot: {firmware: uefi}\ngraphics: vnc\ncdrom: /i.iso\n\
+             disks: [{path: /a.qcow2}, {path: \"/b,c.img\"}, {volume: data}]",
+        );
+        let fields: Vec<String> = vm.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.boot.firmware",
+                "spec.accel",
+                "spec.state",
+                "spec.graphics",
+                "spec.cdrom",
+                "spec.cpus",
+                "spec.disks[0]",
+                "spec.disks[1].path",
+            ]
+        );
+        assert!(
+            vm.problems()
+                .iter()
+                .all(|(_, m)| m.starts_with("hypervisor: builtin "))
+        );
+        let crowded = spec(&format!(
+            "hypervisor: builtin\nmemory: 256MiB\nboot: {{kernel: /k}}\ncloudInit: {{userData: x}}\n\
+             disks: [{}]\nnetworks: [{{bridge: br0}}, {{bridge: br0}}]",
+            vec!["{path: /d.img}"; 17].join(", ")
+        ));
+        let problems = crowded.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].1.contains("20 are declared"), "{problems:?}");
+        let good = spec(
+            "hypervisor: builtin\nmemory: 64MiB\ncpus: 32\nboot: {kernel: /k}\n\
+             disks: [{path: /a.img}, {volume: v, readOnly: true}]\nnetworks: [{bridge: br0}]",
+        );
+        assert_eq!(good.problems(), Vec::new());
+        let qemu = spec("memory: 64MiB\naccel: tcg\nstate: Paused\nboot: {firmware: uefi}");
+        assert_eq!(qemu.problems(), Vec::new(), "QEMU can do all of it");
     }
 
     #[test]

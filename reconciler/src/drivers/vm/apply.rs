@@ -140,14 +140,15 @@ pub(crate) async fn apply(
     }
 }
 
+/// The launch the plan prepared, unless the plan found it cannot start here.
 fn prepared<'a>(run: &Run<'_>, snapshot: &'a VmSnapshot) -> Result<&'a Prepared, VmError> {
-    snapshot
-        .prepared
-        .as_ref()
-        .ok_or_else(|| VmError::CannotLaunch {
+    match &snapshot.prepared {
+        Some(prepared) if snapshot.problems.is_empty() => Ok(prepared),
+        _ => Err(VmError::CannotLaunch {
             vm: run.vm.to_owned(),
             problems: snapshot.problems.join("; "),
-        })
+        }),
+    }
 }
 
 fn record(run: &Run<'_>, spec: &VirtualMachineSpec, argv: Vec<String>) -> RunRecord {
@@ -435,7 +436,8 @@ fn snapshot_uefi(prepared: &Prepared) -> Option<std::path::PathBuf> {
     }
 }
 
-/// Graceful, then hard: resume if paused, ACPI powerdown, wait; quit, wait; SIGKILL, wait.
+/// Graceful, then hard: resume if paused, ACPI powerdown (Ctrl+Alt+Del for the builtin
+/// VMM), wait; quit (`stop`), wait; SIGKILL, wait.
 async fn stop(
     run: &Run<'_>,
     observed: &ObservedVm,
@@ -458,7 +460,8 @@ async fn stop(
     let waited = match run.send(run.control(hypervisor, Control::Powerdown)).await {
         Ok(_) => {
             run.step.progress(format!(
-                "ACPI powerdown sent; waiting up to {} for the guest to power off",
+                "{} sent; waiting up to {} for the guest to power off",
+                Control::Powerdown.name_for(hypervisor),
                 humantime::format_duration(timeout)
             ));
             run.wait_exit(pid, timeout).await?
@@ -467,7 +470,8 @@ async fn stop(
         Err(error) => {
             tracing::warn!(
                 vm = run.vm,
-                "ACPI powerdown failed: {}",
+                "{} failed: {}",
+                Control::Powerdown.name_for(hypervisor),
                 crate::contract::chain(&error)
             );
             false

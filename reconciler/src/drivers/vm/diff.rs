@@ -26,7 +26,7 @@ use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
     PlanContext, Prune,
 };
-use crate::model::{Hypervisor, Kind, Name, Resource, ResourceId, VirtualMachineSpec, VmState};
+use crate::model::{Kind, Name, Resource, ResourceId, VirtualMachineSpec, VmState};
 
 /// What a change carries from plan to apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,8 +61,9 @@ pub fn declared(
     let change = |action| Change::new(id.clone(), action).with_desired(Arc::clone(resource));
     let Some(backend) = backends.get(spec.hypervisor) else {
         return Ok(change(Action::Unsupported).with_reason(format!(
-            "hypervisor: {} is not in this build (it has: qemu)",
-            hypervisor_name(spec.hypervisor)
+            "hypervisor: {} is not in this build (it has: {})",
+            spec.hypervisor.as_str(),
+            backends.names().join(", ")
         )));
     };
     let unsupported = backend.unsupported(spec);
@@ -77,7 +78,8 @@ pub fn declared(
     let (prepared, problems) = match Launch::resolve(name, spec, context, host.facts(), root) {
         Ok(launch) => {
             let argv = backend.command_line(&launch);
-            (Some(Prepared { launch, argv }), Vec::new())
+            let problems = backend.problems(&launch);
+            (Some(Prepared { launch, argv }), problems)
         }
         Err(problems) => (None, problems),
     };
@@ -164,16 +166,22 @@ pub fn declared(
         );
     }
     let timeout = humantime::format_duration(shutdown_timeout(spec));
+    // The process that runs now is the recorded hypervisor's.
+    let running = dir
+        .record()
+        .map(|record| record.spec.hypervisor)
+        .unwrap_or(spec.hypervisor);
+    let graceful = super::monitor::Control::Powerdown.name_for(running);
     if drift.restarts(&runtime, spec.state) {
         notes.push(format!(
-            "restarts the guest: ACPI powerdown (up to {timeout}, then a hard stop), then a start with the new settings"
+            "restarts the guest: {graceful} (up to {timeout}, then a hard stop), then a start with the new settings"
         ));
     } else if !drift.restart_fields.is_empty() {
         notes.push("the new settings take effect when the guest next starts".to_owned());
     }
     if spec.state == VmState::Stopped && runtime.has_process() {
         notes.push(format!(
-            "stops the guest: ACPI powerdown, up to {timeout}, then a hard stop"
+            "stops the guest: {graceful}, up to {timeout}, then a hard stop"
         ));
     }
     Ok(with(Action::Update, notes).with_fields(drift.fields()))
@@ -217,13 +225,6 @@ pub fn shutdown_timeout(spec: &VirtualMachineSpec) -> std::time::Duration {
     spec.shutdown_timeout
         .map(|d| d.0)
         .unwrap_or(super::DEFAULT_SHUTDOWN_TIMEOUT)
-}
-
-fn hypervisor_name(hypervisor: Hypervisor) -> &'static str {
-    match hypervisor {
-        Hypervisor::Qemu => "qemu",
-        Hypervisor::Builtin => "builtin",
-    }
 }
 
 /// Whether the leftovers of an interrupted create are provably gitvisor's: the store

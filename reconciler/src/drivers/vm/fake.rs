@@ -1,7 +1,8 @@
 //! A recording, in-memory [`VmHost`] that behaves like QEMU and the kernel: run dirs with
 //! their files, processes started from a command line (paused with `-S`), a guest that
 //! powers off at the ACPI button (or ignores it, like one without acpid), QEMU's own tap
-//! creation when `ifname=` names a missing tap, a pid-file lock against a second launch,
+//! creation when `ifname=` names a missing tap (gitvisor-vmm's `--net tap=` too), the
+//! builtin VMM's refusal to pause, a pid-file lock against a second launch,
 //! and the kernel's link rules (a taken name, renaming a link that is up, a master that
 //! does not exist). Every request is recorded; chosen ones can fail.
 
@@ -17,6 +18,7 @@ use super::seam::{
 };
 use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkKind, LinkRequest, LinkState};
+use crate::model::Hypervisor;
 
 type Failure = (Box<dyn Fn(&VmRequest) -> bool + Send + Sync>, HostError);
 type Hook = Box<dyn Fn(&VmRequest) + Send + Sync>;
@@ -251,11 +253,20 @@ impl State {
             VmRequest::Launch { vm, argv } => {
                 // QEMU creates a tap it is told to open and does not find: unmarked and
                 // on no bridge. The driver must never let that happen.
+                // gitvisor-vmm's `--net tap=NAME` does the same.
                 for value in argv.iter() {
-                    if let Some(rest) = value.strip_prefix("tap,")
-                        && let Some(name) = rest
+                    let options = value
+                        .strip_prefix("tap,")
+                        .map(|rest| (rest, "ifname="))
+                        .or_else(|| {
+                            value
+                                .starts_with("tap=")
+                                .then_some((value.as_str(), "tap="))
+                        });
+                    if let Some((options, key)) = options
+                        && let Some(name) = options
                             .split(',')
-                            .find_map(|option| option.strip_prefix("ifname="))
+                            .find_map(|option| option.strip_prefix(key))
                         && !self.links.iter().any(|l| l.name == name)
                     {
                         let index = self.next_index();
@@ -276,7 +287,16 @@ impl State {
                 });
                 self.next_pid += 1;
             }
-            VmRequest::Control { vm, command, .. } => {
+            VmRequest::Control {
+                vm,
+                command,
+                hypervisor,
+            } => {
+                if hypervisor == Hypervisor::Builtin
+                    && matches!(command, Control::Pause | Control::Resume)
+                {
+                    return Err(refused("gitvisor-vmm cannot pause a guest"));
+                }
                 let ignores = self.ignores_powerdown;
                 let dir = self.dir_mut(&vm)?;
                 let Some(process) = dir.process.as_mut() else {

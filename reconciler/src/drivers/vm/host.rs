@@ -8,8 +8,11 @@
 //!   stderr to its end and waiting for the exit status tells a launch's outcome.
 //! - QEMU deletes its pid file when it exits, and locks it while it runs.
 //! - A pid can be reused after the VM's process ended, so a process counts as the VM's
-//!   only when its command line names the VM's monitor socket; a zombie has an empty
-//!   command line and so never counts.
+//!   only when its command line names the VM's pid file (both backends pass it); a
+//!   zombie has an empty command line and so never counts.
+//! - gitvisor-vmm with `--daemonize` behaves like QEMU's `-daemonize`: the parent exits
+//!   0 once the guest is set up, or 1 with the error on stderr; it locks its pid file and
+//!   removes it at exit.
 //! - The kernel ignores an alias given when a link is created and offers no netlink
 //!   request for a tap (`EOPNOTSUPP`), hence the ioctl and the separate alias request.
 //! - Files are written atomically (a sibling temporary file renamed over), so a crash
@@ -32,6 +35,7 @@ use super::record::RunRecord;
 use super::seam::{
     Answer, HostError, HostSnapshot, Process, RecordRead, RunDir, VmHost, VmRequest,
 };
+use super::vmm_api::VmmApi;
 use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkSeam, NetlinkLinks};
 use crate::model::Hypervisor;
@@ -46,6 +50,7 @@ pub struct RealHost {
     root: PathBuf,
     links: NetlinkLinks,
     qmp: Qmp,
+    vmm: VmmApi,
 }
 
 impl RealHost {
@@ -57,16 +62,14 @@ impl RealHost {
             root,
             links,
             qmp: Qmp,
+            vmm: VmmApi,
         })
     }
 
-    fn monitor(&self, hypervisor: Hypervisor) -> Result<&dyn Monitor, HostError> {
+    fn monitor(&self, hypervisor: Hypervisor) -> &dyn Monitor {
         match hypervisor {
-            Hypervisor::Qemu => Ok(&self.qmp),
-            Hypervisor::Builtin => Err(HostError::new(
-                "this build has no monitor for hypervisor: builtin",
-                FailureClass::NeedsUser,
-            )),
+            Hypervisor::Qemu => &self.qmp,
+            Hypervisor::Builtin => &self.vmm,
         }
     }
 
@@ -102,7 +105,7 @@ impl RealHost {
             .spawn()
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => HostError::new(
-                    format!("{program} is not installed (Debian: apt install qemu-system-x86)"),
+                    format!("{program} is not installed ({})", install_hint(program)),
                     FailureClass::NeedsUser,
                 ),
                 _ => HostError::io(format!("starting {program}"), &e),
@@ -124,8 +127,11 @@ impl RealHost {
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let message = stderr.trim();
-        // Another process holds the pid file: a launch raced this one.
-        let class = if message.contains("Cannot lock pid file") {
+        // Another process holds the pid file: a launch raced this one (QEMU's words, then
+        // gitvisor-vmm's).
+        let class = if message.contains("Cannot lock pid file")
+            || message.contains("is locked by another running gitvisor-vmm")
+        {
             FailureClass::Transient
         } else {
             FailureClass::NeedsUser
@@ -146,11 +152,13 @@ impl VmHost for RealHost {
             let (Some(_), RecordRead::Present(record)) = (&dir.process, &dir.record) else {
                 return None;
             };
-            let socket = RunPaths::new(&self.root, &dir.name).monitor();
-            let status = match self.monitor(record.spec.hypervisor) {
-                Ok(monitor) => monitor.status(&socket).await.map_err(|e| e.message),
-                Err(e) => Err(e.message),
-            };
+            let hypervisor = record.spec.hypervisor;
+            let socket = RunPaths::new(&self.root, &dir.name).monitor(hypervisor);
+            let status = self
+                .monitor(hypervisor)
+                .status(&socket)
+                .await
+                .map_err(|e| e.message);
             Some(status)
         });
         let statuses = futures::future::join_all(queries).await;
@@ -253,18 +261,18 @@ impl VmHost for RealHost {
                 hypervisor,
                 command,
             } => {
-                let socket = self.paths(&vm)?.monitor();
-                self.monitor(hypervisor)?
+                let socket = self.paths(&vm)?.monitor(hypervisor);
+                self.monitor(hypervisor)
                     .control(&socket, command)
                     .await
                     .map_err(monitor_error)?;
                 Ok(Answer::Done)
             }
             VmRequest::WaitExit { vm, pid, within } => {
-                let socket = self.paths(&vm)?.monitor();
+                let pid_file = self.paths(&vm)?.pid();
                 let started = Instant::now();
                 loop {
-                    if process_of(pid, &socket).is_none() {
+                    if process_of(pid, &pid_file).is_none() {
                         return Ok(Answer::Exited(true));
                     }
                     if started.elapsed() >= within {
@@ -274,8 +282,8 @@ impl VmHost for RealHost {
                 }
             }
             VmRequest::Kill { vm, pid } => {
-                let socket = self.paths(&vm)?.monitor();
-                if process_of(pid, &socket).is_some() {
+                let pid_file = self.paths(&vm)?.pid();
+                if process_of(pid, &pid_file).is_some() {
                     let pid = i32::try_from(pid).map_err(|_| {
                         HostError::new(format!("pid {pid} out of range"), FailureClass::Bug)
                     })?;
@@ -295,6 +303,17 @@ impl VmHost for RealHost {
                 Ok(Answer::Done)
             }
         }
+    }
+}
+
+/// How to install the hypervisor `program`.
+fn install_hint(program: &str) -> &'static str {
+    if Path::new(program).file_name()
+        == Some(std::ffi::OsStr::new(super::backend::builtin::VMM_PROGRAM))
+    {
+        "install gitvisor-vmm next to gitvisor; cargo build --workspace builds both"
+    } else {
+        "Debian: apt install qemu-system-x86"
     }
 }
 
@@ -400,7 +419,7 @@ fn read_run_dirs(root: &Path) -> Result<Vec<RunDir>, HostError> {
         let process = std::fs::read_to_string(paths.pid())
             .ok()
             .and_then(|text| text.trim().parse::<u32>().ok())
-            .and_then(|pid| process_of(pid, &paths.monitor()));
+            .and_then(|pid| process_of(pid, &paths.pid()));
         dirs.push(RunDir {
             name,
             record,
@@ -412,18 +431,20 @@ fn read_run_dirs(root: &Path) -> Result<Vec<RunDir>, HostError> {
     Ok(dirs)
 }
 
-/// Process `pid`, if it is alive and its command line names `socket` (the VM's monitor).
-fn process_of(pid: u32, socket: &Path) -> Option<Process> {
+/// Process `pid`, if it is alive and its command line names `pid_file` (the run dir's pid
+/// file, which every backend's command line names: QEMU's `-pidfile`, gitvisor-vmm's
+/// `--pid-file`).
+fn process_of(pid: u32, pid_file: &Path) -> Option<Process> {
     let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let argv: Vec<String> = bytes
         .split(|b| *b == 0)
         .filter(|arg| !arg.is_empty())
         .map(|arg| String::from_utf8_lossy(arg).into_owned())
         .collect();
-    let socket = socket.to_string_lossy();
-    let escaped = socket.replace(',', ",,");
+    let pid_file = pid_file.to_string_lossy();
+    let escaped = pid_file.replace(',', ",,");
     argv.iter()
-        .any(|arg| arg.contains(socket.as_ref()) || arg.contains(&escaped))
+        .any(|arg| arg.contains(pid_file.as_ref()) || arg.contains(&escaped))
         .then_some(Process { pid, argv })
 }
 
@@ -481,9 +502,9 @@ mod tests {
     }
 
     #[test]
-    fn only_a_process_naming_the_socket_counts() {
+    fn only_a_process_naming_the_pid_file_counts() {
         let me = std::process::id();
-        assert!(process_of(me, Path::new("/nonexistent/qmp.sock")).is_none());
+        assert!(process_of(me, Path::new("/nonexistent/pid")).is_none());
         let argv0 = std::env::args().next().unwrap();
         let found = process_of(me, Path::new(&argv0)).expect("this process names its own path");
         assert_eq!(found.pid, me);

@@ -3,12 +3,13 @@
 //! # Why it looks like this
 //!
 //! Guests must outlive gitvisor: the CLI exits after `apply`, the controller restarts
-//! and upgrades. So each VM is a detached hypervisor process (QEMU with `-daemonize`)
-//! whose every runtime file lives in the VM's run dir, `<run dir>/vm/<name>/`: pid file,
-//! control socket (QMP), serial socket and log, cloud-init seed, UEFI variable store.
-//! Observe finds the guests again from those directories alone: one pass over them
-//! (record, pid, `/proc/PID/cmdline`), the monitor's status of each live process, one
-//! link dump for the taps.
+//! and upgrades. So each VM is a detached hypervisor process (QEMU with `-daemonize`, or
+//! gitvisor's own `gitvisor-vmm --daemonize` for `hypervisor: builtin`) whose every
+//! runtime file lives in the VM's run dir, `<run dir>/vm/<name>/`: pid file, control
+//! socket (QMP, or the VMM's `api.sock`), serial socket and log, cloud-init seed, UEFI
+//! variable store. Observe finds the guests again from those directories alone: one pass
+//! over them (record, pid, `/proc/PID/cmdline` naming the pid file), the monitor's status
+//! of each live process, one link dump for the taps.
 //!
 //! # Ownership
 //!
@@ -29,14 +30,16 @@
 //!    touches the guest's hardware is an update that restarts it, and says so.
 //! 2. **apply** (`apply.rs`): create = run dir + record, taps, seed, NVRAM, launch;
 //!    update = stop if needed, new record, taps, start or pause/resume; delete = stop,
-//!    taps, run dir. Stop is ACPI powerdown, then quit and SIGKILL after the timeout.
+//!    taps, run dir. Stop is ACPI powerdown (Ctrl+Alt+Del for the builtin VMM), then quit
+//!    (`stop`) and SIGKILL after the timeout.
 //!
 //! # Seam and backends
 //!
 //! The host is reached only through [`VmHost`] ([`host::RealHost`]; `FakeHost` in tests).
-//! What differs between hypervisors is a [`backend::Backend`] (the command line; pure)
-//! and a [`monitor::Monitor`] (status and control of a running VM; QMP for QEMU), so the
-//! builtin VMM plugs in beside QEMU with the same manifests, planning and lifecycle.
+//! What differs between hypervisors is a [`backend::Backend`] (the command line and what
+//! it cannot do; pure) and a [`monitor::Monitor`] (status and control of a running VM;
+//! QMP for QEMU, `vmm_api.rs` for the builtin VMM), so both share the manifests,
+//! planning and lifecycle.
 //! Taps are created by the `gitvisor-tap` crate (an ioctl, the one thing here that needs
 //! `unsafe`, kept out of this crate) and configured over netlink.
 
@@ -60,6 +63,7 @@ pub mod seam;
 pub mod seed;
 #[cfg(test)]
 mod tests;
+pub mod vmm_api;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -71,7 +75,7 @@ use async_trait::async_trait;
 use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
 use crate::model::{Kind, Resource, Spec};
 
-pub use backend::{Backend, Backends, QemuBackend};
+pub use backend::{Backend, Backends, BuiltinBackend, QemuBackend};
 pub use diff::VmSnapshot;
 pub use error::VmError;
 pub use host::RealHost;

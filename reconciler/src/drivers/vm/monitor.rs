@@ -1,11 +1,14 @@
 //! The control channel of a running VM, as the lifecycle needs it: its status, and the
-//! few commands that change it. QEMU's is QMP (`qmp.rs`); the builtin VMM will bring its
-//! own. The host seam picks the monitor by the hypervisor the VM's record names.
+//! few commands that change it. QEMU's is QMP (`qmp.rs`); the builtin VMM's is its JSON
+//! lines API (`vmm_api.rs`). The host seam picks the monitor by the hypervisor the VM's
+//! record names.
 
 use std::fmt;
 use std::path::Path;
 
 use async_trait::async_trait;
+
+use crate::model::Hypervisor;
 
 /// A command to a running VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,14 +23,24 @@ pub enum Control {
     Quit,
 }
 
+impl Control {
+    /// What the command is called on `hypervisor`: the builtin VMM's graceful shutdown is
+    /// Ctrl+Alt+Del (it has no ACPI power button) and its hard stop is `stop`.
+    pub fn name_for(self, hypervisor: Hypervisor) -> &'static str {
+        match (self, hypervisor) {
+            (Control::Powerdown, Hypervisor::Qemu) => "ACPI powerdown",
+            (Control::Powerdown, Hypervisor::Builtin) => "Ctrl+Alt+Del",
+            (Control::Pause, _) => "pause",
+            (Control::Resume, _) => "resume",
+            (Control::Quit, Hypervisor::Qemu) => "quit",
+            (Control::Quit, Hypervisor::Builtin) => "stop",
+        }
+    }
+}
+
 impl fmt::Display for Control {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Control::Powerdown => "ACPI powerdown",
-            Control::Pause => "pause",
-            Control::Resume => "resume",
-            Control::Quit => "quit",
-        })
+        f.write_str(self.name_for(Hypervisor::Qemu))
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! The directory is the VM's marker on the host (DESIGN §3): it holds the record of what
 //! gitvisor launched (`gitvisor.json`, see `record.rs`) and everything the running guest
-//! needs that is not a disk: the hypervisor's pid file and control socket, the serial
-//! socket and log, the cloud-init seed, the UEFI variable store, the VNC socket. It lives
+//! needs that is not a disk: the hypervisor's pid file and control socket (QEMU's QMP
+//! `qmp.sock`, the builtin VMM's `api.sock` and its `vmm.log`), the serial socket and log,
+//! the cloud-init seed, the UEFI variable store, the VNC socket. It lives
 //! as long as the VM is declared, running or not, and goes when the VM is pruned.
 //!
 //! A run dir is created under a temporary name (`_new.<name>`, which no VM name can be:
@@ -12,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::Name;
+use crate::model::{Hypervisor, Name};
 
 /// The subdirectory of gitvisor's run dir that holds one directory per VM.
 pub const VM_SUBDIR: &str = "vm";
@@ -28,6 +29,12 @@ pub const NVRAM_FILE: &str = "OVMF_VARS.fd";
 pub const SERIAL_LOG_FILE: &str = "serial.log";
 /// The serial console's socket, for `gitvisor console`.
 pub const SERIAL_SOCKET_FILE: &str = "serial.sock";
+/// QEMU's control socket (QMP).
+pub const QMP_SOCKET_FILE: &str = "qmp.sock";
+/// gitvisor-vmm's control socket (JSON lines, `docs/vmm.md`).
+pub const API_SOCKET_FILE: &str = "api.sock";
+/// gitvisor-vmm's own messages (start line, exit reason, errors).
+pub const VMM_LOG_FILE: &str = "vmm.log";
 
 /// The longest path a unix socket can have (`sun_path` is 108 bytes with its NUL).
 pub const SOCKET_PATH_MAX: usize = 107;
@@ -56,9 +63,18 @@ impl RunPaths {
         self.dir.join("pid")
     }
 
-    /// The hypervisor's control socket (QMP for QEMU).
-    pub fn monitor(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
+    /// The control socket of `hypervisor`: QMP for QEMU, the API socket for the builtin
+    /// VMM.
+    pub fn monitor(&self, hypervisor: Hypervisor) -> PathBuf {
+        self.dir.join(match hypervisor {
+            Hypervisor::Qemu => QMP_SOCKET_FILE,
+            Hypervisor::Builtin => API_SOCKET_FILE,
+        })
+    }
+
+    /// The builtin VMM's log of its own messages.
+    pub fn vmm_log(&self) -> PathBuf {
+        self.dir.join(VMM_LOG_FILE)
     }
 
     pub fn serial_socket(&self) -> PathBuf {
@@ -84,7 +100,12 @@ impl RunPaths {
     /// Why these paths cannot work, if they cannot: a socket path longer than a unix
     /// socket address holds (a long `--run-dir` and a long VM name together).
     pub fn problem(&self) -> Option<String> {
-        [self.monitor(), self.serial_socket(), self.vnc()]
+        [
+            self.monitor(Hypervisor::Qemu),
+            self.monitor(Hypervisor::Builtin),
+            self.serial_socket(),
+            self.vnc(),
+        ]
             .into_iter()
             .find(|path| path.as_os_str().len() > SOCKET_PATH_MAX)
             .map(|path| {
@@ -124,7 +145,14 @@ mod tests {
     fn socket_paths_must_fit_a_unix_address() {
         let short = RunPaths::new(Path::new("/run/gitvisor/vm"), "vm1");
         assert_eq!(short.problem(), None);
-        assert_eq!(short.monitor(), Path::new("/run/gitvisor/vm/vm1/qmp.sock"));
+        assert_eq!(
+            short.monitor(Hypervisor::Qemu),
+            Path::new("/run/gitvisor/vm/vm1/qmp.sock")
+        );
+        assert_eq!(
+            short.monitor(Hypervisor::Builtin),
+            Path::new("/run/gitvisor/vm/vm1/api.sock")
+        );
         let long = RunPaths::new(Path::new(&format!("/{}", "r".repeat(60))), &"v".repeat(63));
         assert!(long.problem().unwrap().contains("shorter --run-dir"));
     }

@@ -149,7 +149,11 @@ impl fmt::Display for VmRequest {
                 "launch {}",
                 argv.first().map(String::as_str).unwrap_or("(nothing)")
             ),
-            VmRequest::Control { command, .. } => write!(f, "{command}"),
+            VmRequest::Control {
+                command,
+                hypervisor,
+                ..
+            } => f.write_str(command.name_for(*hypervisor)),
             VmRequest::WaitExit { pid, within, .. } => write!(
                 f,
                 "wait up to {} for process {pid} to end",

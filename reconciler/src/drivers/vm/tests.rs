@@ -34,8 +34,19 @@ fn owning(names: &[&str]) -> PlanContext {
     PlanContext::new(names.iter().map(|name| id(name)))
 }
 
+/// Where the tests' builtin backend finds gitvisor-vmm.
+const VMM: &str = "/usr/libexec/gitvisor/gitvisor-vmm";
+
+fn backends(vmm: BuiltinBackend) -> Backends {
+    Backends::new(vec![Arc::new(QemuBackend::default()), Arc::new(vmm)])
+}
+
 fn driver(fake: &Arc<FakeHost>) -> VmDriver {
-    VmDriver::new(fake.clone(), PathBuf::from(ROOT), Backends::built_in())
+    VmDriver::new(
+        fake.clone(),
+        PathBuf::from(ROOT),
+        backends(BuiltinBackend::with_program(VMM)),
+    )
 }
 
 const WEB: &str = "memory: 256MiB\naccel: tcg\nboot: {kernel: /boot/vmlinuz, cmdline: console=ttyS0}\n\
@@ -444,12 +455,228 @@ async fn a_foreign_link_under_the_tap_name_fails_the_create_before_anything() {
     assert!(fake.requests().is_empty());
 }
 
-#[tokio::test]
-async fn builtin_is_unsupported_in_this_build() {
+const MICRO: &str = "hypervisor: builtin\nmemory: 128MiB\nboot: {kernel: /boot/vmlinux, cmdline: quiet}\n\
+                     disks: [{path: /images/micro.img}]\nnetworks: [{bridge: br0}]\n\
+                     cloudInit: {metaData: \"instance-id: micro\"}\nshutdownTimeout: 5s";
+
+fn micro(extra: &str) -> Arc<Resource> {
+    declared("web", &format!("{MICRO}\n{extra}"))
+}
+
+/// A host with KVM, as the builtin VMM needs.
+fn kvm_host() -> Arc<FakeHost> {
     let fake = host();
-    let change = plan_one(&driver(&fake), &web("hypervisor: builtin"), &owning(&[])).await;
+    fake.set_facts(super::launch::HostFacts {
+        kvm: true,
+        uefi: None,
+    });
+    fake
+}
+
+fn sent(fake: &FakeHost) -> Vec<String> {
+    fake.requests().iter().map(ToString::to_string).collect()
+}
+
+#[tokio::test]
+async fn builtin_is_created_restarted_stopped_and_pruned_like_qemu() {
+    let fake = kvm_host();
+    let driver = driver(&fake);
+    let change = plan_one(&driver, &micro(""), &owning(&[])).await;
+    assert_eq!(change.action, Action::Create, "{:?}", change.reasons);
+    apply(&driver, &change).await.unwrap();
+    let tap = tap_name("web", 0);
+    assert_eq!(
+        sent(&fake),
+        [
+            "create the run dir of web".to_owned(),
+            format!("create tap {}", temporary_tap_name("web", 0)),
+            format!("mark link #3 as {}", tap_alias("web", 0)),
+            format!("rename link #3 to {tap}"),
+            "enslave link #3 to bridge #1".to_owned(),
+            "set link #3 up".to_owned(),
+            format!("write seed.img ({} bytes)", 1 << 20),
+            format!("launch {VMM}"),
+        ]
+    );
+    let argv = process_argv(&fake, "web");
+    assert_eq!(
+        record_of(&fake, "web").argv,
+        argv,
+        "the record names what runs"
+    );
+    let text = argv.join(" ");
+    for expected in [
+        "--kernel /boot/vmlinux",
+        "--memory 128",
+        "--disk path=/images/micro.img,id=disk0",
+        "--disk path=/run/gitvisor/vm/web/seed.img,readonly=on,id=cidata",
+        &format!("--net tap={tap},mac="),
+        "--api-socket /run/gitvisor/vm/web/api.sock",
+        "--pid-file /run/gitvisor/vm/web/pid",
+        "--daemonize",
+    ] {
+        assert!(text.contains(expected), "{expected}\nnot in\n{text}");
+    }
+    let link = fake.link(&tap).expect("the tap");
+    assert_eq!((link.master, link.up), (Some(1), true));
+    let again = plan_one(&driver, &micro(""), &owning(&["web"])).await;
+    assert_eq!(again.action, Action::NoOp, "{:?}", again.fields);
+
+    // A memory change restarts it: Ctrl+Alt+Del, the wait, a new launch.
+    let bigger = declared("web", &MICRO.replace("128MiB", "256MiB"));
+    let change = plan_one(&driver, &bigger, &owning(&["web"])).await;
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(change.fields[0].path, "memory");
+    assert_eq!(change.fields[0].effect, Effect::Restart);
+    assert!(
+        change.reasons[0].starts_with("restarts the guest: Ctrl+Alt+Del (up to 5s"),
+        "{:?}",
+        change.reasons
+    );
+    fake.clear_requests();
+    apply(&driver, &change).await.unwrap();
+    assert_eq!(
+        sent(&fake),
+        [
+            "Ctrl+Alt+Del",
+            "wait up to 5s for process 1000 to end",
+            "write the run record",
+            &format!("write seed.img ({} bytes)", 1 << 20),
+            &format!("launch {VMM}"),
+        ]
+    );
+    assert!(
+        process_argv(&fake, "web")
+            .join(" ")
+            .contains("--memory 256")
+    );
+    converge(&driver, &bigger).await;
+
+    // Stopped, by a guest that ignores Ctrl+Alt+Del: `stop` after the timeout.
+    fake.ignore_powerdown();
+    let stopped = declared(
+        "web",
+        &format!("{}\nstate: Stopped", MICRO.replace("128MiB", "256MiB")),
+    );
+    let change = plan_one(&driver, &stopped, &owning(&["web"])).await;
+    assert!(
+        change
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("stops the guest: Ctrl+Alt+Del, up to 5s")),
+        "{:?}",
+        change.reasons
+    );
+    fake.clear_requests();
+    apply(&driver, &change).await.unwrap();
+    assert_eq!(
+        sent(&fake),
+        [
+            "Ctrl+Alt+Del",
+            "wait up to 5s for process 1001 to end",
+            "stop",
+            "wait up to 10s for process 1001 to end",
+            "write the run record",
+        ]
+    );
+    assert!(fake.dir("web").unwrap().process.is_none());
+    converge(&driver, &stopped).await;
+
+    // Pruned: its tap and run dir go.
+    let changes = driver.plan(&[], &owning(&["web"])).await.unwrap();
+    assert_eq!(changes[0].action, Action::Delete);
+    fake.clear_requests();
+    apply(&driver, &changes[0]).await.unwrap();
+    assert_eq!(sent(&fake), ["delete link #3", "remove run dir web"]);
+    assert!(fake.dir_names().is_empty());
+}
+
+#[tokio::test]
+async fn builtin_without_kvm_or_its_binary_plans_why_and_apply_touches_nothing() {
+    for (kvm, vmm, expected) in [
+        (
+            false,
+            BuiltinBackend::with_program(VMM),
+            "/dev/kvm cannot be opened",
+        ),
+        (
+            true,
+            BuiltinBackend::missing(
+                "gitvisor-vmm (the builtin hypervisor) was found neither at /usr/bin/gitvisor-vmm nor on PATH",
+            ),
+            "gitvisor-vmm (the builtin hypervisor) was found neither",
+        ),
+    ] {
+        let fake = host();
+        fake.set_facts(super::launch::HostFacts { kvm, uefi: None });
+        let driver = VmDriver::new(fake.clone(), PathBuf::from(ROOT), backends(vmm));
+        let change = plan_one(&driver, &micro(""), &owning(&[])).await;
+        assert_eq!(change.action, Action::Create);
+        assert!(
+            change
+                .reasons
+                .iter()
+                .any(|r| r.starts_with("apply will fail: ") && r.contains(expected)),
+            "{:?}",
+            change.reasons
+        );
+        let error = apply(&driver, &change).await.unwrap_err();
+        assert_eq!(error.class(), FailureClass::NeedsUser);
+        assert!(crate::contract::chain(&error).contains(expected));
+        assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    }
+}
+
+#[tokio::test]
+async fn builtin_plans_what_gitvisor_vmm_cannot_do_as_unsupported() {
+    let fake = kvm_host();
+    let driver = driver(&fake);
+    let paused = plan_one(
+        &driver,
+        &micro("state: Paused\ngraphics: vnc"),
+        &owning(&[]),
+    )
+    .await;
+    assert_eq!(paused.action, Action::Unsupported);
+    assert_eq!(paused.reasons.len(), 2, "{:?}", paused.reasons);
+    assert!(paused.reasons[0].starts_with("spec.state: hypervisor: builtin cannot pause"));
+    assert!(paused.reasons[1].starts_with("spec.graphics: "));
+    assert!(fake.requests().is_empty());
+    let only_qemu = VmDriver::new(
+        fake.clone(),
+        PathBuf::from(ROOT),
+        Backends::new(vec![Arc::new(QemuBackend::default())]),
+    );
+    let change = plan_one(&only_qemu, &micro(""), &owning(&[])).await;
     assert_eq!(change.action, Action::Unsupported);
-    assert!(change.reasons[0].contains("hypervisor: builtin is not in this build"));
+    assert_eq!(
+        change.reasons,
+        ["hypervisor: builtin is not in this build (it has: qemu)"]
+    );
+}
+
+#[tokio::test]
+async fn a_vm_moved_between_hypervisors_is_stopped_by_the_one_that_runs_it() {
+    let fake = kvm_host();
+    let driver = driver(&fake);
+    let qemu = declared("web", &MICRO.replace("hypervisor: builtin\n", ""));
+    converge(&driver, &qemu).await;
+    let change = plan_one(&driver, &micro(""), &owning(&["web"])).await;
+    assert_eq!(change.fields[0].path, "hypervisor");
+    assert_eq!(change.fields[0].effect, Effect::Restart);
+    fake.clear_requests();
+    apply(&driver, &change).await.unwrap();
+    let requests = fake.requests();
+    assert!(matches!(
+        requests[0],
+        VmRequest::Control {
+            hypervisor: crate::model::Hypervisor::Qemu,
+            command: Control::Powerdown,
+            ..
+        }
+    ));
+    assert_eq!(process_argv(&fake, "web")[0], VMM);
+    converge(&driver, &micro("")).await;
 }
 
 #[tokio::test]

@@ -183,7 +183,7 @@ impl Backend for QemuBackend {
             "-chardev",
             format!(
                 "socket,id=qmp,path={},server=on,wait=off",
-                path(&paths.monitor())
+                path(&paths.monitor(Hypervisor::Qemu))
             ),
         );
         arg("-mon", "chardev=qmp,mode=control".to_owned());

@@ -1,0 +1,256 @@
+//! VirtualMachines with `hypervisor: builtin` against the real host: gitvisor launches
+//! `gitvisor-vmm` (found next to itself) on this machine's KVM with the test guest of
+//! `e2e/guests/builtin.c`, a tap on a managed bridge, in the test's own network namespace.
+//!
+//! In order, on one VM: `apply` SIGKILLed as soon as the run dir appears, finished by the
+//! next `apply`; the process is gitvisor-vmm, named by the run dir's pid file, and its
+//! control socket says `running`; the guest's output is in the console log where QEMU's
+//! goes; the tap is marked, enslaved and up; `gitvisor console` reaches the guest both
+//! ways; a second plan is clean; `state: Stopped` shuts the guest down with Ctrl+Alt+Del;
+//! a guest that ignores it is stopped hard after `shutdownTimeout`; prune removes the VM,
+//! its tap and run dir and keeps the bridge. No Linux kernel boots here (DESIGN §5).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use gitvisor_e2e::builtin::{self, exe_of, vmm_api};
+use gitvisor_e2e::vms::{VmGuard, vm_manifest};
+use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest, skip, status_states};
+
+/// A guard against a hang, not a measurement: the guest is up in milliseconds.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+#[track_caller]
+fn assert_plan_clean(env: &TestEnv, manifests: &Manifests) {
+    let outcome = env.plan_detailed(manifests.path());
+    assert_eq!(outcome.code, Some(0), "expected a clean plan\n{outcome}");
+}
+
+fn taps(env: &TestEnv) -> Vec<gitvisor_e2e::Link> {
+    env.links()
+        .into_iter()
+        .filter(|l| l.name != "lo" && l.name != "br-mv")
+        .collect()
+}
+
+fn spec(kernel: &std::path::Path, cmdline: &str, state: &str) -> String {
+    format!(
+        "hypervisor: builtin\ncpus: 1\nmemory: 32MiB\nstate: {state}\nshutdownTimeout: 3s\n\
+         boot:\n  kernel: {}\n  cmdline: {cmdline}\n\
+         networks:\n  - bridge: br-mv\n",
+        kernel.display()
+    )
+}
+
+#[test]
+fn builtin_lifecycle() {
+    let Some(env) = TestEnv::new("vm-builtin") else {
+        return;
+    };
+    if let Some(why) = builtin::missing_facility() {
+        skip(&gitvisor_e2e::current_test_name("vm-builtin"), &why);
+        return;
+    }
+    let guard = VmGuard::new(&env);
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let kernel = builtin::build_guest(scratch.path());
+    let manifests = Manifests::new();
+    manifests.write(
+        "bridge.yaml",
+        &bridge_manifest("br-mv", &[], "  addresses: [10.232.0.1/24]\n"),
+    );
+    let write_vm = |cmdline: &str, state: &str| {
+        manifests.write(
+            "vm.yaml",
+            &vm_manifest("micro", &spec(&kernel, cmdline, state)),
+        );
+    };
+    write_vm("gv.test", "Running");
+
+    // 1. apply, SIGKILLed as soon as the VM's run dir appears, then finished.
+    let mut child = env
+        .gitvisor_command(["apply", manifests.path_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start gitvisor apply");
+    let vm_root = env.run_dir().join("vm");
+    let started = Instant::now();
+    let killed = loop {
+        if vm_root.join("micro").exists() || vm_root.join("_new.micro").exists() {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+            break true;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break false;
+        }
+        assert!(started.elapsed() < PATIENCE, "apply made no progress");
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    assert!(
+        killed,
+        "apply finished before the test could kill it part-way"
+    );
+    assert!(
+        taps(&env).len() <= 1,
+        "at most the one tap: {:?}",
+        taps(&env)
+    );
+    env.apply(manifests.path()).expect_code(0);
+    assert_plan_clean(&env, &manifests);
+
+    // 2. The process is gitvisor-vmm, found by its pid file, and says it runs.
+    let pid = guard.pid("micro").expect("the VMM runs");
+    let exe = exe_of(pid).expect("its executable");
+    assert_eq!(
+        exe.file_name().and_then(|n| n.to_str()),
+        Some("gitvisor-vmm"),
+        "{exe:?}"
+    );
+    let cmdline = guard.cmdline("micro").expect("its command line");
+    let pid_file = guard.run_dir("micro").join("pid");
+    assert!(
+        cmdline.contains(&pid_file.display().to_string()),
+        "{cmdline:?}"
+    );
+    let status = vmm_api(&guard.run_dir("micro").join("api.sock"), "status")
+        .expect("the VMM's control socket answers");
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["status"]["pid"], pid, "{status}");
+    let states = status_states(&env.status_json());
+    assert_eq!(
+        states
+            .get(&("VirtualMachine".to_owned(), "micro".to_owned()))
+            .map(String::as_str),
+        Some("Ready")
+    );
+
+    // 3. The guest's output is in the console log; its tap is marked, enslaved, up.
+    let serial = guard.serial("micro");
+    serial.wait_for("GV-BUILTIN-UP", 0, PATIENCE);
+    let line = serial.wait_for("GV-CMDLINE ", 0, PATIENCE);
+    assert!(
+        line.contains("console=ttyS0") && line.contains("gv.test"),
+        "{line}"
+    );
+    let tap_links = taps(&env);
+    assert_eq!(tap_links.len(), 1, "{tap_links:?}");
+    let tap = &tap_links[0];
+    assert_eq!(tap.alias.as_deref(), Some("gitvisor:vm/micro/0"));
+    assert_eq!(tap.master.as_deref(), Some("br-mv"));
+    assert!(tap.is_up());
+    assert!(
+        cmdline
+            .iter()
+            .any(|a| a.starts_with(&format!("tap={},", tap.name))),
+        "{cmdline:?}"
+    );
+
+    // 4. `gitvisor console` reaches the guest's serial console both ways.
+    let mut console = env
+        .gitvisor_command(["console", "micro"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start gitvisor console");
+    let mut input = console.stdin.take().expect("piped stdin");
+    let output = console.stdout.take().expect("piped stdout");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let echoed = (|| {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            let _ = input.write_all(b"hello-console\n");
+            let _ = input.flush();
+            while let Ok(line) = seen.recv_timeout(Duration::from_millis(500)) {
+                if line.trim_end().ends_with("GV-ECHO hello-console") {
+                    return true;
+                }
+            }
+        }
+        false
+    })();
+    let _ = console.kill();
+    let _ = console.wait();
+    assert!(
+        echoed,
+        "the guest never echoed what was typed on its console"
+    );
+    assert_plan_clean(&env, &manifests);
+
+    // 5. Stopped: Ctrl+Alt+Del, the guest resets, the VMM exits; run dir and tap stay.
+    write_vm("gv.test", "Stopped");
+    env.apply(manifests.path()).expect_code(0);
+    assert_eq!(guard.pid("micro"), None);
+    serial.wait_for("GV-CTRL-ALT-DEL", 0, PATIENCE);
+    let vmm_log =
+        std::fs::read_to_string(guard.run_dir("micro").join("vmm.log")).expect("the VMM's log");
+    assert!(vmm_log.contains("exiting:"), "{vmm_log}");
+    assert!(guard.run_dir("micro").join("gitvisor.json").is_file());
+    assert_eq!(taps(&env).len(), 1, "a stopped VM keeps its tap");
+    assert_plan_clean(&env, &manifests);
+
+    // 6. A guest that ignores Ctrl+Alt+Del runs, and is stopped hard after 3s.
+    write_vm("gv.deaf", "Running");
+    env.apply(manifests.path()).expect_code(0);
+    serial.wait_for("GV-DEAF", 0, PATIENCE);
+    let deaf = guard.pid("micro").expect("relaunched");
+    assert_ne!(deaf, pid);
+    assert_plan_clean(&env, &manifests);
+    write_vm("gv.deaf", "Stopped");
+    let stop_started = Instant::now();
+    env.apply(manifests.path()).expect_code(0);
+    assert!(
+        stop_started.elapsed() >= Duration::from_secs(3),
+        "the shutdown timeout was not awaited"
+    );
+    assert_eq!(guard.pid("micro"), None);
+    assert_eq!(
+        serial.lines_starting("GV-CTRL-ALT-DEL").len(),
+        1,
+        "the deaf guest did not reset by itself"
+    );
+    assert_plan_clean(&env, &manifests);
+
+    // 7. Prune: VM, tap and run dir go; the bridge stays.
+    manifests.remove("vm.yaml");
+    env.gitvisor(["apply", manifests.path_str(), "--prune"])
+        .expect_code(0);
+    assert!(!guard.run_dir("micro").exists());
+    assert!(taps(&env).is_empty(), "{:?}", taps(&env));
+    assert!(env.link("br-mv").is_some());
+    assert_plan_clean(&env, &manifests);
+}
+
+#[test]
+fn doctor_says_whether_builtin_can_run() {
+    if builtin::missing_facility().is_some() {
+        skip(
+            "doctor_says_whether_builtin_can_run",
+            "no KVM, gcc or gitvisor-vmm",
+        );
+        return;
+    }
+    let outcome = gitvisor_e2e::gitvisor_offline(["doctor"]);
+    let line = outcome
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("builtin"))
+        .unwrap_or_else(|| panic!("no builtin line\n{outcome}"))
+        .to_owned();
+    assert!(line.trim_start().starts_with("ok"), "{line}");
+    assert!(
+        line.contains(&builtin::vmm_beside_gitvisor().display().to_string()),
+        "{line}"
+    );
+}
