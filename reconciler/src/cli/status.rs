@@ -22,7 +22,7 @@ use crate::model::ResourceId;
 use crate::reconcile::{Basis, Live, Reconciler, StatusReport};
 
 /// Each bridge serving DHCP (by name) and its current leases, in the file's order.
-type Leases = BTreeMap<String, Vec<Lease>>;
+pub(super) type Leases = BTreeMap<String, Vec<Lease>>;
 
 pub async fn status(
     reconciler: &Reconciler,
@@ -57,7 +57,7 @@ pub async fn status(
 
 /// The leases of every bridge with a dnsmasq directory under `network_dir`. A bridge
 /// whose dnsmasq has not written its lease file yet has none.
-async fn read_leases(network_dir: &Path) -> Result<Leases> {
+pub(super) async fn read_leases(network_dir: &Path) -> Result<Leases> {
     let dhcp = network_dir.join("dhcp");
     let mut leases = Leases::new();
     let mut entries = match tokio::fs::read_dir(&dhcp).await {
@@ -110,7 +110,7 @@ fn expiry(lease: &Lease) -> String {
     humantime::format_rfc3339_seconds(when).to_string()
 }
 
-fn leases_json(leases: &Leases) -> Value {
+pub(super) fn leases_json(leases: &Leases) -> Value {
     leases
         .iter()
         .map(|(bridge, leases)| {
@@ -131,7 +131,7 @@ fn leases_json(leases: &Leases) -> Value {
         .into()
 }
 
-fn leases_text(leases: &Leases) -> String {
+pub(super) fn leases_text(leases: &Leases) -> String {
     let mut out = String::new();
     if leases.is_empty() {
         return out;
