@@ -104,6 +104,13 @@ fn a_saved_file_is_applied_by_the_watch_and_a_bad_one_is_rejected_whole() {
     assert_contains(&out.stdout, "Controller: running");
     assert_contains(&out.stdout, "Rejected revision");
     assert_contains(&out.stdout, "bad.yaml:4:");
+    // Its JSON is the controller's snapshot plus the DHCP leases the CLI reads itself.
+    let json = env
+        .gitvisor(["status", "--output", "json"])
+        .expect_code(0)
+        .json();
+    assert!(!json["rejected"].is_null(), "{json:#}");
+    assert_eq!(json["dhcpLeases"], serde_json::json!({}), "{json:#}");
     let events = env.gitvisor(["events", "-n", "100"]).expect_code(0);
     assert_contains(&events.stdout, "rejected");
 

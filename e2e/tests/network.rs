@@ -3,8 +3,8 @@
 //! the host's address as the source; a published port reached from the outside and from
 //! the host; drift of gitvisor's table (a rule deleted, the table flushed) planned and
 //! repaired; an admin's own table byte-identical through apply, repair and prune; DHCP
-//! with a static lease and names resolving between guests, a killed dnsmasq started
-//! again, everything removed by prune; a host-only bridge that reaches the host and
+//! with a static lease and names resolving between guests, both leases listed by
+//! `status`, a killed dnsmasq started again, everything removed by prune; a host-only bridge that reaches the host and
 //! nothing beyond, even with forwarding on; and an apply killed with SIGKILL part-way.
 
 use std::ffi::OsStr;
@@ -283,6 +283,30 @@ fn dhcp_serves_static_leases_names_resolve_and_a_dead_dnsmasq_comes_back() {
     assert!(
         answer.stdout.contains("10.0.0.10"),
         "vm1.lab does not resolve\n{answer}"
+    );
+
+    // `status` lists both leases of br0, in JSON and in text.
+    let status = env.status_json();
+    let leases = status["dhcpLeases"]["br0"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no leases of br0 in status\n{status:#}"));
+    let lease_of = |mac: &str| {
+        leases
+            .iter()
+            .find(|lease| lease["mac"] == mac)
+            .unwrap_or_else(|| panic!("no lease for {mac} in status\n{status:#}"))
+    };
+    assert_eq!(lease_of("52:54:00:00:00:10")["address"], "10.0.0.10");
+    assert_eq!(lease_of("52:54:00:00:00:10")["hostname"], "vm1");
+    assert!(lease_of("52:54:00:00:00:10")["expiresUnix"].as_u64() > Some(0));
+    assert_eq!(lease_of("52:54:00:00:00:20")["address"], dynamic.as_str());
+    let text = env.gitvisor(["status"]).expect_code(0).stdout;
+    assert!(
+        text.lines().any(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            words.starts_with(&["br0", "52:54:00:00:00:10", "10.0.0.10", "vm1"])
+        }),
+        "status does not list the static lease\n{text}"
     );
 
     // dnsmasq dies: plan says so, apply starts it again.

@@ -1,6 +1,7 @@
 //! `gitvisor status` while a controller runs: its snapshot from the API (the source, the
 //! revision applied and any rejected one, the last reconcile, each resource with its
-//! retry), instead of reading the store and the host itself.
+//! retry), instead of reading the store and the host itself; the DHCP leases are read
+//! from the run dir as without a controller.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -21,11 +22,20 @@ pub fn not_running(run_dir: &Path) -> String {
     )
 }
 
-pub async fn status(client: &ApiClient, format: OutputFormat) -> Result<ExitCode> {
+pub async fn status(client: &ApiClient, format: OutputFormat, run_dir: &Path) -> Result<ExitCode> {
     let body = client.request("GET", "/v1/status").await?;
+    let mut snapshot: Value = serde_json::from_str(&body)?;
+    let leases = super::status::read_leases(&crate::drivers::network::network_dir(run_dir)).await?;
     match format {
-        OutputFormat::Json => output::stdout(&format!("{}\n", body.trim_end()))?,
-        OutputFormat::Text => output::stdout(&render(&serde_json::from_str(&body)?))?,
+        OutputFormat::Json => {
+            snapshot["dhcpLeases"] = super::status::leases_json(&leases);
+            output::stdout(&format!("{snapshot}\n"))?
+        }
+        OutputFormat::Text => output::stdout(&format!(
+            "{}{}",
+            render(&snapshot),
+            super::status::leases_text(&leases)
+        ))?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,17 +1,28 @@
-//! `status`: what the store says about managed resources and the last revision, and how
-//! the host compares with it now (unless `--offline`). Reads only; never creates or
-//! writes the store.
+//! `status`: what the store says about managed resources and the last revision, how
+//! the host compares with it now, and the DHCP leases each managed bridge's dnsmasq has
+//! handed out (the host parts unless `--offline`). Reads only; never creates or writes
+//! the store.
+//!
+//! Leases are read from the lease files dnsmasq keeps under the run dir
+//! (`<run-dir>/network/dhcp/<bridge>/leases`, see `drivers/network/dnsmasq.rs`), one
+//! per bridge serving DHCP, with async file reads so the runtime is never blocked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::io::ErrorKind;
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use super::{OutputFormat, output};
+use crate::drivers::network::{DhcpPaths, Lease, network_dir, parse_leases};
 use crate::model::ResourceId;
 use crate::reconcile::{Basis, Live, Reconciler, StatusReport};
+
+/// Each bridge serving DHCP (by name) and its current leases, in the file's order.
+pub(super) type Leases = BTreeMap<String, Vec<Lease>>;
 
 pub async fn status(
     reconciler: &Reconciler,
@@ -19,12 +30,133 @@ pub async fn status(
     offline: bool,
 ) -> Result<ExitCode> {
     let report = reconciler.status(offline).await?;
+    let leases = if offline {
+        None
+    } else {
+        Some(read_leases(&network_dir(&reconciler.options().run_dir)).await?)
+    };
     let text = match format {
-        OutputFormat::Json => format!("{}\n", render_json(&report)),
-        OutputFormat::Text => render_text(&report, &reconciler.options().state_dir),
+        OutputFormat::Json => {
+            let mut out = render_json(&report);
+            if let Some(leases) = &leases {
+                out["dhcpLeases"] = leases_json(leases);
+            }
+            format!("{out}\n")
+        }
+        OutputFormat::Text => {
+            let mut out = render_text(&report, &reconciler.options().state_dir);
+            if let Some(leases) = &leases {
+                out.push_str(&leases_text(leases));
+            }
+            out
+        }
     };
     output::stdout(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The leases of every bridge with a dnsmasq directory under `network_dir`. A bridge
+/// whose dnsmasq has not written its lease file yet has none.
+pub(super) async fn read_leases(network_dir: &Path) -> Result<Leases> {
+    let dhcp = network_dir.join("dhcp");
+    let mut leases = Leases::new();
+    let mut entries = match tokio::fs::read_dir(&dhcp).await {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(leases),
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!(
+                    "status: list the DHCP servers' directories in {}",
+                    dhcp.display()
+                )
+            });
+        }
+    };
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .with_context(|| format!("status: list {}", dhcp.display()))?
+    {
+        let Ok(bridge) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !entry.file_type().await.is_ok_and(|kind| kind.is_dir()) {
+            continue;
+        }
+        let file = DhcpPaths::new(network_dir, &bridge).leases();
+        let text = match tokio::fs::read_to_string(&file).await {
+            Ok(text) => text,
+            Err(error) if error.kind() == ErrorKind::NotFound => String::new(),
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "status: read the DHCP leases of bridge {bridge} from {}",
+                        file.display()
+                    )
+                });
+            }
+        };
+        leases.insert(bridge, parse_leases(&text));
+    }
+    Ok(leases)
+}
+
+/// A lease's expiry as people read it: RFC 3339, or `never` (dnsmasq writes 0).
+fn expiry(lease: &Lease) -> String {
+    if lease.expires == 0 {
+        return "never".to_owned();
+    }
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(lease.expires);
+    humantime::format_rfc3339_seconds(when).to_string()
+}
+
+pub(super) fn leases_json(leases: &Leases) -> Value {
+    leases
+        .iter()
+        .map(|(bridge, leases)| {
+            let leases: Vec<Value> = leases
+                .iter()
+                .map(|lease| {
+                    json!({
+                        "mac": lease.mac,
+                        "address": lease.address,
+                        "hostname": lease.name,
+                        "expiresUnix": lease.expires,
+                    })
+                })
+                .collect();
+            (bridge.clone(), Value::Array(leases))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+pub(super) fn leases_text(leases: &Leases) -> String {
+    let mut out = String::new();
+    if leases.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nDHCP leases:\n{:<16} {:<18} {:<16} {:<24} EXPIRES",
+        "BRIDGE", "MAC", "ADDRESS", "HOSTNAME"
+    );
+    for (bridge, leases) in leases {
+        if leases.is_empty() {
+            let _ = writeln!(out, "{bridge:<16} (none yet)");
+        }
+        for lease in leases {
+            let _ = writeln!(
+                out,
+                "{bridge:<16} {:<18} {:<16} {:<24} {}",
+                lease.mac,
+                lease.address,
+                lease.name.as_deref().unwrap_or("-"),
+                expiry(lease)
+            );
+        }
+    }
+    out
 }
 
 /// Every resource the store or the host view mentions, in order.
@@ -204,4 +336,59 @@ fn render_text(report: &StatusReport, state_dir: &std::path::Path) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn leases_are_listed_per_bridge_in_text_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_leases(dir.path()).await.unwrap().is_empty());
+        let br0 = DhcpPaths::new(dir.path(), "br0");
+        std::fs::create_dir_all(&br0.dir).unwrap();
+        std::fs::write(
+            br0.leases(),
+            "1700000000 52:54:00:00:00:10 10.0.0.10 vm1 01:52:54:00:00:00:10\n0 52:54:00:00:00:11 10.0.0.150 * *\n",
+        )
+        .unwrap();
+        // A bridge whose dnsmasq has not written its lease file yet.
+        std::fs::create_dir_all(DhcpPaths::new(dir.path(), "br1").dir).unwrap();
+        let leases = read_leases(dir.path()).await.unwrap();
+
+        let text = leases_text(&leases);
+        let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+        assert_eq!(lines[1], "DHCP leases:");
+        assert!(lines[2].starts_with("BRIDGE") && lines[2].ends_with("EXPIRES"));
+        let words: Vec<Vec<&str>> = lines[3..]
+            .iter()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            words,
+            [
+                vec![
+                    "br0",
+                    "52:54:00:00:00:10",
+                    "10.0.0.10",
+                    "vm1",
+                    "2023-11-14T22:13:20Z"
+                ],
+                vec!["br0", "52:54:00:00:00:11", "10.0.0.150", "-", "never"],
+                vec!["br1", "(none", "yet)"],
+            ]
+        );
+
+        assert_eq!(
+            leases_json(&leases),
+            json!({
+                "br0": [
+                    {"mac": "52:54:00:00:00:10", "address": "10.0.0.10", "hostname": "vm1", "expiresUnix": 1700000000u64},
+                    {"mac": "52:54:00:00:00:11", "address": "10.0.0.150", "hostname": null, "expiresUnix": 0},
+                ],
+                "br1": [],
+            })
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Cidr, Duration, Name, RunState};
+use super::{ByteSize, Cidr, Duration, Name, PortPublish, RunState};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -110,6 +110,10 @@ pub struct ContainerNetwork {
     /// Default route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<std::net::IpAddr>,
+    /// Ports of the container published on the host (destination NAT to `address`; the
+    /// bridge needs `nat: true`). Changing them changes the bridge's rules only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PortPublish>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

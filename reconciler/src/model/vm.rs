@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Duration, MacAddress, Name};
+use super::{ByteSize, Duration, MacAddress, Name, PortPublish};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -192,6 +192,11 @@ pub struct Nic {
     pub bridge: Name,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddress>,
+    /// Ports of the guest published on the host (destination NAT to the static DHCP
+    /// lease the bridge declares for `mac`; the bridge needs `nat: true`). Changing them
+    /// changes the bridge's rules only, not the guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PortPublish>,
 }
 
 /// A NoCloud seed for cloud-init.

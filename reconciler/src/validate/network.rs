@@ -8,11 +8,14 @@
 //! names (DNS labels); dnsmasq refuses leases under two minutes. Published ports need
 //! `nat: true` and an IPv4 destination behind the bridge.
 //!
-//! Across resources ([`check_publications`]): two publications of the same protocol and
-//! host port on the same host address (or one of them on every address) are an error at
-//! the later one, naming the earlier one's place. Every source of publications goes
-//! through [`crate::drivers::network::publish::of_resource`], so Containers' and VMs'
-//! `publish` are checked here as soon as their models carry it.
+//! Across resources ([`check_publications`]): a Container's or a VM NIC's `publish` needs
+//! its bridge to have `nat: true` and the guest a fixed IPv4 address there (a container's
+//! `address`; for a VM, a static lease in the bridge's `dhcp.static` for the NIC's
+//! `mac`), each finding saying what to add; then two publications of the same protocol
+//! and host port on the same host address (or one of them on every address) are an
+//! error at the later one, naming the earlier one's place. Every source of publications
+//! goes through [`crate::drivers::network::publish::of_resource`], so the check covers
+//! Bridges, Containers and VMs alike.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,9 +24,11 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 
 use super::place;
-use crate::drivers::network::publish::{Publication, of_resource};
+use crate::drivers::network::publish::{
+    Guest, NoTarget, Publication, guest_lists, guest_target, of_resource,
+};
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{BridgeSpec, Protocol};
+use crate::model::{BridgeSpec, Name, PortPublish, Protocol, Spec};
 
 /// dnsmasq's shortest lease.
 const MIN_LEASE: Duration = Duration::from_secs(120);
@@ -228,11 +233,36 @@ fn list(subnets: &[(Ipv4Addr, Ipv4Net)]) -> String {
         .join(", ")
 }
 
-/// Two publications of one host port are an error naming both.
+/// Guests' published ports go somewhere, and two publications of one host port are an
+/// error naming both.
 pub(super) fn check_publications(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnostic>) {
+    let bridges: HashMap<&Name, &BridgeSpec> = selected
+        .iter()
+        .filter_map(|item| match &item.resource.spec {
+            Spec::Bridge(spec) => Some((&item.resource.metadata.name, spec)),
+            _ => None,
+        })
+        .collect();
+    let bridge = |name: &Name| bridges.get(name).copied();
+    for &item in selected {
+        for list in guest_lists(&item.resource) {
+            // A bridge that is not declared is the reference check's finding.
+            let Some(spec) = bridge(list.bridge) else {
+                continue;
+            };
+            let mut error = |field: &str, message: String| {
+                diagnostics.push(item.diagnostic(field, message));
+            };
+            check_guest(list.bridge, spec, list.guest, &list.field, &mut error);
+            for (i, publish) in list.publish.iter().enumerate() {
+                check_ports(&format!("{}[{i}]", list.field), publish, &mut error);
+            }
+        }
+    }
+
     let mut claimed: HashMap<(Protocol, u16), Vec<(&LoadedResource, Publication)>> = HashMap::new();
     for &item in selected {
-        for publication in of_resource(&item.resource) {
+        for publication in of_resource(&item.resource, bridge) {
             let key = (publication.protocol, publication.host_port);
             let earlier = claimed.entry(key).or_default();
             if let Some((first, taken)) = earlier.iter().find(|(_, p)| p.clashes_with(&publication))
@@ -251,5 +281,88 @@ pub(super) fn check_publications(selected: &[&LoadedResource], diagnostics: &mut
             }
             earlier.push((item, publication));
         }
+    }
+}
+
+/// A guest's `publish` list (at `field`) on Bridge `name`: the bridge NATs, and the
+/// guest has a fixed IPv4 address behind it.
+fn check_guest(
+    name: &Name,
+    bridge: &BridgeSpec,
+    guest: Guest<'_>,
+    field: &str,
+    error: &mut dyn FnMut(&str, String),
+) {
+    if !bridge.nat {
+        error(
+            field,
+            format!(
+                "published ports need nat: true on Bridge/{name} (they are destination NAT to a guest behind it); add it there"
+            ),
+        );
+    }
+    let subnets: Vec<Ipv4Net> = bridge
+        .addresses
+        .iter()
+        .filter_map(|cidr| match cidr.0 {
+            IpNet::V4(net) => Some(net.trunc()),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let example = subnets
+        .first()
+        .map(|net| format!(" in {net}"))
+        .unwrap_or_default();
+    let nic = field.strip_suffix(".publish").unwrap_or(field);
+    let message = match guest_target(guest, bridge) {
+        Ok(address) => {
+            if subnets.iter().any(|net| net.contains(&address)) {
+                return;
+            }
+            let subnets: Vec<(Ipv4Addr, Ipv4Net)> =
+                subnets.iter().map(|net| (net.addr(), *net)).collect();
+            format!(
+                "published ports go to {address}, which is behind none of Bridge/{name}'s IPv4 subnets ({})",
+                list(&subnets)
+            )
+        }
+        Err(NoTarget::Ipv6(address)) => {
+            format!("published ports go to {address}: they are IPv4 only in this version")
+        }
+        Err(NoTarget::NoAddress) => format!(
+            "published ports go to the container's own address, and it declares none; add spec.network.address (an IPv4 address{example} of Bridge/{name})"
+        ),
+        Err(NoTarget::NoMac) => format!(
+            "published ports go to the VM's static DHCP lease on Bridge/{name}, found by this NIC's MAC, and it declares none; add {nic}.mac and a static lease for it to Bridge/{name} spec.dhcp.static"
+        ),
+        Err(NoTarget::NoDhcp(mac)) => format!(
+            "published ports go to the VM's static DHCP lease on Bridge/{name}, and that bridge serves no DHCP; add spec.dhcp to Bridge/{name} with a static lease {{mac: \"{mac}\", address: ...}}{example}"
+        ),
+        Err(NoTarget::NoStaticLease(mac)) => format!(
+            "published ports go to the VM's static DHCP lease on Bridge/{name}, and its spec.dhcp.static has none for {mac}; add {{mac: \"{mac}\", address: ...}} there (an address{example} outside the DHCP range)"
+        ),
+    };
+    error(field, message);
+}
+
+/// One guest publication's ports and host address.
+fn check_ports(field: &str, publish: &PortPublish, error: &mut dyn FnMut(&str, String)) {
+    if publish.host_port == 0 {
+        error(
+            &format!("{field}.hostPort"),
+            "port 0 cannot be published".into(),
+        );
+    }
+    if publish.port == Some(0) {
+        error(
+            &format!("{field}.port"),
+            "port 0 cannot be published".into(),
+        );
+    }
+    if let Some(IpAddr::V6(address)) = publish.host_address {
+        error(
+            &format!("{field}.hostAddress"),
+            format!("{address}: published ports are IPv4 only in this version"),
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! Only those fields are kept: image, command, args, env, working dir, user, mounts,
 //! network and health check. Resource limits are read from the cgroup instead (they
 //! change in place, and someone may change them by hand); `state`, `restartPolicy` and
-//! `stopTimeout` are gitvisor's own policy and need nothing from the container.
+//! `stopTimeout` are gitvisor's own policy and need nothing from the container, and the
+//! network's `publish` list is the bridge's rules (`drivers/network/publish.rs`), so it
+//! is kept out of the network compared here.
 
 use std::collections::BTreeMap;
 
@@ -54,7 +56,10 @@ impl AppliedSpec {
             working_dir: spec.working_dir.clone(),
             user: spec.user.clone(),
             mounts: spec.mounts.clone(),
-            network: spec.network.clone(),
+            network: spec.network.clone().map(|network| ContainerNetwork {
+                publish: Vec::new(),
+                ..network
+            }),
             health_check: spec.health_check.clone(),
             image_id: image_id.to_owned(),
             stop_timeout: spec.stop_timeout,
@@ -132,5 +137,19 @@ mod tests {
         assert_eq!(fields[0].old, "/images/app");
         assert_eq!(fields[0].new, "/images/app2");
         assert!(fields.iter().all(|f| f.effect == Effect::Recreate));
+    }
+
+    #[test]
+    fn published_ports_are_the_bridges_business_and_recreate_nothing() {
+        let network = "image: /i\nnetwork: {bridge: br0, address: 10.0.0.5/24";
+        let applied = AppliedSpec::of(&spec(&format!("{network}}}")), "sha256:abc");
+        let published = spec(&format!("{network}, publish: [{{hostPort: 8080}}]}}"));
+        assert!(applied.differences(&published).unwrap().is_empty());
+        let moved = spec(
+            "image: /i\nnetwork: {bridge: br0, address: 10.0.0.6/24, publish: [{hostPort: 8080}]}",
+        );
+        let fields = applied.differences(&moved).unwrap();
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields[0].path, "network");
     }
 }

@@ -1,16 +1,22 @@
 //! [`Publication`]: one published port, as a plain value whoever declared it.
 //!
-//! A port is published by a Bridge (`spec.publish`, naming the address behind it) and,
-//! once their models carry it, by a Container's network or a VM's NIC (`publish:` with
-//! the workload's own address). Every source turns into the same value, so the nftables
-//! rules, the plan and validation's uniqueness check treat them alike. [`collect`] reads
-//! them from the revision; it is the one place a new source is added.
+//! A port is published by a Bridge (`spec.publish`, naming the address behind it), by a
+//! Container's network (`spec.network.publish`, to the container's declared static
+//! address) and by a VM's NIC (`spec.networks[].publish`, to the static DHCP lease the
+//! bridge declares for the NIC's MAC). Every source turns into the same value, so the
+//! nftables rules, the plan and validation's uniqueness check treat them alike: the rules
+//! always live with the bridge the destination is behind, whoever declared them.
+//! [`of_resource`] is the one place a source is read; [`guest_target`] is how a guest's
+//! address is found, and why it cannot be (validation turns that into the fix to make).
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::contract::PlanContext;
-use crate::model::{BridgePublish, Kind, Name, Protocol, Resource, ResourceId, Spec};
+use crate::model::{
+    BridgePublish, BridgeSpec, Cidr, Kind, MacAddress, Name, PortPublish, Protocol, Resource,
+    ResourceId, Spec,
+};
 
 /// One published port: `protocol` `host_address`:`host_port` on the host reaches
 /// `address`:`port` behind `bridge`.
@@ -75,21 +81,138 @@ impl fmt::Display for Publication {
     }
 }
 
-/// The publications one resource declares (only Bridges so far; Containers' and VMs'
-/// `publish` join here when their models carry it).
-pub fn of_resource(resource: &Resource) -> Vec<Publication> {
+/// How a guest on a bridge is reached: what the guest declares about its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guest<'a> {
+    /// A container: its `spec.network.address`.
+    Container { address: Option<&'a Cidr> },
+    /// A VM NIC: its `mac`, leased a fixed address by the bridge's `dhcp.static`.
+    Nic { mac: Option<MacAddress> },
+}
+
+/// Why a guest's published port has nowhere to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoTarget {
+    /// A container without a static `address`.
+    NoAddress,
+    /// A container whose address is IPv6 (published ports are IPv4 only).
+    Ipv6(Ipv6Addr),
+    /// A VM NIC without a `mac`.
+    NoMac,
+    /// The bridge serves no DHCP, so the VM NIC with this MAC has no fixed address on it.
+    NoDhcp(MacAddress),
+    /// The bridge's `dhcp.static` has no lease for this MAC.
+    NoStaticLease(MacAddress),
+}
+
+/// The address behind `bridge` that a guest's published ports go to.
+pub fn guest_target(guest: Guest<'_>, bridge: &BridgeSpec) -> Result<Ipv4Addr, NoTarget> {
+    match guest {
+        Guest::Container { address: None } => Err(NoTarget::NoAddress),
+        Guest::Container {
+            address: Some(cidr),
+        } => match cidr.addr() {
+            IpAddr::V4(address) => Ok(address),
+            IpAddr::V6(address) => Err(NoTarget::Ipv6(address)),
+        },
+        Guest::Nic { mac: None } => Err(NoTarget::NoMac),
+        Guest::Nic { mac: Some(mac) } => {
+            let dhcp = bridge.dhcp.as_ref().ok_or(NoTarget::NoDhcp(mac))?;
+            dhcp.static_leases
+                .iter()
+                .find(|lease| lease.mac == mac)
+                .map(|lease| lease.address)
+                .ok_or(NoTarget::NoStaticLease(mac))
+        }
+    }
+}
+
+/// One guest's `publish` list on one bridge.
+#[derive(Debug, Clone)]
+pub struct GuestPublish<'a> {
+    pub bridge: &'a Name,
+    pub guest: Guest<'a>,
+    pub publish: &'a [PortPublish],
+    /// Where the list is declared: `spec.network.publish`, `spec.networks[1].publish`.
+    pub field: String,
+}
+
+/// The `publish` lists a Container or a VM declares (none for other kinds).
+pub fn guest_lists(resource: &Resource) -> Vec<GuestPublish<'_>> {
     match &resource.spec {
-        Spec::Bridge(spec) => Publication::of_bridge(&resource.metadata.name, &spec.publish),
+        Spec::Container(spec) => spec
+            .network
+            .iter()
+            .filter(|network| !network.publish.is_empty())
+            .map(|network| GuestPublish {
+                bridge: &network.bridge,
+                guest: Guest::Container {
+                    address: network.address.as_ref(),
+                },
+                publish: &network.publish,
+                field: "spec.network.publish".to_owned(),
+            })
+            .collect(),
+        Spec::VirtualMachine(spec) => spec
+            .networks
+            .iter()
+            .enumerate()
+            .filter(|(_, nic)| !nic.publish.is_empty())
+            .map(|(i, nic)| GuestPublish {
+                bridge: &nic.bridge,
+                guest: Guest::Nic { mac: nic.mac },
+                publish: &nic.publish,
+                field: format!("spec.networks[{i}].publish"),
+            })
+            .collect(),
         _ => Vec::new(),
     }
 }
 
-/// Every publication of the revision, behind `bridge`, in declaration order.
+/// The publications one resource declares. `bridge` finds a declared Bridge's spec by
+/// name: a guest's publications go to an address only its bridge knows (a VM's static
+/// lease), and those without one are left out here (validation refuses them).
+pub fn of_resource<'a>(
+    resource: &Resource,
+    bridge: impl Fn(&Name) -> Option<&'a BridgeSpec>,
+) -> Vec<Publication> {
+    if let Spec::Bridge(spec) = &resource.spec {
+        return Publication::of_bridge(&resource.metadata.name, &spec.publish);
+    }
+    let declared_by = resource.id();
+    let mut publications = Vec::new();
+    for list in guest_lists(resource) {
+        let Some(address) = bridge(list.bridge)
+            .and_then(|spec| guest_target(list.guest, spec).ok())
+            .map(IpAddr::V4)
+        else {
+            continue;
+        };
+        publications.extend(list.publish.iter().enumerate().map(|(i, p)| Publication {
+            bridge: list.bridge.clone(),
+            protocol: p.protocol,
+            host_address: p.host_address,
+            host_port: p.host_port,
+            address,
+            port: p.port.unwrap_or(p.host_port),
+            declared_by: declared_by.clone(),
+            field: format!("{}[{i}]", list.field),
+        }));
+    }
+    publications
+}
+
+/// Every publication of the revision behind `bridge`, in declaration order: the
+/// bridge's own, then the containers' and the VMs'.
 pub fn collect(context: &PlanContext, bridge: &Name) -> Vec<Publication> {
+    let spec_of = |name: &Name| match context.referenced(Kind::Bridge, name).map(|r| &r.spec) {
+        Some(Spec::Bridge(spec)) => Some(spec),
+        _ => None,
+    };
     [Kind::Bridge, Kind::Container, Kind::VirtualMachine]
         .into_iter()
         .flat_map(|kind| context.declared_of(kind))
-        .flat_map(|resource| of_resource(resource))
+        .flat_map(|resource| of_resource(resource, spec_of))
         .filter(|publication| &publication.bridge == bridge)
         .collect()
 }

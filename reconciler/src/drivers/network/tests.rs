@@ -448,6 +448,125 @@ async fn vm_nics_with_a_mac_on_the_bridge_get_named_leases() {
     );
 }
 
+fn guest(name: &str, spec: Spec) -> Arc<Resource> {
+    Arc::new(Resource::new(
+        Metadata::named(Name::parse(name).expect("valid")),
+        spec,
+    ))
+}
+
+fn container(name: &str, spec: &str) -> Arc<Resource> {
+    guest(
+        name,
+        Spec::Container(serde_yaml::from_str(spec).expect("parses")),
+    )
+}
+
+fn vm(name: &str, spec: &str) -> Arc<Resource> {
+    guest(
+        name,
+        Spec::VirtualMachine(serde_yaml::from_str(spec).expect("parses")),
+    )
+}
+
+/// The bridge br0 planned in a revision that also declares `guests`.
+async fn plan_with_guests(host: &Host, br0: &Arc<Resource>, guests: &[Arc<Resource>]) -> Change {
+    let mut revision = vec![br0.clone()];
+    revision.extend(guests.iter().cloned());
+    let mut changes = host
+        .driver
+        .plan(std::slice::from_ref(br0), &context(&revision, &["br0"]))
+        .await
+        .expect("plan");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    changes.remove(0)
+}
+
+#[tokio::test]
+async fn guests_publish_through_their_bridge_and_a_changed_list_is_the_bridges_drift() {
+    let host = host();
+    let br0 = bridge("br0", DHCP);
+    let web = |publish: &str| {
+        container(
+            "web",
+            &format!("image: /i\nnetwork: {{bridge: br0, address: 10.0.0.20/24{publish}}}"),
+        )
+    };
+    let vm1 = vm(
+        "vm1",
+        "memory: 256MiB\nboot: {kernel: /k}\nnetworks:\n  - {bridge: br1, mac: '52:54:00:00:00:99', publish: [{hostPort: 9999}]}\n  - {bridge: br0, mac: '52:54:00:00:00:10', publish: [{hostPort: 2222, port: 22}]}",
+    );
+    let guests = [web(", publish: [{hostPort: 8080, port: 80}]"), vm1.clone()];
+    let create = plan_with_guests(&host, &br0, &guests).await;
+    assert_eq!(create.action, Action::Create);
+    host.apply_all(&[create]).await;
+    let both = [
+        "br0: publish tcp *:8080 -> 10.0.0.20:80",
+        "br0: publish tcp *:2222 -> 10.0.0.10:22",
+    ];
+    assert_eq!(host.comments("br0-pre"), both);
+    assert_eq!(host.comments("br0-out"), both);
+    assert!(
+        host.comments("br0-fwd")
+            .contains(&"br0: forward published ports to br0".to_owned())
+    );
+    assert_eq!(
+        plan_with_guests(&host, &br0, &guests).await.action,
+        Action::NoOp
+    );
+
+    // Another host port for the container: the bridge's rules change, nothing else.
+    let moved = [web(", publish: [{hostPort: 8081, port: 80}]"), vm1.clone()];
+    let change = plan_with_guests(&host, &br0, &moved).await;
+    assert_eq!(change.action, Action::Update);
+    let paths: Vec<&str> = change.fields.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["nftables"]);
+    let rules = field(&change, "nftables").unwrap();
+    assert!(
+        rules.old.to_string().contains("tcp *:8080 -> 10.0.0.20:80"),
+        "{rules:?}"
+    );
+    assert!(!rules.old.to_string().contains("8081"), "{rules:?}");
+    assert!(
+        rules.new.to_string().contains("tcp *:8081 -> 10.0.0.20:80"),
+        "{rules:?}"
+    );
+    host.apply_all(&[change]).await;
+    assert_eq!(
+        host.comments("br0-pre"),
+        [
+            "br0: publish tcp *:8081 -> 10.0.0.20:80",
+            "br0: publish tcp *:2222 -> 10.0.0.10:22",
+        ]
+    );
+    assert_eq!(
+        plan_with_guests(&host, &br0, &moved).await.action,
+        Action::NoOp
+    );
+
+    // Nothing published any more: the DNAT rules and the forward rule go.
+    let none = [
+        web(""),
+        vm(
+            "vm1",
+            "memory: 256MiB\nboot: {kernel: /k}\nnetworks: [{bridge: br0, mac: '52:54:00:00:00:10'}]",
+        ),
+    ];
+    let change = plan_with_guests(&host, &br0, &none).await;
+    assert_eq!(field(&change, "nftables").map(|_| ()), Some(()));
+    host.apply_all(&[change]).await;
+    assert!(host.comments("br0-pre").is_empty());
+    assert!(
+        !host
+            .comments("br0-fwd")
+            .contains(&"br0: forward published ports to br0".to_owned())
+    );
+    assert_eq!(
+        plan_with_guests(&host, &br0, &none).await.action,
+        Action::NoOp
+    );
+}
+
 /// A create of a NAT bridge with DHCP, failing at each network request in turn: the
 /// next plan and apply always finish it.
 #[tokio::test]

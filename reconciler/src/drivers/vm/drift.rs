@@ -8,7 +8,9 @@
 //!   `networks`, `cloudInit`, `console`, `accel`, `hypervisor`, `cdrom`, `graphics`)
 //!   takes effect only by restarting the guest ([`Effect::Restart`]): stop (ACPI
 //!   powerdown with the timeout, then a hard stop), start with the new command line.
-//!   `shutdownTimeout` is gitvisor's own setting and changes the record only. Nothing is
+//!   `shutdownTimeout` is gitvisor's own setting and changes the record only, and a
+//!   NIC's `publish` is its bridge's rules (`drivers/network/publish.rs`), so it is not
+//!   compared and never restarts the guest. Nothing is
 //!   left out: a field this list forgets would be silently ignored, so the unit tests
 //!   change every field of the spec and expect each to show.
 //! - **The process** against the record and the declared `state`: pause, resume, start,
@@ -22,7 +24,7 @@ use serde::Serialize;
 
 use super::observed::{ObservedTap, ObservedVm, Runtime};
 use crate::contract::{Effect, FieldChange, FieldValueError};
-use crate::model::{VirtualMachineSpec, VmState};
+use crate::model::{Nic, VirtualMachineSpec, VmState};
 
 /// Monitor statuses of a guest that will not run again by itself.
 const DEAD_STATUSES: [&str; 3] = ["shutdown", "guest-panicked", "internal-error"];
@@ -71,6 +73,16 @@ fn differs<T: PartialEq + Serialize>(
     FieldChange::serialized(path, old, new, effect).map(Some)
 }
 
+/// The NICs as the guest sees them: without `publish`, which is the bridge's.
+fn links(nics: &[Nic]) -> Vec<Nic> {
+    nics.iter()
+        .map(|nic| Nic {
+            publish: Vec::new(),
+            ..nic.clone()
+        })
+        .collect()
+}
+
 impl Drift {
     /// How `observed` (whose record is gitvisor's) differs from `desired`.
     pub fn between(
@@ -89,7 +101,12 @@ impl Drift {
                 differs("memory", &old.memory, &new.memory, restart)?,
                 differs("boot", &old.boot, &new.boot, restart)?,
                 differs("disks", &old.disks, &new.disks, restart)?,
-                differs("networks", &old.networks, &new.networks, restart)?,
+                differs(
+                    "networks",
+                    &links(&old.networks),
+                    &links(&new.networks),
+                    restart,
+                )?,
                 differs("cloudInit", &old.cloud_init, &new.cloud_init, restart)?,
                 differs("console", &old.console, &new.console, restart)?,
                 differs("cdrom", &old.cdrom, &new.cdrom, restart)?,

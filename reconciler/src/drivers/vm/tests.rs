@@ -244,6 +244,32 @@ async fn every_hardware_field_is_a_restart_and_none_is_ignored() {
 }
 
 #[tokio::test]
+async fn a_nics_published_ports_are_its_bridges_rules_and_never_restart_the_guest() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    let published = declared(
+        "web",
+        &WEB.replace(
+            "networks: [{bridge: br0}]",
+            "networks: [{bridge: br0, mac: '52:54:00:00:00:10', publish: [{hostPort: 8080, port: 80}]}]",
+        ),
+    );
+    let with_mac = declared(
+        "web",
+        &WEB.replace(
+            "networks: [{bridge: br0}]",
+            "networks: [{bridge: br0, mac: '52:54:00:00:00:10'}]",
+        ),
+    );
+    converge(&driver, &with_mac).await;
+    fake.clear_requests();
+    let change = plan_one(&driver, &published, &owning(&["web"])).await;
+    assert_eq!(change.action, Action::NoOp, "{:?}", change.fields);
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
 async fn stopped_powers_off_and_a_deaf_guest_is_stopped_hard_after_the_timeout() {
     for deaf in [false, true] {
         let fake = host();
