@@ -110,6 +110,9 @@ pub struct ContainerNetwork {
     /// Default route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<std::net::IpAddr>,
+    /// The VLANs the veth carries on the bridge (needs `vlanFiltering: true` there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<super::Vlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Duration, MacAddress, Name};
+use super::{ByteSize, Duration, MacAddress, Name, Vlan};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -175,6 +175,9 @@ pub struct Nic {
     pub bridge: Name,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddress>,
+    /// The VLANs the tap carries on the bridge (needs `vlanFiltering: true` there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<Vlan>,
 }
 
 /// A NoCloud seed for cloud-init.
