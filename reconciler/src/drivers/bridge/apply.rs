@@ -501,8 +501,10 @@ async fn send(seam: &dyn LinkSeam, bridge: &str, step: Step) -> Result<Option<u3
         } | LinkRequest::SetBridgeOptions {
             vlan_filtering: Some(true),
             ..
-        }
+        } | LinkRequest::AddBridgeVlan { .. }
+            | LinkRequest::DelBridgeVlan { .. }
     );
+    let asks_8021q = matches!(step.request, LinkRequest::CreateVlanLink { .. });
     seam.send(step.request)
         .await
         .map_err(|cause| BridgeError::Request {
@@ -510,6 +512,11 @@ async fn send(seam: &dyn LinkSeam, bridge: &str, step: Step) -> Result<Option<u3
             operation: if asks_vlan_filtering && cause.is_errno(nix::errno::Errno::EOPNOTSUPP) {
                 format!(
                     "{} (vlanFiltering: true needs a kernel with bridge VLAN filtering, CONFIG_BRIDGE_VLAN_FILTERING, which this one lacks)",
+                    step.what
+                )
+            } else if asks_8021q && cause.is_errno(nix::errno::Errno::EOPNOTSUPP) {
+                format!(
+                    "{} (vlanInterfaces need a kernel with 802.1Q VLAN support, CONFIG_VLAN_8021Q, which this one lacks or has not loaded: modprobe 8021q)",
                     step.what
                 )
             } else {

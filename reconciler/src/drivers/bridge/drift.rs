@@ -138,8 +138,12 @@ pub(crate) struct VlanInterfaceDrift {
 }
 
 impl VlanInterfaceDrift {
+    /// Nothing to create, delete or change (the names alone are no difference).
     fn is_empty(&self) -> bool {
-        *self == VlanInterfaceDrift::default()
+        self.delete.is_empty()
+            && self.create.is_empty()
+            && self.addresses.is_empty()
+            && self.down.is_empty()
     }
 }
 

@@ -62,6 +62,8 @@ pub mod seam;
 mod temporary;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod vlan_tests;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
