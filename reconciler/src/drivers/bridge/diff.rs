@@ -248,7 +248,7 @@ fn creation_fields(bridge_name: &str, spec: &BridgeSpec) -> Vec<FieldChange> {
     }
     for port in spec.ports.iter().filter(|port| !port.vlans.is_empty()) {
         fields.push(FieldChange::new(
-            &format!("ports.{}.vlans", port.name),
+            format!("ports.{}.vlans", port.name),
             null.clone(),
             vlan_list(&port.vlans),
             Effect::Hot,

@@ -251,12 +251,7 @@ async fn an_undeclared_sub_interface_is_deleted_and_foreign_vlan_links_are_never
     });
     fake.put_link(theirs.clone());
 
-    let fewer = declared(
-        "br0",
-        &TRUNK
-            .replace("  - {id: 20}", "")
-            .replace("vlanInterfaces:\n", "vlanInterfaces:\n"),
-    );
+    let fewer = declared("br0", &TRUNK.replace("\n  - {id: 20}", ""));
     let changes = converge(&fake, std::slice::from_ref(&fewer), &owning(&["br0"])).await;
     assert_eq!(
         summary(&changes),
