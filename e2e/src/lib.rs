@@ -101,7 +101,9 @@ pub mod network;
 mod output;
 mod process;
 mod report;
+pub mod vlans;
 pub mod vms;
+pub mod vng;
 
 pub use bridges::{DeclaredBridge, QUICKSTART_FILE, declared_bridges};
 pub use env::{TEST_HOST, TestEnv, gitvisor_offline};

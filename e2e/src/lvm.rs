@@ -7,7 +7,8 @@
 //!
 //! # How
 //!
-//! 1. The host test ([`GuestRun::start`], from `e2e/tests/volumes.rs`) checks what it
+//! 1. The host test ([`GuestRun::prepare`], from `e2e/tests/volumes.rs`; the launcher is
+//!    [`crate::vng`], shared with the VLAN scenarios) checks what it
 //!    needs (root, `vng`, a kernel image, QEMU, lvm2, qemu-img) and skips loudly when
 //!    something is missing; makes the source images with the host's `qemu-img` (native
 //!    speed) in a shared temporary directory; and boots **one** guest that runs the
@@ -25,13 +26,11 @@
 //! `qemu-img compare`), never through gitvisor. Booting once keeps the cost at one boot
 //! (about 45 s here) plus the scenarios.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::{Outcome, loud};
+use crate::Outcome;
 
 /// The scenarios the guest runs, in order; the host expects a result for each.
 pub const SCENARIOS: &[&str] = &[
@@ -51,56 +50,29 @@ pub const VG: &str = "gvtest";
 /// How long the whole guest run may take.
 pub const GUEST_DEADLINE: Duration = Duration::from_secs(900);
 
-/// A guest run's shared directory and what it needs.
-pub struct GuestRun {
-    shared: tempfile::TempDir,
-    kernel: PathBuf,
-}
+pub use crate::vng::ScenarioResult;
 
-/// One scenario's outcome, as the guest reported it.
-#[derive(Debug, Clone)]
-pub struct ScenarioResult {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-}
+/// A guest run's shared directory and what it needs (see [`crate::vng`]).
+pub struct GuestRun(crate::vng::GuestRun);
 
 impl GuestRun {
     /// Checks the host can boot the guest; `None` (after a loud SKIPPED line) when not.
     pub fn prepare(test: &str) -> Option<GuestRun> {
-        if !crate::is_root() {
-            crate::skip(test, "needs root");
-            return None;
-        }
-        for tool in [
-            "vng",
-            "qemu-system-x86_64",
+        crate::vng::GuestRun::prepare(
+            test,
             "lvm",
-            "qemu-img",
-            "qemu-io",
-            "mkfs.ext4",
-        ] {
-            if which(tool).is_none() {
-                crate::skip(
-                    test,
-                    &format!("{tool} is not installed; .ci/deps/volume.sh installs it"),
-                );
-                return None;
-            }
-        }
-        let Some(kernel) = kernel_image() else {
-            crate::skip(test, "no /boot/vmlinuz-*; apt install linux-image-amd64");
-            return None;
-        };
-        let shared = tempfile::Builder::new()
-            .prefix("gv-e2e-lvm-")
-            .tempdir()
-            .expect("a temporary directory for the guest");
-        Some(GuestRun { shared, kernel })
+            &[
+                ("lvm", ".ci/deps/volume.sh"),
+                ("qemu-img", ".ci/deps/volume.sh"),
+                ("qemu-io", ".ci/deps/volume.sh"),
+                ("mkfs.ext4", ".ci/deps/volume.sh"),
+            ],
+        )
+        .map(GuestRun)
     }
 
     pub fn shared(&self) -> &Path {
-        self.shared.path()
+        self.0.shared()
     }
 
     /// Makes the source images the scenarios write (with the host's tools, at native
@@ -122,72 +94,18 @@ impl GuestRun {
     /// Boots the guest and runs every scenario; returns `vng`'s outcome (its exit code
     /// says little: the results file is the answer).
     pub fn run(&self, guest_binary: &Path, gitvisor: &Path) -> Outcome {
-        let shared = self.shared().to_string_lossy().into_owned();
-        let inner = format!(
-            // 9p keeps written data in the guest's cache until synced.
-            "{} --gitvisor {} --shared {shared} > {shared}/guest.log 2>&1; sync",
-            guest_binary.display(),
-            gitvisor.display()
-        );
-        let started = Instant::now();
-        let mut vng = Command::new("vng");
-        vng.args([
-            "--disable-kvm",
-            "--memory",
-            "3G",
-            "--rwdir",
-            &shared,
-            "--run",
-        ])
-        .arg(&self.kernel)
-        .args(["--", &inner]);
-        let outcome = run_with_deadline(vng, GUEST_DEADLINE);
-        loud(&format!(
-            "lvm guest: boot and scenarios took {:.0}s",
-            started.elapsed().as_secs_f64()
-        ));
-        outcome
+        self.0.run(guest_binary, gitvisor, "3G", GUEST_DEADLINE)
     }
 
     /// What the guest wrote to `guest.log`.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.shared().join("guest.log")).unwrap_or_default()
+        self.0.log()
     }
 
     /// The results the guest reported, in order.
     pub fn results(&self) -> Vec<ScenarioResult> {
-        let text = std::fs::read_to_string(self.shared().join("results.jsonl")).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .map(|value| ScenarioResult {
-                name: value["name"].as_str().unwrap_or_default().to_owned(),
-                ok: value["ok"].as_bool().unwrap_or(false),
-                detail: value["detail"].as_str().unwrap_or_default().to_owned(),
-            })
-            .collect()
+        self.0.results()
     }
-}
-
-/// The newest `/boot/vmlinuz-*`.
-fn kernel_image() -> Option<PathBuf> {
-    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .ok()?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .collect();
-    kernels.sort();
-    kernels.pop()
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 fn command(program: &str, args: &[&str]) -> Command {
@@ -205,54 +123,6 @@ fn expect_ok(command: Command) -> Outcome {
     outcome
 }
 
-/// Runs `command` with stdout and stderr captured, killed past `deadline`.
-fn run_with_deadline(mut command: Command, deadline: Duration) -> Outcome {
-    let line = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {line}: {err}"));
-    let read = |pipe: Option<std::process::ChildStdout>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-            }
-            text
-        })
-    };
-    let stdout = read(child.stdout.take());
-    let stderr_pipe = child.stderr.take();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = stderr_pipe {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-        }
-        text
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(err) => panic!("cannot wait for {line}: {err}"),
-        }
-    };
-    Outcome {
-        command: line,
-        code: status.and_then(|s| s.code()),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
 /// The guest side: runs inside the guest as root, with device-mapper.
 pub mod guest {
     use std::collections::BTreeMap;
@@ -261,7 +131,7 @@ pub mod guest {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use serde_json::{Value, json};
+    use serde_json::Value;
 
     use super::{SCENARIOS, VG, command};
     use crate::{Outcome, run_command};
@@ -359,20 +229,7 @@ pub mod guest {
 
     impl Guest {
         fn report(&self, name: &str, result: &Check) {
-            let line = json!({
-                "name": name,
-                "ok": result.is_ok(),
-                "detail": result.as_ref().err().cloned().unwrap_or_default(),
-            });
-            let path = self.shared.join("results.jsonl");
-            if let Ok(mut file) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
-                let _ = writeln!(file, "{line}");
-                let _ = file.sync_all();
-            }
+            crate::vng::report(&self.shared, name, result);
         }
 
         fn setup(&self) -> Check {

@@ -6,12 +6,12 @@
 //! *isolated* (host-only): guests reach the host's addresses on the bridge and nothing
 //! beyond. `dhcp` serves addresses and names to guests; `publish` makes a guest's port
 //! reachable on the host's addresses (NAT bridges). `docs/network.md` has the whole
-//! picture.
+//! picture; VLANs (`vlanFiltering`, `ports[].vlans`, `vlanInterfaces`) are in `vlan.rs`.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BridgePublish, Cidr, Dhcp, InterfaceName};
+use super::{BridgePort, BridgePublish, Cidr, Dhcp, InterfaceName, VlanInterface};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -23,15 +23,21 @@ pub struct BridgeSpec {
     /// Addresses on the bridge, IPv4 or IPv6 in CIDR form. Exactly these are kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<Cidr>,
-    /// Existing host interfaces to enslave (bridged mode). Empty: isolated mode.
+    /// Existing host interfaces to enslave (bridged mode), each a plain name or
+    /// `{name, vlans}`. Empty: isolated mode.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<InterfaceName>,
+    pub ports: Vec<BridgePort>,
     /// Spanning tree protocol.
     #[serde(default)]
     pub stp: bool,
-    /// 802.1Q VLAN filtering.
+    /// 802.1Q VLAN filtering: ports forward only the VLANs they carry (`ports[].vlans`,
+    /// VM NICs' and containers' `vlans`).
     #[serde(default)]
     pub vlan_filtering: bool,
+    /// VLAN sub-interfaces of the bridge (`<bridge>.<id>`) with the host's addresses on
+    /// those VLANs (needs `vlanFiltering: true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlan_interfaces: Vec<VlanInterface>,
     /// Masquerade traffic leaving the host from this bridge's IPv4 subnets (NAT mode).
     #[serde(default)]
     pub nat: bool,

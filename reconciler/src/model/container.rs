@@ -114,6 +114,9 @@ pub struct ContainerNetwork {
     /// bridge needs `nat: true`). Changing them changes the bridge's rules only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<PortPublish>,
+    /// The VLANs the veth carries on the bridge (needs `vlanFiltering: true` there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<super::Vlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -15,6 +15,7 @@ mod net;
 mod publish;
 mod quantity;
 mod resource;
+mod vlan;
 mod vm;
 mod volume;
 mod workload;
@@ -30,6 +31,7 @@ pub use net::{Cidr, MacAddress, unicast_problem};
 pub use publish::{BridgePublish, PortPublish, Protocol};
 pub use quantity::{ByteSize, Duration};
 pub use resource::{Document, Origin, Reference, Resource, Spec};
+pub use vlan::{BridgePort, VLAN_ID_MAX, VLAN_ID_MIN, Vlan, VlanInterface};
 pub use vm::{
     Accel, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES, Boot, CloudInit, Console, Disk, DiskFormat,
     Firmware, Graphics, Hypervisor, MAX_VM_DEVICES, Nic, VirtualMachineSpec, VmState,

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Duration, MacAddress, Name, PortPublish};
+use super::{ByteSize, Duration, MacAddress, Name, PortPublish, Vlan};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -197,6 +197,9 @@ pub struct Nic {
     /// changes the bridge's rules only, not the guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<PortPublish>,
+    /// The VLANs the tap carries on the bridge (needs `vlanFiltering: true` there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<Vlan>,
 }
 
 /// A NoCloud seed for cloud-init.

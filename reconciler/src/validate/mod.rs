@@ -8,13 +8,15 @@
 //! the normal per-host variant, not a duplicate), references (a reference must name a
 //! resource declared for this host; one whose document has errors counts as declared, so
 //! its own errors are not echoed as "not declared"), then the uniqueness rules that span
-//! resources ([`unique`]: ports, addresses, MACs; [`network`]: published host ports).
+//! resources ([`unique`]: ports, addresses, MACs; [`network`]: published host ports;
+//! [`vlan`]: VLANs of workloads on bridges that filter them).
 //! Every finding becomes a [`Diagnostic`] pointing at the offending field; one about two
 //! declarations names the other's place.
 
 mod network;
 mod resource;
 mod unique;
+mod vlan;
 
 use std::collections::BTreeMap;
 
@@ -108,6 +110,7 @@ pub fn validate(
     }
     unique::check(&unique_selected, diagnostics);
     network::check_publications(&unique_selected, diagnostics);
+    vlan::check_workloads(&unique_selected, diagnostics);
     unique_selected.into_iter().cloned().collect()
 }
 

@@ -58,7 +58,7 @@ pub(super) fn check_bridge(name: &str, bridge: &BridgeSpec, error: &mut dyn FnMu
     if let Some(uplink) = &bridge.uplink {
         if uplink.as_str() == name {
             error("spec.uplink", "a bridge cannot be its own uplink".into());
-        } else if bridge.ports.contains(uplink) {
+        } else if bridge.ports.iter().any(|port| port.name == *uplink) {
             error(
                 "spec.uplink",
                 format!(

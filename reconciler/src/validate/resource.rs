@@ -77,6 +77,7 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                 }
             }
             super::network::check_bridge(name, bridge, &mut error);
+            super::vlan::check_bridge(name, bridge, &mut error);
         }
         Spec::Volume(volume) => {
             for (field, value) in [

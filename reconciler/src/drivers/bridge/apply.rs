@@ -9,7 +9,12 @@
 //!   plan removes the leftover.
 //! - **Update**: exactly the requests that close the planned [`Drift`], in this order:
 //!   marker, bridge options, MTU, address deletions, address additions, port releases,
-//!   port enslavements, up/down. Addresses are deleted before new ones are added: with
+//!   port enslavements, ports' VLANs (off, then on), the bridge's own VLANs, VLAN
+//!   sub-interface deletions and address changes, up/down; then new VLAN
+//!   sub-interfaces, each like a bridge: created under its temporary name on the bridge
+//!   (down), marked, renamed to `<bridge>.<id>`, given its addresses, set up. VLAN
+//!   filtering is switched on before any VLAN is set, and ports are enslaved before
+//!   theirs are. Addresses are deleted before new ones are added: with
 //!   `promote_secondaries` off (the kernel default), deleting a primary IPv4 address also
 //!   deletes the secondaries of its subnet, which would take a just-added address with it.
 //! - **Delete**: `DeleteLink` by index (the kernel releases the ports), and the same for a
@@ -31,10 +36,10 @@
 
 use super::BridgeError;
 use super::OWNERSHIP_MARKER;
-use super::drift::Drift;
+use super::drift::{AddressDrift, Drift, VlanDrift};
 use super::observed::ObservedBridge;
-use super::seam::{BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState};
-use super::temporary::temporary_name;
+use super::seam::{BridgeOptions, DEFAULT_VLAN, LinkKind, LinkRequest, LinkSeam, LinkState};
+use super::temporary::{temporary_name, temporary_vlan_name};
 use crate::contract::{Action, Change, StepContext};
 use crate::model::{BridgeSpec, ResourceId, Spec};
 
@@ -129,6 +134,8 @@ async fn create(
             vlan_filtering: spec.vlan_filtering,
         }),
         addresses: Vec::new(),
+        vlans: vec![DEFAULT_VLAN],
+        vlan_of: None,
     };
     let fresh_view = ObservedBridge {
         declared_ports: observed.declared_ports.clone(),
@@ -182,9 +189,11 @@ async fn create(
         }
         return Err(error);
     }
-    for step in steps(index, &Drift::between(spec, &fresh, &fresh_view)) {
+    let drift = Drift::between(spec, &fresh, &fresh_view);
+    for step in steps(index, &drift) {
         host.send(step).await?;
     }
+    create_vlan_interfaces(host, id, index, &drift).await?;
     tracing::info!(bridge, index, "bridge created");
     Ok(())
 }
@@ -221,6 +230,9 @@ async fn update(
     for step in steps(link.index, &drift) {
         host.send(step).await?;
     }
+    let id = super::observed::bridge_id(bridge)
+        .ok_or_else(|| invalid(bridge, "the bridge's name is no resource name"))?;
+    create_vlan_interfaces(host, &id, link.index, &drift).await?;
     tracing::info!(bridge, index = link.index, "bridge updated");
     Ok(())
 }
@@ -293,18 +305,7 @@ fn steps(index: u32, drift: &Drift) -> Vec<Step> {
         ));
     }
     if let Some(addresses) = &drift.addresses {
-        for &cidr in &addresses.remove {
-            steps.push(Step::new(
-                LinkRequest::DelAddress { index, cidr },
-                format!("delete address {cidr}"),
-            ));
-        }
-        for &cidr in &addresses.add {
-            steps.push(Step::new(
-                LinkRequest::AddAddress { index, cidr },
-                format!("add address {cidr}"),
-            ));
-        }
+        address_steps(&mut steps, index, "", addresses);
     }
     if let Some(ports) = &drift.ports {
         for port in &ports.release {
@@ -328,11 +329,166 @@ fn steps(index: u32, drift: &Drift) -> Vec<Step> {
             }
         }
     }
+    for port in &drift.port_vlans {
+        if let Some(port_index) = port.index {
+            vlan_steps(
+                &mut steps,
+                port_index,
+                false,
+                &format!("port {}", port.port),
+                &port.vlans,
+            );
+        }
+    }
+    if let Some(vlans) = &drift.bridge_vlans {
+        vlan_steps(&mut steps, index, true, "the bridge itself", vlans);
+    }
+    if let Some(interfaces) = &drift.vlan_interfaces {
+        for sub in &interfaces.delete {
+            steps.push(Step::new(
+                LinkRequest::DeleteLink { index: sub.index },
+                format!("delete VLAN sub-interface {}", sub.name),
+            ));
+        }
+        for (sub, addresses) in &interfaces.addresses {
+            address_steps(
+                &mut steps,
+                sub.index,
+                &format!(" on {}", sub.name),
+                addresses,
+            );
+        }
+        for sub in &interfaces.down {
+            steps.push(Step::new(
+                LinkRequest::SetUp {
+                    index: sub.index,
+                    up: true,
+                },
+                format!("set {} up", sub.name),
+            ));
+        }
+    }
     if let Some(up) = &drift.up {
         let what = if up.new { "set up" } else { "set down" };
         steps.push(Step::new(LinkRequest::SetUp { index, up: up.new }, what));
     }
     steps
+}
+
+/// Take `index` off the VLANs it should not carry, then set the declared ones.
+fn vlan_steps(
+    steps: &mut Vec<Step>,
+    index: u32,
+    bridge_self: bool,
+    whose: &str,
+    drift: &VlanDrift,
+) {
+    for &id in &drift.remove {
+        steps.push(Step::new(
+            LinkRequest::DelBridgeVlan {
+                index,
+                id,
+                bridge_self,
+            },
+            format!("take {whose} off VLAN {id}"),
+        ));
+    }
+    for &vlan in &drift.set {
+        steps.push(Step::new(
+            LinkRequest::AddBridgeVlan {
+                index,
+                vlan,
+                bridge_self,
+            },
+            format!("put {whose} on VLAN {vlan}"),
+        ));
+    }
+}
+
+/// Deletions before additions (see the module docs); `on` names the link for people.
+fn address_steps(steps: &mut Vec<Step>, index: u32, on: &str, addresses: &AddressDrift) {
+    for &cidr in &addresses.remove {
+        steps.push(Step::new(
+            LinkRequest::DelAddress { index, cidr },
+            format!("delete address {cidr}{on}"),
+        ));
+    }
+    for &cidr in &addresses.add {
+        steps.push(Step::new(
+            LinkRequest::AddAddress { index, cidr },
+            format!("add address {cidr}{on}"),
+        ));
+    }
+}
+
+/// Creates the VLAN sub-interfaces `drift` lacks on the bridge `index`: each under its
+/// temporary name, marked and renamed together (as a bridge is), then its addresses and
+/// up. A provable leftover of an earlier attempt was deleted by the steps before.
+async fn create_vlan_interfaces(
+    host: &Host<'_>,
+    id: &ResourceId,
+    index: u32,
+    drift: &Drift,
+) -> Result<(), BridgeError> {
+    let Some(interfaces) = &drift.vlan_interfaces else {
+        return Ok(());
+    };
+    for interface in &interfaces.create {
+        let name = interface.link_name(host.bridge);
+        let temporary = temporary_vlan_name(id, interface.id);
+        let create = Step::new(
+            LinkRequest::CreateVlanLink {
+                name: temporary.clone(),
+                parent: index,
+                id: interface.id,
+            },
+            format!("create VLAN sub-interface {name} (as {temporary})"),
+        );
+        let sub = host
+            .send(create)
+            .await?
+            .ok_or_else(|| BridgeError::Request {
+                bridge: host.bridge.to_owned(),
+                operation: format!("create VLAN sub-interface {name}"),
+                cause: super::NetlinkError::other("the host did not answer the new link's index"),
+            })?;
+        host.send_now(Step::new(
+            LinkRequest::SetAlias {
+                index: sub,
+                alias: OWNERSHIP_MARKER.to_owned(),
+            },
+            format!("set the ownership marker (ifalias) on {temporary}"),
+        ))
+        .await?;
+        host.send_now(Step::new(
+            LinkRequest::SetName {
+                index: sub,
+                name: name.clone(),
+            },
+            format!("rename {temporary} to {name}"),
+        ))
+        .await?;
+        let mut steps = Vec::new();
+        let addresses = AddressDrift {
+            old: Vec::new(),
+            new: interface.addresses.iter().map(|cidr| cidr.0).collect(),
+            remove: Vec::new(),
+            add: interface.addresses.iter().map(|cidr| cidr.0).collect(),
+        };
+        address_steps(&mut steps, sub, &format!(" on {name}"), &addresses);
+        steps.push(Step::new(
+            LinkRequest::SetUp {
+                index: sub,
+                up: true,
+            },
+            format!("set {name} up"),
+        ));
+        for step in steps {
+            host.send(step).await?;
+        }
+        tracing::info!(bridge = host.bridge, interface = %name, "VLAN sub-interface created");
+    }
+    Ok(())
 }
 
 async fn send(seam: &dyn LinkSeam, bridge: &str, step: Step) -> Result<Option<u32>, BridgeError> {
@@ -345,8 +501,10 @@ async fn send(seam: &dyn LinkSeam, bridge: &str, step: Step) -> Result<Option<u3
         } | LinkRequest::SetBridgeOptions {
             vlan_filtering: Some(true),
             ..
-        }
+        } | LinkRequest::AddBridgeVlan { .. }
+            | LinkRequest::DelBridgeVlan { .. }
     );
+    let asks_8021q = matches!(step.request, LinkRequest::CreateVlanLink { .. });
     seam.send(step.request)
         .await
         .map_err(|cause| BridgeError::Request {
@@ -354,6 +512,11 @@ async fn send(seam: &dyn LinkSeam, bridge: &str, step: Step) -> Result<Option<u3
             operation: if asks_vlan_filtering && cause.is_errno(nix::errno::Errno::EOPNOTSUPP) {
                 format!(
                     "{} (vlanFiltering: true needs a kernel with bridge VLAN filtering, CONFIG_BRIDGE_VLAN_FILTERING, which this one lacks)",
+                    step.what
+                )
+            } else if asks_8021q && cause.is_errno(nix::errno::Errno::EOPNOTSUPP) {
+                format!(
+                    "{} (vlanInterfaces need a kernel with 802.1Q VLAN support, CONFIG_VLAN_8021Q, which this one lacks or has not loaded: modprobe 8021q)",
                     step.what
                 )
             } else {

@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::drift::{Drift, cidrs};
+use super::drift::{Drift, cidrs, vlan_list};
 use super::observed::{HostLinks, Leftover, ObservedBridge, bridge_id, evidence};
 use super::seam::{LinkKind, LinkState};
 use super::temporary::TEMPORARY_PREFIX;
@@ -57,6 +57,9 @@ pub(crate) fn declared(
         );
         return conflict(change, reason, observed);
     }
+    if let Some(reason) = vlan_name_taken(&id, spec, host, observed.index()) {
+        return conflict(change, reason, observed);
+    }
     let Some(link) = &observed.link else {
         if let Leftover::Unproven(taken) = host.leftover(&id, &context.owned) {
             let reason = format!(
@@ -73,7 +76,7 @@ pub(crate) fn declared(
                 action: Action::Create,
                 ..change
             }
-            .with_fields(creation_fields(spec)),
+            .with_fields(creation_fields(id.name.as_str(), spec)),
             &observed,
         );
         if let Some(leftover) = &observed.leftover {
@@ -178,6 +181,34 @@ pub(crate) fn pruned(
         .collect()
 }
 
+/// Why a declared VLAN sub-interface cannot be made or kept: its name `<bridge>.<id>` is
+/// held by a link that is not gitvisor's sub-interface of this bridge for that VLAN.
+fn vlan_name_taken(
+    id: &ResourceId,
+    spec: &BridgeSpec,
+    host: &HostLinks,
+    bridge: Option<u32>,
+) -> Option<String> {
+    spec.vlan_interfaces.iter().find_map(|interface| {
+        let name = interface.link_name(id.name.as_str());
+        let link = host.by_name(&name)?;
+        let ours = bridge.is_some()
+            && link.vlan_of
+                == bridge.map(|parent| super::seam::VlanOf {
+                    id: interface.id,
+                    parent,
+                })
+            && link.alias.as_deref() == Some(super::OWNERSHIP_MARKER);
+        (!ours).then(|| {
+            format!(
+                "VLAN sub-interface {name} (vlanInterfaces id {}) cannot be made: {} named {name} exists that gitvisor did not make on this bridge; remove or rename it (ip link del {name}), or drop the VLAN interface",
+                interface.id,
+                describe(link)
+            )
+        })
+    })
+}
+
 /// "a bridge", "a veth link", "a device".
 fn describe(link: &LinkState) -> String {
     match &link.kind {
@@ -195,7 +226,8 @@ fn leftover_note(leftover: &LinkState) -> String {
 }
 
 /// What a create sets, as the plan shows it (old values are null).
-fn creation_fields(spec: &BridgeSpec) -> Vec<FieldChange> {
+fn creation_fields(bridge_name: &str, spec: &BridgeSpec) -> Vec<FieldChange> {
+    let bridge_name = bridge_name.to_owned();
     let null = serde_json::Value::Null;
     let mut fields = Vec::new();
     if let Some(mtu) = spec.mtu {
@@ -213,6 +245,27 @@ fn creation_fields(spec: &BridgeSpec) -> Vec<FieldChange> {
     if !spec.ports.is_empty() {
         let ports: Vec<&str> = spec.ports.iter().map(|port| port.as_str()).collect();
         fields.push(FieldChange::new("ports", null.clone(), ports, Effect::Hot));
+    }
+    for port in spec.ports.iter().filter(|port| !port.vlans.is_empty()) {
+        fields.push(FieldChange::new(
+            format!("ports.{}.vlans", port.name),
+            null.clone(),
+            vlan_list(&port.vlans),
+            Effect::Hot,
+        ));
+    }
+    if !spec.vlan_interfaces.is_empty() {
+        let names: Vec<String> = spec
+            .vlan_interfaces
+            .iter()
+            .map(|interface| interface.link_name(&bridge_name))
+            .collect();
+        fields.push(FieldChange::new(
+            "vlanInterfaces",
+            null.clone(),
+            names,
+            Effect::Hot,
+        ));
     }
     fields.push(FieldChange::new("stp", null.clone(), spec.stp, Effect::Hot));
     fields.push(FieldChange::new(

@@ -13,6 +13,19 @@
 //!   except workload links other gitvisor drivers enslaved (a VM's tap, a container's
 //!   veth), recognised by an `ifalias` starting with `gitvisor:`: those are left alone and
 //!   not listed.
+//! - VLANs count only on a bridge with `vlanFiltering: true`. Each declared port carries
+//!   exactly its declared VLANs, or the kernel's default (VLAN 1, pvid, untagged) when it
+//!   declares none; a port about to be enslaved is taken to have that default, which the
+//!   kernel gives every new port. The bridge itself carries the default plus every VLAN
+//!   of a sub-interface (tagged), which the sub-interface needs to see its frames. Ports
+//!   that other drivers enslaved are theirs, VLANs included.
+//! - `vlanInterfaces`: the `vlan` links on the bridge named `<bridge>.<id>` with the
+//!   marker are gitvisor's; they are created (under a temporary name, marked, renamed,
+//!   as bridges are), given exactly their addresses, kept up, and deleted when no longer
+//!   declared. A `vlan` link under the sub-interface's temporary name with the marker or
+//!   no alias is a leftover of an interrupted creation and is deleted. Any other `vlan`
+//!   link on the bridge is left alone (`diff.rs` makes one holding a declared name a
+//!   conflict).
 //! - `nat`, `uplink`, `dhcp` and `publish` are not part of the link's drift: the network
 //!   module (`drivers/network/`) computes theirs.
 
@@ -21,11 +34,12 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 
 use super::OWNERSHIP_MARKER;
-use super::observed::{DeclaredPort, ObservedBridge, PortLink};
-use super::seam::LinkState;
+use super::observed::{DeclaredPort, ObservedBridge, PortLink, bridge_id};
+use super::seam::{DEFAULT_VLAN, LinkState};
+use super::temporary::temporary_vlan_name;
 use crate::contract::{Effect, FieldChange};
 use crate::drivers::net::is_ipv6_link_local;
-use crate::model::BridgeSpec;
+use crate::model::{BridgeSpec, Cidr, Vlan, VlanInterface};
 
 /// A field that differs: what it is now and what it will be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +72,81 @@ pub(crate) struct PortDrift {
     pub enslave: Vec<DeclaredPort>,
 }
 
+/// How a set of VLANs (a port's, or the bridge's own) differs from the declared one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VlanDrift {
+    /// Now and declared, sorted by id.
+    pub old: Vec<Vlan>,
+    pub new: Vec<Vlan>,
+    /// Ids to take off, then VLANs to put on (or whose flags change).
+    pub remove: Vec<u16>,
+    pub set: Vec<Vlan>,
+}
+
+impl VlanDrift {
+    fn between(old: Vec<Vlan>, new: Vec<Vlan>) -> Option<Self> {
+        if old == new {
+            return None;
+        }
+        Some(VlanDrift {
+            remove: old
+                .iter()
+                .filter(|vlan| !new.iter().any(|n| n.id == vlan.id))
+                .map(|vlan| vlan.id)
+                .collect(),
+            set: new
+                .iter()
+                .filter(|vlan| !old.contains(vlan))
+                .copied()
+                .collect(),
+            old,
+            new,
+        })
+    }
+}
+
+/// A declared port's VLANs that differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PortVlanDrift {
+    pub port: String,
+    /// `None`: the port does not exist (apply fails before sending anything).
+    pub index: Option<u32>,
+    pub vlans: VlanDrift,
+}
+
+/// One of gitvisor's VLAN sub-interfaces as it is on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SubInterface {
+    pub name: String,
+    pub index: u32,
+}
+
+/// How the bridge's VLAN sub-interfaces differ from `vlanInterfaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct VlanInterfaceDrift {
+    /// Names of gitvisor's sub-interfaces now and declared (sorted); differ only when
+    /// some are created or deleted.
+    pub old: Vec<String>,
+    pub new: Vec<String>,
+    /// Leftovers of interrupted creations, then undeclared sub-interfaces.
+    pub delete: Vec<SubInterface>,
+    pub create: Vec<VlanInterface>,
+    /// Existing ones whose addresses differ.
+    pub addresses: Vec<(SubInterface, AddressDrift)>,
+    /// Existing ones that are down.
+    pub down: Vec<SubInterface>,
+}
+
+impl VlanInterfaceDrift {
+    /// Nothing to create, delete or change (the names alone are no difference).
+    fn is_empty(&self) -> bool {
+        self.delete.is_empty()
+            && self.create.is_empty()
+            && self.addresses.is_empty()
+            && self.down.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Drift {
     /// The ownership marker is missing (the old alias, if any, is in `old`).
@@ -67,6 +156,11 @@ pub(crate) struct Drift {
     pub ports: Option<PortDrift>,
     pub stp: Option<Differs<bool>>,
     pub vlan_filtering: Option<Differs<bool>>,
+    /// Declared ports whose VLANs differ, in declared order.
+    pub port_vlans: Vec<PortVlanDrift>,
+    /// The bridge's own VLANs.
+    pub bridge_vlans: Option<VlanDrift>,
+    pub vlan_interfaces: Option<VlanInterfaceDrift>,
     pub up: Option<Differs<bool>>,
 }
 
@@ -77,10 +171,21 @@ impl Drift {
         Drift {
             marker: Differs::check(link.alias.clone(), Some(OWNERSHIP_MARKER.to_owned())),
             mtu: spec.mtu.and_then(|mtu| Differs::check(link.mtu, mtu)),
-            addresses: address_drift(spec, link),
+            addresses: address_drift(&spec.addresses, link),
             ports: port_drift(observed),
             stp: Differs::check(options.stp, spec.stp),
             vlan_filtering: Differs::check(options.vlan_filtering, spec.vlan_filtering),
+            port_vlans: if spec.vlan_filtering {
+                port_vlan_drift(observed)
+            } else {
+                Vec::new()
+            },
+            bridge_vlans: if spec.vlan_filtering {
+                bridge_vlan_drift(spec, link)
+            } else {
+                None
+            },
+            vlan_interfaces: vlan_interface_drift(spec, link, observed),
             up: Differs::check(link.up, spec.up),
         }
     }
@@ -117,6 +222,39 @@ impl Drift {
         if let Some(vlan) = &self.vlan_filtering {
             push("vlanFiltering", vlan.old.into(), vlan.new.into());
         }
+        for port in &self.port_vlans {
+            push(
+                &format!("ports.{}.vlans", port.port),
+                vlan_list(&port.vlans.old),
+                vlan_list(&port.vlans.new),
+            );
+        }
+        if let Some(vlans) = &self.bridge_vlans {
+            push("vlans", vlan_list(&vlans.old), vlan_list(&vlans.new));
+        }
+        if let Some(interfaces) = &self.vlan_interfaces {
+            if interfaces.old != interfaces.new {
+                push(
+                    "vlanInterfaces",
+                    interfaces.old.clone().into(),
+                    interfaces.new.clone().into(),
+                );
+            }
+            for (interface, addresses) in &interfaces.addresses {
+                push(
+                    &format!("vlanInterfaces.{}.addresses", interface.name),
+                    cidrs(&addresses.old),
+                    cidrs(&addresses.new),
+                );
+            }
+            for interface in &interfaces.down {
+                push(
+                    &format!("vlanInterfaces.{}.up", interface.name),
+                    false.into(),
+                    true.into(),
+                );
+            }
+        }
         if let Some(up) = &self.up {
             push("up", up.old.into(), up.new.into());
         }
@@ -129,8 +267,13 @@ pub(crate) fn cidrs(list: &[IpNet]) -> serde_json::Value {
     list.iter().map(|cidr| cidr.to_string()).collect()
 }
 
-fn address_drift(spec: &BridgeSpec, link: &LinkState) -> Option<AddressDrift> {
-    let new: BTreeSet<IpNet> = spec.addresses.iter().map(|cidr| cidr.0).collect();
+/// VLANs as a JSON list of strings, `["1 pvid untagged", "10"]`.
+pub(crate) fn vlan_list(vlans: &[Vlan]) -> serde_json::Value {
+    vlans.iter().map(|vlan| vlan.to_string()).collect()
+}
+
+fn address_drift(declared: &[Cidr], link: &LinkState) -> Option<AddressDrift> {
+    let new: BTreeSet<IpNet> = declared.iter().map(|cidr| cidr.0).collect();
     let old: BTreeSet<IpNet> = link
         .addresses
         .iter()
@@ -178,4 +321,126 @@ fn port_drift(observed: &ObservedBridge) -> Option<PortDrift> {
         old: old.into_iter().map(str::to_owned).collect(),
         new: new.into_iter().map(str::to_owned).collect(),
     })
+}
+
+/// The declared VLANs of a port, or the kernel's default when it declares none.
+fn declared_vlans(port: &DeclaredPort) -> Vec<Vlan> {
+    if port.vlans.is_empty() {
+        vec![DEFAULT_VLAN]
+    } else {
+        port.vlans.clone()
+    }
+}
+
+fn port_vlan_drift(observed: &ObservedBridge) -> Vec<PortVlanDrift> {
+    observed
+        .declared_ports
+        .iter()
+        .filter_map(|port| {
+            // A port about to be enslaved gets the kernel's default on the way in.
+            let now = port.vlans_now.clone().unwrap_or_else(|| vec![DEFAULT_VLAN]);
+            VlanDrift::between(now, declared_vlans(port)).map(|vlans| PortVlanDrift {
+                port: port.name.clone(),
+                index: port.index,
+                vlans,
+            })
+        })
+        .collect()
+}
+
+/// The bridge's own VLANs: the default, and each sub-interface's VLAN tagged.
+fn bridge_vlan_drift(spec: &BridgeSpec, link: &LinkState) -> Option<VlanDrift> {
+    let mut new = vec![DEFAULT_VLAN];
+    for interface in &spec.vlan_interfaces {
+        if interface.id == DEFAULT_VLAN.id {
+            continue;
+        }
+        new.push(Vlan {
+            id: interface.id,
+            pvid: false,
+            untagged: false,
+        });
+    }
+    new.sort();
+    new.dedup_by_key(|vlan| vlan.id);
+    VlanDrift::between(link.vlans.clone(), new)
+}
+
+/// What a `vlan` link on the bridge is to gitvisor.
+enum VlanLinkRole {
+    /// Its sub-interface for this VLAN id (marker, `<bridge>.<id>`).
+    Ours(u16),
+    /// Half made by an interrupted creation (temporary name, marker or no alias).
+    Leftover,
+    /// Someone else's: left alone.
+    Foreign,
+}
+
+fn vlan_link_role(bridge: &LinkState, link: &LinkState) -> VlanLinkRole {
+    let Some(vlan) = link.vlan_of else {
+        return VlanLinkRole::Foreign;
+    };
+    let marked = link.alias.as_deref() == Some(OWNERSHIP_MARKER);
+    if marked && link.name == format!("{}.{}", bridge.name, vlan.id) {
+        return VlanLinkRole::Ours(vlan.id);
+    }
+    let leftover = bridge_id(&bridge.name)
+        .is_some_and(|id| link.name == temporary_vlan_name(&id, vlan.id))
+        && (marked || link.alias.is_none());
+    if leftover {
+        VlanLinkRole::Leftover
+    } else {
+        VlanLinkRole::Foreign
+    }
+}
+
+fn vlan_interface_drift(
+    spec: &BridgeSpec,
+    bridge: &LinkState,
+    observed: &ObservedBridge,
+) -> Option<VlanInterfaceDrift> {
+    let mut drift = VlanInterfaceDrift::default();
+    let mut ours: Vec<(u16, &LinkState)> = Vec::new();
+    for link in &observed.vlan_links {
+        let sub = SubInterface {
+            name: link.name.clone(),
+            index: link.index,
+        };
+        match vlan_link_role(bridge, link) {
+            VlanLinkRole::Ours(id) => ours.push((id, link)),
+            VlanLinkRole::Leftover => drift.delete.push(sub),
+            VlanLinkRole::Foreign => {}
+        }
+    }
+    for &(id, link) in &ours {
+        let sub = SubInterface {
+            name: link.name.clone(),
+            index: link.index,
+        };
+        match spec.vlan_interfaces.iter().find(|i| i.id == id) {
+            None => drift.delete.push(sub),
+            Some(declared) => {
+                if let Some(addresses) = address_drift(&declared.addresses, link) {
+                    drift.addresses.push((sub.clone(), addresses));
+                }
+                if !link.up {
+                    drift.down.push(sub);
+                }
+            }
+        }
+    }
+    for declared in &spec.vlan_interfaces {
+        if !ours.iter().any(|(id, _)| *id == declared.id) {
+            drift.create.push(declared.clone());
+        }
+    }
+    drift.old = ours.iter().map(|(_, link)| link.name.clone()).collect();
+    drift.old.sort();
+    drift.new = spec
+        .vlan_interfaces
+        .iter()
+        .map(|i| i.link_name(&bridge.name))
+        .collect();
+    drift.new.sort();
+    (!drift.is_empty()).then_some(drift)
 }

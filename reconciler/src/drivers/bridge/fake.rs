@@ -6,6 +6,10 @@
 //! prefix length, a rename to a taken name or of a link that is up), so a test can assert
 //! both the exact request sequence and that a second plan after apply converges. Bringing a link up gives it an IPv6 link-local
 //! address, as the kernel does, so tests see the addresses the driver must ignore.
+//! Bridge VLANs follow the kernel too: a new bridge and a newly enslaved port are on
+//! VLAN 1 as pvid, untagged (the default `default_pvid`); a released port loses its
+//! VLANs; one pvid per port; the bridge's own VLANs need `bridge_self`, a port's need
+//! a bridge as master; a `vlan` link needs an existing parent.
 //!
 //! It is public (not `cfg(test)`) so integration tests of other modules can build a
 //! [`BridgeDriver`](super::BridgeDriver) over it.
@@ -16,7 +20,9 @@ use async_trait::async_trait;
 use ipnet::{IpNet, Ipv6Net};
 use nix::errno::Errno;
 
-use super::seam::{BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError};
+use super::seam::{
+    BridgeOptions, DEFAULT_VLAN, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError, VlanOf,
+};
 use crate::drivers::net::is_ipv6_link_local;
 
 type FailurePredicate = Box<dyn Fn(&LinkRequest) -> bool + Send + Sync>;
@@ -116,6 +122,8 @@ pub fn bridge_link(index: u32, name: &str) -> LinkState {
         master: None,
         bridge: Some(BridgeOptions::default()),
         addresses: Vec::new(),
+        vlans: vec![DEFAULT_VLAN],
+        vlan_of: None,
     }
 }
 
@@ -131,6 +139,8 @@ pub fn plain_link(index: u32, name: &str, kind: Option<&str>) -> LinkState {
         master: None,
         bridge: None,
         addresses: Vec::new(),
+        vlans: Vec::new(),
+        vlan_of: None,
     }
 }
 
@@ -240,10 +250,19 @@ impl FakeHost {
                 port_index,
                 master: Some(master),
             } => {
-                if !self.links.iter().any(|l| l.index == master) {
+                let Some(bridge) = self.links.iter().find(|l| l.index == master) else {
                     return Err(errno(Errno::ENODEV));
+                };
+                let vlans = if bridge.is_bridge() {
+                    vec![DEFAULT_VLAN]
+                } else {
+                    Vec::new()
+                };
+                let port = self.link_mut(port_index)?;
+                if port.master != Some(master) {
+                    port.vlans = vlans;
                 }
-                self.link_mut(port_index)?.master = Some(master);
+                port.master = Some(master);
             }
             LinkRequest::SetMaster {
                 port_index,
@@ -251,18 +270,93 @@ impl FakeHost {
             } => {
                 if let Ok(port) = self.link_mut(port_index) {
                     port.master = None;
+                    port.vlans.clear();
                 }
             }
             LinkRequest::DeleteLink { index } => {
-                self.links.retain(|l| l.index != index);
+                // VLAN links on top of a deleted link go with it, as in the kernel.
+                self.links.retain(|l| {
+                    l.index != index && l.vlan_of.is_none_or(|vlan| vlan.parent != index)
+                });
                 for port in &mut self.links {
                     if port.master == Some(index) {
                         port.master = None;
+                        port.vlans.clear();
                     }
                 }
             }
+            LinkRequest::CreateVlanLink { name, parent, id } => {
+                if self.links.iter().any(|l| l.name == name) {
+                    return Err(errno(Errno::EEXIST));
+                }
+                if !self.links.iter().any(|l| l.index == parent) {
+                    return Err(errno(Errno::ENODEV));
+                }
+                let taken = self
+                    .links
+                    .iter()
+                    .any(|l| l.vlan_of == Some(VlanOf { id, parent }));
+                if taken {
+                    return Err(errno(Errno::EEXIST));
+                }
+                let index = self.links.iter().map(|l| l.index).max().unwrap_or(0) + 1;
+                let mut link = plain_link(index, &name, Some("vlan"));
+                link.up = false;
+                link.vlan_of = Some(VlanOf { id, parent });
+                self.links.push(link);
+                return Ok(Some(index));
+            }
+            LinkRequest::AddBridgeVlan {
+                index,
+                vlan,
+                bridge_self,
+            } => {
+                self.vlan_member(index, bridge_self)?;
+                let link = self.link_mut(index)?;
+                if vlan.pvid {
+                    for other in &mut link.vlans {
+                        other.pvid = false;
+                    }
+                }
+                link.vlans.retain(|v| v.id != vlan.id);
+                link.vlans.push(vlan);
+                link.vlans.sort();
+            }
+            LinkRequest::DelBridgeVlan {
+                index,
+                id,
+                bridge_self,
+            } => {
+                self.vlan_member(index, bridge_self)?;
+                self.link_mut(index)?.vlans.retain(|v| v.id != id);
+            }
         }
         Ok(None)
+    }
+
+    /// Refuses what the kernel refuses: the bridge's own VLANs without `bridge_self`
+    /// (`EOPNOTSUPP`: it has no master), a port's on a link that is no bridge's port.
+    fn vlan_member(&self, index: u32, bridge_self: bool) -> Result<(), NetlinkError> {
+        let link = self
+            .links
+            .iter()
+            .find(|l| l.index == index)
+            .ok_or_else(|| errno(Errno::ENODEV))?;
+        let on_bridge = |master: u32| {
+            self.links
+                .iter()
+                .any(|l| l.index == master && l.is_bridge())
+        };
+        let fits = if bridge_self {
+            link.is_bridge()
+        } else {
+            link.master.is_some_and(on_bridge)
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(errno(Errno::EOPNOTSUPP))
+        }
     }
 
     fn link_mut(&mut self, index: u32) -> Result<&mut LinkState, NetlinkError> {

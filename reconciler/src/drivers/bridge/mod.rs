@@ -4,8 +4,8 @@
 //!
 //! Bridges carry guests' and containers' links, so they are changed in place and never
 //! deleted and re-created to change an address or the MTU. Everything goes through
-//! netlink (`rtnetlink`), never the `ip` tool: a plan is one link dump plus one address
-//! dump for the whole host, and an apply is a handful of small requests on one shared
+//! netlink (`rtnetlink`), never the `ip` tool: a plan is one link dump, one address
+//! dump and one bridge VLAN dump for the whole host, and an apply is a handful of small requests on one shared
 //! socket, so hundreds of bridges converge in a fraction of what a shell loop costs.
 //!
 //! # Ownership
@@ -33,7 +33,8 @@
 //!    for pruned bridges. Each change carries an [`ObservedBridge`] snapshot.
 //! 2. **apply**: turn the change into requests from that snapshot, without dumping again
 //!    (`apply.rs`): create (temporary name) → marker → rename → MTU → addresses → ports →
-//!    up; updates send only the requests for the fields that differ. Every request is
+//!    ports' VLANs → the bridge's own VLANs → up → VLAN sub-interfaces (each created
+//!    under a temporary name, marked, renamed, as the bridge is); updates send only the requests for the fields that differ. Every request is
 //!    idempotent. The step's context is checked before each request except inside
 //!    create → marker → rename, which run together so a cancel never strands a
 //!    temporary-named bridge.
@@ -62,6 +63,8 @@ pub mod seam;
 mod temporary;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod vlan_tests;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

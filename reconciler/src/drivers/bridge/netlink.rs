@@ -23,6 +23,16 @@
 //!   `EEXIST` and leaves `/64`. The link's addresses are read back, and only an exact
 //!   match counts as success.
 //! - A link is renamed with `RTM_SETLINK` + `IFLA_IFNAME`, only while it is down.
+//! - Bridge VLAN membership is not in the ordinary link dump: it is a second
+//!   `RTM_GETLINK` dump with family `AF_BRIDGE` and `IFLA_EXT_MASK` =
+//!   `RTEXT_FILTER_BRVLAN`, one message per port (and one per bridge, for its own VLANs),
+//!   each VLAN in its own `IFLA_BRIDGE_VLAN_INFO`. A port may be listed twice (through its
+//!   master and through itself); the entries are merged by VLAN id.
+//! - A port's VLANs are changed with `RTM_SETLINK` / `RTM_DELLINK` of family `AF_BRIDGE`
+//!   on the port; the bridge's own need `IFLA_BRIDGE_FLAGS` = `BRIDGE_FLAGS_SELF`, else
+//!   the kernel looks for the bridge's master and answers `EOPNOTSUPP`. Adding a VLAN the
+//!   port has sets its flags again (pvid and untagged both), so it is idempotent;
+//!   deleting one it lacks answers `ENOENT`, which is the host as asked.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -30,15 +40,23 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecBridge, BridgeStpState, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVlan,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use nix::errno::Errno;
-use rtnetlink::{AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkBridge, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec,
+    LinkVlan,
+};
 use tokio::task::JoinHandle;
 
-use super::seam::{BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError};
+use super::seam::{
+    BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError, VlanOf,
+};
+use crate::model::Vlan;
 
 /// The host's links, reached over rtnetlink.
 #[derive(Debug)]
@@ -79,6 +97,121 @@ impl NetlinkLinks {
             .map_err(|e| context("dump links", e))
     }
 
+    /// Every bridge port's (and bridge's) VLANs, by link index, sorted by id.
+    async fn dump_bridge_vlans(&self) -> Result<HashMap<u32, Vec<Vlan>>, NetlinkError> {
+        let messages: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan])
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| context("dump bridge VLANs", e))?;
+        let mut by_index: HashMap<u32, std::collections::BTreeMap<u16, Vlan>> = HashMap::new();
+        for message in messages {
+            let vlans = by_index.entry(message.header.index).or_default();
+            for attribute in message.attributes {
+                let LinkAttribute::AfSpecBridge(specs) = attribute else {
+                    continue;
+                };
+                for spec in specs {
+                    if let AfSpecBridge::VlanInfo(info) = spec {
+                        vlans.insert(
+                            info.vid,
+                            Vlan {
+                                id: info.vid,
+                                pvid: info.flags.contains(BridgeVlanInfoFlags::Pvid),
+                                untagged: info.flags.contains(BridgeVlanInfoFlags::Untagged),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(by_index
+            .into_iter()
+            .map(|(index, vlans)| (index, vlans.into_values().collect()))
+            .collect())
+    }
+
+    async fn create_vlan_link(
+        &self,
+        name: &str,
+        parent: u32,
+        id: u16,
+    ) -> Result<u32, NetlinkError> {
+        let message = LinkVlan::new(name, parent, id).build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(netlink_error)?;
+        self.index_of(name).await
+    }
+
+    /// The index of the link just created under `name`.
+    async fn index_of(&self, name: &str) -> Result<u32, NetlinkError> {
+        let created = self
+            .handle
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| context("created, but reading back its index failed", e))?;
+        created
+            .map(|link| link.header.index)
+            .ok_or_else(|| NetlinkError::other("created, but the kernel does not list it by name"))
+    }
+
+    async fn add_bridge_vlan(
+        &self,
+        index: u32,
+        vlan: Vlan,
+        bridge_self: bool,
+    ) -> Result<(), NetlinkError> {
+        let mut flags = BridgeVlanInfoFlags::empty();
+        if vlan.pvid {
+            flags |= BridgeVlanInfoFlags::Pvid;
+        }
+        if vlan.untagged {
+            flags |= BridgeVlanInfoFlags::Untagged;
+        }
+        let mut builder = LinkBridgeVlan::new(index);
+        if bridge_self {
+            builder = builder.bridge_self();
+        }
+        self.handle
+            .link()
+            .set(builder.vlan(vlan.id, flags).build())
+            .execute()
+            .await
+            .map_err(netlink_error)
+    }
+
+    async fn del_bridge_vlan(
+        &self,
+        index: u32,
+        id: u16,
+        bridge_self: bool,
+    ) -> Result<(), NetlinkError> {
+        let mut builder = LinkBridgeVlan::new(index);
+        if bridge_self {
+            builder = builder.bridge_self();
+        }
+        let deleted = self
+            .handle
+            .link()
+            .del_with_message(builder.vlan(id, BridgeVlanInfoFlags::empty()).build())
+            .execute()
+            .await
+            .map_err(netlink_error);
+        tolerate(deleted, &[Errno::ENOENT])
+    }
+
     async fn dump_addresses(&self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
         let messages: Vec<AddressMessage> = self
             .handle
@@ -114,18 +247,7 @@ impl NetlinkLinks {
             .execute()
             .await
             .map_err(netlink_error)?;
-        let created = self
-            .handle
-            .link()
-            .get()
-            .match_name(name)
-            .execute()
-            .try_next()
-            .await
-            .map_err(|e| context("created, but reading back its index failed", e))?;
-        created
-            .map(|link| link.header.index)
-            .ok_or_else(|| NetlinkError::other("created, but the kernel does not list it by name"))
+        self.index_of(name).await
     }
 
     async fn set_link(&self, message: LinkMessage) -> Result<(), NetlinkError> {
@@ -284,6 +406,11 @@ impl LinkSeam for NetlinkLinks {
                 links[at].addresses.push(cidr);
             }
         }
+        for (index, vlans) in self.dump_bridge_vlans().await? {
+            if let Some(&at) = position.get(&index) {
+                links[at].vlans = vlans;
+            }
+        }
         Ok(links)
     }
 
@@ -348,6 +475,19 @@ impl LinkSeam for NetlinkLinks {
                 tolerate(released, &[Errno::ENODEV])?
             }
             LinkRequest::DeleteLink { index } => self.delete_link(index).await?,
+            LinkRequest::CreateVlanLink { name, parent, id } => {
+                return self.create_vlan_link(&name, parent, id).await.map(Some);
+            }
+            LinkRequest::AddBridgeVlan {
+                index,
+                vlan,
+                bridge_self,
+            } => self.add_bridge_vlan(index, vlan, bridge_self).await?,
+            LinkRequest::DelBridgeVlan {
+                index,
+                id,
+                bridge_self,
+            } => self.del_bridge_vlan(index, id, bridge_self).await?,
         }
         Ok(None)
     }
@@ -403,7 +543,10 @@ fn link_state_of(message: LinkMessage) -> LinkState {
         master: None,
         bridge: None,
         addresses: Vec::new(),
+        vlans: Vec::new(),
+        vlan_of: None,
     };
+    let mut parent = None;
     for attribute in message.attributes {
         match attribute {
             LinkAttribute::IfName(name) => link.name = name,
@@ -411,8 +554,12 @@ fn link_state_of(message: LinkMessage) -> LinkState {
             LinkAttribute::Mtu(mtu) => link.mtu = mtu,
             LinkAttribute::Controller(master) if master != 0 => link.master = Some(master),
             LinkAttribute::LinkInfo(infos) => read_link_info(&mut link, infos),
+            LinkAttribute::Link(index) => parent = Some(index),
             _ => {}
         }
+    }
+    if let (Some(vlan_of), Some(parent)) = (&mut link.vlan_of, parent) {
+        vlan_of.parent = parent;
     }
     link
 }
@@ -430,6 +577,13 @@ fn read_link_info(link: &mut LinkState, infos: Vec<LinkInfo>) {
                         }
                         InfoBridge::VlanFiltering(on) => bridge.vlan_filtering = on,
                         _ => {}
+                    }
+                }
+            }
+            LinkInfo::Data(InfoData::Vlan(options)) => {
+                for option in options {
+                    if let InfoVlan::Id(id) = option {
+                        link.vlan_of = Some(VlanOf { id, parent: 0 });
                     }
                 }
             }

@@ -16,7 +16,7 @@ use super::seam::LinkState;
 use super::temporary::temporary_name;
 use super::{GITVISOR_ALIAS_PREFIX, OWNERSHIP_MARKER};
 use crate::contract::ownership::{self, Evidence, Marker};
-use crate::model::{InterfaceName, Kind, Name, ResourceId};
+use crate::model::{BridgePort, Kind, Name, ResourceId, Vlan};
 
 /// A bridge (or the link that holds its name) as planning found it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -30,6 +30,9 @@ pub struct ObservedBridge {
     /// A half-made bridge under this bridge's temporary name, left by an interrupted
     /// creation and provably gitvisor's (see `HostLinks::leftover`): apply removes it first.
     pub leftover: Option<LinkState>,
+    /// The `vlan` links on top of the bridge, whoever made them, sorted by name; `drift.rs`
+    /// tells gitvisor's sub-interfaces (and their leftovers) from the others.
+    pub vlan_links: Vec<LinkState>,
 }
 
 impl ObservedBridge {
@@ -58,6 +61,10 @@ pub struct DeclaredPort {
     /// The name of the master it is enslaved to when that is not this bridge and not a
     /// bridge gitvisor manages: taking it would break something gitvisor does not own.
     pub foreign_master: Option<String>,
+    /// The declared VLANs (sorted by id; empty: the kernel's default).
+    pub vlans: Vec<Vlan>,
+    /// Its VLANs on this bridge now; `None` when it is not this bridge's port yet.
+    pub vlans_now: Option<Vec<Vlan>>,
 }
 
 /// What holds a bridge's temporary name on the host.
@@ -134,7 +141,7 @@ impl HostLinks {
     pub(crate) fn observe(
         &self,
         id: &ResourceId,
-        declared_ports: &[InterfaceName],
+        declared_ports: &[BridgePort],
         owned: &BTreeSet<ResourceId>,
     ) -> ObservedBridge {
         let link = self.by_name(id.name.as_str()).cloned();
@@ -143,8 +150,9 @@ impl HostLinks {
             ports: index.map(|index| self.ports_of(index)).unwrap_or_default(),
             declared_ports: declared_ports
                 .iter()
-                .map(|port| self.declared_port(port.as_str(), index, owned))
+                .map(|port| self.declared_port(port, index, owned))
                 .collect(),
+            vlan_links: index.map(|index| self.vlans_on(index)).unwrap_or_default(),
             link,
             leftover: match self.leftover(id, owned) {
                 Leftover::Ours(link) => Some(link),
@@ -166,12 +174,25 @@ impl HostLinks {
         }
     }
 
+    /// The `vlan` links on top of `parent`, sorted by name.
+    pub(crate) fn vlans_on(&self, parent: u32) -> Vec<LinkState> {
+        let mut links: Vec<LinkState> = self
+            .links
+            .iter()
+            .filter(|link| link.vlan_of.is_some_and(|vlan| vlan.parent == parent))
+            .cloned()
+            .collect();
+        links.sort_by(|a, b| a.name.cmp(&b.name));
+        links
+    }
+
     fn declared_port(
         &self,
-        name: &str,
+        declared: &BridgePort,
         bridge: Option<u32>,
         owned: &BTreeSet<ResourceId>,
     ) -> DeclaredPort {
+        let name = declared.as_str();
         let port = self.by_name(name);
         let foreign_master = port
             .and_then(|port| port.master)
@@ -181,10 +202,16 @@ impl HostLinks {
                 Some(master) => Some(master.name.clone()),
                 None => Some(format!("link #{master}")),
             });
+        let mut vlans = declared.vlans.clone();
+        vlans.sort();
         DeclaredPort {
             name: name.to_owned(),
             index: port.map(|port| port.index),
             foreign_master,
+            vlans,
+            vlans_now: port
+                .filter(|port| port.master.is_some() && port.master == bridge)
+                .map(|port| port.vlans.clone()),
         }
     }
 }

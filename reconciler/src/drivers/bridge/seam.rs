@@ -8,8 +8,9 @@
 //! [`FakeLinks`](super::fake::FakeLinks).
 //!
 //! Requests are idempotent on both implementations: adding an address that is already
-//! there, deleting one that is gone, deleting a link that is gone and releasing a port that
-//! is gone all succeed. "Already there" is checked, never assumed from the errno: the
+//! there, deleting one that is gone, deleting a link that is gone, releasing a port that
+//! is gone, putting a port on a VLAN it is on (the flags are set again) and taking it off
+//! one it is not on all succeed. "Already there" is checked, never assumed from the errno: the
 //! kernel answers `EEXIST` to an IPv6 address that the link has with another prefix
 //! length too, and that is an error (the host does not match the request). Creating or
 //! renaming a link to a name that is taken is an error (`EEXIST`): the driver only
@@ -27,6 +28,7 @@ use async_trait::async_trait;
 use nix::errno::Errno;
 
 use crate::contract::FailureClass;
+use crate::model::Vlan;
 use ipnet::IpNet;
 
 /// One link as the kernel reports it, with its addresses.
@@ -48,6 +50,27 @@ pub struct LinkState {
     pub bridge: Option<BridgeOptions>,
     /// Every address on the link, with host bits as configured (`10.0.0.1/24`).
     pub addresses: Vec<IpNet>,
+    /// Its 802.1Q membership on a bridge, sorted by id: a port's VLANs, or a bridge's
+    /// own (`bridge vlan ... self`). Empty for links that are neither, and on kernels
+    /// without bridge VLAN filtering.
+    pub vlans: Vec<Vlan>,
+    /// For a link of kind `vlan`: its VLAN id and the link it sits on (`IFLA_LINK`).
+    pub vlan_of: Option<VlanOf>,
+}
+
+/// The VLAN the kernel puts a new bridge and every new port on: `default_pvid` 1, as
+/// the port VLAN id, leaving untagged.
+pub const DEFAULT_VLAN: Vlan = Vlan {
+    id: 1,
+    pvid: true,
+    untagged: true,
+};
+
+/// What a link of kind `vlan` is: VLAN `id` of the link with index `parent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanOf {
+    pub id: u16,
+    pub parent: u32,
 }
 
 impl LinkState {
@@ -94,6 +117,27 @@ pub struct BridgeOptions {
 /// One change to the host's links. Links are named by index except at creation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkRequest {
+    /// Create VLAN `id` on the link `parent` (a `vlan` link), administratively down.
+    /// Answers the new link's index.
+    CreateVlanLink {
+        name: String,
+        parent: u32,
+        id: u16,
+    },
+    /// Put the bridge port `index` on `vlan`, or change its flags there (`pvid` moves the
+    /// port VLAN id to it). `bridge_self`: `index` is the bridge itself, whose own
+    /// membership lets its VLAN sub-interfaces see the VLAN.
+    AddBridgeVlan {
+        index: u32,
+        vlan: Vlan,
+        bridge_self: bool,
+    },
+    /// Take the bridge port (or, with `bridge_self`, the bridge) `index` off VLAN `id`.
+    DelBridgeVlan {
+        index: u32,
+        id: u16,
+        bridge_self: bool,
+    },
     /// Create a bridge, administratively down. Answers the new link's index.
     CreateBridge {
         name: String,
@@ -200,11 +244,11 @@ impl NetlinkError {
 /// `apply` tasks, so they are `Send + Sync` and take `&self`.
 #[async_trait]
 pub trait LinkSeam: Send + Sync {
-    /// Every link and its addresses: one link dump and one address dump for the whole
-    /// host, never one call per link.
+    /// Every link, its addresses and its bridge VLANs: one link dump, one address dump
+    /// and one bridge VLAN dump for the whole host, never one call per link.
     async fn dump(&self) -> Result<Vec<LinkState>, NetlinkError>;
 
-    /// Carry out one request. Answers the new index for
-    /// [`LinkRequest::CreateBridge`], `None` otherwise.
+    /// Carry out one request. Answers the new index for [`LinkRequest::CreateBridge`] and
+    /// [`LinkRequest::CreateVlanLink`], `None` otherwise.
     async fn send(&self, request: LinkRequest) -> Result<Option<u32>, NetlinkError>;
 }

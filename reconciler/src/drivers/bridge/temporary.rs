@@ -22,6 +22,10 @@
 //! removed only when the state store also records that bridge (the write-ahead intent
 //! precedes the create) and it carries the marker or no alias at all (a crash between
 //! create and marker). Anything else under a temporary name is left alone.
+//!
+//! VLAN sub-interfaces of a bridge (`<bridge>.<id>`) are created the same way, under
+//! [`temporary_vlan_name`]; a leftover one is a `vlan` link on the bridge under that
+//! name, with the marker or no alias.
 
 use sha2::{Digest, Sha256};
 
@@ -35,7 +39,18 @@ const HASH_DIGITS: usize = 12;
 
 /// The name the bridge `id` is created under before it is renamed to its own.
 pub fn temporary_name(id: &ResourceId) -> String {
-    let digest = Sha256::digest(id.to_string().as_bytes());
+    temporary_name_for(&id.to_string())
+}
+
+/// The name VLAN sub-interface `vlan` of the bridge `id` is created under, by the same
+/// rule (marked there, then renamed to `<bridge>.<vlan>`). Its key, `Bridge/br0/vlan/10`,
+/// is no resource id, since names never contain `/`.
+pub fn temporary_vlan_name(id: &ResourceId, vlan: u16) -> String {
+    temporary_name_for(&format!("{id}/vlan/{vlan}"))
+}
+
+fn temporary_name_for(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
     let mut name = String::with_capacity(TEMPORARY_PREFIX.len() + HASH_DIGITS);
     name.push_str(TEMPORARY_PREFIX);
     for byte in digest.iter().take(HASH_DIGITS / 2) {
@@ -57,6 +72,17 @@ mod tests {
         assert!(name.starts_with(TEMPORARY_PREFIX));
         assert_eq!(name, temporary_name(&id("br0")));
         assert_ne!(name, temporary_name(&id("br1")));
+    }
+
+    #[test]
+    fn vlan_sub_interfaces_have_their_own_temporary_names() {
+        let bridge = temporary_name(&id("br0"));
+        let vlan = temporary_vlan_name(&id("br0"), 10);
+        assert_eq!(vlan.len(), IFNAME_MAX);
+        assert!(vlan.starts_with(TEMPORARY_PREFIX));
+        assert_ne!(vlan, bridge);
+        assert_ne!(vlan, temporary_vlan_name(&id("br0"), 11));
+        assert_ne!(vlan, temporary_name(&id("br0.10")));
     }
 
     #[test]

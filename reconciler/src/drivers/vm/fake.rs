@@ -76,6 +76,8 @@ pub fn bridge(index: u32, name: &str) -> LinkState {
         master: None,
         bridge: Some(Default::default()),
         addresses: Vec::new(),
+        vlans: Vec::new(),
+        vlan_of: None,
     }
 }
 
@@ -90,6 +92,8 @@ fn tap(index: u32, name: &str) -> LinkState {
         master: None,
         bridge: None,
         addresses: Vec::new(),
+        vlans: Vec::new(),
+        vlan_of: None,
     }
 }
 

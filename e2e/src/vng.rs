@@ -1,0 +1,269 @@
+//! Scenarios that need a kernel the CI host lacks, run inside one throwaway `virtme-ng`
+//! guest: `vng --disable-kvm` boots Debian's `linux-image-amd64` under QEMU TCG over the
+//! host's own file system (read-only except one shared directory). The LVM scenarios
+//! (device-mapper, [`crate::lvm`]) and the VLAN ones (bridge VLAN filtering and 802.1Q,
+//! [`crate::vlans`]) use it.
+//!
+//! # How
+//!
+//! 1. The host test calls [`GuestRun::prepare`]: root, `vng`, QEMU, a kernel image under
+//!    `/boot` and the scenario's own tools must be there, or it skips loudly; a shared
+//!    temporary directory is made.
+//! 2. [`GuestRun::run`] boots **one** guest that runs a guest binary of this crate
+//!    (`e2e/src/bin/*-guest.rs`, built with the tests) as
+//!    `BIN --gitvisor GITVISOR --shared DIR`, its output in `DIR/guest.log`.
+//! 3. The guest binary appends each scenario's outcome to `DIR/results.jsonl` as soon as
+//!    it is known ([`report`]), so a guest that dies part-way still reports what ran;
+//!    the host reads them with [`GuestRun::results`] and fails with every scenario that
+//!    failed or did not report.
+//!
+//! Booting once per suite keeps the cost at one boot (about 20-45 s under TCG here) plus
+//! the scenarios.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{Outcome, loud};
+
+/// A guest run's shared directory and the kernel it boots.
+pub struct GuestRun {
+    shared: tempfile::TempDir,
+    kernel: PathBuf,
+    label: String,
+}
+
+/// One scenario's outcome, as the guest reported it.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl GuestRun {
+    /// Checks the host can boot the guest; `None` (after a loud SKIPPED line) when not.
+    /// `tools` are the scenario's own programs, each with the CI script that installs it.
+    pub fn prepare(test: &str, label: &str, tools: &[(&str, &str)]) -> Option<GuestRun> {
+        if !crate::is_root() {
+            crate::skip(test, "needs root");
+            return None;
+        }
+        let guest_tools = [
+            ("vng", ".ci/deps/volume.sh"),
+            ("qemu-system-x86_64", ".ci/deps/volume.sh"),
+        ];
+        for (tool, script) in guest_tools.iter().chain(tools) {
+            if which(tool).is_none() {
+                crate::skip(
+                    test,
+                    &format!("{tool} is not installed; {script} installs it"),
+                );
+                return None;
+            }
+        }
+        let Some(kernel) = kernel_image() else {
+            crate::skip(test, "no /boot/vmlinuz-*; apt install linux-image-amd64");
+            return None;
+        };
+        let shared = tempfile::Builder::new()
+            .prefix(&format!("gv-e2e-{label}-"))
+            .tempdir()
+            .expect("a temporary directory for the guest");
+        Some(GuestRun {
+            shared,
+            kernel,
+            label: label.to_owned(),
+        })
+    }
+
+    pub fn shared(&self) -> &Path {
+        self.shared.path()
+    }
+
+    /// Boots the guest with `memory` and runs `guest_binary` in it, killed past
+    /// `deadline`; returns `vng`'s outcome (its exit code says little: the results file
+    /// is the answer).
+    pub fn run(
+        &self,
+        guest_binary: &Path,
+        gitvisor: &Path,
+        memory: &str,
+        deadline: Duration,
+    ) -> Outcome {
+        let shared = self.shared().to_string_lossy().into_owned();
+        let inner = format!(
+            // 9p keeps written data in the guest's cache until synced.
+            "{} --gitvisor {} --shared {shared} > {shared}/guest.log 2>&1; sync",
+            guest_binary.display(),
+            gitvisor.display()
+        );
+        let started = Instant::now();
+        let mut vng = Command::new("vng");
+        vng.args([
+            "--disable-kvm",
+            "--memory",
+            memory,
+            "--rwdir",
+            &shared,
+            "--run",
+        ])
+        .arg(&self.kernel)
+        .args(["--", &inner]);
+        let outcome = run_with_deadline(vng, deadline);
+        loud(&format!(
+            "{} guest: boot and scenarios took {:.0}s",
+            self.label,
+            started.elapsed().as_secs_f64()
+        ));
+        outcome
+    }
+
+    /// What the guest wrote to `guest.log`.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.shared().join("guest.log")).unwrap_or_default()
+    }
+
+    /// The results the guest reported, in order.
+    pub fn results(&self) -> Vec<ScenarioResult> {
+        let text = std::fs::read_to_string(self.shared().join("results.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .map(|value| ScenarioResult {
+                name: value["name"].as_str().unwrap_or_default().to_owned(),
+                ok: value["ok"].as_bool().unwrap_or(false),
+                detail: value["detail"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+
+    /// Every scenario in `expected` that failed or did not report, and any other
+    /// reported failure (setup); empty when all passed. Logs each success loudly.
+    pub fn failures(&self, expected: &[&str]) -> Vec<String> {
+        let results = self.results();
+        let mut failures = Vec::new();
+        for name in expected {
+            match results.iter().find(|r| r.name == *name) {
+                Some(result) if result.ok => loud(&format!("{} guest: ok: {name}", self.label)),
+                Some(result) => failures.push(format!("FAILED: {name}\n{}", result.detail)),
+                None => failures.push(format!("NOT RUN: {name}")),
+            }
+        }
+        for result in results
+            .iter()
+            .filter(|r| !expected.contains(&r.name.as_str()))
+        {
+            if !result.ok {
+                failures.push(format!("FAILED: {}\n{}", result.name, result.detail));
+            }
+        }
+        failures
+    }
+}
+
+/// In the guest: appends one scenario's outcome to `shared/results.jsonl`, synced.
+pub fn report(shared: &Path, name: &str, result: &Result<(), String>) {
+    let line = json!({
+        "name": name,
+        "ok": result.is_ok(),
+        "detail": result.as_ref().err().cloned().unwrap_or_default(),
+    });
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(shared.join("results.jsonl"))
+    {
+        let _ = writeln!(file, "{line}");
+        let _ = file.sync_all();
+    }
+}
+
+/// In the guest: `--gitvisor BIN --shared DIR` from the command line.
+pub fn guest_args(usage: &str) -> Option<(PathBuf, PathBuf)> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+    };
+    match (arg("--gitvisor"), arg("--shared")) {
+        (Some(gitvisor), Some(shared)) => Some((gitvisor, shared)),
+        _ => {
+            eprintln!("usage: {usage} --gitvisor BIN --shared DIR");
+            None
+        }
+    }
+}
+
+/// The newest `/boot/vmlinuz-*`.
+fn kernel_image() -> Option<PathBuf> {
+    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .collect();
+    kernels.sort();
+    kernels.pop()
+}
+
+/// Where `program` is on `PATH` (or in the sbin directories).
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs `command` with stdout and stderr captured, killed past `deadline`.
+fn run_with_deadline(mut command: Command, deadline: Duration) -> Outcome {
+    let line = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {line}: {err}"));
+    let stdout_pipe = child.stdout.take();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = stdout_pipe {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        }
+        text
+    });
+    let stderr_pipe = child.stderr.take();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = stderr_pipe {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        }
+        text
+    });
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(err) => panic!("cannot wait for {line}: {err}"),
+        }
+    };
+    Outcome {
+        command: line,
+        code: status.and_then(|s| s.code()),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
