@@ -34,7 +34,7 @@ use super::trigger::{Reasons, SyncOutcome};
 use crate::contract::{CancelToken, chain};
 use crate::execute::{Progress, ResultKind, RunEvent};
 use crate::load::Revision;
-use crate::model::ResourceId;
+use crate::model::{ContainerSpec, ResourceId, Spec};
 use crate::reconcile::{self, PlanOptions, Reconciler, Source};
 use crate::source::GitSource;
 use crate::state::{EventLevel, ReadOnlyStore, now_unix};
@@ -102,6 +102,34 @@ impl Controller {
 
     pub fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    /// The revision the host is kept at, if one was read.
+    pub fn revision_id(&self) -> Option<&str> {
+        self.current.as_ref().map(|c| c.revision.id.as_str())
+    }
+
+    /// Container `name` as the current revision declares it for this host.
+    pub fn declared_container(&self, name: &str) -> Option<&ContainerSpec> {
+        let current = self.current.as_ref()?;
+        current
+            .revision
+            .resources
+            .iter()
+            .find_map(|resource| match &resource.spec {
+                Spec::Container(spec) if resource.metadata.name.as_str() == name => Some(spec),
+                _ => None,
+            })
+    }
+
+    /// Whether `id` is held back by the retry policy (a failure it waits out).
+    pub fn is_held(&self, id: &ResourceId) -> bool {
+        self.retries.is_held(id)
+    }
+
+    /// Asks for a reconcile of `id` at `when` (a container's restart backoff ending).
+    pub fn wake_at(&mut self, id: ResourceId, when: Instant) {
+        self.retries.wake_at(id, when);
     }
 
     /// When the next retry falls due, if any is waiting.
@@ -186,7 +214,13 @@ impl Controller {
 
         let due = self.stalled.is_some_and(|(_, due)| due <= Instant::now());
         let apply = !cancel.is_cancelled()
-            && (first || new_revision || reasons.resync || reasons.retry || reasons.asked() || due);
+            && (first
+                || new_revision
+                || reasons.resync
+                || reasons.retry
+                || reasons.container
+                || reasons.asked()
+                || due);
         let run = match (self.current.take(), apply) {
             (Some(current), true) => {
                 let run = self.apply(&current, reasons, new_revision, cancel).await;
