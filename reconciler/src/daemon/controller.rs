@@ -577,6 +577,7 @@ impl Controller {
             .into_iter()
             .map(|(id, status)| ResourceView {
                 retry: self.retries.view(&id, now),
+                live: None,
                 kind: id.kind,
                 name: id.name.to_string(),
                 state: status.state,
@@ -589,6 +590,8 @@ impl Controller {
             s.reconciling = false;
             s.applied = applied;
             s.resources = resources;
+            let live = std::mem::take(&mut s.live);
+            s.set_live(live);
             s.last_reconcile = Some(run.clone());
             SyncOutcome {
                 revision: run.revision.clone(),

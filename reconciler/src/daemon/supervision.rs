@@ -10,7 +10,8 @@
 //! 2. Per container of gitvisor's (the marker annotation names it), compare with the
 //!    last look ([`transitions`]) and push one event per transition, with the resource.
 //!    The first look after the start only sets the baseline.
-//! 3. Per dead container declared `Running` in the current revision (and not stopped by
+//! 3. Show how each container is doing in the status snapshot (`live`).
+//! 4. Per dead container declared `Running` in the current revision (and not stopped by
 //!    gitvisor), ask its `restartPolicy` ([`restart::decide`], the same decision `plan`
 //!    makes): restart now (a `container` trigger, unless the retry policy holds it
 //!    after a failed restart), later (a wake-up in the retry policy when the backoff
@@ -29,6 +30,7 @@ use std::time::{Duration, SystemTime};
 use super::controller::Controller;
 use super::shared::Shared;
 use super::trigger::Trigger;
+use crate::drivers::container::live_note;
 use crate::drivers::container::restart::{self, Decision};
 use crate::drivers::container::seam::MANAGED_ANNOTATION;
 use crate::drivers::container::supervision::{Sighting, Transition, transitions};
@@ -86,6 +88,8 @@ struct Outcome {
     restart_now: bool,
     /// Reconciles later, when restart backoffs end.
     wakes: Vec<(ResourceId, Duration)>,
+    /// How each container is doing, for `status`.
+    live: BTreeMap<ResourceId, String>,
 }
 
 /// How the current revision declares a container: its state and restart policy.
@@ -117,7 +121,7 @@ impl Supervision {
         self.watch.poke();
     }
 
-    /// Steps 1 to 3 of the module docs.
+    /// Steps 1 to 4 of the module docs.
     pub async fn look(&mut self, controller: &mut Controller, shared: &Shared) {
         let looks = match self.watch.look().await {
             Ok(looks) => looks,
@@ -145,6 +149,7 @@ impl Supervision {
         for (id, after) in outcome.wakes {
             controller.wake_at(id, now + after + WAKE_MARGIN);
         }
+        shared.with_status(|status| status.set_live(outcome.live));
         if outcome.restart_now {
             shared.triggers.fire(Trigger::Container);
         }
@@ -152,7 +157,7 @@ impl Supervision {
 }
 
 impl Memory {
-    /// Steps 2 and 3 for one look; pure but for what it remembers.
+    /// Steps 2 to 4 for one look; pure but for what it remembers.
     fn step(
         &mut self,
         looks: BTreeMap<String, Look>,
@@ -171,6 +176,14 @@ impl Memory {
                 continue;
             };
             let decision = decide(declared, name, look, now);
+            let note = match &decision {
+                Some((
+                    _,
+                    Decision::Restart { why } | Decision::Wait { why, .. } | Decision::Keep { why },
+                )) => why.clone(),
+                None => live_note(&look.container),
+            };
+            outcome.live.insert(id.clone(), note);
             let seen = match &self.seen {
                 None => Vec::new(),
                 Some(seen) => {
@@ -348,6 +361,15 @@ mod tests {
         false
     }
 
+    /// Nothing to tell and nothing to do.
+    fn quiet(outcome: &Outcome) -> bool {
+        outcome.events.is_empty() && !outcome.restart_now && outcome.wakes.is_empty()
+    }
+
+    fn assert_contains(text: &str, part: &str) {
+        assert!(text.contains(part), "{text:?} does not contain {part:?}");
+    }
+
     fn messages(outcome: &Outcome) -> Vec<String> {
         outcome.events.iter().map(|(_, _, m)| m.clone()).collect()
     }
@@ -363,11 +385,11 @@ mod tests {
             &nothing_held,
             now,
         );
-        assert_eq!(
-            baseline,
-            Outcome::default(),
-            "the first look is the baseline"
+        assert!(
+            quiet(&baseline),
+            "the first look is the baseline: {baseline:?}"
         );
+        assert_eq!(baseline.live[&id("web")], "running (pid 1000)");
 
         let died = memory.step(
             BTreeMap::from([exited("web", 0, None, now)]),
@@ -392,7 +414,7 @@ mod tests {
             &nothing_held,
             now,
         );
-        assert_eq!(again, Outcome::default());
+        assert!(quiet(&again), "{again:?}");
 
         let back = memory.step(
             BTreeMap::from([running("web", 1)]),
@@ -453,7 +475,7 @@ mod tests {
             &nothing_held,
             exit + Duration::from_millis(3990),
         );
-        assert_eq!(early, Outcome::default(), "the wait is already scheduled");
+        assert!(quiet(&early), "the wait is already scheduled: {early:?}");
         let due = memory.step(
             BTreeMap::from([exited("web", 3, Some(1), exit)]),
             &always,
@@ -495,6 +517,7 @@ mod tests {
             );
             assert_eq!(messages(&ended), [why]);
             assert!(!ended.restart_now && ended.wakes.is_empty());
+            assert_contains(&ended.live[&id("job")], "leaves it stopped");
         }
     }
 
@@ -549,7 +572,7 @@ mod tests {
             &nothing_held,
             now,
         );
-        assert_eq!(outcome, Outcome::default());
+        assert!(quiet(&outcome) && outcome.live.is_empty(), "{outcome:?}");
     }
 
     #[test]

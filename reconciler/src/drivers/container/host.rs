@@ -229,6 +229,10 @@ impl RuncHost {
             // It makes a session of its own (no signal meant for gitvisor's process group
             // reaches it) and outlives gitvisor by design.
             .stderr(stderr);
+        // Neither it nor the runc it runs is systemd's service (see the list).
+        for variable in super::runc::SERVICE_VARIABLES {
+            command.env_remove(variable);
+        }
         let mut child = command.spawn().map_err(|source| HostError::Spawn {
             program: binary.display().to_string(),
             source,

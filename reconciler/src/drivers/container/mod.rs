@@ -84,6 +84,7 @@ use async_trait::async_trait;
 use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
 use crate::model::{Kind, Resource, Spec};
 
+pub(crate) use diff::describe as live_note;
 pub use error::ContainerError;
 pub use fake::FakeHost;
 pub use host::RuncHost;
