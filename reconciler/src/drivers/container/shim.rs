@@ -8,9 +8,10 @@
 //!
 //! Order of steps:
 //!
-//! 1. Record its pid (`supervisor.pid`: the controller's watch tells from it whether the
-//!    container is still supervised). Become a child subreaper, so the container's init (whose parent, `runc create`,
-//!    exits) is re-parented to the supervisor, which can then wait for it.
+//! 1. Record its pid (`supervisor.pid`: the controller's watch tells from it whether
+//!    the container is still supervised). Become a child subreaper, so the container's
+//!    init (whose parent, `runc create`, exits) is re-parented to the supervisor, which
+//!    can then wait for it.
 //! 2. `runc create` (or `runc run --detach` when nothing is to be set up before the
 //!    start) with the container's stdout and stderr on two pipes whose read ends
 //!    the supervisor keeps. Answer gitvisor on stdout with one line: `created PID`, or
@@ -20,7 +21,8 @@
 //!    interval with `runc exec` and a timeout, and record `health.json` when the verdict
 //!    or the count of failures changes (the controller watches it); after
 //!    `retries` failures in a row past the start period, mark it unhealthy and SIGKILL
-//!    the container (gitvisor restarts it under its restart policy).
+//!    the container (gitvisor restarts it under its restart policy: the controller at
+//!    once, see [`watch`](super::watch), else the next `apply`).
 //! 5. Wait for the init; record `exit.json` (code, 128 + signal for a signal, time,
 //!    whether it was killed as unhealthy); let the log copiers drain; exit.
 
