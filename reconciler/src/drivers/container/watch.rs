@@ -17,7 +17,9 @@
 //! A burst of wake-ups (a restart writes several files) is collapsed: the watch waits
 //! until it is quiet for 100 ms (at most 500 ms), then [`SupervisorWatch::look`] lists
 //! the runtime once ([`ContainerHost::list`], as `plan` does) and says, per container,
-//! whether its supervisor still runs. While nothing changes, it sleeps.
+//! whether its supervisor still runs. A burst of nothing but `health.json` rewrites
+//! whose verdict is the one last seen (a failing check counting its failures) is
+//! dropped after reading those files, without a list. While nothing changes, it sleeps.
 //!
 //! A supervisor is alive when the pid it recorded (`supervisor.pid`) is a running
 //! (not zombie) `gitvisor container-shim` for this bundle, so a reused pid never counts.
@@ -34,7 +36,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::host::{EXIT_FILE, HEALTH_FILE, PID_FILE, RESTARTS_FILE, RuncHost, STOPPED_FILE};
-use super::seam::{ContainerHost, HostError, RuntimeContainer, RuntimeStatus};
+use super::seam::{ContainerHost, HealthRecord, HostError, RuntimeContainer, RuntimeStatus};
 use super::shim::SUPERVISOR_PID_FILE;
 use super::supervision::Sighting;
 
@@ -72,6 +74,15 @@ pub struct Look {
     pub sighting: Sighting,
 }
 
+/// Why the watch woke up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Wake {
+    /// Container `id`'s `health.json` was rewritten.
+    Health(String),
+    /// Anything else: look at everything.
+    Any,
+}
+
 /// Whose exit a pidfd waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
@@ -84,10 +95,13 @@ pub struct SupervisorWatch {
     run_dir: PathBuf,
     bundles: PathBuf,
     watcher: RecommendedWatcher,
-    wake: mpsc::UnboundedSender<()>,
-    wakes: mpsc::UnboundedReceiver<()>,
-    /// A wake-up was taken but not yet looked at.
-    pending: bool,
+    wake: mpsc::UnboundedSender<Wake>,
+    wakes: mpsc::UnboundedReceiver<Wake>,
+    /// Wake-ups taken but not yet looked at: any, and the health rewrites.
+    pending_any: bool,
+    pending_health: BTreeSet<String>,
+    /// Each container's health verdict at the last look.
+    verdicts: BTreeMap<String, Option<String>>,
     /// Whether the bundles directory itself is watched (else the run dir, until it
     /// appears).
     bundles_watched: bool,
@@ -113,15 +127,17 @@ impl SupervisorWatch {
         let bundles = run_dir.join("containers");
         let (wake, wakes) = mpsc::unbounded_channel();
         let sender = wake.clone();
+        let watched = bundles.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match event {
-                Ok(event) if !relevant(&event) => {}
-                Ok(_) => {
-                    let _ = sender.send(());
+                Ok(event) => {
+                    for wake in classify(&event, &watched) {
+                        let _ = sender.send(wake);
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the container watch reported an error; looking at every container");
-                    let _ = sender.send(());
+                    let _ = sender.send(Wake::Any);
                 }
             }
         })
@@ -136,7 +152,9 @@ impl SupervisorWatch {
             watcher,
             wake,
             wakes,
-            pending: true,
+            pending_any: true,
+            pending_health: BTreeSet::new(),
+            verdicts: BTreeMap::new(),
             bundles_watched: false,
             watched: BTreeSet::new(),
             exits: BTreeMap::new(),
@@ -146,38 +164,71 @@ impl SupervisorWatch {
     }
 
     /// Waits until something may have changed, and the burst of changes is over.
-    /// Cancel-safe: a wake-up taken by a call that is dropped is kept for the next.
+    /// Cancel-safe: wake-ups taken by a call that is dropped are kept for the next.
     pub async fn changed(&mut self) {
-        if !self.pending {
-            if self.wakes.recv().await.is_none() {
-                // The watch's own sender lives as long as the watch.
-                std::future::pending::<()>().await;
-            }
-            self.pending = true;
-        }
-        let deadline = Instant::now() + BURST_MAX;
         loop {
-            tokio::select! {
-                more = self.wakes.recv() => {
-                    if more.is_none() || Instant::now() >= deadline {
-                        return;
-                    }
+            if !self.pending_any && self.pending_health.is_empty() {
+                let Some(wake) = self.wakes.recv().await else {
+                    // The watch's own sender lives as long as the watch.
+                    return std::future::pending().await;
+                };
+                self.take(wake);
+            }
+            let deadline = Instant::now() + BURST_MAX;
+            loop {
+                tokio::select! {
+                    more = self.wakes.recv() => match more {
+                        Some(wake) => {
+                            self.take(wake);
+                            if Instant::now() >= deadline {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = tokio::time::sleep(QUIET) => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
                 }
-                _ = tokio::time::sleep(QUIET) => return,
-                _ = tokio::time::sleep_until(deadline) => return,
+            }
+            if self.pending_any || self.verdict_changed() {
+                return;
+            }
+            self.pending_health.clear();
+        }
+    }
+
+    fn take(&mut self, wake: Wake) {
+        match wake {
+            Wake::Any => self.pending_any = true,
+            Wake::Health(id) => {
+                self.pending_health.insert(id);
             }
         }
     }
 
+    /// Whether a rewritten `health.json` has another verdict than the last look saw
+    /// (or cannot be read: the look finds out why).
+    fn verdict_changed(&self) -> bool {
+        self.pending_health.iter().any(|id| {
+            let file = self.host.bundle(id).join(HEALTH_FILE);
+            let now = std::fs::read(&file)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<HealthRecord>(&bytes).ok())
+                .map(|record| record.status);
+            now.is_none() || self.verdicts.get(id) != Some(&now)
+        })
+    }
+
     /// Asks for a look at the next [`SupervisorWatch::changed`] (after a reconcile, say).
     pub fn poke(&self) {
-        let _ = self.wake.send(());
+        let _ = self.wake.send(Wake::Any);
     }
 
     /// Lists every container (one `runc list`), renews the watches and the pidfd waits,
     /// and says how each container is doing, by id.
     pub async fn look(&mut self) -> Result<BTreeMap<String, Look>, HostError> {
-        self.pending = false;
+        self.pending_any = false;
+        self.pending_health.clear();
         if let Err(error) = self.watch_bundles() {
             tracing::warn!(error = %crate::contract::chain(&error), "container watch");
         }
@@ -212,6 +263,13 @@ impl SupervisorWatch {
             );
         }
         self.wait_for_exits(wanted);
+        self.verdicts = looks
+            .iter()
+            .map(|(id, look)| {
+                let verdict = look.container.health.as_ref().map(|h| h.status.clone());
+                (id.clone(), verdict)
+            })
+            .collect();
         Ok(looks)
     }
 
@@ -294,13 +352,13 @@ impl Drop for SupervisorWatch {
 /// A task that wakes the watch when process `pid` ends. `None` when there is nothing to
 /// wait for: the process is already gone (the watch is woken at once) or pidfds are not
 /// available (its end is then seen at the next look).
-fn wait_for_exit(pid: u32, wake: mpsc::UnboundedSender<()>) -> Option<AbortHandle> {
+fn wait_for_exit(pid: u32, wake: mpsc::UnboundedSender<Wake>) -> Option<AbortHandle> {
     let raw = i32::try_from(pid).ok()?;
     let pid = rustix::process::Pid::from_raw(raw)?;
     let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::SRCH) => {
-            let _ = wake.send(());
+            let _ = wake.send(Wake::Any);
             return None;
         }
         Err(error) => {
@@ -321,25 +379,41 @@ fn wait_for_exit(pid: u32, wake: mpsc::UnboundedSender<()>) -> Option<AbortHandl
     let task = tokio::spawn(async move {
         // Readable once the process has ended.
         let _ = fd.readable().await;
-        let _ = wake.send(());
+        let _ = wake.send(Wake::Any);
     });
     Some(task.abort_handle())
 }
 
-/// Whether `event` is about a file [`SupervisorWatch::look`] reads, or a bundle coming
-/// or going.
-fn relevant(event: &notify::Event) -> bool {
+/// The wake-ups `event` makes: one per file [`SupervisorWatch::look`] reads, or per
+/// bundle (or the bundles directory) coming or going; none for reads and other files.
+fn classify(event: &notify::Event, bundles: &Path) -> Vec<Wake> {
     if matches!(event.kind, EventKind::Access(_)) {
-        return false;
+        return Vec::new();
     }
-    event.need_rescan()
-        || event.paths.is_empty()
-        || event.paths.iter().any(|path| {
+    if event.need_rescan() || event.paths.is_empty() {
+        return vec![Wake::Any];
+    }
+    let created_or_removed = matches!(event.kind, EventKind::Create(_) | EventKind::Remove(_));
+    event
+        .paths
+        .iter()
+        .filter_map(|path| {
+            if path == bundles || path.parent() == Some(bundles) {
+                return created_or_removed.then_some(Wake::Any);
+            }
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            WATCHED_FILES.contains(&name)
-                || matches!(event.kind, EventKind::Create(_) | EventKind::Remove(_))
-                    && !name.contains('.')
+            let bundle = path
+                .parent()
+                .filter(|p| p.parent() == Some(bundles))
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())?;
+            if name == HEALTH_FILE {
+                Some(Wake::Health(bundle.to_owned()))
+            } else {
+                WATCHED_FILES.contains(&name).then_some(Wake::Any)
+            }
         })
+        .collect()
 }
 
 /// The pid of the bundle's supervisor, when it still runs.
@@ -365,7 +439,7 @@ fn supervisor_pid(bundle: &Path) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use notify::event::{AccessKind, CreateKind, ModifyKind, RenameMode};
+    use notify::event::{AccessKind, CreateKind, ModifyKind, RemoveKind, RenameMode};
 
     use super::*;
 
@@ -376,26 +450,79 @@ mod tests {
     #[test]
     fn only_the_records_and_bundles_coming_and_going_wake_the_watch() {
         let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::To));
-        assert!(relevant(&event(renamed, "/run/containers/web/exit.json")));
-        assert!(relevant(&event(renamed, "/run/containers/web/health.json")));
-        assert!(relevant(&event(renamed, "/run/containers/web/restarts")));
-        assert!(relevant(&event(
-            EventKind::Create(CreateKind::Folder),
-            "/run/containers/web"
-        )));
-        assert!(!relevant(&event(
-            EventKind::Access(AccessKind::Any),
-            "/run/containers/web/exit.json"
-        )));
-        assert!(!relevant(&event(renamed, "/run/containers/web/health.tmp")));
-        assert!(!relevant(&event(renamed, "/run/containers/web/runc.log")));
-        assert!(!relevant(&event(
-            EventKind::Create(CreateKind::File),
-            "/run/containers/web/.tmpX1y2"
-        )));
-        assert!(relevant(
-            &notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)
-        ));
+        let any = vec![Wake::Any];
+        let none: Vec<Wake> = Vec::new();
+        let classify_here = |event: &notify::Event| classify(event, Path::new("/run/containers"));
+        assert_eq!(
+            classify_here(&event(renamed, "/run/containers/web/exit.json")),
+            any
+        );
+        assert_eq!(
+            classify_here(&event(renamed, "/run/containers/web/health.json")),
+            [Wake::Health("web".into())]
+        );
+        assert_eq!(
+            classify_here(&event(renamed, "/run/containers/web/restarts")),
+            any
+        );
+        assert_eq!(
+            classify_here(&event(
+                EventKind::Create(CreateKind::Folder),
+                "/run/containers/web"
+            )),
+            any
+        );
+        assert_eq!(
+            classify_here(&event(
+                EventKind::Access(AccessKind::Any),
+                "/run/containers/web/exit.json"
+            )),
+            none
+        );
+        assert_eq!(
+            classify_here(&event(renamed, "/run/containers/web/health.tmp")),
+            none
+        );
+        assert_eq!(
+            classify_here(&event(renamed, "/run/containers/web/runc.log")),
+            none
+        );
+        assert_eq!(
+            classify_here(&event(
+                EventKind::Create(CreateKind::File),
+                "/run/containers/web/.tmpX1y2"
+            )),
+            none
+        );
+        // Names may have dots; the run dir's other files are not containers.
+        assert_eq!(
+            classify_here(&event(
+                EventKind::Remove(RemoveKind::Folder),
+                "/run/containers/web.v2"
+            )),
+            any
+        );
+        assert_eq!(
+            classify_here(&event(
+                EventKind::Create(CreateKind::Folder),
+                "/run/containers"
+            )),
+            any
+        );
+        assert_eq!(
+            classify_here(&event(EventKind::Create(CreateKind::File), "/run/pid")),
+            none
+        );
+        assert_eq!(
+            classify_here(&event(renamed, "/run/containers/web/rootfs/pid")),
+            none
+        );
+        assert_eq!(
+            classify_here(
+                &notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)
+            ),
+            any
+        );
     }
 
     #[test]
@@ -409,6 +536,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(supervisor_pid(dir.path()), None);
+    }
+
+    fn write_health(bundle: &Path, status: &str, failures: u32) {
+        let json = format!(r#"{{"status":"{status}","failures":{failures},"lastOutput":""}}"#);
+        std::fs::write(bundle.join("health.tmp"), json).unwrap();
+        std::fs::rename(bundle.join("health.tmp"), bundle.join(HEALTH_FILE)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_written_in_a_bundle_wake_the_watch_and_a_steady_verdict_needs_no_look() {
+        let run = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let bundle = run.path().join("containers/web");
+        std::fs::create_dir_all(&bundle).unwrap();
+        let mut watch = SupervisorWatch::start(run.path(), state.path()).unwrap();
+        watch.changed().await;
+        // No runtime root yet: nothing listed, and no runc run.
+        assert!(watch.look().await.unwrap().is_empty());
+        watch.verdicts.insert("web".into(), Some("starting".into()));
+
+        // A failing check counting its failures: same verdict, no look needed.
+        write_health(&bundle, "starting", 2);
+        let wake = watch.wakes.recv().await.unwrap();
+        assert_eq!(wake, Wake::Health("web".into()));
+        watch.take(wake);
+        assert!(!watch.verdict_changed());
+        // A new verdict needs one.
+        write_health(&bundle, "healthy", 0);
+        let wake = watch.wakes.recv().await.unwrap();
+        watch.take(wake);
+        assert!(watch.verdict_changed());
+
+        // (A rename is several inotify events: later health wake-ups are skipped.)
+        let mut next_any = async || {
+            while let Some(wake) = watch.wakes.recv().await {
+                if wake == Wake::Any {
+                    return true;
+                }
+            }
+            false
+        };
+        std::fs::write(bundle.join(EXIT_FILE), "{}").unwrap();
+        assert!(next_any().await);
+        // A new bundle appearing.
+        std::fs::create_dir(run.path().join("containers/db.v2")).unwrap();
+        assert!(next_any().await);
     }
 
     #[tokio::test]
