@@ -147,6 +147,7 @@ impl Controller {
         let started_unix = now_unix();
         self.shared.with_status(|s| s.reconciling = true);
         let first = std::mem::replace(&mut self.first, false);
+        self.retries.serve_wakes(Instant::now());
         if reasons.asked() {
             self.retries.clear();
             self.stalled = None;

@@ -125,9 +125,10 @@ impl Retries {
     }
 
     /// Forgets every hold (a new revision, or a person asked).
+    /// Wake-ups stay: a restart backoff still has to end, and nothing else brings the
+    /// controller back for it.
     pub fn clear(&mut self) {
         self.held.clear();
-        self.wakes.clear();
     }
 
     /// Releases the holds that wait for a person (a resync tick tries them once more);
@@ -136,10 +137,14 @@ impl Retries {
         self.held.retain(|_, held| held.due.is_some());
     }
 
-    /// Records what a reconcile did: failures are held, successes released, wake-ups
-    /// that fell due served. `random` gives the jitter, one value in `[0, 1)` per call.
-    pub fn record(&mut self, report: &Report, now: Instant, mut random: impl FnMut() -> f64) {
+    /// Forgets the wake-ups due by `now`: the reconcile starting now serves them.
+    pub fn serve_wakes(&mut self, now: Instant) {
         self.wakes.retain(|_, when| *when > now);
+    }
+
+    /// Records what a reconcile did: failures are held, successes released.
+    /// `random` gives the jitter, one value in `[0, 1)` per call.
+    pub fn record(&mut self, report: &Report, now: Instant, mut random: impl FnMut() -> f64) {
         let mut next: BTreeMap<ResourceId, Held> = BTreeMap::new();
         for step in &report.results {
             match &step.result {
@@ -333,13 +338,19 @@ mod tests {
         );
         assert!(!retries.is_held(&id("web")), "a wake-up holds nothing back");
         assert!(!retries.held(now).contains_key(&id("web")));
-        // A reconcile before it is due keeps it; one after serves it.
+        // A reconcile before it is due keeps it; one after serves it, whatever its
+        // outcome (a reconcile that could not apply at all backs off on its own).
+        retries.serve_wakes(now);
         retries.record(&report(Vec::new()), now, || 0.0);
         assert_eq!(retries.next_due(), Some(now + Duration::from_millis(200)));
-        retries.record(&report(Vec::new()), now + Duration::from_secs(1), || 0.0);
+        retries.serve_wakes(now + Duration::from_secs(1));
         assert_eq!(retries.next_due(), None);
         retries.wake_at(id("web"), restart);
         retries.clear();
-        assert_eq!(retries.next_due(), None, "a sync forgets wake-ups too");
+        assert_eq!(
+            retries.next_due(),
+            Some(restart),
+            "a sync forgets holds, not a restart's backoff"
+        );
     }
 }

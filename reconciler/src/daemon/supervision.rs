@@ -16,8 +16,8 @@
 //!    makes): restart now (a `container` trigger, unless the retry policy holds it
 //!    after a failed restart), later (a wake-up in the retry policy when the backoff
 //!    ends), or never (the exit's event says the policy leaves it stopped). Each death
-//!    is acted on once (by its restart count and exit time), so a reconcile that cannot
-//!    restart it does not start another.
+//!    (its restart count and exit time) gets one immediate reconcile, so a reconcile
+//!    that cannot restart it does not start another.
 //!
 //! The reconcile itself is the ordinary one (plan, apply, record), so the restart is
 //! planned, recorded and reported like any other change; the next look reports the
@@ -58,26 +58,19 @@ impl Death {
     }
 }
 
-/// What was done about a death.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handling {
-    Restart,
-    Wait,
-    Keep,
-}
-
 pub struct Supervision {
     watch: SupervisorWatch,
     memory: Memory,
 }
 
 /// What the looks so far leave behind: the last sighting of each container, and the
-/// deaths already acted on.
+/// deaths a restart was already asked for.
 #[derive(Debug, Default)]
 struct Memory {
     /// By container id; `None` before the first look.
     seen: Option<BTreeMap<String, Sighting>>,
-    handled: BTreeMap<String, (Death, Handling)>,
+    /// The deaths a restart was asked for, by container id.
+    requested: BTreeMap<String, Death>,
 }
 
 /// What one look asks for.
@@ -215,29 +208,24 @@ impl Memory {
                 continue;
             };
             let death = Death::of(look);
-            let handling = match &decision {
-                Decision::Restart { .. } => Handling::Restart,
-                Decision::Wait { .. } => Handling::Wait,
-                Decision::Keep { .. } => Handling::Keep,
-            };
-            if self
-                .handled
-                .get(name)
-                .is_some_and(|done| done == &(death.clone(), handling))
-            {
-                continue;
-            }
-            self.handled.insert(name.clone(), (death, handling));
             match decision {
-                // A held container's restart failed; the retry policy brings it back.
-                Decision::Restart { .. } if held(&id) => {}
-                Decision::Restart { .. } => outcome.restart_now = true,
+                Decision::Restart { .. } => {
+                    if self.requested.get(name) != Some(&death) {
+                        self.requested.insert(name.clone(), death);
+                        // A held container's restart failed; the retry policy brings
+                        // it back.
+                        outcome.restart_now |= !held(&id);
+                    }
+                }
+                // Asked for at every look (it replaces the last): should the reconcile
+                // come a moment before the plan (which goes by the wall clock) sees the
+                // backoff ended, the look after it asks again.
                 Decision::Wait { remaining, .. } => outcome.wakes.push((id, remaining)),
                 Decision::Keep { .. } => {}
             }
         }
         // A death is forgotten once the container runs again or is gone.
-        self.handled.retain(|name, (death, _)| {
+        self.requested.retain(|name, death| {
             looks
                 .get(name)
                 .is_some_and(|look| !look.sighting.alive && Death::of(look) == *death)
@@ -475,7 +463,12 @@ mod tests {
             &nothing_held,
             exit + Duration::from_millis(3990),
         );
-        assert!(quiet(&early), "the wait is already scheduled: {early:?}");
+        assert!(early.events.is_empty() && !early.restart_now);
+        assert_eq!(
+            early.wakes,
+            [(id("web"), Duration::from_millis(10))],
+            "asked for again"
+        );
         let due = memory.step(
             BTreeMap::from([exited("web", 3, Some(1), exit)]),
             &always,
