@@ -573,7 +573,8 @@ fn wait_for_event(env: &ContainerEnv, name: &str, parts: &[&str]) -> (String, St
 /// The controller watches its containers between reconciles (the resync is an hour
 /// away here, so nothing below waits for it):
 /// - a failing health check shows as events: the verdict, the unhealthy stop, and the
-///   restart the controller makes at once under `restartPolicy: OnFailure`;
+///   restart the controller makes at once under `restartPolicy: OnFailure`, then the
+///   next one when its backoff ends;
 /// - a container under `Never` that exits stays down, and the event and `status` say so;
 /// - a container whose supervisor AND process are SIGKILLed (nobody records its exit)
 ///   is restarted by the controller, with an event saying so.
@@ -632,7 +633,12 @@ fn the_controller_reports_health_and_restarts_dead_containers_before_the_resync(
             "restartPolicy OnFailure: the controller restarts it",
         ],
     );
-    wait_for_event(&env, "sick", &["running again (restart "]);
+    wait_for_event(&env, "sick", &["running again (restart 1, pid "]);
+    // Failing again: the second restart waits for its backoff (1 s after the exit;
+    // the event says how long is left, or "now" on a machine slow enough to look
+    // later), then comes by itself.
+    wait_for_event(&env, "sick", &["restart 2)"]);
+    wait_for_event(&env, "sick", &["running again (restart 2, pid "]);
 
     // Never: the exit is told, and the container stays down.
     env.exec("once", &["touch", "/go"]).expect_code(0);
