@@ -43,6 +43,14 @@ impl Controller {
 
     /// [`Controller::spawn`] with extra environment variables (e.g. `JOURNAL_STREAM`).
     pub fn spawn_with_env(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Controller {
+        let mut command = env.gitvisor_command(std::iter::once("run").chain(args.iter().copied()));
+        command.envs(vars.iter().copied());
+        Controller::spawn_command(command)
+    }
+
+    /// Starts `command`, a `gitvisor … run …` command line made by the caller (a
+    /// container test's, say); does not wait for anything.
+    pub fn spawn_command(mut command: Command) -> Controller {
         let dir = tempfile::Builder::new()
             .prefix("gv-e2e-controller-")
             .tempdir()
@@ -50,8 +58,6 @@ impl Controller {
         let socket = dir.path().join("notify");
         let notify = UnixDatagram::bind(&socket).expect("cannot bind the notify socket");
         let log = std::fs::File::create(dir.path().join("stderr")).expect("cannot create the log");
-        let mut command = env.gitvisor_command(std::iter::once("run").chain(args.iter().copied()));
-        command.envs(vars.iter().copied());
         command
             .env("NOTIFY_SOCKET", &socket)
             .stdin(Stdio::null())

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use gitvisor_e2e::containers::ContainerEnv;
+use gitvisor_e2e::controller::Controller;
 use gitvisor_e2e::{Manifests, assert_contains, bridge_manifest, change};
 
 const BRIDGE: &str = "br-ctr";
@@ -528,4 +529,176 @@ fn logs_follow_and_rotate() {
         all.starts_with("first\n"),
         "the rotated file is printed first"
     );
+}
+
+/// The events of `gitvisor events` (from the running controller's API) about container
+/// `name`, as (level, message).
+fn container_events(env: &ContainerEnv, name: &str) -> Vec<(String, String)> {
+    let resource = format!("Container/{name}");
+    env.gitvisor(["events", "-n", "500", "--output", "json"])
+        .expect_code(0)
+        .stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|err| panic!("events --output json: not JSON ({err}): {line}"))
+        })
+        .filter(|event| event["resource"] == resource.as_str())
+        .map(|event| {
+            (
+                event["level"].as_str().unwrap_or_default().to_owned(),
+                event["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for an event about `name` whose message contains every one of `parts`.
+#[track_caller]
+fn wait_for_event(env: &ContainerEnv, name: &str, parts: &[&str]) -> (String, String) {
+    let mut found = None;
+    env.wait_for(
+        &format!("an event about {name} saying {parts:?}"),
+        Duration::from_secs(90),
+        || {
+            found = container_events(env, name)
+                .into_iter()
+                .find(|(_, message)| parts.iter().all(|part| message.contains(part)));
+            found.is_some()
+        },
+    );
+    found.expect("the event was found")
+}
+
+/// The controller watches its containers between reconciles (the resync is an hour
+/// away here, so nothing below waits for it):
+/// - a failing health check shows as events: the verdict, the unhealthy stop, and the
+///   restart the controller makes at once under `restartPolicy: OnFailure`, then the
+///   next one when its backoff ends;
+/// - a container under `Never` that exits stays down, and the event and `status` say so;
+/// - a container whose supervisor AND process are SIGKILLed (nobody records its exit)
+///   is restarted by the controller, with an event saying so.
+///
+/// The controller runs with `NOTIFY_SOCKET` set, as under systemd: runc must not see it
+/// (it would make every `runc run --detach` wait for the container's own `READY=1`).
+#[test]
+fn the_controller_reports_health_and_restarts_dead_containers_before_the_resync() {
+    let Some((env, images)) = ContainerEnv::new("ctr_ctl") else {
+        return;
+    };
+    let rootfs = images.rootfs.display().to_string();
+    let manifests = Manifests::new();
+    manifests.write(
+        "sick.yaml",
+        &ContainerEnv::container_manifest(
+            "sick",
+            &format!(
+                "  image: {rootfs}\n  command: [sleep, '100000']\n  restartPolicy: OnFailure\n  healthCheck: {{command: [test, -e, /tmp/healthy], interval: 300ms, timeout: 5s, retries: 2}}\n"
+            ),
+        ),
+    );
+    manifests.write(
+        "once.yaml",
+        &ContainerEnv::container_manifest(
+            "once",
+            &format!(
+                "  image: {rootfs}\n  command: [sh, -c, 'until test -e /go; do sleep 0.1; done; exit 3']\n  restartPolicy: Never\n"
+            ),
+        ),
+    );
+    manifests.write(
+        "app.yaml",
+        &ContainerEnv::container_manifest(
+            "app",
+            &format!("  image: {rootfs}\n  command: [sleep, '100000']\n"),
+        ),
+    );
+    let mut controller = Controller::spawn_command(env.gitvisor_command([
+        "run",
+        "--source",
+        manifests.path_str(),
+        "--resync",
+        "1h",
+    ]));
+    controller.wait_ready();
+
+    // The health check fails from the start: unhealthy, stopped, restarted at once.
+    let (level, _) = wait_for_event(&env, "sick", &["health starting → unhealthy"]);
+    assert_eq!(level, "Warning");
+    wait_for_event(
+        &env,
+        "sick",
+        &[
+            "was stopped as unhealthy (exit code 137)",
+            "restartPolicy OnFailure: the controller restarts it",
+        ],
+    );
+    wait_for_event(&env, "sick", &["running again (restart 1, pid "]);
+    // Failing again: the second restart waits for its backoff (1 s after the exit;
+    // the event says how long is left, or "now" on a machine slow enough to look
+    // later), then comes by itself.
+    wait_for_event(&env, "sick", &["restart 2)"]);
+    wait_for_event(&env, "sick", &["running again (restart 2, pid "]);
+
+    // Never: the exit is told, and the container stays down.
+    env.exec("once", &["touch", "/go"]).expect_code(0);
+    let (level, _) = wait_for_event(
+        &env,
+        "once",
+        &["exited with code 3; restartPolicy Never leaves it stopped"],
+    );
+    assert_eq!(level, "Warning");
+    assert_eq!(
+        env.container("once").map(|(status, _)| status).as_deref(),
+        Some("stopped")
+    );
+    let status = env
+        .gitvisor(["status", "--output", "json"])
+        .expect_code(0)
+        .json();
+    let once = status["resources"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["name"] == "once"))
+        .unwrap_or_else(|| panic!("the controller's status lists once: {status}"));
+    assert_contains(
+        once["live"].as_str().unwrap_or_default(),
+        "exited with code 3; restartPolicy Never leaves it stopped",
+    );
+
+    // Supervisor and process killed: nobody records the exit; the controller restarts it.
+    let pid = pid_of(&env, "app");
+    let supervisor = fs::read_to_string(env.bundle("app").join("supervisor.pid"))
+        .expect("the supervisor records its pid")
+        .trim()
+        .to_owned();
+    gitvisor_e2e::containers::must("kill", ["-KILL", &supervisor]);
+    nix_kill(pid);
+    let (level, _) = wait_for_event(
+        &env,
+        "app",
+        &[
+            "its exit was not recorded (its supervisor is gone)",
+            "restartPolicy Always: the controller restarts it now (restart 1)",
+        ],
+    );
+    assert_eq!(level, "Warning");
+    wait_for_event(&env, "app", &["running again (restart 1, pid "]);
+    let new_pid = pid_of(&env, "app");
+    assert_ne!(new_pid, pid);
+    assert_eq!(
+        fs::read_to_string(env.bundle("app").join("restarts"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    // Supervised again: the new supervisor records its pid.
+    let again = fs::read_to_string(env.bundle("app").join("supervisor.pid")).unwrap();
+    assert_ne!(again.trim(), supervisor);
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", again.trim())).exists(),
+        "the new supervisor runs"
+    );
+
+    let stopped = controller.terminate();
+    assert!(stopped.success(), "SIGTERM is a clean stop: {stopped}");
 }

@@ -74,6 +74,7 @@ fn reasons(set: &str) -> Reasons {
         source: has("source"),
         resync: has("resync"),
         retry: has("retry"),
+        container: has("container"),
         request: has("sync"),
         reload: false,
     }

@@ -60,6 +60,17 @@ fn seconds(value: &Value) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// The store's message, and how the resource is doing now when the controller watches
+/// it (containers).
+fn message_and_live(resource: &Value) -> String {
+    let message = resource["message"].as_str().unwrap_or_default();
+    match resource["live"].as_str() {
+        Some(live) if message.is_empty() => format!("now: {live}"),
+        Some(live) => format!("{message} (now: {live})"),
+        None => message.to_owned(),
+    }
+}
+
 fn render(status: &Value) -> String {
     let mut out = String::new();
     let reference = status["reference"]
@@ -179,7 +190,7 @@ fn render(status: &Value) -> String {
                 resource["state"].as_str().unwrap_or("-"),
                 resource["revision"].as_str().unwrap_or("-"),
                 retry,
-                resource["message"].as_str().unwrap_or_default()
+                message_and_live(resource)
             );
         }
     }

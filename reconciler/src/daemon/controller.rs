@@ -34,7 +34,7 @@ use super::trigger::{Reasons, SyncOutcome};
 use crate::contract::{CancelToken, chain};
 use crate::execute::{Progress, ResultKind, RunEvent};
 use crate::load::Revision;
-use crate::model::ResourceId;
+use crate::model::{ContainerSpec, ResourceId, Spec};
 use crate::reconcile::{self, PlanOptions, Reconciler, Source};
 use crate::source::GitSource;
 use crate::state::{EventLevel, ReadOnlyStore, now_unix};
@@ -104,6 +104,34 @@ impl Controller {
         &self.origin
     }
 
+    /// The revision the host is kept at, if one was read.
+    pub fn revision_id(&self) -> Option<&str> {
+        self.current.as_ref().map(|c| c.revision.id.as_str())
+    }
+
+    /// Container `name` as the current revision declares it for this host.
+    pub fn declared_container(&self, name: &str) -> Option<&ContainerSpec> {
+        let current = self.current.as_ref()?;
+        current
+            .revision
+            .resources
+            .iter()
+            .find_map(|resource| match &resource.spec {
+                Spec::Container(spec) if resource.metadata.name.as_str() == name => Some(spec),
+                _ => None,
+            })
+    }
+
+    /// Whether `id` is held back by the retry policy (a failure it waits out).
+    pub fn is_held(&self, id: &ResourceId) -> bool {
+        self.retries.is_held(id)
+    }
+
+    /// Asks for a reconcile of `id` at `when` (a container's restart backoff ending).
+    pub fn wake_at(&mut self, id: ResourceId, when: Instant) {
+        self.retries.wake_at(id, when);
+    }
+
     /// When the next retry falls due, if any is waiting.
     pub fn next_retry(&self) -> Option<Instant> {
         let stalled = self.stalled.map(|(_, due)| due);
@@ -119,6 +147,7 @@ impl Controller {
         let started_unix = now_unix();
         self.shared.with_status(|s| s.reconciling = true);
         let first = std::mem::replace(&mut self.first, false);
+        self.retries.serve_wakes(Instant::now());
         if reasons.asked() {
             self.retries.clear();
             self.stalled = None;
@@ -186,7 +215,13 @@ impl Controller {
 
         let due = self.stalled.is_some_and(|(_, due)| due <= Instant::now());
         let apply = !cancel.is_cancelled()
-            && (first || new_revision || reasons.resync || reasons.retry || reasons.asked() || due);
+            && (first
+                || new_revision
+                || reasons.resync
+                || reasons.retry
+                || reasons.container
+                || reasons.asked()
+                || due);
         let run = match (self.current.take(), apply) {
             (Some(current), true) => {
                 let run = self.apply(&current, reasons, new_revision, cancel).await;
@@ -543,6 +578,7 @@ impl Controller {
             .into_iter()
             .map(|(id, status)| ResourceView {
                 retry: self.retries.view(&id, now),
+                live: None,
                 kind: id.kind,
                 name: id.name.to_string(),
                 state: status.state,
@@ -555,6 +591,8 @@ impl Controller {
             s.reconciling = false;
             s.applied = applied;
             s.resources = resources;
+            let live = std::mem::take(&mut s.live);
+            s.set_live(live);
             s.last_reconcile = Some(run.clone());
             SyncOutcome {
                 revision: run.revision.clone(),

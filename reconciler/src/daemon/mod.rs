@@ -9,15 +9,19 @@
 //! 2. The local API on `<run-dir>/controller.sock` ([`crate::daemon::api`]) and, when asked,
 //!    the metrics endpoint, so `gitvisor status` answers from the first moment.
 //! 3. The triggers ([`trigger`]): the directory watch or the git poll timer, the resync
-//!    timer, and the watchdog pinger when systemd asks for one.
+//!    timer, and the watchdog pinger when systemd asks for one; and the container watch
+//!    ([`supervision`]): health verdicts, exits and restarts become events, and a dead
+//!    container its `restartPolicy` restarts becomes a `container` trigger (or a wake-up
+//!    when its backoff ends).
 //! 4. The loop: one reconcile at a time ([`controller`]), each taking every trigger
 //!    gathered while the previous one ran. A directory's burst of file events is
 //!    debounced first (quiet for 100 ms, at most 500 ms), so a save is applied well
 //!    within a second. `READY=1` goes to systemd after the first reconcile attempt,
 //!    `STATUS=` after every one.
 //!
-//! Between reconciles nothing runs: the loop sleeps on the triggers, the next retry and
-//! the signals; there is no polling other than the git poll the user configured.
+//! Between reconciles nothing runs: the loop sleeps on the triggers, the next retry, the
+//! container watch (inotify and pidfds) and the signals; there is no polling other than
+//! the git poll the user configured.
 
 pub mod api;
 pub mod controller;
@@ -28,6 +32,7 @@ pub mod retry;
 pub mod sd_notify;
 pub mod shared;
 pub mod status;
+pub mod supervision;
 pub mod trigger;
 
 use std::net::SocketAddr;
@@ -129,6 +134,7 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         });
     }
 
+    let mut supervision = supervision::Supervision::start(&settings.run_dir, &settings.state_dir);
     let dir_source = matches!(options.origin, Origin::Dir(_));
     let mut controller = Controller::new(reconciler, options.origin, shared.clone());
     tracing::info!(
@@ -143,10 +149,15 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
     loop {
         if ready {
             let retry = controller.next_retry();
+            let mut look = false;
             tokio::select! {
                 _ = shared.triggers.wait() => {}
                 _ = cancel.cancelled() => break,
                 _ = sleep_until(retry), if retry.is_some() => shared.triggers.fire(Trigger::Retry),
+                _ = containers_changed(supervision.as_mut()) => look = true,
+            }
+            if let (true, Some(supervision)) = (look, supervision.as_mut()) {
+                supervision.look(&mut controller, &shared).await;
             }
             if dir_source && shared_source_pending(&shared) {
                 debounce(&shared).await;
@@ -163,6 +174,10 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         for reply in replies {
             // A client that went away does not need its answer.
             let _ = reply.send(outcome.clone());
+        }
+        if let Some(supervision) = &supervision {
+            // The reconcile may have started, stopped or replaced containers.
+            supervision.poke();
         }
         if ready {
             notifier.status(&outcome.summary);
@@ -198,6 +213,14 @@ async fn debounce(shared: &Shared) {
             _ = tokio::time::sleep(DEBOUNCE_QUIET) => return,
             _ = tokio::time::sleep_until(deadline) => return,
         }
+    }
+}
+
+/// Waits for the container watch; forever when there is none.
+async fn containers_changed(supervision: Option<&mut supervision::Supervision>) {
+    match supervision {
+        Some(supervision) => supervision.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -13,6 +13,12 @@
 //! (and the changes of what depends on it) out as deferred
 //! ([`crate::reconcile::PlanOptions::held`]), so one failing resource neither stalls the
 //! others nor is hammered every time something else changes.
+//!
+//! Besides holds, a resource may ask for a reconcile at a given time without being held:
+//! a dead container whose `restartPolicy` restarts it after a backoff
+//! ([`crate::drivers::container::restart`]; see [`super::supervision`]) is woken up for
+//! here ([`Retries::wake_at`]), so its restart falls due like a retry. A restart that
+//! then fails is held like any other failure.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -65,6 +71,8 @@ pub struct RetryView {
 #[derive(Debug, Default)]
 pub struct Retries {
     held: BTreeMap<ResourceId, Held>,
+    /// Reconciles asked for at a time, without a hold.
+    wakes: BTreeMap<ResourceId, Instant>,
 }
 
 impl Retries {
@@ -91,9 +99,15 @@ impl Retries {
             .collect()
     }
 
-    /// The earliest retry still to come.
+    /// The earliest retry or wake-up still to come.
     pub fn next_due(&self) -> Option<Instant> {
-        self.held.values().filter_map(|held| held.due).min()
+        let retries = self.held.values().filter_map(|held| held.due);
+        retries.chain(self.wakes.values().copied()).min()
+    }
+
+    /// Asks for a reconcile of `id` at `when` (replacing an earlier request for it).
+    pub fn wake_at(&mut self, id: ResourceId, when: Instant) {
+        self.wakes.insert(id, when);
     }
 
     pub fn is_held(&self, id: &ResourceId) -> bool {
@@ -111,6 +125,8 @@ impl Retries {
     }
 
     /// Forgets every hold (a new revision, or a person asked).
+    /// Wake-ups stay: a restart backoff still has to end, and nothing else brings the
+    /// controller back for it.
     pub fn clear(&mut self) {
         self.held.clear();
     }
@@ -119,6 +135,11 @@ impl Retries {
     /// transient ones keep their backoff.
     pub fn release_waiting(&mut self) {
         self.held.retain(|_, held| held.due.is_some());
+    }
+
+    /// Forgets the wake-ups due by `now`: the reconcile starting now serves them.
+    pub fn serve_wakes(&mut self, now: Instant) {
+        self.wakes.retain(|_, when| *when > now);
     }
 
     /// Records what a reconcile did: failures are held, successes released.
@@ -292,5 +313,44 @@ mod tests {
         );
         assert!(retries.held(later).is_empty());
         assert_eq!(retries.next_due(), None);
+    }
+
+    #[test]
+    fn a_wake_up_falls_due_like_a_retry_without_holding_and_is_served_once() {
+        let now = Instant::now();
+        let mut retries = Retries::default();
+        retries.record(
+            &report(vec![step(
+                "flaky",
+                ResultKind::Failed("busy".into()),
+                Some(FailureClass::Transient),
+            )]),
+            now,
+            || 0.0,
+        );
+        let restart = now + Duration::from_secs(4);
+        retries.wake_at(id("web"), restart);
+        retries.wake_at(id("web"), now + Duration::from_millis(200));
+        assert_eq!(
+            retries.next_due(),
+            Some(now + Duration::from_millis(200)),
+            "the later request replaces the earlier, and the earliest of all comes first"
+        );
+        assert!(!retries.is_held(&id("web")), "a wake-up holds nothing back");
+        assert!(!retries.held(now).contains_key(&id("web")));
+        // A reconcile before it is due keeps it; one after serves it, whatever its
+        // outcome (a reconcile that could not apply at all backs off on its own).
+        retries.serve_wakes(now);
+        retries.record(&report(Vec::new()), now, || 0.0);
+        assert_eq!(retries.next_due(), Some(now + Duration::from_millis(200)));
+        retries.serve_wakes(now + Duration::from_secs(1));
+        assert_eq!(retries.next_due(), None);
+        retries.wake_at(id("web"), restart);
+        retries.clear();
+        assert_eq!(
+            retries.next_due(),
+            Some(restart),
+            "a sync forgets holds, not a restart's backoff"
+        );
     }
 }

@@ -1,12 +1,17 @@
 //! What the controller shows about itself (`GET /v1/status`, `gitvisor status` while it
 //! runs): the source, the revision applied and the one rejected, the last reconcile, and
 //! every resource with the store's status and its retry. A snapshot, replaced after each
-//! reconcile, so a status request never waits for one or touches the host.
+//! reconcile, so a status request never waits for one or touches the host. Containers
+//! also carry how they are doing now (`live`), which the container watch
+//! ([`super::supervision`]) updates between reconciles.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::retry::RetryView;
 use super::trigger::Reasons;
+use crate::model::{Name, ResourceId};
 use crate::state::{ResourceState, RevisionRecord};
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,9 +39,23 @@ pub struct ControllerStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_seconds: Option<f64>,
     pub resources: Vec<ResourceView>,
+    /// The container watch's latest word per container, kept across snapshots.
+    #[serde(skip)]
+    pub live: BTreeMap<ResourceId, String>,
 }
 
 impl ControllerStatus {
+    /// Replaces the live notes, and shows them on the resources.
+    pub fn set_live(&mut self, live: BTreeMap<ResourceId, String>) {
+        self.live = live;
+        for resource in &mut self.resources {
+            resource.live = Name::parse(&resource.name)
+                .ok()
+                .and_then(|name| self.live.get(&ResourceId::new(resource.kind, name)))
+                .cloned();
+        }
+    }
+
     /// The status of a controller that has not reconciled yet.
     pub fn starting(
         source: String,
@@ -59,6 +78,7 @@ impl ControllerStatus {
             resync_seconds: resync.as_secs_f64(),
             poll_seconds: poll.map(|p| p.as_secs_f64()),
             resources: Vec::new(),
+            live: BTreeMap::new(),
         }
     }
 }
@@ -114,4 +134,8 @@ pub struct ResourceView {
     pub updated_unix: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryView>,
+    /// How it is doing now, when gitvisor watches it between reconciles (containers:
+    /// `running (pid 42), 1 restart, healthy`, or why a dead one stays down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
 }

@@ -1,7 +1,8 @@
 //! Why the controller should reconcile, collected until it does.
 //!
 //! Triggers arrive from the source (a file event, a poll), the resync timer, a retry
-//! falling due, the API (`gitvisor sync`) and SIGHUP. Each sets a flag and wakes the loop;
+//! falling due, a container that died and that its `restartPolicy` restarts
+//! ([`super::supervision`]), the API (`gitvisor sync`) and SIGHUP. Each sets a flag and wakes the loop;
 //! the loop takes every flag set so far at once, so a burst of triggers (a `git checkout`
 //! touching fifty files, a sync during a resync) collapses into one reconcile, and only
 //! one reconcile ever runs at a time. A `sync` request also leaves a reply channel, which
@@ -22,6 +23,8 @@ pub struct Reasons {
     pub resync: bool,
     /// A held-back resource's retry fell due.
     pub retry: bool,
+    /// A container died and its `restartPolicy` restarts it now.
+    pub container: bool,
     /// Someone asked (`gitvisor sync`): fetch, forget every hold, apply.
     pub request: bool,
     /// SIGHUP: as a request.
@@ -30,7 +33,7 @@ pub struct Reasons {
 
 impl Reasons {
     pub fn any(&self) -> bool {
-        self.source || self.resync || self.retry || self.request || self.reload
+        self.source || self.resync || self.retry || self.container || self.request || self.reload
     }
 
     /// Whether a person asked for this reconcile (holds are forgotten).
@@ -44,6 +47,7 @@ impl Reasons {
             (self.source, "source"),
             (self.resync, "resync"),
             (self.retry, "retry"),
+            (self.container, "container"),
             (self.request, "sync"),
             (self.reload, "reload"),
         ];
@@ -66,6 +70,7 @@ pub enum Trigger {
     Source,
     Resync,
     Retry,
+    Container,
     Reload,
 }
 
@@ -106,6 +111,7 @@ impl Triggers {
             Trigger::Source => pending.reasons.source = true,
             Trigger::Resync => pending.reasons.resync = true,
             Trigger::Retry => pending.reasons.retry = true,
+            Trigger::Container => pending.reasons.container = true,
             Trigger::Reload => pending.reasons.reload = true,
         });
         if trigger == Trigger::Source {

@@ -212,7 +212,7 @@ pub(crate) fn declared(
 
 /// How a container is doing, for `status`: `running (pid 42), 2 restarts, last exit
 /// code 137, healthy`.
-fn describe(current: &RuntimeContainer) -> String {
+pub(crate) fn describe(current: &RuntimeContainer) -> String {
     let mut note = match current.pid {
         Some(pid) if current.status == RuntimeStatus::Running => format!("running (pid {pid})"),
         _ => current.status.to_string(),

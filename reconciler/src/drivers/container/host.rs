@@ -6,8 +6,8 @@
 //! <run-dir>/runc/                   runc's state root (`runc --root`): gitvisor's marker
 //! <run-dir>/containers/<id>/        the bundle: config.json, rootfs/ (the overlay mount),
 //!                                   pid, runc.log, shim.log, and what the supervisor and
-//!                                   gitvisor record: exit.json, health.json, restarts,
-//!                                   stopped (gitvisor stopped it)
+//!                                   gitvisor record: supervisor.pid, exit.json,
+//!                                   health.json, restarts, stopped (gitvisor stopped it)
 //! <state-dir>/containers/images/    the image store
 //! <state-dir>/containers/rw/<id>/   the writable layer (upper, work)
 //! <state-dir>/containers/logs/      the log files
@@ -63,9 +63,9 @@ pub const EXIT_FILE: &str = "exit.json";
 pub const HEALTH_FILE: &str = "health.json";
 /// The exit before the last restart, kept for `status`.
 const LAST_EXIT_FILE: &str = "last-exit.json";
-const RESTARTS_FILE: &str = "restarts";
-const STOPPED_FILE: &str = "stopped";
-const PID_FILE: &str = "pid";
+pub const RESTARTS_FILE: &str = "restarts";
+pub const STOPPED_FILE: &str = "stopped";
+pub const PID_FILE: &str = "pid";
 
 impl RuncHost {
     pub fn new(run_dir: &Path, state_dir: &Path) -> Self {
@@ -167,7 +167,13 @@ impl Layout {
             fs::rename(bundle.join(EXIT_FILE), bundle.join(LAST_EXIT_FILE))
                 .map_err(HostError::io("keep the last exit record in", &bundle))?;
         }
-        for stale in [EXIT_FILE, HEALTH_FILE, STOPPED_FILE, PID_FILE] {
+        for stale in [
+            EXIT_FILE,
+            HEALTH_FILE,
+            STOPPED_FILE,
+            PID_FILE,
+            shim::SUPERVISOR_PID_FILE,
+        ] {
             remove_file(&bundle.join(stale))?;
         }
         let restarts = if keep_writable_layer { restarts + 1 } else { 0 };
@@ -223,6 +229,10 @@ impl RuncHost {
             // It makes a session of its own (no signal meant for gitvisor's process group
             // reaches it) and outlives gitvisor by design.
             .stderr(stderr);
+        // Neither it nor the runc it runs is systemd's service (see the list).
+        for variable in super::runc::SERVICE_VARIABLES {
+            command.env_remove(variable);
+        }
         let mut child = command.spawn().map_err(|source| HostError::Spawn {
             program: binary.display().to_string(),
             source,

@@ -40,6 +40,11 @@
 //! 2. **apply** ([`apply`]): the work in order, as requests to the host, checking the
 //!    step's context before each.
 //!
+//! Between runs, the controller watches the containers ([`watch`]): health verdicts,
+//! exits, restarts and lost supervisors become events ([`supervision`]), and a dead
+//! container that its `restartPolicy` restarts gets a reconcile at once (or when its
+//! backoff ends) instead of at the next resync.
+//!
 //! # Seam
 //!
 //! The host is reached only through [`ContainerHost`]: [`RuncHost`] for real,
@@ -60,13 +65,15 @@ pub mod logs;
 pub mod network;
 mod observed;
 pub mod probe;
-mod restart;
+pub mod restart;
 pub mod rootfs;
 pub mod runc;
 pub mod seam;
 pub mod shim;
+pub mod supervision;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod watch;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -77,6 +84,7 @@ use async_trait::async_trait;
 use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
 use crate::model::{Kind, Resource, Spec};
 
+pub(crate) use diff::describe as live_note;
 pub use error::ContainerError;
 pub use fake::FakeHost;
 pub use host::RuncHost;

@@ -19,6 +19,19 @@ use super::seam::{HostError, RuntimeStatus};
 /// How long one runc command may take.
 pub const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What systemd hands gitvisor's service and must not reach runc or the supervisor.
+/// runc forwards `NOTIFY_SOCKET` into the container and `run --detach` then waits for
+/// the *container* to send `READY=1` (most never do: the create hangs until its
+/// timeout); `LISTEN_FDS` would pass gitvisor's sockets into the container.
+pub const SERVICE_VARIABLES: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
 /// The runc binary and gitvisor's runtime root.
 #[derive(Debug, Clone)]
 pub struct Runc {
@@ -66,6 +79,9 @@ impl Runc {
             .args(args)
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        for variable in SERVICE_VARIABLES {
+            command.env_remove(variable);
+        }
         command
     }
 
@@ -255,5 +271,22 @@ mod tests {
             entries[0].annotations.as_ref().unwrap()["gitvisor.dev/managed"],
             "c2"
         );
+    }
+
+    #[test]
+    fn systemds_service_variables_never_reach_runc() {
+        let command = Runc::new("/run/gitvisor/runc").command(["list"]);
+        let removed: Vec<String> = command
+            .as_std()
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(key, _)| key.to_string_lossy().into_owned())
+            .collect();
+        for variable in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"] {
+            assert!(
+                removed.iter().any(|r| r == variable),
+                "{variable}: {removed:?}"
+            );
+        }
     }
 }

@@ -8,17 +8,21 @@
 //!
 //! Order of steps:
 //!
-//! 1. Become a child subreaper, so the container's init (whose parent, `runc create`,
-//!    exits) is re-parented to the supervisor, which can then wait for it.
+//! 1. Record its pid (`supervisor.pid`: the controller's watch tells from it whether
+//!    the container is still supervised). Become a child subreaper, so the container's
+//!    init (whose parent, `runc create`, exits) is re-parented to the supervisor, which
+//!    can then wait for it.
 //! 2. `runc create` (or `runc run --detach` when nothing is to be set up before the
 //!    start) with the container's stdout and stderr on two pipes whose read ends
 //!    the supervisor keeps. Answer gitvisor on stdout with one line: `created PID`, or
 //!    `error MESSAGE` (runc's own message from its log).
 //! 3. Copy both pipes into the log file, rotating it by size ([`logs`](super::logs)).
 //! 4. When a health check is configured: once the container runs, run it every
-//!    interval with `runc exec` and a timeout, and record `health.json`; after
+//!    interval with `runc exec` and a timeout, and record `health.json` when the verdict
+//!    or the count of failures changes (the controller watches it); after
 //!    `retries` failures in a row past the start period, mark it unhealthy and SIGKILL
-//!    the container (gitvisor restarts it under its restart policy).
+//!    the container (gitvisor restarts it under its restart policy: the controller at
+//!    once, see [`watch`](super::watch), else the next `apply`).
 //! 5. Wait for the init; record `exit.json` (code, 128 + signal for a signal, time,
 //!    whether it was killed as unhealthy); let the log copiers drain; exit.
 
@@ -37,6 +41,9 @@ use super::seam::{ExitRecord, HealthConfig, HealthRecord};
 
 /// Where gitvisor writes the health check for the supervisor (empty: none).
 pub const HEALTH_CONFIG_FILE: &str = "health-check.json";
+/// Where the supervisor records its pid, for the controller's watch
+/// ([`watch`](super::watch)) to tell whether it still runs.
+pub const SUPERVISOR_PID_FILE: &str = "supervisor.pid";
 
 /// What the supervisor needs to know.
 #[derive(Debug, Clone)]
@@ -88,6 +95,10 @@ fn supervise(args: &ShimArgs) -> Result<(), String> {
     }
     // A session of its own: no terminal, no signals meant for gitvisor's group.
     let _ = nix::unistd::setsid();
+    write_atomically(
+        &args.bundle.join(SUPERVISOR_PID_FILE),
+        std::process::id().to_string().as_bytes(),
+    );
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("cannot become a child subreaper: {e}"))?;
     let pipe = || {
@@ -263,7 +274,22 @@ fn write_atomically(path: &Path, bytes: &[u8]) {
     }
 }
 
-fn record_health(args: &ShimArgs, status: &str, failures: u32, output: &str) {
+/// Writes `health.json`, but only when the verdict or the count of failures changed
+/// since `last` (a steady verdict wakes no watcher).
+fn record_health(
+    args: &ShimArgs,
+    last: &mut Option<(String, u32)>,
+    status: &str,
+    failures: u32,
+    output: &str,
+) {
+    if last
+        .as_ref()
+        .is_some_and(|(s, f)| s == status && *f == failures)
+    {
+        return;
+    }
+    *last = Some((status.to_owned(), failures));
     let record = HealthRecord {
         status: status.to_owned(),
         failures,
@@ -300,7 +326,8 @@ fn is_running(args: &ShimArgs) -> bool {
 }
 
 fn check_health(args: &ShimArgs, health: &HealthConfig, done: &AtomicBool, unhealthy: &AtomicBool) {
-    record_health(args, "starting", 0, "");
+    let mut last = None;
+    record_health(args, &mut last, "starting", 0, "");
     while !is_running(args) {
         if !pause(Duration::from_millis(200), done) {
             return;
@@ -315,19 +342,19 @@ fn check_health(args: &ShimArgs, health: &HealthConfig, done: &AtomicBool, unhea
         let (passed, output) = probe(args, health);
         if passed {
             failures = 0;
-            record_health(args, "healthy", 0, &output);
+            record_health(args, &mut last, "healthy", 0, &output);
             continue;
         }
         if started.elapsed() < health.start_period {
-            record_health(args, "starting", 0, &output);
+            record_health(args, &mut last, "starting", 0, &output);
             continue;
         }
         failures += 1;
         if failures < health.retries.max(1) {
-            record_health(args, "starting", failures, &output);
+            record_health(args, &mut last, "starting", failures, &output);
             continue;
         }
-        record_health(args, "unhealthy", failures, &output);
+        record_health(args, &mut last, "unhealthy", failures, &output);
         unhealthy.store(true, Ordering::SeqCst);
         let _ = Command::new(&args.runc)
             .arg("--root")
