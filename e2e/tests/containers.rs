@@ -345,12 +345,14 @@ fn a_failing_health_check_restarts_the_container() {
     env.apply(manifests.path(), 0);
     // It may already be stopped: the check fails from the start.
     assert!(env.container("sick").is_some());
+    // runc reports it stopped a moment before its supervisor records the exit.
     env.wait_for(
-        "the unhealthy container to be stopped",
+        "the unhealthy container to be stopped and its exit recorded",
         Duration::from_secs(60),
         || {
             env.container("sick")
                 .is_some_and(|(status, _)| status == "stopped")
+                && env.bundle("sick").join("exit.json").exists()
         },
     );
     let health: serde_json::Value =
