@@ -45,7 +45,10 @@ impl Driver for Recording {
                 Change::new(r.id(), action).with_desired(r.clone())
             })
             .collect();
-        changes.push(Change::new("Bridge/old".parse().expect("id"), Action::Delete));
+        changes.push(Change::new(
+            "Bridge/old".parse().expect("id"),
+            Action::Delete,
+        ));
         Ok(changes)
     }
 

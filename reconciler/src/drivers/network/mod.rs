@@ -12,7 +12,9 @@
 //! - **nftables**: every rule lives in one table, `inet gitvisor`, changed only through
 //!   `nft -j` JSON, one transaction per bridge change (`nft.rs`, `rules.rs`). Each bridge
 //!   has its own chains jumped to from the table's base chains, so a change replaces
-//!   exactly that bridge's rules and bridges apply in parallel. Other tables are never
+//!   exactly that bridge's rules and bridges apply in parallel. The transactions of every
+//!   bridge an apply creates or updates go in one `nft` run (`batch.rs`), since `nft`
+//!   reloads the table for each run; deletes stay their own. Other tables are never
 //!   read, named or flushed. The table is gitvisor's when it holds the chain
 //!   `managed-by-gitvisor`; a table of that name without it is a conflict. When no
 //!   declared bridge needs rules any more, the change that removes the last bridge's
@@ -45,8 +47,12 @@
 //!    the dnsmasq directories) run together; per bridge the declared network
 //!    (`desired.rs`) and its drift (`drift.rs`) are computed once and joined to the
 //!    link's change.
-//! 2. **apply** create/update: the link first (the Bridge driver), then the bridge's
-//!    nftables transaction, forwarding switches, dnsmasq (configuration, stop, start).
+//! 2. **prepare**: the creates and updates the run carries out join their nftables
+//!    transactions into one round (`batch.rs`).
+//! 3. **apply** create/update: the link first (the Bridge driver), then the bridge's
+//!    nftables transaction (the round's one `nft` run, started by the first bridge to get
+//!    here and awaited by the others), forwarding switches, dnsmasq (configuration, stop,
+//!    start).
 //!    **delete**: dnsmasq, rules and uplink forwarding first, while the bridge exists,
 //!    then the link. The step's context is checked before every request.
 //!

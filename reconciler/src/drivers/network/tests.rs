@@ -650,7 +650,10 @@ async fn apply_prepared(host: &Host, changes: &[Change]) -> Vec<Result<(), Drive
 }
 
 fn names(desired: &[Arc<Resource>]) -> Vec<String> {
-    desired.iter().map(|r| r.metadata.name.to_string()).collect()
+    desired
+        .iter()
+        .map(|r| r.metadata.name.to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -714,7 +717,11 @@ async fn a_bridge_failing_in_the_joined_transaction_fails_alone() {
     for (change, result) in changes.iter().zip(&results) {
         if change.id == id("lab3") {
             let error = result.as_ref().expect_err("lab3's rules are refused");
-            assert!(error.chain().starts_with("bridge lab3: "), "{}", error.chain());
+            assert!(
+                error.chain().starts_with("bridge lab3: "),
+                "{}",
+                error.chain()
+            );
         } else {
             result
                 .as_ref()
