@@ -36,6 +36,9 @@ use futures::future::{BoxFuture, Shared};
 use super::nft::{NftCommand, Transaction};
 use super::seam::{NetworkRequest, NetworkSeam};
 
+/// One bridge of a round: its name and its own transaction.
+pub type Member = (String, Transaction);
+
 /// The rounds of one plan's changes; shared by every snapshot of that plan.
 #[derive(Debug, Default)]
 pub struct NftBatch {
@@ -73,7 +76,7 @@ pub fn joinable(transaction: &Transaction) -> bool {
 impl NftBatch {
     /// Starts a round of `members` (bridge, its transaction), replacing any earlier one
     /// (the same plan carried out again). Fewer than two members need no round.
-    pub fn begin(&self, members: Vec<(String, Transaction)>) {
+    pub fn begin(&self, members: Vec<Member>) {
         let round = (members.len() > 1).then(|| Arc::new(Round::new(members)));
         *lock(&self.round) = round;
     }
@@ -88,7 +91,7 @@ impl NftBatch {
 }
 
 impl Round {
-    fn new(members: Vec<(String, Transaction)>) -> Self {
+    fn new(members: Vec<Member>) -> Self {
         // Every member opens with the table and the base chains it uses; those `add`s
         // are no-ops once done, so each goes once, first.
         let mut setup: Vec<NftCommand> = Vec::new();

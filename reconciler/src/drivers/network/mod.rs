@@ -318,7 +318,7 @@ impl Driver for ManagedBridgeDriver {
     /// Joins the nftables transactions of the creates, updates and replaces this run
     /// carries out into one round per plan (`batch.rs`).
     fn prepare_apply(&self, changes: &[&Change]) {
-        let mut rounds: Vec<(Arc<NftBatch>, Vec<(String, nft::Transaction)>)> = Vec::new();
+        let mut rounds: Vec<(Arc<NftBatch>, Vec<batch::Member>)> = Vec::new();
         for change in changes {
             if !matches!(
                 change.action,
