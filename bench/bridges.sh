@@ -7,6 +7,8 @@
 #
 # Prints:
 #   (a) `gitvisor apply` from nothing, in a fresh network namespace (release build);
+#       the bridges have no ports, so each is host-only and also gets two nftables rules
+#       (all 500 bridges' rules in one `nft` run; needs nft);
 #   (b) a shell loop of `ip link add NAME type bridge; ip addr add ADDR dev NAME;
 #       ip link set NAME up` for the same N bridges, in a second fresh namespace;
 #   (c) a no-op `gitvisor plan` of the N bridges (median of PLAN_RUNS runs, default 5);

@@ -32,6 +32,13 @@ pub trait Driver: Send + Sync {
     /// `step` between requests and stop when it says so.
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError>;
 
+    /// Told once per run, before any step starts, every change of this kind the run will
+    /// carry out (`Create`, `Update`, `Replace`, `Delete`; never one the plan's scope left
+    /// out, nor one already known to be blocked), so the steps can share work: e.g. one
+    /// host request for all of them instead of one each. It must not touch the host;
+    /// [`Driver::apply`] must still work for a change never prepared. The default: nothing.
+    fn prepare_apply(&self, _changes: &[&Change]) {}
+
     /// How long one apply of `change` may take before the executor abandons it as hung.
     fn step_budget(&self, _change: &Change) -> Duration {
         DEFAULT_STEP_BUDGET

@@ -114,6 +114,8 @@ pub async fn execute_with(
         }
     }
 
+    prepare(plan, graph, &drivers, &unusable);
+
     // Phase 1: creates, updates, replaces, in dependency order; the running dependents of
     // a disruptive one are stopped before it and started again after.
     let holds = Arc::new(restart::Holds::new(plan));
@@ -229,6 +231,36 @@ pub async fn execute_with(
         results,
         restarts,
         seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Tells each driver the changes of its kind this run carries out
+/// ([`crate::contract::Driver::prepare_apply`]), leaving out those whose dependencies are
+/// already known to be unusable.
+fn prepare(
+    plan: &Plan,
+    graph: &DependencyGraph,
+    drivers: &Drivers,
+    unusable: &BTreeMap<ResourceId, String>,
+) {
+    for kind in drivers.kinds() {
+        let Some(driver) = drivers.get(kind) else {
+            continue;
+        };
+        let changes: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| c.id.kind == kind && c.action.is_change())
+            .filter(|c| {
+                graph
+                    .dependencies(&c.id)
+                    .iter()
+                    .all(|dep| !unusable.contains_key(dep))
+            })
+            .collect();
+        if !changes.is_empty() {
+            driver.prepare_apply(&changes);
+        }
     }
 }
 

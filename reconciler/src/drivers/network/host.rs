@@ -3,8 +3,10 @@
 //! with a deadline and is killed when dropped, every file access off the async runtime.
 //!
 //! - nftables: `nft -j list table inet gitvisor` to observe, `nft -j -f -` with one JSON
-//!   document per transaction to change; the transactions of bridges applied at the same
-//!   time share one `nft` run (group commit, see `commit_grouped`). `nft` never sees
+//!   document per transaction to change. An apply sends every bridge's transaction joined
+//!   in one request (`batch.rs`); transactions sent on their own by bridges applied at
+//!   the same time (a joined one that failed, a change applied without prepare) still
+//!   share `nft` runs (group commit, see `commit_grouped`). `nft` never sees
 //!   another table's name.
 //! - forwarding: `/proc/sys/net/ipv4/conf/<interface>/forwarding`, in the network
 //!   namespace gitvisor runs in. Uplinks gitvisor turned on are recorded as empty files

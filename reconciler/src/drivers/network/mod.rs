@@ -12,7 +12,9 @@
 //! - **nftables**: every rule lives in one table, `inet gitvisor`, changed only through
 //!   `nft -j` JSON, one transaction per bridge change (`nft.rs`, `rules.rs`). Each bridge
 //!   has its own chains jumped to from the table's base chains, so a change replaces
-//!   exactly that bridge's rules and bridges apply in parallel. Other tables are never
+//!   exactly that bridge's rules and bridges apply in parallel. The transactions of every
+//!   bridge an apply creates or updates go in one `nft` run (`batch.rs`), since `nft`
+//!   reloads the table for each run; deletes stay their own. Other tables are never
 //!   read, named or flushed. The table is gitvisor's when it holds the chain
 //!   `managed-by-gitvisor`; a table of that name without it is a conflict. When no
 //!   declared bridge needs rules any more, the change that removes the last bridge's
@@ -45,8 +47,12 @@
 //!    the dnsmasq directories) run together; per bridge the declared network
 //!    (`desired.rs`) and its drift (`drift.rs`) are computed once and joined to the
 //!    link's change.
-//! 2. **apply** create/update: the link first (the Bridge driver), then the bridge's
-//!    nftables transaction, forwarding switches, dnsmasq (configuration, stop, start).
+//! 2. **prepare**: the creates and updates the run carries out join their nftables
+//!    transactions into one round (`batch.rs`).
+//! 3. **apply** create/update: the link first (the Bridge driver), then the bridge's
+//!    nftables transaction (the round's one `nft` run, started by the first bridge to get
+//!    here and awaited by the others), forwarding switches, dnsmasq (configuration, stop,
+//!    start).
 //!    **delete**: dnsmasq, rules and uplink forwarding first, while the bridge exists,
 //!    then the link. The step's context is checked before every request.
 //!
@@ -55,6 +61,7 @@
 //! [`NetworkSeam`]: [`HostNetwork`] for real (`nft`, `dnsmasq`, `/proc/sys`),
 //! [`FakeNetwork`] in tests.
 
+mod batch;
 mod desired;
 mod dnsmasq;
 mod drift;
@@ -79,6 +86,7 @@ use crate::contract::{
 use crate::drivers::bridge::BridgeDriver;
 use crate::model::{Kind, Resource, Spec};
 
+pub use batch::{NftBatch, Round};
 pub use desired::{BridgeNetwork, Mode};
 pub use dnsmasq::{DhcpPaths, Lease, parse_leases};
 pub use drift::NetworkDrift;
@@ -96,11 +104,13 @@ pub fn network_dir(run_dir: &Path) -> PathBuf {
 }
 
 /// What a managed bridge's change carries from plan to apply: the link part's own
-/// change (when the link has one) and the network's drift.
+/// change (when the link has one), the network's drift, and the nftables batch every
+/// change of the plan shares (`batch.rs`).
 #[derive(Debug)]
 pub struct ManagedSnapshot {
     pub link: Option<Change>,
     pub network: NetworkDrift,
+    pub batch: Arc<NftBatch>,
 }
 
 /// The `kind: Bridge` driver: the Bridge driver's links plus each bridge's network.
@@ -139,6 +149,29 @@ impl ManagedBridgeDriver {
             Arc::new(HostNetwork::new(dir.clone())),
             dir,
         )))
+    }
+
+    /// Commits `round`, the nftables transactions of every bridge of this apply joined
+    /// (`batch.rs`), or awaits the commit another bridge's step started. `false` when
+    /// the joined transaction failed: this bridge then commits its own.
+    async fn commit_round(
+        &self,
+        bridge: &str,
+        round: &Round,
+        step: &StepContext,
+    ) -> Result<bool, NetworkError> {
+        let interrupted = |cause| NetworkError::Interrupted {
+            bridge: bridge.to_owned(),
+            operation: format!(
+                "{} (joined with the other {} bridges of this apply)",
+                round.transaction(),
+                round.members().len() - 1
+            ),
+            cause,
+        };
+        step.wait(round.commit(self.network.clone()))
+            .await
+            .map_err(interrupted)
     }
 
     async fn send_all(
@@ -222,6 +255,7 @@ impl Driver for ManagedBridgeDriver {
         };
         let foreign_table = matches!(&host.table, TableObservation::Present(t) if !t.marked);
 
+        let batch = Arc::new(NftBatch::default());
         let mut changes = Vec::with_capacity(links.len());
         let mut planned = BTreeSet::new();
         for link in links {
@@ -242,7 +276,7 @@ impl Driver for ManagedBridgeDriver {
                 }
                 _ => {
                     let drift = NetworkDrift::between(&name, network, &host, &revision);
-                    changes.push(join(link, drift));
+                    changes.push(join(link, drift, batch.clone()));
                 }
             }
         }
@@ -275,9 +309,45 @@ impl Driver for ManagedBridgeDriver {
             changes.push(change.with_observed(ManagedSnapshot {
                 link: None,
                 network: drift,
+                batch: batch.clone(),
             }));
         }
         Ok(changes)
+    }
+
+    /// Joins the nftables transactions of the creates, updates and replaces this run
+    /// carries out into one round per plan (`batch.rs`).
+    fn prepare_apply(&self, changes: &[&Change]) {
+        let mut rounds: Vec<(Arc<NftBatch>, Vec<batch::Member>)> = Vec::new();
+        for change in changes {
+            if !matches!(
+                change.action,
+                Action::Create | Action::Update | Action::Replace
+            ) {
+                continue;
+            }
+            let Some(snapshot) = change.observed_as::<ManagedSnapshot>() else {
+                continue;
+            };
+            let index = match rounds
+                .iter()
+                .position(|(batch, _)| Arc::ptr_eq(batch, &snapshot.batch))
+            {
+                Some(index) => index,
+                None => {
+                    rounds.push((snapshot.batch.clone(), Vec::new()));
+                    rounds.len() - 1
+                }
+            };
+            if batch::joinable(&snapshot.network.nft) {
+                rounds[index]
+                    .1
+                    .push((change.id.name.to_string(), snapshot.network.nft.clone()));
+            }
+        }
+        for (batch, members) in rounds {
+            batch.begin(members);
+        }
     }
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
@@ -305,8 +375,13 @@ impl Driver for ManagedBridgeDriver {
                 if let Some(link) = link {
                     self.links.apply(link, step).await?;
                 }
-                self.send_all(&bridge, snapshot.network.requests(false), step)
-                    .await?;
+                let mut requests = snapshot.network.requests(false);
+                if let Some(round) = snapshot.batch.round_of(&bridge) {
+                    if self.commit_round(&bridge, &round, step).await? {
+                        requests.retain(|r| !matches!(r, NetworkRequest::Nft(_)));
+                    }
+                }
+                self.send_all(&bridge, requests, step).await?;
             }
             Action::NoOp | Action::Conflict | Action::Unsupported => {}
         }
@@ -316,7 +391,7 @@ impl Driver for ManagedBridgeDriver {
 
 /// The link's change with the network's drift added: fields after the link's, an
 /// update when only the network differs.
-fn join(link: Change, drift: NetworkDrift) -> Change {
+fn join(link: Change, drift: NetworkDrift, batch: Arc<NftBatch>) -> Change {
     let action = match link.action {
         Action::NoOp if !drift.is_empty() => Action::Update,
         other => other,
@@ -336,6 +411,7 @@ fn join(link: Change, drift: NetworkDrift) -> Change {
     .with_observed(ManagedSnapshot {
         link: Some(link),
         network: drift,
+        batch,
     })
 }
 

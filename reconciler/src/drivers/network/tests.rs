@@ -732,3 +732,201 @@ async fn a_bridge_made_again_by_hand_gets_no_change_for_its_name() {
             .collect::<Vec<_>>()
     );
 }
+
+/// `n` isolated bridges (each needs two rules), `lab0` to `lab{n-1}`.
+fn isolated(n: usize) -> Vec<Arc<Resource>> {
+    (0..n)
+        .map(|i| {
+            bridge(
+                &format!("lab{i}"),
+                &format!("addresses: [10.{}.{}.1/24]", i / 256, i % 256),
+            )
+        })
+        .collect()
+}
+
+/// Prepares `changes` as the executor does, then applies them all at once.
+async fn apply_prepared(host: &Host, changes: &[Change]) -> Vec<Result<(), DriverError>> {
+    let prepared: Vec<&Change> = changes.iter().collect();
+    host.driver.prepare_apply(&prepared);
+    let tasks: Vec<_> = changes
+        .iter()
+        .cloned()
+        .map(|change| {
+            let driver = host.driver.clone();
+            tokio::spawn(async move {
+                driver
+                    .apply(&change, &StepContext::detached(change.id.clone()))
+                    .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("the step task ends"));
+    }
+    results
+}
+
+fn names(desired: &[Arc<Resource>]) -> Vec<String> {
+    desired
+        .iter()
+        .map(|r| r.metadata.name.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bridge_of_a_prepared_apply_shares_one_nft_run() {
+    let host = host();
+    let desired = isolated(40);
+    let changes = host.plan(&desired, &[]).await;
+    for result in apply_prepared(&host, &changes).await {
+        result.unwrap_or_else(|e| panic!("{}", e.chain()));
+    }
+    assert_eq!(
+        nft_requests(&host.network.requests()),
+        1,
+        "one nft run for 40 bridges"
+    );
+    assert_eq!(host.comments("forward").len(), 40, "one jump per bridge");
+    assert_eq!(
+        host.comments("lab39-fwd"),
+        [
+            "lab39: isolate, nothing forwarded from lab39",
+            "lab39: isolate, nothing forwarded to lab39"
+        ]
+    );
+    assert_eq!(host.network.forwarding("lab39"), Some(false));
+    let owned = names(&desired);
+    let owned: Vec<&str> = owned.iter().map(String::as_str).collect();
+    assert_all_noop(&host.plan(&desired, &owned).await);
+
+    // An update of every bridge (NAT now) is one run again; so is a drift repair.
+    let nat: Vec<_> = (0..40)
+        .map(|i| {
+            bridge(
+                &format!("lab{i}"),
+                &format!("addresses: [10.0.{i}.1/24]\nnat: true"),
+            )
+        })
+        .collect();
+    let changes = host.plan(&nat, &owned).await;
+    for result in apply_prepared(&host, &changes).await {
+        result.unwrap_or_else(|e| panic!("{}", e.chain()));
+    }
+    assert_eq!(nft_requests(&host.network.requests()), 2);
+    assert_eq!(host.comments("postrouting").len(), 40);
+    assert_all_noop(&host.plan(&nat, &owned).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_failing_in_the_joined_transaction_fails_alone() {
+    let host = host();
+    let desired = isolated(5);
+    // The host refuses any transaction that holds lab3's rules.
+    host.network.fail_when(|request| match request {
+        NetworkRequest::Nft(transaction) => transaction
+            .0
+            .iter()
+            .any(|c| matches!(c, nft::NftCommand::AddChain(chain) if chain == "lab3-fwd")),
+        _ => false,
+    });
+    let changes = host.plan(&desired, &[]).await;
+    let results = apply_prepared(&host, &changes).await;
+    for (change, result) in changes.iter().zip(&results) {
+        if change.id == id("lab3") {
+            let error = result.as_ref().expect_err("lab3's rules are refused");
+            assert!(
+                error.chain().starts_with("bridge lab3: "),
+                "{}",
+                error.chain()
+            );
+        } else {
+            result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{}: {}", change.id, e.chain()));
+        }
+    }
+    assert_eq!(
+        nft_requests(&host.network.requests()),
+        1 + 5,
+        "the joined run, then each bridge's own"
+    );
+    let jumps = host.comments("forward");
+    assert_eq!(jumps.len(), 4, "{jumps:?}");
+    assert!(!jumps.iter().any(|j| j.starts_with("lab3:")), "{jumps:?}");
+
+    host.network.heal();
+    let owned = names(&desired);
+    let owned: Vec<&str> = owned.iter().map(String::as_str).collect();
+    host.converge(&desired, &owned).await;
+}
+
+#[tokio::test]
+async fn a_bridge_the_run_leaves_out_gets_no_rules_from_the_joined_transaction() {
+    let host = host();
+    let desired = isolated(3);
+    let changes = host.plan(&desired, &[]).await;
+    // `--target lab0 --target lab1`: lab2's change is left out of the run.
+    let carried_out = &changes[..2];
+    assert!(carried_out.iter().all(|c| c.id != id("lab2")));
+    for result in apply_prepared(&host, carried_out).await {
+        result.unwrap_or_else(|e| panic!("{}", e.chain()));
+    }
+    assert_eq!(nft_requests(&host.network.requests()), 1);
+    assert!(host.comments("lab2-fwd").is_empty());
+    assert_eq!(host.comments("forward").len(), 2);
+}
+
+#[tokio::test]
+async fn a_plan_carried_out_again_commits_again_and_unprepared_steps_commit_their_own() {
+    let host = host();
+    let desired = isolated(3);
+    let owned = names(&desired);
+    let owned: Vec<&str> = owned.iter().map(String::as_str).collect();
+    host.converge(&desired, &[]).await;
+    let before = nft_requests(&host.network.requests());
+    host.network.flush_table();
+    // Updates of the rules only: the same plan can be carried out twice.
+    let changes = host.plan(&desired, &owned).await;
+    assert!(changes.iter().all(|c| c.action == Action::Update));
+    for _ in 0..2 {
+        for result in apply_prepared(&host, &changes).await {
+            result.unwrap_or_else(|e| panic!("{}", e.chain()));
+        }
+        assert_eq!(host.comments("forward").len(), 3);
+        host.network.flush_table();
+    }
+    assert_eq!(nft_requests(&host.network.requests()) - before, 2);
+
+    // Without prepare, as a tool applying one change by hand: each its own run.
+    let host = self::host();
+    let changes = host.plan(&desired, &[]).await;
+    host.apply_all(&changes).await;
+    assert_eq!(nft_requests(&host.network.requests()), 3);
+}
+
+#[tokio::test]
+async fn a_cancelled_run_starts_no_joined_transaction() {
+    let host = host();
+    let desired = isolated(3);
+    let changes = host.plan(&desired, &[]).await;
+    let prepared: Vec<&Change> = changes.iter().collect();
+    host.driver.prepare_apply(&prepared);
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    for change in &changes {
+        let step = StepContext::new(
+            change.id.clone(),
+            cancel.clone(),
+            crate::contract::DEFAULT_STEP_BUDGET,
+            None,
+        );
+        let error = host.driver.apply(change, &step).await.unwrap_err();
+        assert_eq!(
+            error.interruption(),
+            Some(&crate::contract::Interrupted::Cancelled)
+        );
+    }
+    assert_eq!(nft_requests(&host.network.requests()), 0);
+}
