@@ -93,6 +93,30 @@ impl VlanDrift {
         Self::between(vec![DEFAULT_VLAN], declared_or_default(declared))
     }
 
+    /// Sends the requests that close the drift on link `index` over `handle`, in order.
+    pub async fn send(
+        &self,
+        handle: &Handle,
+        index: u32,
+        bridge_self: bool,
+    ) -> Result<(), NetlinkError> {
+        for &id in &self.remove {
+            del(handle, index, id, bridge_self).await?;
+        }
+        for &vlan in &self.set {
+            add(handle, index, vlan, bridge_self).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the drift on a fake host's list of VLANs, as the kernel would.
+    pub fn fake_apply_to(&self, vlans: &mut Vec<Vlan>) {
+        vlans.retain(|vlan| !self.remove.contains(&vlan.id));
+        for &vlan in &self.set {
+            put(vlans, vlan);
+        }
+    }
+
     /// The requests that close the drift on link `index`, removals first (`bridge_self`:
     /// `index` is the bridge itself).
     pub fn requests(&self, index: u32, bridge_self: bool) -> Vec<LinkRequest> {
@@ -254,20 +278,24 @@ pub fn fake_apply(
         return errno(Errno::ENODEV);
     };
     match *request {
-        LinkRequest::AddBridgeVlan { vlan, .. } => {
-            if vlan.pvid {
-                for other in &mut link.vlans {
-                    other.pvid = false;
-                }
-            }
-            link.vlans.retain(|v| v.id != vlan.id);
-            link.vlans.push(vlan);
-            link.vlans.sort();
-        }
+        LinkRequest::AddBridgeVlan { vlan, .. } => put(&mut link.vlans, vlan),
         LinkRequest::DelBridgeVlan { id, .. } => link.vlans.retain(|v| v.id != id),
         _ => return None,
     }
     Some(Ok(()))
+}
+
+/// Puts `vlan` in a fake port's sorted list: a pvid moves to it, its flags replace the
+/// VLAN's old ones.
+fn put(vlans: &mut Vec<Vlan>, vlan: Vlan) {
+    if vlan.pvid {
+        for other in vlans.iter_mut() {
+            other.pvid = false;
+        }
+    }
+    vlans.retain(|v| v.id != vlan.id);
+    vlans.push(vlan);
+    vlans.sort();
 }
 
 /// What enslaving a port does to its VLANs on a fake host, as the kernel does: a port
