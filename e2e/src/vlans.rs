@@ -11,7 +11,8 @@
 //! host by a veth pair whose host end (`va-h`, `vb-h`, `vc-h`) is declared as a port of
 //! bridge `br0` with its VLANs. The guests share one subnet, so only VLAN membership
 //! decides who reaches whom. Checks use `ping` between the namespaces and `ip`/`bridge`
-//! for what the kernel holds, never gitvisor's own view.
+//! for what the kernel holds, never gitvisor's own view. One scenario declares a VM
+//! `Stopped` (its tap without a QEMU process, cheap) to check a NIC's VLANs on the tap.
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub const SCENARIOS: &[&str] = &[
     "a port moved to another VLAN by a manifest change reaches it",
     "VLANs removed by hand are repaired",
     "an undeclared sub-interface is deleted, an unmarked one is kept",
+    "a VM's tap carries its NIC's VLANs, repaired and changed in place",
     "prune removes the bridge, its sub-interfaces and its ports' VLANs",
 ];
 
@@ -80,12 +82,13 @@ pub mod guest {
             crate::vng::report(&guest.shared, "setup", &Err(why));
             return std::process::ExitCode::FAILURE;
         }
-        let scenarios: [fn(&Guest) -> Check; 6] = [
+        let scenarios: [fn(&Guest) -> Check; 7] = [
             Guest::same_and_different_vlans,
             Guest::sub_interface,
             Guest::moved_port,
             Guest::repaired,
             Guest::undeclared_sub_interface,
+            Guest::vm_tap,
             Guest::prune,
         ];
         let mut failed = false;
@@ -198,13 +201,28 @@ pub mod guest {
         })
     }
 
+    /// The name of the link whose alias is `alias`, in gitvisor's namespace.
+    fn link_with_alias(alias: &str) -> Result<Option<(String, u64)>, String> {
+        let json = in_ns(HOST_NS, "ip", &["-j", "link", "show"])?;
+        let value: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| format!("ip -j link show: {e}: {json}"))?;
+        Ok(value.as_array().into_iter().flatten().find_map(|link| {
+            (link["ifalias"].as_str() == Some(alias)).then(|| {
+                (
+                    link["ifname"].as_str().unwrap_or_default().to_owned(),
+                    link["ifindex"].as_u64().unwrap_or_default(),
+                )
+            })
+        }))
+    }
+
     fn link_exists(name: &str) -> bool {
         in_ns(HOST_NS, "ip", &["link", "show", "dev", name]).is_ok()
     }
 
     impl Guest {
         fn setup(&self) -> Check {
-            for module in ["bridge", "8021q"] {
+            for module in ["bridge", "8021q", "tun"] {
                 sh("modprobe", &[module])?;
             }
             for dir in [&self.manifests, &self.state, &self.run] {
@@ -373,6 +391,64 @@ ports:
             isolated(HOST_NS, "10.10.0.2")?;
             self.noop()?;
             in_ns(HOST_NS, "ip", &["link", "del", "br0.30"]).map(drop)
+        }
+
+        /// Declares VM `web`, created `Stopped` (its run dir and tap, no process), with one
+        /// NIC on `br0` carrying `vlans`.
+        fn declare_vm(&self, vlans: &str) -> Check {
+            for file in ["/run/gv-vmlinuz", "/run/gv-disk.img"] {
+                std::fs::write(file, b"").map_err(|e| format!("{file}: {e}"))?;
+            }
+            let text = format!(
+                "apiVersion: gitvisor.dev/v1alpha1\nkind: VirtualMachine\nmetadata:\n  name: web\nspec:\n  \
+                 state: Stopped\n  hypervisor: qemu\n  accel: tcg\n  memory: 64MiB\n  \
+                 boot: {{kernel: /run/gv-vmlinuz}}\n  disks: [{{path: /run/gv-disk.img}}]\n  \
+                 networks: [{{bridge: br0, vlans: {vlans}}}]\n"
+            );
+            let path = self.manifests.join("vm.yaml");
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        }
+
+        fn vm_tap(&self) -> Check {
+            self.trunk(10, "");
+            self.declare_vm("[{id: 20, pvid: true, untagged: true}, {id: 30}]")?;
+            self.apply()?;
+            let alias = "gitvisor:vm/web/0";
+            let (tap, index) =
+                link_with_alias(alias)?.ok_or_else(|| format!("no link with alias {alias}"))?;
+            expect_vlans(&tap, &["20 pvid untagged", "30"])?;
+            self.noop()?;
+            // By hand: VLAN 30 taken off, the kernel's default put back.
+            in_ns(
+                HOST_NS,
+                "bridge",
+                &["vlan", "del", "dev", &tap, "vid", "30"],
+            )?;
+            in_ns(
+                HOST_NS,
+                "bridge",
+                &["vlan", "add", "dev", &tap, "vid", "1", "pvid", "untagged"],
+            )?;
+            let dir = self.manifests.to_string_lossy().into_owned();
+            code(&self.gitvisor(&["plan", &dir, "--detailed-exitcode"]), 2)?;
+            self.apply()?;
+            expect_vlans(&tap, &["20 pvid untagged", "30"])?;
+            self.noop()?;
+            // A changed list: the same tap, moved in place.
+            self.declare_vm("[{id: 10, pvid: true, untagged: true}]")?;
+            self.apply()?;
+            expect_vlans(&tap, &["10 pvid untagged"])?;
+            let now = link_with_alias(alias)?;
+            ensure(now == Some((tap.clone(), index)), || {
+                format!("the tap {tap} (#{index}) was replaced: {now:?}")
+            })?;
+            self.noop()?;
+            // Undeclared: the VM and its tap go.
+            let path = self.manifests.join("vm.yaml");
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            self.apply()?;
+            ensure(!link_exists(&tap), || format!("tap {tap} survived the VM"))?;
+            self.noop()
         }
 
         fn prune(&self) -> Check {

@@ -21,6 +21,7 @@ pub mod net;
 pub mod network;
 pub mod probe;
 mod registry;
+pub mod vlan_port;
 pub mod vm;
 pub mod volume;
 

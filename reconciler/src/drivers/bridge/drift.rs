@@ -39,6 +39,7 @@ use super::seam::{DEFAULT_VLAN, LinkState};
 use super::temporary::temporary_vlan_name;
 use crate::contract::{Effect, FieldChange};
 use crate::drivers::net::is_ipv6_link_local;
+use crate::drivers::vlan_port::declared_or_default;
 use crate::model::{BridgeSpec, Cidr, Vlan, VlanInterface};
 
 /// A field that differs: what it is now and what it will be.
@@ -72,38 +73,7 @@ pub(crate) struct PortDrift {
     pub enslave: Vec<DeclaredPort>,
 }
 
-/// How a set of VLANs (a port's, or the bridge's own) differs from the declared one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct VlanDrift {
-    /// Now and declared, sorted by id.
-    pub old: Vec<Vlan>,
-    pub new: Vec<Vlan>,
-    /// Ids to take off, then VLANs to put on (or whose flags change).
-    pub remove: Vec<u16>,
-    pub set: Vec<Vlan>,
-}
-
-impl VlanDrift {
-    fn between(old: Vec<Vlan>, new: Vec<Vlan>) -> Option<Self> {
-        if old == new {
-            return None;
-        }
-        Some(VlanDrift {
-            remove: old
-                .iter()
-                .filter(|vlan| !new.iter().any(|n| n.id == vlan.id))
-                .map(|vlan| vlan.id)
-                .collect(),
-            set: new
-                .iter()
-                .filter(|vlan| !old.contains(vlan))
-                .copied()
-                .collect(),
-            old,
-            new,
-        })
-    }
-}
+pub(crate) use crate::drivers::vlan_port::VlanDrift;
 
 /// A declared port's VLANs that differ.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,10 +237,7 @@ pub(crate) fn cidrs(list: &[IpNet]) -> serde_json::Value {
     list.iter().map(|cidr| cidr.to_string()).collect()
 }
 
-/// VLANs as a JSON list of strings, `["1 pvid untagged", "10"]`.
-pub(crate) fn vlan_list(vlans: &[Vlan]) -> serde_json::Value {
-    vlans.iter().map(|vlan| vlan.to_string()).collect()
-}
+pub(crate) use crate::drivers::vlan_port::vlan_list;
 
 fn address_drift(declared: &[Cidr], link: &LinkState) -> Option<AddressDrift> {
     let new: BTreeSet<IpNet> = declared.iter().map(|cidr| cidr.0).collect();
@@ -323,15 +290,6 @@ fn port_drift(observed: &ObservedBridge) -> Option<PortDrift> {
     })
 }
 
-/// The declared VLANs of a port, or the kernel's default when it declares none.
-fn declared_vlans(port: &DeclaredPort) -> Vec<Vlan> {
-    if port.vlans.is_empty() {
-        vec![DEFAULT_VLAN]
-    } else {
-        port.vlans.clone()
-    }
-}
-
 fn port_vlan_drift(observed: &ObservedBridge) -> Vec<PortVlanDrift> {
     observed
         .declared_ports
@@ -339,7 +297,7 @@ fn port_vlan_drift(observed: &ObservedBridge) -> Vec<PortVlanDrift> {
         .filter_map(|port| {
             // A port about to be enslaved gets the kernel's default on the way in.
             let now = port.vlans_now.clone().unwrap_or_else(|| vec![DEFAULT_VLAN]);
-            VlanDrift::between(now, declared_vlans(port)).map(|vlans| PortVlanDrift {
+            VlanDrift::between(now, declared_or_default(&port.vlans)).map(|vlans| PortVlanDrift {
                 port: port.name.clone(),
                 index: port.index,
                 vlans,

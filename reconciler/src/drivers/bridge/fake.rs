@@ -24,6 +24,7 @@ use super::seam::{
     BridgeOptions, DEFAULT_VLAN, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError, VlanOf,
 };
 use crate::drivers::net::is_ipv6_link_local;
+use crate::drivers::vlan_port;
 
 type FailurePredicate = Box<dyn Fn(&LinkRequest) -> bool + Send + Sync>;
 
@@ -253,16 +254,8 @@ impl FakeHost {
                 let Some(bridge) = self.links.iter().find(|l| l.index == master) else {
                     return Err(errno(Errno::ENODEV));
                 };
-                let vlans = if bridge.is_bridge() {
-                    vec![DEFAULT_VLAN]
-                } else {
-                    Vec::new()
-                };
-                let port = self.link_mut(port_index)?;
-                if port.master != Some(master) {
-                    port.vlans = vlans;
-                }
-                port.master = Some(master);
+                let is_bridge = bridge.is_bridge();
+                vlan_port::fake_enslave(self.link_mut(port_index)?, Some(master), is_bridge);
             }
             LinkRequest::SetMaster {
                 port_index,
@@ -306,57 +299,13 @@ impl FakeHost {
                 self.links.push(link);
                 return Ok(Some(index));
             }
-            LinkRequest::AddBridgeVlan {
-                index,
-                vlan,
-                bridge_self,
-            } => {
-                self.vlan_member(index, bridge_self)?;
-                let link = self.link_mut(index)?;
-                if vlan.pvid {
-                    for other in &mut link.vlans {
-                        other.pvid = false;
-                    }
+            request @ (LinkRequest::AddBridgeVlan { .. } | LinkRequest::DelBridgeVlan { .. }) => {
+                if let Some(result) = vlan_port::fake_apply(&mut self.links, &request) {
+                    result?;
                 }
-                link.vlans.retain(|v| v.id != vlan.id);
-                link.vlans.push(vlan);
-                link.vlans.sort();
-            }
-            LinkRequest::DelBridgeVlan {
-                index,
-                id,
-                bridge_self,
-            } => {
-                self.vlan_member(index, bridge_self)?;
-                self.link_mut(index)?.vlans.retain(|v| v.id != id);
             }
         }
         Ok(None)
-    }
-
-    /// Refuses what the kernel refuses: the bridge's own VLANs without `bridge_self`
-    /// (`EOPNOTSUPP`: it has no master), a port's on a link that is no bridge's port.
-    fn vlan_member(&self, index: u32, bridge_self: bool) -> Result<(), NetlinkError> {
-        let link = self
-            .links
-            .iter()
-            .find(|l| l.index == index)
-            .ok_or_else(|| errno(Errno::ENODEV))?;
-        let on_bridge = |master: u32| {
-            self.links
-                .iter()
-                .any(|l| l.index == master && l.is_bridge())
-        };
-        let fits = if bridge_self {
-            link.is_bridge()
-        } else {
-            link.master.is_some_and(on_bridge)
-        };
-        if fits {
-            Ok(())
-        } else {
-            Err(errno(Errno::EOPNOTSUPP))
-        }
     }
 
     fn link_mut(&mut self, index: u32) -> Result<&mut LinkState, NetlinkError> {

@@ -40,23 +40,21 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecBridge, BridgeStpState, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVlan,
-    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use nix::errno::Errno;
 use rtnetlink::{
-    AddressMessageBuilder, Handle, LinkBridge, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec,
-    LinkVlan,
+    AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVlan,
 };
 use tokio::task::JoinHandle;
 
 use super::seam::{
     BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError, VlanOf,
 };
-use crate::model::Vlan;
+use crate::drivers::vlan_port;
 
 /// The host's links, reached over rtnetlink.
 #[derive(Debug)]
@@ -97,44 +95,6 @@ impl NetlinkLinks {
             .map_err(|e| context("dump links", e))
     }
 
-    /// Every bridge port's (and bridge's) VLANs, by link index, sorted by id.
-    async fn dump_bridge_vlans(&self) -> Result<HashMap<u32, Vec<Vlan>>, NetlinkError> {
-        let messages: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan])
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| context("dump bridge VLANs", e))?;
-        let mut by_index: HashMap<u32, std::collections::BTreeMap<u16, Vlan>> = HashMap::new();
-        for message in messages {
-            let vlans = by_index.entry(message.header.index).or_default();
-            for attribute in message.attributes {
-                let LinkAttribute::AfSpecBridge(specs) = attribute else {
-                    continue;
-                };
-                for spec in specs {
-                    if let AfSpecBridge::VlanInfo(info) = spec {
-                        vlans.insert(
-                            info.vid,
-                            Vlan {
-                                id: info.vid,
-                                pvid: info.flags.contains(BridgeVlanInfoFlags::Pvid),
-                                untagged: info.flags.contains(BridgeVlanInfoFlags::Untagged),
-                            },
-                        );
-                    }
-                }
-            }
-        }
-        Ok(by_index
-            .into_iter()
-            .map(|(index, vlans)| (index, vlans.into_values().collect()))
-            .collect())
-    }
-
     async fn create_vlan_link(
         &self,
         name: &str,
@@ -165,51 +125,6 @@ impl NetlinkLinks {
         created
             .map(|link| link.header.index)
             .ok_or_else(|| NetlinkError::other("created, but the kernel does not list it by name"))
-    }
-
-    async fn add_bridge_vlan(
-        &self,
-        index: u32,
-        vlan: Vlan,
-        bridge_self: bool,
-    ) -> Result<(), NetlinkError> {
-        let mut flags = BridgeVlanInfoFlags::empty();
-        if vlan.pvid {
-            flags |= BridgeVlanInfoFlags::Pvid;
-        }
-        if vlan.untagged {
-            flags |= BridgeVlanInfoFlags::Untagged;
-        }
-        let mut builder = LinkBridgeVlan::new(index);
-        if bridge_self {
-            builder = builder.bridge_self();
-        }
-        self.handle
-            .link()
-            .set(builder.vlan(vlan.id, flags).build())
-            .execute()
-            .await
-            .map_err(netlink_error)
-    }
-
-    async fn del_bridge_vlan(
-        &self,
-        index: u32,
-        id: u16,
-        bridge_self: bool,
-    ) -> Result<(), NetlinkError> {
-        let mut builder = LinkBridgeVlan::new(index);
-        if bridge_self {
-            builder = builder.bridge_self();
-        }
-        let deleted = self
-            .handle
-            .link()
-            .del_with_message(builder.vlan(id, BridgeVlanInfoFlags::empty()).build())
-            .execute()
-            .await
-            .map_err(netlink_error);
-        tolerate(deleted, &[Errno::ENOENT])
     }
 
     async fn dump_addresses(&self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
@@ -406,9 +321,9 @@ impl LinkSeam for NetlinkLinks {
                 links[at].addresses.push(cidr);
             }
         }
-        for (index, vlans) in self.dump_bridge_vlans().await? {
-            if let Some(&at) = position.get(&index) {
-                links[at].vlans = vlans;
+        for port in vlan_port::dump(&self.handle).await? {
+            if let Some(&at) = position.get(&port.index) {
+                links[at].vlans = port.vlans;
             }
         }
         Ok(links)
@@ -482,12 +397,12 @@ impl LinkSeam for NetlinkLinks {
                 index,
                 vlan,
                 bridge_self,
-            } => self.add_bridge_vlan(index, vlan, bridge_self).await?,
+            } => vlan_port::add(&self.handle, index, vlan, bridge_self).await?,
             LinkRequest::DelBridgeVlan {
                 index,
                 id,
                 bridge_self,
-            } => self.del_bridge_vlan(index, id, bridge_self).await?,
+            } => vlan_port::del(&self.handle, index, id, bridge_self).await?,
         }
         Ok(None)
     }
@@ -507,14 +422,17 @@ fn stp_state(stp: bool) -> BridgeStpState {
 /// the index, and found nothing), a port that is gone when it was to be released. Never
 /// for `EEXIST`, which can name something other than what was asked (see
 /// `confirm_address`).
-fn tolerate(result: Result<(), NetlinkError>, already_done: &[Errno]) -> Result<(), NetlinkError> {
+pub(crate) fn tolerate(
+    result: Result<(), NetlinkError>,
+    already_done: &[Errno],
+) -> Result<(), NetlinkError> {
     match result {
         Err(error) if already_done.iter().any(|errno| error.is_errno(*errno)) => Ok(()),
         other => other,
     }
 }
 
-fn netlink_error(error: rtnetlink::Error) -> NetlinkError {
+pub(crate) fn netlink_error(error: rtnetlink::Error) -> NetlinkError {
     match &error {
         rtnetlink::Error::NetlinkError(message) => match message.code {
             Some(code) => NetlinkError::from_errno(code.get().abs()),
@@ -524,7 +442,7 @@ fn netlink_error(error: rtnetlink::Error) -> NetlinkError {
     }
 }
 
-fn context(what: &str, error: rtnetlink::Error) -> NetlinkError {
+pub(crate) fn context(what: &str, error: rtnetlink::Error) -> NetlinkError {
     let error = netlink_error(error);
     NetlinkError {
         message: format!("{what}: {}", error.message),

@@ -58,13 +58,7 @@ pub struct LinkState {
     pub vlan_of: Option<VlanOf>,
 }
 
-/// The VLAN the kernel puts a new bridge and every new port on: `default_pvid` 1, as
-/// the port VLAN id, leaving untagged.
-pub const DEFAULT_VLAN: Vlan = Vlan {
-    id: 1,
-    pvid: true,
-    untagged: true,
-};
+pub use crate::drivers::vlan_port::DEFAULT_VLAN;
 
 /// What a link of kind `vlan` is: VLAN `id` of the link with index `parent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

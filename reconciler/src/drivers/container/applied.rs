@@ -6,8 +6,9 @@
 //! network and health check. Resource limits are read from the cgroup instead (they
 //! change in place, and someone may change them by hand); `state`, `restartPolicy` and
 //! `stopTimeout` are gitvisor's own policy and need nothing from the container, and the
-//! network's `publish` list is the bridge's rules (`drivers/network/publish.rs`), so it
-//! is kept out of the network compared here.
+//! network's `publish` list is the bridge's rules (`drivers/network/publish.rs`) and its
+//! `vlans` the host veth end's on the bridge (read from the host and changed in place),
+//! so both are kept out of the network compared here.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,7 @@ impl AppliedSpec {
             mounts: spec.mounts.clone(),
             network: spec.network.clone().map(|network| ContainerNetwork {
                 publish: Vec::new(),
+                vlans: Vec::new(),
                 ..network
             }),
             health_check: spec.health_check.clone(),

@@ -85,6 +85,14 @@ pub(crate) async fn apply(
                 })
                 .await?;
             }
+            Work::SetVlans(vlans) => {
+                run.send(HostRequest::SetVlans {
+                    id: name.to_owned(),
+                    veth: veth_name(name),
+                    vlans: vlans.clone(),
+                })
+                .await?;
+            }
         }
     }
     Ok(())

@@ -6,8 +6,8 @@
 //! |--------------------------------------------------|----------------------------------------|
 //! | nothing                                          | `Create` (started when `Running`)      |
 //! | a container without gitvisor's marker, or without a store record | `Conflict`; with `gitvisor.dev/adopt: "true"`, `Replace` (a container's annotations cannot change, so adopting recreates it) |
-//! | ours, a recreating field changed (image, command, args, env, workingDir, user, mounts, network, healthCheck), or its record unreadable, or stuck `creating` | `Replace` |
-//! | ours, declared `Running`, running                | `Update` of the limits that differ, or `NoOp` |
+//! | ours, a recreating field changed (image, command, args, env, workingDir, user, mounts, network except `publish` and `vlans`, healthCheck), or its record unreadable, or stuck `creating` | `Replace` |
+//! | ours, declared `Running`, running                | `Update` of the limits and the host veth's VLANs (on a bridge that filters them) that differ, in place, or `NoOp` |
 //! | ours, declared `Running`, created but never started (an interrupted create) | `Update`: restart |
 //! | ours, declared `Running`, exited                 | by `restartPolicy` and backoff ([`restart`](super::restart)): `Update` (restart) or `NoOp` with the reason |
 //! | ours, declared `Stopped`, running or paused      | `Update`: stop                         |
@@ -29,6 +29,7 @@ use super::seam::{APPLIED_ANNOTATION, RuntimeContainer, RuntimeStatus};
 use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, Ownership, PlanContext, Prune,
 };
+use crate::drivers::vlan_port::{VlanDrift, vlan_list};
 use crate::model::{ContainerSpec, Kind, Name, Resource, ResourceId, RunState};
 
 /// The change for one declared container.
@@ -129,11 +130,24 @@ pub(crate) fn declared(
 
     match (spec.state, current.status) {
         (RunState::Running, RuntimeStatus::Running) => {
-            let fields = current
+            let mut fields = current
                 .limits
                 .map(|observed| drift::limits(&declaration.limits, &observed))
                 .unwrap_or_default();
-            if fields.is_empty() {
+            let mut work = Vec::new();
+            if !fields.is_empty() {
+                work.push(Work::UpdateLimits(declaration.limits));
+            }
+            if let Some(vlans) = vlan_drift(&declaration, host) {
+                fields.push(FieldChange::new(
+                    "network.vlans",
+                    vlan_list(&vlans.old),
+                    vlan_list(&vlans.new),
+                    Effect::Hot,
+                ));
+                work.push(Work::SetVlans(vlans));
+            }
+            if work.is_empty() {
                 let note = describe(current);
                 finish(
                     change.with_reason(note),
@@ -142,7 +156,6 @@ pub(crate) fn declared(
                     Vec::new(),
                 )
             } else {
-                let limits = declaration.limits;
                 finish(
                     Change {
                         action: Action::Update,
@@ -151,7 +164,7 @@ pub(crate) fn declared(
                     .with_fields(fields),
                     Some(current),
                     declaration,
-                    vec![Work::UpdateLimits(limits)],
+                    work,
                 )
             }
         }
@@ -208,6 +221,16 @@ pub(crate) fn declared(
             )
         }
     }
+}
+
+/// How the running container's host veth end's VLANs differ from the declared ones, on
+/// a bridge that filters VLANs. A veth that is no bridge port (gone with a namespace
+/// someone else tore down) has no VLANs to compare.
+fn vlan_drift(declaration: &Declaration, host: &HostContainers) -> Option<VlanDrift> {
+    let veth = declaration.veth.as_ref()?;
+    let declared = veth.vlans.as_ref()?;
+    let now = host.port_vlans(&veth.host_name)?;
+    VlanDrift::between(now.to_vec(), declared.clone())
 }
 
 /// How a container is doing, for `status`: `running (pid 42), 2 restarts, last exit

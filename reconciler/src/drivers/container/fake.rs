@@ -15,6 +15,8 @@ use super::image::{ImageDefaults, ImageError, PreparedImage};
 use super::seam::{
     Answer, ContainerHost, ExitRecord, HostError, HostRequest, RuntimeContainer, RuntimeStatus,
 };
+use crate::drivers::vlan_port::DEFAULT_VLAN;
+use crate::model::Vlan;
 
 type Failure = Box<dyn Fn(&HostRequest) -> bool + Send + Sync>;
 
@@ -26,6 +28,8 @@ struct State {
     /// Host veth names, with the bridge each is enslaved to and its container (a veth
     /// dies with its container's network namespace).
     veths: BTreeMap<String, (String, String)>,
+    /// The VLANs of each host veth (read for the veths still there).
+    veth_vlans: BTreeMap<String, Vec<Vlan>>,
     requests: Vec<HostRequest>,
     lists: usize,
     next_pid: u32,
@@ -87,6 +91,21 @@ impl FakeHost {
             .map(|(bridge, _)| bridge.clone())
     }
 
+    /// The VLANs of the host veth `name`, while it is there.
+    pub fn veth_vlans(&self, name: &str) -> Option<Vec<Vlan>> {
+        let state = self.state();
+        state
+            .veths
+            .contains_key(name)
+            .then(|| state.veth_vlans.get(name).cloned())
+            .flatten()
+    }
+
+    /// Changes the VLANs of the host veth `name` behind gitvisor's back.
+    pub fn set_veth_vlans(&self, name: &str, vlans: Vec<Vlan>) {
+        self.state().veth_vlans.insert(name.to_owned(), vlans);
+    }
+
     /// Puts a container there as someone else (or gitvisor) left it.
     pub fn insert(&self, container: RuntimeContainer) {
         self.state()
@@ -135,6 +154,16 @@ impl ContainerHost for FakeHost {
         let mut state = self.state();
         state.lists += 1;
         Ok(state.containers.values().cloned().collect())
+    }
+
+    async fn port_vlans(&self) -> Result<BTreeMap<String, Vec<Vlan>>, HostError> {
+        let state = self.state();
+        Ok(state
+            .veth_vlans
+            .iter()
+            .filter(|(name, _)| state.veths.contains_key(*name))
+            .map(|(name, vlans)| (name.clone(), vlans.clone()))
+            .collect())
     }
 
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError> {
@@ -208,6 +237,9 @@ impl ContainerHost for FakeHost {
                             veth.bridge
                         )));
                     }
+                    // The kernel puts a new port on VLAN 1; connect sets the declared.
+                    let vlans = veth.vlans.clone().unwrap_or_else(|| vec![DEFAULT_VLAN]);
+                    state.veth_vlans.insert(veth.host_name.clone(), vlans);
                     state.veths.insert(veth.host_name, (veth.bridge, id));
                 }
                 Ok(Answer::Done)
@@ -263,6 +295,19 @@ impl ContainerHost for FakeHost {
                 }
                 _ => Err(refused(format!("container {id} is not running"))),
             },
+            HostRequest::SetVlans { id, veth, vlans } => {
+                let ours = state
+                    .veths
+                    .get(&veth)
+                    .is_some_and(|(_, owner)| *owner == id);
+                if !ours {
+                    return Err(HostError::Invalid(format!(
+                        "the container's veth {veth} is gone"
+                    )));
+                }
+                vlans.fake_apply_to(state.veth_vlans.entry(veth).or_default());
+                Ok(Answer::Done)
+            }
         }
     }
 

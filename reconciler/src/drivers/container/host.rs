@@ -16,6 +16,7 @@
 //! Blocking work (imports, mounts, file writes) runs on Tokio's blocking pool; runc runs
 //! as a child process with a timeout; netlink shares one socket, opened on first use.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -36,6 +37,7 @@ use super::seam::{
     Limits, RuntimeContainer, RuntimeStatus,
 };
 use super::shim;
+use crate::model::Vlan;
 
 /// The runtime and the directories of one gitvisor.
 pub struct RuncHost {
@@ -523,6 +525,10 @@ impl ContainerHost for RuncHost {
         .await
     }
 
+    async fn port_vlans(&self) -> Result<BTreeMap<String, Vec<Vlan>>, HostError> {
+        network::port_vlans(self.netlink().await?).await
+    }
+
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError> {
         match request {
             HostRequest::PrepareImage { image } => {
@@ -581,6 +587,12 @@ impl ContainerHost for RuncHost {
             }
             HostRequest::Update { id, limits } => {
                 self.update(&id, limits).await?;
+                Ok(Answer::Done)
+            }
+            HostRequest::SetVlans { id, veth, vlans } => {
+                let handle = self.netlink().await?;
+                let alias = super::observed::veth_alias(&id);
+                network::set_vlans(handle, &veth, &alias, &vlans).await?;
                 Ok(Answer::Done)
             }
         }

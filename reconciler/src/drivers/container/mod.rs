@@ -73,6 +73,8 @@ pub mod shim;
 pub mod supervision;
 #[cfg(test)]
 pub(crate) mod testkit;
+#[cfg(test)]
+mod vlan_tests;
 pub mod watch;
 
 use std::collections::BTreeSet;
@@ -138,7 +140,17 @@ impl Driver for ContainerDriver {
             .list()
             .await
             .map_err(|cause| ContainerError::Observe { cause })?;
-        let host = observed::HostContainers::new(listed);
+        // The bridge VLAN dump only when some declared container's bridge filters VLANs:
+        // a host without filtering bridges sees no extra netlink call.
+        let port_vlans = if needs_port_vlans(desired, context) {
+            self.host
+                .port_vlans()
+                .await
+                .map_err(|cause| ContainerError::Observe { cause })?
+        } else {
+            Default::default()
+        };
+        let host = observed::HostContainers::new(listed, port_vlans);
         let now = SystemTime::now();
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
@@ -164,6 +176,18 @@ impl Driver for ContainerDriver {
     fn step_budget(&self, _change: &Change) -> Duration {
         STEP_BUDGET
     }
+}
+
+/// Whether a declared container joins a bridge the revision declares with
+/// `vlanFiltering: true`.
+fn needs_port_vlans(desired: &[Arc<Resource>], context: &PlanContext) -> bool {
+    desired.iter().any(|resource| match &resource.spec {
+        Spec::Container(spec) => spec
+            .network
+            .as_ref()
+            .is_some_and(|network| observed::filters_vlans(&network.bridge, context)),
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -223,6 +247,7 @@ mod tests {
                 HostRequest::Delete { .. } => "delete",
                 HostRequest::Remove { .. } => "remove",
                 HostRequest::Update { .. } => "update",
+                HostRequest::SetVlans { .. } => "set-vlans",
             })
             .collect()
     }

@@ -13,7 +13,9 @@
 //!    so this is its own request; a crash in between leaves an unmarked veth that step 2
 //!    of the next attempt removes, or that goes away with the container.
 //! 5. Move the peer into the container's namespace (`/proc/PID/ns/net`).
-//! 6. Enslave the host end to the bridge and set it up.
+//! 6. Enslave the host end to the bridge, put it on its VLANs when the bridge filters
+//!    them (the kernel gave it VLAN 1 on the way in; see `drivers/vlan_port.rs`), and
+//!    set it up.
 //! 7. Inside the namespace (a thread that joins it and opens its own netlink socket
 //!    there): loopback up, the peer renamed `eth0`, its address, up, and the default
 //!    route via `gateway`.
@@ -22,6 +24,7 @@
 //! The veth dies with the namespace, so removing a container removes its link too; the
 //! host end is deleted explicitly anyway on removal, in case the namespace outlives it.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
@@ -30,6 +33,8 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBu
 
 use super::seam::{HostError, VethPlan};
 use crate::drivers::bridge::NetlinkError;
+use crate::drivers::vlan_port::{self, VlanDrift};
+use crate::model::Vlan;
 
 /// The name the peer has in the host's namespace, before it moves.
 pub fn peer_name(host_name: &str) -> String {
@@ -186,6 +191,15 @@ pub async fn connect(handle: &Handle, pid: u32, veth: Option<&VethPlan>) -> Resu
         format!("enslave {} to bridge {}", veth.host_name, veth.bridge),
     )
     .await?;
+    if let Some(drift) = veth.vlans.as_deref().and_then(VlanDrift::after_enslave) {
+        drift
+            .send(handle, host_index, false)
+            .await
+            .map_err(|source| HostError::Netlink {
+                operation: format!("put {} on its VLANs", veth.host_name),
+                source,
+            })?;
+    }
     set(
         handle,
         LinkUnspec::new_with_index(host_index).up().build(),
@@ -201,6 +215,50 @@ pub async fn connect(handle: &Handle, pid: u32, veth: Option<&VethPlan>) -> Resu
         }),
     )
     .await
+}
+
+/// Every bridge port's VLANs, by link name (one bridge VLAN dump).
+pub async fn port_vlans(handle: &Handle) -> Result<BTreeMap<String, Vec<Vlan>>, HostError> {
+    let ports = vlan_port::dump(handle)
+        .await
+        .map_err(|source| HostError::Netlink {
+            operation: "read the VLANs of bridge ports".into(),
+            source,
+        })?;
+    Ok(ports
+        .into_iter()
+        .map(|port| (port.name, port.vlans))
+        .collect())
+}
+
+/// Changes the VLANs of the host veth end `veth` in place, when it carries the
+/// container's marker `alias` (anything else under that name is not gitvisor's).
+pub async fn set_vlans(
+    handle: &Handle,
+    veth: &str,
+    alias: &str,
+    drift: &VlanDrift,
+) -> Result<(), HostError> {
+    let index = match link_by_name(handle, veth).await? {
+        Some((index, Some(found))) if found == alias => index,
+        Some((_, found)) => {
+            return Err(HostError::Invalid(format!(
+                "link {veth} carries alias {found:?}, not {alias:?}; gitvisor changes the VLANs of its own veth only; remove the link or the container"
+            )));
+        }
+        None => {
+            return Err(HostError::Invalid(format!(
+                "the container's veth {veth} is gone; the container must be recreated (remove it, or change its network)"
+            )));
+        }
+    };
+    drift
+        .send(handle, index, false)
+        .await
+        .map_err(|source| HostError::Netlink {
+            operation: format!("change the VLANs of {veth}"),
+            source,
+        })
 }
 
 async fn set(

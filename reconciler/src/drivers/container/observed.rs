@@ -11,7 +11,8 @@ use super::seam::{
     ContainerMount, Limits, MANAGED_ANNOTATION, MountSource, RuntimeContainer, VethPlan,
 };
 use crate::contract::{Marker, PlanContext};
-use crate::model::{ContainerSpec, Kind, Name, Spec};
+use crate::drivers::vlan_port::{VlanDrift, declared_or_default};
+use crate::model::{ContainerSpec, Kind, Name, Spec, Vlan};
 
 /// The default grace between SIGTERM and SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,17 +29,25 @@ pub fn veth_alias(container: &str) -> String {
     format!("gitvisor:container/{container}")
 }
 
-/// The containers under gitvisor's runtime root, by id.
+/// The containers under gitvisor's runtime root, by id, and the VLANs of bridge ports
+/// by link name (read only when a declared container's bridge filters VLANs).
 #[derive(Debug, Default)]
 pub struct HostContainers {
     by_id: BTreeMap<String, RuntimeContainer>,
+    port_vlans: BTreeMap<String, Vec<Vlan>>,
 }
 
 impl HostContainers {
-    pub fn new(containers: Vec<RuntimeContainer>) -> Self {
+    pub fn new(containers: Vec<RuntimeContainer>, port_vlans: BTreeMap<String, Vec<Vlan>>) -> Self {
         HostContainers {
             by_id: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            port_vlans,
         }
+    }
+
+    /// The VLANs of the bridge port `link` (a container's host veth end), if it is one.
+    pub fn port_vlans(&self, link: &str) -> Option<&[Vlan]> {
+        self.port_vlans.get(link).map(Vec::as_slice)
     }
 
     pub fn get(&self, id: &str) -> Option<&RuntimeContainer> {
@@ -72,6 +81,8 @@ pub enum Work {
     Stop,
     /// New cgroup limits, in place.
     UpdateLimits(Limits),
+    /// The host veth end's VLANs, in place.
+    SetVlans(VlanDrift),
 }
 
 /// The declaration, resolved against the revision at plan time.
@@ -100,6 +111,8 @@ impl Declaration {
                 bridge: network.bridge.as_str().to_owned(),
                 address: network.address,
                 gateway: network.gateway,
+                vlans: filters_vlans(&network.bridge, context)
+                    .then(|| declared_or_default(&network.vlans)),
             }),
             limits: declared_limits(spec),
             grace: spec
@@ -108,6 +121,13 @@ impl Declaration {
                 .unwrap_or(DEFAULT_STOP_TIMEOUT),
         }
     }
+}
+
+/// Whether the revision declares `bridge` with `vlanFiltering: true`.
+pub(crate) fn filters_vlans(bridge: &Name, context: &PlanContext) -> bool {
+    context
+        .referenced(Kind::Bridge, bridge)
+        .is_some_and(|declared| matches!(&declared.spec, Spec::Bridge(b) if b.vlan_filtering))
 }
 
 fn resolve_mount(

@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::image::PreparedImage;
-use crate::model::Cidr;
+use crate::drivers::vlan_port::VlanDrift;
+use crate::model::{Cidr, Vlan};
 
 /// The annotation that marks a container as gitvisor's (its value: the resource name).
 pub const MANAGED_ANNOTATION: &str = "gitvisor.dev/managed";
@@ -190,6 +191,10 @@ pub struct VethPlan {
     pub bridge: String,
     pub address: Option<Cidr>,
     pub gateway: Option<IpAddr>,
+    /// The VLANs the host end carries on the bridge, sorted by id: `Some` when the
+    /// revision declares the bridge with `vlanFiltering: true` (the network's `vlans`,
+    /// or the kernel's default), `None` when VLANs are not looked at.
+    pub vlans: Option<Vec<Vlan>>,
 }
 
 /// One request to the host.
@@ -240,6 +245,12 @@ pub enum HostRequest {
         id: String,
         limits: Limits,
     },
+    /// Change the VLANs of the container's host veth end `veth` on its bridge, in place.
+    SetVlans {
+        id: String,
+        veth: String,
+        vlans: VlanDrift,
+    },
 }
 
 impl fmt::Display for HostRequest {
@@ -273,6 +284,10 @@ impl fmt::Display for HostRequest {
             HostRequest::Delete { .. } => f.write_str("delete the stopped container"),
             HostRequest::Remove { .. } => f.write_str("remove"),
             HostRequest::Update { limits, .. } => write!(f, "update limits to {limits}"),
+            HostRequest::SetVlans { veth, vlans, .. } => {
+                let list: Vec<String> = vlans.new.iter().map(ToString::to_string).collect();
+                write!(f, "put {veth} on VLANs {}", list.join(", "))
+            }
         }
     }
 }
@@ -369,6 +384,10 @@ pub trait ContainerHost: Send + Sync {
     /// Every container under gitvisor's runtime root: one `runc list`, plus what each
     /// container's own files say (cgroup limits, exit and health records).
     async fn list(&self) -> Result<Vec<RuntimeContainer>, HostError>;
+
+    /// Every bridge port's VLANs, by link name: one bridge VLAN dump of the whole host.
+    /// Asked only when a declared container's bridge filters VLANs.
+    async fn port_vlans(&self) -> Result<BTreeMap<String, Vec<Vlan>>, HostError>;
 
     /// Carry out one request.
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError>;

@@ -6,7 +6,7 @@
 //!   taps; then, unless `Stopped`, start: write the cloud-init seed, copy the UEFI
 //!   variable store (once: it is the VM's NVRAM from then on), launch.
 //! - **Update**: the drift, in this order: stop when the guest must stop or restart;
-//!   write the new record; fix the taps (create, enslave, up, remove surplus); start
+//!   write the new record; fix the taps (create, enslave, VLANs, up, remove surplus); start
 //!   when it should run and does not, else pause or resume.
 //! - **Delete**: stop; delete the taps; remove the run dir last, so the marker stays until
 //!   everything else is gone and an interrupted delete is found again by the next plan.
@@ -17,7 +17,8 @@
 //!
 //! **A tap** is created under its temporary name, marked, renamed (the three run
 //! together, without a cancellation check in between, so a cancel never strands a
-//! temporary name), then enslaved to its bridge and set up. The bridge's index is read
+//! temporary name), then enslaved to its bridge, put on its VLANs (on a bridge that
+//! filters them) and set up. The bridge's index is read
 //! in apply: it may have been created by this same run.
 //!
 //! The record is written *before* what it describes happens (a launch), and a stop
@@ -41,6 +42,7 @@ use super::seam::{Answer, RunFile, VmHost, VmRequest};
 use super::seed::seed_image;
 use crate::contract::{Action, Change, StepContext};
 use crate::drivers::bridge::LinkRequest;
+use crate::drivers::vlan_port::VlanDrift;
 use crate::model::{Firmware, Hypervisor, Spec, VirtualMachineSpec, VmState};
 
 /// How long to wait for the process to end after `quit`, and after SIGKILL.
@@ -330,7 +332,7 @@ async fn bridge_index(
 async fn fix_taps(run: &Run<'_>, fixes: &[TapFix], observed: &ObservedVm) -> Result<(), VmError> {
     for fix in fixes {
         match fix {
-            TapFix::Create { nic, bridge } => {
+            TapFix::Create { nic, bridge, vlans } => {
                 let master = bridge_index(run, observed, *nic, bridge).await?;
                 let answer = run
                     .send(VmRequest::CreateTap {
@@ -353,7 +355,7 @@ async fn fix_taps(run: &Run<'_>, fixes: &[TapFix], observed: &ObservedVm) -> Res
                     name: tap_name(run.vm, *nic),
                 }))
                 .await?;
-                attach(run, index, master, true, true).await?;
+                attach(run, index, master, true, vlans.as_ref(), true).await?;
             }
             TapFix::Attach {
                 nic,
@@ -361,20 +363,24 @@ async fn fix_taps(run: &Run<'_>, fixes: &[TapFix], observed: &ObservedVm) -> Res
                 bridge,
                 enslave,
                 up,
+                vlans,
             } => {
                 let master = bridge_index(run, observed, *nic, bridge).await?;
-                attach(run, *index, master, *enslave, *up).await?;
+                attach(run, *index, master, *enslave, vlans.as_ref(), *up).await?;
             }
         }
     }
     Ok(())
 }
 
+/// Enslave, set the VLANs (before the tap is up, so no frame crosses on the wrong
+/// VLAN), up: each only where the drift says.
 async fn attach(
     run: &Run<'_>,
     index: u32,
     master: u32,
     enslave: bool,
+    vlans: Option<&VlanDrift>,
     up: bool,
 ) -> Result<(), VmError> {
     if enslave {
@@ -383,6 +389,9 @@ async fn attach(
             master: Some(master),
         }))
         .await?;
+    }
+    for request in vlans.map(|v| v.requests(index, false)).unwrap_or_default() {
+        run.send(VmRequest::Link(request)).await?;
     }
     if up {
         run.send(VmRequest::Link(LinkRequest::SetUp { index, up: true }))

@@ -26,7 +26,7 @@ use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
     PlanContext, Prune,
 };
-use crate::model::{Kind, Name, Resource, ResourceId, VirtualMachineSpec, VmState};
+use crate::model::{Kind, Name, Resource, ResourceId, Spec, VirtualMachineSpec, VmState};
 
 /// What a change carries from plan to apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +73,17 @@ pub fn declared(
         return Ok(planned);
     }
     let bridges: Vec<&str> = spec.networks.iter().map(|n| n.bridge.as_str()).collect();
-    let observed = host.vm(name, &bridges, spec.networks.len());
+    let mut observed = host.vm(name, &bridges, spec.networks.len());
+    observed.vlan_filtering = spec
+        .networks
+        .iter()
+        .filter(|nic| {
+            context
+                .referenced(Kind::Bridge, &nic.bridge)
+                .is_some_and(|bridge| matches!(&bridge.spec, Spec::Bridge(b) if b.vlan_filtering))
+        })
+        .map(|nic| nic.bridge.to_string())
+        .collect();
     let recorded = context.is_recorded(&id);
     let (prepared, problems) = match Launch::resolve(name, spec, context, host.facts(), root) {
         Ok(launch) => {

@@ -18,12 +18,18 @@
 //!   whose monitor reports a failed guest, is relaunched.
 //! - **The taps** against the NICs: a tap missing (created; a running guest lost its
 //!   link with it, so that is a restart), not enslaved to its bridge or down (fixed in
-//!   place), surplus (removed).
+//!   place), surplus (removed). On a bridge the revision declares with `vlanFiltering:
+//!   true`, a tap carries exactly its NIC's `vlans` (none declared: the kernel's
+//!   default, VLAN 1 pvid untagged, as for the bridge's own ports; see
+//!   `drivers/vlan_port.rs`), fixed in place like the rest of the tap: the guest does not
+//!   see a port's VLANs, so the NIC's `vlans` is not compared with the record and never
+//!   restarts it.
 
 use serde::Serialize;
 
 use super::observed::{ObservedTap, ObservedVm, Runtime};
 use crate::contract::{Effect, FieldChange, FieldValueError};
+use crate::drivers::vlan_port::{VlanDrift, declared_or_default, vlan_list};
 use crate::model::{Nic, VirtualMachineSpec, VmState};
 
 /// Monitor statuses of a guest that will not run again by itself.
@@ -32,15 +38,20 @@ const DEAD_STATUSES: [&str; 3] = ["shutdown", "guest-panicked", "internal-error"
 /// One tap that must change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TapFix {
-    /// NIC `nic` has no tap: create it on `bridge`.
-    Create { nic: usize, bridge: String },
-    /// The tap is not enslaved to `bridge` (or is down).
+    /// NIC `nic` has no tap: create it on `bridge`, then give it `vlans`.
+    Create {
+        nic: usize,
+        bridge: String,
+        vlans: Option<VlanDrift>,
+    },
+    /// The tap is not enslaved to `bridge`, is down, or carries other VLANs.
     Attach {
         nic: usize,
         index: u32,
         bridge: String,
         enslave: bool,
         up: bool,
+        vlans: Option<VlanDrift>,
     },
 }
 
@@ -73,11 +84,13 @@ fn differs<T: PartialEq + Serialize>(
     FieldChange::serialized(path, old, new, effect).map(Some)
 }
 
-/// The NICs as the guest sees them: without `publish`, which is the bridge's.
+/// The NICs as the guest sees them: without `publish`, which is the bridge's, and
+/// without `vlans`, which are the tap's on the bridge.
 fn links(nics: &[Nic]) -> Vec<Nic> {
     nics.iter()
         .map(|nic| Nic {
             publish: Vec::new(),
+            vlans: Vec::new(),
             ..nic.clone()
         })
         .collect()
@@ -166,11 +179,15 @@ impl Drift {
         }
         for (nic, declared) in desired.networks.iter().enumerate() {
             let bridge = declared.bridge.to_string();
+            let filtering = observed.vlan_filtering.contains(&bridge);
             match observed.tap(nic) {
                 None => {
                     drift.taps.push(TapFix::Create {
                         nic,
                         bridge: bridge.clone(),
+                        vlans: filtering
+                            .then(|| VlanDrift::after_enslave(&declared.vlans))
+                            .flatten(),
                     });
                     if runtime.has_process() {
                         drift.relaunch.push(FieldChange::new(
@@ -186,13 +203,23 @@ impl Drift {
                         .bridges
                         .get(&bridge)
                         .is_none_or(|index| tap.master != Some(*index));
-                    if enslave || !tap.up {
+                    // A tap about to be enslaved gets the kernel's default on the way in.
+                    let vlans = match (filtering, enslave) {
+                        (false, _) => None,
+                        (true, true) => VlanDrift::after_enslave(&declared.vlans),
+                        (true, false) => VlanDrift::between(
+                            tap.vlans.clone(),
+                            declared_or_default(&declared.vlans),
+                        ),
+                    };
+                    if enslave || !tap.up || vlans.is_some() {
                         drift.taps.push(TapFix::Attach {
                             nic,
                             index: tap.index,
                             bridge: bridge.clone(),
                             enslave,
                             up: !tap.up,
+                            vlans,
                         });
                     }
                 }
@@ -240,6 +267,7 @@ impl Drift {
                     bridge,
                     enslave,
                     up,
+                    vlans,
                     ..
                 } => {
                     let mut old = Vec::new();
@@ -249,12 +277,22 @@ impl Drift {
                     if *up {
                         old.push("down".to_owned());
                     }
-                    fields.push(FieldChange::new(
-                        format!("networks[{nic}].tap"),
-                        old.join(", "),
-                        format!("on {bridge}, up"),
-                        Effect::Hot,
-                    ));
+                    if !old.is_empty() {
+                        fields.push(FieldChange::new(
+                            format!("networks[{nic}].tap"),
+                            old.join(", "),
+                            format!("on {bridge}, up"),
+                            Effect::Hot,
+                        ));
+                    }
+                    if let Some(vlans) = vlans {
+                        fields.push(FieldChange::new(
+                            format!("networks[{nic}].vlans"),
+                            vlan_list(&vlans.old),
+                            vlan_list(&vlans.new),
+                            Effect::Hot,
+                        ));
+                    }
                 }
             }
         }

@@ -18,6 +18,7 @@ use super::seam::{
 };
 use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkKind, LinkRequest, LinkState};
+use crate::drivers::vlan_port;
 use crate::model::Hypervisor;
 
 type Failure = (Box<dyn Fn(&VmRequest) -> bool + Send + Sync>, HostError);
@@ -367,7 +368,12 @@ impl State {
                 {
                     return Err(HostError::new("No such device", FailureClass::Transient));
                 }
-                self.link_mut(port_index)?.master = master;
+                vlan_port::fake_enslave(self.link_mut(port_index)?, master, true);
+            }
+            request @ (LinkRequest::AddBridgeVlan { .. } | LinkRequest::DelBridgeVlan { .. }) => {
+                if let Some(result) = vlan_port::fake_apply(&mut self.links, &request) {
+                    result?;
+                }
             }
             LinkRequest::SetUp { index, up } => self.link_mut(index)?.up = up,
             LinkRequest::DeleteLink { index } => self.links.retain(|l| l.index != index),

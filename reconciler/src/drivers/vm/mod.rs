@@ -63,6 +63,8 @@ pub mod seam;
 pub mod seed;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vlan_tests;
 pub mod vmm_api;
 
 use std::collections::BTreeSet;

@@ -16,6 +16,7 @@ use super::record::RunRecord;
 use super::seam::{HostSnapshot, Process, RecordRead, RunDir};
 use crate::contract::Marker;
 use crate::drivers::bridge::LinkState;
+use crate::model::Vlan;
 
 /// What the VM is doing, as the host shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct ObservedTap {
     pub alias: Option<String>,
     pub master: Option<u32>,
     pub up: bool,
+    /// Its VLANs on the bridge, sorted by id (empty when it is no bridge's port).
+    pub vlans: Vec<Vlan>,
 }
 
 impl ObservedTap {
@@ -68,6 +71,7 @@ impl ObservedTap {
             alias: link.alias.clone(),
             master: link.master,
             up: link.up,
+            vlans: link.vlans.clone(),
         }
     }
 }
@@ -116,6 +120,10 @@ pub struct ObservedVm {
     pub squatters: Vec<ObservedTap>,
     /// Bridge indexes by name, for the bridges the VM's NICs name.
     pub bridges: BTreeMap<String, u32>,
+    /// The bridges the VM's NICs name that the revision declares with `vlanFiltering:
+    /// true`: their taps carry the NIC's declared VLANs. Taken from the declaration, not
+    /// the host, since a bridge may be created (or start filtering) in the same run.
+    pub vlan_filtering: BTreeSet<String>,
     pub facts: HostFacts,
 }
 
@@ -230,6 +238,7 @@ impl HostVms {
             leftover_taps,
             squatters,
             bridges,
+            vlan_filtering: BTreeSet::new(),
             facts: self.facts.clone(),
         }
     }

@@ -176,6 +176,12 @@ fn describe_link(request: &LinkRequest) -> String {
         LinkRequest::SetUp { index, up: true } => format!("set link #{index} up"),
         LinkRequest::SetUp { index, up: false } => format!("set link #{index} down"),
         LinkRequest::DeleteLink { index } => format!("delete link #{index}"),
+        LinkRequest::AddBridgeVlan { index, vlan, .. } => {
+            format!("put link #{index} on VLAN {vlan}")
+        }
+        LinkRequest::DelBridgeVlan { index, id, .. } => {
+            format!("take link #{index} off VLAN {id}")
+        }
         other => format!("{other:?}"),
     }
 }
