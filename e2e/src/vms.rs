@@ -27,8 +27,9 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{TestEnv, workspace_root};
@@ -95,6 +96,45 @@ pub struct GuestImage {
 
 /// Why VM scenarios cannot run here, if they cannot: no QEMU, no readable kernel, no
 /// modules, no static busybox, no `/dev/net/tun`.
+/// Whether `gitvisor console NAME` reaches the guest's serial console both ways: types
+/// `hello-console` (again every few seconds, until `patience` runs out) and waits for the
+/// guest's `GV-ECHO hello-console` (the test guests echo each line typed on their console).
+pub fn console_echoes(env: &TestEnv, name: &str, patience: Duration) -> bool {
+    let mut console = env
+        .gitvisor_command(["console", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start gitvisor console");
+    let mut input = console.stdin.take().expect("piped stdin");
+    let output = console.stdout.take().expect("piped stdout");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let echoed = (|| {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            let _ = input.write_all(b"hello-console\n");
+            let _ = input.flush();
+            while let Ok(line) = seen.recv_timeout(Duration::from_millis(500)) {
+                if line.trim_end().ends_with("GV-ECHO hello-console") {
+                    return true;
+                }
+            }
+        }
+        false
+    })();
+    let _ = console.kill();
+    let _ = console.wait();
+    echoed
+}
+
 pub fn missing_facility() -> Option<String> {
     let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
     if !qemu.is_ok_and(|o| o.status.success()) {

@@ -10,12 +10,11 @@
 //! a guest that ignores it is stopped hard after `shutdownTimeout`; prune removes the VM,
 //! its tap and run dir and keeps the bridge. No Linux kernel boots here (DESIGN §5).
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gitvisor_e2e::builtin::{self, exe_of, vmm_api};
-use gitvisor_e2e::vms::{VmGuard, vm_manifest};
+use gitvisor_e2e::vms::{self, VmGuard, vm_manifest};
 use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest, skip, status_states};
 
 /// A guard against a hang, not a measurement: the guest is up in milliseconds.
@@ -150,38 +149,7 @@ fn builtin_lifecycle() {
     );
 
     // 4. `gitvisor console` reaches the guest's serial console both ways.
-    let mut console = env
-        .gitvisor_command(["console", "micro"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start gitvisor console");
-    let mut input = console.stdin.take().expect("piped stdin");
-    let output = console.stdout.take().expect("piped stdout");
-    let (lines, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(output).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let echoed = (|| {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            let _ = input.write_all(b"hello-console\n");
-            let _ = input.flush();
-            while let Ok(line) = seen.recv_timeout(Duration::from_millis(500)) {
-                if line.trim_end().ends_with("GV-ECHO hello-console") {
-                    return true;
-                }
-            }
-        }
-        false
-    })();
-    let _ = console.kill();
-    let _ = console.wait();
+    let echoed = vms::console_echoes(&env, "micro", PATIENCE);
     assert!(
         echoed,
         "the guest never echoed what was typed on its console"

@@ -12,7 +12,6 @@
 //! the VM, its tap and its run dir. `firmware` boots a boot sector through SeaBIOS and
 //! starts an OVMF guest paused with its own variable store.
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -138,38 +137,7 @@ fn lifecycle() {
     let first = guard.pid("web").expect("the guest runs");
 
     // 2b. `gitvisor console web` reaches the guest's serial console both ways.
-    let mut console = env
-        .gitvisor_command(["console", "web"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start gitvisor console");
-    let mut input = console.stdin.take().expect("piped stdin");
-    let output = console.stdout.take().expect("piped stdout");
-    let (lines, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(output).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let echoed = (|| {
-        let deadline = Instant::now() + BOOT;
-        while Instant::now() < deadline {
-            let _ = input.write_all(b"hello-console\n");
-            let _ = input.flush();
-            while let Ok(line) = seen.recv_timeout(Duration::from_millis(500)) {
-                if line.trim_end().ends_with("GV-ECHO hello-console") {
-                    return true;
-                }
-            }
-        }
-        false
-    })();
-    let _ = console.kill();
-    let _ = console.wait();
+    let echoed = vms::console_echoes(&env, "web", BOOT);
     assert!(
         echoed,
         "the guest never echoed what was typed on its console"
