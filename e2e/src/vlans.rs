@@ -12,7 +12,13 @@
 //! bridge `br0` with its VLANs. The guests share one subnet, so only VLAN membership
 //! decides who reaches whom. Checks use `ping` between the namespaces and `ip`/`bridge`
 //! for what the kernel holds, never gitvisor's own view. One scenario declares a VM
-//! `Stopped` (its tap without a QEMU process, cheap) to check a NIC's VLANs on the tap.
+//! `Stopped` (its tap without a QEMU process, cheap) to check a NIC's VLANs on the tap;
+//! another runs a Container with real runc (a busybox root file system made in the
+//! guest) to check its veth's VLANs and that it reaches its VLAN only.
+//!
+//! gitvisor runs as `nsenter --net=/run/netns/gvh`, not `ip netns exec`: the latter
+//! mounts a fresh `/sys` in which `/sys/fs/cgroup` is empty, so runc could make no
+//! cgroup (the same reason as in [`crate::containers`]).
 
 use std::time::Duration;
 
@@ -24,6 +30,7 @@ pub const SCENARIOS: &[&str] = &[
     "VLANs removed by hand are repaired",
     "an undeclared sub-interface is deleted, an unmarked one is kept",
     "a VM's tap carries its NIC's VLANs, repaired and changed in place",
+    "a container's veth carries its VLANs, reaches its VLAN only, repaired in place",
     "prune removes the bridge, its sub-interfaces and its ports' VLANs",
 ];
 
@@ -48,6 +55,9 @@ pub mod guest {
         ("gvb", "vb", "10.10.0.3", "vb-h"),
         ("gvc", "vc", "10.10.0.4", "vc-h"),
     ];
+
+    /// Where the container scenario's image (a busybox root file system) is made.
+    const CONTAINER_ROOTFS: &str = "/run/gv-rootfs";
 
     /// What every scenario shares.
     pub struct Guest {
@@ -82,13 +92,14 @@ pub mod guest {
             crate::vng::report(&guest.shared, "setup", &Err(why));
             return std::process::ExitCode::FAILURE;
         }
-        let scenarios: [fn(&Guest) -> Check; 7] = [
+        let scenarios: [fn(&Guest) -> Check; 8] = [
             Guest::same_and_different_vlans,
             Guest::sub_interface,
             Guest::moved_port,
             Guest::repaired,
             Guest::undeclared_sub_interface,
             Guest::vm_tap,
+            Guest::container_veth,
             Guest::prune,
         ];
         let mut failed = false;
@@ -252,9 +263,9 @@ pub mod guest {
         }
 
         fn gitvisor(&self, args: &[&str]) -> Outcome {
-            let mut command = Command::new("ip");
+            let mut command = Command::new("nsenter");
             command
-                .args(["netns", "exec", HOST_NS])
+                .arg(format!("--net=/run/netns/{HOST_NS}"))
                 .arg(&self.gitvisor)
                 .arg("--state-dir")
                 .arg(&self.state)
@@ -449,6 +460,129 @@ ports:
             self.apply()?;
             ensure(!link_exists(&tap), || format!("tap {tap} survived the VM"))?;
             self.noop()
+        }
+
+        /// Declares container `web` (a busybox `sleep`) on `br0` at 10.10.0.5 with `vlans`.
+        fn declare_container(&self, vlans: &str) -> Check {
+            let rootfs = std::path::Path::new(CONTAINER_ROOTFS);
+            if !rootfs.join("bin/busybox").is_file() {
+                crate::containers::busybox_rootfs(rootfs);
+            }
+            let text = format!(
+                "apiVersion: gitvisor.dev/v1alpha1\nkind: Container\nmetadata:\n  name: web\nspec:\n  \
+                 image: {CONTAINER_ROOTFS}\n  command: [sleep, '1000']\n  stopTimeout: 1s\n  \
+                 network: {{bridge: br0, address: 10.10.0.5/24, vlans: {vlans}}}\n"
+            );
+            let path = self.manifests.join("container.yaml");
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        }
+
+        /// `runc`'s status and init pid of container `web`, under gitvisor's runtime root.
+        fn container_pid(&self) -> Result<Option<(String, u64)>, String> {
+            let root = self.run.join("runc").to_string_lossy().into_owned();
+            let json = sh("runc", &["--root", &root, "list", "--format", "json"])?;
+            let value: serde_json::Value =
+                serde_json::from_str(json.trim()).map_err(|e| format!("runc list: {e}: {json}"))?;
+            Ok(value.as_array().into_iter().flatten().find_map(|c| {
+                (c["id"].as_str() == Some("web")).then(|| {
+                    (
+                        c["status"].as_str().unwrap_or_default().to_owned(),
+                        c["pid"].as_u64().unwrap_or_default(),
+                    )
+                })
+            }))
+        }
+
+        /// Whether container `web` gets an answer to a ping to `to`: two tries where an
+        /// answer is expected (the first may wait for ARP), one where none is.
+        fn container_pings(&self, to: &str, expected: bool) -> bool {
+            let root = self.run.join("runc").to_string_lossy().into_owned();
+            let ping = |count: &str| {
+                sh(
+                    "runc",
+                    &[
+                        "--root", &root, "exec", "web", "ping", "-c", count, "-W", "1", to,
+                    ],
+                )
+                .is_ok()
+            };
+            ping("1") || (expected && ping("2"))
+        }
+
+        fn container_veth(&self) -> Check {
+            // gva on VLAN 20 with the container, gvb on VLAN 30, gvc on VLAN 10.
+            self.declare(
+                "vlanFiltering: true
+ports:
+  - name: va-h
+    vlans: [{id: 20, pvid: true, untagged: true}]
+  - name: vb-h
+    vlans: [{id: 30, pvid: true, untagged: true}]
+  - name: vc-h
+    vlans: [{id: 10, pvid: true, untagged: true}]",
+            );
+            self.declare_container("[{id: 20, pvid: true, untagged: true}]")?;
+            self.apply()?;
+            let alias = "gitvisor:container/web";
+            let (veth, index) =
+                link_with_alias(alias)?.ok_or_else(|| format!("no link with alias {alias}"))?;
+            expect_vlans(&veth, &["20 pvid untagged"])?;
+            let running = self.container_pid()?;
+            let pid = match &running {
+                Some((status, pid)) if status == "running" && *pid > 0 => *pid,
+                _ => return Err(format!("container web is not running: {running:?}")),
+            };
+            ensure(self.container_pings("10.10.0.2", true), || {
+                "container web cannot reach gva (10.10.0.2) on its VLAN 20".to_owned()
+            })?;
+            ensure(!self.container_pings("10.10.0.3", false), || {
+                "container web reaches gvb (10.10.0.3), which is on VLAN 30".to_owned()
+            })?;
+            // By hand: VLAN 20 taken off the veth, the kernel's default put back.
+            in_ns(
+                HOST_NS,
+                "bridge",
+                &["vlan", "del", "dev", &veth, "vid", "20"],
+            )?;
+            in_ns(
+                HOST_NS,
+                "bridge",
+                &["vlan", "add", "dev", &veth, "vid", "1", "pvid", "untagged"],
+            )?;
+            ensure(!self.container_pings("10.10.0.2", false), || {
+                "container web still reaches gva with VLAN 20 taken off its veth".to_owned()
+            })?;
+            // Seen as drift and set back (a plan would show `network.vlans`, as for the
+            // VM's tap above): the veth and the container's process stay the same.
+            self.apply()?;
+            expect_vlans(&veth, &["20 pvid untagged"])?;
+            let now = (link_with_alias(alias)?, self.container_pid()?);
+            ensure(
+                now == (
+                    Some((veth.clone(), index)),
+                    Some(("running".to_owned(), pid)),
+                ),
+                || {
+                    format!(
+                        "the repair recreated container web (veth {veth} #{index}, pid {pid}): {now:?}"
+                    )
+                },
+            )?;
+            ensure(self.container_pings("10.10.0.2", true), || {
+                "container web cannot reach gva (10.10.0.2) after the repair".to_owned()
+            })?;
+            self.noop()?;
+            // Undeclared: the container and its veth go.
+            let path = self.manifests.join("container.yaml");
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            self.apply()?;
+            ensure(!link_exists(&veth), || {
+                format!("veth {veth} survived the container")
+            })?;
+            let left = self.container_pid()?;
+            ensure(left.is_none(), || {
+                format!("container web survived its removal: {left:?}")
+            })
         }
 
         fn prune(&self) -> Check {

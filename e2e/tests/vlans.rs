@@ -1,6 +1,7 @@
-//! Bridge VLANs end to end (ports on VLANs, VLAN sub-interfaces, repair, prune), on the
-//! real kernel inside one throwaway guest (the host kernel has neither bridge VLAN
-//! filtering nor 802.1Q): see `gitvisor_e2e::vlans` for how and why.
+//! Bridge VLANs end to end (ports on VLANs, VLAN sub-interfaces, a VM tap's and a
+//! container veth's VLANs, repair, prune), on the real kernel inside one throwaway guest
+//! (the host kernel has neither bridge VLAN filtering nor 802.1Q): see
+//! `gitvisor_e2e::vlans` for how and why.
 
 use gitvisor_e2e::vlans::{GUEST_DEADLINE, SCENARIOS};
 use gitvisor_e2e::vng::GuestRun;
@@ -16,6 +17,9 @@ fn vlan_scenarios_in_one_guest_boot() {
             ("ip", ".ci/deps/network.sh"),
             ("bridge", ".ci/deps/network.sh"),
             ("ping", ".ci/deps/vlan.sh"),
+            ("runc", ".ci/deps/container.sh"),
+            ("busybox", ".ci/deps/container.sh"),
+            ("nsenter", ".ci/deps/container.sh"),
         ],
     ) else {
         return;
