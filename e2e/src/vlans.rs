@@ -41,7 +41,6 @@ pub const GUEST_DEADLINE: Duration = Duration::from_secs(600);
 pub mod guest {
     use std::path::PathBuf;
     use std::process::Command;
-    use std::time::Instant;
 
     use super::SCENARIOS;
     use crate::{Outcome, run_command};
@@ -102,31 +101,9 @@ pub mod guest {
             Guest::container_veth,
             Guest::prune,
         ];
-        let mut failed = false;
-        for (name, scenario) in SCENARIOS.iter().zip(scenarios) {
-            let started = Instant::now();
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&guest)))
-                    .unwrap_or_else(|panic| {
-                        Err(panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_else(|| "panicked".to_owned()))
-                    });
-            let verdict = if result.is_ok() { "ok" } else { "FAILED" };
-            eprintln!(
-                "{name}: {verdict} in {:.1}s",
-                started.elapsed().as_secs_f64()
-            );
-            failed |= result.is_err();
-            crate::vng::report(&guest.shared, name, &result);
-        }
-        if failed {
-            std::process::ExitCode::FAILURE
-        } else {
-            std::process::ExitCode::SUCCESS
-        }
+        let named: Vec<crate::vng::Scenario<Guest>> =
+            SCENARIOS.iter().copied().zip(scenarios).collect();
+        crate::vng::run_scenarios(&guest.shared, &guest, &named)
     }
 
     fn ensure(condition: bool, message: impl FnOnce() -> String) -> Check {

@@ -181,6 +181,42 @@ pub fn report(shared: &Path, name: &str, result: &Result<(), String>) {
     }
 }
 
+/// One guest scenario: its name (as the host expects it) and what it runs.
+pub type Scenario<G> = (&'static str, fn(&G) -> Result<(), String>);
+
+/// In the guest: runs each named scenario in order (a panic counts as its failure),
+/// prints its verdict and time, and reports it to `shared`; fails when any failed.
+pub fn run_scenarios<G>(
+    shared: &Path,
+    guest: &G,
+    scenarios: &[Scenario<G>],
+) -> std::process::ExitCode {
+    let mut failed = false;
+    for (name, scenario) in scenarios {
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(guest)))
+            .unwrap_or_else(|panic| {
+                Err(panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "panicked".to_owned()))
+            });
+        let verdict = if result.is_ok() { "ok" } else { "FAILED" };
+        eprintln!(
+            "{name}: {verdict} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        failed |= result.is_err();
+        report(shared, name, &result);
+    }
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
 /// In the guest: `--gitvisor BIN --shared DIR` from the command line.
 pub fn guest_args(usage: &str) -> Option<(PathBuf, PathBuf)> {
     let args: Vec<String> = std::env::args().collect();
