@@ -13,7 +13,10 @@
 //!   idempotent, and what is about to be created is recorded in the store before the
 //!   step runs), and returns the [`Interrupted`] it answers;
 //! - a driver waiting on the host (a guest to boot, a copy to finish) waits through
-//!   [`StepContext::wait`], which gives up on cancellation or at the deadline.
+//!   [`StepContext::wait`], which gives up on cancellation or at the deadline;
+//! - a step waiting for work shared with other steps (one transaction joining many
+//!   resources' changes) waits through [`StepContext::wait_off_slot`], which lends its
+//!   executor slot to another step meanwhile, so the wait does not hold up the run.
 //!
 //! The deadline is the step's budget ([`Driver::step_budget`](super::Driver::step_budget))
 //! from the moment it starts; the executor abandons a step that overruns it as hung.
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::error::{Classify, FailureClass};
@@ -108,6 +111,27 @@ pub struct StepContext {
     budget: Duration,
     deadline: Instant,
     progress: Option<mpsc::UnboundedSender<ProgressEvent>>,
+    /// The executor slot (bounded concurrency) the step holds, when it runs under one.
+    slot: Option<Arc<Slot>>,
+}
+
+/// One of the executor's bounded slots, held by a running step.
+#[derive(Debug)]
+struct Slot {
+    semaphore: Arc<Semaphore>,
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Slot {
+    fn set(&self, permit: Option<OwnedSemaphorePermit>) {
+        // A poisoned lock only means another clone panicked while swapping the permit;
+        // the permit inside is still the one to keep or release.
+        let mut held = self
+            .permit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *held = permit;
+    }
 }
 
 impl StepContext {
@@ -124,7 +148,18 @@ impl StepContext {
             budget,
             deadline: Instant::now() + budget,
             progress,
+            slot: None,
         }
+    }
+
+    /// The same step, holding `permit` of the executor's `semaphore` (see
+    /// [`StepContext::wait_off_slot`]).
+    pub fn with_slot(mut self, semaphore: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
+        self.slot = Some(Arc::new(Slot {
+            semaphore,
+            permit: std::sync::Mutex::new(Some(permit)),
+        }));
+        self
     }
 
     /// A step nobody cancels, with the default budget and progress to the log only: for
@@ -182,6 +217,22 @@ impl StepContext {
         }
     }
 
+    /// [`StepContext::wait`], lending the step's executor slot to another step while it
+    /// waits and taking a slot again before it returns: for waiting on work that other
+    /// steps share (one transaction joining many resources' changes), so that the steps
+    /// waiting for it do not stop every other step of the run from starting.
+    pub async fn wait_off_slot<F: Future>(&self, future: F) -> Result<F::Output, Interrupted> {
+        let Some(slot) = &self.slot else {
+            return self.wait(future).await;
+        };
+        slot.set(None);
+        let output = self.wait(future).await;
+        let permit = self.wait(slot.semaphore.clone().acquire_owned()).await?;
+        // Closed only when the executor is gone, and then nobody bounds anything.
+        slot.set(permit.ok());
+        output
+    }
+
     /// Reports progress of a long step: logged, and sent to the run's progress channel
     /// when there is one.
     pub fn progress(&self, message: impl Into<String>) {
@@ -204,6 +255,42 @@ mod tests {
 
     fn id() -> ResourceId {
         ResourceId::new(Kind::Volume, Name::parse("data").expect("valid"))
+    }
+
+    #[tokio::test]
+    async fn a_step_waiting_off_its_slot_lets_another_step_run_then_takes_a_slot_again() {
+        let semaphore = Arc::new(Semaphore::new(1));
+        let permit = semaphore.clone().acquire_owned().await.expect("a slot");
+        let step = StepContext::new(id(), CancelToken::new(), DEFAULT_STEP_BUDGET, None)
+            .with_slot(semaphore.clone(), permit);
+        let (done, shared_work) = tokio::sync::oneshot::channel::<u32>();
+        let other = {
+            let semaphore = semaphore.clone();
+            tokio::spawn(async move {
+                // Gets the only slot only because the waiting step lent it.
+                let _slot = semaphore.acquire().await.expect("a slot");
+                done.send(7).expect("the step waits");
+            })
+        };
+        let output = step.wait_off_slot(shared_work).await;
+        assert_eq!(output, Ok(Ok(7)));
+        other.await.expect("the other step ran");
+        // The step holds a slot again: none is free for anyone else.
+        assert_eq!(semaphore.available_permits(), 0);
+        drop(step);
+        assert_eq!(semaphore.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiting_off_a_slot_without_one_is_a_plain_wait_and_still_cancellable() {
+        let token = CancelToken::new();
+        let step = StepContext::new(id(), token.clone(), DEFAULT_STEP_BUDGET, None);
+        assert_eq!(step.wait_off_slot(async { 3 }).await, Ok(3));
+        token.cancel();
+        assert_eq!(
+            step.wait_off_slot(std::future::pending::<()>()).await,
+            Err(Interrupted::Cancelled)
+        );
     }
 
     #[tokio::test]

@@ -323,7 +323,7 @@ impl Ran {
 async fn run_change(
     change: &Change,
     drivers: &Drivers,
-    semaphore: &Semaphore,
+    semaphore: &Arc<Semaphore>,
     options: &ExecuteOptions,
 ) -> Ran {
     let Some(driver) = drivers.get(change.id.kind) else {
@@ -335,7 +335,7 @@ async fn run_change(
     if options.cancel.is_cancelled() {
         return Ran::new(ResultKind::Cancelled);
     }
-    let Ok(_permit) = semaphore.acquire().await else {
+    let Ok(permit) = semaphore.clone().acquire_owned().await else {
         return Ran::failed("executor shut down".into(), FailureClass::Bug);
     };
     // Waiting for the permit may have taken a while.
@@ -348,7 +348,8 @@ async fn run_change(
         options.cancel.clone(),
         budget,
         options.progress.clone(),
-    );
+    )
+    .with_slot(semaphore.clone(), permit);
     match tokio::time::timeout_at(step.deadline(), driver.apply(change, &step)).await {
         Ok(Ok(())) => {
             tracing::info!("applied");

@@ -169,7 +169,8 @@ impl ManagedBridgeDriver {
             ),
             cause,
         };
-        step.wait(round.commit(self.network.clone()))
+        // The other bridges' steps go on meanwhile: this one lends its executor slot.
+        step.wait_off_slot(round.commit(self.network.clone()))
             .await
             .map_err(interrupted)
     }
