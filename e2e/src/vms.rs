@@ -96,6 +96,39 @@ pub struct GuestImage {
 
 /// Why VM scenarios cannot run here, if they cannot: no QEMU, no readable kernel, no
 /// modules, no static busybox, no `/dev/net/tun`.
+/// Runs `gitvisor apply DIR` and SIGKILLs it as soon as VM `name`'s run dir appears
+/// (under its final or its `_new.` name: before the taps, seed and launch are all done).
+/// Returns whether it was killed (`false`: apply finished first); panics when apply makes
+/// no progress within `patience`.
+pub fn apply_killed_when_run_dir_appears(
+    env: &TestEnv,
+    dir: &str,
+    name: &str,
+    patience: Duration,
+) -> bool {
+    let mut child = env
+        .gitvisor_command(["apply", dir])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start gitvisor apply");
+    let vm_root = env.run_dir().join("vm");
+    let started = Instant::now();
+    loop {
+        if vm_root.join(name).exists() || vm_root.join(format!("_new.{name}")).exists() {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+            return true;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            return false;
+        }
+        assert!(started.elapsed() < patience, "apply made no progress");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// Whether `gitvisor console NAME` reaches the guest's serial console both ways: types
 /// `hello-console` (again every few seconds, until `patience` runs out) and waits for the
 /// guest's `GV-ECHO hello-console` (the test guests echo each line typed on their console).

@@ -10,7 +10,6 @@
 //! a guest that ignores it is stopped hard after `shutdownTimeout`; prune removes the VM,
 //! its tap and run dir and keeps the bridge. No Linux kernel boots here (DESIGN §5).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gitvisor_e2e::builtin::{self, exe_of, vmm_api};
@@ -68,27 +67,8 @@ fn builtin_lifecycle() {
     write_vm("gv.test", "Running");
 
     // 1. apply, SIGKILLed as soon as the VM's run dir appears, then finished.
-    let mut child = env
-        .gitvisor_command(["apply", manifests.path_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start gitvisor apply");
-    let vm_root = env.run_dir().join("vm");
-    let started = Instant::now();
-    let killed = loop {
-        if vm_root.join("micro").exists() || vm_root.join("_new.micro").exists() {
-            child.kill().expect("SIGKILL");
-            let _ = child.wait();
-            break true;
-        }
-        if child.try_wait().expect("wait").is_some() {
-            break false;
-        }
-        assert!(started.elapsed() < PATIENCE, "apply made no progress");
-        std::thread::sleep(Duration::from_micros(200));
-    };
+    let killed =
+        vms::apply_killed_when_run_dir_appears(&env, manifests.path_str(), "micro", PATIENCE);
     assert!(
         killed,
         "apply finished before the test could kill it part-way"

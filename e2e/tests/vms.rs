@@ -12,7 +12,6 @@
 //! the VM, its tap and its run dir. `firmware` boots a boot sector through SeaBIOS and
 //! starts an OVMF guest paused with its own variable store.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gitvisor_e2e::vms::{self, VmGuard, last_tick, vm_manifest};
@@ -82,30 +81,12 @@ fn lifecycle() {
 
     // 1. apply, SIGKILLed as soon as the VM's run dir appears (before the taps, seed and
     //    launch are all done), then finished by the next apply.
-    let mut child = env
-        .gitvisor_command(["apply", manifests.path_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start gitvisor apply");
-    let vm_root = env.run_dir().join("vm");
-    let started = Instant::now();
-    let killed = loop {
-        if vm_root.join("web").exists() || vm_root.join("_new.web").exists() {
-            child.kill().expect("SIGKILL");
-            let _ = child.wait();
-            break true;
-        }
-        if child.try_wait().expect("wait").is_some() {
-            break false;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "apply made no progress"
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    };
+    let killed = vms::apply_killed_when_run_dir_appears(
+        &env,
+        manifests.path_str(),
+        "web",
+        Duration::from_secs(90),
+    );
     assert!(
         killed,
         "apply finished before the test could kill it part-way"
