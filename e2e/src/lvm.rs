@@ -149,25 +149,16 @@ pub mod guest {
 
     /// `lvm-guest --gitvisor BIN --shared DIR`: sets up a VG and runs every scenario.
     pub fn main() -> std::process::ExitCode {
-        let args: Vec<String> = std::env::args().collect();
-        let arg = |flag: &str| {
-            args.iter()
-                .position(|a| a == flag)
-                .and_then(|i| args.get(i + 1))
-                .map(PathBuf::from)
-        };
-        let (Some(gitvisor), Some(shared)) = (arg("--gitvisor"), arg("--shared")) else {
-            eprintln!("usage: lvm-guest --gitvisor BIN --shared DIR");
+        let Some((gitvisor, shared)) = crate::vng::guest_args("lvm-guest") else {
             return std::process::ExitCode::from(64);
         };
-        // The host's file system reaches the guest over 9p without a cache, so every page
-        // of the (large, debug) binary would be read again on every run: run a copy in
-        // the guest's memory instead.
-        let local = PathBuf::from("/run/gitvisor-under-test");
-        if let Err(error) = std::fs::copy(&gitvisor, &local) {
-            eprintln!("cannot copy {} into the guest: {error}", gitvisor.display());
-            return std::process::ExitCode::FAILURE;
-        }
+        let local = match crate::vng::copy_into_guest(&gitvisor) {
+            Ok(local) => local,
+            Err(why) => {
+                eprintln!("{why}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
         let guest = Guest {
             gitvisor: local,
             shared,

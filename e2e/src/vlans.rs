@@ -73,13 +73,13 @@ pub mod guest {
         let Some((gitvisor, shared)) = crate::vng::guest_args("vlan-guest") else {
             return std::process::ExitCode::from(64);
         };
-        // Over 9p every page of the (large, debug) binary would be read again on every
-        // run: run a copy in the guest's memory instead.
-        let local = PathBuf::from("/run/gitvisor-under-test");
-        if let Err(error) = std::fs::copy(&gitvisor, &local) {
-            eprintln!("cannot copy {} into the guest: {error}", gitvisor.display());
-            return std::process::ExitCode::FAILURE;
-        }
+        let local = match crate::vng::copy_into_guest(&gitvisor) {
+            Ok(local) => local,
+            Err(why) => {
+                eprintln!("{why}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
         let guest = Guest {
             gitvisor: local,
             shared,

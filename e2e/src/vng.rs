@@ -217,6 +217,16 @@ pub fn run_scenarios<G>(
     }
 }
 
+/// In the guest: a copy of `binary` in the guest's memory (`/run`), to run instead of
+/// the original. The host's file system reaches the guest over 9p without a cache, so
+/// every page of the (large, debug) binary would be read again on every run.
+pub fn copy_into_guest(binary: &Path) -> Result<PathBuf, String> {
+    let local = PathBuf::from("/run/gitvisor-under-test");
+    std::fs::copy(binary, &local)
+        .map_err(|error| format!("cannot copy {} into the guest: {error}", binary.display()))?;
+    Ok(local)
+}
+
 /// In the guest: `--gitvisor BIN --shared DIR` from the command line.
 pub fn guest_args(usage: &str) -> Option<(PathBuf, PathBuf)> {
     let args: Vec<String> = std::env::args().collect();
