@@ -40,28 +40,7 @@ pub fn build_guest(name: &str, dir: &Path) -> PathBuf {
     let guests = guests_dir();
     let output = dir.join(format!("{name}.elf"));
     let result = Command::new("gcc")
-        .args([
-            "-m64",
-            "-O2",
-            "-ffreestanding",
-            "-fno-builtin",
-            "-fno-tree-loop-distribute-patterns",
-            "-fno-pic",
-            "-fno-pie",
-            "-no-pie",
-            "-nostdlib",
-            "-static",
-            "-mno-red-zone",
-            "-mgeneral-regs-only",
-            "-fno-stack-protector",
-            "-fno-asynchronous-unwind-tables",
-            "-Wall",
-            "-Wno-unused-function",
-            "-Werror",
-            "-Wl,--build-id=none",
-            "-Wl,-z,noexecstack",
-            "-Wl,-z,max-page-size=4096",
-        ])
+        .args(guest_flags(&guests))
         .arg(format!("-Wl,-T,{}", guests.join("guest.ld").display()))
         .arg(guests.join("start.S"))
         .arg(guests.join(format!("{name}.c")))
@@ -185,4 +164,17 @@ pub fn wait_until(mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
         assert!(Instant::now() < deadline, "{}", why());
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The gcc flags of every test guest, one per line in `vmm/guests/gcc.flags` (shared by
+/// the VMM's own tests and the e2e suite's builtin guest).
+fn guest_flags(guests: &Path) -> Vec<String> {
+    let file = guests.join("gcc.flags");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", file.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|flag| !flag.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
