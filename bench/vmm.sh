@@ -42,11 +42,10 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-gcc -m64 -O2 -ffreestanding -fno-builtin -fno-tree-loop-distribute-patterns -fno-pic -fno-pie \
-    -no-pie -nostdlib -static -mno-red-zone -mgeneral-regs-only -fno-stack-protector \
-    -fno-asynchronous-unwind-tables -Wno-unused-function -Wl,--build-id=none \
-    -Wl,-z,noexecstack -Wl,-z,max-page-size=4096 -Wl,-T,vmm/guests/guest.ld \
-    vmm/guests/start.S vmm/guests/serial_reset.c -o "$tmp/guest.elf" 2>/dev/null
+# The same gcc flags as the VMM's own tests build their guests with.
+mapfile -t guest_flags < vmm/guests/gcc.flags
+gcc "${guest_flags[@]}" -Wl,-T,vmm/guests/guest.ld \
+    vmm/guests/start.S vmm/guests/serial_reset.c -o "$tmp/guest.elf"
 
 python3 - "$VMM_BIN" "$tmp/guest.elf" "$RUNS" <<'PY'
 import json, os, statistics, subprocess, sys, time
