@@ -97,14 +97,11 @@ impl GuestRun {
         self.0.run(guest_binary, gitvisor, "3G", GUEST_DEADLINE)
     }
 
-    /// What the guest wrote to `guest.log`.
-    pub fn log(&self) -> String {
-        self.0.log()
-    }
-
-    /// The results the guest reported, in order.
-    pub fn results(&self) -> Vec<ScenarioResult> {
-        self.0.results()
+    /// Panics with every scenario that failed or did not report: see
+    /// [`crate::vng::GuestRun::assert_all_passed`].
+    #[track_caller]
+    pub fn assert_all_passed(&self, expected: &[&str], outcome: &Outcome) {
+        self.0.assert_all_passed(expected, outcome);
     }
 }
 

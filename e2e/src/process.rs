@@ -4,7 +4,9 @@
 
 use std::fmt;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -61,45 +63,79 @@ pub fn run_command(command: Command) -> Outcome {
 /// Runs `command` to completion within `deadline` (a guest boot, an LVM test inside a
 /// throwaway VM take longer than [`COMMAND_TIMEOUT`]), capturing stdout and stderr; past
 /// it the process is killed and the test fails with what it had printed.
-pub fn run_command_within(mut command: Command, deadline: Duration) -> Outcome {
+pub fn run_command_within(command: Command, deadline: Duration) -> Outcome {
+    let (outcome, finished) = run_until(command, deadline);
+    if !finished {
+        panic!("timed out after {deadline:?}; killed\n{outcome}");
+    }
+    outcome
+}
+
+/// Runs `command` in a process group of its own, capturing stdout and stderr; past
+/// `deadline` the whole group is killed (a `vng` takes its QEMU with it) and the second
+/// value is `false`. Output a leftover grandchild keeps open is read for at most
+/// [`PIPE_GRACE`] after the command ends, so such a process cannot hang the test.
+pub fn run_until(mut command: Command, deadline: Duration) -> (Outcome, bool) {
     let line = describe(&command);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = command
         .spawn()
         .unwrap_or_else(|err| panic!("cannot start `{line}`: {err}"));
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let status = wait_with_deadline(&mut child, deadline);
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    let grace = Instant::now() + PIPE_GRACE;
     let outcome = Outcome {
         command: line,
         code: status.and_then(|s| s.code()),
-        stdout,
-        stderr,
+        stdout: collect(&stdout, grace),
+        stderr: collect(&stderr, grace),
     };
-    if status.is_none() {
-        panic!("timed out after {deadline:?}; killed\n{outcome}");
+    (outcome, status.is_some())
+}
+
+/// How long output is still read once a command has ended or been killed.
+pub const PIPE_GRACE: Duration = Duration::from_secs(10);
+
+/// Reads `pipe` on a thread of its own, chunk by chunk, until end of file.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
+    let (sender, receiver) = mpsc::channel();
+    if let Some(mut pipe) = pipe {
+        thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(read @ 1..) = pipe.read(&mut chunk) {
+                if sender.send(chunk[..read].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
     }
-    outcome
+    receiver
 }
 
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
+/// What [`drain`] read, up to end of file or `until`, whichever comes first.
+fn collect(chunks: &mpsc::Receiver<Vec<u8>>, until: Instant) -> String {
+    let mut bytes = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match chunks.recv_timeout(left) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bytes
+                    .extend_from_slice(b"\n[output cut: a process left behind kept the pipe open]");
+                break;
+            }
         }
-        text
-    })
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Waits for `child`; kills it past `deadline` and returns `None`.
+/// Waits for `child`; kills its process group past `deadline` and returns `None`.
 fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
     let mut pause = Duration::from_micros(200);
@@ -107,7 +143,7 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatu
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
             Ok(None) if start.elapsed() > deadline => {
-                let _ = child.kill();
+                kill_group(child);
                 let _ = child.wait();
                 return None;
             }
@@ -120,8 +156,40 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatu
     }
 }
 
+/// SIGKILL to `child`'s process group (it leads one: [`run_until`]), and to `child`
+/// itself should the group be gone.
+fn kill_group(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ =
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    let _ = child.kill();
+}
+
 fn describe(command: &Command) -> String {
     let mut parts = vec![command.get_program().to_string_lossy().into_owned()];
     parts.extend(command.get_args().map(|a| a.to_string_lossy().into_owned()));
     parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_deadline_the_whole_group_is_killed_and_nothing_hangs() {
+        // The shell's background `sleep` keeps stdout open: killing the shell alone
+        // would leave the reader waiting for it.
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo before; sleep 300 & wait"]);
+        let started = Instant::now();
+        let (outcome, finished) = run_until(command, Duration::from_millis(500));
+        assert!(!finished, "{outcome}");
+        assert_eq!(outcome.stdout.trim(), "before", "{outcome}");
+        assert!(
+            started.elapsed() < PIPE_GRACE,
+            "the reader waited for the orphan: {:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -22,12 +22,18 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::{Outcome, loud};
+
+/// What booting the guest may take, at worst, out of a run's deadline.
+const GUEST_BOOT_ALLOWANCE: Duration = Duration::from_secs(120);
+
+/// How much of the guest's console a failure shows.
+const CONSOLE_LINES_KEPT: usize = 80;
 
 /// A guest run's shared directory and the kernel it boots.
 pub struct GuestRun {
@@ -95,9 +101,17 @@ impl GuestRun {
         deadline: Duration,
     ) -> Outcome {
         let shared = self.shared().to_string_lossy().into_owned();
+        // The guest binary gets the deadline less a generous boot: should it hang,
+        // `timeout` ends it while the guest can still sync its log and results and
+        // power off, so the host learns where it stopped.
+        let budget = deadline
+            .saturating_sub(GUEST_BOOT_ALLOWANCE)
+            .as_secs()
+            .max(60);
         let inner = format!(
             // 9p keeps written data in the guest's cache until synced.
-            "{} --gitvisor {} --shared {shared} > {shared}/guest.log 2>&1; sync",
+            "timeout -k 10 {budget} {} --gitvisor {} --shared {shared} > {shared}/guest.log 2>&1; \
+             echo \"guest binary exit status: $?\" >> {shared}/guest.log; sync",
             guest_binary.display(),
             gitvisor.display()
         );
@@ -105,6 +119,8 @@ impl GuestRun {
         let mut vng = Command::new("vng");
         vng.args([
             "--disable-kvm",
+            // The kernel's console on vng's output: a lockup or an OOM kill shows there.
+            "--verbose",
             "--memory",
             memory,
             "--rwdir",
@@ -113,11 +129,18 @@ impl GuestRun {
         ])
         .arg(&self.kernel)
         .args(["--", &inner]);
-        let outcome = run_with_deadline(vng, deadline);
+        let (mut outcome, finished) = crate::process::run_until(vng, deadline);
+        outcome.stdout = last_lines(&outcome.stdout, CONSOLE_LINES_KEPT);
+        outcome.stderr = last_lines(&outcome.stderr, CONSOLE_LINES_KEPT);
         loud(&format!(
-            "{} guest: boot and scenarios took {:.0}s",
+            "{} guest: boot and scenarios took {:.0}s{}",
             self.label,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            if finished {
+                String::new()
+            } else {
+                format!(", past the {deadline:?} deadline: vng and its QEMU were killed")
+            }
         ));
         outcome
     }
@@ -138,6 +161,25 @@ impl GuestRun {
                 detail: value["detail"].as_str().unwrap_or_default().to_owned(),
             })
             .collect()
+    }
+
+    /// Logs each scenario's time from the guest log, then panics with every scenario in
+    /// `expected` that failed or did not report, the guest log and `vng`'s `outcome`.
+    #[track_caller]
+    pub fn assert_all_passed(&self, expected: &[&str], outcome: &Outcome) {
+        let log = self.log();
+        for line in log
+            .lines()
+            .filter(|l| l.contains(": ok in ") || l.contains(": FAILED in "))
+        {
+            loud(&format!("{} guest: {line}", self.label));
+        }
+        let failures = self.failures(expected);
+        assert!(
+            failures.is_empty(),
+            "{}\n--- guest log ---\n{log}\n--- vng (the console's last lines) ---\n{outcome}",
+            failures.join("\n\n"),
+        );
     }
 
     /// Every scenario in `expected` that failed or did not report, and any other
@@ -162,6 +204,12 @@ impl GuestRun {
         }
         failures
     }
+}
+
+/// The last `count` lines of `text`.
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
 /// In the guest: appends one scenario's outcome to `shared/results.jsonl`, synced.
@@ -193,6 +241,7 @@ pub fn run_scenarios<G>(
 ) -> std::process::ExitCode {
     let mut failed = false;
     for (name, scenario) in scenarios {
+        eprintln!("{name}: started");
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(guest)))
             .unwrap_or_else(|panic| {
@@ -266,50 +315,4 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
-}
-
-/// Runs `command` with stdout and stderr captured, killed past `deadline`.
-fn run_with_deadline(mut command: Command, deadline: Duration) -> Outcome {
-    let line = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {line}: {err}"));
-    let stdout_pipe = child.stdout.take();
-    let stdout = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = stdout_pipe {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-        }
-        text
-    });
-    let stderr_pipe = child.stderr.take();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = stderr_pipe {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-        }
-        text
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(err) => panic!("cannot wait for {line}: {err}"),
-        }
-    };
-    Outcome {
-        command: line,
-        code: status.and_then(|s| s.code()),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
 }

@@ -5,7 +5,7 @@
 
 use gitvisor_e2e::vlans::{GUEST_DEADLINE, SCENARIOS};
 use gitvisor_e2e::vng::GuestRun;
-use gitvisor_e2e::{current_test_name, gitvisor_bin, loud};
+use gitvisor_e2e::{current_test_name, gitvisor_bin};
 
 #[test]
 fn vlan_scenarios_in_one_guest_boot() {
@@ -30,14 +30,5 @@ fn vlan_scenarios_in_one_guest_boot() {
         "1G",
         GUEST_DEADLINE,
     );
-    for line in run.log().lines().filter(|l| l.contains(" in ")) {
-        loud(&format!("vlan guest: {line}"));
-    }
-    let failures = run.failures(SCENARIOS);
-    assert!(
-        failures.is_empty(),
-        "{}\n--- guest log ---\n{}\n--- vng ---\n{outcome}",
-        failures.join("\n\n"),
-        run.log()
-    );
+    run.assert_all_passed(SCENARIOS, &outcome);
 }
