@@ -32,6 +32,9 @@ use crate::{Outcome, loud};
 /// What booting the guest may take, at worst, out of a run's deadline.
 const GUEST_BOOT_ALLOWANCE: Duration = Duration::from_secs(120);
 
+/// The guest's vCPUs (under TCG, more than the host's cores only slows it down).
+const GUEST_CPUS: &str = "2";
+
 /// How much of the guest's console a failure shows.
 const CONSOLE_LINES_KEPT: usize = 80;
 
@@ -121,6 +124,9 @@ impl GuestRun {
             "--disable-kvm",
             // The kernel's console on vng's output: a lockup or an OOM kill shows there.
             "--verbose",
+            // The same guest on every host, whatever its core count.
+            "--cpus",
+            GUEST_CPUS,
             "--memory",
             memory,
             "--rwdir",

@@ -27,7 +27,7 @@ fn vlan_scenarios_in_one_guest_boot() {
     let outcome = run.run(
         std::path::Path::new(env!("CARGO_BIN_EXE_vlan-guest")),
         gitvisor_bin(),
-        "1G",
+        "2G",
         GUEST_DEADLINE,
     );
     run.assert_all_passed(SCENARIOS, &outcome);
