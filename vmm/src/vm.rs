@@ -3,7 +3,9 @@
 //!
 //! KVM needs the in-kernel interrupt controllers before any vCPU exists, and the devices'
 //! irqfds need the controllers; the boot structures need the devices (the ACPI DSDT
-//! announces them) and the vCPU count (the MADT and the MP table).
+//! announces them) and the vCPU count (the MADT and the MP table). Registering guest
+//! memory with KVM and creating the PIT are the two slow calls; the rest ([`Parts`]) is
+//! built on another thread meanwhile, since nothing else needs them before the guest runs.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};
@@ -87,6 +89,13 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the thread that builds the VM's devices and vCPUs: {source}")]
+    BuildThread {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the thread that builds the VM's devices and vCPUs panicked")]
+    BuildThreadPanicked,
     #[error("cannot start the thread of vCPU {vcpu}: {source}")]
     Thread {
         vcpu: u8,
@@ -177,148 +186,44 @@ impl Vm {
             .map_err(kvm_op("set the TSS address"))?;
         vm.create_irq_chip()
             .map_err(kvm_op("create the in-kernel interrupt controllers"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(kvm_op("create the PIT"))?;
 
         let memory = memory::create(config.memory_bytes())?;
-        memory::register(&vm, &memory)?;
-        let exit = ExitHandle::new().map_err(event("the exit event"))?;
-
-        let line = |gsi: u32, what: &'static str| -> Result<IrqLine, VmError> {
-            let irq = IrqLine::new().map_err(event(what))?;
-            vm.register_irqfd(irq.event(), gsi)
-                .map_err(kvm_op("register an interrupt line"))?;
-            Ok(irq)
-        };
-
-        let log = match &config.serial_log {
-            Some(path) => Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(path)
-                    .map_err(|source| VmError::Open {
-                        what: "serial log",
-                        path: path.clone(),
-                        source,
-                    })?,
-            ),
-            None => None,
-        };
-        let console_clients: ConsoleClients = Arc::new(Mutex::new(Vec::new()));
-        let serial = Arc::new(Mutex::new(serial::serial(
-            line(SERIAL_IRQ, "the serial port")?,
-            ConsoleOutput::new(log, console_clients.clone(), config.serial_stdout),
-        )));
-        let i8042 = Arc::new(Mutex::new(I8042::new(
-            line(I8042_IRQ, "the i8042")?,
-            exit.clone(),
-        )));
-
-        let mut virtio: Vec<MmioSlot> = Vec::new();
-        let mut taps = Vec::new();
-        let mut disk_workers = Vec::new();
-        let mut announcements = Vec::new();
-        for (index, disk) in config.disks.iter().enumerate() {
-            let file = open_disk(&disk.path, disk.read_only)?;
-            let id = disk.id.clone().unwrap_or_else(|| format!("disk{index}"));
-            let block = Block::new(file, &disk.path.display().to_string(), disk.read_only, &id)?;
-            let (base, irq) = virtio_mmio_slot(virtio.len());
-            let transport = MmioTransport::new(
-                Box::new(block),
-                memory.clone(),
-                line(irq, "a virtio device")?,
-            )
-            .map_err(|source| VmError::Queue { index, source })?;
-            let transport = Arc::new(Mutex::new(transport));
-            disk_workers.push(QueueWorker::register(
-                &vm,
-                base,
-                block::REQUEST_QUEUE,
-                transport.clone(),
-            )?);
-            virtio.push((base, transport));
-            announcements.push(MmioAnnouncement { base, irq });
-        }
-        for net in &config.nets {
-            let tap = open_tap(&net.tap)?;
-            let watch = tap.try_clone().map_err(|source| VmError::Open {
-                what: "tap",
-                path: PathBuf::from(&net.tap),
-                source,
-            })?;
-            let mac = net.mac.unwrap_or_else(|| default_mac(&net.tap));
-            let (base, irq) = virtio_mmio_slot(virtio.len());
-            let index = virtio.len();
-            let transport = Arc::new(Mutex::new(
-                MmioTransport::new(
-                    Box::new(Net::new(tap, mac)),
-                    memory.clone(),
-                    line(irq, "a virtio device")?,
-                )
-                .map_err(|source| VmError::Queue { index, source })?,
-            ));
-            taps.push(TapSource {
-                fd: watch.as_raw_fd(),
-                tap: watch,
-                transport: transport.clone(),
-            });
-            virtio.push((base, transport));
-            announcements.push(MmioAnnouncement { base, irq });
-        }
-
-        let boot = boot::load(
-            &memory,
-            &BootSpec {
-                kernel: &config.kernel,
-                initrd: config.initrd.as_deref(),
-                cmdline: &config.cmdline,
-                memory: config.memory_bytes(),
-                cpus: config.cpus,
-                devices: &announcements,
-                mmio_cmdline: config.mmio_cmdline,
-            },
-        )?;
-
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_op("report the supported CPUID"))?;
-        let mut vcpus = Vec::new();
-        for id in 0..config.cpus {
-            let fd = vm
-                .create_vcpu(u64::from(id))
-                .map_err(kvm_op("create a vCPU"))?;
-            let entry = (id == 0).then_some(boot.entry);
-            vcpu::configure(&fd, &supported, id, config.cpus, entry)?;
-            vcpus.push(fd);
-        }
-
-        let api = config.api_socket.as_deref().map(listen).transpose()?;
-        let console = config.serial_socket.as_deref().map(listen).transpose()?;
-        let bus = Arc::new(Bus::new(
-            serial.clone(),
-            i8042.clone(),
-            AcpiPm::new(exit.clone()),
-            virtio,
-        ));
+        // The two slowest calls before the guest runs: handing the memory to KVM (it
+        // waits for an SRCU grace period, about one jiffy: 4-8 ms here) and creating the
+        // PIT. Nothing else built here needs either (guest memory is written through the
+        // host mapping, and the guest runs only after `run`), so the rest is built on a
+        // thread of its own meanwhile; this thread starts the slow calls at once.
+        let parts = std::thread::scope(|scope| {
+            let builder = std::thread::Builder::new()
+                .name("vm-build".into())
+                .spawn_scoped(scope, || Parts::build(&kvm, &vm, &memory, config))
+                .map_err(|source| VmError::BuildThread { source })?;
+            let registered = memory::register(&vm, &memory)
+                .map_err(VmError::from)
+                .and_then(|()| {
+                    let pit = kvm_pit_config {
+                        flags: KVM_PIT_SPEAKER_DUMMY,
+                        ..Default::default()
+                    };
+                    vm.create_pit2(pit).map_err(kvm_op("create the PIT"))
+                });
+            let parts = builder.join().map_err(|_| VmError::BuildThreadPanicked)?;
+            registered.and(parts)
+        })?;
         Ok(Vm {
-            vcpus,
+            vcpus: parts.vcpus,
             _vm: vm,
             memory,
-            bus,
-            serial,
-            i8042,
-            taps,
-            disk_workers,
-            console_clients,
-            api,
-            console,
-            exit,
-            boot,
+            bus: parts.bus,
+            serial: parts.serial,
+            i8042: parts.i8042,
+            taps: parts.taps,
+            disk_workers: parts.disk_workers,
+            console_clients: parts.console_clients,
+            api: parts.api,
+            console: parts.console,
+            exit: parts.exit,
+            boot: parts.boot,
             cpus: config.cpus,
             memory_mib: config.memory_mib,
         })
@@ -379,6 +284,165 @@ impl Vm {
         event_loop
             .run(context, self.api.take(), self.console.take(), &self.taps)
             .map_err(VmError::EventLoop)
+    }
+}
+
+/// Everything a [`Vm`] holds but the VM itself and its memory: devices, boot structures
+/// and vCPUs, built on a thread of their own while KVM registers the memory.
+struct Parts {
+    vcpus: Vec<VcpuFd>,
+    bus: Arc<Bus>,
+    serial: Arc<Mutex<SerialDevice>>,
+    i8042: Arc<Mutex<I8042>>,
+    taps: Vec<TapSource>,
+    disk_workers: Vec<QueueWorker>,
+    console_clients: ConsoleClients,
+    api: Option<UnixListener>,
+    console: Option<UnixListener>,
+    exit: ExitHandle,
+    boot: BootEntry,
+}
+
+impl Parts {
+    fn build(
+        kvm: &Kvm,
+        vm: &VmFd,
+        memory: &GuestMemoryMmap,
+        config: &Config,
+    ) -> Result<Parts, VmError> {
+        let exit = ExitHandle::new().map_err(event("the exit event"))?;
+
+        let line = |gsi: u32, what: &'static str| -> Result<IrqLine, VmError> {
+            let irq = IrqLine::new().map_err(event(what))?;
+            vm.register_irqfd(irq.event(), gsi)
+                .map_err(kvm_op("register an interrupt line"))?;
+            Ok(irq)
+        };
+
+        let log = match &config.serial_log {
+            Some(path) => Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(path)
+                    .map_err(|source| VmError::Open {
+                        what: "serial log",
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let console_clients: ConsoleClients = Arc::new(Mutex::new(Vec::new()));
+        let serial = Arc::new(Mutex::new(serial::serial(
+            line(SERIAL_IRQ, "the serial port")?,
+            ConsoleOutput::new(log, console_clients.clone(), config.serial_stdout),
+        )));
+        let i8042 = Arc::new(Mutex::new(I8042::new(
+            line(I8042_IRQ, "the i8042")?,
+            exit.clone(),
+        )));
+
+        let mut virtio: Vec<MmioSlot> = Vec::new();
+        let mut taps = Vec::new();
+        let mut disk_workers = Vec::new();
+        let mut announcements = Vec::new();
+        for (index, disk) in config.disks.iter().enumerate() {
+            let file = open_disk(&disk.path, disk.read_only)?;
+            let id = disk.id.clone().unwrap_or_else(|| format!("disk{index}"));
+            let block = Block::new(file, &disk.path.display().to_string(), disk.read_only, &id)?;
+            let (base, irq) = virtio_mmio_slot(virtio.len());
+            let transport = MmioTransport::new(
+                Box::new(block),
+                memory.clone(),
+                line(irq, "a virtio device")?,
+            )
+            .map_err(|source| VmError::Queue { index, source })?;
+            let transport = Arc::new(Mutex::new(transport));
+            disk_workers.push(QueueWorker::register(
+                vm,
+                base,
+                block::REQUEST_QUEUE,
+                transport.clone(),
+            )?);
+            virtio.push((base, transport));
+            announcements.push(MmioAnnouncement { base, irq });
+        }
+        for net in &config.nets {
+            let tap = open_tap(&net.tap)?;
+            let watch = tap.try_clone().map_err(|source| VmError::Open {
+                what: "tap",
+                path: PathBuf::from(&net.tap),
+                source,
+            })?;
+            let mac = net.mac.unwrap_or_else(|| default_mac(&net.tap));
+            let (base, irq) = virtio_mmio_slot(virtio.len());
+            let index = virtio.len();
+            let transport = Arc::new(Mutex::new(
+                MmioTransport::new(
+                    Box::new(Net::new(tap, mac)),
+                    memory.clone(),
+                    line(irq, "a virtio device")?,
+                )
+                .map_err(|source| VmError::Queue { index, source })?,
+            ));
+            taps.push(TapSource {
+                fd: watch.as_raw_fd(),
+                tap: watch,
+                transport: transport.clone(),
+            });
+            virtio.push((base, transport));
+            announcements.push(MmioAnnouncement { base, irq });
+        }
+
+        let boot = boot::load(
+            memory,
+            &BootSpec {
+                kernel: &config.kernel,
+                initrd: config.initrd.as_deref(),
+                cmdline: &config.cmdline,
+                memory: config.memory_bytes(),
+                cpus: config.cpus,
+                devices: &announcements,
+                mmio_cmdline: config.mmio_cmdline,
+            },
+        )?;
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_op("report the supported CPUID"))?;
+        let mut vcpus = Vec::new();
+        for id in 0..config.cpus {
+            let fd = vm
+                .create_vcpu(u64::from(id))
+                .map_err(kvm_op("create a vCPU"))?;
+            let entry = (id == 0).then_some(boot.entry);
+            vcpu::configure(&fd, &supported, id, config.cpus, entry)?;
+            vcpus.push(fd);
+        }
+
+        let api = config.api_socket.as_deref().map(listen).transpose()?;
+        let console = config.serial_socket.as_deref().map(listen).transpose()?;
+        let bus = Arc::new(Bus::new(
+            serial.clone(),
+            i8042.clone(),
+            AcpiPm::new(exit.clone()),
+            virtio,
+        ));
+        Ok(Parts {
+            vcpus,
+            bus,
+            serial,
+            i8042,
+            taps,
+            disk_workers,
+            console_clients,
+            api,
+            console,
+            exit,
+            boot,
+        })
     }
 }
 
