@@ -124,21 +124,10 @@ pub struct TapSource {
 
 /// A guest, built and ready to run.
 pub struct Vm {
-    // Declared first so they drop before the memory they use.
-    vcpus: Vec<VcpuFd>,
+    // Declared first so the vCPUs and devices drop before the VM and the memory they use.
+    parts: Parts,
     _vm: VmFd,
     memory: GuestMemoryMmap,
-    bus: Arc<Bus>,
-    serial: Arc<Mutex<SerialDevice>>,
-    i8042: Arc<Mutex<I8042>>,
-    taps: Vec<TapSource>,
-    /// The disks' request queues, processed off the vCPU threads (in `--disk` order).
-    disk_workers: Vec<QueueWorker>,
-    console_clients: ConsoleClients,
-    api: Option<UnixListener>,
-    console: Option<UnixListener>,
-    exit: ExitHandle,
-    boot: BootEntry,
     cpus: u8,
     memory_mib: u64,
 }
@@ -211,19 +200,9 @@ impl Vm {
             registered.and(parts)
         })?;
         Ok(Vm {
-            vcpus: parts.vcpus,
+            parts,
             _vm: vm,
             memory,
-            bus: parts.bus,
-            serial: parts.serial,
-            i8042: parts.i8042,
-            taps: parts.taps,
-            disk_workers: parts.disk_workers,
-            console_clients: parts.console_clients,
-            api: parts.api,
-            console: parts.console,
-            exit: parts.exit,
-            boot: parts.boot,
             cpus: config.cpus,
             memory_mib: config.memory_mib,
         })
@@ -231,7 +210,7 @@ impl Vm {
 
     /// Where the boot vCPU starts.
     pub fn boot(&self) -> BootEntry {
-        self.boot
+        self.parts.boot
     }
 
     /// The host address ranges of guest memory (for telling guest pages from the VMM's).
@@ -257,14 +236,14 @@ impl Vm {
         // so the vCPU and disk threads inherit the mask.
         let mut event_loop = EventLoop::new().map_err(VmError::EventLoop)?;
         // The disk threads first: a vCPU may notify a queue as soon as it runs.
-        for (index, worker) in self.disk_workers.drain(..).enumerate() {
+        for (index, worker) in self.parts.disk_workers.drain(..).enumerate() {
             worker
                 .spawn(format!("disk{index}-io"))
                 .map_err(|source| VmError::DiskThread { index, source })?;
         }
-        for (id, fd) in self.vcpus.drain(..).enumerate() {
-            let bus = self.bus.clone();
-            let exit = self.exit.clone();
+        for (id, fd) in self.parts.vcpus.drain(..).enumerate() {
+            let bus = self.parts.bus.clone();
+            let exit = self.parts.exit.clone();
             let id = id as u8;
             std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
@@ -272,17 +251,22 @@ impl Vm {
                 .map_err(|source| VmError::Thread { vcpu: id, source })?;
         }
         let context = LoopContext {
-            exit: self.exit.clone(),
-            serial: self.serial.clone(),
-            i8042: self.i8042.clone(),
-            console_clients: self.console_clients.clone(),
+            exit: self.parts.exit.clone(),
+            serial: self.parts.serial.clone(),
+            i8042: self.parts.i8042.clone(),
+            console_clients: self.parts.console_clients.clone(),
             started,
             cpus: self.cpus,
             memory_mib: self.memory_mib,
             guest_ranges,
         };
         event_loop
-            .run(context, self.api.take(), self.console.take(), &self.taps)
+            .run(
+                context,
+                self.parts.api.take(),
+                self.parts.console.take(),
+                &self.parts.taps,
+            )
             .map_err(VmError::EventLoop)
     }
 }
@@ -295,6 +279,7 @@ struct Parts {
     serial: Arc<Mutex<SerialDevice>>,
     i8042: Arc<Mutex<I8042>>,
     taps: Vec<TapSource>,
+    /// The disks' request queues, processed off the vCPU threads (in `--disk` order).
     disk_workers: Vec<QueueWorker>,
     console_clients: ConsoleClients,
     api: Option<UnixListener>,
