@@ -17,8 +17,9 @@
 //!
 //! - `process`: **no hangs.** [`run_command`] runs a command to completion with a
 //!   deadline ([`COMMAND_TIMEOUT`], or [`run_command_within`] for a guest boot); past it
-//!   the process is killed and the test fails with whatever output it had, as an
-//!   [`Outcome`].
+//!   the process's whole group is killed and the test fails with whatever output it had,
+//!   as an [`Outcome`]; a process it left behind cannot keep the test waiting on its
+//!   pipes.
 //! - `netns`: **isolation and cleanup.** [`Netns`] creates `gv-e2e-<test>-<n>-<pid>`
 //!   (unique per test and per test process, so tests run in parallel) and deletes it in
 //!   `Drop`, which also runs when the test panics (dumping the namespace's links first);
@@ -112,5 +113,7 @@ pub use locate::{example_dir, gitvisor_bin, workspace_root};
 pub use manifests::{Manifests, bridge_manifest, nth_address, resource_manifest};
 pub use netns::Netns;
 pub use output::{assert_contains, change, field, non_noop_actions, status_states};
-pub use process::{COMMAND_TIMEOUT, Outcome, run_command, run_command_within};
+pub use process::{
+    COMMAND_TIMEOUT, Outcome, PIPE_GRACE, run_command, run_command_within, run_until,
+};
 pub use report::{current_test_name, is_root, loud, skip};

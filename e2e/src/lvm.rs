@@ -19,7 +19,7 @@
 //!    (they share the volume group and the state dir, as a host would). Each scenario's
 //!    outcome is appended to `results.jsonl` in the shared directory as soon as it is
 //!    known, so a guest that dies part-way still reports what ran.
-//! 3. The host reads the results ([`GuestRun::results`]) and fails with every scenario
+//! 3. The host reads the results ([`GuestRun::assert_all_passed`]) and fails with every scenario
 //!    that failed or did not report.
 //!
 //! The checks read the host through lvm2's own tools (`lvs`, `blkid`, `dumpe2fs`,

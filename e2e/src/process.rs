@@ -1,6 +1,8 @@
 //! Running a command to completion with a deadline ([`COMMAND_TIMEOUT`]), capturing
-//! its output; past the deadline the process is killed and the test fails with what it
-//! had printed.
+//! its output; past the deadline the command's process group is killed (it leads one of
+//! its own, so a `vng` takes its QEMU along) and the test fails with what it had printed.
+//! Output is read for at most [`PIPE_GRACE`] after the command ends, so a daemon it left
+//! behind holding the pipes cannot hang the test either.
 
 use std::fmt;
 use std::io::Read;
