@@ -150,49 +150,38 @@ impl fmt::Display for Transition {
 }
 
 /// What changed from `before` to `after` (two looks at the same container), in the
-/// order it happened: the health verdict, then the exit or the restart, then the
+/// order it happened: a death and a restart, the health verdict, then an exit or the
 /// supervisor's loss. A replace (restarts back to 0) is the apply's to report.
+///
+/// The looks come between reconciles, so a restarted process may have started and died
+/// again before the next look (a health check failing from the start, while a slow
+/// reconcile runs): its restart is still told, without a pid, before its exit.
 pub fn transitions(before: &Sighting, after: &Sighting) -> Vec<Transition> {
     let mut out = Vec::new();
-    let restarted = after.restarts > before.restarts;
-    let replaced = after.restarts < before.restarts;
-    if replaced {
+    if after.restarts < before.restarts {
         return out;
     }
-    // A new process starts without a verdict.
-    let previous_health = if restarted {
-        None
-    } else {
-        before.health.as_ref().map(|h| h.status.clone())
-    };
-    if let Some(health) = &after.health {
-        let changed = previous_health.as_deref() != Some(health.status.as_str());
-        let first_start = previous_health.is_none() && health.status == "starting";
-        if changed && !first_start {
-            out.push(Transition::Health {
-                from: previous_health,
-                to: health.status.clone(),
-                failures: health.failures,
-                output: health.last_output.clone(),
-            });
-        }
-    }
-    if restarted {
+    if after.restarts > before.restarts {
         if before.alive && after.alive {
             // The death between the two looks (a restart by `gitvisor apply`, say),
             // from the record the restart kept.
             out.push(exited(after));
         }
-        if after.alive {
-            out.push(Transition::Restarted {
-                count: after.restarts,
-                pid: after.pid,
-            });
-        } else {
+        out.push(Transition::Restarted {
+            count: after.restarts,
+            pid: after.pid.filter(|_| after.alive),
+        });
+        // A new process starts without a verdict.
+        out.extend(health_change(None, after));
+        if !after.alive {
             out.push(exited(after));
         }
         return out;
     }
+    out.extend(health_change(
+        before.health.as_ref().map(|h| h.status.clone()),
+        after,
+    ));
     if before.alive && !after.alive {
         out.push(exited(after));
     }
@@ -200,6 +189,20 @@ pub fn transitions(before: &Sighting, after: &Sighting) -> Vec<Transition> {
         out.push(Transition::SupervisorLost);
     }
     out
+}
+
+/// The health verdict's change from `previous` (`None`: a new process, whose first
+/// `starting` is no change) to `after`'s.
+fn health_change(previous: Option<String>, after: &Sighting) -> Option<Transition> {
+    let health = after.health.as_ref()?;
+    let changed = previous.as_deref() != Some(health.status.as_str());
+    let first_start = previous.is_none() && health.status == "starting";
+    (changed && !first_start).then(|| Transition::Health {
+        from: previous,
+        to: health.status.clone(),
+        failures: health.failures,
+        output: health.last_output.clone(),
+    })
 }
 
 fn exited(after: &Sighting) -> Transition {
@@ -327,6 +330,36 @@ mod tests {
         assert_eq!(
             seen[1].to_string(),
             "was stopped as unhealthy (exit code 137)"
+        );
+    }
+
+    #[test]
+    fn a_restart_that_died_again_before_the_next_look_is_still_told() {
+        // Killed as unhealthy; restarted and killed again while a reconcile ran.
+        let before = dead(1, Some(exit(137, true)), true);
+        let mut after = dead(2, Some(exit(137, true)), true);
+        after.health = Some(health("unhealthy", 2));
+        let seen = transitions(&before, &after);
+        assert_eq!(
+            seen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "running again (restart 2)",
+                "health starting → unhealthy (2 failed checks in a row: no)",
+                "was stopped as unhealthy (exit code 137)",
+            ]
+        );
+        // Running again when seen: its pid, and the verdict after the restart.
+        let mut alive = running(2, Some(health("healthy", 0)));
+        alive.exit = Some(exit(137, true));
+        assert_eq!(
+            transitions(&before, &alive)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "running again (restart 2, pid 102)",
+                "health starting → healthy"
+            ]
         );
     }
 
