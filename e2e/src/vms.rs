@@ -15,6 +15,12 @@
 //!   `cidata` is attached (mounted as FAT, read-only);
 //! - `GV-PING-OK` (or `GV-PING-FAIL`) after pinging `gv.ping=` from `gv.ip=` (both on the
 //!   kernel command line) on `eth0`;
+//! - `GV-DHCP-OK <address>` (or `GV-DHCP-FAIL`) after `udhcpc` on `eth0`, with
+//!   `gv.dhcp=1` on the kernel command line: the lease's address and default route are
+//!   configured;
+//! - `GV-LISTEN <port>` with `gv.listen=<port>`, once a busybox `nc` server on that TCP
+//!   port is started in the background: it answers every connection with one line,
+//!   `GV-WEB <leased address>`, and closes it;
 //! - then `GV-TICK <n> <uptime>` every second, forever: a paused guest prints none, and
 //!   the uptime shows the guest's clock;
 //! - `GV-ECHO <line>` for every line typed on its console.
@@ -59,6 +65,7 @@ for module in $(cat /etc/modules); do insmod "/lib/modules/$module.ko"; done
 echo GV-BOOT-OK
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p"; }
 for disk in /sys/block/vd*; do
+    [ -e "$disk" ] || continue
     serial=$(cat "$disk/serial")
     echo "GV-DISK ${disk##*/} serial=$serial"
     if [ "$serial" = cidata ]; then
@@ -77,6 +84,20 @@ if [ -n "$(arg gv.ip)" ]; then
     done
     echo $result
 fi
+if [ "$(arg gv.dhcp)" = 1 ]; then
+    ip link set eth0 up
+    lease=GV-DHCP-FAIL
+    if udhcpc -i eth0 -f -q -n -t 60 -T 2 -s /etc/udhcpc.script >/dev/null 2>&1 \
+        && [ -s /tmp/lease ]; then
+        lease="GV-DHCP-OK $(cat /tmp/lease)"
+    fi
+    echo "$lease"
+fi
+if [ -n "$(arg gv.listen)" ]; then
+    # Every connection is answered with one line, then closed.
+    nc -ll -p "$(arg gv.listen)" -e echo "GV-WEB $(cat /tmp/lease 2>/dev/null)" </dev/null &
+    echo "GV-LISTEN $(arg gv.listen)"
+fi
 # What arrives on the console (`gitvisor console`) is echoed back, marked.
 (while read -r line; do echo "GV-ECHO $line"; done) </dev/console &
 n=0
@@ -85,6 +106,20 @@ while true; do
     echo "GV-TICK $n $(cut -d' ' -f1 /proc/uptime)"
     sleep 1
 done
+"#;
+
+/// What `udhcpc` runs on a lease (`gv.dhcp=1`): the address, the default route, and the
+/// address in `/tmp/lease` for `/init` to report.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}"
+    echo "$ip" >/tmp/lease
+    ;;
+esac
+exit 0
 "#;
 
 /// A kernel and an initramfs to boot it with.
@@ -358,6 +393,7 @@ fn build_guest_image() -> Result<GuestImage, String> {
         &std::fs::read(&busybox).map_err(|e| format!("{}: {e}", busybox.display()))?,
     );
     cpio.file("init", 0o755, INIT.as_bytes());
+    cpio.file("etc/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes());
     let mut list = String::new();
     for path in &order {
         let name = module_name(path);
