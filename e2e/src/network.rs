@@ -411,3 +411,57 @@ fn make_executable(path: &PathBuf) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .expect("cannot make a script executable");
 }
+
+/// What one connection from `namespace` to `address:port` reads (busybox `nc`, 3 s).
+pub fn tcp_read(namespace: &str, address: &str, port: u16) -> Outcome {
+    let script = format!("busybox nc -w 3 {address} {port} </dev/null");
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", namespace, "sh", "-c", &script]);
+    run_command(command)
+}
+
+/// Waits until a connection from `namespace` to `address:port` reads `answer` (a server
+/// behind a published port may still be starting); panics with the last try past
+/// `within`.
+#[track_caller]
+pub fn wait_for_tcp_answer(
+    namespace: &str,
+    address: &str,
+    port: u16,
+    answer: &str,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let outcome = tcp_read(namespace, address, port);
+        if outcome.code == Some(0) && outcome.stdout.trim() == answer {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{address}:{port} never answered {answer:?} from {namespace}\n{outcome}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Asserts that `plan` (JSON) moves a publication in place: `bridge` is updated, its
+/// `nftables` field now holds `rule`, and the guest `kind`/`name` stays as it is.
+#[track_caller]
+pub fn assert_publication_moves_in_place(
+    plan: &serde_json::Value,
+    bridge: &str,
+    rule: &str,
+    kind: &str,
+    name: &str,
+) {
+    let change = crate::change(plan, "Bridge", bridge);
+    assert_eq!(change["action"], "update", "{plan:#}");
+    let rules = crate::field(change, "nftables").expect("the bridge's rules change");
+    assert!(rules["new"].to_string().contains(rule), "{plan:#}");
+    assert_eq!(
+        crate::change(plan, kind, name)["action"],
+        "noop",
+        "{plan:#}"
+    );
+}

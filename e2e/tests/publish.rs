@@ -13,11 +13,12 @@
 
 use std::ffi::OsStr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gitvisor_e2e::containers::{ContainerEnv, have};
+use gitvisor_e2e::network::{assert_publication_moves_in_place, tcp_read, wait_for_tcp_answer};
 use gitvisor_e2e::{
-    Manifests, Netns, Outcome, bridge_manifest, change, field, non_noop_actions, run_command, skip,
+    Manifests, Netns, Outcome, bridge_manifest, non_noop_actions, run_command, skip,
 };
 
 const BRIDGE: &str = "brpub";
@@ -73,28 +74,22 @@ fn outside(host: &str) -> Netns {
     outside
 }
 
-/// What a connection from `namespace` to the host's `port` reads (busybox `nc`).
-fn connect(namespace: &str, port: u16) -> Outcome {
-    let script = format!("busybox nc -w 3 {HOST_ADDRESS} {port} </dev/null");
-    exec(namespace, &["sh", "-c", &script])
-}
-
 /// Waits until the host's `port` answers from `namespace` (the server in the container
 /// may still be starting).
 #[track_caller]
 fn answers(namespace: &str, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let outcome = connect(namespace, port);
-        if outcome.code == Some(0) && outcome.stdout.trim() == ANSWER {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "port {port} of the host never answered from {namespace}\n{outcome}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_tcp_answer(
+        namespace,
+        HOST_ADDRESS,
+        port,
+        ANSWER,
+        Duration::from_secs(30),
+    );
+}
+
+/// What a connection from `namespace` to the host's `port` reads.
+fn connect(namespace: &str, port: u16) -> Outcome {
+    tcp_read(namespace, HOST_ADDRESS, port)
 }
 
 fn web(images_rootfs: &str, host_port: u16) -> String {
@@ -147,17 +142,13 @@ fn a_containers_published_port_answers_from_outside_moves_and_is_pruned() {
 
     // Another host port: the bridge's rules change, the container stays as it is.
     manifests.write("web.yaml", &web(&rootfs, 8081));
-    let plan = env.plan_json(manifests.path());
-    let bridge = change(&plan, "Bridge", BRIDGE);
-    assert_eq!(bridge["action"], "update", "{plan:#}");
-    let rules = field(bridge, "nftables").expect("the bridge's rules change");
-    assert!(
-        rules["new"]
-            .to_string()
-            .contains("tcp *:8081 -> 10.0.0.20:80"),
-        "{plan:#}"
+    assert_publication_moves_in_place(
+        &env.plan_json(manifests.path()),
+        BRIDGE,
+        "tcp *:8081 -> 10.0.0.20:80",
+        "Container",
+        "web",
     );
-    assert_eq!(change(&plan, "Container", "web")["action"], "noop");
     env.apply(manifests.path(), 0);
     assert_eq!(non_noop_actions(&env.plan_json(manifests.path())), []);
     assert_eq!(env.container("web").map(|(_, pid)| pid), Some(pid));

@@ -16,13 +16,13 @@
 //! One guest boots once (a boot costs seconds under TCG) and every step runs against it.
 
 use std::ffi::OsStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gitvisor_e2e::network::{HOST_UPLINK_ADDRESS, Lab};
-use gitvisor_e2e::vms::{self, GuestImage, VmGuard, vm_manifest};
-use gitvisor_e2e::{
-    Manifests, Outcome, TestEnv, bridge_manifest, change, field, non_noop_actions, skip,
+use gitvisor_e2e::network::{
+    HOST_UPLINK_ADDRESS, Lab, assert_publication_moves_in_place, tcp_read, wait_for_tcp_answer,
 };
+use gitvisor_e2e::vms::{self, GuestImage, VmGuard, vm_manifest};
+use gitvisor_e2e::{Manifests, Outcome, TestEnv, bridge_manifest, non_noop_actions, skip};
 
 /// How long a boot to a marker may take on a loaded 2-core machine under TCG (as in
 /// `e2e/tests/vms.rs`).
@@ -56,27 +56,15 @@ fn web(image: &GuestImage, host_port: u16) -> String {
     )
 }
 
-/// What a connection from `namespace` to the host's `port` reads (busybox `nc`).
-fn connect(lab: &Lab, namespace: &str, port: u16) -> Outcome {
-    let script = format!("busybox nc -w 3 {HOST_UPLINK_ADDRESS} {port} </dev/null");
-    lab.exec(namespace, ["sh", "-c", &script])
+/// What a connection from `namespace` to the host's `port` reads.
+fn connect(namespace: &str, port: u16) -> Outcome {
+    tcp_read(namespace, HOST_UPLINK_ADDRESS, port)
 }
 
 /// Waits until the host's `port` answers the guest's marker from `namespace`.
 #[track_caller]
-fn answers(lab: &Lab, namespace: &str, port: u16) {
-    let deadline = Instant::now() + BOOT;
-    loop {
-        let outcome = connect(lab, namespace, port);
-        if outcome.code == Some(0) && outcome.stdout.trim() == ANSWER {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "port {port} of the host never answered from {namespace}\n{outcome}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn answers(namespace: &str, port: u16) {
+    wait_for_tcp_answer(namespace, HOST_UPLINK_ADDRESS, port, ANSWER, BOOT);
 }
 
 /// gitvisor's table in the host namespace.
@@ -130,29 +118,25 @@ fn a_vms_published_port_answers_from_outside_moves_without_a_restart_and_is_prun
     let pid = guard.pid("web").expect("the guest runs");
 
     // From the outside, and from the host itself (hairpin through `output`).
-    answers(&lab, &outside, 8080);
-    answers(&lab, &host, 8080);
+    answers(&outside, 8080);
+    answers(&host, 8080);
 
     // Another host port: the bridge's rules change in place, the VM is not touched.
     manifests.write("web.yaml", &web(&image, 8081));
-    let plan = env.plan_json(manifests.path());
-    let bridge = change(&plan, "Bridge", BRIDGE);
-    assert_eq!(bridge["action"], "update", "{plan:#}");
-    let nftables = field(bridge, "nftables").expect("the bridge's rules change");
-    assert!(
-        nftables["new"]
-            .to_string()
-            .contains(&format!("tcp *:8081 -> {LEASE}:80")),
-        "{plan:#}"
+    assert_publication_moves_in_place(
+        &env.plan_json(manifests.path()),
+        BRIDGE,
+        &format!("tcp *:8081 -> {LEASE}:80"),
+        "VirtualMachine",
+        "web",
     );
-    assert_eq!(change(&plan, "VirtualMachine", "web")["action"], "noop");
     env.apply(manifests.path()).expect_code(0);
     assert_plan_clean(&env, &manifests);
     assert_eq!(guard.pid("web"), Some(pid), "the VM was restarted");
-    answers(&lab, &outside, 8081);
-    answers(&lab, &host, 8081);
+    answers(&outside, 8081);
+    answers(&host, 8081);
     assert_ne!(
-        connect(&lab, &outside, 8080).code,
+        connect(&outside, 8080).code,
         Some(0),
         "the old host port still answers"
     );
@@ -177,6 +161,6 @@ fn a_vms_published_port_answers_from_outside_moves_without_a_restart_and_is_prun
     assert!(!rules.contains("publish"), "{rules}");
     assert!(!rules.contains("dnat"), "{rules}");
     assert!(rules.contains("masquerade"), "{rules}");
-    assert_ne!(connect(&lab, &outside, 8081).code, Some(0));
+    assert_ne!(connect(&outside, 8081).code, Some(0));
     assert_eq!(non_noop_actions(&env.plan_json(manifests.path())), []);
 }
