@@ -704,6 +704,10 @@ fn the_controller_reports_health_and_restarts_dead_containers_before_the_resync(
         "the new supervisor runs"
     );
 
+    // Restarts under the restart policy are not drift: nobody changed the host.
+    let events = env.gitvisor(["events", "-n", "500"]).expect_code(0).stdout;
+    assert!(!events.contains("drift repaired"), "{events}");
+
     let stopped = controller.terminate();
     assert!(stopped.success(), "SIGTERM is a clean stop: {stopped}");
 }

@@ -32,6 +32,7 @@ use super::shared::Shared;
 use super::status::{Problem, ReconcileRun, Rejected, ResourceView};
 use super::trigger::{Reasons, SyncOutcome};
 use crate::contract::{CancelToken, chain};
+use crate::drivers::container::restarts_a_dead_container;
 use crate::execute::{Progress, ResultKind, RunEvent};
 use crate::load::Revision;
 use crate::model::{ContainerSpec, ResourceId, Spec};
@@ -346,10 +347,19 @@ impl Controller {
             .map(|r| &r.id)
             .collect();
         if !new_revision {
-            // Changes to a revision already applied, other than retries: the host drifted.
+            // Changes to a revision already applied, other than retries and restarts of
+            // dead containers (their restart policy at work, told by the container
+            // events): the host drifted.
+            let policy_restarts: Vec<&ResourceId> = outcome
+                .plan
+                .changes
+                .iter()
+                .filter(|change| restarts_a_dead_container(change))
+                .map(|change| &change.id)
+                .collect();
             let repairs = changed
                 .iter()
-                .filter(|id| !self.retries.is_held(id))
+                .filter(|id| !self.retries.is_held(id) && !policy_restarts.contains(id))
                 .count();
             if repairs > 0 {
                 self.shared.metrics.drift_repaired(repairs as u64);

@@ -6,7 +6,7 @@
 //! | `gitvisor_reconcile_duration_seconds` | histogram | one reconcile: fetch, load, plan, apply, record |
 //! | `gitvisor_reconciles_total{result}` | counter | `converged`, `not_converged`, `error` (no apply: store or host unreachable), `cancelled` |
 //! | `gitvisor_resources{kind,state}` | gauge | managed resources by the state the store records |
-//! | `gitvisor_drift_repairs_total` | counter | changes made to a revision already applied (the host had drifted) |
+//! | `gitvisor_drift_repairs_total` | counter | changes made to a revision already applied (the host had drifted), restarts of dead containers aside |
 //! | `gitvisor_resource_failures_total{kind,class}` | counter | failed changes by failure class |
 //! | `gitvisor_revisions_rejected_total` | counter | revisions rejected (invalid, or badly signed) |
 //! | `gitvisor_revision_rejected` | gauge | 1 while the source's newest revision is rejected |

@@ -257,8 +257,21 @@ fn round_to_seconds(duration: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_secs(duration.as_secs() + u64::from(duration.subsec_nanos() > 0))
 }
 
+/// Whether `change` starts again a container whose process ended: its `restartPolicy` at
+/// work (the controller saw it die, or a resync found it dead), not drift someone made
+/// (a pause by hand is `paused`, an interrupted create `created`).
+pub(crate) fn restarts_a_dead_container(change: &Change) -> bool {
+    change.id.kind == Kind::Container
+        && change.action == Action::Update
+        && matches!(change.fields.as_slice(), [field]
+            if field.path == STATE_FIELD && field.old == RuntimeStatus::Stopped.to_string())
+}
+
+/// The field a restart changes.
+const STATE_FIELD: &str = "state";
+
 fn state_field(status: RuntimeStatus, declared: &str) -> FieldChange {
-    FieldChange::new("state", status.to_string(), declared, Effect::Restart)
+    FieldChange::new(STATE_FIELD, status.to_string(), declared, Effect::Restart)
 }
 
 fn restart_change(change: Change, current: &RuntimeContainer, declaration: Declaration) -> Change {
@@ -344,7 +357,7 @@ fn creation_fields(spec: &ContainerSpec) -> Vec<FieldChange> {
         RunState::Running => "Running",
         RunState::Stopped => "Stopped",
     };
-    fields.push(FieldChange::new("state", null, state, Effect::Restart));
+    fields.push(FieldChange::new(STATE_FIELD, null, state, Effect::Restart));
     fields
 }
 

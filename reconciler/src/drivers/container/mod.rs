@@ -87,6 +87,7 @@ use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContex
 use crate::model::{Kind, Resource, Spec};
 
 pub(crate) use diff::describe as live_note;
+pub(crate) use diff::restarts_a_dead_container;
 pub use error::ContainerError;
 pub use fake::FakeHost;
 pub use host::RuncHost;
@@ -375,7 +376,9 @@ mod tests {
         let fake = Arc::new(FakeHost::new(&[], &[]));
         let driver = driver(&fake);
         let always = declared("web", WEB);
-        apply(&driver, &plan_one(&driver, &always, &[]).await).await;
+        let create = plan_one(&driver, &always, &[]).await;
+        assert!(!restarts_a_dead_container(&create));
+        apply(&driver, &create).await;
         fake.exit("web", 1, SystemTime::now() - Duration::from_secs(60));
         let change = plan_one(&driver, &always, &["web"]).await;
         assert_eq!(change.action, Action::Update);
@@ -384,6 +387,15 @@ mod tests {
             "{:?}",
             change.reasons
         );
+        // The controller tells this from drift; a pause by hand is drift.
+        assert!(restarts_a_dead_container(&change));
+        let mut paused = fake.container("web").unwrap();
+        paused.status = RuntimeStatus::Paused;
+        fake.insert(paused);
+        let unpause = plan_one(&driver, &always, &["web"]).await;
+        assert_eq!(unpause.action, Action::Update);
+        assert!(!restarts_a_dead_container(&unpause));
+        fake.exit("web", 1, SystemTime::now() - Duration::from_secs(60));
         apply(&driver, &change).await;
         assert_eq!(
             fake.container("web").unwrap().status,
