@@ -28,7 +28,7 @@ use crate::devices::irq::IrqLine;
 use crate::devices::serial::{self, ConsoleClients, ConsoleOutput, SerialDevice};
 use crate::devices::virtio::block::{self, Block};
 use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::net::{Net, TapError, open_tap};
+use crate::devices::virtio::net::{self, Net, TapError, open_tap};
 use crate::devices::virtio::queue_worker::{QueueWorker, QueueWorkerError};
 use crate::event_loop::{EventLoop, LoopContext};
 use crate::exit::{ExitHandle, ExitReason};
@@ -104,9 +104,9 @@ pub enum VmError {
     },
     #[error(transparent)]
     QueueWorker(#[from] QueueWorkerError),
-    #[error("cannot start the I/O thread of disk {index}: {source}")]
-    DiskThread {
-        index: usize,
+    #[error("cannot start the queue thread {name}: {source}")]
+    QueueThread {
+        name: String,
         #[source]
         source: std::io::Error,
     },
@@ -233,13 +233,13 @@ impl Vm {
         let started = Instant::now();
         let guest_ranges = self.guest_host_ranges();
         // Signals go to the event loop's signalfd: block them before any thread exists,
-        // so the vCPU and disk threads inherit the mask.
+        // so the vCPU and queue threads inherit the mask.
         let mut event_loop = EventLoop::new().map_err(VmError::EventLoop)?;
-        // The disk threads first: a vCPU may notify a queue as soon as it runs.
-        for (index, worker) in self.parts.disk_workers.drain(..).enumerate() {
+        // The queue threads first: a vCPU may notify a queue as soon as it runs.
+        for (name, worker) in self.parts.queue_workers.drain(..) {
             worker
-                .spawn(format!("disk{index}-io"))
-                .map_err(|source| VmError::DiskThread { index, source })?;
+                .spawn(name.clone())
+                .map_err(|source| VmError::QueueThread { name, source })?;
         }
         for (id, fd) in self.parts.vcpus.drain(..).enumerate() {
             let bus = self.parts.bus.clone();
@@ -279,8 +279,10 @@ struct Parts {
     serial: Arc<Mutex<SerialDevice>>,
     i8042: Arc<Mutex<I8042>>,
     taps: Vec<TapSource>,
-    /// The disks' request queues, processed off the vCPU threads (in `--disk` order).
-    disk_workers: Vec<QueueWorker>,
+    /// The queues processed off the vCPU threads, each with its thread's name: every
+    /// disk's requests (`disk0-io`, in `--disk` order) and every NIC's transmissions
+    /// (`net0-tx`, in `--net` order). A NIC's receptions are the event loop's.
+    queue_workers: Vec<(String, QueueWorker)>,
     console_clients: ConsoleClients,
     api: Option<UnixListener>,
     console: Option<UnixListener>,
@@ -331,7 +333,7 @@ impl Parts {
 
         let mut virtio: Vec<MmioSlot> = Vec::new();
         let mut taps = Vec::new();
-        let mut disk_workers = Vec::new();
+        let mut queue_workers = Vec::new();
         let mut announcements = Vec::new();
         for (index, disk) in config.disks.iter().enumerate() {
             let file = open_disk(&disk.path, disk.read_only)?;
@@ -345,12 +347,10 @@ impl Parts {
             )
             .map_err(|source| VmError::Queue { index, source })?;
             let transport = Arc::new(Mutex::new(transport));
-            disk_workers.push(QueueWorker::register(
-                vm,
-                base,
-                block::REQUEST_QUEUE,
-                transport.clone(),
-            )?);
+            queue_workers.push((
+                format!("disk{index}-io"),
+                QueueWorker::register(vm, base, block::REQUEST_QUEUE, transport.clone())?,
+            ));
             virtio.push((base, transport));
             announcements.push(MmioAnnouncement { base, irq });
         }
@@ -371,6 +371,12 @@ impl Parts {
                     line(irq, "a virtio device")?,
                 )
                 .map_err(|source| VmError::Queue { index, source })?,
+            ));
+            // Frames the guest sends are written to the tap on a thread of their own, so
+            // the sending vCPU goes back to the guest at once.
+            queue_workers.push((
+                format!("net{}-tx", taps.len()),
+                QueueWorker::register(vm, base, net::TX_QUEUE as u32, transport.clone())?,
             ));
             taps.push(TapSource {
                 fd: watch.as_raw_fd(),
@@ -421,7 +427,7 @@ impl Parts {
             serial,
             i8042,
             taps,
-            disk_workers,
+            queue_workers,
             console_clients,
             api,
             console,
