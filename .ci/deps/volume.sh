@@ -6,6 +6,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq --no-install-recommends \
     lvm2 thin-provisioning-tools e2fsprogs xfsprogs util-linux qemu-utils busybox-static >/dev/null
-# QEMU with its firmware (recommends included) and the kernel the guest boots.
+# QEMU with its firmware (recommends included) and the kernel the guest boots; virtme-ng
+# pinned to the version the e2e guests are tested with.
 apt-get install -y -qq qemu-system-x86 linux-image-amd64 >/dev/null
-PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check virtme-ng
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check virtme-ng==1.42
