@@ -33,8 +33,9 @@ pub use quantity::{ByteSize, Duration};
 pub use resource::{Document, Origin, Reference, Resource, Spec};
 pub use vlan::{BridgePort, VLAN_ID_MAX, VLAN_ID_MIN, Vlan, VlanInterface};
 pub use vm::{
-    Accel, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES, Boot, CloudInit, Console, Disk, DiskFormat,
-    Firmware, Graphics, Hypervisor, MAX_VM_DEVICES, Nic, VirtualMachineSpec, VmState,
+    Accel, BUILTIN_BASE_CMDLINE, BUILTIN_MAX_CMDLINE, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES, Boot,
+    CloudInit, Console, Disk, DiskFormat, Firmware, Graphics, Hypervisor, MAX_VM_DEVICES, Nic,
+    VirtualMachineSpec, VmState,
 };
 pub use volume::{Filesystem, ReclaimPolicy, VolumeSource, VolumeSpec};
 pub use workload::RunState;

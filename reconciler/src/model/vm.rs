@@ -73,6 +73,13 @@ pub const BUILTIN_MAX_CPUS: u32 = 32;
 /// The most disks, NICs and cloud-init seed together under `hypervisor: builtin` (one
 /// interrupt line of the IOAPIC each).
 pub const BUILTIN_MAX_DEVICES: usize = 19;
+/// What every Linux guest of `hypervisor: builtin` gets at the start of its kernel
+/// command line; the declared `cmdline` follows it.
+pub const BUILTIN_BASE_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
+/// The longest kernel command line gitvisor-vmm passes (its 2 KiB area, less the
+/// terminating NUL: `CMDLINE_MAX_SIZE` in `vmm/src/layout.rs`).
+pub const BUILTIN_MAX_CMDLINE: usize = 2047;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -327,6 +334,20 @@ impl VirtualMachineSpec {
                 "has no CD-ROM: attach the image as a disk with readOnly: true",
             );
         }
+        if let Some(cmdline) = self.boot.cmdline.as_deref() {
+            let length = BUILTIN_BASE_CMDLINE.len() + 1 + cmdline.len();
+            if length > BUILTIN_MAX_CMDLINE {
+                let room = BUILTIN_MAX_CMDLINE - BUILTIN_BASE_CMDLINE.len() - 1;
+                refuse(
+                    "spec.boot.cmdline",
+                    &format!(
+                        "takes a command line of at most {room} bytes (it adds {} of its own); this one has {}: shorten it",
+                        BUILTIN_BASE_CMDLINE.len() + 1,
+                        cmdline.len()
+                    ),
+                );
+            }
+        }
         if self.cpus > BUILTIN_MAX_CPUS {
             refuse(
                 "spec.cpus",
@@ -399,6 +420,26 @@ mod tests {
         );
         let good = spec("memory: 256MiB\nboot: {kernel: /boot/vmlinuz, cmdline: console=ttyS0}");
         assert!(good.problems().is_empty());
+    }
+
+    #[test]
+    fn builtin_takes_a_command_line_that_fits_gitvisor_vmm_with_its_own_part() {
+        let room = BUILTIN_MAX_CMDLINE - BUILTIN_BASE_CMDLINE.len() - 1;
+        let with = |length: usize| {
+            spec(&format!(
+                "hypervisor: builtin\nmemory: 64MiB\nboot: {{kernel: /boot/vmlinux, cmdline: {}}}",
+                "x".repeat(length)
+            ))
+            .builtin_problems()
+        };
+        assert!(with(room).is_empty());
+        let refused = with(room + 1);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].0, "spec.boot.cmdline");
+        assert!(
+            refused[0].1.contains(&format!("at most {room} bytes")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! - **The kernel command line** starts with what a Linux guest of this VMM needs
 //!   ([`BASE_CMDLINE`]: the serial console, reset through the i8042 so a reboot ends the
 //!   process, no PCI probing, the i8042 without the probes the VMM does not answer); the
-//!   declared `cmdline` follows, so its settings win. The VMM appends one
-//!   `virtio_mmio.device=` entry per device.
+//!   declared `cmdline` follows, so its settings win. The devices are announced in the
+//!   ACPI tables, not on the command line; the whole line must fit gitvisor-vmm's
+//!   2 KiB, which validation checks.
 //! - **Disks** are `--disk path=…,id=disk<i>` in spec order (`/dev/vda`, …), the
 //!   cloud-init seed last with the serial `cidata`; the VMM's option syntax has no
 //!   escaping, so a path with a comma cannot be passed and is a plan-time problem.
@@ -34,8 +35,7 @@ use crate::model::{Hypervisor, VirtualMachineSpec};
 pub const VMM_PROGRAM: &str = "gitvisor-vmm";
 
 /// What every Linux guest of the builtin VMM gets at the start of its command line.
-pub const BASE_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
+pub use crate::model::BUILTIN_BASE_CMDLINE as BASE_CMDLINE;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltinBackend {
