@@ -104,7 +104,7 @@ fn a_saved_file_is_applied_by_the_watch_and_a_bad_one_is_rejected_whole() {
     assert_contains(&out.stdout, "Controller: running");
     assert_contains(&out.stdout, "Rejected revision");
     assert_contains(&out.stdout, "bad.yaml:4:");
-    // Its JSON is the controller's snapshot plus the DHCP leases the CLI reads itself.
+    // Its JSON is the controller's snapshot, DHCP leases included (none here).
     let json = env
         .gitvisor(["status", "--output", "json"])
         .expect_code(0)

@@ -1,7 +1,7 @@
 //! `gitvisor status` while a controller runs: its snapshot from the API (the source, the
 //! revision applied and any rejected one, the last reconcile, each resource with its
-//! retry), instead of reading the store and the host itself; the DHCP leases are read
-//! from the run dir as without a controller.
+//! retry), instead of reading the store and the host itself. The snapshot carries the
+//! DHCP leases; the text reads them from the run dir as without a controller.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{OutputFormat, output};
 use crate::daemon::api::ApiClient;
+use crate::drivers::network::{network_dir, read_leases};
 
 /// What `events` and `sync` say when no controller answers.
 pub fn not_running(run_dir: &Path) -> String {
@@ -24,18 +25,18 @@ pub fn not_running(run_dir: &Path) -> String {
 
 pub async fn status(client: &ApiClient, format: OutputFormat, run_dir: &Path) -> Result<ExitCode> {
     let body = client.request("GET", "/v1/status").await?;
-    let mut snapshot: Value = serde_json::from_str(&body)?;
-    let leases = super::status::read_leases(&crate::drivers::network::network_dir(run_dir)).await?;
+    let snapshot: Value = serde_json::from_str(&body)?;
     match format {
-        OutputFormat::Json => {
-            snapshot["dhcpLeases"] = super::status::leases_json(&leases);
-            output::stdout(&format!("{snapshot}\n"))?
+        // The controller's snapshot carries the DHCP leases itself (`dhcpLeases`).
+        OutputFormat::Json => output::stdout(&format!("{snapshot}\n"))?,
+        OutputFormat::Text => {
+            let leases = read_leases(&network_dir(run_dir)).await?;
+            output::stdout(&format!(
+                "{}{}",
+                render(&snapshot),
+                super::status::leases_text(&leases)
+            ))?
         }
-        OutputFormat::Text => output::stdout(&format!(
-            "{}{}",
-            render(&snapshot),
-            super::status::leases_text(&leases)
-        ))?,
     }
     Ok(ExitCode::SUCCESS)
 }

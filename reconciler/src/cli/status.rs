@@ -4,25 +4,19 @@
 //! the store.
 //!
 //! Leases are read from the lease files dnsmasq keeps under the run dir
-//! (`<run-dir>/network/dhcp/<bridge>/leases`, see `drivers/network/dnsmasq.rs`), one
-//! per bridge serving DHCP, with async file reads so the runtime is never blocked.
+//! ([`crate::drivers::network::read_leases`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write;
-use std::io::ErrorKind;
-use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::{OutputFormat, output};
-use crate::drivers::network::{DhcpPaths, Lease, network_dir, parse_leases};
+use crate::drivers::network::{Lease, Leases, leases_json, network_dir, read_leases};
 use crate::model::ResourceId;
 use crate::reconcile::{Basis, Live, Reconciler, StatusReport};
-
-/// Each bridge serving DHCP (by name) and its current leases, in the file's order.
-pub(super) type Leases = BTreeMap<String, Vec<Lease>>;
 
 pub async fn status(
     reconciler: &Reconciler,
@@ -55,52 +49,6 @@ pub async fn status(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The leases of every bridge with a dnsmasq directory under `network_dir`. A bridge
-/// whose dnsmasq has not written its lease file yet has none.
-pub(super) async fn read_leases(network_dir: &Path) -> Result<Leases> {
-    let dhcp = network_dir.join("dhcp");
-    let mut leases = Leases::new();
-    let mut entries = match tokio::fs::read_dir(&dhcp).await {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(leases),
-        Err(error) => {
-            return Err(error).with_context(|| {
-                format!(
-                    "status: list the DHCP servers' directories in {}",
-                    dhcp.display()
-                )
-            });
-        }
-    };
-    while let Some(entry) = entries
-        .next_entry()
-        .await
-        .with_context(|| format!("status: list {}", dhcp.display()))?
-    {
-        let Ok(bridge) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !entry.file_type().await.is_ok_and(|kind| kind.is_dir()) {
-            continue;
-        }
-        let file = DhcpPaths::new(network_dir, &bridge).leases();
-        let text = match tokio::fs::read_to_string(&file).await {
-            Ok(text) => text,
-            Err(error) if error.kind() == ErrorKind::NotFound => String::new(),
-            Err(error) => {
-                return Err(error).with_context(|| {
-                    format!(
-                        "status: read the DHCP leases of bridge {bridge} from {}",
-                        file.display()
-                    )
-                });
-            }
-        };
-        leases.insert(bridge, parse_leases(&text));
-    }
-    Ok(leases)
-}
-
 /// A lease's expiry as people read it: RFC 3339, or `never` (dnsmasq writes 0).
 fn expiry(lease: &Lease) -> String {
     if lease.expires == 0 {
@@ -108,27 +56,6 @@ fn expiry(lease: &Lease) -> String {
     }
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(lease.expires);
     humantime::format_rfc3339_seconds(when).to_string()
-}
-
-pub(super) fn leases_json(leases: &Leases) -> Value {
-    leases
-        .iter()
-        .map(|(bridge, leases)| {
-            let leases: Vec<Value> = leases
-                .iter()
-                .map(|lease| {
-                    json!({
-                        "mac": lease.mac,
-                        "address": lease.address,
-                        "hostname": lease.name,
-                        "expiresUnix": lease.expires,
-                    })
-                })
-                .collect();
-            (bridge.clone(), Value::Array(leases))
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }
 
 pub(super) fn leases_text(leases: &Leases) -> String {
@@ -341,6 +268,7 @@ fn render_text(report: &StatusReport, state_dir: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drivers::network::DhcpPaths;
 
     #[tokio::test]
     async fn leases_are_listed_per_bridge_in_text_and_json() {

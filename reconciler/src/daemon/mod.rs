@@ -80,13 +80,16 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
     let notifier = sd_notify::Notifier::from_env();
     let settings = reconciler.options().clone();
 
-    let shared = Arc::new(Shared::new(ControllerStatus::starting(
-        options.origin.describe(),
-        options.reference.clone(),
-        settings.host.clone(),
-        options.resync,
-        matches!(options.origin, Origin::Git(_)).then_some(options.poll),
-    )));
+    let shared = Arc::new(
+        Shared::new(ControllerStatus::starting(
+            options.origin.describe(),
+            options.reference.clone(),
+            settings.host.clone(),
+            options.resync,
+            matches!(options.origin, Origin::Git(_)).then_some(options.poll),
+        ))
+        .with_leases_from(crate::drivers::network::network_dir(&settings.run_dir)),
+    );
     if let Ok(store) = ReadOnlyStore::open(&settings.state_dir) {
         if let Ok(mut history) = store.events(SEED_EVENTS) {
             history.reverse();

@@ -1,7 +1,9 @@
 //! What the controller's loop, its timers, the API and the metrics endpoint share: the
-//! triggers, the event log, the metrics and the status snapshot. Each part locks for a
+//! triggers, the event log, the metrics, the status snapshot and where the DHCP leases
+//! are. Each part locks for a
 //! moment only; nothing holds a lock across an await.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::events::EventLog;
@@ -14,6 +16,9 @@ pub struct Shared {
     pub events: EventLog,
     pub metrics: Metrics,
     status: Mutex<ControllerStatus>,
+    /// Where the managed bridges' dnsmasq keep their leases (`GET /v1/status` lists
+    /// them); `None` lists none.
+    pub network_dir: Option<PathBuf>,
 }
 
 impl Shared {
@@ -23,6 +28,15 @@ impl Shared {
             events: EventLog::default(),
             metrics: Metrics::default(),
             status: Mutex::new(status),
+            network_dir: None,
+        }
+    }
+
+    /// The same, listing the DHCP leases kept under `network_dir`.
+    pub fn with_leases_from(self, network_dir: PathBuf) -> Shared {
+        Shared {
+            network_dir: Some(network_dir),
+            ..self
         }
     }
 

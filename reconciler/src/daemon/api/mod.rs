@@ -3,7 +3,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v1/status` | the controller's status snapshot ([`crate::daemon::ControllerStatus`]) |
+//! | `GET /v1/status` | the controller's status snapshot ([`crate::daemon::ControllerStatus`]) and the DHCP leases (`dhcpLeases`) |
 //! | `GET /v1/revision` | the revision applied, the one rejected, the source |
 //! | `GET /v1/events[?limit=N][&follow=1]` | recent events, one JSON object per line; with `follow`, then every new one as it happens |
 //! | `POST /v1/sync[?wait=0]` | reconcile now (fetch, forget holds, apply); answers with the outcome once done, or at once with `wait=0` |

@@ -10,9 +10,24 @@ use tokio::sync::broadcast::error::RecvError;
 use super::http::{self, Request};
 use super::metrics::CONTENT_TYPE;
 use crate::daemon::Shared;
+use crate::drivers::network::{leases_json, read_leases};
 
 /// How many events `GET /v1/events` returns without `limit`.
 const DEFAULT_EVENTS: usize = 100;
+
+/// The status snapshot, with the DHCP leases of the managed bridges (`dhcpLeases`, as
+/// `gitvisor status --output json` has them); a lease file that cannot be read is
+/// `dhcpLeasesError` instead.
+async fn status(shared: &Shared) -> serde_json::Value {
+    let mut status = json!(shared.status());
+    if let Some(network_dir) = &shared.network_dir {
+        match read_leases(network_dir).await {
+            Ok(leases) => status["dhcpLeases"] = leases_json(&leases),
+            Err(error) => status["dhcpLeasesError"] = json!(error.to_string()),
+        }
+    }
+    status
+}
 
 pub async fn answer(request: Request, mut stream: UnixStream, shared: Arc<Shared>) {
     let json = |value: serde_json::Value| {
@@ -23,7 +38,7 @@ pub async fn answer(request: Request, mut stream: UnixStream, shared: Arc<Shared
         )
     };
     let answer = match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/v1/status") => json(json!(shared.status())),
+        ("GET", "/v1/status") => json(status(&shared).await),
         ("GET", "/v1/revision") => {
             let status = shared.status();
             json(json!({
@@ -103,5 +118,79 @@ async fn events(stream: UnixStream, shared: &Shared, limit: usize, follow: bool)
             // The client closed its end (or sent something, which no route expects).
             _ = reader.read(&mut scratch) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::daemon::ControllerStatus;
+    use crate::drivers::network::DhcpPaths;
+
+    async fn get(shared: Arc<Shared>, path: &str) -> serde_json::Value {
+        let (mut client, server) = UnixStream::pair().expect("a socket pair");
+        let head = format!("GET {path} HTTP/1.1\r\n\r\n");
+        let request = http::parse_head(head.as_bytes()).expect("a request");
+        answer(request, server, shared).await;
+        client.shutdown().await.expect("shut down");
+        let mut response = String::new();
+        client
+            .read_to_string(&mut response)
+            .await
+            .expect("a response");
+        let (_, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    }
+
+    fn shared() -> Shared {
+        Shared::new(ControllerStatus::starting(
+            "/srv/manifests".into(),
+            None,
+            "host".into(),
+            std::time::Duration::from_secs(60),
+            None,
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_status_carries_the_dhcp_leases_of_each_bridge() {
+        let run = tempfile::tempdir().expect("temp dir");
+        let network = run.path().join("network");
+        let leases = DhcpPaths::new(&network, "br0").leases();
+        std::fs::create_dir_all(leases.parent().expect("a parent")).expect("lease dir");
+        std::fs::write(
+            &leases,
+            "1700000000 52:54:00:00:00:10 10.0.0.10 web 01:52:54:00:00:00:10\n",
+        )
+        .expect("lease file");
+        std::fs::create_dir_all(DhcpPaths::new(&network, "br1").leases().parent().unwrap())
+            .expect("a bridge without leases yet");
+
+        let status = get(Arc::new(shared().with_leases_from(network)), "/v1/status").await;
+        assert_eq!(status["host"], "host", "{status:#}");
+        assert_eq!(
+            status["dhcpLeases"],
+            json!({
+                "br0": [{
+                    "mac": "52:54:00:00:00:10",
+                    "address": "10.0.0.10",
+                    "hostname": "web",
+                    "expiresUnix": 1_700_000_000u64,
+                }],
+                "br1": [],
+            }),
+            "{status:#}"
+        );
+
+        // A run dir without DHCP: none.
+        let empty = tempfile::tempdir().expect("temp dir");
+        let status = get(
+            Arc::new(shared().with_leases_from(empty.path().to_path_buf())),
+            "/v1/status",
+        )
+        .await;
+        assert_eq!(status["dhcpLeases"], json!({}), "{status:#}");
     }
 }

@@ -68,6 +68,7 @@ mod drift;
 mod error;
 pub mod fake;
 pub mod host;
+mod leases;
 pub mod nft;
 pub mod probe;
 pub mod publish;
@@ -93,6 +94,7 @@ pub use drift::NetworkDrift;
 pub use error::{NetworkError, SeamError};
 pub use fake::FakeNetwork;
 pub use host::HostNetwork;
+pub use leases::{LeaseError, Leases, leases_json, read_leases};
 pub use publish::Publication;
 pub use seam::{NetworkRequest, NetworkSeam, NetworkState, TableObservation};
 
