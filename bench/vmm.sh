@@ -42,9 +42,8 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# The same gcc flags as the VMM's own tests build their guests with.
-mapfile -t guest_flags < vmm/guests/gcc.flags
-gcc "${guest_flags[@]}" -Wl,-T,vmm/guests/guest.ld \
+# The same gcc flags as the VMM's own tests build their guests with (a response file).
+gcc @vmm/guests/gcc.flags -Wl,-T,vmm/guests/guest.ld \
     vmm/guests/start.S vmm/guests/serial_reset.c -o "$tmp/guest.elf"
 
 python3 - "$VMM_BIN" "$tmp/guest.elf" "$RUNS" <<'PY'

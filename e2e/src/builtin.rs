@@ -51,7 +51,8 @@ pub fn build_guest(dir: &Path) -> PathBuf {
     let shared = root.join("vmm").join("guests");
     let output = dir.join("builtin-guest.elf");
     let result = Command::new("gcc")
-        .args(guest_flags(&shared))
+        // The flags every test guest is built with (`gcc.flags`, read by gcc itself).
+        .arg(format!("@{}", shared.join("gcc.flags").display()))
         .arg(format!("-I{}", shared.display()))
         .arg(format!("-Wl,-T,{}", shared.join("guest.ld").display()))
         .arg(shared.join("start.S"))
@@ -89,17 +90,4 @@ pub fn vmm_api(socket: &Path, command: &str) -> Result<serde_json::Value, String
 /// The executable of process `pid` (`/proc/PID/exe`).
 pub fn exe_of(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
-}
-
-/// The gcc flags of every test guest, one per line in `vmm/guests/gcc.flags` (shared by
-/// the VMM's own tests and the e2e suite's builtin guest).
-fn guest_flags(guests: &Path) -> Vec<String> {
-    let file = guests.join("gcc.flags");
-    std::fs::read_to_string(&file)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", file.display()))
-        .lines()
-        .map(str::trim)
-        .filter(|flag| !flag.is_empty())
-        .map(str::to_owned)
-        .collect()
 }

@@ -40,7 +40,8 @@ pub fn build_guest(name: &str, dir: &Path) -> PathBuf {
     let guests = guests_dir();
     let output = dir.join(format!("{name}.elf"));
     let result = Command::new("gcc")
-        .args(guest_flags(&guests))
+        // The flags every test guest is built with (`gcc.flags`, read by gcc itself).
+        .arg(format!("@{}", guests.join("gcc.flags").display()))
         .arg(format!("-Wl,-T,{}", guests.join("guest.ld").display()))
         .arg(guests.join("start.S"))
         .arg(guests.join(format!("{name}.c")))
@@ -164,17 +165,4 @@ pub fn wait_until(mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
         assert!(Instant::now() < deadline, "{}", why());
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The gcc flags of every test guest, one per line in `vmm/guests/gcc.flags` (shared by
-/// the VMM's own tests and the e2e suite's builtin guest).
-fn guest_flags(guests: &Path) -> Vec<String> {
-    let file = guests.join("gcc.flags");
-    std::fs::read_to_string(&file)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", file.display()))
-        .lines()
-        .map(str::trim)
-        .filter(|flag| !flag.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
