@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -85,6 +85,17 @@ impl TestEnv {
             .args(args);
         scrub_env(&mut command);
         command
+    }
+
+    /// Starts `gitvisor apply DIR` inside the namespace, its output discarded, for a test
+    /// that kills it part-way.
+    pub fn spawn_apply(&self, dir: &str) -> Child {
+        self.gitvisor_command(["apply", dir])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start gitvisor apply")
     }
 
     /// Runs gitvisor inside the namespace to completion.

@@ -182,13 +182,7 @@ impl TestEnv {
         kill_after: usize,
     ) -> (bool, BTreeSet<String>) {
         let (mut monitor, events) = self.synced_link_monitor();
-        let mut child = self
-            .gitvisor_command(["apply", dir])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start gitvisor apply");
+        let mut child = self.spawn_apply(dir);
         let started = Instant::now();
         let mut seen = BTreeSet::new();
         let killed = loop {

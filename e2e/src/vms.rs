@@ -141,13 +141,7 @@ pub fn apply_killed_when_run_dir_appears(
     name: &str,
     patience: Duration,
 ) -> bool {
-    let mut child = env
-        .gitvisor_command(["apply", dir])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start gitvisor apply");
+    let mut child = env.spawn_apply(dir);
     let vm_root = env.run_dir().join("vm");
     let started = Instant::now();
     loop {

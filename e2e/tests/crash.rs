@@ -246,13 +246,7 @@ fn apply_interrupted(
     signal: Signal,
 ) -> (ExitStatus, bool) {
     let only_in_a: BTreeSet<String> = names(SET_A).difference(&names(SET_B)).cloned().collect();
-    let mut child = env
-        .gitvisor_command(["apply", manifests.path_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start gitvisor apply");
+    let mut child = env.spawn_apply(manifests.path_str());
     let started = Instant::now();
     let mut seen = BTreeSet::new();
     loop {
