@@ -50,8 +50,6 @@ pub const VG: &str = "gvtest";
 /// How long the whole guest run may take.
 pub const GUEST_DEADLINE: Duration = Duration::from_secs(900);
 
-pub use crate::vng::ScenarioResult;
-
 /// A guest run's shared directory and what it needs (see [`crate::vng`]).
 pub struct GuestRun(crate::vng::GuestRun);
 

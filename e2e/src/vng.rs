@@ -14,7 +14,7 @@
 //!    `BIN --gitvisor GITVISOR --shared DIR`, its output in `DIR/guest.log`.
 //! 3. The guest binary appends each scenario's outcome to `DIR/results.jsonl` as soon as
 //!    it is known ([`report`]), so a guest that dies part-way still reports what ran;
-//!    the host reads them with [`GuestRun::results`] and fails with every scenario that
+//!    the host reads them with [`GuestRun::assert_all_passed`] and fails with every scenario that
 //!    failed or did not report.
 //!
 //! Booting once per suite keeps the cost at one boot (about 20-45 s under TCG here) plus
@@ -47,10 +47,10 @@ pub struct GuestRun {
 
 /// One scenario's outcome, as the guest reported it.
 #[derive(Debug, Clone)]
-pub struct ScenarioResult {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
+struct ScenarioResult {
+    name: String,
+    ok: bool,
+    detail: String,
 }
 
 impl GuestRun {
@@ -157,7 +157,7 @@ impl GuestRun {
     }
 
     /// The results the guest reported, in order.
-    pub fn results(&self) -> Vec<ScenarioResult> {
+    fn results(&self) -> Vec<ScenarioResult> {
         let text = std::fs::read_to_string(self.shared().join("results.jsonl")).unwrap_or_default();
         text.lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -190,7 +190,7 @@ impl GuestRun {
 
     /// Every scenario in `expected` that failed or did not report, and any other
     /// reported failure (setup); empty when all passed. Logs each success loudly.
-    pub fn failures(&self, expected: &[&str]) -> Vec<String> {
+    fn failures(&self, expected: &[&str]) -> Vec<String> {
         let results = self.results();
         let mut failures = Vec::new();
         for name in expected {
