@@ -1,18 +1,17 @@
 //! `gitvisor status` while a controller runs: its snapshot from the API (the source, the
 //! revision applied and any rejected one, the last reconcile, each resource with its
-//! retry), instead of reading the store and the host itself. The snapshot carries the
-//! DHCP leases; the text reads them from the run dir as without a controller.
+//! retry, and the DHCP leases), instead of reading the store and the host itself.
 
 use std::fmt::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::{OutputFormat, output};
 use crate::daemon::api::ApiClient;
-use crate::drivers::network::{network_dir, read_leases};
+use crate::drivers::network::Leases;
 
 /// What `events` and `sync` say when no controller answers.
 pub fn not_running(run_dir: &Path) -> String {
@@ -23,22 +22,27 @@ pub fn not_running(run_dir: &Path) -> String {
     )
 }
 
-pub async fn status(client: &ApiClient, format: OutputFormat, run_dir: &Path) -> Result<ExitCode> {
+pub async fn status(client: &ApiClient, format: OutputFormat) -> Result<ExitCode> {
     let body = client.request("GET", "/v1/status").await?;
     let snapshot: Value = serde_json::from_str(&body)?;
     match format {
-        // The controller's snapshot carries the DHCP leases itself (`dhcpLeases`).
         OutputFormat::Json => output::stdout(&format!("{snapshot}\n"))?,
         OutputFormat::Text => {
-            let leases = read_leases(&network_dir(run_dir)).await?;
-            output::stdout(&format!(
-                "{}{}",
-                render(&snapshot),
-                super::status::leases_text(&leases)
-            ))?
+            output::stdout(&format!("{}{}", render(&snapshot), leases(&snapshot)?))?
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The DHCP leases the snapshot carries, as text (or why the controller could not read
+/// them).
+fn leases(snapshot: &Value) -> Result<String> {
+    if let Some(error) = snapshot["dhcpLeasesError"].as_str() {
+        return Ok(format!("\nDHCP leases: {error}\n"));
+    }
+    let leases: Leases = serde_json::from_value(snapshot["dhcpLeases"].clone())
+        .context("the controller's status has no readable dhcpLeases")?;
+    Ok(super::status::leases_text(&leases))
 }
 
 fn when(unix: &Value) -> String {
@@ -196,4 +200,33 @@ fn render(status: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_snapshots_leases_are_listed_or_why_they_are_not() {
+        let snapshot = json!({"dhcpLeases": {"br0": [{
+            "mac": "52:54:00:00:00:10",
+            "address": "10.0.0.10",
+            "hostname": "web",
+            "expiresUnix": 0,
+        }]}});
+        let text = leases(&snapshot).expect("readable leases");
+        assert!(text.contains("br0"), "{text}");
+        assert!(text.contains("10.0.0.10"), "{text}");
+        assert!(text.contains("web"), "{text}");
+        assert!(text.contains("never"), "{text}");
+
+        let failed = json!({"dhcpLeasesError": "cannot read /run/gitvisor/network/dhcp"});
+        assert_eq!(
+            leases(&failed).expect("the error, as text"),
+            "\nDHCP leases: cannot read /run/gitvisor/network/dhcp\n"
+        );
+        assert!(leases(&json!({})).is_err());
+    }
 }

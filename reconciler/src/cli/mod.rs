@@ -224,7 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // while it applies); `--offline` reads the store itself.
             if !offline {
                 if let Some(client) = crate::daemon::api::ApiClient::find(&global.run_dir).await? {
-                    return controller::status(&client, output, &global.run_dir).await;
+                    return controller::status(&client, output).await;
                 }
             }
             let reconciler = if offline {

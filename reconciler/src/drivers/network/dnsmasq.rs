@@ -147,14 +147,17 @@ pub fn render(
     text
 }
 
-/// One lease in a dnsmasq lease file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One lease in a dnsmasq lease file; in JSON (`status`, `GET /v1/status`) as `mac`,
+/// `address`, `hostname` and `expiresUnix`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     /// Seconds since the epoch when it expires (0: never).
+    #[serde(rename = "expiresUnix")]
     pub expires: u64,
     pub mac: String,
     pub address: String,
     /// The name the guest gave, if any.
+    #[serde(rename = "hostname")]
     pub name: Option<String>,
 }
 

@@ -66,25 +66,7 @@ pub async fn read_leases(network_dir: &Path) -> Result<Leases, LeaseError> {
     Ok(leases)
 }
 
-/// `leases` as JSON: per bridge, its leases' MAC, address, hostname and expiry (Unix
-/// seconds; 0 is never).
+/// `leases` as JSON: per bridge, its leases ([`Lease`]'s JSON form).
 pub fn leases_json(leases: &Leases) -> Value {
-    leases
-        .iter()
-        .map(|(bridge, leases)| {
-            let leases: Vec<Value> = leases
-                .iter()
-                .map(|lease| {
-                    json!({
-                        "mac": lease.mac,
-                        "address": lease.address,
-                        "hostname": lease.name,
-                        "expiresUnix": lease.expires,
-                    })
-                })
-                .collect();
-            (bridge.clone(), Value::Array(leases))
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
+    json!(leases)
 }
