@@ -113,7 +113,5 @@ pub use locate::{example_dir, gitvisor_bin, workspace_root};
 pub use manifests::{Manifests, bridge_manifest, nth_address, resource_manifest};
 pub use netns::Netns;
 pub use output::{assert_contains, change, field, non_noop_actions, status_states};
-pub use process::{
-    COMMAND_TIMEOUT, Outcome, PIPE_GRACE, run_command, run_command_within, run_until,
-};
+pub use process::{COMMAND_TIMEOUT, Outcome, run_command, run_command_within};
 pub use report::{current_test_name, is_root, loud, skip};
