@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{TestEnv, gitvisor_bin, loud};
+use crate::{TestEnv, gitvisor_bin};
 
 /// How long a controller may take to report ready, or to stop after SIGTERM.
 pub const CONTROLLER_DEADLINE: Duration = Duration::from_secs(90);
@@ -246,8 +246,9 @@ pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
     {
         Ok(child) => child,
         Err(_) => {
-            loud(
-                "SKIPPED (promtool not installed; CI installs the prometheus package): promtool check metrics",
+            crate::skip(
+                &crate::current_test_name("promtool check metrics"),
+                "promtool not installed; CI installs the prometheus package",
             );
             return None;
         }

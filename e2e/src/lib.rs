@@ -49,7 +49,8 @@
 //! - `report`: **skips are loud.** Without root, [`TestEnv::new`] prints
 //!   `SKIPPED (needs root): <test>` past libtest's output capture ([`loud`]) and returns
 //!   `None`; the test returns early. Being root but unable to create a namespace is a
-//!   failure, not a skip.
+//!   failure, not a skip. In CI (`CI=true`) every [`skip`] is a failure naming what is
+//!   missing.
 //!
 //! # The suite (`e2e/tests/`), one file per driver plus the engine's cross-cutting tests
 //!
@@ -67,6 +68,7 @@
 //! - `store_damage.rs`: a state store damaged in many ways crashes no command, is
 //!   reported (by `status` too) and moved aside, and never leads to a delete.
 //! - `cli.rs`, `doctor.rs`, `logging.rs`, `graph.rs`: the command-line contract.
+//! - `skip_policy.rs`: a skip fails the test with `CI=true` and is a loud line elsewhere.
 //! - `controller.rs`: `gitvisor run` ([`controller`] helpers): the watch, git polling,
 //!   drift at resync, rejected revisions, SIGTERM, `NOTIFY_SOCKET`, the API, metrics,
 //!   signed commits, the unit file and flake.nix.
@@ -114,4 +116,4 @@ pub use manifests::{Manifests, bridge_manifest, nth_address, resource_manifest};
 pub use netns::Netns;
 pub use output::{assert_contains, change, field, non_noop_actions, status_states};
 pub use process::{COMMAND_TIMEOUT, Outcome, run_command, run_command_within};
-pub use report::{current_test_name, is_root, loud, skip};
+pub use report::{current_test_name, in_ci, is_root, loud, skip};

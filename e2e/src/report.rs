@@ -1,5 +1,10 @@
 //! Telling people: whether the suite can run (root), loud lines past libtest's output
 //! capture, and skips that say so.
+//!
+//! A skip is not a pass: in CI (`CI=true` or `CI=1`, as GitHub Actions and `.ci/run` set
+//! it) the machine is meant to have every tool and kernel feature, so a test that would
+//! skip there fails instead, naming what is missing. Locally a skip is a loud
+//! `SKIPPED (<why>): <test>` line that `.ci/run` counts into its summary.
 
 use std::thread;
 
@@ -33,7 +38,20 @@ pub fn current_test_name(fallback: &str) -> String {
     }
 }
 
-/// Prints the loud skip line `SKIPPED (<why>): <test>`.
+/// Prints the loud skip line `SKIPPED (<why>): <test>`; in CI ([`in_ci`]) panics with it
+/// instead, so the test fails and says what the machine lacks.
 pub fn skip(test: &str, why: &str) {
-    loud(&format!("SKIPPED ({why}): {test}"));
+    let line = format!("SKIPPED ({why}): {test}");
+    if in_ci() {
+        panic!("{line}\nCI=true: a skip is a failure in CI; install what is missing (.ci/deps/)");
+    }
+    loud(&line);
+}
+
+/// Whether this run is CI's: `CI` is `true` or `1` (any case).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| {
+        let value = value.trim();
+        value == "1" || value.eq_ignore_ascii_case("true")
+    })
 }

@@ -146,8 +146,9 @@ fn has(dsl: &str, text: &str) {
 #[test]
 fn acpicas_disassembler_decodes_the_tables_as_intended() {
     if Command::new("iasl").arg("-v").output().is_err() {
-        eprintln!(
-            "SKIPPED acpicas_disassembler_decodes_the_tables_as_intended: iasl is not installed (Debian: acpica-tools)"
+        common::skip(
+            "acpicas_disassembler_decodes_the_tables_as_intended",
+            "iasl is not installed (Debian: acpica-tools)",
         );
         return;
     }

@@ -63,8 +63,9 @@ fn a_guest_frame_crosses_the_bridge_and_the_answer_comes_back() {
         return;
     }
     let Some(namespace) = Namespace::new() else {
-        eprintln!(
-            "SKIPPED a_guest_frame_crosses_the_bridge_and_the_answer_comes_back: cannot create a network namespace (needs root and iproute2)"
+        common::skip(
+            "a_guest_frame_crosses_the_bridge_and_the_answer_comes_back",
+            "cannot create a network namespace (needs root and iproute2)",
         );
         return;
     };

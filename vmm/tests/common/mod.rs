@@ -2,7 +2,7 @@
 //! gcc, running the real `gitvisor-vmm` binary on it, and waiting for it with a bound.
 //!
 //! Tests need `/dev/kvm` and gcc; without them they say SKIPPED on stderr and return
-//! (CI installs both and has KVM, so there they run).
+//! (CI installs both and has KVM, so there they run; with `CI=true` a skip fails).
 
 #![allow(dead_code)]
 
@@ -21,14 +21,27 @@ pub fn can_run(test: &str) -> bool {
         .open("/dev/kvm")
         .is_err()
     {
-        eprintln!("SKIPPED {test}: /dev/kvm cannot be opened read-write");
+        skip(test, "/dev/kvm cannot be opened read-write");
         return false;
     }
     if Command::new("gcc").arg("--version").output().is_err() {
-        eprintln!("SKIPPED {test}: gcc is not installed (it builds the test guests)");
+        skip(test, "gcc is not installed (it builds the test guests)");
         return false;
     }
     true
+}
+
+/// Says loudly (past libtest's capture) that `test` did not run and why; in CI (`CI=true`
+/// or `CI=1`) panics with that line instead, since a skip is not a pass there.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED ({why}): {test}");
+    let in_ci =
+        std::env::var("CI").is_ok_and(|v| v.trim() == "1" || v.trim().eq_ignore_ascii_case("true"));
+    if in_ci {
+        panic!("{line}\nCI=true: a skip is a failure in CI; install what is missing (.ci/deps/)");
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn guests_dir() -> PathBuf {

@@ -5,10 +5,17 @@ use std::sync::Arc;
 use crate::contract::PlanContext;
 use crate::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
 
-/// Says loudly (past libtest's capture) that a test did not run.
+/// Says loudly (past libtest's capture) that a test did not run; in CI (`CI=true` or
+/// `CI=1`) panics with that line instead, since a skip is not a pass there.
 pub fn skip_loudly(test: &str, why: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED ({why}): {test}");
+    let line = format!("SKIPPED ({why}): {test}");
+    let in_ci =
+        std::env::var("CI").is_ok_and(|v| v.trim() == "1" || v.trim().eq_ignore_ascii_case("true"));
+    if in_ci {
+        panic!("{line}\nCI=true: a skip is a failure in CI; install what is missing (.ci/deps/)");
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A declared container `name` with `spec` (YAML).
