@@ -12,6 +12,9 @@
 //!   for outcomes, never assert how fast they came (the benchmark measures that).
 //! - [`GitRepo`] is a work tree whose commits the controller fetches over `file://`, or
 //!   over `git://` from a [`GitDaemon`] on the namespace's loopback.
+//! - [`MetricsFlood`] holds many unfinished requests open on a TCP port in the
+//!   namespace, opening again those the server closes, as an attacker on the
+//!   unauthenticated metrics port would.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -423,4 +426,98 @@ pub fn scratch() -> TempDir {
 /// The gitvisor binary, for commands run outside a namespace (a non-root client).
 pub fn binary() -> PathBuf {
     gitvisor_bin().to_path_buf()
+}
+
+/// Connections held open on `127.0.0.1:PORT` in a namespace, each having sent half a
+/// request head, from a thread that entered the namespace; every 500 ms the ones the
+/// server closed are opened again, until the flood is dropped.
+pub struct MetricsFlood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// How many connections the server has closed so far.
+    pub closed_by_server: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MetricsFlood {
+    /// Opens `count` connections in `env`'s namespace; returns once all are open. The
+    /// test process's soft descriptor limit is raised to its hard limit for them
+    /// (children started before keep theirs).
+    pub fn open(env: &TestEnv, port: u16, count: usize) -> MetricsFlood {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, mpsc};
+
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raise the soft RLIMIT_NOFILE");
+        assert!(
+            hard > count as u64 + 200,
+            "the hard descriptor limit {hard} is too low to open {count} connections"
+        );
+        let netns =
+            std::fs::File::open(format!("/run/netns/{}", env.netns())).expect("open the namespace");
+        let stop = Arc::new(AtomicBool::new(false));
+        let closed_by_server = Arc::new(AtomicUsize::new(0));
+        let (opened, all_open) = mpsc::channel();
+        let thread = {
+            let (stop, closed) = (stop.clone(), closed_by_server.clone());
+            thread::spawn(move || {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .expect("enter the test namespace");
+                let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let connect = || -> std::io::Result<std::net::TcpStream> {
+                    let mut stream =
+                        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+                    // Half a head: the server waits for the rest.
+                    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+                    stream.set_nonblocking(true)?;
+                    Ok(stream)
+                };
+                let mut streams: Vec<std::net::TcpStream> = (0..count)
+                    .map(|_| connect().expect("connect to the metrics port"))
+                    .collect();
+                let _ = opened.send(());
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(500));
+                    for stream in &mut streams {
+                        let mut byte = [0u8; 1];
+                        let gone = match stream.read(&mut byte) {
+                            Ok(_) => true,
+                            Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+                        };
+                        if gone {
+                            closed.fetch_add(1, Ordering::Relaxed);
+                            // Tried again next round when the port does not answer.
+                            if let Ok(again) = connect() {
+                                *stream = again;
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        all_open
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the flood opened its connections");
+        MetricsFlood {
+            stop,
+            thread: Some(thread),
+            closed_by_server,
+        }
+    }
+}
+
+impl Drop for MetricsFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How many file descriptors process `pid` has open.
+pub fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or_else(|err| panic!("cannot list /proc/{pid}/fd: {err}"))
 }

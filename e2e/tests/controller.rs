@@ -2,7 +2,8 @@
 //! directory watch, git polling over `file://` and `git://`, drift repair at resync,
 //! bad revisions rejected whole, SIGTERM part-way through an apply, systemd's
 //! `NOTIFY_SOCKET`, the API and its refusal of non-root clients, metrics through
-//! `promtool`, and commit signatures.
+//! `promtool`, a flood of unfinished requests on the metrics port, an `apply` beside a
+//! running controller, and commit signatures.
 //!
 //! Every scenario proves which trigger did the work by switching the others off: the
 //! watch and the poll tests run with a resync of an hour, so only the watch or the poll
@@ -18,8 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use gitvisor_e2e::controller::{
-    Controller, GitDaemon, GitRepo, api, api_status, have_git, promtool_check, sample, scratch,
-    wait_for,
+    Controller, GitDaemon, GitRepo, MetricsFlood, api, api_status, have_git, open_descriptors,
+    promtool_check, sample, scratch, wait_for,
 };
 use gitvisor_e2e::{Manifests, TestEnv, assert_contains, bridge_manifest, loud, nth_address};
 
@@ -761,4 +762,172 @@ fn under_systemd_logs_go_to_the_journal_with_structured_fields() {
             panic!("no entry carries the resource and the revision as fields: {entries:#?}")
         });
     assert!(applied.contains("gitvisor"), "no identifier: {applied}");
+}
+
+#[test]
+fn a_flood_on_the_metrics_port_starves_neither_the_api_nor_the_git_poll() {
+    const FLOOD: usize = 1200;
+    let Some(env) = TestEnv::new("ctl-flood") else {
+        return;
+    };
+    let test = "a_flood_on_the_metrics_port_starves_neither_the_api_nor_the_git_poll";
+    if !have_git(test) {
+        return;
+    }
+    env.ip(["link", "set", "lo", "up"]);
+    let repo = GitRepo::new();
+    repo.write("a.yaml", &bridge("gvf-a", 1));
+    repo.commit("a");
+    let port = 21_000 + (std::process::id() % 1000) as u16;
+    let listen = format!("127.0.0.1:{port}");
+    // Under systemd's default soft limit for a service: 1024 descriptors.
+    let inner = env.gitvisor_command([
+        "run",
+        "--source",
+        &repo.url(),
+        "--ref",
+        "main",
+        "--poll",
+        "1s",
+        "--resync",
+        NO_RESYNC,
+        "--metrics-listen",
+        &listen,
+    ]);
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -S -n 1024 && exec \"$@\"", "sh"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let mut controller = Controller::spawn_command(command);
+    controller.wait_ready();
+    let baseline = open_descriptors(controller.pid());
+
+    // One slow client alone: its unfinished request is dropped at the request timeout.
+    let slow = std::thread::spawn({
+        let netns = env.netns().to_owned();
+        move || {
+            let started = Instant::now();
+            let fetched = Command::new("ip")
+                .args(["netns", "exec", &netns, "bash", "-c"])
+                .arg(format!(
+                    "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET /metrics HTTP/1.1\\r\\n' >&3; cat <&3"
+                ))
+                .output()
+                .expect("cannot run bash");
+            (started.elapsed(), fetched)
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    let flood = MetricsFlood::open(&env, port, FLOOD);
+    std::thread::sleep(Duration::from_secs(1));
+    let held = open_descriptors(controller.pid());
+    loud(&format!(
+        "controller: {held} descriptors open with {FLOOD} unfinished metrics requests ({baseline} before)"
+    ));
+    assert!(
+        held < baseline + 100,
+        "{FLOOD} unfinished metrics requests hold {held} of the controller's descriptors ({baseline} before)"
+    );
+
+    let started = Instant::now();
+    env.gitvisor(["status"]).expect_code(0);
+    let answered = started.elapsed();
+    loud(&format!(
+        "controller: status answered in {answered:?} during the flood"
+    ));
+    assert!(
+        answered < Duration::from_secs(5),
+        "status took {answered:?} during the flood"
+    );
+
+    repo.write("b.yaml", &bridge("gvf-b", 2));
+    let second = repo.commit("b");
+    wait_for(
+        "the poll to apply a commit during the flood",
+        DEADLINE,
+        || env.link("gvf-b").is_some(),
+    );
+    wait_for("the status to name the commit", DEADLINE, || {
+        api_status(env.run_dir())["applied"]["id"] == second.as_str()
+    });
+
+    let (took, fetched) = slow.join().expect("the slow client");
+    assert!(
+        fetched.stdout.is_empty() && took < Duration::from_secs(8),
+        "a request head left unfinished is dropped within the request timeout; took {took:?}, answered {:?}",
+        String::from_utf8_lossy(&fetched.stdout)
+    );
+    let closed = flood
+        .closed_by_server
+        .load(std::sync::atomic::Ordering::Relaxed);
+    loud(&format!("controller: closed {closed} flood connections"));
+    drop(flood);
+
+    // After the flood, a scrape is answered as before.
+    let fetched = Command::new("ip")
+        .args(["netns", "exec", env.netns(), "bash", "-c"])
+        .arg(format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3"
+        ))
+        .output()
+        .expect("cannot run bash");
+    assert_contains(&String::from_utf8_lossy(&fetched.stdout), "200 OK");
+    let status = controller.terminate();
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+}
+
+#[test]
+fn an_apply_beside_a_running_controller_is_refused_with_the_way_through_it() {
+    let Some(env) = TestEnv::new("ctl-claim") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write("a.yaml", &bridge("gvc-a", 1));
+    let (mut controller, _) = Controller::start(
+        &env,
+        &["--source", manifests.path_str(), "--resync", NO_RESYNC],
+    );
+    let other = Manifests::new();
+    other.write("b.yaml", &bridge("gvc-b", 2));
+
+    // Between two reconciles the store is not locked; the controller's claim still is.
+    let refused = env.apply(other.path());
+    assert_ne!(refused.code, Some(0), "{refused}");
+    assert_contains(
+        &refused.stderr,
+        &format!("a controller (`gitvisor run`, pid {})", controller.pid()),
+    );
+    assert_contains(&refused.stderr, "gitvisor sync");
+    assert!(
+        env.link("gvc-b").is_none(),
+        "the refused apply changed the host"
+    );
+    // Readers are not concerned.
+    env.gitvisor(["plan", other.path_str()]).expect_code(0);
+    // A second controller on the same state dir is refused too.
+    let second = env
+        .gitvisor(["run", "--source", other.path_str()])
+        .expect_code(1);
+    assert_contains(&second.stderr, "a controller (`gitvisor run`");
+
+    // The controller keeps working: a save is applied, and `sync` goes through it.
+    manifests.write("c.yaml", &bridge("gvc-c", 3));
+    wait_for("the watch to apply c.yaml", DEADLINE, || {
+        env.link("gvc-c").is_some()
+    });
+    env.gitvisor(["sync"]).expect_code(0);
+
+    // Stopped, it no longer holds the state dir.
+    let status = controller.terminate();
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    env.apply(other.path()).expect_code(0);
+    assert!(env.expect_link("gvc-b").is_marked());
 }

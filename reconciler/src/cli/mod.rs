@@ -214,6 +214,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             concurrency,
         } => {
             let (source, revision) = load(&paths, global)?;
+            // A running controller owns this state dir: an apply beside it is refused
+            // with the way to go through it (`gitvisor sync`) or stop it.
+            crate::state::ControllerClaim::refuse_if_claimed(&global.state_dir)?;
             runtime()?.block_on(async {
                 let reconciler = reconciler(global, usize::from(concurrency))?;
                 apply::apply(&reconciler, &revision, &source, &scope, output).await
@@ -221,7 +224,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { output, offline } => runtime()?.block_on(async {
             // A running controller answers from its snapshot (it holds the store's lock
-            // while it applies); `--offline` reads the store itself.
+            // only while it applies, and its snapshot is fresher); `--offline` reads the
+            // store itself.
             if !offline {
                 if let Some(client) = crate::daemon::api::ApiClient::find(&global.run_dir).await? {
                     return controller::status(&client, output).await;

@@ -1,6 +1,7 @@
-//! `gitvisor run`: check the flags against the source, connect this host's drivers once
-//! (they are kept for every reconcile), and hand over to the controller
-//! ([`crate::daemon::run`]) until SIGTERM.
+//! `gitvisor run`: check the flags against the source, claim the state dir for as long
+//! as the controller runs ([`ControllerClaim`]: one controller per state dir, and no
+//! `apply` beside it), connect this host's drivers once (they are kept for every
+//! reconcile), and hand over to the controller ([`crate::daemon::run`]) until SIGTERM.
 
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ use super::{GlobalArgs, args::RunArgs};
 use crate::daemon::{self, ControllerOptions, Origin};
 use crate::reconcile::Reconciler;
 use crate::source::{GitSource, Location, Verification};
+use crate::state::ControllerClaim;
 
 /// Worker threads of the controller's runtime: reconciles run one at a time and drivers
 /// wait on the kernel and on child processes, so two are plenty and keep memory low.
@@ -19,6 +21,9 @@ const BLOCKING_THREADS: usize = 8;
 
 pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
     let origin = origin(global, args)?;
+    // Held until the controller exits: `apply` on this state dir is refused meanwhile
+    // (the store's own lock is held only while a reconcile writes).
+    let _claim = ControllerClaim::claim(&global.state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .max_blocking_threads(BLOCKING_THREADS)

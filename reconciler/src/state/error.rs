@@ -7,12 +7,35 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// redb's file lock is held: another gitvisor process has the store open for writing.
+    /// redb's file lock is held: another gitvisor process is writing the store right now.
     #[error(
-        "another gitvisor process holds the state store {path} (only one may reconcile a state dir at a time; \
-         is `gitvisor apply` or `gitvisor run` already running?)"
+        "another gitvisor process is writing the state store {path} right now (a `gitvisor apply`, \
+         or a reconcile of `gitvisor run`): only one may write a state dir at a time; wait for it \
+         to finish and try again"
     )]
     Locked { path: PathBuf },
+
+    /// A controller (`gitvisor run`) holds the state dir's claim ([`super::ControllerClaim`]).
+    #[error(
+        "a controller (`gitvisor run`{}) runs on the state dir {}: it applies its own source, \
+         and an apply beside it would be undone at its next resync. Change what the controller \
+         follows (commit or save the manifests there) and run `gitvisor sync` to apply it now, \
+         or stop the controller (`systemctl stop gitvisor`) and run this again",
+        pid.map(|pid| format!(", pid {pid}")).unwrap_or_default(),
+        state_dir.display()
+    )]
+    ControllerRunning {
+        state_dir: PathBuf,
+        pid: Option<u32>,
+    },
+
+    #[error("cannot {operation} the controller's claim {path}")]
+    ControllerClaim {
+        path: PathBuf,
+        operation: &'static str,
+        #[source]
+        source: io::Error,
+    },
 
     #[error("cannot create state directory {path}")]
     CreateDir {

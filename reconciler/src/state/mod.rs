@@ -34,7 +34,9 @@
 //! # Order of steps during a reconcile
 //!
 //! 1. [`Store::open`] takes the writer lock; a second gitvisor on the same state dir gets
-//!    [`StoreError::Locked`].
+//!    [`StoreError::Locked`]. The lock lasts as long as the write (one `apply`, one of a
+//!    controller's reconciles); a running controller also holds a [`ControllerClaim`] on
+//!    the state dir for its whole life, which `apply` checks first.
 //! 2. Before creating objects, [`Store::record_intents`] writes them as pending owned
 //!    records (write-ahead), so that if the process dies between the create and the
 //!    ownership marker on the object, the next run still knows the object is ours.
@@ -93,6 +95,7 @@
 
 mod blocking;
 mod contain;
+mod controller_claim;
 mod error;
 mod private;
 mod read_only;
@@ -109,6 +112,7 @@ mod tests_interrupted;
 #[cfg(test)]
 mod tests_private;
 
+pub use controller_claim::{CONTROLLER_LOCK_FILE, ControllerClaim};
 pub use error::StoreError;
 pub use private::{DIR_MODE, FILE_MODE};
 pub use read_only::ReadOnlyStore;

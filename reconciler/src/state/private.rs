@@ -21,9 +21,11 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file in the state dir.
 pub const FILE_MODE: u32 = 0o600;
 
-/// Whether `name` is one of the store's files: the store itself or a copy moved aside.
+/// Whether `name` is one of the store's files: the store itself, a copy moved aside, or
+/// a controller's claim.
 fn is_store_file(name: &str) -> bool {
     name == STATE_FILE
+        || name == super::CONTROLLER_LOCK_FILE
         || name
             .strip_prefix(STATE_FILE)
             .is_some_and(|rest| rest.starts_with(".corrupt-"))

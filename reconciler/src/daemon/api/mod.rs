@@ -13,7 +13,12 @@
 //! peer credentials (`SO_PEERCRED`) are checked as well: a client whose uid is not 0 is
 //! answered 403 and disconnected, even if the socket's mode was loosened by hand.
 //! `curl --unix-socket /run/gitvisor/controller.sock http://localhost/v1/status` works.
+//!
+//! Each listener serves a bounded number of connections at once from a pool of its own
+//! (`admission`), and every request head must arrive in time, so a flood on the metrics
+//! port cannot take the descriptors the controller and its API socket need.
 
+mod admission;
 pub mod client;
 pub mod http;
 mod metrics;

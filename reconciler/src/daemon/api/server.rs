@@ -14,11 +14,15 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
+use super::admission::{Admission, Permit};
 use super::{ApiError, http, routes};
 use crate::daemon::Shared;
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// API connections served at once (`events --follow` streams hold one each); a pool of
+/// its own, apart from the metrics endpoint's.
+const MAX_CONNECTIONS: usize = 256;
 
 /// The running API; dropping it stops accepting and removes the socket.
 #[derive(Debug)]
@@ -71,12 +75,16 @@ pub async fn serve(path: &Path, shared: Arc<Shared>) -> Result<ApiServer, ApiErr
     let listener = UnixListener::bind(path).map_err(io("bind"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io("restrict the mode of"))?;
+    let admission = Admission::new("API", MAX_CONNECTIONS);
     let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, shared.clone()));
-                }
+                Ok((stream, _)) => match admission.admit() {
+                    Some(permit) => {
+                        tokio::spawn(connection(stream, shared.clone(), permit));
+                    }
+                    None => drop(stream),
+                },
                 Err(error) => {
                     tracing::warn!(%error, "cannot accept an API connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -90,8 +98,10 @@ pub async fn serve(path: &Path, shared: Arc<Shared>) -> Result<ApiServer, ApiErr
     })
 }
 
-/// One connection: one request, one answer, for root only.
-async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
+/// One connection: one request, one answer, for root only; it holds its place in the
+/// pool until it ends.
+async fn connection(mut stream: UnixStream, shared: Arc<Shared>, permit: Permit) {
+    let _permit = permit;
     let uid = match stream.peer_cred() {
         Ok(credentials) => Some(credentials.uid()),
         Err(error) => {
