@@ -439,7 +439,7 @@ pub struct MetricsFlood {
 }
 
 impl MetricsFlood {
-    /// Opens `count` connections in `env`'s namespace; returns once all are open. The
+    /// Opens `count` connections in `env`'s namespace; returns once each was tried. The
     /// test process's soft descriptor limit is raised to its hard limit for them
     /// (children started before keep theirs).
     pub fn open(env: &TestEnv, port: u16, count: usize) -> MetricsFlood {
@@ -466,30 +466,36 @@ impl MetricsFlood {
                 let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
                 let connect = || -> std::io::Result<std::net::TcpStream> {
                     let mut stream =
-                        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+                        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(300))?;
                     // Half a head: the server waits for the rest.
                     let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
                     stream.set_nonblocking(true)?;
                     Ok(stream)
                 };
-                let mut streams: Vec<std::net::TcpStream> = (0..count)
-                    .map(|_| connect().expect("connect to the metrics port"))
-                    .collect();
+                // A connection the server does not take in time is tried again next
+                // round (a server out of descriptors leaves them in its backlog).
+                let mut streams: Vec<Option<std::net::TcpStream>> =
+                    (0..count).map(|_| connect().ok()).collect();
                 let _ = opened.send(());
                 while !stop.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(500));
-                    for stream in &mut streams {
-                        let mut byte = [0u8; 1];
-                        let gone = match stream.read(&mut byte) {
-                            Ok(_) => true,
-                            Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+                    for slot in &mut streams {
+                        let gone = match slot {
+                            Some(stream) => {
+                                let mut byte = [0u8; 1];
+                                let gone = match stream.read(&mut byte) {
+                                    Ok(_) => true,
+                                    Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+                                };
+                                if gone {
+                                    closed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                gone
+                            }
+                            None => true,
                         };
                         if gone {
-                            closed.fetch_add(1, Ordering::Relaxed);
-                            // Tried again next round when the port does not answer.
-                            if let Ok(again) = connect() {
-                                *stream = again;
-                            }
+                            *slot = connect().ok();
                         }
                     }
                 }
