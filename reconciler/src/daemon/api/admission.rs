@@ -10,6 +10,11 @@
 //! the time of one `accept`), and the listeners' pools are separate, so a flood on one
 //! does not shut the other. Refusals are logged at most once a minute (a flood must not
 //! flood the journal too).
+//!
+//! The soft `RLIMIT_NOFILE` is left as the service manager set it rather than raised:
+//! the containers, guests and tools the controller starts inherit it, and with these
+//! pools the controller's own use stays far below systemd's default of 1024 (84
+//! descriptors under a flood of 1200 connections, measured by the e2e test).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
