@@ -59,6 +59,7 @@ mod diff;
 mod drift;
 mod error;
 pub mod fake;
+mod health_probe;
 pub mod host;
 pub mod image;
 pub mod logs;
