@@ -7,7 +7,8 @@
 //! <run-dir>/containers/<id>/        the bundle: config.json, rootfs/ (the overlay mount),
 //!                                   pid, runc.log, shim.log, and what the supervisor and
 //!                                   gitvisor record: supervisor.pid, exit.json,
-//!                                   health.json, restarts, stopped (gitvisor stopped it)
+//!                                   health.json, health-check.pid, restarts, stopped
+//!                                   (gitvisor stopped it)
 //! <state-dir>/containers/images/    the image store
 //! <state-dir>/containers/rw/<id>/   the writable layer (upper, work)
 //! <state-dir>/containers/logs/      the log files
@@ -258,7 +259,7 @@ impl RuncHost {
             Some(Ok(pid)) => Ok(pid),
             Some(Err(message)) => Err(HostError::Command {
                 program: self.runc.binary.display().to_string(),
-                args: format!("create {id}"),
+                args: format!("{} {id}", if start { "run" } else { "create" }),
                 status: "failed".into(),
                 stderr: message,
             }),
