@@ -251,7 +251,7 @@ pub enum LogsError {
     #[error("{0:?} is not a container name: {1}")]
     Name(String, String),
     #[error(
-        "container {name} has no log at {} (it was not created with this --state-dir)",
+        "container {name} has no log at {} (it was pruned, or not created with this --state-dir)",
         path.display()
     )]
     Missing { name: String, path: PathBuf },
