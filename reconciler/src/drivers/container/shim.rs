@@ -21,11 +21,11 @@
 //!    container prints.
 //! 4. When a health check is configured: once the container runs, run it every
 //!    interval with `runc exec` and a timeout ([`health_probe`](super::health_probe)),
-//!    and record `health.json` when the verdict
-//!    or the count of failures changes (the controller watches it); after
-//!    `retries` failures in a row past the start period, mark it unhealthy and SIGKILL
-//!    the container (gitvisor restarts it under its restart policy: the controller at
-//!    once, see [`watch`](super::watch), else the next `apply`).
+//!    and record `health.json` when the verdict or the count of failures changes (the
+//!    controller watches it); after `retries` failures in a row past the start period,
+//!    mark it unhealthy and SIGKILL the container (gitvisor restarts it under its
+//!    restart policy: the controller at once, see [`watch`](super::watch), else the
+//!    next `apply`).
 //! 5. Wait for the init; record `exit.json` (code, 128 + signal for a signal, time,
 //!    whether it was killed as unhealthy); let the log copiers drain; exit.
 
