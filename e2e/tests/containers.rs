@@ -711,3 +711,227 @@ fn the_controller_reports_health_and_restarts_dead_containers_before_the_resync(
     let stopped = controller.terminate();
     assert!(stopped.success(), "SIGTERM is a clean stop: {stopped}");
 }
+
+/// The size of a process's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// A container under `memory: 32MiB` printing 200 MB without a newline: its supervisor
+/// (which runs outside the container's cgroup) stays small, the line is logged in
+/// pieces marked as continued, every log file stays within the 10 MiB rotation size and
+/// at most 3 rotated generations are kept; a prune removes the logs.
+#[test]
+fn a_flood_without_newlines_keeps_the_supervisor_small_and_the_logs_bounded() {
+    let Some((env, images)) = ContainerEnv::new("ctr_flood") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    // What stays declared when the container is pruned.
+    manifests.write("bridge.yaml", &bridge());
+    manifests.write(
+        "flood.yaml",
+        &ContainerEnv::container_manifest(
+            "flood",
+            &format!(
+                "  image: {}\n  command: [sh, -c, 'yes | tr -d \"\\n\" | head -c 200000000; echo; echo flood-done; exec sleep 100000']\n  resources: {{memory: 32MiB}}\n  stopTimeout: 1s\n",
+                images.rootfs.display()
+            ),
+        ),
+    );
+    env.apply(manifests.path(), 0);
+    let logs = env.state_dir().join("containers/logs");
+    let log = logs.join("flood.log");
+    env.wait_for(
+        "the container to finish its flood",
+        Duration::from_secs(300),
+        || {
+            fs::read(&log)
+                .map(|bytes| bytes.ends_with(b"flood-done\n"))
+                .unwrap_or(false)
+        },
+    );
+    let supervisor: u32 = fs::read_to_string(env.bundle("flood").join("supervisor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let peak = peak_rss_kib(supervisor);
+    eprintln!("the supervisor's peak resident memory: {peak} KiB");
+    assert!(
+        peak < 64 << 10,
+        "the supervisor grew to {peak} KiB while logging 200 MB"
+    );
+    let mut total = 0;
+    for entry in fs::read_dir(&logs).unwrap() {
+        let entry = entry.unwrap();
+        let size = entry.metadata().unwrap().len();
+        assert!(
+            size <= 10 << 20,
+            "{} has {size} bytes, past the 10 MiB rotation size",
+            entry.path().display()
+        );
+        total += size;
+    }
+    assert!(logs.join("flood.log.3").exists(), "the log was rotated");
+    assert!(!logs.join("flood.log.4").exists(), "3 generations are kept");
+    assert!(total <= 40 << 20, "{total} bytes of logs");
+    let oldest = fs::read(logs.join("flood.log.3")).unwrap();
+    let first_piece = oldest.split(|b| *b == b'\n').next().unwrap();
+    assert_eq!(first_piece.len(), (16 << 10) + 1, "a piece and its marker");
+    assert!(
+        first_piece.ends_with(b"y\\"),
+        "a piece is marked as continued"
+    );
+
+    // Pruned: its logs go with it.
+    manifests.remove("flood.yaml");
+    env.gitvisor([
+        std::ffi::OsStr::new("apply"),
+        manifests.path().as_os_str(),
+        std::ffi::OsStr::new("--prune"),
+    ])
+    .expect_code(0);
+    assert!(env.container("flood").is_none());
+    let left: Vec<_> = fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "logs left after the prune: {left:?}");
+}
+
+/// The processes whose command line is exactly `args`, on the whole host.
+fn processes_running(args: &[&str]) -> usize {
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted))
+        .count()
+}
+
+/// Health checks that print 1 MiB (more than a pipe holds) or leave a process in the
+/// background pass: their output is read while they run and only its end kept, and
+/// their process group is ended after them, so nothing they started piles up.
+#[test]
+fn health_checks_that_print_a_lot_or_leave_a_background_process_pass() {
+    let Some((env, images)) = ContainerEnv::new("ctr_chatty_check") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    let container = |name: &str, check: &str| {
+        ContainerEnv::container_manifest(
+            name,
+            &format!(
+                "  image: {}\n  command: [sleep, '100000']\n  stopTimeout: 1s\n  healthCheck: {{command: [sh, -c, '{check}'], interval: 300ms, timeout: 5s, retries: 1}}\n",
+                images.rootfs.display()
+            ),
+        )
+    };
+    manifests.write(
+        "loud.yaml",
+        &container("loud", "yes | head -c 1048576; echo; echo all-good"),
+    );
+    manifests.write(
+        "lingers.yaml",
+        &container("lingers", "sleep 4242 & echo started"),
+    );
+    env.apply(manifests.path(), 0);
+    let health = |name: &str| -> serde_json::Value {
+        fs::read(env.bundle(name).join("health.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    };
+    for name in ["loud", "lingers"] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while health(name)["status"] != "healthy" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}'s check did not pass: {}",
+                health(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // A few more checks of `lingers`: what each left in the background was ended.
+    std::thread::sleep(Duration::from_secs(2));
+    let left = processes_running(&["sleep", "4242"]);
+    assert!(
+        left <= 1,
+        "{left} background processes of past checks still run"
+    );
+    assert_eq!(health("loud")["status"], "healthy");
+    assert_eq!(health("lingers")["status"], "healthy");
+}
+
+/// A create that fails after the root file system was mounted leaves nothing mounted:
+/// a user the image lacks (refused by gitvisor) and a command the image lacks (refused
+/// by runc). Both need the user: retrying cannot help until the manifest changes.
+#[test]
+fn a_failed_create_leaves_nothing_mounted_and_runcs_refusal_needs_the_user() {
+    let Some((env, images)) = ContainerEnv::new("ctr_failed_create") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    let image = images.rootfs.display().to_string();
+    manifests.write(
+        "nouser.yaml",
+        &ContainerEnv::container_manifest(
+            "nouser",
+            &format!("  image: {image}\n  command: [sleep, '100000']\n  user: nosuchuser\n"),
+        ),
+    );
+    manifests.write(
+        "nocmd.yaml",
+        &ContainerEnv::container_manifest(
+            "nocmd",
+            &format!("  image: {image}\n  command: [/nonexistent]\n"),
+        ),
+    );
+    let outcome = env
+        .gitvisor([
+            std::ffi::OsStr::new("apply"),
+            manifests.path().as_os_str(),
+            std::ffi::OsStr::new("--output"),
+            std::ffi::OsStr::new("json"),
+        ])
+        .expect_code(1);
+    let report = outcome.json();
+    let results = report["report"]["results"].as_array().unwrap();
+    let mut wrong = Vec::new();
+    for name in ["nouser", "nocmd"] {
+        let result = results
+            .iter()
+            .find(|r| r["id"].to_string().contains(name))
+            .unwrap_or_else(|| panic!("no result for {name}: {report}"));
+        if result["class"] != "needsUser" {
+            wrong.push(format!("{name} failed as {}: {result}", result["class"]));
+        }
+        let bundle = env.bundle(name).to_string_lossy().into_owned();
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let left: Vec<&str> = mounts
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&bundle))
+            .collect();
+        if !left.is_empty() {
+            wrong.push(format!("{name}'s failed create left {left:?} mounted"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}

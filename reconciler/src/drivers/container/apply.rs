@@ -10,7 +10,7 @@
 //! - **Restart**: delete the exited container, then create, connect and start again with
 //!   its writable layer kept.
 //! - **Remove** (after a Stop): `runc delete --force`, unmount, remove the bundle,
-//!   writable layer and host veth.
+//!   writable layer and host veth; when pruned (not replaced), its log files too.
 //! - **Stop**: SIGTERM, SIGKILL after `stopTimeout`. **Update**: one `runc update`.
 //!
 //! The step's context is checked before every request. Stopping between any two leaves
@@ -46,6 +46,8 @@ pub(crate) async fn apply(
                 run.send(HostRequest::Remove {
                     id: name.to_owned(),
                     veth: Some(veth_name(name)),
+                    // No declaration: pruned, not replaced.
+                    logs: observed.declaration.is_none(),
                 })
                 .await?;
             }

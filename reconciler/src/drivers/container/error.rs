@@ -87,6 +87,17 @@ mod tests {
             },
         };
         assert_eq!(failed.class(), FailureClass::Transient);
+        let refused = ContainerError::Request {
+            container: "web".into(),
+            operation: "create".into(),
+            cause: HostError::Command {
+                program: "runc".into(),
+                args: "create web".into(),
+                status: "failed".into(),
+                stderr: "exec: \"nope\": executable file not found in $PATH".into(),
+            },
+        };
+        assert_eq!(refused.class(), FailureClass::NeedsUser);
         let declaration = ContainerError::Declaration {
             container: "web".into(),
             why: "no command".into(),

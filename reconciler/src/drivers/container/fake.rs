@@ -279,7 +279,7 @@ impl ContainerHost for FakeHost {
                 state.veths.retain(|_, (_, owner)| *owner != id);
                 Ok(Answer::Done)
             }
-            HostRequest::Remove { id, veth } => {
+            HostRequest::Remove { id, veth, .. } => {
                 state.containers.remove(&id);
                 state.restarts.remove(&id);
                 state.veths.retain(|_, (_, owner)| *owner != id);

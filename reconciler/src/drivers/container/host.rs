@@ -7,7 +7,8 @@
 //! <run-dir>/containers/<id>/        the bundle: config.json, rootfs/ (the overlay mount),
 //!                                   pid, runc.log, shim.log, and what the supervisor and
 //!                                   gitvisor record: supervisor.pid, exit.json,
-//!                                   health.json, restarts, stopped (gitvisor stopped it)
+//!                                   health.json, health-check.pid, restarts, stopped
+//!                                   (gitvisor stopped it)
 //! <state-dir>/containers/images/    the image store
 //! <state-dir>/containers/rw/<id>/   the writable layer (upper, work)
 //! <state-dir>/containers/logs/      the log files
@@ -258,7 +259,7 @@ impl RuncHost {
             Some(Ok(pid)) => Ok(pid),
             Some(Err(message)) => Err(HostError::Command {
                 program: self.runc.binary.display().to_string(),
-                args: format!("create {id}"),
+                args: format!("{} {id}", if start { "run" } else { "create" }),
                 status: "failed".into(),
                 stderr: message,
             }),
@@ -269,6 +270,37 @@ impl RuncHost {
                     runc_message(&log)
                 )))
             }
+        }
+    }
+
+    /// The bundle and root file system, then the supervisor's `runc create`.
+    async fn prepare_and_create(
+        &self,
+        config: &ContainerConfig,
+        image: &image::PreparedImage,
+        keep_writable_layer: bool,
+        start: bool,
+    ) -> Result<u32, HostError> {
+        let id = config.id.as_str();
+        let prepare = || {
+            let (layout, config, image) = (self.layout(), config.clone(), image.clone());
+            blocking(move || layout.prepare_bundle(&config, &image, keep_writable_layer))
+        };
+        let began = std::time::Instant::now();
+        prepare().await?;
+        tracing::debug!(container = %id, elapsed = ?began.elapsed(), "bundle and root file system ready");
+        let created = self.create(id, start).await;
+        tracing::debug!(container = %id, elapsed = ?began.elapsed(), "the supervisor answered");
+        match created {
+            Err(HostError::Command { stderr, .. }) if stderr.contains("already exists") => {
+                // The runtime has the id although the plan did not see it: what a
+                // gitvisor killed during its create left. Cleared (when it is
+                // gitvisor's), then the create runs again on a fresh bundle.
+                self.clear_interrupted_create(id).await?;
+                prepare().await?;
+                self.create(id, start).await
+            }
+            other => other,
         }
     }
 
@@ -375,14 +407,19 @@ impl RuncHost {
             .map(drop)
     }
 
-    async fn remove(&self, id: &str, veth: Option<&str>) -> Result<(), HostError> {
+    async fn remove(&self, id: &str, veth: Option<&str>, logs: bool) -> Result<(), HostError> {
         self.runc.delete(id).await?;
         let bundle = self.bundle(id);
         let writable = self.writable_layer(id);
+        let log = logs.then(|| self.log_path(id));
         blocking(move || {
             rootfs::unmount(&bundle.join("rootfs"))?;
             remove_dir(&bundle)?;
-            remove_dir(&writable)
+            remove_dir(&writable)?;
+            match log {
+                Some(log) => logs::remove(&log).map_err(HostError::io("remove the log files", log)),
+                None => Ok(()),
+            }
         })
         .await?;
         if let Some(veth) = veth {
@@ -543,25 +580,21 @@ impl ContainerHost for RuncHost {
                 start,
             } => {
                 let id = config.id.clone();
-                let prepare = || {
-                    let (layout, config, image) = (self.layout(), config.clone(), image.clone());
-                    blocking(move || layout.prepare_bundle(&config, &image, keep_writable_layer))
-                };
-                let began = std::time::Instant::now();
-                prepare().await?;
-                tracing::debug!(container = %id, elapsed = ?began.elapsed(), "bundle and root file system ready");
-                let created = self.create(&id, start).await;
-                tracing::debug!(container = %id, elapsed = ?began.elapsed(), "the supervisor answered");
-                match created {
-                    Err(HostError::Command { stderr, .. }) if stderr.contains("already exists") => {
-                        // The runtime has the id although the plan did not see it: what
-                        // a gitvisor killed during its create left. Cleared (when it is
-                        // gitvisor's), then the create runs again on a fresh bundle.
-                        self.clear_interrupted_create(&id).await?;
-                        prepare().await?;
-                        Ok(Answer::Pid(self.create(&id, start).await?))
+                let created = self.prepare_and_create(&config, &image, keep_writable_layer, start);
+                match created.await {
+                    Ok(pid) => Ok(Answer::Pid(pid)),
+                    // runc may still be creating it from the mounted root file system.
+                    Err(error @ HostError::Timeout { .. }) => Err(error),
+                    Err(error) => {
+                        // No container uses the root file system: a failed create leaves
+                        // nothing mounted (the next create mounts it again).
+                        let rootfs_dir = self.bundle(&id).join("rootfs");
+                        if let Err(leftover) = blocking(move || rootfs::unmount(&rootfs_dir)).await
+                        {
+                            tracing::warn!(container = %id, "after a failed create: {leftover}");
+                        }
+                        Err(error)
                     }
-                    other => Ok(Answer::Pid(other?)),
                 }
             }
             HostRequest::Connect { pid, veth, .. } => {
@@ -581,8 +614,8 @@ impl ContainerHost for RuncHost {
                 self.runc.delete(&id).await?;
                 Ok(Answer::Done)
             }
-            HostRequest::Remove { id, veth } => {
-                self.remove(&id, veth.as_deref()).await?;
+            HostRequest::Remove { id, veth, logs } => {
+                self.remove(&id, veth.as_deref(), logs).await?;
                 Ok(Answer::Done)
             }
             HostRequest::Update { id, limits } => {

@@ -59,6 +59,7 @@ mod diff;
 mod drift;
 mod error;
 pub mod fake;
+mod health_probe;
 pub mod host;
 pub mod image;
 pub mod logs;
@@ -312,6 +313,11 @@ mod tests {
             kinds(&fake.requests()),
             ["stop", "remove", "prepare", "run"]
         );
+        // A replace keeps the logs for the container that follows.
+        assert!(matches!(
+            &fake.requests()[1],
+            HostRequest::Remove { logs: false, .. }
+        ));
         fake.clear_requests();
 
         let limited = declared(
@@ -460,6 +466,11 @@ mod tests {
         assert!(matches!(
             &fake.requests()[0],
             HostRequest::Stop { grace, .. } if *grace == Duration::from_secs(3)
+        ));
+        // A prune removes its logs too.
+        assert!(matches!(
+            &fake.requests()[1],
+            HostRequest::Remove { logs: true, .. }
         ));
         assert!(fake.container("web").is_none());
         assert!(fake.container("stranger").is_some());

@@ -196,6 +196,42 @@ impl Runc {
     }
 }
 
+/// runc's subcommands that make or change a container from its declaration.
+const REFUSABLE: &[&str] = &["create", "run", "update", "exec"];
+
+/// Words of a runc failure whose cause may pass by itself (the kernel busy or short of
+/// memory for a moment, runc killed before it could say why).
+const PASSING: &[&str] = &[
+    "resource temporarily unavailable",
+    "device or resource busy",
+    "cannot allocate memory",
+    "interrupted system call",
+    "runc gave no reason",
+    "signal: ",
+];
+
+/// What a failed runc command `args` (as shown: `create web`) answering `message` asks
+/// for. runc refusing to make or change a container (`create`, `run`, `update`,
+/// `exec`) over what it was given (a command the image lacks, a user or mount it
+/// cannot set up, a limit the kernel refuses) answers the same on every retry until
+/// the declaration or the host changes: it needs the user, and the controller waits for
+/// a new revision instead of retrying for ever. A refusal whose message names a passing
+/// cause, and a failure of any other command (`start`, `kill`, `delete`, `state`,
+/// `list`), may succeed later: transient.
+pub fn failure_class(args: &str, message: &str) -> crate::contract::FailureClass {
+    use crate::contract::FailureClass;
+    let refusable = args
+        .split_whitespace()
+        .next()
+        .is_some_and(|command| REFUSABLE.contains(&command));
+    let lowered = message.to_lowercase();
+    if refusable && !PASSING.iter().any(|words| lowered.contains(words)) {
+        FailureClass::NeedsUser
+    } else {
+        FailureClass::Transient
+    }
+}
+
 fn tolerate(result: Result<(), HostError>, already: &[&str]) -> Result<(), HostError> {
     match result {
         Err(HostError::Command { ref stderr, .. })
@@ -246,6 +282,34 @@ pub fn runc_message(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runcs_refusals_to_make_or_change_a_container_need_the_user() {
+        use crate::contract::FailureClass::{NeedsUser, Transient};
+        let not_found = "runc create web failed (exit status: 1): runc create failed: unable to start container process: exec: \"/nonexistent\": stat /nonexistent: no such file or directory";
+        assert_eq!(failure_class("create web", not_found), NeedsUser);
+        assert_eq!(
+            failure_class("update --memory 0 web", "invalid memory value"),
+            NeedsUser
+        );
+        assert_eq!(failure_class("run web", "bad mount"), NeedsUser);
+        // A passing cause, or runc killed before it could say why.
+        assert_eq!(
+            failure_class("create web", "mkdir: Resource temporarily unavailable"),
+            Transient
+        );
+        assert_eq!(
+            failure_class(
+                "create web",
+                "runc create web failed (signal: 9 (SIGKILL)): runc gave no reason"
+            ),
+            Transient
+        );
+        // Other commands may succeed later.
+        assert_eq!(failure_class("start web", "boom"), Transient);
+        assert_eq!(failure_class("delete --force web", "busy"), Transient);
+        assert_eq!(failure_class("", "injected"), Transient);
+    }
 
     #[test]
     fn the_message_is_taken_from_runcs_log_line() {

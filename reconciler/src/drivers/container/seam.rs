@@ -235,10 +235,12 @@ pub enum HostRequest {
         id: String,
     },
     /// Delete, unmount the root file system, and remove the bundle, writable layer and
-    /// host veth.
+    /// host veth; with `logs`, its log files too (a prune: nothing will write them
+    /// again; a replace keeps them for the container that follows).
     Remove {
         id: String,
         veth: Option<String>,
+        logs: bool,
     },
     /// `runc update`: new cgroup limits, in place.
     Update {
@@ -362,9 +364,8 @@ impl HostError {
     pub fn class(&self) -> crate::contract::FailureClass {
         use crate::contract::{Classify, FailureClass};
         match self {
-            HostError::Command { .. } | HostError::Timeout { .. } | HostError::Unexpected(_) => {
-                FailureClass::Transient
-            }
+            HostError::Command { args, stderr, .. } => super::runc::failure_class(args, stderr),
+            HostError::Timeout { .. } | HostError::Unexpected(_) => FailureClass::Transient,
             HostError::Spawn { .. } | HostError::Invalid(_) => FailureClass::NeedsUser,
             HostError::Image(error) => error.class(),
             HostError::Netlink { source, .. } => source.class(),

@@ -16,25 +16,28 @@
 //!    start) with the container's stdout and stderr on two pipes whose read ends
 //!    the supervisor keeps. Answer gitvisor on stdout with one line: `created PID`, or
 //!    `error MESSAGE` (runc's own message from its log).
-//! 3. Copy both pipes into the log file, rotating it by size ([`logs`](super::logs)).
+//! 3. Copy both pipes into the log file, in pieces of bounded size, rotating it by size
+//!    ([`logs`](super::logs)): the supervisor's memory stays small whatever the
+//!    container prints.
 //! 4. When a health check is configured: once the container runs, run it every
-//!    interval with `runc exec` and a timeout, and record `health.json` when the verdict
-//!    or the count of failures changes (the controller watches it); after
-//!    `retries` failures in a row past the start period, mark it unhealthy and SIGKILL
-//!    the container (gitvisor restarts it under its restart policy: the controller at
-//!    once, see [`watch`](super::watch), else the next `apply`).
+//!    interval with `runc exec` and a timeout ([`health_probe`](super::health_probe)),
+//!    and record `health.json` when the verdict or the count of failures changes (the
+//!    controller watches it); after `retries` failures in a row past the start period,
+//!    mark it unhealthy and SIGKILL the container (gitvisor restarts it under its
+//!    restart policy: the controller at once, see [`watch`](super::watch), else the
+//!    next `apply`).
 //! 5. Wait for the init; record `exit.json` (code, 128 + signal for a signal, time,
 //!    whether it was killed as unhealthy); let the log copiers drain; exit.
 
 use std::fs;
-use std::io::{BufRead, Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::health_probe;
 use super::host::{EXIT_FILE, HEALTH_FILE};
 use super::logs;
 use super::seam::{ExitRecord, HealthConfig, HealthRecord};
@@ -141,10 +144,12 @@ fn supervise(args: &ShimArgs) -> Result<(), String> {
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| format!("runc create wrote no pid to {}", pid_file.display()))?;
 
-    let log = Arc::new(Mutex::new(LogFile::open(&args.log)?));
+    let log = logs::LogWriter::open(&args.log)
+        .map_err(|e| format!("cannot open the log file {}: {e}", args.log.display()))?;
+    let log = Arc::new(Mutex::new(log));
     let copiers = [out_read, err_read].map(|read| {
         let log = Arc::clone(&log);
-        std::thread::spawn(move || copy_into(read, &log))
+        std::thread::spawn(move || logs::copy_output(fs::File::from(read), &log))
     });
     let done = Arc::new(AtomicBool::new(false));
     let unhealthy = Arc::new(AtomicBool::new(false));
@@ -209,59 +214,6 @@ fn last_error(log: &Path) -> String {
         .unwrap_or_else(|| "runc gave no reason".into())
 }
 
-/// The log file, rotated when it passes [`logs::MAX_LOG_BYTES`].
-struct LogFile {
-    path: PathBuf,
-    file: fs::File,
-    size: u64,
-}
-
-impl LogFile {
-    fn open(path: &Path) -> Result<Self, String> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(LogFile {
-            path: path.to_path_buf(),
-            file,
-            size,
-        })
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        if self.size > 0
-            && self.size + bytes.len() as u64 > logs::MAX_LOG_BYTES
-            && logs::rotate(&self.path).is_ok()
-        {
-            if let Ok(fresh) = LogFile::open(&self.path) {
-                *self = fresh;
-            }
-        }
-        if self.file.write_all(bytes).is_ok() {
-            self.size += bytes.len() as u64;
-        }
-    }
-}
-
-fn copy_into(read: OwnedFd, log: &Mutex<LogFile>) {
-    let mut reader = std::io::BufReader::new(fs::File::from(read));
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if let Ok(mut log) = log.lock() {
-                    log.write(&line);
-                }
-            }
-        }
-    }
-}
-
 fn read_health(bundle: &Path) -> Option<HealthConfig> {
     let bytes = fs::read(bundle.join(HEALTH_CONFIG_FILE)).ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -293,7 +245,7 @@ fn record_health(
     let record = HealthRecord {
         status: status.to_owned(),
         failures,
-        last_output: output.trim().chars().take(512).collect(),
+        last_output: health_probe::last_chars(output.trim(), 512),
     };
     if let Ok(json) = serde_json::to_vec(&record) {
         write_atomically(&args.bundle.join(HEALTH_FILE), &json);
@@ -339,7 +291,7 @@ fn check_health(args: &ShimArgs, health: &HealthConfig, done: &AtomicBool, unhea
         if !pause(health.interval, done) {
             return;
         }
-        let (passed, output) = probe(args, health);
+        let (passed, output) = health_probe::probe(args, health);
         if passed {
             failures = 0;
             record_health(args, &mut last, "healthy", 0, &output);
@@ -365,51 +317,6 @@ fn check_health(args: &ShimArgs, health: &HealthConfig, done: &AtomicBool, unhea
             .stderr(Stdio::null())
             .status();
         return;
-    }
-}
-
-/// One health check: `runc exec` of the command, killed at the timeout.
-fn probe(args: &ShimArgs, health: &HealthConfig) -> (bool, String) {
-    let child = Command::new(&args.runc)
-        .arg("--root")
-        .arg(&args.root)
-        .args(["exec", &args.id])
-        .args(&health.command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) => return (false, format!("cannot run the health check: {e}")),
-    };
-    let deadline = Instant::now() + health.timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut output = String::new();
-                if let Some(mut out) = child.stdout.take() {
-                    let _ = out.read_to_string(&mut output);
-                }
-                if let Some(mut err) = child.stderr.take() {
-                    let _ = err.read_to_string(&mut output);
-                }
-                return (status.success(), output);
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return (
-                    false,
-                    format!(
-                        "timed out after {}",
-                        humantime::format_duration(health.timeout)
-                    ),
-                );
-            }
-            Err(e) => return (false, format!("cannot wait for the health check: {e}")),
-        }
     }
 }
 
