@@ -21,6 +21,15 @@
 //! `$XDG_RUNTIME_DIR/containers/auth.json`, else `~/.docker/config.json`. A `401` with a
 //! `Bearer` challenge is answered with a token from the realm it names (with the
 //! credentials, when there are any); a `Basic` challenge with the credentials.
+//!
+//! # Timeouts
+//!
+//! Nothing waits on a registry for ever: 15 s to connect, 60 s for the answer's headers,
+//! and every read of a body gives up after `GITVISOR_REGISTRY_READ_TIMEOUT` (default 30 s)
+//! without a byte, so a registry that stalls mid-download fails the pull (a transient
+//! failure, retried) instead of holding the step and its thread. A slow but moving
+//! download is never cut off. The step's cancellation and deadline reach the download
+//! too (see [`super::abandon`]).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -40,7 +49,7 @@ use super::store::{BlobSource, ImageStore, host_architecture};
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Where a registry's settings come from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistrySettings {
     /// `host[:port]` that may be reached over plain HTTP.
     pub insecure: Vec<String>,
@@ -48,6 +57,23 @@ pub struct RegistrySettings {
     pub auth_file: Option<PathBuf>,
     /// The CA bundle, when there is one (else the built-in Mozilla roots).
     pub ca_file: Option<PathBuf>,
+    /// How long one read may wait for a byte.
+    pub read_timeout: Duration,
+}
+
+/// How long one read from a registry may wait, unless `GITVISOR_REGISTRY_READ_TIMEOUT`
+/// says otherwise.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            insecure: Vec::new(),
+            auth_file: None,
+            ca_file: None,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+        }
+    }
 }
 
 impl RegistrySettings {
@@ -80,10 +106,24 @@ impl RegistrySettings {
                 PathBuf::from("/etc/pki/tls/certs/ca-bundle.crt"),
             ])
             .find(|p| p.is_file());
+        let read_timeout = match std::env::var("GITVISOR_REGISTRY_READ_TIMEOUT") {
+            Ok(text) => match humantime::parse_duration(text.trim()) {
+                Ok(timeout) if !timeout.is_zero() => timeout,
+                _ => {
+                    tracing::warn!(
+                        "ignoring GITVISOR_REGISTRY_READ_TIMEOUT={text}: not a duration above zero (30s, 2m); reads wait {}",
+                        humantime::format_duration(DEFAULT_READ_TIMEOUT)
+                    );
+                    DEFAULT_READ_TIMEOUT
+                }
+            },
+            Err(_) => DEFAULT_READ_TIMEOUT,
+        };
         RegistrySettings {
             insecure,
             auth_file,
             ca_file,
+            read_timeout,
         }
     }
 }
@@ -145,6 +185,8 @@ impl<'a> Client<'a> {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_send_request(Some(Duration::from_secs(60)))
+            .timeout_per_read(Some(settings.read_timeout))
             .build()
             .new_agent();
         Ok(Client {

@@ -16,15 +16,27 @@
 //!    `manifest.json`, a registry's manifest endpoint) and read it, verifying its digest
 //!    where something names it by digest.
 //! 2. Read the config blob, verifying its digest; its `rootfs.diff_ids` name the layers.
-//! 3. For every layer not in `layers/` yet: stream the blob through two hashes (the
-//!    compressed digest the manifest names, the uncompressed diff id the config names)
-//!    into a fresh directory under `tmp/`, then rename it into place. A mismatch deletes
-//!    the directory and fails the import: nothing unverified is ever under `layers/`.
-//!    Layers are shared by every image that has them and unpacked once; concurrent
-//!    imports of the same layer both unpack, and the second rename loses harmlessly.
+//! 3. For every layer not in `layers/` yet: check the blob against the digest the
+//!    manifest names *before* unpacking anything (a registry's blob is streamed through
+//!    the hash into a file under `tmp/` first, no bigger than its descriptor says; a
+//!    layout's blob is hashed where it is), then unpack it, hashing the uncompressed tar
+//!    against the diff id the config names, into a fresh directory under `tmp/`, and
+//!    rename that into place. A mismatch deletes the directory and fails the import:
+//!    nothing unverified is ever under `layers/`. Layers are shared by every image that
+//!    has them and unpacked once; concurrent imports of the same layer both unpack, and
+//!    the second rename loses harmlessly.
+//!
+//! # Bounds
+//!
+//! An image has at most [`MAX_LAYERS`](super::MAX_LAYERS) layers, and unpacks to at most
+//! `GITVISOR_IMAGE_MAX_UNPACKED_SIZE` (default [`DEFAULT_MAX_UNPACKED`], 64 GiB) of
+//! uncompressed tar, counted as it is read: a gzip bomb stops there, a docker-archive
+//! layer (which no compressed digest names) included. Files of a layout or archive are
+//! read only as regular files inside it ([`super::beneath`]).
 //!
 //! Everything here is blocking file I/O; the driver calls it off the async runtime.
 
+use std::cell::Cell;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
@@ -33,6 +45,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 
+use super::abandon::Abandon;
+use super::beneath::{MAX_METADATA, SourceDir};
 use super::digest::{HashingReader, Sha256Digest};
 use super::error::ImageError;
 use super::layer::LayerTarget;
@@ -42,7 +56,20 @@ use super::{ImageDefaults, PreparedImage};
 pub trait BlobSource {
     /// A reader over the blob's bytes, unverified (the store verifies them).
     fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError>;
+
+    /// The blob as a file already on this host (a layout's), to hash in place rather
+    /// than copy; `None` for a source that must stream it.
+    fn local_file(&self, _digest: &Sha256Digest) -> Option<Result<fs::File, ImageError>> {
+        None
+    }
 }
+
+/// How much uncompressed tar one image may unpack to, unless configured otherwise.
+pub const DEFAULT_MAX_UNPACKED: u64 = 64 << 30;
+
+/// The environment variable that sets [`ImageStore`]'s bound on an image's unpacked size
+/// (`64GiB`, `500MiB`, or bytes).
+pub const MAX_UNPACKED_VARIABLE: &str = "GITVISOR_IMAGE_MAX_UNPACKED_SIZE";
 
 /// How a layer's bytes are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +84,48 @@ pub enum Compression {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    max_unpacked: u64,
+    abandon: Abandon,
 }
 
 impl ImageStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        ImageStore { root: root.into() }
+        ImageStore {
+            root: root.into(),
+            max_unpacked: DEFAULT_MAX_UNPACKED,
+            abandon: Abandon::new(),
+        }
+    }
+
+    /// The store at `root`, bounded by [`MAX_UNPACKED_VARIABLE`] when it is set (a value
+    /// that is not a size is ignored with a warning).
+    pub fn configured(root: impl Into<PathBuf>) -> Self {
+        let mut store = ImageStore::new(root);
+        if let Some(value) = std::env::var_os(MAX_UNPACKED_VARIABLE) {
+            match value
+                .to_string_lossy()
+                .parse::<crate::model::ByteSize>()
+            {
+                Ok(size) => store.max_unpacked = size.0,
+                Err(why) => tracing::warn!(
+                    "ignoring {MAX_UNPACKED_VARIABLE}={}: {why}; images may unpack to {DEFAULT_MAX_UNPACKED} bytes",
+                    value.to_string_lossy()
+                ),
+            }
+        }
+        store
+    }
+
+    /// The same store, for one import that `abandon` can give up.
+    pub fn abandoned_by(&self, abandon: &Abandon) -> Self {
+        ImageStore {
+            abandon: abandon.clone(),
+            ..self.clone()
+        }
+    }
+
+    pub fn is_abandoned(&self) -> bool {
+        self.abandon.is_abandoned()
     }
 
     pub fn root(&self) -> &Path {
@@ -102,16 +166,16 @@ impl ImageStore {
             }
         }
         let mut bytes = Vec::new();
-        source
-            .open(digest)?
-            .take(MAX_METADATA_BLOB + 1)
+        self.abandon
+            .reader(source.open(digest)?)
+            .take(MAX_METADATA + 1)
             .read_to_end(&mut bytes)
             .map_err(ImageError::io(image, "read the blob of", &path))?;
-        if bytes.len() as u64 > MAX_METADATA_BLOB {
+        if bytes.len() as u64 > MAX_METADATA {
             return Err(ImageError::format(
                 image,
                 what,
-                format!("larger than {MAX_METADATA_BLOB} bytes; not an image manifest or config"),
+                format!("larger than {MAX_METADATA} bytes; not an image manifest or config"),
             ));
         }
         self.verify(image, what, digest, &Sha256Digest::of(&bytes))?;
@@ -163,15 +227,65 @@ impl ImageStore {
         }
     }
 
+    /// The layer blob `digest` from `source`, checked against its digest before
+    /// anything reads it further: a local file is hashed where it is, a streamed one is
+    /// copied through the hash into an unnamed file under `tmp/`, no further than the
+    /// `size` its descriptor gives. Answers a reader at the blob's first byte.
+    fn verified_layer_blob(
+        &self,
+        image: &str,
+        source: &dyn BlobSource,
+        digest: &Sha256Digest,
+        size: u64,
+    ) -> Result<Box<dyn Read>, ImageError> {
+        let what = format!("layer {digest}");
+        // One byte past the declared size tells "bigger than it says" from "as big".
+        let limit = if size > 0 { size + 1 } else { u64::MAX };
+        let read = |error| ImageError::io(image, "read the blob of", self.blob_path(digest))(error);
+        let (mut file, (actual, count)) = match source.local_file(digest) {
+            Some(file) => {
+                let file = file?;
+                let hashed = HashingReader::new(self.abandon.reader((&file).take(limit)))
+                    .finish()
+                    .map_err(read)?;
+                (file, hashed)
+            }
+            None => {
+                let tmp = self.root.join("tmp");
+                fs::create_dir_all(&tmp).map_err(ImageError::io(image, "create", &tmp))?;
+                let mut file = tempfile::tempfile_in(&tmp).map_err(ImageError::io(
+                    image,
+                    "create a file in",
+                    &tmp,
+                ))?;
+                let mut hashing =
+                    HashingReader::new(self.abandon.reader(source.open(digest)?.take(limit)));
+                io::copy(&mut hashing, &mut file).map_err(read)?;
+                (file, hashing.finish().map_err(read)?)
+            }
+        };
+        if size > 0 && count > size {
+            return Err(ImageError::format(
+                image,
+                what,
+                format!("the blob is larger than the {size} bytes its descriptor gives"),
+            ));
+        }
+        self.verify(image, &what, digest, &actual)?;
+        io::Seek::rewind(&mut file).map_err(read)?;
+        Ok(Box::new(file))
+    }
+
     /// Unpacks one layer unless the store has it: `open` gives the (possibly compressed)
-    /// bytes, `compressed` the digest they must have (when something names it),
-    /// `diff_id` the digest the uncompressed tar must have. Answers the layer directory.
+    /// bytes, already checked against the digest that names them when something does;
+    /// `diff_id` is the digest the uncompressed tar must have. At most `budget` bytes of
+    /// tar are read, and what was read is taken off it. Answers the layer directory.
     pub fn layer<'a>(
         &self,
         image: &str,
         diff_id: &Sha256Digest,
-        compressed: Option<&Sha256Digest>,
         compression: Compression,
+        budget: &mut u64,
         open: impl FnOnce() -> Result<Box<dyn Read + 'a>, ImageError>,
     ) -> Result<PathBuf, ImageError> {
         let target = self.layer_path(diff_id);
@@ -181,8 +295,7 @@ impl ImageStore {
         let scratch = self.scratch(image)?;
         let root = scratch.path().join("layer");
         fs::create_dir(&root).map_err(ImageError::io(image, "create", &root))?;
-        let raw = HashingReader::new(open()?);
-        let mut raw = BufReader::new(raw);
+        let mut raw = BufReader::new(self.abandon.reader(open()?));
         let gzip = match compression {
             Compression::Gzip => true,
             Compression::None => false,
@@ -192,47 +305,40 @@ impl ImageStore {
                 .starts_with(&[0x1f, 0x8b]),
         };
         let layer_name = diff_id.to_string();
-        let unpack = |reader: &mut dyn Read| -> Result<Sha256Digest, ImageError> {
-            let mut tar = HashingReader::new(reader);
-            LayerTarget {
+        let limit = *budget;
+        let mut unpack = |reader: &mut dyn Read| -> Result<Sha256Digest, ImageError> {
+            let over = Cell::new(false);
+            let mut tar = HashingReader::new(Bounded {
+                inner: reader,
+                left: limit,
+                over: &over,
+            });
+            let unpacked = LayerTarget {
                 image,
                 layer: &layer_name,
                 root: &root,
             }
-            .unpack(&mut tar)?;
-            let (actual, _) = tar
-                .finish()
-                .map_err(ImageError::io(image, "read layer", &root))?;
-            Ok(actual)
+            .unpack(&mut tar)
+            .and_then(|()| {
+                tar.finish()
+                    .map_err(ImageError::io(image, "read layer", &root))
+            });
+            if over.get() {
+                return Err(ImageError::TooLarge {
+                    image: image.to_owned(),
+                    what: format!("layer {diff_id}"),
+                    limit: self.max_unpacked,
+                });
+            }
+            let (digest, count) = unpacked?;
+            *budget -= count;
+            Ok(digest)
         };
-        let unpacked = if gzip {
-            let mut decoder = flate2::bufread::GzDecoder::new(&mut raw);
-            unpack(&mut decoder).and_then(|digest| {
-                io::copy(&mut decoder, &mut io::sink()).map_err(ImageError::io(
-                    image,
-                    "read layer",
-                    &root,
-                ))?;
-                Ok(digest)
-            })
+        let actual_diff_id = if gzip {
+            unpack(&mut flate2::bufread::GzDecoder::new(&mut raw))?
         } else {
-            unpack(&mut raw)
+            unpack(&mut raw)?
         };
-        // The blob's own digest first, whatever the unpacking said: bytes that are not
-        // what the manifest names explain any failure to read them.
-        let (actual_compressed, _) =
-            raw.into_inner()
-                .finish()
-                .map_err(ImageError::io(image, "read layer", &root))?;
-        if let Some(expected) = compressed {
-            self.verify(
-                image,
-                &format!("layer {expected}"),
-                expected,
-                &actual_compressed,
-            )?;
-        }
-        let actual_diff_id = unpacked?;
         self.verify(
             image,
             &format!("the uncompressed layer {diff_id} (its diff id in the config)"),
@@ -262,6 +368,7 @@ impl ImageStore {
         let config = ImageConfiguration::from_reader(&config_bytes[..])
             .map_err(|e| ImageError::format(image, "the image config", e))?;
         let diff_ids = diff_ids(image, &config)?;
+        layer_count(image, diff_ids.len())?;
         if diff_ids.len() != manifest.layers().len() {
             return Err(ImageError::format(
                 image,
@@ -274,12 +381,15 @@ impl ImageStore {
             ));
         }
         let mut lowers = Vec::with_capacity(diff_ids.len());
+        let mut budget = self.max_unpacked;
         for (descriptor, diff_id) in manifest.layers().iter().zip(&diff_ids) {
             let digest = digest_of(image, "a layer descriptor", descriptor)?;
             let compression = compression_of(image, descriptor.media_type())?;
-            lowers.push(self.layer(image, diff_id, Some(&digest), compression, || {
-                source.open(&digest)
-            })?);
+            lowers.push(
+                self.layer(image, diff_id, compression, &mut budget, || {
+                    self.verified_layer_blob(image, source, &digest, descriptor.size())
+                })?,
+            );
         }
         Ok(PreparedImage {
             id: config_digest.to_string(),
@@ -296,10 +406,10 @@ impl ImageStore {
         dir: &Path,
         tag: Option<&str>,
     ) -> Result<PreparedImage, ImageError> {
-        let layout = dir.join("oci-layout");
-        let text = fs::read_to_string(&layout).map_err(ImageError::io(image, "read", &layout))?;
+        let files = SourceDir { image, root: dir };
         let header: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ImageError::format(image, "oci-layout", e))?;
+            serde_json::from_slice(&files.read_metadata("oci-layout")?)
+                .map_err(|e| ImageError::format(image, "oci-layout", e))?;
         if header.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
             return Err(ImageError::Unsupported {
                 image: image.to_owned(),
@@ -310,8 +420,7 @@ impl ImageStore {
                 ),
             });
         }
-        let index_path = dir.join("index.json");
-        let index = ImageIndex::from_file(&index_path)
+        let index = ImageIndex::from_reader(&files.read_metadata("index.json")?[..])
             .map_err(|e| ImageError::format(image, "index.json", e))?;
         let source = LayoutBlobs { dir, image };
         let descriptor = pick_manifest(image, index.manifests(), tag)?;
@@ -364,13 +473,8 @@ impl ImageStore {
             repo_tags: Option<Vec<String>>,
             layers: Vec<String>,
         }
-        let manifest_path = dir.join("manifest.json");
-        let text = fs::read_to_string(&manifest_path).map_err(ImageError::io(
-            image,
-            "read",
-            &manifest_path,
-        ))?;
-        let entries: Vec<Entry> = serde_json::from_str(&text)
+        let files = SourceDir { image, root: dir };
+        let entries: Vec<Entry> = serde_json::from_slice(&files.read_metadata("manifest.json")?)
             .map_err(|e| ImageError::format(image, "manifest.json", e))?;
         let entry = match (tag, entries.len()) {
             (_, 0) => {
@@ -400,9 +504,7 @@ impl ImageStore {
                     why: format!("the archive has no image tagged {tag}"),
                 })?,
         };
-        let config_path = inside(image, dir, &entry.config)?;
-        let config_bytes =
-            fs::read(&config_path).map_err(ImageError::io(image, "read", &config_path))?;
+        let config_bytes = files.read_metadata(&entry.config)?;
         let config_digest = Sha256Digest::of(&config_bytes);
         // `<hex>.json` (docker, skopeo) or `blobs/sha256/<hex>` (docker 25+) name the
         // config by its digest: hold them to it.
@@ -418,6 +520,7 @@ impl ImageStore {
         let config = ImageConfiguration::from_reader(&config_bytes[..])
             .map_err(|e| ImageError::format(image, "the image config", e))?;
         let diff_ids = diff_ids(image, &config)?;
+        layer_count(image, diff_ids.len())?;
         if diff_ids.len() != entry.layers.len() {
             return Err(ImageError::format(
                 image,
@@ -430,12 +533,15 @@ impl ImageStore {
             ));
         }
         let mut lowers = Vec::with_capacity(diff_ids.len());
+        let mut budget = self.max_unpacked;
         for (layer, diff_id) in entry.layers.iter().zip(&diff_ids) {
-            let path = inside(image, dir, layer)?;
-            lowers.push(self.layer(image, diff_id, None, Compression::Sniff, || {
-                let file = fs::File::open(&path).map_err(ImageError::io(image, "open", &path))?;
-                Ok(Box::new(file) as Box<dyn Read>)
-            })?);
+            lowers.push(self.layer(
+                image,
+                diff_id,
+                Compression::Sniff,
+                &mut budget,
+                || Ok(Box::new(files.open(layer)?) as Box<dyn Read>),
+            )?);
         }
         Ok(PreparedImage {
             id: config_digest.to_string(),
@@ -456,7 +562,7 @@ impl ImageStore {
         let root = scratch.path().join("archive");
         fs::create_dir(&root).map_err(ImageError::io(image, "create", &root))?;
         let opened = fs::File::open(file).map_err(ImageError::io(image, "open", file))?;
-        let mut reader = BufReader::new(opened);
+        let mut reader = BufReader::new(self.abandon.reader(opened));
         let gzip = reader
             .fill_buf()
             .map_err(ImageError::io(image, "read", file))?
@@ -466,11 +572,30 @@ impl ImageStore {
             layer: "(the archive itself)",
             root: &root,
         };
-        if gzip {
-            target.unpack(flate2::bufread::GzDecoder::new(reader))?;
+        // The archive holds the layers: it may unpack to what they may, and a little.
+        let over = Cell::new(false);
+        let limit = self.max_unpacked.saturating_add(MAX_METADATA * 4);
+        let unpacked = if gzip {
+            target.unpack(Bounded {
+                inner: flate2::bufread::GzDecoder::new(reader),
+                left: limit,
+                over: &over,
+            })
         } else {
-            target.unpack(reader)?;
+            target.unpack(Bounded {
+                inner: reader,
+                left: limit,
+                over: &over,
+            })
+        };
+        if over.get() {
+            return Err(ImageError::TooLarge {
+                image: image.to_owned(),
+                what: format!("the archive {}", file.display()),
+                limit,
+            });
         }
+        unpacked?;
         self.import_directory_image(image, &root, tag)?
             .ok_or_else(|| ImageError::NotFound {
                 image: image.to_owned(),
@@ -489,10 +614,13 @@ impl ImageStore {
         dir: &Path,
         tag: Option<&str>,
     ) -> Result<Option<PreparedImage>, ImageError> {
-        if dir.join("oci-layout").is_file() {
+        // Present in any form: reading it says what is wrong with one that is not a
+        // regular file of the directory.
+        let has = |name: &str| fs::symlink_metadata(dir.join(name)).is_ok();
+        if has("oci-layout") {
             return self.import_layout(image, dir, tag).map(Some);
         }
-        if dir.join("manifest.json").is_file() {
+        if has("manifest.json") {
             return self.import_docker(image, dir, tag).map(Some);
         }
         Ok(None)
@@ -529,8 +657,32 @@ impl ImageStore {
     }
 }
 
-/// Manifests and configs are small; anything bigger is not one.
-const MAX_METADATA_BLOB: u64 = 4 << 20;
+/// Passes at most `left` bytes through; reading past them fails and sets `over`.
+struct Bounded<'a, R> {
+    inner: R,
+    left: u64,
+    over: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for Bounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // At the bound: only the end of the stream may follow.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => {
+                    self.over.set(true);
+                    Err(io::Error::other("more bytes than an image may unpack to"))
+                }
+            };
+        }
+        let most = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..most])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
 
 /// Identifies the state of a local image source: when none of this changed, neither did
 /// the image.
@@ -569,30 +721,39 @@ struct LayoutBlobs<'a> {
     image: &'a str,
 }
 
-impl BlobSource for LayoutBlobs<'_> {
-    fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError> {
-        let path = self.dir.join("blobs/sha256").join(digest.hex());
-        let file = fs::File::open(&path).map_err(ImageError::io(self.image, "open", &path))?;
-        Ok(Box::new(file))
+impl LayoutBlobs<'_> {
+    fn file(&self, digest: &Sha256Digest) -> Result<fs::File, ImageError> {
+        SourceDir {
+            image: self.image,
+            root: self.dir,
+        }
+        .open(&format!("blobs/sha256/{}", digest.hex()))
     }
 }
 
-/// `relative` below `dir`, refusing paths that leave it.
-fn inside(image: &str, dir: &Path, relative: &str) -> Result<PathBuf, ImageError> {
-    let path = Path::new(relative);
-    if path.is_absolute()
-        || path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(ImageError::Hostile {
+impl BlobSource for LayoutBlobs<'_> {
+    fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError> {
+        Ok(Box::new(self.file(digest)?))
+    }
+
+    fn local_file(&self, digest: &Sha256Digest) -> Option<Result<fs::File, ImageError>> {
+        Some(self.file(digest))
+    }
+}
+
+/// Refuses an image with more layers than a container's root file system stacks.
+fn layer_count(image: &str, layers: usize) -> Result<(), ImageError> {
+    if layers > super::MAX_LAYERS {
+        return Err(ImageError::Unsupported {
             image: image.to_owned(),
-            layer: "manifest.json".into(),
-            entry: relative.to_owned(),
-            why: "it names a file outside the archive".into(),
+            what: format!("an image of {layers} layers"),
+            why: format!(
+                "a container stacks at most {} layers; rebuild the image with fewer (squash some)",
+                super::MAX_LAYERS
+            ),
         });
     }
-    Ok(dir.join(path))
+    Ok(())
 }
 
 pub(crate) fn digest_of(
