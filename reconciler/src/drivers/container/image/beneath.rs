@@ -80,16 +80,16 @@ impl SourceDir<'_> {
                 entry,
                 "it is, or goes through, a symlink that leads outside the image",
             )),
-            Err(errno) => Err(ImageError::io(
-                self.image,
-                "open",
-                self.root.join(relative),
-            )(errno.into())),
+            Err(errno) => {
+                Err(ImageError::io(self.image, "open", self.root.join(relative))(errno.into()))
+            }
             Ok(fd) => Ok(fs::File::from(fd)),
         }?;
-        let meta = opened
-            .metadata()
-            .map_err(ImageError::io(self.image, "read", self.root.join(relative)))?;
+        let meta = opened.metadata().map_err(ImageError::io(
+            self.image,
+            "read",
+            self.root.join(relative),
+        ))?;
         let kind = meta.file_type();
         if !kind.is_file() {
             let what = if kind.is_dir() {
@@ -110,11 +110,7 @@ impl SourceDir<'_> {
 
     /// Old kernels: refuse a symlink anywhere on the way, then open the last component
     /// without following it.
-    fn open_without_openat2(
-        &self,
-        entry: &str,
-        relative: &Path,
-    ) -> Result<fs::File, ImageError> {
+    fn open_without_openat2(&self, entry: &str, relative: &Path) -> Result<fs::File, ImageError> {
         let mut path = self.root.to_path_buf();
         for part in relative.components() {
             path.push(part);

@@ -89,7 +89,9 @@ pub fn prepare(store: &ImageStore, image: &str) -> Result<PreparedImage, ImageEr
         if store.is_abandoned() {
             ImageError::Abandoned {
                 image: image.to_owned(),
-                why: format!("its step was cancelled or ran past its deadline; it stopped at: {error}"),
+                why: format!(
+                    "its step was cancelled or ran past its deadline; it stopped at: {error}"
+                ),
             }
         } else {
             error

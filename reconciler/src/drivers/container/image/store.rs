@@ -102,10 +102,7 @@ impl ImageStore {
     pub fn configured(root: impl Into<PathBuf>) -> Self {
         let mut store = ImageStore::new(root);
         if let Some(value) = std::env::var_os(MAX_UNPACKED_VARIABLE) {
-            match value
-                .to_string_lossy()
-                .parse::<crate::model::ByteSize>()
-            {
+            match value.to_string_lossy().parse::<crate::model::ByteSize>() {
                 Ok(size) => store.max_unpacked = size.0,
                 Err(why) => tracing::warn!(
                     "ignoring {MAX_UNPACKED_VARIABLE}={}: {why}; images may unpack to {DEFAULT_MAX_UNPACKED} bytes",
@@ -114,6 +111,12 @@ impl ImageStore {
             }
         }
         store
+    }
+
+    /// The same store, bounding an image's unpacked size to `bytes`.
+    pub fn with_max_unpacked(mut self, bytes: u64) -> Self {
+        self.max_unpacked = bytes;
+        self
     }
 
     /// The same store, for one import that `abandon` can give up.
@@ -385,11 +388,9 @@ impl ImageStore {
         for (descriptor, diff_id) in manifest.layers().iter().zip(&diff_ids) {
             let digest = digest_of(image, "a layer descriptor", descriptor)?;
             let compression = compression_of(image, descriptor.media_type())?;
-            lowers.push(
-                self.layer(image, diff_id, compression, &mut budget, || {
-                    self.verified_layer_blob(image, source, &digest, descriptor.size())
-                })?,
-            );
+            lowers.push(self.layer(image, diff_id, compression, &mut budget, || {
+                self.verified_layer_blob(image, source, &digest, descriptor.size())
+            })?);
         }
         Ok(PreparedImage {
             id: config_digest.to_string(),
@@ -407,9 +408,8 @@ impl ImageStore {
         tag: Option<&str>,
     ) -> Result<PreparedImage, ImageError> {
         let files = SourceDir { image, root: dir };
-        let header: serde_json::Value =
-            serde_json::from_slice(&files.read_metadata("oci-layout")?)
-                .map_err(|e| ImageError::format(image, "oci-layout", e))?;
+        let header: serde_json::Value = serde_json::from_slice(&files.read_metadata("oci-layout")?)
+            .map_err(|e| ImageError::format(image, "oci-layout", e))?;
         if header.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
             return Err(ImageError::Unsupported {
                 image: image.to_owned(),
@@ -535,13 +535,11 @@ impl ImageStore {
         let mut lowers = Vec::with_capacity(diff_ids.len());
         let mut budget = self.max_unpacked;
         for (layer, diff_id) in entry.layers.iter().zip(&diff_ids) {
-            lowers.push(self.layer(
-                image,
-                diff_id,
-                Compression::Sniff,
-                &mut budget,
-                || Ok(Box::new(files.open(layer)?) as Box<dyn Read>),
-            )?);
+            lowers.push(
+                self.layer(image, diff_id, Compression::Sniff, &mut budget, || {
+                    Ok(Box::new(files.open(layer)?) as Box<dyn Read>)
+                })?,
+            );
         }
         Ok(PreparedImage {
             id: config_digest.to_string(),
@@ -677,7 +675,9 @@ impl<R: Read> Read for Bounded<'_, R> {
                 }
             };
         }
-        let most = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let most = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..most])?;
         self.left -= n as u64;
         Ok(n)
@@ -892,9 +892,8 @@ mod tests {
 
     use super::*;
 
-    /// Writes an OCI layout with one gzipped layer holding `files`; answers the layer's
-    /// blob path.
-    pub(crate) fn layout(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+    /// A tar holding `files` (regular, mode 0644, owned by root).
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
         for (name, data) in files {
             let mut header = tar::Header::new_gnu();
@@ -906,11 +905,18 @@ mod tests {
             header.set_cksum();
             tar.append_data(&mut header, name, *data).unwrap();
         }
-        let layer_tar = tar.into_inner().unwrap();
-        let diff_id = Sha256Digest::of(&layer_tar);
-        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gzip.write_all(&layer_tar).unwrap();
-        let layer = gzip.finish().unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    /// Writes an OCI layout with one gzipped layer holding `files`; answers the layer's
+    /// blob path.
+    pub(crate) fn layout(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        layout_of_layers(dir, &[files]).remove(0)
+    }
+
+    /// Writes an OCI layout tagged `v1` with one gzipped layer per entry of `layers`;
+    /// answers the layers' blob paths.
+    fn layout_of_layers(dir: &Path, layers: &[&[(&str, &[u8])]]) -> Vec<PathBuf> {
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).unwrap();
         let put = |bytes: &[u8]| {
@@ -918,11 +924,23 @@ mod tests {
             fs::write(blobs.join(digest.hex()), bytes).unwrap();
             digest
         };
-        let layer_digest = put(&layer);
+        let mut diff_ids = Vec::new();
+        let mut descriptors = Vec::new();
+        let mut paths = Vec::new();
+        for files in layers {
+            let layer_tar = tar_of(files);
+            diff_ids.push(Sha256Digest::of(&layer_tar).to_string());
+            let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gzip.write_all(&layer_tar).unwrap();
+            let layer = gzip.finish().unwrap();
+            let digest = put(&layer);
+            descriptors.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest.to_string(), "size": layer.len()}));
+            paths.push(blobs.join(digest.hex()));
+        }
         let config = serde_json::json!({
             "architecture": "amd64", "os": "linux",
             "config": {"Cmd": ["/bin/app"], "Env": ["A=1"]},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
         });
         let config = serde_json::to_vec(&config).unwrap();
         let config_digest = put(&config);
@@ -930,7 +948,7 @@ mod tests {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest.to_string(), "size": layer.len()}],
+            "layers": descriptors,
         });
         let manifest = serde_json::to_vec(&manifest).unwrap();
         let manifest_digest = put(&manifest);
@@ -940,7 +958,7 @@ mod tests {
         });
         fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
         fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        blobs.join(layer_digest.hex())
+        paths
     }
 
     #[test]
@@ -1039,5 +1057,366 @@ mod tests {
             .import_layout("app", source.path(), None)
             .unwrap_err();
         assert!(error.to_string().contains("diff id"), "{error}");
+    }
+
+    /// One member of a test archive.
+    enum Member<'a> {
+        File(&'a str, &'a [u8]),
+        Symlink(&'a str, &'a str),
+    }
+
+    /// Writes a tar of `members` to `path`.
+    fn archive(path: &Path, members: &[Member]) {
+        let mut tar = tar::Builder::new(Vec::new());
+        for member in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            match member {
+                Member::File(name, data) => {
+                    header.set_size(data.len() as u64);
+                    header.set_cksum();
+                    tar.append_data(&mut header, name, *data).unwrap();
+                }
+                Member::Symlink(name, target) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_size(0);
+                    tar.append_link(&mut header, name, target).unwrap();
+                }
+            }
+        }
+        fs::write(path, tar.into_inner().unwrap()).unwrap();
+    }
+
+    /// A docker-archive's `manifest.json` and config for `layers` (file names in the
+    /// archive, and the tar each holds).
+    fn docker_metadata(layers: &[(&str, &[u8])]) -> (Vec<u8>, Vec<u8>) {
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|(_, tar)| Sha256Digest::of(tar).to_string())
+            .collect();
+        let layers: Vec<&str> = layers.iter().map(|(name, _)| *name).collect();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["/bin/app"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let manifest =
+            serde_json::json!([{"Config": "cfg.json", "RepoTags": ["app:v1"], "Layers": layers}]);
+        (
+            serde_json::to_vec(&manifest).unwrap(),
+            serde_json::to_vec(&config).unwrap(),
+        )
+    }
+
+    fn refused_entry(error: &ImageError) -> &str {
+        match error {
+            ImageError::Unsafe { entry, .. } => entry,
+            other => panic!("expected an unsafe entry, got: {other}"),
+        }
+    }
+
+    #[test]
+    fn archive_members_linking_out_of_the_archive_are_refused_by_name() {
+        let host = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let layer_tar = tar_of(&[("app", b"archive file\n")]);
+        // A host tar (whose diff id the config names), and a host layout.
+        let secret_tar = tar_of(&[("secret", b"host file\n")]);
+        let host_tar = host.path().join("host.tar");
+        fs::write(&host_tar, &secret_tar).unwrap();
+        let host_layout = host.path().join("layout");
+        fs::create_dir(&host_layout).unwrap();
+        layout(&host_layout, &[("secret", b"host file\n")]);
+
+        let (manifest, config) =
+            docker_metadata(&[("layer.tar", &layer_tar), ("l2.tar", &secret_tar)]);
+        let l2 = host.path().join("l2.tar.archive");
+        archive(
+            &l2,
+            &[
+                Member::File("manifest.json", &manifest),
+                Member::File("cfg.json", &config),
+                Member::File("layer.tar", &layer_tar),
+                Member::Symlink("l2.tar", host_tar.to_str().unwrap()),
+            ],
+        );
+        let error = store.import_archive("l2", &l2, None).unwrap_err();
+        assert_eq!(refused_entry(&error), "l2.tar", "{error}");
+        assert!(error.to_string().contains("\"l2.tar\""), "{error}");
+
+        let index = fs::read(host_layout.join("index.json")).unwrap();
+        let blobs = host.path().join("blobs.archive");
+        archive(
+            &blobs,
+            &[
+                Member::File("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+                Member::File("index.json", &index),
+                Member::Symlink("blobs", host_layout.join("blobs").to_str().unwrap()),
+            ],
+        );
+        let error = store.import_archive("blobs", &blobs, None).unwrap_err();
+        assert!(
+            refused_entry(&error).starts_with("blobs/sha256/"),
+            "{error}"
+        );
+
+        // A link that stays inside the archive is an entry of it (`docker save` links a
+        // repeated layer to its first copy).
+        let (manifest, config) =
+            docker_metadata(&[("layer.tar", &layer_tar), ("dup/layer.tar", &layer_tar)]);
+        let inside = host.path().join("inside.archive");
+        archive(
+            &inside,
+            &[
+                Member::File("manifest.json", &manifest),
+                Member::File("cfg.json", &config),
+                Member::File("layer.tar", &layer_tar),
+                Member::Symlink("dup/layer.tar", "../layer.tar"),
+            ],
+        );
+        let image = store.import_archive("inside", &inside, None).unwrap();
+        assert_eq!(image.lowers.len(), 2);
+        assert_eq!(
+            fs::read(image.lowers[1].join("app")).unwrap(),
+            b"archive file\n"
+        );
+        // Nothing refused was kept.
+        let layers = store_dir.path().join("layers/sha256");
+        assert_eq!(fs::read_dir(&layers).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn archive_members_naming_devices_or_huge_host_files_are_refused_at_once() {
+        let host = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let layer_tar = tar_of(&[("a", b"a")]);
+        let (manifest, config) = docker_metadata(&[("layer.tar", &layer_tar)]);
+        let sparse = host.path().join("sparse");
+        fs::File::create(&sparse).unwrap().set_len(8 << 30).unwrap();
+        let sparse = sparse.to_str().unwrap();
+        let cases: [(&str, Vec<Member>); 3] = [
+            (
+                "cfg.json",
+                vec![
+                    Member::File("manifest.json", &manifest),
+                    Member::Symlink("cfg.json", "/dev/zero"),
+                    Member::File("layer.tar", &layer_tar),
+                ],
+            ),
+            (
+                "manifest.json",
+                vec![
+                    Member::Symlink("manifest.json", sparse),
+                    Member::File("cfg.json", &config),
+                    Member::File("layer.tar", &layer_tar),
+                ],
+            ),
+            (
+                "layer.tar",
+                vec![
+                    Member::File("manifest.json", &manifest),
+                    Member::File("cfg.json", &config),
+                    Member::Symlink("layer.tar", "/dev/zero"),
+                ],
+            ),
+        ];
+        for (entry, members) in cases {
+            let path = host.path().join(format!("{entry}.archive"));
+            archive(&path, &members);
+            let began = std::time::Instant::now();
+            let error = store.import_archive(entry, &path, None).unwrap_err();
+            assert_eq!(refused_entry(&error), entry, "{error}");
+            assert!(began.elapsed() < std::time::Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn a_layout_directory_is_read_without_following_links_out_of_it() {
+        let source = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let layer_blob = layout(source.path(), &[("bin/app", b"layout\n")]);
+        // The layer blob now lives outside the layout, linked from it.
+        let outside = host.path().join("blob");
+        fs::rename(&layer_blob, &outside).unwrap();
+        std::os::unix::fs::symlink(&outside, &layer_blob).unwrap();
+        let error = ImageStore::new(store_dir.path())
+            .import_layout("app", source.path(), None)
+            .unwrap_err();
+        let entry = refused_entry(&error);
+        assert!(entry.starts_with("blobs/sha256/"), "{error}");
+        assert!(error.to_string().contains("outside the image"), "{error}");
+    }
+
+    #[test]
+    fn metadata_files_are_read_up_to_a_bound() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        fs::File::create(source.path().join("manifest.json"))
+            .unwrap()
+            .set_len(8 << 30)
+            .unwrap();
+        let began = std::time::Instant::now();
+        let error = ImageStore::new(store_dir.path())
+            .import_docker("app", source.path(), None)
+            .unwrap_err();
+        assert!(
+            matches!(&error, ImageError::Format { what, .. } if what == "manifest.json"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("larger than 4 MiB"), "{error}");
+        assert!(began.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// Serves a layout's blobs, but another layer's bytes for `swapped`, and notes
+    /// whether anything was unpacked under `tmp/` by the time those bytes ran out.
+    struct SwappingSource<'a> {
+        blobs: LayoutBlobs<'a>,
+        swapped: Sha256Digest,
+        replacement: Vec<u8>,
+        tmp: PathBuf,
+        unpacked_before_the_end: Cell<Option<bool>>,
+    }
+
+    struct AtEnd<'a> {
+        bytes: &'a [u8],
+        source: &'a SwappingSource<'a>,
+    }
+
+    impl Read for AtEnd<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.bytes.read(buf)?;
+            if n == 0 && self.source.unpacked_before_the_end.get().is_none() {
+                let unpacked = fs::read_dir(&self.source.tmp)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|dir| {
+                        fs::read_dir(dir.path().join("layer")).is_ok_and(|mut d| d.next().is_some())
+                    });
+                self.source.unpacked_before_the_end.set(Some(unpacked));
+            }
+            Ok(n)
+        }
+    }
+
+    impl BlobSource for SwappingSource<'_> {
+        fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError> {
+            if *digest == self.swapped {
+                return Ok(Box::new(AtEnd {
+                    bytes: &self.replacement,
+                    source: self,
+                }));
+            }
+            self.blobs.open(digest)
+        }
+    }
+
+    #[test]
+    fn a_layer_blob_is_checked_against_its_digest_before_it_is_unpacked() {
+        let source = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        // Incompressible, so the named blob is bigger than the one served in its place.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..256 << 10)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let layer_blob = layout(source.path(), &[("bin/app", &noise)]);
+        // A bomb, as far as this test goes: a valid gzip layer, but not the one named.
+        let big = vec![0u8; 8 << 20];
+        let replacement = fs::read(layout(other.path(), &[("zeros", &big)])).unwrap();
+        let swapped =
+            Sha256Digest::from_hex(layer_blob.file_name().unwrap().to_str().unwrap()).unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let source = SwappingSource {
+            blobs: LayoutBlobs {
+                dir: source.path(),
+                image: "app",
+            },
+            swapped: swapped.clone(),
+            replacement,
+            tmp: store_dir.path().join("tmp"),
+            unpacked_before_the_end: Cell::new(None),
+        };
+        let index = ImageIndex::from_file(source.blobs.dir.join("index.json")).unwrap();
+        let manifest = store
+            .manifest("app", &source, &index.manifests()[0])
+            .unwrap();
+        let error = store
+            .import_manifest("app", &source, &manifest)
+            .unwrap_err();
+        assert!(
+            matches!(&error, ImageError::DigestMismatch { expected, .. } if *expected == swapped.to_string()),
+            "{error}"
+        );
+        assert_eq!(
+            source.unpacked_before_the_end.get(),
+            Some(false),
+            "nothing may be unpacked before the blob's digest is checked"
+        );
+        let layers = store_dir.path().join("layers/sha256");
+        assert_eq!(fs::read_dir(&layers).map(|d| d.count()).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn an_image_unpacking_to_more_than_the_bound_is_refused() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let big = vec![0u8; 4 << 20];
+        layout_of_layers(source.path(), &[&[("small", b"s")], &[("zeros", &big)]]);
+        let store = ImageStore::new(store_dir.path()).with_max_unpacked(1 << 20);
+        let error = store
+            .import_layout("bomb", source.path(), None)
+            .unwrap_err();
+        assert!(matches!(error, ImageError::TooLarge { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("GITVISOR_IMAGE_MAX_UNPACKED_SIZE"),
+            "{error}"
+        );
+        // The small layer is whole and verified, so it stays; the big one is not kept.
+        let layers = store_dir.path().join("layers/sha256");
+        assert_eq!(fs::read_dir(&layers).unwrap().count(), 1);
+        // Under the bound, the same image imports.
+        let roomy = ImageStore::new(store_dir.path()).with_max_unpacked(8 << 20);
+        assert_eq!(
+            roomy
+                .import_layout("bomb", source.path(), None)
+                .unwrap()
+                .lowers
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn an_image_deeper_than_the_layer_bound_is_refused_before_any_unpacking() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..=super::super::MAX_LAYERS)
+            .map(|i| format!("layer-{i}"))
+            .collect();
+        let files: Vec<[(&str, &[u8]); 1]> =
+            names.iter().map(|n| [(n.as_str(), &b"x"[..])]).collect();
+        let layers: Vec<&[(&str, &[u8])]> = files.iter().map(|f| &f[..]).collect();
+        layout_of_layers(source.path(), &layers);
+        let error = ImageStore::new(store_dir.path())
+            .import_layout("deep", source.path(), None)
+            .unwrap_err();
+        assert!(matches!(error, ImageError::Unsupported { .. }), "{error}");
+        assert!(error.to_string().contains("at most 128 layers"), "{error}");
+        assert!(!store_dir.path().join("layers").exists());
     }
 }
