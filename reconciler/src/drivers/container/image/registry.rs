@@ -544,4 +544,113 @@ mod tests {
         );
         assert_eq!(credentials(&settings, "other.example").unwrap(), None);
     }
+
+    /// A registry on loopback serving the layout in `dir`, which stalls after the first
+    /// bytes of every layer blob (headers sent, body promised, then nothing).
+    fn stalling_registry(dir: &std::path::Path) -> (String, std::sync::mpsc::Sender<()>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let blobs = dir.join("blobs/sha256");
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let manifest_hex = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_owned();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blobs.join(&manifest_hex)).unwrap()).unwrap();
+        let layers: Vec<String> = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap()[7..].to_owned())
+            .collect();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (blobs, manifest_hex, layers) =
+                    (blobs.clone(), manifest_hex.clone(), layers.clone());
+                let released = released.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut request = String::new();
+                    reader.read_line(&mut request).unwrap();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap() > 2 {
+                        line.clear();
+                    }
+                    let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let hex = if path.contains("/manifests/") {
+                        manifest_hex.clone()
+                    } else {
+                        path.rsplit("sha256:").next().unwrap_or_default().to_owned()
+                    };
+                    let body = std::fs::read(blobs.join(&hex)).unwrap_or_default();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    stream.write_all(head.as_bytes()).unwrap();
+                    if layers.contains(&hex) {
+                        stream.write_all(&body[..body.len() / 2]).unwrap();
+                        stream.flush().unwrap();
+                        // Stalled until the test ends.
+                        let _ = released.lock().map(|r| r.recv());
+                    } else {
+                        stream.write_all(&body).unwrap();
+                    }
+                });
+            }
+        });
+        (address, release)
+    }
+
+    #[test]
+    fn a_registry_that_stalls_mid_download_fails_the_pull_at_the_read_timeout() {
+        let layout = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let noise: Vec<u8> = (0..64u32 << 10)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        super::super::store::tests::layout(layout.path(), &[("bin/app", &noise)]);
+        let (address, _release) = stalling_registry(layout.path());
+        let image = format!("{address}/team/app:v1");
+        let settings = RegistrySettings {
+            insecure: vec![address.clone()],
+            read_timeout: Duration::from_secs(1),
+            ..RegistrySettings::default()
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        let began = std::time::Instant::now();
+        std::thread::spawn(move || {
+            let store = ImageStore::new(store_dir.path());
+            let reference = match super::super::ImageRef::parse(&image).unwrap() {
+                super::super::ImageRef::Registry(reference) => reference,
+                other => panic!("not a registry reference: {other:?}"),
+            };
+            let _ = done.send(pull_with(&store, &image, &reference, &settings));
+        });
+        let outcome = finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the pull should give up on a stalled registry, not wait for ever");
+        let error = outcome.unwrap_err();
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            began.elapsed()
+        );
+        use crate::contract::Classify;
+        assert_eq!(
+            error.class(),
+            crate::contract::FailureClass::Transient,
+            "{error}"
+        );
+        let chain = format!("{error}: {:?}", std::error::Error::source(&error));
+        assert!(
+            chain.to_lowercase().contains("timed out")
+                || chain.contains("TimedOut")
+                || chain.contains("Timeout"),
+            "{chain}"
+        );
+    }
 }
