@@ -123,8 +123,17 @@ fn prepare_local(
                 defaults: ImageDefaults::default(),
             });
         }
-    } else {
+    } else if meta.is_file() {
         path.to_path_buf()
+    } else {
+        // A FIFO or a device would block the import or never end.
+        return Err(ImageError::NotFound {
+            image: image.to_owned(),
+            why: format!(
+                "{} is neither a directory nor a regular file (an archive)",
+                path.display()
+            ),
+        });
     };
     let key = store::SourceKey::of(path, &key_file, tag);
     if let Some(cached) = key.as_ref().and_then(|key| store.cached(key)) {
@@ -144,4 +153,33 @@ fn prepare_local(
         store.remember(key, &prepared);
     }
     Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_path_that_is_a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("image.tar");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let image = fifo.to_str().unwrap().to_owned();
+        let store = ImageStore::new(store_dir.path());
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(prepare(&store, &image).map(|_| ()));
+        });
+        let error = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a FIFO is refused, not opened and waited on")
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("neither a directory nor a regular file"),
+            "{error}"
+        );
+    }
 }
