@@ -242,8 +242,11 @@ impl ImageStore {
         size: u64,
     ) -> Result<Box<dyn Read>, ImageError> {
         let what = format!("layer {digest}");
-        // One byte past the declared size tells "bigger than it says" from "as big".
-        let limit = if size > 0 { size + 1 } else { u64::MAX };
+        // One byte past the declared size tells "bigger than it says" from "as big"; a
+        // compressed blob is never much bigger than what it unpacks to, so the unpacked
+        // bound bounds it too (with room for gzip's framing).
+        let most = self.max_unpacked.saturating_add(1 << 20);
+        let limit = if size > 0 { size + 1 } else { u64::MAX }.min(most + 1);
         let read = |error| ImageError::io(image, "read the blob of", self.blob_path(digest))(error);
         let (mut file, (actual, count)) = match source.local_file(digest) {
             Some(file) => {
@@ -267,6 +270,13 @@ impl ImageStore {
                 (file, hashing.finish().map_err(read)?)
             }
         };
+        if count > most {
+            return Err(ImageError::TooLarge {
+                image: image.to_owned(),
+                what: what.clone(),
+                limit: self.max_unpacked,
+            });
+        }
         if size > 0 && count > size {
             return Err(ImageError::format(
                 image,
