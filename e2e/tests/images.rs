@@ -1,7 +1,8 @@
 //! Container images end to end, beyond the common case of `containers.rs`: an image of
 //! many layers runs (the overlay mount of its root file system is not limited by the
-//! length of the layers' paths), and an `apply` stuck on a registry that stalls in the
-//! middle of a download stops on SIGTERM.
+//! length of the layers' paths), an archive cannot hand a host file to a container
+//! through a symlink, and an `apply` stuck on a registry that stalls in the middle of a
+//! download stops on SIGTERM.
 //!
 //! What the host has is read independently of gitvisor: `runc exec` under the test's
 //! runtime root; the registry is a small Python server in the test's namespace.
@@ -38,19 +39,7 @@ fn layered_layout(dir: &Path, count: usize) -> std::path::PathBuf {
                 .expect("write layer file");
         }
         fs::write(content.join("top"), n.to_string()).expect("write top");
-        let tar = dir.join(format!("layer-{n}.tar"));
-        must(
-            "tar",
-            [
-                "--numeric-owner".as_ref(),
-                "-C".as_ref(),
-                content.as_os_str(),
-                "-cf".as_ref(),
-                tar.as_os_str(),
-                ".".as_ref(),
-            ],
-        );
-        let bytes = fs::read(&tar).expect("read layer tar");
+        let bytes = tar_of(&content, &dir.join(format!("layer-{n}.tar")));
         let digest = sha256(&bytes);
         fs::write(blobs.join(&digest), &bytes).expect("write layer blob");
         diff_ids.push(format!("sha256:{digest}"));
@@ -283,4 +272,74 @@ fn sigterm_stops_an_apply_stalled_on_a_registry_download() {
     assert_contains(&output, "cancelled");
     assert!(took < Duration::from_secs(10), "{took:?}\n{output}");
     assert!(env.container("stalled").is_none());
+}
+
+/// `tar --numeric-owner -C content -cf tar .`, answering the tar's bytes.
+fn tar_of(content: &Path, tar: &Path) -> Vec<u8> {
+    must(
+        "tar",
+        [
+            "--numeric-owner".as_ref(),
+            "-C".as_ref(),
+            content.as_os_str(),
+            "-cf".as_ref(),
+            tar.as_os_str(),
+            ".".as_ref(),
+        ],
+    );
+    fs::read(tar).expect("read tar")
+}
+
+/// A docker-archive whose second layer is a symlink to a tar on the host (whose diff id
+/// its config names): refused, naming the entry, and no container runs with the host's
+/// file in it.
+#[test]
+fn an_archive_member_linking_to_a_host_file_is_refused() {
+    let Some((env, _images)) = ContainerEnv::new("img_link") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let base = tar_of(&rootfs, &dir.path().join("base.tar"));
+    let secret_dir = dir.path().join("secret");
+    fs::create_dir(&secret_dir).expect("create secret dir");
+    fs::write(secret_dir.join("secret"), "host secret\n").expect("write secret");
+    let host_tar = dir.path().join("host-secret.tar");
+    let secret = tar_of(&secret_dir, &host_tar);
+
+    let archive = dir.path().join("archive");
+    fs::create_dir(&archive).expect("create archive dir");
+    fs::write(archive.join("layer.tar"), &base).expect("write layer");
+    std::os::unix::fs::symlink(&host_tar, archive.join("l2.tar")).expect("link l2.tar");
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["sh", "-c", "cat /secret; exec sleep 100000"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256(&base)), format!("sha256:{}", sha256(&secret))]},
+    });
+    fs::write(
+        archive.join("cfg.json"),
+        serde_json::to_vec(&config).expect("config json"),
+    )
+    .expect("write config");
+    let manifest = serde_json::json!([{"Config": "cfg.json", "RepoTags": ["app:v1"], "Layers": ["layer.tar", "l2.tar"]}]);
+    fs::write(
+        archive.join("manifest.json"),
+        serde_json::to_vec(&manifest).expect("manifest json"),
+    )
+    .expect("write manifest");
+    let image = dir.path().join("image.tar");
+    tar_of(&archive, &image);
+
+    let manifests = Manifests::new();
+    manifests.write(
+        "linked.yaml",
+        &ContainerEnv::container_manifest("linked", &format!("  image: {}\n", image.display())),
+    );
+    let outcome = env.apply(manifests.path(), 1);
+    let text = format!("{}{}", outcome.stdout, outcome.stderr);
+    assert_contains(&text, "\"l2.tar\"");
+    assert_contains(&text, "leads outside the image");
+    assert!(env.container("linked").is_none());
 }
