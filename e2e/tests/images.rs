@@ -248,6 +248,7 @@ fn sigterm_stops_an_apply_stalled_on_a_registry_download() {
         },
     );
     let took = signalled.elapsed();
+    eprintln!("apply exited {took:?} after SIGTERM");
     let mut output = String::new();
     for stream in [
         apply
