@@ -126,11 +126,46 @@ pub fn color_stdout() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+fn runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
+        .map(|runtime| Runtime(Some(runtime)))
         .context("cannot start the async runtime")
+}
+
+/// How long a command, once done, waits for blocking work still running (a step it
+/// abandoned: an import stuck on a stalled download) before it exits anyway.
+pub(crate) const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A command's async runtime. Dropping a plain Tokio runtime waits for every blocking
+/// task to return, and a step abandoned at its deadline or on SIGTERM may be blocked in
+/// one for a long time: this one waits [`SHUTDOWN_GRACE`] at most, then lets the process
+/// exit.
+pub(crate) struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match &self.0 {
+            Some(runtime) => runtime.block_on(future),
+            None => unreachable!("a runtime is only taken by its drop"),
+        }
+    }
+
+    /// Drops the runtime without waiting for blocking tasks at all.
+    pub(crate) fn shutdown_background(mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+        }
+    }
 }
 
 fn options(global: &GlobalArgs, concurrency: usize) -> ReconcilerOptions {

@@ -30,6 +30,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Dropped without waiting more than a moment for a step abandoned in a blocking
+    // thread (see `super::Runtime`).
+    let runtime = super::Runtime(Some(runtime));
     runtime.block_on(async {
         let reconciler =
             Reconciler::connect(super::options(global, usize::from(args.concurrency)))?;

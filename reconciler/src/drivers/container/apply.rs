@@ -15,7 +15,9 @@
 //!
 //! The step's context is checked before every request. Stopping between any two leaves
 //! a state the next plan repairs: a container created but not started is restarted (or
-//! is already what `Stopped` asks for); a removed one is created again.
+//! is already what `Stopped` asks for); a removed one is created again. Preparing the
+//! image is the one request that is also stopped while it runs (on cancellation or at
+//! the step's deadline): it only fills the image store, which keeps nothing unfinished.
 
 use super::config::container_config;
 use super::error::ContainerError;
@@ -117,14 +119,26 @@ impl Run<'_> {
                 cause,
             })?;
         tracing::debug!(container = self.name, "{operation}");
-        self.host
-            .send(request)
-            .await
-            .map_err(|cause| ContainerError::Request {
-                container: self.name.to_owned(),
-                operation,
-                cause,
-            })
+        let sent = if matches!(request, HostRequest::PrepareImage { .. }) {
+            // An import (a download, minutes of unpacking) is only waited for: stopping
+            // it leaves nothing behind that the next apply does not redo (the store
+            // renames a layer into place only once it is whole and verified).
+            self.step
+                .wait(self.host.send(request))
+                .await
+                .map_err(|cause| ContainerError::Interrupted {
+                    container: self.name.to_owned(),
+                    operation: operation.clone(),
+                    cause,
+                })?
+        } else {
+            self.host.send(request).await
+        };
+        sent.map_err(|cause| ContainerError::Request {
+            container: self.name.to_owned(),
+            operation,
+            cause,
+        })
     }
 
     fn unexpected(&self, answer: &Answer, request: &str) -> ContainerError {

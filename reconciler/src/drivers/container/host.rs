@@ -80,7 +80,7 @@ impl RuncHost {
             bundles: run_dir.join("containers"),
             writable: containers.join("rw"),
             logs: containers.join("logs"),
-            store: ImageStore::new(containers.join("images")),
+            store: ImageStore::configured(containers.join("images")),
             shim_binary: std::env::current_exe().ok(),
             netlink: OnceCell::new(),
         }
@@ -569,7 +569,11 @@ impl ContainerHost for RuncHost {
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError> {
         match request {
             HostRequest::PrepareImage { image } => {
-                let store = self.store.clone();
+                // Dropping this future (the step cancelled or abandoned) gives the import
+                // up at its next read, so its blocking thread does not outlive the step.
+                let abandon = image::abandon::Abandon::new();
+                let _abandon_on_drop = abandon.on_drop();
+                let store = self.store.abandoned_by(&abandon);
                 let prepared = blocking(move || Ok(image::prepare(&store, &image)?)).await?;
                 Ok(Answer::Image(prepared))
             }

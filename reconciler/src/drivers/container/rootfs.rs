@@ -17,7 +17,9 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -61,8 +63,20 @@ fn unescape(field: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The most layers a container's root file system stacks. overlayfs itself stops at 500;
+/// images deeper than this are refused at import ([`super::image::MAX_LAYERS`]).
+pub const MAX_LOWERS: usize = super::image::MAX_LAYERS;
+
 /// Mounts `lowers` (bottom first) under `upper` at `target`, unless something is mounted
 /// there already.
+///
+/// `mount(2)` carries the whole option string in one page (4 KiB), and a layer's path in
+/// the store is over 100 bytes: spelled out, about 33 layers fill it. So each layer is
+/// opened (`O_PATH`) and named by its descriptor, `/proc/self/fd/N` (at most 20 bytes),
+/// which overlayfs resolves when it mounts: [`MAX_LOWERS`] layers fit with room to spare,
+/// on every kernel. The descriptors are closed when the mount returns; overlayfs holds
+/// the directories themselves. (`mountinfo` shows the descriptor names, which mean
+/// nothing afterwards; nothing reads them back.)
 pub fn mount_overlay(
     lowers: &[PathBuf],
     upper: &Path,
@@ -72,32 +86,56 @@ pub fn mount_overlay(
     if is_mounted(target)? {
         return Ok(());
     }
-    let mut options = OsString::from("lowerdir=");
-    for (i, lower) in lowers.iter().rev().enumerate() {
-        let bytes = lower.as_os_str().as_bytes();
-        if bytes.iter().any(|b| matches!(b, b',' | b':' | b'\\')) {
+    if lowers.is_empty() || lowers.len() > MAX_LOWERS {
+        return Err(HostError::Invalid(format!(
+            "the image has {} layers; a container's root file system stacks 1 to {MAX_LOWERS}, rebuild the image with fewer (squash some)",
+            lowers.len()
+        )));
+    }
+    for dir in [upper, work] {
+        if dir
+            .as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| matches!(b, b',' | b':' | b'\\'))
+        {
             return Err(HostError::Invalid(format!(
-                "layer directory {} has a ',', ':' or '\\' in its path, which overlayfs options cannot carry; move it",
-                lower.display()
+                "directory {} has a ',', ':' or '\\' in its path, which overlayfs options cannot carry; choose a run dir without them",
+                dir.display()
             )));
         }
+    }
+    let opened = lowers
+        .iter()
+        .map(|lower| {
+            fs::File::options()
+                .read(true)
+                .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY)
+                .open(lower)
+                .map_err(HostError::io("open the image layer", lower.as_path()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut options = OsString::from("lowerdir=");
+    // overlayfs lists the top layer first.
+    for (i, layer) in opened.iter().rev().enumerate() {
         if i > 0 {
             options.push(":");
         }
-        options.push(lower.as_os_str());
+        options.push(format!("/proc/self/fd/{}", layer.as_raw_fd()));
     }
     options.push(",upperdir=");
     options.push(upper.as_os_str());
     options.push(",workdir=");
     options.push(work.as_os_str());
-    nix::mount::mount(
+    let mounted = nix::mount::mount(
         Some("overlay"),
         target,
         Some("overlay"),
         MsFlags::empty(),
         Some(options.as_os_str()),
-    )
-    .map_err(|errno| {
+    );
+    drop(opened);
+    mounted.map_err(|errno| {
         HostError::io("mount the overlay root file system at", target)(
             io::Error::from_raw_os_error(errno as i32),
         )

@@ -30,6 +30,33 @@ pub enum ImageError {
         why: String,
     },
 
+    /// A file of an archive or layout that is not a regular file inside it: a symlink
+    /// out of it, a device, a directory where a file belongs.
+    #[error(
+        "image {image}: {entry:?} in {} is refused: {why}; gitvisor reads an image's files only as regular files inside the archive or layout, rebuild it without that entry",
+        source_root.display()
+    )]
+    Unsafe {
+        image: String,
+        source_root: PathBuf,
+        entry: String,
+        why: String,
+    },
+
+    /// An image that unpacks to more than the store accepts.
+    #[error(
+        "image {image}: {what} unpacks to more than {limit} bytes, the most one image may take (GITVISOR_IMAGE_MAX_UNPACKED_SIZE); a layer that large is broken or hostile, or raise the limit"
+    )]
+    TooLarge {
+        image: String,
+        what: String,
+        limit: u64,
+    },
+
+    /// The import was given up (gitvisor is stopping, or the step ran past its deadline).
+    #[error("image {image}: the import was abandoned ({why}); the next apply starts it again")]
+    Abandoned { image: String, why: String },
+
     /// A blob's content does not have the digest that names it.
     #[error(
         "image {image}: {what} should have digest {expected} but has {actual}; the image is corrupt or was tampered with, fetch or build it again"
@@ -110,7 +137,10 @@ impl Classify for ImageError {
                     _ => FailureClass::Transient,
                 },
             },
+            ImageError::Abandoned { .. } => FailureClass::Transient,
             ImageError::Hostile { .. }
+            | ImageError::Unsafe { .. }
+            | ImageError::TooLarge { .. }
             | ImageError::DigestMismatch { .. }
             | ImageError::Format { .. }
             | ImageError::Unsupported { .. }

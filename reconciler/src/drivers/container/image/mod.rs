@@ -16,6 +16,8 @@
 //! verified against its sha256 digest, every layer is unpacked once with the checks of
 //! [`layer`] and shared by every image and container that uses it.
 
+pub mod abandon;
+pub mod beneath;
 pub mod digest;
 pub mod error;
 pub mod layer;
@@ -32,6 +34,11 @@ pub use digest::Sha256Digest;
 pub use error::ImageError;
 pub use reference::{ImageRef, RegistryRef};
 pub use store::ImageStore;
+
+/// The most layers an image may have: every one is a lower layer of the container's
+/// overlay mount, which stacks up to 500; deeper images are almost always a build
+/// mistake, and each layer costs a descriptor and a lookup on every file access.
+pub const MAX_LAYERS: usize = 128;
 
 /// An image ready to be a container's root: its identity, its layer directories and the
 /// defaults its config gives the process.
@@ -71,12 +78,25 @@ impl ImageDefaults {
     }
 }
 
-/// Imports `image` (as declared) into `store` unless the store has it; blocking.
+/// Imports `image` (as declared) into `store` unless the store has it; blocking. A
+/// store made with [`ImageStore::abandoned_by`] stops at its next read once abandoned.
 pub fn prepare(store: &ImageStore, image: &str) -> Result<PreparedImage, ImageError> {
-    match ImageRef::parse(image)? {
+    let prepared = match ImageRef::parse(image)? {
         ImageRef::Local { path, tag } => prepare_local(store, image, &path, tag.as_deref()),
         ImageRef::Registry(reference) => registry::pull(store, image, &reference),
-    }
+    };
+    prepared.map_err(|error| {
+        if store.is_abandoned() {
+            ImageError::Abandoned {
+                image: image.to_owned(),
+                why: format!(
+                    "its step was cancelled or ran past its deadline; it stopped at: {error}"
+                ),
+            }
+        } else {
+            error
+        }
+    })
 }
 
 fn prepare_local(
@@ -103,8 +123,17 @@ fn prepare_local(
                 defaults: ImageDefaults::default(),
             });
         }
-    } else {
+    } else if meta.is_file() {
         path.to_path_buf()
+    } else {
+        // A FIFO or a device would block the import or never end.
+        return Err(ImageError::NotFound {
+            image: image.to_owned(),
+            why: format!(
+                "{} is neither a directory nor a regular file (an archive)",
+                path.display()
+            ),
+        });
     };
     let key = store::SourceKey::of(path, &key_file, tag);
     if let Some(cached) = key.as_ref().and_then(|key| store.cached(key)) {
@@ -124,4 +153,33 @@ fn prepare_local(
         store.remember(key, &prepared);
     }
     Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_path_that_is_a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("image.tar");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let image = fifo.to_str().unwrap().to_owned();
+        let store = ImageStore::new(store_dir.path());
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(prepare(&store, &image).map(|_| ()));
+        });
+        let error = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a FIFO is refused, not opened and waited on")
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("neither a directory nor a regular file"),
+            "{error}"
+        );
+    }
 }

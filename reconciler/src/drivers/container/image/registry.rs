@@ -21,6 +21,15 @@
 //! `$XDG_RUNTIME_DIR/containers/auth.json`, else `~/.docker/config.json`. A `401` with a
 //! `Bearer` challenge is answered with a token from the realm it names (with the
 //! credentials, when there are any); a `Basic` challenge with the credentials.
+//!
+//! # Timeouts
+//!
+//! Nothing waits on a registry for ever: 15 s to connect, 60 s for the answer's headers,
+//! and every read of a body gives up after `GITVISOR_REGISTRY_READ_TIMEOUT` (default 30 s)
+//! without a byte, so a registry that stalls mid-download fails the pull (a transient
+//! failure, retried) instead of holding the step and its thread. A slow but moving
+//! download is never cut off. The step's cancellation and deadline reach the download
+//! too (see [`super::abandon`]).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -40,7 +49,7 @@ use super::store::{BlobSource, ImageStore, host_architecture};
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Where a registry's settings come from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistrySettings {
     /// `host[:port]` that may be reached over plain HTTP.
     pub insecure: Vec<String>,
@@ -48,6 +57,23 @@ pub struct RegistrySettings {
     pub auth_file: Option<PathBuf>,
     /// The CA bundle, when there is one (else the built-in Mozilla roots).
     pub ca_file: Option<PathBuf>,
+    /// How long one read may wait for a byte.
+    pub read_timeout: Duration,
+}
+
+/// How long one read from a registry may wait, unless `GITVISOR_REGISTRY_READ_TIMEOUT`
+/// says otherwise.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            insecure: Vec::new(),
+            auth_file: None,
+            ca_file: None,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+        }
+    }
 }
 
 impl RegistrySettings {
@@ -80,10 +106,24 @@ impl RegistrySettings {
                 PathBuf::from("/etc/pki/tls/certs/ca-bundle.crt"),
             ])
             .find(|p| p.is_file());
+        let read_timeout = match std::env::var("GITVISOR_REGISTRY_READ_TIMEOUT") {
+            Ok(text) => match humantime::parse_duration(text.trim()) {
+                Ok(timeout) if !timeout.is_zero() => timeout,
+                _ => {
+                    tracing::warn!(
+                        "ignoring GITVISOR_REGISTRY_READ_TIMEOUT={text}: not a duration above zero (30s, 2m); reads wait {}",
+                        humantime::format_duration(DEFAULT_READ_TIMEOUT)
+                    );
+                    DEFAULT_READ_TIMEOUT
+                }
+            },
+            Err(_) => DEFAULT_READ_TIMEOUT,
+        };
         RegistrySettings {
             insecure,
             auth_file,
             ca_file,
+            read_timeout,
         }
     }
 }
@@ -145,6 +185,8 @@ impl<'a> Client<'a> {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_send_request(Some(Duration::from_secs(60)))
+            .timeout_per_read(Some(settings.read_timeout))
             .build()
             .new_agent();
         Ok(Client {
@@ -501,5 +543,114 @@ mod tests {
             Some("aHViOmh1Yg==")
         );
         assert_eq!(credentials(&settings, "other.example").unwrap(), None);
+    }
+
+    /// A registry on loopback serving the layout in `dir`, which stalls after the first
+    /// bytes of every layer blob (headers sent, body promised, then nothing).
+    fn stalling_registry(dir: &std::path::Path) -> (String, std::sync::mpsc::Sender<()>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let blobs = dir.join("blobs/sha256");
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let manifest_hex = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_owned();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blobs.join(&manifest_hex)).unwrap()).unwrap();
+        let layers: Vec<String> = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap()[7..].to_owned())
+            .collect();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (blobs, manifest_hex, layers) =
+                    (blobs.clone(), manifest_hex.clone(), layers.clone());
+                let released = released.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut request = String::new();
+                    reader.read_line(&mut request).unwrap();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap() > 2 {
+                        line.clear();
+                    }
+                    let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let hex = if path.contains("/manifests/") {
+                        manifest_hex.clone()
+                    } else {
+                        path.rsplit("sha256:").next().unwrap_or_default().to_owned()
+                    };
+                    let body = std::fs::read(blobs.join(&hex)).unwrap_or_default();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    stream.write_all(head.as_bytes()).unwrap();
+                    if layers.contains(&hex) {
+                        stream.write_all(&body[..body.len() / 2]).unwrap();
+                        stream.flush().unwrap();
+                        // Stalled until the test ends.
+                        let _ = released.lock().map(|r| r.recv());
+                    } else {
+                        stream.write_all(&body).unwrap();
+                    }
+                });
+            }
+        });
+        (address, release)
+    }
+
+    #[test]
+    fn a_registry_that_stalls_mid_download_fails_the_pull_at_the_read_timeout() {
+        let layout = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let noise: Vec<u8> = (0..64u32 << 10)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        super::super::store::tests::layout(layout.path(), &[("bin/app", &noise)]);
+        let (address, _release) = stalling_registry(layout.path());
+        let image = format!("{address}/team/app:v1");
+        let settings = RegistrySettings {
+            insecure: vec![address.clone()],
+            read_timeout: Duration::from_secs(1),
+            ..RegistrySettings::default()
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        let began = std::time::Instant::now();
+        std::thread::spawn(move || {
+            let store = ImageStore::new(store_dir.path());
+            let reference = match super::super::ImageRef::parse(&image).unwrap() {
+                super::super::ImageRef::Registry(reference) => reference,
+                other => panic!("not a registry reference: {other:?}"),
+            };
+            let _ = done.send(pull_with(&store, &image, &reference, &settings));
+        });
+        let outcome = finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the pull should give up on a stalled registry, not wait for ever");
+        let error = outcome.unwrap_err();
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            began.elapsed()
+        );
+        use crate::contract::Classify;
+        assert_eq!(
+            error.class(),
+            crate::contract::FailureClass::Transient,
+            "{error}"
+        );
+        let chain = format!("{error}: {:?}", std::error::Error::source(&error));
+        assert!(
+            chain.to_lowercase().contains("timed out")
+                || chain.contains("TimedOut")
+                || chain.contains("Timeout"),
+            "{chain}"
+        );
     }
 }

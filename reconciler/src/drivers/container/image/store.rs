@@ -16,15 +16,27 @@
 //!    `manifest.json`, a registry's manifest endpoint) and read it, verifying its digest
 //!    where something names it by digest.
 //! 2. Read the config blob, verifying its digest; its `rootfs.diff_ids` name the layers.
-//! 3. For every layer not in `layers/` yet: stream the blob through two hashes (the
-//!    compressed digest the manifest names, the uncompressed diff id the config names)
-//!    into a fresh directory under `tmp/`, then rename it into place. A mismatch deletes
-//!    the directory and fails the import: nothing unverified is ever under `layers/`.
-//!    Layers are shared by every image that has them and unpacked once; concurrent
-//!    imports of the same layer both unpack, and the second rename loses harmlessly.
+//! 3. For every layer not in `layers/` yet: check the blob against the digest the
+//!    manifest names *before* unpacking anything (a registry's blob is streamed through
+//!    the hash into a file under `tmp/` first, no bigger than its descriptor says; a
+//!    layout's blob is hashed where it is), then unpack it, hashing the uncompressed tar
+//!    against the diff id the config names, into a fresh directory under `tmp/`, and
+//!    rename that into place. A mismatch deletes the directory and fails the import:
+//!    nothing unverified is ever under `layers/`. Layers are shared by every image that
+//!    has them and unpacked once; concurrent imports of the same layer both unpack, and
+//!    the second rename loses harmlessly.
+//!
+//! # Bounds
+//!
+//! An image has at most [`MAX_LAYERS`](super::MAX_LAYERS) layers, and unpacks to at most
+//! `GITVISOR_IMAGE_MAX_UNPACKED_SIZE` (default [`DEFAULT_MAX_UNPACKED`], 64 GiB) of
+//! uncompressed tar, counted as it is read: a gzip bomb stops there, a docker-archive
+//! layer (which no compressed digest names) included. Files of a layout or archive are
+//! read only as regular files inside it ([`super::beneath`]).
 //!
 //! Everything here is blocking file I/O; the driver calls it off the async runtime.
 
+use std::cell::Cell;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
@@ -33,6 +45,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 
+use super::abandon::Abandon;
+use super::beneath::{MAX_METADATA, SourceDir};
 use super::digest::{HashingReader, Sha256Digest};
 use super::error::ImageError;
 use super::layer::LayerTarget;
@@ -42,7 +56,20 @@ use super::{ImageDefaults, PreparedImage};
 pub trait BlobSource {
     /// A reader over the blob's bytes, unverified (the store verifies them).
     fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError>;
+
+    /// The blob as a file already on this host (a layout's), to hash in place rather
+    /// than copy; `None` for a source that must stream it.
+    fn local_file(&self, _digest: &Sha256Digest) -> Option<Result<fs::File, ImageError>> {
+        None
+    }
 }
+
+/// How much uncompressed tar one image may unpack to, unless configured otherwise.
+pub const DEFAULT_MAX_UNPACKED: u64 = 64 << 30;
+
+/// The environment variable that sets [`ImageStore`]'s bound on an image's unpacked size
+/// (`64GiB`, `500MiB`, or bytes).
+pub const MAX_UNPACKED_VARIABLE: &str = "GITVISOR_IMAGE_MAX_UNPACKED_SIZE";
 
 /// How a layer's bytes are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +84,51 @@ pub enum Compression {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    max_unpacked: u64,
+    abandon: Abandon,
 }
 
 impl ImageStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        ImageStore { root: root.into() }
+        ImageStore {
+            root: root.into(),
+            max_unpacked: DEFAULT_MAX_UNPACKED,
+            abandon: Abandon::new(),
+        }
+    }
+
+    /// The store at `root`, bounded by [`MAX_UNPACKED_VARIABLE`] when it is set (a value
+    /// that is not a size is ignored with a warning).
+    pub fn configured(root: impl Into<PathBuf>) -> Self {
+        let mut store = ImageStore::new(root);
+        if let Some(value) = std::env::var_os(MAX_UNPACKED_VARIABLE) {
+            match value.to_string_lossy().parse::<crate::model::ByteSize>() {
+                Ok(size) => store.max_unpacked = size.0,
+                Err(why) => tracing::warn!(
+                    "ignoring {MAX_UNPACKED_VARIABLE}={}: {why}; images may unpack to {DEFAULT_MAX_UNPACKED} bytes",
+                    value.to_string_lossy()
+                ),
+            }
+        }
+        store
+    }
+
+    /// The same store, bounding an image's unpacked size to `bytes`.
+    pub fn with_max_unpacked(mut self, bytes: u64) -> Self {
+        self.max_unpacked = bytes;
+        self
+    }
+
+    /// The same store, for one import that `abandon` can give up.
+    pub fn abandoned_by(&self, abandon: &Abandon) -> Self {
+        ImageStore {
+            abandon: abandon.clone(),
+            ..self.clone()
+        }
+    }
+
+    pub fn is_abandoned(&self) -> bool {
+        self.abandon.is_abandoned()
     }
 
     pub fn root(&self) -> &Path {
@@ -102,16 +169,16 @@ impl ImageStore {
             }
         }
         let mut bytes = Vec::new();
-        source
-            .open(digest)?
-            .take(MAX_METADATA_BLOB + 1)
+        self.abandon
+            .reader(source.open(digest)?)
+            .take(MAX_METADATA + 1)
             .read_to_end(&mut bytes)
             .map_err(ImageError::io(image, "read the blob of", &path))?;
-        if bytes.len() as u64 > MAX_METADATA_BLOB {
+        if bytes.len() as u64 > MAX_METADATA {
             return Err(ImageError::format(
                 image,
                 what,
-                format!("larger than {MAX_METADATA_BLOB} bytes; not an image manifest or config"),
+                format!("larger than {MAX_METADATA} bytes; not an image manifest or config"),
             ));
         }
         self.verify(image, what, digest, &Sha256Digest::of(&bytes))?;
@@ -163,15 +230,75 @@ impl ImageStore {
         }
     }
 
+    /// The layer blob `digest` from `source`, checked against its digest before
+    /// anything reads it further: a local file is hashed where it is, a streamed one is
+    /// copied through the hash into an unnamed file under `tmp/`, no further than the
+    /// `size` its descriptor gives. Answers a reader at the blob's first byte.
+    fn verified_layer_blob(
+        &self,
+        image: &str,
+        source: &dyn BlobSource,
+        digest: &Sha256Digest,
+        size: u64,
+    ) -> Result<Box<dyn Read>, ImageError> {
+        let what = format!("layer {digest}");
+        // One byte past the declared size tells "bigger than it says" from "as big"; a
+        // compressed blob is never much bigger than what it unpacks to, so the unpacked
+        // bound bounds it too (with room for gzip's framing).
+        let most = self.max_unpacked.saturating_add(1 << 20);
+        let limit = if size > 0 { size + 1 } else { u64::MAX }.min(most + 1);
+        let read = |error| ImageError::io(image, "read the blob of", self.blob_path(digest))(error);
+        let (mut file, (actual, count)) = match source.local_file(digest) {
+            Some(file) => {
+                let file = file?;
+                let hashed = HashingReader::new(self.abandon.reader((&file).take(limit)))
+                    .finish()
+                    .map_err(read)?;
+                (file, hashed)
+            }
+            None => {
+                let tmp = self.root.join("tmp");
+                fs::create_dir_all(&tmp).map_err(ImageError::io(image, "create", &tmp))?;
+                let mut file = tempfile::tempfile_in(&tmp).map_err(ImageError::io(
+                    image,
+                    "create a file in",
+                    &tmp,
+                ))?;
+                let mut hashing =
+                    HashingReader::new(self.abandon.reader(source.open(digest)?.take(limit)));
+                io::copy(&mut hashing, &mut file).map_err(read)?;
+                (file, hashing.finish().map_err(read)?)
+            }
+        };
+        if count > most {
+            return Err(ImageError::TooLarge {
+                image: image.to_owned(),
+                what: what.clone(),
+                limit: self.max_unpacked,
+            });
+        }
+        if size > 0 && count > size {
+            return Err(ImageError::format(
+                image,
+                what,
+                format!("the blob is larger than the {size} bytes its descriptor gives"),
+            ));
+        }
+        self.verify(image, &what, digest, &actual)?;
+        io::Seek::rewind(&mut file).map_err(read)?;
+        Ok(Box::new(file))
+    }
+
     /// Unpacks one layer unless the store has it: `open` gives the (possibly compressed)
-    /// bytes, `compressed` the digest they must have (when something names it),
-    /// `diff_id` the digest the uncompressed tar must have. Answers the layer directory.
+    /// bytes, already checked against the digest that names them when something does;
+    /// `diff_id` is the digest the uncompressed tar must have. At most `budget` bytes of
+    /// tar are read, and what was read is taken off it. Answers the layer directory.
     pub fn layer<'a>(
         &self,
         image: &str,
         diff_id: &Sha256Digest,
-        compressed: Option<&Sha256Digest>,
         compression: Compression,
+        budget: &mut u64,
         open: impl FnOnce() -> Result<Box<dyn Read + 'a>, ImageError>,
     ) -> Result<PathBuf, ImageError> {
         let target = self.layer_path(diff_id);
@@ -181,8 +308,7 @@ impl ImageStore {
         let scratch = self.scratch(image)?;
         let root = scratch.path().join("layer");
         fs::create_dir(&root).map_err(ImageError::io(image, "create", &root))?;
-        let raw = HashingReader::new(open()?);
-        let mut raw = BufReader::new(raw);
+        let mut raw = BufReader::new(self.abandon.reader(open()?));
         let gzip = match compression {
             Compression::Gzip => true,
             Compression::None => false,
@@ -192,47 +318,40 @@ impl ImageStore {
                 .starts_with(&[0x1f, 0x8b]),
         };
         let layer_name = diff_id.to_string();
-        let unpack = |reader: &mut dyn Read| -> Result<Sha256Digest, ImageError> {
-            let mut tar = HashingReader::new(reader);
-            LayerTarget {
+        let limit = *budget;
+        let mut unpack = |reader: &mut dyn Read| -> Result<Sha256Digest, ImageError> {
+            let over = Cell::new(false);
+            let mut tar = HashingReader::new(Bounded {
+                inner: reader,
+                left: limit,
+                over: &over,
+            });
+            let unpacked = LayerTarget {
                 image,
                 layer: &layer_name,
                 root: &root,
             }
-            .unpack(&mut tar)?;
-            let (actual, _) = tar
-                .finish()
-                .map_err(ImageError::io(image, "read layer", &root))?;
-            Ok(actual)
+            .unpack(&mut tar)
+            .and_then(|()| {
+                tar.finish()
+                    .map_err(ImageError::io(image, "read layer", &root))
+            });
+            if over.get() {
+                return Err(ImageError::TooLarge {
+                    image: image.to_owned(),
+                    what: format!("layer {diff_id}"),
+                    limit: self.max_unpacked,
+                });
+            }
+            let (digest, count) = unpacked?;
+            *budget -= count;
+            Ok(digest)
         };
-        let unpacked = if gzip {
-            let mut decoder = flate2::bufread::GzDecoder::new(&mut raw);
-            unpack(&mut decoder).and_then(|digest| {
-                io::copy(&mut decoder, &mut io::sink()).map_err(ImageError::io(
-                    image,
-                    "read layer",
-                    &root,
-                ))?;
-                Ok(digest)
-            })
+        let actual_diff_id = if gzip {
+            unpack(&mut flate2::bufread::GzDecoder::new(&mut raw))?
         } else {
-            unpack(&mut raw)
+            unpack(&mut raw)?
         };
-        // The blob's own digest first, whatever the unpacking said: bytes that are not
-        // what the manifest names explain any failure to read them.
-        let (actual_compressed, _) =
-            raw.into_inner()
-                .finish()
-                .map_err(ImageError::io(image, "read layer", &root))?;
-        if let Some(expected) = compressed {
-            self.verify(
-                image,
-                &format!("layer {expected}"),
-                expected,
-                &actual_compressed,
-            )?;
-        }
-        let actual_diff_id = unpacked?;
         self.verify(
             image,
             &format!("the uncompressed layer {diff_id} (its diff id in the config)"),
@@ -262,6 +381,7 @@ impl ImageStore {
         let config = ImageConfiguration::from_reader(&config_bytes[..])
             .map_err(|e| ImageError::format(image, "the image config", e))?;
         let diff_ids = diff_ids(image, &config)?;
+        layer_count(image, diff_ids.len())?;
         if diff_ids.len() != manifest.layers().len() {
             return Err(ImageError::format(
                 image,
@@ -274,11 +394,12 @@ impl ImageStore {
             ));
         }
         let mut lowers = Vec::with_capacity(diff_ids.len());
+        let mut budget = self.max_unpacked;
         for (descriptor, diff_id) in manifest.layers().iter().zip(&diff_ids) {
             let digest = digest_of(image, "a layer descriptor", descriptor)?;
             let compression = compression_of(image, descriptor.media_type())?;
-            lowers.push(self.layer(image, diff_id, Some(&digest), compression, || {
-                source.open(&digest)
+            lowers.push(self.layer(image, diff_id, compression, &mut budget, || {
+                self.verified_layer_blob(image, source, &digest, descriptor.size())
             })?);
         }
         Ok(PreparedImage {
@@ -296,10 +417,9 @@ impl ImageStore {
         dir: &Path,
         tag: Option<&str>,
     ) -> Result<PreparedImage, ImageError> {
-        let layout = dir.join("oci-layout");
-        let text = fs::read_to_string(&layout).map_err(ImageError::io(image, "read", &layout))?;
-        let header: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ImageError::format(image, "oci-layout", e))?;
+        let files = SourceDir { image, root: dir };
+        let header: serde_json::Value = serde_json::from_slice(&files.read_metadata("oci-layout")?)
+            .map_err(|e| ImageError::format(image, "oci-layout", e))?;
         if header.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
             return Err(ImageError::Unsupported {
                 image: image.to_owned(),
@@ -310,8 +430,7 @@ impl ImageStore {
                 ),
             });
         }
-        let index_path = dir.join("index.json");
-        let index = ImageIndex::from_file(&index_path)
+        let index = ImageIndex::from_reader(&files.read_metadata("index.json")?[..])
             .map_err(|e| ImageError::format(image, "index.json", e))?;
         let source = LayoutBlobs { dir, image };
         let descriptor = pick_manifest(image, index.manifests(), tag)?;
@@ -364,13 +483,8 @@ impl ImageStore {
             repo_tags: Option<Vec<String>>,
             layers: Vec<String>,
         }
-        let manifest_path = dir.join("manifest.json");
-        let text = fs::read_to_string(&manifest_path).map_err(ImageError::io(
-            image,
-            "read",
-            &manifest_path,
-        ))?;
-        let entries: Vec<Entry> = serde_json::from_str(&text)
+        let files = SourceDir { image, root: dir };
+        let entries: Vec<Entry> = serde_json::from_slice(&files.read_metadata("manifest.json")?)
             .map_err(|e| ImageError::format(image, "manifest.json", e))?;
         let entry = match (tag, entries.len()) {
             (_, 0) => {
@@ -400,9 +514,7 @@ impl ImageStore {
                     why: format!("the archive has no image tagged {tag}"),
                 })?,
         };
-        let config_path = inside(image, dir, &entry.config)?;
-        let config_bytes =
-            fs::read(&config_path).map_err(ImageError::io(image, "read", &config_path))?;
+        let config_bytes = files.read_metadata(&entry.config)?;
         let config_digest = Sha256Digest::of(&config_bytes);
         // `<hex>.json` (docker, skopeo) or `blobs/sha256/<hex>` (docker 25+) name the
         // config by its digest: hold them to it.
@@ -418,6 +530,7 @@ impl ImageStore {
         let config = ImageConfiguration::from_reader(&config_bytes[..])
             .map_err(|e| ImageError::format(image, "the image config", e))?;
         let diff_ids = diff_ids(image, &config)?;
+        layer_count(image, diff_ids.len())?;
         if diff_ids.len() != entry.layers.len() {
             return Err(ImageError::format(
                 image,
@@ -430,12 +543,13 @@ impl ImageStore {
             ));
         }
         let mut lowers = Vec::with_capacity(diff_ids.len());
+        let mut budget = self.max_unpacked;
         for (layer, diff_id) in entry.layers.iter().zip(&diff_ids) {
-            let path = inside(image, dir, layer)?;
-            lowers.push(self.layer(image, diff_id, None, Compression::Sniff, || {
-                let file = fs::File::open(&path).map_err(ImageError::io(image, "open", &path))?;
-                Ok(Box::new(file) as Box<dyn Read>)
-            })?);
+            lowers.push(
+                self.layer(image, diff_id, Compression::Sniff, &mut budget, || {
+                    Ok(Box::new(files.open(layer)?) as Box<dyn Read>)
+                })?,
+            );
         }
         Ok(PreparedImage {
             id: config_digest.to_string(),
@@ -456,7 +570,7 @@ impl ImageStore {
         let root = scratch.path().join("archive");
         fs::create_dir(&root).map_err(ImageError::io(image, "create", &root))?;
         let opened = fs::File::open(file).map_err(ImageError::io(image, "open", file))?;
-        let mut reader = BufReader::new(opened);
+        let mut reader = BufReader::new(self.abandon.reader(opened));
         let gzip = reader
             .fill_buf()
             .map_err(ImageError::io(image, "read", file))?
@@ -466,11 +580,30 @@ impl ImageStore {
             layer: "(the archive itself)",
             root: &root,
         };
-        if gzip {
-            target.unpack(flate2::bufread::GzDecoder::new(reader))?;
+        // The archive holds the layers: it may unpack to what they may, and a little.
+        let over = Cell::new(false);
+        let limit = self.max_unpacked.saturating_add(MAX_METADATA * 4);
+        let unpacked = if gzip {
+            target.unpack(Bounded {
+                inner: flate2::bufread::GzDecoder::new(reader),
+                left: limit,
+                over: &over,
+            })
         } else {
-            target.unpack(reader)?;
+            target.unpack(Bounded {
+                inner: reader,
+                left: limit,
+                over: &over,
+            })
+        };
+        if over.get() {
+            return Err(ImageError::TooLarge {
+                image: image.to_owned(),
+                what: format!("the archive {}", file.display()),
+                limit,
+            });
         }
+        unpacked?;
         self.import_directory_image(image, &root, tag)?
             .ok_or_else(|| ImageError::NotFound {
                 image: image.to_owned(),
@@ -489,10 +622,13 @@ impl ImageStore {
         dir: &Path,
         tag: Option<&str>,
     ) -> Result<Option<PreparedImage>, ImageError> {
-        if dir.join("oci-layout").is_file() {
+        // Present in any form: reading it says what is wrong with one that is not a
+        // regular file of the directory.
+        let has = |name: &str| fs::symlink_metadata(dir.join(name)).is_ok();
+        if has("oci-layout") {
             return self.import_layout(image, dir, tag).map(Some);
         }
-        if dir.join("manifest.json").is_file() {
+        if has("manifest.json") {
             return self.import_docker(image, dir, tag).map(Some);
         }
         Ok(None)
@@ -529,8 +665,34 @@ impl ImageStore {
     }
 }
 
-/// Manifests and configs are small; anything bigger is not one.
-const MAX_METADATA_BLOB: u64 = 4 << 20;
+/// Passes at most `left` bytes through; reading past them fails and sets `over`.
+struct Bounded<'a, R> {
+    inner: R,
+    left: u64,
+    over: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for Bounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // At the bound: only the end of the stream may follow.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => {
+                    self.over.set(true);
+                    Err(io::Error::other("more bytes than an image may unpack to"))
+                }
+            };
+        }
+        let most = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..most])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
 
 /// Identifies the state of a local image source: when none of this changed, neither did
 /// the image.
@@ -569,30 +731,39 @@ struct LayoutBlobs<'a> {
     image: &'a str,
 }
 
-impl BlobSource for LayoutBlobs<'_> {
-    fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError> {
-        let path = self.dir.join("blobs/sha256").join(digest.hex());
-        let file = fs::File::open(&path).map_err(ImageError::io(self.image, "open", &path))?;
-        Ok(Box::new(file))
+impl LayoutBlobs<'_> {
+    fn file(&self, digest: &Sha256Digest) -> Result<fs::File, ImageError> {
+        SourceDir {
+            image: self.image,
+            root: self.dir,
+        }
+        .open(&format!("blobs/sha256/{}", digest.hex()))
     }
 }
 
-/// `relative` below `dir`, refusing paths that leave it.
-fn inside(image: &str, dir: &Path, relative: &str) -> Result<PathBuf, ImageError> {
-    let path = Path::new(relative);
-    if path.is_absolute()
-        || path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(ImageError::Hostile {
+impl BlobSource for LayoutBlobs<'_> {
+    fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError> {
+        Ok(Box::new(self.file(digest)?))
+    }
+
+    fn local_file(&self, digest: &Sha256Digest) -> Option<Result<fs::File, ImageError>> {
+        Some(self.file(digest))
+    }
+}
+
+/// Refuses an image with more layers than a container's root file system stacks.
+fn layer_count(image: &str, layers: usize) -> Result<(), ImageError> {
+    if layers > super::MAX_LAYERS {
+        return Err(ImageError::Unsupported {
             image: image.to_owned(),
-            layer: "manifest.json".into(),
-            entry: relative.to_owned(),
-            why: "it names a file outside the archive".into(),
+            what: format!("an image of {layers} layers"),
+            why: format!(
+                "a container stacks at most {} layers; rebuild the image with fewer (squash some)",
+                super::MAX_LAYERS
+            ),
         });
     }
-    Ok(dir.join(path))
+    Ok(())
 }
 
 pub(crate) fn digest_of(
@@ -726,14 +897,13 @@ fn pick_manifest<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
 
     use super::*;
 
-    /// Writes an OCI layout with one gzipped layer holding `files`; answers the layer's
-    /// blob path.
-    pub(crate) fn layout(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+    /// A tar holding `files` (regular, mode 0644, owned by root).
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
         for (name, data) in files {
             let mut header = tar::Header::new_gnu();
@@ -745,11 +915,18 @@ mod tests {
             header.set_cksum();
             tar.append_data(&mut header, name, *data).unwrap();
         }
-        let layer_tar = tar.into_inner().unwrap();
-        let diff_id = Sha256Digest::of(&layer_tar);
-        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gzip.write_all(&layer_tar).unwrap();
-        let layer = gzip.finish().unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    /// Writes an OCI layout with one gzipped layer holding `files`; answers the layer's
+    /// blob path.
+    pub(crate) fn layout(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        layout_of_layers(dir, &[files]).remove(0)
+    }
+
+    /// Writes an OCI layout tagged `v1` with one gzipped layer per entry of `layers`;
+    /// answers the layers' blob paths.
+    fn layout_of_layers(dir: &Path, layers: &[&[(&str, &[u8])]]) -> Vec<PathBuf> {
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).unwrap();
         let put = |bytes: &[u8]| {
@@ -757,11 +934,23 @@ mod tests {
             fs::write(blobs.join(digest.hex()), bytes).unwrap();
             digest
         };
-        let layer_digest = put(&layer);
+        let mut diff_ids = Vec::new();
+        let mut descriptors = Vec::new();
+        let mut paths = Vec::new();
+        for files in layers {
+            let layer_tar = tar_of(files);
+            diff_ids.push(Sha256Digest::of(&layer_tar).to_string());
+            let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gzip.write_all(&layer_tar).unwrap();
+            let layer = gzip.finish().unwrap();
+            let digest = put(&layer);
+            descriptors.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest.to_string(), "size": layer.len()}));
+            paths.push(blobs.join(digest.hex()));
+        }
         let config = serde_json::json!({
             "architecture": "amd64", "os": "linux",
             "config": {"Cmd": ["/bin/app"], "Env": ["A=1"]},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
         });
         let config = serde_json::to_vec(&config).unwrap();
         let config_digest = put(&config);
@@ -769,7 +958,7 @@ mod tests {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest.to_string(), "size": layer.len()}],
+            "layers": descriptors,
         });
         let manifest = serde_json::to_vec(&manifest).unwrap();
         let manifest_digest = put(&manifest);
@@ -779,7 +968,7 @@ mod tests {
         });
         fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
         fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        blobs.join(layer_digest.hex())
+        paths
     }
 
     #[test]
@@ -878,5 +1067,366 @@ mod tests {
             .import_layout("app", source.path(), None)
             .unwrap_err();
         assert!(error.to_string().contains("diff id"), "{error}");
+    }
+
+    /// One member of a test archive.
+    enum Member<'a> {
+        File(&'a str, &'a [u8]),
+        Symlink(&'a str, &'a str),
+    }
+
+    /// Writes a tar of `members` to `path`.
+    fn archive(path: &Path, members: &[Member]) {
+        let mut tar = tar::Builder::new(Vec::new());
+        for member in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            match member {
+                Member::File(name, data) => {
+                    header.set_size(data.len() as u64);
+                    header.set_cksum();
+                    tar.append_data(&mut header, name, *data).unwrap();
+                }
+                Member::Symlink(name, target) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_size(0);
+                    tar.append_link(&mut header, name, target).unwrap();
+                }
+            }
+        }
+        fs::write(path, tar.into_inner().unwrap()).unwrap();
+    }
+
+    /// A docker-archive's `manifest.json` and config for `layers` (file names in the
+    /// archive, and the tar each holds).
+    fn docker_metadata(layers: &[(&str, &[u8])]) -> (Vec<u8>, Vec<u8>) {
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|(_, tar)| Sha256Digest::of(tar).to_string())
+            .collect();
+        let layers: Vec<&str> = layers.iter().map(|(name, _)| *name).collect();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["/bin/app"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let manifest =
+            serde_json::json!([{"Config": "cfg.json", "RepoTags": ["app:v1"], "Layers": layers}]);
+        (
+            serde_json::to_vec(&manifest).unwrap(),
+            serde_json::to_vec(&config).unwrap(),
+        )
+    }
+
+    fn refused_entry(error: &ImageError) -> &str {
+        match error {
+            ImageError::Unsafe { entry, .. } => entry,
+            other => panic!("expected an unsafe entry, got: {other}"),
+        }
+    }
+
+    #[test]
+    fn archive_members_linking_out_of_the_archive_are_refused_by_name() {
+        let host = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let layer_tar = tar_of(&[("app", b"archive file\n")]);
+        // A host tar (whose diff id the config names), and a host layout.
+        let secret_tar = tar_of(&[("secret", b"host file\n")]);
+        let host_tar = host.path().join("host.tar");
+        fs::write(&host_tar, &secret_tar).unwrap();
+        let host_layout = host.path().join("layout");
+        fs::create_dir(&host_layout).unwrap();
+        layout(&host_layout, &[("secret", b"host file\n")]);
+
+        let (manifest, config) =
+            docker_metadata(&[("layer.tar", &layer_tar), ("l2.tar", &secret_tar)]);
+        let l2 = host.path().join("l2.tar.archive");
+        archive(
+            &l2,
+            &[
+                Member::File("manifest.json", &manifest),
+                Member::File("cfg.json", &config),
+                Member::File("layer.tar", &layer_tar),
+                Member::Symlink("l2.tar", host_tar.to_str().unwrap()),
+            ],
+        );
+        let error = store.import_archive("l2", &l2, None).unwrap_err();
+        assert_eq!(refused_entry(&error), "l2.tar", "{error}");
+        assert!(error.to_string().contains("\"l2.tar\""), "{error}");
+
+        let index = fs::read(host_layout.join("index.json")).unwrap();
+        let blobs = host.path().join("blobs.archive");
+        archive(
+            &blobs,
+            &[
+                Member::File("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+                Member::File("index.json", &index),
+                Member::Symlink("blobs", host_layout.join("blobs").to_str().unwrap()),
+            ],
+        );
+        let error = store.import_archive("blobs", &blobs, None).unwrap_err();
+        assert!(
+            refused_entry(&error).starts_with("blobs/sha256/"),
+            "{error}"
+        );
+
+        // A link that stays inside the archive is an entry of it (`docker save` links a
+        // repeated layer to its first copy).
+        let (manifest, config) =
+            docker_metadata(&[("layer.tar", &layer_tar), ("dup/layer.tar", &layer_tar)]);
+        let inside = host.path().join("inside.archive");
+        archive(
+            &inside,
+            &[
+                Member::File("manifest.json", &manifest),
+                Member::File("cfg.json", &config),
+                Member::File("layer.tar", &layer_tar),
+                Member::Symlink("dup/layer.tar", "../layer.tar"),
+            ],
+        );
+        let image = store.import_archive("inside", &inside, None).unwrap();
+        assert_eq!(image.lowers.len(), 2);
+        assert_eq!(
+            fs::read(image.lowers[1].join("app")).unwrap(),
+            b"archive file\n"
+        );
+        // Nothing refused was kept.
+        let layers = store_dir.path().join("layers/sha256");
+        assert_eq!(fs::read_dir(&layers).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn archive_members_naming_devices_or_huge_host_files_are_refused_at_once() {
+        let host = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let layer_tar = tar_of(&[("a", b"a")]);
+        let (manifest, config) = docker_metadata(&[("layer.tar", &layer_tar)]);
+        let sparse = host.path().join("sparse");
+        fs::File::create(&sparse).unwrap().set_len(8 << 30).unwrap();
+        let sparse = sparse.to_str().unwrap();
+        let cases: [(&str, Vec<Member>); 3] = [
+            (
+                "cfg.json",
+                vec![
+                    Member::File("manifest.json", &manifest),
+                    Member::Symlink("cfg.json", "/dev/zero"),
+                    Member::File("layer.tar", &layer_tar),
+                ],
+            ),
+            (
+                "manifest.json",
+                vec![
+                    Member::Symlink("manifest.json", sparse),
+                    Member::File("cfg.json", &config),
+                    Member::File("layer.tar", &layer_tar),
+                ],
+            ),
+            (
+                "layer.tar",
+                vec![
+                    Member::File("manifest.json", &manifest),
+                    Member::File("cfg.json", &config),
+                    Member::Symlink("layer.tar", "/dev/zero"),
+                ],
+            ),
+        ];
+        for (entry, members) in cases {
+            let path = host.path().join(format!("{entry}.archive"));
+            archive(&path, &members);
+            let began = std::time::Instant::now();
+            let error = store.import_archive(entry, &path, None).unwrap_err();
+            assert_eq!(refused_entry(&error), entry, "{error}");
+            assert!(began.elapsed() < std::time::Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn a_layout_directory_is_read_without_following_links_out_of_it() {
+        let source = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let layer_blob = layout(source.path(), &[("bin/app", b"layout\n")]);
+        // The layer blob now lives outside the layout, linked from it.
+        let outside = host.path().join("blob");
+        fs::rename(&layer_blob, &outside).unwrap();
+        std::os::unix::fs::symlink(&outside, &layer_blob).unwrap();
+        let error = ImageStore::new(store_dir.path())
+            .import_layout("app", source.path(), None)
+            .unwrap_err();
+        let entry = refused_entry(&error);
+        assert!(entry.starts_with("blobs/sha256/"), "{error}");
+        assert!(error.to_string().contains("outside the image"), "{error}");
+    }
+
+    #[test]
+    fn metadata_files_are_read_up_to_a_bound() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        fs::File::create(source.path().join("manifest.json"))
+            .unwrap()
+            .set_len(8 << 30)
+            .unwrap();
+        let began = std::time::Instant::now();
+        let error = ImageStore::new(store_dir.path())
+            .import_docker("app", source.path(), None)
+            .unwrap_err();
+        assert!(
+            matches!(&error, ImageError::Format { what, .. } if what == "manifest.json"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("larger than 4 MiB"), "{error}");
+        assert!(began.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// Serves a layout's blobs, but another layer's bytes for `swapped`, and notes
+    /// whether anything was unpacked under `tmp/` by the time those bytes ran out.
+    struct SwappingSource<'a> {
+        blobs: LayoutBlobs<'a>,
+        swapped: Sha256Digest,
+        replacement: Vec<u8>,
+        tmp: PathBuf,
+        unpacked_before_the_end: Cell<Option<bool>>,
+    }
+
+    struct AtEnd<'a> {
+        bytes: &'a [u8],
+        source: &'a SwappingSource<'a>,
+    }
+
+    impl Read for AtEnd<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.bytes.read(buf)?;
+            if n == 0 && self.source.unpacked_before_the_end.get().is_none() {
+                let unpacked = fs::read_dir(&self.source.tmp)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|dir| {
+                        fs::read_dir(dir.path().join("layer")).is_ok_and(|mut d| d.next().is_some())
+                    });
+                self.source.unpacked_before_the_end.set(Some(unpacked));
+            }
+            Ok(n)
+        }
+    }
+
+    impl BlobSource for SwappingSource<'_> {
+        fn open(&self, digest: &Sha256Digest) -> Result<Box<dyn Read + '_>, ImageError> {
+            if *digest == self.swapped {
+                return Ok(Box::new(AtEnd {
+                    bytes: &self.replacement,
+                    source: self,
+                }));
+            }
+            self.blobs.open(digest)
+        }
+    }
+
+    #[test]
+    fn a_layer_blob_is_checked_against_its_digest_before_it_is_unpacked() {
+        let source = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        // Incompressible, so the named blob is bigger than the one served in its place.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..256 << 10)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let layer_blob = layout(source.path(), &[("bin/app", &noise)]);
+        // A bomb, as far as this test goes: a valid gzip layer, but not the one named.
+        let big = vec![0u8; 8 << 20];
+        let replacement = fs::read(layout(other.path(), &[("zeros", &big)])).unwrap();
+        let swapped =
+            Sha256Digest::from_hex(layer_blob.file_name().unwrap().to_str().unwrap()).unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let source = SwappingSource {
+            blobs: LayoutBlobs {
+                dir: source.path(),
+                image: "app",
+            },
+            swapped: swapped.clone(),
+            replacement,
+            tmp: store_dir.path().join("tmp"),
+            unpacked_before_the_end: Cell::new(None),
+        };
+        let index = ImageIndex::from_file(source.blobs.dir.join("index.json")).unwrap();
+        let manifest = store
+            .manifest("app", &source, &index.manifests()[0])
+            .unwrap();
+        let error = store
+            .import_manifest("app", &source, &manifest)
+            .unwrap_err();
+        assert!(
+            matches!(&error, ImageError::DigestMismatch { expected, .. } if *expected == swapped.to_string()),
+            "{error}"
+        );
+        assert_eq!(
+            source.unpacked_before_the_end.get(),
+            Some(false),
+            "nothing may be unpacked before the blob's digest is checked"
+        );
+        let layers = store_dir.path().join("layers/sha256");
+        assert_eq!(fs::read_dir(&layers).map(|d| d.count()).unwrap_or(0), 0);
+    }
+
+    #[test]
+    fn an_image_unpacking_to_more_than_the_bound_is_refused() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let big = vec![0u8; 4 << 20];
+        layout_of_layers(source.path(), &[&[("small", b"s")], &[("zeros", &big)]]);
+        let store = ImageStore::new(store_dir.path()).with_max_unpacked(1 << 20);
+        let error = store
+            .import_layout("bomb", source.path(), None)
+            .unwrap_err();
+        assert!(matches!(error, ImageError::TooLarge { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("GITVISOR_IMAGE_MAX_UNPACKED_SIZE"),
+            "{error}"
+        );
+        // The small layer is whole and verified, so it stays; the big one is not kept.
+        let layers = store_dir.path().join("layers/sha256");
+        assert_eq!(fs::read_dir(&layers).unwrap().count(), 1);
+        // Under the bound, the same image imports.
+        let roomy = ImageStore::new(store_dir.path()).with_max_unpacked(8 << 20);
+        assert_eq!(
+            roomy
+                .import_layout("bomb", source.path(), None)
+                .unwrap()
+                .lowers
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn an_image_deeper_than_the_layer_bound_is_refused_before_any_unpacking() {
+        let source = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..=super::super::MAX_LAYERS)
+            .map(|i| format!("layer-{i}"))
+            .collect();
+        let files: Vec<[(&str, &[u8]); 1]> =
+            names.iter().map(|n| [(n.as_str(), &b"x"[..])]).collect();
+        let layers: Vec<&[(&str, &[u8])]> = files.iter().map(|f| &f[..]).collect();
+        layout_of_layers(source.path(), &layers);
+        let error = ImageStore::new(store_dir.path())
+            .import_layout("deep", source.path(), None)
+            .unwrap_err();
+        assert!(matches!(error, ImageError::Unsupported { .. }), "{error}");
+        assert!(error.to_string().contains("at most 128 layers"), "{error}");
+        assert!(!store_dir.path().join("layers").exists());
     }
 }
