@@ -2,8 +2,10 @@
 //! plan renders it as fields ([`NetworkDrift::fields`]) and apply sends exactly its
 //! requests ([`NetworkDrift::requests`]), so the two always agree.
 //!
-//! - **nftables**: the bridge's chains are compared rule by rule (by comment, in order);
-//!   a chain that differs is flushed and written again, one that matches is left alone.
+//! - **nftables**: the bridge's chains are compared rule by rule, in order, by comment
+//!   and expressions (`nft.rs`: a rule edited by hand under its comment is drift, shown
+//!   as "<comment> (edited by hand)"); a chain that differs is flushed and written
+//!   again, one that matches is left alone.
 //!   Jumps from the base chains are added when missing and de-duplicated. When no
 //!   declared bridge needs the table any more, the bridge whose rules are the last in
 //!   it deletes the whole table instead.
@@ -17,7 +19,7 @@
 use std::collections::BTreeSet;
 
 use super::desired::BridgeNetwork;
-use super::nft::{NftCommand, TableState, Transaction};
+use super::nft::{NftCommand, RuleState, TableState, Transaction};
 use super::rules::{Expr, Hook, Rule};
 use super::seam::{NetworkRequest, NetworkState, TableObservation};
 use crate::contract::{Effect, FieldChange};
@@ -140,36 +142,49 @@ impl NetworkDrift {
             let chain = hook.chain_of(bridge);
             let base = hook.base_chain();
             let jump = hook.jump_comment(bridge);
-            let jumps: Vec<u64> = table
+            let jump_rule = Rule {
+                comment: jump.clone(),
+                exprs: vec![Expr::Jump(chain.clone())],
+            };
+            // The jumps under this bridge's comment: those that jump where they should,
+            // and those edited by hand to do something else (removed).
+            let (jumps, edited_jumps): (Vec<&RuleState>, Vec<&RuleState>) = table
                 .chains
                 .get(base)
                 .map(|c| {
                     c.rules
                         .iter()
                         .filter(|r| r.comment.as_deref() == Some(jump.as_str()))
-                        .map(|r| r.handle)
-                        .collect()
+                        .collect::<Vec<_>>()
                 })
+                .unwrap_or_default()
+                .into_iter()
+                .partition(|r| r.is(&jump_rule));
+            let observed: &[RuleState] = table
+                .chains
+                .get(&chain)
+                .map(|c| c.rules.as_slice())
                 .unwrap_or_default();
-            let observed = comments(table, &chain);
             let rules: &[Rule] = wanted.get(&hook).map(Vec::as_slice).unwrap_or_default();
-            let declared: Vec<String> = rules.iter().map(|r| r.comment.clone()).collect();
             if rules.is_empty() {
                 if present(hook) {
-                    for handle in jumps {
+                    for rule in jumps.iter().chain(&edited_jumps) {
                         commands.push(NftCommand::DeleteRule {
                             chain: base.to_owned(),
-                            handle,
+                            handle: rule.handle,
                             comment: jump.clone(),
                         });
                     }
                     commands.push(NftCommand::FlushChain(chain.clone()));
                     commands.push(NftCommand::DeleteChain(chain));
-                    self.extra_rules.extend(observed);
+                    self.extra_rules
+                        .extend(comments(table, &hook.chain_of(bridge)));
                 }
                 continue;
             }
-            if !present(hook) || observed != declared {
+            let same =
+                observed.len() == rules.len() && observed.iter().zip(rules).all(|(o, r)| o.is(r));
+            if !present(hook) || !same {
                 commands.push(NftCommand::AddChain(chain.clone()));
                 commands.push(NftCommand::FlushChain(chain.clone()));
                 for rule in rules {
@@ -178,32 +193,34 @@ impl NetworkDrift {
                         rule: rule.clone(),
                     });
                 }
-                self.extra_rules
-                    .extend(observed.iter().filter(|c| !declared.contains(c)).cloned());
-                self.missing_rules
-                    .extend(declared.iter().filter(|c| !observed.contains(c)).cloned());
+                self.rule_differences(observed, rules);
                 if self.extra_rules.is_empty() && self.missing_rules.is_empty() {
                     self.missing_rules
                         .push(format!("{chain}: the rules in their declared order"));
                 }
             }
+            for rule in &edited_jumps {
+                commands.push(NftCommand::DeleteRule {
+                    chain: base.to_owned(),
+                    handle: rule.handle,
+                    comment: jump.clone(),
+                });
+                self.extra_rules.push(edited(&jump));
+            }
             match jumps.as_slice() {
                 [] => {
                     commands.push(NftCommand::AddRule {
                         chain: base.to_owned(),
-                        rule: Rule {
-                            comment: jump.clone(),
-                            exprs: vec![Expr::Jump(chain.clone())],
-                        },
+                        rule: jump_rule,
                     });
                     self.missing_rules.push(jump);
                 }
                 [_] => {}
                 [_, duplicates @ ..] => {
-                    for handle in duplicates {
+                    for rule in duplicates {
                         commands.push(NftCommand::DeleteRule {
                             chain: base.to_owned(),
-                            handle: *handle,
+                            handle: rule.handle,
                             comment: jump.clone(),
                         });
                         self.extra_rules.push(jump.clone());
@@ -216,6 +233,36 @@ impl NetworkDrift {
             setup.extend(wanted.keys().map(|hook| NftCommand::AddBaseChain(*hook)));
             setup.extend(commands);
             self.nft = Transaction(setup);
+        }
+    }
+
+    /// Names what differs between a chain's `observed` rules and the `declared` ones: a
+    /// rule not declared is extra, a declared one not there is missing, and a declared
+    /// one there under its comment but with other expressions (edited by hand) is both.
+    fn rule_differences(&mut self, observed: &[RuleState], declared: &[Rule]) {
+        for rule in declared {
+            if observed.iter().any(|o| o.is(rule)) {
+                continue;
+            }
+            if observed
+                .iter()
+                .any(|o| o.comment.as_deref() == Some(rule.comment.as_str()))
+            {
+                self.extra_rules.push(edited(&rule.comment));
+            }
+            self.missing_rules.push(rule.comment.clone());
+        }
+        for rule in observed {
+            let declared_comment = declared
+                .iter()
+                .any(|d| rule.comment.as_deref() == Some(d.comment.as_str()));
+            if !declared_comment {
+                self.extra_rules.push(
+                    rule.comment
+                        .clone()
+                        .unwrap_or_else(|| NO_COMMENT.to_owned()),
+                );
+            }
         }
     }
 
@@ -405,6 +452,13 @@ impl NetworkDrift {
     }
 }
 
+const NO_COMMENT: &str = "(a rule without comment)";
+
+/// How the plan names a rule found under its comment with other expressions.
+fn edited(comment: &str) -> String {
+    format!("{comment} (edited by hand)")
+}
+
 fn comments(table: &TableState, chain: &str) -> Vec<String> {
     table
         .chains
@@ -412,11 +466,7 @@ fn comments(table: &TableState, chain: &str) -> Vec<String> {
         .map(|c| {
             c.rules
                 .iter()
-                .map(|r| {
-                    r.comment
-                        .clone()
-                        .unwrap_or_else(|| "(a rule without comment)".to_owned())
-                })
+                .map(|r| r.comment.clone().unwrap_or_else(|| NO_COMMENT.to_owned()))
                 .collect()
         })
         .unwrap_or_default()

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::error::SeamError;
-use super::nft::{ChainState, MARKER_CHAIN, NftCommand, RuleState, TableState, Transaction};
+use super::nft::{
+    ChainState, MARKER_CHAIN, NftCommand, RuleState, TableState, Transaction, listed_exprs,
+};
 use super::rules::{Expr, Rule};
 use super::seam::{DhcpState, NetworkRequest, NetworkSeam, NetworkState, TableObservation};
 use crate::drivers::bridge::FakeLinks;
@@ -162,6 +164,20 @@ impl FakeNetwork {
         if let Some(chains) = lock(&self.host).table.as_mut() {
             for chain in chains.values_mut() {
                 chain.rules.retain(|(_, r)| r.comment != comment);
+            }
+        }
+    }
+
+    /// Edits the expressions of the first rule with `comment` by hand, keeping the
+    /// comment (`nft replace rule … handle <h> … comment "<the same>"`).
+    pub fn edit_rule(&self, comment: &str, edit: impl FnOnce(&mut Vec<Expr>)) {
+        if let Some(chains) = lock(&self.host).table.as_mut() {
+            let rule = chains
+                .values_mut()
+                .flat_map(|chain| chain.rules.iter_mut())
+                .find(|(_, rule)| rule.comment == comment);
+            if let Some((_, rule)) = rule {
+                edit(&mut rule.exprs);
             }
         }
     }
@@ -339,6 +355,7 @@ impl NetworkSeam for FakeNetwork {
                                         .map(|(handle, rule)| RuleState {
                                             handle: *handle,
                                             comment: Some(rule.comment.clone()),
+                                            exprs: listed_exprs(rule),
                                         })
                                         .collect(),
                                 },

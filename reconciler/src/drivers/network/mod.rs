@@ -419,4 +419,6 @@ fn join(link: Change, drift: NetworkDrift, batch: Arc<NftBatch>) -> Change {
 }
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;

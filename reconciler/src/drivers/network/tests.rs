@@ -233,6 +233,60 @@ async fn a_rule_deleted_by_hand_or_a_flushed_table_is_drift_that_apply_repairs()
     );
 }
 
+/// Every rule a NAT bridge with published ports and an isolated bridge have, by comment.
+const PUBLISHED_NAT: &str = "addresses: [10.0.0.1/24]\nnat: true\npublish:\n  - {address: 10.0.0.10, hostPort: 8080, port: 80}\n  - {address: 10.0.0.11, hostPort: 53, protocol: udp, hostAddress: 192.0.2.1}";
+
+/// A hand edit that keeps the rule's comment and changes what it does: a drop becomes an
+/// accept, an accept a drop, a masquerade loses its matches (every source, every
+/// destination), a DNAT goes elsewhere, a jump becomes an accept.
+fn hand_edit(exprs: &mut Vec<super::rules::Expr>) {
+    use super::rules::Expr;
+    match exprs.pop() {
+        Some(Expr::Drop) => exprs.push(Expr::Accept),
+        Some(Expr::Accept) => exprs.push(Expr::Drop),
+        Some(Expr::Masquerade) => *exprs = vec![Expr::Masquerade],
+        Some(Expr::Dnat { address, port }) => exprs.push(Expr::Dnat {
+            address,
+            port: port + 1,
+        }),
+        Some(Expr::Jump(_)) => exprs.push(Expr::Accept),
+        Some(other) => exprs.extend([other, Expr::Accept]),
+        None => {}
+    }
+}
+
+#[tokio::test]
+async fn every_rule_edited_by_hand_under_its_comment_is_drift_that_apply_repairs() {
+    let host = host();
+    let desired = [
+        bridge("br0", PUBLISHED_NAT),
+        bridge("iso", "addresses: [10.9.0.1/24]"),
+    ];
+    host.converge(&desired, &[]).await;
+    let owned = ["br0", "iso"];
+    let table = host.network.table().expect("the table exists");
+    let comments: std::collections::BTreeSet<String> = table.into_values().flatten().collect();
+    assert!(comments.len() >= 13, "{comments:#?}");
+    for comment in comments {
+        host.network.edit_rule(&comment, hand_edit);
+        let changes = host.plan(&desired, &owned).await;
+        let bridge = comment.split(':').next().unwrap_or_default();
+        let change = changes
+            .iter()
+            .find(|c| c.id.name.as_str() == bridge)
+            .unwrap_or_else(|| panic!("no change for {bridge}"));
+        assert_eq!(change.action, Action::Update, "{comment}: {changes:#?}");
+        let rules = field(change, "nftables").expect("an nftables field");
+        assert_eq!(
+            rules.old,
+            serde_json::json!([format!("{comment} (edited by hand)")]),
+            "{comment}"
+        );
+        assert_eq!(rules.new, serde_json::json!([comment]), "{comment}");
+        host.converge(&desired, &owned).await;
+    }
+}
+
 #[tokio::test]
 async fn pruning_one_nat_bridge_keeps_the_others_rules_and_the_last_removes_the_table() {
     let host = host();
