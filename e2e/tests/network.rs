@@ -5,7 +5,8 @@
 //! repaired; an admin's own table byte-identical through apply, repair and prune; DHCP
 //! with a static lease and names resolving between guests, both leases listed by
 //! `status`, a killed dnsmasq started again, everything removed by prune; a host-only bridge that reaches the host and
-//! nothing beyond, even with forwarding on; and an apply killed with SIGKILL part-way.
+//! nothing beyond, even with forwarding on; every rule edited by hand under its comment
+//! planned as drift and repaired; and an apply killed with SIGKILL part-way.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -394,6 +395,105 @@ fn a_host_only_bridge_reaches_the_host_and_nothing_beyond() {
         "the repair did not isolate the guest"
     );
     assert!(lab.pings(&guest, "10.9.0.1"));
+}
+
+/// Every rule of gitvisor's table as `nft -a list` prints it: chain, handle, and the
+/// rule's text without its handle.
+fn listed_rules(lab: &Lab) -> Vec<(String, String, String)> {
+    let listing = lab
+        .nft(&["-a", "list", "table", "inet", "gitvisor"])
+        .expect_code(0)
+        .stdout;
+    let mut chain = String::new();
+    let mut rules = Vec::new();
+    for line in listing.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("chain ") {
+            chain = name.split_whitespace().next().unwrap_or("").to_owned();
+        } else if let Some((body, handle)) = line.split_once(" # handle ") {
+            if body.contains("comment \"") {
+                rules.push((chain.clone(), handle.to_owned(), body.to_owned()));
+            }
+        }
+    }
+    rules
+}
+
+/// What an admin might do to a rule while keeping its comment: a drop turned into an
+/// accept, an accept into a drop, a masquerade widened (to every destination, or to
+/// everything), a DNAT sent elsewhere, a jump turned into an accept.
+fn hand_edit(body: &str) -> String {
+    let (matches, comment) = body.split_once(" comment \"").expect("a commented rule");
+    let edited = if matches.ends_with(" drop") {
+        matches.replace(" drop", " accept")
+    } else if matches.starts_with("jump ") {
+        "accept".to_owned()
+    } else if matches.contains("ip daddr != ") && matches.ends_with("masquerade") {
+        let mut words: Vec<&str> = matches.split(' ').collect();
+        let at = words
+            .windows(3)
+            .position(|w| w == ["ip", "daddr", "!="])
+            .expect("the daddr match");
+        words.drain(at..at + 4);
+        words.join(" ")
+    } else if matches.ends_with("masquerade") {
+        "masquerade".to_owned()
+    } else if matches.contains(" dnat ip") {
+        format!("{matches}1")
+    } else if matches.ends_with(" accept") {
+        matches.replace(" accept", " drop")
+    } else {
+        panic!("no hand edit for {body}")
+    };
+    assert_ne!(edited, matches);
+    format!("{edited} comment \"{comment}")
+}
+
+#[test]
+fn every_rule_edited_by_hand_under_its_comment_is_drift_that_apply_repairs() {
+    let Some(env) = TestEnv::new("net-edit") else {
+        return;
+    };
+    let Some(lab) = Lab::new(&env) else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write("br0.yaml", &bridge("br0", NAT_BRIDGE));
+    manifests.write("iso.yaml", &bridge("iso", "addresses: [10.9.0.1/24]"));
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+
+    let rules = listed_rules(&lab);
+    assert!(rules.len() >= 13, "{rules:#?}");
+    for (chain, _, body) in rules {
+        // Each repair rewrites the chain: the rule's handle is read again.
+        let (_, handle, _) = listed_rules(&lab)
+            .into_iter()
+            .find(|(c, _, b)| c == &chain && b == &body)
+            .expect("the rule is there");
+        let edited = hand_edit(&body);
+        let replace = format!("replace rule inet gitvisor {chain} handle {handle} {edited}");
+        lab.nft(&[replace.as_str()]).expect_code(0);
+        let comment = body
+            .split_once(" comment \"")
+            .map(|(_, c)| c.trim_end_matches('"'))
+            .expect("a comment");
+        let bridge = comment.split(':').next().expect("the bridge");
+        let plan = env.plan_json(manifests.path());
+        let change = change(&plan, "Bridge", bridge);
+        assert_eq!(change["action"], "update", "{edited}: {plan:#}");
+        assert_eq!(
+            field(change, "nftables").expect("an nftables field")["old"],
+            serde_json::json!([format!("{comment} (edited by hand)")]),
+            "{edited}: {plan:#}"
+        );
+        apply(&env, manifests.path());
+        assert_plan_clean(&env, &manifests);
+        assert!(
+            listed_rules(&lab).iter().any(|(_, _, b)| b == &body),
+            "{body} was not restored"
+        );
+    }
 }
 
 /// `apply` of eight NAT bridges with DHCP is SIGKILLed once the third bridge appears
