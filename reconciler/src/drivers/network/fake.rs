@@ -260,13 +260,11 @@ impl FakeNetwork {
                         .as_mut()
                         .ok_or_else(|| enoent("table inet gitvisor"))?;
                     match other {
-                        NftCommand::AddBaseChain(hook) => {
-                            chains
-                                .entry(hook.base_chain().to_owned())
-                                .or_insert_with(|| FakeChain {
-                                    hook: Some(hook.base_chain().to_owned()),
-                                    rules: Vec::new(),
-                                });
+                        NftCommand::AddBaseChain { name, hook } => {
+                            chains.entry(name.clone()).or_insert_with(|| FakeChain {
+                                hook: Some(hook.base_chain().to_owned()),
+                                rules: Vec::new(),
+                            });
                         }
                         NftCommand::AddChain(name) => {
                             chains.entry(name.clone()).or_default();

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::desired::BridgeNetwork;
 use super::drift::{NetworkDrift, RevisionFacts};
+use super::instance::Instance;
 use super::nft::listed_exprs;
 use super::seam::{NetworkState, TableObservation};
 use crate::contract::PlanContext;
@@ -63,18 +64,23 @@ fn render(spec: &str) -> Value {
         default_route: Some("eth0".into()),
         dhcp: Default::default(),
     };
-    let revision = RevisionFacts {
-        table_needed: true,
-        uplinks_in_use: Default::default(),
-    };
+    let instance = Instance::fixed("golden00");
+    let revision = RevisionFacts::new(
+        instance.clone(),
+        true,
+        Default::default(),
+        &Default::default(),
+        &host,
+    );
     let drift = NetworkDrift::between("br0", Some(&network), &host, &revision);
     let listed: Vec<Value> = network
         .rules()
         .into_iter()
         .flat_map(|(hook, rules)| {
+            let instance = &instance;
             rules.into_iter().map(move |rule| {
                 json!({
-                    "chain": hook.chain_of("br0"),
+                    "chain": instance.chain_of(hook, "br0"),
                     "comment": rule.comment,
                     "expr": listed_exprs(&rule),
                 })

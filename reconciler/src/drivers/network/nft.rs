@@ -1,7 +1,8 @@
 //! gitvisor's nftables table as values: the commands of one transaction, their JSON form
 //! for `nft -j -f -`, and the table as `nft -j list table inet gitvisor` shows it.
 //!
-//! All of gitvisor's rules live in one table, [`FAMILY`] [`TABLE`]. Nothing here ever
+//! All of gitvisor's rules live in one table, [`FAMILY`] [`TABLE`], shared by every
+//! gitvisor on the host, each in chains of its own (`instance.rs`). Nothing here ever
 //! names another table: other tables (an admin's firewall, Docker's, libvirt's) are never
 //! listed, flushed or changed. The table is gitvisor's when it holds the chain
 //! [`MARKER_CHAIN`] (nftables 1.0's JSON drops table comments, and a chain survives
@@ -33,8 +34,11 @@ pub const MARKER_CHAIN: &str = "managed-by-gitvisor";
 pub enum NftCommand {
     /// `add table` (no-op when it exists) with the marker chain.
     AddTable,
-    /// `add chain` for a base chain (no-op when it exists).
-    AddBaseChain(Hook),
+    /// `add chain` for a base chain `name` on `hook` (no-op when it exists).
+    AddBaseChain {
+        name: String,
+        hook: Hook,
+    },
     /// `add chain` for a regular chain (no-op when it exists).
     AddChain(String),
     FlushChain(String),
@@ -57,7 +61,7 @@ impl fmt::Display for NftCommand {
         let table = format!("{FAMILY} {TABLE}");
         match self {
             NftCommand::AddTable => write!(f, "add table {table}"),
-            NftCommand::AddBaseChain(hook) => write!(f, "add chain {table} {}", hook.base_chain()),
+            NftCommand::AddBaseChain { name, .. } => write!(f, "add chain {table} {name}"),
             NftCommand::AddChain(chain) => write!(f, "add chain {table} {chain}"),
             NftCommand::FlushChain(chain) => write!(f, "flush chain {table} {chain}"),
             NftCommand::DeleteChain(chain) => write!(f, "delete chain {table} {chain}"),
@@ -114,15 +118,15 @@ fn command_json(command: &NftCommand) -> Vec<Value> {
             json!({ "add": { "table": { "family": FAMILY, "name": TABLE } } }),
             json!({ "add": { "chain": chain_ref(MARKER_CHAIN) } }),
         ],
-        NftCommand::AddBaseChain(hook) => {
+        NftCommand::AddBaseChain { name, hook } => {
             let BaseChain {
                 kind,
-                hook: name,
+                hook,
                 priority,
             } = hook.base();
             vec![json!({ "add": { "chain": {
                 "family": FAMILY, "table": TABLE, "name": name,
-                "type": kind, "hook": name, "prio": priority, "policy": "accept"
+                "type": kind, "hook": hook, "prio": priority, "policy": "accept"
             } } })]
         }
         NftCommand::AddChain(chain) => vec![json!({ "add": { "chain": chain_ref(chain) } })],
@@ -373,7 +377,10 @@ mod tests {
         };
         let transaction = Transaction(vec![
             NftCommand::AddTable,
-            NftCommand::AddBaseChain(Hook::Postrouting),
+            NftCommand::AddBaseChain {
+                name: "gv0-postrouting".into(),
+                hook: Hook::Postrouting,
+            },
             NftCommand::AddChain("br0-post".into()),
             NftCommand::FlushChain("br0-post".into()),
             NftCommand::AddRule {
