@@ -496,6 +496,164 @@ fn every_rule_edited_by_hand_under_its_comment_is_drift_that_apply_repairs() {
     }
 }
 
+/// The rules of gitvisor's table whose comment starts with `prefix`, as `nft list`
+/// prints them without handles, sorted.
+fn rules_of(lab: &Lab, prefix: &str) -> Vec<String> {
+    let mut rules: Vec<String> = listed_rules(lab)
+        .into_iter()
+        .filter(|(_, _, body)| body.contains(&format!("comment \"{prefix}")))
+        .map(|(chain, _, body)| format!("{chain}: {body}"))
+        .collect();
+    rules.sort();
+    rules
+}
+
+#[test]
+fn one_gitvisor_pruning_its_last_rules_leaves_another_gitvisors_rules_alone() {
+    let Some(env) = TestEnv::new("net-two") else {
+        return;
+    };
+    let Some(lab) = Lab::new(&env) else {
+        return;
+    };
+    // A second gitvisor in the same namespace, with its own state and run dirs.
+    let b_state = tempfile::tempdir().expect("state dir");
+    let b_run = tempfile::tempdir().expect("run dir");
+    let b = |args: &[&OsStr]| {
+        gitvisor_e2e::run_command(env.other_gitvisor_command(b_state.path(), b_run.path(), args))
+    };
+    let a_manifests = Manifests::new();
+    keeper(&lab, &a_manifests);
+    a_manifests.write(
+        "nat.yaml",
+        &bridge("bra", "addresses: [10.5.0.1/24]\nnat: true"),
+    );
+    let b_manifests = Manifests::new();
+    lab.ip(
+        lab.host(),
+        &[
+            "link", "add", "bkeep0", "type", "veth", "peer", "name", "bkeep1",
+        ],
+    );
+    b_manifests.write("keep.yaml", &bridge("bkeep", "ports: [bkeep0]"));
+    b_manifests.write("br0.yaml", &bridge("br0", NAT_BRIDGE));
+    b_manifests.write("iso.yaml", &bridge("iso", "addresses: [10.9.0.1/24]"));
+    let apply_b = || {
+        b(&[
+            OsStr::new("apply"),
+            b_manifests.path().as_os_str(),
+            OsStr::new("--prune"),
+        ])
+        .expect_code(0)
+    };
+
+    apply(&env, a_manifests.path());
+    apply_b();
+    assert_plan_clean(&env, &a_manifests);
+    let b_rules = [rules_of(&lab, "br0:"), rules_of(&lab, "iso:")].concat();
+    assert!(b_rules.len() >= 11, "{b_rules:#?}");
+    assert!(!rules_of(&lab, "bra:").is_empty());
+
+    // A's last NAT bridge goes: A's rules with it, B's stay byte for byte.
+    a_manifests.remove("nat.yaml");
+    apply(&env, a_manifests.path());
+    assert!(
+        rules_of(&lab, "bra:").is_empty(),
+        "A's rules outlived its bridge"
+    );
+    assert_eq!(
+        [rules_of(&lab, "br0:"), rules_of(&lab, "iso:")].concat(),
+        b_rules,
+        "pruning A's bridge changed B's rules"
+    );
+    assert_plan_clean(&env, &a_manifests);
+    b(&[
+        OsStr::new("plan"),
+        b_manifests.path().as_os_str(),
+        OsStr::new("--detailed-exitcode"),
+    ])
+    .expect_code(0);
+
+    // B's last go too: nothing of anyone's is left, and the table goes.
+    b_manifests.remove("br0.yaml");
+    b_manifests.remove("iso.yaml");
+    apply_b();
+    let gone = lab.nft(&["list", "table", "inet", "gitvisor"]);
+    assert_ne!(gone.code, Some(0), "the empty table stayed\n{gone}");
+}
+
+#[test]
+fn rules_of_the_layout_before_instance_ids_are_migrated_and_others_left_alone() {
+    let Some(env) = TestEnv::new("net-legacy") else {
+        return;
+    };
+    let Some(lab) = Lab::new(&env) else {
+        return;
+    };
+    // The layout gitvisor wrote before instance ids, for the bridge `lab`, and the same
+    // for a bridge `other` this gitvisor neither declares nor owns.
+    let script = lab.files().join("legacy.nft");
+    std::fs::write(
+        &script,
+        r#"table inet gitvisor {
+  chain managed-by-gitvisor {
+  }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+  }
+  chain lab-fwd {
+    iifname "lab" drop comment "lab: isolate, nothing forwarded from lab"
+  }
+  chain other-fwd {
+    iifname "other" drop comment "other: isolate, nothing forwarded from other"
+  }
+}
+add rule inet gitvisor forward jump lab-fwd comment "lab: jump lab-fwd"
+add rule inet gitvisor forward jump other-fwd comment "other: jump other-fwd"
+"#,
+    )
+    .expect("write the legacy layout");
+    lab.nft(&["-f", &script.to_string_lossy()]).expect_code(0);
+    let manifests = Manifests::new();
+    manifests.write("lab.yaml", &bridge("lab", "addresses: [10.9.0.1/24]"));
+
+    let plan = env.plan_json(manifests.path());
+    let rules = field(change(&plan, "Bridge", "lab"), "nftables").expect("nftables field");
+    assert!(
+        rules["old"]
+            .to_string()
+            .contains("lab: isolate, nothing forwarded from lab (layout before instance ids)"),
+        "{plan:#}"
+    );
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    let rules = listed_rules(&lab);
+    let chains: Vec<&str> = rules.iter().map(|(chain, _, _)| chain.as_str()).collect();
+    assert!(!chains.contains(&"lab-fwd"), "{rules:#?}");
+    assert!(
+        rules.iter().any(|(chain, _, body)| chain == "forward"
+            && body == r#"jump other-fwd comment "other: jump other-fwd""#),
+        "other's legacy jump is not this gitvisor's: {rules:#?}"
+    );
+    assert!(
+        !rules
+            .iter()
+            .any(|(_, _, body)| body.contains("lab: jump lab-fwd")),
+        "{rules:#?}"
+    );
+    assert!(
+        rules.iter().any(|(chain, _, body)| chain.starts_with("gv")
+            && chain.ends_with("-lab-fwd")
+            && body.contains("lab: isolate, nothing forwarded from lab")),
+        "lab's rules under the instance id: {rules:#?}"
+    );
+    assert_eq!(
+        rules_of(&lab, "other:").len(),
+        2,
+        "other's legacy chain and jump stay"
+    );
+}
+
 /// `apply` of eight NAT bridges with DHCP is SIGKILLed once the third bridge appears
 /// (timed by `ip monitor link`); the next apply finishes: one dnsmasq per bridge, each
 /// bridge's rules and jumps once, and a clean plan.
