@@ -654,6 +654,59 @@ add rule inet gitvisor forward jump other-fwd comment "other: jump other-fwd"
     );
 }
 
+/// The golden files of the network driver's rules (`reconciler/src/drivers/network/
+/// golden/`) hold each rule twice: as written and as `nft -j list` prints it, the form
+/// drift compares with. Here the real `nft` reads the written form and lists it back.
+#[test]
+fn golden_rules_list_back_as_their_golden_listed_form() {
+    let Some(env) = TestEnv::new("net-golden") else {
+        return;
+    };
+    let Some(lab) = Lab::new(&env) else {
+        return;
+    };
+    let dir = gitvisor_e2e::workspace_root().join("reconciler/src/drivers/network/golden");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the golden files")
+        .map(|entry| entry.expect("a golden file").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for file in files {
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("JSON");
+        let written = lab.files().join("written.json");
+        std::fs::write(&written, golden["written"].to_string()).expect("write");
+        lab.nft(&["-j", "-f", &written.to_string_lossy()])
+            .expect_code(0);
+        let listing: serde_json::Value = lab
+            .nft(&["-j", "list", "table", "inet", "gitvisor"])
+            .expect_code(0)
+            .json();
+        let listed: Vec<serde_json::Value> = listing["nftables"]
+            .as_array()
+            .expect("a listing")
+            .iter()
+            .filter_map(|item| item.get("rule"))
+            .filter(|rule| !rule["comment"].as_str().unwrap_or("").contains(": jump "))
+            .map(|rule| {
+                serde_json::json!({
+                    "chain": rule["chain"], "comment": rule["comment"], "expr": rule["expr"]
+                })
+            })
+            .collect();
+        let mut expected = golden["listed"].as_array().expect("listed").clone();
+        // By chain, each chain's rules in their order (a stable sort).
+        let key = |v: &serde_json::Value| v["chain"].to_string();
+        let mut listed = listed;
+        listed.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(listed, expected, "{}", file.display());
+        lab.nft(&["delete", "table", "inet", "gitvisor"])
+            .expect_code(0);
+    }
+}
+
 /// `apply` of eight NAT bridges with DHCP is SIGKILLed once the third bridge appears
 /// (timed by `ip monitor link`); the next apply finishes: one dnsmasq per bridge, each
 /// bridge's rules and jumps once, and a clean plan.
