@@ -6,7 +6,10 @@
 //! with a static lease and names resolving between guests, both leases listed by
 //! `status`, a killed dnsmasq started again, everything removed by prune; a host-only bridge that reaches the host and
 //! nothing beyond, even with forwarding on; every rule edited by hand under its comment
-//! planned as drift and repaired; and an apply killed with SIGKILL part-way.
+//! planned as drift and repaired; traffic the host routes back into a NAT subnet keeping
+//! its source; the golden rules listed back by the real `nft`; two gitvisors sharing the
+//! table, one pruning without touching the other's rules; the layout before instance ids
+//! migrated; and an apply killed with SIGKILL part-way.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -651,6 +654,53 @@ add rule inet gitvisor forward jump other-fwd comment "other: jump other-fwd"
         rules_of(&lab, "other:").len(),
         2,
         "other's legacy chain and jump stay"
+    );
+}
+
+/// A guest on `bridge` whose address is a /32: everything it sends, even to a
+/// neighbour in the bridge's subnet, goes through the host (`gateway`), as with a
+/// point-to-point setup.
+fn routed_guest(lab: &mut Lab, host_side: &str, bridge: &str, address: &str) -> String {
+    let guest = lab.guest(host_side, None);
+    lab.attach(host_side, bridge);
+    lab.ip(
+        &guest,
+        &["addr", "add", &format!("{address}/32"), "dev", "eth0"],
+    );
+    lab.ip(&guest, &["route", "add", "10.0.0.1", "dev", "eth0"]);
+    lab.ip(&guest, &["route", "add", "default", "via", "10.0.0.1"]);
+    guest
+}
+
+#[test]
+fn traffic_the_host_routes_back_into_the_subnet_keeps_its_source_address() {
+    // The masquerade rule matches `ip daddr != <subnet>`: a packet from one guest to
+    // another of the same subnet that the host routes is not rewritten. Without that
+    // match the neighbour would see the bridge's address instead of the guest's.
+    let Some(env) = TestEnv::new("net-hairpin") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new(&env) else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write(
+        "br0.yaml",
+        &bridge("br0", "addresses: [10.0.0.1/24]\nnat: true"),
+    );
+    apply(&env, manifests.path());
+    // No ICMP redirects: the guests keep sending through the host.
+    lab.sysctl("net/ipv4/conf/all/send_redirects", "0");
+    lab.sysctl("net/ipv4/conf/br0/send_redirects", "0");
+    let client = routed_guest(&mut lab, "g1", "br0", "10.0.0.5");
+    let server = routed_guest(&mut lab, "g2", "br0", "10.0.0.10");
+    lab.serve(&server, "0.0.0.0", 80, "neighbour");
+    assert_eq!(
+        lab.http_get(&client, "10.0.0.10", 80, "/cgi-bin/ip")
+            .map_err(|outcome| outcome.to_string())
+            .as_deref(),
+        Ok("10.0.0.5"),
+        "the neighbour saw another source"
     );
 }
 
