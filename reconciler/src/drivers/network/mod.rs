@@ -37,7 +37,9 @@
 //!
 //! The bridge's link follows the Bridge driver's rules (marker and store record). What
 //! this module creates is derived from the bridge and carries gitvisor's marks of its
-//! own: the table's marker chain, the rules' comments naming the bridge, the dnsmasq
+//! own: the table's marker chain, the chains named with this instance's id (another
+//! gitvisor's chains in the shared table are never changed), the rules' comments naming
+//! the bridge, the dnsmasq
 //! configuration's first line and the `--conf-file` in its command line, the uplink
 //! records. A dnsmasq is signalled only when its command line names the bridge's
 //! configuration under this run dir. Leftovers of a bridge the store still records but
