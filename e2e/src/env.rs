@@ -73,14 +73,24 @@ impl TestEnv {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.other_gitvisor_command(self.state_dir.path(), self.run_dir.path(), args)
+    }
+
+    /// The same command for another gitvisor in this namespace, with its own state and
+    /// run dirs (two instances side by side).
+    pub fn other_gitvisor_command<I, S>(&self, state_dir: &Path, run_dir: &Path, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", self.netns()])
             .arg(gitvisor_bin())
             .arg("--state-dir")
-            .arg(self.state_dir.path())
+            .arg(state_dir)
             .arg("--run-dir")
-            .arg(self.run_dir.path())
+            .arg(run_dir)
             .args(["--host", TEST_HOST])
             .args(args);
         scrub_env(&mut command);

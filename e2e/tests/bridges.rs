@@ -456,3 +456,42 @@ fn vlan_filtering_matches_kernel_support() {
         "{states:?}"
     );
 }
+
+#[test]
+fn a_declared_port_that_is_down_is_brought_up_and_kept_up() {
+    let Some(env) = TestEnv::new("port-up") else {
+        return;
+    };
+    // A veth is down when made, as a fresh NIC is; its far end (gv1) is up.
+    env.ip(["link", "add", "gv0", "type", "veth", "peer", "name", "gv1"]);
+    env.ip(["link", "set", "gv1", "up"]);
+    assert!(!env.expect_link("gv0").is_up());
+    let manifests = Manifests::new();
+    manifests.write("br0.yaml", &bridge_manifest("br0", &[], "  ports: [gv0]\n"));
+
+    env.apply(manifests.path()).expect_code(0);
+    let port = env.expect_link("gv0");
+    assert_eq!(port.master.as_deref(), Some("br0"));
+    assert!(port.is_up(), "the declared port was left down: {port:?}");
+    let bridge = env.expect_link("br0");
+    assert!(
+        bridge.flags.iter().any(|f| f == "LOWER_UP"),
+        "the bridge has no carrier: {bridge:?}"
+    );
+    assert_plan_clean(&env, &manifests);
+
+    // Set down by hand: drift, shown per port and repaired in place.
+    env.ip(["link", "set", "gv0", "down"]);
+    let plan = env.plan_json(manifests.path());
+    let br0 = change(&plan, "Bridge", "br0");
+    assert_eq!(br0["action"], "update", "{plan:#}");
+    let up = field(br0, "ports.gv0.up").unwrap_or_else(|| panic!("no ports.gv0.up:\n{plan:#}"));
+    assert_eq!(
+        (&up["old"], &up["new"]),
+        (&false.into(), &true.into()),
+        "{plan:#}"
+    );
+    env.apply(manifests.path()).expect_code(0);
+    assert!(env.expect_link("gv0").is_up());
+    assert_plan_clean(&env, &manifests);
+}

@@ -5,7 +5,11 @@
 //! repaired; an admin's own table byte-identical through apply, repair and prune; DHCP
 //! with a static lease and names resolving between guests, both leases listed by
 //! `status`, a killed dnsmasq started again, everything removed by prune; a host-only bridge that reaches the host and
-//! nothing beyond, even with forwarding on; and an apply killed with SIGKILL part-way.
+//! nothing beyond, even with forwarding on; every rule edited by hand under its comment
+//! planned as drift and repaired; traffic the host routes back into a NAT subnet keeping
+//! its source; the golden rules listed back by the real `nft`; two gitvisors sharing the
+//! table, one pruning without touching the other's rules; the layout before instance ids
+//! migrated; and an apply killed with SIGKILL part-way.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -396,6 +400,363 @@ fn a_host_only_bridge_reaches_the_host_and_nothing_beyond() {
     assert!(lab.pings(&guest, "10.9.0.1"));
 }
 
+/// Every rule of gitvisor's table as `nft -a list` prints it: chain, handle, and the
+/// rule's text without its handle.
+fn listed_rules(lab: &Lab) -> Vec<(String, String, String)> {
+    let listing = lab
+        .nft(&["-a", "list", "table", "inet", "gitvisor"])
+        .expect_code(0)
+        .stdout;
+    let mut chain = String::new();
+    let mut rules = Vec::new();
+    for line in listing.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("chain ") {
+            chain = name.split_whitespace().next().unwrap_or("").to_owned();
+        } else if let Some((body, handle)) = line.split_once(" # handle ") {
+            if body.contains("comment \"") {
+                rules.push((chain.clone(), handle.to_owned(), body.to_owned()));
+            }
+        }
+    }
+    rules
+}
+
+/// What an admin might do to a rule while keeping its comment: a drop turned into an
+/// accept, an accept into a drop, a masquerade widened (to every destination, or to
+/// everything), a DNAT sent elsewhere, a jump turned into an accept.
+fn hand_edit(body: &str) -> String {
+    let (matches, comment) = body.split_once(" comment \"").expect("a commented rule");
+    let edited = if matches.ends_with(" drop") {
+        matches.replace(" drop", " accept")
+    } else if matches.starts_with("jump ") {
+        "accept".to_owned()
+    } else if matches.contains("ip daddr != ") && matches.ends_with("masquerade") {
+        let mut words: Vec<&str> = matches.split(' ').collect();
+        let at = words
+            .windows(3)
+            .position(|w| w == ["ip", "daddr", "!="])
+            .expect("the daddr match");
+        words.drain(at..at + 4);
+        words.join(" ")
+    } else if matches.ends_with("masquerade") {
+        "masquerade".to_owned()
+    } else if matches.contains(" dnat ip") {
+        format!("{matches}1")
+    } else if matches.ends_with(" accept") {
+        matches.replace(" accept", " drop")
+    } else {
+        panic!("no hand edit for {body}")
+    };
+    assert_ne!(edited, matches);
+    format!("{edited} comment \"{comment}")
+}
+
+#[test]
+fn every_rule_edited_by_hand_under_its_comment_is_drift_that_apply_repairs() {
+    let Some(env) = TestEnv::new("net-edit") else {
+        return;
+    };
+    let Some(lab) = Lab::new(&env) else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write("br0.yaml", &bridge("br0", NAT_BRIDGE));
+    manifests.write("iso.yaml", &bridge("iso", "addresses: [10.9.0.1/24]"));
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+
+    let rules = listed_rules(&lab);
+    assert!(rules.len() >= 13, "{rules:#?}");
+    for (chain, _, body) in rules {
+        // Each repair rewrites the chain: the rule's handle is read again.
+        let (_, handle, _) = listed_rules(&lab)
+            .into_iter()
+            .find(|(c, _, b)| c == &chain && b == &body)
+            .expect("the rule is there");
+        let edited = hand_edit(&body);
+        let replace = format!("replace rule inet gitvisor {chain} handle {handle} {edited}");
+        lab.nft(&[replace.as_str()]).expect_code(0);
+        let comment = body
+            .split_once(" comment \"")
+            .map(|(_, c)| c.trim_end_matches('"'))
+            .expect("a comment");
+        let bridge = comment.split(':').next().expect("the bridge");
+        let plan = env.plan_json(manifests.path());
+        let change = change(&plan, "Bridge", bridge);
+        assert_eq!(change["action"], "update", "{edited}: {plan:#}");
+        assert_eq!(
+            field(change, "nftables").expect("an nftables field")["old"],
+            serde_json::json!([format!("{comment} (edited by hand)")]),
+            "{edited}: {plan:#}"
+        );
+        apply(&env, manifests.path());
+        assert_plan_clean(&env, &manifests);
+        assert!(
+            listed_rules(&lab).iter().any(|(_, _, b)| b == &body),
+            "{body} was not restored"
+        );
+    }
+}
+
+/// The rules of gitvisor's table whose comment starts with `prefix`, as `nft list`
+/// prints them without handles, sorted.
+fn rules_of(lab: &Lab, prefix: &str) -> Vec<String> {
+    let mut rules: Vec<String> = listed_rules(lab)
+        .into_iter()
+        .filter(|(_, _, body)| body.contains(&format!("comment \"{prefix}")))
+        .map(|(chain, _, body)| format!("{chain}: {body}"))
+        .collect();
+    rules.sort();
+    rules
+}
+
+#[test]
+fn one_gitvisor_pruning_its_last_rules_leaves_another_gitvisors_rules_alone() {
+    let Some(env) = TestEnv::new("net-two") else {
+        return;
+    };
+    let Some(lab) = Lab::new(&env) else {
+        return;
+    };
+    // A second gitvisor in the same namespace, with its own state and run dirs.
+    let b_state = tempfile::tempdir().expect("state dir");
+    let b_run = tempfile::tempdir().expect("run dir");
+    let b = |args: &[&OsStr]| {
+        gitvisor_e2e::run_command(env.other_gitvisor_command(b_state.path(), b_run.path(), args))
+    };
+    let a_manifests = Manifests::new();
+    keeper(&lab, &a_manifests);
+    a_manifests.write(
+        "nat.yaml",
+        &bridge("bra", "addresses: [10.5.0.1/24]\nnat: true"),
+    );
+    let b_manifests = Manifests::new();
+    lab.ip(
+        lab.host(),
+        &[
+            "link", "add", "bkeep0", "type", "veth", "peer", "name", "bkeep1",
+        ],
+    );
+    b_manifests.write("keep.yaml", &bridge("bkeep", "ports: [bkeep0]"));
+    b_manifests.write("br0.yaml", &bridge("br0", NAT_BRIDGE));
+    b_manifests.write("iso.yaml", &bridge("iso", "addresses: [10.9.0.1/24]"));
+    let apply_b = || {
+        b(&[
+            OsStr::new("apply"),
+            b_manifests.path().as_os_str(),
+            OsStr::new("--prune"),
+        ])
+        .expect_code(0)
+    };
+
+    apply(&env, a_manifests.path());
+    apply_b();
+    assert_plan_clean(&env, &a_manifests);
+    let b_rules = [rules_of(&lab, "br0:"), rules_of(&lab, "iso:")].concat();
+    assert!(b_rules.len() >= 11, "{b_rules:#?}");
+    assert!(!rules_of(&lab, "bra:").is_empty());
+
+    // A's last NAT bridge goes: A's rules with it, B's stay byte for byte.
+    a_manifests.remove("nat.yaml");
+    apply(&env, a_manifests.path());
+    assert!(
+        rules_of(&lab, "bra:").is_empty(),
+        "A's rules outlived its bridge"
+    );
+    assert_eq!(
+        [rules_of(&lab, "br0:"), rules_of(&lab, "iso:")].concat(),
+        b_rules,
+        "pruning A's bridge changed B's rules"
+    );
+    assert_plan_clean(&env, &a_manifests);
+    b(&[
+        OsStr::new("plan"),
+        b_manifests.path().as_os_str(),
+        OsStr::new("--detailed-exitcode"),
+    ])
+    .expect_code(0);
+
+    // B's last go too: nothing of anyone's is left, and the table goes.
+    b_manifests.remove("br0.yaml");
+    b_manifests.remove("iso.yaml");
+    apply_b();
+    let gone = lab.nft(&["list", "table", "inet", "gitvisor"]);
+    assert_ne!(gone.code, Some(0), "the empty table stayed\n{gone}");
+}
+
+#[test]
+fn rules_of_the_layout_before_instance_ids_are_migrated_and_others_left_alone() {
+    let Some(env) = TestEnv::new("net-legacy") else {
+        return;
+    };
+    let Some(lab) = Lab::new(&env) else {
+        return;
+    };
+    // The layout gitvisor wrote before instance ids, for the bridge `lab`, and the same
+    // for a bridge `other` this gitvisor neither declares nor owns.
+    let script = lab.files().join("legacy.nft");
+    std::fs::write(
+        &script,
+        r#"table inet gitvisor {
+  chain managed-by-gitvisor {
+  }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+  }
+  chain lab-fwd {
+    iifname "lab" drop comment "lab: isolate, nothing forwarded from lab"
+  }
+  chain other-fwd {
+    iifname "other" drop comment "other: isolate, nothing forwarded from other"
+  }
+}
+add rule inet gitvisor forward jump lab-fwd comment "lab: jump lab-fwd"
+add rule inet gitvisor forward jump other-fwd comment "other: jump other-fwd"
+"#,
+    )
+    .expect("write the legacy layout");
+    lab.nft(&["-f", &script.to_string_lossy()]).expect_code(0);
+    let manifests = Manifests::new();
+    manifests.write("lab.yaml", &bridge("lab", "addresses: [10.9.0.1/24]"));
+
+    let plan = env.plan_json(manifests.path());
+    let rules = field(change(&plan, "Bridge", "lab"), "nftables").expect("nftables field");
+    assert!(
+        rules["old"]
+            .to_string()
+            .contains("lab: isolate, nothing forwarded from lab (layout before instance ids)"),
+        "{plan:#}"
+    );
+    apply(&env, manifests.path());
+    assert_plan_clean(&env, &manifests);
+    let rules = listed_rules(&lab);
+    let chains: Vec<&str> = rules.iter().map(|(chain, _, _)| chain.as_str()).collect();
+    assert!(!chains.contains(&"lab-fwd"), "{rules:#?}");
+    assert!(
+        rules.iter().any(|(chain, _, body)| chain == "forward"
+            && body == r#"jump other-fwd comment "other: jump other-fwd""#),
+        "other's legacy jump is not this gitvisor's: {rules:#?}"
+    );
+    assert!(
+        !rules
+            .iter()
+            .any(|(_, _, body)| body.contains("lab: jump lab-fwd")),
+        "{rules:#?}"
+    );
+    assert!(
+        rules.iter().any(|(chain, _, body)| chain.starts_with("gv")
+            && chain.ends_with("-lab-fwd")
+            && body.contains("lab: isolate, nothing forwarded from lab")),
+        "lab's rules under the instance id: {rules:#?}"
+    );
+    assert_eq!(
+        rules_of(&lab, "other:").len(),
+        2,
+        "other's legacy chain and jump stay"
+    );
+}
+
+/// A guest on `bridge` whose address is a /32: everything it sends, even to a
+/// neighbour in the bridge's subnet, goes through the host (`gateway`), as with a
+/// point-to-point setup.
+fn routed_guest(lab: &mut Lab, host_side: &str, bridge: &str, address: &str) -> String {
+    let guest = lab.guest(host_side, None);
+    lab.attach(host_side, bridge);
+    lab.ip(
+        &guest,
+        &["addr", "add", &format!("{address}/32"), "dev", "eth0"],
+    );
+    lab.ip(&guest, &["route", "add", "10.0.0.1", "dev", "eth0"]);
+    lab.ip(&guest, &["route", "add", "default", "via", "10.0.0.1"]);
+    guest
+}
+
+#[test]
+fn traffic_the_host_routes_back_into_the_subnet_keeps_its_source_address() {
+    // The masquerade rule matches `ip daddr != <subnet>`: a packet from one guest to
+    // another of the same subnet that the host routes is not rewritten. Without that
+    // match the neighbour would see the bridge's address instead of the guest's.
+    let Some(env) = TestEnv::new("net-hairpin") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new(&env) else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write(
+        "br0.yaml",
+        &bridge("br0", "addresses: [10.0.0.1/24]\nnat: true"),
+    );
+    apply(&env, manifests.path());
+    // No ICMP redirects: the guests keep sending through the host.
+    lab.sysctl("net/ipv4/conf/all/send_redirects", "0");
+    lab.sysctl("net/ipv4/conf/br0/send_redirects", "0");
+    let client = routed_guest(&mut lab, "g1", "br0", "10.0.0.5");
+    let server = routed_guest(&mut lab, "g2", "br0", "10.0.0.10");
+    lab.serve(&server, "0.0.0.0", 80, "neighbour");
+    assert_eq!(
+        lab.http_get(&client, "10.0.0.10", 80, "/cgi-bin/ip")
+            .map_err(|outcome| outcome.to_string())
+            .as_deref(),
+        Ok("10.0.0.5"),
+        "the neighbour saw another source"
+    );
+}
+
+/// The golden files of the network driver's rules (`reconciler/src/drivers/network/
+/// golden/`) hold each rule twice: as written and as `nft -j list` prints it, the form
+/// drift compares with. Here the real `nft` reads the written form and lists it back.
+#[test]
+fn golden_rules_list_back_as_their_golden_listed_form() {
+    let Some(env) = TestEnv::new("net-golden") else {
+        return;
+    };
+    let Some(lab) = Lab::new(&env) else {
+        return;
+    };
+    let dir = gitvisor_e2e::workspace_root().join("reconciler/src/drivers/network/golden");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the golden files")
+        .map(|entry| entry.expect("a golden file").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for file in files {
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("JSON");
+        let written = lab.files().join("written.json");
+        std::fs::write(&written, golden["written"].to_string()).expect("write");
+        lab.nft(&["-j", "-f", &written.to_string_lossy()])
+            .expect_code(0);
+        let listing: serde_json::Value = lab
+            .nft(&["-j", "list", "table", "inet", "gitvisor"])
+            .expect_code(0)
+            .json();
+        let listed: Vec<serde_json::Value> = listing["nftables"]
+            .as_array()
+            .expect("a listing")
+            .iter()
+            .filter_map(|item| item.get("rule"))
+            .filter(|rule| !rule["comment"].as_str().unwrap_or("").contains(": jump "))
+            .map(|rule| {
+                serde_json::json!({
+                    "chain": rule["chain"], "comment": rule["comment"], "expr": rule["expr"]
+                })
+            })
+            .collect();
+        let mut expected = golden["listed"].as_array().expect("listed").clone();
+        // By chain, each chain's rules in their order (a stable sort).
+        let key = |v: &serde_json::Value| v["chain"].to_string();
+        let mut listed = listed;
+        listed.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(listed, expected, "{}", file.display());
+        lab.nft(&["delete", "table", "inet", "gitvisor"])
+            .expect_code(0);
+    }
+}
+
 /// `apply` of eight NAT bridges with DHCP is SIGKILLed once the third bridge appears
 /// (timed by `ip monitor link`); the next apply finishes: one dnsmasq per bridge, each
 /// bridge's rules and jumps once, and a clean plan.
@@ -453,7 +814,8 @@ fn an_apply_killed_part_way_is_finished_by_the_next() {
         .expect_code(0)
         .stdout;
     for i in 0..N {
-        let jump = format!("comment \"gvn{i}: jump gvn{i}-post\"");
+        // The jump's target carries the instance id: `gvn0: jump gv<id>-gvn0-post`.
+        let jump = format!("-gvn{i}-post comment \"gvn{i}: jump gv");
         assert_eq!(listing.matches(&jump).count(), 1, "{jump} in\n{listing}");
         let masquerade = format!("comment \"gvn{i}: masquerade 10.{i}.0.0/24\"");
         assert_eq!(listing.matches(&masquerade).count(), 1, "{listing}");

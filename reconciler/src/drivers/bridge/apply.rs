@@ -3,13 +3,14 @@
 //! - **Create**: `CreateBridge` under the bridge's temporary name (down, with STP and VLAN
 //!   filtering in the create message), `SetAlias` with the ownership marker, `SetName` to
 //!   the declared name (see `temporary.rs` for why), then the declared MTU, addresses,
-//!   ports, and `SetUp` last. A provable leftover of an earlier, interrupted creation is
+//!   ports (each one that is down brought up right after it is enslaved), and `SetUp`
+//!   last. A provable leftover of an earlier, interrupted creation is
 //!   deleted first. If the rename fails (the name was taken since the plan), the new
 //!   bridge is deleted again before the error is returned; should that fail too, the next
 //!   plan removes the leftover.
 //! - **Update**: exactly the requests that close the planned [`Drift`], in this order:
 //!   marker, bridge options, MTU, address deletions, address additions, port releases,
-//!   port enslavements, ports' VLANs (off, then on), the bridge's own VLANs, VLAN
+//!   port enslavements, declared ports that are down brought up, ports' VLANs (off, then on), the bridge's own VLANs, VLAN
 //!   sub-interface deletions and address changes, up/down; then new VLAN
 //!   sub-interfaces, each like a bridge: created under its temporary name on the bridge
 //!   (down), marked, renamed to `<bridge>.<id>`, given its addresses, set up. VLAN
@@ -329,6 +330,16 @@ fn steps(index: u32, drift: &Drift) -> Vec<Step> {
             }
         }
     }
+    // A port that is down carries nothing: up once it is the bridge's.
+    for (port, port_index) in &drift.ports_down {
+        steps.push(Step::new(
+            LinkRequest::SetUp {
+                index: *port_index,
+                up: true,
+            },
+            format!("bring port {port} up"),
+        ));
+    }
     for port in &drift.port_vlans {
         if let Some(port_index) = port.index {
             vlan_steps(
@@ -637,6 +648,59 @@ mod tests {
                 SetUp { index: 3, up: true },
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_declared_port_that_is_down_is_brought_up_when_enslaved_and_kept_up() {
+        let mut eth1 = plain_link(2, "eth1", None);
+        eth1.up = false;
+        let fake = Arc::new(FakeLinks::new(vec![plain_link(1, "lo", None), eth1]));
+        let br0 = declared("br0", "ports: [eth1]");
+        let sent = converge(&fake, std::slice::from_ref(&br0), &PlanContext::default())
+            .await
+            .unwrap();
+        let enslave = sent
+            .iter()
+            .position(|r| {
+                *r == SetMaster {
+                    port_index: 2,
+                    master: Some(3),
+                }
+            })
+            .expect("eth1 is enslaved");
+        assert_eq!(
+            sent.get(enslave + 1),
+            Some(&SetUp { index: 2, up: true }),
+            "brought up right after it is enslaved: {sent:?}"
+        );
+        assert!(fake.link("eth1").unwrap().up);
+
+        // Set down by hand: drift the plan shows, and apply brings it up again.
+        let mut down = fake.link("eth1").unwrap();
+        down.up = false;
+        fake.put_link(down);
+        let driver = BridgeDriver::new(fake.clone());
+        let changes = driver
+            .plan(std::slice::from_ref(&br0), &owning(&["br0"]))
+            .await
+            .unwrap();
+        assert_eq!(changes[0].action, crate::contract::Action::Update);
+        let fields: Vec<_> = changes[0]
+            .fields
+            .iter()
+            .map(|f| (f.path.as_str(), f.old.clone(), f.new.clone()))
+            .collect();
+        assert_eq!(
+            fields,
+            [("ports.eth1.up", false.into(), true.into())],
+            "{changes:?}"
+        );
+        let sent = converge(&fake, std::slice::from_ref(&br0), &owning(&["br0"]))
+            .await
+            .unwrap();
+        assert_eq!(sent, [SetUp { index: 2, up: true }]);
+        let again = driver.plan(&[br0], &owning(&["br0"])).await.unwrap();
+        assert_eq!(again[0].action, crate::contract::Action::NoOp, "{again:?}");
     }
 
     #[tokio::test]

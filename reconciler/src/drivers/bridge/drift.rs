@@ -13,6 +13,10 @@
 //!   except workload links other gitvisor drivers enslaved (a VM's tap, a container's
 //!   veth), recognised by an `ifalias` starting with `gitvisor:`: those are left alone and
 //!   not listed.
+//! - A declared port that is down carries nothing, so it is drift (`ports.<name>.up`):
+//!   apply brings it up right after enslaving it, as systemd-networkd and
+//!   NetworkManager do, and brings up one already enslaved that was set down. A port
+//!   held by a master gitvisor does not manage is left as it is (apply refuses it).
 //! - VLANs count only on a bridge with `vlanFiltering: true`. Each declared port carries
 //!   exactly its declared VLANs, or the kernel's default (VLAN 1, pvid, untagged) when it
 //!   declares none; a port about to be enslaved is taken to have that default, which the
@@ -132,6 +136,8 @@ pub(crate) struct Drift {
     pub bridge_vlans: Option<VlanDrift>,
     pub vlan_interfaces: Option<VlanInterfaceDrift>,
     pub up: Option<Differs<bool>>,
+    /// Declared ports that exist and are down, in declared order: (name, index).
+    pub ports_down: Vec<(String, u32)>,
 }
 
 impl Drift {
@@ -157,6 +163,12 @@ impl Drift {
             },
             vlan_interfaces: vlan_interface_drift(spec, link, observed),
             up: Differs::check(link.up, spec.up),
+            ports_down: observed
+                .declared_ports
+                .iter()
+                .filter(|port| port.up == Some(false) && port.foreign_master.is_none())
+                .filter_map(|port| port.index.map(|index| (port.name.clone(), index)))
+                .collect(),
         }
     }
 
@@ -185,6 +197,9 @@ impl Drift {
         }
         if let Some(ports) = &self.ports {
             push("ports", ports.old.clone().into(), ports.new.clone().into());
+        }
+        for (port, _) in &self.ports_down {
+            push(&format!("ports.{port}.up"), false.into(), true.into());
         }
         if let Some(stp) = &self.stp {
             push("stp", stp.old.into(), stp.new.into());

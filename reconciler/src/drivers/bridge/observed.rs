@@ -65,6 +65,8 @@ pub struct DeclaredPort {
     pub vlans: Vec<Vlan>,
     /// Its VLANs on this bridge now; `None` when it is not this bridge's port yet.
     pub vlans_now: Option<Vec<Vlan>>,
+    /// Whether it is administratively up (`IFF_UP`); `None` when it does not exist.
+    pub up: Option<bool>,
 }
 
 /// What holds a bridge's temporary name on the host.
@@ -212,6 +214,7 @@ impl HostLinks {
             vlans_now: port
                 .filter(|port| port.master.is_some() && port.master == bridge)
                 .map(|port| port.vlans.clone()),
+            up: port.map(|port| port.up),
         }
     }
 }

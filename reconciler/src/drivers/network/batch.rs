@@ -101,7 +101,7 @@ impl Round {
             names.insert(bridge);
             for command in transaction.0 {
                 match command {
-                    NftCommand::AddTable | NftCommand::AddBaseChain(_) => {
+                    NftCommand::AddTable | NftCommand::AddBaseChain { .. } => {
                         if !setup.contains(&command) {
                             setup.push(command);
                         }
@@ -111,8 +111,7 @@ impl Round {
             }
         }
         setup.sort_by_key(|command| match command {
-            NftCommand::AddTable => None,
-            NftCommand::AddBaseChain(hook) => Some(*hook),
+            NftCommand::AddBaseChain { name, hook } => Some((*hook, name.clone())),
             _ => None,
         });
         setup.extend(rest);

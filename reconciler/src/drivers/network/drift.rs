@@ -2,11 +2,15 @@
 //! plan renders it as fields ([`NetworkDrift::fields`]) and apply sends exactly its
 //! requests ([`NetworkDrift::requests`]), so the two always agree.
 //!
-//! - **nftables**: the bridge's chains are compared rule by rule (by comment, in order);
-//!   a chain that differs is flushed and written again, one that matches is left alone.
-//!   Jumps from the base chains are added when missing and de-duplicated. When no
-//!   declared bridge needs the table any more, the bridge whose rules are the last in
-//!   it deletes the whole table instead.
+//! - **nftables**: the bridge's chains are compared rule by rule, in order, by comment
+//!   and expressions (`nft.rs`: a rule edited by hand under its comment is drift, shown
+//!   as "<comment> (edited by hand)"); a chain that differs is flushed and written
+//!   again, one that matches is left alone.
+//!   Jumps from this instance's base chains are added when missing and de-duplicated.
+//!   Chains of the layout before instance ids are migrated (`instance.rs`). When no
+//!   bridge this instance declares needs rules any more, a bridge whose rules are still
+//!   there removes all of this instance's chains, and the whole table only when nothing
+//!   of anyone else's is left in it.
 //! - **forwarding**: the bridge's own switch is set as its mode needs; the uplink's is
 //!   turned on (and recorded) when off, and turned back off by the change that leaves no
 //!   declared bridge using it.
@@ -17,18 +21,80 @@
 use std::collections::BTreeSet;
 
 use super::desired::BridgeNetwork;
-use super::nft::{NftCommand, TableState, Transaction};
+use super::instance::{Instance, legacy};
+use super::nft::{MARKER_CHAIN, NftCommand, RuleState, TableState, Transaction};
 use super::rules::{Expr, Hook, Rule};
 use super::seam::{NetworkRequest, NetworkState, TableObservation};
 use crate::contract::{Effect, FieldChange};
 
 /// What the whole revision says, beyond this bridge.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionFacts {
-    /// Whether any declared bridge needs gitvisor's table.
+    /// This gitvisor's share of the table (`instance.rs`).
+    pub instance: Instance,
+    /// Whether any bridge this instance declares needs rules.
     pub table_needed: bool,
     /// The uplinks declared bridges need forwarding on.
     pub uplinks_in_use: BTreeSet<String>,
+    /// The table holds chains of someone else's (another instance's, or a legacy chain
+    /// of a bridge this instance neither declares nor owns): it stays when this
+    /// instance's rules go.
+    pub others_in_table: bool,
+    /// The hooks whose legacy base chain holds nothing but legacy jumps of this
+    /// instance's bridges: migrating removes it.
+    pub legacy_bases_ours: BTreeSet<Hook>,
+}
+
+impl RevisionFacts {
+    /// The facts of `instance` on `host`, whose bridges (declared or owned) are
+    /// `bridges`.
+    pub fn new(
+        instance: Instance,
+        table_needed: bool,
+        uplinks_in_use: BTreeSet<String>,
+        bridges: &BTreeSet<String>,
+        host: &NetworkState,
+    ) -> RevisionFacts {
+        let mut facts = RevisionFacts {
+            instance,
+            table_needed,
+            uplinks_in_use,
+            others_in_table: false,
+            legacy_bases_ours: BTreeSet::new(),
+        };
+        let TableObservation::Present(table) = &host.table else {
+            return facts;
+        };
+        for hook in Hook::ALL {
+            let jumps: BTreeSet<String> = bridges
+                .iter()
+                .map(|bridge| legacy::jump_comment(hook, bridge))
+                .collect();
+            if let Some(base) = table.chains.get(legacy::base_chain(hook)) {
+                let ours = base
+                    .rules
+                    .iter()
+                    .all(|rule| rule.comment.as_ref().is_some_and(|c| jumps.contains(c)));
+                if ours {
+                    facts.legacy_bases_ours.insert(hook);
+                }
+            }
+        }
+        let legacy_chains: BTreeSet<String> = bridges
+            .iter()
+            .flat_map(|bridge| Hook::ALL.map(|hook| legacy::chain_of(hook, bridge)))
+            .chain(
+                facts
+                    .legacy_bases_ours
+                    .iter()
+                    .map(|hook| legacy::base_chain(*hook).to_owned()),
+            )
+            .collect();
+        facts.others_in_table = table.chains.keys().any(|chain| {
+            chain != MARKER_CHAIN && !facts.instance.owns(chain) && !legacy_chains.contains(chain)
+        });
+        facts
+    }
 }
 
 /// What happens to the bridge's dnsmasq.
@@ -123,53 +189,92 @@ impl NetworkDrift {
             // nothing of this bridge's.
             _ => &empty,
         };
-        let present = |hook: Hook| table.chains.contains_key(&hook.chain_of(bridge));
+        let instance = &revision.instance;
+        let present = |hook: Hook| table.chains.contains_key(&instance.chain_of(hook, bridge));
+        let legacy_present = Hook::ALL
+            .into_iter()
+            .any(|hook| table.chains.contains_key(&legacy::chain_of(hook, bridge)));
+        let mut commands = Vec::new();
         if !revision.table_needed {
-            if Hook::ALL.into_iter().any(present) {
+            if Hook::ALL.into_iter().any(present) || legacy_present {
                 self.extra_rules = Hook::ALL
                     .into_iter()
-                    .flat_map(|hook| comments(table, &hook.chain_of(bridge)))
+                    .flat_map(|hook| comments(table, &instance.chain_of(hook, bridge)))
                     .collect();
-                self.removes_table = true;
-                self.nft = Transaction(vec![NftCommand::DeleteTable]);
+                if revision.others_in_table {
+                    // Another instance's chains stay: only this instance's go, each
+                    // removed in a form every pruned bridge can repeat.
+                    let ours: Vec<&String> =
+                        table.chains.keys().filter(|c| instance.owns(c)).collect();
+                    for chain in &ours {
+                        commands.push(NftCommand::AddChain((*chain).clone()));
+                        commands.push(NftCommand::FlushChain((*chain).clone()));
+                    }
+                    self.migrate(&mut commands, bridge, table, revision);
+                    commands.extend(ours.into_iter().map(|c| NftCommand::DeleteChain(c.clone())));
+                    self.nft = Transaction(commands);
+                } else {
+                    self.extra_rules.extend(
+                        Hook::ALL
+                            .into_iter()
+                            .flat_map(|hook| comments(table, &legacy::chain_of(hook, bridge))),
+                    );
+                    self.removes_table = true;
+                    self.nft = Transaction(vec![NftCommand::DeleteTable]);
+                }
             }
             return;
         }
-        let mut commands = Vec::new();
+        if legacy_present {
+            self.migrate(&mut commands, bridge, table, revision);
+        }
         for hook in Hook::ALL {
-            let chain = hook.chain_of(bridge);
-            let base = hook.base_chain();
-            let jump = hook.jump_comment(bridge);
-            let jumps: Vec<u64> = table
+            let chain = instance.chain_of(hook, bridge);
+            let base = instance.base_chain(hook);
+            let base = base.as_str();
+            let jump = instance.jump_comment(hook, bridge);
+            let jump_rule = Rule {
+                comment: jump.clone(),
+                exprs: vec![Expr::Jump(chain.clone())],
+            };
+            // The jumps under this bridge's comment: those that jump where they should,
+            // and those edited by hand to do something else (removed).
+            let (jumps, edited_jumps): (Vec<&RuleState>, Vec<&RuleState>) = table
                 .chains
                 .get(base)
                 .map(|c| {
                     c.rules
                         .iter()
                         .filter(|r| r.comment.as_deref() == Some(jump.as_str()))
-                        .map(|r| r.handle)
-                        .collect()
+                        .collect::<Vec<_>>()
                 })
+                .unwrap_or_default()
+                .into_iter()
+                .partition(|r| r.is(&jump_rule));
+            let observed: &[RuleState] = table
+                .chains
+                .get(&chain)
+                .map(|c| c.rules.as_slice())
                 .unwrap_or_default();
-            let observed = comments(table, &chain);
             let rules: &[Rule] = wanted.get(&hook).map(Vec::as_slice).unwrap_or_default();
-            let declared: Vec<String> = rules.iter().map(|r| r.comment.clone()).collect();
             if rules.is_empty() {
                 if present(hook) {
-                    for handle in jumps {
+                    for rule in jumps.iter().chain(&edited_jumps) {
                         commands.push(NftCommand::DeleteRule {
                             chain: base.to_owned(),
-                            handle,
+                            handle: rule.handle,
                             comment: jump.clone(),
                         });
                     }
+                    self.extra_rules.extend(comments(table, &chain));
                     commands.push(NftCommand::FlushChain(chain.clone()));
                     commands.push(NftCommand::DeleteChain(chain));
-                    self.extra_rules.extend(observed);
                 }
                 continue;
             }
-            if !present(hook) || observed != declared {
+            let same =
+                observed.len() == rules.len() && observed.iter().zip(rules).all(|(o, r)| o.is(r));
+            if !present(hook) || !same {
                 commands.push(NftCommand::AddChain(chain.clone()));
                 commands.push(NftCommand::FlushChain(chain.clone()));
                 for rule in rules {
@@ -178,32 +283,34 @@ impl NetworkDrift {
                         rule: rule.clone(),
                     });
                 }
-                self.extra_rules
-                    .extend(observed.iter().filter(|c| !declared.contains(c)).cloned());
-                self.missing_rules
-                    .extend(declared.iter().filter(|c| !observed.contains(c)).cloned());
+                self.rule_differences(observed, rules);
                 if self.extra_rules.is_empty() && self.missing_rules.is_empty() {
                     self.missing_rules
                         .push(format!("{chain}: the rules in their declared order"));
                 }
             }
+            for rule in &edited_jumps {
+                commands.push(NftCommand::DeleteRule {
+                    chain: base.to_owned(),
+                    handle: rule.handle,
+                    comment: jump.clone(),
+                });
+                self.extra_rules.push(edited(&jump));
+            }
             match jumps.as_slice() {
                 [] => {
                     commands.push(NftCommand::AddRule {
                         chain: base.to_owned(),
-                        rule: Rule {
-                            comment: jump.clone(),
-                            exprs: vec![Expr::Jump(chain.clone())],
-                        },
+                        rule: jump_rule,
                     });
                     self.missing_rules.push(jump);
                 }
                 [_] => {}
                 [_, duplicates @ ..] => {
-                    for handle in duplicates {
+                    for rule in duplicates {
                         commands.push(NftCommand::DeleteRule {
                             chain: base.to_owned(),
-                            handle: *handle,
+                            handle: rule.handle,
                             comment: jump.clone(),
                         });
                         self.extra_rules.push(jump.clone());
@@ -213,9 +320,90 @@ impl NetworkDrift {
         }
         if !commands.is_empty() {
             let mut setup = vec![NftCommand::AddTable];
-            setup.extend(wanted.keys().map(|hook| NftCommand::AddBaseChain(*hook)));
+            setup.extend(wanted.keys().map(|hook| NftCommand::AddBaseChain {
+                name: instance.base_chain(*hook),
+                hook: *hook,
+            }));
             setup.extend(commands);
             self.nft = Transaction(setup);
+        }
+    }
+
+    /// Removes `bridge`'s chains of the legacy layout (no instance id, `instance.rs`): its
+    /// jumps, its chains, and the legacy base chains that hold nothing but this
+    /// instance's legacy jumps (in a form every migrating bridge can repeat).
+    fn migrate(
+        &mut self,
+        commands: &mut Vec<NftCommand>,
+        bridge: &str,
+        table: &TableState,
+        revision: &RevisionFacts,
+    ) {
+        let mut bases = Vec::new();
+        for hook in Hook::ALL {
+            let base = legacy::base_chain(hook);
+            let Some(observed) = table.chains.get(base) else {
+                continue;
+            };
+            if revision.legacy_bases_ours.contains(&hook) {
+                commands.push(NftCommand::AddChain(base.to_owned()));
+                commands.push(NftCommand::FlushChain(base.to_owned()));
+                bases.push(base.to_owned());
+                continue;
+            }
+            let jump = legacy::jump_comment(hook, bridge);
+            for rule in &observed.rules {
+                if rule.comment.as_deref() == Some(jump.as_str()) {
+                    commands.push(NftCommand::DeleteRule {
+                        chain: base.to_owned(),
+                        handle: rule.handle,
+                        comment: jump.clone(),
+                    });
+                }
+            }
+        }
+        for hook in Hook::ALL {
+            let chain = legacy::chain_of(hook, bridge);
+            if table.chains.contains_key(&chain) {
+                self.extra_rules.extend(
+                    comments(table, &chain)
+                        .into_iter()
+                        .map(|c| format!("{c} (layout before instance ids)")),
+                );
+                commands.push(NftCommand::FlushChain(chain.clone()));
+                commands.push(NftCommand::DeleteChain(chain));
+            }
+        }
+        commands.extend(bases.into_iter().map(NftCommand::DeleteChain));
+    }
+
+    /// Names what differs between a chain's `observed` rules and the `declared` ones: a
+    /// rule not declared is extra, a declared one not there is missing, and a declared
+    /// one there under its comment but with other expressions (edited by hand) is both.
+    fn rule_differences(&mut self, observed: &[RuleState], declared: &[Rule]) {
+        for rule in declared {
+            if observed.iter().any(|o| o.is(rule)) {
+                continue;
+            }
+            if observed
+                .iter()
+                .any(|o| o.comment.as_deref() == Some(rule.comment.as_str()))
+            {
+                self.extra_rules.push(edited(&rule.comment));
+            }
+            self.missing_rules.push(rule.comment.clone());
+        }
+        for rule in observed {
+            let declared_comment = declared
+                .iter()
+                .any(|d| rule.comment.as_deref() == Some(d.comment.as_str()));
+            if !declared_comment {
+                self.extra_rules.push(
+                    rule.comment
+                        .clone()
+                        .unwrap_or_else(|| NO_COMMENT.to_owned()),
+                );
+            }
         }
     }
 
@@ -405,6 +593,13 @@ impl NetworkDrift {
     }
 }
 
+const NO_COMMENT: &str = "(a rule without comment)";
+
+/// How the plan names a rule found under its comment with other expressions.
+fn edited(comment: &str) -> String {
+    format!("{comment} (edited by hand)")
+}
+
 fn comments(table: &TableState, chain: &str) -> Vec<String> {
     table
         .chains
@@ -412,11 +607,7 @@ fn comments(table: &TableState, chain: &str) -> Vec<String> {
         .map(|c| {
             c.rules
                 .iter()
-                .map(|r| {
-                    r.comment
-                        .clone()
-                        .unwrap_or_else(|| "(a rule without comment)".to_owned())
-                })
+                .map(|r| r.comment.clone().unwrap_or_else(|| NO_COMMENT.to_owned()))
                 .collect()
         })
         .unwrap_or_default()

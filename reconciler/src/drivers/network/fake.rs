@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::error::SeamError;
-use super::nft::{ChainState, MARKER_CHAIN, NftCommand, RuleState, TableState, Transaction};
+use super::nft::{
+    ChainState, MARKER_CHAIN, NftCommand, RuleState, TableState, Transaction, listed_exprs,
+};
 use super::rules::{Expr, Rule};
 use super::seam::{DhcpState, NetworkRequest, NetworkSeam, NetworkState, TableObservation};
 use crate::drivers::bridge::FakeLinks;
@@ -166,6 +168,20 @@ impl FakeNetwork {
         }
     }
 
+    /// Edits the expressions of the first rule with `comment` by hand, keeping the
+    /// comment (`nft replace rule … handle <h> … comment "<the same>"`).
+    pub fn edit_rule(&self, comment: &str, edit: impl FnOnce(&mut Vec<Expr>)) {
+        if let Some(chains) = lock(&self.host).table.as_mut() {
+            let rule = chains
+                .values_mut()
+                .flat_map(|chain| chain.rules.iter_mut())
+                .find(|(_, rule)| rule.comment == comment);
+            if let Some((_, rule)) = rule {
+                edit(&mut rule.exprs);
+            }
+        }
+    }
+
     /// Someone else made a table named `inet gitvisor` (no marker chain).
     pub fn foreign_table(&self) {
         lock(&self.host).table = Some(BTreeMap::from([("input".to_owned(), FakeChain::default())]));
@@ -244,13 +260,11 @@ impl FakeNetwork {
                         .as_mut()
                         .ok_or_else(|| enoent("table inet gitvisor"))?;
                     match other {
-                        NftCommand::AddBaseChain(hook) => {
-                            chains
-                                .entry(hook.base_chain().to_owned())
-                                .or_insert_with(|| FakeChain {
-                                    hook: Some(hook.base_chain().to_owned()),
-                                    rules: Vec::new(),
-                                });
+                        NftCommand::AddBaseChain { name, hook } => {
+                            chains.entry(name.clone()).or_insert_with(|| FakeChain {
+                                hook: Some(hook.base_chain().to_owned()),
+                                rules: Vec::new(),
+                            });
                         }
                         NftCommand::AddChain(name) => {
                             chains.entry(name.clone()).or_default();
@@ -339,6 +353,7 @@ impl NetworkSeam for FakeNetwork {
                                         .map(|(handle, rule)| RuleState {
                                             handle: *handle,
                                             comment: Some(rule.comment.clone()),
+                                            exprs: listed_exprs(rule),
                                         })
                                         .collect(),
                                 },

@@ -10,15 +10,18 @@
 //! `dhcp`). The Bridge driver stays about links; this module never touches a link.
 //!
 //! - **nftables**: every rule lives in one table, `inet gitvisor`, changed only through
-//!   `nft -j` JSON, one transaction per bridge change (`nft.rs`, `rules.rs`). Each bridge
-//!   has its own chains jumped to from the table's base chains, so a change replaces
-//!   exactly that bridge's rules and bridges apply in parallel. The transactions of every
+//!   `nft -j` JSON, one transaction per bridge change (`nft.rs`, `rules.rs`). The table
+//!   is shared by every gitvisor on the host; each owns only chains named with its
+//!   instance id, derived from its state dir (`instance.rs`). Each bridge has its own
+//!   chains jumped to from the instance's base chains, so a change replaces exactly that
+//!   bridge's rules and bridges apply in parallel. The transactions of every
 //!   bridge an apply creates or updates go in one `nft` run (`batch.rs`), since `nft`
 //!   reloads the table for each run; deletes stay their own. Other tables are never
 //!   read, named or flushed. The table is gitvisor's when it holds the chain
 //!   `managed-by-gitvisor`; a table of that name without it is a conflict. When no
-//!   declared bridge needs rules any more, the change that removes the last bridge's
-//!   rules deletes the whole table.
+//!   bridge this instance declares needs rules any more, the change that removes the
+//!   last bridge's rules removes this instance's chains, and deletes the whole table
+//!   only when no one else's chains are left in it.
 //! - **forwarding**: the bridge's own IPv4 `forwarding` switch (on for NAT and routed,
 //!   off for isolated), and the uplink's when it is off (turned on, recorded under the
 //!   run dir, and turned back off when no declared bridge uses it); never the global
@@ -34,7 +37,9 @@
 //!
 //! The bridge's link follows the Bridge driver's rules (marker and store record). What
 //! this module creates is derived from the bridge and carries gitvisor's marks of its
-//! own: the table's marker chain, the rules' comments naming the bridge, the dnsmasq
+//! own: the table's marker chain, the chains named with this instance's id (another
+//! gitvisor's chains in the shared table are never changed), the rules' comments naming
+//! the bridge, the dnsmasq
 //! configuration's first line and the `--conf-file` in its command line, the uplink
 //! records. A dnsmasq is signalled only when its command line names the bridge's
 //! configuration under this run dir. Leftovers of a bridge the store still records but
@@ -68,6 +73,7 @@ mod drift;
 mod error;
 pub mod fake;
 pub mod host;
+pub mod instance;
 mod leases;
 pub mod nft;
 pub mod probe;
@@ -94,6 +100,7 @@ pub use drift::NetworkDrift;
 pub use error::{NetworkError, SeamError};
 pub use fake::FakeNetwork;
 pub use host::HostNetwork;
+pub use instance::Instance;
 pub use leases::{LeaseError, Leases, leases_json, read_leases};
 pub use publish::Publication;
 pub use seam::{NetworkRequest, NetworkSeam, NetworkState, TableObservation};
@@ -121,6 +128,7 @@ pub struct ManagedBridgeDriver {
     links: BridgeDriver,
     network: Arc<dyn NetworkSeam>,
     dir: PathBuf,
+    instance: Instance,
 }
 
 impl std::fmt::Debug for ManagedBridgeDriver {
@@ -132,12 +140,19 @@ impl std::fmt::Debug for ManagedBridgeDriver {
 }
 
 impl ManagedBridgeDriver {
-    /// A driver over any seams; `network_dir` is where dnsmasq configurations live.
-    pub fn new(links: BridgeDriver, network: Arc<dyn NetworkSeam>, network_dir: PathBuf) -> Self {
+    /// A driver over any seams; `network_dir` is where dnsmasq configurations live,
+    /// `instance` this gitvisor's share of the nftables table.
+    pub fn new(
+        links: BridgeDriver,
+        network: Arc<dyn NetworkSeam>,
+        network_dir: PathBuf,
+        instance: Instance,
+    ) -> Self {
         ManagedBridgeDriver {
             links,
             network,
             dir: network_dir,
+            instance,
         }
     }
 
@@ -150,6 +165,7 @@ impl ManagedBridgeDriver {
             BridgeDriver::connect()?,
             Arc::new(HostNetwork::new(dir.clone())),
             dir,
+            Instance::of_state_dir(&settings.state_dir),
         )))
     }
 
@@ -249,13 +265,27 @@ impl Driver for ManagedBridgeDriver {
             }
             networks.insert(name.to_string(), network);
         }
-        let revision = RevisionFacts {
-            table_needed: networks.values().any(BridgeNetwork::needs_rules),
-            uplinks_in_use: networks
+        let bridges: BTreeSet<String> = networks
+            .keys()
+            .cloned()
+            .chain(
+                context
+                    .owned
+                    .iter()
+                    .filter(|id| id.kind == Kind::Bridge)
+                    .map(|id| id.name.to_string()),
+            )
+            .collect();
+        let revision = RevisionFacts::new(
+            self.instance.clone(),
+            networks.values().any(BridgeNetwork::needs_rules),
+            networks
                 .values()
                 .filter_map(|n| n.uplink_forwarding.clone())
                 .collect(),
-        };
+            &bridges,
+            &host,
+        );
         let foreign_table = matches!(&host.table, TableObservation::Present(t) if !t.marked);
 
         let batch = Arc::new(NftBatch::default());
@@ -418,5 +448,7 @@ fn join(link: Change, drift: NetworkDrift, batch: Arc<NftBatch>) -> Change {
     })
 }
 
+#[cfg(test)]
+mod golden;
 #[cfg(test)]
 mod tests;

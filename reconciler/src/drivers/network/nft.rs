@@ -1,11 +1,20 @@
 //! gitvisor's nftables table as values: the commands of one transaction, their JSON form
 //! for `nft -j -f -`, and the table as `nft -j list table inet gitvisor` shows it.
 //!
-//! All of gitvisor's rules live in one table, [`FAMILY`] [`TABLE`]. Nothing here ever
+//! All of gitvisor's rules live in one table, [`FAMILY`] [`TABLE`], shared by every
+//! gitvisor on the host, each in chains of its own (`instance.rs`). Nothing here ever
 //! names another table: other tables (an admin's firewall, Docker's, libvirt's) are never
 //! listed, flushed or changed. The table is gitvisor's when it holds the chain
 //! [`MARKER_CHAIN`] (nftables 1.0's JSON drops table comments, and a chain survives
 //! `nft flush table`, which a rule would not).
+//!
+//! A rule is compared with its declaration by its comment *and* its expressions: a rule
+//! edited by hand under the same comment (a masquerade widened to every source, a drop
+//! turned into an accept) is drift. `nft -j list` does not print every expression the
+//! way it was written (`meta l4proto tcp th dport 80` comes back as `tcp dport 80`), so
+//! [`listed_exprs`] renders a declared rule in the listing's form, the canonical one the
+//! observed expressions are compared with as `nft` printed them. The golden files under
+//! `golden/` hold both forms of every rule the network driver writes (`golden.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,8 +34,11 @@ pub const MARKER_CHAIN: &str = "managed-by-gitvisor";
 pub enum NftCommand {
     /// `add table` (no-op when it exists) with the marker chain.
     AddTable,
-    /// `add chain` for a base chain (no-op when it exists).
-    AddBaseChain(Hook),
+    /// `add chain` for a base chain `name` on `hook` (no-op when it exists).
+    AddBaseChain {
+        name: String,
+        hook: Hook,
+    },
     /// `add chain` for a regular chain (no-op when it exists).
     AddChain(String),
     FlushChain(String),
@@ -49,7 +61,7 @@ impl fmt::Display for NftCommand {
         let table = format!("{FAMILY} {TABLE}");
         match self {
             NftCommand::AddTable => write!(f, "add table {table}"),
-            NftCommand::AddBaseChain(hook) => write!(f, "add chain {table} {}", hook.base_chain()),
+            NftCommand::AddBaseChain { name, .. } => write!(f, "add chain {table} {name}"),
             NftCommand::AddChain(chain) => write!(f, "add chain {table} {chain}"),
             NftCommand::FlushChain(chain) => write!(f, "flush chain {table} {chain}"),
             NftCommand::DeleteChain(chain) => write!(f, "delete chain {table} {chain}"),
@@ -106,15 +118,15 @@ fn command_json(command: &NftCommand) -> Vec<Value> {
             json!({ "add": { "table": { "family": FAMILY, "name": TABLE } } }),
             json!({ "add": { "chain": chain_ref(MARKER_CHAIN) } }),
         ],
-        NftCommand::AddBaseChain(hook) => {
+        NftCommand::AddBaseChain { name, hook } => {
             let BaseChain {
                 kind,
-                hook: name,
+                hook,
                 priority,
             } = hook.base();
             vec![json!({ "add": { "chain": {
                 "family": FAMILY, "table": TABLE, "name": name,
-                "type": kind, "hook": name, "prio": priority, "policy": "accept"
+                "type": kind, "hook": hook, "prio": priority, "policy": "accept"
             } } })]
         }
         NftCommand::AddChain(chain) => vec![json!({ "add": { "chain": chain_ref(chain) } })],
@@ -124,7 +136,7 @@ fn command_json(command: &NftCommand) -> Vec<Value> {
         }
         NftCommand::AddRule { chain, rule } => vec![json!({ "add": { "rule": {
             "family": FAMILY, "table": TABLE, "chain": chain,
-            "expr": rule.exprs.iter().map(expr_json).collect::<Vec<_>>(),
+            "expr": written_exprs(rule),
             "comment": rule.comment,
         } } })],
         NftCommand::DeleteRule { chain, handle, .. } => vec![json!({ "delete": { "rule": {
@@ -134,6 +146,33 @@ fn command_json(command: &NftCommand) -> Vec<Value> {
             vec![json!({ "delete": { "table": { "family": FAMILY, "name": TABLE } } })]
         }
     }
+}
+
+/// The expressions of `rule` as gitvisor writes them to `nft -j -f -`.
+pub fn written_exprs(rule: &Rule) -> Vec<Value> {
+    rule.exprs.iter().map(expr_json).collect()
+}
+
+/// The expressions of `rule` as `nft -j list` prints them once written: the canonical
+/// form observed rules are compared in. The one difference `nft` makes to what gitvisor
+/// writes: a transport port after its protocol (`meta l4proto tcp`, `th dport 80`)
+/// lists as that protocol's port (`tcp dport 80`), the protocol match folded into it.
+pub fn listed_exprs(rule: &Rule) -> Vec<Value> {
+    let mut listed = Vec::with_capacity(rule.exprs.len());
+    let mut exprs = rule.exprs.iter().peekable();
+    while let Some(expr) = exprs.next() {
+        if let (Expr::L4Proto(protocol), Some(Expr::Dport(port))) = (expr, exprs.peek()) {
+            listed.push(matches(
+                "==",
+                json!({ "payload": { "protocol": protocol.as_str(), "field": "dport" } }),
+                json!(port),
+            ));
+            exprs.next();
+            continue;
+        }
+        listed.push(expr_json(expr));
+    }
+    listed
 }
 
 fn matches(op: &str, left: Value, right: Value) -> Value {
@@ -214,11 +253,21 @@ pub struct ChainState {
     pub rules: Vec<RuleState>,
 }
 
-/// One rule as observed: its handle, and its comment (gitvisor's rules all have one).
+/// One rule as observed: its handle, its comment (gitvisor's rules all have one) and
+/// its expressions as `nft -j list` printed them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleState {
     pub handle: u64,
     pub comment: Option<String>,
+    pub exprs: Vec<Value>,
+}
+
+impl RuleState {
+    /// Whether this is `rule` as declared: the same comment and the same expressions
+    /// (in the listing's form, [`listed_exprs`]).
+    pub fn is(&self, rule: &Rule) -> bool {
+        self.comment.as_deref() == Some(rule.comment.as_str()) && self.exprs == listed_exprs(rule)
+    }
 }
 
 impl TableState {
@@ -280,6 +329,7 @@ pub fn parse_listing(text: &str) -> Result<TableState, ListingError> {
                 .push(RuleState {
                     handle,
                     comment: rule["comment"].as_str().map(str::to_owned),
+                    exprs: rule["expr"].as_array().cloned().unwrap_or_default(),
                 });
         }
     }
@@ -307,7 +357,8 @@ mod tests {
             table.chains["br0-fwd"].rules,
             [RuleState {
                 handle: 8,
-                comment: None
+                comment: None,
+                exprs: vec![json!({"accept": null})],
             }]
         );
         assert!(table.comments("absent").is_empty());
@@ -326,7 +377,10 @@ mod tests {
         };
         let transaction = Transaction(vec![
             NftCommand::AddTable,
-            NftCommand::AddBaseChain(Hook::Postrouting),
+            NftCommand::AddBaseChain {
+                name: "gv0-postrouting".into(),
+                hook: Hook::Postrouting,
+            },
             NftCommand::AddChain("br0-post".into()),
             NftCommand::FlushChain("br0-post".into()),
             NftCommand::AddRule {

@@ -1,6 +1,7 @@
 //! The managed-bridge driver over the fakes: the link fake and the network fake
 //! together, as one host.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
@@ -28,6 +29,7 @@ fn host() -> Host {
         BridgeDriver::new(links.clone()),
         network.clone(),
         PathBuf::from("/run/gitvisor/network"),
+        Instance::fixed("test0000"),
     );
     Host {
         links,
@@ -52,6 +54,9 @@ fn context(desired: &[Arc<Resource>], owned: &[&str]) -> PlanContext {
 }
 
 const NAT: &str = "addresses: [10.0.0.1/24]\nnat: true";
+
+/// The chain prefix of the tests' instance, `Instance::fixed("test0000")`.
+const PREFIX: &str = "gvtest0000-";
 
 impl Host {
     async fn plan(&self, desired: &[Arc<Resource>], owned: &[&str]) -> Vec<Change> {
@@ -82,10 +87,12 @@ impl Host {
         changes
     }
 
+    /// The comments of this instance's chain `chain` (`br0-post`, `forward`: the
+    /// instance prefix is added).
     fn comments(&self, chain: &str) -> Vec<String> {
         self.network
             .table()
-            .and_then(|t| t.get(chain).cloned())
+            .and_then(|t| t.get(&format!("{PREFIX}{chain}")).cloned())
             .unwrap_or_default()
     }
 }
@@ -139,8 +146,11 @@ async fn a_nat_bridge_is_created_with_its_rules_and_forwarding_and_then_is_a_noo
         host.comments("br0-fwd"),
         ["br0: forward from br0", "br0: forward replies to br0"]
     );
-    assert_eq!(host.comments("forward"), ["br0: jump br0-fwd"]);
-    assert_eq!(host.comments("postrouting"), ["br0: jump br0-post"]);
+    assert_eq!(host.comments("forward"), ["br0: jump gvtest0000-br0-fwd"]);
+    assert_eq!(
+        host.comments("postrouting"),
+        ["br0: jump gvtest0000-br0-post"]
+    );
     assert!(
         host.network
             .table()
@@ -229,8 +239,232 @@ async fn a_rule_deleted_by_hand_or_a_flushed_table_is_drift_that_apply_repairs()
     host.converge(&desired, &owned).await;
     assert_eq!(
         host.comments("forward"),
-        ["br0: jump br0-fwd", "br1: jump br1-fwd"]
+        [
+            "br0: jump gvtest0000-br0-fwd",
+            "br1: jump gvtest0000-br1-fwd"
+        ]
     );
+}
+
+/// Every rule a NAT bridge with published ports and an isolated bridge have, by comment.
+const PUBLISHED_NAT: &str = "addresses: [10.0.0.1/24]\nnat: true\npublish:\n  - {address: 10.0.0.10, hostPort: 8080, port: 80}\n  - {address: 10.0.0.11, hostPort: 53, protocol: udp, hostAddress: 192.0.2.1}";
+
+/// A hand edit that keeps the rule's comment and changes what it does: a drop becomes an
+/// accept, an accept a drop, a masquerade loses its matches (every source, every
+/// destination), a DNAT goes elsewhere, a jump becomes an accept.
+fn hand_edit(exprs: &mut Vec<super::rules::Expr>) {
+    use super::rules::Expr;
+    match exprs.pop() {
+        Some(Expr::Drop) => exprs.push(Expr::Accept),
+        Some(Expr::Accept) => exprs.push(Expr::Drop),
+        Some(Expr::Masquerade) => *exprs = vec![Expr::Masquerade],
+        Some(Expr::Dnat { address, port }) => exprs.push(Expr::Dnat {
+            address,
+            port: port + 1,
+        }),
+        Some(Expr::Jump(_)) => exprs.push(Expr::Accept),
+        Some(other) => exprs.extend([other, Expr::Accept]),
+        None => {}
+    }
+}
+
+#[tokio::test]
+async fn every_rule_edited_by_hand_under_its_comment_is_drift_that_apply_repairs() {
+    let host = host();
+    let desired = [
+        bridge("br0", PUBLISHED_NAT),
+        bridge("iso", "addresses: [10.9.0.1/24]"),
+    ];
+    host.converge(&desired, &[]).await;
+    let owned = ["br0", "iso"];
+    let table = host.network.table().expect("the table exists");
+    let comments: std::collections::BTreeSet<String> = table.into_values().flatten().collect();
+    assert!(comments.len() >= 13, "{comments:#?}");
+    for comment in comments {
+        host.network.edit_rule(&comment, hand_edit);
+        let changes = host.plan(&desired, &owned).await;
+        let bridge = comment.split(':').next().unwrap_or_default();
+        let change = changes
+            .iter()
+            .find(|c| c.id.name.as_str() == bridge)
+            .unwrap_or_else(|| panic!("no change for {bridge}"));
+        assert_eq!(change.action, Action::Update, "{comment}: {changes:#?}");
+        let rules = field(change, "nftables").expect("an nftables field");
+        assert_eq!(
+            rules.old,
+            serde_json::json!([format!("{comment} (edited by hand)")]),
+            "{comment}"
+        );
+        assert_eq!(rules.new, serde_json::json!([comment]), "{comment}");
+        host.converge(&desired, &owned).await;
+    }
+}
+
+/// A second gitvisor (another state dir, so another instance) on the same host.
+fn second_instance(host: &Host, id: &str) -> ManagedBridgeDriver {
+    ManagedBridgeDriver::new(
+        BridgeDriver::new(host.links.clone()),
+        host.network.clone(),
+        PathBuf::from("/run/gitvisor-b/network"),
+        Instance::fixed(id),
+    )
+}
+
+async fn converge_with(
+    driver: &ManagedBridgeDriver,
+    desired: &[Arc<Resource>],
+    owned: &[&str],
+) -> Vec<Change> {
+    let changes = driver
+        .plan(desired, &context(desired, owned))
+        .await
+        .expect("plan");
+    for change in &changes {
+        driver
+            .apply(change, &StepContext::detached(change.id.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {}", change.id, e.chain()));
+    }
+    changes
+}
+
+#[tokio::test]
+async fn one_instance_pruning_its_last_rules_leaves_another_instances_rules_and_the_table() {
+    let host = host();
+    let b = second_instance(&host, "other000");
+    // B's bridge is isolated: the uplink's forwarding switch is not what this is about.
+    let b_bridge = [bridge("br1", "addresses: [10.1.0.1/24]")];
+    host.converge(&[bridge("br0", NAT)], &[]).await;
+    converge_with(&b, &b_bridge, &[]).await;
+    let b_chains = |host: &Host| -> BTreeMap<String, Vec<String>> {
+        host.network
+            .table()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(chain, _)| chain.starts_with("gvother000-"))
+            .collect()
+    };
+    let before = b_chains(&host);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        ["gvother000-br1-fwd", "gvother000-forward"],
+        "B's base chain and br1's"
+    );
+
+    // A prunes its only NAT bridge: its chains go, B's stay, and so does the table.
+    let changes = host.converge(&[], &["br0"]).await;
+    assert_eq!(changes[0].action, Action::Delete);
+    assert!(
+        !changes[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("removes nftables table")),
+        "{changes:?}"
+    );
+    let table = host.network.table().expect("the table stays");
+    assert!(
+        !table.keys().any(|chain| chain.starts_with(PREFIX)),
+        "A's chains are left: {table:#?}"
+    );
+    assert_eq!(b_chains(&host), before, "B's rules changed");
+    let again = b
+        .plan(&b_bridge, &context(&b_bridge, &["br1"]))
+        .await
+        .expect("plan");
+    assert_all_noop(&again);
+
+    // B prunes its last: nothing of anyone's is left, the table goes.
+    let changes = converge_with(&b, &[], &["br1"]).await;
+    assert!(
+        changes[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("removes nftables table")),
+        "{changes:?}"
+    );
+    assert_eq!(host.network.table(), None);
+}
+
+#[tokio::test]
+async fn rules_of_the_layout_before_instance_ids_are_migrated_and_others_left_alone() {
+    use super::rules::{Expr, Hook, Rule};
+    let host = host();
+    // The layout today's main writes: base chains and bridge chains without an id, for
+    // br0 (this instance's) and brx (not declared nor owned here).
+    let mut legacy = vec![nft::NftCommand::AddTable];
+    for hook in [Hook::Forward, Hook::Postrouting] {
+        legacy.push(nft::NftCommand::AddBaseChain {
+            name: hook.base_chain().to_owned(),
+            hook,
+        });
+    }
+    for bridge in ["br0", "brx"] {
+        legacy.push(nft::NftCommand::AddChain(Hook::Forward.chain_of(bridge)));
+        legacy.push(nft::NftCommand::AddRule {
+            chain: Hook::Forward.chain_of(bridge),
+            rule: Rule {
+                comment: format!("{bridge}: forward from {bridge}"),
+                exprs: vec![Expr::IifName(bridge.to_owned()), Expr::Accept],
+            },
+        });
+        legacy.push(nft::NftCommand::AddRule {
+            chain: "forward".to_owned(),
+            rule: Rule {
+                comment: Hook::Forward.jump_comment(bridge),
+                exprs: vec![Expr::Jump(Hook::Forward.chain_of(bridge))],
+            },
+        });
+    }
+    legacy.push(nft::NftCommand::AddChain(Hook::Postrouting.chain_of("br0")));
+    legacy.push(nft::NftCommand::AddRule {
+        chain: "postrouting".to_owned(),
+        rule: Rule {
+            comment: Hook::Postrouting.jump_comment("br0"),
+            exprs: vec![Expr::Jump(Hook::Postrouting.chain_of("br0"))],
+        },
+    });
+    host.network
+        .send(&NetworkRequest::Nft(nft::Transaction(legacy)))
+        .await
+        .expect("the legacy layout");
+
+    let desired = [bridge("br0", NAT)];
+    let changes = host.converge(&desired, &[]).await;
+    let rules = field(&changes[0], "nftables").expect("the migration shows");
+    assert!(
+        rules
+            .old
+            .to_string()
+            .contains("br0: forward from br0 (layout before instance ids)"),
+        "{rules:?}"
+    );
+    let table = host.network.table().expect("the table");
+    let names: Vec<&str> = table.keys().map(String::as_str).collect();
+    assert!(
+        !names.contains(&"br0-fwd") && !names.contains(&"br0-post"),
+        "br0's legacy chains are left: {names:?}"
+    );
+    assert!(
+        !names.contains(&"postrouting"),
+        "a legacy base chain with only br0's jump stays: {names:?}"
+    );
+    assert_eq!(
+        table["forward"],
+        ["brx: jump brx-fwd"],
+        "brx's legacy jump is not this instance's"
+    );
+    assert_eq!(table["brx-fwd"], ["brx: forward from brx"]);
+    assert_eq!(
+        host.comments("br0-post"),
+        ["br0: masquerade 10.0.0.0/24"],
+        "br0's rules under the instance id"
+    );
+
+    // Pruning br0 keeps brx's legacy chains (someone else's) and so the table.
+    host.converge(&[], &["br0"]).await;
+    let table = host.network.table().expect("the table stays for brx");
+    assert_eq!(table["brx-fwd"], ["brx: forward from brx"]);
+    assert!(!table.keys().any(|chain| chain.starts_with(PREFIX)));
 }
 
 #[tokio::test]
@@ -258,7 +492,10 @@ async fn pruning_one_nat_bridge_keeps_the_others_rules_and_the_last_removes_the_
     assert!(host.links.link("br0").is_none());
     assert!(!host.network.table().unwrap().contains_key("br0-post"));
     assert_eq!(host.comments("br1-post"), br1_rules);
-    assert_eq!(host.comments("postrouting"), ["br1: jump br1-post"]);
+    assert_eq!(
+        host.comments("postrouting"),
+        ["br1: jump gvtest0000-br1-post"]
+    );
     assert_eq!(
         host.network.forwarding("eth0"),
         Some(true),
@@ -318,6 +555,7 @@ async fn a_bridged_bridge_needs_no_table_and_no_nft() {
         BridgeDriver::new(links.clone()),
         network.clone(),
         PathBuf::from("/run/gitvisor/network"),
+        Instance::fixed("test0000"),
     );
     let lan = [bridge("lan", "ports: [eth1]")];
     let changes = driver.plan(&lan, &context(&lan, &[])).await.unwrap();
@@ -828,7 +1066,7 @@ async fn a_bridge_failing_in_the_joined_transaction_fails_alone() {
         NetworkRequest::Nft(transaction) => transaction
             .0
             .iter()
-            .any(|c| matches!(c, nft::NftCommand::AddChain(chain) if chain == "lab3-fwd")),
+            .any(|c| matches!(c, nft::NftCommand::AddChain(chain) if chain == &format!("{PREFIX}lab3-fwd"))),
         _ => false,
     });
     let changes = host.plan(&desired, &[]).await;
