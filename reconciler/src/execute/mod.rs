@@ -22,10 +22,13 @@
 //! starts) and the run's driver progress channel. Once the run is cancelled no step starts;
 //! running ones stop at their next safe point; all of them report
 //! [`ResultKind::Cancelled`]. A step past its deadline is abandoned as hung and fails
-//! as transient. A failure's whole cause chain is reported, with its class.
+//! as transient. A failure's whole cause chain is reported, with its class. A driver call
+//! that panics is a failure of class `Bug` naming the resource (see `panic.rs`): every
+//! change the plan carries out has a result, so a panic never reads as converged.
 
 mod options;
 mod outcome;
+mod panic;
 mod progress;
 mod record;
 mod restart;
@@ -148,7 +151,8 @@ pub async fn execute_with(
         let signal: Done = receiver.map(|r| r.unwrap_or(false)).boxed().shared();
         done.insert(change.id.clone(), signal);
         let span = tracing::info_span!("resource", id = %change.id, action = %change.action);
-        tasks.push(tokio::spawn(
+        let named = change.clone();
+        let task = tokio::spawn(
             async move {
                 let started = Instant::now();
                 let step = 'step: {
@@ -191,7 +195,8 @@ pub async fn execute_with(
                 step
             }
             .instrument(span),
-        ));
+        );
+        tasks.push((named, task));
     }
     collect(tasks, &mut results).await;
 
@@ -209,7 +214,8 @@ pub async fn execute_with(
             let options = options.clone();
             let events = events.clone();
             let span = tracing::info_span!("resource", id = %change.id, action = "delete");
-            tasks.push(tokio::spawn(
+            let named = change.clone();
+            let task = tokio::spawn(
                 async move {
                     let started = Instant::now();
                     let step = run_change(&change, &drivers, &semaphore, &options)
@@ -219,7 +225,8 @@ pub async fn execute_with(
                     step
                 }
                 .instrument(span),
-            ));
+            );
+            tasks.push((named, task));
         }
         collect(tasks, &mut results).await;
     }
@@ -280,12 +287,33 @@ fn fail_restarted(results: &mut [StepResult], restarts: &[RestartResult]) {
     }
 }
 
-/// Waits for every task, in order, and keeps their results.
-async fn collect(tasks: Vec<tokio::task::JoinHandle<StepResult>>, results: &mut Vec<StepResult>) {
-    for task in tasks {
+/// One spawned step and the change it carries out (to name it if the task itself fails).
+type Task = (Change, tokio::task::JoinHandle<StepResult>);
+
+/// Waits for every task, in order, and keeps their results. A task that panicked outside
+/// the driver calls (which are caught where they run) still reports its resource, as a
+/// failed bug: a resource never vanishes from the report.
+async fn collect(tasks: Vec<Task>, results: &mut Vec<StepResult>) {
+    for (change, task) in tasks {
         match task.await {
             Ok(result) => results.push(result),
-            Err(err) => tracing::error!("executor task failed: {err}"),
+            Err(err) => {
+                let message = if err.is_panic() {
+                    panic::message(err.into_panic().as_ref())
+                } else {
+                    err.to_string()
+                };
+                let why = format!(
+                    "the executor's step for {} ended without a result: {message}; this is a \
+                     gitvisor bug (please report it with the log); the next run tries again",
+                    change.id
+                );
+                tracing::error!(id = %change.id, error = %why, "executor task failed");
+                results.push(
+                    StepResult::new(&change, ResultKind::Failed(why), 0.0)
+                        .with_class(FailureClass::Bug),
+                );
+            }
         }
     }
 }
@@ -350,16 +378,22 @@ async fn run_change(
         options.progress.clone(),
     )
     .with_slot(semaphore.clone(), permit);
-    match tokio::time::timeout_at(step.deadline(), driver.apply(change, &step)).await {
-        Ok(Ok(())) => {
+    let apply = panic::catch_panic(driver.apply(change, &step));
+    match tokio::time::timeout_at(step.deadline(), apply).await {
+        Ok(Err(message)) => {
+            let why = panic::panicked(&change.id, &format!("{} apply", change.action), &message);
+            tracing::error!(error = %why, "driver panicked");
+            Ran::failed(why, FailureClass::Bug)
+        }
+        Ok(Ok(Ok(()))) => {
             tracing::info!("applied");
             Ran::new(ResultKind::Applied)
         }
-        Ok(Err(err)) if err.interruption() == Some(&Interrupted::Cancelled) => {
+        Ok(Ok(Err(err))) if err.interruption() == Some(&Interrupted::Cancelled) => {
             tracing::info!(error = %err.chain(), "cancelled");
             Ran::new(ResultKind::Cancelled)
         }
-        Ok(Err(err)) => {
+        Ok(Ok(Err(err))) => {
             let why = err.chain();
             tracing::info!(error = %why, class = %err.class(), "failed");
             Ran::failed(why, err.class())
