@@ -7,7 +7,9 @@
 //! 2. Creates, updates and replaces run in dependency order: each waits for the resources
 //!    it depends on; independent ones run in parallel, bounded by a semaphore. A failure
 //!    blocks its dependents only; the rest proceeds.
-//! 3. Deletes run after that, one kind at a time, dependents' kinds first.
+//! 3. Deletes run after that, each after the deletes of its dependents in the last
+//!    applied graph ([`Plan::delete_after`], from the store's records); independent
+//!    ones in parallel. A delete that fails blocks the deletes of what it depends on.
 //! 4. Outcomes, statuses, the revision and events are recorded in one transaction.
 //!
 //! Changes the plan left out on purpose ([`crate::plan::Plan::skipped`]) are reported as
@@ -52,7 +54,7 @@ pub use shutdown::cancel_on_shutdown_signals;
 
 use crate::contract::{Action, Change, Drivers, FailureClass, Interrupted, StepContext, chain};
 use crate::graph::DependencyGraph;
-use crate::model::{Kind, ResourceId};
+use crate::model::ResourceId;
 use crate::plan::{Plan, SkipReason};
 
 /// Default bound on concurrent driver calls.
@@ -200,36 +202,76 @@ pub async fn execute_with(
     }
     collect(tasks, &mut results).await;
 
-    // Phase 2: deletes, dependents' kinds first; parallel within a kind.
-    for kind in Kind::ALL.iter().rev() {
-        let mut tasks = Vec::new();
-        for change in plan
-            .changes
-            .iter()
-            .filter(|c| c.action == Action::Delete && c.id.kind == *kind)
-        {
-            let change = change.clone();
-            let drivers = drivers.clone();
-            let semaphore = semaphore.clone();
-            let options = options.clone();
-            let events = events.clone();
-            let span = tracing::info_span!("resource", id = %change.id, action = "delete");
-            let named = change.clone();
-            let task = tokio::spawn(
-                async move {
-                    let started = Instant::now();
-                    let step = run_change(&change, &drivers, &semaphore, &options)
-                        .await
-                        .finish(&change, started);
-                    events(RunEvent::Finished(&step));
-                    step
-                }
-                .instrument(span),
-            );
-            tasks.push((named, task));
-        }
-        collect(tasks, &mut results).await;
+    // Phase 2: deletes, each after the deletes of its dependents ([`Plan::delete_after`]);
+    // independent ones in parallel.
+    let deletes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .collect();
+    let mut senders = BTreeMap::new();
+    let mut deleted: BTreeMap<ResourceId, Done> = BTreeMap::new();
+    for change in &deletes {
+        let (sender, receiver) = tokio::sync::oneshot::channel::<bool>();
+        senders.insert(change.id.clone(), sender);
+        deleted.insert(
+            change.id.clone(),
+            receiver.map(|r| r.unwrap_or(false)).boxed().shared(),
+        );
     }
+    let mut tasks = Vec::new();
+    for change in deletes {
+        let waits: Vec<(ResourceId, Done)> = plan
+            .delete_after
+            .get(&change.id)
+            .into_iter()
+            .flatten()
+            .filter_map(|dependent| {
+                let signal = deleted.get(dependent)?.clone();
+                Some((dependent.clone(), signal))
+            })
+            .collect();
+        let sender = senders.remove(&change.id);
+        let change = change.clone();
+        let drivers = drivers.clone();
+        let semaphore = semaphore.clone();
+        let options = options.clone();
+        let events = events.clone();
+        let span = tracing::info_span!("resource", id = %change.id, action = "delete");
+        let named = change.clone();
+        let task = tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let step = 'step: {
+                    for (dependent, signal) in waits {
+                        let gone = signal.await;
+                        if options.cancel.is_cancelled() {
+                            break 'step StepResult::new(&change, ResultKind::Cancelled, 0.0);
+                        }
+                        // A dependent still there keeps what it depends on.
+                        if !gone {
+                            break 'step StepResult::new(
+                                &change,
+                                ResultKind::Blocked(dependent),
+                                0.0,
+                            );
+                        }
+                    }
+                    run_change(&change, &drivers, &semaphore, &options)
+                        .await
+                        .finish(&change, started)
+                };
+                if let Some(sender) = sender {
+                    let _ = sender.send(matches!(step.result, ResultKind::Applied));
+                }
+                events(RunEvent::Finished(&step));
+                step
+            }
+            .instrument(span),
+        );
+        tasks.push((named, task));
+    }
+    collect(tasks, &mut results).await;
 
     let restarts = holds.results().await;
     fail_restarted(&mut results, &restarts);

@@ -225,6 +225,7 @@ mod tests {
                 .collect(),
             skipped: Vec::new(),
             restarts: Vec::new(),
+            delete_after: Default::default(),
         }
     }
 
@@ -240,6 +241,7 @@ mod tests {
                     revision: revision.clone(),
                     updated_unix: 0,
                     pending: false,
+                    depends_on: None,
                 },
             );
             ownership.revisions.push(RevisionRecord {
