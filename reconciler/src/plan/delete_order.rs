@@ -210,6 +210,11 @@ mod tests {
         ]);
         order_deletes(&mut plan, &edges);
         assert!(plan.delete_after.is_empty(), "{:?}", plan.delete_after);
+        // Shown (and started) dependents' kinds first, as without records.
+        assert_eq!(
+            order(&plan),
+            ["Bridge/stays", "VirtualMachine/b", "Volume/a", "Bridge/c"]
+        );
     }
 
     #[test]
