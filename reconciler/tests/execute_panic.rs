@@ -232,6 +232,57 @@ async fn a_dependent_whose_stop_panics_holds_the_change_back_and_fails_as_a_bug(
     );
 }
 
+/// A driver whose `prepare_apply` panics: its steps still run, unprepared.
+struct PanicsPreparing(Fake);
+
+#[async_trait]
+impl Driver for PanicsPreparing {
+    fn kind(&self) -> Kind {
+        self.0.kind
+    }
+
+    async fn plan(
+        &self,
+        desired: &[Arc<Resource>],
+        context: &PlanContext,
+    ) -> Result<Vec<Change>, DriverError> {
+        self.0.plan(desired, context).await
+    }
+
+    fn prepare_apply(&self, _changes: &[&Change]) {
+        panic!("injected panic preparing");
+    }
+
+    async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
+        self.0.apply(change, step).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_panics_preparing_still_applies_its_changes() {
+    let log = Log::default();
+    let mut volumes = Fake::new(Kind::Volume, &log);
+    volumes.replace = vec!["data"];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.yaml"), manifests()).unwrap();
+    let revision = load_revision(dir.path(), "h").unwrap();
+    let drivers = Arc::new(Drivers::new(vec![
+        Box::new(PanicsPreparing(volumes)) as Box<dyn Driver>,
+        Box::new(Fake::new(Kind::VirtualMachine, &log)),
+    ]));
+    let plan = make_plan(&revision, "h", &drivers, &PlanContext::default())
+        .await
+        .unwrap();
+    let report = execute(&plan, &revision.graph, drivers, 8).await;
+    assert_eq!(step(&report, "Volume/data").result, ResultKind::Applied);
+    assert!(report.converged(), "{:?}", report.results);
+    assert!(
+        log.lock()
+            .unwrap()
+            .contains(&"replace Volume/data".to_owned())
+    );
+}
+
 /// The fake bridge host, except that applying `Bridge/br-boom` panics.
 struct Panicking(BridgeDriver);
 

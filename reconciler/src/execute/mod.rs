@@ -307,8 +307,21 @@ fn prepare(
                     .all(|dep| !unusable.contains_key(dep))
             })
             .collect();
-        if !changes.is_empty() {
-            driver.prepare_apply(&changes);
+        if changes.is_empty() {
+            continue;
+        }
+        // Preparing is only a head start (apply works for a change never prepared): a
+        // driver that panics here is a bug to report, and its steps run unprepared.
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            driver.prepare_apply(&changes)
+        }));
+        if let Err(payload) = prepared {
+            tracing::error!(
+                %kind,
+                error = %panic::message(payload.as_ref()),
+                "the driver panicked preparing its changes (a gitvisor bug, please report it); \
+                 its steps run unprepared"
+            );
         }
     }
 }
