@@ -380,6 +380,7 @@ mod tests {
             ],
             skipped: Vec::new(),
             restarts: Vec::new(),
+            delete_after: Default::default(),
         }
     }
 
@@ -431,6 +432,7 @@ mod tests {
             changes: Vec::new(),
             skipped: Vec::new(),
             restarts: Vec::new(),
+            delete_after: Default::default(),
         };
         let text = summary(&plan, &report, false);
         assert!(

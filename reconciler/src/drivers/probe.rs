@@ -103,22 +103,39 @@ impl KindProbe {
 
 /// Probes `kinds` concurrently; one answer per kind, in the order given.
 pub async fn probe(kinds: &[Kind]) -> Vec<KindProbe> {
-    futures::future::join_all(kinds.iter().map(|&kind| async move {
-        let facilities = match kind {
-            Kind::Bridge => {
-                let (mut links, network) =
-                    futures::join!(bridge::probe::probe(), network::probe::probe());
-                links.extend(network);
-                links
+    probe_with(kinds, facilities).await
+}
+
+/// What the host offers `kind`: its driver folder's probe (the network module's too, for
+/// Bridges).
+async fn facilities(kind: Kind) -> Vec<Facility> {
+    match kind {
+        Kind::Bridge => {
+            let (mut links, network) =
+                futures::join!(bridge::probe::probe(), network::probe::probe());
+            links.extend(network);
+            links
+        }
+        Kind::Volume => volume::probe::probe().await,
+        Kind::Container => container::probe::probe().await,
+        Kind::VirtualMachine => vm::probe::probe().await,
+    }
+}
+
+/// [`probe`] over any `facilities` (the host's in [`probe`]; a test's without a host).
+async fn probe_with<F, Fut>(kinds: &[Kind], facilities: F) -> Vec<KindProbe>
+where
+    F: Fn(Kind) -> Fut,
+    Fut: std::future::Future<Output = Vec<Facility>>,
+{
+    futures::future::join_all(kinds.iter().map(|&kind| {
+        let facilities = facilities(kind);
+        async move {
+            KindProbe {
+                kind,
+                driver: BUILT_KINDS.contains(&kind),
+                facilities: facilities.await,
             }
-            Kind::Volume => volume::probe::probe().await,
-            Kind::Container => container::probe::probe().await,
-            Kind::VirtualMachine => vm::probe::probe().await,
-        };
-        KindProbe {
-            kind,
-            driver: BUILT_KINDS.contains(&kind),
-            facilities,
         }
     }))
     .await
@@ -253,25 +270,77 @@ mod tests {
         assert!(matches!(error, ToolError::TimedOut { .. }), "{error}");
     }
 
+    // The real host's probes run in the e2e tests (`e2e/tests/doctor.rs`), not here.
+
+    /// Slow probes do not hold the others up, and answers keep the order asked.
+    #[tokio::test(start_paused = true)]
+    async fn kinds_are_probed_concurrently_and_answered_in_the_order_asked() {
+        let asked = [Kind::VirtualMachine, Kind::Bridge, Kind::Volume];
+        let started = tokio::time::Instant::now();
+        let probes = probe_with(&asked, |kind| async move {
+            // The first asked is the slowest.
+            let delay = match kind {
+                Kind::VirtualMachine => 300,
+                Kind::Bridge => 200,
+                _ => 100,
+            };
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            vec![Facility::ok("fake", kind.as_str())]
+        })
+        .await;
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        let answered: Vec<(Kind, &str)> = probes
+            .iter()
+            .map(|p| (p.kind, p.facilities[0].detail.as_str()))
+            .collect();
+        assert_eq!(
+            answered,
+            [
+                (Kind::VirtualMachine, "VirtualMachine"),
+                (Kind::Bridge, "Bridge"),
+                (Kind::Volume, "Volume")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_facility_makes_the_kind_unready_and_a_warning_does_not() {
+        let with = |facilities: Vec<Facility>, driver: bool| KindProbe {
+            kind: Kind::Volume,
+            driver,
+            facilities,
+        };
+        let warned = with(
+            vec![
+                Facility::ok("lvm2", "2.03"),
+                Facility::warn("thin", "no thin pools", "install thin-provisioning-tools"),
+            ],
+            true,
+        );
+        assert!(warned.host_ready() && warned.ready());
+        let missing = with(
+            vec![
+                Facility::ok("lvm2", "2.03"),
+                Facility::missing("device-mapper", "absent", "load dm_mod"),
+            ],
+            true,
+        );
+        assert!(!missing.host_ready() && !missing.ready());
+        let no_driver = with(vec![Facility::ok("lvm2", "2.03")], false);
+        assert!(no_driver.host_ready() && !no_driver.ready());
+    }
+
     #[tokio::test]
-    async fn every_kind_is_probed_and_only_built_kinds_have_a_driver() {
-        let probes = probe(&Kind::ALL).await;
-        let kinds: Vec<Kind> = probes.iter().map(|p| p.kind).collect();
-        assert_eq!(kinds, Kind::ALL);
-        for probe in &probes {
-            assert_eq!(probe.driver, BUILT_KINDS.contains(&probe.kind));
-            assert!(
-                !probe.facilities.is_empty(),
-                "{:?} probes nothing",
-                probe.kind
-            );
-            for facility in &probe.facilities {
-                assert_eq!(
-                    facility.fix.is_some(),
-                    facility.status != Status::Ok,
-                    "{facility:?}"
-                );
-            }
-        }
+    async fn a_blocking_check_that_panics_reports_its_facility_missing() {
+        let fine = blocking("fine", || Facility::ok("fine", "present")).await;
+        assert_eq!(fine, Facility::ok("fine", "present"));
+        let broken = blocking("kvm", || panic!("probe exploded")).await;
+        assert_eq!(broken.name, "kvm");
+        assert_eq!(broken.status, Status::Missing);
+        assert!(
+            broken.detail.starts_with("the probe itself failed"),
+            "{broken:?}"
+        );
+        assert!(broken.fix.is_some_and(|fix| fix.contains("bug")));
     }
 }

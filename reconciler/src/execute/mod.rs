@@ -7,7 +7,9 @@
 //! 2. Creates, updates and replaces run in dependency order: each waits for the resources
 //!    it depends on; independent ones run in parallel, bounded by a semaphore. A failure
 //!    blocks its dependents only; the rest proceeds.
-//! 3. Deletes run after that, one kind at a time, dependents' kinds first.
+//! 3. Deletes run after that, each after the deletes of its dependents in the last
+//!    applied graph ([`Plan::delete_after`], from the store's records); independent
+//!    ones in parallel. A delete that fails blocks the deletes of what it depends on.
 //! 4. Outcomes, statuses, the revision and events are recorded in one transaction.
 //!
 //! Changes the plan left out on purpose ([`crate::plan::Plan::skipped`]) are reported as
@@ -22,10 +24,13 @@
 //! starts) and the run's driver progress channel. Once the run is cancelled no step starts;
 //! running ones stop at their next safe point; all of them report
 //! [`ResultKind::Cancelled`]. A step past its deadline is abandoned as hung and fails
-//! as transient. A failure's whole cause chain is reported, with its class.
+//! as transient. A failure's whole cause chain is reported, with its class. A driver call
+//! that panics is a failure of class `Bug` naming the resource (see `panic.rs`): every
+//! change the plan carries out has a result, so a panic never reads as converged.
 
 mod options;
 mod outcome;
+mod panic;
 mod progress;
 mod record;
 mod restart;
@@ -49,7 +54,7 @@ pub use shutdown::cancel_on_shutdown_signals;
 
 use crate::contract::{Action, Change, Drivers, FailureClass, Interrupted, StepContext, chain};
 use crate::graph::DependencyGraph;
-use crate::model::{Kind, ResourceId};
+use crate::model::ResourceId;
 use crate::plan::{Plan, SkipReason};
 
 /// Default bound on concurrent driver calls.
@@ -148,7 +153,8 @@ pub async fn execute_with(
         let signal: Done = receiver.map(|r| r.unwrap_or(false)).boxed().shared();
         done.insert(change.id.clone(), signal);
         let span = tracing::info_span!("resource", id = %change.id, action = %change.action);
-        tasks.push(tokio::spawn(
+        let named = change.clone();
+        let task = tokio::spawn(
             async move {
                 let started = Instant::now();
                 let step = 'step: {
@@ -191,38 +197,81 @@ pub async fn execute_with(
                 step
             }
             .instrument(span),
-        ));
+        );
+        tasks.push((named, task));
     }
     collect(tasks, &mut results).await;
 
-    // Phase 2: deletes, dependents' kinds first; parallel within a kind.
-    for kind in Kind::ALL.iter().rev() {
-        let mut tasks = Vec::new();
-        for change in plan
-            .changes
-            .iter()
-            .filter(|c| c.action == Action::Delete && c.id.kind == *kind)
-        {
-            let change = change.clone();
-            let drivers = drivers.clone();
-            let semaphore = semaphore.clone();
-            let options = options.clone();
-            let events = events.clone();
-            let span = tracing::info_span!("resource", id = %change.id, action = "delete");
-            tasks.push(tokio::spawn(
-                async move {
-                    let started = Instant::now();
-                    let step = run_change(&change, &drivers, &semaphore, &options)
-                        .await
-                        .finish(&change, started);
-                    events(RunEvent::Finished(&step));
-                    step
-                }
-                .instrument(span),
-            ));
-        }
-        collect(tasks, &mut results).await;
+    // Phase 2: deletes, each after the deletes of its dependents ([`Plan::delete_after`]);
+    // independent ones in parallel.
+    let deletes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .collect();
+    let mut senders = BTreeMap::new();
+    let mut deleted: BTreeMap<ResourceId, Done> = BTreeMap::new();
+    for change in &deletes {
+        let (sender, receiver) = tokio::sync::oneshot::channel::<bool>();
+        senders.insert(change.id.clone(), sender);
+        deleted.insert(
+            change.id.clone(),
+            receiver.map(|r| r.unwrap_or(false)).boxed().shared(),
+        );
     }
+    let mut tasks = Vec::new();
+    for change in deletes {
+        let waits: Vec<(ResourceId, Done)> = plan
+            .delete_after
+            .get(&change.id)
+            .into_iter()
+            .flatten()
+            .filter_map(|dependent| {
+                let signal = deleted.get(dependent)?.clone();
+                Some((dependent.clone(), signal))
+            })
+            .collect();
+        let sender = senders.remove(&change.id);
+        let change = change.clone();
+        let drivers = drivers.clone();
+        let semaphore = semaphore.clone();
+        let options = options.clone();
+        let events = events.clone();
+        let span = tracing::info_span!("resource", id = %change.id, action = "delete");
+        let named = change.clone();
+        let task = tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let step = 'step: {
+                    for (dependent, signal) in waits {
+                        let gone = signal.await;
+                        if options.cancel.is_cancelled() {
+                            break 'step StepResult::new(&change, ResultKind::Cancelled, 0.0);
+                        }
+                        // A dependent still there keeps what it depends on.
+                        if !gone {
+                            break 'step StepResult::new(
+                                &change,
+                                ResultKind::Blocked(dependent),
+                                0.0,
+                            );
+                        }
+                    }
+                    run_change(&change, &drivers, &semaphore, &options)
+                        .await
+                        .finish(&change, started)
+                };
+                if let Some(sender) = sender {
+                    let _ = sender.send(matches!(step.result, ResultKind::Applied));
+                }
+                events(RunEvent::Finished(&step));
+                step
+            }
+            .instrument(span),
+        );
+        tasks.push((named, task));
+    }
+    collect(tasks, &mut results).await;
 
     let restarts = holds.results().await;
     fail_restarted(&mut results, &restarts);
@@ -258,8 +307,21 @@ fn prepare(
                     .all(|dep| !unusable.contains_key(dep))
             })
             .collect();
-        if !changes.is_empty() {
-            driver.prepare_apply(&changes);
+        if changes.is_empty() {
+            continue;
+        }
+        // Preparing is only a head start (apply works for a change never prepared): a
+        // driver that panics here is a bug to report, and its steps run unprepared.
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            driver.prepare_apply(&changes)
+        }));
+        if let Err(payload) = prepared {
+            tracing::error!(
+                %kind,
+                error = %panic::message(payload.as_ref()),
+                "the driver panicked preparing its changes (a gitvisor bug, please report it); \
+                 its steps run unprepared"
+            );
         }
     }
 }
@@ -280,12 +342,33 @@ fn fail_restarted(results: &mut [StepResult], restarts: &[RestartResult]) {
     }
 }
 
-/// Waits for every task, in order, and keeps their results.
-async fn collect(tasks: Vec<tokio::task::JoinHandle<StepResult>>, results: &mut Vec<StepResult>) {
-    for task in tasks {
+/// One spawned step and the change it carries out (to name it if the task itself fails).
+type Task = (Change, tokio::task::JoinHandle<StepResult>);
+
+/// Waits for every task, in order, and keeps their results. A task that panicked outside
+/// the driver calls (which are caught where they run) still reports its resource, as a
+/// failed bug: a resource never vanishes from the report.
+async fn collect(tasks: Vec<Task>, results: &mut Vec<StepResult>) {
+    for (change, task) in tasks {
         match task.await {
             Ok(result) => results.push(result),
-            Err(err) => tracing::error!("executor task failed: {err}"),
+            Err(err) => {
+                let message = if err.is_panic() {
+                    panic::message(err.into_panic().as_ref())
+                } else {
+                    err.to_string()
+                };
+                let why = format!(
+                    "the executor's step for {} ended without a result: {message}; this is a \
+                     gitvisor bug (please report it with the log); the next run tries again",
+                    change.id
+                );
+                tracing::error!(id = %change.id, error = %why, "executor task failed");
+                results.push(
+                    StepResult::new(&change, ResultKind::Failed(why), 0.0)
+                        .with_class(FailureClass::Bug),
+                );
+            }
         }
     }
 }
@@ -350,16 +433,22 @@ async fn run_change(
         options.progress.clone(),
     )
     .with_slot(semaphore.clone(), permit);
-    match tokio::time::timeout_at(step.deadline(), driver.apply(change, &step)).await {
-        Ok(Ok(())) => {
+    let apply = panic::catch_panic(driver.apply(change, &step));
+    match tokio::time::timeout_at(step.deadline(), apply).await {
+        Ok(Err(message)) => {
+            let why = panic::panicked(&change.id, &format!("{} apply", change.action), &message);
+            tracing::error!(error = %why, "driver panicked");
+            Ran::failed(why, FailureClass::Bug)
+        }
+        Ok(Ok(Ok(()))) => {
             tracing::info!("applied");
             Ran::new(ResultKind::Applied)
         }
-        Ok(Err(err)) if err.interruption() == Some(&Interrupted::Cancelled) => {
+        Ok(Ok(Err(err))) if err.interruption() == Some(&Interrupted::Cancelled) => {
             tracing::info!(error = %err.chain(), "cancelled");
             Ran::new(ResultKind::Cancelled)
         }
-        Ok(Err(err)) => {
+        Ok(Ok(Err(err))) => {
             let why = err.chain();
             tracing::info!(error = %why, class = %err.class(), "failed");
             Ran::failed(why, err.class())

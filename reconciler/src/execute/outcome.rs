@@ -15,7 +15,8 @@ pub enum ResultKind {
     Unchanged,
     /// The driver failed (or the change could not be attempted: conflict, no driver).
     Failed(String),
-    /// A dependency failed or is unusable, so this was not attempted.
+    /// A dependency failed or is unusable, so this was not attempted; for a delete, a
+    /// dependent whose delete did not go through.
     Blocked(ResourceId),
     /// Left out on purpose (an unconfirmed delete, outside `--target`): the host and the
     /// store's record of the resource stay as they are.
@@ -81,6 +82,9 @@ impl StepResult {
     pub fn problem(&self) -> Option<String> {
         match &self.result {
             ResultKind::Failed(why) => Some(why.clone()),
+            ResultKind::Blocked(dependent) if self.action == Action::Delete => Some(format!(
+                "dependent {dependent} was not deleted, so what it depends on stays"
+            )),
             ResultKind::Blocked(dep) => Some(format!("dependency {dep} is not ready")),
             ResultKind::Cancelled => {
                 Some("the run was stopped; the next run carries on".to_owned())

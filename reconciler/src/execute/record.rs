@@ -8,25 +8,42 @@ use std::collections::BTreeSet;
 
 use crate::contract::Action;
 use crate::execute::{Report, ResultKind};
+use crate::graph::DependencyGraph;
 use crate::model::{Kind, ResourceId};
 use crate::plan::Plan;
 use crate::state::{
-    ApplyRecord, Event, EventLevel, Outcome, ResourceState, ResourceStatus, RevisionRecord, Store,
-    StoreError, now_unix,
+    ApplyRecord, Event, EventLevel, Intent, Outcome, ResourceState, ResourceStatus, RevisionRecord,
+    Store, StoreError, now_unix,
 };
 
-/// Records, before anything runs, every object the plan is about to create.
-pub fn record_intents(store: &Store, plan: &Plan) -> Result<(), StoreError> {
-    store.record_intents(&intent_ids(plan), &plan.revision)
+/// Records, before anything runs, every object the plan is about to create, with what it
+/// depends on in `graph` (the revision's).
+pub fn record_intents(
+    store: &Store,
+    plan: &Plan,
+    graph: &DependencyGraph,
+) -> Result<(), StoreError> {
+    store.record_intents(&intents(plan, graph), &plan.revision)
 }
 
 /// The objects `plan` creates (or re-creates).
-fn intent_ids(plan: &Plan) -> Vec<ResourceId> {
+fn intents(plan: &Plan, graph: &DependencyGraph) -> Vec<Intent> {
     plan.changes
         .iter()
         .filter(|c| matches!(c.action, Action::Create | Action::Replace))
-        .map(|c| c.id.clone())
+        .map(|c| Intent {
+            id: c.id.clone(),
+            depends_on: Some(dependencies(graph, &c.id)),
+        })
         .collect()
+}
+
+/// What `id` depends on in `graph`, each once: what its owned record keeps, so that a
+/// later revision that prunes it deletes its dependents first.
+fn dependencies(graph: &DependencyGraph, id: &ResourceId) -> Vec<ResourceId> {
+    let mut ids = graph.dependencies(id);
+    ids.dedup();
+    ids
 }
 
 /// Records what happened, in one transaction: ownership, per-resource status, the
@@ -39,6 +56,7 @@ fn intent_ids(plan: &Plan) -> Vec<ResourceId> {
 pub fn record_report(
     store: &Store,
     report: &Report,
+    graph: &DependencyGraph,
     observed_kinds: &[Kind],
     source: &str,
 ) -> Result<(), StoreError> {
@@ -81,6 +99,7 @@ pub fn record_report(
                     id: step.id.clone(),
                     spec_hash: step.spec_hash.clone().unwrap_or_default(),
                     revision: report.revision.clone(),
+                    depends_on: dependencies(graph, &step.id),
                 });
             }
             _ => {}
@@ -155,15 +174,19 @@ pub fn record_report(
 }
 
 /// [`record_intents`] on a blocking thread.
-pub async fn record_intents_async(store: &Store, plan: &Plan) -> Result<(), StoreError> {
-    let ids = intent_ids(plan);
-    if ids.is_empty() {
+pub async fn record_intents_async(
+    store: &Store,
+    plan: &Plan,
+    graph: &DependencyGraph,
+) -> Result<(), StoreError> {
+    let intents = intents(plan, graph);
+    if intents.is_empty() {
         return Ok(());
     }
     let revision = plan.revision.clone();
     store
         .run_blocking("record intents", move |store| {
-            store.record_intents(&ids, &revision)
+            store.record_intents(&intents, &revision)
         })
         .await
 }
@@ -172,15 +195,17 @@ pub async fn record_intents_async(store: &Store, plan: &Plan) -> Result<(), Stor
 pub async fn record_report_async(
     store: &Store,
     report: &Report,
+    graph: &DependencyGraph,
     observed_kinds: &[Kind],
     source: &str,
 ) -> Result<(), StoreError> {
     let report = report.clone();
+    let graph = graph.clone();
     let observed_kinds = observed_kinds.to_vec();
     let source = source.to_owned();
     store
         .run_blocking("record apply", move |store| {
-            record_report(store, &report, &observed_kinds, &source)
+            record_report(store, &report, &graph, &observed_kinds, &source)
         })
         .await
 }
@@ -189,6 +214,8 @@ pub async fn record_report_async(
 mod tests {
     use super::*;
     use crate::execute::StepResult;
+
+    const GRAPH: fn() -> DependencyGraph = DependencyGraph::default;
 
     fn id(text: &str) -> ResourceId {
         text.parse().expect("valid resource id")
@@ -210,7 +237,9 @@ mod tests {
     fn store_after_r1(dir: &std::path::Path) -> Store {
         let store = Store::open(dir).expect("open");
         let ids = [id("Bridge/br0"), id("Bridge/br1"), id("Bridge/br9")];
-        store.record_intents(&ids, "r1").expect("intents");
+        store
+            .record_intents(&ids.clone().map(Intent::from), "r1")
+            .expect("intents");
         store
             .record_apply(&ApplyRecord {
                 outcomes: ids
@@ -219,6 +248,7 @@ mod tests {
                         id: id.clone(),
                         spec_hash: "h1".into(),
                         revision: "r1".into(),
+                        depends_on: Vec::new(),
                     })
                     .collect(),
                 statuses: ids
@@ -312,7 +342,7 @@ mod tests {
             seconds: 0.1,
         };
         assert!(!report.converged());
-        record_report(&store, &report, &[Kind::Bridge], "/m").expect("record");
+        record_report(&store, &report, &GRAPH(), &[Kind::Bridge], "/m").expect("record");
         let last = store.last_revision().expect("last").expect("a revision");
         assert!(!last.converged);
         assert_eq!(last.summary, "2 resources, 0 changed, 1 not converged");
@@ -324,7 +354,7 @@ mod tests {
         let store = store_after_r1(dir.path());
         let path = store.path().to_path_buf();
         let before = std::fs::read(&path).expect("image");
-        record_report(&store, &report_r2(), &[Kind::Bridge], "/m").expect("record");
+        record_report(&store, &report_r2(), &GRAPH(), &[Kind::Bridge], "/m").expect("record");
         assert_r2_recorded(&store);
 
         // The file just before the call holds none of r2 (a crash then loses all of it,
@@ -340,7 +370,7 @@ mod tests {
     fn unobserved_kinds_keep_their_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_after_r1(dir.path());
-        record_report(&store, &report_r2(), &[], "/m").expect("record");
+        record_report(&store, &report_r2(), &GRAPH(), &[], "/m").expect("record");
         // br9 is not in the report, but no driver looked at Bridges: it stays owned.
         assert!(
             store
@@ -377,7 +407,7 @@ mod tests {
             ],
             seconds: 0.1,
         };
-        record_report(&store, &report, &[Kind::Bridge], "/m").expect("record");
+        record_report(&store, &report, &GRAPH(), &[Kind::Bridge], "/m").expect("record");
         let statuses = store.statuses().expect("statuses");
         let events = store.events(10).expect("events");
         for result in &report.results {
@@ -404,7 +434,7 @@ mod tests {
     async fn the_async_variants_record_the_same() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_after_r1(dir.path());
-        record_report_async(&store, &report_r2(), &[Kind::Bridge], "/m")
+        record_report_async(&store, &report_r2(), &GRAPH(), &[Kind::Bridge], "/m")
             .await
             .expect("record");
         assert_r2_recorded(&store);

@@ -15,6 +15,9 @@
 //! A dependent shared by several causes is stopped by the first to run and started by
 //! the last to finish. Stops and starts run one at a time (one lock), so two causes
 //! never race on one dependent.
+//!
+//! A driver whose `stop` or `start` panics fails that call as a bug (see `panic.rs`);
+//! a cause whose apply panicked still finishes, so its dependents are started again.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -261,15 +264,24 @@ async fn call(
 ) -> Result<(), (String, FailureClass)> {
     let budget = driver.step_budget(change);
     let step = StepContext::new(change.id.clone(), cancel, budget, options.progress.clone());
-    let request = async {
+    let request = super::panic::catch_panic(async {
         match what {
             Call::Stop => driver.stop(change, &step).await,
             Call::Start => driver.start(change, &step).await,
         }
-    };
+    });
     match tokio::time::timeout_at(step.deadline(), request).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(failure(&err)),
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(err))) => Err(failure(&err)),
+        Ok(Err(message)) => {
+            let call = match what {
+                Call::Stop => "stop",
+                Call::Start => "start",
+            };
+            let why = super::panic::panicked(&change.id, call, &message);
+            tracing::error!(id = %change.id, error = %why, "driver panicked");
+            Err((why, FailureClass::Bug))
+        }
         Err(_) => Err((
             format!(
                 "{}; abandoned",

@@ -2,7 +2,8 @@
 //! rendered for people ([`render`]) or as JSON.
 //!
 //! Order: declared resources in dependency order (what they need comes first), then
-//! deletes, dependents' kinds first (VMs and containers before volumes and bridges).
+//! deletes, dependents first as the last applied graph recorded them ([`order_deletes`];
+//! by kind, VMs and containers before volumes and bridges, where nothing was recorded).
 //!
 //! [`make_plan`] plans everything the drivers see, and lists the running dependents of
 //! its disruptive changes ([`Plan::restarts`], see [`dependent_restarts`]); the reconciler then
@@ -10,6 +11,7 @@
 //! [`Plan::skipped`], where rendering shows them and execution reports them without
 //! touching the host.
 
+mod delete_order;
 mod render;
 mod restarts;
 mod skipped;
@@ -20,6 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use crate::contract::{Action, Change, Effect, FieldChange};
+pub use delete_order::{RecordedDependencies, order_deletes};
 pub use render::{render_json, render_skipped_text, render_text};
 pub use restarts::{DependentRestart, Hold, dependent_restarts};
 pub use skipped::{SkipReason, Skipped};
@@ -40,6 +43,10 @@ pub struct Plan {
     /// after, or kept running (their driver cannot stop them), with why. In dependency
     /// order.
     pub restarts: Vec<DependentRestart>,
+    /// Deletes that wait for other deletes of [`Plan::changes`]: each one's dependents in
+    /// the last applied graph, deleted first ([`order_deletes`]). A delete not listed
+    /// waits for none.
+    pub delete_after: BTreeMap<ResourceId, Vec<ResourceId>>,
 }
 
 /// Counts of changes by action.
@@ -151,15 +158,18 @@ pub async fn make_plan(
             ordered.push(change);
         }
     }
-    let mut deletes: Vec<Change> = changes.into_values().collect();
-    deletes.sort_by(|a, b| b.id.kind.cmp(&a.id.kind).then(a.id.name.cmp(&b.id.name)));
-    ordered.extend(deletes);
+    ordered.extend(changes.into_values());
     let restarts = dependent_restarts(&ordered, &revision.graph, drivers);
-    Ok(Plan {
+    let mut plan = Plan {
         revision: revision.id.clone(),
         host: host.to_owned(),
         changes: ordered,
         skipped: Vec::new(),
         restarts,
-    })
+        delete_after: BTreeMap::new(),
+    };
+    // Nothing recorded yet: the kind order. The reconciler orders again with the store's
+    // records once it has scoped the plan.
+    order_deletes(&mut plan, &RecordedDependencies::new());
+    Ok(plan)
 }

@@ -287,6 +287,7 @@ mod tests {
                 },
             }],
             restarts: Vec::new(),
+            delete_after: Default::default(),
         }
     }
 

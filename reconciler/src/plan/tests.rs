@@ -95,6 +95,7 @@ fn a_restart_keeps_only_the_causes_the_plan_still_carries_out() {
             reason: SkipReason::OutsideTarget,
         }],
         restarts: vec![restart(&["Bridge/br0", "Volume/data"])],
+        delete_after: Default::default(),
     };
     plan.settle_restarts();
     assert_eq!(plan.restarts, [restart(&["Bridge/br0"])]);

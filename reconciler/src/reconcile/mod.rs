@@ -11,9 +11,11 @@
 //!   leaves no trace on the host.
 //! * [`Reconciler::plan`]: open the store read-only, observe the host (one batch per
 //!   driver) and diff, then decide what is left out ([`scope`]: the prune rules and
-//!   `--target`). Never writes anything.
+//!   `--target`), and order the deletes by the dependencies the store recorded for each
+//!   owned object ([`plan::order_deletes`]). Never writes anything.
 //! * [`Reconciler::apply`]: open the store for writing (the lock keeps a second writer
-//!   out), make the same plan the same way, record the write-ahead intents, execute
+//!   out), make the same plan the same way, record the write-ahead intents (with each
+//!   object's dependencies in the revision's graph), execute
 //!   (reporting each resource to a [`Progress`] callback as it finishes), observe the
 //!   host again and fail every change the host does not show ([`verify`]), then record
 //!   the outcomes, statuses, the revision with its source, and events.
@@ -40,7 +42,7 @@ use crate::drivers::{Drivers, PlanContext};
 use crate::drivers::{HostSettings, connect_all};
 use crate::execute::{self, ExecuteOptions, Progress, Report};
 use crate::load::{Revision, RevisionErrors};
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, RecordedDependencies};
 use crate::state::{ReadOnlyStore, Store};
 
 /// Default bound on concurrent driver calls.
@@ -147,7 +149,7 @@ impl Reconciler {
         let plan = self
             .scoped_plan(revision, source, options, &ownership)
             .await?;
-        execute::record_intents_async(&store, &plan).await?;
+        execute::record_intents_async(&store, &plan, &revision.graph).await?;
         let mut report = execute::execute_with(
             &plan,
             &revision.graph,
@@ -166,7 +168,14 @@ impl Reconciler {
                 plan::make_plan(revision, &self.options.host, &self.drivers, &context).await;
             verify(&mut report, again);
         }
-        execute::record_report_async(&store, &report, &self.drivers.kinds(), source.id()).await?;
+        execute::record_report_async(
+            &store,
+            &report,
+            &revision.graph,
+            &self.drivers.kinds(),
+            source.id(),
+        )
+        .await?;
         Ok(ApplyOutcome { plan, report })
     }
 
@@ -179,7 +188,14 @@ impl Reconciler {
     ) -> Result<Plan, ReconcileError> {
         let context = PlanContext::new(ownership.owned.keys().cloned());
         let plan = self.make_plan(revision, &context).await?;
-        scope(plan, &revision.graph, ownership, source.id(), options)
+        let mut plan = scope(plan, &revision.graph, ownership, source.id(), options)?;
+        let recorded: RecordedDependencies = ownership
+            .owned
+            .iter()
+            .map(|(id, record)| (id.clone(), record.depends_on.clone()))
+            .collect();
+        plan::order_deletes(&mut plan, &recorded);
+        Ok(plan)
     }
 
     async fn make_plan(

@@ -225,6 +225,7 @@ mod tests {
                 .collect(),
             skipped: Vec::new(),
             restarts: Vec::new(),
+            delete_after: Default::default(),
         }
     }
 
@@ -240,6 +241,7 @@ mod tests {
                     revision: revision.clone(),
                     updated_unix: 0,
                     pending: false,
+                    depends_on: None,
                 },
             );
             ownership.revisions.push(RevisionRecord {
@@ -334,6 +336,59 @@ mod tests {
             ]
         );
         assert!(!scoped.has_changes());
+    }
+
+    /// Each kind of change that keeps a managed object counts as "something stays", and
+    /// a create does not (it is not managed yet): the emptied-repository guard holds
+    /// back deletes only when nothing gitvisor manages would be left.
+    #[test]
+    fn the_emptied_repository_guard_counts_only_what_stays_managed() {
+        let store = ownership(&[("a", "/repo"), ("old", "/repo"), ("theirs", "/other")]);
+        let prunes = |kept: Action| {
+            let planned = plan(&[("a", kept), ("old", Action::Delete)]);
+            let scoped =
+                scope(planned, &GRAPH(), &store, "/repo", &PlanOptions::default()).unwrap();
+            scoped
+                .changes
+                .iter()
+                .any(|c| c.id == id("old") && c.action == Action::Delete)
+        };
+        for stays in [Action::NoOp, Action::Update, Action::Replace] {
+            assert!(prunes(stays), "{stays:?}: old should be pruned");
+        }
+        // Everything managed goes, new objects come: still an emptied repository.
+        assert!(!prunes(Action::Create), "create: old should be held back");
+
+        // Another source's object is left in place (not pruned): it stays, so this
+        // source's own delete goes through.
+        let planned = plan(&[("old", Action::Delete), ("theirs", Action::Delete)]);
+        let scoped = scope(planned, &GRAPH(), &store, "/repo", &PlanOptions::default()).unwrap();
+        assert_eq!(actions(&scoped), [("old".into(), Action::Delete)]);
+        assert_eq!(
+            skips(&scoped),
+            [(
+                "theirs".into(),
+                SkipReason::OtherSource {
+                    declared_by: "/other".into()
+                }
+            )]
+        );
+
+        // With only creates beside them, every delete is held back, and says how many.
+        let planned = plan(&[
+            ("new", Action::Create),
+            ("a", Action::Delete),
+            ("old", Action::Delete),
+        ]);
+        let scoped = scope(planned, &GRAPH(), &store, "/repo", &PlanOptions::default()).unwrap();
+        assert_eq!(actions(&scoped), [("new".into(), Action::Create)]);
+        assert_eq!(
+            skips(&scoped),
+            [
+                ("a".into(), SkipReason::DeletesEverything { count: 2 }),
+                ("old".into(), SkipReason::DeletesEverything { count: 2 })
+            ]
+        );
     }
 
     #[test]
@@ -442,6 +497,56 @@ mod tests {
                 ),
                 (
                     "top".into(),
+                    SkipReason::Deferred {
+                        why: "waiting for Bridge/base, which is held back".into()
+                    }
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dependent_of_a_held_resource_that_needs_no_change_is_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("m.yaml"),
+            "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: base}\nspec: {}\n---\n\
+             apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: same, dependsOn: [Bridge/base]}\nspec: {}\n---\n\
+             apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: next, dependsOn: [Bridge/base]}\nspec: {}\n",
+        )
+        .unwrap();
+        let revision = crate::load::load_revision(dir.path(), "h").unwrap();
+        let planned = plan(&[
+            ("base", Action::Update),
+            ("same", Action::NoOp),
+            ("next", Action::Update),
+        ]);
+        let options = PlanOptions {
+            held: [(id("base"), "retrying in 4s".to_owned())].into(),
+            ..PlanOptions::default()
+        };
+        let scoped = scope(
+            planned,
+            &revision.graph,
+            &Ownership::default(),
+            "/r",
+            &options,
+        )
+        .unwrap();
+        // `same` needs nothing: it is reported unchanged, not deferred (a deferred result
+        // would read as not converged and hold the controller's retries on it).
+        assert_eq!(actions(&scoped), [("same".into(), Action::NoOp)]);
+        assert_eq!(
+            skips(&scoped),
+            [
+                (
+                    "base".into(),
+                    SkipReason::Deferred {
+                        why: "retrying in 4s".into()
+                    }
+                ),
+                (
+                    "next".into(),
                     SkipReason::Deferred {
                         why: "waiting for Bridge/base, which is held back".into()
                     }

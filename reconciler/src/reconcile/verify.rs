@@ -118,6 +118,7 @@ mod tests {
             changes,
             skipped: Vec::new(),
             restarts: Vec::new(),
+            delete_after: Default::default(),
         }
     }
 

@@ -117,7 +117,7 @@ pub use error::StoreError;
 pub use private::{DIR_MODE, FILE_MODE};
 pub use read_only::ReadOnlyStore;
 pub use records::{
-    ApplyRecord, Event, EventLevel, Outcome, OwnedRecord, ResourceState, ResourceStatus,
+    ApplyRecord, Event, EventLevel, Intent, Outcome, OwnedRecord, ResourceState, ResourceStatus,
     RevisionRecord, now_unix,
 };
 pub use store::{STATE_FILE, Store};

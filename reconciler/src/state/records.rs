@@ -27,6 +27,33 @@ pub struct OwnedRecord {
     /// confirmed one, if any) may not describe it.
     #[serde(default)]
     pub pending: bool,
+    /// What the object depended on in the graph of the revision that last applied it (or
+    /// is about to create it): deletes run in reverse of these edges, a dependent before
+    /// what it depends on, since a pruned object has no node in the new graph. `None` in
+    /// records written before gitvisor recorded dependencies (older stores stay readable;
+    /// the next apply that confirms the object fills it in), and older gitvisors ignore
+    /// it, so the store's schema version is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<ResourceId>>,
+}
+
+/// An object about to be created, with what it depends on (see
+/// [`super::Store::record_intents`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub id: ResourceId,
+    /// Its dependencies in the revision's graph; `None`: not known.
+    pub depends_on: Option<Vec<ResourceId>>,
+}
+
+impl From<ResourceId> for Intent {
+    /// An intent whose dependencies are not known.
+    fn from(id: ResourceId) -> Self {
+        Intent {
+            id,
+            depends_on: None,
+        }
+    }
 }
 
 /// The result of acting on one resource, recorded by [`super::Store::record_outcomes`].
@@ -37,6 +64,8 @@ pub enum Outcome {
         id: ResourceId,
         spec_hash: String,
         revision: String,
+        /// Its dependencies in the graph of `revision`.
+        depends_on: Vec<ResourceId>,
     },
     /// The object is no longer ours (deleted, or a `Retain` volume pruned from management):
     /// remove its owned record.

@@ -14,7 +14,7 @@ use super::contain::contain;
 use super::error::StoreError;
 use super::private;
 use super::records::{
-    ApplyRecord, Event, Outcome, OwnedRecord, ResourceStatus, RevisionRecord, now_unix,
+    ApplyRecord, Event, Intent, Outcome, OwnedRecord, ResourceStatus, RevisionRecord, now_unix,
 };
 use super::tables::{self, Ctx, EVENTS, OWNED, REVISIONS, STATUSES};
 use crate::model::ResourceId;
@@ -99,14 +99,22 @@ impl Store {
     ///
     /// A new record is `pending` with an empty `spec_hash`. An existing record (re-creating
     /// an object already owned) becomes `pending` with the intent's revision and keeps its
-    /// last confirmed `spec_hash`.
-    pub fn record_intents(&self, ids: &[ResourceId], revision: &str) -> Result<(), StoreError> {
-        if ids.is_empty() {
+    /// last confirmed `spec_hash`. Each records what the object depends on (for an
+    /// existing record, together with what it depended on before); plain ids record
+    /// none known.
+    pub fn record_intents<I: Clone + Into<Intent>>(
+        &self,
+        intents: &[I],
+        revision: &str,
+    ) -> Result<(), StoreError> {
+        if intents.is_empty() {
             return Ok(());
         }
+        let intents: Vec<Intent> = intents.iter().cloned().map(Into::into).collect();
+        let intents = intents.as_slice();
         let now = now_unix();
         self.write("record intents", |txn, ctx| {
-            tables::write_intents(txn, ctx, ids, revision, now)
+            tables::write_intents(txn, ctx, intents, revision, now)
         })
     }
 

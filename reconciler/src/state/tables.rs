@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::StoreError;
-use super::records::{Event, Outcome, OwnedRecord, ResourceStatus, RevisionRecord};
+use super::records::{Event, Intent, Outcome, OwnedRecord, ResourceStatus, RevisionRecord};
 use crate::model::ResourceId;
 
 /// How many applied revisions the store keeps.
@@ -146,13 +146,13 @@ pub(super) fn check_schema(db: &impl ReadableDatabase, path: &Path) -> Result<()
 pub(super) fn write_intents(
     txn: &WriteTransaction,
     ctx: &Ctx<'_>,
-    ids: &[ResourceId],
+    intents: &[Intent],
     revision: &str,
     now: u64,
 ) -> Result<(), StoreError> {
     let mut table = txn.open_table(keyed(OWNED)).map_err(|e| ctx.db(e))?;
-    for id in ids {
-        let key = id.to_string();
+    for intent in intents {
+        let key = intent.id.to_string();
         let existing: Option<OwnedRecord> = match table.get(key.as_str()).map_err(|e| ctx.db(e))? {
             Some(guard) => Some(ctx.decode(OWNED, &key, guard.value())?),
             None => None,
@@ -162,6 +162,10 @@ pub(super) fn write_intents(
                 revision: revision.to_owned(),
                 updated_unix: now,
                 pending: true,
+                // The object on the host may still be the previous one or already the
+                // new one: keep the edges of both, so a delete waits for either's
+                // dependents.
+                depends_on: merged(previous.depends_on.clone(), intent.depends_on.clone()),
                 ..previous
             },
             None => OwnedRecord {
@@ -169,11 +173,28 @@ pub(super) fn write_intents(
                 revision: revision.to_owned(),
                 updated_unix: now,
                 pending: true,
+                depends_on: intent.depends_on.clone(),
             },
         };
         put_keyed(&mut table, ctx, &key, &record)?;
     }
     Ok(())
+}
+
+/// The union of two recorded dependency lists; unknown only when both are.
+fn merged(
+    previous: Option<Vec<ResourceId>>,
+    next: Option<Vec<ResourceId>>,
+) -> Option<Vec<ResourceId>> {
+    match (previous, next) {
+        (Some(mut all), Some(next)) => {
+            all.extend(next);
+            all.sort();
+            all.dedup();
+            Some(all)
+        }
+        (known, None) | (None, known) => known,
+    }
 }
 
 /// Encodes `record` and stores it under `key` in a `Kind/name`-keyed table.
@@ -205,6 +226,7 @@ pub(super) fn write_outcomes(
             Outcome::Applied {
                 spec_hash,
                 revision,
+                depends_on,
                 ..
             } => {
                 let record = OwnedRecord {
@@ -212,6 +234,7 @@ pub(super) fn write_outcomes(
                     revision: revision.clone(),
                     updated_unix: now,
                     pending: false,
+                    depends_on: Some(depends_on.clone()),
                 };
                 put_keyed(&mut table, ctx, &key, &record)?;
             }

@@ -76,6 +76,7 @@ fn owned_records_round_trip_and_intents_are_pending_until_applied() {
             id: disk.clone(),
             spec_hash: "sha256:disk".into(),
             revision: "abc123".into(),
+            depends_on: Vec::new(),
         }])
         .expect("outcomes");
     let owned = store.owned().expect("owned");
@@ -107,11 +108,13 @@ fn forgotten_removes_the_owned_record() {
                 id: br.clone(),
                 spec_hash: "h1".into(),
                 revision: "r1".into(),
+                depends_on: Vec::new(),
             },
             Outcome::Applied {
                 id: vol.clone(),
                 spec_hash: "h2".into(),
                 revision: "r1".into(),
+                depends_on: Vec::new(),
             },
         ])
         .expect("applied");
@@ -139,6 +142,7 @@ fn a_batch_is_applied_in_order_within_one_transaction() {
                 id: c.clone(),
                 spec_hash: "h".into(),
                 revision: "r".into(),
+                depends_on: Vec::new(),
             },
             Outcome::Forgotten { id: c.clone() },
         ])
@@ -266,6 +270,7 @@ fn reopen_preserves_data() {
                 id: br.clone(),
                 spec_hash: "h".into(),
                 revision: "r1".into(),
+                depends_on: Vec::new(),
             }])
             .expect("outcomes");
         store
@@ -418,6 +423,7 @@ fn read_only_view_reads_beside_a_writer_and_each_view_is_one_instant() {
             id: br.clone(),
             spec_hash: "h".into(),
             revision: "r1".into(),
+            depends_on: Vec::new(),
         }])
         .expect("outcomes");
     store.record_revision(&revision(1)).expect("revision");
@@ -536,6 +542,7 @@ fn records_serialise_as_camel_case_json() {
         revision: "r".into(),
         updated_unix: 5,
         pending: true,
+        depends_on: None,
     };
     assert_eq!(
         serde_json::to_value(&owned).expect("json"),
@@ -591,7 +598,9 @@ fn records_serialise_as_camel_case_json() {
 fn empty_batches_are_no_ops() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
-    store.record_intents(&[], "r").expect("intents");
+    store
+        .record_intents::<ResourceId>(&[], "r")
+        .expect("intents");
     store.record_outcomes(&[]).expect("outcomes");
     store.set_statuses(&[]).expect("statuses");
     store.remove_statuses(&[]).expect("remove");
@@ -626,4 +635,61 @@ async fn async_callers_run_store_work_on_a_blocking_thread() {
         .expect("read");
     assert_eq!(last, Some(revision(1)));
     assert_ne!(worker, runtime_thread);
+}
+
+#[test]
+fn owned_records_keep_their_dependencies_and_older_records_read_as_unknown() {
+    let older: OwnedRecord = serde_json::from_value(serde_json::json!({
+        "specHash": "h", "revision": "r", "updatedUnix": 5, "pending": false
+    }))
+    .expect("a record written before dependencies were recorded");
+    assert_eq!(older.depends_on, None);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (web, vm, data) = (
+        id("Container/web"),
+        id("VirtualMachine/vm1"),
+        id("Volume/data"),
+    );
+    let depends_on = |store: &Store| store.owned().expect("owned")[&web].depends_on.clone();
+    store
+        .record_intents(
+            &[Intent {
+                id: web.clone(),
+                depends_on: Some(vec![vm.clone()]),
+            }],
+            "r1",
+        )
+        .expect("intent");
+    assert_eq!(depends_on(&store), Some(vec![vm.clone()]));
+    // Re-created under r2: until confirmed, the object may be either, so both edges.
+    store
+        .record_intents(
+            &[Intent {
+                id: web.clone(),
+                depends_on: Some(vec![data.clone()]),
+            }],
+            "r2",
+        )
+        .expect("intent");
+    assert_eq!(depends_on(&store), Some(vec![data.clone(), vm.clone()]));
+    // A plain id keeps what is known.
+    store
+        .record_intents(std::slice::from_ref(&web), "r3")
+        .expect("intent");
+    assert_eq!(depends_on(&store), Some(vec![data.clone(), vm]));
+    store
+        .record_outcomes(&[Outcome::Applied {
+            id: web.clone(),
+            spec_hash: "h2".into(),
+            revision: "r3".into(),
+            depends_on: vec![data.clone()],
+        }])
+        .expect("outcome");
+    assert_eq!(depends_on(&store), Some(vec![data]));
+    assert_eq!(
+        serde_json::to_value(&store.owned().expect("owned")[&web]).expect("json")["dependsOn"],
+        serde_json::json!(["Volume/data"])
+    );
 }

@@ -77,6 +77,7 @@ fn template() -> (Vec<u8>, Contents, Contents) {
                         id: id.clone(),
                         spec_hash: format!("sha256:{id}:{round}"),
                         revision: revision.clone(),
+                        depends_on: Vec::new(),
                     })
                     .collect(),
                 statuses: ids

@@ -69,6 +69,7 @@ fn apply_record(revision: &str, applied: &[ResourceId], forgotten: &[ResourceId]
                 id: id.clone(),
                 spec_hash: format!("hash-{id}-{revision}"),
                 revision: revision.to_owned(),
+                depends_on: Vec::new(),
             })
             .chain(
                 forgotten

@@ -36,7 +36,12 @@ fn umask_child() {
     // A damaged file next to the store: the writable open moves it aside.
     let store = Store::open(state_dir).expect("open under umask 000");
     store
-        .record_intents(&["Bridge/br0".parse().expect("id")], "r1")
+        .record_intents(
+            &["Bridge/br0"
+                .parse::<crate::model::ResourceId>()
+                .expect("id")],
+            "r1",
+        )
         .expect("write");
     drop(store);
     let view = ReadOnlyStore::open(state_dir).expect("read-only open");
