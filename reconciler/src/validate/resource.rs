@@ -165,7 +165,7 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
                     error(
                         "spec.env",
-                        format!("invalid environment variable name {key:?}"),
+                        format!("invalid environment variable name {}", quoted(key)),
                     );
                 }
             }
@@ -299,7 +299,8 @@ fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             diagnostics.push(item.key_diagnostic(
                 &field,
                 format!(
-                    "unknown annotation {key:?}: the {ANNOTATION_PREFIX} prefix is gitvisor's own, and it knows {}",
+                    "unknown annotation {}: the {ANNOTATION_PREFIX} prefix is gitvisor's own, and it knows {}",
+                    quoted(key),
                     KNOWN_ANNOTATIONS.join(", ")
                 ),
             ));
@@ -370,7 +371,8 @@ fn check_lvm_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid LVM name {name:?}: use letters, digits and + _ . -, not starting with -"
+            "invalid LVM name {}: use letters, digits and + _ . -, not starting with -",
+            quoted(name)
         ))
     }
 }
