@@ -202,3 +202,61 @@ fn doctor_says_whether_builtin_can_run() {
         "{line}"
     );
 }
+
+/// RAM plus swap of this host, from `/proc/meminfo`, in bytes.
+fn host_ram_and_swap() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/meminfo"))
+            * 1024
+    };
+    field("MemTotal") + field("SwapTotal")
+}
+
+#[test]
+fn a_guest_larger_than_the_host_is_refused_at_plan_and_apply_unless_overcommitted() {
+    let Some(env) = TestEnv::new("vm-huge") else {
+        return;
+    };
+    assert!(
+        host_ram_and_swap() < 1 << 40,
+        "this host can back a 1 TiB guest; the refusal cannot be shown here"
+    );
+    let manifests = Manifests::new();
+    let huge = |annotations: &str| {
+        vm_manifest(
+            "huge",
+            "hypervisor: builtin\nmemory: 1TiB\nboot:\n  kernel: /nonexistent/vmlinux\n",
+        )
+        .replace("  name: huge\n", &format!("  name: huge\n{annotations}"))
+    };
+    manifests.write("vm.yaml", &huge(""));
+    let expected = "memory: 1TiB is more than this host can back";
+    let plan = env.plan_detailed(manifests.path());
+    assert!(
+        plan.stdout
+            .contains(&format!("apply will fail: {expected}")),
+        "{plan}"
+    );
+    let apply = env.apply(manifests.path());
+    assert_eq!(apply.code, Some(1), "{apply}");
+    assert!(
+        format!("{}{}", apply.stdout, apply.stderr).contains(expected),
+        "{apply}"
+    );
+    assert!(
+        !env.run_dir().join("vm/huge").exists(),
+        "nothing is created for a guest the host cannot back"
+    );
+
+    // Annotated, the plan no longer says so (what else stands in the way is the host's).
+    manifests.write(
+        "vm.yaml",
+        &huge("  annotations: {gitvisor.dev/overcommit: \"true\"}\n"),
+    );
+    let plan = env.plan_detailed(manifests.path());
+    assert!(!plan.stdout.contains(expected), "{plan}");
+}

@@ -324,3 +324,33 @@ fn several_paths_form_one_revision() {
     let revision = gitvisor::load::load_paths(&[first.path(), second.path()], "host1").unwrap();
     assert_eq!(revision.resources.len(), 2);
 }
+
+#[test]
+fn a_document_with_many_labels_loads_and_is_not_called_an_alias_bomb() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels: String = (0..100_000).map(|i| format!("    l{i}: v\n")).collect();
+    write(
+        dir.path(),
+        "a.yaml",
+        &GOOD.replace(
+            "  name: br0\n",
+            &format!("  name: br0\n  labels:\n{labels}"),
+        ),
+    );
+    match load_revision(dir.path(), "host1") {
+        Ok(revision) => assert_eq!(revision.resources[0].metadata.labels.len(), 100_000),
+        Err(errors) => panic!("{}", errors.diagnostics[0]),
+    }
+}
+
+#[test]
+fn a_10_mb_name_is_not_echoed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "a".repeat(10_000_000);
+    write(dir.path(), "a.yaml", &GOOD.replace("br0", &name));
+    let errs = errors(dir.path());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let message = errs[0].to_string();
+    assert!(message.len() < 400, "{} bytes echoed", message.len());
+    assert!(message.contains("… (10000000 bytes)"), "{message}");
+}

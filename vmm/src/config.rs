@@ -39,6 +39,10 @@ pub struct Config {
     #[arg(long = "memory", value_name = "MIB", default_value_t = 128,
           value_parser = clap::value_parser!(u64).range(MIN_MEMORY_MIB..=MAX_MEMORY_MIB))]
     pub memory_mib: u64,
+    /// Start even when --memory is more than the host's RAM and swap together (the host
+    /// overcommits on purpose: guest pages are backed only when touched).
+    #[arg(long)]
+    pub overcommit: bool,
     /// A virtio-mmio disk: a raw image file or a block device. Repeatable; the guest sees
     /// them as /dev/vda, /dev/vdb, … in this order.
     #[arg(long = "disk", value_name = "path=PATH[,readonly=on][,id=SERIAL]", value_parser = parse_disk)]

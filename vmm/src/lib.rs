@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod devices;
 pub mod event_loop;
 pub mod exit;
+pub mod host_memory;
 pub mod layout;
 pub mod memory;
 pub mod vcpu;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use gitvisor_vmm::config::Config;
 use gitvisor_vmm::daemon::{self, PidFile, Readiness, Role};
+use gitvisor_vmm::host_memory::HostMemory;
 use gitvisor_vmm::vm::Vm;
 
 /// Appends a line to the `--log-file`, if any (and to stderr in the foreground).
@@ -73,6 +74,21 @@ fn main() -> ExitCode {
     if let Err(message) = config.validate() {
         log.line(&format!("error: {message}"));
         return ExitCode::from(2);
+    }
+    // Before KVM is opened or anything is mapped: a guest the host cannot back is refused
+    // as a usage error, in the foreground, so the caller reads why.
+    if !config.overcommit {
+        match HostMemory::read() {
+            Ok(host) => {
+                if let Some(message) = host.refuses(config.memory_bytes()) {
+                    log.line(&format!("error: {message}"));
+                    return ExitCode::from(2);
+                }
+            }
+            Err(message) => log.line(&format!(
+                "warning: {message}; the guest memory is not checked against the host's"
+            )),
+        }
     }
     let mut readiness = if config.daemonize {
         match daemon::daemonize() {

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 pub use crate::manifest::{
-    Declaration, Diagnostic, LoadedResource, MAX_DEPTH, MAX_EXPANDED_NODES, RevisionErrors,
-    SourceDocument, render_key, sanitize,
+    Declaration, Diagnostic, LoadedResource, MAX_DEPTH, MAX_DOCUMENT_NODES, MAX_EXPANDED_NODES,
+    RevisionErrors, SourceDocument, render_key, sanitize,
 };
 pub use files::{MAX_FILE_BYTES, MAX_REVISION_BYTES};
 pub use parse::MAX_ERRORS_PER_DOCUMENT;

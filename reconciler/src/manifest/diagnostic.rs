@@ -3,12 +3,18 @@
 //! Messages quote what the manifest says (keys, values, file names), and a manifest may
 //! say anything: rendering escapes every control character (and the bidirectional
 //! overrides that reorder what a terminal shows) as `\u{1b}`, so no diagnostic can move
-//! the cursor, recolour or rewrite a terminal or a CI log.
+//! the cursor, recolour or rewrite a terminal or a CI log. Values are quoted cut to a few
+//! dozen characters where messages are made (`model::quoted`); as a last guard, a field
+//! path or message longer than [`MAX_RENDERED`] bytes (a 10 MB key in a field path, say)
+//! is cut when rendered, in text and in JSON.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::Serialize;
+
+/// The longest field path or message rendered whole.
+pub const MAX_RENDERED: usize = 1024;
 
 /// One error in a revision: file, line, column, the field path (when known) and what is
 /// wrong. Rendered as `file:line:col: field: message`, the shape editors and CI logs link.
@@ -17,9 +23,40 @@ pub struct Diagnostic {
     pub file: PathBuf,
     pub line: usize,
     pub column: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_capped_field"
+    )]
     pub field: Option<String>,
+    #[serde(serialize_with = "serialize_capped")]
     pub message: String,
+}
+
+/// `text`, or its first half-limit of characters and its length when it is longer than
+/// [`MAX_RENDERED`].
+fn capped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_RENDERED {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let cut = text
+        .char_indices()
+        .nth(MAX_RENDERED / 2)
+        .map_or(text.len(), |(at, _)| at);
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..cut], text.len()))
+}
+
+fn serialize_capped<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&capped(text))
+}
+
+fn serialize_capped_field<S: serde::Serializer>(
+    field: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match field {
+        Some(field) => serializer.serialize_some(&*capped(field)),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// `text` with every control character and bidirectional formatting character written
@@ -48,9 +85,9 @@ impl fmt::Display for Diagnostic {
         let file = self.file.display().to_string();
         write!(f, "{}:{}:{}: ", sanitize(&file), self.line, self.column)?;
         if let Some(field) = &self.field {
-            write!(f, "{}: ", sanitize(field))?;
+            write!(f, "{}: ", sanitize(&capped(field)))?;
         }
-        f.write_str(&sanitize(&self.message))
+        f.write_str(&sanitize(&capped(&self.message)))
     }
 }
 
@@ -78,6 +115,23 @@ impl fmt::Display for RevisionErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_field_or_message_is_cut_in_text_and_json() {
+        let key = "k".repeat(5_000_000);
+        let diagnostic = Diagnostic {
+            file: PathBuf::from("a.yaml"),
+            line: 1,
+            column: 1,
+            field: Some(format!("metadata.labels.{key}")),
+            message: format!("unknown field `{key}`"),
+        };
+        let text = diagnostic.to_string();
+        assert!(text.len() < 2 * MAX_RENDERED, "{} bytes", text.len());
+        assert!(text.contains("… (5000016 bytes)"), "{}", &text[..200]);
+        let json = serde_json::to_string(&diagnostic).unwrap();
+        assert!(json.len() < 3 * MAX_RENDERED, "{} bytes", json.len());
+    }
 
     #[test]
     fn control_characters_are_escaped_everywhere() {

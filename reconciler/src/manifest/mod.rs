@@ -19,4 +19,4 @@ pub(crate) mod tree;
 pub use diagnostic::{Diagnostic, RevisionErrors, sanitize};
 pub use document::{Declaration, LoadedResource, SourceDocument};
 pub use source_map::render_key;
-pub use tree::{MAX_DEPTH, MAX_EXPANDED_NODES};
+pub use tree::{MAX_DEPTH, MAX_DOCUMENT_NODES, MAX_EXPANDED_NODES};

@@ -7,6 +7,9 @@
 //! - aliases are kept as links, and the number of nodes they would expand to is counted
 //!   as they appear: past [`MAX_EXPANDED_NODES`] (an alias bomb) the parse stops at the
 //!   alias that crossed the limit;
+//! - the nodes written in the document are counted apart from what aliases bring: past
+//!   [`MAX_DOCUMENT_NODES`] the parse stops with its own message (a document with 300 000
+//!   labels is large, not an alias bomb);
 //! - a duplicate key is reported at the duplicate, and only the first entry is kept;
 //! - tags (`!!int "1500"`) are not supported: reported, and the node is dropped so its
 //!   value does not cause a second, confusing error;
@@ -24,8 +27,12 @@ use super::source_map::render_key;
 
 /// Deepest nesting of mappings and sequences a manifest may use (a real one needs < 10).
 pub const MAX_DEPTH: usize = 64;
-/// Most nodes a document may expand to once every alias is followed.
+/// Most nodes the aliases of a document may bring in, once every alias is followed.
 pub const MAX_EXPANDED_NODES: usize = 100_000;
+/// Most nodes (keys, values, sequences and mappings) written in one document: room for
+/// several hundred thousand labels, while a 16 MiB file of `[x,x,x,…]` stops at a tree
+/// of about 100 MB.
+pub const MAX_DOCUMENT_NODES: usize = 1_000_000;
 
 /// 1-based line and column (in characters) in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -148,6 +155,9 @@ struct Builder {
     anchors: HashMap<usize, NodeId>,
     /// Levels of collections in each complete node (0 for a scalar), following aliases.
     heights: Vec<usize>,
+    /// Nodes written in the document.
+    written: usize,
+    /// Nodes the aliases bring in.
     expanded: usize,
     /// Per node: how many nodes it expands to, following aliases.
     sizes: Vec<usize>,
@@ -307,13 +317,28 @@ impl Builder {
         Ok(())
     }
 
-    fn count(&mut self, at: Position, nodes: usize) -> Result<(), TreeError> {
+    /// Counts one node written in the document.
+    fn count(&mut self, at: Position) -> Result<(), TreeError> {
+        self.written += 1;
+        if self.written > MAX_DOCUMENT_NODES {
+            return Err(self.error(
+                at,
+                format!(
+                    "this document has more than {MAX_DOCUMENT_NODES} keys, values and collections: split it into several documents"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts the `nodes` an alias brings in.
+    fn count_alias(&mut self, at: Position, nodes: usize) -> Result<(), TreeError> {
         self.expanded = self.expanded.saturating_add(nodes);
         if self.expanded > MAX_EXPANDED_NODES {
             return Err(self.error(
                 at,
                 format!(
-                    "this document expands to more than {MAX_EXPANDED_NODES} nodes through aliases (an alias bomb?)"
+                    "the aliases of this document expand to more than {MAX_EXPANDED_NODES} nodes (an alias bomb?)"
                 ),
             ));
         }
@@ -325,7 +350,7 @@ impl Builder {
         let sequence = matches!(event, Event::SequenceStart(..));
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                self.count(at, 1)?;
+                self.count(at)?;
                 self.check_depth(at, 0)?;
                 let plain = matches!(style, TScalarStyle::Plain);
                 let id = self.add(at, NodeKind::Scalar { text, plain }, 0, 1);
@@ -344,14 +369,15 @@ impl Builder {
                 if self.expecting_key() {
                     return Err(self.error(at, "an alias cannot be a mapping key".into()));
                 }
-                self.count(at, self.sizes[target])?;
+                self.count(at)?;
+                self.count_alias(at, self.sizes[target])?;
                 self.check_depth(at, self.heights[target])?;
                 let (height, size) = (self.heights[target], self.sizes[target]);
                 let id = self.add(at, NodeKind::Alias(target), height, size);
                 self.place(id, None)?;
             }
             Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) => {
-                self.count(at, 1)?;
+                self.count(at)?;
                 self.check_depth(at, 0)?;
                 self.too_deep = self.open.len() + 1 > MAX_DEPTH;
                 if self.expecting_key() {
@@ -445,6 +471,7 @@ pub fn parse(text: &str, first_line: usize) -> Parsed {
         open: Vec::new(),
         anchors: HashMap::new(),
         heights: Vec::new(),
+        written: 0,
         expanded: 0,
         sizes: Vec::new(),
         line_offset: first_line - 1,
@@ -614,6 +641,25 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("5:36: e[7]:"), "{errs:?}");
         assert!(errs[0].contains("alias bomb"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_large_document_is_not_an_alias_bomb_and_has_its_own_limit() {
+        let labels: String = (0..300_000).map(|i| format!("  l{i}: v\n")).collect();
+        let parsed = parse(&format!("labels:\n{labels}"), 1);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors.first());
+        let labels = parsed.tree.unwrap();
+        let map = labels.get(labels.root(), "labels").unwrap().value;
+        assert!(labels.get(map, "l299999").is_some());
+
+        let items = vec!["x"; MAX_DOCUMENT_NODES].join(",");
+        let errs = errors(&format!("a: [{items}]\n"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("more than 1000000 keys, values and collections: split it"),
+            "{errs:?}"
+        );
+        assert!(!errs[0].contains("alias"), "{errs:?}");
     }
 
     #[test]

@@ -119,6 +119,12 @@ pub struct ContainerNetwork {
     pub vlans: Vec<super::Vlan>,
 }
 
+/// The largest CPU quota a container may declare, in cores (the kernel's CFS quota is
+/// counted in microseconds per period; 1e300 cores is a typo, not a limit).
+pub const MAX_CONTAINER_CPUS: f64 = 1024.0;
+/// The largest memory limit a container may declare: 16 TiB, as for a guest.
+pub const MAX_CONTAINER_MEMORY: u64 = 16 << 40;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Resources {

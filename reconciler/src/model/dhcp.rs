@@ -56,9 +56,10 @@ impl FromStr for Ipv4Range {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let shown = super::quoted(text);
         let invalid = || {
             format!(
-                "invalid address range {text:?}: expected FIRST-LAST, e.g. 10.0.0.100-10.0.0.199"
+                "invalid address range {shown}: expected FIRST-LAST, e.g. 10.0.0.100-10.0.0.199"
             )
         };
         let (first, last) = text.split_once('-').ok_or_else(invalid)?;
@@ -66,7 +67,7 @@ impl FromStr for Ipv4Range {
             let part = part.trim();
             if part.split('.').any(|o| o.len() > 1 && o.starts_with('0')) {
                 return Err(format!(
-                    "invalid address range {text:?}: an octet has a leading zero, which some tools read as octal"
+                    "invalid address range {shown}: an octet has a leading zero, which some tools read as octal"
                 ));
             }
             part.parse().map_err(|_| invalid())
@@ -77,7 +78,7 @@ impl FromStr for Ipv4Range {
         };
         if range.first > range.last {
             return Err(format!(
-                "invalid address range {text:?}: the first address comes after the last"
+                "invalid address range {shown}: the first address comes after the last"
             ));
         }
         Ok(range)

@@ -12,6 +12,9 @@ use super::Name;
 pub const API_VERSION: &str = "gitvisor.dev/v1alpha1";
 /// Annotation that lets gitvisor take over an existing object it did not create.
 pub const ADOPT_ANNOTATION: &str = "gitvisor.dev/adopt";
+/// Annotation on a VirtualMachine that lets it declare more memory than the host has RAM
+/// and swap for (the host overcommits: pages are backed only when the guest touches them).
+pub const OVERCOMMIT_ANNOTATION: &str = "gitvisor.dev/overcommit";
 
 /// The kinds of resource gitvisor manages, in the order they are usually depended upon.
 #[derive(
@@ -52,11 +55,12 @@ impl FromStr for Kind {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let shown = super::quoted(text);
         Kind::ALL
             .into_iter()
             .find(|k| k.as_str() == text)
             .ok_or_else(|| {
-                format!("unknown kind {text:?}: expected one of Bridge, Volume, Container, VirtualMachine")
+                format!("unknown kind {shown}: expected one of Bridge, Volume, Container, VirtualMachine")
             })
     }
 }
@@ -85,8 +89,9 @@ impl FromStr for ResourceId {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let shown = super::quoted(text);
         let (kind, name) = text.split_once('/').ok_or_else(|| {
-            format!("invalid reference {text:?}: expected Kind/name, e.g. Volume/vm1-root")
+            format!("invalid reference {shown}: expected Kind/name, e.g. Volume/vm1-root")
         })?;
         Ok(ResourceId::new(kind.parse()?, Name::parse(name)?))
     }
@@ -175,7 +180,8 @@ impl<'de> Deserialize<'de> for ApiVersionTag {
             Ok(ApiVersionTag)
         } else {
             Err(serde::de::Error::custom(format!(
-                "unsupported apiVersion {text:?}: expected {API_VERSION:?}"
+                "unsupported apiVersion {}: expected {API_VERSION:?}",
+                super::quoted(&text)
             )))
         }
     }

@@ -9,11 +9,14 @@
 mod bridge;
 mod container;
 mod dhcp;
+mod digest;
+pub mod image_reference;
 mod metadata;
 mod name;
 mod net;
 mod publish;
 mod quantity;
+mod quoted;
 mod resource;
 mod vlan;
 mod vm;
@@ -22,20 +25,25 @@ mod workload;
 
 pub use bridge::BridgeSpec;
 pub use container::{
-    ContainerNetwork, ContainerSpec, HealthCheck, Mount, Resources, RestartPolicy,
+    ContainerNetwork, ContainerSpec, HealthCheck, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY, Mount,
+    Resources, RestartPolicy,
 };
 pub use dhcp::{Dhcp, Ipv4Range, StaticLease};
-pub use metadata::{ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Kind, Metadata, ResourceId};
+pub use digest::Sha256Digest;
+pub use metadata::{
+    ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Kind, Metadata, OVERCOMMIT_ANNOTATION, ResourceId,
+};
 pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name, RESERVED_IFNAMES};
 pub use net::{Cidr, MacAddress, unicast_problem};
 pub use publish::{BridgePublish, PortPublish, Protocol};
 pub use quantity::{ByteSize, Duration};
+pub use quoted::{QUOTED_MAX, Quoted, quoted};
 pub use resource::{Document, Origin, Reference, Resource, Spec};
 pub use vlan::{BridgePort, VLAN_ID_MAX, VLAN_ID_MIN, Vlan, VlanInterface};
 pub use vm::{
-    Accel, BUILTIN_BASE_CMDLINE, BUILTIN_MAX_CMDLINE, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES, Boot,
-    CloudInit, Console, Disk, DiskFormat, Firmware, Graphics, Hypervisor, MAX_VM_DEVICES, Nic,
-    VirtualMachineSpec, VmState,
+    Accel, BUILTIN_BASE_CMDLINE, BUILTIN_MAX_CMDLINE, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES,
+    BUILTIN_MAX_MEMORY, Boot, CloudInit, Console, Disk, DiskFormat, Firmware, Graphics, Hypervisor,
+    MAX_VM_DEVICES, MAX_VM_MEMORY, Nic, VirtualMachineSpec, VmState,
 };
-pub use volume::{Filesystem, ReclaimPolicy, VolumeSource, VolumeSpec};
+pub use volume::{Filesystem, MAX_VOLUME_SIZE, ReclaimPolicy, VolumeSource, VolumeSpec};
 pub use workload::RunState;

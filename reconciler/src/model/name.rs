@@ -25,6 +25,7 @@ pub struct Name(String);
 
 impl Name {
     pub fn parse(text: &str) -> Result<Self, String> {
+        let shown = super::quoted(text);
         let bytes = text.as_bytes();
         let edge_ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
         let valid = !bytes.is_empty()
@@ -36,7 +37,7 @@ impl Name {
             Ok(Name(text.to_owned()))
         } else {
             Err(format!(
-                "invalid name {text:?}: must be 1-{NAME_MAX} characters of a-z, 0-9, '-' and '.', starting and ending with a letter or digit"
+                "invalid name {shown}: must be 1-{NAME_MAX} characters of a-z, 0-9, '-' and '.', starting and ending with a letter or digit"
             ))
         }
     }
@@ -81,9 +82,10 @@ pub struct InterfaceName(String);
 
 impl InterfaceName {
     pub fn parse(text: &str) -> Result<Self, String> {
+        let shown = super::quoted(text);
         if RESERVED_IFNAMES.contains(&text) {
             return Err(format!(
-                "invalid interface name {text:?}: the kernel reserves it (/proc/sys/net/*/conf/{text})"
+                "invalid interface name {shown}: the kernel reserves it (/proc/sys/net/*/conf/{text})"
             ));
         }
         let valid = !text.is_empty()
@@ -97,7 +99,7 @@ impl InterfaceName {
             Ok(InterfaceName(text.to_owned()))
         } else {
             Err(format!(
-                "invalid interface name {text:?}: 1-{IFNAME_MAX} printable characters without '/', ':' or spaces"
+                "invalid interface name {shown}: 1-{IFNAME_MAX} printable characters without '/', ':' or spaces"
             ))
         }
     }

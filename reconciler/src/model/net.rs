@@ -103,9 +103,10 @@ impl FromStr for Cidr {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let shown = super::quoted(text);
         if has_leading_zero(text) {
             return Err(format!(
-                "invalid CIDR {text:?}: an octet has a leading zero, which some tools read as octal; write it without (10.0.0.1/24)"
+                "invalid CIDR {shown}: an octet has a leading zero, which some tools read as octal; write it without (10.0.0.1/24)"
             ));
         }
         if text
@@ -114,11 +115,11 @@ impl FromStr for Cidr {
             .is_some_and(|p| p.len() > 1 && p.starts_with('0'))
         {
             return Err(format!(
-                "invalid CIDR {text:?}: the prefix length has a leading zero"
+                "invalid CIDR {shown}: the prefix length has a leading zero"
             ));
         }
         text.parse::<IpNet>().map(Cidr).map_err(|_| {
-            format!("invalid CIDR {text:?}: expected an address with a prefix length, like 10.0.0.1/24 or fd00::1/64")
+            format!("invalid CIDR {shown}: expected an address with a prefix length, like 10.0.0.1/24 or fd00::1/64")
         })
     }
 }
@@ -165,8 +166,9 @@ impl FromStr for MacAddress {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let shown = super::quoted(text);
         let invalid = || {
-            format!("invalid MAC address {text:?}: expected six hex octets like 52:54:00:12:34:56")
+            format!("invalid MAC address {shown}: expected six hex octets like 52:54:00:12:34:56")
         };
         let mut octets = [0u8; 6];
         let parts: Vec<&str> = text.split(':').collect();
@@ -180,7 +182,7 @@ impl FromStr for MacAddress {
             *octet = u8::from_str_radix(part, 16).map_err(|_| invalid())?;
         }
         if octets[0] & 1 == 1 {
-            return Err(format!("invalid MAC address {text:?}: multicast bit set"));
+            return Err(format!("invalid MAC address {shown}: multicast bit set"));
         }
         Ok(MacAddress(octets))
     }

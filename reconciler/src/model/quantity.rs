@@ -40,9 +40,10 @@ impl FromStr for ByteSize {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let shown = super::quoted(text);
         let invalid = || {
             format!(
-                "invalid size {text:?}: expected a number with a unit such as 512MiB, 20GiB or 1.5TiB"
+                "invalid size {shown}: expected a number with a unit such as 512MiB, 20GiB or 1.5TiB"
             )
         };
         let trimmed = text.trim();
@@ -71,9 +72,7 @@ impl FromStr for ByteSize {
                 let scale = 10u64.pow(frac.len() as u32);
                 let frac_bytes = (multiplier as u128 * frac_value as u128) / scale as u128;
                 if (multiplier as u128 * frac_value as u128) % scale as u128 != 0 {
-                    return Err(format!(
-                        "invalid size {text:?}: not a whole number of bytes"
-                    ));
+                    return Err(format!("invalid size {shown}: not a whole number of bytes"));
                 }
                 whole
                     .checked_mul(multiplier)
@@ -82,7 +81,7 @@ impl FromStr for ByteSize {
         };
         bytes
             .map(ByteSize)
-            .ok_or_else(|| format!("invalid size {text:?}: too large"))
+            .ok_or_else(|| format!("invalid size {shown}: too large"))
     }
 }
 
@@ -135,8 +134,8 @@ impl FromStr for Duration {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid =
-            || format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 5m or 1h30m");
+        let shown = super::quoted(text);
+        let invalid = || format!("invalid duration {shown}: expected e.g. 500ms, 30s, 5m or 1h30m");
         let mut rest = text.trim();
         if rest.is_empty() {
             return Err(invalid());

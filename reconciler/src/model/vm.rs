@@ -70,6 +70,12 @@ impl Hypervisor {
 
 /// The most vCPUs `hypervisor: builtin` gives a guest (gitvisor-vmm's MP table).
 pub const BUILTIN_MAX_CPUS: u32 = 32;
+/// The most guest memory `hypervisor: builtin` maps (gitvisor-vmm's `MAX_MEMORY_MIB`).
+pub const BUILTIN_MAX_MEMORY: u64 = 1 << 40;
+/// The most memory any guest may declare: 16 TiB, more than the hosts gitvisor runs on
+/// have; a larger value is a typo (`16383PiB` once passed validate). Whether this host
+/// can back a guest is checked at plan time against its RAM and swap.
+pub const MAX_VM_MEMORY: u64 = 16 << 40;
 /// The most disks, NICs and cloud-init seed together under `hypervisor: builtin` (one
 /// interrupt line of the IOAPIC each).
 pub const BUILTIN_MAX_DEVICES: usize = 19;
@@ -347,6 +353,15 @@ impl VirtualMachineSpec {
                     ),
                 );
             }
+        }
+        if self.memory.bytes() > BUILTIN_MAX_MEMORY {
+            refuse(
+                "spec.memory",
+                &format!(
+                    "maps at most {} of guest memory",
+                    super::ByteSize(BUILTIN_MAX_MEMORY)
+                ),
+            );
         }
         if self.cpus > BUILTIN_MAX_CPUS {
             refuse(

@@ -15,6 +15,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{ByteSize, ResourceId};
 
+/// The largest logical volume LVM makes (8 EiB on 64-bit hosts); a larger `size` is a
+/// typo that `lvcreate` would refuse after the rest of the revision was applied.
+pub const MAX_VOLUME_SIZE: u64 = 8 << 60;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VolumeSpec {

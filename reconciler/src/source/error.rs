@@ -48,6 +48,31 @@ pub enum SourceError {
     )]
     BadPath { url: String, path: PathBuf },
 
+    /// A symlink of the commit, at `--path` or below it, resolves outside the checkout:
+    /// loading through it would read host files as if they were the commit's. The
+    /// revision is rejected like one that does not validate.
+    #[error(
+        "commit {commit} of {url}: {link} is a symlink to {target}, outside the repository: \
+         everything loaded from a git source must be content of the commit (commit the \
+         files themselves instead of a link to them)"
+    )]
+    SymlinkOutside {
+        url: String,
+        commit: String,
+        /// The link, relative to the repository's root.
+        link: PathBuf,
+        target: PathBuf,
+    },
+
+    #[error("cannot inspect {path} in the checkout of {url} at commit {commit}")]
+    Inspect {
+        url: String,
+        commit: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The commit is unsigned, or signed by a key the verification does not allow. A
     /// revision that fails this is rejected like one that does not validate.
     #[error(
@@ -85,7 +110,9 @@ impl SourceError {
     pub fn rejects_revision(&self) -> bool {
         matches!(
             self,
-            SourceError::Signature { .. } | SourceError::BadPath { .. }
+            SourceError::Signature { .. }
+                | SourceError::BadPath { .. }
+                | SourceError::SymlinkOutside { .. }
         )
     }
 }

@@ -12,7 +12,8 @@
 //!    unsigned or badly signed commit is never checked out, and is rejected like a
 //!    revision that does not validate. Then `git checkout --force --detach COMMIT` and
 //!    `git clean -ffdxq` so the tree is exactly the commit's, and `--path` is resolved
-//!    inside it.
+//!    inside it: a symlink at it or below it that leaves the repository rejects the
+//!    commit ([`super::contained`]), so what is loaded is the commit's content.
 //!
 //! Every `git` runs with a timeout and `kill_on_drop`, never through a shell, with
 //! `GIT_TERMINAL_PROMPT=0` (a missing credential fails instead of waiting for a person)
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::contained::{self, Refusal};
 use super::{Checkout, SourceError};
 
 /// How long one `git` command may run.
@@ -187,16 +189,34 @@ impl GitSource {
         .await?;
         self.git("clean the checkout", ["clean", "-ffdxq"], &[])
             .await?;
-        let dir = match &self.subpath {
-            Some(path) => self.checkout.join(path),
-            None => self.checkout.clone(),
-        };
-        if !dir.is_dir() {
-            return Err(SourceError::BadPath {
+        let (root, subpath) = (self.checkout.clone(), self.subpath.clone());
+        let resolved =
+            tokio::task::spawn_blocking(move || contained::manifest_dir(&root, subpath.as_deref()))
+                .await
+                .map_err(|error| SourceError::Inspect {
+                    url: self.url.clone(),
+                    commit: commit.to_owned(),
+                    path: self.checkout.clone(),
+                    source: std::io::Error::other(error.to_string()),
+                })?;
+        let dir = resolved.map_err(|refusal| match refusal {
+            Refusal::Outside { link, target } => SourceError::SymlinkOutside {
+                url: self.url.clone(),
+                commit: commit.to_owned(),
+                link,
+                target,
+            },
+            Refusal::NotADirectory => SourceError::BadPath {
                 url: self.url.clone(),
                 path: self.subpath.clone().unwrap_or_default(),
-            });
-        }
+            },
+            Refusal::Io { path, source } => SourceError::Inspect {
+                url: self.url.clone(),
+                commit: commit.to_owned(),
+                path,
+                source,
+            },
+        })?;
         Ok(Checkout {
             dir,
             commit: Some(commit.to_owned()),

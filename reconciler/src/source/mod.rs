@@ -13,6 +13,7 @@
 //! them is the library's ([`crate::reconcile::load`]), so the controller rejects exactly
 //! what `gitvisor validate` rejects.
 
+mod contained;
 mod error;
 pub mod git;
 pub mod watch;

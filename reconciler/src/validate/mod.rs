@@ -32,7 +32,7 @@ pub fn applies_to_host(selector: Option<&str>, host: &str) -> Result<bool, Strin
         None => Ok(true),
         Some(pattern) => Glob::new(pattern)
             .map(|glob| glob.compile_matcher().is_match(host))
-            .map_err(|err| format!("invalid host glob {pattern:?}: {err}")),
+            .map_err(|err| format!("invalid host glob {}: {err}", crate::model::quoted(pattern))),
     }
 }
 

@@ -32,6 +32,8 @@ use crate::model::{BridgeSpec, Name, PortPublish, Protocol, Spec};
 
 /// dnsmasq's shortest lease.
 const MIN_LEASE: Duration = Duration::from_secs(120);
+/// The longest lease DHCP can carry: 32-bit seconds, of which 0xffffffff means infinite.
+const MAX_LEASE: Duration = Duration::from_secs(u32::MAX as u64 - 1);
 
 /// The per-bridge rules; `error(field, message)` reports one finding.
 pub(super) fn check_bridge(name: &str, bridge: &BridgeSpec, error: &mut dyn FnMut(&str, String)) {
@@ -110,6 +112,14 @@ pub(super) fn check_bridge(name: &str, bridge: &BridgeSpec, error: &mut dyn FnMu
                 error(
                     "spec.dhcp.leaseTime",
                     format!("{lease} is shorter than dnsmasq's shortest lease, 2m"),
+                );
+            } else if lease.0 > MAX_LEASE {
+                error(
+                    "spec.dhcp.leaseTime",
+                    format!(
+                        "{lease} is longer than DHCP can say: a lease time is 32-bit seconds, at most {}s (about 136 years); dnsmasq would wrap it to a few minutes",
+                        MAX_LEASE.as_secs()
+                    ),
                 );
             }
         }

@@ -3,11 +3,15 @@
 //! `gitvisor.dev/` annotations.
 
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{ADOPT_ANNOTATION, IFNAME_MAX, RESERVED_IFNAMES, Spec, unicast_problem};
+use crate::model::{
+    ADOPT_ANNOTATION, ByteSize, IFNAME_MAX, Kind, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY,
+    MAX_VM_MEMORY, MAX_VOLUME_SIZE, OVERCOMMIT_ANNOTATION, RESERVED_IFNAMES, Spec, quoted,
+    unicast_problem,
+};
 
 /// The annotation prefix gitvisor owns: every key under it must be one it knows.
 const ANNOTATION_PREFIX: &str = "gitvisor.dev/";
-const KNOWN_ANNOTATIONS: [&str; 1] = [ADOPT_ANNOTATION];
+const KNOWN_ANNOTATIONS: [&str; 2] = [ADOPT_ANNOTATION, OVERCOMMIT_ANNOTATION];
 
 pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     check_annotations(item, diagnostics);
@@ -93,6 +97,15 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             if volume.size.bytes() == 0 {
                 error("spec.size", "size must be greater than zero".into());
             }
+            if volume.size.bytes() >= MAX_VOLUME_SIZE {
+                error(
+                    "spec.size",
+                    format!(
+                        "{} is more than LVM can make (a logical volume is smaller than 8 EiB)",
+                        volume.size
+                    ),
+                );
+            }
             check_volume_source(resource, volume, &mut error);
             let name = resource.metadata.name.as_str();
             if let Some(prefix) = ["snapshot", "pvmove"]
@@ -113,12 +126,46 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
         Spec::Container(container) => {
             if container.image.trim().is_empty() {
                 error("spec.image", "image must not be empty".into());
+            } else if let Err(why) = crate::model::image_reference::check_image(&container.image) {
+                error("spec.image", why);
+            }
+            if let Some(dir) = &container.working_dir {
+                if !dir.starts_with('/') {
+                    error(
+                        "spec.workingDir",
+                        format!(
+                            "{} must be an absolute path inside the container",
+                            quoted(dir)
+                        ),
+                    );
+                }
+            }
+            if let Some(check) = &container.health_check {
+                if check
+                    .command
+                    .first()
+                    .is_none_or(|program| program.is_empty())
+                {
+                    error(
+                        "spec.healthCheck.command",
+                        "a health check needs a command: its first item is the program to run"
+                            .into(),
+                    );
+                }
+                for (field, value) in [("interval", check.interval), ("timeout", check.timeout)] {
+                    if value.0.is_zero() {
+                        error(
+                            &format!("spec.healthCheck.{field}"),
+                            format!("the {field} must be longer than 0s"),
+                        );
+                    }
+                }
             }
             for key in container.env.keys() {
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
                     error(
                         "spec.env",
-                        format!("invalid environment variable name {key:?}"),
+                        format!("invalid environment variable name {}", quoted(key)),
                     );
                 }
             }
@@ -128,6 +175,14 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                         &format!("spec.mounts[{i}].target"),
                         "target must be an absolute path".into(),
                     );
+                }
+                if let Some(path) = &mount.host_path {
+                    if !path.starts_with('/') {
+                        error(
+                            &format!("spec.mounts[{i}].hostPath"),
+                            format!("{} must be an absolute path on the host", quoted(path)),
+                        );
+                    }
                 }
                 if mount.volume.is_some() == mount.host_path.is_some() {
                     error(
@@ -159,6 +214,32 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                         "spec.resources.cpus",
                         "cpus must be a positive number".into(),
                     );
+                } else if resources.cpus.is_some_and(|c| c > MAX_CONTAINER_CPUS) {
+                    error(
+                        "spec.resources.cpus",
+                        format!("cpus must be at most {MAX_CONTAINER_CPUS} cores"),
+                    );
+                }
+                match resources.memory.map(ByteSize::bytes) {
+                    Some(0) => error(
+                        "spec.resources.memory",
+                        "memory: 0 is no limit to the runtime, and would never match the limit observed: remove `memory` for no limit, or give a size".into(),
+                    ),
+                    Some(bytes) if bytes > MAX_CONTAINER_MEMORY => error(
+                        "spec.resources.memory",
+                        format!(
+                            "{} is more than the largest limit, {}",
+                            ByteSize(bytes),
+                            ByteSize(MAX_CONTAINER_MEMORY)
+                        ),
+                    ),
+                    _ => {}
+                }
+                if resources.pids == Some(0) {
+                    error(
+                        "spec.resources.pids",
+                        "pids: 0 is no limit to the runtime, and would never match the limit observed: remove `pids` for no limit, or give at least 1".into(),
+                    );
                 }
             }
         }
@@ -168,6 +249,15 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             }
             if vm.memory.bytes() < (16 << 20) {
                 error("spec.memory", "memory must be at least 16MiB".into());
+            } else if vm.memory.bytes() > MAX_VM_MEMORY {
+                error(
+                    "spec.memory",
+                    format!(
+                        "{} is more than a guest may have, {}",
+                        vm.memory,
+                        ByteSize(MAX_VM_MEMORY)
+                    ),
+                );
             }
             let boot = &vm.boot;
             if boot.kernel.is_some() == boot.firmware.is_some() {
@@ -209,14 +299,20 @@ fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             diagnostics.push(item.key_diagnostic(
                 &field,
                 format!(
-                    "unknown annotation {key:?}: the {ANNOTATION_PREFIX} prefix is gitvisor's own, and it knows {}",
+                    "unknown annotation {}: the {ANNOTATION_PREFIX} prefix is gitvisor's own, and it knows {}",
+                    quoted(key),
                     KNOWN_ANNOTATIONS.join(", ")
                 ),
             ));
-        } else if key == ADOPT_ANNOTATION && value != "true" && value != "false" {
+        } else if value != "true" && value != "false" {
             diagnostics.push(item.diagnostic(
                 &field,
-                format!("{ADOPT_ANNOTATION} must be \"true\" or \"false\", not {value:?}"),
+                format!("{key} must be \"true\" or \"false\", not {}", quoted(value)),
+            ));
+        } else if key == OVERCOMMIT_ANNOTATION && item.resource.kind() != Kind::VirtualMachine {
+            diagnostics.push(item.key_diagnostic(
+                &field,
+                format!("{OVERCOMMIT_ANNOTATION} is about a guest's memory: it applies to a VirtualMachine only"),
             ));
         }
     }
@@ -275,7 +371,8 @@ fn check_lvm_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid LVM name {name:?}: use letters, digits and + _ . -, not starting with -"
+            "invalid LVM name {}: use letters, digits and + _ . -, not starting with -",
+            quoted(name)
         ))
     }
 }

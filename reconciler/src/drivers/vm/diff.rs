@@ -26,7 +26,9 @@ use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
     PlanContext, Prune,
 };
-use crate::model::{Kind, Name, Resource, ResourceId, Spec, VirtualMachineSpec, VmState};
+use crate::model::{
+    Kind, Name, OVERCOMMIT_ANNOTATION, Resource, ResourceId, Spec, VirtualMachineSpec, VmState,
+};
 
 /// What a change carries from plan to apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,14 +87,21 @@ pub fn declared(
         .map(|nic| nic.bridge.to_string())
         .collect();
     let recorded = context.is_recorded(&id);
-    let (prepared, problems) = match Launch::resolve(name, spec, context, host.facts(), root) {
-        Ok(launch) => {
+    let overcommit = resource
+        .metadata
+        .annotations
+        .get(OVERCOMMIT_ANNOTATION)
+        .is_some_and(|value| value == "true");
+    let (prepared, mut problems) = match Launch::resolve(name, spec, context, host.facts(), root) {
+        Ok(mut launch) => {
+            launch.overcommit = overcommit;
             let argv = backend.command_line(&launch);
             let problems = backend.problems(&launch);
             (Some(Prepared { launch, argv }), problems)
         }
         Err(problems) => (None, problems),
     };
+    problems.extend(host.facts().memory_problem(spec.memory.bytes(), overcommit));
     let leftovers_removable = leftovers_removable(&observed, recorded);
     let mut reasons: Vec<String> = problems
         .iter()

@@ -462,7 +462,30 @@ fn host_facts() -> HostFacts {
             code: PathBuf::from(code),
             vars: PathBuf::from(vars),
         });
-    HostFacts { kvm, uefi }
+    HostFacts {
+        kvm,
+        uefi,
+        memory: host_memory(),
+    }
+}
+
+/// `MemTotal + SwapTotal` of `/proc/meminfo`, in bytes.
+fn host_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| {
+        text.lines().find_map(|line| {
+            let kib: u64 = line
+                .strip_prefix(name)?
+                .strip_prefix(':')?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()?;
+            kib.checked_mul(1024)
+        })
+    };
+    field("MemTotal")?.checked_add(field("SwapTotal")?)
 }
 
 #[cfg(test)]

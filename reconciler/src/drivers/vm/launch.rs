@@ -9,7 +9,8 @@ use super::nic::{mac_address, tap_name};
 use super::paths::RunPaths;
 use crate::contract::PlanContext;
 use crate::model::{
-    Accel, DiskFormat, Firmware, Graphics, Kind, MacAddress, Spec, VirtualMachineSpec, VmState,
+    Accel, ByteSize, DiskFormat, Firmware, Graphics, Kind, MacAddress, OVERCOMMIT_ANNOTATION, Spec,
+    VirtualMachineSpec, VmState,
 };
 
 /// Host facts a launch depends on, read by observe.
@@ -19,6 +20,25 @@ pub struct HostFacts {
     pub kvm: bool,
     /// The UEFI firmware (OVMF) found on this host, if any.
     pub uefi: Option<UefiFirmware>,
+    /// RAM plus swap (`MemTotal + SwapTotal` of `/proc/meminfo`), in bytes; `None` when
+    /// it could not be read (nothing is checked then).
+    pub memory: Option<u64>,
+}
+
+impl HostFacts {
+    /// Why a guest of `bytes` cannot be backed here, unless `overcommit`: more memory
+    /// than RAM and swap together, which QEMU's mapping is refused for by the kernel's
+    /// default overcommit heuristic, and which gitvisor-vmm refuses too.
+    pub fn memory_problem(&self, bytes: u64, overcommit: bool) -> Option<String> {
+        let backing = self.memory?;
+        (bytes > backing && !overcommit).then(|| {
+            format!(
+                "memory: {} is more than this host can back ({} of RAM and swap together); lower memory, or annotate the VM {OVERCOMMIT_ANNOTATION}: \"true\" if the host overcommits on purpose",
+                ByteSize(bytes),
+                ByteSize(backing >> 20 << 20)
+            )
+        })
+    }
 }
 
 /// An OVMF build: the code (read-only) and the template of its variable store, which
@@ -107,6 +127,9 @@ pub struct Launch {
     pub vnc: bool,
     /// Start with the vCPUs stopped (`state: Paused`).
     pub paused: bool,
+    /// More memory than the host's RAM and swap is allowed
+    /// (`gitvisor.dev/overcommit: "true"`).
+    pub overcommit: bool,
 }
 
 /// The serial of disk `index`.
@@ -222,6 +245,7 @@ impl Launch {
             serial_socket: console.is_none_or(|c| c.socket),
             vnc: spec.graphics == Graphics::Vnc,
             paused: spec.state == VmState::Paused,
+            overcommit: false,
             paths,
         })
     }
@@ -263,7 +287,7 @@ mod tests {
         assert!(tcg.serial_socket);
         let kvm = HostFacts {
             kvm: true,
-            uefi: None,
+            ..HostFacts::default()
         };
         let fast = Launch::resolve("vm1", &vm, &context, &kvm, root).unwrap();
         assert_eq!(fast.accel, ResolvedAccel::Kvm);

@@ -494,7 +494,7 @@ fn kvm_host() -> Arc<FakeHost> {
     let fake = host();
     fake.set_facts(super::launch::HostFacts {
         kvm: true,
-        uefi: None,
+        ..Default::default()
     });
     fake
 }
@@ -634,7 +634,10 @@ async fn builtin_without_kvm_or_its_binary_plans_why_and_apply_touches_nothing()
         ),
     ] {
         let fake = host();
-        fake.set_facts(super::launch::HostFacts { kvm, uefi: None });
+        fake.set_facts(super::launch::HostFacts {
+            kvm,
+            ..Default::default()
+        });
         let driver = VmDriver::new(fake.clone(), PathBuf::from(ROOT), backends(vmm));
         let change = plan_one(&driver, &micro(""), &owning(&[])).await;
         assert_eq!(change.action, Action::Create);
@@ -651,6 +654,49 @@ async fn builtin_without_kvm_or_its_binary_plans_why_and_apply_touches_nothing()
         assert!(crate::contract::chain(&error).contains(expected));
         assert!(fake.requests().is_empty(), "{:?}", fake.requests());
     }
+}
+
+#[tokio::test]
+async fn a_guest_larger_than_the_hosts_ram_and_swap_plans_why_unless_overcommitted() {
+    let fake = host();
+    fake.set_facts(super::launch::HostFacts {
+        kvm: true,
+        memory: Some(24 << 30),
+        ..Default::default()
+    });
+    let driver = driver(&fake);
+    let huge = declared("web", &MICRO.replace("128MiB", "1TiB"));
+    let change = plan_one(&driver, &huge, &owning(&[])).await;
+    assert_eq!(change.action, Action::Create);
+    let expected = "memory: 1TiB is more than this host can back (24GiB of RAM and swap together)";
+    assert!(
+        change
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("apply will fail: ") && r.contains(expected)),
+        "{:?}",
+        change.reasons
+    );
+    let error = apply(&driver, &change).await.unwrap_err();
+    assert_eq!(error.class(), FailureClass::NeedsUser);
+    assert!(crate::contract::chain(&error).contains(expected));
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+
+    // The annotation lets it through, and gitvisor-vmm is told so.
+    let mut overcommitted = (*huge).clone();
+    overcommitted.metadata.annotations.insert(
+        crate::model::OVERCOMMIT_ANNOTATION.to_owned(),
+        "true".to_owned(),
+    );
+    let change = plan_one(&driver, &Arc::new(overcommitted), &owning(&[])).await;
+    assert!(
+        !change.reasons.iter().any(|r| r.contains("apply will fail")),
+        "{:?}",
+        change.reasons
+    );
+    apply(&driver, &change).await.unwrap();
+    let argv = process_argv(&fake, "web");
+    assert!(argv.iter().any(|arg| arg == "--overcommit"), "{argv:?}");
 }
 
 #[tokio::test]
@@ -714,6 +760,7 @@ async fn uefi_gets_its_own_variable_store_once() {
             code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
             vars: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
         }),
+        memory: None,
     });
     let driver = driver(&fake);
     let vm = declared(

@@ -1,67 +1,18 @@
 //! What an `image:` string names: a local path (with an optional `:TAG`) or a registry
-//! reference in the usual `[host[:port]/]repository[:tag][@sha256:…]` form.
-//!
-//! As with docker, a first path component is a registry host when it has a `.` or a
-//! `:` or is `localhost`; otherwise the image is on Docker Hub (`docker.io`, with
-//! `library/` for one-component names). No tag and no digest means `latest`.
+//! reference. The syntax is the model's ([`crate::model::image_reference`]), so the
+//! validator refuses what this refuses; what is decided here is what needs the host:
+//! whether a path's `:TAG` is part of its name.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::digest::Sha256Digest;
 use super::error::ImageError;
-
-/// Docker Hub, where unqualified names live.
-pub const DOCKER_HUB: &str = "docker.io";
-/// The host Docker Hub's registry API is served from.
-pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
+pub use crate::model::image_reference::{DOCKER_HUB, DOCKER_HUB_API, RegistryRef};
+use crate::model::image_reference::{parse_registry, relative_path_problem};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     Local { path: PathBuf, tag: Option<String> },
     Registry(RegistryRef),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryRef {
-    /// `host[:port]` as written (`docker.io` for Docker Hub).
-    pub registry: String,
-    pub repository: String,
-    pub tag: Option<String>,
-    pub digest: Option<Sha256Digest>,
-}
-
-impl RegistryRef {
-    /// The host the API is served from.
-    pub fn api_host(&self) -> &str {
-        if self.registry == DOCKER_HUB {
-            DOCKER_HUB_API
-        } else {
-            &self.registry
-        }
-    }
-
-    /// What to ask the manifest endpoint for: the digest when pinned, else the tag.
-    pub fn manifest_reference(&self) -> String {
-        match (&self.digest, &self.tag) {
-            (Some(digest), _) => digest.to_string(),
-            (None, Some(tag)) => tag.clone(),
-            (None, None) => "latest".to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for RegistryRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)?;
-        if let Some(tag) = &self.tag {
-            write!(f, ":{tag}")?;
-        }
-        if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
-        }
-        Ok(())
-    }
 }
 
 impl ImageRef {
@@ -72,11 +23,8 @@ impl ImageRef {
             image: image.to_owned(),
             why,
         };
-        if image.starts_with("./") || image.starts_with("../") {
-            return Err(invalid(
-                "a local image must be an absolute path (manifests are applied from any directory)"
-                    .into(),
-            ));
+        if let Some(why) = relative_path_problem(image) {
+            return Err(invalid(why));
         }
         if image.starts_with('/') {
             return Ok(local(Path::new(image)));
@@ -103,56 +51,6 @@ fn local(path: &Path) -> ImageRef {
         path: path.to_path_buf(),
         tag: None,
     }
-}
-
-fn parse_registry(image: &str) -> Result<RegistryRef, String> {
-    let (rest, digest) = match image.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest.parse::<Sha256Digest>()?)),
-        None => (image, None),
-    };
-    let (name, tag) = match rest.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => (name, Some(tag.to_owned())),
-        _ => (rest, None),
-    };
-    let (registry, repository) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_owned(), rest.to_owned())
-        }
-        Some(_) => (DOCKER_HUB.to_owned(), name.to_owned()),
-        None => (DOCKER_HUB.to_owned(), format!("library/{name}")),
-    };
-    if repository.is_empty()
-        || !repository.split('/').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-                && part.as_bytes()[0].is_ascii_alphanumeric()
-        })
-    {
-        return Err(format!(
-            "{image:?} is neither an absolute path nor a registry reference ([host[:port]/]repository[:tag][@sha256:…], lowercase repository)"
-        ));
-    }
-    if let Some(tag) = &tag {
-        let valid = tag.len() <= 128
-            && tag.as_bytes()[0] != b'.'
-            && tag.as_bytes()[0] != b'-'
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if !valid {
-            return Err(format!("{tag:?} is not a valid image tag"));
-        }
-    }
-    Ok(RegistryRef {
-        registry,
-        repository,
-        tag,
-        digest,
-    })
 }
 
 #[cfg(test)]

@@ -168,6 +168,9 @@ impl Backend for BuiltinBackend {
         arg("--serial-log", path(launch.serial_log.clone()));
         arg("--pid-file", path(paths.pid()));
         arg("--log-file", path(paths.vmm_log()));
+        if launch.overcommit {
+            argv.push("--overcommit".to_owned());
+        }
         argv.push("--daemonize".to_owned());
         argv
     }
@@ -225,7 +228,7 @@ mod tests {
     fn kvm() -> HostFacts {
         HostFacts {
             kvm: true,
-            uefi: None,
+            ..HostFacts::default()
         }
     }
 

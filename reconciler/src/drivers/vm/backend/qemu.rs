@@ -294,6 +294,7 @@ mod tests {
                 code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
                 vars: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
             }),
+            memory: None,
         };
         let argv = QemuBackend::default().command_line(&launch(
             "memory: 1GiB\nboot: {firmware: uefi}\ndisks: [{path: /a.qcow2}]\ncdrom: /iso/install.iso\ngraphics: vnc\nstate: Paused\nconsole: {socket: false}",
