@@ -77,6 +77,9 @@
 //!   in [`network`]).
 //! - `vms.rs`: VirtualMachines under QEMU TCG (guest built by [`vms`]): lifecycle with a
 //!   kill -9 mid-create, console, pause, restart, forced stop, prune; firmware boot.
+//! - `systemd_unit.rs`: an apply with a container, a DHCP bridge and a VM under the
+//!   restrictions of the shipped unit, read from `contrib/systemd/gitvisor.service`
+//!   and reproduced with `setpriv`/`unshare` ([`unit`]).
 //! - `builtin.rs`: VirtualMachines with `hypervisor: builtin` on the real KVM (guest and
 //!   VMM client in [`builtin`]): kill -9 mid-create, status, console, Ctrl+Alt+Del and
 //!   hard stop, prune.
@@ -104,6 +107,7 @@ pub mod network;
 mod output;
 mod process;
 mod report;
+pub mod unit;
 pub mod vlans;
 pub mod vms;
 pub mod vng;

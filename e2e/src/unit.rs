@@ -1,0 +1,298 @@
+//! The shipped systemd unit's sandbox, reproduced without systemd.
+//!
+//! `contrib/systemd/gitvisor.service` restricts the controller, and everything it starts
+//! inherits the restriction: runc and the containers, dnsmasq, QEMU, LVM, nft. A unit
+//! that is stricter than a driver needs breaks that driver only on a real host, under
+//! systemd, where no test runs. So [`ServiceSandbox::shipped`] reads the unit file itself
+//! (never a copy) and [`ServiceSandbox::wrap`] turns a gitvisor command into the same
+//! command under the unit's restrictions, which a test then drives through a real apply.
+//!
+//! # What is reproduced, and how
+//!
+//! - `CapabilityBoundingSet=`: `setpriv --bounding-set -all,+…` (and empty inheritable
+//!   and ambient sets, as systemd gives a root service), so the process and every child
+//!   can hold at most those capabilities.
+//! - `AmbientCapabilities=` (empty): `--ambient-caps -all`.
+//! - `NoNewPrivileges=yes`: `setpriv --no-new-privs`.
+//! - `UMask=`: `umask` before the exec.
+//! - `ProtectHostname=yes`: a UTS namespace of its own (`unshare --uts`).
+//! - Any setting that gives the service a mount namespace of its own
+//!   ([`MOUNT_NAMESPACE_SETTINGS`], e.g. `ProtectSystem=`, `PrivateTmp=`): the namespace
+//!   (`unshare --mount --propagation slave`, as systemd makes it). Its read-only and
+//!   hidden paths are not reproduced: the namespace alone already hides the containers'
+//!   root file system mounts from the host, which a test checks.
+//!
+//! # What is not reproduced, and why
+//!
+//! [`SECCOMP_SETTINGS`] are system-call filters that systemd compiles into seccomp
+//! programs; without systemd as PID 1 nothing here can install the same filter, so a
+//! test can only list them. [`DEVICE_SETTINGS`] are enforced by systemd's cgroup device
+//! program; a unit that sets one closes `/dev/kvm`, `/dev/net/tun` and device-mapper to
+//! the drivers, so a test refuses them outright. Any other setting of the `[Service]`
+//! section must be in [`NOT_SANDBOXING`], or [`ServiceSandbox::shipped`] panics: a new
+//! sandboxing line is either reproduced here or listed with its reason.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::workspace_root;
+
+/// Where the unit lives in the repository.
+pub const UNIT_FILE: &str = "contrib/systemd/gitvisor.service";
+
+/// Settings under which systemd runs the service in a mount namespace of its own, whose
+/// mounts never propagate to the host.
+pub const MOUNT_NAMESPACE_SETTINGS: &[&str] = &[
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "PrivateMounts",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectProc",
+    "ProcSubset",
+    "ReadWritePaths",
+    "ReadOnlyPaths",
+    "InaccessiblePaths",
+    "ExecPaths",
+    "NoExecPaths",
+    "TemporaryFileSystem",
+    "BindPaths",
+    "BindReadOnlyPaths",
+    "RootDirectory",
+    "RootImage",
+    "MountAPIVFS",
+];
+
+/// Settings systemd enforces with seccomp, which only systemd can install here.
+pub const SECCOMP_SETTINGS: &[&str] = &[
+    "SystemCallFilter",
+    "SystemCallArchitectures",
+    "SystemCallErrorNumber",
+    "RestrictAddressFamilies",
+    "RestrictNamespaces",
+    "RestrictRealtime",
+    "RestrictSUIDSGID",
+    "LockPersonality",
+    "MemoryDenyWriteExecute",
+];
+
+/// Settings that restrict devices through the cgroup device program (`ProtectClock=`
+/// implies `DeviceAllow=char-rtc r`, which closes every other device).
+pub const DEVICE_SETTINGS: &[&str] = &["DeviceAllow", "DevicePolicy", "ProtectClock"];
+
+/// `[Service]` settings that restrict nothing a driver does.
+pub const NOT_SANDBOXING: &[&str] = &[
+    "Type",
+    "NotifyAccess",
+    "EnvironmentFile",
+    "ExecStart",
+    "ExecReload",
+    "Restart",
+    "RestartSec",
+    "TimeoutStartSec",
+    "TimeoutStopSec",
+    "WatchdogSec",
+    "KillMode",
+    "StateDirectory",
+    "StateDirectoryMode",
+    "RuntimeDirectory",
+    "RuntimeDirectoryMode",
+    "RuntimeDirectoryPreserve",
+];
+
+/// The `[Service]` section of the shipped unit, as the sandbox it describes.
+#[derive(Debug, Clone)]
+pub struct ServiceSandbox {
+    /// Every assignment, in order, with the key's assignments joined as systemd does
+    /// (an empty assignment resets the list).
+    settings: BTreeMap<String, Vec<String>>,
+}
+
+impl ServiceSandbox {
+    /// Reads `contrib/systemd/gitvisor.service`; panics on a setting this harness neither
+    /// reproduces nor lists with a reason.
+    pub fn shipped() -> ServiceSandbox {
+        let path = Self::path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let sandbox = Self::parse(&text);
+        for key in sandbox.settings.keys() {
+            let known = [
+                NOT_SANDBOXING,
+                MOUNT_NAMESPACE_SETTINGS,
+                SECCOMP_SETTINGS,
+                DEVICE_SETTINGS,
+                REPRODUCED,
+            ]
+            .iter()
+            .any(|list| list.contains(&key.as_str()));
+            assert!(
+                known,
+                "{UNIT_FILE} sets {key}, which e2e/src/unit.rs neither reproduces nor lists \
+                 with a reason: add it to one of its lists"
+            );
+        }
+        sandbox
+    }
+
+    /// The unit file's path.
+    pub fn path() -> PathBuf {
+        workspace_root().join(UNIT_FILE)
+    }
+
+    fn parse(text: &str) -> ServiceSandbox {
+        let mut settings: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut in_service = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_service = line == "[Service]";
+                continue;
+            }
+            if !in_service || line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{UNIT_FILE}: not a setting: {line}"));
+            let values = settings.entry(key.trim().to_owned()).or_default();
+            let value = value.trim();
+            if value.is_empty() {
+                values.clear();
+            } else {
+                values.extend(value.split_whitespace().map(str::to_owned));
+            }
+        }
+        assert!(
+            !settings.is_empty(),
+            "{UNIT_FILE} has no [Service] settings"
+        );
+        ServiceSandbox { settings }
+    }
+
+    /// The words of `key`'s assignments (`None`: not set).
+    pub fn get(&self, key: &str) -> Option<&[String]> {
+        self.settings.get(key).map(Vec::as_slice)
+    }
+
+    /// Whether boolean `key` is on.
+    pub fn enabled(&self, key: &str) -> bool {
+        self.get(key)
+            .and_then(|words| words.last())
+            .is_some_and(|word| matches!(word.as_str(), "yes" | "true" | "on" | "1"))
+    }
+
+    /// The set settings among `keys`.
+    pub fn set_among(&self, keys: &[&str]) -> Vec<String> {
+        keys.iter()
+            .filter(|key| self.settings.contains_key(**key))
+            .map(|key| (*key).to_owned())
+            .collect()
+    }
+
+    /// `CapabilityBoundingSet=`, as `setpriv` names them (`net_admin`, …).
+    pub fn bounding_set(&self) -> Vec<String> {
+        let words = self
+            .get("CapabilityBoundingSet")
+            .unwrap_or_else(|| panic!("{UNIT_FILE} sets no CapabilityBoundingSet"));
+        words
+            .iter()
+            .map(|word| {
+                assert!(
+                    !word.starts_with('~'),
+                    "{UNIT_FILE}: an inverted CapabilityBoundingSet is not reproduced"
+                );
+                word.strip_prefix("CAP_")
+                    .unwrap_or_else(|| panic!("{UNIT_FILE}: {word} is not a capability"))
+                    .to_ascii_lowercase()
+            })
+            .collect()
+    }
+
+    /// `command` (a program and its arguments, its environment kept) run under the
+    /// unit's reproduced restrictions.
+    pub fn wrap(&self, command: &Command) -> Command {
+        let mut wrapped = Command::new("setpriv");
+        let bounding: Vec<String> = self
+            .bounding_set()
+            .iter()
+            .map(|cap| format!("+{cap}"))
+            .collect();
+        wrapped.arg(format!("--bounding-set=-all,{}", bounding.join(",")));
+        wrapped.arg("--inh-caps=-all");
+        assert!(
+            self.get("AmbientCapabilities")
+                .is_none_or(<[String]>::is_empty),
+            "{UNIT_FILE}: ambient capabilities are not reproduced"
+        );
+        wrapped.arg("--ambient-caps=-all");
+        if self.enabled("NoNewPrivileges") {
+            wrapped.arg("--no-new-privs");
+        }
+        // unshare needs CAP_SYS_ADMIN, which the bounding set must hold anyway (mounts,
+        // namespaces): were it missing, this fails as the drivers would.
+        let mut unshare: Vec<&str> = Vec::new();
+        if self.enabled("ProtectHostname") {
+            unshare.push("--uts");
+        }
+        if !self.set_among(MOUNT_NAMESPACE_SETTINGS).is_empty() {
+            unshare.extend(["--mount", "--propagation", "slave"]);
+        }
+        let umask = self
+            .get("UMask")
+            .and_then(|words| words.last())
+            .cloned()
+            .unwrap_or_else(|| "0022".to_owned());
+        wrapped.args([
+            "--",
+            "sh",
+            "-c",
+            &format!("umask {umask} && exec \"$@\""),
+            "sh",
+        ]);
+        if !unshare.is_empty() {
+            wrapped.arg("unshare").args(unshare).arg("--");
+        }
+        wrapped.arg(command.get_program());
+        wrapped.args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        wrapped
+    }
+
+    /// The reproduced settings, for a test's log.
+    pub fn reproduced(&self) -> Vec<String> {
+        self.set_among(REPRODUCED)
+            .into_iter()
+            .chain(self.set_among(MOUNT_NAMESPACE_SETTINGS))
+            .collect()
+    }
+}
+
+/// The settings [`ServiceSandbox::wrap`] reproduces in full.
+const REPRODUCED: &[&str] = &[
+    "CapabilityBoundingSet",
+    "AmbientCapabilities",
+    "NoNewPrivileges",
+    "UMask",
+    "ProtectHostname",
+];
+
+/// The arguments of a command, for a message.
+pub fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program().to_owned())
+        .chain(command.get_args().map(ToOwned::to_owned))
+        .collect::<Vec<OsString>>()
+        .join(std::ffi::OsStr::new(" "))
+        .to_string_lossy()
+        .into_owned()
+}
