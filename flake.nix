@@ -148,28 +148,24 @@
                 RuntimeDirectory = "gitvisor";
                 RuntimeDirectoryMode = "0700";
                 RuntimeDirectoryPreserve = "yes";
-                UMask = "0077";
-                CapabilityBoundingSet = [ "CAP_NET_ADMIN" "CAP_SYS_ADMIN" "CAP_DAC_OVERRIDE" "CAP_CHOWN" "CAP_FOWNER" "CAP_KILL" "CAP_SYS_RESOURCE" ];
+                # The sandbox of contrib/systemd/gitvisor.service, which says why each
+                # capability is here and what is left out on purpose.
+                CapabilityBoundingSet = [
+                  "CAP_NET_ADMIN" "CAP_NET_BIND_SERVICE" "CAP_NET_RAW" "CAP_SYS_ADMIN" "CAP_IPC_LOCK"
+                  "CAP_SETUID" "CAP_SETGID" "CAP_SETPCAP" "CAP_SYS_CHROOT" "CAP_MKNOD"
+                  "CAP_CHOWN" "CAP_FOWNER" "CAP_FSETID" "CAP_DAC_OVERRIDE" "CAP_SETFCAP" "CAP_KILL"
+                  "CAP_AUDIT_WRITE"
+                ];
                 AmbientCapabilities = "";
                 NoNewPrivileges = true;
+                ProtectHostname = true;
                 RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" "AF_INET" "AF_INET6" ];
                 RestrictNamespaces = "~user";
                 RestrictRealtime = true;
-                RestrictSUIDSGID = true;
                 LockPersonality = true;
                 SystemCallArchitectures = "native";
                 SystemCallFilter = [ "@system-service" "@mount" "@privileged" "@resources" ];
                 SystemCallErrorNumber = "EPERM";
-                ProtectSystem = "strict";
-                ReadWritePaths = [ "/var/lib/gitvisor" "/run/gitvisor" ];
-                ProtectHome = "read-only";
-                PrivateTmp = true;
-                ProtectClock = true;
-                ProtectHostname = true;
-                ProtectKernelLogs = true;
-                ProtectKernelModules = true;
-                ProtectControlGroups = false;
-                PrivateDevices = false;
               };
             };
           };

@@ -42,5 +42,6 @@ in {
   environment = service.environment;
   package = self.packages.x86_64-linux.default.drvName;
   serviceKeys = builtins.attrNames service.serviceConfig;
+  capabilityBoundingSet = service.serviceConfig.CapabilityBoundingSet;
   shell = builtins.length self.devShells.x86_64-linux.default.packages;
 }

@@ -570,7 +570,7 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     for line in [
         "Type=notify",
         "ExecReload=/bin/kill -HUP $MAINPID",
-        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
     ] {
         assert!(text.lines().any(|l| l == line), "the unit lacks {line}");
     }
@@ -686,6 +686,26 @@ fn the_flake_parses_and_its_nixos_module_evaluates_to_the_shipped_unit() {
         }
         assert!(keys.contains(key), "the NixOS module does not set {key}");
     }
+    // ... and no other: a setting the unit leaves out on purpose stays out of the module.
+    for key in &keys {
+        assert!(
+            service.lines().any(|l| l.starts_with(&format!("{key}="))),
+            "the NixOS module sets {key}, which the unit does not"
+        );
+    }
+    // The same capabilities.
+    let module_caps: Vec<String> = evaluated["capabilityBoundingSet"]
+        .as_array()
+        .expect("capabilityBoundingSet")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect();
+    assert_eq!(
+        module_caps,
+        gitvisor_e2e::unit::ServiceSandbox::shipped().bounding_set(),
+        "the NixOS module's CapabilityBoundingSet differs from the unit's"
+    );
 }
 
 /// Under systemd (`JOURNAL_STREAM` set) the controller speaks journald's native protocol:
