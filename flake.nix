@@ -154,7 +154,7 @@
                   "CAP_NET_ADMIN" "CAP_NET_BIND_SERVICE" "CAP_NET_RAW" "CAP_SYS_ADMIN" "CAP_IPC_LOCK"
                   "CAP_SETUID" "CAP_SETGID" "CAP_SETPCAP" "CAP_SYS_CHROOT" "CAP_MKNOD"
                   "CAP_CHOWN" "CAP_FOWNER" "CAP_FSETID" "CAP_DAC_OVERRIDE" "CAP_SETFCAP" "CAP_KILL"
-                  "CAP_AUDIT_WRITE"
+                  "CAP_AUDIT_WRITE" "CAP_SYS_PTRACE"
                 ];
                 AmbientCapabilities = "";
                 NoNewPrivileges = true;

@@ -2,9 +2,18 @@
 //! restrictions `contrib/systemd/gitvisor.service` itself declares (read from the file,
 //! reproduced by `gitvisor_e2e::unit`), with a container (real runc, an OCI image), a
 //! bridge serving DHCP (real dnsmasq) and a VM (real QEMU), and every one of them must
-//! work: the container runs and reaches its bridge, a client gets a lease, the guest's
-//! firmware boots. Then the same sandbox removes the container and the VM and stops
-//! dnsmasq (which runs as `nobody`, so stopping it needs `CAP_KILL`).
+//! work: the containers run (one from an OCI image the store unpacks, one as another
+//! user whose health check is a `runc exec`), reach their bridge and keep their root
+//! readable to non-root users and mounted where the host sees it; a client gets a
+//! lease; the guest's firmware boots; a plan sees nothing to do. Then the same sandbox
+//! removes the containers and the VM and stops dnsmasq (which runs as `nobody`, so
+//! stopping it needs `CAP_KILL`).
+//!
+//! On the unit as it was (issue 17) this fails at each step in turn: `ProtectClock=`
+//! closes the devices; `dnsmasq: failed to bind DHCP server socket: Permission denied`;
+//! `runc create failed: unable to apply caps`; `UMask=0077` leaves a container's root
+//! unreadable to its users; a mount namespace hides the containers' mounts; without
+//! `CAP_SYS_PTRACE` a health check cannot open `/proc/PID/ns/ipc`.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -169,6 +178,18 @@ fn an_apply_under_the_shipped_units_sandbox_runs_a_container_a_dhcp_bridge_and_a
             ),
         ),
     );
+    // Its health check is a `runc exec` into a process of another user (the supervisor,
+    // which inherits the sandbox, runs it).
+    manifests.write(
+        "nobody.yaml",
+        &ContainerEnv::container_manifest(
+            "nobody",
+            &format!(
+                "  image: {}\n  command: [sleep, '100000']\n  user: '65534:65534'\n  stopTimeout: 1s\n  healthCheck: {{command: ['true'], interval: 200ms, timeout: 5s, retries: 1}}\n",
+                images.rootfs.display()
+            ),
+        ),
+    );
     manifests.write(
         "vm.yaml",
         &vms::vm_manifest(
@@ -205,6 +226,19 @@ fn an_apply_under_the_shipped_units_sandbox_runs_a_container_a_dhcp_bridge_and_a
         "/bin/sh",
     ]);
     run_command(other_user).expect_code(0);
+    // The non-root container's health check passes.
+    let health = || -> serde_json::Value {
+        std::fs::read(env.bundle("nobody").join("health.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    };
+    env.wait_for(
+        "the health check of a container of another user to pass",
+        Duration::from_secs(30),
+        || health()["status"] != "starting" && !health()["status"].is_null(),
+    );
+    assert_eq!(health()["status"], "healthy", "{}", health());
     // Its root file system is mounted where the host sees it: a service in a mount
     // namespace of its own (ProtectSystem=, PrivateTmp=, …) would hide it from the
     // host, from `gitvisor` run in a shell and from the next controller instance.
