@@ -158,7 +158,6 @@
                 ];
                 AmbientCapabilities = "";
                 NoNewPrivileges = true;
-                ProtectHostname = true;
                 RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" "AF_INET" "AF_INET6" ];
                 RestrictNamespaces = "~user";
                 RestrictRealtime = true;

@@ -15,7 +15,6 @@
 //! - `AmbientCapabilities=` (empty): `--ambient-caps -all`.
 //! - `NoNewPrivileges=yes`: `setpriv --no-new-privs`.
 //! - `UMask=`: `umask` before the exec.
-//! - `ProtectHostname=yes`: a UTS namespace of its own (`unshare --uts`).
 //! - Any setting that gives the service a mount namespace of its own
 //!   ([`MOUNT_NAMESPACE_SETTINGS`], e.g. `ProtectSystem=`, `PrivateTmp=`): the namespace
 //!   (`unshare --mount --propagation slave`, as systemd makes it). Its read-only and
@@ -26,9 +25,10 @@
 //!
 //! [`SECCOMP_SETTINGS`] are system-call filters that systemd compiles into seccomp
 //! programs; without systemd as PID 1 nothing here can install the same filter, so a
-//! test can only list them. [`DEVICE_SETTINGS`] are enforced by systemd's cgroup device
-//! program; a unit that sets one closes `/dev/kvm`, `/dev/net/tun` and device-mapper to
-//! the drivers, so a test refuses them outright. Any other setting of the `[Service]`
+//! test can only list them. [`REFUSED_SETTINGS`] break a driver whatever else the unit
+//! says (`ProtectClock=` closes `/dev/kvm`, `ProtectHostname=` forbids the
+//! `sethostname(2)` runc calls for every container, …); a test refuses them outright,
+//! with the reason. Any other setting of the `[Service]`
 //! section must be in [`NOT_SANDBOXING`], or [`ServiceSandbox::shipped`] panics: a new
 //! sandboxing line is either reproduced here or listed with its reason.
 
@@ -77,14 +77,40 @@ pub const SECCOMP_SETTINGS: &[&str] = &[
     "RestrictAddressFamilies",
     "RestrictNamespaces",
     "RestrictRealtime",
-    "RestrictSUIDSGID",
     "LockPersonality",
-    "MemoryDenyWriteExecute",
 ];
 
-/// Settings that restrict devices through the cgroup device program (`ProtectClock=`
-/// implies `DeviceAllow=char-rtc r`, which closes every other device).
-pub const DEVICE_SETTINGS: &[&str] = &["DeviceAllow", "DevicePolicy", "ProtectClock"];
+/// Settings that break a driver, each with the reason; a test refuses them.
+pub const REFUSED_SETTINGS: &[(&str, &str)] = &[
+    (
+        "DeviceAllow",
+        "only the listed devices stay open: not /dev/kvm, /dev/net/tun (QEMU) or \
+         /dev/mapper/control (LVM)",
+    ),
+    (
+        "DevicePolicy",
+        "closes /dev/kvm, /dev/net/tun (QEMU) and /dev/mapper/control (LVM)",
+    ),
+    (
+        "ProtectClock",
+        "implies DeviceAllow=char-rtc, which closes every other device: /dev/kvm, \
+         /dev/net/tun (QEMU), /dev/mapper/control (LVM)",
+    ),
+    (
+        "ProtectHostname",
+        "forbids sethostname(2) to the service and all it starts (seccomp), and runc \
+         names every container's UTS namespace with it",
+    ),
+    (
+        "RestrictSUIDSGID",
+        "image layers carry setuid and setgid files (su, passwd, mount), which the image \
+         store could then not unpack",
+    ),
+    (
+        "MemoryDenyWriteExecute",
+        "QEMU's TCG writes code and runs it",
+    ),
+];
 
 /// `[Service]` settings that restrict nothing a driver does.
 pub const NOT_SANDBOXING: &[&str] = &[
@@ -127,11 +153,11 @@ impl ServiceSandbox {
                 NOT_SANDBOXING,
                 MOUNT_NAMESPACE_SETTINGS,
                 SECCOMP_SETTINGS,
-                DEVICE_SETTINGS,
                 REPRODUCED,
             ]
             .iter()
-            .any(|list| list.contains(&key.as_str()));
+            .any(|list| list.contains(&key.as_str()))
+                || REFUSED_SETTINGS.iter().any(|(refused, _)| refused == key);
             assert!(
                 known,
                 "{UNIT_FILE} sets {key}, which e2e/src/unit.rs neither reproduces nor lists \
@@ -187,11 +213,27 @@ impl ServiceSandbox {
             .is_some_and(|word| matches!(word.as_str(), "yes" | "true" | "on" | "1"))
     }
 
-    /// The set settings among `keys`.
+    /// Whether `key` is set to something other than empty or off.
+    pub fn sets(&self, key: &str) -> bool {
+        self.get(key)
+            .and_then(|words| words.last())
+            .is_some_and(|word| !matches!(word.as_str(), "no" | "false" | "off" | "0"))
+    }
+
+    /// The settings among `keys` that are set (and not off).
     pub fn set_among(&self, keys: &[&str]) -> Vec<String> {
         keys.iter()
-            .filter(|key| self.settings.contains_key(**key))
+            .filter(|key| self.sets(key))
             .map(|key| (*key).to_owned())
+            .collect()
+    }
+
+    /// The refused settings the unit sets, each with why it is refused.
+    pub fn refused(&self) -> Vec<String> {
+        REFUSED_SETTINGS
+            .iter()
+            .filter(|(key, _)| self.sets(key))
+            .map(|(key, why)| format!("{key}: {why}"))
             .collect()
     }
 
@@ -237,9 +279,6 @@ impl ServiceSandbox {
         // unshare needs CAP_SYS_ADMIN, which the bounding set must hold anyway (mounts,
         // namespaces): were it missing, this fails as the drivers would.
         let mut unshare: Vec<&str> = Vec::new();
-        if self.enabled("ProtectHostname") {
-            unshare.push("--uts");
-        }
         if !self.set_among(MOUNT_NAMESPACE_SETTINGS).is_empty() {
             unshare.extend(["--mount", "--propagation", "slave"]);
         }
@@ -284,7 +323,6 @@ const REPRODUCED: &[&str] = &[
     "AmbientCapabilities",
     "NoNewPrivileges",
     "UMask",
-    "ProtectHostname",
 ];
 
 /// The arguments of a command, for a message.
