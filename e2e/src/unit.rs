@@ -21,11 +21,16 @@
 //!   hidden paths are not reproduced: the namespace alone already hides the containers'
 //!   root file system mounts from the host, which a test checks.
 //!
-//! # What is not reproduced, and why
+//! - [`SECCOMP_SETTINGS`] (`SystemCallFilter=`, `RestrictAddressFamilies=`,
+//!   `RestrictNamespaces=`, …): the seccomp filter systemd would compile from them, installed
+//!   by `e2e/scripts/systemd-seccomp.py` (libseccomp through ctypes) just before the exec,
+//!   the groups expanded by `systemd-analyze syscall-filter`. Close to systemd's, not
+//!   byte-identical: a refused `socket(2)` family fails with `EAFNOSUPPORT` as under
+//!   systemd, everything else with `SystemCallErrorNumber=`.
 //!
-//! [`SECCOMP_SETTINGS`] are system-call filters that systemd compiles into seccomp
-//! programs; without systemd as PID 1 nothing here can install the same filter, so a
-//! test can only list them. [`REFUSED_SETTINGS`] break a driver whatever else the unit
+//! # What is refused, and what is not covered
+//!
+//! [`REFUSED_SETTINGS`] break a driver whatever else the unit
 //! says (`ProtectClock=` closes `/dev/kvm`, `ProtectHostname=` forbids the
 //! `sethostname(2)` runc calls for every container, …); a test refuses them outright,
 //! with the reason. Any other setting of the `[Service]`
@@ -69,7 +74,7 @@ pub const MOUNT_NAMESPACE_SETTINGS: &[&str] = &[
     "MountAPIVFS",
 ];
 
-/// Settings systemd enforces with seccomp, which only systemd can install here.
+/// Settings systemd enforces with seccomp, reproduced by `e2e/scripts/systemd-seccomp.py`.
 pub const SECCOMP_SETTINGS: &[&str] = &[
     "SystemCallFilter",
     "SystemCallArchitectures",
@@ -282,6 +287,13 @@ impl ServiceSandbox {
         if !self.set_among(MOUNT_NAMESPACE_SETTINGS).is_empty() {
             unshare.extend(["--mount", "--propagation", "slave"]);
         }
+        if !self.set_among(SECCOMP_SETTINGS).is_empty() {
+            wrapped
+                .arg("--")
+                .arg("python3")
+                .arg(workspace_root().join("e2e/scripts/systemd-seccomp.py"))
+                .arg(self.seccomp_config().to_string());
+        }
         let umask = self
             .get("UMask")
             .and_then(|words| words.last())
@@ -308,10 +320,84 @@ impl ServiceSandbox {
         wrapped
     }
 
+    /// What `e2e/scripts/systemd-seccomp.py` needs to install the filter systemd would
+    /// install for the unit's seccomp settings.
+    pub fn seccomp_config(&self) -> serde_json::Value {
+        let words = |key: &str| self.get(key).map(<[String]>::to_vec).unwrap_or_default();
+        let filter = words("SystemCallFilter");
+        assert!(
+            !filter.is_empty(),
+            "{UNIT_FILE}: seccomp settings without an allow-listing SystemCallFilter are \
+             not reproduced"
+        );
+        let mut allow = std::collections::BTreeSet::new();
+        for entry in &filter {
+            assert!(
+                !entry.starts_with('~'),
+                "{UNIT_FILE}: a deny-listing SystemCallFilter is not reproduced"
+            );
+            expand_syscall_group(entry, &mut allow);
+        }
+        let errno = match words("SystemCallErrorNumber").last().map(String::as_str) {
+            None | Some("EPERM") => 1,
+            Some("EACCES") => 13,
+            Some("ENOSYS") => 38,
+            Some(other) => panic!("{UNIT_FILE}: SystemCallErrorNumber={other} is not reproduced"),
+        };
+        let families = self.get("RestrictAddressFamilies").map(|names| {
+            names
+                .iter()
+                .map(|name| match name.as_str() {
+                    "AF_UNIX" => 1,
+                    "AF_INET" => 2,
+                    "AF_INET6" => 10,
+                    "AF_NETLINK" => 16,
+                    "AF_PACKET" => 17,
+                    other => panic!("{UNIT_FILE}: address family {other} is not reproduced"),
+                })
+                .collect::<Vec<u32>>()
+        });
+        const NAMESPACES: &[(&str, u64)] = &[
+            ("cgroup", 0x0200_0000),
+            ("ipc", 0x0800_0000),
+            ("net", 0x4000_0000),
+            ("mnt", 0x0002_0000),
+            ("pid", 0x2000_0000),
+            ("user", 0x1000_0000),
+            ("uts", 0x0400_0000),
+        ];
+        let flag = |name: &str| {
+            NAMESPACES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, flag)| *flag)
+                .unwrap_or_else(|| panic!("{UNIT_FILE}: unknown namespace {name}"))
+        };
+        let all: u64 = NAMESPACES.iter().map(|(_, flag)| flag).sum();
+        let restrict = words("RestrictNamespaces");
+        let deny_ns = match restrict.first().map(String::as_str) {
+            None | Some("no" | "false" | "off") => 0,
+            Some("yes" | "true" | "on") => all,
+            Some(first) if first.starts_with('~') => {
+                flag(&first[1..]) | restrict[1..].iter().map(|n| flag(n)).sum::<u64>()
+            }
+            Some(_) => all & !restrict.iter().map(|n| flag(n)).sum::<u64>(),
+        };
+        serde_json::json!({
+            "allow": allow,
+            "errno": errno,
+            "families": families,
+            "deny_ns": deny_ns,
+            "realtime": self.sets("RestrictRealtime"),
+            "personality": self.sets("LockPersonality"),
+        })
+    }
+
     /// The reproduced settings, for a test's log.
     pub fn reproduced(&self) -> Vec<String> {
         self.set_among(REPRODUCED)
             .into_iter()
+            .chain(self.set_among(SECCOMP_SETTINGS))
             .chain(self.set_among(MOUNT_NAMESPACE_SETTINGS))
             .collect()
     }
@@ -333,4 +419,30 @@ pub fn describe(command: &Command) -> String {
         .join(std::ffi::OsStr::new(" "))
         .to_string_lossy()
         .into_owned()
+}
+
+/// Adds the system calls of `entry` (a name, or an `@group` that
+/// `systemd-analyze syscall-filter` lists, groups within it expanded) to `into`.
+fn expand_syscall_group(entry: &str, into: &mut std::collections::BTreeSet<String>) {
+    if !entry.starts_with('@') {
+        into.insert(entry.to_owned());
+        return;
+    }
+    let output = Command::new("systemd-analyze")
+        .args(["syscall-filter", entry])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run systemd-analyze syscall-filter {entry}: {e}"));
+    assert!(
+        output.status.success(),
+        "systemd-analyze syscall-filter {entry} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+    // The first line names the group; then its members, one a line, comments with #.
+    for member in listing.lines().skip(1).map(str::trim) {
+        if member.is_empty() || member.starts_with('#') {
+            continue;
+        }
+        expand_syscall_group(member, into);
+    }
 }
