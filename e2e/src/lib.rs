@@ -79,7 +79,7 @@
 //!   kill -9 mid-create, console, pause, restart, forced stop, prune; firmware boot.
 //! - `systemd_unit.rs`: an apply with a container, a DHCP bridge and a VM under the
 //!   restrictions of the shipped unit, read from `contrib/systemd/gitvisor.service`
-//!   and reproduced with `setpriv`/`unshare` ([`unit`]).
+//!   and reproduced with `setpriv` and libseccomp ([`unit`]).
 //! - `builtin.rs`: VirtualMachines with `hypervisor: builtin` on the real KVM (guest and
 //!   VMM client in [`builtin`]): kill -9 mid-create, status, console, Ctrl+Alt+Del and
 //!   hard stop, prune.

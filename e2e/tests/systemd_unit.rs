@@ -252,10 +252,26 @@ fn an_apply_under_the_shipped_units_sandbox_runs_a_container_a_dhcp_bridge_and_a
     );
 
     // dnsmasq serves the bridge: a client gets a lease.
-    let lease = lease(env.netns());
+    // (A few tries: on a loaded machine one udhcpc's ten seconds can pass unanswered.)
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let outcome = lease(env.netns());
+        let leased = outcome.code == Some(0) && outcome.stderr.contains("obtained");
+        tries.push(outcome);
+        if leased {
+            break;
+        }
+    }
     assert!(
-        lease.code == Some(0) && lease.stderr.contains("obtained"),
-        "no DHCP lease from the bridge's dnsmasq\n{lease}"
+        tries.last().is_some_and(|o| o.stderr.contains("obtained")),
+        "no DHCP lease from the bridge's dnsmasq\n{}\ndnsmasq's log:\n{}",
+        tries
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        std::fs::read_to_string(run_dir.join(format!("network/dhcp/{BRIDGE}/dnsmasq.log")))
+            .unwrap_or_default()
     );
     let dnsmasq = run_dir.join(format!("network/dhcp/{BRIDGE}/dnsmasq.pid"));
     let dnsmasq_pid = pid_file(&dnsmasq).expect("dnsmasq's pid file");
