@@ -2,9 +2,10 @@
 """Installs the seccomp filter systemd would install for a unit's settings, then execs a
 command under it: the e2e harness's stand-in for systemd as PID 1 (e2e/src/unit.rs).
 
-    systemd-seccomp.py CONFIG_JSON -- COMMAND ARGS...
+    E2E_SYSTEMD_SECCOMP=CONFIG_JSON systemd-seccomp.py -- COMMAND ARGS...
 
-CONFIG_JSON (written by e2e/src/unit.rs from the unit):
+CONFIG_JSON (written by e2e/src/unit.rs from the unit; the variable is removed before the
+exec):
   allow        system calls allowed (SystemCallFilter=, its groups expanded by
                `systemd-analyze syscall-filter`); every other one fails with `errno`
   errno        SystemCallErrorNumber= (a number)
@@ -48,10 +49,10 @@ EQ, MASKED_EQ, GE = 4, 7, 5
 
 
 def main():
-    if len(sys.argv) < 4 or sys.argv[2] != "--":
-        sys.exit("usage: systemd-seccomp.py CONFIG_JSON -- COMMAND ARGS...")
-    config = json.loads(sys.argv[1])
-    command = sys.argv[3:]
+    if len(sys.argv) < 3 or sys.argv[1] != "--":
+        sys.exit("usage: E2E_SYSTEMD_SECCOMP=CONFIG_JSON systemd-seccomp.py -- COMMAND ARGS...")
+    config = json.loads(os.environ.pop("E2E_SYSTEMD_SECCOMP"))
+    command = sys.argv[2:]
     lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]

@@ -38,7 +38,6 @@
 //! sandboxing line is either reproduced here or listed with its reason.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -292,7 +291,7 @@ impl ServiceSandbox {
                 .arg("--")
                 .arg("python3")
                 .arg(workspace_root().join("e2e/scripts/systemd-seccomp.py"))
-                .arg(self.seccomp_config().to_string());
+                .env(SECCOMP_CONFIG_VARIABLE, self.seccomp_config().to_string());
         }
         let umask = self
             .get("UMask")
@@ -403,6 +402,10 @@ impl ServiceSandbox {
     }
 }
 
+/// The environment variable that carries the filter's configuration to
+/// `e2e/scripts/systemd-seccomp.py` (which removes it before the exec).
+const SECCOMP_CONFIG_VARIABLE: &str = "E2E_SYSTEMD_SECCOMP";
+
 /// The settings [`ServiceSandbox::wrap`] reproduces in full.
 const REPRODUCED: &[&str] = &[
     "CapabilityBoundingSet",
@@ -411,14 +414,21 @@ const REPRODUCED: &[&str] = &[
     "UMask",
 ];
 
-/// The arguments of a command, for a message.
+/// The arguments of a command, for a message; an argument over 200 bytes (the filter's
+/// configuration) is elided.
 pub fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program().to_owned())
-        .chain(command.get_args().map(ToOwned::to_owned))
-        .collect::<Vec<OsString>>()
-        .join(std::ffi::OsStr::new(" "))
-        .to_string_lossy()
-        .into_owned()
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|arg| {
+            let arg = arg.to_string_lossy();
+            if arg.len() > 200 {
+                format!("<{} bytes>", arg.len())
+            } else {
+                arg.into_owned()
+            }
+        })
+        .collect::<Vec<String>>()
+        .join(" ")
 }
 
 /// Adds the system calls of `entry` (a name, or an `@group` that
