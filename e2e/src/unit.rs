@@ -20,22 +20,21 @@
 //!   (`unshare --mount --propagation slave`, as systemd makes it). Its read-only and
 //!   hidden paths are not reproduced: the namespace alone already hides the containers'
 //!   root file system mounts from the host, which a test checks.
-//!
 //! - [`SECCOMP_SETTINGS`] (`SystemCallFilter=`, `RestrictAddressFamilies=`,
-//!   `RestrictNamespaces=`, …): the seccomp filter systemd would compile from them, installed
-//!   by `e2e/scripts/systemd-seccomp.py` (libseccomp through ctypes) just before the exec,
-//!   the groups expanded by `systemd-analyze syscall-filter`. Close to systemd's, not
-//!   byte-identical: a refused `socket(2)` family fails with `EAFNOSUPPORT` as under
-//!   systemd, everything else with `SystemCallErrorNumber=`.
+//!   `RestrictNamespaces=`, …): the seccomp filter systemd would compile from them,
+//!   installed by `e2e/scripts/systemd-seccomp.py` (libseccomp through ctypes) just
+//!   before the exec, the groups expanded by `systemd-analyze syscall-filter`. Close to
+//!   systemd's, not byte-identical: a refused `socket(2)` family fails with
+//!   `EAFNOSUPPORT` as under systemd, everything else with `SystemCallErrorNumber=`.
 //!
-//! # What is refused, and what is not covered
+//! # What is refused
 //!
-//! [`REFUSED_SETTINGS`] break a driver whatever else the unit
-//! says (`ProtectClock=` closes `/dev/kvm`, `ProtectHostname=` forbids the
-//! `sethostname(2)` runc calls for every container, …); a test refuses them outright,
-//! with the reason. Any other setting of the `[Service]`
-//! section must be in [`NOT_SANDBOXING`], or [`ServiceSandbox::shipped`] panics: a new
-//! sandboxing line is either reproduced here or listed with its reason.
+//! [`REFUSED_SETTINGS`] break a driver whatever else the unit says (`ProtectClock=`
+//! closes `/dev/kvm`, `ProtectHostname=` forbids the `sethostname(2)` runc calls for
+//! every container, …); a test refuses them outright, with the reason. Any other setting
+//! of the `[Service]` section must be in [`NOT_SANDBOXING`], or
+//! [`ServiceSandbox::shipped`] panics: a new sandboxing line is either reproduced here
+//! or listed with its reason.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
