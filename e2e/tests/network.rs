@@ -8,7 +8,8 @@
 //! nothing beyond, even with forwarding on; every rule edited by hand under its comment
 //! planned as drift and repaired; traffic the host routes back into a NAT subnet keeping
 //! its source; the golden rules listed back by the real `nft`; two gitvisors sharing the
-//! table, one pruning without touching the other's rules; the layout before instance ids
+//! table, one pruning without touching the other's rules or the uplink forwarding the
+//! other's NAT needs; the layout before instance ids
 //! migrated; and an apply killed with SIGKILL part-way.
 
 use std::ffi::OsStr;
@@ -583,6 +584,72 @@ fn one_gitvisor_pruning_its_last_rules_leaves_another_gitvisors_rules_alone() {
     apply_b();
     let gone = lab.nft(&["list", "table", "inet", "gitvisor"]);
     assert_ne!(gone.code, Some(0), "the empty table stayed\n{gone}");
+}
+
+#[test]
+fn one_gitvisor_pruning_its_last_nat_bridge_leaves_the_uplink_forwarding_another_needs() {
+    let Some(env) = TestEnv::new("net-two-fwd") else {
+        return;
+    };
+    let Some(mut lab) = Lab::new(&env) else {
+        return;
+    };
+    let b_state = tempfile::tempdir().expect("state dir");
+    let b_run = tempfile::tempdir().expect("run dir");
+    let b = |args: &[&OsStr]| {
+        gitvisor_e2e::run_command(env.other_gitvisor_command(b_state.path(), b_run.path(), args))
+    };
+    let _outside = lab.outside();
+    let guest = lab.guest("g1", None);
+    // A turns the uplink's forwarding on (and records it); B finds it on.
+    assert_eq!(lab.forwarding(UPLINK), "0");
+    let a_manifests = Manifests::new();
+    keeper(&lab, &a_manifests);
+    a_manifests.write(
+        "nat.yaml",
+        &bridge("bra", "addresses: [10.5.0.1/24]\nnat: true"),
+    );
+    apply(&env, a_manifests.path());
+    assert_eq!(lab.forwarding(UPLINK), "1", "A turned the uplink on");
+    let b_manifests = Manifests::new();
+    b_manifests.write(
+        "br0.yaml",
+        &bridge("br0", "addresses: [10.0.0.1/24]\nnat: true"),
+    );
+    b(&[OsStr::new("apply"), b_manifests.path().as_os_str()]).expect_code(0);
+    lab.attach("g1", "br0");
+    lab.address(&guest, "10.0.0.10/24", "10.0.0.1");
+    assert!(
+        lab.pings(&guest, OUTSIDE_ADDRESS),
+        "B's NAT does not forward"
+    );
+
+    // A's last NAT bridge goes while B's NAT still routes out of the uplink: the switch
+    // stays on and B's guest still reaches the outside.
+    a_manifests.remove("nat.yaml");
+    let plan = env.plan_json(a_manifests.path());
+    let change = change(&plan, "Bridge", "bra");
+    assert!(
+        field(change, &format!("forwarding.{UPLINK}")).is_none(),
+        "A plans to turn off the uplink B needs: {plan:#}"
+    );
+    apply(&env, a_manifests.path());
+    assert_eq!(
+        lab.forwarding(UPLINK),
+        "1",
+        "A turned off the uplink forwarding B's NAT needs"
+    );
+    assert!(
+        lab.pings(&guest, OUTSIDE_ADDRESS),
+        "B's NAT stopped forwarding when A pruned its bridge"
+    );
+    assert_plan_clean(&env, &a_manifests);
+    b(&[
+        OsStr::new("plan"),
+        b_manifests.path().as_os_str(),
+        OsStr::new("--detailed-exitcode"),
+    ])
+    .expect_code(0);
 }
 
 #[test]

@@ -47,6 +47,7 @@ use tracing::Instrument;
 
 pub use options::ExecuteOptions;
 pub use outcome::{Report, ResultKind, StepResult};
+pub(crate) use panic::catch_panic;
 pub use progress::{Progress, RunEvent, silent};
 pub use record::{record_intents, record_intents_async, record_report, record_report_async};
 pub use restart::RestartResult;
@@ -109,10 +110,13 @@ pub async fn execute_with(
             Action::Conflict | Action::Unsupported => {
                 let why = change.reason().unwrap_or_else(|| change.action.to_string());
                 unusable.insert(change.id.clone(), why.clone());
-                results.push(
-                    StepResult::new(change, ResultKind::Failed(why), 0.0)
-                        .with_class(FailureClass::NeedsUser),
-                );
+                let class = if crate::plan::panicked_while_planning(change) {
+                    FailureClass::Bug
+                } else {
+                    FailureClass::NeedsUser
+                };
+                results
+                    .push(StepResult::new(change, ResultKind::Failed(why), 0.0).with_class(class));
             }
             Action::NoOp => results.push(StepResult::new(change, ResultKind::Unchanged, 0.0)),
             _ => {}

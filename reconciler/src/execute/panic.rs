@@ -10,6 +10,7 @@
 //!
 //! A panic outside a driver call (the executor's own code, a progress callback) still
 //! ends its task; [`super::collect`] reports that task's resource as failed the same way.
+//! A driver's `plan` runs under [`catch_panic`] too (`plan/panicked.rs`).
 
 use std::any::Any;
 use std::future::Future;
@@ -24,7 +25,7 @@ use crate::model::ResourceId;
 /// `AssertUnwindSafe`: after a panic the executor uses nothing the future owned except
 /// through locks it re-checks (the holds' state is updated before and after each driver
 /// call, never across one), so no broken invariant is observed.
-pub(super) async fn catch_panic<T>(future: impl Future<Output = T>) -> Result<T, String> {
+pub(crate) async fn catch_panic<T>(future: impl Future<Output = T>) -> Result<T, String> {
     AssertUnwindSafe(future)
         .catch_unwind()
         .await

@@ -12,6 +12,7 @@
 //! touching the host.
 
 mod delete_order;
+mod panicked;
 mod render;
 mod restarts;
 mod skipped;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 pub use crate::contract::{Action, Change, Effect, FieldChange};
 pub use delete_order::{RecordedDependencies, order_deletes};
+pub use panicked::{PlanPanicked, panicked_while_planning};
 pub use render::{render_json, render_skipped_text, render_text};
 pub use restarts::{DependentRestart, Hold, dependent_restarts};
 pub use skipped::{SkipReason, Skipped};
@@ -113,7 +115,8 @@ impl Plan {
 
 /// Observes the host (one batch per driver, drivers concurrently) and diffs it against
 /// the revision. Drivers see `context` with the revision attached (every kind, for this
-/// host), so they can follow references.
+/// host), so they can follow references. A driver that panics plans its kind's
+/// resources as failed bugs ([`PlanPanicked`]); the other kinds are planned as usual.
 pub async fn make_plan(
     revision: &Revision,
     host: &str,
@@ -132,7 +135,15 @@ pub async fn make_plan(
         let desired = by_kind.get(&kind).cloned().unwrap_or_default();
         async move {
             match drivers.get(kind) {
-                Some(driver) => driver.plan(&desired, context).await,
+                Some(driver) => {
+                    panicked::plan_catching_panics(
+                        kind,
+                        &desired,
+                        context,
+                        driver.plan(&desired, context),
+                    )
+                    .await
+                }
                 None => Ok(desired
                     .iter()
                     .map(|resource| {

@@ -6,16 +6,18 @@
 //! or replace must now plan as a no-op, a delete must not plan again. Anything else is
 //! turned into a failure naming what still differs, so a kernel that silently refused or
 //! merged something (an address it keeps once, a flag it ignores) is never reported as
-//! converged.
+//! converged. A driver that panics while observing again cannot confirm its kind's
+//! steps: they fail as bugs (`plan/panicked.rs`).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::contract::FailureClass;
 use crate::drivers::DriverError;
 use crate::execute::{Report, ResultKind};
 use crate::model::ResourceId;
-use crate::plan::{Action, Change, Plan};
+use crate::plan::{Action, Change, Plan, PlanPanicked};
 
 /// Turns every applied step that `observed` (the plan made again after the apply)
 /// contradicts into a failure; when the host could not be observed, no applied step can
@@ -39,6 +41,16 @@ pub fn verify(report: &mut Report, observed: Result<Plan, DriverError>) {
             continue;
         }
         let remaining = now.get(&step.id).copied();
+        if let Some(panicked) = remaining.and_then(|c| c.observed_as::<PlanPanicked>()) {
+            step.result = ResultKind::Failed(format!(
+                "cannot confirm the change: the {} driver panicked while observing the host \
+                 again after the apply: {}; this is a gitvisor bug (please report it with the \
+                 log); the next run looks again",
+                step.id.kind, panicked.message
+            ));
+            step.class = Some(FailureClass::Bug);
+            continue;
+        }
         let mismatch = match step.action {
             Action::Delete => remaining
                 .filter(|c| c.action == Action::Delete)

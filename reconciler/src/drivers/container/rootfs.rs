@@ -5,14 +5,13 @@
 //! The mount is made in gitvisor's mount namespace, where it stays when gitvisor exits;
 //! the container keeps its own copy of it in its mount namespace anyway.
 //!
-//! The overlay is mounted `volatile`: the kernel skips syncing the writable layer (an
-//! unmount otherwise flushes it, which costs up to a second on a busy disk). That is
-//! safe here because a writable layer never outlives the boot it was made in: after a
-//! host crash runc's state under `/run` is gone, the container is created afresh and
-//! its writable layer wiped first. A remount within the same boot (a restart in another
-//! mount namespace) removes the kernel's `incompat/volatile` guard, which only a crash
-//! could have made meaningful. Kernels before 5.10 lack `volatile`; the mount is
-//! retried without it.
+//! The overlay is mounted without `volatile`, on purpose. `volatile` would make every
+//! `fsync` and `syncfs` inside the container a no-op on its writable layer, so a program
+//! that keeps data there (a database; the layer is kept across `state: Stopped` and back
+//! and across restarts) would lose, silently, the durability it asked for. It would
+//! also leave `work/incompat/volatile` behind, which makes the kernel refuse every later
+//! mount of that layer until someone removes it. All it would save is the sync of the
+//! layer's dirty pages at unmount.
 
 use std::ffi::OsString;
 use std::fs;

@@ -13,7 +13,8 @@
 //!   of anyone else's is left in it.
 //! - **forwarding**: the bridge's own switch is set as its mode needs; the uplink's is
 //!   turned on (and recorded) when off, and turned back off by the change that leaves no
-//!   declared bridge using it.
+//!   declared bridge using it, unless another gitvisor's rules in the shared table still
+//!   forward or masquerade out of it (their traffic needs the switch; the record stays).
 //! - **dhcp**: the configuration file is compared with the one rendered; a dnsmasq that
 //!   is not running is started, one with another configuration restarted, one no longer
 //!   declared stopped and its files removed.
@@ -43,6 +44,11 @@ pub struct RevisionFacts {
     /// The hooks whose legacy base chain holds nothing but legacy jumps of this
     /// instance's bridges: migrating removes it.
     pub legacy_bases_ours: BTreeSet<Hook>,
+    /// The interfaces someone else's rules in the table forward or masquerade out of
+    /// (`others_route_anywhere`: a rule of theirs that names none, out of any): their
+    /// forwarding switches stay on whatever this instance recorded.
+    pub others_route_out_of: BTreeSet<String>,
+    pub others_route_anywhere: bool,
 }
 
 impl RevisionFacts {
@@ -61,6 +67,8 @@ impl RevisionFacts {
             uplinks_in_use,
             others_in_table: false,
             legacy_bases_ours: BTreeSet::new(),
+            others_route_out_of: BTreeSet::new(),
+            others_route_anywhere: false,
         };
         let TableObservation::Present(table) = &host.table else {
             return facts;
@@ -90,10 +98,30 @@ impl RevisionFacts {
                     .map(|hook| legacy::base_chain(*hook).to_owned()),
             )
             .collect();
-        facts.others_in_table = table.chains.keys().any(|chain| {
+        let others = |chain: &String| {
             chain != MARKER_CHAIN && !facts.instance.owns(chain) && !legacy_chains.contains(chain)
-        });
+        };
+        facts.others_in_table = table.chains.keys().any(others);
+        let routes_out: Vec<Option<String>> = table
+            .chains
+            .iter()
+            .filter(|(name, _)| others(name))
+            .flat_map(|(_, chain)| chain.rules.iter().filter_map(RuleState::routes_out))
+            .collect();
+        for out in routes_out {
+            match out {
+                Some(interface) => {
+                    facts.others_route_out_of.insert(interface);
+                }
+                None => facts.others_route_anywhere = true,
+            }
+        }
         facts
+    }
+
+    /// Whether someone else's rules in the table still send traffic out of `interface`.
+    pub fn others_need(&self, interface: &str) -> bool {
+        self.others_route_anywhere || self.others_route_out_of.contains(interface)
     }
 }
 
@@ -435,10 +463,13 @@ impl NetworkDrift {
             }
         }
         // The change that removes this bridge's rules, or the bridge itself, gives back
-        // the uplinks no declared bridge needs any more.
+        // the uplinks no declared bridge needs any more, and no other gitvisor's rules
+        // in the table route out of either: that one's traffic must keep flowing, and
+        // this instance keeps its record (it turned the switch on).
         if desired.is_none() || !self.nft.is_empty() {
             for interface in &host.forwarding_enabled {
                 if revision.uplinks_in_use.contains(interface)
+                    || revision.others_need(interface)
                     || self.forwarding.iter().any(|f| &f.interface == interface)
                 {
                     continue;

@@ -19,6 +19,10 @@
 //! the other's chains, both keep the table (the next prune removes it); and an instance
 //! that deletes the table just as another writes its first rules takes those with it (the
 //! other's next plan sees them missing and writes them again).
+//!
+//! An uplink's forwarding switch is shared too (one per namespace): an instance gives
+//! back one it turned on only when no one else's rules route out of it
+//! (`drift.rs`, [`super::nft::RuleState::routes_out`]).
 
 use std::path::Path;
 

@@ -24,8 +24,8 @@
 //!   only when no one else's chains are left in it.
 //! - **forwarding**: the bridge's own IPv4 `forwarding` switch (on for NAT and routed,
 //!   off for isolated), and the uplink's when it is off (turned on, recorded under the
-//!   run dir, and turned back off when no declared bridge uses it); never the global
-//!   `ip_forward`.
+//!   run dir, and turned back off when no declared bridge uses it and no other
+//!   gitvisor's rules in the table route out of it); never the global `ip_forward`.
 //! - **dnsmasq**: one per bridge with `dhcp:`, configuration and pid file under
 //!   `<run-dir>/network/dhcp/<bridge>/`, detached from gitvisor so guests keep their
 //!   DHCP and DNS while gitvisor restarts or upgrades, and found again through its pid

@@ -175,6 +175,11 @@ pub fn listed_exprs(rule: &Rule) -> Vec<Value> {
     listed
 }
 
+/// The two sides of a listed `match` expression.
+fn match_sides(expr: &Value) -> Option<(Option<&Value>, Option<&Value>)> {
+    expr.get("match").map(|m| (m.get("left"), m.get("right")))
+}
+
 fn matches(op: &str, left: Value, right: Value) -> Value {
     json!({ "match": { "op": op, "left": left, "right": right } })
 }
@@ -267,6 +272,36 @@ impl RuleState {
     /// (in the listing's form, [`listed_exprs`]).
     pub fn is(&self, rule: &Rule) -> bool {
         self.comment.as_deref() == Some(rule.comment.as_str()) && self.exprs == listed_exprs(rule)
+    }
+
+    /// Where this rule lets traffic leave the host, read from its expressions (whoever
+    /// wrote it): `None` when it accepts or masquerades nothing (a drop, a jump, a DNAT);
+    /// `Some(Some(interface))` when it matches `oifname interface`; `Some(None)` when it
+    /// accepts or masquerades without naming the way out (out of any interface), except
+    /// replies of connections (`ct`), which leave the way they came.
+    pub fn routes_out(&self) -> Option<Option<String>> {
+        let passes = self
+            .exprs
+            .iter()
+            .any(|expr| expr.get("accept").is_some() || expr.get("masquerade").is_some());
+        if !passes {
+            return None;
+        }
+        let out = self.exprs.iter().find_map(|expr| match match_sides(expr) {
+            Some((Some(left), Some(Value::String(name))))
+                if left.pointer("/meta/key").and_then(Value::as_str) == Some("oifname") =>
+            {
+                Some(name.clone())
+            }
+            _ => None,
+        });
+        if out.is_some() {
+            return Some(out);
+        }
+        let replies = self.exprs.iter().any(
+            |expr| matches!(match_sides(expr), Some((Some(left), _)) if left.get("ct").is_some()),
+        );
+        (!replies).then_some(None)
     }
 }
 

@@ -532,6 +532,47 @@ async fn an_uplink_that_already_forwarded_is_never_turned_off() {
 }
 
 #[tokio::test]
+async fn an_uplink_is_given_back_only_when_no_other_instances_rules_route_out_of_it() {
+    // A turns eth0 on (its NAT leaves by the default route); B's NAT bridge leaves by
+    // `b_uplink`, or by any interface (no uplink). Then A prunes its bridge.
+    async fn eth0_after_a_leaves(b_spec: &str) -> Option<bool> {
+        let host = host();
+        let b = second_instance(&host, "other000");
+        host.converge(&[bridge("br0", NAT)], &[]).await;
+        assert_eq!(host.network.forwarding("eth0"), Some(true));
+        converge_with(&b, &[bridge("br1", b_spec)], &[]).await;
+        let changes = host.converge(&[], &["br0"]).await;
+        let turned_off = field(&changes[0], "forwarding.eth0").is_some();
+        assert_eq!(
+            turned_off,
+            host.network.forwarding("eth0") == Some(false),
+            "the plan says what apply does: {changes:#?}"
+        );
+        host.network.forwarding("eth0")
+    }
+    assert_eq!(
+        eth0_after_a_leaves("addresses: [10.1.0.1/24]\nnat: true\nuplink: eth0").await,
+        Some(true),
+        "B's NAT out of eth0 lost its forwarding"
+    );
+    assert_eq!(
+        eth0_after_a_leaves("addresses: [10.1.0.1/24]\nnat: true").await,
+        Some(true),
+        "B's NAT out of any interface lost eth0's forwarding"
+    );
+    assert_eq!(
+        eth0_after_a_leaves("addresses: [10.1.0.1/24]\nuplink: eth1").await,
+        Some(false),
+        "B routes out of eth1 only: eth0 is A's to give back"
+    );
+    assert_eq!(
+        eth0_after_a_leaves("addresses: [10.1.0.1/24]").await,
+        Some(false),
+        "B's isolated bridge routes nowhere"
+    );
+}
+
+#[tokio::test]
 async fn a_bridge_without_ports_nat_or_uplink_is_isolated() {
     let host = host();
     host.network.set_forwarding("eth0", true);

@@ -6,6 +6,8 @@
 //!    for OCI and Docker manifests and indexes. Its bytes are verified against the
 //!    pinned digest, or hashed to name it; an index is followed to this host's
 //!    platform by digest. A pinned manifest already in the store is not fetched again.
+//!    One larger than [`MAX_METADATA`] is refused as too large, never cut off and then
+//!    misread.
 //! 2. The config and layers: the store's import ([`ImageStore::import_manifest`])
 //!    fetches `GET /v2/REPO/blobs/DIGEST` only for what it does not have, verifying
 //!    every byte. An image is pulled once and shared by digest.
@@ -40,6 +42,7 @@ use std::time::Duration;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use super::PreparedImage;
+use super::beneath::MAX_METADATA;
 use super::digest::Sha256Digest;
 use super::error::ImageError;
 use super::reference::RegistryRef;
@@ -343,9 +346,19 @@ impl<'a> Client<'a> {
         response
             .body_mut()
             .as_reader()
-            .take(4 << 20)
+            .take(MAX_METADATA + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| self.error(format!("read {url}"), true, e))?;
+        if bytes.len() as u64 > MAX_METADATA {
+            return Err(ImageError::format(
+                self.image,
+                format!("the manifest {reference} at {url}"),
+                format!(
+                    "the registry sent more than {} MiB, the most gitvisor reads of a manifest or index; that is no image manifest: check that the reference names an image and that the registry serves it",
+                    MAX_METADATA >> 20
+                ),
+            ));
+        }
         Ok(bytes)
     }
 
@@ -603,6 +616,81 @@ mod tests {
             }
         });
         (address, release)
+    }
+
+    /// A registry on loopback whose every manifest is `body`.
+    fn registry_serving_manifest(body: Vec<u8>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            }
+        });
+        address
+    }
+
+    #[test]
+    fn a_manifest_larger_than_the_limit_is_refused_as_too_large() {
+        // A well-formed manifest, padded past the limit with an annotation.
+        let padding = "x".repeat((MAX_METADATA + (1 << 20)) as usize);
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": format!("sha256:{}", "0".repeat(64)),
+                "size": 2
+            },
+            "layers": [],
+            "annotations": {"padding": padding}
+        }))
+        .unwrap();
+        let address = registry_serving_manifest(body);
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(store_dir.path());
+        let image = format!("{address}/team/app:v1");
+        let reference = match super::super::ImageRef::parse(&image).unwrap() {
+            super::super::ImageRef::Registry(reference) => reference,
+            other => panic!("not a registry reference: {other:?}"),
+        };
+        let settings = RegistrySettings {
+            insecure: vec![address.clone()],
+            read_timeout: Duration::from_secs(5),
+            ..RegistrySettings::default()
+        };
+        let error = pull_with(&store, &image, &reference, &settings).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, ImageError::Format { .. }),
+            "{message}: {error:?}"
+        );
+        for part in [
+            &image,
+            "manifest v1",
+            "more than 4 MiB",
+            "check that the reference",
+        ] {
+            assert!(message.contains(part), "{part:?} not in {message}");
+        }
+        use crate::contract::Classify;
+        assert_eq!(
+            error.class(),
+            crate::contract::FailureClass::NeedsUser,
+            "{message}"
+        );
     }
 
     #[test]
