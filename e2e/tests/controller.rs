@@ -951,3 +951,68 @@ fn an_apply_beside_a_running_controller_is_refused_with_the_way_through_it() {
     env.apply(other.path()).expect_code(0);
     assert!(env.expect_link("gvc-b").is_marked());
 }
+
+#[test]
+fn events_follow_says_the_controller_stopped_and_quiet_polls_keep_the_last_reconcile() {
+    let Some(env) = TestEnv::new("ctl-follow") else {
+        return;
+    };
+    if !have_git(
+        "events_follow_says_the_controller_stopped_and_quiet_polls_keep_the_last_reconcile",
+    ) {
+        return;
+    }
+    let repo = GitRepo::new();
+    repo.write("a.yaml", &bridge("gvf-a", 1));
+    repo.commit("a");
+    let url = repo.url();
+    let (mut controller, _) = Controller::start(
+        &env,
+        &[
+            "--source", &url, "--ref", "main", "--poll", "1s", "--resync", NO_RESYNC,
+        ],
+    );
+    assert!(env.expect_link("gvf-a").is_marked());
+
+    // The reconcile that created the bridge, as status tells it, is the one its event
+    // tells: same time. Polls that find nothing new leave it as it was.
+    let first = api_status(env.run_dir())["lastReconcile"].clone();
+    let seconds = first["seconds"].as_f64().expect("lastReconcile.seconds");
+    let events = env.gitvisor(["events", "-n", "100"]).expect_code(0);
+    assert_contains(
+        &events.stdout,
+        &format!("1 changed, 0 not converged, 0 deferred, in {seconds:.2} s"),
+    );
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(
+        api_status(env.run_dir())["lastReconcile"],
+        first,
+        "three quiet polls later, the last reconcile is still the one that applied"
+    );
+    let text = env.gitvisor(["status"]).expect_code(0);
+    assert_contains(&text.stdout, &format!("{seconds:.2} s: 1 changed"));
+
+    // `events -f` while the controller stops: it says so and exits 1.
+    let mut follow = env
+        .gitvisor_command(["events", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start gitvisor events -f");
+    let mut lines = BufReader::new(follow.stdout.take().expect("piped stdout")).lines();
+    let first_line = lines.next().expect("an event").expect("a line");
+    assert_contains(&first_line, "new revision");
+    controller.terminate();
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(follow.wait_with_output());
+    });
+    let output = exited
+        .recv_timeout(DEADLINE)
+        .expect("events -f ends when the controller stops")
+        .expect("events -f's output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_contains(&stderr, "the controller stopped");
+    assert_contains(&stderr, "gitvisor events -f");
+}

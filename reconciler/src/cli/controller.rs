@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use super::table::{self, Column, short_revision};
 use super::{OutputFormat, output};
 use crate::daemon::api::ApiClient;
 use crate::drivers::network::Leases;
@@ -168,12 +169,44 @@ fn render(status: &Value) -> String {
     }
     let resources = status["resources"].as_array().cloned().unwrap_or_default();
     if !resources.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n{:<16} {:<24} {:<12} {:<25} {:<18} MESSAGE",
-            "KIND", "NAME", "STATE", "REVISION", "RETRY"
-        );
-        for resource in &resources {
+        out.push('\n');
+        out.push_str(&resource_table(&resources));
+    }
+    out
+}
+
+/// One row per resource; the columns fit their widest cell, so a commit SHA or a long
+/// name never pushes the retry under MESSAGE.
+fn resource_table(resources: &[Value]) -> String {
+    let columns = [
+        Column {
+            header: "KIND",
+            min_width: 16,
+        },
+        Column {
+            header: "NAME",
+            min_width: 24,
+        },
+        Column {
+            header: "STATE",
+            min_width: 12,
+        },
+        Column {
+            header: "REVISION",
+            min_width: 12,
+        },
+        Column {
+            header: "RETRY",
+            min_width: 10,
+        },
+        Column {
+            header: "MESSAGE",
+            min_width: 0,
+        },
+    ];
+    let rows: Vec<Vec<String>> = resources
+        .iter()
+        .map(|resource| {
             let retry = &resource["retry"];
             let retry = if !retry.is_object() {
                 "-".to_owned()
@@ -187,19 +220,17 @@ fn render(status: &Value) -> String {
                     None => "waits for a sync".to_owned(),
                 }
             };
-            let _ = writeln!(
-                out,
-                "{:<16} {:<24} {:<12} {:<25} {:<18} {}",
-                resource["kind"].as_str().unwrap_or("-"),
-                resource["name"].as_str().unwrap_or("-"),
-                resource["state"].as_str().unwrap_or("-"),
-                resource["revision"].as_str().unwrap_or("-"),
+            vec![
+                resource["kind"].as_str().unwrap_or("-").to_owned(),
+                resource["name"].as_str().unwrap_or("-").to_owned(),
+                resource["state"].as_str().unwrap_or("-").to_owned(),
+                short_revision(resource["revision"].as_str().unwrap_or("-")).to_owned(),
                 retry,
-                message_and_live(resource)
-            );
-        }
-    }
-    out
+                message_and_live(resource),
+            ]
+        })
+        .collect();
+    table::render(&columns, &rows)
 }
 
 #[cfg(test)]
@@ -228,5 +259,41 @@ mod tests {
             "\nDHCP leases: cannot read /run/gitvisor/network/dhcp\n"
         );
         assert!(leases(&json!({})).is_err());
+    }
+
+    #[test]
+    fn a_commit_sha_and_a_retry_stay_in_their_columns() {
+        let sha = "4f9c2b7e1d3a5c6b8e0f1a2b3c4d5e6f7a8b9c0d";
+        let resources = vec![
+            json!({"kind": "Container", "name": "web", "state": "Failed", "revision": sha,
+                   "retry": {"attempts": 3, "retryInSeconds": 37.2}, "message": "start failed"}),
+            json!({"kind": "Bridge", "name": "br-a-rather-long-bridge-name", "state": "Ready",
+                   "revision": sha, "message": null}),
+        ];
+        let text = resource_table(&resources);
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines[0];
+        let at = |line: &str, word: &str| {
+            line.find(word)
+                .unwrap_or_else(|| panic!("{word} in {line}"))
+        };
+        for (line, retry, message) in [(lines[1], "#3 in 38s", "start failed"), (lines[2], "-", "")]
+        {
+            assert_eq!(at(line, "4f9c2b7e1d3a"), at(header, "REVISION"), "{text}");
+            assert!(!line.contains(sha), "the SHA is cut to 12 digits: {text}");
+            assert_eq!(
+                line[at(header, "RETRY")..]
+                    .split("  ")
+                    .next()
+                    .unwrap()
+                    .trim(),
+                retry,
+                "{text}"
+            );
+            if !message.is_empty() {
+                assert_eq!(at(line, message), at(header, "MESSAGE"), "{text}");
+            }
+        }
+        assert_eq!(at(lines[2], "Ready"), at(header, "STATE"), "{text}");
     }
 }

@@ -1,5 +1,7 @@
 //! `gitvisor events [-f]`: the running controller's recent events, and with `-f` every new
-//! one as it happens (until interrupted or the controller stops).
+//! one as it happens, until interrupted or the controller stops; a follow that the
+//! controller ends says so and exits 1, so neither a person nor a script mistakes a
+//! stopped controller for a quiet one.
 
 use std::process::ExitCode;
 
@@ -7,7 +9,7 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 
 use super::{OutputFormat, output};
-use crate::daemon::api::ApiClient;
+use crate::daemon::api::{ApiClient, StreamEnd, socket_path};
 
 pub async fn events(
     run_dir: &std::path::Path,
@@ -23,7 +25,7 @@ pub async fn events(
         if follow { "&follow=1" } else { "" }
     );
     let mut failed = None;
-    client
+    let end = client
         .stream(&target, |line| {
             if line.is_empty() {
                 return true;
@@ -46,8 +48,20 @@ pub async fn events(
         if error.kind() != std::io::ErrorKind::BrokenPipe {
             return Err(error.into());
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if follow && end == StreamEnd::Closed {
+        bail!(stopped(run_dir));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `events -f` says when the controller ends the stream under it.
+fn stopped(run_dir: &std::path::Path) -> String {
+    format!(
+        "the controller stopped: its event stream on {} ended; see `systemctl status gitvisor` or its log, and run `gitvisor events -f` again once it is back",
+        socket_path(run_dir).display()
+    )
 }
 
 /// `2026-01-01T10:00:00Z Info    Bridge/br0: create applied  (revision abc)`.

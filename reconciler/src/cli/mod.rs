@@ -18,6 +18,7 @@ mod plan;
 mod run;
 mod status;
 mod sync;
+mod table;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

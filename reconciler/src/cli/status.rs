@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use super::table::{self, Column, short_revision};
 use super::{OutputFormat, output};
 use crate::drivers::network::{Lease, Leases, leases_json, network_dir, read_leases};
 use crate::model::ResourceId;
@@ -211,11 +212,33 @@ fn render_text(report: &StatusReport, state_dir: &std::path::Path) -> String {
     }
     let ids = ids(report);
     if !ids.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n{:<16} {:<24} {:<12} {:<11} {:<25} MESSAGE",
-            "KIND", "NAME", "STATE", "LIVE", "REVISION"
-        );
+        let columns = [
+            Column {
+                header: "KIND",
+                min_width: 16,
+            },
+            Column {
+                header: "NAME",
+                min_width: 24,
+            },
+            Column {
+                header: "STATE",
+                min_width: 12,
+            },
+            Column {
+                header: "LIVE",
+                min_width: 11,
+            },
+            Column {
+                header: "REVISION",
+                min_width: 12,
+            },
+            Column {
+                header: "MESSAGE",
+                min_width: 0,
+            },
+        ];
+        let mut rows = Vec::new();
         for id in ids {
             let status = report.statuses.get(id);
             let live = live(report, id);
@@ -232,17 +255,17 @@ fn render_text(report: &StatusReport, state_dir: &std::path::Path) -> String {
                 }
                 _ => status.and_then(|s| s.message.clone()).unwrap_or_default(),
             };
-            let _ = writeln!(
-                out,
-                "{:<16} {:<24} {:<12} {:<11} {:<25} {}",
-                id.kind.as_str(),
-                id.name.as_str(),
-                status.map_or("-", |s| s.state.as_str()),
-                live.map_or("-", Live::as_str),
-                status.map_or("-", |s| s.revision.as_str()),
-                message
-            );
+            rows.push(vec![
+                id.kind.as_str().to_owned(),
+                id.name.as_str().to_owned(),
+                status.map_or("-", |s| s.state.as_str()).to_owned(),
+                live.map_or("-", Live::as_str).to_owned(),
+                short_revision(status.map_or("-", |s| s.revision.as_str())).to_owned(),
+                message,
+            ]);
         }
+        out.push('\n');
+        out.push_str(&table::render(&columns, &rows));
     }
     if !report.events.is_empty() {
         out.push_str("\nRecent events (newest first):\n");

@@ -238,7 +238,7 @@ impl Controller {
                 ReconcileRun {
                     reasons,
                     started_unix,
-                    seconds: 0.0,
+                    seconds: started.elapsed().as_secs_f64(),
                     revision: None,
                     converged: false,
                     changed: 0,
@@ -251,7 +251,9 @@ impl Controller {
                 }
             }
             (Some(current), false) => {
-                // Nothing new: the last run's outcome stands.
+                // Nothing new: the last run's outcome stands as it was, its time included
+                // (this poll's few milliseconds beside that run's start and changes would
+                // contradict the event that reported it).
                 let last = self.shared.with_status(|s| s.last_reconcile.clone());
                 let run = last.unwrap_or(ReconcileRun {
                     reasons,
@@ -267,10 +269,6 @@ impl Controller {
                 self.current = Some(current);
                 run
             }
-        };
-        let run = ReconcileRun {
-            seconds: started.elapsed().as_secs_f64(),
-            ..run
         };
         self.refresh(run)
     }

@@ -10,25 +10,47 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A size in bytes, written with a binary (`KiB`, `MiB`, `GiB`, `TiB`, `PiB`) or decimal
-/// (`kB`, `MB`, `GB`, `TB`) unit, or as a plain number of bytes.
+/// A size in bytes, written with a binary or decimal unit, or as a plain number of bytes.
+///
+/// One meaning per spelling: a unit without `B` (`256M`, `2G`) or with `i` (`256Mi`,
+/// `2GiB`) is binary (powers of 1024), as QEMU's `-m 2G`, LVM's `-L 2G`, Docker's
+/// `--memory 256m` and Kubernetes' `Mi` read it; only the SI spellings with `B`
+/// (`kB`, `MB`, `GB`, `TB`, `PB`) are decimal. So `256M`, `256Mi` and `256MiB` are the same
+/// size, and a VM declared `memory: 2G` gets exactly 2048 MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
 
+/// Every accepted unit; longer spellings first so `MiB` is not read as `B`. The canonical
+/// binary spelling of each power (the one `Display` writes) comes first among its kind.
 const UNITS: &[(&str, u64)] = &[
     ("PiB", 1 << 50),
     ("TiB", 1 << 40),
     ("GiB", 1 << 30),
     ("MiB", 1 << 20),
     ("KiB", 1 << 10),
+    ("Pi", 1 << 50),
+    ("Ti", 1 << 40),
+    ("Gi", 1 << 30),
+    ("Mi", 1 << 20),
+    ("Ki", 1 << 10),
     ("PB", 1_000_000_000_000_000),
     ("TB", 1_000_000_000_000),
     ("GB", 1_000_000_000),
     ("MB", 1_000_000),
     ("kB", 1_000),
     ("KB", 1_000),
+    ("P", 1 << 50),
+    ("T", 1 << 40),
+    ("G", 1 << 30),
+    ("M", 1 << 20),
+    ("K", 1 << 10),
+    ("k", 1 << 10),
     ("B", 1),
 ];
+
+/// What a size may end with, for the error that rejects an unknown one.
+const ACCEPTED: &str = "binary (x1024): K, M, G, T, P, or Ki/KiB, Mi/MiB, Gi/GiB, Ti/TiB, Pi/PiB; \
+     decimal (x1000): kB, MB, GB, TB, PB; B or no unit for bytes";
 
 impl ByteSize {
     pub fn bytes(self) -> u64 {
@@ -43,7 +65,7 @@ impl FromStr for ByteSize {
         let shown = super::quoted(text);
         let invalid = || {
             format!(
-                "invalid size {shown}: expected a number with a unit such as 512MiB, 20GiB or 1.5TiB"
+                "invalid size {shown}: expected a number with a unit such as 512MiB, 2G or 1.5TiB"
             )
         };
         let trimmed = text.trim();
@@ -51,6 +73,18 @@ impl FromStr for ByteSize {
             .iter()
             .find_map(|(unit, mult)| trimmed.strip_suffix(unit).map(|n| (n.trim_end(), *mult)))
             .unwrap_or((trimmed, 1));
+        let digits_end = number
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(number.len());
+        if digits_end > 0 && digits_end < number.len() {
+            let unit_start = trimmed
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(digits_end);
+            let unit = super::quoted(trimmed[unit_start..].trim_start());
+            return Err(format!(
+                "invalid size {shown}: unknown unit {unit}; accepted: {ACCEPTED}"
+            ));
+        }
         if number.is_empty()
             || !number.chars().all(|c| c.is_ascii_digit() || c == '.')
             || number.starts_with('.')
@@ -116,9 +150,9 @@ impl JsonSchema for ByteSize {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A size: a number with a unit (KiB, MiB, GiB, TiB, PiB, kB, MB, GB, TB, B), e.g. 512MiB, 1.5TiB; or a plain number of bytes.",
+            "description": "A size: a number with a unit, e.g. 512MiB, 256M, 2G, 1.5TiB; or a plain number of bytes. K, M, G, T, P (alone or as Ki/KiB, Mi/MiB, ...) are binary, powers of 1024, as in QEMU, LVM and Docker; kB, MB, GB, TB, PB are decimal, powers of 1000.",
             "oneOf": [
-                {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?\\s*(PiB|TiB|GiB|MiB|KiB|PB|TB|GB|MB|kB|KB|B)?$"},
+                {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?\\s*(PiB|TiB|GiB|MiB|KiB|Pi|Ti|Gi|Mi|Ki|PB|TB|GB|MB|kB|KB|P|T|G|M|K|k|B)?$"},
                 {"type": "integer", "minimum": 0}
             ]
         })
@@ -254,6 +288,33 @@ mod tests {
             "1.0000000001B",
         ] {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn common_spellings_have_one_binary_meaning() {
+        for text in ["256M", "256Mi", "256MiB", "262144K", "262144k", "268435456"] {
+            assert_eq!(text.parse::<ByteSize>().unwrap().0, 256 << 20, "{text}");
+        }
+        for text in ["2G", "2Gi", "2GiB", "2048M", "2 G"] {
+            assert_eq!(text.parse::<ByteSize>().unwrap().0, 2 << 30, "{text}");
+        }
+        assert_eq!("1T".parse::<ByteSize>().unwrap().0, 1 << 40);
+        assert_eq!("1.5G".parse::<ByteSize>().unwrap().0, 3 << 29);
+        // Only the SI spellings with B are decimal.
+        assert_eq!("256MB".parse::<ByteSize>().unwrap().0, 256_000_000);
+        assert_eq!("2GB".parse::<ByteSize>().unwrap().0, 2_000_000_000);
+    }
+
+    #[test]
+    fn an_unknown_unit_names_what_is_accepted() {
+        for bad in ["256X", "2 gb", "12XB", "1Gib", "5mb"] {
+            let error = bad.parse::<ByteSize>().unwrap_err();
+            assert!(error.contains("unknown unit"), "{bad}: {error}");
+            assert!(
+                error.contains("Mi/MiB") && error.contains("MB") && error.contains("K, M, G"),
+                "{bad}: {error}"
+            );
         }
     }
 

@@ -88,7 +88,7 @@ pub fn render_text(plan: &Plan, color: bool, verbose: bool) -> String {
     out
 }
 
-/// The running dependents of disruptive changes: restarted (`↻`) or kept running (`!`),
+/// The running dependents of disruptive changes: restarted (`↻`) or kept running (`=`),
 /// each with why.
 fn render_restarts(out: &mut String, plan: &Plan, palette: &Palette) {
     if plan.restarts.is_empty() {
@@ -103,7 +103,8 @@ fn render_restarts(out: &mut String, plan: &Plan, palette: &Palette) {
     for restart in &plan.restarts {
         let symbol = match restart.hold {
             Hold::Restart => palette.paint("36", "  ↻"),
-            Hold::KeepsRunning(_) => palette.paint("1;33", "  !"),
+            // Not `!`, which is a conflict's: this dependent is gitvisor's and is fine.
+            Hold::KeepsRunning(_) => palette.paint("33", "  ="),
         };
         let _ = writeln!(out, "{symbol} {}", restart.id);
         let _ = writeln!(out, "      # {}", restart.reason());
@@ -173,14 +174,50 @@ fn render_change(out: &mut String, change: &Change, palette: &Palette) {
         .max()
         .unwrap_or(0);
     for field in &change.fields {
-        let _ = writeln!(
-            out,
+        let line = format!(
             "      {:width$}  {} -> {}",
             field.path,
             show(&field.old),
             show(&field.new),
         );
+        match list_items(&field.old, &field.new) {
+            Some(items) if line.chars().count() > LINE_WIDTH => {
+                let _ = writeln!(out, "      {}", field.path);
+                for (mark, item) in items {
+                    let _ = writeln!(out, "        {mark} {item}");
+                }
+            }
+            _ => {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
     }
+}
+
+/// A field line longer than this, when the field is a list, is shown one item a line.
+const LINE_WIDTH: usize = 100;
+
+/// The items of a list field, each marked: `-` only in the old list (goes), `+` only in
+/// the new one (comes), ` ` in both (kept); `None` when either side is not a list (an
+/// unset side counts as empty).
+fn list_items(old: &Value, new: &Value) -> Option<Vec<(char, String)>> {
+    let items = |value: &Value| match value {
+        Value::Null => Some(Vec::new()),
+        Value::Array(items) => Some(items.iter().map(show).collect::<Vec<String>>()),
+        _ => None,
+    };
+    let (old, new) = (items(old)?, items(new)?);
+    let mut marked: Vec<(char, String)> = old
+        .iter()
+        .map(|item| (if new.contains(item) { ' ' } else { '-' }, item.clone()))
+        .collect();
+    marked.extend(
+        new.iter()
+            .filter(|item| !old.contains(item))
+            .map(|item| ('+', item.clone())),
+    );
+    Some(marked)
 }
 
 /// The JSON object of DESIGN §7; more keys may be added, these keep their meaning.
@@ -395,5 +432,64 @@ mod tests {
         let mut plan = sample();
         plan.changes.retain(|c| c.action == Action::NoOp);
         assert!(render_text(&plan, false, false).contains("No changes. 1 resource is up to date."));
+    }
+
+    #[test]
+    fn a_long_list_is_shown_one_item_a_line_marked_gone_kept_or_new() {
+        let id = ResourceId::new(Kind::Bridge, Name::parse("br-h9").unwrap());
+        let rules: Vec<String> = (0..6)
+            .map(|i| format!("br-h9: a rule long enough to need its own line, number {i}"))
+            .collect();
+        let mut plan = sample();
+        plan.changes = vec![
+            Change::new(id.clone(), Action::Create).with_fields(vec![
+                FieldChange::new("nftables", json!([]), json!(rules), Effect::Hot),
+                FieldChange::new(
+                    "addresses",
+                    Value::Null,
+                    json!(["10.77.0.1/24"]),
+                    Effect::Hot,
+                ),
+            ]),
+            Change::new(id, Action::Update).with_fields(vec![FieldChange::new(
+                "nftables",
+                json!(rules[..4]),
+                json!(rules[2..]),
+                Effect::Hot,
+            )]),
+        ];
+        let text = render_text(&plan, false, false);
+        let mut expected = String::from("  + Bridge/br-h9\n      nftables\n");
+        for rule in &rules {
+            expected.push_str(&format!("        + {rule}\n"));
+        }
+        expected.push_str("      addresses  (unset) -> [\"10.77.0.1/24\"]\n");
+        assert!(text.contains(&expected), "{text}");
+        let update = format!(
+            "  ~ Bridge/br-h9  (hot)\n      nftables\n        - {}\n        - {}\n          {}\n          {}\n        + {}\n        + {}\n",
+            rules[0], rules[1], rules[2], rules[3], rules[4], rules[5]
+        );
+        assert!(text.contains(&update), "{text}");
+    }
+
+    #[test]
+    fn a_dependent_kept_running_is_not_marked_as_a_conflict() {
+        use crate::plan::DependentRestart;
+        let bridge = ResourceId::new(Kind::Bridge, Name::parse("br0").unwrap());
+        let vm = ResourceId::new(Kind::VirtualMachine, Name::parse("homevm").unwrap());
+        let mut plan = sample();
+        plan.restarts = vec![DependentRestart {
+            id: vm,
+            causes: vec![(bridge, Action::Update)],
+            hold: Hold::KeepsRunning("its driver cannot stop and start its objects".into()),
+        }];
+        let text = render_text(&plan, false, false);
+        assert!(
+            text.contains(
+                "  = VirtualMachine/homevm\n      # keeps running while Bridge/br0 is restarted"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("! VirtualMachine"), "{text}");
     }
 }

@@ -31,9 +31,17 @@ fn is_store_file(name: &str) -> bool {
             .is_some_and(|rest| rest.starts_with(".corrupt-"))
 }
 
+/// The subdirectories of the state dir that gitvisor itself makes: the containers'
+/// images, writable layers and logs (`drivers::container`), and the git checkouts of
+/// `run --source` (`source::git`). A fresh state dir often holds them before the store
+/// is first opened (their `create_dir_all` made it, with the umask's mode), so they do
+/// not make the dir "shared"; what is inside them is theirs to keep private.
+const GITVISOR_DIRS: &[&str] = &["containers", "sources"];
+
 /// Creates `state_dir` (and missing parents) with [`DIR_MODE`] and sets every store file
 /// in it to [`FILE_MODE`]. An existing dir that is more open than [`DIR_MODE`] is set to
-/// it only when it holds nothing but store files; otherwise it is left as it is, with a
+/// it only when it holds nothing but store files and gitvisor's own subdirectories
+/// ([`GITVISOR_DIRS`]); otherwise it is left as it is, with a
 /// warning (the store files themselves are still private).
 pub(super) fn prepare_dir(state_dir: &Path) -> Result<(), StoreError> {
     fs::DirBuilder::new()
@@ -55,9 +63,13 @@ pub(super) fn prepare_dir(state_dir: &Path) -> Result<(), StoreError> {
             source,
         })?;
         let name = entry.file_name();
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        let file_type = entry.file_type().ok();
+        let is_file = file_type.is_some_and(|t| t.is_file());
+        let is_dir = file_type.is_some_and(|t| t.is_dir());
         if is_file && name.to_str().is_some_and(is_store_file) {
             set_mode(&entry.path(), FILE_MODE)?;
+        } else if is_dir && name.to_str().is_some_and(|n| GITVISOR_DIRS.contains(&n)) {
+            // gitvisor's own: the dir may still be made private.
         } else {
             only_store_files = false;
         }

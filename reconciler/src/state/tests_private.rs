@@ -128,3 +128,28 @@ fn a_shared_dir_is_left_alone_but_the_store_in_it_is_private() {
     assert_eq!(mode(&other), 0o644, "other files must not be touched");
     assert_eq!(mode(&dir.path().join(STATE_FILE)), FILE_MODE);
 }
+
+#[test]
+fn a_fresh_dir_holding_only_gitvisors_own_subdirectories_is_made_private_without_a_warning() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let state_dir = root.path().join("gitvisor");
+    // What the container driver and a git source make before the store is first opened.
+    fs::create_dir_all(state_dir.join("containers/images")).expect("mkdir");
+    fs::create_dir_all(state_dir.join("sources/0123abcd")).expect("mkdir");
+    chmod(&state_dir, 0o755);
+    drop(Store::open(&state_dir).expect("open"));
+    assert_eq!(
+        mode(&state_dir),
+        DIR_MODE,
+        "gitvisor's own dirs do not make it shared"
+    );
+    assert_eq!(mode(&state_dir.join("containers")), 0o755, "left as made");
+
+    // A file of someone else's beside them still keeps the dir as it is.
+    let shared = root.path().join("shared");
+    fs::create_dir_all(shared.join("containers")).expect("mkdir");
+    fs::write(shared.join("notes.txt"), b"x").expect("write");
+    chmod(&shared, 0o755);
+    drop(Store::open(&shared).expect("open"));
+    assert_eq!(mode(&shared), 0o755);
+}

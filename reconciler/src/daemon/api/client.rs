@@ -39,6 +39,15 @@ pub struct ApiClient {
     path: PathBuf,
 }
 
+/// Why [`ApiClient::stream`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The controller ended the body: all was sent, or it stopped.
+    Closed,
+    /// The caller's `line` asked to stop.
+    Stopped,
+}
+
 impl ApiClient {
     /// The controller using `run_dir`, if one answers there; `None` when no controller
     /// runs (no socket, or a socket nobody listens on).
@@ -87,12 +96,13 @@ impl ApiClient {
     }
 
     /// `GET target`, calling `line` for each line of the body as it arrives, until the
-    /// controller closes the stream or `line` returns `false`.
+    /// controller closes the stream ([`StreamEnd::Closed`]) or `line` returns `false`
+    /// ([`StreamEnd::Stopped`]).
     pub async fn stream(
         &self,
         target: &str,
         mut line: impl FnMut(&str) -> bool,
-    ) -> Result<(), ClientError> {
+    ) -> Result<StreamEnd, ClientError> {
         let mut reader = self.send("GET", target).await?;
         let head = self.head(&mut reader).await?;
         if !(200..300).contains(&head.status) {
@@ -104,8 +114,11 @@ impl ApiClient {
         loop {
             text.clear();
             let n = reader.read_line(&mut text).await.map_err(|e| self.io(e))?;
-            if n == 0 || !line(text.trim_end_matches('\n')) {
-                return Ok(());
+            if n == 0 {
+                return Ok(StreamEnd::Closed);
+            }
+            if !line(text.trim_end_matches('\n')) {
+                return Ok(StreamEnd::Stopped);
             }
         }
     }

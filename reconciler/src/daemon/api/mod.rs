@@ -27,7 +27,7 @@ mod server;
 
 use std::path::{Path, PathBuf};
 
-pub use client::{ApiClient, ClientError};
+pub use client::{ApiClient, ClientError, StreamEnd};
 pub use metrics::serve_metrics;
 pub use server::{ApiServer, serve};
 

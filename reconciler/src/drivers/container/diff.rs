@@ -345,6 +345,22 @@ fn creation_fields(spec: &ContainerSpec) -> Vec<FieldChange> {
             Effect::Recreate,
         ));
     }
+    if !spec.env.is_empty() {
+        fields.push(FieldChange::new(
+            "env",
+            null.clone(),
+            serde_json::to_value(&spec.env).unwrap_or_default(),
+            Effect::Recreate,
+        ));
+    }
+    if !spec.mounts.is_empty() {
+        fields.push(FieldChange::new(
+            "mounts",
+            null.clone(),
+            serde_json::to_value(&spec.mounts).unwrap_or_default(),
+            Effect::Recreate,
+        ));
+    }
     if let Some(network) = &spec.network {
         fields.push(FieldChange::new(
             "network.bridge",
@@ -352,6 +368,69 @@ fn creation_fields(spec: &ContainerSpec) -> Vec<FieldChange> {
             network.bridge.as_str(),
             Effect::Recreate,
         ));
+        if let Some(address) = &network.address {
+            fields.push(FieldChange::new(
+                "network.address",
+                null.clone(),
+                address.to_string(),
+                Effect::Recreate,
+            ));
+        }
+        if let Some(gateway) = &network.gateway {
+            fields.push(FieldChange::new(
+                "network.gateway",
+                null.clone(),
+                gateway.to_string(),
+                Effect::Recreate,
+            ));
+        }
+        if !network.publish.is_empty() {
+            let published: Vec<String> = network
+                .publish
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {}:{} -> {}",
+                        p.protocol.as_str(),
+                        p.host_address.map_or("*".to_owned(), |a| a.to_string()),
+                        p.host_port,
+                        p.port.unwrap_or(p.host_port)
+                    )
+                })
+                .collect();
+            fields.push(FieldChange::new(
+                "network.publish",
+                null.clone(),
+                published,
+                Effect::Hot,
+            ));
+        }
+    }
+    if let Some(resources) = &spec.resources {
+        if let Some(cpus) = resources.cpus {
+            fields.push(FieldChange::new(
+                "resources.cpus",
+                null.clone(),
+                cpus,
+                Effect::Hot,
+            ));
+        }
+        if let Some(memory) = resources.memory {
+            fields.push(FieldChange::new(
+                "resources.memory",
+                null.clone(),
+                memory.to_string(),
+                Effect::Hot,
+            ));
+        }
+        if let Some(pids) = resources.pids {
+            fields.push(FieldChange::new(
+                "resources.pids",
+                null.clone(),
+                pids,
+                Effect::Hot,
+            ));
+        }
     }
     let state = match spec.state {
         RunState::Running => "Running",

@@ -292,6 +292,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_create_plan_shows_the_address_the_published_ports_and_the_limits() {
+        let fake = Arc::new(FakeHost::new(&["br0"], &[]));
+        let driver = driver(&fake);
+        let web = declared(
+            "web",
+            "image: /images/app\nenv: {TZ: UTC}\nnetwork:\n  bridge: br0\n  address: 10.0.0.2/24\n  gateway: 10.0.0.1\n  publish: [{hostPort: 8080, port: 80}, {hostPort: 53, protocol: udp, hostAddress: 192.0.2.1}]\nresources: {cpus: 0.5, memory: 256M, pids: 100}",
+        );
+        let change = plan_one(&driver, &web, &[]).await;
+        assert_eq!(change.action, Action::Create);
+        let shown: Vec<(&str, String)> = change
+            .fields
+            .iter()
+            .map(|f| (f.path.as_str(), f.new.to_string()))
+            .collect();
+        for expected in [
+            ("env", r#"{"TZ":"UTC"}"#),
+            ("network.bridge", r#""br0""#),
+            ("network.address", r#""10.0.0.2/24""#),
+            ("network.gateway", r#""10.0.0.1""#),
+            (
+                "network.publish",
+                r#"["tcp *:8080 -> 80","udp 192.0.2.1:53 -> 53"]"#,
+            ),
+            ("resources.cpus", "0.5"),
+            ("resources.memory", r#""256MiB""#),
+            ("resources.pids", "100"),
+        ] {
+            assert!(
+                shown.contains(&(expected.0, expected.1.to_owned())),
+                "{expected:?} in {shown:#?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn changing_the_image_or_env_replaces_and_limits_update_in_place() {
         let fake = Arc::new(FakeHost::new(&[], &[]));
         let driver = driver(&fake);

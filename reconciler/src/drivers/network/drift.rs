@@ -294,7 +294,8 @@ impl NetworkDrift {
                             comment: jump.clone(),
                         });
                     }
-                    self.extra_rules.extend(comments(table, &chain));
+                    self.extra_rules
+                        .extend(comments(table, &chain).into_iter().map(|c| listed(c, hook)));
                     commands.push(NftCommand::FlushChain(chain.clone()));
                     commands.push(NftCommand::DeleteChain(chain));
                 }
@@ -311,7 +312,7 @@ impl NetworkDrift {
                         rule: rule.clone(),
                     });
                 }
-                self.rule_differences(observed, rules);
+                self.rule_differences(observed, rules, hook);
                 if self.extra_rules.is_empty() && self.missing_rules.is_empty() {
                     self.missing_rules
                         .push(format!("{chain}: the rules in their declared order"));
@@ -408,7 +409,7 @@ impl NetworkDrift {
     /// Names what differs between a chain's `observed` rules and the `declared` ones: a
     /// rule not declared is extra, a declared one not there is missing, and a declared
     /// one there under its comment but with other expressions (edited by hand) is both.
-    fn rule_differences(&mut self, observed: &[RuleState], declared: &[Rule]) {
+    fn rule_differences(&mut self, observed: &[RuleState], declared: &[Rule], hook: Hook) {
         for rule in declared {
             if observed.iter().any(|o| o.is(rule)) {
                 continue;
@@ -417,20 +418,22 @@ impl NetworkDrift {
                 .iter()
                 .any(|o| o.comment.as_deref() == Some(rule.comment.as_str()))
             {
-                self.extra_rules.push(edited(&rule.comment));
+                self.extra_rules
+                    .push(edited(&listed(rule.comment.clone(), hook)));
             }
-            self.missing_rules.push(rule.comment.clone());
+            self.missing_rules.push(listed(rule.comment.clone(), hook));
         }
         for rule in observed {
             let declared_comment = declared
                 .iter()
                 .any(|d| rule.comment.as_deref() == Some(d.comment.as_str()));
             if !declared_comment {
-                self.extra_rules.push(
+                self.extra_rules.push(listed(
                     rule.comment
                         .clone()
                         .unwrap_or_else(|| NO_COMMENT.to_owned()),
-                );
+                    hook,
+                ));
             }
         }
     }
@@ -534,7 +537,9 @@ impl NetworkDrift {
         let dhcp = match &self.dhcp {
             DhcpDrift::None => None,
             DhcpDrift::Start { .. } => Some(("running", Effect::Hot)),
-            DhcpDrift::Restart { .. } => Some(("running", Effect::Restart)),
+            // dnsmasq restarts under the bridge; the bridge, its addresses and its guests'
+            // leases (kept in the lease file) stay, so nothing that uses it stops.
+            DhcpDrift::Restart { .. } => Some(("running", Effect::Hot)),
             DhcpDrift::Remove { .. } => Some(("removed", Effect::Hot)),
         };
         if let Some((new, effect)) = dhcp {
@@ -627,6 +632,17 @@ impl NetworkDrift {
 const NO_COMMENT: &str = "(a rule without comment)";
 
 /// How the plan names a rule found under its comment with other expressions.
+/// A rule as the plan lists it: its comment, and for the two chains that carry the same
+/// published-port rule (DNAT of what arrives, DNAT of what this host sends), which one,
+/// so a publication does not read as listed twice.
+fn listed(comment: String, hook: Hook) -> String {
+    match hook {
+        Hook::Prerouting => format!("{comment} (arriving)"),
+        Hook::Output => format!("{comment} (from this host)"),
+        Hook::Forward | Hook::Postrouting => comment,
+    }
+}
+
 fn edited(comment: &str) -> String {
     format!("{comment} (edited by hand)")
 }

@@ -290,12 +290,28 @@ async fn every_rule_edited_by_hand_under_its_comment_is_drift_that_apply_repairs
             .unwrap_or_else(|| panic!("no change for {bridge}"));
         assert_eq!(change.action, Action::Update, "{comment}: {changes:#?}");
         let rules = field(change, "nftables").expect("an nftables field");
+        // A published port's two rules share a comment; the plan says which one it is.
+        let listed = rules
+            .new
+            .as_array()
+            .and_then(|n| n.first())
+            .and_then(|n| n.as_str());
+        let listed = listed.unwrap_or_default().to_owned();
+        assert!(
+            [
+                comment.clone(),
+                format!("{comment} (arriving)"),
+                format!("{comment} (from this host)")
+            ]
+            .contains(&listed),
+            "{comment}: {rules:?}"
+        );
         assert_eq!(
             rules.old,
-            serde_json::json!([format!("{comment} (edited by hand)")]),
+            serde_json::json!([format!("{listed} (edited by hand)")]),
             "{comment}"
         );
-        assert_eq!(rules.new, serde_json::json!([comment]), "{comment}");
+        assert_eq!(rules.new, serde_json::json!([listed]), "{comment}");
         host.converge(&desired, &owned).await;
     }
 }
@@ -646,6 +662,31 @@ async fn published_ports_are_dnat_from_outside_and_from_the_host() {
     ];
     assert_eq!(host.comments("br0-pre"), published);
     assert_eq!(host.comments("br0-out"), published);
+
+    // The plan lists each of the two DNAT rules of a publication once, saying which is
+    // which, instead of the same line twice.
+    let moved = bridge(
+        "br0",
+        "addresses: [10.0.0.1/24]\nnat: true\npublish:\n  - {address: 10.0.0.10, hostPort: 8081, port: 80}\n  - {address: 10.0.0.11, hostPort: 53, protocol: udp, hostAddress: 192.0.2.1}",
+    );
+    let changes = host.plan(&[moved], &["br0"]).await;
+    let rules = field(&changes[0], "nftables").expect("the rules change");
+    let listed: Vec<&str> = rules
+        .new
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .filter(|r| r.contains("8081"))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "br0: publish tcp *:8081 -> 10.0.0.10:80 (arriving)",
+            "br0: publish tcp *:8081 -> 10.0.0.10:80 (from this host)",
+        ],
+        "{rules:?}"
+    );
     assert!(
         host.comments("br0-fwd")
             .contains(&"br0: forward published ports to br0".to_owned())
@@ -683,7 +724,9 @@ async fn dhcp_is_started_restarted_when_it_dies_or_changes_and_removed_with_the_
     let changed = [bridge("br0", &format!("{DHCP}\n  leaseTime: 10m"))];
     let changes = host.plan(&changed, &["br0"]).await;
     let dhcp = field(&changes[0], "dhcp").unwrap();
-    assert_eq!(dhcp.effect, crate::contract::Effect::Restart);
+    // A new dnsmasq configuration restarts dnsmasq, not the bridge: nothing on it stops.
+    assert_eq!(dhcp.effect, crate::contract::Effect::Hot);
+    assert!(!changes[0].is_disruptive(), "{:?}", changes[0]);
     host.converge(&changed, &["br0"]).await;
     assert!(
         host.network
