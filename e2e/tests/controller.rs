@@ -376,7 +376,9 @@ fn an_emptied_repository_is_withheld_visibly_and_a_prune_policy_decommissions() 
     let url = repo.url();
     let (controller, ready) = Controller::start(
         &env,
-        &["--source", &url, "--ref", "main", "--poll", "1s", "--resync", NO_RESYNC],
+        &[
+            "--source", &url, "--ref", "main", "--poll", "1s", "--resync", NO_RESYNC,
+        ],
     );
     assert_contains(&ready, &format!("STATUS=revision {first}"));
     assert_eq!(sample(&metrics(&env), "gitvisor_prune_withheld"), Some(0.0));
@@ -409,7 +411,10 @@ fn an_emptied_repository_is_withheld_visibly_and_a_prune_policy_decommissions() 
     assert_contains(&sync.stdout, "prune withheld: 2 undeclared resources kept");
     let events = env.gitvisor(["events", "-n", "200"]).expect_code(0);
     assert_eq!(
-        events.stdout.matches("prune withheld: 2 resources kept").count(),
+        events
+            .stdout
+            .matches("prune withheld: 2 resources kept")
+            .count(),
         1,
         "{}",
         events.stdout
@@ -443,7 +448,10 @@ fn an_emptied_repository_is_withheld_visibly_and_a_prune_policy_decommissions() 
     });
     let status = api_status(env.run_dir());
     assert!(status["pruneWithheld"].is_null(), "{status:#}");
-    assert!(status["resources"].as_array().is_some_and(Vec::is_empty), "{status:#}");
+    assert!(
+        status["resources"].as_array().is_some_and(Vec::is_empty),
+        "{status:#}"
+    );
     assert_eq!(sample(&metrics(&env), "gitvisor_prune_withheld"), Some(0.0));
     drop(controller);
 }

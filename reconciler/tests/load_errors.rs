@@ -394,7 +394,9 @@ fn a_prune_policy_is_a_strict_setting_of_the_revision_not_a_resource() {
     );
     let errs = errors(dir.path());
     assert!(
-        errs.iter().any(|e| e.to_string().contains("p.yaml:6:3: spec.pruneAll: unknown field")),
+        errs.iter().any(|e| e
+            .to_string()
+            .contains("p.yaml:6:3: spec.pruneAll: unknown field")),
         "{errs:?}"
     );
 }
@@ -405,7 +407,9 @@ fn an_empty_directory_says_how_to_decommission_instead() {
     let errs = errors(dir.path());
     assert_eq!(errs[0].file, dir.path());
     assert!(
-        errs[0].message.contains("declare a PrunePolicy with deleteUndeclared: true"),
+        errs[0]
+            .message
+            .contains("declare a PrunePolicy with deleteUndeclared: true"),
         "{errs:?}"
     );
 }

@@ -451,7 +451,10 @@ mod tests {
             text.starts_with("prune withheld: 2 resources kept (emptied repository"),
             "{text}"
         );
-        assert!(text.contains("PrunePolicy with deleteUndeclared: true"), "{text}");
+        assert!(
+            text.contains("PrunePolicy with deleteUndeclared: true"),
+            "{text}"
+        );
         // `--no-prune` is a confirmation of its own: nothing is withheld waiting for one.
         let options = PlanOptions {
             prune: PruneMode::Never,
