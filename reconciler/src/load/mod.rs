@@ -48,7 +48,7 @@ pub struct Revision {
     pub resources: Vec<Arc<Resource>>,
     pub graph: DependencyGraph,
     /// The `PrunePolicy` document that applies to this host, if the revision has one.
-    pub prune_policy: Option<PrunePolicy>,
+    pub prune_policy: Option<Arc<PrunePolicy>>,
 }
 
 /// Everything read from the manifests, before the cross-document checks.
@@ -94,7 +94,7 @@ pub fn load_paths(paths: &[&Path], host: &str) -> Result<Revision, RevisionError
             id: digest,
             resources: selected.into_iter().map(|l| Arc::new(l.resource)).collect(),
             graph,
-            prune_policy,
+            prune_policy: prune_policy.map(Arc::new),
         }),
         _ => {
             diagnostics.sort();

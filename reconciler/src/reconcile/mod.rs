@@ -188,7 +188,7 @@ impl Reconciler {
     ) -> Result<Plan, ReconcileError> {
         let context = PlanContext::new(ownership.owned.keys().cloned());
         let plan = self.make_plan(revision, &context).await?;
-        let options = options.under_policy(revision.prune_policy.as_ref());
+        let options = options.under_policy(revision.prune_policy.as_deref());
         let mut plan = scope(plan, &revision.graph, ownership, source.id(), &options)?;
         let recorded: RecordedDependencies = ownership
             .owned
