@@ -1,6 +1,7 @@
 //! The command-line contract of docs/cli.md, against the real binary: exit codes, JSON
 //! errors, no panic on a closed stdout or an out-of-range flag, the prune rules across
-//! sources, `--target`, drift in `status`, and `apply`'s per-resource lines.
+//! sources, decommissioning through a `PrunePolicy`, `--target`, drift in `status`, and
+//! `apply`'s per-resource lines.
 
 use std::ffi::OsStr;
 use std::process::{Command, Stdio};
@@ -270,6 +271,40 @@ fn an_emptied_repository_deletes_nothing_unless_confirmed() {
     assert!(env.link("br-lab").is_some() && env.link("br-svc").is_some());
     env.gitvisor(["apply", manifests.path_str(), "--prune"])
         .expect_code(0);
+    assert!(env.link("br-lab").is_none() && env.link("br-svc").is_none());
+    assert!(status_states(&env.status_json()).is_empty());
+}
+
+/// A repository decommissions its host through git: the emptied-repository guard holds
+/// until a `PrunePolicy` with `deleteUndeclared: true` is committed (one for another host
+/// changes nothing); the plan says which way through it there is.
+#[test]
+fn a_prune_policy_in_the_manifests_decommissions_the_host() {
+    let Some(env) = TestEnv::new("decomm") else {
+        return;
+    };
+    let manifests = env.quickstart();
+    env.apply(manifests.path()).expect_code(0);
+    manifests.write(QUICKSTART_FILE, "# this host is being retired\n");
+    let plan = env.gitvisor(["plan", manifests.path_str()]).expect_code(0);
+    assert_contains(&plan.stdout, "PrunePolicy with deleteUndeclared: true");
+
+    let policy = |host: &str| {
+        format!(
+            "apiVersion: gitvisor.dev/v1alpha1\nkind: PrunePolicy\nmetadata:\n  name: decommission\n{host}spec:\n  deleteUndeclared: true\n"
+        )
+    };
+    manifests.write("decommission.yaml", &policy("  host: some-other-host\n"));
+    env.apply(manifests.path()).expect_code(0);
+    assert!(
+        env.link("br-lab").is_some() && env.link("br-svc").is_some(),
+        "a PrunePolicy for another host deleted this host's bridges"
+    );
+
+    manifests.write("decommission.yaml", &policy(""));
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(plan["summary"]["delete"], 2, "{plan:#}");
+    env.apply(manifests.path()).expect_code(0);
     assert!(env.link("br-lab").is_none() && env.link("br-svc").is_none());
     assert!(status_states(&env.status_json()).is_empty());
 }

@@ -357,6 +357,105 @@ fn a_commit_is_applied_within_one_poll_and_a_bad_commit_is_rejected() {
     drop(controller);
 }
 
+/// Decommissioning through git, visibly: a placeholder commit that declares nothing keeps
+/// the host's bridges (the emptied-repository guard) and says so in status, events and
+/// `gitvisor_prune_withheld`; an empty commit is rejected naming the repository root
+/// (`.`), not an empty file name; committing a `PrunePolicy` deletes the bridges.
+#[test]
+fn an_emptied_repository_is_withheld_visibly_and_a_prune_policy_decommissions() {
+    let Some(env) = TestEnv::new("ctl-decomm") else {
+        return;
+    };
+    if !have_git("an_emptied_repository_is_withheld_visibly_and_a_prune_policy_decommissions") {
+        return;
+    }
+    let repo = GitRepo::new();
+    repo.write("a.yaml", &bridge("gvp-a", 1));
+    repo.write("b.yaml", &bridge("gvp-b", 2));
+    let first = repo.commit("two bridges");
+    let url = repo.url();
+    let (controller, ready) = Controller::start(
+        &env,
+        &[
+            "--source", &url, "--ref", "main", "--poll", "1s", "--resync", NO_RESYNC,
+        ],
+    );
+    assert_contains(&ready, &format!("STATUS=revision {first}"));
+    assert_eq!(sample(&metrics(&env), "gitvisor_prune_withheld"), Some(0.0));
+
+    // A placeholder that declares nothing: the bridges stay, and everything says why.
+    repo.git(&["rm", "--quiet", "a.yaml", "b.yaml"]);
+    repo.write("placeholder.yaml", "# this host is being retired\n");
+    let placeholder = repo.commit("placeholder");
+    wait_for("the placeholder commit to be applied", DEADLINE, || {
+        api_status(env.run_dir())["applied"]["id"] == placeholder.as_str()
+    });
+    assert!(env.link("gvp-a").is_some() && env.link("gvp-b").is_some());
+    let status = api_status(env.run_dir());
+    assert_eq!(status["pruneWithheld"]["count"], 2, "{status:#}");
+    assert_eq!(
+        status["pruneWithheld"]["resources"],
+        serde_json::json!(["Bridge/gvp-a", "Bridge/gvp-b"]),
+        "{status:#}"
+    );
+    let body = metrics(&env);
+    assert_eq!(sample(&body, "gitvisor_prune_withheld"), Some(2.0));
+    if let Some(verdict) = promtool_check(&body) {
+        verdict.unwrap_or_else(|said| panic!("promtool check metrics failed:\n{said}\n{body}"));
+    }
+    let text = env.gitvisor(["status"]).expect_code(0);
+    assert_contains(&text.stdout, "Prune withheld: 2 resources kept");
+    assert_contains(&text.stdout, "PrunePolicy with deleteUndeclared: true");
+    // A sync applies the same revision again: still withheld, and still one event.
+    let sync = env.gitvisor(["sync"]).expect_code(0);
+    assert_contains(&sync.stdout, "prune withheld: 2 undeclared resources kept");
+    let events = env.gitvisor(["events", "-n", "200"]).expect_code(0);
+    assert_eq!(
+        events
+            .stdout
+            .matches("prune withheld: 2 resources kept")
+            .count(),
+        1,
+        "{}",
+        events.stdout
+    );
+
+    // An empty commit: rejected whole, naming the repository root.
+    repo.git(&["rm", "--quiet", "placeholder.yaml"]);
+    let empty = repo.commit("empty");
+    wait_for("the empty commit to be rejected", DEADLINE, || {
+        api_status(env.run_dir())["rejected"]["revision"] == empty.as_str()
+    });
+    let errors = api_status(env.run_dir())["rejected"]["errors"].clone();
+    let error = errors[0].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(".:1:1: no *.yaml or *.yml manifests found"),
+        "{errors:#}"
+    );
+    assert!(env.link("gvp-a").is_some() && env.link("gvp-b").is_some());
+
+    // The decommission, reviewed and committed like any change.
+    repo.write(
+        "decommission.yaml",
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: PrunePolicy\nmetadata: {name: retire}\nspec: {deleteUndeclared: true}\n",
+    );
+    let decommission = repo.commit("decommission");
+    wait_for("the decommission to delete the bridges", DEADLINE, || {
+        env.link("gvp-a").is_none() && env.link("gvp-b").is_none()
+    });
+    wait_for("the status to name the decommission", DEADLINE, || {
+        api_status(env.run_dir())["applied"]["id"] == decommission.as_str()
+    });
+    let status = api_status(env.run_dir());
+    assert!(status["pruneWithheld"].is_null(), "{status:#}");
+    assert!(
+        status["resources"].as_array().is_some_and(Vec::is_empty),
+        "{status:#}"
+    );
+    assert_eq!(sample(&metrics(&env), "gitvisor_prune_withheld"), Some(0.0));
+    drop(controller);
+}
+
 #[test]
 fn a_commit_served_by_git_daemon_on_loopback_is_applied() {
     let Some(env) = TestEnv::new("ctl-gitd") else {

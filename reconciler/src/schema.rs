@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde_json::{Value, json};
 
 use crate::model::{
-    API_VERSION, BridgeSpec, ContainerSpec, Document, Kind, VirtualMachineSpec, VolumeSpec,
+    API_VERSION, BridgeSpec, ContainerSpec, Document, Kind, PRUNE_POLICY_KIND, PrunePolicySpec,
+    VirtualMachineSpec, VolumeSpec,
 };
 
 const BASE: &str = "https://gitvisor.dev/schemas/v1alpha1";
@@ -27,6 +28,23 @@ fn document_schema<S: JsonSchema>(kind: Kind) -> Value {
     schema["title"] = json!(format!("gitvisor {kind}"));
     schema["description"] = json!(format!("A gitvisor {kind} manifest ({API_VERSION})."));
     schema["properties"]["kind"] = json!({ "const": kind.as_str() });
+    schema["properties"]["apiVersion"] = json!({ "const": API_VERSION });
+    schema
+}
+
+/// The file name of the `PrunePolicy` document's schema (a setting, not a resource kind).
+const PRUNE_POLICY_FILE: &str = "prunepolicy.json";
+
+/// The schema of a `PrunePolicy` document.
+fn prune_policy_schema() -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Document<PrunePolicySpec>))
+        .unwrap_or_else(|_| json!({}));
+    schema["$id"] = json!(format!("{BASE}/{PRUNE_POLICY_FILE}"));
+    schema["title"] = json!(format!("gitvisor {PRUNE_POLICY_KIND}"));
+    schema["description"] = json!(format!(
+        "A gitvisor {PRUNE_POLICY_KIND} document ({API_VERSION}): whether the revision deletes what it no longer declares."
+    ));
+    schema["properties"]["kind"] = json!({ "const": PRUNE_POLICY_KIND });
     schema["properties"]["apiVersion"] = json!({ "const": API_VERSION });
     schema
 }
@@ -52,6 +70,17 @@ pub fn schema(kind: Option<Kind>) -> Value {
                     "then": { "$ref": format!("#/$defs/{}", kind.as_str()) }
                 }));
             }
+            let mut policy = prune_policy_schema();
+            if let Some(object) = policy.as_object_mut() {
+                object.remove("$schema");
+            }
+            defs.insert(PRUNE_POLICY_KIND.to_owned(), policy);
+            branches.push(json!({
+                "if": { "properties": { "kind": { "const": PRUNE_POLICY_KIND } } },
+                "then": { "$ref": format!("#/$defs/{PRUNE_POLICY_KIND}") }
+            }));
+            let mut kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+            kinds.push(PRUNE_POLICY_KIND);
             json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "$id": format!("{BASE}/{}", file_name(None)),
@@ -61,7 +90,7 @@ pub fn schema(kind: Option<Kind>) -> Value {
                 "required": ["apiVersion", "kind", "metadata", "spec"],
                 "properties": {
                     "apiVersion": { "const": API_VERSION },
-                    "kind": { "enum": Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>() }
+                    "kind": { "enum": kinds }
                 },
                 "allOf": branches,
                 "$defs": defs
@@ -78,6 +107,10 @@ pub fn all_files() -> Vec<(String, String)> {
             let text = serde_json::to_string_pretty(&schema(kind)).unwrap_or_default();
             (file_name(kind), text + "\n")
         })
+        .chain(std::iter::once((
+            PRUNE_POLICY_FILE.to_owned(),
+            serde_json::to_string_pretty(&prune_policy_schema()).unwrap_or_default() + "\n",
+        )))
         .collect()
 }
 

@@ -354,3 +354,62 @@ fn a_10_mb_name_is_not_echoed_whole() {
     assert!(message.len() < 400, "{} bytes echoed", message.len());
     assert!(message.contains("… (10000000 bytes)"), "{message}");
 }
+
+/// `kind: PrunePolicy` is read strictly, like a resource, but is no resource: the one that
+/// applies to the host is the revision's `prune_policy`; one for another host is not; a
+/// second for the same host is an error naming the first.
+#[test]
+fn a_prune_policy_is_a_strict_setting_of_the_revision_not_a_resource() {
+    const POLICY: &str = "apiVersion: gitvisor.dev/v1alpha1\nkind: PrunePolicy\nmetadata:\n  name: NAME\nHOSTspec:\n  deleteUndeclared: true\n";
+    let policy = |name: &str, host: &str| POLICY.replace("NAME", name).replace("HOST", host);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", GOOD);
+    write(dir.path(), "p.yaml", &policy("retire", "  host: other\n"));
+    let revision = load_revision(dir.path(), "host1").unwrap();
+    assert!(revision.prune_policy.is_none());
+    assert_eq!(revision.resources.len(), 1);
+
+    write(dir.path(), "p.yaml", &policy("retire", "  host: host*\n"));
+    let revision = load_revision(dir.path(), "host1").unwrap();
+    let chosen = revision.prune_policy.expect("the policy applies to host1");
+    assert!(chosen.spec.delete_undeclared);
+    assert_eq!(chosen.metadata.name.to_string(), "retire");
+    assert_eq!(revision.resources.len(), 1);
+
+    write(dir.path(), "q.yaml", &policy("again", ""));
+    let errs = errors(dir.path());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let text = errs[0].to_string();
+    assert!(text.contains("q.yaml:1:1: a second PrunePolicy"), "{text}");
+    assert!(text.contains("PrunePolicy/retire ("), "{text}");
+
+    std::fs::remove_file(dir.path().join("q.yaml")).unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        &POLICY
+            .replace("NAME", "retire")
+            .replace("HOST", "")
+            .replace("deleteUndeclared", "pruneAll"),
+    );
+    let errs = errors(dir.path());
+    assert!(
+        errs.iter().any(|e| e
+            .to_string()
+            .contains("p.yaml:6:3: spec.pruneAll: unknown field")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn an_empty_directory_says_how_to_decommission_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let errs = errors(dir.path());
+    assert_eq!(errs[0].file, dir.path());
+    assert!(
+        errs[0]
+            .message
+            .contains("declare a PrunePolicy with deleteUndeclared: true"),
+        "{errs:?}"
+    );
+}

@@ -129,6 +129,20 @@ fn render(status: &Value) -> String {
             let _ = writeln!(out, "  {}", error.as_str().unwrap_or_default());
         }
     }
+    let withheld = &status["pruneWithheld"];
+    if withheld.is_object() {
+        let count = withheld["count"].as_u64().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "Prune withheld: {count} resource{} kept although not declared ({}; {}):",
+            if count == 1 { "" } else { "s" },
+            withheld["why"].as_str().unwrap_or_default(),
+            withheld["fix"].as_str().unwrap_or_default()
+        );
+        for id in withheld["resources"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "  {}", id.as_str().unwrap_or_default());
+        }
+    }
     let problem = &status["sourceError"];
     if problem.is_object() {
         let _ = writeln!(

@@ -36,6 +36,7 @@ use crate::drivers::container::restarts_a_dead_container;
 use crate::execute::{Progress, ResultKind, RunEvent};
 use crate::load::Revision;
 use crate::model::{ContainerSpec, ResourceId, Spec};
+use crate::plan::PruneWithheld;
 use crate::reconcile::{self, PlanOptions, Reconciler, Source};
 use crate::source::GitSource;
 use crate::state::{EventLevel, ReadOnlyStore, now_unix};
@@ -86,6 +87,9 @@ pub struct Controller {
     /// try again, and how many times it failed in a row.
     stalled: Option<(u32, Instant)>,
     first: bool,
+    /// The revision and the objects of the last "prune withheld" event, so that it is
+    /// told once per revision rather than at every resync.
+    withheld_announced: Option<(String, Vec<String>)>,
 }
 
 impl Controller {
@@ -98,6 +102,7 @@ impl Controller {
             retries: Retries::default(),
             stalled: None,
             first: true,
+            withheld_announced: None,
         }
     }
 
@@ -337,6 +342,7 @@ impl Controller {
             }
         };
         self.stalled = None;
+        self.report_withheld(&revision_id, outcome.plan.prune_withheld());
         let report = &outcome.report;
         let changed: Vec<&ResourceId> = report
             .results
@@ -430,6 +436,30 @@ impl Controller {
             deferred,
             error: None,
         }
+    }
+
+    /// Deletes the plan withheld (an emptied repository): in status and the gauge after
+    /// every reconcile, and as a warning event once per revision (and again when what is
+    /// withheld changes), so that a host kept as it was never reads as plain "converged".
+    fn report_withheld(&mut self, revision: &str, withheld: Option<PruneWithheld>) {
+        self.shared
+            .metrics
+            .set_prune_withheld(withheld.as_ref().map_or(0, |w| w.count));
+        let announced = withheld
+            .as_ref()
+            .map(|w| (revision.to_owned(), w.resources.clone()));
+        if let Some(withheld) = &withheld
+            && self.withheld_announced != announced
+        {
+            self.shared.events.push(
+                EventLevel::Warning,
+                None,
+                Some(revision),
+                format!("revision {revision}: {withheld}"),
+            );
+        }
+        self.withheld_announced = announced;
+        self.shared.with_status(|s| s.prune_withheld = withheld);
     }
 
     /// Step 2.
@@ -640,6 +670,13 @@ fn summary(run: &ReconcileRun, status: &super::status::ControllerStatus) -> Stri
     if status.source_error.is_some() {
         line.push_str("; source unreadable");
     }
+    if let Some(withheld) = &status.prune_withheld {
+        line.push_str(&format!(
+            "; prune withheld: {} undeclared resource{} kept",
+            withheld.count,
+            if withheld.count == 1 { "" } else { "s" }
+        ));
+    }
     line
 }
 
@@ -660,11 +697,8 @@ async fn load(
             .diagnostics
             .into_iter()
             .map(|mut diagnostic| {
-                if let Some(relative) = root
-                    .as_deref()
-                    .and_then(|root| diagnostic.file.strip_prefix(root).ok())
-                {
-                    diagnostic.file = relative.to_owned();
+                if let Some(root) = &root {
+                    diagnostic.file = in_repository(root, &diagnostic.file);
                 }
                 diagnostic.to_string()
             })
@@ -672,6 +706,17 @@ async fn load(
     })
     .await
     .map_err(|error| format!("the manifest loader stopped: {error}"))
+}
+
+/// `file` as the repository names it: relative to the checkout `root`, and `.` for the
+/// root itself (an error about the whole checkout, such as an empty one, would otherwise
+/// name an empty file: `:1:1: …`).
+fn in_repository(root: &std::path::Path, file: &std::path::Path) -> PathBuf {
+    match file.strip_prefix(root) {
+        Ok(relative) if relative.as_os_str().is_empty() => PathBuf::from("."),
+        Ok(relative) => relative.to_owned(),
+        Err(_) => file.to_owned(),
+    }
 }
 
 /// Each finished resource as an event, as it finishes.

@@ -10,6 +10,7 @@
 //! | `gitvisor_resource_failures_total{kind,class}` | counter | failed changes by failure class |
 //! | `gitvisor_revisions_rejected_total` | counter | revisions rejected (invalid, or badly signed) |
 //! | `gitvisor_revision_rejected` | gauge | 1 while the source's newest revision is rejected |
+//! | `gitvisor_prune_withheld` | gauge | undeclared objects kept at the last reconcile because no one confirmed their delete (an emptied repository) |
 //! | `gitvisor_source_fetch_errors_total` | counter | failed fetches of a git source |
 //! | `gitvisor_applied_revision_info{revision,source}` | gauge | 1, labelled with the revision applied |
 //! | `gitvisor_last_reconcile_timestamp_seconds` | gauge | when the last reconcile finished |
@@ -58,6 +59,7 @@ struct Values {
     failures: BTreeMap<(Kind, &'static str), u64>,
     rejected_total: u64,
     rejected_now: bool,
+    prune_withheld: usize,
     fetch_errors: u64,
     applied: Option<(String, String)>,
     last_reconcile_unix: Option<f64>,
@@ -124,6 +126,11 @@ impl Metrics {
 
     pub fn accepted(&self) {
         self.with(|v| v.rejected_now = false);
+    }
+
+    /// Objects the last reconcile kept although undeclared (deletes not confirmed).
+    pub fn set_prune_withheld(&self, count: usize) {
+        self.with(|v| v.prune_withheld = count);
     }
 
     pub fn fetch_failed(&self) {
@@ -238,6 +245,13 @@ impl Metrics {
                 "gitvisor_revision_rejected {}",
                 u8::from(v.rejected_now)
             );
+            header(
+                &mut out,
+                "gitvisor_prune_withheld",
+                "gauge",
+                "Objects kept at the last reconcile although the revision does not declare them, because their delete is not confirmed (an emptied repository; a PrunePolicy with deleteUndeclared: true confirms it).",
+            );
+            let _ = writeln!(out, "gitvisor_prune_withheld {}", v.prune_withheld);
 
             header(
                 &mut out,

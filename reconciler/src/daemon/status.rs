@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::retry::RetryView;
 use super::trigger::Reasons;
 use crate::model::{Name, ResourceId};
+use crate::plan::PruneWithheld;
 use crate::state::{ResourceState, RevisionRecord};
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +40,10 @@ pub struct ControllerStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_seconds: Option<f64>,
     pub resources: Vec<ResourceView>,
+    /// Deletes the last reconcile withheld (an emptied repository, say): objects kept
+    /// running although the revision does not declare them, why, and how to let them go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune_withheld: Option<PruneWithheld>,
     /// The container watch's latest word per container, kept across snapshots.
     #[serde(skip)]
     pub live: BTreeMap<ResourceId, String>,
@@ -78,6 +83,7 @@ impl ControllerStatus {
             resync_seconds: resync.as_secs_f64(),
             poll_seconds: poll.map(|p| p.as_secs_f64()),
             resources: Vec::new(),
+            prune_withheld: None,
             live: BTreeMap::new(),
         }
     }

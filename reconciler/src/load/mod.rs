@@ -11,6 +11,8 @@
 //!    with file, line, column and field path ([`parse`]).
 //! 4. Run the cross-document checks of [`crate::validate`] (names, references,
 //!    uniqueness, host globs, per-kind limits) and the cycle check of [`crate::graph`].
+//! 5. Pick the `PrunePolicy` document that applies to the host, if any (at most one
+//!    may): a setting of the revision (`crate::model::PrunePolicy`), not a resource.
 //!
 //! Every error of every file is collected; a revision with any error is rejected whole and
 //! nothing downstream runs, so the host keeps its last good revision.
@@ -36,7 +38,7 @@ pub use parse::MAX_ERRORS_PER_DOCUMENT;
 pub use paths::load_revision_paths;
 
 use crate::graph::DependencyGraph;
-use crate::model::Resource;
+use crate::model::{PRUNE_POLICY_KIND, PrunePolicy, Resource};
 
 /// A loaded, validated set of manifests.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct Revision {
     pub id: String,
     pub resources: Vec<Arc<Resource>>,
     pub graph: DependencyGraph,
+    /// The `PrunePolicy` document that applies to this host, if the revision has one.
+    pub prune_policy: Option<Arc<PrunePolicy>>,
 }
 
 /// Everything read from the manifests, before the cross-document checks.
@@ -57,6 +61,8 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
     /// A content hash of the manifests (`sha256:…`).
     pub digest: String,
+    /// Every `PrunePolicy` document read cleanly, for any host.
+    pub policies: Vec<PrunePolicy>,
 }
 
 /// Loads, validates and builds the graph for the manifests under `path`. `host` selects
@@ -72,8 +78,10 @@ pub fn load_paths(paths: &[&Path], host: &str) -> Result<Revision, RevisionError
         declarations,
         mut diagnostics,
         digest,
+        policies,
     } = read_paths(paths);
     let selected = crate::validate::validate(&resources, &declarations, host, &mut diagnostics);
+    let prune_policy = prune_policy_for(policies, host, &mut diagnostics);
     let graph = match DependencyGraph::build(&selected) {
         Ok(graph) => Some(graph),
         Err(cycle) => {
@@ -86,6 +94,7 @@ pub fn load_paths(paths: &[&Path], host: &str) -> Result<Revision, RevisionError
             id: digest,
             resources: selected.into_iter().map(|l| Arc::new(l.resource)).collect(),
             graph,
+            prune_policy: prune_policy.map(Arc::new),
         }),
         _ => {
             diagnostics.sort();
@@ -93,6 +102,41 @@ pub fn load_paths(paths: &[&Path], host: &str) -> Result<Revision, RevisionError
             Err(RevisionErrors { diagnostics })
         }
     }
+}
+
+/// The one `PrunePolicy` of `policies` that applies to `host`: a second one is an error
+/// (which of two contradicting documents wins would otherwise be a matter of file names).
+fn prune_policy_for(
+    policies: Vec<PrunePolicy>,
+    host: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<PrunePolicy> {
+    let mut chosen: Option<PrunePolicy> = None;
+    for policy in policies {
+        let at = |message: String| Diagnostic {
+            file: policy.origin.file.clone(),
+            line: policy.origin.line,
+            column: 1,
+            field: None,
+            message,
+        };
+        match crate::validate::applies_to_host(policy.metadata.host.as_deref(), host) {
+            Ok(false) => {}
+            Err(message) => diagnostics.push(Diagnostic {
+                field: Some("metadata.host".into()),
+                ..at(message)
+            }),
+            Ok(true) => match &chosen {
+                Some(first) => diagnostics.push(at(format!(
+                    "a second {PRUNE_POLICY_KIND} for host {}; {} already applies to it: keep one",
+                    crate::model::quoted(host),
+                    first.describe()
+                ))),
+                None => chosen = Some(policy),
+            },
+        }
+    }
+    chosen
 }
 
 /// Reads and deserialises every document under `path`.
@@ -112,7 +156,11 @@ pub fn read_paths(paths: &[&Path]) -> Loaded {
         if files.is_empty() && loaded.diagnostics.len() == before {
             loaded.diagnostics.push(files::file_error(
                 path,
-                "no *.yaml or *.yml manifests found".into(),
+                format!(
+                    "no *.yaml or *.yml manifests found: an empty source is refused, and the \
+                     host keeps what it runs; to delete everything gitvisor manages here, \
+                     declare a {PRUNE_POLICY_KIND} with deleteUndeclared: true instead"
+                ),
             ));
         }
         for file in files {
@@ -164,6 +212,7 @@ fn read_file(file: &Path, text: &str, loaded: &mut Loaded) {
         );
         loaded.diagnostics.extend(outcome.diagnostics);
         loaded.declarations.extend(outcome.declaration);
+        loaded.policies.extend(outcome.policy);
         if let (Some(resource), Some(source)) = (outcome.resource, outcome.source) {
             loaded.resources.push(LoadedResource {
                 resource,

@@ -22,8 +22,8 @@ use super::de::{self, Removed};
 use crate::manifest::tree::{self, NodeKind, Position, Tree};
 use crate::manifest::{Declaration, Diagnostic, SourceDocument};
 use crate::model::{
-    BridgeSpec, ContainerSpec, Document, Kind, Name, Origin, Resource, ResourceId, Spec,
-    VirtualMachineSpec, VolumeSpec,
+    BridgeSpec, ContainerSpec, Document, Kind, Name, Origin, PRUNE_POLICY_KIND, PrunePolicy,
+    PrunePolicySpec, Resource, ResourceId, Spec, VirtualMachineSpec, VolumeSpec,
 };
 
 /// Most errors reported for one document; past it the document's report is cut short.
@@ -39,6 +39,8 @@ pub struct Outcome {
     pub declaration: Option<Declaration>,
     pub source: Option<Arc<SourceDocument>>,
     pub diagnostics: Vec<Diagnostic>,
+    /// A `PrunePolicy` document (a setting of the revision, not a resource), read cleanly.
+    pub policy: Option<PrunePolicy>,
 }
 
 fn diagnostic(file: &Path, at: Position, path: &str, message: String) -> Diagnostic {
@@ -67,6 +69,7 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
             declaration: None,
             source: None,
             diagnostics,
+            policy: None,
         };
     };
     let origin = Origin {
@@ -91,9 +94,16 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
             declaration: None,
             source: None,
             diagnostics,
+            policy: None,
         };
     }
     let mut removed = Removed::new();
+    let is_policy = tree
+        .get(root, "kind")
+        .is_some_and(|entry| tree.scalar(entry.value) == Some(PRUNE_POLICY_KIND));
+    if is_policy {
+        return prune_policy(file, &tree, origin, diagnostics);
+    }
     let kind = match tree.get(root, "kind") {
         None => None,
         Some(entry) => {
@@ -146,6 +156,38 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
         declaration,
         source: Some(source),
         diagnostics,
+        policy: None,
+    }
+}
+
+/// A `PrunePolicy` document: read strictly like a resource, but kept apart from them (it
+/// has no driver, no state and no place in the graph).
+fn prune_policy(
+    file: &Path,
+    tree: &Tree,
+    origin: Origin,
+    mut diagnostics: Vec<Diagnostic>,
+) -> Outcome {
+    let mut removed = Removed::new();
+    let mut read = None;
+    collect_errors(file, tree, &mut removed, &mut diagnostics, &mut |removed| {
+        read = Some(de::from_tree::<Document<PrunePolicySpec>>(tree, removed)?);
+        Ok(())
+    });
+    let policy = read
+        .filter(|_| diagnostics.is_empty())
+        .map(|doc| PrunePolicy {
+            metadata: doc.metadata,
+            spec: doc.spec,
+            origin,
+        });
+    Outcome {
+        resource: None,
+        damaged: Vec::new(),
+        declaration: None,
+        source: None,
+        diagnostics,
+        policy,
     }
 }
 

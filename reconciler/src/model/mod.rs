@@ -14,6 +14,7 @@ pub mod image_reference;
 mod metadata;
 mod name;
 mod net;
+mod prune_policy;
 mod publish;
 mod quantity;
 mod quoted;
@@ -35,6 +36,7 @@ pub use metadata::{
 };
 pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name, RESERVED_IFNAMES};
 pub use net::{Cidr, MacAddress, unicast_problem};
+pub use prune_policy::{PRUNE_POLICY_KIND, PrunePolicy, PrunePolicySpec};
 pub use publish::{BridgePublish, PortPublish, Protocol};
 pub use quantity::{ByteSize, Duration};
 pub use quoted::{QUOTED_MAX, Quoted, quoted};

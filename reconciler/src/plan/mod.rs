@@ -27,7 +27,7 @@ pub use delete_order::{RecordedDependencies, order_deletes};
 pub use panicked::{PlanPanicked, panicked_while_planning};
 pub use render::{render_json, render_skipped_text, render_text};
 pub use restarts::{DependentRestart, Hold, dependent_restarts};
-pub use skipped::{SkipReason, Skipped};
+pub use skipped::{PruneWithheld, SkipReason, Skipped};
 
 use crate::contract::{DriverError, Drivers, PlanContext};
 use crate::load::Revision;

@@ -3,12 +3,17 @@
 //!
 //! The decision is made once, when the plan is made (`crate::reconcile`), and both `plan`
 //! and `apply` read it from here, so what `plan` shows is what `apply` does.
+//!
+//! The deletes withheld for want of a confirmation ([`PruneWithheld`]) are objects that
+//! keep running although nothing declares them; the controller reports them in `status`,
+//! as an event and as the `gitvisor_prune_withheld` gauge, so that an emptied repository
+//! never reads as plain "converged".
 
 use std::fmt;
 
 use serde::Serialize;
 
-use super::{Action, Change};
+use super::{Action, Change, Plan};
 
 /// Why a change is not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,7 +31,8 @@ pub enum SkipReason {
     /// apply, or a record older than source tracking); `--prune` confirms the delete.
     UnknownSource,
     /// The revision would delete every resource gitvisor manages here, as an emptied
-    /// repository or a wrong path would; `--prune` confirms it.
+    /// repository or a wrong path would; a `PrunePolicy` document with
+    /// `deleteUndeclared: true` (or `--prune`) confirms it.
     DeletesEverything { count: usize },
     /// The controller holds the change back: it failed and waits for its retry (with
     /// backoff), for a new revision (a failure only a person can fix), or for a
@@ -63,8 +69,9 @@ impl fmt::Display for SkipReason {
             SkipReason::Deferred { why } => write!(f, "deferred: {why}"),
             SkipReason::DeletesEverything { count } => write!(
                 f,
-                "this revision would delete every resource gitvisor manages here ({count}); \
-                 apply --prune to confirm"
+                "this revision would delete every resource gitvisor manages here ({count}), \
+                 as an emptied repository would; to decommission the host, commit a \
+                 PrunePolicy with deleteUndeclared: true (or apply --prune)"
             ),
         }
     }
@@ -81,5 +88,69 @@ impl Skipped {
     /// A delete left out, i.e. an object gitvisor keeps although it is not declared.
     pub fn is_delete(&self) -> bool {
         self.change.action == Action::Delete
+    }
+}
+
+/// The deletes a plan withholds until someone confirms them: every object kept although
+/// the revision does not declare it, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneWithheld {
+    pub count: usize,
+    /// Why they are kept, in a few words (`emptied repository`, ...).
+    pub why: String,
+    /// How to let them go.
+    pub fix: String,
+    /// `Kind/name` of each, in plan order.
+    pub resources: Vec<String>,
+}
+
+impl fmt::Display for PruneWithheld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "prune withheld: {} resource{} kept ({}; {}): {}",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            self.why,
+            self.fix,
+            self.resources.join(", ")
+        )
+    }
+}
+
+impl Plan {
+    /// The deletes left out for want of a confirmation (`--no-prune` and `--target` are
+    /// confirmations of their own and are not counted); `None` when there are none.
+    pub fn prune_withheld(&self) -> Option<PruneWithheld> {
+        let withheld: Vec<&Skipped> = self
+            .skipped
+            .iter()
+            .filter(|s| s.is_delete() && s.reason.needs_prune())
+            .collect();
+        if withheld.is_empty() {
+            return None;
+        }
+        let mut why: Vec<&str> = Vec::new();
+        for skipped in &withheld {
+            let reason = match skipped.reason {
+                SkipReason::DeletesEverything { .. } => {
+                    "emptied repository: the revision declares nothing gitvisor manages here"
+                }
+                SkipReason::OtherSource { .. } => "last declared by another source",
+                _ => "the store does not know which source declared them",
+            };
+            if !why.contains(&reason) {
+                why.push(reason);
+            }
+        }
+        Some(PruneWithheld {
+            count: withheld.len(),
+            why: why.join("; "),
+            fix: "commit a PrunePolicy with deleteUndeclared: true to delete them, \
+                  or run apply --prune"
+                .to_owned(),
+            resources: withheld.iter().map(|s| s.change.id.to_string()).collect(),
+        })
     }
 }

@@ -55,6 +55,7 @@ async fn drivers_see_the_whole_revision_and_the_owned_set() {
         id: "test".into(),
         resources: resources.clone(),
         graph: crate::graph::DependencyGraph::default(),
+        prune_policy: None,
     };
     let seen = Arc::new(Mutex::new(None));
     let drivers = Drivers::new(vec![Box::new(Recorder { seen: seen.clone() })]);

@@ -188,7 +188,8 @@ impl Reconciler {
     ) -> Result<Plan, ReconcileError> {
         let context = PlanContext::new(ownership.owned.keys().cloned());
         let plan = self.make_plan(revision, &context).await?;
-        let mut plan = scope(plan, &revision.graph, ownership, source.id(), options)?;
+        let options = options.under_policy(revision.prune_policy.as_deref());
+        let mut plan = scope(plan, &revision.graph, ownership, source.id(), &options)?;
         let recorded: RecordedDependencies = ownership
             .owned
             .iter()

@@ -7,7 +7,8 @@
 //!    is left out as [`SkipReason::OutsideTarget`]. A delete is kept only when it is
 //!    itself a target, and naming it is the confirmation it needs.
 //! 2. `--no-prune`: every remaining delete is left out.
-//! 3. Without `--prune`, a delete is carried out only when the object was last declared
+//! 3. Without `--prune` (or a `PrunePolicy` with `deleteUndeclared: true` in the revision,
+//!    which says the same in git: [`PlanOptions::under_policy`]), a delete is carried out only when the object was last declared
 //!    by this same source (the store's owned record names the revision that last declared
 //!    it, and the revision history names that revision's source), and when the revision
 //!    does not delete every resource gitvisor manages here (an emptied repository). The
@@ -23,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::ReconcileError;
 use crate::graph::DependencyGraph;
-use crate::model::ResourceId;
+use crate::model::{PrunePolicy, ResourceId};
 use crate::plan::{Action, Change, Plan, SkipReason, Skipped};
 use crate::state::{OwnedRecord, RevisionRecord};
 
@@ -48,6 +49,19 @@ pub struct PlanOptions {
     /// Resources whose changes are held back, with why (the controller's retries and
     /// failures waiting for a new revision). Empty: nothing is held.
     pub held: BTreeMap<ResourceId, String>,
+}
+
+impl PlanOptions {
+    /// These options under the revision's `PrunePolicy`: `deleteUndeclared: true` confirms
+    /// every delete as `--prune` does (how a repository decommissions a host), unless
+    /// `--no-prune` was given on the host, which still wins.
+    pub fn under_policy(&self, policy: Option<&PrunePolicy>) -> PlanOptions {
+        let mut options = self.clone();
+        if options.prune == PruneMode::Safe && policy.is_some_and(|p| p.spec.delete_undeclared) {
+            options.prune = PruneMode::Confirmed;
+        }
+        options
+    }
 }
 
 /// What the store knows that the prune rules need.
@@ -389,6 +403,66 @@ mod tests {
                 ("old".into(), SkipReason::DeletesEverything { count: 2 })
             ]
         );
+    }
+
+    /// A `PrunePolicy` with `deleteUndeclared: true` passes the emptied-repository guard
+    /// (a decommission said in git); `deleteUndeclared: false` does not, and `--no-prune`
+    /// on the host still wins over the policy.
+    #[test]
+    fn a_prune_policy_confirms_the_deletes_of_an_emptied_repository() {
+        let store = ownership(&[("a", "/repo"), ("b", "/repo")]);
+        let planned = plan(&[("a", Action::Delete), ("b", Action::Delete)]);
+        let policy = |delete_undeclared: bool| PrunePolicy {
+            metadata: crate::model::Metadata::named(Name::parse("retire").unwrap()),
+            spec: crate::model::PrunePolicySpec { delete_undeclared },
+            origin: crate::model::Origin::default(),
+        };
+        let under = |options: &PlanOptions, policy: Option<&PrunePolicy>| {
+            let options = options.under_policy(policy);
+            scope(planned.clone(), &GRAPH(), &store, "/repo", &options).unwrap()
+        };
+        let safe = PlanOptions::default();
+        assert!(under(&safe, None).changes.is_empty());
+        assert!(under(&safe, Some(&policy(false))).changes.is_empty());
+        let decommissioned = under(&safe, Some(&policy(true)));
+        assert_eq!(
+            actions(&decommissioned),
+            [("a".into(), Action::Delete), ("b".into(), Action::Delete)]
+        );
+        assert!(decommissioned.prune_withheld().is_none());
+        let never = PlanOptions {
+            prune: PruneMode::Never,
+            ..PlanOptions::default()
+        };
+        assert!(under(&never, Some(&policy(true))).changes.is_empty());
+    }
+
+    /// What the controller reports: each withheld delete, why, and the way through.
+    #[test]
+    fn withheld_deletes_are_summarised_with_why_and_the_way_through() {
+        let store = ownership(&[("a", "/repo"), ("b", "/repo")]);
+        let planned = plan(&[("a", Action::Delete), ("b", Action::Delete)]);
+        let scoped = scope(planned, &GRAPH(), &store, "/repo", &PlanOptions::default()).unwrap();
+        let withheld = scoped.prune_withheld().expect("withheld");
+        assert_eq!(withheld.count, 2);
+        assert_eq!(withheld.resources, ["Bridge/a", "Bridge/b"]);
+        let text = withheld.to_string();
+        assert!(
+            text.starts_with("prune withheld: 2 resources kept (emptied repository"),
+            "{text}"
+        );
+        assert!(
+            text.contains("PrunePolicy with deleteUndeclared: true"),
+            "{text}"
+        );
+        // `--no-prune` is a confirmation of its own: nothing is withheld waiting for one.
+        let options = PlanOptions {
+            prune: PruneMode::Never,
+            ..PlanOptions::default()
+        };
+        let planned = plan(&[("a", Action::Delete)]);
+        let scoped = scope(planned, &GRAPH(), &store, "/repo", &options).unwrap();
+        assert!(scoped.prune_withheld().is_none());
     }
 
     #[test]

@@ -220,6 +220,7 @@ impl Reconciler {
                     id: String::new(),
                     resources: Vec::new(),
                     graph: DependencyGraph::default(),
+                    prune_policy: None,
                 };
                 let plan = self.make_plan(&empty, context).await?;
                 let present: BTreeMap<&ResourceId, &Change> =
