@@ -1,5 +1,5 @@
 //! Plan rendering: text like `terraform plan` (colour only on a terminal) and the stable
-//! JSON of DESIGN §7.
+//! JSON of docs/cli.md ("JSON", `plan`), whose keys keep their meaning.
 
 use std::fmt::Write;
 
@@ -183,7 +183,7 @@ fn render_change(out: &mut String, change: &Change, palette: &Palette) {
     }
 }
 
-/// The JSON object of DESIGN §7; more keys may be added, these keep their meaning.
+/// The JSON object docs/cli.md documents; more keys may be added, these keep their meaning.
 pub fn render_json(plan: &Plan) -> Value {
     let changes: Vec<Value> = plan
         .changes

@@ -1,5 +1,5 @@
 //! Managed bridges as complete guest networks: NAT, routing or host-only isolation,
-//! published ports, DHCP and DNS (DESIGN §2 Bridge; `docs/network.md`).
+//! published ports, DHCP and DNS (`docs/network.md`).
 //!
 //! # Why it looks like this
 //!
