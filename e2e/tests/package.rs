@@ -50,9 +50,12 @@ fn files_under(root: &Path) -> Vec<String> {
 
 /// Section names of an ELF file, from binutils' readelf.
 fn elf_sections(binary: &Path) -> String {
-    run_command(command("readelf", &["-S", "--wide", &binary.display().to_string()]))
-        .expect_code(0)
-        .stdout
+    run_command(command(
+        "readelf",
+        &["-S", "--wide", &binary.display().to_string()],
+    ))
+    .expect_code(0)
+    .stdout
 }
 
 fn dpkg_in(root: &Path, args: &[&str]) -> Outcome {
@@ -71,7 +74,10 @@ fn dpkg_in(root: &Path, args: &[&str]) -> Outcome {
 fn the_debian_package_installs_both_stripped_binaries_the_unit_completions_and_docs() {
     let test = "the_debian_package_installs_both_stripped_binaries_the_unit_completions_and_docs";
     if tool_missing("dpkg-deb") || tool_missing("readelf") {
-        gitvisor_e2e::skip(test, "dpkg-deb or readelf missing (not a Debian/Ubuntu machine?)");
+        gitvisor_e2e::skip(
+            test,
+            "dpkg-deb or readelf missing (not a Debian/Ubuntu machine?)",
+        );
         return;
     }
     let gitvisor = gitvisor_bin();
@@ -90,7 +96,10 @@ fn the_debian_package_installs_both_stripped_binaries_the_unit_completions_and_d
         command(
             "bash",
             &[
-                &workspace_root().join("scripts/build-deb.sh").display().to_string(),
+                &workspace_root()
+                    .join("scripts/build-deb.sh")
+                    .display()
+                    .to_string(),
                 "--bin-dir",
                 &bin_dir.display().to_string(),
                 "--out",
@@ -100,21 +109,42 @@ fn the_debian_package_installs_both_stripped_binaries_the_unit_completions_and_d
         Duration::from_secs(600),
     )
     .expect_code(0);
-    let deb = PathBuf::from(built.stdout.lines().last().expect("the script prints the .deb"));
+    let deb = PathBuf::from(
+        built
+            .stdout
+            .lines()
+            .last()
+            .expect("the script prints the .deb"),
+    );
     assert!(deb.is_file(), "no package at {}\n{built}", deb.display());
 
     let version = run_command(command(gitvisor, &["--version"])).expect_code(0);
-    let version = version.stdout.split_whitespace().nth(1).expect("gitvisor VERSION");
+    let version = version
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("gitvisor VERSION");
     let field = |name: &str| {
-        run_command(command("dpkg-deb", &["--field", &deb.display().to_string(), name]))
-            .expect_code(0)
-            .stdout
-            .trim()
-            .to_string()
+        run_command(command(
+            "dpkg-deb",
+            &["--field", &deb.display().to_string(), name],
+        ))
+        .expect_code(0)
+        .stdout
+        .trim()
+        .to_string()
     };
     assert_eq!(field("Package"), "gitvisor");
-    assert_eq!(field("Version"), version, "the package's version is the binary's");
-    assert!(field("Depends").contains("libc6 (>= 2."), "{}", field("Depends"));
+    assert_eq!(
+        field("Version"),
+        version,
+        "the package's version is the binary's"
+    );
+    assert!(
+        field("Depends").contains("libc6 (>= 2."),
+        "{}",
+        field("Depends")
+    );
 
     let root = scratch.path().join("root");
     for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
@@ -165,15 +195,22 @@ fn the_debian_package_installs_both_stripped_binaries_the_unit_completions_and_d
 
     // The completions are what the binary itself prints.
     let bash = run_command(command(gitvisor, &["completions", "bash"])).expect_code(0);
-    let shipped = std::fs::read_to_string(root.join("usr/share/bash-completion/completions/gitvisor"))
-        .expect("the bash completion");
-    assert_eq!(shipped, bash.stdout, "the bash completion is not gitvisor's own");
+    let shipped =
+        std::fs::read_to_string(root.join("usr/share/bash-completion/completions/gitvisor"))
+            .expect("the bash completion");
+    assert_eq!(
+        shipped, bash.stdout,
+        "the bash completion is not gitvisor's own"
+    );
 
     // The docs are the repository's.
     for doc in ["README.md", "docs/cli.md"] {
         let shipped = std::fs::read(root.join("usr/share/doc/gitvisor").join(doc)).expect("doc");
         let source = std::fs::read(workspace_root().join(doc)).expect("doc");
-        assert!(shipped == source, "{doc} in the package differs from the repository's");
+        assert!(
+            shipped == source,
+            "{doc} in the package differs from the repository's"
+        );
     }
 
     // The env file is a conffile: an upgrade keeps the administrator's edits.
@@ -205,8 +242,10 @@ fn the_debian_package_installs_both_stripped_binaries_the_unit_completions_and_d
             ),
         )
         .expect("cannot write the unit copy");
-        let verify =
-            run_command(command("systemd-analyze", &["verify", &copy.display().to_string()]));
+        let verify = run_command(command(
+            "systemd-analyze",
+            &["verify", &copy.display().to_string()],
+        ));
         assert_eq!(verify.code, Some(0), "{verify}");
         assert_eq!(
             format!("{}{}", verify.stdout, verify.stderr).trim(),
