@@ -34,10 +34,16 @@ for tool in dpkg-deb dpkg strip objdump; do
 done
 
 if [ -z "$bin_dir" ]; then
-    command -v cargo >/dev/null || {
-        echo "error: cargo is needed to build gitvisor: install Rust 1.90 or newer with rustup (https://rustup.rs); Debian's own cargo package may be older" >&2
+    # Rust at least Cargo.toml's rust-version (1.90); Debian 12's and 13's own rustc
+    # packages are older.
+    need=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+    rustc_version=$(rustc --version 2>/dev/null | awk '{print $2}')
+    if ! command -v cargo >/dev/null || [ -z "$rustc_version" ] \
+        || [ "$(printf '%s\n' "$need" "$rustc_version" | sort -V | head -1)" != "$need" ]; then
+        echo "error: building gitvisor needs Rust $need or newer (found: ${rustc_version:-none}); install it with rustup:" >&2
+        echo "  curl --proto '=https' -sSf https://sh.rustup.rs | sh" >&2
         exit 1
-    }
+    fi
     cargo build --release --locked -p gitvisor -p gitvisor-vmm
     bin_dir=target/release
 fi
