@@ -157,10 +157,10 @@ fn render_skipped(out: &mut String, plan: &Plan, palette: &Palette) {
 fn render_change(out: &mut String, change: &Change, palette: &Palette) {
     let symbol = palette.for_action(change.action, &format!("{:>3}", change.action.symbol()));
     let _ = write!(out, "{symbol} {}", change.id);
-    if let Some(effect) = change.effect() {
-        if change.action == Action::Update {
-            let _ = write!(out, "  ({})", format!("{effect:?}").to_lowercase());
-        }
+    if let Some(effect) = change.effect()
+        && change.action == Action::Update
+    {
+        let _ = write!(out, "  ({})", format!("{effect:?}").to_lowercase());
     }
     out.push('\n');
     for reason in &change.reasons {
