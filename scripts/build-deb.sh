@@ -8,6 +8,7 @@
 #   bash scripts/build-deb.sh                  # cargo build --release, then package
 #   bash scripts/build-deb.sh --bin-dir DIR    # package gitvisor and gitvisor-vmm from DIR (no build)
 #   bash scripts/build-deb.sh --out DIR        # where the .deb goes (default target/debian)
+#   bash scripts/build-deb.sh --compression gzip   # dpkg-deb -Z (default xz; tests use gzip, faster)
 #
 # Prints the path of the .deb on its last line. Install it with
 # `apt-get install ./target/debian/gitvisor_<version>_<arch>.deb` (apt resolves Depends).
@@ -18,11 +19,13 @@ cd "$(dirname "$0")/.."
 
 bin_dir=
 out=target/debian
+compression=xz
 while (($#)); do
     case "$1" in
         --bin-dir) bin_dir=${2:?--bin-dir needs a directory}; shift 2 ;;
         --out) out=${2:?--out needs a directory}; shift 2 ;;
-        *) echo "usage: bash scripts/build-deb.sh [--bin-dir DIR] [--out DIR]" >&2; exit 64 ;;
+        --compression) compression=${2:?--compression needs xz, gzip, zstd or none}; shift 2 ;;
+        *) echo "usage: bash scripts/build-deb.sh [--bin-dir DIR] [--out DIR] [--compression xz|gzip|zstd|none]" >&2; exit 64 ;;
     esac
 done
 
@@ -159,5 +162,5 @@ chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 
 mkdir -p "$out"
 deb="$out/gitvisor_${version}_${arch}.deb"
-dpkg-deb --root-owner-group --build "$root" "$deb" >/dev/null
+dpkg-deb --root-owner-group -Z"$compression" --build "$root" "$deb" >/dev/null
 echo "$deb"

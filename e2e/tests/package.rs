@@ -104,6 +104,8 @@ fn the_debian_package_installs_both_stripped_binaries_the_unit_completions_and_d
                 &bin_dir.display().to_string(),
                 "--out",
                 &out.display().to_string(),
+                "--compression",
+                "gzip",
             ],
         ),
         Duration::from_secs(600),
