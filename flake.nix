@@ -16,7 +16,8 @@
           inherit version;
           src = nixpkgs.lib.cleanSource ./.;
           cargoLock.lockFile = ./Cargo.lock;
-          cargoBuildFlags = [ "--package" "gitvisor" ];
+          # gitvisor-vmm too: `hypervisor: builtin` runs the one next to gitvisor.
+          cargoBuildFlags = [ "--package" "gitvisor" "--package" "gitvisor-vmm" ];
           # The unit and integration tests run in the build; the e2e suite needs root,
           # network namespaces and a kernel, so it runs in CI (.ci/run), not here.
           cargoTestFlags = [ "--package" "gitvisor" ];

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: gitvisor vs a plain `ip` shell loop, creating N Linux bridges (default 500),
-# each with one IPv4 address, measured side by side in one run (DESIGN §6: benchmarks
+# each with one IPv4 address, measured side by side in one run (benchmarks
 # print ratios measured in the same run; they are not timed assertions in tests).
 #
 #   bash bench/bridges.sh [N]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: starting a container through `gitvisor apply` vs `runc run -d` of the same
-# bundle by hand, side by side in one run (DESIGN §6: ratios measured in the same run,
+# bundle by hand, side by side in one run (ratios measured in the same run,
 # never timed assertions in tests).
 #
 #   bash bench/containers.sh [N]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: the controller's reaction latency and idle cost, measured side by side in
-# one run (DESIGN §6: benchmarks print numbers and ratios; they are not timed assertions).
+# one run (benchmarks print numbers and ratios; they are not timed assertions).
 #
 #   bash bench/controller.sh [N]        (N managed bridges, default 200)
 #

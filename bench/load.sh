@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: loading N Bridge documents (default 10 000) from ONE file versus the same
-# documents in N files, measured side by side in one run (DESIGN §6: benchmarks print
+# documents in N files, measured side by side in one run (benchmarks print
 # ratios measured in the same run; they are not timed assertions in tests).
 #
 #   bash bench/load.sh [N]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: NAT and published ports for N guests (default 200) behind one bridge:
 # gitvisor's one nftables transaction per bridge change against one `nft` command per
-# rule, measured side by side in one run (DESIGN §6: ratios from the same run, never a
+# rule, measured side by side in one run (ratios from the same run, never a
 # timed assertion in a test).
 #
 #   bash bench/network.sh [N]

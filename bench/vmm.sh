@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: gitvisor-vmm vs QEMU's microvm, booting the same tiny guest on this
-# machine's KVM, side by side in one run (DESIGN §6: ratios measured in one run, not
+# machine's KVM, side by side in one run (ratios measured in one run, not
 # timed assertions).
 #
 #   bash bench/vmm.sh [RUNS]        (default 20 runs of each, interleaved)

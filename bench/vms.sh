@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: starting a VM through `gitvisor apply` vs launching the same QEMU command
-# line by hand, to the same serial marker, side by side in one run (DESIGN §6: a ratio
+# line by hand, to the same serial marker, side by side in one run (a ratio
 # measured in the same run, never a timed assertion in a test).
 #
 #   bash bench/vms.sh            # ROUNDS=3 by default, interleaved a b a b a b

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The gitvisor quickstart, safe to run on any Debian/Ubuntu machine as root: it installs
-# what it needs, builds gitvisor, and converges examples/quickstart inside a network
-# namespace of its own (gitvisor-demo) with a throwaway state dir. Part 2 adds a NAT
-# network with DHCP (examples/guest-network) and serves a guest: a namespace standing in
-# for a VM, plugged into the bridge, gets its address from gitvisor's dnsmasq and reaches
-# an "outside" namespace through NAT. Nothing is created in the host's own network
-# namespace; the namespaces are removed at the end (KEEP=1 keeps them).
+# what it needs and converges examples/quickstart inside a network namespace of its own
+# (gitvisor-demo) with a throwaway state dir. It runs the installed gitvisor (the Debian
+# package) when there is one, else builds one. Part 2 adds a NAT network with DHCP
+# (examples/guest-network) and serves a guest: a namespace standing in for a VM, plugged
+# into the bridge, gets its address from gitvisor's dnsmasq and reaches an "outside"
+# namespace through NAT. Nothing is created in the host's own network namespace; the
+# namespaces are removed at the end (KEEP=1 keeps them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,10 +22,26 @@ if ! command -v ip >/dev/null || ! command -v nft >/dev/null || ! command -v dns
     apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2 nftables \
         dnsmasq-base busybox >/dev/null
 fi
-if ! command -v cargo >/dev/null; then
-    echo "cargo is needed: install Rust (https://rustup.rs) or apt-get install cargo" >&2
-    exit 1
+# The gitvisor to run: GITVISOR_BIN=PATH, else an installed one (the Debian package,
+# README "Install"), else one built here with cargo (the dev profile: a demo needs no
+# optimised binary, and it takes about 40% of a release build's CPU time).
+bin=${GITVISOR_BIN:-$(command -v gitvisor || true)}
+if [ -z "$bin" ]; then
+    # Rust at least Cargo.toml's rust-version (1.90); Debian 12's and 13's own rustc
+    # packages are older, so apt-get install cargo does not help.
+    need=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+    rustc_version=$(rustc --version 2>/dev/null | awk '{print $2}')
+    if ! command -v cargo >/dev/null || [ -z "$rustc_version" ] \
+        || [ "$(printf '%s\n' "$need" "$rustc_version" | sort -V | head -1)" != "$need" ]; then
+        echo "gitvisor is not installed, and building it needs Rust $need or newer (found: ${rustc_version:-none})." >&2
+        echo "Install the Debian package (README \"Install\"), or install Rust with rustup:" >&2
+        echo "  curl --proto '=https' -sSf https://sh.rustup.rs | sh" >&2
+        exit 1
+    fi
+    cargo build --locked -p gitvisor
+    bin=./target/debug/gitvisor
 fi
+echo "Running $bin ($("$bin" --version))"
 
 ns=gitvisor-demo
 out=gitvisor-demo-out
@@ -42,9 +59,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# GITVISOR_BIN=PATH runs an already built binary instead of building one.
-bin=${GITVISOR_BIN:-./target/release/gitvisor}
-[ -n "${GITVISOR_BIN:-}" ] || cargo build --release -p gitvisor
 gv() { ip netns exec "$ns" "$bin" --state-dir "$state" --run-dir "$state/run" "$@"; }
 run() { printf '\n$ gitvisor %s\n' "$*"; gv "$@"; }
 

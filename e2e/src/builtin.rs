@@ -5,7 +5,7 @@
 //! of the VMM's control socket that reads it independently of gitvisor.
 //!
 //! The guest is not Linux: this machine's `/dev/kvm` runs small guest programs but not
-//! stock kernels (DESIGN §5), so the tests check gitvisor's side (launch, observe,
+//! stock kernels, so the tests check gitvisor's side (launch, observe,
 //! status, console, stop, prune, taps) on a guest that talks on the serial port and
 //! answers Ctrl+Alt+Del like a Linux init.
 

@@ -103,10 +103,10 @@ impl Controller {
     pub fn wait_ready(&mut self) -> String {
         let deadline = Instant::now() + CONTROLLER_DEADLINE;
         while Instant::now() < deadline {
-            if let Some(message) = self.notification(Duration::from_millis(200)) {
-                if message.lines().any(|l| l == "READY=1") {
-                    return message;
-                }
+            if let Some(message) = self.notification(Duration::from_millis(200))
+                && message.lines().any(|l| l == "READY=1")
+            {
+                return message;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.exited = Some(status);

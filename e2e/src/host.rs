@@ -17,7 +17,7 @@ use crate::env::TestEnv;
 use crate::process::{Outcome, run_command};
 use crate::report::loud;
 
-/// The marker gitvisor writes into a managed bridge's `ifalias` (DESIGN §3).
+/// The marker gitvisor writes into a managed bridge's `ifalias` (README "Ownership").
 pub const MARKER: &str = "gitvisor:managed";
 
 /// Runs `ip ARGS` (in the root namespace, or with `-n NS` among ARGS); panics unless it

@@ -1,5 +1,5 @@
 //! End-to-end harness for gitvisor: runs the real `gitvisor` binary against the real
-//! kernel, each test inside a network namespace of its own (DESIGN §5, §6).
+//! kernel, each test inside a network namespace of its own, never the host's own network.
 //!
 //! # How a test uses it
 //!

@@ -1,7 +1,7 @@
 //! LVM end-to-end scenarios, run inside a throwaway guest.
 //!
 //! device-mapper is absent from the CI host's kernel, so logical volumes cannot be made
-//! there (DESIGN §5). The scenarios therefore run inside one `virtme-ng` guest (`vng
+//! there. The scenarios therefore run inside one `virtme-ng` guest (`vng
 //! --disable-kvm`: Debian's `linux-image-amd64` under QEMU TCG, over the host's own file
 //! system, read-only except a shared directory), which has device-mapper as modules.
 //!

@@ -28,7 +28,7 @@
 //! The guest ignores the ACPI power button (no acpid), so `state: Stopped` exercises the
 //! hard stop after `shutdownTimeout`.
 //!
-//! Stock kernels hang on this machine's nested KVM (DESIGN §5), so the manifests say
+//! Stock kernels hang on this machine's nested KVM (a Linux boot never finishes), so the manifests say
 //! `accel: tcg`.
 
 use std::collections::BTreeSet;
@@ -452,7 +452,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
     }

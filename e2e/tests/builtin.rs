@@ -8,7 +8,7 @@
 //! goes; the tap is marked, enslaved and up; `gitvisor console` reaches the guest both
 //! ways; a second plan is clean; `state: Stopped` shuts the guest down with Ctrl+Alt+Del;
 //! a guest that ignores it is stopped hard after `shutdownTimeout`; prune removes the VM,
-//! its tap and run dir and keeps the bridge. No Linux kernel boots here (DESIGN §5).
+//! its tap and run dir and keeps the bridge. No Linux kernel boots here (this machine's nested KVM hangs stock kernels).
 
 use std::time::{Duration, Instant};
 

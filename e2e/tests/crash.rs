@@ -1,5 +1,5 @@
-//! Crash safety (DESIGN §1.8: "each step is idempotent so a crash at any point is repaired
-//! by the next run"): `apply` of many bridges is killed with SIGKILL part-way through
+//! Crash safety (each step is idempotent, so a crash at any point is repaired by the next
+//! run): `apply` of many bridges is killed with SIGKILL part-way through
 //! (200 bridges with ~60 made; and 30 with the first one just made), and the next
 //! `apply` must converge to exactly the declared state — no duplicates, no
 //! leftovers, no bridge without its marker — and a plan after that must be clean.

@@ -414,10 +414,10 @@ fn listed_rules(lab: &Lab) -> Vec<(String, String, String)> {
         let line = line.trim();
         if let Some(name) = line.strip_prefix("chain ") {
             chain = name.split_whitespace().next().unwrap_or("").to_owned();
-        } else if let Some((body, handle)) = line.split_once(" # handle ") {
-            if body.contains("comment \"") {
-                rules.push((chain.clone(), handle.to_owned(), body.to_owned()));
-            }
+        } else if let Some((body, handle)) = line.split_once(" # handle ")
+            && body.contains("comment \"")
+        {
+            rules.push((chain.clone(), handle.to_owned(), body.to_owned()));
         }
     }
     rules
@@ -858,10 +858,10 @@ fn an_apply_killed_part_way_is_finished_by_the_next() {
     let mut seen = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     while seen.len() < 3 && Instant::now() < deadline {
-        if let Ok(name) = events.recv_timeout(Duration::from_millis(100)) {
-            if name.starts_with("gvn") {
-                seen.insert(name);
-            }
+        if let Ok(name) = events.recv_timeout(Duration::from_millis(100))
+            && name.starts_with("gvn")
+        {
+            seen.insert(name);
         }
     }
     let _ = child.kill();

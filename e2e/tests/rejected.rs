@@ -1,6 +1,6 @@
 //! Rejected revisions: one good Bridge manifest plus one bad file. `validate` must exit 1
 //! and point at the bad file's line (`file:line:col`), and `plan`/`apply` must exit 1
-//! without changing anything: a revision is accepted or rejected whole (DESIGN §1.2).
+//! without changing anything: a revision is accepted or rejected whole.
 
 use gitvisor_e2e::{Manifests, TestEnv, bridge_manifest, gitvisor_offline};
 

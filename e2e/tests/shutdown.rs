@@ -41,10 +41,10 @@ fn sigterm_part_way_through_apply_cancels_cleanly_and_the_next_apply_finishes() 
     let mut seen = BTreeSet::new();
     let started = Instant::now();
     let signalled = loop {
-        if let Ok(name) = events.recv_timeout(Duration::from_millis(2)) {
-            if name.starts_with(PREFIX) {
-                seen.insert(name);
-            }
+        if let Ok(name) = events.recv_timeout(Duration::from_millis(2))
+            && name.starts_with(PREFIX)
+        {
+            seen.insert(name);
         }
         if seen.len() >= SIGNAL_AT {
             // `ip netns exec` execs gitvisor in place: the child's pid is gitvisor's.

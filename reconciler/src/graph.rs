@@ -73,10 +73,10 @@ impl DependencyGraph {
         for resource in &resources {
             let dependent = graph.nodes[&resource.id()];
             for reference in resource.references() {
-                if let Some(&dependency) = graph.nodes.get(&reference.target) {
-                    if graph.graph.find_edge(dependency, dependent).is_none() {
-                        graph.graph.add_edge(dependency, dependent, reference.path);
-                    }
+                if let Some(&dependency) = graph.nodes.get(&reference.target)
+                    && graph.graph.find_edge(dependency, dependent).is_none()
+                {
+                    graph.graph.add_edge(dependency, dependent, reference.path);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! gitvisor: a declarative, GitOps-style reconciler for Linux hosts.
 //!
-//! Data flow (see DESIGN.md §1): source → [`load`] → [`validate`] → [`graph`] →
+//! Data flow: source → [`load`] → [`validate`] → [`graph`] →
 //! observe/diff ([`drivers`]) → [`plan`] → [`execute`] → [`state`], run in that order by
 //! [`reconcile::Reconciler`], which the CLI ([`cli`]) drives. The engine and the drivers
 //! meet only in [`contract`]. [`load`], [`validate`] and [`graph`] share the located

@@ -264,7 +264,7 @@ async fn the_plan_lists_each_running_dependent_with_why() {
         serde_json::json!([{"kind": "Volume", "name": "data", "action": "replace"}])
     );
     assert_eq!(json["restarts"][2]["restart"], false);
-    // The keys DESIGN §7 promises are all still there.
+    // The keys docs/cli.md promises are all still there.
     for key in ["revision", "changes", "skipped", "summary"] {
         assert!(json.get(key).is_some(), "{key} missing from {json}");
     }

@@ -185,12 +185,11 @@ impl EventLoop {
                         }
                     }
                 }
-                if remove {
-                    if let Some(Source::ApiClient { stream, .. } | Source::ConsoleClient(stream)) =
+                if remove
+                    && let Some(Source::ApiClient { stream, .. } | Source::ConsoleClient(stream)) =
                         sources.remove(&key)
-                    {
-                        let _ = self.epoll.delete(&stream);
-                    }
+                {
+                    let _ = self.epoll.delete(&stream);
                 }
                 for source in accepted {
                     let t = token();
@@ -300,15 +299,14 @@ pub fn smaps_usage(smaps: &str, guest: &[(u64, u64)]) -> (u64, u64) {
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let first = fields.next().unwrap_or("");
-        if let Some((start, end)) = first.split_once('-') {
-            if let (Ok(start), Ok(end)) =
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
                 (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-            {
-                current_is_guest = guest
-                    .iter()
-                    .any(|(base, len)| start >= *base && end <= base + len);
-                continue;
-            }
+        {
+            current_is_guest = guest
+                .iter()
+                .any(|(base, len)| start >= *base && end <= base + len);
+            continue;
         }
         if first == "Rss:" {
             let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);

@@ -94,7 +94,7 @@ const _: () = {
     assert!(PD_START + PD_COUNT * 4096 <= CMDLINE_START);
     assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
     assert!(EBDA_START + 0x400 <= ACPI_START);
-    assert!(ACPI_START % 16 == 0 && ACPI_END <= HIMEM_START);
+    assert!(ACPI_START.is_multiple_of(16) && ACPI_END <= HIMEM_START);
 };
 
 /// Guest RAM regions for `size` bytes of memory: below the MMIO hole, and the rest above

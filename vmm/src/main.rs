@@ -20,14 +20,13 @@ impl Log {
     fn line(&self, message: &str) {
         let line = format!("gitvisor-vmm[{}]: {message}\n", std::process::id());
         let _ = std::io::stderr().write_all(line.as_bytes());
-        if let Some(path) = &self.path {
-            if let Ok(mut file) = std::fs::OpenOptions::new()
+        if let Some(path) = &self.path
+            && let Ok(mut file) = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-            {
-                let _ = file.write_all(line.as_bytes());
-            }
+        {
+            let _ = file.write_all(line.as_bytes());
         }
     }
 }
@@ -126,13 +125,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(pid_file) = &mut pid_file {
-        if let Err(error) = pid_file.write_pid(std::process::id()) {
-            let message = error.to_string();
-            log.line(&format!("error: {message}"));
-            readiness.failed(&message);
-            return ExitCode::from(1);
-        }
+    if let Some(pid_file) = &mut pid_file
+        && let Err(error) = pid_file.write_pid(std::process::id())
+    {
+        let message = error.to_string();
+        log.line(&format!("error: {message}"));
+        readiness.failed(&message);
+        return ExitCode::from(1);
     }
     let boot = vm.boot();
     log.line(&format!(

@@ -89,19 +89,21 @@ fn init_logging(global: &GlobalArgs, daemon: bool) {
     // its structured fields (the resource and revision of the spans it happened in, as
     // `S<n>_…`/`F_…` fields). Without the journal socket it falls back to plain lines on
     // stderr, which journald stores too.
-    if daemon && journal && global.log_format == LogFormat::Text {
-        if let Ok(layer) = tracing_journald::layer() {
-            use tracing_subscriber::layer::SubscriberExt;
-            use tracing_subscriber::util::SubscriberInitExt;
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(layer.with_syslog_identifier("gitvisor".to_owned()))
-                .try_init();
-            if let Some(rejected) = rejected {
-                tracing::warn!("{rejected}");
-            }
-            return;
+    if daemon
+        && journal
+        && global.log_format == LogFormat::Text
+        && let Ok(layer) = tracing_journald::layer()
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(layer.with_syslog_identifier("gitvisor".to_owned()))
+            .try_init();
+        if let Some(rejected) = rejected {
+            tracing::warn!("{rejected}");
         }
+        return;
     }
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
@@ -262,10 +264,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // A running controller answers from its snapshot (it holds the store's lock
             // only while it applies, and its snapshot is fresher); `--offline` reads the
             // store itself.
-            if !offline {
-                if let Some(client) = crate::daemon::api::ApiClient::find(&global.run_dir).await? {
-                    return controller::status(&client, output).await;
-                }
+            if !offline
+                && let Some(client) = crate::daemon::api::ApiClient::find(&global.run_dir).await?
+            {
+                return controller::status(&client, output).await;
             }
             let reconciler = if offline {
                 // The store alone: no driver is connected, nothing on the host is read.

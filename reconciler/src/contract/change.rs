@@ -1,5 +1,6 @@
-//! `Change`: what the diff of one resource decided (DESIGN §1.6), with the driver's own
-//! snapshot for apply ([`Observed`]) and the reasons people read in the plan.
+//! `Change`: what the diff of one resource decided (an [`Action`] and, for an update, its
+//! [`Effect`]), with the driver's own snapshot for apply ([`Observed`]) and the reasons
+//! people read in the plan.
 
 use std::any::Any;
 use std::fmt;

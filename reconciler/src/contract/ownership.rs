@@ -1,4 +1,4 @@
-//! Ownership, once for every kind (DESIGN §3): when gitvisor may change, adopt or delete
+//! Ownership, once for every kind (README "Ownership"): when gitvisor may change, adopt or delete
 //! an object, and when a leftover of an interrupted creation is provably its own.
 //!
 //! Each driver says only where its marker lives (the bridge's `ifalias`, an LV tag, the

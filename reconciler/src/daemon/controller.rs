@@ -545,18 +545,16 @@ impl Controller {
             s.rejected.take().is_some()
         });
         self.shared.metrics.accepted();
-        if was_rejected {
-            if let Some(current) = &self.current {
-                self.shared.events.push(
-                    EventLevel::Info,
-                    None,
-                    Some(&current.revision.id),
-                    format!(
-                        "the source is back at revision {}; the rejection is cleared",
-                        current.revision.id
-                    ),
-                );
-            }
+        if was_rejected && let Some(current) = &self.current {
+            self.shared.events.push(
+                EventLevel::Info,
+                None,
+                Some(&current.revision.id),
+                format!(
+                    "the source is back at revision {}; the rejection is cleared",
+                    current.revision.id
+                ),
+            );
         }
     }
 

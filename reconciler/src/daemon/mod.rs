@@ -90,11 +90,11 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         ))
         .with_leases_from(crate::drivers::network::network_dir(&settings.run_dir)),
     );
-    if let Ok(store) = ReadOnlyStore::open(&settings.state_dir) {
-        if let Ok(mut history) = store.events(SEED_EVENTS) {
-            history.reverse();
-            shared.events.seed(history);
-        }
+    if let Ok(store) = ReadOnlyStore::open(&settings.state_dir)
+        && let Ok(mut history) = store.events(SEED_EVENTS)
+    {
+        history.reverse();
+        shared.events.seed(history);
     }
 
     let socket = crate::daemon::api::socket_path(&settings.run_dir);

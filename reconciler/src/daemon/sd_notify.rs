@@ -105,10 +105,10 @@ fn address(value: &OsStr) -> Option<SocketAddr> {
 /// Half of `WATCHDOG_USEC`, when it is set, positive, and meant for `pid`.
 fn watchdog_interval(usec: Option<&str>, for_pid: Option<&str>, pid: u32) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|usec| *usec > 0)?;
-    if let Some(for_pid) = for_pid {
-        if for_pid.trim().parse::<u32>().ok()? != pid {
-            return None;
-        }
+    if let Some(for_pid) = for_pid
+        && for_pid.trim().parse::<u32>().ok()? != pid
+    {
+        return None;
     }
     Some(Duration::from_micros(usec / 2))
 }

@@ -200,10 +200,8 @@ fn resolve_plain(text: &str) -> Resolved<'_> {
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
         && digits.as_bytes()[0] != b'e'
         && digits.as_bytes()[0] != b'E';
-    if float_like {
-        if let Ok(value) = text.parse::<f64>() {
-            return Resolved::Float(value);
-        }
+    if float_like && let Ok(value) = text.parse::<f64>() {
+        return Resolved::Float(value);
     }
     Resolved::Str(text)
 }

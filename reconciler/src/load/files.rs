@@ -133,12 +133,11 @@ pub fn collect(root: &Path, diagnostics: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
                     }
                 }
             } else {
-                if file_type.is_dir() {
-                    if let Ok(target) = fs::canonicalize(&path) {
-                        if !visited.insert(target) {
-                            continue;
-                        }
-                    }
+                if file_type.is_dir()
+                    && let Ok(target) = fs::canonicalize(&path)
+                    && !visited.insert(target)
+                {
+                    continue;
                 }
                 file_type
             };

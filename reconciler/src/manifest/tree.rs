@@ -269,10 +269,10 @@ impl Builder {
                 if let Some(open) = self.open.last_mut() {
                     open.pending_key = None;
                 }
-                if !self.dropped.contains(&key) {
-                    if let NodeKind::Mapping(entries) = &mut self.nodes[parent].kind {
-                        entries.push(Entry { key, value: id });
-                    }
+                if !self.dropped.contains(&key)
+                    && let NodeKind::Mapping(entries) = &mut self.nodes[parent].kind
+                {
+                    entries.push(Entry { key, value: id });
                 }
             }
             None => {
@@ -432,12 +432,12 @@ impl Builder {
                     .fold(1usize, |sum, &c| sum.saturating_add(self.sizes[c]));
                 // A block mapping is marked at its first `:`; its first key is where it
                 // was written.
-                if let NodeKind::Mapping(entries) = &self.nodes[id].kind {
-                    if let Some(first) = entries.first() {
-                        let key_at = self.nodes[first.key].at;
-                        if key_at < self.nodes[id].at {
-                            self.nodes[id].at = key_at;
-                        }
+                if let NodeKind::Mapping(entries) = &self.nodes[id].kind
+                    && let Some(first) = entries.first()
+                {
+                    let key_at = self.nodes[first.key].at;
+                    if key_at < self.nodes[id].at {
+                        self.nodes[id].at = key_at;
                     }
                 }
                 if open.anchor != 0 {

@@ -105,7 +105,7 @@ impl FromStr for ByteSize {
                 let frac_value: u64 = frac.parse().map_err(|_| invalid())?;
                 let scale = 10u64.pow(frac.len() as u32);
                 let frac_bytes = (multiplier as u128 * frac_value as u128) / scale as u128;
-                if (multiplier as u128 * frac_value as u128) % scale as u128 != 0 {
+                if !(multiplier as u128 * frac_value as u128).is_multiple_of(scale as u128) {
                     return Err(format!("invalid size {shown}: not a whole number of bytes"));
                 }
                 whole
@@ -122,7 +122,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, mult) in UNITS.iter().filter(|(u, _)| u.ends_with("iB")) {
-            if self.0 >= *mult && self.0 % mult == 0 {
+            if self.0 >= *mult && self.0.is_multiple_of(*mult) {
                 return write!(f, "{}{}", self.0 / mult, unit);
             }
         }
@@ -206,11 +206,11 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 3_600_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")

@@ -1,5 +1,5 @@
 //! Plan rendering: text like `terraform plan` (colour only on a terminal) and the stable
-//! JSON of DESIGN §7.
+//! JSON of docs/cli.md ("JSON", `plan`), whose keys keep their meaning.
 
 use std::fmt::Write;
 
@@ -158,10 +158,10 @@ fn render_skipped(out: &mut String, plan: &Plan, palette: &Palette) {
 fn render_change(out: &mut String, change: &Change, palette: &Palette) {
     let symbol = palette.for_action(change.action, &format!("{:>3}", change.action.symbol()));
     let _ = write!(out, "{symbol} {}", change.id);
-    if let Some(effect) = change.effect() {
-        if change.action == Action::Update {
-            let _ = write!(out, "  ({})", format!("{effect:?}").to_lowercase());
-        }
+    if let Some(effect) = change.effect()
+        && change.action == Action::Update
+    {
+        let _ = write!(out, "  ({})", format!("{effect:?}").to_lowercase());
     }
     out.push('\n');
     for reason in &change.reasons {
@@ -220,7 +220,7 @@ fn list_items(old: &Value, new: &Value) -> Option<Vec<(char, String)>> {
     Some(marked)
 }
 
-/// The JSON object of DESIGN §7; more keys may be added, these keep their meaning.
+/// The JSON object docs/cli.md documents; more keys may be added, these keep their meaning.
 pub fn render_json(plan: &Plan) -> Value {
     let changes: Vec<Value> = plan
         .changes

@@ -1,4 +1,4 @@
-//! The embedded state store (DESIGN.md §3): what the system itself cannot tell us.
+//! The embedded state store: what the system itself cannot tell us.
 //!
 //! Actual state is always read from the system; the store keeps only ownership (which
 //! objects gitvisor created, and the spec hash it last applied to each), the last status of

@@ -21,7 +21,7 @@ fn revision(n: u64) -> RevisionRecord {
     RevisionRecord {
         id: format!("rev-{n}"),
         applied_unix: 1_700_000_000 + n,
-        converged: n % 2 == 0,
+        converged: n.is_multiple_of(2),
         summary: format!("{n} created"),
         source: String::new(),
     }
@@ -30,7 +30,7 @@ fn revision(n: u64) -> RevisionRecord {
 fn event(n: u64) -> Event {
     Event {
         unix: 1_700_000_000 + n,
-        resource: (n % 2 == 0).then(|| id("Bridge/br0")),
+        resource: n.is_multiple_of(2).then(|| id("Bridge/br0")),
         level: EventLevel::Info,
         message: format!("event {n}"),
     }

@@ -75,10 +75,10 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                     );
                 }
             }
-            if let Some(mtu) = bridge.mtu {
-                if !(68..=65535).contains(&mtu) {
-                    error("spec.mtu", format!("MTU {mtu} out of range 68-65535"));
-                }
+            if let Some(mtu) = bridge.mtu
+                && !(68..=65535).contains(&mtu)
+            {
+                error("spec.mtu", format!("MTU {mtu} out of range 68-65535"));
             }
             super::network::check_bridge(name, bridge, &mut error);
             super::vlan::check_bridge(name, bridge, &mut error);
@@ -88,10 +88,10 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                 ("spec.volumeGroup", Some(&volume.volume_group)),
                 ("spec.thinPool", volume.thin_pool.as_ref()),
             ] {
-                if let Some(value) = value {
-                    if let Err(message) = check_lvm_name(value) {
-                        error(field, message);
-                    }
+                if let Some(value) = value
+                    && let Err(message) = check_lvm_name(value)
+                {
+                    error(field, message);
                 }
             }
             if volume.size.bytes() == 0 {
@@ -129,16 +129,16 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             } else if let Err(why) = crate::model::image_reference::check_image(&container.image) {
                 error("spec.image", why);
             }
-            if let Some(dir) = &container.working_dir {
-                if !dir.starts_with('/') {
-                    error(
-                        "spec.workingDir",
-                        format!(
-                            "{} must be an absolute path inside the container",
-                            quoted(dir)
-                        ),
-                    );
-                }
+            if let Some(dir) = &container.working_dir
+                && !dir.starts_with('/')
+            {
+                error(
+                    "spec.workingDir",
+                    format!(
+                        "{} must be an absolute path inside the container",
+                        quoted(dir)
+                    ),
+                );
             }
             if let Some(check) = &container.health_check {
                 if check
@@ -176,13 +176,13 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                         "target must be an absolute path".into(),
                     );
                 }
-                if let Some(path) = &mount.host_path {
-                    if !path.starts_with('/') {
-                        error(
-                            &format!("spec.mounts[{i}].hostPath"),
-                            format!("{} must be an absolute path on the host", quoted(path)),
-                        );
-                    }
+                if let Some(path) = &mount.host_path
+                    && !path.starts_with('/')
+                {
+                    error(
+                        &format!("spec.mounts[{i}].hostPath"),
+                        format!("{} must be an absolute path on the host", quoted(path)),
+                    );
                 }
                 if mount.volume.is_some() == mount.host_path.is_some() {
                     error(

@@ -92,16 +92,16 @@ pub(super) fn check(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnost
                 }
             }
             Spec::Container(container) => {
-                if let Some(network) = &container.network {
-                    if let Some(cidr) = network.address {
-                        let scope = if cidr.is_link_local() {
-                            Scope::Link(network.bridge.as_str().to_owned())
-                        } else {
-                            Scope::Host
-                        };
-                        let field = "spec.network.address".to_owned();
-                        claim_address(&mut addresses, item, scope, cidr.addr(), field, diagnostics);
-                    }
+                if let Some(network) = &container.network
+                    && let Some(cidr) = network.address
+                {
+                    let scope = if cidr.is_link_local() {
+                        Scope::Link(network.bridge.as_str().to_owned())
+                    } else {
+                        Scope::Host
+                    };
+                    let field = "spec.network.address".to_owned();
+                    claim_address(&mut addresses, item, scope, cidr.addr(), field, diagnostics);
                 }
             }
             Spec::VirtualMachine(vm) => {

@@ -108,16 +108,16 @@ pub(super) fn check_list(
                 ),
             );
         }
-        if vlan.pvid {
-            if let Some(k) = earlier.iter().position(|other| other.pvid) {
-                error(
-                    &format!("{at}.pvid"),
-                    format!(
-                        "{owner} already has VLAN {} as its pvid ({field}[{k}]); untagged frames entering a port go to one VLAN, so at most one may be pvid",
-                        earlier[k].id
-                    ),
-                );
-            }
+        if vlan.pvid
+            && let Some(k) = earlier.iter().position(|other| other.pvid)
+        {
+            error(
+                &format!("{at}.pvid"),
+                format!(
+                    "{owner} already has VLAN {} as its pvid ({field}[{k}]); untagged frames entering a port go to one VLAN, so at most one may be pvid",
+                    earlier[k].id
+                ),
+            );
         }
     }
 }

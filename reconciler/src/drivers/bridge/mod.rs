@@ -1,4 +1,4 @@
-//! The Bridge driver: Linux bridges over netlink (DESIGN §2, §3).
+//! The Bridge driver: Linux bridges over netlink (`docs/network.md`).
 //!
 //! # Why it looks like this
 //!

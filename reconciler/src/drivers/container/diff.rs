@@ -119,13 +119,13 @@ pub(crate) fn declared(
         change = change.with_reason("its creation was interrupted; it is recreated");
         return replace(change, current, declaration, running, Vec::new());
     }
-    if let Some(health) = &current.health {
-        if health.status != "healthy" {
-            change = change.with_reason(format!(
-                "health {} ({} failures in a row): {}",
-                health.status, health.failures, health.last_output
-            ));
-        }
+    if let Some(health) = &current.health
+        && health.status != "healthy"
+    {
+        change = change.with_reason(format!(
+            "health {} ({} failures in a row): {}",
+            health.status, health.failures, health.last_output
+        ));
     }
 
     match (spec.state, current.status) {

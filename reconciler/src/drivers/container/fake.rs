@@ -167,11 +167,11 @@ impl ContainerHost for FakeHost {
     }
 
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError> {
-        if let Some(fail) = &*self.fail.lock().unwrap_or_else(|p| p.into_inner()) {
-            if fail(&request) {
-                self.state().requests.push(request.clone());
-                return Err(refused(format!("injected failure of {request}")));
-            }
+        if let Some(fail) = &*self.fail.lock().unwrap_or_else(|p| p.into_inner())
+            && fail(&request)
+        {
+            self.state().requests.push(request.clone());
+            return Err(refused(format!("injected failure of {request}")));
         }
         let mut state = self.state();
         state.requests.push(request.clone());
@@ -257,20 +257,20 @@ impl ContainerHost for FakeHost {
                 None => Err(refused(format!("container {id} does not exist"))),
             },
             HostRequest::Stop { id, .. } => {
-                if let Some(container) = state.containers.get_mut(&id) {
-                    if matches!(
+                if let Some(container) = state.containers.get_mut(&id)
+                    && matches!(
                         container.status,
                         RuntimeStatus::Running | RuntimeStatus::Paused
-                    ) {
-                        container.status = RuntimeStatus::Stopped;
-                        container.pid = None;
-                        container.stopped_by_gitvisor = true;
-                        container.exit = Some(ExitRecord {
-                            code: 143,
-                            at: SystemTime::now(),
-                            unhealthy: false,
-                        });
-                    }
+                    )
+                {
+                    container.status = RuntimeStatus::Stopped;
+                    container.pid = None;
+                    container.stopped_by_gitvisor = true;
+                    container.exit = Some(ExitRecord {
+                        code: 143,
+                        at: SystemTime::now(),
+                        unhealthy: false,
+                    });
                 }
                 Ok(Answer::Done)
             }

@@ -77,10 +77,12 @@ impl LogWriter {
     /// piece, never the supervisor: the container's output must keep flowing.
     pub fn write(&mut self, parts: &[&[u8]]) {
         let length: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        if self.size > 0 && self.size + length > MAX_LOG_BYTES && rotate(&self.path).is_ok() {
-            if let Ok(fresh) = LogWriter::open(&self.path) {
-                *self = fresh;
-            }
+        if self.size > 0
+            && self.size + length > MAX_LOG_BYTES
+            && rotate(&self.path).is_ok()
+            && let Ok(fresh) = LogWriter::open(&self.path)
+        {
+            *self = fresh;
         }
         let mut bytes = Vec::with_capacity(length as usize);
         for part in parts {
@@ -294,10 +296,10 @@ pub fn print(state_dir: &Path, name: &str, follow: bool) -> Result<(), LogsError
         out.write_all(bytes).and_then(|()| out.flush()).is_ok()
     };
     for n in (1..=KEEP_ROTATED).rev() {
-        if let Ok(bytes) = fs::read(rotated(&log, n)) {
-            if !emit(&bytes) {
-                return Ok(());
-            }
+        if let Ok(bytes) = fs::read(rotated(&log, n))
+            && !emit(&bytes)
+        {
+            return Ok(());
         }
     }
     let mut file = fs::File::open(&log).map_err(read_error(&log))?;
@@ -318,11 +320,11 @@ pub fn print(state_dir: &Path, name: &str, follow: bool) -> Result<(), LogsError
         // Rotated: finish nothing more from the old file, go on with the new one.
         if let Ok(meta) = fs::metadata(&log) {
             let position = file.stream_position().map_err(read_error(&log))?;
-            if meta.ino() != inode || meta.len() < position {
-                if let Ok(fresh) = fs::File::open(&log) {
-                    file = fresh;
-                    inode = meta.ino();
-                }
+            if (meta.ino() != inode || meta.len() < position)
+                && let Ok(fresh) = fs::File::open(&log)
+            {
+                file = fresh;
+                inode = meta.ino();
             }
         }
     }

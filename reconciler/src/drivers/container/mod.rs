@@ -1,4 +1,4 @@
-//! The Container driver: OCI containers run by an OCI runtime (DESIGN §2, §3).
+//! The Container driver: OCI containers run by an OCI runtime (`docs/containers.md`).
 //!
 //! # Why it looks like this
 //!

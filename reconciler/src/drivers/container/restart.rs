@@ -71,10 +71,10 @@ pub fn decide(policy: RestartPolicy, container: &RuntimeContainer, now: SystemTi
     );
     if let Some(exit) = exit {
         let due = exit.at + wait;
-        if let Ok(remaining) = due.duration_since(now) {
-            if !remaining.is_zero() {
-                return Decision::Wait { remaining, why };
-            }
+        if let Ok(remaining) = due.duration_since(now)
+            && !remaining.is_zero()
+        {
+            return Decision::Wait { remaining, why };
         }
     }
     Decision::Restart { why }

@@ -292,10 +292,10 @@ impl FakeNetwork {
                         }
                         NftCommand::AddRule { chain, rule } => {
                             for expr in &rule.exprs {
-                                if let Expr::Jump(target) = expr {
-                                    if !chains.contains_key(target) {
-                                        return Err(enoent(format!("chain {target}")));
-                                    }
+                                if let Expr::Jump(target) = expr
+                                    && !chains.contains_key(target)
+                                {
+                                    return Err(enoent(format!("chain {target}")));
                                 }
                             }
                             chains
@@ -419,10 +419,10 @@ impl NetworkSeam for FakeNetwork {
                 Ok(())
             }
             NetworkRequest::StopDhcp { bridge, pid } => {
-                if let Some(state) = host.dhcp.get_mut(bridge) {
-                    if state.running == Some(*pid) {
-                        state.running = None;
-                    }
+                if let Some(state) = host.dhcp.get_mut(bridge)
+                    && state.running == Some(*pid)
+                {
+                    state.running = None;
                 }
                 Ok(())
             }

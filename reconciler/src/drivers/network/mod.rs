@@ -1,5 +1,5 @@
 //! Managed bridges as complete guest networks: NAT, routing or host-only isolation,
-//! published ports, DHCP and DNS (DESIGN §2 Bridge; `docs/network.md`).
+//! published ports, DHCP and DNS (`docs/network.md`).
 //!
 //! # Why it looks like this
 //!
@@ -253,15 +253,15 @@ impl Driver for ManagedBridgeDriver {
                 host.default_route.as_deref(),
                 &self.dir,
             );
-            if network.needs_rules() {
-                if let TableObservation::Unavailable(why) = &host.table {
-                    return Err(NetworkError::NftUnavailable {
-                        bridge: name.to_string(),
-                        mode: network.mode.word(),
-                        why: why.clone(),
-                    }
-                    .into());
+            if network.needs_rules()
+                && let TableObservation::Unavailable(why) = &host.table
+            {
+                return Err(NetworkError::NftUnavailable {
+                    bridge: name.to_string(),
+                    mode: network.mode.word(),
+                    why: why.clone(),
                 }
+                .into());
             }
             networks.insert(name.to_string(), network);
         }
@@ -409,10 +409,10 @@ impl Driver for ManagedBridgeDriver {
                     self.links.apply(link, step).await?;
                 }
                 let mut requests = snapshot.network.requests(false);
-                if let Some(round) = snapshot.batch.round_of(&bridge) {
-                    if self.commit_round(&bridge, &round, step).await? {
-                        requests.retain(|r| !matches!(r, NetworkRequest::Nft(_)));
-                    }
+                if let Some(round) = snapshot.batch.round_of(&bridge)
+                    && self.commit_round(&bridge, &round, step).await?
+                {
+                    requests.retain(|r| !matches!(r, NetworkRequest::Nft(_)));
                 }
                 self.send_all(&bridge, requests, step).await?;
             }

@@ -1,4 +1,4 @@
-//! The VirtualMachine driver: KVM guests, one hypervisor process per VM (DESIGN §2, §3).
+//! The VirtualMachine driver: KVM guests, one hypervisor process per VM (`docs/vms.md`).
 //!
 //! # Why it looks like this
 //!

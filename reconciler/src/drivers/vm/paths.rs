@@ -1,6 +1,6 @@
 //! Where one VM's runtime files live: `<run dir>/vm/<name>/`.
 //!
-//! The directory is the VM's marker on the host (DESIGN §3): it holds the record of what
+//! The directory is the VM's ownership marker on the host: it holds the record of what
 //! gitvisor launched (`gitvisor.json`, see `record.rs`) and everything the running guest
 //! needs that is not a disk: the hypervisor's pid file and control socket (QEMU's QMP
 //! `qmp.sock`, the builtin VMM's `api.sock` and its `vmm.log`), the serial socket and log,

@@ -115,7 +115,7 @@ impl Host<'_> {
         let step = self.step.clone();
         let what_owned = what.to_owned();
         let report = move |percent: u8| {
-            if percent % 10 == 0 {
+            if percent.is_multiple_of(10) {
                 step.progress(format!("{what_owned}: {percent}%"));
             }
         };

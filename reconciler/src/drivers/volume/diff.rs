@@ -205,15 +205,15 @@ pub(crate) fn declared(
         ));
     }
     let made = tags::filesystem_of(lv);
-    if let (Some(made), Some(declared)) = (made, spec.filesystem) {
-        if made != Some(declared) {
-            recreate.push(FieldChange::new(
-                "filesystem",
-                made.map(fs_name),
-                fs_name(declared),
-                Effect::Recreate,
-            ));
-        }
+    if let (Some(made), Some(declared)) = (made, spec.filesystem)
+        && made != Some(declared)
+    {
+        recreate.push(FieldChange::new(
+            "filesystem",
+            made.map(fs_name),
+            fs_name(declared),
+            Effect::Recreate,
+        ));
     }
     if !recreate.is_empty() {
         let what = recreate[0].path.clone();
@@ -285,10 +285,10 @@ pub(crate) fn declared(
             None => {}
         }
     }
-    if lv.has_tag(tags::GROW_FS) {
-        if let Some(filesystem) = made.flatten() {
-            drift.grow_filesystem = Some(filesystem);
-        }
+    if lv.has_tag(tags::GROW_FS)
+        && let Some(filesystem) = made.flatten()
+    {
+        drift.grow_filesystem = Some(filesystem);
     }
     let recorded_policy = tags::reclaim_of(lv);
     if recorded_policy != Some(spec.reclaim_policy) || adopting {

@@ -228,7 +228,7 @@ impl FakeHost {
         let vg = self
             .vg(vg_name)
             .ok_or_else(|| failed("lvcreate", format!("Volume group \"{vg_name}\" not found")))?;
-        if size % 512 != 0 {
+        if !size.is_multiple_of(512) {
             return Err(failed(
                 "lvcreate",
                 format!(

@@ -149,11 +149,11 @@ impl LvmTools {
             }
             for &byte in &buffer[..read] {
                 if byte == b'\r' || byte == b'\n' {
-                    if let Some(percent) = parse_progress(&String::from_utf8_lossy(&line)) {
-                        if last != Some(percent) {
-                            last = Some(percent);
-                            progress(percent);
-                        }
+                    if let Some(percent) = parse_progress(&String::from_utf8_lossy(&line))
+                        && last != Some(percent)
+                    {
+                        last = Some(percent);
+                        progress(percent);
                     }
                     line.clear();
                 } else {

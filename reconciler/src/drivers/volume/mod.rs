@@ -1,4 +1,4 @@
-//! The Volume driver: LVM logical volumes through the lvm2 tools (DESIGN §2, §3).
+//! The Volume driver: LVM logical volumes through the lvm2 tools (`docs/volumes.md`).
 //!
 //! # Why it looks like this
 //!

@@ -38,13 +38,15 @@ impl ImageRef {
 fn local(path: &Path) -> ImageRef {
     if !path.exists() {
         let text = path.to_string_lossy();
-        if let Some((base, tag)) = text.rsplit_once(':') {
-            if !tag.is_empty() && !tag.contains('/') && Path::new(base).exists() {
-                return ImageRef::Local {
-                    path: PathBuf::from(base),
-                    tag: Some(tag.to_owned()),
-                };
-            }
+        if let Some((base, tag)) = text.rsplit_once(':')
+            && !tag.is_empty()
+            && !tag.contains('/')
+            && Path::new(base).exists()
+        {
+            return ImageRef::Local {
+                path: PathBuf::from(base),
+                tag: Some(tag.to_owned()),
+            };
         }
     }
     ImageRef::Local {

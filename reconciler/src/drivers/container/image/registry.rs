@@ -379,15 +379,15 @@ impl<'a> Client<'a> {
         };
         for _ in 0..4 {
             let actual = Sha256Digest::of(&bytes);
-            if let Some(expected) = &expected {
-                if actual != *expected {
-                    return Err(ImageError::DigestMismatch {
-                        image: self.image.to_owned(),
-                        what: "the manifest".into(),
-                        expected: expected.to_string(),
-                        actual: actual.to_string(),
-                    });
-                }
+            if let Some(expected) = &expected
+                && actual != *expected
+            {
+                return Err(ImageError::DigestMismatch {
+                    image: self.image.to_owned(),
+                    what: "the manifest".into(),
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                });
             }
             store.keep_blob(self.image, &bytes)?;
             let value: serde_json::Value = serde_json::from_slice(&bytes)

@@ -163,10 +163,10 @@ impl ImageStore {
         digest: &Sha256Digest,
     ) -> Result<Vec<u8>, ImageError> {
         let path = self.blob_path(digest);
-        if let Ok(bytes) = fs::read(&path) {
-            if Sha256Digest::of(&bytes) == *digest {
-                return Ok(bytes);
-            }
+        if let Ok(bytes) = fs::read(&path)
+            && Sha256Digest::of(&bytes) == *digest
+        {
+            return Ok(bytes);
         }
         let mut bytes = Vec::new();
         self.abandon
