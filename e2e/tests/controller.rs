@@ -130,6 +130,56 @@ fn a_saved_file_is_applied_by_the_watch_and_a_bad_one_is_rejected_whole() {
     drop(controller);
 }
 
+/// With a controller running, `status` still shows the host as it is now: a bridge
+/// deleted by hand reads `missing` at once, not the snapshot's `Ready` until the next
+/// resync (an hour away here).
+#[test]
+fn status_beside_a_controller_shows_the_host_now() {
+    let Some(env) = TestEnv::new("ctl-live") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write("a.yaml", &bridge("gvl-a", 1));
+    manifests.write("b.yaml", &bridge("gvl-b", 2));
+    let (mut controller, _) = Controller::start(
+        &env,
+        &["--source", manifests.path_str(), "--resync", NO_RESYNC],
+    );
+    assert!(env.expect_link("gvl-a").is_marked());
+    env.ip(["link", "del", "gvl-a"]);
+
+    let status = env.status_json();
+    let resource = |name: &str| {
+        status["resources"]
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("status lists {name}: {status:#}"))
+    };
+    assert!(
+        status["pid"].is_number(),
+        "the controller answered: {status:#}"
+    );
+    let deleted = resource("gvl-a");
+    assert_eq!(deleted["state"], "Ready", "the snapshot: {deleted:#}");
+    assert_eq!(deleted["observed"], "missing", "{deleted:#}");
+    assert_eq!(resource("gvl-b")["observed"], "inSync", "{status:#}");
+
+    let text = env.gitvisor(["status"]).expect_code(0).stdout;
+    let header = text
+        .lines()
+        .find(|line| line.starts_with("KIND"))
+        .unwrap_or_else(|| panic!("a resource table: {text}"));
+    assert!(header.contains(" LIVE "), "{text}");
+    let row = text
+        .lines()
+        .find(|line| line.contains("gvl-a"))
+        .unwrap_or_else(|| panic!("a row for gvl-a: {text}"));
+    assert!(row.contains("missing"), "{text}");
+    assert!(row.contains("Missing: not on the host"), "{text}");
+    assert!(controller.terminate().success());
+}
+
 #[test]
 fn a_bridge_deleted_by_hand_is_recreated_at_the_next_resync() {
     let Some(env) = TestEnv::new("ctl-drift") else {

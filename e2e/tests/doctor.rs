@@ -78,6 +78,18 @@ fn a_declared_kind_the_host_cannot_run_fails_and_says_so() {
     assert_eq!(container["hostReady"], false, "{report:#}");
     assert_eq!(report["kinds"][0]["ready"], true, "{report:#}");
 
+    // The cause is said, not a mount the host does not need.
+    let cgroups = container["facilities"]
+        .as_array()
+        .and_then(|all| all.iter().find(|f| f["name"] == "cgroups"))
+        .expect("a cgroups facility");
+    let detail = cgroups["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("ip netns exec"), "{cgroups:#}");
+    assert!(detail.contains(env.netns()), "{cgroups:#}");
+    let fix = cgroups["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("nsenter --net="), "{cgroups:#}");
+    assert!(!fix.contains("mount -t cgroup2"), "{cgroups:#}");
+
     let text = env.gitvisor(["doctor", manifests.path_str()]);
     assert_eq!(text.code, Some(1), "{text}");
     assert!(text.stdout.contains("host lacks cgroups"), "{text}");
@@ -132,4 +144,76 @@ fn a_path_that_does_not_load_is_reported_and_fails() {
     assert_eq!(outcome.code, Some(1), "{outcome}");
     assert!(outcome.stderr.contains("bad.yaml:7:"), "{outcome}");
     assert!(outcome.stdout.is_empty(), "{outcome}");
+}
+
+const VOLUME: &str = "apiVersion: gitvisor.dev/v1alpha1
+kind: Volume
+metadata:
+  name: data
+spec:
+  volumeGroup: vg-doctor
+  size: 64MiB
+";
+
+/// Whether the kernel has device-mapper, read here the way the kernel says it (its misc
+/// and block device lists), independently of gitvisor.
+fn kernel_has_device_mapper() -> bool {
+    ["/proc/misc", "/proc/devices"].iter().any(|path| {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines()
+                .any(|line| line.split_whitespace().nth(1) == Some("device-mapper"))
+        })
+    }) || std::path::Path::new("/sys/module/dm_mod").exists()
+}
+
+/// On a kernel without device-mapper (this CI host, whose `/dev/mapper/control` is a
+/// node without a driver) doctor blocks Volumes and plan refuses the Volume with the
+/// reason, instead of `lvcreate` failing in apply; with device-mapper it is a facility
+/// like any other (the LVM guest test, `volumes.rs`, applies Volumes there).
+#[test]
+fn volumes_need_the_kernels_device_mapper_in_doctor_and_in_plan() {
+    let Some(env) = TestEnv::new("doctor-dm") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    manifests.write("volume.yaml", VOLUME);
+    let has = kernel_has_device_mapper();
+
+    let (outcome, report) = doctor_json(&env, &[manifests.path_str()]);
+    assert_shape(&report);
+    assert_eq!(kinds(&report), ["Volume"], "{report:#}");
+    let volume = &report["kinds"][0];
+    let device_mapper = volume["facilities"]
+        .as_array()
+        .and_then(|all| all.iter().find(|f| f["name"] == "device-mapper"))
+        .expect("a device-mapper facility");
+    if has {
+        assert_eq!(device_mapper["status"], "ok", "{report:#}");
+        return;
+    }
+    assert_eq!(device_mapper["status"], "missing", "{report:#}");
+    assert!(
+        device_mapper["fix"]
+            .as_str()
+            .is_some_and(|fix| fix.contains("modprobe dm-mod")),
+        "{report:#}"
+    );
+    assert_eq!(volume["hostReady"], false, "{report:#}");
+    assert_eq!(outcome.code, Some(1), "{outcome}");
+
+    if !std::path::Path::new("/usr/sbin/lvm").exists()
+        && !std::path::Path::new("/sbin/lvm").exists()
+    {
+        eprintln!("skipping the plan half: lvm2 is not installed");
+        return;
+    }
+    let plan = env.gitvisor(["plan", manifests.path_str()]);
+    assert_ne!(plan.code, Some(0), "{plan}");
+    assert!(plan.stdout.contains("? Volume/data"), "{plan}");
+    assert!(
+        plan.stdout
+            .contains("cannot be created or resized on this host")
+            && plan.stdout.contains("device-mapper"),
+        "{plan}"
+    );
 }

@@ -1,6 +1,8 @@
 //! `gitvisor status` while a controller runs: its snapshot from the API (the source, the
 //! revision applied and any rejected one, the last reconcile, each resource with its
-//! retry, and the DHCP leases), instead of reading the store and the host itself.
+//! retry, and the DHCP leases), instead of reading the store; and the host as this
+//! command observes it now (the LIVE column, as without a controller), since the
+//! snapshot is only as fresh as the last reconcile.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -13,6 +15,8 @@ use super::table::{self, Column, short_revision};
 use super::{OutputFormat, output};
 use crate::daemon::api::ApiClient;
 use crate::drivers::network::Leases;
+use crate::model::{Kind, Name, ResourceId};
+use crate::reconcile::{HostView, Live};
 
 /// What `events` and `sync` say when no controller answers.
 pub fn not_running(run_dir: &Path) -> String {
@@ -23,9 +27,17 @@ pub fn not_running(run_dir: &Path) -> String {
     )
 }
 
-pub async fn status(client: &ApiClient, format: OutputFormat) -> Result<ExitCode> {
+/// `host`: the host observed now by this command, as `status` without a controller
+/// does (or why it could not be): the controller's snapshot is as of its last
+/// reconcile, so a deleted bridge or nft table would read `Ready` until the next resync.
+pub async fn status(
+    client: &ApiClient,
+    format: OutputFormat,
+    host: Result<HostView, String>,
+) -> Result<ExitCode> {
     let body = client.request("GET", "/v1/status").await?;
-    let snapshot: Value = serde_json::from_str(&body)?;
+    let mut snapshot: Value = serde_json::from_str(&body)?;
+    merge_observed(&mut snapshot, host);
     match format {
         OutputFormat::Json => output::stdout(&format!("{snapshot}\n"))?,
         OutputFormat::Text => {
@@ -44,6 +56,53 @@ fn leases(snapshot: &Value) -> Result<String> {
     let leases: Leases = serde_json::from_value(snapshot["dhcpLeases"].clone())
         .context("the controller's status has no readable dhcpLeases")?;
     Ok(super::status::leases_text(&leases))
+}
+
+/// Puts the host observed now on the snapshot's resources (`observed`: the same words
+/// as `live` in `status` without a controller; `observedMessage`; `observedNote`, what
+/// the driver says of an object in sync; `drift`), adding those the snapshot lacks; or
+/// `observedError` when the host could not be observed.
+fn merge_observed(snapshot: &mut Value, host: Result<HostView, String>) {
+    let host = match host {
+        Ok(host) => host,
+        Err(why) => {
+            snapshot["observedError"] = Value::from(why);
+            return;
+        }
+    };
+    let id_of = |resource: &Value| -> Option<ResourceId> {
+        let kind: Kind = serde_json::from_value(resource["kind"].clone()).ok()?;
+        let name = Name::parse(resource["name"].as_str()?).ok()?;
+        Some(ResourceId::new(kind, name))
+    };
+    let mut resources = snapshot["resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let listed: Vec<Option<ResourceId>> = resources.iter().map(id_of).collect();
+    for id in host.resources.keys() {
+        if !listed.iter().flatten().any(|known| known == id) {
+            resources.push(serde_json::json!({"kind": id.kind, "name": id.name}));
+        }
+    }
+    for resource in &mut resources {
+        let Some(id) = id_of(resource) else { continue };
+        let Some(live) = host.resources.get(&id) else {
+            continue;
+        };
+        resource["observed"] = Value::from(live.as_str());
+        resource["observedMessage"] = Value::from(live.describe());
+        if let Some(note) = host.notes.get(&id) {
+            resource["observedNote"] = Value::from(note.as_str());
+        }
+        if let Live::Drifted { fields, .. } = live {
+            resource["drift"] = fields
+                .iter()
+                .map(|f| serde_json::json!({"path": f.path, "declared": f.new, "host": f.old}))
+                .collect();
+        }
+    }
+    snapshot["resources"] = Value::from(resources);
 }
 
 fn when(unix: &Value) -> String {
@@ -67,9 +126,25 @@ fn seconds(value: &Value) -> String {
 }
 
 /// The store's message, and how the resource is doing now when the controller watches
-/// it (containers).
+/// it (containers); what the host has now instead when it differs.
 fn message_and_live(resource: &Value) -> String {
-    let message = resource["message"].as_str().unwrap_or_default();
+    let drifted = matches!(
+        resource["observed"].as_str(),
+        Some("drifted" | "missing" | "conflict" | "absent" | "undeclared")
+    );
+    if drifted {
+        return resource["observedMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+    }
+    let stored = resource["message"].as_str().unwrap_or_default();
+    let message = match resource["observedNote"].as_str() {
+        Some(note) if stored.is_empty() => note.to_owned(),
+        Some(note) => format!("{stored}; {note}"),
+        None => stored.to_owned(),
+    };
+    let message = message.as_str();
     match resource["live"].as_str() {
         Some(live) if message.is_empty() => format!("now: {live}"),
         Some(live) => format!("{message} (now: {live})"),
@@ -181,6 +256,9 @@ fn render(status: &Value) -> String {
             }
         }
     }
+    if let Some(error) = status["observedError"].as_str() {
+        let _ = writeln!(out, "Host: not observed: {error}");
+    }
     let resources = status["resources"].as_array().cloned().unwrap_or_default();
     if !resources.is_empty() {
         out.push('\n');
@@ -204,6 +282,10 @@ fn resource_table(resources: &[Value]) -> String {
         Column {
             header: "STATE",
             min_width: 12,
+        },
+        Column {
+            header: "LIVE",
+            min_width: 11,
         },
         Column {
             header: "REVISION",
@@ -238,6 +320,7 @@ fn resource_table(resources: &[Value]) -> String {
                 resource["kind"].as_str().unwrap_or("-").to_owned(),
                 resource["name"].as_str().unwrap_or("-").to_owned(),
                 resource["state"].as_str().unwrap_or("-").to_owned(),
+                resource["observed"].as_str().unwrap_or("-").to_owned(),
                 short_revision(resource["revision"].as_str().unwrap_or("-")).to_owned(),
                 retry,
                 message_and_live(resource),
@@ -252,6 +335,49 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_host_observed_now_goes_on_the_snapshots_resources_and_in_the_table() {
+        use std::collections::BTreeMap;
+        let id = |name: &str| ResourceId::new(Kind::Bridge, Name::parse(name).unwrap());
+        let mut snapshot = json!({"resources": [
+            {"kind": "Bridge", "name": "gone", "state": "Ready"},
+            {"kind": "Bridge", "name": "fine", "state": "Ready"},
+        ]});
+        let host = HostView {
+            basis: crate::reconcile::Basis::Presence { why: "test".into() },
+            resources: BTreeMap::from([
+                (id("gone"), Live::Missing),
+                (id("fine"), Live::InSync),
+                (id("kept"), Live::Undeclared),
+            ]),
+            notes: BTreeMap::from([(id("fine"), "3 leases".to_owned())]),
+        };
+        merge_observed(&mut snapshot, Ok(host));
+        let resources = snapshot["resources"].as_array().unwrap();
+        assert_eq!(resources[0]["observed"], "missing");
+        assert_eq!(resources[1]["observed"], "inSync");
+        assert_eq!(resources[1]["observedNote"], "3 leases");
+        assert_eq!(
+            resources[2]["name"], "kept",
+            "the host's extra resources are listed"
+        );
+        let text = render(&snapshot);
+        let gone = text.lines().find(|l| l.contains("gone")).unwrap();
+        assert!(
+            gone.contains("missing") && gone.contains("Missing: not on the host"),
+            "{text}"
+        );
+        let fine = text.lines().find(|l| l.contains("fine")).unwrap();
+        assert!(
+            fine.contains("inSync") && fine.contains("3 leases"),
+            "{text}"
+        );
+
+        let mut unobserved = json!({"resources": []});
+        merge_observed(&mut unobserved, Err("no store".into()));
+        assert!(render(&unobserved).contains("Host: not observed: no store"));
+    }
 
     #[test]
     fn the_snapshots_leases_are_listed_or_why_they_are_not() {

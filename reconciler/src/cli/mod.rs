@@ -267,7 +267,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !offline
                 && let Some(client) = crate::daemon::api::ApiClient::find(&global.run_dir).await?
             {
-                return controller::status(&client, output).await;
+                // The snapshot is as of the last reconcile: observe the host now too
+                // (read-only, as without a controller) for the LIVE column.
+                let host = match reconciler(global, reconcile::DEFAULT_CONCURRENCY) {
+                    Ok(reconciler) => match reconciler.status(false).await {
+                        Ok(report) => report
+                            .host
+                            .ok_or_else(|| "the host was not observed".to_owned()),
+                        Err(error) => Err(crate::contract::chain(&error)),
+                    },
+                    Err(error) => Err(format!("{error:#}")),
+                };
+                return controller::status(&client, output, host).await;
             }
             let reconciler = if offline {
                 // The store alone: no driver is connected, nothing on the host is read.

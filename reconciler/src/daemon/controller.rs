@@ -351,9 +351,10 @@ impl Controller {
             .map(|r| &r.id)
             .collect();
         if !new_revision {
-            // Changes to a revision already applied, other than retries and restarts of
-            // dead containers (their restart policy at work, told by the container
-            // events): the host drifted.
+            // Changes to a revision already applied, other than retries (also those a
+            // sync or a resync released: `Retries::is_retry`) and restarts of dead
+            // containers (their restart policy at work, told by the container events):
+            // the host drifted.
             let policy_restarts: Vec<&ResourceId> = outcome
                 .plan
                 .changes
@@ -363,7 +364,7 @@ impl Controller {
                 .collect();
             let repairs = changed
                 .iter()
-                .filter(|id| !self.retries.is_held(id) && !policy_restarts.contains(id))
+                .filter(|id| !self.retries.is_retry(id) && !policy_restarts.contains(id))
                 .count();
             if repairs > 0 {
                 self.shared.metrics.drift_repaired(repairs as u64);

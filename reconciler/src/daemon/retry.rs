@@ -20,7 +20,7 @@
 //! here ([`Retries::wake_at`]), so its restart falls due like a retry. A restart that
 //! then fails is held like any other failure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -73,6 +73,10 @@ pub struct Retries {
     held: BTreeMap<ResourceId, Held>,
     /// Reconciles asked for at a time, without a hold.
     wakes: BTreeMap<ResourceId, Instant>,
+    /// Whose change failed when last tried and has not gone through since. Unlike
+    /// `held`, a sync or a resync does not forget it: its next success is a retry that
+    /// worked, not drift put back ([`Retries::is_retry`]).
+    failing: BTreeSet<ResourceId>,
 }
 
 impl Retries {
@@ -114,6 +118,12 @@ impl Retries {
         self.held.contains_key(id)
     }
 
+    /// Whether a change to `id` now retries one that failed: held, or released by a
+    /// sync or a resync without having gone through since. Such a change is not drift.
+    pub fn is_retry(&self, id: &ResourceId) -> bool {
+        self.held.contains_key(id) || self.failing.contains(id)
+    }
+
     pub fn view(&self, id: &ResourceId, now: Instant) -> Option<RetryView> {
         self.held.get(id).map(|held| RetryView {
             class: held.class,
@@ -146,6 +156,19 @@ impl Retries {
     /// `random` gives the jitter, one value in `[0, 1)` per call.
     pub fn record(&mut self, report: &Report, now: Instant, mut random: impl FnMut() -> f64) {
         let mut next: BTreeMap<ResourceId, Held> = BTreeMap::new();
+        let was_failing = std::mem::take(&mut self.failing);
+        for step in &report.results {
+            match &step.result {
+                ResultKind::Failed(_) if step.action.is_change() => {
+                    self.failing.insert(step.id.clone());
+                }
+                ResultKind::Applied | ResultKind::Unchanged => {}
+                _ if was_failing.contains(&step.id) => {
+                    self.failing.insert(step.id.clone());
+                }
+                _ => {}
+            }
+        }
         for step in &report.results {
             match &step.result {
                 ResultKind::Failed(why) if step.action.is_change() => {
@@ -313,6 +336,43 @@ mod tests {
         );
         assert!(retries.held(later).is_empty());
         assert_eq!(retries.next_due(), None);
+    }
+
+    /// A failure waiting for a person is released by a resync (or forgotten by a
+    /// sync); its change then going through is a retry that worked, not drift.
+    #[test]
+    fn a_released_failure_is_still_a_retry_until_it_goes_through() {
+        let now = Instant::now();
+        let mut retries = Retries::default();
+        let failed = |class| {
+            report(vec![step(
+                "stuck",
+                ResultKind::Failed("no such image".into()),
+                Some(class),
+            )])
+        };
+        retries.record(&failed(FailureClass::NeedsUser), now, || 0.0);
+        retries.release_waiting();
+        assert!(!retries.is_held(&id("stuck")));
+        assert!(retries.is_retry(&id("stuck")), "released by a resync");
+        // Skipped or blocked meanwhile: still failing.
+        retries.record(
+            &report(vec![step("stuck", ResultKind::Blocked(id("other")), None)]),
+            now,
+            || 0.0,
+        );
+        assert!(retries.is_retry(&id("stuck")));
+        retries.record(&failed(FailureClass::Transient), now, || 0.0);
+        retries.clear();
+        assert!(retries.is_retry(&id("stuck")), "forgotten by a sync");
+        // It went through: a later change to it is drift again.
+        retries.record(
+            &report(vec![step("stuck", ResultKind::Applied, None)]),
+            now,
+            || 0.0,
+        );
+        assert!(!retries.is_retry(&id("stuck")));
+        assert!(!retries.is_retry(&id("never-failed")));
     }
 
     #[test]

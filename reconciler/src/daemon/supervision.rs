@@ -174,7 +174,7 @@ impl Memory {
                     _,
                     Decision::Restart { why } | Decision::Wait { why, .. } | Decision::Keep { why },
                 )) => why.clone(),
-                None => live_note(&look.container),
+                None => live_note(&look.container, None),
             };
             outcome.live.insert(id.clone(), note);
             let seen = match &self.seen {

@@ -148,7 +148,7 @@ pub(crate) fn declared(
                 work.push(Work::SetVlans(vlans));
             }
             if work.is_empty() {
-                let note = describe(current);
+                let note = describe(current, Some(now));
                 finish(
                     change.with_reason(note),
                     Some(current),
@@ -212,7 +212,7 @@ pub(crate) fn declared(
             )
         }
         (RunState::Stopped, _) | (RunState::Running, RuntimeStatus::Creating) => {
-            let note = describe(current);
+            let note = describe(current, Some(now));
             finish(
                 change.with_reason(note),
                 Some(current),
@@ -233,11 +233,21 @@ fn vlan_drift(declaration: &Declaration, host: &HostContainers) -> Option<VlanDr
     VlanDrift::between(now.to_vec(), declared.clone())
 }
 
-/// How a container is doing, for `status`: `running (pid 42), 2 restarts, last exit
-/// code 137, healthy`.
-pub(crate) fn describe(current: &RuntimeContainer) -> String {
+/// How a container is doing, for `status`: `running (pid 42, up 3m 12s), 2 restarts,
+/// last exit code 137, healthy`. The uptime only with `now` (a note kept for later, as
+/// the controller's watch keeps one, would go stale).
+pub(crate) fn describe(current: &RuntimeContainer, now: Option<SystemTime>) -> String {
     let mut note = match current.pid {
-        Some(pid) if current.status == RuntimeStatus::Running => format!("running (pid {pid})"),
+        Some(pid) if current.status == RuntimeStatus::Running => {
+            let up = now.zip(current.started);
+            match up.and_then(|(now, started)| now.duration_since(started).ok()) {
+                Some(up) => format!(
+                    "running (pid {pid}, up {})",
+                    humantime::format_duration(std::time::Duration::from_secs(up.as_secs()))
+                ),
+                None => format!("running (pid {pid})"),
+            }
+        }
         _ => current.status.to_string(),
     };
     if current.restarts > 0 {
@@ -471,4 +481,40 @@ pub(crate) fn pruned(
         }
     }
     deletes
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_running_container_is_described_with_its_pid_and_uptime() {
+        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut current = RuntimeContainer {
+            id: "web".into(),
+            status: RuntimeStatus::Running,
+            pid: Some(42),
+            annotations: BTreeMap::new(),
+            limits: None,
+            exit: None,
+            health: None,
+            restarts: 2,
+            started: Some(started),
+            stopped_by_gitvisor: false,
+        };
+        let now = started + Duration::from_millis(192_700);
+        assert_eq!(
+            describe(&current, Some(now)),
+            "running (pid 42, up 3m 12s), 2 restarts"
+        );
+        assert_eq!(describe(&current, None), "running (pid 42), 2 restarts");
+        current.started = None;
+        assert_eq!(
+            describe(&current, Some(now)),
+            "running (pid 42), 2 restarts"
+        );
+    }
 }

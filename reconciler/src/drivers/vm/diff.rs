@@ -168,10 +168,20 @@ pub fn declared(
     let runtime = observed.runtime();
     if drift.is_empty() && !adopting {
         let mut noop = with(Action::NoOp, Vec::new());
-        if let super::observed::Runtime::Unresponsive(why) = &runtime {
-            noop.reasons
-                .push(format!("its monitor did not answer: {why}"));
-        }
+        // What `status` shows of a VM in sync: its power state and process.
+        let pid = dir.process.as_ref().map(|process| process.pid);
+        noop.reasons.push(match (&runtime, pid) {
+            (super::observed::Runtime::Unresponsive(why), _) => {
+                format!(
+                    "power: running (pid {}), but its monitor did not answer: {why}",
+                    pid.unwrap_or_default()
+                )
+            }
+            (runtime, Some(pid)) => {
+                format!("power: {} (pid {pid})", runtime.describe().to_lowercase())
+            }
+            (runtime, None) => format!("power: {}", runtime.describe().to_lowercase()),
+        });
         return Ok(noop);
     }
     let mut notes = Vec::new();

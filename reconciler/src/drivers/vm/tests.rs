@@ -147,6 +147,13 @@ async fn a_create_makes_the_run_dir_taps_seed_and_launches_in_that_order() {
     );
     let again = plan_one(&driver, &vm, &owning(&["web"])).await;
     assert_eq!(again.action, Action::NoOp, "{:?}", again.fields);
+    // `status` shows a VM in sync with its power state and process.
+    let pid = fake.dir("web").unwrap().process.map(|p| p.pid).unwrap();
+    assert_eq!(
+        again.reason().as_deref(),
+        Some(format!("power: running (pid {pid})").as_str()),
+        "{again:?}"
+    );
 }
 
 #[tokio::test]
@@ -297,6 +304,9 @@ async fn stopped_powers_off_and_a_deaf_guest_is_stopped_hard_after_the_timeout()
             "a stopped VM keeps its tap"
         );
         converge(&driver, &stopped).await;
+        let again = plan_one(&driver, &stopped, &owning(&["web"])).await;
+        assert_eq!(again.action, Action::NoOp);
+        assert_eq!(again.reason().as_deref(), Some("power: stopped"));
     }
 }
 

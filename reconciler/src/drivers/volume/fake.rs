@@ -44,6 +44,7 @@ struct FakeHost {
     reports: usize,
     failures: Vec<(FailurePredicate, LvmError)>,
     missing_tools: bool,
+    no_device_mapper: bool,
 }
 
 /// A fake host: VGs and LVs in memory, every request recorded.
@@ -140,6 +141,12 @@ impl FakeLvm {
     /// lvm2 is not installed: every call fails as the real seam would.
     pub fn without_lvm2(&self) {
         self.lock().missing_tools = true;
+    }
+
+    /// The kernel has no device-mapper: the report says so, and creating or resizing an
+    /// LV fails as `lvcreate` does there.
+    pub fn without_device_mapper(&self) {
+        self.lock().no_device_mapper = true;
     }
 
     /// Requests for which `predicate` holds fail with `error` (they are still recorded).
@@ -506,6 +513,9 @@ impl LvmSeam for FakeLvm {
         Ok(LvmReport {
             vgs,
             lvs: host.lvs.clone(),
+            no_device_mapper: host
+                .no_device_mapper
+                .then(|| "the kernel has no device-mapper (fake)".to_owned()),
         })
     }
 
@@ -531,6 +541,12 @@ impl LvmSeam for FakeLvm {
         }
         if let Some((_, error)) = host.failures.iter().find(|(when, _)| when(request)) {
             return Err(error.clone());
+        }
+        if host.no_device_mapper && matches!(request, LvmRequest::Create { .. }) {
+            return Err(failed(
+                "lvcreate",
+                "/dev/mapper/control: open failed: No such device",
+            ));
         }
         host.carry_out(request, progress)
     }

@@ -184,7 +184,12 @@ impl LvmSeam for LvmTools {
             .map(|a| (*a).to_owned())
             .chain([LV_FIELDS.to_owned()])
             .collect();
-        let (vgs, lvs) = tokio::join!(self.lvm("vgs", &vg_args), self.lvm("lvs", &lv_args));
+        let device_mapper = tokio::task::spawn_blocking(super::probe::kernel_lacks_device_mapper);
+        let (vgs, lvs, device_mapper) = tokio::join!(
+            self.lvm("vgs", &vg_args),
+            self.lvm("lvs", &lv_args),
+            device_mapper
+        );
         let unreadable = |program: &str, message: String| LvmError::Unreadable {
             program: program.to_owned(),
             message,
@@ -192,6 +197,11 @@ impl LvmSeam for LvmTools {
         Ok(LvmReport {
             vgs: parse_vgs(&vgs?).map_err(|m| unreadable("vgs", m))?,
             lvs: parse_lvs(&lvs?).map_err(|m| unreadable("lvs", m))?,
+            no_device_mapper: device_mapper.unwrap_or_else(|join| {
+                Some(format!(
+                    "checking the kernel for device-mapper failed: {join}"
+                ))
+            }),
         })
     }
 

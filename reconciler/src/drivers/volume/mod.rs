@@ -36,6 +36,9 @@
 //!
 //! lvm2 missing from the host is an error of `plan` when Volumes are declared or
 //! recorded, and nothing otherwise: a host without LVM can still run the other kinds.
+//! A kernel without device-mapper (read with the report, `probe.rs`) makes every create,
+//! replace or resize `Unsupported` in the plan, with the reason, the same verdict
+//! `gitvisor doctor` gives; what needs no new mapping (no-ops, tags, forgetting) passes.
 //!
 //! # Seam
 //!
@@ -112,6 +115,36 @@ impl VolumeDriver {
     }
 }
 
+/// A change that needs the kernel's device-mapper (making an LV, or growing one) on a
+/// host without it: refused in the plan with the reason, instead of failing in
+/// `lvcreate` half-way through an apply. A creation already refused for another reason
+/// (`absent`: no LV of that name yet) says device-mapper first, the root cause. Others
+/// (no-ops, tag edits, forgetting, conflicts over existing LVs) pass unchanged.
+fn without_device_mapper(change: Change, absent: bool, why: &str) -> Change {
+    let needs_device_mapper = match change.action {
+        Action::Create | Action::Replace => true,
+        Action::Update => change.fields.iter().any(|field| field.path == "size"),
+        Action::Conflict => absent,
+        _ => false,
+    };
+    if !needs_device_mapper {
+        return change;
+    }
+    let name = change.id.name.to_string();
+    let mut refused = Change {
+        action: Action::Unsupported,
+        ..change
+    };
+    refused.reasons.insert(
+        0,
+        format!(
+            "volume {name} cannot be created or resized on this host: {why}. Fix: {}; or remove the Volume from the revision",
+            probe::DEVICE_MAPPER_FIX
+        ),
+    );
+    refused
+}
+
 #[async_trait]
 impl Driver for VolumeDriver {
     fn kind(&self) -> Kind {
@@ -145,6 +178,7 @@ impl Driver for VolumeDriver {
             }
             Err(cause) => return Err(VolumeError::Observe { cause }.into()),
         };
+        let no_device_mapper = report.no_device_mapper.clone();
         let host = observed::HostVolumes::new(report);
 
         // Decide once without images; inspect the images that creations need (only
@@ -168,6 +202,18 @@ impl Driver for VolumeDriver {
                     .map(|(resource, _)| resource.metadata.name.as_str())
                     .collect();
                 let mut changes = changes;
+                if let Some(why) = &no_device_mapper {
+                    changes = changes
+                        .into_iter()
+                        .zip(&specs)
+                        .map(|(change, (resource, spec))| {
+                            let absent = host
+                                .lv(&spec.volume_group, resource.metadata.name.as_str())
+                                .is_none();
+                            without_device_mapper(change, absent, why)
+                        })
+                        .collect();
+                }
                 changes.extend(diff::pruned(&declared, &planning));
                 return Ok(changes);
             }

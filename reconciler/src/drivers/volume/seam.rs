@@ -98,6 +98,10 @@ pub struct LvmReport {
     pub vgs: Vec<VgState>,
     /// Visible LVs only: the hidden parts of pools and mirrors (`[pool_tdata]`) are left out.
     pub lvs: Vec<LvState>,
+    /// Why the kernel cannot make logical volumes (it has no device-mapper), read with
+    /// the report; `None` when it can. lvm2 still lists VGs on such a kernel, so only
+    /// this says that creating or resizing would fail.
+    pub no_device_mapper: Option<String>,
 }
 
 /// What an image file holds, from `qemu-img info`.

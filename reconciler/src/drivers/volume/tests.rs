@@ -836,3 +836,52 @@ async fn a_replace_writes_the_source_image_again_and_inspects_only_what_it_write
     assert_eq!(fake.lv("vg0", "root").unwrap().pool(), Some("pool"));
     assert_all_noop(&driver, &thin, &store).await;
 }
+
+/// lvm2 lists VGs on a kernel without device-mapper, but `lvcreate` fails there: the
+/// plan refuses what needs a new mapping, with the reason, and lets the rest through.
+#[tokio::test]
+async fn without_device_mapper_creates_and_resizes_are_refused_in_the_plan() {
+    let fake = host();
+    let driver = VolumeDriver::new(fake.clone());
+    let mut store = Store::default();
+    converge(
+        &driver,
+        &[declared("old", "volumeGroup: vg0\nsize: 1GiB")],
+        &mut store,
+    )
+    .await;
+    fake.without_device_mapper();
+    fake.clear_requests();
+
+    let desired = [
+        declared("old", "volumeGroup: vg0\nsize: 1GiB"),
+        declared("new", "volumeGroup: vg0\nsize: 1GiB"),
+    ];
+    let changes = plan(&driver, &desired, &store).await;
+    assert_eq!(
+        actions(&changes),
+        [
+            ("old".to_owned(), Action::NoOp),
+            ("new".to_owned(), Action::Unsupported)
+        ]
+    );
+    let why = reason(&changes[1]);
+    assert!(why.contains("volume new cannot be created"), "{why}");
+    assert!(why.contains("device-mapper"), "{why}");
+    assert!(why.contains("modprobe dm-mod"), "{why}");
+
+    // A creation that would be refused anyway names device-mapper first.
+    let elsewhere = [declared("other", "volumeGroup: vg9\nsize: 1GiB")];
+    let changes = plan(&driver, &elsewhere, &store).await;
+    assert_eq!(changes[0].action, Action::Unsupported, "{changes:?}");
+    assert!(
+        changes[0].reasons[0].contains("device-mapper"),
+        "{changes:?}"
+    );
+    assert!(changes[0].reasons.len() > 1, "{changes:?}");
+
+    let grown = [declared("old", "volumeGroup: vg0\nsize: 2GiB")];
+    let changes = plan(&driver, &grown, &store).await;
+    assert_eq!(changes[0].action, Action::Unsupported, "{changes:?}");
+    assert!(fake.requests().is_empty(), "plan changes nothing");
+}
