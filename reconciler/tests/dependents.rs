@@ -250,7 +250,7 @@ async fn the_plan_lists_each_running_dependent_with_why() {
     );
     assert!(
         text.contains(
-            "  ! Container/web\n      # keeps running while Volume/data is replaced: \
+            "  = Container/web\n      # keeps running while Volume/data is replaced: \
              the Container driver cannot stop and start its objects\n"
         ),
         "{text}"

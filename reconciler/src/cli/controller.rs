@@ -271,34 +271,13 @@ fn render(status: &Value) -> String {
 /// name never pushes the retry under MESSAGE.
 fn resource_table(resources: &[Value]) -> String {
     let columns = [
-        Column {
-            header: "KIND",
-            min_width: 16,
-        },
-        Column {
-            header: "NAME",
-            min_width: 24,
-        },
-        Column {
-            header: "STATE",
-            min_width: 12,
-        },
-        Column {
-            header: "LIVE",
-            min_width: 11,
-        },
-        Column {
-            header: "REVISION",
-            min_width: 12,
-        },
-        Column {
-            header: "RETRY",
-            min_width: 10,
-        },
-        Column {
-            header: "MESSAGE",
-            min_width: 0,
-        },
+        Column::new("KIND", 16),
+        Column::new("NAME", 24),
+        Column::new("STATE", 12),
+        Column::new("LIVE", 11),
+        Column::new("REVISION", 12),
+        Column::new("RETRY", 10),
+        Column::new("MESSAGE", 0),
     ];
     let rows: Vec<Vec<String>> = resources
         .iter()

@@ -213,30 +213,12 @@ fn render_text(report: &StatusReport, state_dir: &std::path::Path) -> String {
     let ids = ids(report);
     if !ids.is_empty() {
         let columns = [
-            Column {
-                header: "KIND",
-                min_width: 16,
-            },
-            Column {
-                header: "NAME",
-                min_width: 24,
-            },
-            Column {
-                header: "STATE",
-                min_width: 12,
-            },
-            Column {
-                header: "LIVE",
-                min_width: 11,
-            },
-            Column {
-                header: "REVISION",
-                min_width: 12,
-            },
-            Column {
-                header: "MESSAGE",
-                min_width: 0,
-            },
+            Column::new("KIND", 16),
+            Column::new("NAME", 24),
+            Column::new("STATE", 12),
+            Column::new("LIVE", 11),
+            Column::new("REVISION", 12),
+            Column::new("MESSAGE", 0),
         ];
         let mut rows = Vec::new();
         for id in ids {

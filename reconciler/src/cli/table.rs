@@ -11,6 +11,13 @@ pub struct Column {
     pub min_width: usize,
 }
 
+impl Column {
+    /// A column headed `header`, at least `min_width` characters wide.
+    pub const fn new(header: &'static str, min_width: usize) -> Self {
+        Column { header, min_width }
+    }
+}
+
 /// `header` then `rows`, each line ending in `\n`, cells separated by at least one
 /// space; trailing spaces are trimmed.
 pub fn render(columns: &[Column], rows: &[Vec<String>]) -> String {
@@ -59,22 +66,10 @@ mod tests {
     #[test]
     fn a_long_cell_widens_its_column_instead_of_shifting_the_row() {
         let columns = [
-            Column {
-                header: "NAME",
-                min_width: 6,
-            },
-            Column {
-                header: "REVISION",
-                min_width: 10,
-            },
-            Column {
-                header: "RETRY",
-                min_width: 5,
-            },
-            Column {
-                header: "MESSAGE",
-                min_width: 0,
-            },
+            Column::new("NAME", 6),
+            Column::new("REVISION", 10),
+            Column::new("RETRY", 5),
+            Column::new("MESSAGE", 0),
         ];
         let rows = vec![
             vec![

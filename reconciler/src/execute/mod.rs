@@ -169,20 +169,12 @@ pub async fn execute_with(
                             0.0,
                         );
                     }
-                    for (dep, signal) in dependencies {
-                        if let Some(signal) = signal {
-                            let ready = signal.await;
-                            if options.cancel.is_cancelled() {
-                                break 'step StepResult::new(&change, ResultKind::Cancelled, 0.0);
-                            }
-                            if !ready {
-                                break 'step StepResult::new(
-                                    &change,
-                                    ResultKind::Blocked(dep),
-                                    0.0,
-                                );
-                            }
-                        }
+                    let signals: Vec<(ResourceId, Done)> = dependencies
+                        .into_iter()
+                        .filter_map(|(dep, signal)| signal.map(|signal| (dep, signal)))
+                        .collect();
+                    if let Err(step) = wait_for_each(&change, signals, &options).await {
+                        break 'step step;
                     }
                     if let Err(not) = holds.before(&change.id, &drivers, &options).await {
                         let ran = match not {
@@ -247,19 +239,9 @@ pub async fn execute_with(
             async move {
                 let started = Instant::now();
                 let step = 'step: {
-                    for (dependent, signal) in waits {
-                        let gone = signal.await;
-                        if options.cancel.is_cancelled() {
-                            break 'step StepResult::new(&change, ResultKind::Cancelled, 0.0);
-                        }
-                        // A dependent still there keeps what it depends on.
-                        if !gone {
-                            break 'step StepResult::new(
-                                &change,
-                                ResultKind::Blocked(dependent),
-                                0.0,
-                            );
-                        }
+                    // A dependent still there keeps what it depends on.
+                    if let Err(step) = wait_for_each(&change, waits, &options).await {
+                        break 'step step;
                     }
                     run_change(&change, &drivers, &semaphore, &options)
                         .await
@@ -348,6 +330,26 @@ fn fail_restarted(results: &mut [StepResult], restarts: &[RestartResult]) {
 
 /// One spawned step and the change it carries out (to name it if the task itself fails).
 type Task = (Change, tokio::task::JoinHandle<StepResult>);
+
+/// Waits for each `(id, signal)` in turn, before `change` may run: the step's result
+/// instead when the run is cancelled meanwhile (`Cancelled`) or a signal says its
+/// resource did not get where `change` needs it (`Blocked` by that resource).
+async fn wait_for_each(
+    change: &Change,
+    signals: Vec<(ResourceId, Done)>,
+    options: &ExecuteOptions,
+) -> Result<(), StepResult> {
+    for (id, signal) in signals {
+        let succeeded = signal.await;
+        if options.cancel.is_cancelled() {
+            return Err(StepResult::new(change, ResultKind::Cancelled, 0.0));
+        }
+        if !succeeded {
+            return Err(StepResult::new(change, ResultKind::Blocked(id), 0.0));
+        }
+    }
+    Ok(())
+}
 
 /// Waits for every task, in order, and keeps their results. A task that panicked outside
 /// the driver calls (which are caught where they run) still reports its resource, as a
