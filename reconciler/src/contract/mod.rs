@@ -24,6 +24,7 @@ mod driver;
 mod error;
 mod observed;
 pub mod ownership;
+pub(crate) mod panic;
 pub mod restart;
 mod step;
 

@@ -25,12 +25,11 @@
 //! running ones stop at their next safe point; all of them report
 //! [`ResultKind::Cancelled`]. A step past its deadline is abandoned as hung and fails
 //! as transient. A failure's whole cause chain is reported, with its class. A driver call
-//! that panics is a failure of class `Bug` naming the resource (see `panic.rs`): every
+//! that panics is a failure of class `Bug` naming the resource (see `contract/panic.rs`): every
 //! change the plan carries out has a result, so a panic never reads as converged.
 
 mod options;
 mod outcome;
-mod panic;
 mod progress;
 mod record;
 mod restart;
@@ -45,9 +44,9 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::contract::panic;
 pub use options::ExecuteOptions;
 pub use outcome::{Report, ResultKind, StepResult};
-pub(crate) use panic::catch_panic;
 pub use progress::{Progress, RunEvent, silent};
 pub use record::{record_intents, record_intents_async, record_report, record_report_async};
 pub use restart::RestartResult;

@@ -264,7 +264,7 @@ async fn call(
 ) -> Result<(), (String, FailureClass)> {
     let budget = driver.step_budget(change);
     let step = StepContext::new(change.id.clone(), cancel, budget, options.progress.clone());
-    let request = super::panic::catch_panic(async {
+    let request = crate::contract::panic::catch_panic(async {
         match what {
             Call::Stop => driver.stop(change, &step).await,
             Call::Start => driver.start(change, &step).await,
@@ -278,7 +278,7 @@ async fn call(
                 Call::Stop => "stop",
                 Call::Start => "start",
             };
-            let why = super::panic::panicked(&change.id, call, &message);
+            let why = crate::contract::panic::panicked(&change.id, call, &message);
             tracing::error!(id = %change.id, error = %why, "driver panicked");
             Err((why, FailureClass::Bug))
         }

@@ -17,8 +17,8 @@
 
 use std::sync::Arc;
 
+use crate::contract::panic::catch_panic;
 use crate::contract::{Action, Change, PlanContext};
-use crate::execute::catch_panic;
 use crate::model::{Kind, Resource};
 
 /// The snapshot of a change planned for a resource whose driver panicked while planning:

@@ -8,9 +8,10 @@
 //! panic's message, and the executor goes on as for any other failure: dependents are
 //! blocked, held dependents are started again, the failure is recorded with an event.
 //!
-//! A panic outside a driver call (the executor's own code, a progress callback) still
-//! ends its task; [`super::collect`] reports that task's resource as failed the same way.
-//! A driver's `plan` runs under [`catch_panic`] too (`plan/panicked.rs`).
+//! It lives with the driver contract because both the executor (`execute/`) and the
+//! planner (`plan/panicked.rs`, a driver's `plan`) run driver calls under it. A panic
+//! outside a driver call (the executor's own code, a progress callback) still ends its
+//! task; the executor reports that task's resource as failed the same way.
 
 use std::any::Any;
 use std::future::Future;
@@ -33,7 +34,7 @@ pub(crate) async fn catch_panic<T>(future: impl Future<Output = T>) -> Result<T,
 }
 
 /// The text a panic was raised with (`panic!("…")`), or a placeholder.
-pub(super) fn message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|text| (*text).to_owned())
@@ -42,7 +43,7 @@ pub(super) fn message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The failure reported for `id` when its driver panicked during `call`.
-pub(super) fn panicked(id: &ResourceId, call: &str, message: &str) -> String {
+pub(crate) fn panicked(id: &ResourceId, call: &str, message: &str) -> String {
     format!(
         "the {} driver panicked during {call} of {id}: {message}; this is a gitvisor bug \
          (please report it with the log); the next run tries again",
