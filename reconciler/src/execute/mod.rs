@@ -152,8 +152,7 @@ pub async fn execute_with(
         let options = options.clone();
         let events = events.clone();
         let holds = holds.clone();
-        let (sender, receiver) = tokio::sync::oneshot::channel::<bool>();
-        let signal: Done = receiver.map(|r| r.unwrap_or(false)).boxed().shared();
+        let (sender, signal) = done_signal();
         done.insert(change.id.clone(), signal);
         let span = tracing::info_span!("resource", id = %change.id, action = %change.action);
         let named = change.clone();
@@ -207,12 +206,9 @@ pub async fn execute_with(
     let mut senders = BTreeMap::new();
     let mut deleted: BTreeMap<ResourceId, Done> = BTreeMap::new();
     for change in &deletes {
-        let (sender, receiver) = tokio::sync::oneshot::channel::<bool>();
+        let (sender, signal) = done_signal();
         senders.insert(change.id.clone(), sender);
-        deleted.insert(
-            change.id.clone(),
-            receiver.map(|r| r.unwrap_or(false)).boxed().shared(),
-        );
+        deleted.insert(change.id.clone(), signal);
     }
     let mut tasks = Vec::new();
     for change in deletes {
@@ -329,6 +325,14 @@ fn fail_restarted(results: &mut [StepResult], restarts: &[RestartResult]) {
 
 /// One spawned step and the change it carries out (to name it if the task itself fails).
 type Task = (Change, tokio::task::JoinHandle<StepResult>);
+
+/// A step's outcome for those waiting on it: the step sends whether it succeeded; a step
+/// that ends without sending (its task failed) reads as not succeeded.
+fn done_signal() -> (tokio::sync::oneshot::Sender<bool>, Done) {
+    let (sender, receiver) = tokio::sync::oneshot::channel::<bool>();
+    let signal = receiver.map(|r| r.unwrap_or(false)).boxed().shared();
+    (sender, signal)
+}
 
 /// Waits for each `(id, signal)` in turn, before `change` may run: the step's result
 /// instead when the run is cancelled meanwhile (`Cancelled`) or a signal says its
