@@ -14,7 +14,7 @@ use gitvisor::contract::FailureClass;
 use gitvisor::drivers::bridge::{LinkRequest, LinkSeam, NetlinkLinks};
 use gitvisor::drivers::vm::nic::{tap_alias, tap_name};
 use gitvisor::drivers::vm::seam::{Answer, RecordRead, VmHost, VmRequest};
-use gitvisor::drivers::vm::{RealHost, VmDriver};
+use gitvisor::drivers::vm::{RealHost, VmDriver, VmRoots};
 use gitvisor::drivers::{Driver, PlanContext, StepContext};
 use gitvisor::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
 use gitvisor::plan::Action;
@@ -37,7 +37,11 @@ fn a_tap_is_created_marked_renamed_and_enslaved() {
         let links = NetlinkLinks::connect().expect("netlink");
         let br = bridge(&links, "br-t").await;
         let dir = tempfile::tempdir().expect("temp dir");
-        let host = RealHost::connect(dir.path().join("vm")).expect("host");
+        let host = RealHost::connect(
+            VmRoots::new(dir.path(), &dir.path().join("state")),
+            dir.path().join("network"),
+        )
+        .expect("host");
         let Answer::Index(tap) = host
             .send(VmRequest::CreateTap {
                 name: "vt_test_0".into(),
@@ -122,7 +126,7 @@ fn a_stopped_vm_gets_its_run_dir_and_tap_and_is_pruned_whole() {
             let links = NetlinkLinks::connect().expect("netlink");
             let br = bridge(&links, "br-s").await;
             let dir = tempfile::tempdir().expect("temp dir");
-            let driver = VmDriver::connect(dir.path()).expect("driver");
+            let driver = VmDriver::connect(dir.path(), &dir.path().join("state")).expect("driver");
             let declared = vm(
                 "quiet",
                 "memory: 64MiB\naccel: tcg\nstate: Stopped\nboot: {kernel: /nonexistent}\nnetworks: [{bridge: br-s}]",
@@ -140,7 +144,11 @@ fn a_stopped_vm_gets_its_run_dir_and_tap_and_is_pruned_whole() {
                 .expect("apply");
             let record = dir.path().join("vm/quiet/gitvisor.json");
             assert!(record.is_file());
-            let host = RealHost::connect(dir.path().join("vm")).expect("host");
+            let host = RealHost::connect(
+                VmRoots::new(dir.path(), &dir.path().join("state")),
+                dir.path().join("network"),
+            )
+            .expect("host");
             let snapshot = host.observe().await.expect("observe");
             assert!(matches!(
                 snapshot.run_dirs[0].record,

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::GlobalArgs;
-use crate::drivers::vm::paths::{RunPaths, VM_SUBDIR};
+use crate::drivers::vm::paths::VmRoots;
 use crate::model::Name;
 
 /// The byte that detaches: Ctrl-].
@@ -33,7 +33,7 @@ pub fn run(global: &GlobalArgs, name: &Name) -> Result<ExitCode> {
 }
 
 async fn console(global: &GlobalArgs, name: &Name) -> Result<ExitCode> {
-    let paths = RunPaths::new(&global.run_dir.join(VM_SUBDIR), name.as_str());
+    let paths = VmRoots::new(&global.run_dir, &global.state_dir).paths(name.as_str());
     let socket = paths.serial_socket();
     if !paths.dir().is_dir() {
         bail!(

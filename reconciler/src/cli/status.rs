@@ -59,32 +59,35 @@ fn expiry(lease: &Lease) -> String {
     humantime::format_rfc3339_seconds(when).to_string()
 }
 
+/// The leases as a table whose columns fit their cells (a guest's hostname can be
+/// long).
 pub(super) fn leases_text(leases: &Leases) -> String {
-    let mut out = String::new();
     if leases.is_empty() {
-        return out;
+        return String::new();
     }
-    let _ = writeln!(
-        out,
-        "\nDHCP leases:\n{:<16} {:<18} {:<16} {:<24} EXPIRES",
-        "BRIDGE", "MAC", "ADDRESS", "HOSTNAME"
-    );
+    let columns = [
+        Column::new("BRIDGE", 16),
+        Column::new("MAC", 18),
+        Column::new("ADDRESS", 16),
+        Column::new("HOSTNAME", 24),
+        Column::new("EXPIRES", 0),
+    ];
+    let mut rows = Vec::new();
     for (bridge, leases) in leases {
         if leases.is_empty() {
-            let _ = writeln!(out, "{bridge:<16} (none yet)");
+            rows.push(vec![bridge.clone(), "(none yet)".to_owned()]);
         }
         for lease in leases {
-            let _ = writeln!(
-                out,
-                "{bridge:<16} {:<18} {:<16} {:<24} {}",
-                lease.mac,
-                lease.address,
-                lease.name.as_deref().unwrap_or("-"),
-                expiry(lease)
-            );
+            rows.push(vec![
+                bridge.clone(),
+                lease.mac.clone(),
+                lease.address.clone(),
+                lease.name.clone().unwrap_or_else(|| "-".to_owned()),
+                expiry(lease),
+            ]);
         }
     }
-    out
+    format!("\nDHCP leases:\n{}", table::render(&columns, &rows))
 }
 
 /// Every resource the store or the host view mentions, in order.
@@ -314,6 +317,12 @@ mod tests {
         );
 
         assert_eq!(
+            lines[2],
+            "BRIDGE           MAC                ADDRESS          HOSTNAME                 EXPIRES",
+            "short cells keep the familiar widths"
+        );
+
+        assert_eq!(
             leases_json(&leases),
             json!({
                 "br0": [
@@ -323,5 +332,24 @@ mod tests {
                 "br1": [],
             })
         );
+    }
+
+    #[test]
+    fn a_long_hostname_widens_its_column_and_keeps_the_expiry_under_its_header() {
+        let hostname = "a-guest-with-a-rather-long-hostname.example.internal";
+        let leases: Leases = [(
+            "br0".to_owned(),
+            crate::drivers::network::parse_leases(&format!(
+                "0 52:54:00:00:00:10 10.0.0.10 {hostname} *\n0 52:54:00:00:00:11 10.0.0.11 short *\n"
+            )),
+        )]
+        .into();
+        let text = leases_text(&leases);
+        let lines: Vec<&str> = text.lines().collect();
+        let column = lines[2].find("EXPIRES").unwrap();
+        for row in &lines[3..] {
+            assert_eq!(row.find("never"), Some(column), "{text}");
+        }
+        assert_eq!(lines[3].find(hostname), lines[2].find("HOSTNAME"), "{text}");
     }
 }

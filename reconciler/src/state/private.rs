@@ -32,11 +32,12 @@ fn is_store_file(name: &str) -> bool {
 }
 
 /// The subdirectories of the state dir that gitvisor itself makes: the containers'
-/// images, writable layers and logs (`drivers::container`), and the git checkouts of
-/// `run --source` (`source::git`). A fresh state dir often holds them before the store
+/// images, writable layers and logs (`drivers::container`), the VMs' data dirs (their
+/// UEFI variable stores, `drivers::vm`), and the git checkouts of `run --source`
+/// (`source::git`). A fresh state dir often holds them before the store
 /// is first opened (their `create_dir_all` made it, with the umask's mode), so they do
 /// not make the dir "shared"; what is inside them is theirs to keep private.
-const GITVISOR_DIRS: &[&str] = &["containers", "sources"];
+const GITVISOR_DIRS: &[&str] = &["containers", "sources", "vm"];
 
 /// Creates `state_dir` (and missing parents) with [`DIR_MODE`] and sets every store file
 /// in it to [`FILE_MODE`]. An existing dir that is more open than [`DIR_MODE`] is set to

@@ -268,6 +268,12 @@ async fn delete(run: &Run<'_>, snapshot: &VmSnapshot) -> Result<(), VmError> {
         })
         .await?;
     }
+    if observed.data {
+        run.send(VmRequest::RemoveDataDir {
+            vm: run.vm.to_owned(),
+        })
+        .await?;
+    }
     Ok(())
 }
 
@@ -419,12 +425,11 @@ async fn start(
         .await?;
     }
     if spec.boot.firmware == Some(Firmware::Uefi)
-        && let Some(firmware) = &snapshot_uefi(prepared)
+        && let Some(template) = snapshot_uefi(prepared)
     {
-        run.send(VmRequest::CopyFileOnce {
+        run.send(VmRequest::KeepNvram {
             vm: run.vm.to_owned(),
-            file: RunFile::Nvram,
-            from: firmware.clone(),
+            template,
         })
         .await?;
     }

@@ -14,13 +14,15 @@
 //! fits) does not change the decision; it is the first reason, and apply refuses.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use super::backend::Backends;
 use super::drift::Drift;
 use super::launch::Launch;
-use super::observed::{HostVms, ObservedVm};
+use super::nic::mac_address;
+use super::observed::{HostVms, ObservedVm, Runtime};
+use super::paths::VmRoots;
 use super::seam::RecordRead;
 use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
@@ -49,14 +51,16 @@ pub struct Prepared {
     pub argv: Vec<String>,
 }
 
-/// The change for one declared VM.
+/// The change for one declared VM; `now` dates the note of a VM in sync (its uptime,
+/// its leases still valid).
 pub fn declared(
     resource: &Arc<Resource>,
     spec: &VirtualMachineSpec,
     host: &HostVms,
     context: &PlanContext,
     backends: &Backends,
-    root: &Path,
+    roots: &VmRoots,
+    now: SystemTime,
 ) -> Result<Change, FieldValueError> {
     let id = resource.id();
     let name = resource.metadata.name.as_str();
@@ -92,7 +96,7 @@ pub fn declared(
         .annotations
         .get(OVERCOMMIT_ANNOTATION)
         .is_some_and(|value| value == "true");
-    let (prepared, mut problems) = match Launch::resolve(name, spec, context, host.facts(), root) {
+    let (prepared, mut problems) = match Launch::resolve(name, spec, context, host.facts(), roots) {
         Ok(mut launch) => {
             launch.overcommit = overcommit;
             let argv = backend.command_line(&launch);
@@ -168,20 +172,8 @@ pub fn declared(
     let runtime = observed.runtime();
     if drift.is_empty() && !adopting {
         let mut noop = with(Action::NoOp, Vec::new());
-        // What `status` shows of a VM in sync: its power state and process.
-        let pid = dir.process.as_ref().map(|process| process.pid);
-        noop.reasons.push(match (&runtime, pid) {
-            (super::observed::Runtime::Unresponsive(why), _) => {
-                format!(
-                    "power: running (pid {}), but its monitor did not answer: {why}",
-                    pid.unwrap_or_default()
-                )
-            }
-            (runtime, Some(pid)) => {
-                format!("power: {} (pid {pid})", runtime.describe().to_lowercase())
-            }
-            (runtime, None) => format!("power: {}", runtime.describe().to_lowercase()),
-        });
+        noop.reasons
+            .push(in_sync_note(name, spec, dir, &runtime, host, now));
         return Ok(noop);
     }
     let mut notes = Vec::new();
@@ -214,6 +206,61 @@ pub fn declared(
         ));
     }
     Ok(with(Action::Update, notes).with_fields(drift.fields()))
+}
+
+/// What `status` shows of a VM in sync: its power state, process and uptime, and the
+/// addresses dnsmasq leased to its NICs: `power: running (pid 42, up 3m 12s); addresses:
+/// 10.0.0.10 on br0`.
+fn in_sync_note(
+    name: &str,
+    spec: &VirtualMachineSpec,
+    dir: &super::observed::ObservedDir,
+    runtime: &Runtime,
+    host: &HostVms,
+    now: SystemTime,
+) -> String {
+    let process = dir.process.as_ref();
+    let uptime = process
+        .and_then(|process| process.started)
+        .and_then(|started| now.duration_since(started).ok())
+        .map(|up| {
+            format!(
+                ", up {}",
+                humantime::format_duration(Duration::from_secs(up.as_secs()))
+            )
+        })
+        .unwrap_or_default();
+    let mut note = match (runtime, process) {
+        (Runtime::Unresponsive(why), process) => format!(
+            "power: running (pid {}{uptime}), but its monitor did not answer: {why}",
+            process.map(|p| p.pid).unwrap_or_default()
+        ),
+        (runtime, Some(process)) => format!(
+            "power: {} (pid {}{uptime})",
+            runtime.describe().to_lowercase(),
+            process.pid
+        ),
+        (runtime, None) => format!("power: {}", runtime.describe().to_lowercase()),
+    };
+    let nics: Vec<(&str, crate::model::MacAddress)> = spec
+        .networks
+        .iter()
+        .enumerate()
+        .map(|(index, nic)| (nic.bridge.as_str(), mac_address(name, index, nic.mac)))
+        .collect();
+    let addresses = host.addresses(&nics, now);
+    if !addresses.is_empty() {
+        let listed: Vec<String> = addresses
+            .iter()
+            .map(|leased| format!("{} on {}", leased.address, leased.bridge))
+            .collect();
+        note.push_str(&format!(
+            "; address{}: {}",
+            if listed.len() == 1 { "" } else { "es" },
+            listed.join(", ")
+        ));
+    }
+    note
 }
 
 /// What a create sets, for the plan: the fields people check before a VM starts.
@@ -285,7 +332,9 @@ pub fn pruned(declared: &BTreeSet<&str>, host: &HostVms, context: &PlanContext) 
         let observed = host.vm(&name, &[], 0);
         let marker = if observed.dir.is_some() {
             observed.marker()
-        } else if !observed.taps.is_empty() {
+        } else if !observed.taps.is_empty() || observed.data {
+            // Taps marked for it, or a data dir in gitvisor's own state dir (the host
+            // rebooted, emptying the run dir, since it was last applied).
             Marker::Ours
         } else if leftovers_removable(&observed, recorded) {
             // Only a temporary run dir: the leftover of a create that never finished.
@@ -298,7 +347,9 @@ pub fn pruned(declared: &BTreeSet<&str>, host: &HostVms, context: &PlanContext) 
                 let leftovers_removable = leftovers_removable(&observed, recorded);
                 changes.push(
                     Change::new(id, Action::Delete)
-                        .with_reason("no longer declared: stopped, its taps and run dir removed")
+                        .with_reason(
+                            "no longer declared: stopped, its taps, run dir and data dir (UEFI variables) removed",
+                        )
                         .with_observed(VmSnapshot {
                             observed,
                             prepared: None,

@@ -4,20 +4,25 @@
 //! creation when `ifname=` names a missing tap (gitvisor-vmm's `--net tap=` too), the
 //! builtin VMM's refusal to pause, a pid-file lock against a second launch,
 //! and the kernel's link rules (a taken name, renaming a link that is up, a master that
-//! does not exist). Every request is recorded; chosen ones can fail.
+//! does not exist), the data dirs under the state dir (where the UEFI variable store
+//! lives, moved there from the run dir the way `host.rs` does), and dnsmasq's lease
+//! files. Every request is recorded; chosen ones can fail.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
 use super::launch::HostFacts;
 use super::monitor::{Control, GuestStatus};
+use super::paths::NVRAM_FILE;
 use super::seam::{
     Answer, HostError, HostSnapshot, Process, RecordRead, RunDir, VmHost, VmRequest,
 };
 use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkKind, LinkRequest, LinkState};
+use crate::drivers::network::Leases;
 use crate::drivers::vlan_port;
 use crate::model::Hypervisor;
 
@@ -29,6 +34,7 @@ pub struct FakeProcess {
     pub pid: u32,
     pub argv: Vec<String>,
     pub paused: bool,
+    pub started: SystemTime,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +47,9 @@ pub struct FakeDir {
 #[derive(Default)]
 struct State {
     dirs: BTreeMap<String, FakeDir>,
+    /// The data dirs under the state dir: their files by name.
+    data: BTreeMap<String, BTreeMap<&'static str, Vec<u8>>>,
+    leases: Leases,
     links: Vec<LinkState>,
     facts: HostFacts,
     next_pid: u32,
@@ -152,6 +161,45 @@ impl FakeHost {
         self.lock().dirs.insert(name.to_owned(), dir);
     }
 
+    /// The files of VM `name`'s data dir, if it has one.
+    pub fn data_dir(&self, name: &str) -> Option<BTreeMap<&'static str, Vec<u8>>> {
+        self.lock().data.get(name).cloned()
+    }
+
+    /// The host reboots: the run dirs (a tmpfs) and the processes and taps are gone; the
+    /// data dirs stay.
+    pub fn reboot(&self) {
+        let mut state = self.lock();
+        state.dirs.clear();
+        state.links.retain(|link| link.is_bridge());
+    }
+
+    /// The guest writes its variable store.
+    pub fn set_nvram(&self, name: &str, content: Vec<u8>) {
+        self.lock()
+            .data
+            .entry(name.to_owned())
+            .or_default()
+            .insert(NVRAM_FILE, content);
+    }
+
+    /// What dnsmasq's lease files hold.
+    pub fn set_leases(&self, leases: Leases) {
+        self.lock().leases = leases;
+    }
+
+    /// The process of VM `name` started at `when`.
+    pub fn set_started(&self, name: &str, when: SystemTime) {
+        if let Some(process) = self
+            .lock()
+            .dirs
+            .get_mut(name)
+            .and_then(|dir| dir.process.as_mut())
+        {
+            process.started = when;
+        }
+    }
+
     pub fn links(&self) -> Vec<LinkState> {
         self.lock().links.clone()
     }
@@ -232,11 +280,31 @@ impl State {
             VmRequest::WriteFile { vm, file, content } => {
                 self.dir_mut(&vm)?.files.insert(file.file_name(), content);
             }
-            VmRequest::CopyFileOnce { vm, file, from } => {
-                let dir = self.dir_mut(&vm)?;
-                dir.files
-                    .entry(file.file_name())
-                    .or_insert_with(|| from.to_string_lossy().into_owned().into_bytes());
+            VmRequest::KeepNvram { vm, template } => {
+                // The template's content is its path, so a test can tell a copy from a
+                // move.
+                let moved = self.dirs.get_mut(&vm).and_then(|dir| {
+                    if self
+                        .data
+                        .get(&vm)
+                        .is_some_and(|d| d.contains_key(NVRAM_FILE))
+                    {
+                        None
+                    } else {
+                        dir.files.remove(NVRAM_FILE)
+                    }
+                });
+                self.data
+                    .entry(vm)
+                    .or_default()
+                    .entry(NVRAM_FILE)
+                    .or_insert_with(|| {
+                        moved
+                            .unwrap_or_else(|| template.to_string_lossy().into_owned().into_bytes())
+                    });
+            }
+            VmRequest::RemoveDataDir { vm } => {
+                self.data.remove(&vm);
             }
             VmRequest::CreateTap { name } => {
                 if self.links.iter().any(|l| l.name == name) {
@@ -289,6 +357,7 @@ impl State {
                     pid,
                     paused: argv.iter().any(|a| a == "-S"),
                     argv,
+                    started: SystemTime::now(),
                 });
                 self.next_pid += 1;
             }
@@ -397,6 +466,7 @@ impl VmHost for FakeHost {
                 process: dir.process.as_ref().map(|p| Process {
                     pid: p.pid,
                     argv: p.argv.clone(),
+                    started: Some(p.started),
                 }),
                 status: dir.process.as_ref().map(|p| {
                     Ok(if p.paused {
@@ -409,7 +479,9 @@ impl VmHost for FakeHost {
             .collect();
         Ok(HostSnapshot {
             run_dirs,
+            data_dirs: state.data.keys().cloned().collect(),
             links: state.links.clone(),
+            leases: state.leases.clone(),
             facts: state.facts.clone(),
         })
     }

@@ -17,19 +17,25 @@
 //!   request for a tap (`EOPNOTSUPP`), hence the ioctl and the separate alias request.
 //! - Files are written atomically (a sibling temporary file renamed over), so a crash
 //!   never leaves half a record.
+//! - A process's start time is field 22 of `/proc/PID/stat`, in clock ticks since boot
+//!   (`sysconf(_SC_CLK_TCK)`), the boot being `btime` of `/proc/stat` in seconds since
+//!   the epoch; field 2 (the command name) is in parentheses and may hold spaces, so the
+//!   fields are counted after its last `)`.
+//! - The run dir is usually on a tmpfs and the state dir not: moving the NVRAM from one to
+//!   the other is a copy (written atomically) then a removal, not a rename.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use nix::errno::Errno;
 
 use super::launch::{HostFacts, UEFI_CANDIDATES, UefiFirmware};
 use super::monitor::{Monitor, MonitorError};
-use super::paths::{RECORD_FILE, RunPaths, temporary_dir_name};
+use super::paths::{RECORD_FILE, RunPaths, VmRoots, temporary_dir_name};
 use super::qmp::Qmp;
 use super::record::RunRecord;
 use super::seam::{
@@ -38,28 +44,35 @@ use super::seam::{
 use super::vmm_api::VmmApi;
 use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkSeam, NetlinkLinks};
+use crate::drivers::network::{Leases, read_leases};
 use crate::model::Hypervisor;
 
 /// How long a hypervisor may take to set a VM up and detach.
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long reading the DHCP lease files may take.
+const LEASES_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a wait for a process to end looks again.
 const POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 pub struct RealHost {
-    root: PathBuf,
+    roots: VmRoots,
+    /// Gitvisor's network dir under the run dir, where dnsmasq keeps its leases.
+    network_dir: PathBuf,
     links: NetlinkLinks,
     qmp: Qmp,
     vmm: VmmApi,
 }
 
 impl RealHost {
-    /// The host, with run dirs below `root` (`<run dir>/vm`), links in the calling
-    /// thread's network namespace. Inside a Tokio runtime.
-    pub fn connect(root: PathBuf) -> Result<Self, HostError> {
+    /// The host, with run dirs and data dirs below `roots`, DHCP leases under
+    /// `network_dir`, links in the calling thread's network namespace. Inside a Tokio
+    /// runtime.
+    pub fn connect(roots: VmRoots, network_dir: PathBuf) -> Result<Self, HostError> {
         let links = NetlinkLinks::connect()?;
         Ok(RealHost {
-            root,
+            roots,
+            network_dir,
             links,
             qmp: Qmp,
             vmm: VmmApi,
@@ -80,7 +93,7 @@ impl RealHost {
                 FailureClass::Bug,
             ));
         }
-        Ok(RunPaths::new(&self.root, vm))
+        Ok(self.roots.paths(vm))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -90,6 +103,30 @@ impl RealHost {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| HostError::new(format!("{what}: {e}"), FailureClass::Bug))?
+    }
+
+    /// The DHCP leases of gitvisor's dnsmasq. They only inform `status`, so a file that
+    /// cannot be read is a warning, not a failed observe that would stop every VM change.
+    async fn leases(&self) -> Leases {
+        let read = read_leases(&self.network_dir);
+        match tokio::time::timeout(LEASES_TIMEOUT, read).await {
+            Ok(Ok(leases)) => leases,
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    "the VMs' addresses are not shown: {}",
+                    crate::contract::chain(&error)
+                );
+                Leases::new()
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the VMs' addresses are not shown: reading the DHCP leases under {} took over {}s",
+                    self.network_dir.display(),
+                    LEASES_TIMEOUT.as_secs()
+                );
+                Leases::new()
+            }
+        }
     }
 
     async fn launch(&self, argv: Vec<String>) -> Result<Answer, HostError> {
@@ -146,14 +183,17 @@ impl RealHost {
 #[async_trait]
 impl VmHost for RealHost {
     async fn observe(&self) -> Result<HostSnapshot, HostError> {
-        let root = self.root.clone();
-        let mut run_dirs = Self::blocking("reading run dirs", move || read_run_dirs(&root)).await?;
+        let roots = self.roots.clone();
+        let (mut run_dirs, data_dirs) = Self::blocking("reading run dirs", move || {
+            Ok((read_run_dirs(&roots)?, read_data_dirs(&roots.data)?))
+        })
+        .await?;
         let queries = run_dirs.iter().map(|dir| async {
             let (Some(_), RecordRead::Present(record)) = (&dir.process, &dir.record) else {
                 return None;
             };
             let hypervisor = record.spec.hypervisor;
-            let socket = RunPaths::new(&self.root, &dir.name).monitor(hypervisor);
+            let socket = self.roots.paths(&dir.name).monitor(hypervisor);
             let status = self
                 .monitor(hypervisor)
                 .status(&socket)
@@ -166,10 +206,13 @@ impl VmHost for RealHost {
             dir.status = status;
         }
         let links = self.links.dump().await?;
+        let leases = self.leases().await;
         let facts = Self::blocking("probing KVM and firmware", || Ok(host_facts())).await?;
         Ok(HostSnapshot {
             run_dirs,
+            data_dirs,
             links,
+            leases,
             facts,
         })
     }
@@ -177,7 +220,7 @@ impl VmHost for RealHost {
     async fn send(&self, request: VmRequest) -> Result<Answer, HostError> {
         match request {
             VmRequest::CreateRunDir { vm, record } => {
-                let root = self.root.clone();
+                let root = self.roots.run.clone();
                 let paths = self.paths(&vm)?;
                 let temporary = self.paths(&temporary_dir_name(&vm))?;
                 let bytes = record_bytes(&record)?;
@@ -208,16 +251,24 @@ impl VmHost for RealHost {
                 let path = self.paths(&vm)?.dir().join(file.file_name());
                 Self::blocking("writing a run file", move || write_atomic(&path, &content)).await
             }
-            VmRequest::CopyFileOnce { vm, file, from } => {
-                let path = self.paths(&vm)?.dir().join(file.file_name());
-                Self::blocking("copying a run file", move || {
-                    if path.exists() {
-                        return Ok(Answer::Done);
-                    }
-                    let content = std::fs::read(&from)
-                        .map_err(|e| HostError::io(format!("reading {}", from.display()), &e))?;
-                    write_atomic(&path, &content)
+            VmRequest::KeepNvram { vm, template } => {
+                let paths = self.paths(&vm)?;
+                Self::blocking("keeping the UEFI variable store", move || {
+                    keep_nvram(&paths, &template)
                 })
+                .await
+            }
+            VmRequest::RemoveDataDir { vm } => {
+                let path = self.paths(&vm)?.data().to_path_buf();
+                Self::blocking(
+                    "removing a data dir",
+                    move || match std::fs::remove_dir_all(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            Err(HostError::io(format!("removing {}", path.display()), &e))
+                        }
+                        _ => Ok(Answer::Done),
+                    },
+                )
                 .await
             }
             VmRequest::CreateTap { name } => {
@@ -390,8 +441,57 @@ fn write_atomic(path: &Path, content: &[u8]) -> Result<Answer, HostError> {
     Ok(Answer::Done)
 }
 
-/// Every directory below `root`, with its record and live process.
-fn read_run_dirs(root: &Path) -> Result<Vec<RunDir>, HostError> {
+/// The VM's variable store in its data dir: kept, else moved from the run dir, else
+/// copied from `template`.
+fn keep_nvram(paths: &RunPaths, template: &Path) -> Result<Answer, HostError> {
+    let nvram = paths.nvram();
+    if nvram.exists() {
+        return Ok(Answer::Done);
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(paths.data())
+        .map_err(|e| HostError::io(format!("creating {}", paths.data().display()), &e))?;
+    let old = paths.run_dir_nvram();
+    let (from, moving) = if old.is_file() {
+        (old.as_path(), true)
+    } else {
+        (template, false)
+    };
+    let content = std::fs::read(from)
+        .map_err(|e| HostError::io(format!("reading {}", from.display()), &e))?;
+    write_atomic(&nvram, &content)?;
+    if moving {
+        std::fs::remove_file(&old)
+            .map_err(|e| HostError::io(format!("removing {}", old.display()), &e))?;
+    }
+    Ok(Answer::Done)
+}
+
+/// The names of the directories below `root` (`<state dir>/vm`).
+fn read_data_dirs(root: &Path) -> Result<Vec<String>, HostError> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(HostError::io(format!("reading {}", root.display()), &e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| HostError::io(format!("reading {}", root.display()), &e))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir())
+            && let Ok(name) = entry.file_name().into_string()
+        {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Every directory below `roots.run`, with its record and live process.
+fn read_run_dirs(roots: &VmRoots) -> Result<Vec<RunDir>, HostError> {
+    let root = roots.run.as_path();
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -407,7 +507,7 @@ fn read_run_dirs(root: &Path) -> Result<Vec<RunDir>, HostError> {
         if !is_dir {
             continue;
         }
-        let paths = RunPaths::new(root, &name);
+        let paths = roots.paths(&name);
         let record = match std::fs::read(paths.record()) {
             Ok(bytes) => match RunRecord::parse(&bytes) {
                 Ok(record) => RecordRead::Present(Box::new(record)),
@@ -445,7 +545,40 @@ fn process_of(pid: u32, pid_file: &Path) -> Option<Process> {
     let escaped = pid_file.replace(',', ",,");
     argv.iter()
         .any(|arg| arg.contains(pid_file.as_ref()) || arg.contains(&escaped))
-        .then_some(Process { pid, argv })
+        .then(|| Process {
+            pid,
+            argv,
+            started: started(pid),
+        })
+}
+
+/// When process `pid` started.
+fn started(pid: u32) -> Option<SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let boot = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()?;
+    start_time(&stat, &boot, u64::try_from(ticks).ok()?)
+}
+
+/// The start time `/proc/PID/stat` (`stat`) gives, with `/proc/stat` (`boot`) and
+/// `ticks` clock ticks a second.
+fn start_time(stat: &str, boot: &str, ticks: u64) -> Option<SystemTime> {
+    // Field 22 is the 20th after the command name's closing parenthesis (fields 3, 4, …).
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let since_boot: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let btime: u64 = boot
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    if ticks == 0 {
+        return None;
+    }
+    let millis = since_boot.checked_mul(1000)? / ticks;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(btime) + Duration::from_millis(millis))
 }
 
 /// Whether KVM opens, and where OVMF is.
@@ -502,9 +635,10 @@ mod tests {
     #[test]
     fn a_run_dir_appears_whole_and_is_read_back_with_its_record() {
         let root = tempfile::tempdir().unwrap();
-        let vm_root = root.path().join("vm");
-        let paths = RunPaths::new(&vm_root, "vm1");
-        let temporary = RunPaths::new(&vm_root, &temporary_dir_name("vm1"));
+        let roots = VmRoots::new(root.path(), &root.path().join("state"));
+        let vm_root = roots.run.clone();
+        let paths = RunPaths::new(&roots, "vm1");
+        let temporary = RunPaths::new(&roots, &temporary_dir_name("vm1"));
         let bytes = record("vm1").to_bytes().unwrap();
         create_run_dir(&vm_root, &paths, &temporary, &bytes).unwrap();
         assert!(!temporary.dir().exists());
@@ -513,7 +647,7 @@ mod tests {
         std::fs::create_dir(vm_root.join("stray")).unwrap();
         std::fs::write(vm_root.join("stray/gitvisor.json"), b"{\"x\": 1}").unwrap();
         std::fs::write(vm_root.join("vm1/pid"), b"999999999\n").unwrap();
-        let dirs = read_run_dirs(&vm_root).unwrap();
+        let dirs = read_run_dirs(&roots).unwrap();
         assert_eq!(dirs.len(), 2);
         assert_eq!(dirs[1].name, "vm1");
         assert_eq!(dirs[1].record, RecordRead::Present(Box::new(record("vm1"))));
@@ -531,5 +665,51 @@ mod tests {
         let argv0 = std::env::args().next().unwrap();
         let found = process_of(me, Path::new(&argv0)).expect("this process names its own path");
         assert_eq!(found.pid, me);
+        let started = found.started.expect("this process's start time reads");
+        let age = SystemTime::now().duration_since(started).unwrap();
+        assert!(age < Duration::from_secs(3600), "started {age:?} ago");
+    }
+
+    #[test]
+    fn a_start_time_is_ticks_after_boot_whatever_the_command_name() {
+        let stat =
+            "4242 (qemu) x (y) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 2 0 12345 1000 50";
+        let boot = "cpu  1 2 3
+btime 1700000000
+processes 9
+";
+        assert_eq!(
+            start_time(stat, boot, 100),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_123_450))
+        );
+        assert_eq!(start_time("4242 (qemu) S 1", boot, 100), None);
+        assert_eq!(start_time(stat, "cpu 1\n", 100), None);
+    }
+
+    #[test]
+    fn the_nvram_moves_from_the_run_dir_once_and_is_then_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let roots = VmRoots::new(&root.path().join("run"), &root.path().join("state"));
+        let paths = roots.paths("vm1");
+        let template = root.path().join("OVMF_VARS.fd");
+        std::fs::write(&template, b"template").unwrap();
+        std::fs::create_dir_all(paths.dir()).unwrap();
+        std::fs::write(paths.run_dir_nvram(), b"the guest's boot entries").unwrap();
+        keep_nvram(&paths, &template).unwrap();
+        assert_eq!(
+            std::fs::read(paths.nvram()).unwrap(),
+            b"the guest's boot entries"
+        );
+        assert!(!paths.run_dir_nvram().exists(), "moved, not copied");
+        std::fs::write(paths.nvram(), b"changed by the guest").unwrap();
+        keep_nvram(&paths, &template).unwrap();
+        assert_eq!(
+            std::fs::read(paths.nvram()).unwrap(),
+            b"changed by the guest"
+        );
+        assert_eq!(read_data_dirs(&roots.data).unwrap(), ["vm1"]);
+        let fresh = roots.paths("vm2");
+        keep_nvram(&fresh, &template).unwrap();
+        assert_eq!(std::fs::read(fresh.nvram()).unwrap(), b"template");
     }
 }

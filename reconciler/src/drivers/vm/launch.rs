@@ -3,10 +3,10 @@
 //! KVM works, where the UEFI firmware is). Pure: no I/O, so the command line a plan
 //! implies is the one apply launches.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::nic::{mac_address, tap_name};
-use super::paths::RunPaths;
+use super::paths::{RunPaths, VmRoots};
 use crate::contract::PlanContext;
 use crate::model::{
     Accel, ByteSize, DiskFormat, Firmware, Graphics, Kind, MacAddress, OVERCOMMIT_ANNOTATION, Spec,
@@ -84,8 +84,8 @@ pub enum LaunchBoot {
         cmdline: Option<String>,
     },
     Bios,
-    /// OVMF's code; the variable store is the VM's own copy (`RunPaths::nvram`), made
-    /// from `vars` at the first start.
+    /// OVMF's code; the variable store is the VM's own copy (`RunPaths::nvram`, in its
+    /// data dir), made from `vars` at the first start.
     Uefi {
         code: PathBuf,
         vars: PathBuf,
@@ -138,17 +138,17 @@ pub fn disk_serial(index: usize) -> String {
 }
 
 impl Launch {
-    /// Resolves `spec` for VM `name` with its run dir below `root`, or says what stands in
-    /// the way (one sentence each; someone has to act).
+    /// Resolves `spec` for VM `name` with its directories below `roots`, or says what
+    /// stands in the way (one sentence each; someone has to act).
     pub fn resolve(
         name: &str,
         spec: &VirtualMachineSpec,
         context: &PlanContext,
         host: &HostFacts,
-        root: &Path,
+        roots: &VmRoots,
     ) -> Result<Launch, Vec<String>> {
         let mut problems = Vec::new();
-        let paths = RunPaths::new(root, name);
+        let paths = RunPaths::new(roots, name);
         problems.extend(paths.problem());
         let accel = match spec.accel {
             Accel::Kvm if !host.kvm => {
@@ -276,7 +276,11 @@ mod tests {
             "memory: 300MiB\nboot: {kernel: /k}\ndisks: [{volume: root}, {path: /a.qcow2, readOnly: true}]\nnetworks: [{bridge: br0}]",
         );
         let context = PlanContext::default().with_revision(&[volume("root", "vg0")]);
-        let root = Path::new("/run/gitvisor/vm");
+        let roots = VmRoots::new(
+            std::path::Path::new("/run/gitvisor"),
+            std::path::Path::new("/var/lib/gitvisor"),
+        );
+        let root = &roots;
         let tcg = Launch::resolve("vm1", &vm, &context, &HostFacts::default(), root).unwrap();
         assert_eq!(tcg.accel, ResolvedAccel::Tcg);
         assert_eq!(tcg.memory_mib, 300);
@@ -301,7 +305,10 @@ mod tests {
             &vm,
             &PlanContext::default(),
             &HostFacts::default(),
-            Path::new("/run/gitvisor/vm"),
+            &VmRoots::new(
+                std::path::Path::new("/run/gitvisor"),
+                std::path::Path::new("/var/lib/gitvisor"),
+            ),
         )
         .unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");

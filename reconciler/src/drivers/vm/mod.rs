@@ -6,10 +6,12 @@
 //! and upgrades. So each VM is a detached hypervisor process (QEMU with `-daemonize`, or
 //! gitvisor's own `gitvisor-vmm --daemonize` for `hypervisor: builtin`) whose every
 //! runtime file lives in the VM's run dir, `<run dir>/vm/<name>/`: pid file, control
-//! socket (QMP, or the VMM's `api.sock`), serial socket and log, cloud-init seed, UEFI
-//! variable store. Observe finds the guests again from those directories alone: one pass
-//! over them (record, pid, `/proc/PID/cmdline` naming the pid file), the monitor's status
-//! of each live process, one link dump for the taps.
+//! socket (QMP, or the VMM's `api.sock`), serial socket and log, cloud-init seed. What
+//! must outlive a host reboot, the UEFI variable store, lives in its data dir,
+//! `<state dir>/vm/<name>/` (`paths.rs`). Observe finds the guests again from those
+//! directories alone: one pass over them (record, pid, `/proc/PID/cmdline` naming the pid
+//! file), the monitor's status of each live process, one link dump for the taps, and the
+//! DHCP leases of gitvisor's dnsmasq, joined with the NICs' MAC addresses for `status`.
 //!
 //! # Ownership
 //!
@@ -30,7 +32,7 @@
 //!    touches the guest's hardware is an update that restarts it, and says so.
 //! 2. **apply** (`apply.rs`): create = run dir + record, taps, seed, NVRAM, launch;
 //!    update = stop if needed, new record, taps, start or pause/resume; delete = stop,
-//!    taps, run dir. Stop is ACPI powerdown (Ctrl+Alt+Del for the builtin VMM), then quit
+//!    taps, run dir, data dir. Stop is ACPI powerdown (Ctrl+Alt+Del for the builtin VMM), then quit
 //!    (`stop`) and SIGKILL after the timeout.
 //!
 //! # Seam and backends
@@ -68,9 +70,8 @@ mod vlan_tests;
 pub mod vmm_api;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -81,6 +82,7 @@ pub use backend::{Backend, Backends, BuiltinBackend, QemuBackend};
 pub use diff::VmSnapshot;
 pub use error::VmError;
 pub use host::RealHost;
+pub use paths::VmRoots;
 pub use seam::{HostSnapshot, VmHost, VmRequest};
 
 /// How long a guest may take to power off after the ACPI button before it is stopped
@@ -95,42 +97,50 @@ const STEP_OVERHEAD: Duration = Duration::from_secs(180);
 #[derive(Clone)]
 pub struct VmDriver {
     host: Arc<dyn VmHost>,
-    /// `<run dir>/vm`: where the run dirs are, as command lines name them.
-    root: PathBuf,
+    /// Where the run dirs and data dirs are, as command lines name them.
+    roots: VmRoots,
     backends: Backends,
 }
 
 impl std::fmt::Debug for VmDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VmDriver")
-            .field("root", &self.root)
+            .field("roots", &self.roots)
             .finish_non_exhaustive()
     }
 }
 
 impl VmDriver {
-    /// A driver over any host (a fake in tests), with run dirs below `root`.
-    pub fn new(host: Arc<dyn VmHost>, root: PathBuf, backends: Backends) -> Self {
+    /// A driver over any host (a fake in tests), with its directories below `roots`.
+    pub fn new(host: Arc<dyn VmHost>, roots: VmRoots, backends: Backends) -> Self {
         VmDriver {
             host,
-            root,
+            roots,
             backends,
         }
     }
 
-    /// The driver on this host, with run dirs below `<run_dir>/vm`. Call inside a Tokio
-    /// runtime (the netlink socket is driven by it).
-    pub fn connect(run_dir: &std::path::Path) -> Result<Self, VmError> {
-        let root = run_dir.join(paths::VM_SUBDIR);
-        let host = RealHost::connect(root.clone()).map_err(|cause| VmError::Connect { cause })?;
-        Ok(VmDriver::new(Arc::new(host), root, Backends::built_in()))
+    /// The driver on this host, with run dirs below `<run_dir>/vm` and data dirs below
+    /// `<state_dir>/vm`. Call inside a Tokio runtime (the netlink socket is driven by it).
+    pub fn connect(
+        run_dir: &std::path::Path,
+        state_dir: &std::path::Path,
+    ) -> Result<Self, VmError> {
+        let roots = VmRoots::new(run_dir, state_dir);
+        let network_dir = crate::drivers::network::network_dir(run_dir);
+        let host = RealHost::connect(roots.clone(), network_dir)
+            .map_err(|cause| VmError::Connect { cause })?;
+        Ok(VmDriver::new(Arc::new(host), roots, Backends::built_in()))
     }
 
     /// [`VmDriver::connect`] as the registry's constructor.
     pub(crate) fn connect_driver(
         settings: &crate::drivers::HostSettings,
     ) -> Result<Box<dyn Driver>, DriverError> {
-        Ok(Box::new(VmDriver::connect(&settings.run_dir)?))
+        Ok(Box::new(VmDriver::connect(
+            &settings.run_dir,
+            &settings.state_dir,
+        )?))
     }
 }
 
@@ -151,6 +161,7 @@ impl Driver for VmDriver {
             .await
             .map_err(|cause| VmError::Observe { cause })?;
         let host = observed::HostVms::new(snapshot);
+        let now = SystemTime::now();
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
         for resource in desired {
@@ -162,11 +173,19 @@ impl Driver for VmDriver {
                 .into());
             };
             declared.insert(resource.metadata.name.as_str());
-            let change = diff::declared(resource, spec, &host, context, &self.backends, &self.root)
-                .map_err(|cause| VmError::InvalidChange {
-                    vm: resource.metadata.name.to_string(),
-                    reason: cause.to_string(),
-                })?;
+            let change = diff::declared(
+                resource,
+                spec,
+                &host,
+                context,
+                &self.backends,
+                &self.roots,
+                now,
+            )
+            .map_err(|cause| VmError::InvalidChange {
+                vm: resource.metadata.name.to_string(),
+                reason: cause.to_string(),
+            })?;
             changes.push(change);
         }
         changes.extend(diff::pruned(&declared, &host, context));

@@ -3,10 +3,16 @@
 //!
 //! A VM's objects on the host are found by their markers, never by name alone: its run
 //! dir (`<run dir>/vm/<name>/` with gitvisor's record naming it), its taps (links whose
-//! alias is `gitvisor:vm/<name>/<index>`). Objects under temporary names (a run dir
-//! `_new.<name>`, a tap `vt_<hash>_<index>`) are the leftovers of an interrupted create.
+//! alias is `gitvisor:vm/<name>/<index>`), its data dir (`<state dir>/vm/<name>/`, in
+//! gitvisor's own state dir, so its name is marker enough). Objects under temporary names
+//! (a run dir `_new.<name>`, a tap `vt_<hash>_<index>`) are the leftovers of an
+//! interrupted create.
+//!
+//! A VM's addresses are the DHCP leases of gitvisor's dnsmasq on the bridge of one of its
+//! NICs, for that NIC's MAC address ([`HostVms::addresses`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 use super::launch::HostFacts;
 use super::monitor::GuestStatus;
@@ -16,7 +22,9 @@ use super::record::RunRecord;
 use super::seam::{HostSnapshot, Process, RecordRead, RunDir};
 use crate::contract::Marker;
 use crate::drivers::bridge::LinkState;
-use crate::model::Vlan;
+use crate::drivers::network::Leases;
+use crate::model::Name;
+use crate::model::{MacAddress, Vlan};
 
 /// What the VM is doing, as the host shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +120,8 @@ pub struct ObservedVm {
     pub dir: Option<ObservedDir>,
     /// The record of a leftover temporary run dir (`_new.<name>`), if there is one.
     pub leftover_dir: Option<RecordRead>,
+    /// It has a data dir under the state dir (its UEFI variable store).
+    pub data: bool,
     /// Links marked as this VM's taps, by NIC index.
     pub taps: Vec<ObservedTap>,
     /// Taps of this VM under a temporary name.
@@ -158,6 +168,7 @@ impl ObservedVm {
     /// Whether there is anything of this VM on the host at all.
     pub fn exists(&self) -> bool {
         self.dir.is_some()
+            || self.data
             || self.leftover_dir.is_some()
             || !self.taps.is_empty()
             || !self.leftover_taps.is_empty()
@@ -168,8 +179,17 @@ impl ObservedVm {
 #[derive(Debug)]
 pub struct HostVms {
     dirs: BTreeMap<String, RunDir>,
+    data_dirs: BTreeSet<String>,
     links: Vec<LinkState>,
+    leases: Leases,
     facts: HostFacts,
+}
+
+/// An address dnsmasq leased to one of a VM's NICs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedAddress {
+    pub address: String,
+    pub bridge: String,
 }
 
 impl HostVms {
@@ -180,7 +200,9 @@ impl HostVms {
                 .into_iter()
                 .map(|dir| (dir.name.clone(), dir))
                 .collect(),
+            data_dirs: snapshot.data_dirs.into_iter().collect(),
             links: snapshot.links,
+            leases: snapshot.leases,
             facts: snapshot.facts,
         }
     }
@@ -234,6 +256,7 @@ impl HostVms {
             name: name.to_owned(),
             dir,
             leftover_dir,
+            data: self.data_dirs.contains(name),
             taps,
             leftover_taps,
             squatters,
@@ -252,6 +275,12 @@ impl HostVms {
             .map(|dir| temporary_dir_owner(dir).unwrap_or(dir).to_owned())
             .collect();
         names.extend(
+            self.data_dirs
+                .iter()
+                .filter(|dir| Name::parse(dir).is_ok())
+                .cloned(),
+        );
+        names.extend(
             self.links
                 .iter()
                 .filter_map(|link| link.alias.as_deref().and_then(parse_alias))
@@ -262,5 +291,29 @@ impl HostVms {
 
     pub fn facts(&self) -> &HostFacts {
         &self.facts
+    }
+
+    /// The addresses leased to `nics` (each a bridge and the NIC's MAC address) that have
+    /// not expired by `now`, in the NICs' order.
+    pub fn addresses(&self, nics: &[(&str, MacAddress)], now: SystemTime) -> Vec<LeasedAddress> {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut addresses = Vec::new();
+        for (bridge, mac) in nics {
+            let mac = mac.to_string();
+            for lease in self.leases.get(*bridge).into_iter().flatten() {
+                if lease.mac.eq_ignore_ascii_case(&mac)
+                    && (lease.expires == 0 || lease.expires > now)
+                {
+                    addresses.push(LeasedAddress {
+                        address: lease.address.clone(),
+                        bridge: (*bridge).to_owned(),
+                    });
+                }
+            }
+        }
+        addresses
     }
 }

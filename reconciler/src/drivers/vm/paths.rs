@@ -1,11 +1,18 @@
-//! Where one VM's runtime files live: `<run dir>/vm/<name>/`.
+//! Where one VM's files live: its runtime files in `<run dir>/vm/<name>/`, what must
+//! outlive a host reboot (the UEFI variable store) in `<state dir>/vm/<name>/`.
 //!
 //! The directory is the VM's ownership marker on the host: it holds the record of what
 //! gitvisor launched (`gitvisor.json`, see `record.rs`) and everything the running guest
 //! needs that is not a disk: the hypervisor's pid file and control socket (QEMU's QMP
 //! `qmp.sock`, the builtin VMM's `api.sock` and its `vmm.log`), the serial socket and log,
-//! the cloud-init seed, the UEFI variable store, the VNC socket. It lives
-//! as long as the VM is declared, running or not, and goes when the VM is pruned.
+//! the cloud-init seed, the VNC socket. It lives as long as the VM is declared, running
+//! or not, and goes when the VM is pruned.
+//!
+//! The run dir is usually on a tmpfs (`/run`), emptied at every boot: fine for sockets
+//! and a pid file, but the UEFI variable store is the guest's own data (boot entries,
+//! Secure Boot keys), so it lives in the VM's data dir under the state dir, made at the
+//! first UEFI start (moved there from the run dir, where older gitvisors kept it) and
+//! removed only when the VM is pruned.
 //!
 //! A run dir is created under a temporary name (`_new.<name>`, which no VM name can be:
 //! names never contain `_`) with its record already in it, then renamed: a directory
@@ -17,13 +24,15 @@ use crate::model::{Hypervisor, Name};
 
 /// The subdirectory of gitvisor's run dir that holds one directory per VM.
 pub const VM_SUBDIR: &str = "vm";
+/// The subdirectory of gitvisor's state dir that holds one data dir per VM.
+pub const DATA_SUBDIR: &str = "vm";
 /// The record file, gitvisor's marker.
 pub const RECORD_FILE: &str = "gitvisor.json";
 /// A run dir is made under this prefix plus the VM's name, then renamed.
 pub const TEMPORARY_PREFIX: &str = "_new.";
 /// The cloud-init seed image.
 pub const SEED_FILE: &str = "seed.img";
-/// The per-VM copy of the UEFI variable store (NVRAM).
+/// The per-VM copy of the UEFI variable store (NVRAM), in the VM's data dir.
 pub const NVRAM_FILE: &str = "OVMF_VARS.fd";
 /// Where the serial console is logged unless `console.log` says otherwise.
 pub const SERIAL_LOG_FILE: &str = "serial.log";
@@ -39,20 +48,52 @@ pub const VMM_LOG_FILE: &str = "vmm.log";
 /// The longest path a unix socket can have (`sun_path` is 108 bytes with its NUL).
 pub const SOCKET_PATH_MAX: usize = 107;
 
-/// The files of one VM's run dir.
+/// Where the VMs' directories are: run dirs below `<run dir>/vm`, data dirs below
+/// `<state dir>/vm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRoots {
+    pub run: PathBuf,
+    pub data: PathBuf,
+}
+
+impl VmRoots {
+    /// The roots below gitvisor's `--run-dir` and `--state-dir`.
+    pub fn new(run_dir: &Path, state_dir: &Path) -> Self {
+        VmRoots {
+            run: run_dir.join(VM_SUBDIR),
+            data: state_dir.join(DATA_SUBDIR),
+        }
+    }
+
+    /// The files of VM `vm`.
+    pub fn paths(&self, vm: &str) -> RunPaths {
+        RunPaths {
+            dir: self.run.join(vm),
+            data: self.data.join(vm),
+        }
+    }
+}
+
+/// The files of one VM: its run dir, and its data dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunPaths {
     dir: PathBuf,
+    data: PathBuf,
 }
 
 impl RunPaths {
-    /// The run dir of `vm` below `root` (`<run dir>/vm`).
-    pub fn new(root: &Path, vm: &str) -> Self {
-        RunPaths { dir: root.join(vm) }
+    /// The run dir of `vm` below `roots.run`, its data dir below `roots.data`.
+    pub fn new(roots: &VmRoots, vm: &str) -> Self {
+        roots.paths(vm)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The VM's data dir: what must outlive a host reboot.
+    pub fn data(&self) -> &Path {
+        &self.data
     }
 
     pub fn record(&self) -> PathBuf {
@@ -93,7 +134,14 @@ impl RunPaths {
         self.dir.join(SEED_FILE)
     }
 
+    /// The VM's UEFI variable store, in its data dir.
     pub fn nvram(&self) -> PathBuf {
+        self.data.join(NVRAM_FILE)
+    }
+
+    /// Where earlier gitvisor versions kept the variable store: the run dir, lost at reboot.
+    /// Moved to [`RunPaths::nvram`] at the VM's next start.
+    pub fn run_dir_nvram(&self) -> PathBuf {
         self.dir.join(NVRAM_FILE)
     }
 
@@ -143,7 +191,8 @@ mod tests {
 
     #[test]
     fn socket_paths_must_fit_a_unix_address() {
-        let short = RunPaths::new(Path::new("/run/gitvisor/vm"), "vm1");
+        let roots = VmRoots::new(Path::new("/run/gitvisor"), Path::new("/var/lib/gitvisor"));
+        let short = RunPaths::new(&roots, "vm1");
         assert_eq!(short.problem(), None);
         assert_eq!(
             short.monitor(Hypervisor::Qemu),
@@ -153,7 +202,16 @@ mod tests {
             short.monitor(Hypervisor::Builtin),
             Path::new("/run/gitvisor/vm/vm1/api.sock")
         );
-        let long = RunPaths::new(Path::new(&format!("/{}", "r".repeat(60))), &"v".repeat(63));
+        assert_eq!(
+            short.nvram(),
+            Path::new("/var/lib/gitvisor/vm/vm1/OVMF_VARS.fd"),
+            "the variable store outlives a reboot"
+        );
+        let long_roots = VmRoots {
+            run: PathBuf::from(format!("/{}", "r".repeat(60))),
+            data: PathBuf::from("/var/lib/gitvisor/vm"),
+        };
+        let long = RunPaths::new(&long_roots, &"v".repeat(63));
         assert!(long.problem().unwrap().contains("shorter --run-dir"));
     }
 }

@@ -1,20 +1,21 @@
 //! The host seam of the VM driver: what it reads and the requests it sends, as values.
 //!
 //! [`VmHost::observe`] reads the whole host in one batch: one pass over the run dirs
-//! (records, pid files, `/proc/PID/cmdline`), one link dump (the taps, found by their
-//! `gitvisor:vm/` alias, and the bridges), the monitor's status of every live VM
-//! (concurrently, each with a timeout), and two host facts (KVM, UEFI firmware).
+//! (records, pid files, `/proc/PID/cmdline` and `stat`), one over the data dirs, one link
+//! dump (the taps, found by their `gitvisor:vm/` alias, and the bridges), the monitor's
+//! status of every live VM (concurrently, each with a timeout), the DHCP leases of
+//! gitvisor's dnsmasq (for the guests' addresses), and two host facts (KVM, UEFI firmware).
 //! [`VmHost::send`] carries out one [`VmRequest`]. The real host is `host.rs`; unit tests
 //! use the recording `FakeHost` (`fake.rs`), which behaves like QEMU and the kernel.
 //!
 //! Requests are idempotent where the host can say so truthfully: removing a run dir or a
-//! link that is gone succeeds; copying the NVRAM template where the VM's copy exists
-//! keeps the copy (that is its point). Creating a run dir or a tap whose name is taken
+//! link that is gone succeeds; giving a VM its NVRAM where it has one keeps it (that is
+//! its point). Creating a run dir or a tap whose name is taken
 //! fails: the driver only creates what it observed absent.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -23,6 +24,7 @@ use super::monitor::{Control, GuestStatus};
 use super::record::RunRecord;
 use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkRequest, LinkState, NetlinkError};
+use crate::drivers::network::Leases;
 use crate::model::Hypervisor;
 
 /// The host as one batch read.
@@ -30,8 +32,13 @@ use crate::model::Hypervisor;
 pub struct HostSnapshot {
     /// Every directory below `<run dir>/vm`, VMs' and temporary ones.
     pub run_dirs: Vec<RunDir>,
+    /// The names of the directories below `<state dir>/vm`: VMs' data dirs.
+    pub data_dirs: Vec<String>,
     /// Every link in this network namespace.
     pub links: Vec<LinkState>,
+    /// The DHCP leases of gitvisor's dnsmasq, per bridge (empty when none serves DHCP or
+    /// they could not be read).
+    pub leases: Leases,
     pub facts: HostFacts,
 }
 
@@ -62,20 +69,21 @@ pub struct Process {
     pub pid: u32,
     /// Its command line, from `/proc/PID/cmdline`.
     pub argv: Vec<String>,
+    /// When it started (`/proc/PID/stat`'s start time after `/proc/stat`'s boot time), if
+    /// that could be read.
+    pub started: Option<SystemTime>,
 }
 
 /// A file of a run dir that gitvisor writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunFile {
     Seed,
-    Nvram,
 }
 
 impl RunFile {
     pub fn file_name(self) -> &'static str {
         match self {
             RunFile::Seed => super::paths::SEED_FILE,
-            RunFile::Nvram => super::paths::NVRAM_FILE,
         }
     }
 }
@@ -96,12 +104,12 @@ pub enum VmRequest {
         file: RunFile,
         content: Vec<u8>,
     },
-    /// Copy `from` to a run dir file unless that file exists.
-    CopyFileOnce {
-        vm: String,
-        file: RunFile,
-        from: PathBuf,
-    },
+    /// Give the VM its UEFI variable store in its data dir (made if missing): kept if it
+    /// is there; else moved from the run dir, where earlier versions kept it; else
+    /// copied from OVMF's `template`.
+    KeepNvram { vm: String, template: PathBuf },
+    /// Remove the VM's data dir and everything in it; gone is done.
+    RemoveDataDir { vm: String },
     /// Create a persistent tap, down, without alias. Answers its index.
     CreateTap { name: String },
     /// The index of the link called `name`, if any ([`Answer::Index`] or
@@ -138,9 +146,12 @@ impl fmt::Display for VmRequest {
             VmRequest::WriteFile { file, content, .. } => {
                 write!(f, "write {} ({} bytes)", file.file_name(), content.len())
             }
-            VmRequest::CopyFileOnce { file, from, .. } => {
-                write!(f, "copy {} to {}", from.display(), file.file_name())
-            }
+            VmRequest::KeepNvram { template, .. } => write!(
+                f,
+                "keep the UEFI variable store in the data dir (first start: copy {})",
+                template.display()
+            ),
+            VmRequest::RemoveDataDir { vm } => write!(f, "remove the data dir of {vm}"),
             VmRequest::CreateTap { name } => write!(f, "create tap {name}"),
             VmRequest::FindLink { name } => write!(f, "look up link {name}"),
             VmRequest::Link(request) => write!(f, "{}", describe_link(request)),

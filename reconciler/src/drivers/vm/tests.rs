@@ -3,7 +3,7 @@
 //! pause and resume, a guest that died, prune and ownership, one observe per plan, a
 //! create interrupted at every request, a cancel mid-create.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::fake::{FakeDir, FakeHost, bridge};
@@ -16,7 +16,9 @@ use crate::contract::{Action, CancelToken, Effect, FailureClass, Interrupted};
 use crate::drivers::bridge::LinkRequest;
 use crate::model::{ADOPT_ANNOTATION, Kind, Metadata, Name, ResourceId};
 
-const ROOT: &str = "/run/gitvisor/vm";
+fn roots() -> super::VmRoots {
+    super::VmRoots::new(Path::new("/run/gitvisor"), Path::new("/var/lib/gitvisor"))
+}
 
 fn declared(name: &str, spec: &str) -> Arc<Resource> {
     let spec = serde_yaml::from_str(spec).expect("test spec parses");
@@ -44,7 +46,7 @@ fn backends(vmm: BuiltinBackend) -> Backends {
 fn driver(fake: &Arc<FakeHost>) -> VmDriver {
     VmDriver::new(
         fake.clone(),
-        PathBuf::from(ROOT),
+        roots(),
         backends(BuiltinBackend::with_program(VMM)),
     )
 }
@@ -147,12 +149,17 @@ async fn a_create_makes_the_run_dir_taps_seed_and_launches_in_that_order() {
     );
     let again = plan_one(&driver, &vm, &owning(&["web"])).await;
     assert_eq!(again.action, Action::NoOp, "{:?}", again.fields);
-    // `status` shows a VM in sync with its power state and process.
+    // `status` shows a VM in sync with its power state, process and uptime.
     let pid = fake.dir("web").unwrap().process.map(|p| p.pid).unwrap();
-    assert_eq!(
-        again.reason().as_deref(),
-        Some(format!("power: running (pid {pid})").as_str()),
-        "{again:?}"
+    fake.set_started(
+        "web",
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600),
+    );
+    let again = plan_one(&driver, &vm, &owning(&["web"])).await;
+    let note = again.reason().unwrap_or_default();
+    assert!(
+        note.starts_with(&format!("power: running (pid {pid}, up 3h")) && note.ends_with(')'),
+        "{note}"
     );
 }
 
@@ -648,7 +655,7 @@ async fn builtin_without_kvm_or_its_binary_plans_why_and_apply_touches_nothing()
             kvm,
             ..Default::default()
         });
-        let driver = VmDriver::new(fake.clone(), PathBuf::from(ROOT), backends(vmm));
+        let driver = VmDriver::new(fake.clone(), roots(), backends(vmm));
         let change = plan_one(&driver, &micro(""), &owning(&[])).await;
         assert_eq!(change.action, Action::Create);
         assert!(
@@ -726,7 +733,7 @@ async fn builtin_plans_what_gitvisor_vmm_cannot_do_as_unsupported() {
     assert!(fake.requests().is_empty());
     let only_qemu = VmDriver::new(
         fake.clone(),
-        PathBuf::from(ROOT),
+        roots(),
         Backends::new(vec![Arc::new(QemuBackend::default())]),
     );
     let change = plan_one(&only_qemu, &micro(""), &owning(&[])).await;
@@ -761,8 +768,7 @@ async fn a_vm_moved_between_hypervisors_is_stopped_by_the_one_that_runs_it() {
     converge(&driver, &micro("")).await;
 }
 
-#[tokio::test]
-async fn uefi_gets_its_own_variable_store_once() {
+fn uefi_host() -> Arc<FakeHost> {
     let fake = host();
     fake.set_facts(super::launch::HostFacts {
         kvm: false,
@@ -772,29 +778,107 @@ async fn uefi_gets_its_own_variable_store_once() {
         }),
         memory: None,
     });
-    let driver = driver(&fake);
-    let vm = declared(
+    fake
+}
+
+fn uefi_vm(memory: &str, state: &str) -> Arc<Resource> {
+    declared(
         "web",
-        "memory: 256MiB\nboot: {firmware: uefi}\naccel: tcg\ndisks: [{path: /a.img}]",
-    );
-    converge(&driver, &vm).await;
-    let copies = |fake: &FakeHost| {
+        &format!(
+            "memory: {memory}\nboot: {{firmware: uefi}}\naccel: tcg\ndisks: [{{path: /a.img}}]\nstate: {state}"
+        ),
+    )
+}
+
+const NVRAM: &str = super::paths::NVRAM_FILE;
+const TEMPLATE: &[u8] = b"/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+#[tokio::test]
+async fn uefi_gets_its_own_variable_store_under_the_state_dir_once() {
+    let fake = uefi_host();
+    let driver = driver(&fake);
+    converge(&driver, &uefi_vm("256MiB", "Running")).await;
+    let keeps = |fake: &FakeHost| {
         fake.requests()
             .iter()
-            .filter(|r| matches!(r, VmRequest::CopyFileOnce { .. }))
+            .filter(|r| matches!(r, VmRequest::KeepNvram { .. }))
             .count()
     };
-    assert_eq!(copies(&fake), 1);
-    let nvram = fake.dir("web").unwrap().files[RunFile::Nvram.file_name()].clone();
-    // A restart copies "once" again, which keeps the VM's own store.
-    let bigger = declared(
-        "web",
-        "memory: 512MiB\nboot: {firmware: uefi}\naccel: tcg\ndisks: [{path: /a.img}]",
+    assert_eq!(keeps(&fake), 1);
+    assert_eq!(fake.data_dir("web").unwrap()[NVRAM], TEMPLATE);
+    assert!(!fake.dir("web").unwrap().files.contains_key(NVRAM));
+    assert!(
+        process_argv(&fake, "web").iter().any(
+            |a| a.contains("if=pflash") && a.ends_with("/var/lib/gitvisor/vm/web/OVMF_VARS.fd")
+        ),
+        "QEMU opens the store in the data dir: {:?}",
+        process_argv(&fake, "web")
     );
-    converge(&driver, &bigger).await;
+    // A restart keeps the VM's own store.
+    converge(&driver, &uefi_vm("512MiB", "Running")).await;
+    assert_eq!(keeps(&fake), 2);
+    assert_eq!(fake.data_dir("web").unwrap()[NVRAM], TEMPLATE);
+}
+
+#[tokio::test]
+async fn the_variable_store_survives_a_host_reboot_and_goes_only_with_a_prune() {
+    let fake = uefi_host();
+    let driver = driver(&fake);
+    converge(&driver, &uefi_vm("256MiB", "Running")).await;
+    // What the guest wrote (a boot entry) must survive.
+    fake.set_nvram("web", b"boot entries".to_vec());
+    fake.reboot();
+    let vm = uefi_vm("256MiB", "Running");
+    let after = plan_one(&driver, &vm, &owning(&["web"])).await;
+    assert_eq!(after.action, Action::Create, "{:?}", after.reasons);
+    apply(&driver, &after).await.unwrap();
+    assert_eq!(fake.data_dir("web").unwrap()[NVRAM], b"boot entries");
+    assert!(fake.dir("web").unwrap().process.is_some());
+
+    // Undeclared after another reboot: only the data dir is left, and a prune removes it.
+    fake.reboot();
+    assert!(driver.plan(&[], &owning(&[])).await.unwrap().is_empty());
+    let changes = driver.plan(&[], &owning(&["web"])).await.unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].action, Action::Delete);
+    fake.clear_requests();
+    apply(&driver, &changes[0]).await.unwrap();
     assert_eq!(
-        fake.dir("web").unwrap().files[RunFile::Nvram.file_name()],
-        nvram
+        fake.requests(),
+        [VmRequest::RemoveDataDir { vm: "web".into() }]
+    );
+    assert_eq!(fake.data_dir("web"), None);
+    assert!(
+        driver
+            .plan(&[], &owning(&["web"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A running VM pruned: stopped, then its run dir and its data dir go.
+    converge(&driver, &uefi_vm("256MiB", "Running")).await;
+    let changes = driver.plan(&[], &owning(&["web"])).await.unwrap();
+    apply(&driver, &changes[0]).await.unwrap();
+    assert_eq!(fake.dir("web"), None);
+    assert_eq!(fake.data_dir("web"), None);
+}
+
+#[tokio::test]
+async fn a_variable_store_left_in_the_run_dir_moves_to_the_state_dir_at_the_next_start() {
+    let fake = uefi_host();
+    let driver = driver(&fake);
+    // A VM an earlier version created: stopped, its store in the run dir.
+    converge(&driver, &uefi_vm("256MiB", "Stopped")).await;
+    let mut dir = fake.dir("web").unwrap();
+    dir.files.insert(NVRAM, b"old boot entries".to_vec());
+    fake.insert_dir("web", dir);
+    assert_eq!(fake.data_dir("web"), None);
+    converge(&driver, &uefi_vm("256MiB", "Running")).await;
+    assert_eq!(fake.data_dir("web").unwrap()[NVRAM], b"old boot entries");
+    assert!(
+        !fake.dir("web").unwrap().files.contains_key(NVRAM),
+        "moved, not copied"
     );
 }
 
@@ -870,3 +954,76 @@ async fn a_cancel_during_a_tap_create_finishes_marking_it_and_stops() {
 }
 
 use crate::contract::DEFAULT_STEP_BUDGET;
+
+/// A lease line of dnsmasq's file for `mac`, expiring at `expires` (0: never).
+fn lease(mac: &str, address: &str, expires: u64) -> crate::drivers::network::Lease {
+    crate::drivers::network::parse_leases(&format!("{expires} {mac} {address} guest *")).remove(0)
+}
+
+#[tokio::test]
+async fn status_shows_the_addresses_leased_to_the_vms_nics() {
+    let fake = host();
+    let driver = driver(&fake);
+    let vm = web("");
+    converge(&driver, &vm).await;
+    let mac = super::nic::mac_address("web", 0, None).to_string();
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    fake.set_leases(
+        [
+            (
+                "br0".to_owned(),
+                vec![
+                    lease("52:54:00:aa:bb:cc", "10.0.0.9", soon),
+                    lease(&mac.to_uppercase(), "10.0.0.10", soon),
+                    lease(&mac, "10.0.0.11", 1),
+                ],
+            ),
+            // The same MAC on a bridge the NIC is not on: a stale lease, not its address.
+            ("br1".to_owned(), vec![lease(&mac, "10.1.0.10", 0)]),
+        ]
+        .into(),
+    );
+    let noop = plan_one(&driver, &vm, &owning(&["web"])).await;
+    assert_eq!(noop.action, Action::NoOp);
+    let note = noop.reason().unwrap_or_default();
+    assert!(note.starts_with("power: running (pid "), "{note}");
+    assert!(note.ends_with("; address: 10.0.0.10 on br0"), "{note}");
+    assert_eq!(
+        fake.observes(),
+        3,
+        "the leases come with the one batch observe"
+    );
+
+    // A second NIC on br1, whose lease is now the NIC's.
+    let two = web("");
+    let Spec::VirtualMachine(mut spec) = two.spec.clone() else {
+        unreachable!()
+    };
+    spec.networks
+        .push(serde_yaml::from_str("bridge: br1").unwrap());
+    let mac1 = super::nic::mac_address("web", 1, None).to_string();
+    fake.set_leases(
+        [
+            ("br0".to_owned(), vec![lease(&mac, "10.0.0.10", 0)]),
+            ("br1".to_owned(), vec![lease(&mac1, "10.1.0.7", 0)]),
+        ]
+        .into(),
+    );
+    let two = Arc::new(Resource::new(
+        two.metadata.clone(),
+        Spec::VirtualMachine(spec),
+    ));
+    converge(&driver, &two).await;
+    let note = plan_one(&driver, &two, &owning(&["web"]))
+        .await
+        .reason()
+        .unwrap_or_default();
+    assert!(
+        note.ends_with("; addresses: 10.0.0.10 on br0, 10.1.0.7 on br1"),
+        "{note}"
+    );
+}

@@ -3,7 +3,6 @@
 //! in place without restarting the guest, and nothing VLAN-related on a bridge that does
 //! not filter VLANs.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::backend::{Backends, BuiltinBackend, QemuBackend};
@@ -50,7 +49,10 @@ fn context(vm: &Arc<Resource>, filtering: bool) -> PlanContext {
 fn driver(fake: &Arc<FakeHost>) -> VmDriver {
     VmDriver::new(
         fake.clone(),
-        PathBuf::from("/run/gitvisor/vm"),
+        super::VmRoots::new(
+            std::path::Path::new("/run/gitvisor"),
+            std::path::Path::new("/var/lib/gitvisor"),
+        ),
         Backends::new(vec![
             Arc::new(QemuBackend::default()),
             Arc::new(BuiltinBackend::with_program(

@@ -220,7 +220,10 @@ mod tests {
             &spec,
             &PlanContext::default(),
             host,
-            Path::new("/run/gitvisor/vm"),
+            &crate::drivers::vm::VmRoots::new(
+                Path::new("/run/gitvisor"),
+                Path::new("/var/lib/gitvisor"),
+            ),
         )
         .expect("resolves")
     }

@@ -221,7 +221,10 @@ mod tests {
             &spec,
             &PlanContext::default(),
             host,
-            Path::new("/run/gitvisor/vm"),
+            &crate::drivers::vm::VmRoots::new(
+                Path::new("/run/gitvisor"),
+                Path::new("/var/lib/gitvisor"),
+            ),
         )
         .expect("resolves")
     }
@@ -304,7 +307,7 @@ mod tests {
         for expected in [
             "-machine q35,accel=kvm -cpu host",
             "-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-            "-drive if=pflash,format=raw,unit=1,file=/run/gitvisor/vm/vm1/OVMF_VARS.fd",
+            "-drive if=pflash,format=raw,unit=1,file=/var/lib/gitvisor/vm/vm1/OVMF_VARS.fd",
             "format=qcow2,readonly=off -device virtio-blk-pci,drive=disk0,serial=disk0,bootindex=0",
             "-drive file=/iso/install.iso,if=none,id=cdrom,media=cdrom,readonly=on -device ide-cd,bus=ide.0,drive=cdrom,bootindex=1",
             "-chardev file,id=serial0,path=/run/gitvisor/vm/vm1/serial.log,append=on",
