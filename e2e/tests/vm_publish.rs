@@ -5,7 +5,8 @@
 //! "outside" namespace (standing in for the LAN) and the host itself reach through the
 //! host's address. Moving the publication to another host port is an in-place update of
 //! the bridge's `nftables` field and leaves the same QEMU process running; pruning the VM
-//! removes its DNAT rules.
+//! removes its DNAT rules. `status` shows the VM's leased address and uptime, beside a
+//! controller too.
 //!
 //! ```text
 //!   outside (192.0.2.2/24) ── veth ── up0 (192.0.2.1/24, default route) ─┐
@@ -18,6 +19,7 @@
 use std::ffi::OsStr;
 use std::time::Duration;
 
+use gitvisor_e2e::controller::Controller;
 use gitvisor_e2e::network::{
     HOST_UPLINK_ADDRESS, Lab, assert_publication_moves_in_place, tcp_read, wait_for_tcp_answer,
 };
@@ -116,6 +118,52 @@ fn a_vms_published_port_answers_from_outside_moves_without_a_restart_and_is_prun
     assert_eq!(lease, format!("GV-DHCP-OK {LEASE}"), "{}", serial.text());
     serial.wait_for("GV-LISTEN 80", 0, BOOT);
     let pid = guard.pid("web").expect("the guest runs");
+
+    // `status` shows the VM's address, from dnsmasq's lease for its MAC, and its uptime.
+    let status = env.status_json();
+    let listed = status["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["kind"] == "VirtualMachine" && r["name"] == "web")
+        .expect("the VM in status");
+    let note = listed["liveNote"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with(&format!("power: running (pid {pid}, up "))
+            && note.ends_with(&format!("; address: {LEASE} on {BRIDGE}")),
+        "{listed}"
+    );
+    let text = env.gitvisor(["status"]).expect_code(0).stdout;
+    assert!(
+        text.contains(&format!("address: {LEASE} on {BRIDGE}")),
+        "{text}"
+    );
+    // The same beside a controller, in its `observedNote`.
+    let (mut controller, _) =
+        Controller::start(&env, &["--source", manifests.path_str(), "--resync", "1h"]);
+    let status = env.status_json();
+    assert!(
+        status["pid"].is_number(),
+        "the controller answered: {status:#}"
+    );
+    let listed = status["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["kind"] == "VirtualMachine" && r["name"] == "web")
+        .expect("the VM in the controller's status");
+    let note = listed["observedNote"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!("pid {pid}, up "))
+            && note.ends_with(&format!("; address: {LEASE} on {BRIDGE}")),
+        "{listed}"
+    );
+    assert!(controller.terminate().success());
+    assert_eq!(
+        guard.pid("web"),
+        Some(pid),
+        "the guest outlives the controller"
+    );
 
     // From the outside, and from the host itself (hairpin through `output`).
     answers(&outside, 8080);

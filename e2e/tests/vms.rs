@@ -10,7 +10,9 @@
 //! and `Running` resumes it; a memory change is planned as a restart and applied;
 //! `Stopped` stops a guest that ignores the ACPI button after the timeout; prune removes
 //! the VM, its tap and its run dir. `firmware` boots a boot sector through SeaBIOS and
-//! starts an OVMF guest paused with its own variable store.
+//! starts an OVMF guest paused with its own variable store, under the state dir, where
+//! it survives a simulated host reboot (the run dir removed while the guest is stopped)
+//! until the VM is pruned.
 
 use std::time::{Duration, Instant};
 
@@ -246,19 +248,22 @@ fn firmware() {
     );
     let ovmf = std::path::Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd").is_file()
         || std::path::Path::new("/usr/share/OVMF/OVMF_VARS.fd").is_file();
-    if ovmf {
-        let uefi_disk = scratch.path().join("uefi.img");
-        vms::boot_sector_image(&uefi_disk);
+    let uefi_disk = scratch.path().join("uefi.img");
+    let write_uefi = |state: &str| {
         manifests.write(
             "uefi.yaml",
             &vm_manifest(
                 "uefi",
                 &format!(
-                    "memory: 128MiB\naccel: tcg\nstate: Paused\nboot: {{firmware: uefi}}\ndisks: [{{path: {}}}]\nshutdownTimeout: 1s",
+                    "memory: 128MiB\naccel: tcg\nstate: {state}\nboot: {{firmware: uefi}}\ndisks: [{{path: {}}}]\nshutdownTimeout: 1s",
                     uefi_disk.display()
                 ),
             ),
-        );
+        )
+    };
+    if ovmf {
+        vms::boot_sector_image(&uefi_disk);
+        write_uefi("Paused");
     } else {
         skip(
             "firmware (uefi part)",
@@ -268,8 +273,11 @@ fn firmware() {
     env.apply(manifests.path()).expect_code(0);
     guard.serial("bios").wait_for("GV-BIOS-BOOT-OK", 0, BOOT);
     if ovmf {
-        let nvram = guard.run_dir("uefi").join("OVMF_VARS.fd");
+        // The VM's own variable store is in its data dir under the state dir, not in the
+        // run dir (a tmpfs emptied at every boot).
+        let nvram = env.state_dir().join("vm/uefi/OVMF_VARS.fd");
         assert!(nvram.is_file(), "the VM's own variable store");
+        assert!(!guard.run_dir("uefi").join("OVMF_VARS.fd").exists());
         let cmdline = guard.cmdline("uefi").expect("the paused guest's process");
         assert!(
             cmdline
@@ -277,6 +285,27 @@ fn firmware() {
                 .any(|a| a.contains("if=pflash") && a.contains(nvram.to_str().unwrap()))
         );
         assert!(cmdline.contains(&"-S".to_owned()));
+        assert_plan_clean(&env, &manifests);
+
+        // A host reboot, simulated: the guest stopped, its run dir gone. What the guest
+        // wrote to its variables (a marker here) is still there when it starts again.
+        write_uefi("Stopped");
+        env.apply(manifests.path()).expect_code(0);
+        assert_eq!(guard.pid("uefi"), None);
+        let mut variables = std::fs::read(&nvram).expect("the variable store");
+        let marker = b"GV-NVRAM-KEPT";
+        let at = variables.len() - marker.len();
+        variables[at..].copy_from_slice(marker);
+        std::fs::write(&nvram, &variables).expect("mark the variable store");
+        std::fs::remove_dir_all(guard.run_dir("uefi")).expect("remove the run dir");
+        write_uefi("Paused");
+        env.apply(manifests.path()).expect_code(0);
+        assert!(guard.pid("uefi").is_some(), "started again");
+        assert_eq!(
+            std::fs::read(&nvram).expect("the variable store"),
+            variables,
+            "the variables survived the reboot"
+        );
     }
     assert_plan_clean(&env, &manifests);
     manifests.remove("bios.yaml");
@@ -289,4 +318,8 @@ fn firmware() {
     assert_eq!(guard.pid("bios"), None);
     assert_eq!(guard.pid("uefi"), None);
     assert!(!env.run_dir().join("vm").join("bios").exists());
+    assert!(
+        !env.state_dir().join("vm/uefi").exists(),
+        "a pruned VM loses its variable store"
+    );
 }
