@@ -9,7 +9,8 @@
 //!                                   gitvisor record: supervisor.pid, exit.json,
 //!                                   health.json, health-check.pid, restarts, stopped
 //!                                   (gitvisor stopped it), managed (the intent marker:
-//!                                   the container's name, written before anything else)
+//!                                   the container's name, written before anything else),
+//!                                   image.json (the image mounted: what image GC keeps)
 //! <state-dir>/containers/images/    the image store
 //! <state-dir>/containers/rw/<id>/   the writable layer (upper, work)
 //! <state-dir>/containers/logs/      the log files
@@ -111,6 +112,22 @@ impl RuncHost {
         &self.store
     }
 
+    /// Collects the image store: removes what no container on this host uses
+    /// ([`image::gc`]); blocking.
+    pub fn prune_images(
+        &self,
+        policy: image::gc::Policy,
+        dry_run: bool,
+    ) -> Result<image::gc::Report, image::gc::GcError> {
+        image::gc::collect(
+            self.store.root(),
+            &self.bundles,
+            policy,
+            dry_run,
+            SystemTime::now(),
+        )
+    }
+
     pub fn bundle(&self, id: &str) -> PathBuf {
         self.bundles.join(id)
     }
@@ -188,6 +205,18 @@ impl Layout {
         }
         let restarts = if keep_writable_layer { restarts + 1 } else { 0 };
         write_file(&bundle.join(RESTARTS_FILE), restarts.to_string().as_bytes())?;
+        write_file(
+            &bundle.join(image::gc::BUNDLE_IMAGE_FILE),
+            &serde_json::to_vec(image).map_err(|e| {
+                HostError::Unexpected(format!("cannot record the container's image: {e}"))
+            })?,
+        )?;
+        if let Some(gone) = image.lowers.iter().find(|lower| !lower.is_dir()) {
+            return Err(HostError::Unexpected(format!(
+                "the image's layer {} was removed (an image prune ran after the import); the next apply imports the image again",
+                gone.display()
+            )));
+        }
         rootfs::mount_overlay(&image.lowers, &upper, &work, &rootfs_dir)?;
         let user = rootfs::resolve_user(&rootfs_dir, config.user.as_deref())?;
         let cgroup = bundle::cgroup_path(&self.runtime_root, &config.id);
