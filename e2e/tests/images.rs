@@ -430,6 +430,11 @@ fn image_prune_removes_an_unused_image_and_keeps_one_in_use() {
         );
     }
     assert!(report["bytesFreed"].as_u64().unwrap() > 0, "{report:#}");
+    eprintln!(
+        "image prune removed {} items, {} bytes",
+        report["removed"].as_array().unwrap().len(),
+        report["bytesFreed"]
+    );
     assert_eq!(
         report["bytesFreed"], dry["bytesFreed"],
         "the dry run said the same"
