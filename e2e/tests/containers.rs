@@ -805,6 +805,119 @@ fn a_flood_without_newlines_keeps_the_supervisor_small_and_the_logs_bounded() {
     assert!(left.is_empty(), "logs left after the prune: {left:?}");
 }
 
+/// What is left of container `name` on the host: its bundle, writable layer, log files
+/// and mounts under the run dir, and the cgroup directories of `scope`
+/// (`gitvisor/<hash>`, as its config.json named it) under any hierarchy.
+fn leftovers(env: &ContainerEnv, name: &str, scope: Option<&str>) -> Vec<String> {
+    let mut left = Vec::new();
+    let bundle = env.bundle(name);
+    if bundle.exists() {
+        left.push(format!("the bundle {}", bundle.display()));
+    }
+    let writable = env.state_dir().join("containers/rw").join(name);
+    if writable.exists() {
+        left.push(format!("the writable layer {}", writable.display()));
+    }
+    if let Ok(entries) = fs::read_dir(env.state_dir().join("containers/logs")) {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.starts_with(&format!("{name}.log")) {
+                left.push(format!("the log file {file}"));
+            }
+        }
+    }
+    let bundle = bundle.to_string_lossy().into_owned();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for point in mounts.lines().filter_map(|line| line.split(' ').nth(4)) {
+        if point.starts_with(&bundle) {
+            left.push(format!("the mount {point}"));
+        }
+    }
+    if let Some(scope) = scope {
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let mut hierarchies = vec![root.to_path_buf()];
+        hierarchies.extend(fs::read_dir(root).unwrap().flatten().map(|e| e.path()));
+        for hierarchy in hierarchies {
+            let dir = hierarchy.join(scope);
+            if dir.exists() {
+                left.push(format!("the cgroup {}", dir.display()));
+            }
+        }
+    }
+    left
+}
+
+/// A container whose create failed (a command the image lacks: runc never lists it) and
+/// that is then removed from the manifests is still found: the plan deletes it, and the
+/// prune leaves no bundle, writable layer, mount or log. A running container's prune
+/// leaves no cgroup directory of gitvisor's under any hierarchy.
+#[test]
+fn a_failed_create_then_pruned_and_a_pruned_container_leave_nothing() {
+    let Some((env, images)) = ContainerEnv::new("ctr_failed_prune") else {
+        return;
+    };
+    let manifests = Manifests::new();
+    let image = images.rootfs.display().to_string();
+    manifests.write("bridge.yaml", &bridge());
+    manifests.write(
+        "keep.yaml",
+        &ContainerEnv::container_manifest(
+            "keep",
+            &format!("  image: {image}\n  command: [sleep, '100000']\n  stopTimeout: 1s\n"),
+        ),
+    );
+    manifests.write(
+        "nocmd.yaml",
+        &ContainerEnv::container_manifest(
+            "nocmd",
+            &format!("  image: {image}\n  command: [/nonexistent]\n"),
+        ),
+    );
+    env.apply(manifests.path(), 1);
+    assert!(
+        env.container("nocmd").is_none(),
+        "runc has no such container"
+    );
+    assert!(
+        !leftovers(&env, "nocmd", None).is_empty(),
+        "the failed create left its files (what this test is about)"
+    );
+
+    manifests.remove("nocmd.yaml");
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(
+        change(&plan, "Container", "nocmd")["action"],
+        "delete",
+        "{plan:#}"
+    );
+    let prune = |env: &ContainerEnv| {
+        env.gitvisor([
+            std::ffi::OsStr::new("apply"),
+            manifests.path().as_os_str(),
+            std::ffi::OsStr::new("--prune"),
+        ])
+        .expect_code(0)
+    };
+    prune(&env);
+    let left = leftovers(&env, "nocmd", None);
+    assert!(left.is_empty(), "the pruned failed create left {left:#?}");
+
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.bundle("keep").join("config.json")).unwrap()).unwrap();
+    let group = config["linux"]["cgroupsPath"].as_str().unwrap().to_owned();
+    let scope = group
+        .trim_start_matches('/')
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_owned();
+    manifests.remove("keep.yaml");
+    prune(&env);
+    assert!(env.container("keep").is_none());
+    let left = leftovers(&env, "keep", Some(&scope));
+    assert!(left.is_empty(), "the pruned container left {left:#?}");
+}
+
 /// The processes whose command line is exactly `args`, on the whole host.
 fn processes_running(args: &[&str]) -> usize {
     let wanted: Vec<u8> = args

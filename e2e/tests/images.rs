@@ -344,3 +344,107 @@ fn an_archive_member_linking_to_a_host_file_is_refused() {
     assert_contains(&text, "leads outside the image");
     assert!(env.container("linked").is_none());
 }
+
+/// The layer directories container `name`'s bundle records (`image.json`).
+fn layers_of(env: &ContainerEnv, name: &str) -> Vec<std::path::PathBuf> {
+    let record: serde_json::Value = serde_json::from_slice(
+        &fs::read(env.bundle(name).join("image.json")).expect("the bundle records its image"),
+    )
+    .expect("image.json parses");
+    record["lowers"]
+        .as_array()
+        .expect("lowers")
+        .iter()
+        .map(|l| std::path::PathBuf::from(l.as_str().expect("a path")))
+        .collect()
+}
+
+/// `gitvisor image prune` removes the layers of an image no container uses any more (its
+/// container was pruned) and keeps those of a running container; `--dry-run` removes
+/// nothing; both report the bytes; the kept container still runs and plans clean.
+#[test]
+fn image_prune_removes_an_unused_image_and_keeps_one_in_use() {
+    let Some((env, images)) = ContainerEnv::new("img_prune") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let deep = layered_layout(dir.path(), 3);
+    let manifests = Manifests::new();
+    manifests.write(
+        "keep.yaml",
+        &ContainerEnv::container_manifest(
+            "keep",
+            &format!("  image: {}:v1\n", images.layout.display()),
+        ),
+    );
+    manifests.write(
+        "gone.yaml",
+        &ContainerEnv::container_manifest("gone", &format!("  image: {}\n", deep.display())),
+    );
+    env.apply(manifests.path(), 0);
+    let kept = layers_of(&env, "keep");
+    let unused: Vec<_> = layers_of(&env, "gone")
+        .into_iter()
+        .filter(|l| !kept.contains(l))
+        .collect();
+    assert!(!unused.is_empty(), "the two images share every layer");
+
+    manifests.remove("gone.yaml");
+    env.gitvisor([
+        std::ffi::OsStr::new("apply"),
+        manifests.path().as_os_str(),
+        std::ffi::OsStr::new("--prune"),
+    ])
+    .expect_code(0);
+    let prune = |extra: &[&str]| {
+        let mut args = vec!["image", "prune", "--output", "json"];
+        args.extend_from_slice(extra);
+        env.gitvisor(args).expect_code(0).json()
+    };
+    let dry = prune(&["--dry-run"]);
+    assert_eq!(dry["dryRun"], true, "{dry:#}");
+    assert!(dry["bytesFreed"].as_u64().unwrap() > 0, "{dry:#}");
+    assert!(
+        unused.iter().all(|l| l.is_dir()),
+        "a dry run removes nothing"
+    );
+
+    let report = prune(&[]);
+    let removed: Vec<&str> = report["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "layer")
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for layer in &unused {
+        let hex = layer.file_name().unwrap().to_str().unwrap();
+        assert!(removed.contains(&hex), "{hex} not in {report:#}");
+        assert!(!layer.exists(), "{} is still there", layer.display());
+    }
+    for layer in &kept {
+        assert!(
+            layer.is_dir(),
+            "{} of the running container went",
+            layer.display()
+        );
+    }
+    assert!(report["bytesFreed"].as_u64().unwrap() > 0, "{report:#}");
+    eprintln!(
+        "image prune removed {} items, {} bytes",
+        report["removed"].as_array().unwrap().len(),
+        report["bytesFreed"]
+    );
+    assert_eq!(
+        report["bytesFreed"], dry["bytesFreed"],
+        "the dry run said the same"
+    );
+    env.exec("keep", &["true"]).expect_code(0);
+
+    // Text: one line a removal, then the total; nothing left to remove.
+    let text = env.gitvisor(["image", "prune"]).expect_code(0);
+    assert_contains(
+        &text.stdout,
+        "removed 0 items, 0 bytes freed; 1 layer in use kept",
+    );
+}

@@ -222,6 +222,11 @@ pub enum Command {
         #[arg(value_parser = kind_parser(), ignore_case = true)]
         kind: Option<Kind>,
     },
+    /// Manage the container image store.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Print a container's output (stdout and stderr, as its log file keeps them).
     Logs {
         /// The Container's name.
@@ -262,6 +267,23 @@ pub enum Command {
     },
 }
 
+/// `gitvisor image …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Remove the image layers and blobs no container on this host uses (running or
+    /// stopped, declared or not), and print what went and the bytes freed.
+    ///
+    /// Exit 0 done; 1 an error, or an image import under way (prune again later).
+    Prune {
+        /// Print what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+}
+
 impl Command {
     /// The output format the command was asked for (errors follow it).
     pub fn output(&self) -> OutputFormat {
@@ -272,7 +294,10 @@ impl Command {
             | Command::Status { output, .. }
             | Command::Doctor { output, .. }
             | Command::Events { output, .. }
-            | Command::Sync { output, .. } => *output,
+            | Command::Sync { output, .. }
+            | Command::Image {
+                command: ImageCommand::Prune { output, .. },
+            } => *output,
             Command::Graph { .. }
             | Command::Schema { .. }
             | Command::Completions { .. }
@@ -327,6 +352,23 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u16).range(1..=MAX_CONCURRENCY as i64)
     )]
     pub concurrency: u16,
+    /// Remove container image layers and blobs no container has used for this long
+    /// (checked hourly; `off`: never, leaving it to `gitvisor image prune`).
+    #[arg(long, value_name = "DURATION|off", default_value = "24h", env = "GITVISOR_IMAGE_GC_AFTER", value_parser = parse_gc_after)]
+    pub image_gc_after: ImageGcAfter,
+}
+
+/// `--image-gc-after`: a grace period, or `None` for off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageGcAfter(pub Option<std::time::Duration>);
+
+fn parse_gc_after(text: &str) -> Result<ImageGcAfter, String> {
+    if text == "off" {
+        return Ok(ImageGcAfter(None));
+    }
+    humantime::parse_duration(text)
+        .map(|grace| ImageGcAfter(Some(grace)))
+        .map_err(|err| format!("{err} (write e.g. 24h, 7d, or off)"))
 }
 
 /// The shortest and longest `--poll` and `--resync`.

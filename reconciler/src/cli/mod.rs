@@ -13,6 +13,7 @@ mod controller;
 mod doctor;
 mod errors;
 mod events;
+mod image;
 pub mod output;
 mod plan;
 mod run;
@@ -28,7 +29,8 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 
 pub use args::{
-    Cli, Command, GlobalArgs, GraphFormat, LogFormat, OutputFormat, RunArgs, ScopeArgs,
+    Cli, Command, GlobalArgs, GraphFormat, ImageCommand, LogFormat, OutputFormat, RunArgs,
+    ScopeArgs,
 };
 
 use crate::reconcile::{self, Reconciler, ReconcilerOptions, Source};
@@ -314,6 +316,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Console { name } => console::run(global, &name),
+        Command::Image {
+            command: ImageCommand::Prune { dry_run, output },
+        } => image::prune(global, dry_run, output),
         Command::Logs { name, follow } => {
             crate::drivers::container::logs::print(&global.state_dir, &name, follow)?;
             Ok(ExitCode::SUCCESS)

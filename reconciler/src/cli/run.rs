@@ -44,6 +44,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<ExitCode> {
                 poll: args.poll,
                 resync: args.resync,
                 metrics_listen: args.metrics_listen,
+                image_gc_after: args.image_gc_after.0,
             },
         )
         .await?;

@@ -71,7 +71,12 @@ pub struct ControllerOptions {
     pub poll: Duration,
     pub resync: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    /// The grace period of the automatic image-store collection; `None`: off.
+    pub image_gc_after: Option<Duration>,
 }
+
+/// How often the controller collects the image store (when `image_gc_after` is set).
+const IMAGE_GC_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the controller until SIGTERM or SIGINT. Call it inside a Tokio runtime.
 pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(), DaemonError> {
@@ -149,6 +154,7 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
     // The first reconcile reads the source and applies whatever it finds.
     shared.triggers.fire(Trigger::Source);
     let mut ready = false;
+    let mut image_gc_due = Instant::now();
     loop {
         if ready {
             let retry = controller.next_retry();
@@ -182,6 +188,12 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
             // The reconcile may have started, stopped or replaced containers.
             supervision.poke();
         }
+        if let Some(grace) = options.image_gc_after
+            && Instant::now() >= image_gc_due
+        {
+            image_gc_due = Instant::now() + IMAGE_GC_EVERY;
+            collect_images(&settings.run_dir, &settings.state_dir, grace);
+        }
         if ready {
             notifier.status(&outcome.summary);
         } else {
@@ -196,6 +208,29 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
     tracing::info!("controller stopped");
     drop(api);
     Ok(())
+}
+
+/// Collects the container image store on a blocking thread, removing what no container
+/// has used for `grace` ([`crate::drivers::container::image::gc`]); never waits for it.
+fn collect_images(run_dir: &std::path::Path, state_dir: &std::path::Path, grace: Duration) {
+    use crate::drivers::container::image::gc::{GcError, Policy};
+    let host = crate::drivers::container::RuncHost::new(run_dir, state_dir);
+    tokio::task::spawn_blocking(
+        move || match host.prune_images(Policy::After(grace), false) {
+            Ok(report) if !report.removed.is_empty() => tracing::info!(
+                removed = report.removed.len(),
+                bytes = report.bytes(),
+                waiting = report.waiting,
+                "image store: removed what no container used for {}",
+                humantime::format_duration(grace)
+            ),
+            Ok(_) => {}
+            Err(error @ GcError::Busy { .. }) => tracing::debug!("{error}"),
+            Err(error) => {
+                tracing::warn!(error = %crate::contract::chain(&error), "image store collection")
+            }
+        },
+    );
 }
 
 /// Whether a source trigger is waiting (to debounce it).

@@ -2,6 +2,12 @@
 //! from the files runc wrote below its cgroup ([`cgroup_path`](super::bundle::cgroup_path)):
 //! under each v1 controller on hybrid and legacy hosts, in the one v2 hierarchy on
 //! unified ones.
+//!
+//! A removed container's cgroup directories go with it ([`remove_dirs`]): runc removes
+//! the container's own, but the `gitvisor/<scope>` directories above it stay behind
+//! empty under every hierarchy unless something removes them. Only `rmdir` is used, which
+//! the kernel refuses for a cgroup that still has children or processes, so a directory
+//! another container (or another gitvisor) still uses is never touched.
 
 use std::fs;
 use std::path::Path;
@@ -66,6 +72,43 @@ pub fn limits_under(root: &Path, layout: CgroupLayout, group: &str) -> Option<Li
     }
 }
 
+/// Removes the cgroup directories of container `group` (`/gitvisor/<scope>/<id>`) that
+/// are empty, deepest first, under every hierarchy mounted below `/sys/fs/cgroup`: the
+/// container's own, its scope's, and `gitvisor` itself. Best effort: a directory still in
+/// use stays (the kernel refuses), and one that is already gone is fine.
+pub fn remove_dirs(group: &str) {
+    remove_dirs_under(Path::new("/sys/fs/cgroup"), group);
+}
+
+/// [`remove_dirs`] below `root`: `root` itself (a unified host's one hierarchy) and each
+/// directory in it (a hybrid or legacy host's controllers; on a unified host those are
+/// other cgroups, where `gitvisor/<scope>/<id>` is not found).
+pub fn remove_dirs_under(root: &Path, group: &str) {
+    let group = Path::new(group.trim_start_matches('/'));
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(entries) = fs::read_dir(root) {
+        hierarchies.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    for hierarchy in hierarchies {
+        let mut dir = Some(group);
+        while let Some(relative) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            let path = hierarchy.join(relative);
+            match fs::remove_dir(&path) {
+                Ok(()) => tracing::debug!(path = %path.display(), "removed an empty cgroup"),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                // Still has children or processes: it and everything above it stay.
+                Err(_) => break,
+            }
+            dir = relative.parent();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +117,37 @@ mod tests {
         let path = root.join(path);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, content).unwrap();
+    }
+
+    #[test]
+    fn removing_a_containers_cgroup_dirs_keeps_what_another_still_uses() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in [
+            "memory/gitvisor/aaaa/web",
+            "memory/gitvisor/aaaa/db",
+            "pids/gitvisor/aaaa/web",
+            "gitvisor/aaaa/web",
+            "gitvisor/bbbb/web",
+        ] {
+            fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        remove_dirs_under(root.path(), "/gitvisor/aaaa/web");
+        let exists = |dir: &str| root.path().join(dir).exists();
+        assert!(!exists("memory/gitvisor/aaaa/web"));
+        assert!(
+            exists("memory/gitvisor/aaaa/db"),
+            "another container's stays"
+        );
+        assert!(!exists("pids/gitvisor"), "an emptied gitvisor dir goes");
+        assert!(
+            !exists("gitvisor/aaaa"),
+            "a unified hierarchy at the root too"
+        );
+        assert!(
+            exists("gitvisor/bbbb/web"),
+            "another gitvisor's scope stays"
+        );
+        remove_dirs_under(root.path(), "/gitvisor/aaaa/web");
     }
 
     #[test]

@@ -48,7 +48,11 @@ pub(crate) fn declared(
         Ok(_) => change,
     };
     let running = spec.state == RunState::Running;
-    let Some(current) = host.get(id.name.as_str()) else {
+    // A failed create left only files, which a create replaces: as if absent.
+    let current = host
+        .get(id.name.as_str())
+        .filter(|c| c.status != RuntimeStatus::NotCreated);
+    let Some(current) = current else {
         let fields = creation_fields(spec);
         return finish(
             Change {
@@ -211,7 +215,8 @@ pub(crate) fn declared(
                 vec![Work::Stop],
             )
         }
-        (RunState::Stopped, _) | (RunState::Running, RuntimeStatus::Creating) => {
+        (RunState::Stopped, _)
+        | (RunState::Running, RuntimeStatus::Creating | RuntimeStatus::NotCreated) => {
             let note = describe(current, Some(now));
             finish(
                 change.with_reason(note),
@@ -467,6 +472,17 @@ pub(crate) fn pruned(
         };
         let id = ResourceId::new(Kind::Container, name);
         match Evidence::new(marker(container), context.is_recorded(&id)).undeclared() {
+            Prune::Delete if container.status == RuntimeStatus::NotCreated => deletes.push(
+                Change::new(id, Action::Delete)
+                    .with_reason(
+                        "no longer declared; its create had failed: what it left (bundle, writable layer, logs) is removed",
+                    )
+                    .with_observed(ObservedContainer {
+                        current: Some(container.clone()),
+                        declaration: None,
+                        work: vec![Work::Remove],
+                    }),
+            ),
             Prune::Delete => deletes.push(
                 Change::new(id, Action::Delete)
                     .with_reason("no longer declared")

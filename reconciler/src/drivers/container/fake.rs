@@ -127,6 +127,22 @@ impl FakeHost {
     }
 
     /// The image the fake prepares for `image`: `sleep` as its command.
+    /// What a failed create leaves, as [`ContainerHost::list`] reports it.
+    pub fn not_created(id: &str) -> RuntimeContainer {
+        RuntimeContainer {
+            id: id.to_owned(),
+            status: RuntimeStatus::NotCreated,
+            pid: None,
+            annotations: [(super::seam::MANAGED_ANNOTATION.to_owned(), id.to_owned())].into(),
+            limits: None,
+            exit: None,
+            health: None,
+            restarts: 0,
+            started: None,
+            stopped_by_gitvisor: false,
+        }
+    }
+
     pub fn image_for(image: &str) -> PreparedImage {
         PreparedImage {
             id: super::image::Sha256Digest::of(image.as_bytes()).to_string(),
@@ -170,7 +186,15 @@ impl ContainerHost for FakeHost {
         if let Some(fail) = &*self.fail.lock().unwrap_or_else(|p| p.into_inner())
             && fail(&request)
         {
-            self.state().requests.push(request.clone());
+            let mut state = self.state();
+            state.requests.push(request.clone());
+            // As on the host: the bundle with its intent marker stays after a failed create.
+            if let HostRequest::Create { config, .. } = &request {
+                state
+                    .containers
+                    .entry(config.id.clone())
+                    .or_insert_with(|| FakeHost::not_created(&config.id));
+            }
             return Err(refused(format!("injected failure of {request}")));
         }
         let mut state = self.state();
@@ -191,7 +215,11 @@ impl ContainerHost for FakeHost {
                 start,
                 ..
             } => {
-                if state.containers.contains_key(&config.id) {
+                if state
+                    .containers
+                    .get(&config.id)
+                    .is_some_and(|c| c.status != RuntimeStatus::NotCreated)
+                {
                     return Err(refused(format!("container with id {} exists", config.id)));
                 }
                 let restarts = if keep_writable_layer {

@@ -8,7 +8,9 @@
 //!                                   pid, runc.log, shim.log, and what the supervisor and
 //!                                   gitvisor record: supervisor.pid, exit.json,
 //!                                   health.json, health-check.pid, restarts, stopped
-//!                                   (gitvisor stopped it)
+//!                                   (gitvisor stopped it), managed (the intent marker:
+//!                                   the container's name, written before anything else),
+//!                                   image.json (the image mounted: what image GC keeps)
 //! <state-dir>/containers/images/    the image store
 //! <state-dir>/containers/rw/<id>/   the writable layer (upper, work)
 //! <state-dir>/containers/logs/      the log files
@@ -69,6 +71,10 @@ const LAST_EXIT_FILE: &str = "last-exit.json";
 pub const RESTARTS_FILE: &str = "restarts";
 pub const STOPPED_FILE: &str = "stopped";
 pub const PID_FILE: &str = "pid";
+/// The intent marker: written (holding the container's name) before anything else of a
+/// create, so a create that fails before or in `runc create` (which the runtime then
+/// never lists) is still found, as [`RuntimeStatus::NotCreated`], and cleaned on prune.
+pub const INTENT_FILE: &str = "managed";
 
 impl RuncHost {
     pub fn new(run_dir: &Path, state_dir: &Path) -> Self {
@@ -104,6 +110,22 @@ impl RuncHost {
 
     pub fn store(&self) -> &ImageStore {
         &self.store
+    }
+
+    /// Collects the image store: removes what no container on this host uses
+    /// ([`image::gc`]); blocking.
+    pub fn prune_images(
+        &self,
+        policy: image::gc::Policy,
+        dry_run: bool,
+    ) -> Result<image::gc::Report, image::gc::GcError> {
+        image::gc::collect(
+            self.store.root(),
+            &self.bundles,
+            policy,
+            dry_run,
+            SystemTime::now(),
+        )
     }
 
     pub fn bundle(&self, id: &str) -> PathBuf {
@@ -163,6 +185,8 @@ impl Layout {
             remove_dir(&writable)?;
         }
         let (upper, work) = (writable.join("upper"), writable.join("work"));
+        fs::create_dir_all(&bundle).map_err(HostError::io("create", bundle.as_path()))?;
+        write_file(&bundle.join(INTENT_FILE), config.id.as_bytes())?;
         for dir in [&rootfs_dir, &upper, &work, &self.logs] {
             fs::create_dir_all(dir).map_err(HostError::io("create", dir.as_path()))?;
         }
@@ -181,6 +205,18 @@ impl Layout {
         }
         let restarts = if keep_writable_layer { restarts + 1 } else { 0 };
         write_file(&bundle.join(RESTARTS_FILE), restarts.to_string().as_bytes())?;
+        write_file(
+            &bundle.join(image::gc::BUNDLE_IMAGE_FILE),
+            &serde_json::to_vec(image).map_err(|e| {
+                HostError::Unexpected(format!("cannot record the container's image: {e}"))
+            })?,
+        )?;
+        if let Some(gone) = image.lowers.iter().find(|lower| !lower.is_dir()) {
+            return Err(HostError::Unexpected(format!(
+                "the image's layer {} was removed (an image prune ran after the import); the next apply imports the image again",
+                gone.display()
+            )));
+        }
         rootfs::mount_overlay(&image.lowers, &upper, &work, &rootfs_dir)?;
         let user = rootfs::resolve_user(&rootfs_dir, config.user.as_deref())?;
         let cgroup = bundle::cgroup_path(&self.runtime_root, &config.id);
@@ -412,7 +448,9 @@ impl RuncHost {
         let bundle = self.bundle(id);
         let writable = self.writable_layer(id);
         let log = logs.then(|| self.log_path(id));
+        let group = bundle::cgroup_path(&self.runc.root, id);
         blocking(move || {
+            cgroup::remove_dirs(&group);
             rootfs::unmount(&bundle.join("rootfs"))?;
             remove_dir(&bundle)?;
             remove_dir(&writable)?;
@@ -495,6 +533,36 @@ fn remove_dir(path: &Path) -> Result<(), HostError> {
     }
 }
 
+/// The bundles under `bundles` that carry gitvisor's intent marker for their own name but
+/// that the runtime did not list (`listed`): creates that failed. Blocking.
+fn not_created(
+    bundles: &Path,
+    listed: &std::collections::BTreeSet<String>,
+) -> Vec<RuntimeContainer> {
+    let Ok(entries) = fs::read_dir(bundles) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let id = entry.file_name().to_str()?.to_owned();
+            let marker = fs::read_to_string(entry.path().join(INTENT_FILE)).ok()?;
+            (marker.trim() == id && !listed.contains(&id)).then(|| RuntimeContainer {
+                annotations: [(super::seam::MANAGED_ANNOTATION.to_owned(), id.clone())].into(),
+                id,
+                status: RuntimeStatus::NotCreated,
+                pid: None,
+                limits: None,
+                exit: None,
+                health: None,
+                restarts: 0,
+                started: None,
+                stopped_by_gitvisor: false,
+            })
+        })
+        .collect()
+}
+
 /// What the files of one bundle say; blocking.
 fn read_records(
     bundle: &Path,
@@ -520,12 +588,13 @@ fn read_records(
 impl ContainerHost for RuncHost {
     async fn list(&self) -> Result<Vec<RuntimeContainer>, HostError> {
         let entries = self.runc.list().await?;
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
         let bundles: Vec<PathBuf> = entries.iter().map(|e| self.bundle(&e.id)).collect();
         let root = self.runc.root.clone();
+        let bundles_dir = self.bundles.clone();
         blocking(move || {
+            let listed: std::collections::BTreeSet<String> =
+                entries.iter().map(|e| e.id.clone()).collect();
+            let not_created = not_created(&bundles_dir, &listed);
             Ok(entries
                 .into_iter()
                 .zip(bundles)
@@ -557,6 +626,7 @@ impl ContainerHost for RuncHost {
                         stopped_by_gitvisor: stopped && !live,
                     }
                 })
+                .chain(not_created)
                 .collect())
         })
         .await

@@ -544,6 +544,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_create_then_undeclared_is_pruned_with_its_logs_and_a_declared_one_created() {
+        let fake = Arc::new(FakeHost::new(&[], &[]));
+        let driver = driver(&fake);
+        let web = declared("web", WEB);
+        fake.fail_when(|request| matches!(request, HostRequest::Create { .. }));
+        let change = plan_one(&driver, &web, &[]).await;
+        let step = StepContext::detached(change.id.clone());
+        assert!(driver.apply(&change, &step).await.is_err());
+        fake.fail_when(|_| false);
+        // Still declared: created afresh, as if absent.
+        let again = plan_one(&driver, &web, &["web"]).await;
+        assert_eq!(again.action, Action::Create, "{:?}", again.reasons);
+
+        fake.clear_requests();
+        let changes = driver.plan(&[], &owning(&["web"], &[])).await.unwrap();
+        assert_eq!(changes.len(), 1, "the failed create is seen: {changes:?}");
+        assert_eq!(changes[0].action, Action::Delete);
+        assert!(
+            changes[0]
+                .reasons
+                .iter()
+                .any(|r| r.contains("create had failed")),
+            "{:?}",
+            changes[0].reasons
+        );
+        apply(&driver, &changes[0]).await;
+        assert_eq!(
+            fake.requests(),
+            [HostRequest::Remove {
+                id: "web".into(),
+                veth: Some(veth_name("web")),
+                logs: true,
+            }]
+        );
+        assert!(fake.container("web").is_none());
+        // Without the store's record it is not gitvisor's to remove.
+        fake.insert(FakeHost::not_created("other"));
+        let changes = driver.plan(&[], &owning(&[], &[])).await.unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[tokio::test]
     async fn a_cancel_stops_before_the_next_request() {
         let fake = Arc::new(FakeHost::new(&["br0"], &[]));
         let web = || declared("web", &format!("{WEB}\nnetwork: {{bridge: br0}}"));

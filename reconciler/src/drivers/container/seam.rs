@@ -38,6 +38,11 @@ pub enum RuntimeStatus {
     Paused,
     /// Its process has exited; the container remains until deleted.
     Stopped,
+    /// gitvisor prepared its bundle (and wrote its intent marker there) but the runtime
+    /// has no such container: its create failed, or was interrupted before `runc create`.
+    /// What the create left (bundle, writable layer, mount, logs) is cleaned when the
+    /// container is pruned; a declared one is simply created again.
+    NotCreated,
 }
 
 impl RuntimeStatus {
@@ -61,6 +66,7 @@ impl fmt::Display for RuntimeStatus {
             RuntimeStatus::Running => "running",
             RuntimeStatus::Paused => "paused",
             RuntimeStatus::Stopped => "stopped",
+            RuntimeStatus::NotCreated => "not created (its create failed)",
         })
     }
 }
@@ -383,7 +389,8 @@ impl HostError {
 #[async_trait]
 pub trait ContainerHost: Send + Sync {
     /// Every container under gitvisor's runtime root: one `runc list`, plus what each
-    /// container's own files say (cgroup limits, exit and health records).
+    /// container's own files say (cgroup limits, exit and health records), plus the
+    /// bundles whose create failed ([`RuntimeStatus::NotCreated`]).
     async fn list(&self) -> Result<Vec<RuntimeContainer>, HostError>;
 
     /// Every bridge port's VLANs, by link name: one bridge VLAN dump of the whole host.

@@ -45,6 +45,7 @@ impl Sighting {
             | RuntimeStatus::Running
             | RuntimeStatus::Paused => true,
             RuntimeStatus::Stopped => container.exit.is_none() && supervised,
+            RuntimeStatus::NotCreated => false,
         };
         Sighting {
             alive,

@@ -239,7 +239,11 @@ impl SupervisorWatch {
         };
         let mut looks = BTreeMap::new();
         let mut wanted: BTreeMap<(String, Role), u32> = BTreeMap::new();
-        for container in containers {
+        // A failed create is no container to watch; the next plan cleans or recreates it.
+        for container in containers
+            .into_iter()
+            .filter(|c| c.status != RuntimeStatus::NotCreated)
+        {
             let bundle = self.host.bundle(&container.id);
             let supervisor = supervisor_pid(&bundle);
             let supervised = supervisor.is_some();

@@ -20,6 +20,7 @@ pub mod abandon;
 pub mod beneath;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod layer;
 pub mod reference;
 pub mod registry;
@@ -81,6 +82,12 @@ impl ImageDefaults {
 /// Imports `image` (as declared) into `store` unless the store has it; blocking. A
 /// store made with [`ImageStore::abandoned_by`] stops at its next read once abandoned.
 pub fn prepare(store: &ImageStore, image: &str) -> Result<PreparedImage, ImageError> {
+    // A collection of the store ([`gc`]) waits for this import, and this one for it.
+    let _import = gc::ImportLock::take(store.root()).map_err(ImageError::io(
+        image,
+        "lock the image store at",
+        store.root().join(gc::LOCK_FILE),
+    ))?;
     let prepared = match ImageRef::parse(image)? {
         ImageRef::Local { path, tag } => prepare_local(store, image, &path, tag.as_deref()),
         ImageRef::Registry(reference) => registry::pull(store, image, &reference),
