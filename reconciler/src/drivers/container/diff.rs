@@ -41,7 +41,8 @@ pub(crate) fn declared(
     now: SystemTime,
 ) -> Change {
     let id = resource.id();
-    let declaration = Declaration::resolve(&resource.metadata.name, spec, context);
+    let declaration =
+        Declaration::resolve(&resource.metadata.name, spec, context, host.host_resolver());
     let change = Change::new(id.clone(), Action::NoOp).with_desired(Arc::clone(resource));
     let mut change = match &declaration.mounts {
         Err(why) => change.with_reason(format!("apply will fail: {why}")),
@@ -147,6 +148,19 @@ pub(crate) fn declared(
                 ));
                 work.push(Work::SetVlans(vlans));
             }
+            if let Some(observed) = &current.resolv_conf
+                && *observed != declaration.etc_files.resolv_conf
+            {
+                fields.push(FieldChange::new(
+                    "/etc/resolv.conf",
+                    nameservers(observed),
+                    nameservers(&declaration.etc_files.resolv_conf),
+                    Effect::Hot,
+                ));
+                work.push(Work::WriteResolvConf(
+                    declaration.etc_files.resolv_conf.clone(),
+                ));
+            }
             if work.is_empty() {
                 let note = describe(current, Some(now));
                 finish(
@@ -231,6 +245,16 @@ fn vlan_drift(declaration: &Declaration, host: &HostContainers) -> Option<VlanDr
     let declared = veth.vlans.as_ref()?;
     let now = host.port_vlans(&veth.host_name)?;
     VlanDrift::between(now.to_vec(), declared.clone())
+}
+
+/// The name servers (and search domains) a resolv.conf names, for a plan's field: the
+/// lines that matter, not the comments.
+fn nameservers(resolv_conf: &str) -> String {
+    resolv_conf
+        .lines()
+        .filter(|line| line.starts_with("nameserver") || line.starts_with("search"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// How a container is doing, for `status`: `running (pid 42, up 3m 12s), 2 restarts,
@@ -504,6 +528,7 @@ mod tests {
             restarts: 2,
             started: Some(started),
             stopped_by_gitvisor: false,
+            resolv_conf: None,
         };
         let now = started + Duration::from_millis(192_700);
         assert_eq!(

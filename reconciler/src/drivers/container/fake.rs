@@ -33,6 +33,8 @@ struct State {
     requests: Vec<HostRequest>,
     lists: usize,
     next_pid: u32,
+    /// The host's resolver configuration.
+    host_resolver: String,
 }
 
 pub struct FakeHost {
@@ -48,6 +50,7 @@ impl FakeHost {
         FakeHost {
             state: Mutex::new(State {
                 next_pid: 100,
+                host_resolver: "nameserver 192.0.2.53\n".into(),
                 ..State::default()
             }),
             bridges: bridges.iter().map(|b| b.to_string()).collect(),
@@ -104,6 +107,11 @@ impl FakeHost {
     /// Changes the VLANs of the host veth `name` behind gitvisor's back.
     pub fn set_veth_vlans(&self, name: &str, vlans: Vec<Vlan>) {
         self.state().veth_vlans.insert(name.to_owned(), vlans);
+    }
+
+    /// The host's resolver configuration changes (its DHCP client got other servers).
+    pub fn set_host_resolver(&self, text: &str) {
+        self.state().host_resolver = text.to_owned();
     }
 
     /// Puts a container there as someone else (or gitvisor) left it.
@@ -166,6 +174,10 @@ impl ContainerHost for FakeHost {
             .collect())
     }
 
+    async fn host_resolver(&self) -> Result<String, HostError> {
+        Ok(self.state().host_resolver.clone())
+    }
+
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError> {
         if let Some(fail) = &*self.fail.lock().unwrap_or_else(|p| p.into_inner())
             && fail(&request)
@@ -219,6 +231,7 @@ impl ContainerHost for FakeHost {
                         restarts,
                         started: start.then(SystemTime::now),
                         stopped_by_gitvisor: false,
+                        resolv_conf: Some(config.etc_files.resolv_conf.clone()),
                     },
                 );
                 Ok(Answer::Pid(pid))
@@ -308,6 +321,17 @@ impl ContainerHost for FakeHost {
                 vlans.fake_apply_to(state.veth_vlans.entry(veth).or_default());
                 Ok(Answer::Done)
             }
+            HostRequest::WriteResolvConf { id, content } => match state.containers.get_mut(&id) {
+                Some(container) => {
+                    container.resolv_conf = Some(content);
+                    Ok(Answer::Done)
+                }
+                None => Err(HostError::Io {
+                    operation: "write",
+                    path: PathBuf::from("/fake/bundles").join(&id).join("resolv.conf"),
+                    source: std::io::ErrorKind::NotFound.into(),
+                }),
+            },
         }
     }
 

@@ -5,7 +5,9 @@
 //! ```text
 //! <run-dir>/runc/                   runc's state root (`runc --root`): gitvisor's marker
 //! <run-dir>/containers/<id>/        the bundle: config.json, rootfs/ (the overlay mount),
-//!                                   pid, runc.log, shim.log, and what the supervisor and
+//!                                   hosts, hostname and resolv.conf (bind-mounted on
+//!                                   the container's /etc), pid, runc.log, shim.log, and
+//!                                   what the supervisor and
 //!                                   gitvisor record: supervisor.pid, exit.json,
 //!                                   health.json, health-check.pid, restarts, stopped
 //!                                   (gitvisor stopped it)
@@ -28,6 +30,7 @@ use tokio::sync::OnceCell;
 
 use super::bundle;
 use super::cgroup;
+use super::etc_files;
 use super::image::{self, ImageStore};
 use super::logs;
 use super::network;
@@ -69,6 +72,11 @@ const LAST_EXIT_FILE: &str = "last-exit.json";
 pub const RESTARTS_FILE: &str = "restarts";
 pub const STOPPED_FILE: &str = "stopped";
 pub const PID_FILE: &str = "pid";
+
+/// The host's resolver configuration, and systemd-resolved's list of the upstream
+/// servers behind its stub ([`etc_files`]).
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+const SYSTEMD_UPSTREAM_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
 
 impl RuncHost {
     pub fn new(run_dir: &Path, state_dir: &Path) -> Self {
@@ -163,8 +171,18 @@ impl Layout {
             remove_dir(&writable)?;
         }
         let (upper, work) = (writable.join("upper"), writable.join("work"));
-        for dir in [&rootfs_dir, &upper, &work, &self.logs] {
-            fs::create_dir_all(dir).map_err(HostError::io("create", dir.as_path()))?;
+        // Modes set, not left to the caller's umask: under `umask 077` the upper
+        // directory (the container's `/`, as overlayfs shows it) would shut a non-root
+        // container out of its own root file system.
+        for (dir, mode) in [
+            (&bundle, PRIVATE_DIR),
+            (&rootfs_dir, PUBLIC_DIR),
+            (&writable, PRIVATE_DIR),
+            (&upper, PUBLIC_DIR),
+            (&work, PRIVATE_DIR),
+            (&self.logs, PRIVATE_DIR),
+        ] {
+            make_dir(dir, mode)?;
         }
         if keep_writable_layer && bundle.join(EXIT_FILE).exists() {
             fs::rename(bundle.join(EXIT_FILE), bundle.join(LAST_EXIT_FILE))
@@ -184,7 +202,11 @@ impl Layout {
         rootfs::mount_overlay(&image.lowers, &upper, &work, &rootfs_dir)?;
         let user = rootfs::resolve_user(&rootfs_dir, config.user.as_deref())?;
         let cgroup = bundle::cgroup_path(&self.runtime_root, &config.id);
-        let spec = bundle::render(config, user, &cgroup).map_err(HostError::Invalid)?;
+        // Readable by every user of the container (the mounted file keeps its mode).
+        for (file, content) in config.etc_files.by_bundle_name() {
+            write_file_mode(&bundle.join(file), content.as_bytes(), PUBLIC_FILE)?;
+        }
+        let spec = bundle::render(config, user, &cgroup, &bundle).map_err(HostError::Invalid)?;
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| HostError::Unexpected(format!("cannot write config.json: {e}")))?;
         write_file(&bundle.join("config.json"), &json)?;
@@ -467,6 +489,53 @@ fn read_number(path: &Path) -> u32 {
         .unwrap_or(0)
 }
 
+/// A directory only gitvisor (root) reads: bundles, writable layers, logs.
+const PRIVATE_DIR: u32 = 0o700;
+/// A directory the container's users see (its root): `rwxr-xr-x`, as images have `/`.
+const PUBLIC_DIR: u32 = 0o755;
+/// A file the container's users read (`/etc/hosts`, `/etc/resolv.conf`).
+const PUBLIC_FILE: u32 = 0o644;
+
+/// Creates `dir` (and its parents) with `mode` whatever the umask; an existing one is
+/// left as it is (a kept writable layer's `/` keeps what the container made of it).
+fn make_dir(dir: &Path, mode: u32) -> Result<(), HostError> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(HostError::io("create", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(HostError::io("set the mode of", dir))
+}
+
+/// [`write_file`] with `mode`, whatever the umask.
+fn write_file_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), HostError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).map_err(HostError::io("create a file in", dir))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(HostError::io("write", path))?;
+    file.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(HostError::io("set the mode of", path))?;
+    file.persist(path)
+        .map_err(|e| HostError::io("write", path)(e.error))?;
+    Ok(())
+}
+
+/// Rewrites the file at `path` in place: the same inode, so a bind mount of it (the
+/// container's `/etc/resolv.conf`) shows the new text. A rename would leave the mount
+/// on the old file. The file must be there: it is the container's.
+fn rewrite_in_place(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(HostError::io("open", path))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(HostError::io("write", path))?;
+    file.sync_all().map_err(HostError::io("write", path))
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let mut file =
@@ -536,6 +605,8 @@ impl ContainerHost for RuncHost {
                         RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Created
                     );
                     let (exit, health, restarts, stopped) = read_records(&bundle, live);
+                    let resolv_conf =
+                        fs::read_to_string(bundle.join(etc_files::RESOLV_CONF_FILE)).ok();
                     let started = fs::metadata(bundle.join(PID_FILE))
                         .and_then(|m| m.modified())
                         .ok()
@@ -555,6 +626,7 @@ impl ContainerHost for RuncHost {
                         restarts,
                         started,
                         stopped_by_gitvisor: stopped && !live,
+                        resolv_conf,
                     }
                 })
                 .collect())
@@ -564,6 +636,20 @@ impl ContainerHost for RuncHost {
 
     async fn port_vlans(&self) -> Result<BTreeMap<String, Vec<Vlan>>, HostError> {
         network::port_vlans(self.netlink().await?).await
+    }
+
+    async fn host_resolver(&self) -> Result<String, HostError> {
+        blocking(|| {
+            let read = |path: &str| match fs::read_to_string(path) {
+                Ok(text) => Ok(Some(text)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(HostError::io("read", path)(error)),
+            };
+            let etc = read(HOST_RESOLV_CONF)?.unwrap_or_default();
+            let upstream = read(SYSTEMD_UPSTREAM_RESOLV_CONF)?;
+            Ok(etc_files::host_resolver_text(&etc, upstream.as_deref()))
+        })
+        .await
     }
 
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError> {
@@ -624,6 +710,11 @@ impl ContainerHost for RuncHost {
             }
             HostRequest::Update { id, limits } => {
                 self.update(&id, limits).await?;
+                Ok(Answer::Done)
+            }
+            HostRequest::WriteResolvConf { id, content } => {
+                let path = self.bundle(&id).join(etc_files::RESOLV_CONF_FILE);
+                blocking(move || rewrite_in_place(&path, content.as_bytes())).await?;
                 Ok(Answer::Done)
             }
             HostRequest::SetVlans { id, veth, vlans } => {

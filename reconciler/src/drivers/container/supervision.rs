@@ -232,6 +232,7 @@ mod tests {
             restarts,
             started: None,
             stopped_by_gitvisor: false,
+            resolv_conf: None,
         }
     }
 

@@ -308,6 +308,12 @@ impl ImageStore {
         let scratch = self.scratch(image)?;
         let root = scratch.path().join("layer");
         fs::create_dir(&root).map_err(ImageError::io(image, "create", &root))?;
+        // The umask's mode would stand for the layer's `/` wherever the layer lists none.
+        fs::set_permissions(
+            &root,
+            std::os::unix::fs::PermissionsExt::from_mode(super::layer::IMPLICIT_DIR_MODE),
+        )
+        .map_err(ImageError::io(image, "set the mode of", &root))?;
         let mut raw = BufReader::new(self.abandon.reader(open()?));
         let gzip = match compression {
             Compression::Gzip => true,
