@@ -13,6 +13,7 @@ mod controller;
 mod doctor;
 mod errors;
 mod events;
+mod exec;
 pub mod output;
 mod plan;
 mod run;
@@ -314,6 +315,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Console { name } => console::run(global, &name),
+        Command::Exec {
+            name,
+            interactive,
+            tty,
+            command,
+        } => exec::run(global, &name, interactive, tty, &command),
         Command::Logs { name, follow } => {
             crate::drivers::container::logs::print(&global.state_dir, &name, follow)?;
             Ok(ExitCode::SUCCESS)

@@ -64,6 +64,9 @@ impl std::fmt::Debug for RuncHost {
     }
 }
 
+/// gitvisor's runtime root under the run dir (`runc --root <run-dir>/runc`).
+pub const RUNTIME_ROOT_SUBDIR: &str = "runc";
+
 /// File names in a bundle.
 pub const EXIT_FILE: &str = "exit.json";
 pub const HEALTH_FILE: &str = "health.json";
@@ -81,7 +84,7 @@ const SYSTEMD_UPSTREAM_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
 impl RuncHost {
     pub fn new(run_dir: &Path, state_dir: &Path) -> Self {
         let containers = state_dir.join("containers");
-        let mut runc = Runc::new(run_dir.join("runc"));
+        let mut runc = Runc::new(run_dir.join(RUNTIME_ROOT_SUBDIR));
         runc.binary = pick_runtime();
         RuncHost {
             runc,
