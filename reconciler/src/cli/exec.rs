@@ -41,7 +41,12 @@ pub fn run(
     runc.binary = pick_runtime();
     let state = super::runtime()?
         .block_on(runc.state(name.as_str()))
-        .with_context(|| format!("cannot look up container {name} under {}", runc.root.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot look up container {name} under {}",
+                runc.root.display()
+            )
+        })?;
     let Some(state) = state else {
         bail!(
             "no container {name} managed by gitvisor on this host: {} has none (is it declared and applied, with this --run-dir?)",
