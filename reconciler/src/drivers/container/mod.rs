@@ -359,7 +359,7 @@ mod tests {
     ) -> Change {
         let revision = [bridge.clone(), web.clone()];
         let changes = driver
-            .plan(&[web.clone()], &owning(&["web"], &revision))
+            .plan(std::slice::from_ref(web), &owning(&["web"], &revision))
             .await
             .unwrap();
         changes.into_iter().next().unwrap()
