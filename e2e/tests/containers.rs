@@ -1147,6 +1147,13 @@ fn exec_runs_in_a_managed_container_passes_its_status_and_refuses_what_it_cannot
     let tty = gitvisor_e2e::run_command(script).expect_code(0);
     assert_contains(&tty.stdout, "tty");
 
+    // -t without a terminal (a new session has no controlling terminal): said plainly.
+    let mut detached = std::process::Command::new("setsid");
+    detached.args(["-w", "nsenter"]).args(&tty_line);
+    detached.stdin(Stdio::null());
+    let no_tty = gitvisor_e2e::run_command(detached).expect_code(1);
+    assert_contains(&no_tty.stderr, "-t needs a terminal");
+
     // Refusals.
     let unknown = exec(&["nosuch", "--", "true"]).expect_code(1);
     assert_contains(&unknown.stderr, "no container nosuch managed by gitvisor");

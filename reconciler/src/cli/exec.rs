@@ -10,7 +10,9 @@
 //! the exit status is the command's (128 + N when signal N ended it), Ctrl-C and the
 //! other signals go to runc, which forwards them to the command, and with `-t` runc
 //! allocates the pseudo-terminal, puts the caller's terminal in raw mode and copies
-//! both ways (it runs attached, so it needs no console socket).
+//! both ways (it runs attached, so it needs no console socket). runc takes that
+//! terminal from the caller's controlling terminal (`/dev/tty`), so `-t` without one
+//! is refused here, with a message that says so.
 //!
 //! # Checks
 //!
@@ -72,6 +74,14 @@ pub fn run(
             "container {name} is in a state gitvisor does not know ({}); see `gitvisor status`",
             state.status
         ),
+    }
+
+    // runc's terminal is the caller's controlling terminal (`/dev/tty`): without one it
+    // fails with "open /dev/tty: no such device or address", which says nothing useful.
+    if tty && std::fs::File::open("/dev/tty").is_err() {
+        bail!(
+            "-t needs a terminal and this command has none (run it from a terminal, or leave -t out to pipe input with -i)"
+        );
     }
 
     let mut exec = std::process::Command::new(&runc.binary);

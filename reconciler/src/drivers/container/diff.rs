@@ -7,7 +7,7 @@
 //! | nothing                                          | `Create` (started when `Running`)      |
 //! | a container without gitvisor's marker, or without a store record | `Conflict`; with `gitvisor.dev/adopt: "true"`, `Replace` (a container's annotations cannot change, so adopting recreates it) |
 //! | ours, a recreating field changed (image, command, args, env, workingDir, user, mounts, network except `publish` and `vlans`, healthCheck), or its record unreadable, or stuck `creating` | `Replace` |
-//! | ours, declared `Running`, running                | `Update` of the limits and the host veth's VLANs (on a bridge that filters them) that differ, in place, or `NoOp` |
+//! | ours, declared `Running`, running                | `Update` of the limits, the host veth's VLANs (on a bridge that filters them) and `/etc/resolv.conf` (the bridge's dnsmasq or the host's servers, [`etc_files`](super::etc_files)) that differ, in place, or `NoOp` |
 //! | ours, declared `Running`, created but never started (an interrupted create) | `Update`: restart |
 //! | ours, declared `Running`, exited                 | by `restartPolicy` and backoff ([`restart`](super::restart)): `Update` (restart) or `NoOp` with the reason |
 //! | ours, declared `Stopped`, running or paused      | `Update`: stop                         |
