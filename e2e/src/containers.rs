@@ -34,7 +34,7 @@ use crate::{Netns, Outcome, TEST_HOST, gitvisor_bin, is_root, loud, run_command,
 /// The commands the busybox root file system links.
 const APPLETS: &[&str] = &[
     "sh", "sleep", "ping", "cat", "ip", "echo", "ls", "true", "false", "kill", "ps", "grep",
-    "touch", "wget", "nc", "id", "env", "test", "mkdir", "head", "yes", "tr",
+    "touch", "wget", "nc", "id", "env", "test", "mkdir", "head", "yes", "tr", "nslookup", "stat",
 ];
 
 /// Tools container tests need on the host; a missing one is a loud skip.

@@ -1048,3 +1048,265 @@ fn a_failed_create_leaves_nothing_mounted_and_runcs_refusal_needs_the_user() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// `command` run by `sh` under `umask 077`, as a root shell with that umask runs it.
+fn under_umask_077(command: std::process::Command) -> std::process::Command {
+    let mut wrapped = std::process::Command::new("sh");
+    wrapped
+        .args(["-c", "umask 077 && exec \"$@\"", "sh"])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+const DNS_BRIDGE: &str = "br-dns";
+
+/// Applied under `umask 077`, a container running as a non-root user still starts and
+/// reads its root file system and the name-service files gitvisor gives it: `/etc/hosts`
+/// with its own name, `/etc/hostname`, and a `/etc/resolv.conf` naming the bridge's
+/// address, where gitvisor's dnsmasq (the bridge has `dhcp:`) answers for the other
+/// container by name. A second plan is clean; the bridge losing `dhcp:` rewrites
+/// resolv.conf in the running container (the host's servers), without a restart.
+#[test]
+fn under_umask_077_a_non_root_container_reads_its_files_and_resolves_names_through_the_bridges_dnsmasq()
+ {
+    let Some((env, images)) = ContainerEnv::new("ctr_dns") else {
+        return;
+    };
+    let _leftovers = KillNamespaceProcesses(env.netns().to_owned());
+    let image = images.rootfs.display().to_string();
+    let bridge = |dhcp: bool| {
+        let dhcp = if dhcp {
+            "  dhcp: {range: 10.78.0.100-10.78.0.150, domain: lab}\n"
+        } else {
+            ""
+        };
+        bridge_manifest(
+            DNS_BRIDGE,
+            &[],
+            &format!("  addresses: [10.78.0.1/24]\n{dhcp}"),
+        )
+    };
+    let container = |name: &str, address: &str| {
+        ContainerEnv::container_manifest(
+            name,
+            &format!(
+                "  image: {image}\n  command: [sleep, '100000']\n  user: app\n  network: {{bridge: {DNS_BRIDGE}, address: {address}/24, gateway: 10.78.0.1}}\n  stopTimeout: 1s\n"
+            ),
+        )
+    };
+    let manifests = Manifests::new();
+    manifests.write("bridge.yaml", &bridge(true));
+    manifests.write("web.yaml", &container("web", "10.78.0.2"));
+    manifests.write("db.yaml", &container("db", "10.78.0.3"));
+    let apply = env.gitvisor_command([std::ffi::OsStr::new("apply"), manifests.path().as_os_str()]);
+    gitvisor_e2e::run_command(under_umask_077(apply)).expect_code(0);
+    let pid = pid_of(&env, "web");
+
+    // The container's user (uid 1000) reads its root and its files.
+    assert_eq!(
+        env.exec("web", &["id", "-u"]).expect_code(0).stdout,
+        "1000\n"
+    );
+    let root_mode = env.exec("web", &["stat", "-c", "%a", "/"]).expect_code(0);
+    assert_eq!(root_mode.stdout, "755\n");
+    env.exec("web", &["ls", "/bin/busybox"]).expect_code(0);
+    let hosts = env
+        .exec("web", &["cat", "/etc/hosts"])
+        .expect_code(0)
+        .stdout;
+    assert_contains(&hosts, "127.0.0.1\tlocalhost\n");
+    assert_contains(&hosts, "10.78.0.2\tweb.lab web\n");
+    assert_eq!(
+        env.exec("web", &["cat", "/etc/hostname"])
+            .expect_code(0)
+            .stdout,
+        "web\n"
+    );
+    let resolv = env
+        .exec("web", &["cat", "/etc/resolv.conf"])
+        .expect_code(0)
+        .stdout;
+    assert_contains(&resolv, "nameserver 10.78.0.1\n");
+    assert_contains(&resolv, "search lab\n");
+    // The bridge's dnsmasq answers for the other container, asked the way the
+    // container's resolver asks (the server from resolv.conf).
+    let mut answer = env.exec("web", &["nslookup", "db"]);
+    for _ in 0..50 {
+        if answer.stdout.contains("10.78.0.3") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        answer = env.exec("web", &["nslookup", "db"]);
+    }
+    assert_contains(&answer.stdout, "10.78.0.3");
+    // The image is untouched: the files are the bundle's, bind-mounted.
+    assert!(!images.rootfs.join("etc/hosts").exists());
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(change(&plan, "Container", "web")["action"], "noop");
+
+    // The bridge stops serving DNS: the host's resolver configuration, in place.
+    manifests.write("bridge.yaml", &bridge(false));
+    let plan = env.plan_json(manifests.path());
+    let web = change(&plan, "Container", "web");
+    assert_eq!(web["action"], "update", "{web:#}");
+    assert_contains(&web.to_string(), "/etc/resolv.conf");
+    env.apply(manifests.path(), 0);
+    let resolv = env
+        .exec("web", &["cat", "/etc/resolv.conf"])
+        .expect_code(0)
+        .stdout;
+    assert!(!resolv.contains("nameserver 10.78.0.1"), "{resolv}");
+    assert_contains(&resolv, "from the host's resolver configuration");
+    assert_eq!(
+        pid_of(&env, "web"),
+        pid,
+        "rewritten in place, not restarted"
+    );
+    let plan = env.plan_json(manifests.path());
+    assert_eq!(change(&plan, "Container", "web")["action"], "noop");
+}
+
+/// Kills what the test's gitvisor left in its namespace (dnsmasq), also when the test
+/// fails; runc's containers are `ContainerEnv`'s.
+struct KillNamespaceProcesses(String);
+
+impl Drop for KillNamespaceProcesses {
+    fn drop(&mut self) {
+        for pid in gitvisor_e2e::network::namespace_pids(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// `gitvisor exec`: runs in the managed container as its user and exits with the
+/// command's status; stdin only with `-i`; `-t` gives the command a terminal (under a
+/// pty, as `script` provides one); refuses an unknown name, a container without
+/// gitvisor's marker under its runtime root, and one that is not running, each saying
+/// so.
+#[test]
+fn exec_runs_in_a_managed_container_passes_its_status_and_refuses_what_it_cannot() {
+    let Some((env, images)) = ContainerEnv::new("ctr_exec") else {
+        return;
+    };
+    let image = images.rootfs.display().to_string();
+    let manifests = Manifests::new();
+    let web = |state: &str| {
+        ContainerEnv::container_manifest(
+            "web",
+            &format!(
+                "  image: {image}\n  command: [sleep, '100000']\n  state: {state}\n  stopTimeout: 1s\n"
+            ),
+        )
+    };
+    manifests.write("web.yaml", &web("Running"));
+    env.apply(manifests.path(), 0);
+    pid_of(&env, "web");
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        env.gitvisor(all)
+    };
+
+    assert_eq!(
+        exec(&["web", "--", "cat", "/etc/hostname"])
+            .expect_code(0)
+            .stdout,
+        "web\n"
+    );
+    exec(&["web", "--", "sh", "-c", "exit 7"]).expect_code(7);
+    // Without -i stdin reads nothing; with -i it is the caller's.
+    let mut piped = env.gitvisor_command(["exec", "-i", "web", "--", "cat"]);
+    piped.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = piped.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"through stdin\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "through stdin\n");
+    assert_eq!(
+        exec(&["web", "--", "cat"]).expect_code(0).stdout,
+        "",
+        "stdin is not attached without -i"
+    );
+    // -t under a pseudo-terminal: the command's stdin is a terminal.
+    let tty_line = env
+        .gitvisor_command([
+            "exec",
+            "-t",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "test -t 0 && echo tty",
+        ])
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    let mut script = std::process::Command::new("script");
+    script.args([
+        "-qec",
+        &format!("nsenter {}", shell_words(&tty_line)),
+        "/dev/null",
+    ]);
+    script.env("NO_COLOR", "1");
+    let tty = gitvisor_e2e::run_command(script).expect_code(0);
+    assert_contains(&tty.stdout, "tty");
+
+    // -t without a terminal (a new session has no controlling terminal): said plainly.
+    let mut detached = std::process::Command::new("setsid");
+    detached.args(["-w", "nsenter"]).args(&tty_line);
+    detached.stdin(Stdio::null());
+    let no_tty = gitvisor_e2e::run_command(detached).expect_code(1);
+    assert_contains(&no_tty.stderr, "-t needs a terminal");
+
+    // Refusals.
+    let unknown = exec(&["nosuch", "--", "true"]).expect_code(1);
+    assert_contains(&unknown.stderr, "no container nosuch managed by gitvisor");
+    let mut foreign = std::process::Command::new("runc");
+    let bundle = tempfile::tempdir().unwrap();
+    let foreign_rootfs = bundle.path().join("rootfs");
+    gitvisor_e2e::containers::busybox_rootfs(&foreign_rootfs);
+    let spec = std::process::Command::new("runc")
+        .current_dir(bundle.path())
+        .args(["spec"])
+        .status()
+        .unwrap();
+    assert!(spec.success());
+    let config = bundle.path().join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
+    json["process"]["terminal"] = false.into();
+    json["process"]["args"] = serde_json::json!(["sleep", "100000"]);
+    fs::write(&config, json.to_string()).unwrap();
+    foreign
+        .arg("--root")
+        .arg(env.runc_root())
+        .args(["run", "--detach", "--bundle"])
+        .arg(bundle.path())
+        .arg("stranger")
+        .stdin(Stdio::null());
+    gitvisor_e2e::run_command(foreign).expect_code(0);
+    let stranger = exec(&["stranger", "--", "true"]).expect_code(1);
+    assert_contains(&stranger.stderr, "does not carry gitvisor's marker");
+
+    manifests.write("web.yaml", &web("Stopped"));
+    env.apply(manifests.path(), 0);
+    let stopped = exec(&["web", "--", "true"]).expect_code(1);
+    assert_contains(&stopped.stderr, "container web is stopped, not running");
+}
+
+/// `args` quoted for `sh`.
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -235,6 +235,25 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Run a command in a running container that gitvisor manages (the runtime's exec).
+    ///
+    /// The command runs as the container's user, in its working directory and
+    /// environment; gitvisor exits with the command's exit status. `-i` keeps stdin
+    /// attached, `-t` gives the command a terminal (`-it` for a shell).
+    Exec {
+        /// The Container's name.
+        #[arg(value_parser = parse_name)]
+        name: Name,
+        /// Keep stdin attached to the command (otherwise it reads nothing).
+        #[arg(short, long)]
+        interactive: bool,
+        /// Allocate a terminal for the command.
+        #[arg(short, long)]
+        tty: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// Attach to a VM's serial console (its socket under the run dir).
@@ -303,6 +322,7 @@ impl Command {
             | Command::Completions { .. }
             | Command::Console { .. }
             | Command::Logs { .. }
+            | Command::Exec { .. }
             | Command::ContainerShim { .. }
             | Command::Run(_) => OutputFormat::Text,
         }

@@ -13,6 +13,7 @@ mod controller;
 mod doctor;
 mod errors;
 mod events;
+mod exec;
 mod image;
 pub mod output;
 mod plan;
@@ -319,6 +320,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Image {
             command: ImageCommand::Prune { dry_run, output },
         } => image::prune(global, dry_run, output),
+        Command::Exec {
+            name,
+            interactive,
+            tty,
+            command,
+        } => exec::run(global, &name, interactive, tty, &command),
         Command::Logs { name, follow } => {
             crate::drivers::container::logs::print(&global.state_dir, &name, follow)?;
             Ok(ExitCode::SUCCESS)

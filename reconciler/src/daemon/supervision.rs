@@ -309,6 +309,7 @@ mod tests {
             restarts,
             started: None,
             stopped_by_gitvisor: false,
+            resolv_conf: None,
         }
     }
 

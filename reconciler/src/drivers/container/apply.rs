@@ -12,6 +12,7 @@
 //! - **Remove** (after a Stop): `runc delete --force`, unmount, remove the bundle,
 //!   writable layer and host veth; when pruned (not replaced), its log files too.
 //! - **Stop**: SIGTERM, SIGKILL after `stopTimeout`. **Update**: one `runc update`.
+//!   **WriteResolvConf**: the bundle's `resolv.conf` rewritten in place.
 //!
 //! The step's context is checked before every request. Stopping between any two leaves
 //! a state the next plan repairs: a container created but not started is restarted (or
@@ -86,6 +87,13 @@ pub(crate) async fn apply(
                 run.send(HostRequest::Update {
                     id: name.to_owned(),
                     limits: *limits,
+                })
+                .await?;
+            }
+            Work::WriteResolvConf(content) => {
+                run.send(HostRequest::WriteResolvConf {
+                    id: name.to_owned(),
+                    content: content.clone(),
                 })
                 .await?;
             }

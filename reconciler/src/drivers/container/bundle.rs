@@ -10,7 +10,7 @@
 //! limits are found at a known place under every controller.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
@@ -19,6 +19,7 @@ use oci_spec::runtime::{
     get_default_readonly_paths,
 };
 
+use super::etc_files;
 use super::seam::{ContainerConfig, MountSource};
 
 /// The cgroup (below every controller's root) of container `id` under the runtime root
@@ -66,8 +67,15 @@ fn capabilities() -> HashSet<Capability> {
     .collect()
 }
 
-/// The runtime spec of `config`, its process running as `user`, in the cgroup `cgroup`.
-pub fn render(config: &ContainerConfig, user: ResolvedUser, cgroup: &str) -> Result<Spec, String> {
+/// The runtime spec of `config`, its process running as `user`, in the cgroup `cgroup`;
+/// `bundle` is the bundle's directory, which holds the files bind-mounted on `/etc`
+/// ([`super::etc_files`]).
+pub fn render(
+    config: &ContainerConfig,
+    user: ResolvedUser,
+    cgroup: &str,
+    bundle: &Path,
+) -> Result<Spec, String> {
     let invalid = |what: &str, e: oci_spec::OciSpecError| format!("{what}: {e}");
     let caps = capabilities();
     let capabilities = LinuxCapabilitiesBuilder::default()
@@ -94,6 +102,19 @@ pub fn render(config: &ContainerConfig, user: ResolvedUser, cgroup: &str) -> Res
         .map_err(|e| invalid("process", e))?;
 
     let mut mounts = get_default_mounts();
+    // Before the declared mounts, so a declared mount on /etc (or on one of these
+    // files) is laid over them, as the declaration asks.
+    for (file, target) in etc_files::MOUNTED {
+        mounts.push(
+            MountBuilder::default()
+                .destination(PathBuf::from(target))
+                .typ("bind")
+                .source(bundle.join(file))
+                .options(vec!["rbind".to_owned(), "rprivate".to_owned()])
+                .build()
+                .map_err(|e| invalid("mount", e))?,
+        );
+    }
     for mount in &config.mounts {
         mounts.push(mount_of(mount).map_err(|e| invalid("mount", e))?);
     }
@@ -217,6 +238,7 @@ mod tests {
             },
             annotations: BTreeMap::from([("gitvisor.dev/managed".into(), "web".into())]),
             health: None,
+            etc_files: Default::default(),
         }
     }
 
@@ -232,7 +254,8 @@ mod tests {
             uid: 1000,
             gid: 100,
         };
-        let spec = render(&config(), user, &cgroup).unwrap();
+        let bundle = Path::new("/run/gitvisor/containers/web");
+        let spec = render(&config(), user, &cgroup, bundle).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["process"]["args"], serde_json::json!(["sleep", "100"]));
         assert_eq!(json["process"]["cwd"], "/srv");
@@ -249,6 +272,18 @@ mod tests {
         let data = mounts.iter().find(|m| m["destination"] == "/data").unwrap();
         assert_eq!(data["type"], "bind");
         assert!(data["options"].as_array().unwrap().contains(&"ro".into()));
+        for (file, target) in [
+            ("hosts", "/etc/hosts"),
+            ("hostname", "/etc/hostname"),
+            ("resolv.conf", "/etc/resolv.conf"),
+        ] {
+            let mount = mounts.iter().find(|m| m["destination"] == target).unwrap();
+            assert_eq!(mount["type"], "bind");
+            assert_eq!(
+                mount["source"],
+                format!("/run/gitvisor/containers/web/{file}")
+            );
+        }
         let namespaces: Vec<_> = json["linux"]["namespaces"]
             .as_array()
             .unwrap()

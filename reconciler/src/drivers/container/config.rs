@@ -88,6 +88,7 @@ pub fn container_config(
             retries: check.retries,
             start_period: check.start_period.0,
         }),
+        etc_files: declaration.etc_files.clone(),
     })
 }
 
@@ -101,7 +102,7 @@ mod tests {
     fn config(yaml: &str, defaults: ImageDefaults) -> Result<ContainerConfig, String> {
         let spec = serde_yaml::from_str(yaml).unwrap();
         let name = Name::parse("web").unwrap();
-        let declaration = Declaration::resolve(&name, &spec, &PlanContext::default());
+        let declaration = Declaration::resolve(&name, &spec, &PlanContext::default(), "");
         let image = PreparedImage {
             id: "sha256:1".into(),
             lowers: Vec::new(),

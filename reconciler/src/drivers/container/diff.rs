@@ -7,7 +7,7 @@
 //! | nothing                                          | `Create` (started when `Running`)      |
 //! | a container without gitvisor's marker, or without a store record | `Conflict`; with `gitvisor.dev/adopt: "true"`, `Replace` (a container's annotations cannot change, so adopting recreates it) |
 //! | ours, a recreating field changed (image, command, args, env, workingDir, user, mounts, network except `publish` and `vlans`, healthCheck), or its record unreadable, or stuck `creating` | `Replace` |
-//! | ours, declared `Running`, running                | `Update` of the limits and the host veth's VLANs (on a bridge that filters them) that differ, in place, or `NoOp` |
+//! | ours, declared `Running`, running                | `Update` of the limits, the host veth's VLANs (on a bridge that filters them) and `/etc/resolv.conf` (the bridge's dnsmasq or the host's servers, [`etc_files`](super::etc_files)) that differ, in place, or `NoOp` |
 //! | ours, declared `Running`, created but never started (an interrupted create) | `Update`: restart |
 //! | ours, declared `Running`, exited                 | by `restartPolicy` and backoff ([`restart`](super::restart)): `Update` (restart) or `NoOp` with the reason |
 //! | ours, declared `Stopped`, running or paused      | `Update`: stop                         |
@@ -41,7 +41,8 @@ pub(crate) fn declared(
     now: SystemTime,
 ) -> Change {
     let id = resource.id();
-    let declaration = Declaration::resolve(&resource.metadata.name, spec, context);
+    let declaration =
+        Declaration::resolve(&resource.metadata.name, spec, context, host.host_resolver());
     let change = Change::new(id.clone(), Action::NoOp).with_desired(Arc::clone(resource));
     let mut change = match &declaration.mounts {
         Err(why) => change.with_reason(format!("apply will fail: {why}")),
@@ -151,6 +152,19 @@ pub(crate) fn declared(
                 ));
                 work.push(Work::SetVlans(vlans));
             }
+            if let Some(observed) = &current.resolv_conf
+                && *observed != declaration.etc_files.resolv_conf
+            {
+                fields.push(FieldChange::new(
+                    "/etc/resolv.conf",
+                    nameservers(observed),
+                    nameservers(&declaration.etc_files.resolv_conf),
+                    Effect::Hot,
+                ));
+                work.push(Work::WriteResolvConf(
+                    declaration.etc_files.resolv_conf.clone(),
+                ));
+            }
             if work.is_empty() {
                 let note = describe(current, Some(now));
                 finish(
@@ -236,6 +250,16 @@ fn vlan_drift(declaration: &Declaration, host: &HostContainers) -> Option<VlanDr
     let declared = veth.vlans.as_ref()?;
     let now = host.port_vlans(&veth.host_name)?;
     VlanDrift::between(now.to_vec(), declared.clone())
+}
+
+/// The name servers (and search domains) a resolv.conf names, for a plan's field: the
+/// lines that matter, not the comments.
+fn nameservers(resolv_conf: &str) -> String {
+    resolv_conf
+        .lines()
+        .filter(|line| line.starts_with("nameserver") || line.starts_with("search"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// How a container is doing, for `status`: `running (pid 42, up 3m 12s), 2 restarts,
@@ -520,6 +544,7 @@ mod tests {
             restarts: 2,
             started: Some(started),
             stopped_by_gitvisor: false,
+            resolv_conf: None,
         };
         let now = started + Duration::from_millis(192_700);
         assert_eq!(

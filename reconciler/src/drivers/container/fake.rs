@@ -33,6 +33,8 @@ struct State {
     requests: Vec<HostRequest>,
     lists: usize,
     next_pid: u32,
+    /// The host's resolver configuration.
+    host_resolver: String,
 }
 
 pub struct FakeHost {
@@ -48,6 +50,7 @@ impl FakeHost {
         FakeHost {
             state: Mutex::new(State {
                 next_pid: 100,
+                host_resolver: "nameserver 192.0.2.53\n".into(),
                 ..State::default()
             }),
             bridges: bridges.iter().map(|b| b.to_string()).collect(),
@@ -106,6 +109,11 @@ impl FakeHost {
         self.state().veth_vlans.insert(name.to_owned(), vlans);
     }
 
+    /// The host's resolver configuration changes (its DHCP client got other servers).
+    pub fn set_host_resolver(&self, text: &str) {
+        self.state().host_resolver = text.to_owned();
+    }
+
     /// Puts a container there as someone else (or gitvisor) left it.
     pub fn insert(&self, container: RuntimeContainer) {
         self.state()
@@ -126,7 +134,6 @@ impl FakeHost {
         }
     }
 
-    /// The image the fake prepares for `image`: `sleep` as its command.
     /// What a failed create leaves, as [`ContainerHost::list`] reports it.
     pub fn not_created(id: &str) -> RuntimeContainer {
         RuntimeContainer {
@@ -140,9 +147,11 @@ impl FakeHost {
             restarts: 0,
             started: None,
             stopped_by_gitvisor: false,
+            resolv_conf: None,
         }
     }
 
+    /// The image the fake prepares for `image`: `sleep` as its command.
     pub fn image_for(image: &str) -> PreparedImage {
         PreparedImage {
             id: super::image::Sha256Digest::of(image.as_bytes()).to_string(),
@@ -180,6 +189,10 @@ impl ContainerHost for FakeHost {
             .filter(|(name, _)| state.veths.contains_key(*name))
             .map(|(name, vlans)| (name.clone(), vlans.clone()))
             .collect())
+    }
+
+    async fn host_resolver(&self) -> Result<String, HostError> {
+        Ok(self.state().host_resolver.clone())
     }
 
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError> {
@@ -247,6 +260,7 @@ impl ContainerHost for FakeHost {
                         restarts,
                         started: start.then(SystemTime::now),
                         stopped_by_gitvisor: false,
+                        resolv_conf: Some(config.etc_files.resolv_conf.clone()),
                     },
                 );
                 Ok(Answer::Pid(pid))
@@ -336,6 +350,17 @@ impl ContainerHost for FakeHost {
                 vlans.fake_apply_to(state.veth_vlans.entry(veth).or_default());
                 Ok(Answer::Done)
             }
+            HostRequest::WriteResolvConf { id, content } => match state.containers.get_mut(&id) {
+                Some(container) => {
+                    container.resolv_conf = Some(content);
+                    Ok(Answer::Done)
+                }
+                None => Err(HostError::Io {
+                    operation: "write",
+                    path: PathBuf::from("/fake/bundles").join(&id).join("resolv.conf"),
+                    source: std::io::ErrorKind::NotFound.into(),
+                }),
+            },
         }
     }
 

@@ -5,7 +5,9 @@
 //! ```text
 //! <run-dir>/runc/                   runc's state root (`runc --root`): gitvisor's marker
 //! <run-dir>/containers/<id>/        the bundle: config.json, rootfs/ (the overlay mount),
-//!                                   pid, runc.log, shim.log, and what the supervisor and
+//!                                   hosts, hostname and resolv.conf (bind-mounted on
+//!                                   the container's /etc), pid, runc.log, shim.log, and
+//!                                   what the supervisor and
 //!                                   gitvisor record: supervisor.pid, exit.json,
 //!                                   health.json, health-check.pid, restarts, stopped
 //!                                   (gitvisor stopped it), managed (the intent marker:
@@ -30,6 +32,7 @@ use tokio::sync::OnceCell;
 
 use super::bundle;
 use super::cgroup;
+use super::etc_files;
 use super::image::{self, ImageStore};
 use super::logs;
 use super::network;
@@ -63,6 +66,9 @@ impl std::fmt::Debug for RuncHost {
     }
 }
 
+/// gitvisor's runtime root under the run dir (`runc --root <run-dir>/runc`).
+pub const RUNTIME_ROOT_SUBDIR: &str = "runc";
+
 /// File names in a bundle.
 pub const EXIT_FILE: &str = "exit.json";
 pub const HEALTH_FILE: &str = "health.json";
@@ -76,10 +82,15 @@ pub const PID_FILE: &str = "pid";
 /// never lists) is still found, as [`RuntimeStatus::NotCreated`], and cleaned on prune.
 pub const INTENT_FILE: &str = "managed";
 
+/// The host's resolver configuration, and systemd-resolved's list of the upstream
+/// servers behind its stub ([`etc_files`]).
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+const SYSTEMD_UPSTREAM_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
+
 impl RuncHost {
     pub fn new(run_dir: &Path, state_dir: &Path) -> Self {
         let containers = state_dir.join("containers");
-        let mut runc = Runc::new(run_dir.join("runc"));
+        let mut runc = Runc::new(run_dir.join(RUNTIME_ROOT_SUBDIR));
         runc.binary = pick_runtime();
         RuncHost {
             runc,
@@ -185,10 +196,19 @@ impl Layout {
             remove_dir(&writable)?;
         }
         let (upper, work) = (writable.join("upper"), writable.join("work"));
-        fs::create_dir_all(&bundle).map_err(HostError::io("create", bundle.as_path()))?;
+        // Modes set, not left to the caller's umask: under `umask 077` the upper
+        // directory (the container's `/`, as overlayfs shows it) would shut a non-root
+        // container out of its own root file system. The intent marker goes in first.
+        make_dir(&bundle, PRIVATE_DIR)?;
         write_file(&bundle.join(INTENT_FILE), config.id.as_bytes())?;
-        for dir in [&rootfs_dir, &upper, &work, &self.logs] {
-            fs::create_dir_all(dir).map_err(HostError::io("create", dir.as_path()))?;
+        for (dir, mode) in [
+            (&rootfs_dir, PUBLIC_DIR),
+            (&writable, PRIVATE_DIR),
+            (&upper, PUBLIC_DIR),
+            (&work, PRIVATE_DIR),
+            (&self.logs, PRIVATE_DIR),
+        ] {
+            make_dir(dir, mode)?;
         }
         if keep_writable_layer && bundle.join(EXIT_FILE).exists() {
             fs::rename(bundle.join(EXIT_FILE), bundle.join(LAST_EXIT_FILE))
@@ -220,7 +240,11 @@ impl Layout {
         rootfs::mount_overlay(&image.lowers, &upper, &work, &rootfs_dir)?;
         let user = rootfs::resolve_user(&rootfs_dir, config.user.as_deref())?;
         let cgroup = bundle::cgroup_path(&self.runtime_root, &config.id);
-        let spec = bundle::render(config, user, &cgroup).map_err(HostError::Invalid)?;
+        // Readable by every user of the container (the mounted file keeps its mode).
+        for (file, content) in config.etc_files.by_bundle_name() {
+            write_file_mode(&bundle.join(file), content.as_bytes(), PUBLIC_FILE)?;
+        }
+        let spec = bundle::render(config, user, &cgroup, &bundle).map_err(HostError::Invalid)?;
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| HostError::Unexpected(format!("cannot write config.json: {e}")))?;
         write_file(&bundle.join("config.json"), &json)?;
@@ -505,6 +529,53 @@ fn read_number(path: &Path) -> u32 {
         .unwrap_or(0)
 }
 
+/// A directory only gitvisor (root) reads: bundles, writable layers, logs.
+const PRIVATE_DIR: u32 = 0o700;
+/// A directory the container's users see (its root): `rwxr-xr-x`, as images have `/`.
+const PUBLIC_DIR: u32 = 0o755;
+/// A file the container's users read (`/etc/hosts`, `/etc/resolv.conf`).
+const PUBLIC_FILE: u32 = 0o644;
+
+/// Creates `dir` (and its parents) with `mode` whatever the umask; an existing one is
+/// left as it is (a kept writable layer's `/` keeps what the container made of it).
+fn make_dir(dir: &Path, mode: u32) -> Result<(), HostError> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(HostError::io("create", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(HostError::io("set the mode of", dir))
+}
+
+/// [`write_file`] with `mode`, whatever the umask.
+fn write_file_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), HostError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).map_err(HostError::io("create a file in", dir))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(HostError::io("write", path))?;
+    file.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(HostError::io("set the mode of", path))?;
+    file.persist(path)
+        .map_err(|e| HostError::io("write", path)(e.error))?;
+    Ok(())
+}
+
+/// Rewrites the file at `path` in place: the same inode, so a bind mount of it (the
+/// container's `/etc/resolv.conf`) shows the new text. A rename would leave the mount
+/// on the old file. The file must be there: it is the container's.
+fn rewrite_in_place(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(HostError::io("open", path))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(HostError::io("write", path))?;
+    file.sync_all().map_err(HostError::io("write", path))
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let mut file =
@@ -558,6 +629,7 @@ fn not_created(
                 restarts: 0,
                 started: None,
                 stopped_by_gitvisor: false,
+                resolv_conf: None,
             })
         })
         .collect()
@@ -605,6 +677,8 @@ impl ContainerHost for RuncHost {
                         RuntimeStatus::Running | RuntimeStatus::Paused | RuntimeStatus::Created
                     );
                     let (exit, health, restarts, stopped) = read_records(&bundle, live);
+                    let resolv_conf =
+                        fs::read_to_string(bundle.join(etc_files::RESOLV_CONF_FILE)).ok();
                     let started = fs::metadata(bundle.join(PID_FILE))
                         .and_then(|m| m.modified())
                         .ok()
@@ -624,6 +698,7 @@ impl ContainerHost for RuncHost {
                         restarts,
                         started,
                         stopped_by_gitvisor: stopped && !live,
+                        resolv_conf,
                     }
                 })
                 .chain(not_created)
@@ -634,6 +709,20 @@ impl ContainerHost for RuncHost {
 
     async fn port_vlans(&self) -> Result<BTreeMap<String, Vec<Vlan>>, HostError> {
         network::port_vlans(self.netlink().await?).await
+    }
+
+    async fn host_resolver(&self) -> Result<String, HostError> {
+        blocking(|| {
+            let read = |path: &str| match fs::read_to_string(path) {
+                Ok(text) => Ok(Some(text)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(HostError::io("read", path)(error)),
+            };
+            let etc = read(HOST_RESOLV_CONF)?.unwrap_or_default();
+            let upstream = read(SYSTEMD_UPSTREAM_RESOLV_CONF)?;
+            Ok(etc_files::host_resolver_text(&etc, upstream.as_deref()))
+        })
+        .await
     }
 
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError> {
@@ -694,6 +783,11 @@ impl ContainerHost for RuncHost {
             }
             HostRequest::Update { id, limits } => {
                 self.update(&id, limits).await?;
+                Ok(Answer::Done)
+            }
+            HostRequest::WriteResolvConf { id, content } => {
+                let path = self.bundle(&id).join(etc_files::RESOLV_CONF_FILE);
+                blocking(move || rewrite_in_place(&path, content.as_bytes())).await?;
                 Ok(Answer::Done)
             }
             HostRequest::SetVlans { id, veth, vlans } => {

@@ -58,6 +58,7 @@ mod config;
 mod diff;
 mod drift;
 mod error;
+pub mod etc_files;
 pub mod fake;
 mod health_probe;
 pub mod host;
@@ -152,7 +153,18 @@ impl Driver for ContainerDriver {
         } else {
             Default::default()
         };
-        let host = observed::HostContainers::new(listed, port_vlans);
+        // The host's resolver configuration, for the containers that do not ask a
+        // bridge's dnsmasq: one small read, only when a container is declared.
+        let host_resolver = if desired.is_empty() {
+            String::new()
+        } else {
+            self.host
+                .host_resolver()
+                .await
+                .map_err(|cause| ContainerError::Observe { cause })?
+        };
+        let host =
+            observed::HostContainers::new(listed, port_vlans).with_host_resolver(host_resolver);
         let now = SystemTime::now();
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
@@ -198,7 +210,7 @@ mod tests {
 
     use super::testkit::{declared, owning};
     use super::*;
-    use crate::contract::{Action, CancelToken, Interrupted};
+    use crate::contract::{Action, CancelToken, Effect, Interrupted};
     use crate::drivers::container::seam::{Limits, MANAGED_ANNOTATION};
 
     const WEB: &str = "image: /images/app\ncommand: [sleep, '1000']";
@@ -250,6 +262,7 @@ mod tests {
                 HostRequest::Remove { .. } => "remove",
                 HostRequest::Update { .. } => "update",
                 HostRequest::SetVlans { .. } => "set-vlans",
+                HostRequest::WriteResolvConf { .. } => "write-resolv-conf",
             })
             .collect()
     }
@@ -324,6 +337,108 @@ mod tests {
                 "{expected:?} in {shown:#?}"
             );
         }
+    }
+
+    /// The bridge `br0` (10.0.0.1/24), with `dhcp:` (gitvisor's dnsmasq) when `dns`.
+    fn bridge(dns: bool) -> Arc<Resource> {
+        let dhcp = if dns {
+            "\ndhcp: {range: 10.0.0.100-10.0.0.199}"
+        } else {
+            ""
+        };
+        Arc::new(Resource::new(
+            crate::model::Metadata::named(crate::model::Name::parse("br0").unwrap()),
+            Spec::Bridge(serde_yaml::from_str(&format!("addresses: [10.0.0.1/24]{dhcp}")).unwrap()),
+        ))
+    }
+
+    async fn plan_with(
+        driver: &ContainerDriver,
+        web: &Arc<Resource>,
+        bridge: &Arc<Resource>,
+    ) -> Change {
+        let revision = [bridge.clone(), web.clone()];
+        let changes = driver
+            .plan(std::slice::from_ref(web), &owning(&["web"], &revision))
+            .await
+            .unwrap();
+        changes.into_iter().next().unwrap()
+    }
+
+    fn resolv_conf_writes(requests: &[HostRequest]) -> Vec<String> {
+        requests
+            .iter()
+            .filter_map(|r| match r {
+                HostRequest::WriteResolvConf { content, .. } => Some(content.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The container's /etc/resolv.conf follows its bridge gaining gitvisor's dnsmasq,
+    /// and the host's resolver changing, in place (the container keeps running).
+    #[tokio::test]
+    async fn resolv_conf_follows_the_bridges_dns_and_the_hosts_resolver_in_place() {
+        let fake = Arc::new(FakeHost::new(&["br0"], &[]));
+        fake.set_host_resolver("nameserver 127.0.0.53\nnameserver 192.0.2.53\n");
+        let driver = driver(&fake);
+        let web = declared(
+            "web",
+            "image: /images/app\nnetwork: {bridge: br0, address: 10.0.0.2/24, gateway: 10.0.0.1}",
+        );
+        let create = plan_with(&driver, &web, &bridge(false)).await;
+        assert_eq!(create.action, Action::Create);
+        apply(&driver, &create).await;
+        let Some(HostRequest::Create { config, .. }) = fake
+            .requests()
+            .into_iter()
+            .find(|r| matches!(r, HostRequest::Create { .. }))
+        else {
+            panic!("no create")
+        };
+        assert!(config.etc_files.hosts.contains("10.0.0.2\tweb\n"));
+        let written = &config.etc_files.resolv_conf;
+        assert!(written.contains("\nnameserver 192.0.2.53\n"), "{written}");
+        assert!(!written.contains("\nnameserver 127.0.0.53"), "{written}");
+        let pid = fake.container("web").unwrap().pid;
+        assert_eq!(
+            plan_with(&driver, &web, &bridge(false)).await.action,
+            Action::NoOp
+        );
+
+        // The bridge gets `dhcp:`: its dnsmasq answers on 10.0.0.1.
+        fake.clear_requests();
+        let dns = plan_with(&driver, &web, &bridge(true)).await;
+        assert_eq!(dns.action, Action::Update, "{:?}", dns.reasons);
+        assert_eq!(dns.fields.len(), 1, "{:?}", dns.fields);
+        assert_eq!(dns.fields[0].path, "/etc/resolv.conf");
+        assert_eq!(dns.fields[0].effect, Effect::Hot);
+        assert_eq!(dns.fields[0].new, "nameserver 10.0.0.1");
+        apply(&driver, &dns).await;
+        assert_eq!(kinds(&fake.requests()), ["write-resolv-conf"]);
+        assert_eq!(fake.container("web").unwrap().pid, pid, "kept running");
+        assert_eq!(
+            plan_with(&driver, &web, &bridge(true)).await.action,
+            Action::NoOp
+        );
+
+        // Back to a bridge without DNS, whose host's resolver changed meanwhile.
+        fake.set_host_resolver("nameserver 198.51.100.53\n");
+        fake.clear_requests();
+        let host = plan_with(&driver, &web, &bridge(false)).await;
+        assert_eq!(host.action, Action::Update);
+        apply(&driver, &host).await;
+        let writes = resolv_conf_writes(&fake.requests());
+        assert_eq!(writes.len(), 1);
+        assert!(
+            writes[0].contains("\nnameserver 198.51.100.53\n"),
+            "{}",
+            writes[0]
+        );
+        assert_eq!(
+            plan_with(&driver, &web, &bridge(false)).await.action,
+            Action::NoOp
+        );
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::etc_files::EtcFiles;
 use super::seam::{
     ContainerMount, Limits, MANAGED_ANNOTATION, MountSource, RuntimeContainer, VethPlan,
 };
@@ -35,6 +36,7 @@ pub fn veth_alias(container: &str) -> String {
 pub struct HostContainers {
     by_id: BTreeMap<String, RuntimeContainer>,
     port_vlans: BTreeMap<String, Vec<Vlan>>,
+    host_resolver: String,
 }
 
 impl HostContainers {
@@ -42,7 +44,22 @@ impl HostContainers {
         HostContainers {
             by_id: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
             port_vlans,
+            host_resolver: String::new(),
         }
+    }
+
+    /// The same, with the host's resolver configuration (read when a container is
+    /// declared).
+    pub fn with_host_resolver(self, host_resolver: String) -> Self {
+        HostContainers {
+            host_resolver,
+            ..self
+        }
+    }
+
+    /// The host's resolver configuration a container's `/etc/resolv.conf` starts from.
+    pub fn host_resolver(&self) -> &str {
+        &self.host_resolver
     }
 
     /// The VLANs of the bridge port `link` (a container's host veth end), if it is one.
@@ -83,6 +100,8 @@ pub enum Work {
     UpdateLimits(Limits),
     /// The host veth end's VLANs, in place.
     SetVlans(VlanDrift),
+    /// `/etc/resolv.conf` with this text, in place.
+    WriteResolvConf(String),
 }
 
 /// The declaration, resolved against the revision at plan time.
@@ -94,11 +113,21 @@ pub struct Declaration {
     pub veth: Option<VethPlan>,
     pub limits: Limits,
     pub grace: Duration,
+    /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`.
+    pub etc_files: EtcFiles,
 }
 
 impl Declaration {
-    pub fn resolve(name: &Name, spec: &ContainerSpec, context: &PlanContext) -> Self {
+    /// `host_resolver`: the host's resolver configuration
+    /// ([`HostContainers::host_resolver`]).
+    pub fn resolve(
+        name: &Name,
+        spec: &ContainerSpec,
+        context: &PlanContext,
+        host_resolver: &str,
+    ) -> Self {
         Declaration {
+            etc_files: EtcFiles::of(name.as_str(), spec.network.as_ref(), context, host_resolver),
             spec: spec.clone(),
             mounts: spec
                 .mounts
@@ -261,7 +290,7 @@ mounts: [{target: /data, volume: data, readOnly: true}]",
         let Spec::Container(spec) = &web.spec else {
             unreachable!()
         };
-        let declaration = Declaration::resolve(&web.metadata.name, spec, &context);
+        let declaration = Declaration::resolve(&web.metadata.name, spec, &context, "");
         assert_eq!(
             declaration.mounts.unwrap(),
             [ContainerMount {
@@ -281,7 +310,7 @@ mounts: [{target: /raw, volume: raw}]",
         let Spec::Container(spec) = &raw.spec else {
             unreachable!()
         };
-        let error = Declaration::resolve(&raw.metadata.name, spec, &context)
+        let error = Declaration::resolve(&raw.metadata.name, spec, &context, "")
             .mounts
             .unwrap_err();
         assert!(error.contains("has no filesystem"), "{error}");

@@ -178,13 +178,20 @@ impl Runc {
 
     /// `runc state`: the container's status now, `None` when it does not exist.
     pub async fn status(&self, id: &str) -> Result<Option<RuntimeStatus>, HostError> {
+        Ok(self.state(id).await?.and_then(|entry| entry.status()))
+    }
+
+    /// `runc state`: the container as the runtime has it (status, pid, annotations),
+    /// `None` when it does not exist (or the root does not yet: runc is not asked, which
+    /// would create the directory).
+    pub async fn state(&self, id: &str) -> Result<Option<ListEntry>, HostError> {
+        if !self.root.is_dir() {
+            return Ok(None);
+        }
         match self.run(["state", id]).await {
-            Ok(stdout) => {
-                let entry: ListEntry = serde_json::from_str(&stdout).map_err(|e| {
-                    HostError::Unexpected(format!("runc state printed what is not its JSON: {e}"))
-                })?;
-                Ok(entry.status())
-            }
+            Ok(stdout) => serde_json::from_str(&stdout).map(Some).map_err(|e| {
+                HostError::Unexpected(format!("runc state printed what is not its JSON: {e}"))
+            }),
             Err(HostError::Command { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
             Err(error) => Err(error),
         }

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use super::etc_files::EtcFiles;
 use super::image::PreparedImage;
 use crate::drivers::vlan_port::VlanDrift;
 use crate::model::{Cidr, Vlan};
@@ -139,6 +140,9 @@ pub struct RuntimeContainer {
     pub started: Option<SystemTime>,
     /// gitvisor stopped it (it was declared `Stopped`), as opposed to its process ending.
     pub stopped_by_gitvisor: bool,
+    /// Its `/etc/resolv.conf` as gitvisor wrote it ([`super::etc_files`]); `None` for a
+    /// container made before gitvisor wrote one.
+    pub resolv_conf: Option<String>,
 }
 
 /// A bind mount or a block device's file system, inside the container.
@@ -174,6 +178,8 @@ pub struct ContainerConfig {
     pub annotations: BTreeMap<String, String>,
     /// Health check run by the container's supervisor.
     pub health: Option<HealthConfig>,
+    /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, bind-mounted from the bundle.
+    pub etc_files: EtcFiles,
 }
 
 /// A health check as the supervisor runs it.
@@ -259,6 +265,12 @@ pub enum HostRequest {
         veth: String,
         vlans: VlanDrift,
     },
+    /// Rewrite the container's `/etc/resolv.conf` in place (the same file, which the
+    /// container sees through its bind mount).
+    WriteResolvConf {
+        id: String,
+        content: String,
+    },
 }
 
 impl fmt::Display for HostRequest {
@@ -296,6 +308,7 @@ impl fmt::Display for HostRequest {
                 let list: Vec<String> = vlans.new.iter().map(ToString::to_string).collect();
                 write!(f, "put {veth} on VLANs {}", list.join(", "))
             }
+            HostRequest::WriteResolvConf { .. } => f.write_str("rewrite /etc/resolv.conf"),
         }
     }
 }
@@ -396,6 +409,11 @@ pub trait ContainerHost: Send + Sync {
     /// Every bridge port's VLANs, by link name: one bridge VLAN dump of the whole host.
     /// Asked only when a declared container's bridge filters VLANs.
     async fn port_vlans(&self) -> Result<BTreeMap<String, Vec<Vlan>>, HostError>;
+
+    /// The host's resolver configuration a container's `/etc/resolv.conf` starts from
+    /// ([`super::etc_files::host_resolver_text`]); empty when the host has none. Asked
+    /// once per plan that declares a container.
+    async fn host_resolver(&self) -> Result<String, HostError>;
 
     /// Carry out one request.
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError>;

@@ -233,6 +233,7 @@ mod tests {
             restarts,
             started: None,
             stopped_by_gitvisor: false,
+            resolv_conf: None,
         }
     }
 

@@ -39,6 +39,9 @@ use tar::EntryType;
 
 use super::error::ImageError;
 
+/// The mode of a directory the layer needs but does not list, and of a layer's root.
+pub const IMPLICIT_DIR_MODE: u32 = 0o755;
+
 /// The prefix of an OCI whiteout file.
 const WHITEOUT: &str = ".wh.";
 /// The name of an OCI opaque-directory marker.
@@ -295,7 +298,10 @@ impl LayerTarget<'_> {
                     ));
                 }
                 Err(error) if error.kind() == io::ErrorKind::NotFound && create => {
+                    // A parent the layer does not list: 0755 as other engines make it,
+                    // not whatever the umask of the shell that ran gitvisor leaves.
                     fs::create_dir(&path).map_err(self.io("create directory", &path))?;
+                    self.permissions(&path, IMPLICIT_DIR_MODE)?;
                 }
                 Err(error) => return Err(self.io("read", &path)(error)),
             }

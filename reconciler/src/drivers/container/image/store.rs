@@ -308,6 +308,12 @@ impl ImageStore {
         let scratch = self.scratch(image)?;
         let root = scratch.path().join("layer");
         fs::create_dir(&root).map_err(ImageError::io(image, "create", &root))?;
+        // The umask's mode would stand for the layer's `/` wherever the layer lists none.
+        fs::set_permissions(
+            &root,
+            std::os::unix::fs::PermissionsExt::from_mode(super::layer::IMPLICIT_DIR_MODE),
+        )
+        .map_err(ImageError::io(image, "set the mode of", &root))?;
         let mut raw = BufReader::new(self.abandon.reader(open()?));
         let gzip = match compression {
             Compression::Gzip => true,
@@ -969,6 +975,53 @@ pub(crate) mod tests {
         fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
         fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         paths
+    }
+
+    /// Where the child of [`a_layers_root_and_unlisted_parents_are_0755_under_umask_077`]
+    /// keeps its store.
+    const UMASK_CHILD_DIR: &str = "GITVISOR_TEST_IMAGE_UMASK_CHILD_DIR";
+
+    /// A root shell with `umask 077` imports an image whose layer lists `bin/app` but not
+    /// `bin/`: the layer's `/` and `bin/` are 0755 (a non-root container must traverse
+    /// them), not the umask's 0700. The import runs in a child under that umask (the
+    /// umask is the whole process's).
+    #[test]
+    fn a_layers_root_and_unlisted_parents_are_0755_under_umask_077() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let test_binary = std::env::current_exe().unwrap();
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"umask 077 && exec "$0" --exact drivers::container::image::store::tests::umask_077_import --ignored --test-threads 1"#)
+            .arg(&test_binary)
+            .env(UMASK_CHILD_DIR, dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let image = ImageStore::new(dir.path().join("store"))
+            .import_layout("app", &dir.path().join("source"), Some("v1"))
+            .unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&image.lowers[0]), 0o755, "the layer's /");
+        assert_eq!(mode(&image.lowers[0].join("bin")), 0o755, "bin/");
+        assert_eq!(mode(&image.lowers[0].join("bin/app")), 0o644, "as listed");
+    }
+
+    #[test]
+    #[ignore = "the child of a_layers_root_and_unlisted_parents_are_0755_under_umask_077"]
+    fn umask_077_import() {
+        let Some(dir) = std::env::var_os(UMASK_CHILD_DIR).map(PathBuf::from) else {
+            return;
+        };
+        layout(&dir.join("source"), &[("bin/app", b"#!/bin/sh\n")]);
+        ImageStore::new(dir.join("store"))
+            .import_layout("app", &dir.join("source"), Some("v1"))
+            .unwrap();
     }
 
     #[test]
