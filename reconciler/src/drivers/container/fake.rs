@@ -134,23 +134,6 @@ impl FakeHost {
         }
     }
 
-    /// What a failed create leaves, as [`ContainerHost::list`] reports it.
-    pub fn not_created(id: &str) -> RuntimeContainer {
-        RuntimeContainer {
-            id: id.to_owned(),
-            status: RuntimeStatus::NotCreated,
-            pid: None,
-            annotations: [(super::seam::MANAGED_ANNOTATION.to_owned(), id.to_owned())].into(),
-            limits: None,
-            exit: None,
-            health: None,
-            restarts: 0,
-            started: None,
-            stopped_by_gitvisor: false,
-            resolv_conf: None,
-        }
-    }
-
     /// The image the fake prepares for `image`: `sleep` as its command.
     pub fn image_for(image: &str) -> PreparedImage {
         PreparedImage {
@@ -206,7 +189,7 @@ impl ContainerHost for FakeHost {
                 state
                     .containers
                     .entry(config.id.clone())
-                    .or_insert_with(|| FakeHost::not_created(&config.id));
+                    .or_insert_with(|| RuntimeContainer::not_created(&config.id));
             }
             return Err(refused(format!("injected failure of {request}")));
         }

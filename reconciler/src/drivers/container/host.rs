@@ -618,19 +618,8 @@ fn not_created(
         .filter_map(|entry| {
             let id = entry.file_name().to_str()?.to_owned();
             let marker = fs::read_to_string(entry.path().join(INTENT_FILE)).ok()?;
-            (marker.trim() == id && !listed.contains(&id)).then(|| RuntimeContainer {
-                annotations: [(super::seam::MANAGED_ANNOTATION.to_owned(), id.clone())].into(),
-                id,
-                status: RuntimeStatus::NotCreated,
-                pid: None,
-                limits: None,
-                exit: None,
-                health: None,
-                restarts: 0,
-                started: None,
-                stopped_by_gitvisor: false,
-                resolv_conf: None,
-            })
+            (marker.trim() == id && !listed.contains(&id))
+                .then(|| RuntimeContainer::not_created(&id))
         })
         .collect()
 }

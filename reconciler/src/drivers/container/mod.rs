@@ -695,7 +695,7 @@ mod tests {
         );
         assert!(fake.container("web").is_none());
         // Without the store's record it is not gitvisor's to remove.
-        fake.insert(FakeHost::not_created("other"));
+        fake.insert(RuntimeContainer::not_created("other"));
         let changes = driver.plan(&[], &owning(&[], &[])).await.unwrap();
         assert!(changes.is_empty(), "{changes:?}");
     }

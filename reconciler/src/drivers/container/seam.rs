@@ -145,6 +145,26 @@ pub struct RuntimeContainer {
     pub resolv_conf: Option<String>,
 }
 
+impl RuntimeContainer {
+    /// What a create that failed leaves: gitvisor's intent marker, which the runtime never
+    /// listed ([`RuntimeStatus::NotCreated`]), under the container's name.
+    pub fn not_created(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            status: RuntimeStatus::NotCreated,
+            pid: None,
+            annotations: [(MANAGED_ANNOTATION.to_owned(), id.to_owned())].into(),
+            limits: None,
+            exit: None,
+            health: None,
+            restarts: 0,
+            started: None,
+            stopped_by_gitvisor: false,
+            resolv_conf: None,
+        }
+    }
+}
+
 /// A bind mount or a block device's file system, inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSource {
