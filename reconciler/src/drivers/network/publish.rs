@@ -56,9 +56,11 @@ impl Publication {
     }
 
     /// Whether this and `other` claim the same port on the host: the same protocol and
-    /// port, on the same address or on every address.
+    /// port, on the same address or on every address, of the same family (a port
+    /// published to an IPv4 address is only ever DNAT of IPv4, and the same for IPv6).
     pub fn clashes_with(&self, other: &Publication) -> bool {
         self.protocol == other.protocol
+            && self.address.is_ipv4() == other.address.is_ipv4()
             && self.host_port == other.host_port
             && match (self.host_address, other.host_address) {
                 (Some(a), Some(b)) => a == b,
@@ -249,6 +251,12 @@ mod tests {
         let one = publication(Protocol::Tcp, Some("192.0.2.1"), 8080);
         assert!(!one.clashes_with(&publication(Protocol::Tcp, Some("192.0.2.2"), 8080)));
         assert_eq!(any.to_string(), "tcp *:8080 -> 10.0.0.10:80");
+        let ipv6 = Publication {
+            address: "fd00::10".parse().unwrap(),
+            ..publication(Protocol::Tcp, None, 8080)
+        };
+        assert!(!any.clashes_with(&ipv6), "one port, two families");
+        assert!(ipv6.clashes_with(&ipv6.clone()));
         assert_eq!(one.host_side(), "tcp 192.0.2.1:8080");
     }
 }
