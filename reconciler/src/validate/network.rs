@@ -6,10 +6,12 @@
 //! one of the bridge's IPv4 subnets, off the bridge's own address and the subnet's
 //! network and broadcast addresses; static leases have distinct MACs, addresses and
 //! names (DNS labels); dnsmasq refuses leases under two minutes. Published ports need
-//! `nat: true` and an IPv4 destination behind the bridge.
+//! `nat: true` and a destination behind the bridge (IPv4 or IPv6), and a `hostAddress` of
+//! the destination's family (DNAT keeps the family), never `::1` (nothing leaves the IPv6
+//! loopback).
 //!
 //! Across resources ([`check_publications`]): a Container's or a VM NIC's `publish` needs
-//! its bridge to have `nat: true` and the guest a fixed IPv4 address there (a container's
+//! its bridge to have `nat: true` and the guest a fixed address there (a container's
 //! `address`; for a VM, a static lease in the bridge's `dhcp.static` for the NIC's
 //! `mac`), each finding saying what to add; then two publications of the same protocol
 //! and host port on the same host address (or one of them on every address) are an
