@@ -22,6 +22,9 @@
 //!   declared stopped and its files removed.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
 
 use super::desired::BridgeNetwork;
 use super::instance::{Instance, legacy};
@@ -424,12 +427,20 @@ impl NetworkDrift {
             if observed.iter().any(|o| o.is(rule)) {
                 continue;
             }
-            if observed
+            let same_comment: Vec<&RuleState> = observed
                 .iter()
-                .any(|o| o.comment.as_deref() == Some(rule.comment.as_str()))
-            {
-                self.extra_rules
-                    .push(edited(&listed(rule.comment.clone(), hook)));
+                .filter(|o| o.comment.as_deref() == Some(rule.comment.as_str()))
+                .collect();
+            if !same_comment.is_empty() {
+                let listed = listed(rule.comment.clone(), hook);
+                let before = before_loopback(rule);
+                let upgraded =
+                    before.is_some_and(|before| same_comment.iter().all(|o| o.is(&before)));
+                self.extra_rules.push(if upgraded {
+                    format!("{listed} (as gitvisor wrote it before publishing on 127.0.0.1)")
+                } else {
+                    edited(&listed)
+                });
             }
             self.missing_rules.push(listed(rule.comment.clone(), hook));
         }
@@ -689,6 +700,29 @@ fn listed(comment: String, hook: Hook) -> String {
         Hook::Output => format!("{comment} (from this host)"),
         Hook::Forward | Hook::Postrouting => comment,
     }
+}
+
+/// The form an earlier gitvisor wrote `rule` in, when that differs: a port published
+/// on every address was DNAT from the host itself on every local address but
+/// 127.0.0.0/8. Recognised so that an upgrade does not read as a hand edit.
+fn before_loopback(rule: &Rule) -> Option<Rule> {
+    let loopback = IpNet::V4(Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).ok()?);
+    let [Expr::DaddrLocal, rest @ ..] = rule.exprs.as_slice() else {
+        return None;
+    };
+    let Some(Expr::Dnat {
+        address: IpAddr::V4(_),
+        ..
+    }) = rest.last()
+    else {
+        return None;
+    };
+    let mut exprs = vec![Expr::DaddrLocal, Expr::DaddrNotIn(loopback)];
+    exprs.extend(rest.iter().cloned());
+    Some(Rule {
+        comment: rule.comment.clone(),
+        exprs,
+    })
 }
 
 fn edited(comment: &str) -> String {

@@ -208,6 +208,24 @@ impl FakeNetwork {
         }
     }
 
+    /// Edits the rule of `chain` under `comment`, by hand.
+    pub fn edit_rule_in(&self, chain: &str, comment: &str, edit: impl FnOnce(&mut Vec<Expr>)) {
+        let mut host = lock(&self.host);
+        let rule = host
+            .table
+            .as_mut()
+            .and_then(|chains| chains.get_mut(chain))
+            .and_then(|chain| {
+                chain
+                    .rules
+                    .iter_mut()
+                    .find(|(_, rule)| rule.comment == comment)
+            });
+        if let Some((_, rule)) = rule {
+            edit(&mut rule.exprs);
+        }
+    }
+
     /// Someone else made a table named `inet gitvisor` (no marker chain).
     pub fn foreign_table(&self) {
         lock(&self.host).table = Some(BTreeMap::from([("input".to_owned(), FakeChain::default())]));

@@ -812,6 +812,46 @@ async fn a_port_published_on_every_address_answers_on_loopback_through_route_loc
 }
 
 #[tokio::test]
+async fn a_rule_written_before_loopback_publishing_reads_as_an_upgrade_not_a_hand_edit() {
+    use super::rules::Expr;
+    let host = host();
+    let br0 = bridge(
+        "br0",
+        "addresses: [10.0.0.1/24]\nnat: true\npublish:\n  - {address: 10.0.0.10, hostPort: 8080, port: 80}",
+    );
+    host.converge(std::slice::from_ref(&br0), &[]).await;
+    let comment = "br0: publish tcp *:8080 -> 10.0.0.10:80";
+    // What gitvisor wrote before in the output chain: every local address but
+    // 127.0.0.0/8.
+    let old_form = |exprs: &mut Vec<Expr>| {
+        exprs.insert(1, Expr::DaddrNotIn("127.0.0.0/8".parse().expect("net")))
+    };
+    host.network
+        .edit_rule_in(&format!("{PREFIX}br0-out"), comment, old_form);
+    let changes = host.plan(std::slice::from_ref(&br0), &["br0"]).await;
+    let rules = field(&changes[0], "nftables").expect("the rule is drift");
+    assert_eq!(
+        rules.old,
+        serde_json::json!([format!(
+            "{comment} (from this host) (as gitvisor wrote it before publishing on 127.0.0.1)"
+        )]),
+        "{rules:?}"
+    );
+    host.converge(std::slice::from_ref(&br0), &["br0"]).await;
+    // Anything else under the comment is still a hand edit.
+    host.network
+        .edit_rule_in(&format!("{PREFIX}br0-out"), comment, |exprs| {
+            exprs.insert(1, Expr::DaddrNotIn("127.0.0.0/16".parse().expect("net")))
+        });
+    let changes = host.plan(std::slice::from_ref(&br0), &["br0"]).await;
+    let rules = field(&changes[0], "nftables").expect("the rule is drift");
+    assert_eq!(
+        rules.old,
+        serde_json::json!([format!("{comment} (from this host) (edited by hand)")]),
+    );
+}
+
+#[tokio::test]
 async fn a_port_published_to_an_ipv6_guest_is_ip6_dnat_except_from_the_ipv6_loopback() {
     let host = host();
     let br0 = bridge(
