@@ -165,9 +165,12 @@ fn a_vms_published_port_answers_from_outside_moves_without_a_restart_and_is_prun
         "the guest outlives the controller"
     );
 
-    // From the outside, and from the host itself (hairpin through `output`).
+    // From the outside, from the host itself (hairpin through `output`), and on the
+    // host's loopback (through the bridge's `route_localnet`).
     answers(&outside, 8080);
     answers(&host, 8080);
+    env.ip(["link", "set", "lo", "up"]);
+    wait_for_tcp_answer(&host, "127.0.0.1", 8080, ANSWER, BOOT);
 
     // Another host port: the bridge's rules change in place, the VM is not touched.
     manifests.write("web.yaml", &web(&image, 8081));

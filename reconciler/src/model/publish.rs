@@ -63,8 +63,9 @@ pub struct PortPublish {
     pub port: Option<u16>,
     #[serde(default)]
     pub protocol: Protocol,
-    /// Publish on this address of the host only (IPv4). Default: every address the host
-    /// has.
+    /// Publish on this address of the host only, of the destination's address family
+    /// (127.0.0.1 works, ::1 does not). Default: every address the host has, 127.0.0.1
+    /// included, of the destination's family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_address: Option<IpAddr>,
 }
@@ -73,7 +74,7 @@ pub struct PortPublish {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BridgePublish {
-    /// The address behind the bridge (IPv4, inside one of the bridge's subnets).
+    /// The address behind the bridge (IPv4 or IPv6, inside one of the bridge's subnets).
     pub address: IpAddr,
     /// The port on the host (1-65535).
     #[schemars(range(min = 1, max = 65535))]
@@ -84,8 +85,9 @@ pub struct BridgePublish {
     pub port: Option<u16>,
     #[serde(default)]
     pub protocol: Protocol,
-    /// Publish on this address of the host only (IPv4). Default: every address the host
-    /// has.
+    /// Publish on this address of the host only, of the destination's address family
+    /// (127.0.0.1 works, ::1 does not). Default: every address the host has, 127.0.0.1
+    /// included, of the destination's family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_address: Option<IpAddr>,
 }

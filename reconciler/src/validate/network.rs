@@ -6,10 +6,12 @@
 //! one of the bridge's IPv4 subnets, off the bridge's own address and the subnet's
 //! network and broadcast addresses; static leases have distinct MACs, addresses and
 //! names (DNS labels); dnsmasq refuses leases under two minutes. Published ports need
-//! `nat: true` and an IPv4 destination behind the bridge.
+//! `nat: true` and a destination behind the bridge (IPv4 or IPv6), and a `hostAddress` of
+//! the destination's family (DNAT keeps the family), never `::1` (nothing leaves the IPv6
+//! loopback).
 //!
 //! Across resources ([`check_publications`]): a Container's or a VM NIC's `publish` needs
-//! its bridge to have `nat: true` and the guest a fixed IPv4 address there (a container's
+//! its bridge to have `nat: true` and the guest a fixed address there (a container's
 //! `address`; for a VM, a static lease in the bridge's `dhcp.static` for the NIC's
 //! `mac`), each finding saying what to add; then two publications of the same protocol
 //! and host port on the same host address (or one of them on every address) are an
@@ -218,17 +220,105 @@ pub(super) fn check_bridge(name: &str, bridge: &BridgeSpec, error: &mut dyn FnMu
                 format!("{address} is the bridge's own address; publish a guest's address"),
             ),
             IpAddr::V4(_) => {}
-            IpAddr::V6(address) => error(
-                &format!("{field}.address"),
-                format!("{address}: published ports are IPv4 only in this version"),
-            ),
+            IpAddr::V6(address) => {
+                let nets = ipv6_nets(bridge);
+                if bridge
+                    .addresses
+                    .iter()
+                    .any(|cidr| cidr.addr() == IpAddr::V6(address))
+                {
+                    error(
+                        &format!("{field}.address"),
+                        format!("{address} is the bridge's own address; publish a guest's address"),
+                    );
+                } else if !nets.iter().any(|net| net.contains(&IpAddr::V6(address))) {
+                    error(
+                        &format!("{field}.address"),
+                        format!(
+                            "{address} is behind none of the bridge's IPv6 subnets ({}); an IPv6 address published goes to a guest behind the bridge",
+                            list_nets(&nets)
+                        ),
+                    );
+                }
+            }
         }
-        if let Some(IpAddr::V6(address)) = publish.host_address {
+        check_host_address(
+            &field,
+            publish.host_address,
+            Some(publish.address),
+            name,
+            bridge,
+            error,
+        );
+    }
+}
+
+/// The bridge's IPv6 subnets.
+fn ipv6_nets(bridge: &BridgeSpec) -> Vec<IpNet> {
+    bridge
+        .addresses
+        .iter()
+        .filter(|cidr| cidr.0.addr().is_ipv6())
+        .map(|cidr| cidr.0.trunc())
+        .collect()
+}
+
+fn list_nets(nets: &[IpNet]) -> String {
+    if nets.is_empty() {
+        return "it has none".to_owned();
+    }
+    nets.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A publication's `hostAddress` (at `field`), whose port goes to `target` (when known)
+/// behind Bridge `name`: DNAT keeps the address family, and nothing leaves the host's
+/// IPv6 loopback.
+fn check_host_address(
+    field: &str,
+    host_address: Option<IpAddr>,
+    target: Option<IpAddr>,
+    name: &str,
+    bridge: &BridgeSpec,
+    error: &mut dyn FnMut(&str, String),
+) {
+    let Some(host_address) = host_address else {
+        return;
+    };
+    let field = format!("{field}.hostAddress");
+    if host_address == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST) {
+        error(
+            &field,
+            "::1: a port cannot be published on the host's IPv6 loopback (a packet from ::1 never leaves the host's loopback, so it cannot reach a guest); leave hostAddress out to publish on every address, 127.0.0.1 included, or name another IPv6 address of the host".into(),
+        );
+        return;
+    }
+    let Some(target) = target else { return };
+    match (host_address, target) {
+        (IpAddr::V6(_), IpAddr::V4(_)) => {
+            let fix = if ipv6_nets(bridge).is_empty() {
+                format!(
+                    "Bridge/{name} has no IPv6 address, so no guest behind it is reachable over IPv6; publish on an IPv4 address of the host, or add an IPv6 address to Bridge/{name} spec.addresses and publish to a guest's IPv6 address behind it"
+                )
+            } else {
+                "publish on an IPv4 address of the host, or to the guest's IPv6 address".to_owned()
+            };
             error(
-                &format!("{field}.hostAddress"),
-                format!("{address}: published ports are IPv4 only in this version"),
+                &field,
+                format!(
+                    "{host_address} is an IPv6 address and the port goes to {target}, an IPv4 address: destination NAT cannot change the address family; {fix}"
+                ),
             );
         }
+        (IpAddr::V4(_), IpAddr::V6(_)) => error(
+            &field,
+            format!(
+                "{host_address} is an IPv4 address and the port goes to {target}, an IPv6 address: destination NAT cannot change the address family; publish on an IPv6 address of the host, or leave hostAddress out (every IPv6 address of the host)"
+            ),
+        ),
+        _ => {}
     }
 }
 
@@ -264,8 +354,18 @@ pub(super) fn check_publications(selected: &[&LoadedResource], diagnostics: &mut
                 diagnostics.push(item.diagnostic(field, message));
             };
             check_guest(list.bridge, spec, list.guest, &list.field, &mut error);
+            let target = guest_target(list.guest, spec).ok();
             for (i, publish) in list.publish.iter().enumerate() {
-                check_ports(&format!("{}[{i}]", list.field), publish, &mut error);
+                let field = format!("{}[{i}]", list.field);
+                check_ports(&field, publish, &mut error);
+                check_host_address(
+                    &field,
+                    publish.host_address,
+                    target,
+                    list.bridge.as_str(),
+                    spec,
+                    &mut error,
+                );
             }
         }
     }
@@ -325,7 +425,7 @@ fn check_guest(
         .unwrap_or_default();
     let nic = field.strip_suffix(".publish").unwrap_or(field);
     let message = match guest_target(guest, bridge) {
-        Ok(address) => {
+        Ok(IpAddr::V4(address)) => {
             if subnets.iter().any(|net| net.contains(&address)) {
                 return;
             }
@@ -336,8 +436,15 @@ fn check_guest(
                 list(&subnets)
             )
         }
-        Err(NoTarget::Ipv6(address)) => {
-            format!("published ports go to {address}: they are IPv4 only in this version")
+        Ok(IpAddr::V6(address)) => {
+            let nets = ipv6_nets(bridge);
+            if nets.iter().any(|net| net.contains(&IpAddr::V6(address))) {
+                return;
+            }
+            format!(
+                "published ports go to {address}, which is behind none of Bridge/{name}'s IPv6 subnets ({}); add the subnet to Bridge/{name} spec.addresses",
+                list_nets(&nets)
+            )
         }
         Err(NoTarget::NoAddress) => format!(
             "published ports go to the container's own address, and it declares none; add spec.network.address (an IPv4 address{example} of Bridge/{name})"
@@ -367,12 +474,6 @@ fn check_ports(field: &str, publish: &PortPublish, error: &mut dyn FnMut(&str, S
         error(
             &format!("{field}.port"),
             "port 0 cannot be published".into(),
-        );
-    }
-    if let Some(IpAddr::V6(address)) = publish.host_address {
-        error(
-            &format!("{field}.hostAddress"),
-            format!("{address}: published ports are IPv4 only in this version"),
         );
     }
 }

@@ -71,6 +71,12 @@ pub struct BridgeNetwork {
     /// The interface traffic leaves by, when gitvisor turns its forwarding on (and back
     /// off when no bridge needs it any more).
     pub uplink_forwarding: Option<String>,
+    /// Whether the bridge's `route_localnet` switch is on: a port published to an IPv4
+    /// address behind it answers on the host's loopback (127.0.0.1), so packets from
+    /// 127.0.0.0/8 are routed out of the bridge, masqueraded, and their replies routed
+    /// back in, which the kernel refuses as martians with the switch off. Off otherwise
+    /// (the bridge is gitvisor's, so is its switch: off is the kernel's default).
+    pub route_localnet: bool,
 }
 
 impl BridgeNetwork {
@@ -99,6 +105,7 @@ impl BridgeNetwork {
             Mode::Nat { .. } | Mode::Routed { .. } => publish::collect(context, name),
             Mode::Bridged | Mode::Isolated => Vec::new(),
         };
+        let route_localnet = publications.iter().any(Publication::on_loopback);
         let mut forwarding = BTreeMap::new();
         let mut uplink_forwarding = None;
         match &mode {
@@ -139,6 +146,7 @@ impl BridgeNetwork {
             dhcp,
             forwarding,
             uplink_forwarding,
+            route_localnet,
         }
     }
 

@@ -15,11 +15,16 @@
 //!   turned on (and recorded) when off, and turned back off by the change that leaves no
 //!   declared bridge using it, unless another gitvisor's rules in the shared table still
 //!   forward or masquerade out of it (their traffic needs the switch; the record stays).
+//! - **route_localnet**: the bridge's switch is on while a port published behind it
+//!   answers on the host's loopback (`publish.rs`), off otherwise.
 //! - **dhcp**: the configuration file is compared with the one rendered; a dnsmasq that
 //!   is not running is started, one with another configuration restarted, one no longer
 //!   declared stopped and its files removed.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
 
 use super::desired::BridgeNetwork;
 use super::instance::{Instance, legacy};
@@ -158,6 +163,9 @@ pub struct NetworkDrift {
     /// Forwarding switches to set: interface, what it is now (absent: no such interface
     /// yet), what it becomes, whether it is an uplink.
     pub forwarding: Vec<ForwardingChange>,
+    /// The bridge's `route_localnet` switch: what it is now (absent: no such interface
+    /// yet) and what it becomes.
+    pub route_localnet: Option<(Option<bool>, bool)>,
     pub dhcp: DhcpDrift,
     /// What the dnsmasq state is now, in words, for the plan.
     pub dhcp_now: &'static str,
@@ -188,17 +196,22 @@ impl NetworkDrift {
             missing_rules: Vec::new(),
             removes_table: false,
             forwarding: Vec::new(),
+            route_localnet: None,
             dhcp: DhcpDrift::None,
             dhcp_now: "stopped",
         };
         drift.rules(bridge, desired, host, revision);
         drift.forwarding(desired, host, revision);
+        drift.route_localnet(bridge, desired, host);
         drift.dhcp(bridge, desired, host);
         drift
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nft.is_empty() && self.forwarding.is_empty() && self.dhcp == DhcpDrift::None
+        self.nft.is_empty()
+            && self.forwarding.is_empty()
+            && self.route_localnet.is_none()
+            && self.dhcp == DhcpDrift::None
     }
 
     fn rules(
@@ -414,12 +427,20 @@ impl NetworkDrift {
             if observed.iter().any(|o| o.is(rule)) {
                 continue;
             }
-            if observed
+            let same_comment: Vec<&RuleState> = observed
                 .iter()
-                .any(|o| o.comment.as_deref() == Some(rule.comment.as_str()))
-            {
-                self.extra_rules
-                    .push(edited(&listed(rule.comment.clone(), hook)));
+                .filter(|o| o.comment.as_deref() == Some(rule.comment.as_str()))
+                .collect();
+            if !same_comment.is_empty() {
+                let listed = listed(rule.comment.clone(), hook);
+                let before = before_loopback(rule);
+                let upgraded =
+                    before.is_some_and(|before| same_comment.iter().all(|o| o.is(&before)));
+                self.extra_rules.push(if upgraded {
+                    format!("{listed} (as gitvisor wrote it before publishing on 127.0.0.1)")
+                } else {
+                    edited(&listed)
+                });
             }
             self.missing_rules.push(listed(rule.comment.clone(), hook));
         }
@@ -487,6 +508,22 @@ impl NetworkDrift {
         }
     }
 
+    /// The bridge's `route_localnet` as its published ports need it; off when they do
+    /// not, or when the bridge is pruned (it is gitvisor's, and off is the kernel's
+    /// default). A bridge not there yet is created with it off.
+    fn route_localnet(
+        &mut self,
+        bridge: &str,
+        desired: Option<&BridgeNetwork>,
+        host: &NetworkState,
+    ) {
+        let wanted = desired.is_some_and(|d| d.route_localnet);
+        let now = host.route_localnet.get(bridge).copied();
+        if now.unwrap_or(false) != wanted {
+            self.route_localnet = Some((now, wanted));
+        }
+    }
+
     fn dhcp(&mut self, bridge: &str, desired: Option<&BridgeNetwork>, host: &NetworkState) {
         let observed = host.dhcp.get(bridge);
         let running = observed.and_then(|d| d.running);
@@ -533,6 +570,9 @@ impl NetworkDrift {
                 change.new,
                 Effect::Hot,
             ));
+        }
+        if let Some((old, new)) = self.route_localnet {
+            fields.push(FieldChange::new("route_localnet", old, new, Effect::Hot));
         }
         let dhcp = match &self.dhcp {
             DhcpDrift::None => None,
@@ -612,16 +652,35 @@ impl NetworkDrift {
                 (true, false) => NetworkRequest::RestoreUplinkForwarding { interface },
             }
         });
+        // The switch goes on after the rules (the drop of what a guest sends to the
+        // host's loopback is in place first) and off before them.
+        let (localnet_off, localnet_on) = match self.route_localnet {
+            Some((_, on)) => {
+                let request = NetworkRequest::SetRouteLocalnet {
+                    bridge: bridge.clone(),
+                    on,
+                };
+                if on {
+                    (None, Some(request))
+                } else {
+                    (Some(request), None)
+                }
+            }
+            None => (None, None),
+        };
         let mut requests = Vec::new();
         if teardown {
             requests.extend(dhcp);
+            requests.extend(localnet_off);
             requests.extend(nft);
             requests.extend(forwarding);
         } else {
             // Rules before forwarding: an isolated bridge's drops are in place before
             // anything could be forwarded, a NAT bridge's masquerade before its
             // guests' packets leave.
+            requests.extend(localnet_off);
             requests.extend(nft);
+            requests.extend(localnet_on);
             requests.extend(forwarding);
             requests.extend(dhcp);
         }
@@ -641,6 +700,29 @@ fn listed(comment: String, hook: Hook) -> String {
         Hook::Output => format!("{comment} (from this host)"),
         Hook::Forward | Hook::Postrouting => comment,
     }
+}
+
+/// The form an earlier gitvisor wrote `rule` in, when that differs: a port published
+/// on every address was DNAT from the host itself on every local address but
+/// 127.0.0.0/8. Recognised so that an upgrade does not read as a hand edit.
+fn before_loopback(rule: &Rule) -> Option<Rule> {
+    let loopback = IpNet::V4(Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).ok()?);
+    let [Expr::DaddrLocal, rest @ ..] = rule.exprs.as_slice() else {
+        return None;
+    };
+    let Some(Expr::Dnat {
+        address: IpAddr::V4(_),
+        ..
+    }) = rest.last()
+    else {
+        return None;
+    };
+    let mut exprs = vec![Expr::DaddrLocal, Expr::DaddrNotIn(loopback)];
+    exprs.extend(rest.iter().cloned());
+    Some(Rule {
+        comment: rule.comment.clone(),
+        exprs,
+    })
 }
 
 fn edited(comment: &str) -> String {

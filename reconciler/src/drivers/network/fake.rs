@@ -32,6 +32,7 @@ struct Host {
     table: Option<BTreeMap<String, FakeChain>>,
     next_handle: u64,
     forwarding: BTreeMap<String, bool>,
+    route_localnet: BTreeMap<String, bool>,
     recorded: BTreeSet<String>,
     default_route: Option<String>,
     dhcp: BTreeMap<String, DhcpState>,
@@ -119,6 +120,20 @@ impl FakeNetwork {
             .then(|| host.forwarding.get(interface).copied().unwrap_or(false))
     }
 
+    pub fn set_route_localnet(&self, interface: &str, on: bool) {
+        lock(&self.host)
+            .route_localnet
+            .insert(interface.to_owned(), on);
+    }
+
+    /// The interface's `route_localnet` switch (`None`: no such interface).
+    pub fn route_localnet(&self, interface: &str) -> Option<bool> {
+        let host = lock(&self.host);
+        self.interfaces(&host)
+            .contains(interface)
+            .then(|| host.route_localnet.get(interface).copied().unwrap_or(false))
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<NetworkRequest> {
         lock(&self.requests).clone()
@@ -152,6 +167,17 @@ impl FakeNetwork {
         })
     }
 
+    /// The expressions of rule `index` of `chain` (empty when there is none).
+    pub fn rule_exprs(&self, chain: &str, index: usize) -> Vec<Expr> {
+        lock(&self.host)
+            .table
+            .as_ref()
+            .and_then(|chains| chains.get(chain))
+            .and_then(|chain| chain.rules.get(index))
+            .map(|(_, rule)| rule.exprs.clone())
+            .unwrap_or_default()
+    }
+
     /// `nft flush table inet gitvisor`, by hand.
     pub fn flush_table(&self) {
         if let Some(chains) = lock(&self.host).table.as_mut() {
@@ -179,6 +205,24 @@ impl FakeNetwork {
             if let Some((_, rule)) = rule {
                 edit(&mut rule.exprs);
             }
+        }
+    }
+
+    /// Edits the rule of `chain` under `comment`, by hand.
+    pub fn edit_rule_in(&self, chain: &str, comment: &str, edit: impl FnOnce(&mut Vec<Expr>)) {
+        let mut host = lock(&self.host);
+        let rule = host
+            .table
+            .as_mut()
+            .and_then(|chains| chains.get_mut(chain))
+            .and_then(|chain| {
+                chain
+                    .rules
+                    .iter_mut()
+                    .find(|(_, rule)| rule.comment == comment)
+            });
+        if let Some((_, rule)) = rule {
+            edit(&mut rule.exprs);
         }
     }
 
@@ -370,6 +414,13 @@ impl NetworkSeam for FakeNetwork {
                 .map(|i| (i.clone(), host.forwarding.get(i).copied().unwrap_or(false)))
                 .collect(),
             forwarding_enabled: host.recorded.clone(),
+            route_localnet: interfaces
+                .iter()
+                .map(|i| {
+                    let on = host.route_localnet.get(i).copied().unwrap_or(false);
+                    (i.clone(), on)
+                })
+                .collect(),
             default_route: host.default_route.clone(),
             dhcp: host.dhcp.clone(),
         })
@@ -385,6 +436,17 @@ impl NetworkSeam for FakeNetwork {
             NetworkRequest::Nft(transaction) => Self::commit(&mut host, transaction),
             NetworkRequest::SetForwarding { interface, on } => {
                 self.write_forwarding(&mut host, interface, *on)
+            }
+            NetworkRequest::SetRouteLocalnet { bridge, on } => {
+                if !self.interfaces(&host).contains(bridge) {
+                    return Err(SeamError::File {
+                        operation: "writing",
+                        path: format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet").into(),
+                        cause: std::io::Error::from(std::io::ErrorKind::NotFound),
+                    });
+                }
+                host.route_localnet.insert(bridge.clone(), *on);
+                Ok(())
             }
             NetworkRequest::EnableUplinkForwarding { interface } => {
                 host.recorded.insert(interface.clone());

@@ -30,6 +30,10 @@ const CASES: &[(&str, &str)] = &[
         "nat-uplink-published",
         "addresses: [10.0.0.1/24]\nnat: true\nuplink: eth1\npublish:\n  - {address: 10.0.0.10, hostPort: 8080, port: 80}\n  - {address: 10.0.0.11, hostPort: 53, protocol: udp, hostAddress: 192.0.2.1}",
     ),
+    (
+        "nat-published-ipv6-and-loopback",
+        "addresses: [10.0.0.1/24, 'fd00::1/64']\nnat: true\npublish:\n  - {address: 'fd00::10', hostPort: 8443, port: 443}\n  - {address: 10.0.0.10, hostPort: 8080, port: 80, hostAddress: 127.0.0.1}",
+    ),
     ("routed", "addresses: [10.0.0.1/24]\nuplink: eth1"),
     (
         "routed-published-ipv6",
@@ -61,6 +65,7 @@ fn render(spec: &str) -> Value {
         table: TableObservation::Absent,
         forwarding: Default::default(),
         forwarding_enabled: Default::default(),
+        route_localnet: Default::default(),
         default_route: Some("eth0".into()),
         dhcp: Default::default(),
     };

@@ -8,7 +8,8 @@
 //!   the same time (a joined one that failed, a change applied without prepare) still
 //!   share `nft` runs (group commit, see `commit_grouped`). `nft` never sees
 //!   another table's name.
-//! - forwarding: `/proc/sys/net/ipv4/conf/<interface>/forwarding`, in the network
+//! - forwarding: `/proc/sys/net/ipv4/conf/<interface>/forwarding` (and a managed
+//!   bridge's `route_localnet` beside it), in the network
 //!   namespace gitvisor runs in. Uplinks gitvisor turned on are recorded as empty files
 //!   under `<run-dir>/network/forwarding/` (a tmpfs, like the switches themselves).
 //! - dnsmasq: one per bridge, started with `--conf-file=<run-dir>/network/dhcp/<bridge>/
@@ -256,15 +257,17 @@ impl NetworkSeam for HostNetwork {
         let table = self.list_table().await?;
         let dir = self.dir.clone();
         let records = self.records();
-        let (forwarding, forwarding_enabled, default_route, dhcp_dirs) = blocking(move || {
-            Ok((
-                read_forwarding()?,
-                read_names(&records)?,
-                read_default_route()?,
-                read_dhcp_dirs(&dir)?,
-            ))
-        })
-        .await?;
+        let (forwarding, route_localnet, forwarding_enabled, default_route, dhcp_dirs) =
+            blocking(move || {
+                Ok((
+                    read_switches("forwarding")?,
+                    read_switches("route_localnet")?,
+                    read_names(&records)?,
+                    read_default_route()?,
+                    read_dhcp_dirs(&dir)?,
+                ))
+            })
+            .await?;
         let mut dhcp = BTreeMap::new();
         for (bridge, config) in dhcp_dirs {
             let paths = DhcpPaths::new(&self.dir, &bridge);
@@ -275,6 +278,7 @@ impl NetworkSeam for HostNetwork {
             table,
             forwarding,
             forwarding_enabled,
+            route_localnet,
             default_route,
             dhcp,
         })
@@ -285,6 +289,9 @@ impl NetworkSeam for HostNetwork {
             NetworkRequest::Nft(transaction) => self.commit_grouped(transaction).await,
             NetworkRequest::SetForwarding { interface, on } => {
                 write_forwarding(interface.clone(), *on).await
+            }
+            NetworkRequest::SetRouteLocalnet { bridge, on } => {
+                write_switch(bridge.clone(), "route_localnet", *on).await
             }
             NetworkRequest::EnableUplinkForwarding { interface } => {
                 // The record first: a crash in between leaves a record of a switch
@@ -423,8 +430,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn write_forwarding(interface: String, on: bool) -> Result<(), SeamError> {
+    write_switch(interface, "forwarding", on).await
+}
+
+/// Writes the IPv4 switch `name` (`forwarding`, `route_localnet`) of `interface`.
+async fn write_switch(interface: String, name: &'static str, on: bool) -> Result<(), SeamError> {
     blocking(move || {
-        let path = Path::new(CONF_DIR).join(&interface).join("forwarding");
+        let path = Path::new(CONF_DIR).join(&interface).join(name);
         std::fs::write(&path, if on { "1" } else { "0" }).map_err(|cause| SeamError::File {
             operation: "writing",
             path,
@@ -442,8 +454,9 @@ fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> SeamError + '_ {
     }
 }
 
-/// Every interface's IPv4 forwarding switch (`all` and `default` are not interfaces).
-fn read_forwarding() -> Result<BTreeMap<String, bool>, SeamError> {
+/// Every interface's IPv4 switch `switch` (`forwarding`, `route_localnet`; `all` and
+/// `default` are not interfaces).
+fn read_switches(switch: &str) -> Result<BTreeMap<String, bool>, SeamError> {
     let dir = Path::new(CONF_DIR);
     let mut switches = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(read_error(dir))? {
@@ -452,7 +465,7 @@ fn read_forwarding() -> Result<BTreeMap<String, bool>, SeamError> {
         if name == "all" || name == "default" {
             continue;
         }
-        let path = entry.path().join("forwarding");
+        let path = entry.path().join(switch);
         match std::fs::read_to_string(&path) {
             Ok(value) => {
                 switches.insert(name, value.trim() == "1");

@@ -7,7 +7,8 @@
 //! network (this module) are planned and applied as one change: [`ManagedBridgeDriver`]
 //! is the `kind: Bridge` driver of the registry, wrapping the Bridge driver and adding
 //! what the network needs to the same change (fields `nftables`, `forwarding.<if>`,
-//! `dhcp`). The Bridge driver stays about links; this module never touches a link.
+//! `route_localnet`, `dhcp`). The Bridge driver stays about links; this module never
+//! touches a link.
 //!
 //! - **nftables**: every rule lives in one table, `inet gitvisor`, changed only through
 //!   `nft -j` JSON, one transaction per bridge change (`nft.rs`, `rules.rs`). The table
@@ -26,6 +27,8 @@
 //!   off for isolated), and the uplink's when it is off (turned on, recorded under the
 //!   run dir, and turned back off when no declared bridge uses it and no other
 //!   gitvisor's rules in the table route out of it); never the global `ip_forward`.
+//!   The bridge's own `route_localnet` is on while a port published behind it answers
+//!   on the host's 127.0.0.1, off otherwise (the bridge is gitvisor's, so is the switch).
 //! - **dnsmasq**: one per bridge with `dhcp:`, configuration and pid file under
 //!   `<run-dir>/network/dhcp/<bridge>/`, detached from gitvisor so guests keep their
 //!   DHCP and DNS while gitvisor restarts or upgrades, and found again through its pid

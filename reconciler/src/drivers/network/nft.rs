@@ -215,6 +215,14 @@ fn expr_json(expr: &Expr) -> Value {
                 json!(address.to_string()),
             )
         }
+        Expr::DaddrNot(address) => {
+            let net = IpNet::from(*address);
+            matches(
+                "!=",
+                address_payload(&net, "daddr"),
+                json!(address.to_string()),
+            )
+        }
         Expr::DaddrLocal => matches(
             "==",
             json!({ "fib": { "result": "type", "flags": ["daddr"] } }),

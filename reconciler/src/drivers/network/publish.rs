@@ -10,7 +10,7 @@
 //! address is found, and why it cannot be (validation turns that into the fix to make).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use crate::contract::PlanContext;
 use crate::model::{
@@ -56,14 +56,25 @@ impl Publication {
     }
 
     /// Whether this and `other` claim the same port on the host: the same protocol and
-    /// port, on the same address or on every address.
+    /// port, on the same address or on every address, of the same family (a port
+    /// published to an IPv4 address is only ever DNAT of IPv4, and the same for IPv6).
     pub fn clashes_with(&self, other: &Publication) -> bool {
         self.protocol == other.protocol
+            && self.address.is_ipv4() == other.address.is_ipv4()
             && self.host_port == other.host_port
             && match (self.host_address, other.host_address) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
             }
+    }
+
+    /// Whether it answers on the host's IPv4 loopback (127.0.0.1), reached from the host
+    /// itself: on every address of the host or on a loopback one, to an IPv4 address.
+    /// IPv6 has no such thing: a packet from ::1 never leaves the host's loopback, so a
+    /// port published to an IPv6 address does not answer on [::1] (validation refuses
+    /// `hostAddress: ::1`).
+    pub fn on_loopback(&self) -> bool {
+        self.address.is_ipv4() && self.host_address.is_none_or(|a| a.is_loopback())
     }
 
     /// `tcp *:8080` or `udp 192.0.2.1:53`: the host side, as people read it.
@@ -95,8 +106,6 @@ pub enum Guest<'a> {
 pub enum NoTarget {
     /// A container without a static `address`.
     NoAddress,
-    /// A container whose address is IPv6 (published ports are IPv4 only).
-    Ipv6(Ipv6Addr),
     /// A VM NIC without a `mac`.
     NoMac,
     /// The bridge serves no DHCP, so the VM NIC with this MAC has no fixed address on it.
@@ -106,22 +115,20 @@ pub enum NoTarget {
 }
 
 /// The address behind `bridge` that a guest's published ports go to.
-pub fn guest_target(guest: Guest<'_>, bridge: &BridgeSpec) -> Result<Ipv4Addr, NoTarget> {
+/// A container's is its address, IPv4 or IPv6; a VM NIC's its static DHCP lease (IPv4).
+pub fn guest_target(guest: Guest<'_>, bridge: &BridgeSpec) -> Result<IpAddr, NoTarget> {
     match guest {
         Guest::Container { address: None } => Err(NoTarget::NoAddress),
         Guest::Container {
             address: Some(cidr),
-        } => match cidr.addr() {
-            IpAddr::V4(address) => Ok(address),
-            IpAddr::V6(address) => Err(NoTarget::Ipv6(address)),
-        },
+        } => Ok(cidr.addr()),
         Guest::Nic { mac: None } => Err(NoTarget::NoMac),
         Guest::Nic { mac: Some(mac) } => {
             let dhcp = bridge.dhcp.as_ref().ok_or(NoTarget::NoDhcp(mac))?;
             dhcp.static_leases
                 .iter()
                 .find(|lease| lease.mac == mac)
-                .map(|lease| lease.address)
+                .map(|lease| IpAddr::V4(lease.address))
                 .ok_or(NoTarget::NoStaticLease(mac))
         }
     }
@@ -182,9 +189,8 @@ pub fn of_resource<'a>(
     let declared_by = resource.id();
     let mut publications = Vec::new();
     for list in guest_lists(resource) {
-        let Some(address) = bridge(list.bridge)
-            .and_then(|spec| guest_target(list.guest, spec).ok())
-            .map(IpAddr::V4)
+        let Some(address) =
+            bridge(list.bridge).and_then(|spec| guest_target(list.guest, spec).ok())
         else {
             continue;
         };
@@ -245,6 +251,12 @@ mod tests {
         let one = publication(Protocol::Tcp, Some("192.0.2.1"), 8080);
         assert!(!one.clashes_with(&publication(Protocol::Tcp, Some("192.0.2.2"), 8080)));
         assert_eq!(any.to_string(), "tcp *:8080 -> 10.0.0.10:80");
+        let ipv6 = Publication {
+            address: "fd00::10".parse().unwrap(),
+            ..publication(Protocol::Tcp, None, 8080)
+        };
+        assert!(!any.clashes_with(&ipv6), "one port, two families");
+        assert!(ipv6.clashes_with(&ipv6.clone()));
         assert_eq!(one.host_side(), "tcp 192.0.2.1:8080");
     }
 }

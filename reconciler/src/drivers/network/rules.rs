@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 
@@ -115,6 +115,7 @@ pub enum Expr {
     DaddrIn(IpNet),
     DaddrNotIn(IpNet),
     Daddr(IpAddr),
+    DaddrNot(IpAddr),
     /// The destination is one of the host's own addresses.
     DaddrLocal,
     L4Proto(Protocol),
@@ -220,6 +221,21 @@ pub fn rules(network: &BridgeNetwork) -> BTreeMap<Hook, Vec<Rule>> {
                     }
                 }
             }
+            if network.route_localnet {
+                // The bridge routes 127.0.0.0/8 (`route_localnet`) so that the host's
+                // loopback reaches its published ports; nothing arriving on it may use
+                // that to reach the host's own loopback services.
+                add(
+                    Hook::Prerouting,
+                    format!("{bridge}: drop what arrives on {bridge} for the host's loopback"),
+                    vec![iif(), Expr::DaddrIn(loopback()), Expr::Drop],
+                );
+                add(
+                    Hook::Postrouting,
+                    format!("{bridge}: masquerade published ports reached on the host's loopback"),
+                    vec![Expr::SaddrIn(loopback()), oif(), Expr::Masquerade],
+                );
+            }
             for publication in &network.publications {
                 let comment = format!("{bridge}: publish {publication}");
                 let target = Expr::Dnat {
@@ -230,15 +246,23 @@ pub fn rules(network: &BridgeNetwork) -> BTreeMap<Hook, Vec<Rule>> {
                     Expr::L4Proto(publication.protocol),
                     Expr::Dport(publication.host_port),
                 ];
-                let (from_outside, from_host) = match publication.host_address {
-                    Some(address) => (vec![Expr::Daddr(address)], vec![Expr::Daddr(address)]),
-                    // From the host itself, every local address but loopback: a DNAT
-                    // from 127.0.0.1 would leave with a loopback source and be dropped.
-                    None => (
-                        vec![Expr::DaddrLocal],
-                        vec![Expr::DaddrLocal, Expr::DaddrNotIn(loopback())],
-                    ),
-                };
+                let (from_outside, from_host) =
+                    match (publication.host_address, publication.address) {
+                        (Some(address), _) => {
+                            (vec![Expr::Daddr(address)], vec![Expr::Daddr(address)])
+                        }
+                        // From the host itself, every local address, 127.0.0.1 included
+                        // (masqueraded above, through the bridge's `route_localnet`).
+                        (None, IpAddr::V4(_)) => (vec![Expr::DaddrLocal], vec![Expr::DaddrLocal]),
+                        // ::1 excepted: nothing from the IPv6 loopback may leave it.
+                        (None, IpAddr::V6(_)) => (
+                            vec![Expr::DaddrLocal],
+                            vec![
+                                Expr::DaddrLocal,
+                                Expr::DaddrNot(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                            ],
+                        ),
+                    };
                 let mut exprs = from_outside;
                 exprs.extend(ports.iter().cloned());
                 exprs.push(target.clone());

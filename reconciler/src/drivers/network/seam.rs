@@ -36,6 +36,9 @@ pub struct NetworkState {
     pub forwarding: BTreeMap<String, bool>,
     /// The interfaces whose forwarding gitvisor turned on (recorded under the run dir).
     pub forwarding_enabled: BTreeSet<String>,
+    /// The IPv4 `route_localnet` switch of every interface (`publish.rs`: published ports
+    /// reached on the host's loopback need it on their bridge).
+    pub route_localnet: BTreeMap<String, bool>,
     /// The interface of the IPv4 default route.
     pub default_route: Option<String>,
     /// Each bridge's dnsmasq directory under the run dir.
@@ -49,6 +52,9 @@ pub enum NetworkRequest {
     Nft(Transaction),
     /// Sets a managed bridge's IPv4 forwarding switch.
     SetForwarding { interface: String, on: bool },
+    /// Sets a managed bridge's IPv4 `route_localnet` switch: on, packets to and from
+    /// 127.0.0.0/8 may be routed through it (a published port reached on 127.0.0.1).
+    SetRouteLocalnet { bridge: String, on: bool },
     /// Turns an uplink's forwarding on and records that gitvisor did.
     EnableUplinkForwarding { interface: String },
     /// Turns forwarding off where gitvisor turned it on, and forgets the record.
@@ -74,6 +80,11 @@ impl fmt::Display for NetworkRequest {
                     u8::from(*on)
                 )
             }
+            NetworkRequest::SetRouteLocalnet { bridge, on } => write!(
+                f,
+                "set net.ipv4.conf.{bridge}.route_localnet = {}",
+                u8::from(*on)
+            ),
             NetworkRequest::EnableUplinkForwarding { interface } => {
                 write!(f, "set net.ipv4.conf.{interface}.forwarding = 1 (uplink)")
             }

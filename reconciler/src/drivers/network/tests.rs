@@ -660,7 +660,7 @@ async fn published_ports_are_dnat_from_outside_and_from_the_host() {
         "br0: publish tcp *:8080 -> 10.0.0.10:80",
         "br0: publish udp 192.0.2.1:53 -> 10.0.0.11:53",
     ];
-    assert_eq!(host.comments("br0-pre"), published);
+    assert_eq!(host.comments("br0-pre")[1..], published);
     assert_eq!(host.comments("br0-out"), published);
 
     // The plan lists each of the two DNAT rules of a publication once, saying which is
@@ -695,6 +695,186 @@ async fn published_ports_are_dnat_from_outside_and_from_the_host() {
         host.comments("br0-post")
             .contains(&"br0: masquerade published ports reached from 10.0.0.0/24".to_owned())
     );
+}
+
+/// The guard that keeps guests off the host's loopback, first in `br0-pre` while the
+/// bridge routes 127.0.0.0/8; and the masquerade of what the loopback sends.
+const LOOPBACK_GUARD: &str = "br0: drop what arrives on br0 for the host's loopback";
+const LOOPBACK_MASQUERADE: &str = "br0: masquerade published ports reached on the host's loopback";
+
+#[tokio::test]
+async fn a_port_published_on_every_address_answers_on_loopback_through_route_localnet() {
+    let host = host();
+    let published = bridge(
+        "br0",
+        "addresses: [10.0.0.1/24]\nnat: true\npublish:\n  - {address: 10.0.0.10, hostPort: 8080, port: 80}",
+    );
+    let changes = host.plan(std::slice::from_ref(&published), &[]).await;
+    let switch = field(&changes[0], "route_localnet").expect("the plan shows the switch");
+    assert_eq!(
+        (&switch.old, &switch.new),
+        (&serde_json::Value::Null, &serde_json::json!(true))
+    );
+    host.converge(std::slice::from_ref(&published), &[]).await;
+    assert_eq!(host.network.route_localnet("br0"), Some(true));
+    assert_eq!(host.comments("br0-pre")[0], LOOPBACK_GUARD);
+    assert!(
+        host.comments("br0-post")
+            .contains(&LOOPBACK_MASQUERADE.to_owned())
+    );
+    // The guard is in place before the switch goes on.
+    let requests = host.network.requests();
+    let on = requests
+        .iter()
+        .position(|r| matches!(r, NetworkRequest::SetRouteLocalnet { on: true, .. }))
+        .expect("the switch is set");
+    assert!(
+        requests[..on]
+            .iter()
+            .any(|r| matches!(r, NetworkRequest::Nft(_)))
+    );
+    // The DNAT from the host itself takes 127.0.0.1 too: no loopback exception left.
+    let out = host.network.rule_exprs(&format!("{PREFIX}br0-out"), 0);
+    assert_eq!(
+        out.first(),
+        Some(&super::rules::Expr::DaddrLocal),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|e| matches!(e, super::rules::Expr::DaddrNotIn(_))),
+        "{out:?}"
+    );
+
+    // On one address of the host only: no loopback, the switch goes back off, before
+    // the guard goes.
+    let one_address = bridge(
+        "br0",
+        "addresses: [10.0.0.1/24]\nnat: true\npublish:\n  - {address: 10.0.0.10, hostPort: 8080, port: 80, hostAddress: 192.0.2.1}",
+    );
+    let changes = host
+        .plan(std::slice::from_ref(&one_address), &["br0"])
+        .await;
+    let switch = field(&changes[0], "route_localnet").expect("the plan shows the switch");
+    assert_eq!(
+        (&switch.old, &switch.new),
+        (&serde_json::json!(true), &serde_json::json!(false))
+    );
+    let before = host.network.requests().len();
+    host.converge(std::slice::from_ref(&one_address), &["br0"])
+        .await;
+    let requests = host.network.requests()[before..].to_vec();
+    assert!(
+        matches!(
+            requests.first(),
+            Some(NetworkRequest::SetRouteLocalnet { on: false, .. })
+        ),
+        "{requests:?}"
+    );
+    assert_eq!(host.network.route_localnet("br0"), Some(false));
+    assert!(
+        !host
+            .comments("br0-pre")
+            .contains(&LOOPBACK_GUARD.to_owned())
+    );
+    assert!(
+        !host
+            .comments("br0-post")
+            .contains(&LOOPBACK_MASQUERADE.to_owned())
+    );
+
+    // On 127.0.0.1 itself: on again; pruned with the bridge: off before the link goes.
+    let on_loopback = bridge(
+        "br0",
+        "addresses: [10.0.0.1/24]\nnat: true\npublish:\n  - {address: 10.0.0.10, hostPort: 8080, port: 80, hostAddress: 127.0.0.1}",
+    );
+    host.converge(std::slice::from_ref(&on_loopback), &["br0"])
+        .await;
+    assert_eq!(host.network.route_localnet("br0"), Some(true));
+    let before = host.network.requests().len();
+    let pruned = host.plan(&[], &["br0"]).await;
+    assert_eq!(pruned[0].action, Action::Delete);
+    assert!(field(&pruned[0], "route_localnet").is_some(), "{pruned:?}");
+    host.apply_all(&pruned).await;
+    let requests = host.network.requests()[before..].to_vec();
+    assert!(
+        requests
+            .iter()
+            .any(|r| matches!(r, NetworkRequest::SetRouteLocalnet { on: false, .. })),
+        "{requests:?}"
+    );
+    assert_eq!(
+        host.network.route_localnet("br0"),
+        None,
+        "the bridge is gone"
+    );
+    assert!(host.network.table().is_none());
+}
+
+#[tokio::test]
+async fn a_rule_written_before_loopback_publishing_reads_as_an_upgrade_not_a_hand_edit() {
+    use super::rules::Expr;
+    let host = host();
+    let br0 = bridge(
+        "br0",
+        "addresses: [10.0.0.1/24]\nnat: true\npublish:\n  - {address: 10.0.0.10, hostPort: 8080, port: 80}",
+    );
+    host.converge(std::slice::from_ref(&br0), &[]).await;
+    let comment = "br0: publish tcp *:8080 -> 10.0.0.10:80";
+    // What gitvisor wrote before in the output chain: every local address but
+    // 127.0.0.0/8.
+    let old_form = |exprs: &mut Vec<Expr>| {
+        exprs.insert(1, Expr::DaddrNotIn("127.0.0.0/8".parse().expect("net")))
+    };
+    host.network
+        .edit_rule_in(&format!("{PREFIX}br0-out"), comment, old_form);
+    let changes = host.plan(std::slice::from_ref(&br0), &["br0"]).await;
+    let rules = field(&changes[0], "nftables").expect("the rule is drift");
+    assert_eq!(
+        rules.old,
+        serde_json::json!([format!(
+            "{comment} (from this host) (as gitvisor wrote it before publishing on 127.0.0.1)"
+        )]),
+        "{rules:?}"
+    );
+    host.converge(std::slice::from_ref(&br0), &["br0"]).await;
+    // Anything else under the comment is still a hand edit.
+    host.network
+        .edit_rule_in(&format!("{PREFIX}br0-out"), comment, |exprs| {
+            exprs.insert(1, Expr::DaddrNotIn("127.0.0.0/16".parse().expect("net")))
+        });
+    let changes = host.plan(std::slice::from_ref(&br0), &["br0"]).await;
+    let rules = field(&changes[0], "nftables").expect("the rule is drift");
+    assert_eq!(
+        rules.old,
+        serde_json::json!([format!("{comment} (from this host) (edited by hand)")]),
+    );
+}
+
+#[tokio::test]
+async fn a_port_published_to_an_ipv6_guest_is_ip6_dnat_except_from_the_ipv6_loopback() {
+    let host = host();
+    let br0 = bridge(
+        "br0",
+        "addresses: [10.0.0.1/24, 'fd00::1/64']\nnat: true\npublish:\n  - {address: 'fd00::10', hostPort: 8443, port: 443}",
+    );
+    host.converge(std::slice::from_ref(&br0), &[]).await;
+    let comment = "br0: publish tcp *:8443 -> fd00::10:443";
+    assert_eq!(host.comments("br0-pre"), [comment]);
+    assert_eq!(host.comments("br0-out"), [comment]);
+    let out = host.network.rule_exprs(&format!("{PREFIX}br0-out"), 0);
+    assert!(
+        out.contains(&super::rules::Expr::DaddrNot(
+            "::1".parse().expect("address")
+        )),
+        "{out:?}"
+    );
+    assert!(out.contains(&super::rules::Expr::Dnat {
+        address: "fd00::10".parse().expect("address"),
+        port: 443
+    }));
+    // Nothing IPv4 answers on loopback: the bridge keeps its switch off.
+    assert_eq!(host.network.route_localnet("br0"), Some(false));
 }
 
 const DHCP: &str = "addresses: [10.0.0.1/24]\nnat: true\ndhcp:\n  range: 10.0.0.100-10.0.0.199\n  domain: lab\n  static:\n    - {mac: '52:54:00:00:00:10', address: 10.0.0.10, name: vm1}";
@@ -826,7 +1006,7 @@ async fn guests_publish_through_their_bridge_and_a_changed_list_is_the_bridges_d
         "br0: publish tcp *:8080 -> 10.0.0.20:80",
         "br0: publish tcp *:2222 -> 10.0.0.10:22",
     ];
-    assert_eq!(host.comments("br0-pre"), both);
+    assert_eq!(host.comments("br0-pre")[1..], both);
     assert_eq!(host.comments("br0-out"), both);
     assert!(
         host.comments("br0-fwd")
@@ -855,7 +1035,7 @@ async fn guests_publish_through_their_bridge_and_a_changed_list_is_the_bridges_d
     );
     host.apply_all(&[change]).await;
     assert_eq!(
-        host.comments("br0-pre"),
+        host.comments("br0-pre")[1..],
         [
             "br0: publish tcp *:8081 -> 10.0.0.20:80",
             "br0: publish tcp *:2222 -> 10.0.0.10:22",
