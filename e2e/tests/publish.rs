@@ -302,7 +302,7 @@ fn a_published_port_answers_on_the_hosts_loopback_and_an_ipv6_guests_on_the_host
         gitvisor_e2e::field(change, "nftables").expect("the rules are planned")["new"].to_string();
     for rule in [
         "brlo: masquerade published ports reached on the host's loopback",
-        "brlo: drop what arrives on brlo for the host's loopback",
+        "brlo: guard the host's loopback from brlo",
         "brlo: publish tcp *:8080 -> 10.0.0.20:80 (from this host)",
         "brlo: publish tcp *:8443 -> fd00::20:80 (from this host)",
     ] {

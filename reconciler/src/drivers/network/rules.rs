@@ -227,7 +227,7 @@ pub fn rules(network: &BridgeNetwork) -> BTreeMap<Hook, Vec<Rule>> {
                 // that to reach the host's own loopback services.
                 add(
                     Hook::Prerouting,
-                    format!("{bridge}: drop what arrives on {bridge} for the host's loopback"),
+                    format!("{bridge}: guard the host's loopback from {bridge}"),
                     vec![iif(), Expr::DaddrIn(loopback()), Expr::Drop],
                 );
                 add(

@@ -699,7 +699,7 @@ async fn published_ports_are_dnat_from_outside_and_from_the_host() {
 
 /// The guard that keeps guests off the host's loopback, first in `br0-pre` while the
 /// bridge routes 127.0.0.0/8; and the masquerade of what the loopback sends.
-const LOOPBACK_GUARD: &str = "br0: drop what arrives on br0 for the host's loopback";
+const LOOPBACK_GUARD: &str = "br0: guard the host's loopback from br0";
 const LOOPBACK_MASQUERADE: &str = "br0: masquerade published ports reached on the host's loopback";
 
 #[tokio::test]
