@@ -57,6 +57,13 @@ impl SourceDocument {
     }
 }
 
+impl crate::model::LocateField for SourceDocument {
+    fn locate(&self, field: &str) -> (usize, usize) {
+        let at = self.diagnostic(Path::new(""), field, "");
+        (at.line, at.column)
+    }
+}
+
 /// A resource with the document it came from, for error positions.
 #[derive(Debug, Clone)]
 pub struct LoadedResource {

@@ -10,7 +10,9 @@
 //! | taps marked for this VM, no run dir                | yes: Create (the taps are reused); no: Conflict |
 //!
 //! A hypervisor this build has no backend for, or a feature the backend lacks, plans as
-//! `unsupported`. What the host lacks to launch the VM (KVM, OVMF, a socket path that
+//! `unsupported`; so does a create or update that would launch the guest from a declared
+//! file the host lacks or holds in another format (`preflight.rs`), pointing at the
+//! manifest's `file:line:col: field`. What the host lacks to launch the VM (KVM, OVMF, a socket path that
 //! fits) does not change the decision; it is the first reason, and apply refuses.
 
 use std::collections::BTreeSet;
@@ -21,6 +23,7 @@ use super::backend::Backends;
 use super::drift::Drift;
 use super::launch::Launch;
 use super::observed::{HostVms, ObservedVm};
+use super::preflight::{self, FileFacts};
 use super::seam::RecordRead;
 use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
@@ -54,6 +57,7 @@ pub fn declared(
     resource: &Arc<Resource>,
     spec: &VirtualMachineSpec,
     host: &HostVms,
+    files: &FileFacts,
     context: &PlanContext,
     backends: &Backends,
     root: &Path,
@@ -119,6 +123,18 @@ pub fn declared(
         problems,
         leftovers_removable,
     };
+    // What the host's files say against the launch, on the fields that declare them:
+    // refused at plan when the change would launch the guest.
+    let refusals: Vec<String> = preflight::refusals(spec, files)
+        .into_iter()
+        .map(|refusal| {
+            format!(
+                "{}: {} (refused before anything is touched)",
+                resource.origin.place(&refusal.field),
+                refusal.message
+            )
+        })
+        .collect();
     let with = |action: Action, extra: Vec<String>| {
         let mut planned = change(action).with_observed(snapshot.clone());
         planned.reasons = extra.into_iter().chain(reasons.iter().cloned()).collect();
@@ -141,6 +157,8 @@ pub fn declared(
         }
         if spec.state == VmState::Stopped {
             notes.push("created stopped: run dir and taps only, no process".to_owned());
+        } else if !refusals.is_empty() {
+            return Ok(with(Action::Unsupported, refusals));
         }
         return Ok(with(Action::Create, notes).with_fields(creation_fields(spec)?));
     };
@@ -201,6 +219,18 @@ pub fn declared(
         .map(|record| record.spec.hypervisor)
         .unwrap_or(spec.hypervisor);
     let graceful = super::monitor::Control::Powerdown.name_for(running);
+    let launches = spec.state != VmState::Stopped
+        && (!runtime.has_process() || drift.restarts(&runtime, spec.state));
+    if launches && !refusals.is_empty() {
+        let mut refused = refusals;
+        if runtime.has_process() {
+            refused.push(
+                "the guest keeps running on its previous configuration until this is fixed"
+                    .to_owned(),
+            );
+        }
+        return Ok(with(Action::Unsupported, refused));
+    }
     if drift.restarts(&runtime, spec.state) {
         notes.push(format!(
             "restarts the guest: {graceful} (up to {timeout}, then a hard stop), then a start with the new settings"

@@ -30,6 +30,7 @@ use nix::errno::Errno;
 use super::launch::{HostFacts, UEFI_CANDIDATES, UefiFirmware};
 use super::monitor::{Monitor, MonitorError};
 use super::paths::{RECORD_FILE, RunPaths, temporary_dir_name};
+use super::preflight::{FileFact, FileFacts, QCOW2_MAGIC};
 use super::qmp::Qmp;
 use super::record::RunRecord;
 use super::seam::{
@@ -172,6 +173,19 @@ impl VmHost for RealHost {
             links,
             facts,
         })
+    }
+
+    async fn inspect(&self, paths: Vec<PathBuf>) -> Result<FileFacts, HostError> {
+        Self::blocking("inspecting the declared files", move || {
+            Ok(paths
+                .into_iter()
+                .map(|path| {
+                    let fact = inspect_file(&path);
+                    (path, fact)
+                })
+                .collect())
+        })
+        .await
     }
 
     async fn send(&self, request: VmRequest) -> Result<Answer, HostError> {
@@ -391,6 +405,39 @@ fn write_atomic(path: &Path, content: &[u8]) -> Result<Answer, HostError> {
 }
 
 /// Every directory below `root`, with its record and live process.
+/// What `path` is, as a launch would find it: it must be a file or a block device that
+/// opens for reading; its first bytes say whether it is a qcow2 image.
+fn inspect_file(path: &Path) -> FileFact {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return FileFact::Missing,
+        Err(error) => return FileFact::Unreadable(error.to_string()),
+    };
+    let kind = metadata.file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return FileFact::NotAFile;
+    }
+    let mut header = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut file| {
+        let mut filled = 0;
+        while filled < header.len() {
+            match file.read(&mut header[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    });
+    match read {
+        Ok(filled) => FileFact::File {
+            qcow2: filled == header.len() && &header == QCOW2_MAGIC,
+        },
+        Err(error) => FileFact::Unreadable(error.to_string()),
+    }
+}
+
 fn read_run_dirs(root: &Path) -> Result<Vec<RunDir>, HostError> {
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
