@@ -22,8 +22,8 @@ use super::de::{self, Removed};
 use crate::manifest::tree::{self, NodeKind, Position, Tree};
 use crate::manifest::{Declaration, Diagnostic, SourceDocument};
 use crate::model::{
-    BridgeSpec, ContainerSpec, Document, FieldLocator, Kind, Name, Origin, PRUNE_POLICY_KIND, PrunePolicy,
-    PrunePolicySpec, Resource, ResourceId, Spec, VirtualMachineSpec, VolumeSpec,
+    BridgeSpec, ContainerSpec, Document, FieldLocator, Kind, Name, Origin, PRUNE_POLICY_KIND,
+    PrunePolicy, PrunePolicySpec, Resource, ResourceId, Spec, VirtualMachineSpec, VolumeSpec,
 };
 
 /// Most errors reported for one document; past it the document's report is cut short.

@@ -31,7 +31,9 @@ pub enum FileFact {
     /// It exists but could not be opened or read: why.
     Unreadable(String),
     /// A file or block device; whether it starts with the qcow2 magic.
-    File { qcow2: bool },
+    File {
+        qcow2: bool,
+    },
 }
 
 /// The host's answers, by path.
@@ -175,7 +177,11 @@ mod tests {
             ],
             "{found:?}"
         );
-        assert!(found[0].message.starts_with("/i does not exist on this host"));
+        assert!(
+            found[0]
+                .message
+                .starts_with("/i does not exist on this host")
+        );
         assert!(found[1].message.contains("not a qcow2 image"));
         assert!(found[2].message.contains("declare format: qcow2"));
         // Unasked paths are not judged.
