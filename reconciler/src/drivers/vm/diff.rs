@@ -129,7 +129,7 @@ pub fn declared(
         .into_iter()
         .map(|refusal| {
             format!(
-                "{}: {} (refused before anything is touched)",
+                "{}: {}",
                 resource.origin.place(&refusal.field),
                 refusal.message
             )
@@ -225,7 +225,7 @@ pub fn declared(
         let mut refused = refusals;
         if runtime.has_process() {
             refused.push(
-                "the guest keeps running on its previous configuration until this is fixed"
+                "refused before anything is touched: the guest keeps running on its previous configuration until this is fixed"
                     .to_owned(),
             );
         }

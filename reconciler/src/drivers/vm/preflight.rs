@@ -105,7 +105,7 @@ pub fn refusals(spec: &VirtualMachineSpec, facts: &FileFacts) -> Vec<Refusal> {
             (FileFact::Missing, _) => (
                 need.field,
                 format!(
-                    "{shown} does not exist on this host; put the file there or fix the path (the running guest, if any, is left as it is)"
+                    "{shown} does not exist on this host; put the file there or fix the path"
                 ),
             ),
             (FileFact::NotAFile, _) => (
