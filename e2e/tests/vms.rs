@@ -369,7 +369,9 @@ fn a_change_that_cannot_start_never_stops_the_running_guest() {
         ) && said.contains("invalid kernel header"),
         "{apply}"
     );
-    let again = guard.pid("keep").expect("the previous configuration runs again");
+    let again = guard
+        .pid("keep")
+        .expect("the previous configuration runs again");
     assert_ne!(again, pid, "a new process, from the previous command line");
     assert_eq!(guard.cmdline("keep").as_ref(), Some(&cmdline));
     serial.wait_for("GV-BIOS-BOOT-OK", 1, BOOT);

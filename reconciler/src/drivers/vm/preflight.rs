@@ -104,9 +104,7 @@ pub fn refusals(spec: &VirtualMachineSpec, facts: &FileFacts) -> Vec<Refusal> {
         let (field, message) = match (fact, &need.format) {
             (FileFact::Missing, _) => (
                 need.field,
-                format!(
-                    "{shown} does not exist on this host; put the file there or fix the path"
-                ),
+                format!("{shown} does not exist on this host; put the file there or fix the path"),
             ),
             (FileFact::NotAFile, _) => (
                 need.field,
