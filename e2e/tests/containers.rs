@@ -935,3 +935,41 @@ fn a_failed_create_leaves_nothing_mounted_and_runcs_refusal_needs_the_user() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// An image archive that does not exist is refused at plan, at the manifest's line and
+/// field, and apply leaves the running container as it is (issue 17 item 2).
+#[test]
+fn a_missing_image_archive_is_refused_at_plan_and_the_container_runs_on() {
+    let Some((env, images)) = ContainerEnv::new("ctr_noimage") else {
+        return;
+    };
+    let missing = tempfile::tempdir().unwrap().path().join("app.tar");
+    let manifests = Manifests::new();
+    let write = |image: &std::path::Path| {
+        manifests.write(
+            "web.yaml",
+            &ContainerEnv::container_manifest(
+                "web",
+                &format!(
+                    "  image: {}\n  command: [sleep, '100000']\n  stopTimeout: 1s\n",
+                    image.display()
+                ),
+            ),
+        );
+    };
+    write(&images.rootfs);
+    env.apply(manifests.path(), 0);
+    let pid = pid_of(&env, "web");
+
+    write(&missing);
+    let plan = env.gitvisor(["plan", manifests.path_str()]);
+    assert_eq!(plan.code, Some(1), "{plan}");
+    let expected = format!(
+        "web.yaml:6:10: spec.image: {} does not exist on this host",
+        missing.display()
+    );
+    assert_contains(&plan.stdout, &expected);
+    let apply = env.apply(manifests.path(), 1);
+    assert_contains(&format!("{}{}", apply.stdout, apply.stderr), &expected);
+    assert_eq!(pid_of(&env, "web"), pid, "the container was not touched");
+}
