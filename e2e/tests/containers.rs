@@ -1000,7 +1000,15 @@ fn a_published_port_another_process_listens_on_is_refused_at_plan() {
             ),
         ),
     );
-    let mut listener = std::process::Command::new("nsenter")
+    /// Kills the listener when the test ends, passed or not.
+    struct Listener(std::process::Child);
+    impl Drop for Listener {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let listener = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", env.netns()))
         .args([
             "python3",
@@ -1009,6 +1017,7 @@ fn a_published_port_another_process_listens_on_is_refused_at_plan() {
         ])
         .stdin(Stdio::null())
         .spawn()
+        .map(Listener)
         .expect("python3 listens");
     env.wait_for("the listener", Duration::from_secs(20), || {
         env.gitvisor(["plan", manifests.path_str()])
@@ -1026,8 +1035,7 @@ fn a_published_port_another_process_listens_on_is_refused_at_plan() {
     );
     env.apply(manifests.path(), 1);
     assert!(env.container("web").is_none(), "nothing was created");
-    listener.kill().expect("stop the listener");
-    listener.wait().expect("the listener ends");
+    drop(listener);
     env.apply(manifests.path(), 0);
     pid_of(&env, "web");
 }
