@@ -611,26 +611,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_image_is_refused_at_plan_with_file_line_and_field() {
-        let manifests = tempfile::tempdir().unwrap();
-        std::fs::write(
-            manifests.path().join("web.yaml"),
-            "apiVersion: gitvisor.dev/v1alpha1\nkind: Container\nmetadata:\n  name: web\nspec:\n  \
-             command: [sleep, '1000']\n  image: /images/none\n",
-        )
-        .unwrap();
-        let revision =
-            crate::load::load_revision(manifests.path(), "h").unwrap_or_else(|e| panic!("{e}"));
-        let web = revision.resources[0].clone();
+        let yaml = "apiVersion: gitvisor.dev/v1alpha1\nkind: Container\nmetadata:\n  name: web\nspec:\n  \
+             command: [sleep, '1000']\n  image: /images/none\n";
+        let mut web = (*declared("web", "command: [sleep, '1000']\nimage: /images/none")).clone();
+        web.origin = crate::manifest::test_origin(std::path::Path::new("/srv/web.yaml"), yaml);
+        let web = Arc::new(web);
         let fake = Arc::new(FakeHost::new(&[], &["/images/none"]));
         let driver = driver(&fake);
         let change = plan_one(&driver, &web, &[]).await;
         assert_eq!(change.action, Action::Unsupported, "{:?}", change.reasons);
-        let expected = format!(
-            "{}:7:10: spec.image: /images/none does not exist on this host",
-            manifests.path().join("web.yaml").display()
-        );
+        let expected = "/srv/web.yaml:7:10: spec.image: /images/none does not exist on this host";
         assert!(
-            change.reasons[0].starts_with(&expected),
+            change.reasons[0].starts_with(expected),
             "{:?}",
             change.reasons
         );

@@ -871,44 +871,40 @@ async fn a_cancel_during_a_tap_create_finishes_marking_it_and_stops() {
 
 use crate::contract::DEFAULT_STEP_BUDGET;
 
-/// `web` as a manifest file declares it, with `boot` written out one field a line, loaded
-/// the way a revision is: the resource knows its file and can place its fields.
-fn web_from_file(dir: &std::path::Path, initrd: &str, memory: &str) -> Arc<Resource> {
+/// Where the tests' manifests are.
+const MANIFEST: &str = "/srv/manifests/web.yaml";
+
+/// `web` as a manifest file declares it, with `boot` written out one field a line; the
+/// resource places its fields as the loader's would.
+fn web_from_file(initrd: &str, memory: &str) -> Arc<Resource> {
     let yaml = format!(
         "apiVersion: gitvisor.dev/v1alpha1\nkind: VirtualMachine\nmetadata:\n  name: web\nspec:\n  \
          memory: {memory}\n  accel: tcg\n  boot:\n    kernel: /boot/vmlinuz\n    initrd: {initrd}\n  \
          disks: [{{path: /images/web.img}}]\n  networks: [{{bridge: br0}}]\n  shutdownTimeout: 5s\n"
     );
-    std::fs::write(dir.join("web.yaml"), yaml).unwrap();
-    std::fs::write(
-        dir.join("br0.yaml"),
-        "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: br0\nspec: {}\n",
-    )
-    .unwrap();
-    let revision = crate::load::load_revision(dir, "h").unwrap_or_else(|e| panic!("{e}"));
-    revision
-        .resources
-        .iter()
-        .find(|r| r.kind() == Kind::VirtualMachine)
-        .expect("the VM")
-        .clone()
+    let document: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("test YAML");
+    let spec = serde_yaml::from_value(document["spec"].clone()).expect("test spec parses");
+    let mut resource = Resource::new(
+        Metadata::named(Name::parse("web").expect("valid")),
+        Spec::VirtualMachine(spec),
+    );
+    resource.origin = crate::manifest::test_origin(std::path::Path::new(MANIFEST), &yaml);
+    Arc::new(resource)
 }
 
 #[tokio::test]
 async fn a_missing_initrd_is_refused_at_plan_with_file_line_and_field_and_the_guest_runs_on() {
-    let manifests = tempfile::tempdir().unwrap();
     let fake = host();
     fake.put_file("/boot/initrd.img", false);
     let driver = driver(&fake);
     let context = owning(&["web"]);
 
     // Created without the initrd: refused, nothing touched.
-    let missing = web_from_file(manifests.path(), "/boot/missing.img", "256MiB");
+    let missing = web_from_file("/boot/missing.img", "256MiB");
     let change = plan_one(&driver, &missing, &context).await;
     assert_eq!(change.action, Action::Unsupported, "{:?}", change.reasons);
     let expected = format!(
-        "{}:10:13: spec.boot.initrd: /boot/missing.img does not exist on this host",
-        manifests.path().join("web.yaml").display()
+        "{MANIFEST}:10:13: spec.boot.initrd: /boot/missing.img does not exist on this host"
     );
     assert!(
         change.reasons[0].starts_with(&expected),
@@ -919,13 +915,9 @@ async fn a_missing_initrd_is_refused_at_plan_with_file_line_and_field_and_the_gu
 
     // Running with a good initrd, a revision that restarts it onto a missing one is
     // refused at plan: the plan stops nothing, and says the guest keeps running.
-    converge(
-        &driver,
-        &web_from_file(manifests.path(), "/boot/initrd.img", "256MiB"),
-    )
-    .await;
+    converge(&driver, &web_from_file("/boot/initrd.img", "256MiB")).await;
     let pid = fake.dir("web").and_then(|d| d.process).unwrap().pid;
-    let missing = web_from_file(manifests.path(), "/boot/missing.img", "512MiB");
+    let missing = web_from_file("/boot/missing.img", "512MiB");
     let change = plan_one(&driver, &missing, &context).await;
     assert_eq!(change.action, Action::Unsupported, "{:?}", change.reasons);
     assert!(
@@ -951,7 +943,7 @@ async fn a_missing_initrd_is_refused_at_plan_with_file_line_and_field_and_the_gu
     fake.put_file("/images/web.img", true);
     let change = plan_one(
         &driver,
-        &web_from_file(manifests.path(), "/boot/initrd.img", "512MiB"),
+        &web_from_file("/boot/initrd.img", "512MiB"),
         &context,
     )
     .await;
