@@ -12,8 +12,9 @@
 //! A hypervisor this build has no backend for, or a feature the backend lacks, plans as
 //! `unsupported`; so does a create or update that would launch the guest from a declared
 //! file the host lacks or holds in another format (`preflight.rs`), pointing at the
-//! manifest's `file:line:col: field`. What the host lacks to launch the VM (KVM, OVMF, a socket path that
-//! fits) does not change the decision; it is the first reason, and apply refuses.
+//! manifest's `file:line:col: field`. What else the host lacks to launch the VM (KVM,
+//! OVMF, a socket path that fits) does not change the decision; it is the first reason,
+//! and apply refuses before it touches anything (before the stop of a restart too).
 
 use std::collections::BTreeSet;
 use std::path::Path;
