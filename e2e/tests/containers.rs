@@ -1310,3 +1310,107 @@ fn shell_words(args: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// An image archive that does not exist is refused at plan, at the manifest's line and
+/// field, and apply leaves the running container as it is (issue 17 item 2).
+#[test]
+fn a_missing_image_archive_is_refused_at_plan_and_the_container_runs_on() {
+    let Some((env, images)) = ContainerEnv::new("ctr_noimage") else {
+        return;
+    };
+    let missing = tempfile::tempdir().unwrap().path().join("app.tar");
+    let manifests = Manifests::new();
+    let write = |image: &std::path::Path| {
+        manifests.write(
+            "web.yaml",
+            &ContainerEnv::container_manifest(
+                "web",
+                &format!(
+                    "  image: {}\n  command: [sleep, '100000']\n  stopTimeout: 1s\n",
+                    image.display()
+                ),
+            ),
+        );
+    };
+    write(&images.rootfs);
+    env.apply(manifests.path(), 0);
+    let pid = pid_of(&env, "web");
+
+    write(&missing);
+    let plan = env.gitvisor(["plan", manifests.path_str()]);
+    assert_eq!(plan.code, Some(1), "{plan}");
+    let expected = format!(
+        "web.yaml:6:10: spec.image: {} does not exist on this host",
+        missing.display()
+    );
+    assert_contains(&plan.stdout, &expected);
+    let apply = env.apply(manifests.path(), 1);
+    assert_contains(&format!("{}{}", apply.stdout, apply.stderr), &expected);
+    assert_eq!(pid_of(&env, "web"), pid, "the container was not touched");
+}
+
+/// A host port another process already listens on is refused at plan, at the
+/// `hostPort` that publishes it; once that listener is gone the same revision plans
+/// (issue 17 item 2). The listener is a plain TCP socket in the test's namespace.
+#[test]
+fn a_published_port_another_process_listens_on_is_refused_at_plan() {
+    let Some((env, images)) = ContainerEnv::new("ctr_porttaken") else {
+        return;
+    };
+    let network = format!(
+        "  network: {{bridge: {BRIDGE}, address: 10.77.0.2/24, gateway: 10.77.0.1, publish: [{{hostPort: 8080, port: 80}}]}}"
+    );
+    let manifests = Manifests::new();
+    manifests.write(
+        "bridge.yaml",
+        &bridge_manifest(BRIDGE, &[], "  addresses: [10.77.0.1/24]\n  nat: true\n"),
+    );
+    manifests.write(
+        "web.yaml",
+        &ContainerEnv::container_manifest(
+            "web",
+            &format!(
+                "  image: {}\n  command: [sleep, '100000']\n{network}\n  stopTimeout: 1s\n",
+                images.rootfs.display()
+            ),
+        ),
+    );
+    /// Kills the listener when the test ends, passed or not.
+    struct Listener(std::process::Child);
+    impl Drop for Listener {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let listener = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", env.netns()))
+        .args([
+            "python3",
+            "-c",
+            "import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 8080))\ns.listen()\ntime.sleep(300)",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .map(Listener)
+        .expect("python3 listens");
+    env.wait_for("the listener", Duration::from_secs(20), || {
+        env.gitvisor(["plan", manifests.path_str()])
+            .stdout
+            .contains("is already taken on this host")
+    });
+    let plan = env.gitvisor(["plan", manifests.path_str()]);
+    let column = network.find("8080").unwrap() + 1;
+    assert_eq!(plan.code, Some(1), "{plan}");
+    assert_contains(
+        &format!("{plan}"),
+        &format!(
+            "web.yaml:8:{column}: spec.network.publish[0].hostPort: tcp *:8080 is already taken on this host by a socket gitvisor did not open (tcp 0.0.0.0:8080)"
+        ),
+    );
+    env.apply(manifests.path(), 1);
+    assert!(env.container("web").is_none(), "nothing was created");
+    drop(listener);
+    env.apply(manifests.path(), 0);
+    pid_of(&env, "web");
+}

@@ -323,3 +323,100 @@ fn firmware() {
         "a pruned VM loses its variable store"
     );
 }
+
+/// A revision that cannot start never stops what runs (issue 17 item 2), on a guest that
+/// needs no kernel boot (a boot sector through SeaBIOS): a missing initrd is refused at
+/// plan, pointing at the manifest's line and field, and apply leaves the guest as it
+/// was (same pid); a kernel file that QEMU cannot load passes the plan's checks, and
+/// the restart onto it brings the previous configuration back up and fails the step.
+#[test]
+fn a_change_that_cannot_start_never_stops_the_running_guest() {
+    let Some(env) = ready("vm-keep") else {
+        return;
+    };
+    let guard = VmGuard::new(&env);
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mbr = scratch.path().join("boot.img");
+    vms::boot_sector_image(&mbr);
+    // Not a kernel: QEMU refuses it at launch ("invalid kernel header").
+    let not_a_kernel = scratch.path().join("vmlinuz");
+    std::fs::write(&not_a_kernel, b"hello").expect("kernel file");
+    let missing = scratch.path().join("initrd.img");
+    let manifests = Manifests::new();
+    let write = |boot: &str| {
+        manifests.write(
+            "vm.yaml",
+            &vm_manifest(
+                "keep",
+                &format!(
+                    "memory: 64MiB\naccel: tcg\nshutdownTimeout: 1s\ndisks: [{{path: {}}}]\nboot:\n{boot}",
+                    mbr.display()
+                ),
+            ),
+        );
+    };
+    write("  firmware: bios\n");
+    env.apply(manifests.path()).expect_code(0);
+    let serial = guard.serial("keep");
+    serial.wait_for("GV-BIOS-BOOT-OK", 0, BOOT);
+    let pid = guard.pid("keep").expect("the guest runs");
+    let cmdline = guard.cmdline("keep").expect("its command line");
+
+    // 1. A missing initrd: refused at plan with file:line:col: field; apply stops nothing.
+    write(&format!(
+        "  kernel: {}\n  initrd: {}\n",
+        not_a_kernel.display(),
+        missing.display()
+    ));
+    let plan = env.plan_detailed(manifests.path());
+    assert_eq!(plan.code, Some(1), "{plan}");
+    let expected = format!(
+        "vm.yaml:12:13: spec.boot.initrd: {} does not exist on this host",
+        missing.display()
+    );
+    assert!(plan.stdout.contains(&expected), "{plan}");
+    assert!(
+        plan.stdout
+            .contains("keeps running on its previous configuration"),
+        "{plan}"
+    );
+    let apply = env.apply(manifests.path());
+    assert_eq!(apply.code, Some(1), "{apply}");
+    assert!(
+        format!("{}{}", apply.stdout, apply.stderr).contains(&expected),
+        "{apply}"
+    );
+    assert_eq!(guard.pid("keep"), Some(pid), "the guest was not touched");
+
+    // 2. A kernel QEMU cannot load: planned as a restart; the new launch fails after the
+    //    stop, and the previous configuration runs again (it boots its disk again).
+    write(&format!("  kernel: {}\n", not_a_kernel.display()));
+    let plan = env.plan_detailed(manifests.path());
+    assert_eq!(plan.code, Some(2), "{plan}");
+    let apply = env.apply(manifests.path());
+    assert_eq!(apply.code, Some(1), "{apply}");
+    let said = format!("{}{}", apply.stdout, apply.stderr);
+    assert!(
+        said.contains(
+            "the new configuration did not start; the guest runs again on its previous configuration"
+        ) && said.contains("invalid kernel header"),
+        "{apply}"
+    );
+    let again = guard
+        .pid("keep")
+        .expect("the previous configuration runs again");
+    assert_ne!(again, pid, "a new process, from the previous command line");
+    assert_eq!(guard.cmdline("keep").as_ref(), Some(&cmdline));
+    serial.wait_for("GV-BIOS-BOOT-OK", 1, BOOT);
+    // The revision is still pending: the next plan tries the restart again.
+    assert_eq!(env.plan_detailed(manifests.path()).code, Some(2));
+
+    // Back to the running configuration: nothing to do.
+    write("  firmware: bios\n");
+    assert_plan_clean(&env, &manifests);
+    manifests.remove("vm.yaml");
+    manifests.write("keep.yaml", &bridge_manifest("br-keep", &[], "{}"));
+    env.gitvisor(["apply", manifests.path_str(), "--prune"])
+        .expect_code(0);
+    assert_eq!(guard.pid("keep"), None);
+}

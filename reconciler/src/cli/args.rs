@@ -118,7 +118,8 @@ pub enum Command {
     ///
     /// Exit 0: nothing to do (or changes, without --detailed-exitcode); 2: changes apply
     /// can make, with --detailed-exitcode; 1: an error, or a plan apply cannot converge
-    /// (a conflict `!`, a kind without a driver `?`).
+    /// (a conflict `!`; `?`: a kind without a driver, or a resource the host lacks what it
+    /// needs for, such as a VM's missing initrd).
     Plan {
         /// Manifest files or directories (searched for *.yaml / *.yml); several form one
         /// revision.

@@ -50,7 +50,7 @@ fn exit_code(plan: &Plan, detailed_exitcode: bool, format: OutputFormat) -> Exit
         if format == OutputFormat::Text {
             let s = plan.summary();
             output::stderr(&format!(
-                "error: apply cannot converge this plan ({} conflict{}, {} without a driver); \
+                "error: apply cannot converge this plan ({} conflict{}, {} unsupported: no driver, or the host lacks what it needs); \
                  see the `!` and `?` lines above\n",
                 s.conflict,
                 if s.conflict == 1 { "" } else { "s" },

@@ -22,8 +22,8 @@ use super::de::{self, Removed};
 use crate::manifest::tree::{self, NodeKind, Position, Tree};
 use crate::manifest::{Declaration, Diagnostic, SourceDocument};
 use crate::model::{
-    BridgeSpec, ContainerSpec, Document, Kind, Name, Origin, PRUNE_POLICY_KIND, PrunePolicy,
-    PrunePolicySpec, Resource, ResourceId, Spec, VirtualMachineSpec, VolumeSpec,
+    BridgeSpec, ContainerSpec, Document, FieldLocator, Kind, Name, Origin, PRUNE_POLICY_KIND,
+    PrunePolicy, PrunePolicySpec, Resource, ResourceId, Spec, VirtualMachineSpec, VolumeSpec,
 };
 
 /// Most errors reported for one document; past it the document's report is cut short.
@@ -72,9 +72,10 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
             policy: None,
         };
     };
-    let origin = Origin {
+    let mut origin = Origin {
         file: file.to_owned(),
         line: first_line,
+        fields: None,
     };
     let document_start = Position {
         line: first_line,
@@ -141,6 +142,7 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
     }
     let declaration = kind.and_then(|kind| declaration(&tree, kind, origin.clone()));
     let source = Arc::new(SourceDocument::new(tree, first_line));
+    origin.fields = Some(FieldLocator(source.clone()));
     let resource = resource.map(|(metadata, spec)| Resource {
         metadata,
         spec,

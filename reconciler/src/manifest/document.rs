@@ -57,6 +57,30 @@ impl SourceDocument {
     }
 }
 
+impl crate::model::LocateField for SourceDocument {
+    fn locate(&self, field: &str) -> (usize, usize) {
+        let at = self.diagnostic(Path::new(""), field, "");
+        (at.line, at.column)
+    }
+}
+
+/// The origin of a resource declared by `text` (one YAML document from line 1) in
+/// `file`, able to place its fields as the loader's would: for driver tests that build
+/// the resource in code and check where a plan-time finding points.
+#[cfg(test)]
+pub(crate) fn test_origin(file: &Path, text: &str) -> Origin {
+    let tree = super::tree::parse(text, 1)
+        .tree
+        .expect("the test document parses");
+    Origin {
+        file: file.to_owned(),
+        line: 1,
+        fields: Some(crate::model::FieldLocator(Arc::new(SourceDocument::new(
+            tree, 1,
+        )))),
+    }
+}
+
 /// A resource with the document it came from, for error positions.
 #[derive(Debug, Clone)]
 pub struct LoadedResource {

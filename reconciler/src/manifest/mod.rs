@@ -17,6 +17,8 @@ pub(crate) mod source_map;
 pub(crate) mod tree;
 
 pub use diagnostic::{Diagnostic, RevisionErrors, sanitize};
+#[cfg(test)]
+pub(crate) use document::test_origin;
 pub use document::{Declaration, LoadedResource, SourceDocument};
 pub use source_map::render_key;
 pub use tree::{MAX_DEPTH, MAX_DOCUMENT_NODES, MAX_EXPANDED_NODES};

@@ -40,7 +40,7 @@ pub use prune_policy::{PRUNE_POLICY_KIND, PrunePolicy, PrunePolicySpec};
 pub use publish::{BridgePublish, PortPublish, Protocol};
 pub use quantity::{ByteSize, Duration};
 pub use quoted::{QUOTED_MAX, Quoted, quoted};
-pub use resource::{Document, Origin, Reference, Resource, Spec};
+pub use resource::{Document, FieldLocator, LocateField, Origin, Reference, Resource, Spec};
 pub use vlan::{BridgePort, VLAN_ID_MAX, VLAN_ID_MIN, Vlan, VlanInterface};
 pub use vm::{
     Accel, BUILTIN_BASE_CMDLINE, BUILTIN_MAX_CMDLINE, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES,

@@ -1,6 +1,8 @@
 //! A loaded, typed resource and the references it makes to others.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,11 +24,57 @@ pub struct Document<S> {
 }
 
 /// Where a resource was declared.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Origin {
     pub file: PathBuf,
     /// 1-based line of the document's first line.
     pub line: usize,
+    /// Finds a field's line and column in the document, so a driver's plan-time refusal
+    /// (a declared file missing on this host) points where a load error would. Absent for
+    /// resources built in code.
+    #[serde(skip)]
+    pub fields: Option<FieldLocator>,
+}
+
+/// Two origins are the same place whatever can locate their fields.
+impl PartialEq for Origin {
+    fn eq(&self, other: &Self) -> bool {
+        self.file == other.file && self.line == other.line
+    }
+}
+
+impl Eq for Origin {}
+
+/// The line and column of a field path (`spec.boot.initrd`, `spec.disks[0].path`) in a
+/// resource's document; the loader's source map implements it.
+pub trait LocateField: Send + Sync {
+    fn locate(&self, field: &str) -> (usize, usize);
+}
+
+/// A shared [`LocateField`], opaque in debug output (it holds the whole document).
+#[derive(Clone)]
+pub struct FieldLocator(pub Arc<dyn LocateField>);
+
+impl fmt::Debug for FieldLocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FieldLocator")
+    }
+}
+
+impl Origin {
+    /// `file:line:col: field`, where `field` of this resource was declared: the shape of
+    /// a load error, for a finding about it made later (at plan time, against the host).
+    /// Without a file (built in code), just the field.
+    pub fn place(&self, field: &str) -> String {
+        if self.file.as_os_str().is_empty() {
+            return field.to_owned();
+        }
+        let (line, column) = match &self.fields {
+            Some(locator) => locator.0.locate(field),
+            None => (self.line, 1),
+        };
+        format!("{}:{line}:{column}: {field}", self.file.display())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

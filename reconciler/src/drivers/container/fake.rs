@@ -158,6 +158,13 @@ fn refused(what: impl Into<String>) -> HostError {
 
 #[async_trait]
 impl ContainerHost for FakeHost {
+    async fn missing_images(&self, images: Vec<String>) -> Result<BTreeSet<String>, HostError> {
+        Ok(images
+            .into_iter()
+            .filter(|image| image.starts_with('/') && self.missing_images.contains(image))
+            .collect())
+    }
+
     async fn list(&self) -> Result<Vec<RuntimeContainer>, HostError> {
         let mut state = self.state();
         state.lists += 1;

@@ -647,6 +647,24 @@ fn read_records(
 
 #[async_trait]
 impl ContainerHost for RuncHost {
+    async fn missing_images(
+        &self,
+        images: Vec<String>,
+    ) -> Result<std::collections::BTreeSet<String>, HostError> {
+        blocking(move || {
+            Ok(images
+                .into_iter()
+                .filter(|text| {
+                    matches!(
+                        image::ImageRef::parse(text),
+                        Ok(image::ImageRef::Local { path, .. }) if !path.exists()
+                    )
+                })
+                .collect())
+        })
+        .await
+    }
+
     async fn list(&self) -> Result<Vec<RuntimeContainer>, HostError> {
         let entries = self.runc.list().await?;
         let bundles: Vec<PathBuf> = entries.iter().map(|e| self.bundle(&e.id)).collect();

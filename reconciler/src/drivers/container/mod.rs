@@ -85,7 +85,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
+use crate::contract::{
+    Action, Change, ContractViolation, Driver, DriverError, PlanContext, StepContext,
+};
 use crate::model::{Kind, Resource, Spec};
 
 pub(crate) use diff::describe as live_note;
@@ -165,6 +167,23 @@ impl Driver for ContainerDriver {
         };
         let host =
             observed::HostContainers::new(listed, port_vlans).with_host_resolver(host_resolver);
+        // The local images the declared containers name, asked of the host in one batch:
+        // a create or replace from one that is not there is refused at plan.
+        let local: BTreeSet<String> = desired
+            .iter()
+            .filter_map(|resource| match &resource.spec {
+                Spec::Container(spec) if spec.image.starts_with('/') => Some(spec.image.clone()),
+                _ => None,
+            })
+            .collect();
+        let missing = if local.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.host
+                .missing_images(local.into_iter().collect())
+                .await
+                .map_err(|cause| ContainerError::Observe { cause })?
+        };
         let now = SystemTime::now();
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
@@ -177,7 +196,22 @@ impl Driver for ContainerDriver {
                 .into());
             };
             declared.insert(resource.metadata.name.as_str());
-            changes.push(diff::declared(resource, spec, &host, context, now));
+            let mut change = diff::declared(resource, spec, &host, context, now);
+            if matches!(change.action, Action::Create | Action::Replace)
+                && missing.contains(&spec.image)
+            {
+                change.action = Action::Unsupported;
+                change.reasons.insert(
+                    0,
+                    format!(
+                        "{}: {} does not exist on this host; put the image there (an OCI layout, an archive or a rootfs directory) or fix the path",
+                        resource.origin.place("spec.image"),
+                        spec.image
+                    ),
+                );
+                change.fields.clear();
+            }
+            changes.push(change);
         }
         changes.extend(diff::pruned(&declared, &host, context));
         Ok(changes)
@@ -733,10 +767,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_image_fails_the_step_as_needing_the_user() {
+    async fn a_missing_image_is_refused_at_plan_with_file_line_and_field() {
+        let yaml = "apiVersion: gitvisor.dev/v1alpha1\nkind: Container\nmetadata:\n  name: web\nspec:\n  \
+             command: [sleep, '1000']\n  image: /images/none\n";
+        let mut web = (*declared("web", "command: [sleep, '1000']\nimage: /images/none")).clone();
+        web.origin = crate::manifest::test_origin(std::path::Path::new("/srv/web.yaml"), yaml);
+        let web = Arc::new(web);
         let fake = Arc::new(FakeHost::new(&[], &["/images/none"]));
         let driver = driver(&fake);
-        let change = plan_one(&driver, &declared("web", "image: /images/none"), &[]).await;
+        let change = plan_one(&driver, &web, &[]).await;
+        assert_eq!(change.action, Action::Unsupported, "{:?}", change.reasons);
+        let expected = "/srv/web.yaml:7:10: spec.image: /images/none does not exist on this host";
+        assert!(
+            change.reasons[0].starts_with(expected),
+            "{:?}",
+            change.reasons
+        );
+        // A registry reference is not the host's to check.
+        let pulled = plan_one(
+            &driver,
+            &declared("web", "image: docker.io/library/busybox"),
+            &[],
+        )
+        .await;
+        assert_eq!(pulled.action, Action::Create);
+    }
+
+    #[tokio::test]
+    async fn an_image_gone_between_plan_and_apply_fails_the_step_as_needing_the_user() {
+        let planned_with = Arc::new(FakeHost::new(&[], &[]));
+        let change = plan_one(
+            &driver(&planned_with),
+            &declared("web", "image: /images/none"),
+            &[],
+        )
+        .await;
+        assert_eq!(change.action, Action::Create);
+        let fake = Arc::new(FakeHost::new(&[], &["/images/none"]));
+        let driver = driver(&fake);
         let error = driver
             .apply(&change, &StepContext::detached(change.id.clone()))
             .await

@@ -10,7 +10,7 @@
 //! all succeed, after checking that the host really is that way. Creating a container
 //! whose id is taken is an error (the driver deletes what it observed first).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -434,6 +434,11 @@ pub trait ContainerHost: Send + Sync {
     /// ([`super::etc_files::host_resolver_text`]); empty when the host has none. Asked
     /// once per plan that declares a container.
     async fn host_resolver(&self) -> Result<String, HostError>;
+
+    /// Of these `image:` values, the local ones (`/path`, `/path:TAG`) that are not on
+    /// this host: neither the path nor, for `PATH:TAG`, the path without the tag exists.
+    /// Registry references are never in the answer. One batch, asked by the plan.
+    async fn missing_images(&self, images: Vec<String>) -> Result<BTreeSet<String>, HostError>;
 
     /// Carry out one request.
     async fn send(&self, request: HostRequest) -> Result<Answer, HostError>;

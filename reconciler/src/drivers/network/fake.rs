@@ -37,6 +37,7 @@ struct Host {
     default_route: Option<String>,
     dhcp: BTreeMap<String, DhcpState>,
     next_pid: u32,
+    listeners: Vec<super::seam::Listener>,
 }
 
 /// The network seam in memory.
@@ -103,6 +104,11 @@ impl FakeNetwork {
     pub fn without_nft(self) -> Self {
         lock(&self.host).nft_missing = true;
         self
+    }
+
+    /// A process gitvisor did not start listens on this socket.
+    pub fn listen(&self, listener: super::seam::Listener) {
+        lock(&self.host).listeners.push(listener);
     }
 
     pub fn set_default_route(&self, interface: &str) {
@@ -423,6 +429,7 @@ impl NetworkSeam for FakeNetwork {
                 .collect(),
             default_route: host.default_route.clone(),
             dhcp: host.dhcp.clone(),
+            listeners: host.listeners.clone(),
         })
     }
 

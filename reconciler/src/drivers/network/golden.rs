@@ -68,6 +68,7 @@ fn render(spec: &str) -> Value {
         route_localnet: Default::default(),
         default_route: Some("eth0".into()),
         dhcp: Default::default(),
+        listeners: Vec::new(),
     };
     let instance = Instance::fixed("golden00");
     let revision = RevisionFacts::new(

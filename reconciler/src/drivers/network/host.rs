@@ -32,7 +32,10 @@ use tokio::sync::oneshot;
 use super::dnsmasq::{CONFIG_MARKER, DhcpPaths};
 use super::error::SeamError;
 use super::nft::{FAMILY, NftCommand, TABLE, Transaction, parse_listing};
-use super::seam::{DhcpState, NetworkRequest, NetworkSeam, NetworkState, TableObservation};
+use super::seam::{
+    DhcpState, Listener, NetworkRequest, NetworkSeam, NetworkState, TableObservation,
+};
+use crate::model::Protocol;
 
 /// How long `nft` or a starting `dnsmasq` may take.
 const TOOL_DEADLINE: Duration = Duration::from_secs(30);
@@ -257,7 +260,7 @@ impl NetworkSeam for HostNetwork {
         let table = self.list_table().await?;
         let dir = self.dir.clone();
         let records = self.records();
-        let (forwarding, route_localnet, forwarding_enabled, default_route, dhcp_dirs) =
+        let (forwarding, route_localnet, forwarding_enabled, default_route, dhcp_dirs, listeners) =
             blocking(move || {
                 Ok((
                     read_switches("forwarding")?,
@@ -265,6 +268,7 @@ impl NetworkSeam for HostNetwork {
                     read_names(&records)?,
                     read_default_route()?,
                     read_dhcp_dirs(&dir)?,
+                    read_listeners(),
                 ))
             })
             .await?;
@@ -281,6 +285,7 @@ impl NetworkSeam for HostNetwork {
             route_localnet,
             default_route,
             dhcp,
+            listeners,
         })
     }
 
@@ -571,4 +576,87 @@ fn write_atomically(dir: &Path, path: &Path, text: &str) -> Result<(), SeamError
         path: path.to_owned(),
         cause,
     })
+}
+
+/// The listening sockets of this network namespace: TCP sockets in `LISTEN` (state `0A`)
+/// and bound UDP sockets (`07`) of `/proc/net/{tcp,tcp6,udp,udp6}`. A table that cannot
+/// be read (IPv6 disabled) contributes nothing.
+fn read_listeners() -> Vec<Listener> {
+    let tables = [
+        ("/proc/net/tcp", Protocol::Tcp, "0A"),
+        ("/proc/net/tcp6", Protocol::Tcp, "0A"),
+        ("/proc/net/udp", Protocol::Udp, "07"),
+        ("/proc/net/udp6", Protocol::Udp, "07"),
+    ];
+    let mut listeners = Vec::new();
+    for (path, protocol, listening) in tables {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        listeners.extend(parse_listeners(&text, protocol, listening));
+    }
+    listeners.sort();
+    listeners.dedup();
+    listeners
+}
+
+/// The sockets of one `/proc/net` table in state `listening`.
+fn parse_listeners(text: &str, protocol: Protocol, listening: &str) -> Vec<Listener> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            if state != listening {
+                return None;
+            }
+            let (address, port) = local.split_once(':')?;
+            Some(Listener {
+                protocol,
+                address: proc_address(address)?,
+                port: u16::from_str_radix(port, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// An address as `/proc/net` prints it: the kernel's 32-bit words in hex, each in host
+/// byte order.
+fn proc_address(hex: &str) -> Option<std::net::IpAddr> {
+    let words: Vec<u32> = (0..hex.len() / 8)
+        .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    match bytes.len() {
+        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tables_are_read_as_the_kernel_prints_them() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+                   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   \
+                   1: 0100007F:0016 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n";
+        assert_eq!(
+            parse_listeners(tcp, Protocol::Tcp, "0A"),
+            [Listener {
+                protocol: Protocol::Tcp,
+                address: "127.0.0.1".parse().unwrap(),
+                port: 8080,
+            }]
+        );
+        let tcp6 = "  sl  local_address                         remote_address                        st\n   \
+                    0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 0\n";
+        assert_eq!(
+            parse_listeners(tcp6, Protocol::Tcp, "0A")[0].to_string(),
+            "tcp [::]:22"
+        );
+    }
 }

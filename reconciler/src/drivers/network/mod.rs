@@ -311,6 +311,19 @@ impl Driver for ManagedBridgeDriver {
                     )));
                 }
                 _ => {
+                    let taken = network
+                        .map(|n| taken_ports(n, &networks, &host, context))
+                        .unwrap_or_default();
+                    if !taken.is_empty() {
+                        let mut refused = Change {
+                            action: Action::Unsupported,
+                            ..link
+                        };
+                        refused.fields.clear();
+                        refused.reasons = taken;
+                        changes.push(refused);
+                        continue;
+                    }
                     let drift = NetworkDrift::between(&name, network, &host, &revision);
                     changes.push(join(link, drift, batch.clone()));
                 }
@@ -427,6 +440,62 @@ impl Driver for ManagedBridgeDriver {
 
 /// The link's change with the network's drift added: fields after the link's, an
 /// update when only the network differs.
+/// The new publications of `network` whose host port a socket already listens on, as
+/// refusals at the field that declares each (`file:line:col: spec.network.publish[0]`):
+/// the DNAT would take that listener's traffic. A publication whose rules are in place
+/// is not judged again (its port is gitvisor's), nor is a listener on a managed bridge's
+/// own subnet (the bridge's dnsmasq).
+fn taken_ports(
+    network: &BridgeNetwork,
+    networks: &BTreeMap<String, BridgeNetwork>,
+    host: &NetworkState,
+    context: &PlanContext,
+) -> Vec<String> {
+    let installed: BTreeSet<&str> = match &host.table {
+        TableObservation::Present(table) => table
+            .chains
+            .values()
+            .flat_map(|chain| chain.rules.iter())
+            .filter_map(|rule| rule.comment.as_deref())
+            .collect(),
+        _ => BTreeSet::new(),
+    };
+    let managed = |address: &std::net::IpAddr| match address {
+        std::net::IpAddr::V4(v4) => networks
+            .values()
+            .any(|n| n.subnets.iter().any(|subnet| subnet.contains(v4))),
+        std::net::IpAddr::V6(_) => false,
+    };
+    let mut refusals = Vec::new();
+    for publication in &network.publications {
+        let comment = format!("{}: publish {publication}", network.bridge);
+        if installed.contains(comment.as_str()) {
+            continue;
+        }
+        let Some(listener) = host.listeners.iter().find(|listener| {
+            listener.protocol == publication.protocol
+                && listener.port == publication.host_port
+                && !managed(&listener.address)
+                && (listener.address.is_unspecified()
+                    || publication
+                        .host_address
+                        .is_none_or(|address| address == listener.address))
+        }) else {
+            continue;
+        };
+        let field = format!("{}.hostPort", publication.field);
+        let place = context
+            .referenced(publication.declared_by.kind, &publication.declared_by.name)
+            .map(|resource| resource.origin.place(&field))
+            .unwrap_or_else(|| format!("{}: {field}", publication.declared_by));
+        refusals.push(format!(
+            "{place}: {} is already taken on this host by a socket gitvisor did not open ({listener}); publishing it would take that socket's traffic: stop that listener or choose another hostPort",
+            publication.host_side()
+        ));
+    }
+    refusals
+}
+
 fn join(link: Change, drift: NetworkDrift, batch: Arc<NftBatch>) -> Change {
     let action = match link.action {
         Action::NoOp if !drift.is_empty() => Action::Update,

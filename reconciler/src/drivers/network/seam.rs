@@ -43,6 +43,29 @@ pub struct NetworkState {
     pub default_route: Option<String>,
     /// Each bridge's dnsmasq directory under the run dir.
     pub dhcp: BTreeMap<String, DhcpState>,
+    /// The sockets listening in this network namespace (TCP `LISTEN`, bound UDP), from
+    /// `/proc/net/{tcp,tcp6,udp,udp6}`: a new publication of a port one of them holds
+    /// would take its traffic, and is refused at plan.
+    pub listeners: Vec<Listener>,
+}
+
+/// One listening socket: `protocol` `address`:`port` (an unspecified address: every one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listener {
+    pub protocol: crate::model::Protocol,
+    pub address: std::net::IpAddr,
+    pub port: u16,
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.address {
+            std::net::IpAddr::V6(address) => {
+                write!(f, "{} [{address}]:{}", self.protocol, self.port)
+            }
+            address => write!(f, "{} {address}:{}", self.protocol, self.port),
+        }
+    }
 }
 
 /// One change to the host.

@@ -1432,3 +1432,39 @@ async fn a_cancelled_run_starts_no_joined_transaction() {
     }
     assert_eq!(nft_requests(&host.network.requests()), 0);
 }
+
+#[tokio::test]
+async fn a_new_publication_of_a_port_another_process_listens_on_is_refused_at_its_field() {
+    use super::seam::Listener;
+    use crate::model::Protocol;
+    let host = host();
+    // sshd on every address; dnsmasq-like on the bridge's own subnet (not judged).
+    host.network.listen(Listener {
+        protocol: Protocol::Tcp,
+        address: "0.0.0.0".parse().unwrap(),
+        port: 2222,
+    });
+    host.network.listen(Listener {
+        protocol: Protocol::Udp,
+        address: "10.0.0.1".parse().unwrap(),
+        port: 53,
+    });
+    let yaml = "apiVersion: gitvisor.dev/v1alpha1\nkind: Container\nmetadata:\n  name: web\nspec:\n  \
+         image: /i\n  network:\n    bridge: br0\n    address: 10.0.0.20/24\n    \
+         publish: [{hostPort: 2222, port: 22}, {hostPort: 53, port: 53, protocol: udp, hostAddress: 10.0.0.1}]\n";
+    let document: serde_yaml::Value = serde_yaml::from_str(yaml).expect("test YAML");
+    let spec = serde_yaml::to_string(&document["spec"]).expect("the spec");
+    let mut web = (*container("web", &spec)).clone();
+    web.origin = crate::manifest::test_origin(std::path::Path::new("/srv/web.yaml"), yaml);
+    let br0 = bridge("br0", NAT);
+    let change = plan_with_guests(&host, &br0, &[Arc::new(web)]).await;
+    assert_eq!(change.action, Action::Unsupported, "{:?}", change.reasons);
+    let expected = "/srv/web.yaml:10:26: spec.network.publish[0].hostPort: tcp *:2222 is already taken on this host by a socket gitvisor did not open (tcp 0.0.0.0:2222)";
+    assert_eq!(change.reasons.len(), 1, "{:?}", change.reasons);
+    assert!(
+        change.reasons[0].starts_with(expected),
+        "{:?}",
+        change.reasons
+    );
+    assert!(host.network.requests().is_empty());
+}

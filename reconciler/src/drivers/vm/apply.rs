@@ -5,9 +5,13 @@
 //!   with its record (the marker, and the command line about to be launched); create the
 //!   taps; then, unless `Stopped`, start: write the cloud-init seed, copy the UEFI
 //!   variable store (once: it is the VM's NVRAM from then on), launch.
-//! - **Update**: the drift, in this order: stop when the guest must stop or restart;
-//!   write the new record; fix the taps (create, enslave, VLANs, up, remove surplus); start
-//!   when it should run and does not, else pause or resume.
+//! - **Update**: the drift, in this order: when the guest will be launched, check the new
+//!   launch (prepared by the plan; its files asked of the host again) before anything
+//!   else; stop when the guest must stop or restart; write the new record; fix the taps
+//!   (create, enslave, VLANs, up); start when it should run and does not, else pause or
+//!   resume; remove surplus taps. A restart whose new launch fails puts the previous
+//!   record back and launches the previous command line, and the step fails with the
+//!   new configuration's error.
 //! - **Delete**: stop; delete the taps; remove the run dir last, so the marker stays until
 //!   everything else is gone and an interrupted delete is found again by the next plan.
 //!
@@ -37,6 +41,7 @@ use super::monitor::Control;
 use super::nic::{tap_alias, tap_name, temporary_tap_name};
 use super::observed::{ObservedVm, Runtime};
 use super::paths::temporary_dir_name;
+use super::preflight;
 use super::record::RunRecord;
 use super::seam::{Answer, RunFile, VmHost, VmRequest};
 use super::seed::seed_image;
@@ -204,15 +209,24 @@ async fn update(
     refuse_squatters(run, observed)?;
     remove_leftovers(run, snapshot).await?;
     let mut alive = runtime.has_process();
-    if alive && (spec.state == VmState::Stopped || drift.restarts(&runtime, spec.state)) {
+    let stops = alive && (spec.state == VmState::Stopped || drift.restarts(&runtime, spec.state));
+    let launch = spec.state != VmState::Stopped && (!alive || stops);
+    // The new launch is prepared and its files checked before a running guest is
+    // stopped for it: a restart never stops what it cannot start again.
+    let new_launch = if launch {
+        let prepared = prepared(run, snapshot)?;
+        check_files(run, spec).await?;
+        Some(prepared)
+    } else {
+        None
+    };
+    if stops {
         stop(run, observed, old.spec.hypervisor, shutdown_timeout(spec)).await?;
         alive = false;
     }
-    let launch = spec.state != VmState::Stopped && !alive;
-    let argv = if launch {
-        prepared(run, snapshot)?.argv.clone()
-    } else {
-        old.argv.clone()
+    let argv = match new_launch {
+        Some(prepared) => prepared.argv.clone(),
+        None => old.argv.clone(),
     };
     let new = record(run, spec, argv);
     if new != *old {
@@ -223,14 +237,14 @@ async fn update(
         .await?;
     }
     fix_taps(run, &drift.taps, observed).await?;
-    for tap in &drift.surplus_taps {
-        run.send(VmRequest::Link(LinkRequest::DeleteLink {
-            index: tap.index,
-        }))
-        .await?;
-    }
-    if launch {
-        start(run, spec, prepared(run, snapshot)?).await?;
+    if let Some(prepared) = new_launch {
+        if let Err(error) = start(run, spec, prepared).await {
+            return Err(if stops && !matches!(error, VmError::Interrupted { .. }) {
+                restore(run, old, error).await
+            } else {
+                error
+            });
+        }
     } else if alive {
         let command = match (spec.state, &runtime) {
             (VmState::Running, Runtime::Paused) => Some(Control::Resume),
@@ -241,7 +255,86 @@ async fn update(
             run.send(run.control(old.spec.hypervisor, command)).await?;
         }
     }
+    // After the start: until the new guest runs, the previous one may need its taps back.
+    for tap in &drift.surplus_taps {
+        run.send(VmRequest::Link(LinkRequest::DeleteLink {
+            index: tap.index,
+        }))
+        .await?;
+    }
     Ok(())
+}
+
+/// Asks the host again, just before a guest is stopped for it, whether the files the new
+/// launch opens are there as declared (the plan checked; the host may have changed).
+async fn check_files(run: &Run<'_>, spec: &VirtualMachineSpec) -> Result<(), VmError> {
+    let operation = "inspect the declared files";
+    let facts = run
+        .host
+        .inspect(preflight::paths(spec))
+        .await
+        .map_err(|cause| VmError::Request {
+            vm: run.vm.to_owned(),
+            operation: operation.to_owned(),
+            cause,
+        })?;
+    let refusals = preflight::refusals(spec, &facts);
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    Err(VmError::CannotLaunch {
+        vm: run.vm.to_owned(),
+        problems: refusals
+            .iter()
+            .map(|r| format!("{}: {}", r.field, r.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
+/// The new configuration of a restarted guest did not start: put the previous record
+/// back (before the launch it describes, as always), then launch the previous command
+/// line, so the guest runs as it did. Answers the step's error, which names the new
+/// configuration's failure and whether the previous one runs again.
+async fn restore(run: &Run<'_>, old: &RunRecord, failure: VmError) -> VmError {
+    run.step
+        .progress("the new configuration did not start; starting the previous one again");
+    let restored = async {
+        run.send_now(VmRequest::WriteRecord {
+            vm: run.vm.to_owned(),
+            record: old.clone(),
+        })
+        .await?;
+        if let Some(cloud) = &old.spec.cloud_init {
+            let content = seed_image(run.vm, cloud).map_err(|cause| VmError::Seed {
+                vm: run.vm.to_owned(),
+                cause,
+            })?;
+            run.send_now(VmRequest::WriteFile {
+                vm: run.vm.to_owned(),
+                file: RunFile::Seed,
+                content,
+            })
+            .await?;
+        }
+        run.send_now(VmRequest::Launch {
+            vm: run.vm.to_owned(),
+            argv: old.argv.clone(),
+        })
+        .await
+    }
+    .await;
+    VmError::RestartFailed {
+        vm: run.vm.to_owned(),
+        restored: match restored {
+            Ok(_) => "the guest runs again on its previous configuration".to_owned(),
+            Err(error) => format!(
+                "starting the previous configuration again failed too ({}); the guest is down",
+                crate::contract::chain(&error)
+            ),
+        },
+        cause: Box::new(failure),
+    }
 }
 
 async fn delete(run: &Run<'_>, snapshot: &VmSnapshot) -> Result<(), VmError> {

@@ -10,8 +10,11 @@
 //! | taps marked for this VM, no run dir                | yes: Create (the taps are reused); no: Conflict |
 //!
 //! A hypervisor this build has no backend for, or a feature the backend lacks, plans as
-//! `unsupported`. What the host lacks to launch the VM (KVM, OVMF, a socket path that
-//! fits) does not change the decision; it is the first reason, and apply refuses.
+//! `unsupported`; so does a create or update that would launch the guest from a declared
+//! file the host lacks or holds in another format (`preflight.rs`), pointing at the
+//! manifest's `file:line:col: field`. What else the host lacks to launch the VM (KVM,
+//! OVMF, a socket path that fits) does not change the decision; it is the first reason,
+//! and apply refuses before it touches anything (before the stop of a restart too).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use super::launch::Launch;
 use super::nic::mac_address;
 use super::observed::{HostVms, ObservedVm, Runtime};
 use super::paths::VmRoots;
+use super::preflight::{self, FileFacts};
 use super::seam::RecordRead;
 use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
@@ -57,6 +61,7 @@ pub fn declared(
     resource: &Arc<Resource>,
     spec: &VirtualMachineSpec,
     host: &HostVms,
+    files: &FileFacts,
     context: &PlanContext,
     backends: &Backends,
     roots: &VmRoots,
@@ -123,6 +128,18 @@ pub fn declared(
         problems,
         leftovers_removable,
     };
+    // What the host's files say against the launch, on the fields that declare them:
+    // refused at plan when the change would launch the guest.
+    let refusals: Vec<String> = preflight::refusals(spec, files)
+        .into_iter()
+        .map(|refusal| {
+            format!(
+                "{}: {}",
+                resource.origin.place(&refusal.field),
+                refusal.message
+            )
+        })
+        .collect();
     let with = |action: Action, extra: Vec<String>| {
         let mut planned = change(action).with_observed(snapshot.clone());
         planned.reasons = extra.into_iter().chain(reasons.iter().cloned()).collect();
@@ -145,6 +162,8 @@ pub fn declared(
         }
         if spec.state == VmState::Stopped {
             notes.push("created stopped: run dir and taps only, no process".to_owned());
+        } else if !refusals.is_empty() {
+            return Ok(with(Action::Unsupported, refusals));
         }
         return Ok(with(Action::Create, notes).with_fields(creation_fields(spec)?));
     };
@@ -193,6 +212,18 @@ pub fn declared(
         .map(|record| record.spec.hypervisor)
         .unwrap_or(spec.hypervisor);
     let graceful = super::monitor::Control::Powerdown.name_for(running);
+    let launches = spec.state != VmState::Stopped
+        && (!runtime.has_process() || drift.restarts(&runtime, spec.state));
+    if launches && !refusals.is_empty() {
+        let mut refused = refusals;
+        if runtime.has_process() {
+            refused.push(
+                "refused before anything is touched: the guest keeps running on its previous configuration until this is fixed"
+                    .to_owned(),
+            );
+        }
+        return Ok(with(Action::Unsupported, refused));
+    }
     if drift.restarts(&runtime, spec.state) {
         notes.push(format!(
             "restarts the guest: {graceful} (up to {timeout}, then a hard stop), then a start with the new settings"

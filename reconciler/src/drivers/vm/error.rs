@@ -36,6 +36,16 @@ pub enum VmError {
     #[error("vm {vm} cannot run on this host: {problems}")]
     CannotLaunch { vm: String, problems: String },
 
+    /// A restart's new configuration did not start; the previous one was launched again
+    /// (`restored` says whether that worked).
+    #[error("vm {vm}: the new configuration did not start; {restored}")]
+    RestartFailed {
+        vm: String,
+        restored: String,
+        #[source]
+        cause: Box<VmError>,
+    },
+
     /// A link that is not this VM's tap holds the name its tap needs.
     #[error(
         "vm {vm}: interface {tap} (for spec.networks[{nic}]) exists but is not this VM's tap (its alias is {alias:?}); delete or rename it"
@@ -102,6 +112,7 @@ impl Classify for VmError {
             | VmError::BridgeMissing { .. } => FailureClass::NeedsUser,
             VmError::StillRunning { .. } => FailureClass::Transient,
             VmError::Interrupted { cause, .. } => cause.class(),
+            VmError::RestartFailed { cause, .. } => cause.class(),
             VmError::Seed { .. } | VmError::Record { .. } | VmError::InvalidChange { .. } => {
                 FailureClass::Bug
             }

@@ -9,6 +9,7 @@
 //! files. Every request is recorded; chosen ones can fail.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use super::launch::HostFacts;
 use super::monitor::{Control, GuestStatus};
 use super::paths::NVRAM_FILE;
+use super::preflight::{FileFact, FileFacts};
 use super::seam::{
     Answer, HostError, HostSnapshot, Process, RecordRead, RunDir, VmHost, VmRequest,
 };
@@ -58,6 +60,9 @@ struct State {
     failures: Vec<Failure>,
     hooks: Vec<Hook>,
     ignores_powerdown: bool,
+    /// The host's files a launch opens (kernels, images), by path; what a launch needs
+    /// and does not find here fails it, as QEMU would.
+    files: BTreeMap<PathBuf, FileFact>,
 }
 
 #[derive(Default)]
@@ -74,6 +79,17 @@ impl std::fmt::Debug for FakeHost {
             .finish_non_exhaustive()
     }
 }
+
+/// The raw files every fake host has: the kernels and images the tests declare.
+const STANDARD_FILES: &[&str] = &[
+    "/boot/vmlinuz",
+    "/boot/vmlinux",
+    "/boot/other",
+    "/images/web.img",
+    "/images/micro.img",
+    "/iso/x.iso",
+    "/a.img",
+];
 
 pub fn bridge(index: u32, name: &str) -> LinkState {
     LinkState {
@@ -118,8 +134,25 @@ impl FakeHost {
             let mut state = host.lock();
             state.links = links;
             state.next_pid = 1000;
+            for path in STANDARD_FILES {
+                state
+                    .files
+                    .insert(PathBuf::from(path), FileFact::File { qcow2: false });
+            }
         }
         host
+    }
+
+    /// Put (or replace) a file on the host: a qcow2 image or not.
+    pub fn put_file(&self, path: &str, qcow2: bool) {
+        self.lock()
+            .files
+            .insert(PathBuf::from(path), FileFact::File { qcow2 });
+    }
+
+    /// Remove a file from the host.
+    pub fn remove_file(&self, path: &str) {
+        self.lock().files.remove(Path::new(path));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -348,6 +381,14 @@ impl State {
                         self.links.push(created);
                     }
                 }
+                // QEMU opens the kernel, initrd, images and ISO it is given; one that is
+                // not there fails the launch.
+                if let Some(missing) = argv.iter().find_map(|arg| self.missing_file(arg)) {
+                    return Err(refused(&format!(
+                        "could not open {}: No such file or directory",
+                        missing.display()
+                    )));
+                }
                 let pid = self.next_pid;
                 let dir = self.dir_mut(&vm)?;
                 if dir.process.is_some() {
@@ -404,6 +445,22 @@ impl State {
             }
         }
         Ok(Answer::Done)
+    }
+
+    /// A host file an argument names (`/path`, or `file=/path,…` as in `-drive`) that is
+    /// not on this host. Run-dir files and device nodes are the driver's own.
+    fn missing_file(&self, arg: &str) -> Option<PathBuf> {
+        let path = arg
+            .split(',')
+            .find_map(|option| option.strip_prefix("file="))
+            .unwrap_or(arg);
+        let path = Path::new(path);
+        let host_file = path.is_absolute()
+            && !path.starts_with("/dev")
+            && !path.starts_with("/run")
+            && !path.starts_with("/usr")
+            && path.components().count() > 2;
+        (host_file && !self.files.contains_key(path)).then(|| path.to_owned())
     }
 
     fn link(&mut self, request: LinkRequest) -> Result<(), HostError> {
@@ -484,6 +541,17 @@ impl VmHost for FakeHost {
             leases: state.leases.clone(),
             facts: state.facts.clone(),
         })
+    }
+
+    async fn inspect(&self, paths: Vec<PathBuf>) -> Result<FileFacts, HostError> {
+        let state = self.lock();
+        Ok(paths
+            .into_iter()
+            .map(|path| {
+                let fact = state.files.get(&path).cloned().unwrap_or(FileFact::Missing);
+                (path, fact)
+            })
+            .collect())
     }
 
     async fn send(&self, request: VmRequest) -> Result<Answer, HostError> {

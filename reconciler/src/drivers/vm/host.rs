@@ -36,6 +36,7 @@ use nix::errno::Errno;
 use super::launch::{HostFacts, UEFI_CANDIDATES, UefiFirmware};
 use super::monitor::{Monitor, MonitorError};
 use super::paths::{RECORD_FILE, RunPaths, VmRoots, temporary_dir_name};
+use super::preflight::{FileFact, FileFacts, QCOW2_MAGIC};
 use super::qmp::Qmp;
 use super::record::RunRecord;
 use super::seam::{
@@ -215,6 +216,19 @@ impl VmHost for RealHost {
             leases,
             facts,
         })
+    }
+
+    async fn inspect(&self, paths: Vec<PathBuf>) -> Result<FileFacts, HostError> {
+        Self::blocking("inspecting the declared files", move || {
+            Ok(paths
+                .into_iter()
+                .map(|path| {
+                    let fact = inspect_file(&path);
+                    (path, fact)
+                })
+                .collect())
+        })
+        .await
     }
 
     async fn send(&self, request: VmRequest) -> Result<Answer, HostError> {
@@ -487,6 +501,39 @@ fn read_data_dirs(root: &Path) -> Result<Vec<String>, HostError> {
     }
     names.sort();
     Ok(names)
+}
+
+/// What `path` is, as a launch would find it: it must be a file or a block device that
+/// opens for reading; its first bytes say whether it is a qcow2 image.
+fn inspect_file(path: &Path) -> FileFact {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return FileFact::Missing,
+        Err(error) => return FileFact::Unreadable(error.to_string()),
+    };
+    let kind = metadata.file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return FileFact::NotAFile;
+    }
+    let mut header = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut file| {
+        let mut filled = 0;
+        while filled < header.len() {
+            match file.read(&mut header[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    });
+    match read {
+        Ok(filled) => FileFact::File {
+            qcow2: filled == header.len() && &header == QCOW2_MAGIC,
+        },
+        Err(error) => FileFact::Unreadable(error.to_string()),
+    }
 }
 
 /// Every directory below `roots.run`, with its record and live process.

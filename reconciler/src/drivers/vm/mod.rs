@@ -29,10 +29,14 @@
 //!    (disks' Volumes from the revision, KVM and OVMF from the host) and the backend's
 //!    command line, compute the drift against the record and the process
 //!    (`drift.rs`) and decide (`diff.rs`); add deletes for pruned VMs. Every change that
-//!    touches the guest's hardware is an update that restarts it, and says so.
+//!    touches the guest's hardware is an update that restarts it, and says so. A change
+//!    that would launch a guest from files the host does not have (or not in the
+//!    declared format) is refused, naming the manifest's file, line and field
+//!    (`preflight.rs`): a restart never stops a guest it cannot start again.
 //! 2. **apply** (`apply.rs`): create = run dir + record, taps, seed, NVRAM, launch;
-//!    update = stop if needed, new record, taps, start or pause/resume; delete = stop,
-//!    taps, run dir, data dir. Stop is ACPI powerdown (Ctrl+Alt+Del for the builtin VMM), then quit
+//!    update = check the new launch, stop if needed, new record, taps, start or
+//!    pause/resume (a restart whose new launch fails brings the previous configuration
+//!    back); delete = stop, taps, run dir, data dir. Stop is ACPI powerdown (Ctrl+Alt+Del for the builtin VMM), then quit
 //!    (`stop`) and SIGKILL after the timeout.
 //!
 //! # Seam and backends
@@ -58,6 +62,7 @@ pub mod monitor;
 pub mod nic;
 mod observed;
 pub mod paths;
+pub mod preflight;
 pub mod probe;
 pub mod qmp;
 pub mod record;
@@ -162,6 +167,22 @@ impl Driver for VmDriver {
             .map_err(|cause| VmError::Observe { cause })?;
         let host = observed::HostVms::new(snapshot);
         let now = SystemTime::now();
+        let wanted: BTreeSet<std::path::PathBuf> = desired
+            .iter()
+            .filter_map(|resource| match &resource.spec {
+                Spec::VirtualMachine(spec) => Some(preflight::paths(spec)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let files = if wanted.is_empty() {
+            preflight::FileFacts::new()
+        } else {
+            self.host
+                .inspect(wanted.into_iter().collect())
+                .await
+                .map_err(|cause| VmError::Observe { cause })?
+        };
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
         for resource in desired {
@@ -177,6 +198,7 @@ impl Driver for VmDriver {
                 resource,
                 spec,
                 &host,
+                &files,
                 context,
                 &self.backends,
                 &self.roots,

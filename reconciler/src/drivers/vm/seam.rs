@@ -5,6 +5,8 @@
 //! dump (the taps, found by their `gitvisor:vm/` alias, and the bridges), the monitor's
 //! status of every live VM (concurrently, each with a timeout), the DHCP leases of
 //! gitvisor's dnsmasq (for the guests' addresses), and two host facts (KVM, UEFI firmware).
+//! [`VmHost::inspect`] is the plan's second batch read: the files the declared VMs'
+//! launches would open (`preflight.rs`).
 //! [`VmHost::send`] carries out one [`VmRequest`]. The real host is `host.rs`; unit tests
 //! use the recording `FakeHost` (`fake.rs`), which behaves like QEMU and the kernel.
 //!
@@ -21,6 +23,7 @@ use async_trait::async_trait;
 
 use super::launch::HostFacts;
 use super::monitor::{Control, GuestStatus};
+use super::preflight::FileFacts;
 use super::record::RunRecord;
 use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkRequest, LinkState, NetlinkError};
@@ -252,6 +255,11 @@ impl From<NetlinkError> for HostError {
 pub trait VmHost: Send + Sync {
     /// The whole host, in one batch.
     async fn observe(&self) -> Result<HostSnapshot, HostError>;
+
+    /// What the files at `paths` are (missing, not a file, unreadable, or a file and
+    /// whether it is a qcow2 image), in one batch: the declared kernels, initrds, disk
+    /// images and ISOs, checked before a launch is planned or a guest stopped for one.
+    async fn inspect(&self, paths: Vec<PathBuf>) -> Result<FileFacts, HostError>;
 
     /// Carry out one request.
     async fn send(&self, request: VmRequest) -> Result<Answer, HostError>;

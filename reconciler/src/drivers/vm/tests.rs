@@ -1027,3 +1027,169 @@ async fn status_shows_the_addresses_leased_to_the_vms_nics() {
         "{note}"
     );
 }
+
+/// Where the tests' manifests are.
+const MANIFEST: &str = "/srv/manifests/web.yaml";
+
+/// `web` as a manifest file declares it, with `boot` written out one field a line; the
+/// resource places its fields as the loader's would.
+fn web_from_file(initrd: &str, memory: &str) -> Arc<Resource> {
+    let yaml = format!(
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: VirtualMachine\nmetadata:\n  name: web\nspec:\n  \
+         memory: {memory}\n  accel: tcg\n  boot:\n    kernel: /boot/vmlinuz\n    initrd: {initrd}\n  \
+         disks: [{{path: /images/web.img}}]\n  networks: [{{bridge: br0}}]\n  shutdownTimeout: 5s\n"
+    );
+    let document: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("test YAML");
+    let spec = serde_yaml::from_value(document["spec"].clone()).expect("test spec parses");
+    let mut resource = Resource::new(
+        Metadata::named(Name::parse("web").expect("valid")),
+        Spec::VirtualMachine(spec),
+    );
+    resource.origin = crate::manifest::test_origin(std::path::Path::new(MANIFEST), &yaml);
+    Arc::new(resource)
+}
+
+#[tokio::test]
+async fn a_missing_initrd_is_refused_at_plan_with_file_line_and_field_and_the_guest_runs_on() {
+    let fake = host();
+    fake.put_file("/boot/initrd.img", false);
+    let driver = driver(&fake);
+    let context = owning(&["web"]);
+
+    // Created without the initrd: refused, nothing touched.
+    let missing = web_from_file("/boot/missing.img", "256MiB");
+    let change = plan_one(&driver, &missing, &context).await;
+    assert_eq!(change.action, Action::Unsupported, "{:?}", change.reasons);
+    let expected = format!(
+        "{MANIFEST}:10:13: spec.boot.initrd: /boot/missing.img does not exist on this host"
+    );
+    assert!(
+        change.reasons[0].starts_with(&expected),
+        "{:?}",
+        change.reasons
+    );
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+
+    // Running with a good initrd, a revision that restarts it onto a missing one is
+    // refused at plan: the plan stops nothing, and says the guest keeps running.
+    converge(&driver, &web_from_file("/boot/initrd.img", "256MiB")).await;
+    let pid = fake.dir("web").and_then(|d| d.process).unwrap().pid;
+    let missing = web_from_file("/boot/missing.img", "512MiB");
+    let change = plan_one(&driver, &missing, &context).await;
+    assert_eq!(change.action, Action::Unsupported, "{:?}", change.reasons);
+    assert!(
+        change.reasons[0].starts_with(&expected),
+        "{:?}",
+        change.reasons
+    );
+    assert!(
+        change
+            .reasons
+            .iter()
+            .any(|r| r.contains("keeps running on its previous configuration")),
+        "{:?}",
+        change.reasons
+    );
+    fake.clear_requests();
+    let error = apply(&driver, &change).await;
+    assert!(error.is_ok(), "an unsupported change is not applied");
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    assert_eq!(fake.dir("web").and_then(|d| d.process).unwrap().pid, pid);
+
+    // A qcow2 image declared raw is refused on the field that makes it raw.
+    fake.put_file("/images/web.img", true);
+    let change = plan_one(
+        &driver,
+        &web_from_file("/boot/initrd.img", "512MiB"),
+        &context,
+    )
+    .await;
+    assert_eq!(change.action, Action::Unsupported, "{:?}", change.reasons);
+    assert!(
+        change.reasons[0].contains(":11:")
+            && change.reasons[0].contains("spec.disks[0].path: /images/web.img is a qcow2 image"),
+        "{:?}",
+        change.reasons
+    );
+}
+
+#[tokio::test]
+async fn a_file_gone_between_plan_and_apply_stops_nothing() {
+    let fake = host();
+    fake.put_file("/boot/initrd.img", false);
+    let driver = driver(&fake);
+    let with_initrd = WEB.replace(
+        "boot: {kernel: /boot/vmlinuz, cmdline: console=ttyS0}",
+        "boot: {kernel: /boot/vmlinuz, initrd: /boot/initrd.img}",
+    );
+    converge(&driver, &declared("web", &with_initrd)).await;
+    let pid = fake.dir("web").and_then(|d| d.process).unwrap().pid;
+    let bigger = declared("web", &with_initrd.replace("256MiB", "512MiB"));
+    let change = plan_one(&driver, &bigger, &owning(&["web"])).await;
+    assert_eq!(change.action, Action::Update, "{:?}", change.reasons);
+    fake.remove_file("/boot/initrd.img");
+    fake.clear_requests();
+    let error = apply(&driver, &change).await.unwrap_err();
+    let chain = crate::contract::chain(&error);
+    assert!(
+        chain.contains("spec.boot.initrd: /boot/initrd.img does not exist on this host"),
+        "{chain}"
+    );
+    assert_eq!(error.class(), FailureClass::NeedsUser);
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    assert_eq!(fake.dir("web").and_then(|d| d.process).unwrap().pid, pid);
+}
+
+#[tokio::test]
+async fn a_restart_whose_new_launch_fails_runs_the_previous_configuration_again() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    let before = record_of(&fake, "web");
+    let bigger = declared("web", &WEB.replace("256MiB", "512MiB"));
+    let change = plan_one(&driver, &bigger, &owning(&["web"])).await;
+    assert_eq!(change.action, Action::Update);
+    // QEMU refuses the new command line (say, more memory than it can map now).
+    fake.fail_when(
+        |request| matches!(request, VmRequest::Launch { argv, .. } if argv.iter().any(|a| a == "512M")),
+        HostError::new(
+            "qemu-system-x86_64 failed (exit status: 1): cannot set up guest memory 'pc.ram'",
+            FailureClass::NeedsUser,
+        ),
+    );
+    fake.clear_requests();
+    let error = apply(&driver, &change).await.unwrap_err();
+    let chain = crate::contract::chain(&error);
+    assert!(
+        chain.contains("the new configuration did not start; the guest runs again on its previous configuration")
+            && chain.contains("cannot set up guest memory"),
+        "{chain}"
+    );
+    assert_eq!(error.class(), FailureClass::NeedsUser);
+    let kinds: Vec<String> = fake.requests().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ACPI powerdown",
+            "wait up to 5s for process 1000 to end",
+            "write the run record",
+            &format!("write seed.img ({} bytes)", 1 << 20),
+            "launch qemu-system-x86_64",
+            "write the run record",
+            &format!("write seed.img ({} bytes)", 1 << 20),
+            "launch qemu-system-x86_64",
+        ]
+    );
+    // The previous configuration runs, under its own record: the next plan tries the
+    // new one again, as a restart of a running guest.
+    assert_eq!(record_of(&fake, "web"), before);
+    assert_eq!(process_argv(&fake, "web"), before.argv);
+    let again = plan_one(&driver, &bigger, &owning(&["web"])).await;
+    assert_eq!(again.action, Action::Update);
+    assert!(
+        again
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("restarts the guest"))
+    );
+}
