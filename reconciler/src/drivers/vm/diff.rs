@@ -55,18 +55,31 @@ pub struct Prepared {
     pub argv: Vec<String>,
 }
 
-/// The change for one declared VM; `now` dates the note of a VM in sync (its uptime,
-/// its leases still valid).
+/// What one plan read of the host, once for every VM it plans.
+#[derive(Clone, Copy)]
+pub struct HostRead<'a> {
+    /// The batch observe.
+    pub vms: &'a HostVms,
+    /// The files the declared launches would open ([`preflight`]).
+    pub files: &'a FileFacts,
+    /// When: it dates the note of a VM in sync (its uptime, its leases still valid).
+    pub now: SystemTime,
+}
+
+/// The change for one declared VM.
 pub fn declared(
     resource: &Arc<Resource>,
     spec: &VirtualMachineSpec,
-    host: &HostVms,
-    files: &FileFacts,
+    read: HostRead<'_>,
     context: &PlanContext,
     backends: &Backends,
     roots: &VmRoots,
-    now: SystemTime,
 ) -> Result<Change, FieldValueError> {
+    let HostRead {
+        vms: host,
+        files,
+        now,
+    } = read;
     let id = resource.id();
     let name = resource.metadata.name.as_str();
     let change = |action| Change::new(id.clone(), action).with_desired(Arc::clone(resource));

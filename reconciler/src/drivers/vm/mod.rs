@@ -194,20 +194,16 @@ impl Driver for VmDriver {
                 .into());
             };
             declared.insert(resource.metadata.name.as_str());
-            let change = diff::declared(
-                resource,
-                spec,
-                &host,
-                &files,
-                context,
-                &self.backends,
-                &self.roots,
+            let read = diff::HostRead {
+                vms: &host,
+                files: &files,
                 now,
-            )
-            .map_err(|cause| VmError::InvalidChange {
-                vm: resource.metadata.name.to_string(),
-                reason: cause.to_string(),
-            })?;
+            };
+            let change = diff::declared(resource, spec, read, context, &self.backends, &self.roots)
+                .map_err(|cause| VmError::InvalidChange {
+                    vm: resource.metadata.name.to_string(),
+                    reason: cause.to_string(),
+                })?;
             changes.push(change);
         }
         changes.extend(diff::pruned(&declared, &host, context));
