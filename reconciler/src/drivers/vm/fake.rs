@@ -448,7 +448,8 @@ impl State {
     }
 
     /// A host file an argument names (`/path`, or `file=/path,…` as in `-drive`) that is
-    /// not on this host. Run-dir files and device nodes are the driver's own.
+    /// not on this host. Run-dir files and device nodes are the driver's own; a file of a
+    /// VM's data dir (`…/vm/<name>/<file>`) is there when that data dir holds it.
     fn missing_file(&self, arg: &str) -> Option<PathBuf> {
         let path = arg
             .split(',')
@@ -460,7 +461,24 @@ impl State {
             && !path.starts_with("/run")
             && !path.starts_with("/usr")
             && path.components().count() > 2;
-        (host_file && !self.files.contains_key(path)).then(|| path.to_owned())
+        (host_file && !self.files.contains_key(path) && !self.in_data_dir(path))
+            .then(|| path.to_owned())
+    }
+
+    /// Whether `path` names a file a VM's data dir holds.
+    fn in_data_dir(&self, path: &Path) -> bool {
+        let (Some(file), Some(dir)) = (path.file_name(), path.parent()) else {
+            return false;
+        };
+        let under_data_root = dir
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|root| root == super::paths::DATA_SUBDIR);
+        under_data_root
+            && dir
+                .file_name()
+                .and_then(|vm| self.data.get(vm.to_str()?))
+                .is_some_and(|files| files.keys().any(|name| file == *name))
     }
 
     fn link(&mut self, request: LinkRequest) -> Result<(), HostError> {
