@@ -13,9 +13,11 @@
 #       ip link set NAME up` for the same N bridges, in a second fresh namespace;
 #   (c) a no-op `gitvisor plan` of the N bridges (median of PLAN_RUNS runs, default 5);
 #   the ratio (b)/(a), and for reference (d) the same commands fed to one `ip -batch`
-#   process (the kernel's floor: no process start per command).
+#   process (no process start per command), and (e) the fair floor: that `ip -batch`
+#   plus one `nft -f` of exactly the rules gitvisor wrote in (a) (listed back from the
+#   first round's namespace), since (d) writes no rules; the ratio (e)/(a).
 #
-# With ROUNDS=k (default 1), (a), (b) and (d) run k times, interleaved (a b d a b d …),
+# With ROUNDS=k (default 1), (a), (b), (d) and (e) run k times, interleaved (a b d e a …),
 # each round in fresh namespaces with a fresh state dir, and medians are reported with
 # every round's time shown, so a burst of load from other processes on a shared machine
 # shows up as an outlier instead of skewing the ratio; use ROUNDS=3 on a busy machine.
@@ -171,11 +173,17 @@ gv "$gv_check_ns" "$WORK/state-check" validate "$MANIFESTS" >/dev/null
 APPLY=()
 LOOPT=()
 BATCHT=()
+FLOORT=()
+RULES=$WORK/rules.nft
+# Rules in a namespace's nftables ruleset.
+rule_count() { ip netns exec "$1" nft -a list ruleset | grep -c '# handle [0-9]*$' | tr -d ' '; }
 for (( r = 1; r <= ROUNDS; r++ )); do
     ns_gv="$TAG-gv$r" ns_ip="$TAG-ip$r" ns_batch="$TAG-batch$r" state="$WORK/state$r"
     new_ns "$ns_gv"
     new_ns "$ns_ip"
     new_ns "$ns_batch"
+    ns_floor="$TAG-floor$r"
+    new_ns "$ns_floor"
 
     # (a) gitvisor apply from nothing
     t0=$(now_ns)
@@ -188,6 +196,10 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     APPLY+=($(( t1 - t0 )))
     GV_CENSUS=$(census "$ns_gv" marked)
     expect_complete "$ns_gv" "gitvisor apply"
+    if (( r == 1 )); then
+        ip netns exec "$ns_gv" nft list ruleset >"$RULES"
+        GV_RULES=$(rule_count "$ns_gv")
+    fi
 
     # (b) ip shell loop, one `ip` process per command, inside the namespace
     t0=$(now_ns)
@@ -204,6 +216,19 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     BATCHT+=($(( t1 - t0 )))
     BATCH_CENSUS=$(census "$ns_batch")
     expect_complete "$ns_batch" "ip -batch"
+
+    # (e) the floor: the same ip -batch, then gitvisor's own rules in one nft -f
+    t0=$(now_ns)
+    ip -n "$ns_floor" -batch "$BATCH"
+    ip netns exec "$ns_floor" nft -f "$RULES"
+    t1=$(now_ns)
+    FLOORT+=($(( t1 - t0 )))
+    FLOOR_CENSUS="$(census "$ns_floor"), $(rule_count "$ns_floor") nftables rules"
+    expect_complete "$ns_floor" "ip -batch + nft -f"
+    if [[ $(rule_count "$ns_floor") != "$GV_RULES" ]]; then
+        echo "nft -f did not load gitvisor's $GV_RULES rules: $FLOOR_CENSUS" >&2
+        exit 1
+    fi
 
     # Namespaces are only deleted at exit: the kernel tears a namespace down
     # asynchronously, under the RTNL lock, which would stall the next measurement.
@@ -228,6 +253,7 @@ done
 A=$(median "${APPLY[@]}")
 L=$(median "${LOOPT[@]}")
 B=$(median "${BATCHT[@]}")
+F=$(median "${FLOORT[@]}")
 P=$(median "${PLANS[@]}")
 
 # --- report ----------------------------------------------------------------------------
@@ -236,13 +262,16 @@ printf '%-46s %8s ms   %s\n' "(a) gitvisor apply, from nothing" "$(ms "$A")" "$(
 printf '%-46s %8s ms   %s\n' "(b) ip shell loop (3 ip processes per bridge)" "$(ms "$L")" "$(all_ms "${LOOPT[@]}")"
 printf '%-46s %8s ms   %s\n' "(c) gitvisor plan, no-op" "$(ms "$P")" "$(all_ms "${PLANS[@]}")"
 printf '%-46s %8s ms   %s\n' "(d) ip -batch, one process (reference)" "$(ms "$B")" "$(all_ms "${BATCHT[@]}")"
+printf '%-46s %8s ms   %s\n' "(e) ip -batch + nft -f of the same rules" "$(ms "$F")" "$(all_ms "${FLOORT[@]}")"
 echo
-echo "result (a): $GV_CENSUS"
+echo "result (a): $GV_CENSUS, $GV_RULES nftables rules"
 echo "result (b): $IP_CENSUS"
 echo "result (d): $BATCH_CENSUS"
+echo "result (e): $FLOOR_CENSUS"
 echo
-awk -v l="$L" -v a="$A" -v b="$B" 'BEGIN {
+awk -v l="$L" -v a="$A" -v b="$B" -v f="$F" 'BEGIN {
     printf "ratio ip loop / gitvisor apply:   %.2fx  (>1: gitvisor is faster)\n", l / a
     printf "ratio ip -batch / gitvisor apply: %.2fx\n", b / a
+    printf "ratio floor (e) / gitvisor apply: %.2fx  (1.0: gitvisor at the floor)\n", f / a
 }'
 echo "no-op plan: $(ms "$P") ms"
