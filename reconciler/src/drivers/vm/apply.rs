@@ -305,17 +305,8 @@ async fn restore(run: &Run<'_>, old: &RunRecord, failure: VmError) -> VmError {
             record: old.clone(),
         })
         .await?;
-        if let Some(cloud) = &old.spec.cloud_init {
-            let content = seed_image(run.vm, cloud).map_err(|cause| VmError::Seed {
-                vm: run.vm.to_owned(),
-                cause,
-            })?;
-            run.send_now(VmRequest::WriteFile {
-                vm: run.vm.to_owned(),
-                file: RunFile::Seed,
-                content,
-            })
-            .await?;
+        if let Some(seed) = write_seed(run, &old.spec)? {
+            run.send_now(seed).await?;
         }
         run.send_now(VmRequest::Launch {
             vm: run.vm.to_owned(),
@@ -499,23 +490,30 @@ async fn attach(
     Ok(())
 }
 
+/// The request that writes `spec`'s cloud-init seed image, when it has cloud-init.
+fn write_seed(run: &Run<'_>, spec: &VirtualMachineSpec) -> Result<Option<VmRequest>, VmError> {
+    let Some(cloud) = &spec.cloud_init else {
+        return Ok(None);
+    };
+    let content = seed_image(run.vm, cloud).map_err(|cause| VmError::Seed {
+        vm: run.vm.to_owned(),
+        cause,
+    })?;
+    Ok(Some(VmRequest::WriteFile {
+        vm: run.vm.to_owned(),
+        file: RunFile::Seed,
+        content,
+    }))
+}
+
 /// Seed, NVRAM, launch.
 async fn start(
     run: &Run<'_>,
     spec: &VirtualMachineSpec,
     prepared: &Prepared,
 ) -> Result<(), VmError> {
-    if let Some(cloud) = &spec.cloud_init {
-        let content = seed_image(run.vm, cloud).map_err(|cause| VmError::Seed {
-            vm: run.vm.to_owned(),
-            cause,
-        })?;
-        run.send(VmRequest::WriteFile {
-            vm: run.vm.to_owned(),
-            file: RunFile::Seed,
-            content,
-        })
-        .await?;
+    if let Some(seed) = write_seed(run, spec)? {
+        run.send(seed).await?;
     }
     if spec.boot.firmware == Some(Firmware::Uefi)
         && let Some(template) = snapshot_uefi(prepared)

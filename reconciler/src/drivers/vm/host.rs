@@ -250,16 +250,7 @@ impl VmHost for RealHost {
             }
             VmRequest::RemoveRunDir { dir } => {
                 let path = self.paths(&dir)?.dir().to_path_buf();
-                Self::blocking(
-                    "removing a run dir",
-                    move || match std::fs::remove_dir_all(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            Err(HostError::io(format!("removing {}", path.display()), &e))
-                        }
-                        _ => Ok(Answer::Done),
-                    },
-                )
-                .await
+                Self::blocking("removing a run dir", move || remove_tree(&path)).await
             }
             VmRequest::WriteFile { vm, file, content } => {
                 let path = self.paths(&vm)?.dir().join(file.file_name());
@@ -274,16 +265,7 @@ impl VmHost for RealHost {
             }
             VmRequest::RemoveDataDir { vm } => {
                 let path = self.paths(&vm)?.data().to_path_buf();
-                Self::blocking(
-                    "removing a data dir",
-                    move || match std::fs::remove_dir_all(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            Err(HostError::io(format!("removing {}", path.display()), &e))
-                        }
-                        _ => Ok(Answer::Done),
-                    },
-                )
-                .await
+                Self::blocking("removing a data dir", move || remove_tree(&path)).await
             }
             VmRequest::CreateTap { name } => {
                 // An ioctl and a name lookup: microseconds, and they must run on a thread
@@ -453,6 +435,16 @@ fn write_atomic(path: &Path, content: &[u8]) -> Result<Answer, HostError> {
     };
     write().map_err(|e| HostError::io(format!("writing {}", path.display()), &e))?;
     Ok(Answer::Done)
+}
+
+/// Removes `path` and everything below it; one already gone is done too.
+fn remove_tree(path: &Path) -> Result<Answer, HostError> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(HostError::io(format!("removing {}", path.display()), &e))
+        }
+        _ => Ok(Answer::Done),
+    }
 }
 
 /// The VM's variable store in its data dir: kept, else moved from the run dir, else
