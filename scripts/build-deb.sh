@@ -37,12 +37,8 @@ for tool in dpkg-deb dpkg strip objdump; do
 done
 
 if [ -z "$bin_dir" ]; then
-    # Rust at least Cargo.toml's rust-version (1.90); Debian 12's and 13's own rustc
-    # packages are older.
-    need=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
-    rustc_version=$(rustc --version 2>/dev/null | awk '{print $2}')
-    if ! command -v cargo >/dev/null || [ -z "$rustc_version" ] \
-        || [ "$(printf '%s\n' "$need" "$rustc_version" | sort -V | head -1)" != "$need" ]; then
+    . scripts/rust-floor.sh
+    if ! rust_is_new_enough; then
         echo "error: building gitvisor needs Rust $need or newer (found: ${rustc_version:-none}); install it with rustup:" >&2
         echo "  curl --proto '=https' -sSf https://sh.rustup.rs | sh" >&2
         exit 1

@@ -27,12 +27,8 @@ fi
 # optimised binary, and it takes about 40% of a release build's CPU time).
 bin=${GITVISOR_BIN:-$(command -v gitvisor || true)}
 if [ -z "$bin" ]; then
-    # Rust at least Cargo.toml's rust-version (1.90); Debian 12's and 13's own rustc
-    # packages are older, so apt-get install cargo does not help.
-    need=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
-    rustc_version=$(rustc --version 2>/dev/null | awk '{print $2}')
-    if ! command -v cargo >/dev/null || [ -z "$rustc_version" ] \
-        || [ "$(printf '%s\n' "$need" "$rustc_version" | sort -V | head -1)" != "$need" ]; then
+    . scripts/rust-floor.sh
+    if ! rust_is_new_enough; then
         echo "gitvisor is not installed, and building it needs Rust $need or newer (found: ${rustc_version:-none})." >&2
         echo "Install the Debian package (README \"Install\"), or install Rust with rustup:" >&2
         echo "  curl --proto '=https' -sSf https://sh.rustup.rs | sh" >&2
