@@ -10,6 +10,7 @@ use super::context::PlanContext;
 use super::error::{ContractViolation, DriverError};
 use super::restart::RestartSupport;
 use super::step::{DEFAULT_STEP_BUDGET, StepContext};
+use super::watch::{WatchSink, Watching};
 use crate::model::{Kind, Resource};
 
 /// One kind's driver. It reaches the host only through its own seam.
@@ -64,6 +65,18 @@ pub trait Driver: Send + Sync {
     /// Starts the object of `change` again after the disruptive change. Idempotent.
     async fn start(&self, change: &Change, _step: &StepContext) -> Result<(), DriverError> {
         Err(not_implemented(change, "start"))
+    }
+
+    /// Starts watching the host for changes to this kind's objects (see
+    /// [`watch`](super::watch)): watch tasks send a [`HostEvent`](super::HostEvent) into
+    /// `sink` whenever the host announces that an object may have changed, until the
+    /// returned handle is dropped. Called once, by the controller, inside the Tokio
+    /// runtime; one-shot commands never watch. The default: not watched (the resync
+    /// alone looks again).
+    fn watch(&self, _sink: WatchSink) -> Result<Watching, DriverError> {
+        Ok(Watching::NotWatched {
+            why: format!("the {} driver has no watch", self.kind()),
+        })
     }
 }
 

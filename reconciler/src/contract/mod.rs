@@ -15,6 +15,8 @@
 //! - [`StepContext`]: the cancellation token, deadline and progress sink of one step.
 //! - [`DriverError`]: any driver's own error, with its cause chain and its
 //!   [`FailureClass`] (transient, needs the user, bug).
+//! - [`watch`]: how a driver tells the controller that the host may have changed
+//!   ([`Driver::watch`], [`HostEvent`], [`WatchSink`], [`Watching`]).
 //! - [`ownership`]: the marker + record rule, adoption, pruning and interrupted-creation
 //!   leftovers, for every kind.
 
@@ -27,6 +29,7 @@ pub mod ownership;
 pub(crate) mod panic;
 pub mod restart;
 mod step;
+pub mod watch;
 
 pub use change::{Action, Change, Effect, FieldChange, FieldValueError};
 pub use context::PlanContext;
@@ -36,3 +39,4 @@ pub use observed::Observed;
 pub use ownership::{Evidence, Leftover, Marker, Ownership, Prune};
 pub use restart::RestartSupport;
 pub use step::{CancelToken, DEFAULT_STEP_BUDGET, Interrupted, ProgressEvent, StepContext};
+pub use watch::{HostEvent, WatchHandle, WatchSink, Watching};
