@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use super::{container, network, vm, volume};
 use crate::contract::{Driver, DriverError, Drivers};
+use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::Kind;
 
 /// What a driver may need to know about this gitvisor when it connects: where runtime
@@ -22,32 +23,53 @@ pub struct HostSettings {
     pub state_dir: PathBuf,
 }
 
-/// One driver of this build: its kind, and how to connect it to this host.
+/// One driver of this build: its kind, how to connect it to this host, and its
+/// validation rules.
 #[derive(Debug, Clone, Copy)]
 pub struct Registration {
     pub kind: Kind,
     /// Opens the driver's seam on this host (a netlink socket, a runtime client). Called
     /// inside the Tokio runtime.
     pub connect: fn(&HostSettings) -> Result<Box<dyn Driver>, DriverError>,
+    /// The kind's rules for one resource of this kind on its own (limits of what it
+    /// becomes on the host, one-of fields), run by `crate::validate` on every document
+    /// of the kind that could be read; each finding points at a field of it.
+    pub check: fn(&LoadedResource, &mut Vec<Diagnostic>),
+    /// The kind's rules across the resources selected for this host (every kind's, in
+    /// file order, each name once): what the host has only one of, like an address, a
+    /// MAC or a published host port. Run once per revision; a finding about two
+    /// declarations is reported at the later one and names the earlier one's place.
+    pub check_revision: fn(&[&LoadedResource], &mut Vec<Diagnostic>),
 }
+
+/// A `check_revision` for a kind with no rules across resources.
+fn no_revision_rules(_: &[&LoadedResource], _: &mut Vec<Diagnostic>) {}
 
 /// Every driver of this build, one line each.
 pub(super) const REGISTRY: &[Registration] = &[
     Registration {
         kind: Kind::Bridge,
         connect: network::ManagedBridgeDriver::connect_driver,
+        check: network::validate::check,
+        check_revision: network::validate::check_revision,
     },
     Registration {
         kind: Kind::VirtualMachine,
         connect: vm::VmDriver::connect_driver,
+        check: vm::validate::check,
+        check_revision: vm::validate::check_revision,
     },
     Registration {
         kind: Kind::Volume,
         connect: volume::VolumeDriver::connect_driver,
+        check: volume::validate::check,
+        check_revision: no_revision_rules,
     },
     Registration {
         kind: Kind::Container,
         connect: container::ContainerDriver::connect_driver,
+        check: container::validate::check,
+        check_revision: no_revision_rules,
     },
 ];
 
@@ -100,14 +122,20 @@ mod tests {
             Registration {
                 kind: Kind::Container,
                 connect: container::ContainerDriver::connect_driver,
+                check: container::validate::check,
+                check_revision: no_revision_rules,
             },
             Registration {
                 kind: Kind::Bridge,
                 connect: network::ManagedBridgeDriver::connect_driver,
+                check: network::validate::check,
+                check_revision: network::validate::check_revision,
             },
             Registration {
                 kind: Kind::Volume,
                 connect: volume::VolumeDriver::connect_driver,
+                check: volume::validate::check,
+                check_revision: no_revision_rules,
             },
         ];
         assert_eq!(

@@ -99,6 +99,13 @@ impl LoadedResource {
             .diagnostic(&self.resource.origin.file, field, message)
     }
 
+    /// `file:line:col` of `field` in this resource's document, for a message about two
+    /// declarations that names the other's place.
+    pub fn place(&self, field: &str) -> String {
+        let at = self.diagnostic(field, "");
+        format!("{}:{}:{}", at.file.display(), at.line, at.column)
+    }
+
     /// Whether a finding about `field` may only follow from a part left out after an error
     /// (the part itself, one of its ancestors or descendants).
     pub fn is_damaged(&self, field: Option<&str>) -> bool {

@@ -2,26 +2,26 @@
 //! deserialised (which already checked names, sizes, CIDRs and unknown fields).
 //!
 //! In order: host selection (a bad glob is an error; only the resources that select this
-//! host are checked against one another), per-resource rules ([`resource`]: kind-specific
-//! limits such as IFNAMSIZ, one-of fields, addresses the kernel refuses, annotations),
-//! duplicate names per kind among the selected resources (the same name for two hosts is
-//! the normal per-host variant, not a duplicate), references (a reference must name a
-//! resource declared for this host; one whose document has errors counts as declared, so
-//! its own errors are not echoed as "not declared"), then the uniqueness rules that span
-//! resources ([`unique`]: ports, addresses, MACs; [`network`]: published host ports;
-//! [`vlan`]: VLANs of workloads on bridges that filter them).
+//! host are checked against one another), per-resource rules ([`resource`]: annotations,
+//! then the kind's own rules through its registration's `check`, such as IFNAMSIZ, one-of
+//! fields, addresses the kernel refuses), duplicate names per kind among the selected
+//! resources (the same name for two hosts is the normal per-host variant, not a
+//! duplicate), references (a reference must name a resource declared for this host; one
+//! whose document has errors counts as declared, so its own errors are not echoed as "not
+//! declared"), then every registration's `check_revision` on the selected resources: the
+//! rules that span documents (unique ports, addresses and MACs, published host ports,
+//! VLANs of workloads on bridges that filter them) are their kinds', in their folders.
+//! This module knows no kind: a new kind brings its rules with its registration.
 //! Every finding becomes a [`Diagnostic`] pointing at the offending field; one about two
 //! declarations names the other's place.
 
-mod network;
 mod resource;
-mod unique;
-mod vlan;
 
 use std::collections::BTreeMap;
 
 use globset::Glob;
 
+use crate::drivers::registry;
 use crate::manifest::{Declaration, Diagnostic, LoadedResource};
 use crate::model::ResourceId;
 
@@ -34,12 +34,6 @@ pub fn applies_to_host(selector: Option<&str>, host: &str) -> Result<bool, Strin
             .map(|glob| glob.compile_matcher().is_match(host))
             .map_err(|err| format!("invalid host glob {}: {err}", crate::model::quoted(pattern))),
     }
-}
-
-/// `file:line:col` of `field` in `item`'s document, for messages that name a second place.
-pub(crate) fn place(item: &LoadedResource, field: &str) -> String {
-    let at = item.diagnostic(field, "");
-    format!("{}:{}:{}", at.file.display(), at.line, at.column)
 }
 
 /// Checks `loaded` (every document that could be read, damaged or not; `declarations`
@@ -79,7 +73,7 @@ pub fn validate(
                 "metadata.name",
                 format!(
                     "duplicate {id} for host {host}: already declared at {}",
-                    place(first, "metadata.name")
+                    first.place("metadata.name")
                 ),
             ));
             continue;
@@ -97,7 +91,7 @@ pub fn validate(
                     "references {} which is declared for host {:?} (at {}), not for this host ({host})",
                     reference.target,
                     target.resource.metadata.host.as_deref().unwrap_or_default(),
-                    place(target, "metadata.host")
+                    target.place("metadata.host")
                 )
             } else if declarations.iter().any(|d| d.id == reference.target) {
                 // Declared by a document with errors of its own, reported there.
@@ -108,9 +102,9 @@ pub fn validate(
             diagnostics.push(item.diagnostic(&reference.path, message));
         }
     }
-    unique::check(&unique_selected, diagnostics);
-    network::check_publications(&unique_selected, diagnostics);
-    vlan::check_workloads(&unique_selected, diagnostics);
+    for registration in registry() {
+        (registration.check_revision)(&unique_selected, diagnostics);
+    }
     unique_selected.into_iter().cloned().collect()
 }
 

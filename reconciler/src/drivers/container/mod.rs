@@ -72,6 +72,7 @@ pub mod rootfs;
 pub mod runc;
 pub mod seam;
 pub mod shim;
+pub(crate) mod validate;
 pub mod supervision;
 #[cfg(test)]
 pub(crate) mod testkit;

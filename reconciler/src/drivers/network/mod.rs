@@ -83,6 +83,7 @@ pub mod probe;
 pub mod publish;
 mod rules;
 pub mod seam;
+pub(crate) mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -68,6 +68,7 @@ pub mod qmp;
 pub mod record;
 pub mod seam;
 pub mod seed;
+pub(crate) mod validate;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -59,6 +59,7 @@ mod report;
 pub mod seam;
 mod size;
 mod tags;
+pub(crate) mod validate;
 #[cfg(test)]
 mod tests;
 

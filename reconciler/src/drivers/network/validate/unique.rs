@@ -1,7 +1,7 @@
 //! What must be unique across the resources that apply to one host, because the host has
 //! only one of it: an interface is the port of one bridge; an IP address is on one
-//! interface (a link-local one on one interface per link); a MAC address is on one NIC;
-//! a port cannot be a bridge that gitvisor manages (the kernel refuses to enslave a bridge
+//! interface (a link-local one on one interface per link), a bridge's or a container's
+//! on it; a port cannot be a bridge that gitvisor manages (the kernel refuses to enslave a bridge
 //! to a bridge, "Can not enslave a bridge to a bridge", so this is an error rather than a
 //! dependency edge).
 //!
@@ -11,9 +11,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::place;
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{Kind, MacAddress, Spec};
+use crate::model::{Kind, Spec};
 
 /// A declaration of something unique: the resource and the field it is written at.
 struct Claim<'a> {
@@ -27,7 +26,7 @@ impl Claim<'_> {
             "{} {} at {}",
             self.item.resource.id(),
             self.field,
-            place(self.item, &self.field)
+            self.item.place(&self.field)
         )
     }
 }
@@ -40,7 +39,7 @@ enum Scope {
     Link(String),
 }
 
-pub(super) fn check(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnostic>) {
+pub(super) fn check_revision(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnostic>) {
     let bridges: HashMap<&str, &LoadedResource> = selected
         .iter()
         .filter(|item| item.resource.kind() == Kind::Bridge)
@@ -48,7 +47,6 @@ pub(super) fn check(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnost
         .collect();
     let mut ports: HashMap<&str, Claim> = HashMap::new();
     let mut addresses: HashMap<(Scope, IpAddr), Claim> = HashMap::new();
-    let mut macs: HashMap<MacAddress, Claim> = HashMap::new();
     for &item in selected {
         match &item.resource.spec {
             Spec::Bridge(bridge) => {
@@ -70,7 +68,7 @@ pub(super) fn check(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnost
                                 &field,
                                 format!(
                                     "port {port} is Bridge/{port}, declared at {}: the kernel cannot enslave a bridge to a bridge",
-                                    place(other, "metadata.name")
+                                    other.place("metadata.name")
                                 ),
                             ));
                         }
@@ -104,25 +102,7 @@ pub(super) fn check(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnost
                     claim_address(&mut addresses, item, scope, cidr.addr(), field, diagnostics);
                 }
             }
-            Spec::VirtualMachine(vm) => {
-                for (i, nic) in vm.networks.iter().enumerate() {
-                    let Some(mac) = nic.mac else { continue };
-                    let field = format!("spec.networks[{i}].mac");
-                    match macs.get(&mac) {
-                        Some(first) => diagnostics.push(item.diagnostic(
-                            &field,
-                            format!(
-                                "MAC address {mac} is already used by {}; every NIC needs its own",
-                                first.describe()
-                            ),
-                        )),
-                        None => {
-                            macs.insert(mac, Claim { item, field });
-                        }
-                    }
-                }
-            }
-            Spec::Volume(_) => {}
+            _ => {}
         }
     }
 }

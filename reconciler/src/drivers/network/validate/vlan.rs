@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 
-use super::place;
 use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::{BridgeSpec, IFNAME_MAX, Kind, Name, Spec, VLAN_ID_MAX, VLAN_ID_MIN, Vlan};
 
@@ -151,7 +150,7 @@ pub(super) fn check_workloads(selected: &[&LoadedResource], diagnostics: &mut Ve
                         &format!("spec.vlanInterfaces[{i}].id"),
                         format!(
                             "the sub-interface's name {link} is the name of Bridge/{link} (at {}); rename one of them",
-                            place(other, "metadata.name")
+                            other.place("metadata.name")
                         ),
                     ));
                 }
@@ -199,7 +198,7 @@ pub(super) fn check_workloads(selected: &[&LoadedResource], diagnostics: &mut Ve
                     format!(
                         "VLANs need bridge {bridge} to filter them, and it does not; set spec.vlanFiltering: true on {} (at {})",
                         crate::model::ResourceId::new(Kind::Bridge, (*bridge).clone()),
-                        place(declared, "metadata.name")
+                        declared.place("metadata.name")
                     ),
                 );
             }

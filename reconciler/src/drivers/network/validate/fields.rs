@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::place;
 use crate::drivers::network::publish::{
     Guest, NoTarget, Publication, guest_lists, guest_target, of_resource,
 };
@@ -384,7 +383,7 @@ pub(super) fn check_publications(selected: &[&LoadedResource], diagnostics: &mut
                         publication.host_side(),
                         taken.declared_by,
                         taken.field,
-                        place(first, &format!("{}.hostPort", taken.field)),
+                        first.place(&format!("{}.hostPort", taken.field)),
                     ),
                 ));
                 continue;
