@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::GlobalArgs;
-use crate::drivers::vm::paths::VmRoots;
+use crate::drivers::registry;
 use crate::model::Name;
 
 /// The byte that detaches: Ctrl-].
@@ -33,20 +33,24 @@ pub fn run(global: &GlobalArgs, name: &Name) -> Result<ExitCode> {
 }
 
 async fn console(global: &GlobalArgs, name: &Name) -> Result<ExitCode> {
-    let paths = VmRoots::new(&global.run_dir, &global.state_dir).paths(name.as_str());
-    let socket = paths.serial_socket();
-    if !paths.dir().is_dir() {
-        bail!(
-            "no VM {name} on this host: {} does not exist (is it declared and applied, with this --run-dir?)",
-            paths.dir().display()
-        );
-    }
-    let stream = UnixStream::connect(&socket).await.with_context(|| {
-        format!(
-            "cannot attach to VM {name}'s console at {} (is it running, with console.socket true? another `gitvisor console` may hold it)",
-            socket.display()
-        )
-    })?;
+    // The kind whose resources have a serial console (VMs).
+    let Some(find) = registry()
+        .iter()
+        .find_map(|registration| registration.console)
+    else {
+        bail!("no kind of this build has a serial console");
+    };
+    let console = find(&super::host_settings(global), name).map_err(anyhow::Error::msg)?;
+    let stream = UnixStream::connect(&console.socket)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot attach to {}'s console at {} ({})",
+                console.owner,
+                console.socket.display(),
+                console.unreachable_hint
+            )
+        })?;
     let terminal = std::io::stdin().is_terminal();
     let _raw = if terminal {
         Some(RawMode::enable()?)
@@ -55,7 +59,8 @@ async fn console(global: &GlobalArgs, name: &Name) -> Result<ExitCode> {
     };
     if terminal {
         super::output::stderr(&format!(
-            "Connected to VM {name}'s serial console; detach with Ctrl-]\r\n"
+            "Connected to {}'s serial console; detach with Ctrl-]\r\n",
+            console.owner
         ));
     }
     let (mut from_guest, mut to_guest) = stream.into_split();

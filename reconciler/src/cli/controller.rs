@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::table::{self, Column, short_revision};
 use super::{OutputFormat, output};
 use crate::daemon::api::ApiClient;
-use crate::drivers::network::Leases;
+use crate::drivers::status_tables;
 use crate::model::{Kind, Name, ResourceId};
 use crate::reconcile::{HostView, Live};
 
@@ -41,21 +41,28 @@ pub async fn status(
     match format {
         OutputFormat::Json => output::stdout(&format!("{snapshot}\n"))?,
         OutputFormat::Text => {
-            output::stdout(&format!("{}{}", render(&snapshot), leases(&snapshot)?))?
+            output::stdout(&format!("{}{}", render(&snapshot), tables(&snapshot)?))?
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The DHCP leases the snapshot carries, as text (or why the controller could not read
-/// them).
-fn leases(snapshot: &Value) -> Result<String> {
-    if let Some(error) = snapshot["dhcpLeasesError"].as_str() {
-        return Ok(format!("\nDHCP leases: {error}\n"));
+/// The kinds' status tables the snapshot carries (the DHCP leases), as text, or why the
+/// controller could not read one.
+fn tables(snapshot: &Value) -> Result<String> {
+    let mut text = String::new();
+    for table in status_tables() {
+        if let Some(error) = snapshot[format!("{}Error", table.key)].as_str() {
+            text.push_str(&format!("\n{}: {error}\n", table.title));
+            continue;
+        }
+        text.push_str(
+            &super::status::table_text(table, &snapshot[table.key]).with_context(|| {
+                format!("the controller's status has no readable {}", table.key)
+            })?,
+        );
     }
-    let leases: Leases = serde_json::from_value(snapshot["dhcpLeases"].clone())
-        .context("the controller's status has no readable dhcpLeases")?;
-    Ok(super::status::leases_text(&leases))
+    Ok(text)
 }
 
 /// Puts the host observed now on the snapshot's resources (`observed`: the same words
@@ -366,7 +373,7 @@ mod tests {
             "hostname": "web",
             "expiresUnix": 0,
         }]}});
-        let text = leases(&snapshot).expect("readable leases");
+        let text = tables(&snapshot).expect("readable leases");
         assert!(text.contains("br0"), "{text}");
         assert!(text.contains("10.0.0.10"), "{text}");
         assert!(text.contains("web"), "{text}");
@@ -374,10 +381,10 @@ mod tests {
 
         let failed = json!({"dhcpLeasesError": "cannot read /run/gitvisor/network/dhcp"});
         assert_eq!(
-            leases(&failed).expect("the error, as text"),
+            tables(&failed).expect("the error, as text"),
             "\nDHCP leases: cannot read /run/gitvisor/network/dhcp\n"
         );
-        assert!(leases(&json!({})).is_err());
+        assert!(tables(&json!({})).is_err());
     }
 
     #[test]

@@ -36,6 +36,14 @@ pub use args::{
 
 use crate::reconcile::{self, Reconciler, ReconcilerOptions, Source};
 
+/// Where this gitvisor keeps its files, as the drivers' extras take it.
+fn host_settings(global: &GlobalArgs) -> crate::drivers::HostSettings {
+    crate::drivers::HostSettings {
+        run_dir: global.run_dir.clone(),
+        state_dir: global.state_dir.clone(),
+    }
+}
+
 /// Exit code for "the plan has changes" with `--detailed-exitcode`.
 pub const EXIT_CHANGES: u8 = 2;
 /// Exit code for an error, or a host that is not (or cannot be) converged.
@@ -327,7 +335,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command,
         } => exec::run(global, &name, interactive, tty, &command),
         Command::Logs { name, follow } => {
-            crate::drivers::container::logs::print(&global.state_dir, &name, follow)?;
+            // The kind that keeps its resources' logs (containers).
+            let logs = crate::drivers::registry()
+                .iter()
+                .find_map(|registration| registration.logs)
+                .context("no kind of this build keeps logs")?;
+            logs(&host_settings(global), &name, follow).map_err(|error| anyhow::anyhow!(error))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ContainerShim {

@@ -3,8 +3,8 @@
 //! handed out (the host parts unless `--offline`). Reads only; never creates or writes
 //! the store.
 //!
-//! Leases are read from the lease files dnsmasq keeps under the run dir
-//! ([`crate::drivers::network::read_leases`]).
+//! The leases are the Bridge kind's status table ([`crate::drivers::StatusTable`]): this
+//! command reads every registered table and shows it under its title, knowing no kind.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::table::{self, Column, short_revision};
 use super::{OutputFormat, output};
-use crate::drivers::network::{Lease, Leases, leases_json, network_dir, read_leases};
+use crate::drivers::{Rows, StatusTable, status_tables};
 use crate::model::ResourceId;
 use crate::reconcile::{Basis, Live, Reconciler, StatusReport};
 
@@ -25,23 +25,28 @@ pub async fn status(
     offline: bool,
 ) -> Result<ExitCode> {
     let report = reconciler.status(offline).await?;
-    let leases = if offline {
-        None
-    } else {
-        Some(read_leases(&network_dir(&reconciler.options().run_dir)).await?)
-    };
+    // The kinds' status tables (the DHCP leases), read now; none offline.
+    let mut tables = Vec::new();
+    if !offline {
+        for table in status_tables() {
+            let value = (table.read)(&reconciler.options().run_dir)
+                .await
+                .map_err(|error| anyhow::anyhow!(error))?;
+            tables.push((table, value));
+        }
+    }
     let text = match format {
         OutputFormat::Json => {
             let mut out = render_json(&report);
-            if let Some(leases) = &leases {
-                out["dhcpLeases"] = leases_json(leases);
+            for (table, value) in tables {
+                out[table.key] = value;
             }
             format!("{out}\n")
         }
         OutputFormat::Text => {
             let mut out = render_text(&report, &reconciler.options().state_dir);
-            if let Some(leases) = &leases {
-                out.push_str(&leases_text(leases));
+            for (table, value) in &tables {
+                out.push_str(&table_text(table, value)?);
             }
             out
         }
@@ -50,44 +55,23 @@ pub async fn status(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A lease's expiry as people read it: RFC 3339, or `never` (dnsmasq writes 0).
-fn expiry(lease: &Lease) -> String {
-    if lease.expires == 0 {
-        return "never".to_owned();
+/// A kind's status table as text: a blank line, its title and its rows under their
+/// headers, in columns that fit their cells (a guest's hostname can be long); nothing
+/// when it has no rows. An error says why `value` is not the table's JSON form.
+pub(super) fn table_text(table: &StatusTable, value: &Value) -> Result<String, serde_json::Error> {
+    let Rows { columns, rows } = (table.rows)(value)?;
+    if rows.is_empty() {
+        return Ok(String::new());
     }
-    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(lease.expires);
-    humantime::format_rfc3339_seconds(when).to_string()
-}
-
-/// The leases as a table whose columns fit their cells (a guest's hostname can be
-/// long).
-pub(super) fn leases_text(leases: &Leases) -> String {
-    if leases.is_empty() {
-        return String::new();
-    }
-    let columns = [
-        Column::new("BRIDGE", 16),
-        Column::new("MAC", 18),
-        Column::new("ADDRESS", 16),
-        Column::new("HOSTNAME", 24),
-        Column::new("EXPIRES", 0),
-    ];
-    let mut rows = Vec::new();
-    for (bridge, leases) in leases {
-        if leases.is_empty() {
-            rows.push(vec![bridge.clone(), "(none yet)".to_owned()]);
-        }
-        for lease in leases {
-            rows.push(vec![
-                bridge.clone(),
-                lease.mac.clone(),
-                lease.address.clone(),
-                lease.name.clone().unwrap_or_else(|| "-".to_owned()),
-                expiry(lease),
-            ]);
-        }
-    }
-    format!("\nDHCP leases:\n{}", table::render(&columns, &rows))
+    let columns: Vec<Column> = columns
+        .iter()
+        .map(|&(header, width)| Column::new(header, width))
+        .collect();
+    Ok(format!(
+        "\n{}:\n{}",
+        table.title,
+        table::render(&columns, &rows)
+    ))
 }
 
 /// Every resource the store or the host view mentions, in order.
@@ -276,24 +260,25 @@ fn render_text(report: &StatusReport, state_dir: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drivers::network::DhcpPaths;
 
-    #[tokio::test]
-    async fn leases_are_listed_per_bridge_in_text_and_json() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(read_leases(dir.path()).await.unwrap().is_empty());
-        let br0 = DhcpPaths::new(dir.path(), "br0");
-        std::fs::create_dir_all(&br0.dir).unwrap();
-        std::fs::write(
-            br0.leases(),
-            "1700000000 52:54:00:00:00:10 10.0.0.10 vm1 01:52:54:00:00:00:10\n0 52:54:00:00:00:11 10.0.0.150 * *\n",
-        )
-        .unwrap();
-        // A bridge whose dnsmasq has not written its lease file yet.
-        std::fs::create_dir_all(DhcpPaths::new(dir.path(), "br1").dir).unwrap();
-        let leases = read_leases(dir.path()).await.unwrap();
+    /// This build's DHCP leases table, found the way the command finds it.
+    fn leases_table() -> &'static StatusTable {
+        status_tables()
+            .find(|table| table.key == "dhcpLeases")
+            .expect("a registered dhcpLeases table")
+    }
 
-        let text = leases_text(&leases);
+    #[test]
+    fn leases_are_listed_per_bridge_in_text() {
+        let leases = json!({
+            "br0": [
+                {"mac": "52:54:00:00:00:10", "address": "10.0.0.10", "hostname": "vm1", "expiresUnix": 1700000000u64},
+                {"mac": "52:54:00:00:00:11", "address": "10.0.0.150", "hostname": null, "expiresUnix": 0},
+            ],
+            // A bridge whose dnsmasq has not written its lease file yet.
+            "br1": [],
+        });
+        let text = table_text(leases_table(), &leases).unwrap();
         let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
         assert_eq!(lines[1], "DHCP leases:");
         assert!(lines[2].starts_with("BRIDGE") && lines[2].ends_with("EXPIRES"));
@@ -321,30 +306,17 @@ mod tests {
             "BRIDGE           MAC                ADDRESS          HOSTNAME                 EXPIRES",
             "short cells keep the familiar widths"
         );
-
-        assert_eq!(
-            leases_json(&leases),
-            json!({
-                "br0": [
-                    {"mac": "52:54:00:00:00:10", "address": "10.0.0.10", "hostname": "vm1", "expiresUnix": 1700000000u64},
-                    {"mac": "52:54:00:00:00:11", "address": "10.0.0.150", "hostname": null, "expiresUnix": 0},
-                ],
-                "br1": [],
-            })
-        );
+        assert_eq!(table_text(leases_table(), &json!({})).unwrap(), "");
     }
 
     #[test]
     fn a_long_hostname_widens_its_column_and_keeps_the_expiry_under_its_header() {
         let hostname = "a-guest-with-a-rather-long-hostname.example.internal";
-        let leases: Leases = [(
-            "br0".to_owned(),
-            crate::drivers::network::parse_leases(&format!(
-                "0 52:54:00:00:00:10 10.0.0.10 {hostname} *\n0 52:54:00:00:00:11 10.0.0.11 short *\n"
-            )),
-        )]
-        .into();
-        let text = leases_text(&leases);
+        let leases = json!({"br0": [
+            {"mac": "52:54:00:00:00:10", "address": "10.0.0.10", "hostname": hostname, "expiresUnix": 0},
+            {"mac": "52:54:00:00:00:11", "address": "10.0.0.11", "hostname": "short", "expiresUnix": 0},
+        ]});
+        let text = table_text(leases_table(), &leases).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         let column = lines[2].find("EXPIRES").unwrap();
         for row in &lines[3..] {

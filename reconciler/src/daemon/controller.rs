@@ -32,7 +32,7 @@ use super::shared::Shared;
 use super::status::{Problem, ReconcileRun, Rejected, ResourceView};
 use super::trigger::{Reasons, SyncOutcome};
 use crate::contract::{CancelToken, chain};
-use crate::drivers::container::restarts_a_dead_container;
+use crate::drivers::by_policy;
 use crate::execute::{Progress, ResultKind, RunEvent};
 use crate::load::Revision;
 use crate::model::{ContainerSpec, ResourceId, Spec};
@@ -359,7 +359,7 @@ impl Controller {
                 .plan
                 .changes
                 .iter()
-                .filter(|change| restarts_a_dead_container(change))
+                .filter(|change| by_policy(change))
                 .map(|change| &change.id)
                 .collect();
             let repairs = changed

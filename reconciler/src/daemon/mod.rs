@@ -48,6 +48,7 @@ pub use shared::Shared;
 pub use status::ControllerStatus;
 pub use trigger::{Reasons, SyncOutcome, Trigger};
 
+use crate::drivers::HostSettings;
 use crate::reconcile::Reconciler;
 use crate::source::DirWatcher;
 use crate::state::ReadOnlyStore;
@@ -93,7 +94,10 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
             options.resync,
             matches!(options.origin, Origin::Git(_)).then_some(options.poll),
         ))
-        .with_leases_from(crate::drivers::network::network_dir(&settings.run_dir)),
+        .with_status_tables(
+            settings.run_dir.clone(),
+            crate::drivers::status_tables().copied().collect(),
+        ),
     );
     if let Ok(store) = ReadOnlyStore::open(&settings.state_dir)
         && let Ok(mut history) = store.events(SEED_EVENTS)
@@ -192,7 +196,13 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
             && Instant::now() >= image_gc_due
         {
             image_gc_due = Instant::now() + IMAGE_GC_EVERY;
-            collect_images(&settings.run_dir, &settings.state_dir, grace);
+            maintenance(
+                &HostSettings {
+                    run_dir: settings.run_dir.clone(),
+                    state_dir: settings.state_dir.clone(),
+                },
+                grace,
+            );
         }
         if ready {
             notifier.status(&outcome.summary);
@@ -210,27 +220,15 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
     Ok(())
 }
 
-/// Collects the container image store on a blocking thread, removing what no container
-/// has used for `grace` ([`crate::drivers::container::image::gc`]); never waits for it.
-fn collect_images(run_dir: &std::path::Path, state_dir: &std::path::Path, grace: Duration) {
-    use crate::drivers::container::image::gc::{GcError, Policy};
-    let host = crate::drivers::container::RuncHost::new(run_dir, state_dir);
-    tokio::task::spawn_blocking(
-        move || match host.prune_images(Policy::After(grace), false) {
-            Ok(report) if !report.removed.is_empty() => tracing::info!(
-                removed = report.removed.len(),
-                bytes = report.bytes(),
-                waiting = report.waiting,
-                "image store: removed what no container used for {}",
-                humantime::format_duration(grace)
-            ),
-            Ok(_) => {}
-            Err(error @ GcError::Busy { .. }) => tracing::debug!("{error}"),
-            Err(error) => {
-                tracing::warn!(error = %crate::contract::chain(&error), "image store collection")
-            }
-        },
-    );
+/// Runs every kind's housekeeping ([`crate::drivers::Registration::maintenance`], the
+/// container image store's collection) with `grace`; each starts its work on a blocking
+/// thread, so this never waits for it.
+fn maintenance(settings: &HostSettings, grace: Duration) {
+    for registration in crate::drivers::registry() {
+        if let Some(maintenance) = registration.maintenance {
+            maintenance(settings, grace);
+        }
+    }
 }
 
 /// Whether a source trigger is waiting (to debounce it).

@@ -1,6 +1,6 @@
 //! What the controller's loop, its timers, the API and the metrics endpoint share: the
-//! triggers, the event log, the metrics, the status snapshot and where the DHCP leases
-//! are. Each part locks for a
+//! triggers, the event log, the metrics, the status snapshot and the kinds' status tables
+//! (the DHCP leases) with where they are read. Each part locks for a
 //! moment only; nothing holds a lock across an await.
 
 use std::path::PathBuf;
@@ -10,15 +10,16 @@ use super::events::EventLog;
 use super::metrics::Metrics;
 use super::status::ControllerStatus;
 use super::trigger::Triggers;
+use crate::drivers::StatusTable;
 
 pub struct Shared {
     pub triggers: Triggers,
     pub events: EventLog,
     pub metrics: Metrics,
     status: Mutex<ControllerStatus>,
-    /// Where the managed bridges' dnsmasq keep their leases (`GET /v1/status` lists
-    /// them); `None` lists none.
-    pub network_dir: Option<PathBuf>,
+    /// The run dir the status tables are read below, and the tables (`GET /v1/status`
+    /// carries each, such as the DHCP leases); none by default.
+    pub status_tables: Option<(PathBuf, Vec<StatusTable>)>,
 }
 
 impl Shared {
@@ -28,14 +29,14 @@ impl Shared {
             events: EventLog::default(),
             metrics: Metrics::default(),
             status: Mutex::new(status),
-            network_dir: None,
+            status_tables: None,
         }
     }
 
-    /// The same, listing the DHCP leases kept under `network_dir`.
-    pub fn with_leases_from(self, network_dir: PathBuf) -> Shared {
+    /// The same, carrying `tables` read below `run_dir`.
+    pub fn with_status_tables(self, run_dir: PathBuf, tables: Vec<StatusTable>) -> Shared {
         Shared {
-            network_dir: Some(network_dir),
+            status_tables: Some((run_dir, tables)),
             ..self
         }
     }

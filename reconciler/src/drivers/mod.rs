@@ -17,10 +17,12 @@
 
 pub mod bridge;
 pub mod container;
+mod extras;
 pub mod net;
 pub mod network;
 pub mod probe;
 mod registry;
+mod status_table;
 pub mod vlan_port;
 pub mod vm;
 pub mod volume;
@@ -28,4 +30,6 @@ pub mod volume;
 pub use crate::contract::{
     Change, Driver, DriverError, Drivers, FailureClass, PlanContext, StepContext,
 };
-pub use registry::{HostSettings, Registration, connect_all, registry};
+pub use extras::{Console, ExtraError};
+pub use registry::{HostSettings, Registration, by_policy, connect_all, registry, status_tables};
+pub use status_table::{Rows, StatusTable, TableError};

@@ -6,11 +6,13 @@
 //! driver adds its line here and nothing else outside its folder.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use super::{Console, ExtraError, StatusTable};
 use super::{container, network, vm, volume};
-use crate::contract::{Driver, DriverError, Drivers};
+use crate::contract::{Change, Driver, DriverError, Drivers};
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::Kind;
+use crate::model::{Kind, Name};
 
 /// What a driver may need to know about this gitvisor when it connects: where runtime
 /// files go (a VM's run dir, a container runtime's state root live below it) and where
@@ -40,6 +42,29 @@ pub struct Registration {
     /// MAC or a published host port. Run once per revision; a finding about two
     /// declarations is reported at the later one and names the earlier one's place.
     pub check_revision: fn(&[&LoadedResource], &mut Vec<Diagnostic>),
+    /// What the kind adds to the host's status beyond each resource's state (`gitvisor
+    /// status`, the controller's `GET /v1/status`): the DHCP leases of the bridges.
+    pub status_tables: &'static [StatusTable],
+    /// Whether a planned change of this kind is the kind's own policy at work, not a
+    /// repair of drift someone made (a container's `restartPolicy` starting its ended
+    /// process again); the controller counts only the others as drift repaired.
+    pub by_policy: fn(&Change) -> bool,
+    /// The kind's housekeeping, which the controller runs once an hour when `gitvisor
+    /// run --image-gc-after` gives a grace period: what no resource has used for that long
+    /// is removed (the container image store). Starts its work on a blocking thread and
+    /// returns at once; reports through tracing.
+    pub maintenance: Option<fn(&HostSettings, Duration)>,
+    /// `gitvisor logs NAME [-f]`: prints what resource NAME of the kind logged, and with
+    /// `follow` what it logs next, until stdout closes.
+    pub logs: Option<fn(&HostSettings, &str, bool) -> Result<(), ExtraError>>,
+    /// `gitvisor console NAME`: where resource NAME's serial console is, or why this
+    /// host has none.
+    pub console: Option<fn(&HostSettings, &Name) -> Result<Console, String>>,
+}
+
+/// A `by_policy` for a kind with no policy of its own that changes the host.
+fn never_by_policy(_: &Change) -> bool {
+    false
 }
 
 /// A `check_revision` for a kind with no rules across resources.
@@ -52,30 +77,66 @@ pub(super) const REGISTRY: &[Registration] = &[
         connect: network::ManagedBridgeDriver::connect_driver,
         check: network::validate::check,
         check_revision: network::validate::check_revision,
+        status_tables: &[network::LEASES_TABLE],
+        by_policy: never_by_policy,
+        maintenance: None,
+        logs: None,
+        console: None,
     },
     Registration {
         kind: Kind::VirtualMachine,
         connect: vm::VmDriver::connect_driver,
         check: vm::validate::check,
         check_revision: vm::validate::check_revision,
+        status_tables: &[],
+        by_policy: never_by_policy,
+        maintenance: None,
+        logs: None,
+        console: Some(vm::paths::console),
     },
     Registration {
         kind: Kind::Volume,
         connect: volume::VolumeDriver::connect_driver,
         check: volume::validate::check,
         check_revision: no_revision_rules,
+        status_tables: &[],
+        by_policy: never_by_policy,
+        maintenance: None,
+        logs: None,
+        console: None,
     },
     Registration {
         kind: Kind::Container,
         connect: container::ContainerDriver::connect_driver,
         check: container::validate::check,
         check_revision: no_revision_rules,
+        status_tables: &[],
+        by_policy: container::restarts_a_dead_container,
+        maintenance: Some(container::collect_images),
+        logs: Some(container::logs::print_logs),
+        console: None,
     },
 ];
 
 /// Every driver of this build.
 pub fn registry() -> &'static [Registration] {
     REGISTRY
+}
+
+/// Whether `change` is its kind's own policy at work, not a repair of drift
+/// ([`Registration::by_policy`]).
+pub fn by_policy(change: &Change) -> bool {
+    REGISTRY
+        .iter()
+        .find(|registration| registration.kind == change.id.kind)
+        .is_some_and(|registration| (registration.by_policy)(change))
+}
+
+/// Every status table of this build's kinds, in registry order.
+pub fn status_tables() -> impl Iterator<Item = &'static StatusTable> {
+    REGISTRY
+        .iter()
+        .flat_map(|registration| registration.status_tables)
 }
 
 /// Connects every driver of this build to this host; the first failure is the answer (a
@@ -124,18 +185,33 @@ mod tests {
                 connect: container::ContainerDriver::connect_driver,
                 check: container::validate::check,
                 check_revision: no_revision_rules,
+                status_tables: &[],
+                by_policy: never_by_policy,
+                maintenance: None,
+                logs: None,
+                console: None,
             },
             Registration {
                 kind: Kind::Bridge,
                 connect: network::ManagedBridgeDriver::connect_driver,
                 check: network::validate::check,
                 check_revision: network::validate::check_revision,
+                status_tables: &[],
+                by_policy: never_by_policy,
+                maintenance: None,
+                logs: None,
+                console: None,
             },
             Registration {
                 kind: Kind::Volume,
                 connect: volume::VolumeDriver::connect_driver,
                 check: volume::validate::check,
                 check_revision: no_revision_rules,
+                status_tables: &[],
+                by_policy: never_by_policy,
+                maintenance: None,
+                logs: None,
+                console: None,
             },
         ];
         assert_eq!(

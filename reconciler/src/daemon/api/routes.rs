@@ -10,20 +10,21 @@ use tokio::sync::broadcast::error::RecvError;
 use super::http::{self, Request};
 use super::metrics::CONTENT_TYPE;
 use crate::daemon::Shared;
-use crate::drivers::network::{leases_json, read_leases};
 
 /// How many events `GET /v1/events` returns without `limit`.
 const DEFAULT_EVENTS: usize = 100;
 
-/// The status snapshot, with the DHCP leases of the managed bridges (`dhcpLeases`, as
-/// `gitvisor status --output json` has them); a lease file that cannot be read is
-/// `dhcpLeasesError` instead.
+/// The status snapshot, with the kinds' status tables under their keys (the DHCP leases
+/// of the managed bridges are `dhcpLeases`, as `gitvisor status --output json` has them);
+/// a table that cannot be read is `<key>Error` instead, saying why.
 async fn status(shared: &Shared) -> serde_json::Value {
     let mut status = json!(shared.status());
-    if let Some(network_dir) = &shared.network_dir {
-        match read_leases(network_dir).await {
-            Ok(leases) => status["dhcpLeases"] = leases_json(&leases),
-            Err(error) => status["dhcpLeasesError"] = json!(error.to_string()),
+    if let Some((run_dir, tables)) = &shared.status_tables {
+        for table in tables {
+            match (table.read)(run_dir).await {
+                Ok(value) => status[table.key] = value,
+                Err(error) => status[format!("{}Error", table.key)] = json!(error.to_string()),
+            }
         }
     }
     status
@@ -127,7 +128,7 @@ mod tests {
 
     use super::*;
     use crate::daemon::ControllerStatus;
-    use crate::drivers::network::DhcpPaths;
+    use crate::drivers::{Rows, StatusTable};
 
     async fn get(shared: Arc<Shared>, path: &str) -> serde_json::Value {
         let (mut client, server) = UnixStream::pair().expect("a socket pair");
@@ -154,43 +155,54 @@ mod tests {
         ))
     }
 
+    /// A table read from `<run dir>/table.json`, its rows the JSON's strings.
+    const FILE_TABLE: StatusTable = StatusTable {
+        key: "fileTable",
+        title: "File table",
+        read: |run_dir| {
+            Box::pin(async move {
+                let text = tokio::fs::read_to_string(run_dir.join("table.json")).await?;
+                Ok(serde_json::from_str(&text)?)
+            })
+        },
+        rows: |value| {
+            let cells: Vec<String> = serde_json::from_value(value.clone())?;
+            Ok(Rows {
+                columns: &[("CELL", 0)],
+                rows: cells.into_iter().map(|cell| vec![cell]).collect(),
+            })
+        },
+    };
+
     #[tokio::test]
-    async fn the_status_carries_the_dhcp_leases_of_each_bridge() {
+    async fn the_status_carries_each_table_or_why_it_could_not_be_read() {
         let run = tempfile::tempdir().expect("temp dir");
-        let network = run.path().join("network");
-        let leases = DhcpPaths::new(&network, "br0").leases();
-        std::fs::create_dir_all(leases.parent().expect("a parent")).expect("lease dir");
-        std::fs::write(
-            &leases,
-            "1700000000 52:54:00:00:00:10 10.0.0.10 web 01:52:54:00:00:00:10\n",
-        )
-        .expect("lease file");
-        std::fs::create_dir_all(DhcpPaths::new(&network, "br1").leases().parent().unwrap())
-            .expect("a bridge without leases yet");
-
-        let status = get(Arc::new(shared().with_leases_from(network)), "/v1/status").await;
+        std::fs::write(run.path().join("table.json"), r#"["a", "b"]"#).expect("table file");
+        let with_table = shared().with_status_tables(run.path().to_path_buf(), vec![FILE_TABLE]);
+        let status = get(Arc::new(with_table), "/v1/status").await;
         assert_eq!(status["host"], "host", "{status:#}");
-        assert_eq!(
-            status["dhcpLeases"],
-            json!({
-                "br0": [{
-                    "mac": "52:54:00:00:00:10",
-                    "address": "10.0.0.10",
-                    "hostname": "web",
-                    "expiresUnix": 1_700_000_000u64,
-                }],
-                "br1": [],
-            }),
-            "{status:#}"
-        );
+        assert_eq!(status["fileTable"], json!(["a", "b"]), "{status:#}");
+        assert!(status.get("fileTableError").is_none(), "{status:#}");
 
-        // A run dir without DHCP: none.
+        // A table that cannot be read: why, under `<key>Error`, and the rest of the status.
         let empty = tempfile::tempdir().expect("temp dir");
-        let status = get(
-            Arc::new(shared().with_leases_from(empty.path().to_path_buf())),
-            "/v1/status",
-        )
-        .await;
+        let unreadable = shared().with_status_tables(empty.path().to_path_buf(), vec![FILE_TABLE]);
+        let status = get(Arc::new(unreadable), "/v1/status").await;
+        assert_eq!(status["host"], "host", "{status:#}");
+        assert!(status.get("fileTable").is_none(), "{status:#}");
+        let error = status["fileTableError"].as_str().expect("an error");
+        assert!(error.contains("No such file"), "{error}");
+    }
+
+    /// The controller carries this build's DHCP leases table, read below its run dir.
+    #[tokio::test]
+    async fn the_controller_carries_the_registered_tables() {
+        let run = tempfile::tempdir().expect("temp dir");
+        let registered = shared().with_status_tables(
+            run.path().to_path_buf(),
+            crate::drivers::status_tables().copied().collect(),
+        );
+        let status = get(Arc::new(registered), "/v1/status").await;
         assert_eq!(status["dhcpLeases"], json!({}), "{status:#}");
     }
 }

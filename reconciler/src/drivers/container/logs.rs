@@ -271,6 +271,16 @@ pub fn log_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("containers").join("logs")
 }
 
+/// `gitvisor logs NAME [-f]` as the Container kind's `logs` (its registration): [`print`]
+/// below the state dir.
+pub(crate) fn print_logs(
+    settings: &crate::drivers::HostSettings,
+    name: &str,
+    follow: bool,
+) -> Result<(), crate::drivers::ExtraError> {
+    Ok(print(&settings.state_dir, name, follow)?)
+}
+
 /// `gitvisor logs NAME [-f]`: the rotated generations oldest first, then the current
 /// file; with `follow`, what is appended afterwards (a rotation is followed to the new
 /// file). A closed stdout ends it quietly.

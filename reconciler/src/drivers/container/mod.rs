@@ -64,6 +64,7 @@ mod health_probe;
 pub mod host;
 pub mod image;
 pub mod logs;
+mod maintenance;
 pub mod network;
 mod observed;
 pub mod probe;
@@ -72,10 +73,10 @@ pub mod rootfs;
 pub mod runc;
 pub mod seam;
 pub mod shim;
-pub(crate) mod validate;
 pub mod supervision;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub(crate) mod validate;
 #[cfg(test)]
 mod vlan_tests;
 pub mod watch;
@@ -96,6 +97,7 @@ pub(crate) use diff::restarts_a_dead_container;
 pub use error::ContainerError;
 pub use fake::FakeHost;
 pub use host::RuncHost;
+pub(crate) use maintenance::collect_images;
 pub use observed::{ObservedContainer, veth_alias, veth_name};
 pub use seam::{ContainerHost, HostError, HostRequest, RuntimeContainer, RuntimeStatus};
 

@@ -6,7 +6,9 @@
 //! link.
 
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{ByteSize, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY, Spec, quoted, unicast_problem};
+use crate::model::{
+    ByteSize, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY, Spec, quoted, unicast_problem,
+};
 
 /// The rules of one Container on its own; every finding goes to `diagnostics`.
 pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
@@ -39,8 +41,7 @@ pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
         {
             error(
                 "spec.healthCheck.command",
-                "a health check needs a command: its first item is the program to run"
-                    .into(),
+                "a health check needs a command: its first item is the program to run".into(),
             );
         }
         for (field, value) in [("interval", check.interval), ("timeout", check.timeout)] {

@@ -105,6 +105,7 @@ pub use error::{NetworkError, SeamError};
 pub use fake::FakeNetwork;
 pub use host::HostNetwork;
 pub use instance::Instance;
+pub(crate) use leases::LEASES_TABLE;
 pub use leases::{LeaseError, Leases, leases_json, read_leases};
 pub use publish::Publication;
 pub use seam::{NetworkRequest, NetworkSeam, NetworkState, TableObservation};

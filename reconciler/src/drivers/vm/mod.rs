@@ -68,9 +68,9 @@ pub mod qmp;
 pub mod record;
 pub mod seam;
 pub mod seed;
-pub(crate) mod validate;
 #[cfg(test)]
 mod tests;
+pub(crate) mod validate;
 #[cfg(test)]
 mod vlan_tests;
 pub mod vmm_api;

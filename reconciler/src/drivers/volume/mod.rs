@@ -59,9 +59,9 @@ mod report;
 pub mod seam;
 mod size;
 mod tags;
-pub(crate) mod validate;
 #[cfg(test)]
 mod tests;
+pub(crate) mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
