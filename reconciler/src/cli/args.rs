@@ -267,23 +267,12 @@ pub enum Command {
         #[arg(value_parser = parse_name)]
         name: Name,
     },
-    /// A container's supervisor, started by gitvisor itself (not for people).
-    #[command(hide = true)]
+    /// A container's supervisor, started by gitvisor itself (not for people). Its
+    /// arguments are the Container kind's own (its registration's `helper`), parsed there.
+    #[command(hide = true, disable_help_flag = true)]
     ContainerShim {
-        #[arg(long)]
-        runc: PathBuf,
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long)]
-        bundle: PathBuf,
-        #[arg(long)]
-        log: PathBuf,
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        parent: Option<i32>,
-        #[arg(long)]
-        start: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
 }
 

@@ -343,25 +343,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             logs(&host_settings(global), &name, follow).map_err(|error| anyhow::anyhow!(error))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ContainerShim {
-            runc,
-            root,
-            bundle,
-            log,
-            id,
-            parent,
-            start,
-        } => Ok(crate::drivers::container::shim::run(
-            crate::drivers::container::shim::ShimArgs {
-                runc,
-                root,
-                bundle,
-                log,
-                id,
-                parent,
-                start,
-            },
-        )),
+        Command::ContainerShim { args } => {
+            let Some(helper) = crate::drivers::registry()
+                .iter()
+                .filter_map(|registration| registration.helper)
+                .find(|helper| helper.command == "container-shim")
+            else {
+                anyhow::bail!("no kind of this build has a container-shim");
+            };
+            Ok((helper.run)(args))
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "gitvisor", &mut script);

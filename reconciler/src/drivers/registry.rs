@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Console, ExtraError, StatusTable};
+use futures::future::BoxFuture;
+
+use super::{Collected, Console, ExecRequest, ExtraError, Helper, Prepared, StatusTable};
 use super::{container, network, vm, volume};
 use crate::contract::{Change, Driver, DriverError, Drivers};
 use crate::manifest::{Diagnostic, LoadedResource};
@@ -54,13 +56,29 @@ pub struct Registration {
     /// is removed (the container image store). Starts its work on a blocking thread and
     /// returns at once; reports through tracing.
     pub maintenance: Option<fn(&HostSettings, Duration)>,
+    /// `gitvisor image prune [--dry-run]`: the same collection at once, with no grace
+    /// period, saying what went (with `dry_run`, what would go).
+    pub collect: Option<fn(&HostSettings, bool) -> Result<Collected, ExtraError>>,
     /// `gitvisor logs NAME [-f]`: prints what resource NAME of the kind logged, and with
     /// `follow` what it logs next, until stdout closes.
     pub logs: Option<fn(&HostSettings, &str, bool) -> Result<(), ExtraError>>,
     /// `gitvisor console NAME`: where resource NAME's serial console is, or why this
     /// host has none.
     pub console: Option<fn(&HostSettings, &Name) -> Result<Console, String>>,
+    /// `gitvisor exec NAME -- COMMAND…`: checks resource NAME (it is gitvisor's and runs)
+    /// and builds the command that runs the request in it.
+    pub exec: Option<ExecHook>,
+    /// A process of the kind's own that gitvisor starts as a hidden subcommand (the
+    /// container supervisor, `gitvisor container-shim`).
+    pub helper: Option<Helper>,
 }
+
+/// [`Registration::exec`].
+pub type ExecHook = for<'a> fn(
+    &'a HostSettings,
+    &'a Name,
+    &'a ExecRequest,
+) -> BoxFuture<'a, Result<Prepared, ExtraError>>;
 
 /// A `by_policy` for a kind with no policy of its own that changes the host.
 fn never_by_policy(_: &Change) -> bool {
@@ -80,8 +98,11 @@ pub(super) const REGISTRY: &[Registration] = &[
         status_tables: &[network::LEASES_TABLE],
         by_policy: never_by_policy,
         maintenance: None,
+        collect: None,
         logs: None,
         console: None,
+        exec: None,
+        helper: None,
     },
     Registration {
         kind: Kind::VirtualMachine,
@@ -91,8 +112,11 @@ pub(super) const REGISTRY: &[Registration] = &[
         status_tables: &[],
         by_policy: never_by_policy,
         maintenance: None,
+        collect: None,
         logs: None,
         console: Some(vm::paths::console),
+        exec: None,
+        helper: None,
     },
     Registration {
         kind: Kind::Volume,
@@ -102,8 +126,11 @@ pub(super) const REGISTRY: &[Registration] = &[
         status_tables: &[],
         by_policy: never_by_policy,
         maintenance: None,
+        collect: None,
         logs: None,
         console: None,
+        exec: None,
+        helper: None,
     },
     Registration {
         kind: Kind::Container,
@@ -113,8 +140,14 @@ pub(super) const REGISTRY: &[Registration] = &[
         status_tables: &[],
         by_policy: container::restarts_a_dead_container,
         maintenance: Some(container::collect_images),
+        collect: Some(container::collect_now),
         logs: Some(container::logs::print_logs),
         console: None,
+        exec: Some(container::exec::prepare),
+        helper: Some(Helper {
+            command: "container-shim",
+            run: container::shim::run_command,
+        }),
     },
 ];
 
@@ -188,8 +221,11 @@ mod tests {
                 status_tables: &[],
                 by_policy: never_by_policy,
                 maintenance: None,
+                collect: None,
                 logs: None,
                 console: None,
+                exec: None,
+                helper: None,
             },
             Registration {
                 kind: Kind::Bridge,
@@ -199,8 +235,11 @@ mod tests {
                 status_tables: &[],
                 by_policy: never_by_policy,
                 maintenance: None,
+                collect: None,
                 logs: None,
                 console: None,
+                exec: None,
+                helper: None,
             },
             Registration {
                 kind: Kind::Volume,
@@ -210,8 +249,11 @@ mod tests {
                 status_tables: &[],
                 by_policy: never_by_policy,
                 maintenance: None,
+                collect: None,
                 logs: None,
                 console: None,
+                exec: None,
+                helper: None,
             },
         ];
         assert_eq!(

@@ -59,6 +59,7 @@ mod diff;
 mod drift;
 mod error;
 pub mod etc_files;
+pub(crate) mod exec;
 pub mod fake;
 mod health_probe;
 pub mod host;
@@ -97,7 +98,7 @@ pub(crate) use diff::restarts_a_dead_container;
 pub use error::ContainerError;
 pub use fake::FakeHost;
 pub use host::RuncHost;
-pub(crate) use maintenance::collect_images;
+pub(crate) use maintenance::{collect_images, collect_now};
 pub use observed::{ObservedContainer, veth_alias, veth_name};
 pub use seam::{ContainerHost, HostError, HostRequest, RuntimeContainer, RuntimeStatus};
 

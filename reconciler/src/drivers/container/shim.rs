@@ -71,6 +71,48 @@ pub fn parse_answer(line: &str) -> Option<Result<u32, String>> {
     line.strip_prefix("error ").map(|m| Err(m.to_owned()))
 }
 
+/// `gitvisor container-shim`'s arguments, as the container driver passes them.
+#[derive(Debug, clap::Parser)]
+#[command(name = "gitvisor container-shim")]
+struct ShimCommand {
+    #[arg(long)]
+    runc: PathBuf,
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long)]
+    bundle: PathBuf,
+    #[arg(long)]
+    log: PathBuf,
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    parent: Option<i32>,
+    #[arg(long)]
+    start: bool,
+}
+
+/// The registration's `helper`: `gitvisor container-shim ARGS…` parsed, then [`run`]. A
+/// usage error is printed, with clap's exit status.
+pub(crate) fn run_command(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use clap::Parser;
+    let argv = std::iter::once(std::ffi::OsString::from("container-shim")).chain(args);
+    match ShimCommand::try_parse_from(argv) {
+        Ok(command) => run(ShimArgs {
+            runc: command.runc,
+            root: command.root,
+            bundle: command.bundle,
+            log: command.log,
+            id: command.id,
+            parent: command.parent,
+            start: command.start,
+        }),
+        Err(error) => {
+            let _ = error.print();
+            ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+        }
+    }
+}
+
 /// Runs the supervisor to its end.
 pub fn run(args: ShimArgs) -> ExitCode {
     match supervise(&args) {
