@@ -10,12 +10,30 @@
 //!
 //! [`INTENDED`] lists edges that are deliberately left out of the check; it is empty,
 //! and an entry needs a comment saying why the cycle is worth having.
+//!
+//! A second rule keeps the engine kind-neutral: the engine's folders ([`ENGINE`]) reach a
+//! driver only through the registration and the contract (`crate::drivers::registry`,
+//! the `crate::drivers::{Driver, Drivers, ...}` re-exports, `crate::drivers::probe`), never
+//! through a kind's folder (`crate::drivers::network`, `crate::drivers::vm`, ...). A kind
+//! is one folder plus its registration line; an engine module that names a kind's folder
+//! is a place a new kind would have to edit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Edges `(from, to)` excluded from the cycle check on purpose.
 const INTENDED: &[(&str, &str)] = &[];
+
+/// The engine's folders, which must not name a kind's driver folder.
+const ENGINE: &[&str] = &["cli", "daemon", "validate", "plan", "execute", "reconcile"];
+
+/// Engine files allowed to name a kind's folder for now, each with why.
+const KIND_PATH_ALLOWED: &[&str] = &[
+    // The container supervisor: helper S moves it into drivers/container as the container
+    // driver's `Driver::watch` (issue 18, item 3); until then it is container code that
+    // lives in daemon/.
+    "daemon/supervision.rs",
+];
 
 type ModuleGraph = BTreeMap<String, BTreeSet<String>>;
 
@@ -59,34 +77,38 @@ fn crate_paths(code: &str) -> BTreeSet<String> {
         if code[..at].chars().next_back().is_some_and(is_ident) {
             continue;
         }
-        let rest = &code[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // `crate::{a::X, b, c::{D, E}}`: the names at the group's first level.
-            let mut depth = 0usize;
-            let mut expect_name = true;
-            for (i, c) in group.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => expect_name = true,
-                    c if expect_name && depth == 0 && is_ident(c) => {
-                        let name: String =
-                            group[i..].chars().take_while(|&c| is_ident(c)).collect();
-                        found.insert(name);
-                        expect_name = false;
-                    }
-                    _ => {}
-                }
-            }
-        } else {
-            let name: String = rest.chars().take_while(|&c| is_ident(c)).collect();
-            if !name.is_empty() {
-                found.insert(name);
-            }
-        }
+        first_level_names(&code[at + "crate::".len()..], &mut found);
     }
     found
+}
+
+/// The names at the first level of the path `rest` (what follows `crate::`): `load` of
+/// `load::Revision`, `a` and `b` of `{a::X, b}`.
+fn first_level_names(rest: &str, found: &mut BTreeSet<String>) {
+    if let Some(group) = rest.strip_prefix('{') {
+        // `crate::{a::X, b, c::{D, E}}`: the names at the group's first level.
+        let mut depth = 0usize;
+        let mut expect_name = true;
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => expect_name = true,
+                c if expect_name && depth == 0 && is_ident(c) => {
+                    let name: String = group[i..].chars().take_while(|&c| is_ident(c)).collect();
+                    found.insert(name);
+                    expect_name = false;
+                }
+                _ => {}
+            }
+        }
+    } else {
+        let name: String = rest.chars().take_while(|&c| is_ident(c)).collect();
+        if !name.is_empty() {
+            found.insert(name);
+        }
+    }
 }
 
 /// Top-level module → the other top-level modules its code names.
@@ -166,6 +188,101 @@ fn find_cycle(graph: &ModuleGraph) -> Option<Vec<String>> {
         }
     }
     None
+}
+
+/// The folders of `src/drivers/`: each is a kind's driver (or a seam one uses); the
+/// files there (`registry.rs`, `probe.rs`, ...) are the kind-neutral part.
+fn kind_folders(src: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(src.join("drivers"))
+        .expect("read src/drivers")
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.is_dir())
+        .filter_map(|path| path.file_name()?.to_str().map(String::from))
+        .collect()
+}
+
+/// The names that `code` reaches through a `drivers::` path: `crate::drivers::vm::X`,
+/// `super::drivers::vm`, `crate::{drivers::vm::X}`, `drivers::{vm::X, network}` (after a
+/// `use crate::drivers;`), at the first level below `drivers`.
+fn driver_paths(code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for (at, _) in code.match_indices("drivers::") {
+        // `my_drivers::x` is another path.
+        if code[..at].chars().next_back().is_some_and(is_ident) {
+            continue;
+        }
+        first_level_names(&code[at + "drivers::".len()..], &mut found);
+    }
+    found
+}
+
+/// `(file, kind folder)` for every engine file naming a kind's folder.
+fn engine_paths_into_kinds(src: &Path) -> Vec<(String, String)> {
+    let kinds = kind_folders(src);
+    let mut found = Vec::new();
+    for folder in ENGINE {
+        for file in rust_files(&src.join(folder)) {
+            let relative = file
+                .strip_prefix(src)
+                .expect("below src/")
+                .to_string_lossy()
+                .into_owned();
+            if KIND_PATH_ALLOWED.contains(&relative.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).expect("read a source file");
+            for name in driver_paths(&code(&text)) {
+                if kinds.contains(&name) {
+                    found.push((relative.clone(), name));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_engine_names_no_kind_folder_of_drivers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let kinds = kind_folders(&src);
+    // The scan sees the drivers: if these are missing, it read nothing useful.
+    for kind in ["network", "container", "vm", "volume"] {
+        assert!(kinds.contains(kind), "kind folder {kind} not in {kinds:?}");
+    }
+    let found = engine_paths_into_kinds(&src);
+    assert!(
+        found.is_empty(),
+        "engine files naming a kind's driver folder (reach it through the registration or \
+         the contract instead):\n{}",
+        found
+            .iter()
+            .map(|(file, kind)| format!("  src/{file}: crate::drivers::{kind}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn the_kind_scan_sees_plain_grouped_and_short_paths_but_not_comments() {
+    let text = "use crate::drivers::vm::paths::VmRoots;\n\
+                use crate::drivers::{registry, network::{Leases, read_leases}};\n\
+                use crate::{model::Kind, drivers::container::logs};\n\
+                let x = drivers::volume::f(); // crate::drivers::bridge in a comment\n\
+                use crate::drivers::Drivers;\n\
+                use my_drivers::probe::X;\n";
+    let found = driver_paths(&code(text));
+    let expected: BTreeSet<String> = [
+        "vm",
+        "registry",
+        "network",
+        "container",
+        "volume",
+        "Drivers",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(found, expected);
 }
 
 #[test]
