@@ -31,5 +31,7 @@ pub use crate::contract::{
     Change, Driver, DriverError, Drivers, FailureClass, PlanContext, StepContext,
 };
 pub use extras::{Collected, Console, ExecRequest, ExtraError, Helper, Prepared};
-pub use registry::{HostSettings, Registration, by_policy, connect_all, registry, status_tables};
+pub use registry::{
+    HostSettings, KindAnnotation, Registration, by_policy, connect_all, registry, status_tables,
+};
 pub use status_table::{Rows, StatusTable, TableError};

@@ -14,7 +14,7 @@ use super::{Collected, Console, ExecRequest, ExtraError, Helper, Prepared, Statu
 use super::{container, network, vm, volume};
 use crate::contract::{Change, Driver, DriverError, Drivers};
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{Kind, Name};
+use crate::model::{Kind, Name, OVERCOMMIT_ANNOTATION};
 
 /// What a driver may need to know about this gitvisor when it connects: where runtime
 /// files go (a VM's run dir, a container runtime's state root live below it) and where
@@ -44,6 +44,9 @@ pub struct Registration {
     /// MAC or a published host port. Run once per revision; a finding about two
     /// declarations is reported at the later one and names the earlier one's place.
     pub check_revision: fn(&[&LoadedResource], &mut Vec<Diagnostic>),
+    /// The `gitvisor.dev/` annotations about this kind only (`"true"` or `"false"`), each
+    /// with what it is about, for the message when another kind carries it.
+    pub annotations: &'static [KindAnnotation],
     /// What the kind adds to the host's status beyond each resource's state (`gitvisor
     /// status`, the controller's `GET /v1/status`): the DHCP leases of the bridges.
     pub status_tables: &'static [StatusTable],
@@ -85,6 +88,13 @@ fn never_by_policy(_: &Change) -> bool {
     false
 }
 
+/// An annotation of one kind: its key, and what it is about (`a guest's memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindAnnotation {
+    pub key: &'static str,
+    pub about: &'static str,
+}
+
 /// A `check_revision` for a kind with no rules across resources.
 fn no_revision_rules(_: &[&LoadedResource], _: &mut Vec<Diagnostic>) {}
 
@@ -95,6 +105,7 @@ pub(super) const REGISTRY: &[Registration] = &[
         connect: network::ManagedBridgeDriver::connect_driver,
         check: network::validate::check,
         check_revision: network::validate::check_revision,
+        annotations: &[],
         status_tables: &[network::LEASES_TABLE],
         by_policy: never_by_policy,
         maintenance: None,
@@ -109,6 +120,10 @@ pub(super) const REGISTRY: &[Registration] = &[
         connect: vm::VmDriver::connect_driver,
         check: vm::validate::check,
         check_revision: vm::validate::check_revision,
+        annotations: &[KindAnnotation {
+            key: OVERCOMMIT_ANNOTATION,
+            about: "a guest's memory",
+        }],
         status_tables: &[],
         by_policy: never_by_policy,
         maintenance: None,
@@ -123,6 +138,7 @@ pub(super) const REGISTRY: &[Registration] = &[
         connect: volume::VolumeDriver::connect_driver,
         check: volume::validate::check,
         check_revision: no_revision_rules,
+        annotations: &[],
         status_tables: &[],
         by_policy: never_by_policy,
         maintenance: None,
@@ -137,6 +153,7 @@ pub(super) const REGISTRY: &[Registration] = &[
         connect: container::ContainerDriver::connect_driver,
         check: container::validate::check,
         check_revision: no_revision_rules,
+        annotations: &[],
         status_tables: &[],
         by_policy: container::restarts_a_dead_container,
         maintenance: Some(container::collect_images),
@@ -218,6 +235,7 @@ mod tests {
                 connect: container::ContainerDriver::connect_driver,
                 check: container::validate::check,
                 check_revision: no_revision_rules,
+                annotations: &[],
                 status_tables: &[],
                 by_policy: never_by_policy,
                 maintenance: None,
@@ -232,6 +250,7 @@ mod tests {
                 connect: network::ManagedBridgeDriver::connect_driver,
                 check: network::validate::check,
                 check_revision: network::validate::check_revision,
+                annotations: &[],
                 status_tables: &[],
                 by_policy: never_by_policy,
                 maintenance: None,
@@ -246,6 +265,7 @@ mod tests {
                 connect: volume::VolumeDriver::connect_driver,
                 check: volume::validate::check,
                 check_revision: no_revision_rules,
+                annotations: &[],
                 status_tables: &[],
                 by_policy: never_by_policy,
                 maintenance: None,

@@ -5,11 +5,12 @@
 
 use crate::drivers::registry;
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{ADOPT_ANNOTATION, Kind, OVERCOMMIT_ANNOTATION, quoted};
+use crate::model::{ADOPT_ANNOTATION, quoted};
 
 /// The annotation prefix gitvisor owns: every key under it must be one it knows.
 const ANNOTATION_PREFIX: &str = "gitvisor.dev/";
-const KNOWN_ANNOTATIONS: [&str; 2] = [ADOPT_ANNOTATION, OVERCOMMIT_ANNOTATION];
+/// The annotations of every kind's envelope; a kind's own are in its registration.
+const ENVELOPE_ANNOTATIONS: [&str; 1] = [ADOPT_ANNOTATION];
 
 /// The envelope's rules (the `gitvisor.dev/` annotations), then the kind's own, through
 /// its registration.
@@ -21,21 +22,40 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Keys under `gitvisor.dev/` must be known, with values gitvisor understands.
+/// Keys under `gitvisor.dev/` must be known (the envelope's, or a kind's), with values
+/// gitvisor understands, and a kind's only on that kind.
 fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
+    let known: Vec<&str> = ENVELOPE_ANNOTATIONS
+        .into_iter()
+        .chain(
+            registry()
+                .iter()
+                .flat_map(|registration| registration.annotations)
+                .map(|annotation| annotation.key),
+        )
+        .collect();
+    let owner = |key: &str| {
+        registry().iter().find_map(|registration| {
+            registration
+                .annotations
+                .iter()
+                .find(|annotation| annotation.key == key)
+                .map(|annotation| (registration.kind, annotation.about))
+        })
+    };
     for (key, value) in &item.resource.metadata.annotations {
         if !key.starts_with(ANNOTATION_PREFIX) {
             continue;
         }
         let mut field = String::from("metadata.annotations");
         crate::manifest::render_key(&mut field, key);
-        if !KNOWN_ANNOTATIONS.contains(&key.as_str()) {
+        if !known.contains(&key.as_str()) {
             diagnostics.push(item.key_diagnostic(
                 &field,
                 format!(
                     "unknown annotation {}: the {ANNOTATION_PREFIX} prefix is gitvisor's own, and it knows {}",
                     quoted(key),
-                    KNOWN_ANNOTATIONS.join(", ")
+                    known.join(", ")
                 ),
             ));
         } else if value != "true" && value != "false" {
@@ -43,10 +63,12 @@ fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                 &field,
                 format!("{key} must be \"true\" or \"false\", not {}", quoted(value)),
             ));
-        } else if key == OVERCOMMIT_ANNOTATION && item.resource.kind() != Kind::VirtualMachine {
+        } else if let Some((kind, about)) = owner(key)
+            && item.resource.kind() != kind
+        {
             diagnostics.push(item.key_diagnostic(
                 &field,
-                format!("{OVERCOMMIT_ANNOTATION} is about a guest's memory: it applies to a VirtualMachine only"),
+                format!("{key} is about {about}: it applies to a {kind} only"),
             ));
         }
     }
