@@ -61,13 +61,13 @@ pub struct Registration {
     pub maintenance: Option<fn(&HostSettings, Duration)>,
     /// `gitvisor image prune [--dry-run]`: the same collection at once, with no grace
     /// period, saying what went (with `dry_run`, what would go).
-    pub collect: Option<fn(&HostSettings, bool) -> Result<Collected, ExtraError>>,
+    pub collect: Option<CollectHook>,
     /// `gitvisor logs NAME [-f]`: prints what resource NAME of the kind logged, and with
     /// `follow` what it logs next, until stdout closes.
-    pub logs: Option<fn(&HostSettings, &str, bool) -> Result<(), ExtraError>>,
+    pub logs: Option<LogsHook>,
     /// `gitvisor console NAME`: where resource NAME's serial console is, or why this
     /// host has none.
-    pub console: Option<fn(&HostSettings, &Name) -> Result<Console, String>>,
+    pub console: Option<ConsoleHook>,
     /// `gitvisor exec NAME -- COMMAND…`: checks resource NAME (it is gitvisor's and runs)
     /// and builds the command that runs the request in it.
     pub exec: Option<ExecHook>,
@@ -75,6 +75,15 @@ pub struct Registration {
     /// container supervisor, `gitvisor container-shim`).
     pub helper: Option<Helper>,
 }
+
+/// [`Registration::collect`]: the settings, and whether this is a dry run.
+pub type CollectHook = fn(&HostSettings, bool) -> Result<Collected, ExtraError>;
+
+/// [`Registration::logs`]: the settings, the resource's name, and whether to follow.
+pub type LogsHook = fn(&HostSettings, &str, bool) -> Result<(), ExtraError>;
+
+/// [`Registration::console`].
+pub type ConsoleHook = fn(&HostSettings, &Name) -> Result<Console, String>;
 
 /// [`Registration::exec`].
 pub type ExecHook = for<'a> fn(

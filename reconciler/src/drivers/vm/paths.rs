@@ -176,6 +176,26 @@ pub fn temporary_dir_owner(dir: &str) -> Option<&str> {
         .filter(|vm| Name::parse(vm).is_ok())
 }
 
+/// `gitvisor console NAME`: VM `name`'s serial console (QEMU's chardev server in its run
+/// dir), or why this host has no VM `name` (its run dir does not exist).
+pub(crate) fn console(
+    settings: &crate::drivers::HostSettings,
+    name: &crate::model::Name,
+) -> Result<crate::drivers::Console, String> {
+    let paths = VmRoots::new(&settings.run_dir, &settings.state_dir).paths(name.as_str());
+    if !paths.dir().is_dir() {
+        return Err(format!(
+            "no VM {name} on this host: {} does not exist (is it declared and applied, with this --run-dir?)",
+            paths.dir().display()
+        ));
+    }
+    Ok(crate::drivers::Console {
+        socket: paths.serial_socket(),
+        owner: format!("VM {name}"),
+        unreachable_hint: "is it running, with console.socket true? another `gitvisor console` may hold it",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,24 +234,4 @@ mod tests {
         let long = RunPaths::new(&long_roots, &"v".repeat(63));
         assert!(long.problem().unwrap().contains("shorter --run-dir"));
     }
-}
-
-/// `gitvisor console NAME`: VM `name`'s serial console (QEMU's chardev server in its run
-/// dir), or why this host has no VM `name` (its run dir does not exist).
-pub(crate) fn console(
-    settings: &crate::drivers::HostSettings,
-    name: &crate::model::Name,
-) -> Result<crate::drivers::Console, String> {
-    let paths = VmRoots::new(&settings.run_dir, &settings.state_dir).paths(name.as_str());
-    if !paths.dir().is_dir() {
-        return Err(format!(
-            "no VM {name} on this host: {} does not exist (is it declared and applied, with this --run-dir?)",
-            paths.dir().display()
-        ));
-    }
-    Ok(crate::drivers::Console {
-        socket: paths.serial_socket(),
-        owner: format!("VM {name}"),
-        unreachable_hint: "is it running, with console.socket true? another `gitvisor console` may hold it",
-    })
 }
