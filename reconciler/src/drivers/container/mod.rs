@@ -581,14 +581,17 @@ mod tests {
             "{:?}",
             change.reasons
         );
-        // The controller tells this from drift; a pause by hand is drift.
+        // The controller tells this from drift (through the registration); a pause by
+        // hand is drift.
         assert!(restarts_a_dead_container(&change));
+        assert!(crate::drivers::by_policy(&change));
         let mut paused = fake.container("web").unwrap();
         paused.status = RuntimeStatus::Paused;
         fake.insert(paused);
         let unpause = plan_one(&driver, &always, &["web"]).await;
         assert_eq!(unpause.action, Action::Update);
         assert!(!restarts_a_dead_container(&unpause));
+        assert!(!crate::drivers::by_policy(&unpause));
         fake.exit("web", 1, SystemTime::now() - Duration::from_secs(60));
         apply(&driver, &change).await;
         assert_eq!(
