@@ -13,9 +13,9 @@
 //! 3. Show how each container is doing in the status snapshot (`live`).
 //! 4. Per dead container declared `Running` in the current revision (and not stopped by
 //!    gitvisor), ask its `restartPolicy` ([`restart::decide`], the same decision `plan`
-//!    makes): restart now (a `container` trigger, unless the retry policy holds it
-//!    after a failed restart), later (a wake-up in the retry policy when the backoff
-//!    ends), or never (the exit's event says the policy leaves it stopped). Each death
+//!    makes): restart now (an entry of the controller's scheduler due now, unless the
+//!    retry policy holds it after a failed restart), later (an entry due when the
+//!    backoff ends), or never (the exit's event says the policy leaves it stopped). Each death
 //!    (its restart count and exit time) gets one immediate reconcile, so a reconcile
 //!    that cannot restart it does not start another.
 //!
@@ -29,7 +29,6 @@ use std::time::{Duration, SystemTime};
 
 use super::controller::Controller;
 use super::shared::Shared;
-use super::trigger::Trigger;
 use crate::drivers::container::live_note;
 use crate::drivers::container::restart::{self, Decision};
 use crate::drivers::container::seam::MANAGED_ANNOTATION;
@@ -77,8 +76,8 @@ struct Memory {
 #[derive(Debug, Default, PartialEq)]
 struct Outcome {
     events: Vec<(EventLevel, ResourceId, String)>,
-    /// A reconcile now, for containers to restart.
-    restart_now: bool,
+    /// Containers to restart now.
+    restart_now: Vec<ResourceId>,
     /// Reconciles later, when restart backoffs end.
     wakes: Vec<(ResourceId, Duration)>,
     /// How each container is doing, for `status`.
@@ -140,11 +139,11 @@ impl Supervision {
         }
         let now = tokio::time::Instant::now();
         for (id, after) in outcome.wakes {
-            controller.wake_at(id, now + after + WAKE_MARGIN);
+            controller.restart_at(id, now + after + WAKE_MARGIN);
         }
         shared.with_status(|status| status.set_live(outcome.live));
-        if outcome.restart_now {
-            shared.triggers.fire(Trigger::Container);
+        for id in outcome.restart_now {
+            controller.restart_at(id, now);
         }
     }
 }
@@ -214,7 +213,9 @@ impl Memory {
                         self.requested.insert(name.clone(), death);
                         // A held container's restart failed; the retry policy brings
                         // it back.
-                        outcome.restart_now |= !held(&id);
+                        if !held(&id) {
+                            outcome.restart_now.push(id);
+                        }
                     }
                 }
                 // Asked for at every look (it replaces the last): should the reconcile
@@ -352,7 +353,7 @@ mod tests {
 
     /// Nothing to tell and nothing to do.
     fn quiet(outcome: &Outcome) -> bool {
-        outcome.events.is_empty() && !outcome.restart_now && outcome.wakes.is_empty()
+        outcome.events.is_empty() && outcome.restart_now.is_empty() && outcome.wakes.is_empty()
     }
 
     fn assert_contains(text: &str, part: &str) {
@@ -394,7 +395,7 @@ mod tests {
         );
         assert_eq!(died.events[0].0, EventLevel::Warning);
         assert_eq!(died.events[0].1, id("web"));
-        assert!(died.restart_now);
+        assert_eq!(died.restart_now, [id("web")]);
 
         // The same death seen again (a reconcile that could not restart it): nothing.
         let again = memory.step(
@@ -412,7 +413,7 @@ mod tests {
             now,
         );
         assert_eq!(messages(&back), ["running again (restart 1, pid 1001)"]);
-        assert!(!back.restart_now);
+        assert!(back.restart_now.is_empty());
 
         // Its next death is a new one.
         let later = now + Duration::from_secs(60);
@@ -422,7 +423,7 @@ mod tests {
             &nothing_held,
             later,
         );
-        assert!(died_again.restart_now);
+        assert!(!died_again.restart_now.is_empty());
         assert_eq!(
             messages(&died_again),
             [
@@ -449,7 +450,7 @@ mod tests {
             &nothing_held,
             exit + Duration::from_secs(1),
         );
-        assert!(!died.restart_now);
+        assert!(died.restart_now.is_empty());
         assert_eq!(died.wakes, [(id("web"), Duration::from_secs(3))]);
         assert_eq!(
             messages(&died),
@@ -464,7 +465,7 @@ mod tests {
             &nothing_held,
             exit + Duration::from_millis(3990),
         );
-        assert!(early.events.is_empty() && !early.restart_now);
+        assert!(early.events.is_empty() && early.restart_now.is_empty());
         assert_eq!(
             early.wakes,
             [(id("web"), Duration::from_millis(10))],
@@ -476,7 +477,7 @@ mod tests {
             &nothing_held,
             exit + Duration::from_secs(4),
         );
-        assert!(due.restart_now);
+        assert!(!due.restart_now.is_empty());
         assert!(due.events.is_empty());
     }
 
@@ -510,7 +511,7 @@ mod tests {
                 now,
             );
             assert_eq!(messages(&ended), [why]);
-            assert!(!ended.restart_now && ended.wakes.is_empty());
+            assert!(ended.restart_now.is_empty() && ended.wakes.is_empty());
             assert_contains(&ended.live[&id("job")], "leaves it stopped");
         }
     }
@@ -527,7 +528,10 @@ mod tests {
             &held,
             now,
         );
-        assert!(!outcome.restart_now, "the retry policy owns a held one");
+        assert!(
+            outcome.restart_now.is_empty(),
+            "the retry policy owns a held one"
+        );
 
         let undeclared = |_: &str| None;
         let mut memory = Memory::default();
@@ -544,7 +548,7 @@ mod tests {
             now,
         );
         assert_eq!(messages(&outcome), ["exited with code 1"]);
-        assert!(!outcome.restart_now);
+        assert!(outcome.restart_now.is_empty());
 
         let stopped = |_: &str| Some((RunState::Stopped, RestartPolicy::Always));
         let mut memory = Memory::default();
@@ -554,7 +558,7 @@ mod tests {
             &nothing_held,
             now,
         );
-        assert!(!outcome.restart_now);
+        assert!(outcome.restart_now.is_empty());
 
         let mut foreign = container("other", RuntimeStatus::Stopped, 0);
         foreign.annotations.clear();
@@ -621,7 +625,7 @@ mod tests {
                 "was stopped as unhealthy (exit code 137); restartPolicy OnFailure: the controller restarts it now (restart 1)"
             ]
         );
-        assert!(outcome.restart_now);
+        assert!(!outcome.restart_now.is_empty());
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub use shutdown::cancel_on_shutdown_signals;
 use crate::contract::{Action, Change, Drivers, FailureClass, Interrupted, StepContext, chain};
 use crate::graph::DependencyGraph;
 use crate::model::ResourceId;
-use crate::plan::{Plan, SkipReason};
+use crate::plan::Plan;
 
 /// Default bound on concurrent driver calls.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -91,13 +91,11 @@ pub async fn execute_with(
         .skipped
         .iter()
         .map(|skipped| {
-            let mut step = StepResult::new(
+            StepResult::new(
                 &skipped.change,
-                ResultKind::Skipped(skipped.reason.to_string()),
+                ResultKind::Skipped(skipped.reason.clone()),
                 0.0,
-            );
-            step.deferred = matches!(skipped.reason, SkipReason::Deferred { .. });
-            step
+            )
         })
         .collect();
     events(RunEvent::Started { plan });

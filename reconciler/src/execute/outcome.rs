@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::RestartResult;
 use crate::contract::{Action, Change, FailureClass};
 use crate::model::ResourceId;
+use crate::plan::SkipReason;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "result", content = "detail")]
@@ -18,12 +19,19 @@ pub enum ResultKind {
     /// A dependency failed or is unusable, so this was not attempted; for a delete, a
     /// dependent whose delete did not go through.
     Blocked(ResourceId),
-    /// Left out on purpose (an unconfirmed delete, outside `--target`): the host and the
-    /// store's record of the resource stay as they are.
-    Skipped(String),
+    /// Left out on purpose (an unconfirmed delete, outside `--target`, held back by the
+    /// controller): the host and the store's record of the resource stay as they are.
+    /// Reported in words, as the reason displays.
+    #[serde(serialize_with = "as_text")]
+    Skipped(SkipReason),
     /// The run was cancelled before this step started, or the step stopped at a safe
     /// point when it was; the next run carries on.
     Cancelled,
+}
+
+/// A skip reason as reports have always shown it: its words.
+fn as_text<S: serde::Serializer>(reason: &SkipReason, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(reason)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +46,9 @@ pub struct StepResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<FailureClass>,
     /// Left out because the controller holds it back (a retry waiting, a failure waiting
-    /// for a new revision): skipped, but not as declared either.
+    /// for a new revision): skipped, but not as declared either. Set from the result
+    /// ([`ResultKind::Skipped`] with [`SkipReason::Deferred`]), kept for the reports'
+    /// JSON.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deferred: bool,
     #[serde(skip)]
@@ -50,10 +60,10 @@ impl StepResult {
         StepResult {
             id: change.id.clone(),
             action: change.action,
+            deferred: matches!(result, ResultKind::Skipped(SkipReason::Deferred { .. })),
             result,
             seconds,
             class: None,
-            deferred: false,
             spec_hash: change.desired.as_ref().and_then(|resource| {
                 resource
                     .spec_hash()

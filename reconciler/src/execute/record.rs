@@ -225,11 +225,14 @@ mod tests {
         StepResult {
             id: id(name),
             action,
+            deferred: matches!(
+                result,
+                ResultKind::Skipped(crate::plan::SkipReason::Deferred { .. })
+            ),
             result,
             seconds: 0.0,
             spec_hash: Some(format!("hash-{name}")),
             class: None,
-            deferred: false,
         }
     }
 
@@ -326,12 +329,14 @@ mod tests {
     fn a_revision_with_a_change_held_back_is_not_converged() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_after_r1(dir.path());
-        let mut held = step(
+        let held = step(
             "Bridge/br1",
             Action::Update,
-            ResultKind::Skipped("deferred: retrying in 4 s".into()),
+            ResultKind::Skipped(crate::plan::SkipReason::Deferred {
+                why: "retrying in 4 s".into(),
+            }),
         );
-        held.deferred = true;
+        assert!(held.deferred, "a deferred skip is deferred");
         let report = Report {
             revision: "r2".into(),
             results: vec![
