@@ -14,9 +14,9 @@ use std::time::Duration;
 use gitvisor::contract::{CancelToken, HostEvent, WatchSink};
 use gitvisor::daemon::scheduler::{Due, QUIET, Scope};
 use gitvisor::daemon::{Controller, ControllerStatus, Origin, Reasons, Shared};
-use gitvisor::model::{Kind, ResourceId};
 use gitvisor::drivers::Drivers;
 use gitvisor::drivers::bridge::{BridgeDriver, FakeLinks, LinkRequest, LinkSeam};
+use gitvisor::model::{Kind, ResourceId};
 use gitvisor::reconcile::{Reconciler, ReconcilerOptions};
 use nix::errno::Errno;
 
@@ -298,7 +298,12 @@ async fn a_host_event_reconciles_the_resource_it_names_and_nothing_else() {
     let cancel = CancelToken::new();
     write(s.repo.path(), "a.yaml", &bridge("br-a", "10.0.1.1/24"));
     write(s.repo.path(), "b.yaml", &bridge("br-b", "10.0.2.1/24"));
-    assert!(s.controller.reconcile(reasons("source"), &cancel).await.converged);
+    assert!(
+        s.controller
+            .reconcile(reasons("source"), &cancel)
+            .await
+            .converged
+    );
     for name in ["br-a", "br-b"] {
         let index = s.links.link(name).unwrap().index;
         s.links
@@ -331,7 +336,11 @@ async fn a_host_event_reconciles_the_resource_it_names_and_nothing_else() {
     assert!(due.reasons.watch);
     s.controller.reconcile(due, &cancel).await;
     assert_eq!(s.links.link("br-a").unwrap().mtu, 1500, "repaired");
-    assert_eq!(s.links.link("br-b").unwrap().mtu, 1280, "not named, not touched");
+    assert_eq!(
+        s.links.link("br-b").unwrap().mtu,
+        1280,
+        "not named, not touched"
+    );
     assert!(
         s.shared
             .metrics

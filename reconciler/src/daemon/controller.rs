@@ -37,10 +37,9 @@ use super::shared::Shared;
 use super::status::{Problem, ReconcileRun, Rejected, ResourceView};
 use super::trigger::{Reasons, SyncOutcome};
 use crate::contract::{CancelToken, chain};
-use crate::drivers::container::restarts_a_dead_container;
 use crate::execute::{Progress, ResultKind, RunEvent};
 use crate::load::Revision;
-use crate::model::{ContainerSpec, ResourceId, Spec};
+use crate::model::ResourceId;
 use crate::plan::PruneWithheld;
 use crate::reconcile::{self, PlanOptions, Reconciler, Source};
 use crate::source::GitSource;
@@ -121,30 +120,6 @@ impl Controller {
     /// The revision the host is kept at, if one was read.
     pub fn revision_id(&self) -> Option<&str> {
         self.current.as_ref().map(|c| c.revision.id.as_str())
-    }
-
-    /// Container `name` as the current revision declares it for this host.
-    pub fn declared_container(&self, name: &str) -> Option<&ContainerSpec> {
-        let current = self.current.as_ref()?;
-        current
-            .revision
-            .resources
-            .iter()
-            .find_map(|resource| match &resource.spec {
-                Spec::Container(spec) if resource.metadata.name.as_str() == name => Some(spec),
-                _ => None,
-            })
-    }
-
-    /// Whether `id` is held back by the retry policy (a failure it waits out).
-    pub fn is_held(&self, id: &ResourceId) -> bool {
-        self.retries.is_held(id)
-    }
-
-    /// Asks for a reconcile of container `id` at `when` (its restart backoff ending;
-    /// now, for a restart due now).
-    pub fn restart_at(&mut self, id: ResourceId, when: Instant) {
-        self.scheduler.at(Key::Resource(id), Cause::Restart, when);
     }
 
     /// The queue of every "later".
@@ -404,14 +379,19 @@ impl Controller {
             .collect();
         if !new_revision {
             // Changes to a revision already applied, other than retries (also those a
-            // sync or a resync released: `Retries::is_retry`) and restarts of dead
-            // containers (their restart policy at work, told by the container events):
-            // the host drifted.
+            // sync or a resync released: `Retries::is_retry`) and a kind's own policy
+            // at work (a dead container restarted, told by the container's events): the
+            // host drifted.
+            let drivers = self.reconciler.drivers();
             let policy_restarts: Vec<&ResourceId> = outcome
                 .plan
                 .changes
                 .iter()
-                .filter(|change| restarts_a_dead_container(change))
+                .filter(|change| {
+                    drivers
+                        .get(change.id.kind)
+                        .is_some_and(|driver| driver.is_policy_at_work(change))
+                })
                 .map(|change| &change.id)
                 .collect();
             let repairs = changed

@@ -9,11 +9,12 @@
 //! 2. The local API on `<run-dir>/controller.sock` ([`crate::daemon::api`]) and, when asked,
 //!    the metrics endpoint, so `gitvisor status` answers from the first moment.
 //! 3. The triggers ([`trigger`]): the directory watch, the API and SIGHUP; the
-//!    watchdog pinger when systemd asks for one; every driver's watch
-//!    ([`crate::contract::Driver::watch`]), whose events arrive on one channel; and the
-//!    container watch ([`supervision`]): health verdicts, exits and restarts become
-//!    events, and a dead container its `restartPolicy` restarts becomes a scheduler
-//!    entry, due now or when its backoff ends.
+//!    watchdog pinger when systemd asks for one; and every driver's watch
+//!    ([`crate::contract::Driver::watch`]), whose events arrive on one channel: a
+//!    resource that may have changed (a scheduler entry, debounced), one due later (a
+//!    container's restart backoff), what people should hear (a container's health
+//!    verdicts, exits and restarts, into the event log) and how objects are doing now
+//!    (status's `live`).
 //! 4. The loop: everything that asks for a reconcile becomes an entry of one queue
 //!    ([`scheduler`]): the first reconcile, file events (debounced: quiet for 100 ms, at
 //!    most 500 ms, so a save is applied well within a second), the git poll and the
@@ -38,7 +39,6 @@ pub mod scheduler;
 pub mod sd_notify;
 pub mod shared;
 pub mod status;
-pub mod supervision;
 pub mod trigger;
 
 use std::net::SocketAddr;
@@ -55,9 +55,10 @@ pub use shared::Shared;
 pub use status::ControllerStatus;
 pub use trigger::{Reasons, SyncOutcome, Trigger};
 
-use crate::contract::{HostEvent, WatchHandle, WatchSink, Watching};
+use crate::contract::{HostEvent, Severity, WatchHandle, WatchSink, Watching};
 use crate::reconcile::Reconciler;
 use crate::source::DirWatcher;
+use crate::state::EventLevel;
 use crate::state::ReadOnlyStore;
 use scheduler::{Cause, Key};
 
@@ -146,7 +147,6 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
     let (sink, host_events) = WatchSink::channel();
     let _watches = start_watches(&reconciler, &sink);
     drop(sink);
-    let mut supervision = supervision::Supervision::start(&settings.run_dir, &settings.state_dir);
     let git_poll = matches!(options.origin, Origin::Git(_)).then_some(options.poll);
     let mut controller = Controller::new(reconciler, options.origin, shared.clone());
     tracing::info!(
@@ -171,7 +171,7 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
     };
     loop {
         let due = tokio::select! {
-            due = loop_state.next(&mut controller, &shared, supervision.as_mut()) => due,
+            due = loop_state.next(&mut controller, &shared) => due,
             _ = cancel.cancelled() => break,
         };
         if cancel.is_cancelled() {
@@ -190,10 +190,6 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
                 // A client that went away does not need its answer.
                 let _ = reply.send(outcome.clone());
             }
-        }
-        if let Some(supervision) = &supervision {
-            // The reconcile may have started, stopped or replaced containers.
-            supervision.poke();
         }
         if let Some(grace) = options.image_gc_after
             && Instant::now() >= loop_state.image_gc_due
@@ -273,13 +269,8 @@ struct Loop {
 
 impl Loop {
     /// Waits until something falls due, turning what arrives meanwhile (triggers,
-    /// drivers' events, the container watch) into scheduler entries.
-    async fn next(
-        &mut self,
-        controller: &mut Controller,
-        shared: &Shared,
-        mut supervision: Option<&mut supervision::Supervision>,
-    ) -> scheduler::Due {
+    /// drivers' events) into scheduler entries.
+    async fn next(&mut self, controller: &mut Controller, shared: &Shared) -> scheduler::Due {
         let mut events_open = true;
         loop {
             let now = Instant::now();
@@ -287,22 +278,13 @@ impl Loop {
                 return due;
             }
             let next = controller.scheduler().next_due();
-            let mut look = false;
             tokio::select! {
                 _ = shared.triggers.wait() => {}
                 event = self.host_events.recv(), if events_open => match event {
-                    Some(event) => {
-                        tracing::debug!(%event, "watch");
-                        let declared = controller.declared();
-                        controller.scheduler().host_event(event, &declared, Instant::now());
-                    }
+                    Some(event) => host_event(controller, shared, event),
                     None => events_open = false,
                 },
                 _ = sleep_until(next), if next.is_some() => {}
-                _ = containers_changed(supervision.as_deref_mut()) => look = true,
-            }
-            if let (true, Some(supervision)) = (look, supervision.as_deref_mut()) {
-                supervision.look(controller, shared).await;
             }
             let (reasons, replies) = shared.triggers.take();
             self.replies.extend(replies);
@@ -325,18 +307,49 @@ impl Loop {
     }
 }
 
-/// Starts every driver's watch, sending into `sink`; logs how each watches. The
-/// returned handles stop them when dropped.
+/// One event of a driver's watch: an entry of the scheduler, an event in the log, or
+/// the live notes of status.
+fn host_event(controller: &mut Controller, shared: &Shared, event: HostEvent) {
+    tracing::debug!(%event, "watch");
+    match event {
+        HostEvent::Object(_) | HostEvent::Kind(_) | HostEvent::ObjectAt(..) => {
+            let declared = controller.declared();
+            controller
+                .scheduler()
+                .host_event(event, &declared, Instant::now());
+        }
+        HostEvent::Told { id, level, message } => {
+            let level = match level {
+                Severity::Info => EventLevel::Info,
+                Severity::Warning => EventLevel::Warning,
+                Severity::Error => EventLevel::Error,
+            };
+            shared
+                .events
+                .push(level, Some(&id), controller.revision_id(), message);
+        }
+        HostEvent::Live { kind, notes } => shared.with_status(|status| {
+            let mut live = std::mem::take(&mut status.live);
+            live.retain(|id, _| id.kind != kind);
+            live.extend(notes);
+            status.set_live(live);
+        }),
+    }
+}
+
+/// Starts every driver's watch, sending into `sink`, and logs in one line how each
+/// watches. The returned handles stop them when dropped.
 fn start_watches(reconciler: &Reconciler, sink: &WatchSink) -> Vec<WatchHandle> {
     let drivers = reconciler.drivers();
     let mut handles = Vec::new();
+    let mut how = Vec::new();
     for kind in drivers.kinds() {
         let Some(driver) = drivers.get(kind) else {
             continue;
         };
         match driver.watch(sink.clone()) {
             Ok(watching) => {
-                tracing::info!(%kind, "{}", watching.describe());
+                how.push(format!("{kind} {}", watching.describe()));
                 match watching {
                     Watching::Announced { handle, .. } | Watching::Polled { handle, .. } => {
                         handles.push(handle)
@@ -351,15 +364,8 @@ fn start_watches(reconciler: &Reconciler, sink: &WatchSink) -> Vec<WatchHandle> 
             ),
         }
     }
+    tracing::info!("watches: {}", how.join("; "));
     handles
-}
-
-/// Waits for the container watch; forever when there is none.
-async fn containers_changed(supervision: Option<&mut supervision::Supervision>) {
-    match supervision {
-        Some(supervision) => supervision.changed().await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn sleep_until(when: Option<Instant>) {

@@ -156,9 +156,11 @@ impl Scheduler {
     }
 
     /// A driver's watch: the resource it names, or every declared resource of the kind
-    /// it names (`declared`), is reconciled once the burst is over. A resource that is
-    /// not declared (an object only recorded, one gitvisor never made) waits for the
-    /// resync, which prunes what the revision no longer declares.
+    /// it names (`declared`), is reconciled once the burst is over; one due later (a
+    /// restart backoff) at that time. A resource that is not declared (an object only
+    /// recorded, one gitvisor never made) waits for the resync, which prunes what the
+    /// revision no longer declares. What is only told (events, live notes) schedules
+    /// nothing.
     pub fn host_event(&mut self, event: HostEvent, declared: &[ResourceId], now: Instant) {
         match event {
             HostEvent::Object(id) => {
@@ -171,6 +173,12 @@ impl Scheduler {
                     self.debounced(Key::Resource(id.clone()), Cause::Watch, now);
                 }
             }
+            HostEvent::ObjectAt(id, at) => {
+                if declared.contains(&id) {
+                    self.at(Key::Resource(id), Cause::Restart, at);
+                }
+            }
+            HostEvent::Told { .. } | HostEvent::Live { .. } => {}
         }
     }
 
@@ -343,6 +351,10 @@ mod tests {
         }
         sink.send(HostEvent::Object(stray));
         sink.send(HostEvent::Kind(Kind::Container));
+        sink.send(HostEvent::ObjectAt(
+            web.clone(),
+            Instant::now() + BURST_MAX * 4,
+        ));
         drop(sink);
         let now = Instant::now();
         let mut scheduler = Scheduler::default();
@@ -354,6 +366,13 @@ mod tests {
         let due = scheduler.take_due(now + QUIET).unwrap();
         assert_eq!(due.reasons.describe(), "watch");
         assert_eq!(due.scope, resources(&[&br0, &web]));
+        let due = scheduler.take_due(now + BURST_MAX * 4).unwrap();
+        assert_eq!(
+            due.reasons.describe(),
+            "container",
+            "a restart's backoff ended"
+        );
+        assert_eq!(due.scope, resources(&[&web]));
         assert_eq!(scheduler.next_due(), None);
         // A kind's event covers every declared resource of the kind.
         scheduler.host_event(HostEvent::Kind(Kind::Bridge), &declared, now);
