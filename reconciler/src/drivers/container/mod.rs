@@ -213,6 +213,11 @@ impl Driver for ContainerDriver {
                 })
                 .collect(),
         );
+        // The watch looks again after every plan: a restart whose backoff the plan found
+        // not quite over (its reconcile came a moment early) is asked for again.
+        if let Some(poke) = self.poke.get() {
+            poke.poke();
+        }
         let now = SystemTime::now();
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
