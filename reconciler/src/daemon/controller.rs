@@ -140,8 +140,9 @@ impl Controller {
     }
 
     /// One reconcile for what fell due; see the module docs for the steps.
-    pub async fn reconcile(&mut self, due: Due, cancel: &CancelToken) -> SyncOutcome {
-        let Due { reasons, scope } = due;
+    /// Reasons alone reconcile the whole revision.
+    pub async fn reconcile(&mut self, due: impl Into<Due>, cancel: &CancelToken) -> SyncOutcome {
+        let Due { reasons, scope } = due.into();
         let started = StdInstant::now();
         let started_unix = now_unix();
         self.shared.with_status(|s| s.reconciling = true);

@@ -116,6 +116,16 @@ pub struct Due {
     pub scope: Scope,
 }
 
+/// A reconcile of the whole revision for `reasons`.
+impl From<Reasons> for Due {
+    fn from(reasons: Reasons) -> Due {
+        Due {
+            reasons,
+            scope: Scope::Revision,
+        }
+    }
+}
+
 /// What one reconcile covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
