@@ -170,8 +170,8 @@ impl Retries {
         }
         for step in &report.results {
             match &step.result {
-                ResultKind::Failed(why) if step.action.is_change() => {
-                    let class = step.class.unwrap_or(FailureClass::Transient);
+                ResultKind::Failed(failure) if step.action.is_change() => {
+                    let (class, why) = (failure.class, &failure.message);
                     let attempts = self.held.get(&step.id).map_or(0, |h| h.attempts) + 1;
                     let due = (class == FailureClass::Transient)
                         .then(|| now + backoff(attempts, random()));
@@ -213,7 +213,7 @@ fn round(duration: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::contract::{Action, Change};
-    use crate::execute::StepResult;
+    use crate::execute::{Failure, StepResult};
     use crate::model::{Kind, Name};
     use crate::plan::SkipReason;
 
@@ -221,12 +221,19 @@ mod tests {
         ResourceId::new(Kind::Bridge, Name::parse(name).unwrap())
     }
 
+    /// A failed result, of the class `step` gives it.
+    fn failed(why: &str) -> ResultKind {
+        ResultKind::Failed(Failure::new(FailureClass::Transient, why))
+    }
+
     fn step(name: &str, result: ResultKind, class: Option<FailureClass>) -> StepResult {
-        let step = StepResult::new(&Change::new(id(name), Action::Create), result, 0.0);
-        match class {
-            Some(class) => step.with_class(class),
-            None => step,
-        }
+        let result = match (result, class) {
+            (ResultKind::Failed(failure), Some(class)) => {
+                ResultKind::Failed(Failure::new(class, failure.message))
+            }
+            (result, _) => result,
+        };
+        StepResult::new(&Change::new(id(name), Action::Create), result, 0.0)
     }
 
     fn report(results: Vec<StepResult>) -> Report {
@@ -259,7 +266,7 @@ mod tests {
         retries.record(
             &report(vec![step(
                 "flaky",
-                ResultKind::Failed("busy".into()),
+                failed("busy"),
                 Some(FailureClass::Transient),
             )]),
             now,
@@ -293,16 +300,8 @@ mod tests {
         let mut retries = Retries::default();
         retries.record(
             &report(vec![
-                step(
-                    "flaky",
-                    ResultKind::Failed("busy".into()),
-                    Some(FailureClass::Transient),
-                ),
-                step(
-                    "refused",
-                    ResultKind::Failed("no port".into()),
-                    Some(FailureClass::NeedsUser),
-                ),
+                step("flaky", failed("busy"), Some(FailureClass::Transient)),
+                step("refused", failed("no port"), Some(FailureClass::NeedsUser)),
                 step("fine", ResultKind::Applied, None),
             ]),
             now,
@@ -327,11 +326,7 @@ mod tests {
         // A second transient failure doubles the step.
         retries.record(
             &report(vec![
-                step(
-                    "flaky",
-                    ResultKind::Failed("busy".into()),
-                    Some(FailureClass::Transient),
-                ),
+                step("flaky", failed("busy"), Some(FailureClass::Transient)),
                 step(
                     "refused",
                     ResultKind::Skipped(SkipReason::Deferred {
@@ -367,13 +362,7 @@ mod tests {
     fn a_released_failure_is_still_a_retry_until_it_goes_through() {
         let now = Instant::now();
         let mut retries = Retries::default();
-        let failed = |class| {
-            report(vec![step(
-                "stuck",
-                ResultKind::Failed("no such image".into()),
-                Some(class),
-            )])
-        };
+        let failed = |class| report(vec![step("stuck", failed("no such image"), Some(class))]);
         retries.record(&failed(FailureClass::NeedsUser), now, || 0.0);
         retries.release_waiting();
         assert!(!retries.is_held(&id("stuck")));

@@ -1,9 +1,15 @@
 //! What the executor reports: one result per resource, with its duration.
+//!
+//! Results are typed: a skip carries its [`SkipReason`], a failure its [`Failure`] (the
+//! driver error's words and class), so a controller acts on them without reading words.
+//! Reports render them as they always read: the reason's and the failure's text.
+
+use std::fmt;
 
 use serde::Serialize;
 
 use super::RestartResult;
-use crate::contract::{Action, Change, FailureClass};
+use crate::contract::{Action, Change, DriverError, FailureClass};
 use crate::model::ResourceId;
 use crate::plan::SkipReason;
 
@@ -15,7 +21,9 @@ pub enum ResultKind {
     /// Nothing to do.
     Unchanged,
     /// The driver failed (or the change could not be attempted: conflict, no driver).
-    Failed(String),
+    /// Reported in words, as the failure displays; its class beside it.
+    #[serde(serialize_with = "as_text")]
+    Failed(Failure),
     /// A dependency failed or is unusable, so this was not attempted; for a delete, a
     /// dependent whose delete did not go through.
     Blocked(ResourceId),
@@ -29,9 +37,40 @@ pub enum ResultKind {
     Cancelled,
 }
 
-/// A skip reason as reports have always shown it: its words.
-fn as_text<S: serde::Serializer>(reason: &SkipReason, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(reason)
+/// Why a change failed, and what a controller should do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: FailureClass,
+    /// The error and every cause, `a: b: c`.
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
+        Failure {
+            class,
+            message: message.into(),
+        }
+    }
+
+    /// A driver's error: its class and its whole cause chain.
+    pub fn of(error: &DriverError) -> Self {
+        Failure::new(error.class(), error.chain())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A skip reason or a failure as reports have always shown it: its words.
+fn as_text<S: serde::Serializer>(
+    value: &impl fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +81,8 @@ pub struct StepResult {
     pub result: ResultKind,
     pub seconds: f64,
     /// For a failure: what a controller should do about it (retry, wait for a person,
-    /// report a bug).
+    /// report a bug). Set from the result ([`ResultKind::Failed`]), kept for the
+    /// reports' JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<FailureClass>,
     /// Left out because the controller holds it back (a retry waiting, a failure waiting
@@ -61,9 +101,9 @@ impl StepResult {
             id: change.id.clone(),
             action: change.action,
             deferred: matches!(result, ResultKind::Skipped(SkipReason::Deferred { .. })),
+            class: failure_class(&result),
             result,
             seconds,
-            class: None,
             spec_hash: change.desired.as_ref().and_then(|resource| {
                 resource
                     .spec_hash()
@@ -75,10 +115,12 @@ impl StepResult {
         }
     }
 
-    /// The same result, classified (failures only).
-    pub fn with_class(mut self, class: FailureClass) -> Self {
-        self.class = Some(class);
-        self
+    /// Turns this result into `failure` (a change the host did not confirm, a
+    /// dependent whose restart failed).
+    pub fn fail(&mut self, failure: Failure) {
+        self.class = Some(failure.class);
+        self.deferred = false;
+        self.result = ResultKind::Failed(failure);
     }
 
     /// Whether the resource is as declared: applied or unchanged.
@@ -91,7 +133,7 @@ impl StepResult {
     /// out on purpose.
     pub fn problem(&self) -> Option<String> {
         match &self.result {
-            ResultKind::Failed(why) => Some(why.clone()),
+            ResultKind::Failed(failure) => Some(failure.message.clone()),
             ResultKind::Blocked(dependent) if self.action == Action::Delete => Some(format!(
                 "dependent {dependent} was not deleted, so what it depends on stays"
             )),
@@ -124,6 +166,14 @@ impl StepResult {
     /// Whether the change was left out on purpose (neither ok nor a failure).
     pub fn skipped(&self) -> bool {
         matches!(self.result, ResultKind::Skipped(_))
+    }
+}
+
+/// The class of a failed result.
+pub fn failure_class(result: &ResultKind) -> Option<FailureClass> {
+    match result {
+        ResultKind::Failed(failure) => Some(failure.class),
+        _ => None,
     }
 }
 

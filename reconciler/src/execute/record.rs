@@ -294,7 +294,10 @@ mod tests {
                 step(
                     "Bridge/br2",
                     Action::Create,
-                    ResultKind::Failed("refused".into()),
+                    ResultKind::Failed(crate::execute::Failure::new(
+                        crate::contract::FailureClass::NeedsUser,
+                        "refused",
+                    )),
                 ),
             ],
             seconds: 0.1,
@@ -396,7 +399,10 @@ mod tests {
                 step(
                     "Bridge/br0",
                     Action::Update,
-                    ResultKind::Failed("refused".into()),
+                    ResultKind::Failed(crate::execute::Failure::new(
+                        crate::contract::FailureClass::NeedsUser,
+                        "refused",
+                    )),
                 ),
                 step(
                     "Bridge/br1",
@@ -407,7 +413,10 @@ mod tests {
                 step(
                     "Bridge/br3",
                     Action::Conflict,
-                    ResultKind::Failed("not ours".into()),
+                    ResultKind::Failed(crate::execute::Failure::new(
+                        crate::contract::FailureClass::NeedsUser,
+                        "not ours",
+                    )),
                 ),
             ],
             seconds: 0.1,
