@@ -207,3 +207,54 @@ impl Report {
             .filter(|r| r.result == ResultKind::Cancelled)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Name};
+
+    fn change() -> Change {
+        Change::new(
+            ResourceId::new(Kind::Bridge, Name::parse("br0").unwrap()),
+            Action::Update,
+        )
+    }
+
+    /// Typed results read in reports as the words they always were.
+    #[test]
+    fn typed_results_render_as_their_words_with_class_and_deferred_beside() {
+        let deferred = StepResult::new(
+            &change(),
+            ResultKind::Skipped(SkipReason::Deferred {
+                why: "retry 2 in 1s after: busy".into(),
+            }),
+            0.0,
+        );
+        assert!(deferred.deferred && deferred.skipped() && deferred.class.is_none());
+        let json = serde_json::to_value(&deferred).unwrap();
+        assert_eq!(json["result"], "skipped");
+        assert_eq!(json["detail"], "deferred: retry 2 in 1s after: busy");
+        assert_eq!(json["deferred"], true);
+
+        let failed = StepResult::new(
+            &change(),
+            ResultKind::Failed(Failure::new(FailureClass::NeedsUser, "refused: a: b")),
+            0.0,
+        );
+        assert_eq!(failed.class, Some(FailureClass::NeedsUser));
+        assert_eq!(
+            failed.failure().as_deref(),
+            Some("update failed: refused: a: b")
+        );
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["result"], "failed");
+        assert_eq!(json["detail"], "refused: a: b");
+        assert_eq!(json["class"], "needsUser");
+        assert!(json.get("deferred").is_none());
+
+        let mut unconfirmed = StepResult::new(&change(), ResultKind::Applied, 0.0);
+        unconfirmed.fail(Failure::new(FailureClass::Transient, "not on the host"));
+        assert_eq!(unconfirmed.class, Some(FailureClass::Transient));
+        assert!(!unconfirmed.ok());
+    }
+}
