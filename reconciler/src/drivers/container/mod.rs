@@ -40,10 +40,11 @@
 //! 2. **apply** ([`apply`]): the work in order, as requests to the host, checking the
 //!    step's context before each.
 //!
-//! Between runs, the controller watches the containers ([`watch`]): health verdicts,
-//! exits, restarts and lost supervisors become events ([`supervision`]), and a dead
-//! container that its `restartPolicy` restarts gets a reconcile at once (or when its
-//! backoff ends) instead of at the next resync.
+//! Between runs, the driver's watch ([`Driver::watch`], [`controller_watch`] on
+//! [`watch`]) follows the containers for the controller: health verdicts, exits,
+//! restarts and lost supervisors become events ([`supervision`]), and a dead container
+//! that its `restartPolicy` restarts gets a reconcile at once (or when its backoff
+//! ends) instead of at the next resync.
 //!
 //! # Seam
 //!
