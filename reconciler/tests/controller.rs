@@ -2,18 +2,21 @@
 //! reconcile at a time, driven by hand): a bad revision is rejected whole and the last
 //! good one kept and re-applied at resync (drift repair); a transient failure is held
 //! for its backoff while the other resources proceed, then retried; a failure only a
-//! person can fix waits for a sync. Time is Tokio's paused clock, so backoffs are
-//! exact, not raced.
+//! person can fix waits for a sync; a driver's event reconciles the resource it names
+//! and nothing else. Retries and events go through the controller's scheduler, as in
+//! the loop. Time is Tokio's paused clock, so backoffs are exact, not raced.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gitvisor::contract::CancelToken;
+use gitvisor::contract::{CancelToken, HostEvent, WatchSink};
+use gitvisor::daemon::scheduler::{Due, QUIET, Scope};
 use gitvisor::daemon::{Controller, ControllerStatus, Origin, Reasons, Shared};
 use gitvisor::drivers::Drivers;
 use gitvisor::drivers::bridge::{BridgeDriver, FakeLinks, LinkRequest, LinkSeam};
+use gitvisor::model::{Kind, ResourceId};
 use gitvisor::reconcile::{Reconciler, ReconcilerOptions};
 use nix::errno::Errno;
 
@@ -67,17 +70,33 @@ fn write(dir: &Path, file: &str, text: &str) {
     std::fs::write(dir.join(file), text).unwrap();
 }
 
-/// `"source+resync"` → those reasons.
-fn reasons(set: &str) -> Reasons {
+/// `"source+resync"` → a reconcile of the whole revision for those reasons.
+fn reasons(set: &str) -> Due {
     let has = |word: &str| set.split('+').any(|w| w == word);
-    Reasons {
-        source: has("source"),
-        resync: has("resync"),
-        retry: has("retry"),
-        container: has("container"),
-        request: has("sync"),
-        reload: false,
+    Due {
+        reasons: Reasons {
+            source: has("source"),
+            resync: has("resync"),
+            retry: has("retry"),
+            container: has("container"),
+            request: has("sync"),
+            reload: false,
+            watch: has("watch"),
+        },
+        scope: Scope::Revision,
     }
+}
+
+fn bridge_id(name: &str) -> ResourceId {
+    format!("Bridge/{name}").parse().unwrap()
+}
+
+/// What the scheduler has due now, as the loop would take it.
+fn take_due(controller: &mut Controller) -> Due {
+    controller
+        .scheduler()
+        .take_due(tokio::time::Instant::now())
+        .expect("something is due")
 }
 
 /// How many requests add `cidr`.
@@ -185,7 +204,11 @@ async fn a_transient_failure_waits_for_its_backoff_while_the_rest_proceeds() {
         s.links.link("br-b").is_some(),
         "the other resource proceeds"
     );
-    let due = s.controller.next_retry().expect("a retry is scheduled");
+    let due = s
+        .controller
+        .scheduler()
+        .next_due()
+        .expect("a retry is scheduled");
     let wait = due - tokio::time::Instant::now();
     assert!(
         wait >= Duration::from_millis(500) && wait <= Duration::from_secs(1),
@@ -205,11 +228,19 @@ async fn a_transient_failure_waits_for_its_backoff_while_the_rest_proceeds() {
     let a = status.resources.iter().find(|r| r.name == "br-a").unwrap();
     assert_eq!(a.retry.as_ref().map(|r| r.attempts), Some(1));
 
-    // Due, still failing: retried once more, the next wait doubles.
+    // Due, still failing: retried once more (that resource alone), the next wait
+    // doubles.
     tokio::time::advance(wait).await;
-    s.controller.reconcile(reasons("retry"), &cancel).await;
+    let retry = take_due(&mut s.controller);
+    assert_eq!(
+        retry.scope,
+        Scope::Resources([bridge_id("br-a")].into()),
+        "a retry reconciles its resource"
+    );
+    assert!(retry.reasons.retry);
+    s.controller.reconcile(retry, &cancel).await;
     assert_eq!(adds(&s.links, "10.0.1.1/24"), 2);
-    let wait = s.controller.next_retry().unwrap() - tokio::time::Instant::now();
+    let wait = s.controller.scheduler().next_due().unwrap() - tokio::time::Instant::now();
     assert!(
         wait >= Duration::from_secs(1) && wait <= Duration::from_secs(2),
         "{wait:?}"
@@ -218,9 +249,10 @@ async fn a_transient_failure_waits_for_its_backoff_while_the_rest_proceeds() {
     // The host accepts it now: retried when due, converged, nothing left to retry.
     failing.store(false, Ordering::SeqCst);
     tokio::time::advance(wait).await;
-    let done = s.controller.reconcile(reasons("retry"), &cancel).await;
+    let retry = take_due(&mut s.controller);
+    let done = s.controller.reconcile(retry, &cancel).await;
     assert!(done.converged, "{done:?}");
-    assert_eq!(s.controller.next_retry(), None);
+    assert_eq!(s.controller.scheduler().next_due(), None);
     assert!(
         s.shared
             .metrics
@@ -243,7 +275,7 @@ async fn a_failure_only_a_person_can_fix_waits_for_a_sync() {
     s.controller.reconcile(reasons("source"), &cancel).await;
     assert_eq!(adds(&s.links, "10.0.1.1/24"), 1);
     assert_eq!(
-        s.controller.next_retry(),
+        s.controller.scheduler().next_due(),
         None,
         "no timed retry for a needs-user failure"
     );
@@ -255,4 +287,80 @@ async fn a_failure_only_a_person_can_fix_waits_for_a_sync() {
     let synced = s.controller.reconcile(reasons("sync"), &cancel).await;
     assert_eq!(adds(&s.links, "10.0.1.1/24"), 2);
     assert!(synced.converged, "{synced:?}");
+}
+
+/// A driver's watch announces one bridge changed: after the debounce, only that bridge
+/// is reconciled (another drifted one waits for its own event or the resync), and a
+/// kind's event covers every declared bridge.
+#[tokio::test(start_paused = true)]
+async fn a_host_event_reconciles_the_resource_it_names_and_nothing_else() {
+    let mut s = setup();
+    let cancel = CancelToken::new();
+    write(s.repo.path(), "a.yaml", &bridge("br-a", "10.0.1.1/24"));
+    write(s.repo.path(), "b.yaml", &bridge("br-b", "10.0.2.1/24"));
+    assert!(
+        s.controller
+            .reconcile(reasons("source"), &cancel)
+            .await
+            .converged
+    );
+    for name in ["br-a", "br-b"] {
+        let index = s.links.link(name).unwrap().index;
+        s.links
+            .send(LinkRequest::SetMtu { index, mtu: 1280 })
+            .await
+            .unwrap();
+    }
+
+    let (sink, mut events) = WatchSink::channel();
+    // A burst, as netlink announces each step.
+    for _ in 0..5 {
+        sink.send(HostEvent::Object(bridge_id("br-a")));
+    }
+    let declared = s.controller.declared();
+    while let Ok(event) = events.try_recv() {
+        s.controller
+            .scheduler()
+            .host_event(event, &declared, tokio::time::Instant::now());
+    }
+    assert!(
+        s.controller
+            .scheduler()
+            .take_due(tokio::time::Instant::now())
+            .is_none(),
+        "debounced"
+    );
+    tokio::time::advance(QUIET).await;
+    let due = take_due(&mut s.controller);
+    assert_eq!(due.scope, Scope::Resources([bridge_id("br-a")].into()));
+    assert!(due.reasons.watch);
+    s.controller.reconcile(due, &cancel).await;
+    assert_eq!(s.links.link("br-a").unwrap().mtu, 1500, "repaired");
+    assert_eq!(
+        s.links.link("br-b").unwrap().mtu,
+        1280,
+        "not named, not touched"
+    );
+    assert!(
+        s.shared
+            .metrics
+            .render()
+            .contains("\ngitvisor_drift_repairs_total 1\n")
+    );
+    assert_eq!(s.controller.scheduler().next_due(), None, "served once");
+
+    sink.send(HostEvent::Kind(Kind::Bridge));
+    let event = events.try_recv().unwrap();
+    s.controller
+        .scheduler()
+        .host_event(event, &declared, tokio::time::Instant::now());
+    tokio::time::advance(QUIET).await;
+    let due = take_due(&mut s.controller);
+    assert_eq!(
+        due.scope,
+        Scope::Resources([bridge_id("br-a"), bridge_id("br-b")].into())
+    );
+    let run = s.controller.reconcile(due, &cancel).await;
+    assert!(run.converged, "{run:?}");
+    assert_eq!(s.links.link("br-b").unwrap().mtu, 1500);
 }

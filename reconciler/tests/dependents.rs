@@ -313,7 +313,7 @@ async fn a_dependent_that_cannot_be_stopped_holds_the_change_back() {
     );
     assert!(
         matches!(result(&report, "Volume/data"),
-            ResultKind::Failed(why) if why.starts_with("not attempted: dependent VirtualMachine/vm1 could not be stopped")
+            ResultKind::Failed(gitvisor::execute::Failure { message: why, .. }) if why.starts_with("not attempted: dependent VirtualMachine/vm1 could not be stopped")
                 && why.contains("the guest did not shut down")),
         "{:?}",
         report.results

@@ -157,7 +157,7 @@ fn assert_failed_as_bug(report: &Report, id: &str, call: &str) {
     let step = step(report, id);
     assert_eq!(step.class, Some(FailureClass::Bug), "{step:?}");
     match &step.result {
-        ResultKind::Failed(why) => {
+        ResultKind::Failed(gitvisor::execute::Failure { message: why, .. }) => {
             assert!(
                 why.contains(&format!("panicked during {call} of {id}"))
                     && why.contains("injected panic")
@@ -222,7 +222,7 @@ async fn a_dependent_whose_stop_panics_holds_the_change_back_and_fails_as_a_bug(
     assert_failed_as_bug(&report, "VirtualMachine/vm1", "stop");
     assert!(
         matches!(&step(&report, "Volume/data").result,
-            ResultKind::Failed(why) if why.starts_with("not attempted: dependent VirtualMachine/vm1")),
+            ResultKind::Failed(gitvisor::execute::Failure { message: why, .. }) if why.starts_with("not attempted: dependent VirtualMachine/vm1")),
         "{:?}",
         report.results
     );

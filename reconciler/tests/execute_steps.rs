@@ -259,7 +259,7 @@ async fn a_step_past_its_deadline_is_abandoned_as_a_transient_failure() {
         .iter()
         .find(|r| r.id.name.as_str() == "br-b")
         .expect("br-b reported");
-    let ResultKind::Failed(why) = &step.result else {
+    let ResultKind::Failed(gitvisor::execute::Failure { message: why, .. }) = &step.result else {
         panic!("{:?}", step.result);
     };
     assert!(why.contains("deadline of 50ms"), "{why}");
@@ -286,7 +286,10 @@ async fn a_failure_keeps_its_causes_and_class_and_progress_reaches_the_channel()
         .expect("br-a reported");
     assert_eq!(
         step.result,
-        ResultKind::Failed("volume br-a: write the image: No space left on device".into())
+        ResultKind::Failed(gitvisor::execute::Failure::new(
+            FailureClass::NeedsUser,
+            "volume br-a: write the image: No space left on device"
+        ))
     );
     assert_eq!(step.class, Some(FailureClass::NeedsUser));
     let json = serde_json::to_value(step).expect("serialises");

@@ -27,13 +27,8 @@ const INTENDED: &[(&str, &str)] = &[];
 /// The engine's folders, which must not name a kind's driver folder.
 const ENGINE: &[&str] = &["cli", "daemon", "validate", "plan", "execute", "reconcile"];
 
-/// Engine files allowed to name a kind's folder for now, each with why.
-const KIND_PATH_ALLOWED: &[&str] = &[
-    // The container supervisor: helper S moves it into drivers/container as the container
-    // driver's `Driver::watch` (issue 18, item 3); until then it is container code that
-    // lives in daemon/.
-    "daemon/supervision.rs",
-];
+/// Engine files allowed to name a kind's folder, each with why: none.
+const KIND_PATH_ALLOWED: &[&str] = &[];
 
 type ModuleGraph = BTreeMap<String, BTreeSet<String>>;
 

@@ -115,7 +115,7 @@ fn assert_bug(report: &Report, id: &str, words: &[&str]) {
     let step = step(report, id);
     assert_eq!(step.class, Some(FailureClass::Bug), "{step:?}");
     match &step.result {
-        ResultKind::Failed(why) => {
+        ResultKind::Failed(gitvisor::execute::Failure { message: why, .. }) => {
             for word in words.iter().chain(&["gitvisor bug"]) {
                 assert!(why.contains(word), "{word:?} not in {why}");
             }

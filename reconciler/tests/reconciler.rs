@@ -315,7 +315,7 @@ async fn an_apply_the_host_does_not_show_is_not_converged() {
     assert!(!outcome.report.converged());
     assert!(
         matches!(&outcome.report.results[0].result,
-            ResultKind::Failed(why) if why.contains("host does not match after apply")),
+            ResultKind::Failed(gitvisor::execute::Failure { message: why, .. }) if why.contains("host does not match after apply")),
         "{:?}",
         outcome.report.results
     );

@@ -321,7 +321,13 @@ mod tests {
         );
         assert_eq!(
             step_line(
-                &step(Action::Delete, ResultKind::Failed("EBUSY".into())),
+                &step(
+                    Action::Delete,
+                    ResultKind::Failed(crate::execute::Failure::new(
+                        crate::contract::FailureClass::NeedsUser,
+                        "EBUSY"
+                    ))
+                ),
                 &[],
                 false
             ),
@@ -345,7 +351,13 @@ mod tests {
             results: Vec::new(),
             restarts: vec![
                 restart("web", ResultKind::Applied),
-                restart("db", ResultKind::Failed("start timed out".into())),
+                restart(
+                    "db",
+                    ResultKind::Failed(crate::execute::Failure::new(
+                        crate::contract::FailureClass::NeedsUser,
+                        "start timed out",
+                    )),
+                ),
             ],
             seconds: 3.0,
         };
@@ -423,7 +435,13 @@ mod tests {
             results: vec![
                 step(Action::Create, ResultKind::Applied),
                 step(Action::NoOp, ResultKind::Unchanged),
-                step(Action::Update, ResultKind::Failed("x".into())),
+                step(
+                    Action::Update,
+                    ResultKind::Failed(crate::execute::Failure::new(
+                        crate::contract::FailureClass::NeedsUser,
+                        "x",
+                    )),
+                ),
             ],
         };
         let plan = Plan {

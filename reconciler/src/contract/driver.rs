@@ -67,6 +67,14 @@ pub trait Driver: Send + Sync {
         Err(not_implemented(change, "start"))
     }
 
+    /// Whether `change` (this driver's own plan) is its kind's policy at work rather
+    /// than a repair of drift someone made: a container's `restartPolicy` starting again
+    /// what ended. The controller does not count such a change as a drift repair. The
+    /// default: no change is.
+    fn is_policy_at_work(&self, _change: &Change) -> bool {
+        false
+    }
+
     /// Starts watching the host for changes to this kind's objects (see
     /// [`watch`](super::watch)): watch tasks send a [`HostEvent`](super::HostEvent) into
     /// `sink` whenever the host announces that an object may have changed, until the

@@ -39,4 +39,4 @@ pub use observed::Observed;
 pub use ownership::{Evidence, Leftover, Marker, Ownership, Prune};
 pub use restart::RestartSupport;
 pub use step::{CancelToken, DEFAULT_STEP_BUDGET, Interrupted, ProgressEvent, StepContext};
-pub use watch::{HostEvent, WatchHandle, WatchSink, Watching};
+pub use watch::{HostEvent, Severity, WatchHandle, WatchSink, Watching};

@@ -10,13 +10,20 @@
 //! names, and a reconcile that finds nothing to do is cheap. So a watch may say too much
 //! (an event for a change gitvisor itself made), never too little.
 //!
+//! A watch may also carry what the host's own policy decided (a container's restart
+//! backoff: [`HostEvent::ObjectAt`]) and what people should hear about it (a health
+//! verdict, an exit: [`HostEvent::Told`], and how each object is doing now:
+//! [`HostEvent::Live`]), so the controller needs to know nothing of the kind.
+//!
 //! The watch tasks stop when the [`WatchHandle`] is dropped.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::model::{Kind, ResourceId};
 
@@ -28,6 +35,30 @@ pub enum HostEvent {
     /// Something of this kind changed, and the announcement does not say which object
     /// (a ruleset generation moved): every resource of the kind is looked at again.
     Kind(Kind),
+    /// Reconcile this resource at this time, not before: what its kind's own policy
+    /// waits for (a dead container's restart backoff) ends then.
+    ObjectAt(ResourceId, Instant),
+    /// Something people should hear about this resource (a health verdict, an exit, a
+    /// restart), for the controller's event log.
+    Told {
+        id: ResourceId,
+        level: Severity,
+        message: String,
+    },
+    /// How each object of the kind is doing now, for the controller's status (replaces
+    /// what the last such event said about the kind).
+    Live {
+        kind: Kind,
+        notes: BTreeMap<ResourceId, String>,
+    },
+}
+
+/// How much a [`HostEvent::Told`] matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
 }
 
 impl fmt::Display for HostEvent {
@@ -35,6 +66,11 @@ impl fmt::Display for HostEvent {
         match self {
             HostEvent::Object(id) => write!(f, "{id} may have changed"),
             HostEvent::Kind(kind) => write!(f, "some {kind} may have changed"),
+            HostEvent::ObjectAt(id, _) => write!(f, "{id} is due later"),
+            HostEvent::Told { id, message, .. } => write!(f, "{id}: {message}"),
+            HostEvent::Live { kind, notes } => {
+                write!(f, "how {} {kind} objects are doing", notes.len())
+            }
         }
     }
 }
@@ -117,7 +153,7 @@ impl Watching {
 
 fn humantime_secs(every: Duration) -> String {
     let millis = every.as_millis();
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")

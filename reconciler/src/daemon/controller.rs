@@ -2,7 +2,7 @@
 //!
 //! Steps, in order:
 //! 1. Forget holds a person or a new revision lifts: a `sync`/SIGHUP forgets every hold,
-//!    a resync tick releases those waiting for a person ([`super::retry`]).
+//!    a resync releases those waiting for a person ([`super::retry`]).
 //! 2. Read the source when the reasons call for it ([`Controller::fetch`]): a directory
 //!    is loaded (its content hash says whether it changed); a git source is fetched and,
 //!    for a new commit only, verified, checked out and loaded. A revision that fails
@@ -12,13 +12,17 @@
 //! 3. Apply the last good revision through the library
 //!    ([`crate::reconcile::Reconciler::apply`], the same plan and execution as
 //!    `gitvisor apply`, pruning within this source), with the held resources left out;
-//!    each finished resource becomes an event as it finishes.
-//! 4. Record the failures for their retries, count drift repairs and failures, and
-//!    replace the status snapshot from the store.
+//!    each finished resource becomes an event as it finishes. A reconcile of resources
+//!    only (a retry, a restart, a watch's event: [`Scope::Resources`]) applies them as
+//!    `gitvisor apply --target` would, with what they depend on and what depends on
+//!    them, and leaves the rest for their own entries or the resync.
+//! 4. Record the failures for their retries (entries of the scheduler), count drift
+//!    repairs and failures, and replace the status snapshot from the store.
 //!
-//! Nothing here runs twice at once: the loop ([`super::run`]) awaits each reconcile.
+//! Nothing here runs twice at once: the loop ([`super::run`]) awaits each reconcile, and
+//! takes what falls due meanwhile from the scheduler ([`super::scheduler`]) afterwards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
@@ -28,14 +32,14 @@ use tokio::time::Instant;
 
 use super::metrics::ReconcileResult;
 use super::retry::{Retries, backoff};
+use super::scheduler::{Cause, Due, Key, Scheduler, Scope};
 use super::shared::Shared;
 use super::status::{Problem, ReconcileRun, Rejected, ResourceView};
 use super::trigger::{Reasons, SyncOutcome};
 use crate::contract::{CancelToken, chain};
-use crate::drivers::by_policy;
 use crate::execute::{Progress, ResultKind, RunEvent};
 use crate::load::Revision;
-use crate::model::{ContainerSpec, ResourceId, Spec};
+use crate::model::ResourceId;
 use crate::plan::PruneWithheld;
 use crate::reconcile::{self, PlanOptions, Reconciler, Source};
 use crate::source::GitSource;
@@ -83,9 +87,11 @@ pub struct Controller {
     shared: Arc<Shared>,
     current: Option<Current>,
     retries: Retries,
-    /// A reconcile that could not apply at all (store locked, host unreadable): when to
-    /// try again, and how many times it failed in a row.
-    stalled: Option<(u32, Instant)>,
+    /// Every "later": retries, restart backoffs, timers, watches' events.
+    scheduler: Scheduler,
+    /// How many reconciles in a row could not apply at all (store locked, host
+    /// unreadable); the next try is a revision entry of the scheduler.
+    stalled: u32,
     first: bool,
     /// The revision and the objects of the last "prune withheld" event, so that it is
     /// told once per revision rather than at every resync.
@@ -100,7 +106,8 @@ impl Controller {
             shared,
             current: None,
             retries: Retries::default(),
-            stalled: None,
+            scheduler: Scheduler::default(),
+            stalled: 0,
             first: true,
             withheld_announced: None,
         }
@@ -115,48 +122,33 @@ impl Controller {
         self.current.as_ref().map(|c| c.revision.id.as_str())
     }
 
-    /// Container `name` as the current revision declares it for this host.
-    pub fn declared_container(&self, name: &str) -> Option<&ContainerSpec> {
-        let current = self.current.as_ref()?;
-        current
-            .revision
-            .resources
-            .iter()
-            .find_map(|resource| match &resource.spec {
-                Spec::Container(spec) if resource.metadata.name.as_str() == name => Some(spec),
-                _ => None,
-            })
+    /// The queue of every "later".
+    pub fn scheduler(&mut self) -> &mut Scheduler {
+        &mut self.scheduler
     }
 
-    /// Whether `id` is held back by the retry policy (a failure it waits out).
-    pub fn is_held(&self, id: &ResourceId) -> bool {
-        self.retries.is_held(id)
+    /// The resources the current revision declares for this host.
+    pub fn declared(&self) -> Vec<ResourceId> {
+        self.current.as_ref().map_or_else(Vec::new, |current| {
+            current
+                .revision
+                .resources
+                .iter()
+                .map(|resource| resource.id())
+                .collect()
+        })
     }
 
-    /// Asks for a reconcile of `id` at `when` (a container's restart backoff ending).
-    pub fn wake_at(&mut self, id: ResourceId, when: Instant) {
-        self.retries.wake_at(id, when);
-    }
-
-    /// When the next retry falls due, if any is waiting.
-    pub fn next_retry(&self) -> Option<Instant> {
-        let stalled = self.stalled.map(|(_, due)| due);
-        match (self.retries.next_due(), stalled) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// One reconcile for `reasons`; see the module docs for the steps.
-    pub async fn reconcile(&mut self, reasons: Reasons, cancel: &CancelToken) -> SyncOutcome {
+    /// One reconcile for what fell due; see the module docs for the steps.
+    /// Reasons alone reconcile the whole revision.
+    pub async fn reconcile(&mut self, due: impl Into<Due>, cancel: &CancelToken) -> SyncOutcome {
+        let Due { reasons, scope } = due.into();
         let started = StdInstant::now();
         let started_unix = now_unix();
         self.shared.with_status(|s| s.reconciling = true);
         let first = std::mem::replace(&mut self.first, false);
-        self.retries.serve_wakes(Instant::now());
         if reasons.asked() {
-            self.retries.clear();
-            self.stalled = None;
+            self.forget_holds();
         } else if reasons.resync {
             self.retries.release_waiting();
         }
@@ -192,8 +184,7 @@ impl Controller {
                     );
                     self.current = Some(current);
                     self.accept();
-                    self.retries.clear();
-                    self.stalled = None;
+                    self.forget_holds();
                     new_revision = true;
                 }
                 Fetched::Unchanged => {}
@@ -219,18 +210,25 @@ impl Controller {
             }
         }
 
-        let due = self.stalled.is_some_and(|(_, due)| due <= Instant::now());
         let apply = !cancel.is_cancelled()
             && (first
                 || new_revision
                 || reasons.resync
                 || reasons.retry
                 || reasons.container
-                || reasons.asked()
-                || due);
+                || reasons.watch
+                || reasons.asked());
+        // A new revision is applied whole, whatever brought it.
+        let scope = if first || new_revision {
+            Scope::Revision
+        } else {
+            scope
+        };
         let run = match (self.current.take(), apply) {
             (Some(current), true) => {
-                let run = self.apply(&current, reasons, new_revision, cancel).await;
+                let run = self
+                    .apply(&current, reasons, &scope, new_revision, cancel)
+                    .await;
                 self.current = Some(current);
                 run
             }
@@ -278,11 +276,21 @@ impl Controller {
         self.refresh(run)
     }
 
+    /// Forgets every hold and its retry (a new revision, or a person asked), and a
+    /// stalled reconcile's backoff: the reconcile starting now tries everything.
+    fn forget_holds(&mut self) {
+        self.retries.clear();
+        self.scheduler.forget_resources(Cause::Retry);
+        self.scheduler.forget(&Key::Revision, Cause::Retry);
+        self.stalled = 0;
+    }
+
     /// Steps 3 and 4.
     async fn apply(
         &mut self,
         current: &Current,
         reasons: Reasons,
+        scope: &Scope,
         new_revision: bool,
         cancel: &CancelToken,
     ) -> ReconcileRun {
@@ -291,8 +299,26 @@ impl Controller {
         let now = Instant::now();
         let options = PlanOptions {
             held: self.retries.held(now),
+            targets: targets(&current.revision, scope),
             ..PlanOptions::default()
         };
+        if let Scope::Resources(_) = scope
+            && options.targets.is_empty()
+        {
+            // Nothing it names is declared any more: nothing to do.
+            let last = self.shared.with_status(|s| s.last_reconcile.clone());
+            return last.unwrap_or(ReconcileRun {
+                reasons,
+                started_unix,
+                seconds: 0.0,
+                revision: Some(current.revision.id.clone()),
+                converged: true,
+                changed: 0,
+                failed: 0,
+                deferred: 0,
+                error: None,
+            });
+        }
         let revision_id = current.revision.id.clone();
         let progress = progress(self.shared.clone(), revision_id.clone());
         let result = self
@@ -310,9 +336,10 @@ impl Controller {
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(error) => {
-                let attempts = self.stalled.map_or(0, |(n, _)| n) + 1;
-                let wait = backoff(attempts, fastrand::f64());
-                self.stalled = Some((attempts, Instant::now() + wait));
+                self.stalled += 1;
+                let wait = backoff(self.stalled, fastrand::f64());
+                self.scheduler
+                    .at(Key::Revision, Cause::Retry, Instant::now() + wait);
                 let message = chain(&error);
                 self.shared.events.push(
                     EventLevel::Error,
@@ -341,7 +368,8 @@ impl Controller {
                 };
             }
         };
-        self.stalled = None;
+        self.stalled = 0;
+        self.scheduler.forget(&Key::Revision, Cause::Retry);
         self.report_withheld(&revision_id, outcome.plan.prune_withheld());
         let report = &outcome.report;
         let changed: Vec<&ResourceId> = report
@@ -352,14 +380,19 @@ impl Controller {
             .collect();
         if !new_revision {
             // Changes to a revision already applied, other than retries (also those a
-            // sync or a resync released: `Retries::is_retry`) and restarts of dead
-            // containers (their restart policy at work, told by the container events):
-            // the host drifted.
+            // sync or a resync released: `Retries::is_retry`) and a kind's own policy
+            // at work (a dead container restarted, told by the container's events): the
+            // host drifted.
+            let drivers = self.reconciler.drivers();
             let policy_restarts: Vec<&ResourceId> = outcome
                 .plan
                 .changes
                 .iter()
-                .filter(|change| by_policy(change))
+                .filter(|change| {
+                    drivers
+                        .get(change.id.kind)
+                        .is_some_and(|driver| driver.is_policy_at_work(change))
+                })
                 .map(|change| &change.id)
                 .collect();
             let repairs = changed
@@ -386,14 +419,12 @@ impl Controller {
             }
         }
         self.retries.record(report, Instant::now(), fastrand::f64);
+        for (id, due) in self.retries.dues() {
+            self.scheduler
+                .at(Key::Resource(id.clone()), Cause::Retry, due);
+        }
         let failed = report.failures().count();
-        let deferred = report
-            .results
-            .iter()
-            .filter(
-                |r| matches!(&r.result, ResultKind::Skipped(why) if why.starts_with("deferred")),
-            )
-            .count();
+        let deferred = report.results.iter().filter(|r| r.deferred).count();
         let cancelled = report.cancelled().next().is_some();
         let converged = failed == 0 && deferred == 0;
         self.shared.metrics.reconciled(
@@ -640,6 +671,34 @@ impl Controller {
             }
         })
     }
+}
+
+/// The targets of a reconcile of `scope`: none for the whole revision; for resources,
+/// those the revision still declares and, transitively, what depends on them (a bridge
+/// put back may need its dependents' links again). The plan adds what they depend on.
+fn targets(revision: &Revision, scope: &Scope) -> Vec<ResourceId> {
+    let Scope::Resources(ids) = scope else {
+        return Vec::new();
+    };
+    let declared: BTreeSet<ResourceId> = revision.resources.iter().map(|r| r.id()).collect();
+    let mut targets: BTreeSet<ResourceId> = BTreeSet::new();
+    let mut pending: Vec<ResourceId> = ids
+        .iter()
+        .filter(|id| declared.contains(id))
+        .cloned()
+        .collect();
+    while let Some(id) = pending.pop() {
+        if targets.insert(id.clone()) {
+            pending.extend(
+                revision
+                    .graph
+                    .dependents(&id)
+                    .into_iter()
+                    .filter(|dependent| declared.contains(dependent)),
+            );
+        }
+    }
+    targets.into_iter().collect()
 }
 
 /// The one-line summary of a reconcile, for `STATUS=` and `gitvisor sync`.

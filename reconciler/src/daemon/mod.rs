@@ -8,20 +8,26 @@
 //!    second exits at once) and SIGHUP (reload: fetch again and forget every hold).
 //! 2. The local API on `<run-dir>/controller.sock` ([`crate::daemon::api`]) and, when asked,
 //!    the metrics endpoint, so `gitvisor status` answers from the first moment.
-//! 3. The triggers ([`trigger`]): the directory watch or the git poll timer, the resync
-//!    timer, and the watchdog pinger when systemd asks for one; and the container watch
-//!    ([`supervision`]): health verdicts, exits and restarts become events, and a dead
-//!    container its `restartPolicy` restarts becomes a `container` trigger (or a wake-up
-//!    when its backoff ends).
-//! 4. The loop: one reconcile at a time ([`controller`]), each taking every trigger
-//!    gathered while the previous one ran. A directory's burst of file events is
-//!    debounced first (quiet for 100 ms, at most 500 ms), so a save is applied well
-//!    within a second. `READY=1` goes to systemd after the first reconcile attempt,
-//!    `STATUS=` after every one.
+//! 3. The triggers ([`trigger`]): the directory watch, the API and SIGHUP; the
+//!    watchdog pinger when systemd asks for one; and every driver's watch
+//!    ([`crate::contract::Driver::watch`]), whose events arrive on one channel: a
+//!    resource that may have changed (a scheduler entry, debounced), one due later (a
+//!    container's restart backoff), what people should hear (a container's health
+//!    verdicts, exits and restarts, into the event log) and how objects are doing now
+//!    (status's `live`).
+//! 4. The loop: everything that asks for a reconcile becomes an entry of one queue
+//!    ([`scheduler`]): the first reconcile, file events (debounced: quiet for 100 ms, at
+//!    most 500 ms, so a save is applied well within a second), the git poll and the
+//!    resync (re-armed each time they are served), retries, restart backoffs and the
+//!    drivers' events (debounced the same way). The loop sleeps until the next entry
+//!    falls due or something arrives, then runs one reconcile at a time
+//!    ([`controller`]) for what fell due: the whole revision, or only the resources
+//!    named. `READY=1` goes to systemd after the first reconcile attempt, `STATUS=`
+//!    after every one.
 //!
-//! Between reconciles nothing runs: the loop sleeps on the triggers, the next retry, the
-//! container watch (inotify and pidfds) and the signals; there is no polling other than
-//! the git poll the user configured.
+//! Between reconciles nothing runs: the loop sleeps on the triggers, the scheduler's next
+//! entry, the drivers' watches, the container watch (inotify and pidfds) and the signals;
+//! there is no polling other than the git poll the user configured.
 
 pub mod api;
 pub mod controller;
@@ -29,10 +35,10 @@ mod error;
 pub mod events;
 pub mod metrics;
 pub mod retry;
+pub mod scheduler;
 pub mod sd_notify;
 pub mod shared;
 pub mod status;
-pub mod supervision;
 pub mod trigger;
 
 use std::net::SocketAddr;
@@ -40,6 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 pub use controller::{Controller, Origin};
@@ -49,18 +56,17 @@ pub use status::ControllerStatus;
 pub use trigger::{Reasons, SyncOutcome, Trigger};
 
 use crate::drivers::HostSettings;
+use crate::contract::{HostEvent, Severity, WatchHandle, WatchSink, Watching};
 use crate::reconcile::Reconciler;
 use crate::source::DirWatcher;
+use crate::state::EventLevel;
 use crate::state::ReadOnlyStore;
+use scheduler::{Cause, Key};
 
 /// Default time between resyncs.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
 /// Default time between polls of a git source.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(60);
-/// A burst of file events ends after this much quiet…
-const DEBOUNCE_QUIET: Duration = Duration::from_millis(100);
-/// …or this long after it started, whichever comes first.
-const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
 /// How many of the store's events seed the event log.
 const SEED_EVENTS: usize = 100;
 
@@ -127,12 +133,8 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
                 shared.triggers.fire(Trigger::Source)
             })?)
         }
-        Origin::Git(_) => {
-            tick(shared.clone(), options.poll, Trigger::Source);
-            None
-        }
+        Origin::Git(_) => None,
     };
-    tick(shared.clone(), options.resync, Trigger::Resync);
     if let Some(every) = notifier.watchdog() {
         watchdog(every);
     }
@@ -146,8 +148,10 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         });
     }
 
-    let mut supervision = supervision::Supervision::start(&settings.run_dir, &settings.state_dir);
-    let dir_source = matches!(options.origin, Origin::Dir(_));
+    let (sink, host_events) = WatchSink::channel();
+    let _watches = start_watches(&reconciler, &sink);
+    drop(sink);
+    let git_poll = matches!(options.origin, Origin::Git(_)).then_some(options.poll);
     let mut controller = Controller::new(reconciler, options.origin, shared.clone());
     tracing::info!(
         source = %controller.origin().describe(),
@@ -155,47 +159,46 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         socket = %socket.display(),
         "controller started"
     );
+    let timers = Timers {
+        resync: options.resync,
+        git_poll,
+    };
     // The first reconcile reads the source and applies whatever it finds.
-    shared.triggers.fire(Trigger::Source);
-    let mut ready = false;
-    let mut image_gc_due = Instant::now();
+    let now = Instant::now();
+    controller.scheduler().at(Key::Revision, Cause::Source, now);
+    timers.arm(&mut controller, now, true, true);
+    let mut loop_state = Loop {
+        host_events,
+        replies: Vec::new(),
+        ready: false,
+        image_gc_due: Instant::now(),
+    };
     loop {
-        if ready {
-            let retry = controller.next_retry();
-            let mut look = false;
-            tokio::select! {
-                _ = shared.triggers.wait() => {}
-                _ = cancel.cancelled() => break,
-                _ = sleep_until(retry), if retry.is_some() => shared.triggers.fire(Trigger::Retry),
-                _ = containers_changed(supervision.as_mut()) => look = true,
-            }
-            if let (true, Some(supervision)) = (look, supervision.as_mut()) {
-                supervision.look(&mut controller, &shared).await;
-            }
-            if dir_source && shared_source_pending(&shared) {
-                debounce(&shared).await;
-            }
-        }
+        let due = tokio::select! {
+            due = loop_state.next(&mut controller, &shared) => due,
+            _ = cancel.cancelled() => break,
+        };
         if cancel.is_cancelled() {
             break;
         }
-        let (reasons, replies) = shared.triggers.take();
-        if ready && !reasons.any() {
-            continue;
-        }
-        let outcome = controller.reconcile(reasons, &cancel).await;
-        for reply in replies {
-            // A client that went away does not need its answer.
-            let _ = reply.send(outcome.clone());
-        }
-        if let Some(supervision) = &supervision {
-            // The reconcile may have started, stopped or replaced containers.
-            supervision.poke();
+        let served = due.reasons;
+        let outcome = controller.reconcile(due, &cancel).await;
+        timers.arm(
+            &mut controller,
+            Instant::now(),
+            served.resync,
+            served.source,
+        );
+        if served.asked() {
+            for reply in loop_state.replies.drain(..) {
+                // A client that went away does not need its answer.
+                let _ = reply.send(outcome.clone());
+            }
         }
         if let Some(grace) = options.image_gc_after
-            && Instant::now() >= image_gc_due
+            && Instant::now() >= loop_state.image_gc_due
         {
-            image_gc_due = Instant::now() + IMAGE_GC_EVERY;
+            loop_state.image_gc_due = Instant::now() + IMAGE_GC_EVERY;
             maintenance(
                 &HostSettings {
                     run_dir: settings.run_dir.clone(),
@@ -204,11 +207,11 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
                 grace,
             );
         }
-        if ready {
+        if loop_state.ready {
             notifier.status(&outcome.summary);
         } else {
             notifier.ready(&outcome.summary);
-            ready = true;
+            loop_state.ready = true;
         }
         if cancel.is_cancelled() {
             break;
@@ -231,51 +234,142 @@ fn maintenance(settings: &HostSettings, grace: Duration) {
     }
 }
 
-/// Whether a source trigger is waiting (to debounce it).
-fn shared_source_pending(shared: &Shared) -> bool {
-    shared.triggers.peek().source
+/// The timers the controller keeps as scheduler entries: the resync, and the poll of a
+/// git source. Each is armed once at the start and again each time it is served.
+struct Timers {
+    resync: Duration,
+    git_poll: Option<Duration>,
 }
 
-/// Waits until the burst of file events is over (see [`DEBOUNCE_QUIET`]).
-async fn debounce(shared: &Shared) {
-    let deadline = Instant::now() + DEBOUNCE_MAX;
-    loop {
-        tokio::select! {
-            _ = shared.triggers.next_source_event() => {
-                if Instant::now() >= deadline {
-                    return;
-                }
-            }
-            _ = tokio::time::sleep(DEBOUNCE_QUIET) => return,
-            _ = tokio::time::sleep_until(deadline) => return,
+impl Timers {
+    fn arm(&self, controller: &mut Controller, now: Instant, resync: bool, source: bool) {
+        let scheduler = controller.scheduler();
+        if resync && !scheduler.contains(&Key::Revision, Cause::Resync) {
+            scheduler.at(Key::Revision, Cause::Resync, now + self.resync);
+        }
+        if let Some(poll) = self.git_poll
+            && source
+            && !scheduler.contains(&Key::Revision, Cause::Source)
+        {
+            scheduler.at(Key::Revision, Cause::Source, now + poll);
         }
     }
 }
 
-/// Waits for the container watch; forever when there is none.
-async fn containers_changed(supervision: Option<&mut supervision::Supervision>) {
-    match supervision {
-        Some(supervision) => supervision.changed().await,
-        None => std::future::pending().await,
+/// What the loop keeps between reconciles.
+struct Loop {
+    host_events: mpsc::UnboundedReceiver<HostEvent>,
+    /// `gitvisor sync` requests waiting for the reconcile that serves them.
+    replies: Vec<oneshot::Sender<SyncOutcome>>,
+    ready: bool,
+    image_gc_due: Instant,
+}
+
+impl Loop {
+    /// Waits until something falls due, turning what arrives meanwhile (triggers,
+    /// drivers' events) into scheduler entries.
+    async fn next(&mut self, controller: &mut Controller, shared: &Shared) -> scheduler::Due {
+        let mut events_open = true;
+        loop {
+            let now = Instant::now();
+            if let Some(due) = controller.scheduler().take_due(now) {
+                return due;
+            }
+            let next = controller.scheduler().next_due();
+            tokio::select! {
+                _ = shared.triggers.wait() => {}
+                event = self.host_events.recv(), if events_open => match event {
+                    Some(event) => host_event(controller, shared, event),
+                    None => events_open = false,
+                },
+                _ = sleep_until(next), if next.is_some() => {}
+            }
+            let (reasons, replies) = shared.triggers.take();
+            self.replies.extend(replies);
+            let now = Instant::now();
+            let scheduler = controller.scheduler();
+            if reasons.source {
+                // File events come in bursts (a save, a checkout).
+                scheduler.debounced(Key::Revision, Cause::Source, now);
+            }
+            if reasons.resync {
+                scheduler.at(Key::Revision, Cause::Resync, now);
+            }
+            if reasons.request {
+                scheduler.at(Key::Revision, Cause::Request, now);
+            }
+            if reasons.reload {
+                scheduler.at(Key::Revision, Cause::Reload, now);
+            }
+        }
     }
+}
+
+/// One event of a driver's watch: an entry of the scheduler, an event in the log, or
+/// the live notes of status.
+fn host_event(controller: &mut Controller, shared: &Shared, event: HostEvent) {
+    tracing::debug!(%event, "watch");
+    match event {
+        HostEvent::Object(_) | HostEvent::Kind(_) | HostEvent::ObjectAt(..) => {
+            let declared = controller.declared();
+            controller
+                .scheduler()
+                .host_event(event, &declared, Instant::now());
+        }
+        HostEvent::Told { id, level, message } => {
+            let level = match level {
+                Severity::Info => EventLevel::Info,
+                Severity::Warning => EventLevel::Warning,
+                Severity::Error => EventLevel::Error,
+            };
+            shared
+                .events
+                .push(level, Some(&id), controller.revision_id(), message);
+        }
+        HostEvent::Live { kind, notes } => shared.with_status(|status| {
+            let mut live = std::mem::take(&mut status.live);
+            live.retain(|id, _| id.kind != kind);
+            live.extend(notes);
+            status.set_live(live);
+        }),
+    }
+}
+
+/// Starts every driver's watch, sending into `sink`, and logs in one line how each
+/// watches. The returned handles stop them when dropped.
+fn start_watches(reconciler: &Reconciler, sink: &WatchSink) -> Vec<WatchHandle> {
+    let drivers = reconciler.drivers();
+    let mut handles = Vec::new();
+    let mut how = Vec::new();
+    for kind in drivers.kinds() {
+        let Some(driver) = drivers.get(kind) else {
+            continue;
+        };
+        match driver.watch(sink.clone()) {
+            Ok(watching) => {
+                how.push(format!("{kind} {}", watching.describe()));
+                match watching {
+                    Watching::Announced { handle, .. } | Watching::Polled { handle, .. } => {
+                        handles.push(handle)
+                    }
+                    Watching::NotWatched { .. } => {}
+                }
+            }
+            Err(error) => tracing::warn!(
+                %kind,
+                error = %error.chain(),
+                "cannot watch; changes by hand are repaired at the next resync"
+            ),
+        }
+    }
+    tracing::info!("watches: {}", how.join("; "));
+    handles
 }
 
 async fn sleep_until(when: Option<Instant>) {
     if let Some(when) = when {
         tokio::time::sleep_until(when).await;
     }
-}
-
-/// Fires `trigger` every `every`, the first time one period from now.
-fn tick(shared: Arc<Shared>, every: Duration, trigger: Trigger) {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            shared.triggers.fire(trigger);
-        }
-    });
 }
 
 /// Sends `WATCHDOG=1` every `every` (half systemd's `WatchdogSec`). It runs on the same

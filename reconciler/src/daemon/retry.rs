@@ -14,11 +14,10 @@
 //! ([`crate::reconcile::PlanOptions::held`]), so one failing resource neither stalls the
 //! others nor is hammered every time something else changes.
 //!
-//! Besides holds, a resource may ask for a reconcile at a given time without being held:
-//! a dead container whose `restartPolicy` restarts it after a backoff
-//! ([`crate::drivers::container::restart`]; see [`super::supervision`]) is woken up for
-//! here ([`Retries::wake_at`]), so its restart falls due like a retry. A restart that
-//! then fails is held like any other failure.
+//! The error policy keeps the holds (class, attempts, error, when the backoff ends); the
+//! retry itself is an entry of the controller's one queue ([`super::scheduler`]), put
+//! there from [`Retries::dues`] after each reconcile. What was skipped by the reconcile
+//! (held back, outside a targeted reconcile's scope) or cancelled keeps its hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -71,8 +70,6 @@ pub struct RetryView {
 #[derive(Debug, Default)]
 pub struct Retries {
     held: BTreeMap<ResourceId, Held>,
-    /// Reconciles asked for at a time, without a hold.
-    wakes: BTreeMap<ResourceId, Instant>,
     /// Whose change failed when last tried and has not gone through since. Unlike
     /// `held`, a sync or a resync does not forget it: its next success is a retry that
     /// worked, not drift put back ([`Retries::is_retry`]).
@@ -103,15 +100,17 @@ impl Retries {
             .collect()
     }
 
-    /// The earliest retry or wake-up still to come.
-    pub fn next_due(&self) -> Option<Instant> {
-        let retries = self.held.values().filter_map(|held| held.due);
-        retries.chain(self.wakes.values().copied()).min()
+    /// When each held resource's retry falls due (those with a backoff).
+    pub fn dues(&self) -> impl Iterator<Item = (&ResourceId, Instant)> {
+        self.held
+            .iter()
+            .filter_map(|(id, held)| held.due.map(|due| (id, due)))
     }
 
-    /// Asks for a reconcile of `id` at `when` (replacing an earlier request for it).
-    pub fn wake_at(&mut self, id: ResourceId, when: Instant) {
-        self.wakes.insert(id, when);
+    /// The earliest retry still to come.
+    #[cfg(test)]
+    fn next_due(&self) -> Option<Instant> {
+        self.dues().map(|(_, due)| due).min()
     }
 
     pub fn is_held(&self, id: &ResourceId) -> bool {
@@ -135,8 +134,6 @@ impl Retries {
     }
 
     /// Forgets every hold (a new revision, or a person asked).
-    /// Wake-ups stay: a restart backoff still has to end, and nothing else brings the
-    /// controller back for it.
     pub fn clear(&mut self) {
         self.held.clear();
     }
@@ -147,15 +144,17 @@ impl Retries {
         self.held.retain(|_, held| held.due.is_some());
     }
 
-    /// Forgets the wake-ups due by `now`: the reconcile starting now serves them.
-    pub fn serve_wakes(&mut self, now: Instant) {
-        self.wakes.retain(|_, when| *when > now);
-    }
-
-    /// Records what a reconcile did: failures are held, successes released.
-    /// `random` gives the jitter, one value in `[0, 1)` per call.
+    /// Records what a reconcile did: failures are held, successes released; what it
+    /// left out (skipped, cancelled, or not in its report at all: a targeted reconcile)
+    /// keeps its hold. `random` gives the jitter, one value in `[0, 1)` per call.
     pub fn record(&mut self, report: &Report, now: Instant, mut random: impl FnMut() -> f64) {
-        let mut next: BTreeMap<ResourceId, Held> = BTreeMap::new();
+        let reported: BTreeSet<&ResourceId> = report.results.iter().map(|r| &r.id).collect();
+        let mut next: BTreeMap<ResourceId, Held> = self
+            .held
+            .iter()
+            .filter(|(id, _)| !reported.contains(id))
+            .map(|(id, held)| (id.clone(), held.clone()))
+            .collect();
         let was_failing = std::mem::take(&mut self.failing);
         for step in &report.results {
             match &step.result {
@@ -171,8 +170,8 @@ impl Retries {
         }
         for step in &report.results {
             match &step.result {
-                ResultKind::Failed(why) if step.action.is_change() => {
-                    let class = step.class.unwrap_or(FailureClass::Transient);
+                ResultKind::Failed(failure) if step.action.is_change() => {
+                    let (class, why) = (failure.class, &failure.message);
                     let attempts = self.held.get(&step.id).map_or(0, |h| h.attempts) + 1;
                     let due = (class == FailureClass::Transient)
                         .then(|| now + backoff(attempts, random()));
@@ -193,12 +192,7 @@ impl Retries {
                         },
                     );
                 }
-                ResultKind::Skipped(reason) if reason.starts_with(DEFERRED_PREFIX) => {
-                    if let Some(held) = self.held.remove(&step.id) {
-                        next.insert(step.id.clone(), held);
-                    }
-                }
-                ResultKind::Cancelled => {
+                ResultKind::Skipped(_) | ResultKind::Cancelled => {
                     if let Some(held) = self.held.remove(&step.id) {
                         next.insert(step.id.clone(), held);
                     }
@@ -210,9 +204,6 @@ impl Retries {
     }
 }
 
-/// How a [`crate::plan::SkipReason::Deferred`] reads in a report.
-const DEFERRED_PREFIX: &str = "deferred: ";
-
 /// Whole seconds, for messages.
 fn round(duration: Duration) -> Duration {
     Duration::from_secs(duration.as_secs_f64().ceil() as u64)
@@ -222,7 +213,7 @@ fn round(duration: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::contract::{Action, Change};
-    use crate::execute::StepResult;
+    use crate::execute::{Failure, StepResult};
     use crate::model::{Kind, Name};
     use crate::plan::SkipReason;
 
@@ -230,12 +221,19 @@ mod tests {
         ResourceId::new(Kind::Bridge, Name::parse(name).unwrap())
     }
 
+    /// A failed result, of the class `step` gives it.
+    fn failed(why: &str) -> ResultKind {
+        ResultKind::Failed(Failure::new(FailureClass::Transient, why))
+    }
+
     fn step(name: &str, result: ResultKind, class: Option<FailureClass>) -> StepResult {
-        let step = StepResult::new(&Change::new(id(name), Action::Create), result, 0.0);
-        match class {
-            Some(class) => step.with_class(class),
-            None => step,
-        }
+        let result = match (result, class) {
+            (ResultKind::Failed(failure), Some(class)) => {
+                ResultKind::Failed(Failure::new(class, failure.message))
+            }
+            (result, _) => result,
+        };
+        StepResult::new(&Change::new(id(name), Action::Create), result, 0.0)
     }
 
     fn report(results: Vec<StepResult>) -> Report {
@@ -260,10 +258,40 @@ mod tests {
         assert_eq!(backoff(u32::MAX, 1.0), BACKOFF_CAP);
     }
 
+    /// A targeted reconcile reports only its scope: the holds of everything else stand.
     #[test]
-    fn the_deferred_prefix_is_how_the_skip_reason_reads() {
-        let reason = SkipReason::Deferred { why: "x".into() }.to_string();
-        assert!(reason.starts_with(DEFERRED_PREFIX), "{reason}");
+    fn what_a_reconcile_left_out_keeps_its_hold() {
+        let now = Instant::now();
+        let mut retries = Retries::default();
+        retries.record(
+            &report(vec![step(
+                "flaky",
+                failed("busy"),
+                Some(FailureClass::Transient),
+            )]),
+            now,
+            || 0.0,
+        );
+        retries.record(
+            &report(vec![step("other", ResultKind::Applied, None)]),
+            now,
+            || 0.0,
+        );
+        assert!(retries.is_held(&id("flaky")), "not in the report");
+        retries.record(
+            &report(vec![step(
+                "flaky",
+                ResultKind::Skipped(SkipReason::OutsideTarget),
+                None,
+            )]),
+            now,
+            || 0.0,
+        );
+        assert!(retries.is_held(&id("flaky")), "outside the target");
+        assert_eq!(
+            retries.dues().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+            [id("flaky")]
+        );
     }
 
     #[test]
@@ -272,16 +300,8 @@ mod tests {
         let mut retries = Retries::default();
         retries.record(
             &report(vec![
-                step(
-                    "flaky",
-                    ResultKind::Failed("busy".into()),
-                    Some(FailureClass::Transient),
-                ),
-                step(
-                    "refused",
-                    ResultKind::Failed("no port".into()),
-                    Some(FailureClass::NeedsUser),
-                ),
+                step("flaky", failed("busy"), Some(FailureClass::Transient)),
+                step("refused", failed("no port"), Some(FailureClass::NeedsUser)),
                 step("fine", ResultKind::Applied, None),
             ]),
             now,
@@ -306,14 +326,12 @@ mod tests {
         // A second transient failure doubles the step.
         retries.record(
             &report(vec![
-                step(
-                    "flaky",
-                    ResultKind::Failed("busy".into()),
-                    Some(FailureClass::Transient),
-                ),
+                step("flaky", failed("busy"), Some(FailureClass::Transient)),
                 step(
                     "refused",
-                    ResultKind::Skipped("deferred: waiting".into()),
+                    ResultKind::Skipped(SkipReason::Deferred {
+                        why: "waiting".into(),
+                    }),
                     None,
                 ),
             ]),
@@ -344,13 +362,7 @@ mod tests {
     fn a_released_failure_is_still_a_retry_until_it_goes_through() {
         let now = Instant::now();
         let mut retries = Retries::default();
-        let failed = |class| {
-            report(vec![step(
-                "stuck",
-                ResultKind::Failed("no such image".into()),
-                Some(class),
-            )])
-        };
+        let failed = |class| report(vec![step("stuck", failed("no such image"), Some(class))]);
         retries.record(&failed(FailureClass::NeedsUser), now, || 0.0);
         retries.release_waiting();
         assert!(!retries.is_held(&id("stuck")));
@@ -373,44 +385,5 @@ mod tests {
         );
         assert!(!retries.is_retry(&id("stuck")));
         assert!(!retries.is_retry(&id("never-failed")));
-    }
-
-    #[test]
-    fn a_wake_up_falls_due_like_a_retry_without_holding_and_is_served_once() {
-        let now = Instant::now();
-        let mut retries = Retries::default();
-        retries.record(
-            &report(vec![step(
-                "flaky",
-                ResultKind::Failed("busy".into()),
-                Some(FailureClass::Transient),
-            )]),
-            now,
-            || 0.0,
-        );
-        let restart = now + Duration::from_secs(4);
-        retries.wake_at(id("web"), restart);
-        retries.wake_at(id("web"), now + Duration::from_millis(200));
-        assert_eq!(
-            retries.next_due(),
-            Some(now + Duration::from_millis(200)),
-            "the later request replaces the earlier, and the earliest of all comes first"
-        );
-        assert!(!retries.is_held(&id("web")), "a wake-up holds nothing back");
-        assert!(!retries.held(now).contains_key(&id("web")));
-        // A reconcile before it is due keeps it; one after serves it, whatever its
-        // outcome (a reconcile that could not apply at all backs off on its own).
-        retries.serve_wakes(now);
-        retries.record(&report(Vec::new()), now, || 0.0);
-        assert_eq!(retries.next_due(), Some(now + Duration::from_millis(200)));
-        retries.serve_wakes(now + Duration::from_secs(1));
-        assert_eq!(retries.next_due(), None);
-        retries.wake_at(id("web"), restart);
-        retries.clear();
-        assert_eq!(
-            retries.next_due(),
-            Some(restart),
-            "a sync forgets holds, not a restart's backoff"
-        );
     }
 }

@@ -2,8 +2,8 @@
 //! runs): the source, the revision applied and the one rejected, the last reconcile, and
 //! every resource with the store's status and its retry. A snapshot, replaced after each
 //! reconcile, so a status request never waits for one or touches the host. Containers
-//! also carry how they are doing now (`live`), which the container watch
-//! ([`super::supervision`]) updates between reconciles.
+//! also carry how they are doing now (`live`), which the container driver's watch
+//! updates between reconciles ([`crate::contract::HostEvent::Live`]).
 
 use std::collections::BTreeMap;
 

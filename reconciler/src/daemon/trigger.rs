@@ -1,12 +1,11 @@
-//! Why the controller should reconcile, collected until it does.
+//! Why the controller should reconcile, as other tasks tell the loop, and the reasons a
+//! reconcile ran for.
 //!
-//! Triggers arrive from the source (a file event, a poll), the resync timer, a retry
-//! falling due, a container that died and that its `restartPolicy` restarts
-//! ([`super::supervision`]), the API (`gitvisor sync`) and SIGHUP. Each sets a flag and wakes the loop;
-//! the loop takes every flag set so far at once, so a burst of triggers (a `git checkout`
-//! touching fifty files, a sync during a resync) collapses into one reconcile, and only
-//! one reconcile ever runs at a time. A `sync` request also leaves a reply channel, which
-//! the reconcile that takes it answers.
+//! Triggers arrive from tasks outside the loop: the directory watch (a file event), the
+//! API (`gitvisor sync`) and SIGHUP. Each sets a flag and wakes the loop, which turns
+//! what it takes into entries of its one queue ([`super::scheduler`]), where timers,
+//! retries, restart backoffs and drivers' watches wait too. A `sync` request also
+//! leaves a reply channel, which the reconcile that serves it answers.
 
 use std::sync::Mutex;
 
@@ -29,11 +28,32 @@ pub struct Reasons {
     pub request: bool,
     /// SIGHUP: as a request.
     pub reload: bool,
+    /// A driver's watch said a resource may have changed.
+    pub watch: bool,
 }
 
 impl Reasons {
     pub fn any(&self) -> bool {
-        self.source || self.resync || self.retry || self.container || self.request || self.reload
+        self.source
+            || self.resync
+            || self.retry
+            || self.container
+            || self.request
+            || self.reload
+            || self.watch
+    }
+
+    /// Both sets of reasons.
+    pub fn with(self, other: Reasons) -> Reasons {
+        Reasons {
+            source: self.source || other.source,
+            resync: self.resync || other.resync,
+            retry: self.retry || other.retry,
+            container: self.container || other.container,
+            request: self.request || other.request,
+            reload: self.reload || other.reload,
+            watch: self.watch || other.watch,
+        }
     }
 
     /// Whether a person asked for this reconcile (holds are forgotten).
@@ -50,6 +70,7 @@ impl Reasons {
             (self.container, "container"),
             (self.request, "sync"),
             (self.reload, "reload"),
+            (self.watch, "watch"),
         ];
         let words: Vec<&str> = names
             .iter()
@@ -69,8 +90,6 @@ impl Reasons {
 pub enum Trigger {
     Source,
     Resync,
-    Retry,
-    Container,
     Reload,
 }
 
@@ -110,8 +129,6 @@ impl Triggers {
         self.update(|pending| match trigger {
             Trigger::Source => pending.reasons.source = true,
             Trigger::Resync => pending.reasons.resync = true,
-            Trigger::Retry => pending.reasons.retry = true,
-            Trigger::Container => pending.reasons.container = true,
             Trigger::Reload => pending.reasons.reload = true,
         });
         if trigger == Trigger::Source {

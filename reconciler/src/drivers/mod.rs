@@ -32,6 +32,6 @@ pub use crate::contract::{
 };
 pub use extras::{Collected, Console, ExecRequest, ExtraError, Helper, Prepared};
 pub use registry::{
-    HostSettings, KindAnnotation, Registration, by_policy, connect_all, registry, status_tables,
+    HostSettings, KindAnnotation, Registration, connect_all, registry, status_tables,
 };
 pub use status_table::{Rows, StatusTable, TableError};

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 
 use super::{Collected, Console, ExecRequest, ExtraError, Helper, Prepared, StatusTable};
 use super::{container, network, vm, volume};
-use crate::contract::{Change, Driver, DriverError, Drivers};
+use crate::contract::{Driver, DriverError, Drivers};
 use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::{Kind, Name, OVERCOMMIT_ANNOTATION};
 
@@ -50,10 +50,6 @@ pub struct Registration {
     /// What the kind adds to the host's status beyond each resource's state (`gitvisor
     /// status`, the controller's `GET /v1/status`): the DHCP leases of the bridges.
     pub status_tables: &'static [StatusTable],
-    /// Whether a planned change of this kind is the kind's own policy at work, not a
-    /// repair of drift someone made (a container's `restartPolicy` starting its ended
-    /// process again); the controller counts only the others as drift repaired.
-    pub by_policy: fn(&Change) -> bool,
     /// The kind's housekeeping, which the controller runs once an hour when `gitvisor
     /// run --image-gc-after` gives a grace period: what no resource has used for that long
     /// is removed (the container image store). Starts its work on a blocking thread and
@@ -92,11 +88,6 @@ pub type ExecHook = for<'a> fn(
     &'a ExecRequest,
 ) -> BoxFuture<'a, Result<Prepared, ExtraError>>;
 
-/// A `by_policy` for a kind with no policy of its own that changes the host.
-fn never_by_policy(_: &Change) -> bool {
-    false
-}
-
 /// An annotation of one kind: its key, and what it is about (`a guest's memory`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindAnnotation {
@@ -116,7 +107,6 @@ pub(super) const REGISTRY: &[Registration] = &[
         check_revision: network::validate::check_revision,
         annotations: &[],
         status_tables: &[network::LEASES_TABLE],
-        by_policy: never_by_policy,
         maintenance: None,
         collect: None,
         logs: None,
@@ -134,7 +124,6 @@ pub(super) const REGISTRY: &[Registration] = &[
             about: "a guest's memory",
         }],
         status_tables: &[],
-        by_policy: never_by_policy,
         maintenance: None,
         collect: None,
         logs: None,
@@ -149,7 +138,6 @@ pub(super) const REGISTRY: &[Registration] = &[
         check_revision: no_revision_rules,
         annotations: &[],
         status_tables: &[],
-        by_policy: never_by_policy,
         maintenance: None,
         collect: None,
         logs: None,
@@ -164,7 +152,6 @@ pub(super) const REGISTRY: &[Registration] = &[
         check_revision: no_revision_rules,
         annotations: &[],
         status_tables: &[],
-        by_policy: container::restarts_a_dead_container,
         maintenance: Some(container::collect_images),
         collect: Some(container::collect_now),
         logs: Some(container::logs::print_logs),
@@ -182,14 +169,6 @@ pub fn registry() -> &'static [Registration] {
     REGISTRY
 }
 
-/// Whether `change` is its kind's own policy at work, not a repair of drift
-/// ([`Registration::by_policy`]).
-pub fn by_policy(change: &Change) -> bool {
-    REGISTRY
-        .iter()
-        .find(|registration| registration.kind == change.id.kind)
-        .is_some_and(|registration| (registration.by_policy)(change))
-}
 
 /// Every status table of this build's kinds, in registry order.
 pub fn status_tables() -> impl Iterator<Item = &'static StatusTable> {
@@ -246,8 +225,7 @@ mod tests {
                 check_revision: no_revision_rules,
                 annotations: &[],
                 status_tables: &[],
-                by_policy: never_by_policy,
-                maintenance: None,
+                        maintenance: None,
                 collect: None,
                 logs: None,
                 console: None,
@@ -261,8 +239,7 @@ mod tests {
                 check_revision: network::validate::check_revision,
                 annotations: &[],
                 status_tables: &[],
-                by_policy: never_by_policy,
-                maintenance: None,
+                        maintenance: None,
                 collect: None,
                 logs: None,
                 console: None,
@@ -276,8 +253,7 @@ mod tests {
                 check_revision: no_revision_rules,
                 annotations: &[],
                 status_tables: &[],
-                by_policy: never_by_policy,
-                maintenance: None,
+                        maintenance: None,
                 collect: None,
                 logs: None,
                 console: None,

@@ -46,7 +46,7 @@ use tracing::Instrument;
 
 use crate::contract::panic;
 pub use options::ExecuteOptions;
-pub use outcome::{Report, ResultKind, StepResult};
+pub use outcome::{Failure, Report, ResultKind, StepResult};
 pub use progress::{Progress, RunEvent, silent};
 pub use record::{record_intents, record_intents_async, record_report, record_report_async};
 pub use restart::RestartResult;
@@ -55,7 +55,7 @@ pub use shutdown::cancel_on_shutdown_signals;
 use crate::contract::{Action, Change, Drivers, FailureClass, Interrupted, StepContext, chain};
 use crate::graph::DependencyGraph;
 use crate::model::ResourceId;
-use crate::plan::{Plan, SkipReason};
+use crate::plan::Plan;
 
 /// Default bound on concurrent driver calls.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -91,13 +91,11 @@ pub async fn execute_with(
         .skipped
         .iter()
         .map(|skipped| {
-            let mut step = StepResult::new(
+            StepResult::new(
                 &skipped.change,
-                ResultKind::Skipped(skipped.reason.to_string()),
+                ResultKind::Skipped(skipped.reason.clone()),
                 0.0,
-            );
-            step.deferred = matches!(skipped.reason, SkipReason::Deferred { .. });
-            step
+            )
         })
         .collect();
     events(RunEvent::Started { plan });
@@ -114,8 +112,11 @@ pub async fn execute_with(
                 } else {
                     FailureClass::NeedsUser
                 };
-                results
-                    .push(StepResult::new(change, ResultKind::Failed(why), 0.0).with_class(class));
+                results.push(StepResult::new(
+                    change,
+                    ResultKind::Failed(Failure::new(class, why)),
+                    0.0,
+                ));
             }
             Action::NoOp => results.push(StepResult::new(change, ResultKind::Unchanged, 0.0)),
             _ => {}
@@ -311,13 +312,12 @@ fn prepare(
 /// came to: its result becomes that failure (so its status and the report say so).
 fn fail_restarted(results: &mut [StepResult], restarts: &[RestartResult]) {
     for restart in restarts {
-        let ResultKind::Failed(why) = &restart.result else {
+        let ResultKind::Failed(failure) = &restart.result else {
             continue;
         };
         for step in results.iter_mut().filter(|s| s.id == restart.id) {
             if step.ok() || step.skipped() {
-                step.result = ResultKind::Failed(why.clone());
-                step.class = restart.class;
+                step.fail(failure.clone());
             }
         }
     }
@@ -373,42 +373,34 @@ async fn collect(tasks: Vec<Task>, results: &mut Vec<StepResult>) {
                     change.id
                 );
                 tracing::error!(id = %change.id, error = %why, "executor task failed");
-                results.push(
-                    StepResult::new(&change, ResultKind::Failed(why), 0.0)
-                        .with_class(FailureClass::Bug),
-                );
+                results.push(StepResult::new(
+                    &change,
+                    ResultKind::Failed(Failure::new(FailureClass::Bug, why)),
+                    0.0,
+                ));
             }
         }
     }
 }
 
-/// What one step came to, and the class of its failure.
+/// What one step came to.
 struct Ran {
     result: ResultKind,
-    class: Option<FailureClass>,
 }
 
 impl Ran {
     fn new(result: ResultKind) -> Self {
-        Ran {
-            result,
-            class: None,
-        }
+        Ran { result }
     }
 
     fn failed(why: String, class: FailureClass) -> Self {
         Ran {
-            result: ResultKind::Failed(why),
-            class: Some(class),
+            result: ResultKind::Failed(Failure::new(class, why)),
         }
     }
 
     fn finish(self, change: &Change, started: Instant) -> StepResult {
-        let step = StepResult::new(change, self.result, started.elapsed().as_secs_f64());
-        match self.class {
-            Some(class) => step.with_class(class),
-            None => step,
-        }
+        StepResult::new(change, self.result, started.elapsed().as_secs_f64())
     }
 }
 
@@ -458,9 +450,9 @@ async fn run_change(
             Ran::new(ResultKind::Cancelled)
         }
         Ok(Ok(Err(err))) => {
-            let why = err.chain();
-            tracing::info!(error = %why, class = %err.class(), "failed");
-            Ran::failed(why, err.class())
+            let failure = Failure::of(&err);
+            tracing::info!(error = %failure, class = %failure.class, "failed");
+            Ran::new(ResultKind::Failed(failure))
         }
         Err(_) => {
             let why = chain(&Interrupted::DeadlineExceeded { budget });

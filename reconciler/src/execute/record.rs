@@ -225,11 +225,14 @@ mod tests {
         StepResult {
             id: id(name),
             action,
+            deferred: matches!(
+                result,
+                ResultKind::Skipped(crate::plan::SkipReason::Deferred { .. })
+            ),
             result,
             seconds: 0.0,
             spec_hash: Some(format!("hash-{name}")),
             class: None,
-            deferred: false,
         }
     }
 
@@ -291,7 +294,10 @@ mod tests {
                 step(
                     "Bridge/br2",
                     Action::Create,
-                    ResultKind::Failed("refused".into()),
+                    ResultKind::Failed(crate::execute::Failure::new(
+                        crate::contract::FailureClass::NeedsUser,
+                        "refused",
+                    )),
                 ),
             ],
             seconds: 0.1,
@@ -326,12 +332,14 @@ mod tests {
     fn a_revision_with_a_change_held_back_is_not_converged() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_after_r1(dir.path());
-        let mut held = step(
+        let held = step(
             "Bridge/br1",
             Action::Update,
-            ResultKind::Skipped("deferred: retrying in 4 s".into()),
+            ResultKind::Skipped(crate::plan::SkipReason::Deferred {
+                why: "retrying in 4 s".into(),
+            }),
         );
-        held.deferred = true;
+        assert!(held.deferred, "a deferred skip is deferred");
         let report = Report {
             revision: "r2".into(),
             results: vec![
@@ -391,7 +399,10 @@ mod tests {
                 step(
                     "Bridge/br0",
                     Action::Update,
-                    ResultKind::Failed("refused".into()),
+                    ResultKind::Failed(crate::execute::Failure::new(
+                        crate::contract::FailureClass::NeedsUser,
+                        "refused",
+                    )),
                 ),
                 step(
                     "Bridge/br1",
@@ -402,7 +413,10 @@ mod tests {
                 step(
                     "Bridge/br3",
                     Action::Conflict,
-                    ResultKind::Failed("not ours".into()),
+                    ResultKind::Failed(crate::execute::Failure::new(
+                        crate::contract::FailureClass::NeedsUser,
+                        "not ours",
+                    )),
                 ),
             ],
             seconds: 0.1,

@@ -222,7 +222,10 @@ impl Holds {
             .map(|(id, held)| {
                 let seconds = held.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
                 let (result, class) = match &held.failure {
-                    Some((why, class)) => (ResultKind::Failed(why.clone()), Some(*class)),
+                    Some((why, class)) => (
+                        ResultKind::Failed(super::Failure::new(*class, why.clone())),
+                        Some(*class),
+                    ),
                     None => (ResultKind::Applied, None),
                 };
                 RestartResult {

@@ -103,6 +103,11 @@ impl Reconciler {
         &self.options
     }
 
+    /// The drivers it holds (the controller starts their watches).
+    pub fn drivers(&self) -> &Drivers {
+        &self.drivers
+    }
+
     /// Reads and validates the manifests of `source` for this host.
     pub fn load(&self, source: &Source) -> Result<Revision, RevisionErrors> {
         load(source, &self.options.host)

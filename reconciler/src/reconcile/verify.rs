@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::contract::FailureClass;
 use crate::drivers::DriverError;
-use crate::execute::{Report, ResultKind};
+use crate::execute::{Failure, Report, ResultKind};
 use crate::model::ResourceId;
 use crate::plan::{Action, Change, Plan, PlanPanicked};
 
@@ -29,7 +29,7 @@ pub fn verify(report: &mut Report, observed: Result<Plan, DriverError>) {
             let why = format!("cannot observe the host to confirm the change: {err}");
             for step in &mut report.results {
                 if step.result == ResultKind::Applied {
-                    step.result = ResultKind::Failed(why.clone());
+                    step.fail(Failure::new(FailureClass::Transient, why.clone()));
                 }
             }
             return;
@@ -42,13 +42,15 @@ pub fn verify(report: &mut Report, observed: Result<Plan, DriverError>) {
         }
         let remaining = now.get(&step.id).copied();
         if let Some(panicked) = remaining.and_then(|c| c.observed_as::<PlanPanicked>()) {
-            step.result = ResultKind::Failed(format!(
-                "cannot confirm the change: the {} driver panicked while observing the host \
-                 again after the apply: {}; this is a gitvisor bug (please report it with the \
-                 log); the next run looks again",
-                step.id.kind, panicked.message
+            step.fail(Failure::new(
+                FailureClass::Bug,
+                format!(
+                    "cannot confirm the change: the {} driver panicked while observing the host \
+                     again after the apply: {}; this is a gitvisor bug (please report it with the \
+                     log); the next run looks again",
+                    step.id.kind, panicked.message
+                ),
             ));
-            step.class = Some(FailureClass::Bug);
             continue;
         }
         let mismatch = match step.action {
@@ -62,7 +64,10 @@ pub fn verify(report: &mut Report, observed: Result<Plan, DriverError>) {
             },
         };
         if let Some(what) = mismatch {
-            step.result = ResultKind::Failed(format!("host does not match after apply: {what}"));
+            step.fail(Failure::new(
+                FailureClass::Transient,
+                format!("host does not match after apply: {what}"),
+            ));
         }
     }
 }
@@ -142,7 +147,11 @@ mod tests {
             ("gone", Action::Create, ResultKind::Applied),
             ("deleted", Action::Delete, ResultKind::Applied),
             ("undead", Action::Delete, ResultKind::Applied),
-            ("failed", Action::Update, ResultKind::Failed("boom".into())),
+            (
+                "failed",
+                Action::Update,
+                ResultKind::Failed(Failure::new(FailureClass::Transient, "boom")),
+            ),
         ]);
         let again = observed(vec![
             Change::new(id("same"), Action::NoOp),
@@ -169,25 +178,30 @@ mod tests {
         assert_eq!(result("deleted"), ResultKind::Applied);
         assert_eq!(
             result("merged"),
-            ResultKind::Failed(
+            ResultKind::Failed(Failure::new(
+                FailureClass::Transient,
                 "host does not match after apply: addresses is [\"fd00::1/64\"] on the host, \
                  declared [\"fd00::1/64\",\"fd00::1/48\"]"
-                    .into()
-            )
+            ))
         );
         assert_eq!(
             result("gone"),
-            ResultKind::Failed(
-                "host does not match after apply: the object is not on the host".into()
-            )
+            ResultKind::Failed(Failure::new(
+                FailureClass::Transient,
+                "host does not match after apply: the object is not on the host"
+            ))
         );
         assert_eq!(
             result("undead"),
-            ResultKind::Failed(
-                "host does not match after apply: the object is still on the host".into()
-            )
+            ResultKind::Failed(Failure::new(
+                FailureClass::Transient,
+                "host does not match after apply: the object is still on the host"
+            ))
         );
-        assert_eq!(result("failed"), ResultKind::Failed("boom".into()));
+        assert_eq!(
+            result("failed"),
+            ResultKind::Failed(Failure::new(FailureClass::Transient, "boom"))
+        );
         assert!(!report.converged());
     }
 
@@ -203,7 +217,7 @@ mod tests {
         );
         verify(&mut report, Err(err));
         assert!(
-            matches!(&report.results[0].result, ResultKind::Failed(why) if why.contains("netlink dump failed"))
+            matches!(&report.results[0].result, ResultKind::Failed(Failure { message: why, .. }) if why.contains("netlink dump failed"))
         );
         assert_eq!(report.results[1].result, ResultKind::Unchanged);
     }

@@ -40,10 +40,11 @@
 //! 2. **apply** ([`apply`]): the work in order, as requests to the host, checking the
 //!    step's context before each.
 //!
-//! Between runs, the controller watches the containers ([`watch`]): health verdicts,
-//! exits, restarts and lost supervisors become events ([`supervision`]), and a dead
-//! container that its `restartPolicy` restarts gets a reconcile at once (or when its
-//! backoff ends) instead of at the next resync.
+//! Between runs, the driver's watch ([`Driver::watch`], [`controller_watch`] on
+//! [`watch`]) follows the containers for the controller: health verdicts, exits,
+//! restarts and lost supervisors become events ([`supervision`]), and a dead container
+//! that its `restartPolicy` restarts gets a reconcile at once (or when its backoff
+//! ends) instead of at the next resync.
 //!
 //! # Seam
 //!
@@ -55,6 +56,7 @@ mod apply;
 pub mod bundle;
 mod cgroup;
 mod config;
+mod controller_watch;
 mod diff;
 mod drift;
 mod error;
@@ -83,18 +85,20 @@ mod vlan_tests;
 pub mod watch;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use crate::contract::{
-    Action, Change, ContractViolation, Driver, DriverError, PlanContext, StepContext,
+    Action, Change, ContractViolation, Driver, DriverError, FailureClass, PlanContext, StepContext,
+    WatchSink, Watching,
 };
 use crate::model::{Kind, Resource, Spec};
 
 pub(crate) use diff::describe as live_note;
-pub(crate) use diff::restarts_a_dead_container;
+use diff::restarts_a_dead_container;
 pub use error::ContainerError;
 pub use fake::FakeHost;
 pub use host::RuncHost;
@@ -109,6 +113,13 @@ pub const STEP_BUDGET: Duration = Duration::from_secs(15 * 60);
 #[derive(Clone)]
 pub struct ContainerDriver {
     host: Arc<dyn ContainerHost>,
+    /// Where runc's containers live, for the controller's watch; `None` (a fake
+    /// host): not watched.
+    watched_dirs: Option<(PathBuf, PathBuf)>,
+    /// How the last plan was handed the containers, for the watch's restart decisions.
+    declared: controller_watch::Declared,
+    /// Asks the watch for a look after an apply, once it runs.
+    poke: Arc<OnceLock<watch::Poke>>,
 }
 
 impl std::fmt::Debug for ContainerDriver {
@@ -119,7 +130,12 @@ impl std::fmt::Debug for ContainerDriver {
 
 impl ContainerDriver {
     pub fn new(host: Arc<dyn ContainerHost>) -> Self {
-        ContainerDriver { host }
+        ContainerDriver {
+            host,
+            watched_dirs: None,
+            declared: controller_watch::Declared::default(),
+            poke: Arc::new(OnceLock::new()),
+        }
     }
 
     /// The registry's constructor: runc under `<run-dir>/runc`, the image store under
@@ -129,7 +145,9 @@ impl ContainerDriver {
         settings: &crate::drivers::HostSettings,
     ) -> Result<Box<dyn Driver>, DriverError> {
         let host = RuncHost::new(&settings.run_dir, &settings.state_dir);
-        Ok(Box::new(ContainerDriver::new(Arc::new(host))))
+        let mut driver = ContainerDriver::new(Arc::new(host));
+        driver.watched_dirs = Some((settings.run_dir.clone(), settings.state_dir.clone()));
+        Ok(Box::new(driver))
     }
 }
 
@@ -188,6 +206,23 @@ impl Driver for ContainerDriver {
                 .await
                 .map_err(|cause| ContainerError::Observe { cause })?
         };
+        self.declared.set(
+            desired
+                .iter()
+                .filter_map(|resource| match &resource.spec {
+                    Spec::Container(spec) => Some((
+                        resource.metadata.name.as_str().to_owned(),
+                        (spec.state, spec.restart_policy),
+                    )),
+                    _ => None,
+                })
+                .collect(),
+        );
+        // The watch looks again after every plan: a restart whose backoff the plan found
+        // not quite over (its reconcile came a moment early) is asked for again.
+        if let Some(poke) = self.poke.get() {
+            poke.poke();
+        }
         let now = SystemTime::now();
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
@@ -222,11 +257,38 @@ impl Driver for ContainerDriver {
     }
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
-        Ok(apply::apply(self.host.as_ref(), change, step).await?)
+        let applied = apply::apply(self.host.as_ref(), change, step).await;
+        // The apply may have started, stopped or replaced a container: the watch looks.
+        if let Some(poke) = self.poke.get() {
+            poke.poke();
+        }
+        Ok(applied?)
     }
 
     fn step_budget(&self, _change: &Change) -> Duration {
         STEP_BUDGET
+    }
+
+    fn is_policy_at_work(&self, change: &Change) -> bool {
+        restarts_a_dead_container(change)
+    }
+
+    /// inotify on the supervisors' records and pidfds on the processes
+    /// ([`controller_watch`]).
+    fn watch(&self, sink: WatchSink) -> Result<Watching, DriverError> {
+        let Some((run_dir, state_dir)) = &self.watched_dirs else {
+            return Ok(Watching::NotWatched {
+                why: "this container host has no supervisors to watch".into(),
+            });
+        };
+        let (handle, poke) =
+            controller_watch::start(run_dir, state_dir, self.declared.clone(), sink)
+                .map_err(|error| DriverError::new(FailureClass::NeedsUser, error))?;
+        let _ = self.poke.set(poke);
+        Ok(Watching::Announced {
+            what: "inotify on the supervisors' records, pidfds on the containers' and supervisors' processes".into(),
+            handle,
+        })
     }
 }
 
@@ -581,17 +643,17 @@ mod tests {
             "{:?}",
             change.reasons
         );
-        // The controller tells this from drift (through the registration); a pause by
+        // The controller tells this from drift (`Driver::is_policy_at_work`); a pause by
         // hand is drift.
         assert!(restarts_a_dead_container(&change));
-        assert!(crate::drivers::by_policy(&change));
+        assert!(driver.is_policy_at_work(&change));
         let mut paused = fake.container("web").unwrap();
         paused.status = RuntimeStatus::Paused;
         fake.insert(paused);
         let unpause = plan_one(&driver, &always, &["web"]).await;
         assert_eq!(unpause.action, Action::Update);
         assert!(!restarts_a_dead_container(&unpause));
-        assert!(!crate::drivers::by_policy(&unpause));
+        assert!(!driver.is_policy_at_work(&unpause));
         fake.exit("web", 1, SystemTime::now() - Duration::from_secs(60));
         apply(&driver, &change).await;
         assert_eq!(

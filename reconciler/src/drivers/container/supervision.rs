@@ -9,8 +9,9 @@
 //! code, and not first as "exit unknown". When the supervisor is gone too, nobody will
 //! record it, and the death is reported without a code.
 //!
-//! The controller ([`crate::daemon`]) turns transitions into events and, for a dead
-//! container, asks [`restart`](super::restart) what its `restartPolicy` says.
+//! The driver's watch ([`controller_watch`](super::controller_watch)) turns transitions
+//! into events for the controller and, for a dead container, asks
+//! [`restart`](super::restart) what its `restartPolicy` says.
 
 use std::fmt;
 

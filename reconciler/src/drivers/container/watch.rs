@@ -90,6 +90,16 @@ enum Role {
     Supervisor,
 }
 
+/// Asks a [`SupervisorWatch`] for a look ([`SupervisorWatch::poke_handle`]).
+#[derive(Debug, Clone)]
+pub struct Poke(mpsc::UnboundedSender<Wake>);
+
+impl Poke {
+    pub fn poke(&self) {
+        let _ = self.0.send(Wake::Any);
+    }
+}
+
 pub struct SupervisorWatch {
     host: RuncHost,
     run_dir: PathBuf,
@@ -222,6 +232,12 @@ impl SupervisorWatch {
     /// Asks for a look at the next [`SupervisorWatch::changed`] (after a reconcile, say).
     pub fn poke(&self) {
         let _ = self.wake.send(Wake::Any);
+    }
+
+    /// A handle that asks for a look, for whoever changes containers (the driver's
+    /// apply) while the watch runs elsewhere.
+    pub fn poke_handle(&self) -> Poke {
+        Poke(self.wake.clone())
     }
 
     /// Lists every container (one `runc list`), renews the watches and the pidfd waits,
