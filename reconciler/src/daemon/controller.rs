@@ -226,6 +226,7 @@ impl Controller {
                 || reasons.resync
                 || reasons.retry
                 || reasons.container
+                || reasons.host
                 || reasons.asked()
                 || due);
         let run = match (self.current.take(), apply) {

@@ -13,7 +13,13 @@
 //!    ([`supervision`]): health verdicts, exits and restarts become events, and a dead
 //!    container its `restartPolicy` restarts becomes a `container` trigger (or a wake-up
 //!    when its backoff ends).
-//! 4. The loop: one reconcile at a time ([`controller`]), each taking every trigger
+//! 4. The drivers' watches ([`watches`]): what the host announces (netlink links and
+//!    addresses, nftables, a VM's process exiting) becomes a `host` trigger, one per
+//!    burst (quiet for 30 ms, at most 200 ms), so drift is repaired within a second
+//!    rather than at the resync. While a driver watches, its plans reuse its last
+//!    observation until it hears of a change ([`crate::contract::cache`]); the resync
+//!    and a `sync` make every driver observe again.
+//! 5. The loop: one reconcile at a time ([`controller`]), each taking every trigger
 //!    gathered while the previous one ran. A directory's burst of file events is
 //!    debounced first (quiet for 100 ms, at most 500 ms), so a save is applied well
 //!    within a second. `READY=1` goes to systemd after the first reconcile attempt,
@@ -34,6 +40,7 @@ pub mod shared;
 pub mod status;
 pub mod supervision;
 pub mod trigger;
+pub mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +67,11 @@ pub const DEFAULT_POLL: Duration = Duration::from_secs(60);
 const DEBOUNCE_QUIET: Duration = Duration::from_millis(100);
 /// …or this long after it started, whichever comes first.
 const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+/// A burst of host events (a bridge deleted: its link, its addresses, its rules) ends
+/// after this much quiet…
+const HOST_QUIET: Duration = Duration::from_millis(30);
+/// …or this long after it started.
+const HOST_MAX: Duration = Duration::from_millis(200);
 /// How many of the store's events seed the event log.
 const SEED_EVENTS: usize = 100;
 
@@ -142,6 +154,17 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         });
     }
 
+    // The drivers' watches: a change the host announces fires a reconcile at once.
+    let (watching, host_events) = watches::start(reconciler.drivers());
+    shared.with_status(|s| {
+        s.watching = watching
+            .describe()
+            .into_iter()
+            .map(|(kind, line)| (kind.to_string(), line))
+            .collect()
+    });
+    tokio::spawn(forward_host_events(host_events, shared.clone()));
+
     let mut supervision = supervision::Supervision::start(&settings.run_dir, &settings.state_dir);
     let dir_source = matches!(options.origin, Origin::Dir(_));
     let mut controller = Controller::new(reconciler, options.origin, shared.clone());
@@ -178,6 +201,10 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         let (reasons, replies) = shared.triggers.take();
         if ready && !reasons.any() {
             continue;
+        }
+        if reasons.resync || reasons.asked() {
+            // The resync looks again at what no watch announces: no cached observation.
+            crate::contract::cache::expire_all();
         }
         let outcome = controller.reconcile(reasons, &cancel).await;
         for reply in replies {
@@ -231,6 +258,30 @@ fn collect_images(run_dir: &std::path::Path, state_dir: &std::path::Path, grace:
             }
         },
     );
+}
+
+/// Turns the watches' events into `host` triggers, one per burst (see [`HOST_QUIET`]).
+/// Today's loop reconciles the whole revision for any of them; the event names what
+/// changed for the log.
+async fn forward_host_events(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<crate::contract::HostEvent>,
+    shared: Arc<Shared>,
+) {
+    while let Some(first) = events.recv().await {
+        tracing::debug!("host: {first}");
+        let deadline = Instant::now() + HOST_MAX;
+        loop {
+            tokio::select! {
+                next = events.recv() => match next {
+                    Some(event) => tracing::debug!("host: {event}"),
+                    None => break,
+                },
+                _ = tokio::time::sleep(HOST_QUIET) => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        shared.triggers.fire(Trigger::Host);
+    }
 }
 
 /// Whether a source trigger is waiting (to debounce it).

@@ -25,6 +25,8 @@ pub struct Reasons {
     pub retry: bool,
     /// A container died and its `restartPolicy` restarts it now.
     pub container: bool,
+    /// A driver's watch heard the host announce a change (`daemon/watches.rs`).
+    pub host: bool,
     /// Someone asked (`gitvisor sync`): fetch, forget every hold, apply.
     pub request: bool,
     /// SIGHUP: as a request.
@@ -33,7 +35,13 @@ pub struct Reasons {
 
 impl Reasons {
     pub fn any(&self) -> bool {
-        self.source || self.resync || self.retry || self.container || self.request || self.reload
+        self.source
+            || self.resync
+            || self.retry
+            || self.container
+            || self.host
+            || self.request
+            || self.reload
     }
 
     /// Whether a person asked for this reconcile (holds are forgotten).
@@ -48,6 +56,7 @@ impl Reasons {
             (self.resync, "resync"),
             (self.retry, "retry"),
             (self.container, "container"),
+            (self.host, "host"),
             (self.request, "sync"),
             (self.reload, "reload"),
         ];
@@ -71,6 +80,8 @@ pub enum Trigger {
     Resync,
     Retry,
     Container,
+    /// A watch's event (debounced).
+    Host,
     Reload,
 }
 
@@ -112,6 +123,7 @@ impl Triggers {
             Trigger::Resync => pending.reasons.resync = true,
             Trigger::Retry => pending.reasons.retry = true,
             Trigger::Container => pending.reasons.container = true,
+            Trigger::Host => pending.reasons.host = true,
             Trigger::Reload => pending.reasons.reload = true,
         });
         if trigger == Trigger::Source {

@@ -103,6 +103,12 @@ impl Reconciler {
         &self.options
     }
 
+    /// The drivers this reconciler plans and applies with (the controller starts their
+    /// watches).
+    pub fn drivers(&self) -> &Drivers {
+        &self.drivers
+    }
+
     /// Reads and validates the manifests of `source` for this host.
     pub fn load(&self, source: &Source) -> Result<Revision, RevisionErrors> {
         load(source, &self.options.host)

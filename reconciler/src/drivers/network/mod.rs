@@ -83,6 +83,7 @@ pub mod probe;
 pub mod publish;
 mod rules;
 pub mod seam;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -90,8 +91,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::contract::cache::Invalidate;
 use crate::contract::{
-    Action, Change, ContractViolation, Driver, DriverError, PlanContext, StepContext,
+    Action, Change, ContractViolation, Driver, DriverError, ObservationCache, PlanContext,
+    StepContext, WatchSink, Watching,
 };
 use crate::drivers::bridge::BridgeDriver;
 use crate::model::{Kind, Resource, Spec};
@@ -132,6 +135,9 @@ pub struct ManagedBridgeDriver {
     network: Arc<dyn NetworkSeam>,
     dir: PathBuf,
     instance: Instance,
+    /// The last network observation, reused while the watch (`watch.rs`) heard of no
+    /// change and no apply ran since ([`ObservationCache`]).
+    cache: Arc<ObservationCache<NetworkState>>,
 }
 
 impl std::fmt::Debug for ManagedBridgeDriver {
@@ -156,6 +162,7 @@ impl ManagedBridgeDriver {
             network,
             dir: network_dir,
             instance,
+            cache: Arc::new(ObservationCache::new()),
         }
     }
 
@@ -234,10 +241,13 @@ impl Driver for ManagedBridgeDriver {
         desired: &[Arc<Resource>],
         context: &PlanContext,
     ) -> Result<Vec<Change>, DriverError> {
-        let (links, host) =
-            futures::join!(self.links.plan(desired, context), self.network.observe());
+        let (links, host) = futures::join!(
+            self.links.plan(desired, context),
+            self.cache.get_or_observe(|| self.network.observe())
+        );
         let links = links?;
         let host = host.map_err(|cause| NetworkError::Observe { cause })?;
+        let host = host.as_ref();
 
         let mut networks = BTreeMap::new();
         for resource in desired {
@@ -287,7 +297,7 @@ impl Driver for ManagedBridgeDriver {
                 .filter_map(|n| n.uplink_forwarding.clone())
                 .collect(),
             &bridges,
-            &host,
+            host,
         );
         let foreign_table = matches!(&host.table, TableObservation::Present(t) if !t.marked);
 
@@ -312,7 +322,7 @@ impl Driver for ManagedBridgeDriver {
                 }
                 _ => {
                     let taken = network
-                        .map(|n| taken_ports(n, &networks, &host, context))
+                        .map(|n| taken_ports(n, &networks, host, context))
                         .unwrap_or_default();
                     if !taken.is_empty() {
                         let mut refused = Change {
@@ -324,7 +334,7 @@ impl Driver for ManagedBridgeDriver {
                         changes.push(refused);
                         continue;
                     }
-                    let drift = NetworkDrift::between(&name, network, &host, &revision);
+                    let drift = NetworkDrift::between(&name, network, host, &revision);
                     changes.push(join(link, drift, batch.clone()));
                 }
             }
@@ -338,7 +348,7 @@ impl Driver for ManagedBridgeDriver {
             if id.kind != Kind::Bridge || networks.contains_key(&name) || planned.contains(&name) {
                 continue;
             }
-            let drift = NetworkDrift::between(&name, None, &host, &revision);
+            let drift = NetworkDrift::between(&name, None, host, &revision);
             if drift.is_empty() {
                 continue;
             }
@@ -400,6 +410,25 @@ impl Driver for ManagedBridgeDriver {
     }
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
+        // Whatever the apply does (even part of it), the host is not what was observed.
+        self.cache.invalidate();
+        let applied = self.apply_change(change, step).await;
+        self.cache.invalidate();
+        applied
+    }
+
+    fn watch(&self, sink: WatchSink) -> Result<Watching, DriverError> {
+        Ok(watch::start(sink, self.caches(), self.instance.clone())?)
+    }
+}
+
+impl ManagedBridgeDriver {
+    /// The observation caches a plan reads through: the links' and the network's.
+    fn caches(&self) -> Vec<Arc<dyn Invalidate>> {
+        vec![self.links.observation_cache(), self.cache.clone()]
+    }
+
+    async fn apply_change(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
         let bridge = change.id.name.to_string();
         let Some(snapshot) = change.observed_as::<ManagedSnapshot>() else {
             if change.action.is_change() {
