@@ -480,6 +480,11 @@ fn taken_ports(
     host: &NetworkState,
     context: &PlanContext,
 ) -> Vec<String> {
+    if network.publications.is_empty() {
+        // Nothing published: nothing to judge, and no need to index every rule of the
+        // table (once per bridge, that was most of a no-op plan of 1000 bridges).
+        return Vec::new();
+    }
     let installed: BTreeSet<&str> = match &host.table {
         TableObservation::Present(table) => table
             .chains
