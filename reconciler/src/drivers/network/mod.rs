@@ -33,8 +33,8 @@
 //!   `<run-dir>/network/dhcp/<bridge>/`, detached from gitvisor so guests keep their
 //!   DHCP and DNS while gitvisor restarts or upgrades, and found again through its pid
 //!   file and command line (`dnsmasq.rs`). A dnsmasq that died is started again by the
-//!   next plan/apply (the controller's resync), so it is supervised at the resync
-//!   interval.
+//!   next plan/apply (the controller's resync: nothing announces its end to the watch),
+//!   so it is supervised at the resync interval.
 //!
 //! # Ownership
 //!
@@ -63,6 +63,13 @@
 //!    start).
 //!    **delete**: dnsmasq, rules and uplink forwarding first, while the bridge exists,
 //!    then the link. The step's context is checked before every request.
+//!
+//! # Watching
+//!
+//! In the controller the driver watches the kernel's announcements of links, addresses
+//! and nftables changes (`watch.rs`) and, while it does, plans from its last observation
+//! (links and network, [`ObservationCache`]) until the watch or its own apply says the
+//! host changed; the resync observes again (a dnsmasq that died is seen then).
 //!
 //! # Seam
 //!
