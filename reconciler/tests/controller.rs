@@ -75,6 +75,7 @@ fn reasons(set: &str) -> Reasons {
         resync: has("resync"),
         retry: has("retry"),
         container: has("container"),
+        host: has("host"),
         request: has("sync"),
         reload: false,
     }

@@ -69,7 +69,7 @@ fn a_noop_plan_with_and_without_the_cache() {
                 .expect("apply");
         }
 
-        let mut plan = async || {
+        let plan = async || {
             let started = Instant::now();
             let changes = driver.plan(&desired, &context).await.expect("plan");
             let took = started.elapsed();
