@@ -257,3 +257,32 @@ async fn a_failure_only_a_person_can_fix_waits_for_a_sync() {
     assert_eq!(adds(&s.links, "10.0.1.1/24"), 2);
     assert!(synced.converged, "{synced:?}");
 }
+
+/// A watch's event (the `host` reason) reconciles like a resync: drift the host announced
+/// is repaired without waiting for the resync timer.
+#[tokio::test(start_paused = true)]
+async fn a_host_event_repairs_drift_without_waiting_for_the_resync() {
+    let mut s = setup();
+    let cancel = CancelToken::new();
+    write(s.repo.path(), "a.yaml", &bridge("br-a", "10.0.1.1/24"));
+    let first = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(first.converged, "{first:?}");
+
+    let index = s.links.link("br-a").unwrap().index;
+    s.links
+        .send(LinkRequest::DeleteLink { index })
+        .await
+        .unwrap();
+    let repaired = s.controller.reconcile(reasons("host"), &cancel).await;
+    assert!(repaired.converged, "{repaired:?}");
+    assert!(
+        s.links.link("br-a").is_some(),
+        "the bridge deleted by hand is back"
+    );
+    assert!(
+        s.shared
+            .metrics
+            .render()
+            .contains("\ngitvisor_drift_repairs_total 1\n")
+    );
+}
