@@ -70,6 +70,11 @@ fn a_bridge_its_address_and_its_rules_changed_by_hand_are_repaired_at_once() {
         watching.starts_with("watched: netlink"),
         "status says how bridges are watched: {status:#}"
     );
+    let text = env.gitvisor(["status"]).expect_code(0).stdout;
+    assert!(
+        text.contains("  Bridge: watched: netlink") && text.contains("  Volume: not watched"),
+        "{text}"
+    );
 
     nft(&env, &["flush", "table", "inet", "gitvisor"]);
     assert!(!isolated(&env, "gvw-a"), "the flush took the rules");

@@ -47,9 +47,15 @@ pub fn start(drivers: &Drivers) -> (Watches, UnboundedReceiver<HostEvent>) {
                 ),
             },
         };
-        tracing::info!(kind = %kind, "{kind}: {}", watching.describe());
         watches.kinds.push((kind, watching));
     }
+    // One line for all kinds: a journal read only after READY=1 must not fill up.
+    let lines: Vec<String> = watches
+        .describe()
+        .into_iter()
+        .map(|(kind, line)| format!("{kind} {line}"))
+        .collect();
+    tracing::info!("how the host is watched: {}", lines.join("; "));
     (watches, receiver)
 }
 
