@@ -61,21 +61,85 @@ pub fn start(drivers: &Drivers) -> (Watches, UnboundedReceiver<HostEvent>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
     use super::*;
-    use crate::drivers::volume::{FakeLvm, VolumeDriver};
+    use crate::contract::{
+        Change, ContractViolation, Driver, DriverError, HostEvent, PlanContext, StepContext,
+        WatchHandle,
+    };
+    use crate::model::{Name, Resource, ResourceId};
+
+    /// A driver whose watch announces one event at once, or fails to start.
+    struct Watched {
+        kind: Kind,
+        fails: bool,
+    }
+
+    #[async_trait]
+    impl Driver for Watched {
+        fn kind(&self) -> Kind {
+            self.kind
+        }
+        async fn plan(
+            &self,
+            _: &[Arc<Resource>],
+            _: &PlanContext,
+        ) -> Result<Vec<Change>, DriverError> {
+            Ok(Vec::new())
+        }
+        async fn apply(&self, _: &Change, _: &StepContext) -> Result<(), DriverError> {
+            Ok(())
+        }
+        fn watch(&self, sink: WatchSink) -> Result<Watching, DriverError> {
+            let id = ResourceId::new(self.kind, Name::parse("br0").unwrap());
+            if self.fails {
+                return Err(ContractViolation {
+                    id,
+                    message: "no socket".into(),
+                }
+                .into());
+            }
+            sink.send(HostEvent::Object(id));
+            Ok(Watching::Announced {
+                what: "the test's announcements".into(),
+                handle: WatchHandle::default(),
+            })
+        }
+    }
 
     #[tokio::test]
-    async fn every_driver_is_started_and_described() {
-        let drivers = Drivers::new(vec![Box::new(VolumeDriver::new(std::sync::Arc::new(
-            FakeLvm::new(Vec::new(), Vec::new()),
-        )))]);
-        let (watches, _events) = start(&drivers);
+    async fn every_driver_is_started_with_one_sink_and_a_failed_watch_is_left_to_the_resync() {
+        let drivers = Drivers::new(vec![
+            Box::new(Watched {
+                kind: Kind::Bridge,
+                fails: false,
+            }),
+            Box::new(Watched {
+                kind: Kind::Volume,
+                fails: true,
+            }),
+        ]);
+        let (watches, mut events) = start(&drivers);
         let described = watches.describe();
-        assert_eq!(described.len(), 1);
-        assert_eq!(described[0].0, Kind::Volume);
+        assert_eq!(
+            described[0],
+            (Kind::Bridge, "watched: the test's announcements".to_owned())
+        );
+        assert_eq!(described[1].0, Kind::Volume);
         assert!(
-            described[0].1.starts_with("not watched: LVM announces"),
+            described[1]
+                .1
+                .starts_with("not watched: its watch could not start (")
+                && described[1].1.ends_with("drift is repaired at the resync"),
             "{described:?}"
+        );
+        let event = events.recv().await.expect("the bridge watch's event");
+        assert_eq!(
+            event,
+            HostEvent::Object(ResourceId::new(Kind::Bridge, Name::parse("br0").unwrap()))
         );
     }
 }
