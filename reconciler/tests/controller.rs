@@ -285,4 +285,11 @@ async fn a_host_event_repairs_drift_without_waiting_for_the_resync() {
             .render()
             .contains("\ngitvisor_drift_repairs_total 1\n")
     );
+
+    // The echo of that repair (its own netlink messages): nothing to do, and the last
+    // reconcile shown stays the one that repaired.
+    let last = s.shared.status().last_reconcile;
+    let echo = s.controller.reconcile(reasons("host"), &cancel).await;
+    assert!(echo.converged, "{echo:?}");
+    assert_eq!(s.shared.status().last_reconcile, last);
 }
