@@ -8,6 +8,9 @@
 #
 #   bash bench/plan_cache.sh [N]
 #
+# Measured (CI machine, 2 shared cores, PROFILE=release, N=1000): observing 180-239 ms,
+# from the cache 31-44 ms, ratio 5-6; the debug build: 388 vs 137 ms, ratio 3.
+#
 # Runs `reconciler/tests/plan_cache.rs` (an ignored test) inside a network namespace
 # created here and deleted on exit, so the bridges, rules and the watch never touch the
 # root namespace. PROFILE=release for an optimised build (default: the debug build the
