@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: what the controller's observation cache (reconciler/src/contract/cache.rs)
 # saves on a no-op plan of N managed bridges (default 1000), measured side by side in
-# one run: the same driver plans N times observing the host (as one-shot commands do:
+# one run: the same driver plans RUNS times (default 7) observing the host (as one-shot commands do:
 # one link dump, `nft -j list table`, /proc), then starts its watch (netlink groups,
-# nftables) and plans N times more from its last observation (as the controller does
+# nftables) and plans RUNS times more from its last observation (as the controller does
 # while nothing was announced). Prints both medians and their ratio.
 #
 #   bash bench/plan_cache.sh [N]
