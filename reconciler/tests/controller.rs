@@ -364,3 +364,39 @@ async fn a_host_event_reconciles_the_resource_it_names_and_nothing_else() {
     assert!(run.converged, "{run:?}");
     assert_eq!(s.links.link("br-b").unwrap().mtu, 1500);
 }
+
+/// A watch's event (the `watch` reason) reconciles like a resync: drift the host announced
+/// is repaired without waiting for the resync timer.
+#[tokio::test(start_paused = true)]
+async fn a_host_event_repairs_drift_without_waiting_for_the_resync() {
+    let mut s = setup();
+    let cancel = CancelToken::new();
+    write(s.repo.path(), "a.yaml", &bridge("br-a", "10.0.1.1/24"));
+    let first = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(first.converged, "{first:?}");
+
+    let index = s.links.link("br-a").unwrap().index;
+    s.links
+        .send(LinkRequest::DeleteLink { index })
+        .await
+        .unwrap();
+    let repaired = s.controller.reconcile(reasons("watch"), &cancel).await;
+    assert!(repaired.converged, "{repaired:?}");
+    assert!(
+        s.links.link("br-a").is_some(),
+        "the bridge deleted by hand is back"
+    );
+    assert!(
+        s.shared
+            .metrics
+            .render()
+            .contains("\ngitvisor_drift_repairs_total 1\n")
+    );
+
+    // The echo of that repair (its own netlink messages): nothing to do, and the last
+    // reconcile shown stays the one that repaired.
+    let last = s.shared.status().last_reconcile;
+    let echo = s.controller.reconcile(reasons("watch"), &cancel).await;
+    assert!(echo.converged, "{echo:?}");
+    assert_eq!(s.shared.status().last_reconcile, last);
+}

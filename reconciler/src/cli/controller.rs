@@ -182,6 +182,12 @@ fn render(status: &Value) -> String {
         schedule.push_str(&format!(", poll every {}", seconds(&status["pollSeconds"])));
     }
     let _ = writeln!(out, "Schedule: {schedule}");
+    if let Some(watching) = status["watching"].as_object() {
+        // How each kind's drift is noticed: at once (watched) or at the resync.
+        for (kind, how) in watching {
+            let _ = writeln!(out, "  {kind}: {}", how.as_str().unwrap_or("-"));
+        }
+    }
     let applied = &status["applied"];
     if applied.is_object() {
         let _ = writeln!(

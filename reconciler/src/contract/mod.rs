@@ -20,6 +20,7 @@
 //! - [`ownership`]: the marker + record rule, adoption, pruning and interrupted-creation
 //!   leftovers, for every kind.
 
+pub mod cache;
 mod change;
 mod context;
 mod driver;
@@ -31,6 +32,7 @@ pub mod restart;
 mod step;
 pub mod watch;
 
+pub use cache::ObservationCache;
 pub use change::{Action, Change, Effect, FieldChange, FieldValueError};
 pub use context::PlanContext;
 pub use driver::{Driver, Drivers};

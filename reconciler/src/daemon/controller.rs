@@ -230,7 +230,22 @@ impl Controller {
                     .apply(&current, reasons, &scope, new_revision, cancel)
                     .await;
                 self.current = Some(current);
-                run
+                let only_host = reasons
+                    == Reasons {
+                        watch: true,
+                        ..Reasons::default()
+                    };
+                let news = run.changed > 0 || run.failed > 0 || run.deferred > 0;
+                if only_host && !news && run.error.is_none() {
+                    // A watch's event that found nothing to do (often the echo of this
+                    // controller's own last apply) is not news: the last run stands, as
+                    // after a quiet poll.
+                    self.shared
+                        .with_status(|s| s.last_reconcile.clone())
+                        .unwrap_or(run)
+                } else {
+                    run
+                }
             }
             (None, _) => {
                 self.shared.metrics.reconciled(

@@ -40,6 +40,7 @@ pub mod sd_notify;
 pub mod shared;
 pub mod status;
 pub mod trigger;
+pub mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,8 +56,8 @@ pub use shared::Shared;
 pub use status::ControllerStatus;
 pub use trigger::{Reasons, SyncOutcome, Trigger};
 
+use crate::contract::{HostEvent, Severity};
 use crate::drivers::HostSettings;
-use crate::contract::{HostEvent, Severity, WatchHandle, WatchSink, Watching};
 use crate::reconcile::Reconciler;
 use crate::source::DirWatcher;
 use crate::state::EventLevel;
@@ -148,9 +149,15 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
         });
     }
 
-    let (sink, host_events) = WatchSink::channel();
-    let _watches = start_watches(&reconciler, &sink);
-    drop(sink);
+    // The drivers' watches: what the host announces becomes a scheduler entry.
+    let (watching, host_events) = watches::start(reconciler.drivers());
+    shared.with_status(|s| {
+        s.watching = watching
+            .describe()
+            .into_iter()
+            .map(|(kind, line)| (kind.to_string(), line))
+            .collect()
+    });
     let git_poll = matches!(options.origin, Origin::Git(_)).then_some(options.poll);
     let mut controller = Controller::new(reconciler, options.origin, shared.clone());
     tracing::info!(
@@ -182,6 +189,10 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
             break;
         }
         let served = due.reasons;
+        if served.resync || served.asked() {
+            // The resync looks again at what no watch announces: no cached observation.
+            crate::contract::cache::expire_all();
+        }
         let outcome = controller.reconcile(due, &cancel).await;
         timers.arm(
             &mut controller,
@@ -333,37 +344,6 @@ fn host_event(controller: &mut Controller, shared: &Shared, event: HostEvent) {
             status.set_live(live);
         }),
     }
-}
-
-/// Starts every driver's watch, sending into `sink`, and logs in one line how each
-/// watches. The returned handles stop them when dropped.
-fn start_watches(reconciler: &Reconciler, sink: &WatchSink) -> Vec<WatchHandle> {
-    let drivers = reconciler.drivers();
-    let mut handles = Vec::new();
-    let mut how = Vec::new();
-    for kind in drivers.kinds() {
-        let Some(driver) = drivers.get(kind) else {
-            continue;
-        };
-        match driver.watch(sink.clone()) {
-            Ok(watching) => {
-                how.push(format!("{kind} {}", watching.describe()));
-                match watching {
-                    Watching::Announced { handle, .. } | Watching::Polled { handle, .. } => {
-                        handles.push(handle)
-                    }
-                    Watching::NotWatched { .. } => {}
-                }
-            }
-            Err(error) => tracing::warn!(
-                %kind,
-                error = %error.chain(),
-                "cannot watch; changes by hand are repaired at the next resync"
-            ),
-        }
-    }
-    tracing::info!("watches: {}", how.join("; "));
-    handles
 }
 
 async fn sleep_until(when: Option<Instant>) {

@@ -44,6 +44,10 @@ pub struct ControllerStatus {
     /// running although the revision does not declare them, why, and how to let them go.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune_withheld: Option<PruneWithheld>,
+    /// How the controller learns of changes to each kind (`daemon/watches.rs`): kind →
+    /// "watched: …", "polled every …", "not watched: …".
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub watching: BTreeMap<String, String>,
     /// The container watch's latest word per container, kept across snapshots.
     #[serde(skip)]
     pub live: BTreeMap<ResourceId, String>,
@@ -84,6 +88,7 @@ impl ControllerStatus {
             poll_seconds: poll.map(|p| p.as_secs_f64()),
             resources: Vec::new(),
             prune_withheld: None,
+            watching: BTreeMap::new(),
             live: BTreeMap::new(),
         }
     }

@@ -169,7 +169,6 @@ pub fn registry() -> &'static [Registration] {
     REGISTRY
 }
 
-
 /// Every status table of this build's kinds, in registry order.
 pub fn status_tables() -> impl Iterator<Item = &'static StatusTable> {
     REGISTRY
@@ -225,7 +224,7 @@ mod tests {
                 check_revision: no_revision_rules,
                 annotations: &[],
                 status_tables: &[],
-                        maintenance: None,
+                maintenance: None,
                 collect: None,
                 logs: None,
                 console: None,
@@ -239,7 +238,7 @@ mod tests {
                 check_revision: network::validate::check_revision,
                 annotations: &[],
                 status_tables: &[],
-                        maintenance: None,
+                maintenance: None,
                 collect: None,
                 logs: None,
                 console: None,
@@ -253,7 +252,7 @@ mod tests {
                 check_revision: no_revision_rules,
                 annotations: &[],
                 status_tables: &[],
-                        maintenance: None,
+                maintenance: None,
                 collect: None,
                 logs: None,
                 console: None,

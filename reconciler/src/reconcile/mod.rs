@@ -103,7 +103,8 @@ impl Reconciler {
         &self.options
     }
 
-    /// The drivers it holds (the controller starts their watches).
+    /// The drivers this reconciler plans and applies with (the controller starts their
+    /// watches).
     pub fn drivers(&self) -> &Drivers {
         &self.drivers
     }

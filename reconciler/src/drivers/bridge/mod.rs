@@ -71,7 +71,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
+use crate::contract::cache::Invalidate;
+use crate::contract::{
+    Change, ContractViolation, Driver, DriverError, ObservationCache, PlanContext, StepContext,
+};
 use crate::model::{Kind, Resource, Spec};
 
 pub use error::BridgeError;
@@ -94,6 +97,9 @@ pub const GITVISOR_ALIAS_PREFIX: &str = "gitvisor:";
 #[derive(Clone)]
 pub struct BridgeDriver {
     seam: Arc<dyn LinkSeam>,
+    /// The last link dump, reused while the watch (`drivers/network/watch.rs`) heard of
+    /// no change and no apply ran since ([`ObservationCache`]).
+    cache: Arc<ObservationCache<observed::HostLinks>>,
 }
 
 impl std::fmt::Debug for BridgeDriver {
@@ -105,7 +111,16 @@ impl std::fmt::Debug for BridgeDriver {
 impl BridgeDriver {
     /// A driver over any seam (a [`FakeLinks`] in tests).
     pub fn new(seam: Arc<dyn LinkSeam>) -> Self {
-        BridgeDriver { seam }
+        BridgeDriver {
+            seam,
+            cache: Arc::new(ObservationCache::new()),
+        }
+    }
+
+    /// The cache of this driver's link observation, for its watch to invalidate and to
+    /// switch on.
+    pub fn observation_cache(&self) -> Arc<dyn Invalidate> {
+        self.cache.clone()
     }
 
     /// A driver over the kernel, in the calling thread's network namespace. Call it from
@@ -127,12 +142,12 @@ impl Driver for BridgeDriver {
         desired: &[Arc<Resource>],
         context: &PlanContext,
     ) -> Result<Vec<Change>, DriverError> {
-        let links = self
-            .seam
-            .dump()
+        let host = self
+            .cache
+            .get_or_observe(|| async { Ok(observed::HostLinks::new(self.seam.dump().await?)) })
             .await
             .map_err(|cause| BridgeError::Observe { cause })?;
-        let host = observed::HostLinks::new(links);
+        let host = host.as_ref();
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
         for resource in desired {
@@ -144,14 +159,18 @@ impl Driver for BridgeDriver {
                 .into());
             };
             declared.insert(resource.metadata.name.as_str());
-            changes.push(diff::declared(resource, spec, &host, context));
+            changes.push(diff::declared(resource, spec, host, context));
         }
-        changes.extend(diff::pruned(&declared, &host, context));
+        changes.extend(diff::pruned(&declared, host, context));
         Ok(changes)
     }
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
-        Ok(apply::apply(self.seam.as_ref(), change, step).await?)
+        // Whatever the apply did (even part of it), the host is not what was observed.
+        self.cache.invalidate();
+        let applied = apply::apply(self.seam.as_ref(), change, step).await;
+        self.cache.invalidate();
+        Ok(applied?)
     }
 }
 

@@ -450,7 +450,7 @@ pub(crate) fn context(what: &str, error: rtnetlink::Error) -> NetlinkError {
     }
 }
 
-fn link_state_of(message: LinkMessage) -> LinkState {
+pub(crate) fn link_state_of(message: LinkMessage) -> LinkState {
     let mut link = LinkState {
         index: message.header.index,
         name: String::new(),

@@ -33,8 +33,8 @@
 //!   `<run-dir>/network/dhcp/<bridge>/`, detached from gitvisor so guests keep their
 //!   DHCP and DNS while gitvisor restarts or upgrades, and found again through its pid
 //!   file and command line (`dnsmasq.rs`). A dnsmasq that died is started again by the
-//!   next plan/apply (the controller's resync), so it is supervised at the resync
-//!   interval.
+//!   next plan/apply (the controller's resync: nothing announces its end to the watch),
+//!   so it is supervised at the resync interval.
 //!
 //! # Ownership
 //!
@@ -64,6 +64,13 @@
 //!    **delete**: dnsmasq, rules and uplink forwarding first, while the bridge exists,
 //!    then the link. The step's context is checked before every request.
 //!
+//! # Watching
+//!
+//! In the controller the driver watches the kernel's announcements of links, addresses
+//! and nftables changes (`watch.rs`) and, while it does, plans from its last observation
+//! (links and network, [`ObservationCache`]) until the watch or its own apply says the
+//! host changed; the resync observes again (a dnsmasq that died is seen then).
+//!
 //! # Seam
 //!
 //! [`NetworkSeam`]: [`HostNetwork`] for real (`nft`, `dnsmasq`, `/proc/sys`),
@@ -84,6 +91,7 @@ pub mod publish;
 mod rules;
 pub mod seam;
 pub(crate) mod validate;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -91,8 +99,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::contract::cache::Invalidate;
 use crate::contract::{
-    Action, Change, ContractViolation, Driver, DriverError, PlanContext, StepContext,
+    Action, Change, ContractViolation, Driver, DriverError, ObservationCache, PlanContext,
+    StepContext, WatchSink, Watching,
 };
 use crate::drivers::bridge::BridgeDriver;
 use crate::model::{Kind, Resource, Spec};
@@ -134,6 +144,9 @@ pub struct ManagedBridgeDriver {
     network: Arc<dyn NetworkSeam>,
     dir: PathBuf,
     instance: Instance,
+    /// The last network observation, reused while the watch (`watch.rs`) heard of no
+    /// change and no apply ran since ([`ObservationCache`]).
+    cache: Arc<ObservationCache<NetworkState>>,
 }
 
 impl std::fmt::Debug for ManagedBridgeDriver {
@@ -158,6 +171,7 @@ impl ManagedBridgeDriver {
             network,
             dir: network_dir,
             instance,
+            cache: Arc::new(ObservationCache::new()),
         }
     }
 
@@ -236,10 +250,13 @@ impl Driver for ManagedBridgeDriver {
         desired: &[Arc<Resource>],
         context: &PlanContext,
     ) -> Result<Vec<Change>, DriverError> {
-        let (links, host) =
-            futures::join!(self.links.plan(desired, context), self.network.observe());
+        let (links, host) = futures::join!(
+            self.links.plan(desired, context),
+            self.cache.get_or_observe(|| self.network.observe())
+        );
         let links = links?;
         let host = host.map_err(|cause| NetworkError::Observe { cause })?;
+        let host = host.as_ref();
 
         let mut networks = BTreeMap::new();
         for resource in desired {
@@ -289,7 +306,7 @@ impl Driver for ManagedBridgeDriver {
                 .filter_map(|n| n.uplink_forwarding.clone())
                 .collect(),
             &bridges,
-            &host,
+            host,
         );
         let foreign_table = matches!(&host.table, TableObservation::Present(t) if !t.marked);
 
@@ -314,7 +331,7 @@ impl Driver for ManagedBridgeDriver {
                 }
                 _ => {
                     let taken = network
-                        .map(|n| taken_ports(n, &networks, &host, context))
+                        .map(|n| taken_ports(n, &networks, host, context))
                         .unwrap_or_default();
                     if !taken.is_empty() {
                         let mut refused = Change {
@@ -326,7 +343,7 @@ impl Driver for ManagedBridgeDriver {
                         changes.push(refused);
                         continue;
                     }
-                    let drift = NetworkDrift::between(&name, network, &host, &revision);
+                    let drift = NetworkDrift::between(&name, network, host, &revision);
                     changes.push(join(link, drift, batch.clone()));
                 }
             }
@@ -340,7 +357,7 @@ impl Driver for ManagedBridgeDriver {
             if id.kind != Kind::Bridge || networks.contains_key(&name) || planned.contains(&name) {
                 continue;
             }
-            let drift = NetworkDrift::between(&name, None, &host, &revision);
+            let drift = NetworkDrift::between(&name, None, host, &revision);
             if drift.is_empty() {
                 continue;
             }
@@ -402,6 +419,25 @@ impl Driver for ManagedBridgeDriver {
     }
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
+        // Whatever the apply does (even part of it), the host is not what was observed.
+        self.cache.invalidate();
+        let applied = self.apply_change(change, step).await;
+        self.cache.invalidate();
+        applied
+    }
+
+    fn watch(&self, sink: WatchSink) -> Result<Watching, DriverError> {
+        Ok(watch::start(sink, self.caches(), self.instance.clone())?)
+    }
+}
+
+impl ManagedBridgeDriver {
+    /// The observation caches a plan reads through: the links' and the network's.
+    fn caches(&self) -> Vec<Arc<dyn Invalidate>> {
+        vec![self.links.observation_cache(), self.cache.clone()]
+    }
+
+    async fn apply_change(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
         let bridge = change.id.name.to_string();
         let Some(snapshot) = change.observed_as::<ManagedSnapshot>() else {
             if change.action.is_change() {
@@ -453,6 +489,11 @@ fn taken_ports(
     host: &NetworkState,
     context: &PlanContext,
 ) -> Vec<String> {
+    if network.publications.is_empty() {
+        // Nothing published: nothing to judge, and no need to index every rule of the
+        // table (once per bridge, that was most of a no-op plan of 1000 bridges).
+        return Vec::new();
+    }
     let installed: BTreeSet<&str> = match &host.table {
         TableObservation::Present(table) => table
             .chains

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::*;
 use crate::contract::{Action, CancelToken, FailureClass};
 use crate::drivers::bridge::fake::plain_link;
-use crate::drivers::bridge::{FakeLinks, OWNERSHIP_MARKER};
+use crate::drivers::bridge::{FakeLinks, LinkRequest, LinkSeam, OWNERSHIP_MARKER};
 use crate::model::{BridgeSpec, Metadata, Name, ResourceId};
 
 struct Host {
@@ -1467,4 +1467,59 @@ async fn a_new_publication_of_a_port_another_process_listens_on_is_refused_at_it
         change.reasons
     );
     assert!(host.network.requests().is_empty());
+}
+
+/// While the driver watches, a plan reuses the last observation (one link dump, one
+/// network observation) until the watch heard of a change or an apply changed the host;
+/// without a watch (one-shot commands) every plan observes.
+#[tokio::test]
+async fn while_watched_a_plan_observes_again_only_after_an_event_or_an_apply() {
+    let host = host();
+    let desired = [bridge("br0", NAT)];
+    host.converge(&desired, &[]).await;
+    let counts = |host: &Host| (host.links.dumps(), host.network.observes());
+
+    let before = counts(&host);
+    host.plan(&desired, &["br0"]).await;
+    host.plan(&desired, &["br0"]).await;
+    assert_eq!(counts(&host), (before.0 + 2, before.1 + 2), "not watched");
+
+    for cache in host.driver.caches() {
+        cache.start_watching();
+    }
+    let watched = counts(&host);
+    let first = host.plan(&desired, &["br0"]).await;
+    assert_eq!(counts(&host), (watched.0 + 1, watched.1 + 1));
+    let second = host.plan(&desired, &["br0"]).await;
+    assert_eq!(
+        counts(&host),
+        (watched.0 + 1, watched.1 + 1),
+        "no event: the cache answers"
+    );
+    assert!(
+        first
+            .iter()
+            .chain(&second)
+            .all(|c| c.action == Action::NoOp)
+    );
+
+    // The watch hears of a bridge deleted by hand: the next plan sees it.
+    let index = host.links.link("br0").expect("created").index;
+    host.links
+        .send(LinkRequest::DeleteLink { index })
+        .await
+        .expect("delete");
+    for cache in host.driver.caches() {
+        cache.invalidate();
+    }
+    let repaired = host.plan(&desired, &["br0"]).await;
+    assert_eq!(counts(&host), (watched.0 + 2, watched.1 + 2));
+    assert_eq!(repaired[0].action, Action::Create);
+
+    // Its own apply changed the host: the next plan observes again, and is a no-op.
+    host.apply_all(&repaired).await;
+    let after = counts(&host);
+    let again = host.plan(&desired, &["br0"]).await;
+    assert_eq!(counts(&host), (after.0 + 1, after.1 + 1));
+    assert!(again.iter().all(|c| c.action == Action::NoOp), "{again:?}");
 }

@@ -74,6 +74,7 @@ pub(crate) mod validate;
 #[cfg(test)]
 mod vlan_tests;
 pub mod vmm_api;
+mod watch;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -81,7 +82,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
+use crate::contract::{
+    Change, ContractViolation, Driver, DriverError, PlanContext, StepContext, WatchSink, Watching,
+};
 use crate::model::{Kind, Resource, Spec};
 
 pub use backend::{Backend, Backends, BuiltinBackend, QemuBackend};
@@ -213,6 +216,11 @@ impl Driver for VmDriver {
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
         Ok(apply::apply(self.host.as_ref(), change, step).await?)
+    }
+
+    /// A VM process that ends is announced at once (`watch.rs`).
+    fn watch(&self, sink: WatchSink) -> Result<Watching, DriverError> {
+        Ok(watch::start(sink, &self.roots)?)
     }
 
     /// The guest's shutdown timeout (declared, or the recorded one for a delete) plus

@@ -40,6 +40,17 @@
 //! replace or resize `Unsupported` in the plan, with the reason, the same verdict
 //! `gitvisor doctor` gives; what needs no new mapping (no-ops, tags, forgetting) passes.
 //!
+//! # Watching
+//!
+//! Not watched ([`Driver::watch`]): LVM announces changes only through udev, which the
+//! hosts and test guests gitvisor runs on may not have, and polling would mean one
+//! `vgs` and one `lvs` (two processes, tens of milliseconds of CPU) every interval on a
+//! controller that should cost nothing between events. It would buy little: what a poll
+//! could find early (an LV removed, renamed or shrunk by hand) is data gone, which no
+//! quick repair gives back; an LV created again empty is no better at once than at the
+//! resync. So volumes are looked at by the resync (and every change of the revision),
+//! and the driver keeps no observation cache: each plan reads the report.
+//!
 //! # Seam
 //!
 //! The host is reached only through [`LvmSeam`]: [`LvmTools`] for real, [`FakeLvm`]
@@ -72,7 +83,7 @@ use async_trait::async_trait;
 
 use crate::contract::{
     Action, Change, ContractViolation, DEFAULT_STEP_BUDGET, Driver, DriverError, PlanContext,
-    StepContext,
+    StepContext, WatchSink, Watching,
 };
 use crate::model::{Kind, Resource, Spec};
 
@@ -228,6 +239,13 @@ impl Driver for VolumeDriver {
                 images.insert(image, info);
             }
         }
+    }
+
+    /// Not watched: see the module docs (# Watching).
+    fn watch(&self, _sink: WatchSink) -> Result<Watching, DriverError> {
+        Ok(Watching::NotWatched {
+            why: "LVM announces changes only through udev, and polling lvs/vgs would cost CPU between events for drift (an LV removed or shrunk by hand) that no quick repair gives back; the resync looks".into(),
+        })
     }
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {

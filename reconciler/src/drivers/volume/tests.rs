@@ -885,3 +885,18 @@ async fn without_device_mapper_creates_and_resizes_are_refused_in_the_plan() {
     assert_eq!(changes[0].action, Action::Unsupported, "{changes:?}");
     assert!(fake.requests().is_empty(), "plan changes nothing");
 }
+
+/// Volumes are not watched, and say why (the controller logs it and shows it in status).
+#[test]
+fn volumes_are_not_watched_and_say_why() {
+    let driver = VolumeDriver::new(host());
+    let (sink, _events) = crate::contract::WatchSink::channel();
+    let watching = driver.watch(sink).expect("no watch to start");
+    assert!(
+        watching
+            .describe()
+            .starts_with("not watched: LVM announces changes only through udev"),
+        "{}",
+        watching.describe()
+    );
+}
