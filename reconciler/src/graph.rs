@@ -227,7 +227,7 @@ mod tests {
         let mut metadata = Metadata::named(Name::parse(name).unwrap());
         metadata.depends_on = depends_on.iter().map(|d| d.parse().unwrap()).collect();
         let spec: BridgeSpec = serde_yaml::from_str("{}").unwrap();
-        Resource::new(metadata, Spec::Bridge(spec))
+        Resource::new(metadata, Spec::new(spec))
     }
 
     fn id(name: &str) -> ResourceId {

@@ -28,7 +28,7 @@ use nix::errno::Errno;
 fn bridge(name: &str, spec: &str) -> Arc<Resource> {
     let spec: BridgeSpec = serde_yaml::from_str(spec).expect("spec parses");
     let name = Name::parse(name).expect("valid name");
-    Arc::new(Resource::new(Metadata::named(name), Spec::Bridge(spec)))
+    Arc::new(Resource::new(Metadata::named(name), Spec::new(spec)))
 }
 
 fn owning(names: &[&str]) -> PlanContext {

@@ -35,7 +35,7 @@ use crate::contract::{CancelToken, chain};
 use crate::drivers::container::restarts_a_dead_container;
 use crate::execute::{Progress, ResultKind, RunEvent};
 use crate::load::Revision;
-use crate::model::{ContainerSpec, ResourceId, Spec};
+use crate::model::{ContainerSpec, ResourceId};
 use crate::plan::PruneWithheld;
 use crate::reconcile::{self, PlanOptions, Reconciler, Source};
 use crate::source::GitSource;
@@ -118,14 +118,12 @@ impl Controller {
     /// Container `name` as the current revision declares it for this host.
     pub fn declared_container(&self, name: &str) -> Option<&ContainerSpec> {
         let current = self.current.as_ref()?;
-        current
-            .revision
-            .resources
-            .iter()
-            .find_map(|resource| match &resource.spec {
-                Spec::Container(spec) if resource.metadata.name.as_str() == name => Some(spec),
+        current.revision.resources.iter().find_map(|resource| {
+            match resource.spec.get::<ContainerSpec>() {
+                Some(spec) if resource.metadata.name.as_str() == name => Some(spec),
                 _ => None,
-            })
+            }
+        })
     }
 
     /// Whether `id` is held back by the retry policy (a failure it waits out).

@@ -16,13 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{bridge, container, network, vm, volume};
 use crate::model::Kind;
-
-/// The kinds this build has a driver for, derived from the registry the engine connects
-/// its drivers from (`registry.rs`), so doctor and the engine always agree.
-pub const BUILT_KINDS: &[Kind] =
-    &super::registry::kinds::<{ super::registry::REGISTRY.len() }>(super::registry::REGISTRY);
 
 /// How long a probed tool may take to print its version.
 pub const TOOL_DEADLINE: Duration = Duration::from_secs(10);
@@ -106,19 +100,12 @@ pub async fn probe(kinds: &[Kind]) -> Vec<KindProbe> {
     probe_with(kinds, facilities).await
 }
 
-/// What the host offers `kind`: its driver folder's probe (the network module's too, for
-/// Bridges).
+/// What the host offers `kind`: its registration's probe (nothing for a kind this build
+/// has no driver for: it cannot be applied whatever the host offers).
 async fn facilities(kind: Kind) -> Vec<Facility> {
-    match kind {
-        Kind::Bridge => {
-            let (mut links, network) =
-                futures::join!(bridge::probe::probe(), network::probe::probe());
-            links.extend(network);
-            links
-        }
-        Kind::Volume => volume::probe::probe().await,
-        Kind::Container => container::probe::probe().await,
-        Kind::VirtualMachine => vm::probe::probe().await,
+    match super::registration(kind) {
+        Some(registration) => (registration.probe)().await,
+        None => Vec::new(),
     }
 }
 
@@ -133,7 +120,7 @@ where
         async move {
             KindProbe {
                 kind,
-                driver: BUILT_KINDS.contains(&kind),
+                driver: super::registration(kind).is_some(),
                 facilities: facilities.await,
             }
         }

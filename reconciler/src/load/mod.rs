@@ -17,7 +17,6 @@
 //! Every error of every file is collected; a revision with any error is rejected whole and
 //! nothing downstream runs, so the host keeps its last good revision.
 
-mod de;
 mod documents;
 mod files;
 mod parse;

@@ -11,7 +11,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BridgePort, BridgePublish, Cidr, Dhcp, InterfaceName, VlanInterface};
+use super::{BridgePort, BridgePublish, Cidr, Dhcp, InterfaceName, Kind, KindSpec, VlanInterface};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -60,4 +60,9 @@ pub struct BridgeSpec {
 
 pub(crate) fn default_true() -> bool {
     true
+}
+
+/// A Bridge refers to nothing.
+impl KindSpec for BridgeSpec {
+    const KIND: Kind = Kind::Bridge;
 }

@@ -11,6 +11,7 @@ mod container;
 mod dhcp;
 mod digest;
 pub mod image_reference;
+mod kind;
 mod metadata;
 mod name;
 mod net;
@@ -19,6 +20,7 @@ mod publish;
 mod quantity;
 mod quoted;
 mod resource;
+mod spec;
 mod vlan;
 mod vm;
 mod volume;
@@ -31,8 +33,9 @@ pub use container::{
 };
 pub use dhcp::{Dhcp, Ipv4Range, StaticLease};
 pub use digest::Sha256Digest;
+pub use kind::{Kind, KindTaken};
 pub use metadata::{
-    ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Kind, Metadata, OVERCOMMIT_ANNOTATION, ResourceId,
+    ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Metadata, OVERCOMMIT_ANNOTATION, ResourceId,
 };
 pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name, RESERVED_IFNAMES};
 pub use net::{Cidr, MacAddress, unicast_problem};
@@ -40,7 +43,8 @@ pub use prune_policy::{PRUNE_POLICY_KIND, PrunePolicy, PrunePolicySpec};
 pub use publish::{BridgePublish, PortPublish, Protocol};
 pub use quantity::{ByteSize, Duration};
 pub use quoted::{QUOTED_MAX, Quoted, quoted};
-pub use resource::{Document, FieldLocator, LocateField, Origin, Reference, Resource, Spec};
+pub use resource::{Document, FieldLocator, LocateField, Origin, Reference, Resource};
+pub use spec::{KindSpec, Spec};
 pub use vlan::{BridgePort, VLAN_ID_MAX, VLAN_ID_MIN, Vlan, VlanInterface};
 pub use vm::{
     Accel, BUILTIN_BASE_CMDLINE, BUILTIN_MAX_CMDLINE, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES,

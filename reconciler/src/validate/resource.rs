@@ -4,9 +4,9 @@
 
 use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::{
-    ADOPT_ANNOTATION, ByteSize, IFNAME_MAX, Kind, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY,
-    MAX_VM_MEMORY, MAX_VOLUME_SIZE, OVERCOMMIT_ANNOTATION, RESERVED_IFNAMES, Spec, quoted,
-    unicast_problem,
+    ADOPT_ANNOTATION, BridgeSpec, ByteSize, ContainerSpec, IFNAME_MAX, Kind, MAX_CONTAINER_CPUS,
+    MAX_CONTAINER_MEMORY, MAX_VM_MEMORY, MAX_VOLUME_SIZE, OVERCOMMIT_ANNOTATION, RESERVED_IFNAMES,
+    VirtualMachineSpec, VolumeSpec, quoted, unicast_problem,
 };
 
 /// The annotation prefix gitvisor owns: every key under it must be one it knows.
@@ -18,8 +18,9 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     let resource = &item.resource;
     let mut error =
         |field: &str, message: String| diagnostics.push(item.diagnostic(field, message));
-    match &resource.spec {
-        Spec::Bridge(bridge) => {
+    let spec = &resource.spec;
+    if let Some(bridge) = spec.get::<BridgeSpec>() {
+        {
             let name = resource.metadata.name.as_str();
             if name.len() > IFNAME_MAX {
                 error(
@@ -83,7 +84,8 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
             super::network::check_bridge(name, bridge, &mut error);
             super::vlan::check_bridge(name, bridge, &mut error);
         }
-        Spec::Volume(volume) => {
+    } else if let Some(volume) = spec.get::<VolumeSpec>() {
+        {
             for (field, value) in [
                 ("spec.volumeGroup", Some(&volume.volume_group)),
                 ("spec.thinPool", volume.thin_pool.as_ref()),
@@ -123,7 +125,8 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                 error("metadata.name", message);
             }
         }
-        Spec::Container(container) => {
+    } else if let Some(container) = spec.get::<ContainerSpec>() {
+        {
             if container.image.trim().is_empty() {
                 error("spec.image", "image must not be empty".into());
             } else if let Err(why) = crate::model::image_reference::check_image(&container.image) {
@@ -243,7 +246,8 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                 }
             }
         }
-        Spec::VirtualMachine(vm) => {
+    } else if let Some(vm) = spec.get::<VirtualMachineSpec>() {
+        {
             if vm.cpus == 0 || vm.cpus > 255 {
                 error("spec.cpus", format!("cpus must be 1-255, not {}", vm.cpus));
             }

@@ -8,12 +8,15 @@
 //! Each finding is reported at the later declaration (in file order) and names the
 //! earlier one's `file:line:col`, so both are in the message.
 
+use crate::model::BridgeSpec;
+use crate::model::ContainerSpec;
+use crate::model::VirtualMachineSpec;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::place;
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{Kind, MacAddress, Spec};
+use crate::model::{Kind, MacAddress};
 
 /// A declaration of something unique: the resource and the field it is written at.
 struct Claim<'a> {
@@ -50,8 +53,9 @@ pub(super) fn check(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnost
     let mut addresses: HashMap<(Scope, IpAddr), Claim> = HashMap::new();
     let mut macs: HashMap<MacAddress, Claim> = HashMap::new();
     for &item in selected {
-        match &item.resource.spec {
-            Spec::Bridge(bridge) => {
+        let spec = &item.resource.spec;
+        if let Some(bridge) = spec.get::<BridgeSpec>() {
+            {
                 let name = item.resource.metadata.name.as_str();
                 for (i, cidr) in bridge.addresses.iter().enumerate() {
                     let scope = if cidr.is_link_local() {
@@ -91,7 +95,8 @@ pub(super) fn check(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnost
                     }
                 }
             }
-            Spec::Container(container) => {
+        } else if let Some(container) = spec.get::<ContainerSpec>() {
+            {
                 if let Some(network) = &container.network
                     && let Some(cidr) = network.address
                 {
@@ -104,7 +109,8 @@ pub(super) fn check(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnost
                     claim_address(&mut addresses, item, scope, cidr.addr(), field, diagnostics);
                 }
             }
-            Spec::VirtualMachine(vm) => {
+        } else if let Some(vm) = spec.get::<VirtualMachineSpec>() {
+            {
                 for (i, nic) in vm.networks.iter().enumerate() {
                     let Some(mac) = nic.mac else { continue };
                     let field = format!("spec.networks[{i}].mac");
@@ -122,7 +128,6 @@ pub(super) fn check(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnost
                     }
                 }
             }
-            Spec::Volume(_) => {}
         }
     }
 }

@@ -66,13 +66,14 @@ mod testkit;
 #[cfg(test)]
 mod vlan_tests;
 
+use crate::model::BridgeSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub use error::BridgeError;
 pub use fake::FakeLinks;
@@ -136,7 +137,7 @@ impl Driver for BridgeDriver {
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
         for resource in desired {
-            let Spec::Bridge(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<BridgeSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the bridge driver was handed a resource of another kind".into(),

@@ -28,10 +28,11 @@
 //! Pure: the host's files are read by the seam ([`super::ContainerHost::host_resolver`])
 //! in the plan's one observation.
 
+use crate::model::BridgeSpec;
 use std::net::IpAddr;
 
 use crate::contract::PlanContext;
-use crate::model::{ContainerNetwork, Kind, Spec};
+use crate::model::{ContainerNetwork, Kind};
 
 /// Where `/etc/resolv.conf` of systemd-resolved's stub resolver points.
 pub const SYSTEMD_STUB: &str = "127.0.0.53";
@@ -100,7 +101,7 @@ struct BridgeDns {
 /// `dhcp:` (gitvisor's dnsmasq serves DNS there) and an IPv4 address for it to listen on.
 fn bridge_dns(network: &ContainerNetwork, context: &PlanContext) -> Option<BridgeDns> {
     let declared = context.referenced(Kind::Bridge, &network.bridge)?;
-    let Spec::Bridge(bridge) = &declared.spec else {
+    let Some(bridge) = declared.spec.get::<BridgeSpec>() else {
         return None;
     };
     let dhcp = bridge.dhcp.as_ref()?;
@@ -210,6 +211,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::model::Spec;
     use crate::model::{Metadata, Name, Resource};
 
     fn network(yaml: &str) -> ContainerNetwork {
@@ -219,7 +221,7 @@ mod tests {
     fn bridge(yaml: &str) -> Arc<Resource> {
         Arc::new(Resource::new(
             Metadata::named(Name::parse("br0").unwrap()),
-            Spec::Bridge(serde_yaml::from_str(yaml).unwrap()),
+            Spec::new::<crate::model::BridgeSpec>(serde_yaml::from_str(yaml).unwrap()),
         ))
     }
 

@@ -63,6 +63,7 @@ pub mod fake;
 mod health_probe;
 pub mod host;
 pub mod image;
+mod kind;
 pub mod logs;
 pub mod network;
 mod observed;
@@ -79,6 +80,7 @@ pub(crate) mod testkit;
 mod vlan_tests;
 pub mod watch;
 
+use crate::model::ContainerSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -88,13 +90,14 @@ use async_trait::async_trait;
 use crate::contract::{
     Action, Change, ContractViolation, Driver, DriverError, PlanContext, StepContext,
 };
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub(crate) use diff::describe as live_note;
 pub(crate) use diff::restarts_a_dead_container;
 pub use error::ContainerError;
 pub use fake::FakeHost;
 pub use host::RuncHost;
+pub use kind::REGISTRATION;
 pub use observed::{ObservedContainer, veth_alias, veth_name};
 pub use seam::{ContainerHost, HostError, HostRequest, RuntimeContainer, RuntimeStatus};
 
@@ -171,8 +174,8 @@ impl Driver for ContainerDriver {
         // a create or replace from one that is not there is refused at plan.
         let local: BTreeSet<String> = desired
             .iter()
-            .filter_map(|resource| match &resource.spec {
-                Spec::Container(spec) if spec.image.starts_with('/') => Some(spec.image.clone()),
+            .filter_map(|resource| match resource.spec.get::<ContainerSpec>() {
+                Some(spec) if spec.image.starts_with('/') => Some(spec.image.clone()),
                 _ => None,
             })
             .collect();
@@ -188,7 +191,7 @@ impl Driver for ContainerDriver {
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
         for resource in desired {
-            let Spec::Container(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<ContainerSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the container driver was handed a resource of another kind".into(),
@@ -229,13 +232,15 @@ impl Driver for ContainerDriver {
 /// Whether a declared container joins a bridge the revision declares with
 /// `vlanFiltering: true`.
 fn needs_port_vlans(desired: &[Arc<Resource>], context: &PlanContext) -> bool {
-    desired.iter().any(|resource| match &resource.spec {
-        Spec::Container(spec) => spec
-            .network
-            .as_ref()
-            .is_some_and(|network| observed::filters_vlans(&network.bridge, context)),
-        _ => false,
-    })
+    desired
+        .iter()
+        .any(|resource| match resource.spec.get::<ContainerSpec>() {
+            Some(spec) => spec
+                .network
+                .as_ref()
+                .is_some_and(|network| observed::filters_vlans(&network.bridge, context)),
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -246,6 +251,7 @@ mod tests {
     use super::*;
     use crate::contract::{Action, CancelToken, Effect, Interrupted};
     use crate::drivers::container::seam::{Limits, MANAGED_ANNOTATION};
+    use crate::model::Spec;
 
     const WEB: &str = "image: /images/app\ncommand: [sleep, '1000']";
 
@@ -382,7 +388,9 @@ mod tests {
         };
         Arc::new(Resource::new(
             crate::model::Metadata::named(crate::model::Name::parse("br0").unwrap()),
-            Spec::Bridge(serde_yaml::from_str(&format!("addresses: [10.0.0.1/24]{dhcp}")).unwrap()),
+            Spec::new::<crate::model::BridgeSpec>(
+                serde_yaml::from_str(&format!("addresses: [10.0.0.1/24]{dhcp}")).unwrap(),
+            ),
         ))
     }
 

@@ -51,7 +51,7 @@ fn render(spec: &str) -> Value {
     let name = Name::parse("br0").expect("valid name");
     let resource = Arc::new(Resource::new(
         Metadata::named(name.clone()),
-        Spec::Bridge(spec.clone()),
+        Spec::new(spec.clone()),
     ));
     let context = PlanContext::new([]).with_revision(&[resource]);
     let network = BridgeNetwork::new(

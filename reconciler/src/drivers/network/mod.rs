@@ -77,6 +77,7 @@ mod error;
 pub mod fake;
 pub mod host;
 pub mod instance;
+mod kind;
 mod leases;
 pub mod nft;
 pub mod probe;
@@ -84,6 +85,7 @@ pub mod publish;
 mod rules;
 pub mod seam;
 
+use crate::model::BridgeSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,7 +96,7 @@ use crate::contract::{
     Action, Change, ContractViolation, Driver, DriverError, PlanContext, StepContext,
 };
 use crate::drivers::bridge::BridgeDriver;
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub use batch::{NftBatch, Round};
 pub use desired::{BridgeNetwork, Mode};
@@ -104,6 +106,7 @@ pub use error::{NetworkError, SeamError};
 pub use fake::FakeNetwork;
 pub use host::HostNetwork;
 pub use instance::Instance;
+pub use kind::REGISTRATION;
 pub use leases::{LeaseError, Leases, leases_json, read_leases};
 pub use publish::Publication;
 pub use seam::{NetworkRequest, NetworkSeam, NetworkState, TableObservation};
@@ -241,7 +244,7 @@ impl Driver for ManagedBridgeDriver {
 
         let mut networks = BTreeMap::new();
         for resource in desired {
-            let Spec::Bridge(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<BridgeSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the bridge driver was handed a resource of another kind".into(),

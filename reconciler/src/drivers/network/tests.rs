@@ -1,6 +1,7 @@
 //! The managed-bridge driver over the fakes: the link fake and the network fake
 //! together, as one host.
 
+use crate::model::Spec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ fn host() -> Host {
 fn bridge(name: &str, spec: &str) -> Arc<Resource> {
     let spec: BridgeSpec = serde_yaml::from_str(spec).expect("test spec parses");
     let name = Name::parse(name).expect("test name is valid");
-    Arc::new(Resource::new(Metadata::named(name), Spec::Bridge(spec)))
+    Arc::new(Resource::new(Metadata::named(name), Spec::new(spec)))
 }
 
 fn id(name: &str) -> ResourceId {
@@ -936,7 +937,7 @@ async fn vm_nics_with_a_mac_on_the_bridge_get_named_leases() {
     .unwrap();
     let vm = Arc::new(Resource::new(
         Metadata::named(Name::parse("web").unwrap()),
-        Spec::VirtualMachine(vm),
+        Spec::new(vm),
     ));
     let br0 = bridge("br0", DHCP);
     let desired = [br0.clone()];
@@ -960,14 +961,14 @@ fn guest(name: &str, spec: Spec) -> Arc<Resource> {
 fn container(name: &str, spec: &str) -> Arc<Resource> {
     guest(
         name,
-        Spec::Container(serde_yaml::from_str(spec).expect("parses")),
+        Spec::new::<crate::model::ContainerSpec>(serde_yaml::from_str(spec).expect("parses")),
     )
 }
 
 fn vm(name: &str, spec: &str) -> Arc<Resource> {
     guest(
         name,
-        Spec::VirtualMachine(serde_yaml::from_str(spec).expect("parses")),
+        Spec::new::<crate::model::VirtualMachineSpec>(serde_yaml::from_str(spec).expect("parses")),
     )
 }
 

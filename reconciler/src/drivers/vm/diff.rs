@@ -16,6 +16,7 @@
 //! OVMF, a socket path that fits) does not change the decision; it is the first reason,
 //! and apply refuses before it touches anything (before the stop of a restart too).
 
+use crate::model::BridgeSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,7 +34,7 @@ use crate::contract::{
     PlanContext, Prune,
 };
 use crate::model::{
-    Kind, Name, OVERCOMMIT_ANNOTATION, Resource, ResourceId, Spec, VirtualMachineSpec, VmState,
+    Kind, Name, OVERCOMMIT_ANNOTATION, Resource, ResourceId, VirtualMachineSpec, VmState,
 };
 
 /// What a change carries from plan to apply.
@@ -104,7 +105,12 @@ pub fn declared(
         .filter(|nic| {
             context
                 .referenced(Kind::Bridge, &nic.bridge)
-                .is_some_and(|bridge| matches!(&bridge.spec, Spec::Bridge(b) if b.vlan_filtering))
+                .is_some_and(|bridge| {
+                    bridge
+                        .spec
+                        .get::<BridgeSpec>()
+                        .is_some_and(|b| b.vlan_filtering)
+                })
         })
         .map(|nic| nic.bridge.to_string())
         .collect();

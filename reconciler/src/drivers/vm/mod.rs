@@ -57,6 +57,7 @@ mod error;
 #[cfg(test)]
 mod fake;
 pub mod host;
+mod kind;
 pub mod launch;
 pub mod monitor;
 pub mod nic;
@@ -74,6 +75,7 @@ mod tests;
 mod vlan_tests;
 pub mod vmm_api;
 
+use crate::model::VirtualMachineSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -81,12 +83,13 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use crate::contract::{Change, ContractViolation, Driver, DriverError, PlanContext, StepContext};
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub use backend::{Backend, Backends, BuiltinBackend, QemuBackend};
 pub use diff::VmSnapshot;
 pub use error::VmError;
 pub use host::RealHost;
+pub use kind::REGISTRATION;
 pub use paths::VmRoots;
 pub use seam::{HostSnapshot, VmHost, VmRequest};
 
@@ -169,8 +172,8 @@ impl Driver for VmDriver {
         let now = SystemTime::now();
         let wanted: BTreeSet<std::path::PathBuf> = desired
             .iter()
-            .filter_map(|resource| match &resource.spec {
-                Spec::VirtualMachine(spec) => Some(preflight::paths(spec)),
+            .filter_map(|resource| match resource.spec.get::<VirtualMachineSpec>() {
+                Some(spec) => Some(preflight::paths(spec)),
                 _ => None,
             })
             .flatten()
@@ -186,7 +189,7 @@ impl Driver for VmDriver {
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
         for resource in desired {
-            let Spec::VirtualMachine(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<VirtualMachineSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the VM driver was handed a resource of another kind".into(),
@@ -217,10 +220,11 @@ impl Driver for VmDriver {
     /// The guest's shutdown timeout (declared, or the recorded one for a delete) plus
     /// what launching and a hard stop take.
     fn step_budget(&self, change: &Change) -> Duration {
-        let declared = match change.desired.as_deref().map(|r| &r.spec) {
-            Some(Spec::VirtualMachine(spec)) => Some(diff::shutdown_timeout(spec)),
-            _ => None,
-        };
+        let declared = change
+            .desired
+            .as_deref()
+            .and_then(|r| r.spec.get::<VirtualMachineSpec>())
+            .map(diff::shutdown_timeout);
         let recorded = change
             .observed_as::<VmSnapshot>()
             .and_then(|s| s.observed.dir.as_ref())

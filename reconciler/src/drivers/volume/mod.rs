@@ -52,6 +52,7 @@ mod diff;
 mod drift;
 mod error;
 pub mod fake;
+mod kind;
 pub mod lvm;
 mod observed;
 pub mod probe;
@@ -62,6 +63,7 @@ mod tags;
 #[cfg(test)]
 mod tests;
 
+use crate::model::VolumeSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -73,11 +75,12 @@ use crate::contract::{
     Action, Change, ContractViolation, DEFAULT_STEP_BUDGET, Driver, DriverError, PlanContext,
     StepContext,
 };
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub use device::{device_path, volume_device};
 pub use error::VolumeError;
 pub use fake::FakeLvm;
+pub use kind::REGISTRATION;
 pub use lvm::LvmTools;
 pub use observed::ObservedVolume;
 pub use seam::{ImageInfo, LvKind, LvState, LvmError, LvmReport, LvmRequest, LvmSeam, VgState};
@@ -158,7 +161,7 @@ impl Driver for VolumeDriver {
     ) -> Result<Vec<Change>, DriverError> {
         let mut specs = Vec::with_capacity(desired.len());
         for resource in desired {
-            let Spec::Volume(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<VolumeSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the volume driver was handed a resource of another kind".into(),
@@ -234,7 +237,11 @@ impl Driver for VolumeDriver {
     }
 
     fn step_budget(&self, change: &Change) -> Duration {
-        let Some(Spec::Volume(spec)) = change.desired.as_deref().map(|r| &r.spec) else {
+        let Some(spec) = change
+            .desired
+            .as_deref()
+            .and_then(|r| r.spec.get::<VolumeSpec>())
+        else {
             return DEFAULT_STEP_BUDGET;
         };
         match change.action {
