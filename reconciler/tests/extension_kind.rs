@@ -264,6 +264,11 @@ fn schema_lists_the_kind() {
             .unwrap()
             .contains(&"MarkerFile".into())
     );
+    let depends_on = &any["$defs"]["MarkerFile"]["$defs"]["ResourceRef"]["pattern"];
+    assert!(
+        depends_on.as_str().unwrap().contains("|MarkerFile)/"),
+        "{depends_on}"
+    );
     let files: Vec<String> = gitvisor::schema::all_files()
         .into_iter()
         .map(|(name, _)| name)

@@ -117,7 +117,7 @@ impl Watching {
 
 fn humantime_secs(every: Duration) -> String {
     let millis = every.as_millis();
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")

@@ -2,8 +2,9 @@
 //!
 //! Steps: build the position tree (`crate::manifest::tree`; syntax, depth, alias, tag and
 //! duplicate-key errors), read `kind`, then deserialise the kind's strict document type
-//! from the tree ([`super::de`]). serde stops at the first error, so after each error the
-//! node it came from is removed and the document is read again, until it reads cleanly:
+//! from the tree (the kind's registration, with [`crate::manifest::de`]). serde stops at
+//! the first error, so after each error the node it came from is removed and the
+//! document is read again, until it reads cleanly:
 //! every unknown field and every bad value is reported, each once. A "missing field" that
 //! only follows from a removed bad value is not reported again; the mapping that misses it
 //! is removed in turn, so its siblings are still checked.

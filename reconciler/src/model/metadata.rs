@@ -67,11 +67,14 @@ impl JsonSchema for ResourceId {
         "ResourceRef".into()
     }
 
+    /// The kinds in the pattern are the registered ones.
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let kinds: Vec<&str> = Kind::all().into_iter().map(Kind::as_str).collect();
+        let pattern = format!("^({})/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", kinds.join("|"));
         schemars::json_schema!({
             "description": "A reference Kind/name, e.g. Volume/vm1-root",
             "type": "string",
-            "pattern": "^(Bridge|Volume|Container|VirtualMachine)/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+            "pattern": pattern
         })
     }
 }

@@ -101,9 +101,7 @@ struct BridgeDns {
 /// `dhcp:` (gitvisor's dnsmasq serves DNS there) and an IPv4 address for it to listen on.
 fn bridge_dns(network: &ContainerNetwork, context: &PlanContext) -> Option<BridgeDns> {
     let declared = context.referenced(Kind::Bridge, &network.bridge)?;
-    let Some(bridge) = declared.spec.get::<BridgeSpec>() else {
-        return None;
-    };
+    let bridge = declared.spec.get::<BridgeSpec>()?;
     let dhcp = bridge.dhcp.as_ref()?;
     let ipv4: Vec<_> = bridge
         .addresses

@@ -172,11 +172,8 @@ impl Driver for VmDriver {
         let now = SystemTime::now();
         let wanted: BTreeSet<std::path::PathBuf> = desired
             .iter()
-            .filter_map(|resource| match resource.spec.get::<VirtualMachineSpec>() {
-                Some(spec) => Some(preflight::paths(spec)),
-                _ => None,
-            })
-            .flatten()
+            .filter_map(|resource| resource.spec.get::<VirtualMachineSpec>())
+            .flat_map(preflight::paths)
             .collect();
         let files = if wanted.is_empty() {
             preflight::FileFacts::new()

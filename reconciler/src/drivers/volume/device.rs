@@ -21,10 +21,8 @@ pub fn device_path(vg: &str, name: &str) -> PathBuf {
 /// revision declares no such Volume (validation rejects a dangling reference first).
 pub fn volume_device(context: &PlanContext, name: &Name) -> Option<PathBuf> {
     let resource = context.referenced(Kind::Volume, name)?;
-    match resource.spec.get::<VolumeSpec>() {
-        Some(volume) => Some(device_path(&volume.volume_group, name.as_str())),
-        _ => None,
-    }
+    let volume = resource.spec.get::<VolumeSpec>()?;
+    Some(device_path(&volume.volume_group, name.as_str()))
 }
 
 #[cfg(test)]
