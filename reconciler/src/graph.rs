@@ -221,7 +221,8 @@ impl DependencyGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BridgeSpec, Kind, Metadata, Name, Spec};
+    use crate::drivers::bridge::BridgeSpec;
+    use crate::model::{Kind, Metadata, Name, Spec};
 
     fn bridge(name: &str, depends_on: &[&str]) -> Resource {
         let mut metadata = Metadata::named(Name::parse(name).unwrap());

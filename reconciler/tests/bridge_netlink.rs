@@ -15,12 +15,13 @@ mod common;
 use common::in_own_netns;
 use std::sync::Arc;
 
+use gitvisor::drivers::bridge::BridgeSpec;
 use gitvisor::drivers::bridge::{
     BridgeDriver, LinkRequest, LinkSeam, LinkState, NetlinkLinks, OWNERSHIP_MARKER,
     TEMPORARY_PREFIX,
 };
 use gitvisor::drivers::{Driver, PlanContext, StepContext};
-use gitvisor::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec};
+use gitvisor::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
 use gitvisor::plan::{Action, Change};
 use ipnet::IpNet;
 use nix::errno::Errno;

@@ -30,12 +30,13 @@ use std::time::{Duration, SystemTime};
 use super::controller::Controller;
 use super::shared::Shared;
 use super::trigger::Trigger;
+use crate::drivers::container::RestartPolicy;
 use crate::drivers::container::live_note;
 use crate::drivers::container::restart::{self, Decision};
 use crate::drivers::container::seam::MANAGED_ANNOTATION;
 use crate::drivers::container::supervision::{Sighting, Transition, transitions};
 use crate::drivers::container::watch::{Look, SupervisorWatch};
-use crate::model::{Kind, Name, ResourceId, RestartPolicy, RunState};
+use crate::model::{Kind, Name, ResourceId, RunState};
 use crate::state::EventLevel;
 
 /// A wake-up for a restart backoff comes this much after the backoff ends, so the plan

@@ -6,8 +6,10 @@ use async_trait::async_trait;
 
 use super::make_plan;
 use crate::contract::{Action, Change, Driver, DriverError, Drivers, PlanContext, StepContext};
+use crate::drivers::bridge::BridgeSpec;
+use crate::drivers::volume::VolumeSpec;
 use crate::load::Revision;
-use crate::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec, VolumeSpec};
+use crate::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
 
 /// Records the context it was planned with.
 struct Recorder {

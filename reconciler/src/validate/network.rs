@@ -26,11 +26,12 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 
 use super::place;
+use crate::drivers::bridge::BridgeSpec;
 use crate::drivers::network::publish::{
     Guest, NoTarget, Publication, guest_lists, guest_target, of_resource,
 };
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{BridgeSpec, Name, PortPublish, Protocol};
+use crate::model::{Name, PortPublish, Protocol};
 
 /// dnsmasq's shortest lease.
 const MIN_LEASE: Duration = Duration::from_secs(120);

@@ -2,11 +2,14 @@
 //! LVM names, MTU range), one-of fields, addresses the kernel refuses or merges, and the
 //! `gitvisor.dev/` annotations.
 
+use crate::drivers::bridge::BridgeSpec;
+use crate::drivers::container::{ContainerSpec, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY};
+use crate::drivers::vm::{MAX_VM_MEMORY, VirtualMachineSpec};
+use crate::drivers::volume::{MAX_VOLUME_SIZE, VolumeSpec};
 use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::{
-    ADOPT_ANNOTATION, BridgeSpec, ByteSize, ContainerSpec, IFNAME_MAX, Kind, MAX_CONTAINER_CPUS,
-    MAX_CONTAINER_MEMORY, MAX_VM_MEMORY, MAX_VOLUME_SIZE, OVERCOMMIT_ANNOTATION, RESERVED_IFNAMES,
-    VirtualMachineSpec, VolumeSpec, quoted, unicast_problem,
+    ADOPT_ANNOTATION, ByteSize, IFNAME_MAX, Kind, OVERCOMMIT_ANNOTATION, RESERVED_IFNAMES, quoted,
+    unicast_problem,
 };
 
 /// The annotation prefix gitvisor owns: every key under it must be one it knows.
@@ -327,7 +330,7 @@ fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
 /// snapshot lives where its origin does (another Volume, in that one's pool).
 fn check_volume_source(
     resource: &crate::model::Resource,
-    volume: &crate::model::VolumeSpec,
+    volume: &crate::drivers::volume::VolumeSpec,
     error: &mut impl FnMut(&str, String),
 ) {
     let Some(source) = &volume.source else {

@@ -8,9 +8,9 @@
 //! Each finding is reported at the later declaration (in file order) and names the
 //! earlier one's `file:line:col`, so both are in the message.
 
-use crate::model::BridgeSpec;
-use crate::model::ContainerSpec;
-use crate::model::VirtualMachineSpec;
+use crate::drivers::bridge::BridgeSpec;
+use crate::drivers::container::ContainerSpec;
+use crate::drivers::vm::VirtualMachineSpec;
 use std::collections::HashMap;
 use std::net::IpAddr;
 

@@ -7,13 +7,14 @@
 //! every frame and the VLANs would silently mean nothing. A sub-interface's name
 //! `<bridge>.<id>` must fit IFNAMSIZ, and its addresses are interface addresses.
 
-use crate::model::ContainerSpec;
-use crate::model::VirtualMachineSpec;
+use crate::drivers::container::ContainerSpec;
+use crate::drivers::vm::VirtualMachineSpec;
 use std::collections::HashMap;
 
 use super::place;
+use crate::drivers::bridge::BridgeSpec;
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{BridgeSpec, IFNAME_MAX, Kind, Name, VLAN_ID_MAX, VLAN_ID_MIN, Vlan};
+use crate::model::{IFNAME_MAX, Kind, Name, VLAN_ID_MAX, VLAN_ID_MIN, Vlan};
 
 /// The per-bridge rules; `error(field, message)` reports one finding.
 pub(super) fn check_bridge(name: &str, bridge: &BridgeSpec, error: &mut dyn FnMut(&str, String)) {

@@ -42,7 +42,8 @@ use super::observed::ObservedBridge;
 use super::seam::{BridgeOptions, DEFAULT_VLAN, LinkKind, LinkRequest, LinkSeam, LinkState};
 use super::temporary::{temporary_name, temporary_vlan_name};
 use crate::contract::{Action, Change, StepContext};
-use crate::model::{BridgeSpec, ResourceId};
+use crate::drivers::bridge::BridgeSpec;
+use crate::model::ResourceId;
 
 /// One request and how to describe it to people, in terms of the bridge it serves.
 #[derive(Debug, Clone, PartialEq)]

@@ -60,13 +60,13 @@ pub mod netlink;
 mod observed;
 pub mod probe;
 pub mod seam;
+mod spec;
 mod temporary;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod vlan_tests;
 
-use crate::model::BridgeSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -80,6 +80,7 @@ pub use fake::FakeLinks;
 pub use netlink::NetlinkLinks;
 pub use observed::{DeclaredPort, ObservedBridge, PortLink};
 pub use seam::{BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError};
+pub use spec::BridgeSpec;
 pub use temporary::{TEMPORARY_PREFIX, temporary_name};
 
 /// The `ifalias` gitvisor sets on every bridge it creates.

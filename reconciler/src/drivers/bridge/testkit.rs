@@ -7,9 +7,8 @@ use ipnet::IpNet;
 use super::OWNERSHIP_MARKER;
 use super::seam::LinkState;
 use crate::drivers::PlanContext;
-use crate::model::{
-    ADOPT_ANNOTATION, BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec,
-};
+use crate::drivers::bridge::BridgeSpec;
+use crate::model::{ADOPT_ANNOTATION, Kind, Metadata, Name, Resource, ResourceId, Spec};
 
 /// A declared bridge; `spec` is the YAML of its `spec:` block.
 pub(crate) fn declared(name: &str, spec: &str) -> Arc<Resource> {

@@ -28,11 +28,12 @@
 //! Pure: the host's files are read by the seam ([`super::ContainerHost::host_resolver`])
 //! in the plan's one observation.
 
-use crate::model::BridgeSpec;
+use crate::drivers::bridge::BridgeSpec;
 use std::net::IpAddr;
 
 use crate::contract::PlanContext;
-use crate::model::{ContainerNetwork, Kind};
+use crate::drivers::container::ContainerNetwork;
+use crate::model::Kind;
 
 /// Where `/etc/resolv.conf` of systemd-resolved's stub resolver points.
 pub const SYSTEMD_STUB: &str = "127.0.0.53";
@@ -219,7 +220,7 @@ mod tests {
     fn bridge(yaml: &str) -> Arc<Resource> {
         Arc::new(Resource::new(
             Metadata::named(Name::parse("br0").unwrap()),
-            Spec::new::<crate::model::BridgeSpec>(serde_yaml::from_str(yaml).unwrap()),
+            Spec::new::<crate::drivers::bridge::BridgeSpec>(serde_yaml::from_str(yaml).unwrap()),
         ))
     }
 

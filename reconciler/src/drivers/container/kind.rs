@@ -8,8 +8,8 @@ use futures::future::BoxFuture;
 
 use super::ContainerDriver;
 use crate::drivers::Registration;
+use crate::drivers::container::ContainerSpec;
 use crate::drivers::probe::Facility;
-use crate::model::ContainerSpec;
 
 /// The ContainerSpec kind's registration.
 pub const REGISTRATION: Registration =

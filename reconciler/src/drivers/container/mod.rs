@@ -73,6 +73,7 @@ pub mod rootfs;
 pub mod runc;
 pub mod seam;
 pub mod shim;
+mod spec;
 pub mod supervision;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -80,7 +81,6 @@ pub(crate) mod testkit;
 mod vlan_tests;
 pub mod watch;
 
-use crate::model::ContainerSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -100,6 +100,10 @@ pub use host::RuncHost;
 pub use kind::REGISTRATION;
 pub use observed::{ObservedContainer, veth_alias, veth_name};
 pub use seam::{ContainerHost, HostError, HostRequest, RuntimeContainer, RuntimeStatus};
+pub use spec::{
+    ContainerNetwork, ContainerSpec, HealthCheck, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY, Mount,
+    Resources, RestartPolicy,
+};
 
 /// How long one container change may take: an image pull and unpack included.
 pub const STEP_BUDGET: Duration = Duration::from_secs(15 * 60);
@@ -388,7 +392,7 @@ mod tests {
         };
         Arc::new(Resource::new(
             crate::model::Metadata::named(crate::model::Name::parse("br0").unwrap()),
-            Spec::new::<crate::model::BridgeSpec>(
+            Spec::new::<crate::drivers::bridge::BridgeSpec>(
                 serde_yaml::from_str(&format!("addresses: [10.0.0.1/24]{dhcp}")).unwrap(),
             ),
         ))

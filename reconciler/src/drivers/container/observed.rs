@@ -2,8 +2,8 @@
 //! runtime listed it, the declaration resolved against the revision (mount sources, the
 //! veth, limits), and the work the drift calls for, in order.
 
-use crate::model::BridgeSpec;
-use crate::model::VolumeSpec;
+use crate::drivers::bridge::BridgeSpec;
+use crate::drivers::volume::VolumeSpec;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -14,8 +14,9 @@ use super::seam::{
     ContainerMount, Limits, MANAGED_ANNOTATION, MountSource, RuntimeContainer, VethPlan,
 };
 use crate::contract::{Marker, PlanContext};
+use crate::drivers::container::ContainerSpec;
 use crate::drivers::vlan_port::{VlanDrift, declared_or_default};
-use crate::model::{ContainerSpec, Kind, Name, Vlan};
+use crate::model::{Kind, Name, Vlan};
 
 /// The default grace between SIGTERM and SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -167,7 +168,7 @@ pub(crate) fn filters_vlans(bridge: &Name, context: &PlanContext) -> bool {
 }
 
 fn resolve_mount(
-    mount: &crate::model::Mount,
+    mount: &crate::drivers::container::Mount,
     context: &PlanContext,
 ) -> Result<ContainerMount, String> {
     let source = match (&mount.host_path, &mount.volume) {

@@ -16,7 +16,7 @@ use crate::drivers::vlan_port::DEFAULT_VLAN;
 use crate::model::{Metadata, Name, Vlan};
 
 fn bridge(filtering: bool) -> Arc<Resource> {
-    let spec: crate::model::BridgeSpec =
+    let spec: crate::drivers::bridge::BridgeSpec =
         serde_yaml::from_str(&format!("vlanFiltering: {filtering}")).expect("test bridge parses");
     Arc::new(Resource::new(
         Metadata::named(Name::parse("br0").expect("valid")),

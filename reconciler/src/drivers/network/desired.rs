@@ -3,8 +3,8 @@
 //! forwarding switches it needs. Pure: computed at plan time from the manifests and the
 //! few host facts it depends on (the default route's interface), and carried to apply.
 
-use crate::model::ContainerSpec;
-use crate::model::VirtualMachineSpec;
+use crate::drivers::container::ContainerSpec;
+use crate::drivers::vm::VirtualMachineSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
@@ -15,7 +15,8 @@ use super::dnsmasq::{self, DhcpHost, DhcpPaths, HostRecord};
 use super::publish::{self, Publication};
 use super::rules::{self, Hook, Rule};
 use crate::contract::PlanContext;
-use crate::model::{BridgeSpec, Kind, Name};
+use crate::drivers::bridge::BridgeSpec;
+use crate::model::{Kind, Name};
 
 /// How a bridge's guests reach beyond it.
 #[derive(Debug, Clone, PartialEq, Eq)]

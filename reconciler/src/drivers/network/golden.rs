@@ -20,7 +20,8 @@ use super::instance::Instance;
 use super::nft::listed_exprs;
 use super::seam::{NetworkState, TableObservation};
 use crate::contract::PlanContext;
-use crate::model::{BridgeSpec, Metadata, Name, Resource, Spec};
+use crate::drivers::bridge::BridgeSpec;
+use crate::model::{Metadata, Name, Resource, Spec};
 
 /// Each golden file: its name and the bridge `br0`'s spec.
 const CASES: &[(&str, &str)] = &[

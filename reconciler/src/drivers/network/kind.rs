@@ -8,8 +8,8 @@ use futures::future::BoxFuture;
 
 use super::ManagedBridgeDriver;
 use crate::drivers::Registration;
+use crate::drivers::bridge::BridgeSpec;
 use crate::drivers::probe::Facility;
-use crate::model::BridgeSpec;
 
 /// The BridgeSpec kind's registration.
 pub const REGISTRATION: Registration =

@@ -85,7 +85,7 @@ pub mod publish;
 mod rules;
 pub mod seam;
 
-use crate::model::BridgeSpec;
+use crate::drivers::bridge::BridgeSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

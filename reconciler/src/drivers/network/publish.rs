@@ -9,15 +9,15 @@
 //! [`of_resource`] is the one place a source is read; [`guest_target`] is how a guest's
 //! address is found, and why it cannot be (validation turns that into the fix to make).
 
-use crate::model::ContainerSpec;
-use crate::model::VirtualMachineSpec;
+use crate::drivers::container::ContainerSpec;
+use crate::drivers::vm::VirtualMachineSpec;
 use std::fmt;
 use std::net::IpAddr;
 
 use crate::contract::PlanContext;
+use crate::drivers::bridge::BridgeSpec;
 use crate::model::{
-    BridgePublish, BridgeSpec, Cidr, Kind, MacAddress, Name, PortPublish, Protocol, Resource,
-    ResourceId,
+    BridgePublish, Cidr, Kind, MacAddress, Name, PortPublish, Protocol, Resource, ResourceId,
 };
 
 /// One published port: `protocol` `host_address`:`host_port` on the host reaches

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use super::*;
 use crate::contract::{Action, CancelToken, FailureClass};
+use crate::drivers::bridge::BridgeSpec;
 use crate::drivers::bridge::fake::plain_link;
 use crate::drivers::bridge::{FakeLinks, OWNERSHIP_MARKER};
-use crate::model::{BridgeSpec, Metadata, Name, ResourceId};
+use crate::model::{Metadata, Name, ResourceId};
 
 struct Host {
     links: Arc<FakeLinks>,
@@ -931,7 +932,7 @@ async fn dhcp_is_started_restarted_when_it_dies_or_changes_and_removed_with_the_
 #[tokio::test]
 async fn vm_nics_with_a_mac_on_the_bridge_get_named_leases() {
     let host = host();
-    let vm: crate::model::VirtualMachineSpec = serde_yaml::from_str(
+    let vm: crate::drivers::vm::VirtualMachineSpec = serde_yaml::from_str(
         "memory: 256MiB\nboot: {kernel: /k}\nnetworks: [{bridge: br0, mac: '52:54:00:00:00:42'}]",
     )
     .unwrap();
@@ -961,14 +962,18 @@ fn guest(name: &str, spec: Spec) -> Arc<Resource> {
 fn container(name: &str, spec: &str) -> Arc<Resource> {
     guest(
         name,
-        Spec::new::<crate::model::ContainerSpec>(serde_yaml::from_str(spec).expect("parses")),
+        Spec::new::<crate::drivers::container::ContainerSpec>(
+            serde_yaml::from_str(spec).expect("parses"),
+        ),
     )
 }
 
 fn vm(name: &str, spec: &str) -> Arc<Resource> {
     guest(
         name,
-        Spec::new::<crate::model::VirtualMachineSpec>(serde_yaml::from_str(spec).expect("parses")),
+        Spec::new::<crate::drivers::vm::VirtualMachineSpec>(
+            serde_yaml::from_str(spec).expect("parses"),
+        ),
     )
 }
 

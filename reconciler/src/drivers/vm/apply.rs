@@ -48,7 +48,7 @@ use super::seed::seed_image;
 use crate::contract::{Action, Change, StepContext};
 use crate::drivers::bridge::LinkRequest;
 use crate::drivers::vlan_port::VlanDrift;
-use crate::model::{Firmware, Hypervisor, VirtualMachineSpec, VmState};
+use crate::drivers::vm::{Firmware, Hypervisor, VirtualMachineSpec, VmState};
 
 /// How long to wait for the process to end after `quit`, and after SIGKILL.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(10);

@@ -16,7 +16,7 @@
 //! OVMF, a socket path that fits) does not change the decision; it is the first reason,
 //! and apply refuses before it touches anything (before the stop of a restart too).
 
-use crate::model::BridgeSpec;
+use crate::drivers::bridge::BridgeSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,9 +33,8 @@ use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
     PlanContext, Prune,
 };
-use crate::model::{
-    Kind, Name, OVERCOMMIT_ANNOTATION, Resource, ResourceId, VirtualMachineSpec, VmState,
-};
+use crate::drivers::vm::{VirtualMachineSpec, VmState};
+use crate::model::{Kind, Name, OVERCOMMIT_ANNOTATION, Resource, ResourceId};
 
 /// What a change carries from plan to apply.
 #[derive(Debug, Clone, PartialEq)]

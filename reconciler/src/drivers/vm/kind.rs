@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use super::VmDriver;
 use crate::drivers::Registration;
 use crate::drivers::probe::Facility;
-use crate::model::VirtualMachineSpec;
+use crate::drivers::vm::VirtualMachineSpec;
 
 /// The VirtualMachineSpec kind's registration.
 pub const REGISTRATION: Registration =

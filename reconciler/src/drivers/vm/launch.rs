@@ -3,16 +3,14 @@
 //! KVM works, where the UEFI firmware is). Pure: no I/O, so the command line a plan
 //! implies is the one apply launches.
 
-use crate::model::VolumeSpec;
+use crate::drivers::volume::VolumeSpec;
 use std::path::PathBuf;
 
 use super::nic::{mac_address, tap_name};
 use super::paths::{RunPaths, VmRoots};
 use crate::contract::PlanContext;
-use crate::model::{
-    Accel, ByteSize, DiskFormat, Firmware, Graphics, Kind, MacAddress, OVERCOMMIT_ANNOTATION,
-    VirtualMachineSpec, VmState,
-};
+use crate::drivers::vm::{Accel, DiskFormat, Firmware, Graphics, VirtualMachineSpec, VmState};
+use crate::model::{ByteSize, Kind, MacAddress, OVERCOMMIT_ANNOTATION};
 
 /// Host facts a launch depends on, read by observe.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -265,7 +263,7 @@ mod tests {
     }
 
     fn volume(name: &str, vg: &str) -> Arc<Resource> {
-        let spec: crate::model::VolumeSpec =
+        let spec: crate::drivers::volume::VolumeSpec =
             serde_yaml::from_str(&format!("volumeGroup: {vg}\nsize: 1GiB")).unwrap();
         Arc::new(Resource::new(
             Metadata::named(Name::parse(name).unwrap()),

@@ -69,13 +69,13 @@ pub mod qmp;
 pub mod record;
 pub mod seam;
 pub mod seed;
+mod spec;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod vlan_tests;
 pub mod vmm_api;
 
-use crate::model::VirtualMachineSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -92,6 +92,11 @@ pub use host::RealHost;
 pub use kind::REGISTRATION;
 pub use paths::VmRoots;
 pub use seam::{HostSnapshot, VmHost, VmRequest};
+pub use spec::{
+    Accel, BUILTIN_BASE_CMDLINE, BUILTIN_MAX_CMDLINE, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES,
+    BUILTIN_MAX_MEMORY, Boot, CloudInit, Console, Disk, DiskFormat, Firmware, Graphics, Hypervisor,
+    MAX_VM_DEVICES, MAX_VM_MEMORY, Nic, VirtualMachineSpec, VmState,
+};
 
 /// How long a guest may take to power off after the ACPI button before it is stopped
 /// hard, unless `shutdownTimeout` says otherwise.

@@ -760,7 +760,7 @@ async fn a_vm_moved_between_hypervisors_is_stopped_by_the_one_that_runs_it() {
     assert!(matches!(
         requests[0],
         VmRequest::Control {
-            hypervisor: crate::model::Hypervisor::Qemu,
+            hypervisor: crate::drivers::vm::Hypervisor::Qemu,
             command: Control::Powerdown,
             ..
         }

@@ -30,7 +30,7 @@ fn vm(networks: &str) -> Arc<Resource> {
     let yaml = format!("{VM}\nnetworks: {networks}");
     resource(
         "web",
-        Spec::new::<crate::model::VirtualMachineSpec>(
+        Spec::new::<crate::drivers::vm::VirtualMachineSpec>(
             serde_yaml::from_str(&yaml).expect("test spec parses"),
         ),
     )
@@ -40,7 +40,7 @@ fn bridge_resource(name: &str, filtering: bool) -> Arc<Resource> {
     let yaml = format!("vlanFiltering: {filtering}");
     resource(
         name,
-        Spec::new::<crate::model::BridgeSpec>(
+        Spec::new::<crate::drivers::bridge::BridgeSpec>(
             serde_yaml::from_str(&yaml).expect("test bridge parses"),
         ),
     )

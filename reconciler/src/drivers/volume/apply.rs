@@ -29,7 +29,7 @@ use super::observed::ObservedVolume;
 use super::seam::{LvmRequest, LvmSeam};
 use super::tags;
 use crate::contract::{Action, Change, StepContext};
-use crate::model::{VolumeSource, VolumeSpec};
+use crate::drivers::volume::{VolumeSource, VolumeSpec};
 
 /// Carry out `change` on `seam`, stopping between requests when `step` says so.
 pub(crate) async fn apply(

@@ -6,7 +6,7 @@
 //! orders the Volume's creation before theirs, so the path exists by the time they
 //! apply. Both sides compute it here, from the declaration, so they cannot disagree.
 
-use crate::model::VolumeSpec;
+use crate::drivers::volume::VolumeSpec;
 use std::path::PathBuf;
 
 use crate::contract::PlanContext;
@@ -30,8 +30,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::drivers::volume::VolumeSpec;
     use crate::model::Spec;
-    use crate::model::{Metadata, Resource, VolumeSpec};
+    use crate::model::{Metadata, Resource};
 
     #[test]
     fn another_driver_finds_a_declared_volumes_device() {

@@ -43,7 +43,8 @@ use super::tags;
 use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, Ownership, PlanContext, Prune,
 };
-use crate::model::{Filesystem, Kind, ReclaimPolicy, Resource, ResourceId, VolumeSpec};
+use crate::drivers::volume::{Filesystem, ReclaimPolicy, VolumeSpec};
+use crate::model::{Kind, Resource, ResourceId};
 
 /// What the plan knows besides the host: the store's records, the revision, the images
 /// inspected, and the free extents not yet spent by earlier changes of this plan.

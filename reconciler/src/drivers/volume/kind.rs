@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use super::VolumeDriver;
 use crate::drivers::Registration;
 use crate::drivers::probe::Facility;
-use crate::model::VolumeSpec;
+use crate::drivers::volume::VolumeSpec;
 
 /// The VolumeSpec kind's registration.
 pub const REGISTRATION: Registration =

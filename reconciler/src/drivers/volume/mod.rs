@@ -59,11 +59,11 @@ pub mod probe;
 mod report;
 pub mod seam;
 mod size;
+mod spec;
 mod tags;
 #[cfg(test)]
 mod tests;
 
-use crate::model::VolumeSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -84,6 +84,7 @@ pub use kind::REGISTRATION;
 pub use lvm::LvmTools;
 pub use observed::ObservedVolume;
 pub use seam::{ImageInfo, LvKind, LvState, LvmError, LvmReport, LvmRequest, LvmSeam, VgState};
+pub use spec::{Filesystem, MAX_VOLUME_SIZE, ReclaimPolicy, VolumeSource, VolumeSpec};
 
 /// How long writing a source image may take.
 pub const IMAGE_STEP_BUDGET: Duration = Duration::from_secs(4 * 3600);

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use super::fake::{lv, thin_pool, vg};
 use super::*;
 use crate::contract::{Action, CancelToken, FailureClass, Interrupted};
-use crate::model::{ADOPT_ANNOTATION as ADOPT, Filesystem, Metadata, Name, ResourceId, VolumeSpec};
+use crate::drivers::volume::{Filesystem, VolumeSpec};
+use crate::model::{ADOPT_ANNOTATION as ADOPT, Metadata, Name, ResourceId};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;

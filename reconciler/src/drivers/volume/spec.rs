@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{ByteSize, Kind, KindSpec, Reference, ResourceId};
+use crate::model::{ByteSize, Kind, KindSpec, Reference, ResourceId};
 
 /// The largest logical volume LVM makes (8 EiB on 64-bit hosts); a larger `size` is a
 /// typo that `lvcreate` would refuse after the rest of the revision was applied.

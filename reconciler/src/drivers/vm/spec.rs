@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
+use crate::model::{
     ByteSize, Duration, Kind, KindSpec, MacAddress, Name, PortPublish, Reference, ResourceId, Vlan,
 };
 
@@ -237,7 +237,7 @@ pub struct Console {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
     /// Expose an attachable socket (default true).
-    #[serde(default = "super::bridge::default_true")]
+    #[serde(default = "default_true")]
     pub socket: bool,
 }
 
@@ -361,7 +361,7 @@ impl VirtualMachineSpec {
                 "spec.memory",
                 &format!(
                     "maps at most {} of guest memory",
-                    super::ByteSize(BUILTIN_MAX_MEMORY)
+                    crate::model::ByteSize(BUILTIN_MAX_MEMORY)
                 ),
             );
         }
@@ -432,6 +432,10 @@ impl KindSpec for VirtualMachineSpec {
         }
         refs
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
+use crate::model::{
     ByteSize, Cidr, Duration, Kind, KindSpec, Name, PortPublish, Reference, ResourceId, RunState,
 };
 
@@ -118,7 +118,7 @@ pub struct ContainerNetwork {
     pub publish: Vec<PortPublish>,
     /// The VLANs the veth carries on the bridge (needs `vlanFiltering: true` there).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub vlans: Vec<super::Vlan>,
+    pub vlans: Vec<crate::model::Vlan>,
 }
 
 /// The largest CPU quota a container may declare, in cores (the kernel's CFS quota is
