@@ -1,9 +1,10 @@
 //! Host probes: what each kind needs from this host, and whether it is there.
 //!
-//! Every kind has a probe in its driver's folder, also the kinds whose driver this build
-//! does not have yet, so `gitvisor doctor` can say both "no driver in this build" and
-//! "the host lacks X". A probe only reads: it lists, opens read-only, or asks a tool for
-//! its version; it never creates anything.
+//! Every kind's probe is in its driver's folder and reached through the kind's
+//! registration (`Registration::probe`), so `gitvisor doctor` can say both "no driver in
+//! this build" (a kind without a registration) and "the host lacks X". A probe only
+//! reads: it lists, opens read-only, or asks a tool for its version; it never creates
+//! anything.
 //!
 //! Probes run on the async runtime but never block it: tools run through
 //! [`tool_version`] (`tokio::process`, a deadline, killed when dropped), and file system
