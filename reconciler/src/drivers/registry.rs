@@ -4,8 +4,10 @@
 //! A registration is everything the engine needs of a kind: how to read its document
 //! (the loader), its document schema (`gitvisor schema`), its host probe (`gitvisor
 //! doctor`) and how to connect its driver (the reconciler). The engine reaches a kind only
-//! through here, so a new kind is its folder plus one line in [`BUILT_IN`] (or, for a
-//! kind defined outside this crate, one [`register`] call before anything is loaded).
+//! through here, so a new kind is its folder plus one line in [`BUILT_IN`] (and its name
+//! in `Kind::BUILT_IN`, which the model parses `Kind/name` against before any driver is
+//! connected); a kind defined outside this crate is one [`register`] call before
+//! anything is loaded.
 //!
 //! `every_kind_has_exactly_one_driver` checks the list: one registration per kind name,
 //! and every kind the model knows has one.
@@ -162,6 +164,13 @@ mod tests {
                 .filter(|r| r.kind.as_str() == kind.as_str())
                 .count();
             assert_eq!(count, 1, "{kind} has {count} drivers registered");
+        }
+        for registration in &registry {
+            assert!(
+                Kind::all().contains(&registration.kind),
+                "{} has a driver but does not parse: add it to Kind::BUILT_IN (model/kind.rs)",
+                registration.kind
+            );
         }
         assert_eq!(registry.len(), Kind::all().len());
     }
