@@ -221,13 +221,14 @@ impl DependencyGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BridgeSpec, Kind, Metadata, Name, Spec};
+    use crate::drivers::bridge::BridgeSpec;
+    use crate::model::{Kind, Metadata, Name, Spec};
 
     fn bridge(name: &str, depends_on: &[&str]) -> Resource {
         let mut metadata = Metadata::named(Name::parse(name).unwrap());
         metadata.depends_on = depends_on.iter().map(|d| d.parse().unwrap()).collect();
         let spec: BridgeSpec = serde_yaml::from_str("{}").unwrap();
-        Resource::new(metadata, Spec::Bridge(spec))
+        Resource::new(metadata, Spec::new(spec))
     }
 
     fn id(name: &str) -> ResourceId {

@@ -1,15 +1,12 @@
-//! JSON Schemas generated from the manifest types (schemars), one per kind plus one for
-//! any document. They are checked in under `schemas/` for editors (yaml-language-server
+//! JSON Schemas generated from the manifest types (schemars), one per kind (from the
+//! kind's registration, `crate::drivers::registry`) plus one for any document. They are checked in under `schemas/` for editors (yaml-language-server
 //! modelines in the examples) and CI's independent validator; a test fails when the
 //! checked-in files drift from the types.
 
-use schemars::JsonSchema;
 use serde_json::{Value, json};
 
-use crate::model::{
-    API_VERSION, BridgeSpec, ContainerSpec, Document, Kind, PRUNE_POLICY_KIND, PrunePolicySpec,
-    VirtualMachineSpec, VolumeSpec,
-};
+use crate::drivers::{Registration, registry};
+use crate::model::{API_VERSION, Document, Kind, PRUNE_POLICY_KIND, PrunePolicySpec};
 
 const BASE: &str = "https://gitvisor.dev/schemas/v1alpha1";
 
@@ -21,9 +18,9 @@ pub fn file_name(kind: Option<Kind>) -> String {
     }
 }
 
-fn document_schema<S: JsonSchema>(kind: Kind) -> Value {
-    let mut schema =
-        serde_json::to_value(schemars::schema_for!(Document<S>)).unwrap_or_else(|_| json!({}));
+fn document_schema(registration: &Registration) -> Value {
+    let kind = registration.kind;
+    let mut schema = registration.schema();
     schema["$id"] = json!(format!("{BASE}/{}", file_name(Some(kind))));
     schema["title"] = json!(format!("gitvisor {kind}"));
     schema["description"] = json!(format!("A gitvisor {kind} manifest ({API_VERSION})."));
@@ -49,18 +46,26 @@ fn prune_policy_schema() -> Value {
     schema
 }
 
+/// The registered kinds, in rank order (the order the schemas list them in).
+fn kinds() -> Vec<Registration> {
+    let mut kinds = registry();
+    kinds.sort_by_key(|r| r.kind);
+    kinds
+}
+
 /// The schema of one kind, or (`None`) of any manifest document.
 pub fn schema(kind: Option<Kind>) -> Value {
     match kind {
-        Some(Kind::Bridge) => document_schema::<BridgeSpec>(Kind::Bridge),
-        Some(Kind::Volume) => document_schema::<VolumeSpec>(Kind::Volume),
-        Some(Kind::Container) => document_schema::<ContainerSpec>(Kind::Container),
-        Some(Kind::VirtualMachine) => document_schema::<VirtualMachineSpec>(Kind::VirtualMachine),
+        Some(kind) => match crate::drivers::registration(kind) {
+            Some(registration) => document_schema(&registration),
+            None => json!({}),
+        },
         None => {
             let mut branches = Vec::new();
             let mut defs = serde_json::Map::new();
-            for kind in Kind::ALL {
-                let mut sub = schema(Some(kind));
+            for registration in kinds() {
+                let kind = registration.kind;
+                let mut sub = document_schema(&registration);
                 if let Some(object) = sub.as_object_mut() {
                     object.remove("$schema");
                 }
@@ -79,7 +84,7 @@ pub fn schema(kind: Option<Kind>) -> Value {
                 "if": { "properties": { "kind": { "const": PRUNE_POLICY_KIND } } },
                 "then": { "$ref": format!("#/$defs/{PRUNE_POLICY_KIND}") }
             }));
-            let mut kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+            let mut kinds: Vec<&str> = kinds().iter().map(|r| r.kind.as_str()).collect();
             kinds.push(PRUNE_POLICY_KIND);
             json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -102,7 +107,7 @@ pub fn schema(kind: Option<Kind>) -> Value {
 /// Every schema file: `(file name, pretty JSON with a trailing newline)`.
 pub fn all_files() -> Vec<(String, String)> {
     std::iter::once(None)
-        .chain(Kind::ALL.into_iter().map(Some))
+        .chain(kinds().into_iter().map(|r| Some(r.kind)))
         .map(|kind| {
             let text = serde_json::to_string_pretty(&schema(kind)).unwrap_or_default();
             (file_name(kind), text + "\n")

@@ -15,12 +15,13 @@ mod common;
 use common::in_own_netns;
 use std::sync::Arc;
 
+use gitvisor::drivers::bridge::BridgeSpec;
 use gitvisor::drivers::bridge::{
     BridgeDriver, LinkRequest, LinkSeam, LinkState, NetlinkLinks, OWNERSHIP_MARKER,
     TEMPORARY_PREFIX,
 };
 use gitvisor::drivers::{Driver, PlanContext, StepContext};
-use gitvisor::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec};
+use gitvisor::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
 use gitvisor::plan::{Action, Change};
 use ipnet::IpNet;
 use nix::errno::Errno;
@@ -28,7 +29,7 @@ use nix::errno::Errno;
 fn bridge(name: &str, spec: &str) -> Arc<Resource> {
     let spec: BridgeSpec = serde_yaml::from_str(spec).expect("spec parses");
     let name = Name::parse(name).expect("valid name");
-    Arc::new(Resource::new(Metadata::named(name), Spec::Bridge(spec)))
+    Arc::new(Resource::new(Metadata::named(name), Spec::new(spec)))
 }
 
 fn owning(names: &[&str]) -> PlanContext {

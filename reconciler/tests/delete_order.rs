@@ -150,7 +150,7 @@ impl Setup {
     }
 
     fn reconciler(&self) -> Reconciler {
-        let drivers = Kind::ALL
+        let drivers = Kind::BUILT_IN
             .iter()
             .map(|&kind| {
                 Box::new(Fake {

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gitvisor::contract::WatchSink;
+use gitvisor::drivers::bridge::BridgeSpec;
 use gitvisor::drivers::{HostSettings, PlanContext, StepContext, connect_all};
-use gitvisor::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec};
+use gitvisor::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
 use gitvisor::plan::Action;
 
 fn bridge(i: usize) -> Arc<Resource> {
@@ -21,7 +22,7 @@ fn bridge(i: usize) -> Arc<Resource> {
     ))
     .expect("spec parses");
     let name = Name::parse(&format!("gvc{i}")).expect("valid name");
-    Arc::new(Resource::new(Metadata::named(name), Spec::Bridge(spec)))
+    Arc::new(Resource::new(Metadata::named(name), Spec::new(spec)))
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {

@@ -114,7 +114,7 @@ fn vm(name: &str, spec: &str) -> Arc<Resource> {
     let spec = serde_yaml::from_str(spec).expect("spec parses");
     Arc::new(Resource::new(
         Metadata::named(Name::parse(name).expect("valid")),
-        Spec::VirtualMachine(spec),
+        Spec::new::<gitvisor::drivers::vm::VirtualMachineSpec>(spec),
     ))
 }
 

@@ -411,19 +411,13 @@ fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
 
 /// A kind, any case, offered to completion.
 fn kind_parser() -> impl TypedValueParser<Value = Kind> {
-    PossibleValuesParser::new(Kind::ALL.map(Kind::as_str)).try_map(|text| parse_kind(&text))
+    PossibleValuesParser::new(Kind::all().into_iter().map(Kind::as_str))
+        .try_map(|text| parse_kind(&text))
 }
 
 /// A kind named in any case (`bridge`, `BRIDGE`); manifests themselves stay exact.
 fn parse_kind(text: &str) -> Result<Kind, String> {
-    Kind::ALL
-        .into_iter()
-        .find(|k| k.as_str().eq_ignore_ascii_case(text))
-        .ok_or_else(|| {
-            format!(
-                "unknown kind {text:?}: expected one of Bridge, Volume, Container, VirtualMachine"
-            )
-        })
+    Kind::parse_any_case(text)
 }
 
 /// A resource name.

@@ -81,7 +81,7 @@ pub fn doctor(global: &GlobalArgs, path: Option<&Path>, output: OutputFormat) ->
     };
     let kinds: Vec<Kind> = match path {
         Some(_) => declared.iter().copied().collect(),
-        None => Kind::ALL.to_vec(),
+        None => Kind::all(),
     };
     let probes = super::runtime()?.block_on(probe(&kinds));
     let report = Report {

@@ -9,11 +9,10 @@
 //!    requests. Each request is idempotent, so a run that crashed or was cancelled
 //!    halfway is repaired by the next one.
 //!
-//! The drivers this build has are listed once, in [`registry`]: the engine connects them
-//! from there ([`connect_all`]) and `gitvisor doctor` reports from there
-//! ([`probe::BUILT_KINDS`]). Every kind also has a host probe in its folder ([`probe`]),
-//! including the kinds whose driver this build does not have yet (`volume/`,
-//! `container/`, `vm/`). `docs/drivers.md` walks through adding one.
+//! Each kind is its folder's [`Registration`] (`kind.rs`: how its documents read, its
+//! schema, its host probe, its driver), listed once in [`registry`]: the loader, `gitvisor
+//! schema`, `gitvisor doctor` and the reconciler ([`connect_all`]) reach every kind from
+//! there. `docs/drivers.md` walks through adding one.
 
 pub mod bridge;
 pub mod container;
@@ -32,6 +31,7 @@ pub use crate::contract::{
 };
 pub use extras::{Collected, Console, ExecRequest, ExtraError, Helper, Prepared};
 pub use registry::{
-    HostSettings, KindAnnotation, Registration, connect_all, registry, status_tables,
+    CollectHook, Connect, ConsoleHook, ExecHook, HostSettings, KindAnnotation, LogsHook, Probe,
+    RegisterError, Registration, connect_all, register, registration, registry, status_tables,
 };
 pub use status_table::{Rows, StatusTable, TableError};

@@ -1,9 +1,10 @@
 //! Host probes: what each kind needs from this host, and whether it is there.
 //!
-//! Every kind has a probe in its driver's folder, also the kinds whose driver this build
-//! does not have yet, so `gitvisor doctor` can say both "no driver in this build" and
-//! "the host lacks X". A probe only reads: it lists, opens read-only, or asks a tool for
-//! its version; it never creates anything.
+//! Every kind's probe is in its driver's folder and reached through the kind's
+//! registration (`Registration::probe`), so `gitvisor doctor` can say both "no driver in
+//! this build" (a kind without a registration) and "the host lacks X". A probe only
+//! reads: it lists, opens read-only, or asks a tool for its version; it never creates
+//! anything.
 //!
 //! Probes run on the async runtime but never block it: tools run through
 //! [`tool_version`] (`tokio::process`, a deadline, killed when dropped), and file system
@@ -16,13 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{bridge, container, network, vm, volume};
 use crate::model::Kind;
-
-/// The kinds this build has a driver for, derived from the registry the engine connects
-/// its drivers from (`registry.rs`), so doctor and the engine always agree.
-pub const BUILT_KINDS: &[Kind] =
-    &super::registry::kinds::<{ super::registry::REGISTRY.len() }>(super::registry::REGISTRY);
 
 /// How long a probed tool may take to print its version.
 pub const TOOL_DEADLINE: Duration = Duration::from_secs(10);
@@ -106,19 +101,12 @@ pub async fn probe(kinds: &[Kind]) -> Vec<KindProbe> {
     probe_with(kinds, facilities).await
 }
 
-/// What the host offers `kind`: its driver folder's probe (the network module's too, for
-/// Bridges).
+/// What the host offers `kind`: its registration's probe (nothing for a kind this build
+/// has no driver for: it cannot be applied whatever the host offers).
 async fn facilities(kind: Kind) -> Vec<Facility> {
-    match kind {
-        Kind::Bridge => {
-            let (mut links, network) =
-                futures::join!(bridge::probe::probe(), network::probe::probe());
-            links.extend(network);
-            links
-        }
-        Kind::Volume => volume::probe::probe().await,
-        Kind::Container => container::probe::probe().await,
-        Kind::VirtualMachine => vm::probe::probe().await,
+    match super::registration(kind) {
+        Some(registration) => (registration.probe)().await,
+        None => Vec::new(),
     }
 }
 
@@ -133,7 +121,7 @@ where
         async move {
             KindProbe {
                 kind,
-                driver: BUILT_KINDS.contains(&kind),
+                driver: super::registration(kind).is_some(),
                 facilities: facilities.await,
             }
         }

@@ -1,20 +1,35 @@
-//! The drivers this build has: one [`Registration`] per kind, in [`REGISTRY`].
+//! The kinds this build has: one [`Registration`] per kind, each made in its driver's
+//! folder (`network/kind.rs`, …) and listed once in [`BUILT_IN`].
 //!
-//! This list is the only place that names them. The engine connects them from it
-//! ([`connect_all`]), and `gitvisor doctor` derives from it which kinds this build can
-//! apply ([`BUILT_KINDS`](super::probe::BUILT_KINDS)), so the two cannot disagree. A new
-//! driver adds its line here and nothing else outside its folder.
+//! A registration is everything the engine needs of a kind: how to read its document
+//! (the loader), its document schema (`gitvisor schema`), its validation rules (one
+//! resource, and across the revision), its host probe (`gitvisor doctor`), how to connect
+//! its driver (the reconciler), and the extras the CLI and the API reach it for (status
+//! tables, logs, console, exec, housekeeping, a helper subcommand). The engine reaches a kind only
+//! through here, so a new kind is its folder plus one line in [`BUILT_IN`] (and its name
+//! in `Kind::BUILT_IN`, which the model parses `Kind/name` against before any driver is
+//! connected); a kind defined outside this crate is one [`register`] call before
+//! anything is loaded.
+//!
+//! `every_kind_has_exactly_one_driver` checks the list: one registration per kind name,
+//! and every kind the model knows has one.
 
 use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 
+use super::probe::Facility;
 use super::{Collected, Console, ExecRequest, ExtraError, Helper, Prepared, StatusTable};
 use super::{container, network, vm, volume};
 use crate::contract::{Driver, DriverError, Drivers};
+use crate::manifest::de::{self, ReadDocument, Removed};
+use crate::manifest::tree::Tree;
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{Kind, Name, OVERCOMMIT_ANNOTATION};
+use crate::model::{Document, Kind, KindSpec, KindTaken, Metadata, Name, Spec};
 
 /// What a driver may need to know about this gitvisor when it connects: where runtime
 /// files go (a VM's run dir, a container runtime's state root live below it) and where
@@ -27,14 +42,26 @@ pub struct HostSettings {
     pub state_dir: PathBuf,
 }
 
-/// One driver of this build: its kind, how to connect it to this host, and its
-/// validation rules.
+/// What the host offers a kind (`gitvisor doctor`): its folder's probe.
+pub type Probe = fn() -> BoxFuture<'static, Vec<Facility>>;
+
+/// Opens a driver's seam on this host (a netlink socket, a runtime client). Called inside
+/// the Tokio runtime.
+pub type Connect = fn(&HostSettings) -> Result<Box<dyn Driver>, DriverError>;
+
+/// One kind of this build: its name, how its documents read, its schema, its rules, its
+/// host probe, its driver and its extras. Made by [`Registration::new`] for the kind's spec
+/// type, with the hooks it has set by name over it (`Registration { check: …,
+/// ..Registration::new::<S>(probe, connect) }`); a hook left out is "none".
 #[derive(Debug, Clone, Copy)]
 pub struct Registration {
     pub kind: Kind,
-    /// Opens the driver's seam on this host (a netlink socket, a runtime client). Called
-    /// inside the Tokio runtime.
-    pub connect: fn(&HostSettings) -> Result<Box<dyn Driver>, DriverError>,
+    /// Reads a whole document of the kind from the loader's tree (set by `new`).
+    pub read_document: ReadDocument,
+    /// The kind's document schema (set by `new`).
+    pub schema: fn() -> serde_json::Value,
+    pub probe: Probe,
+    pub connect: Connect,
     /// The kind's rules for one resource of this kind on its own (limits of what it
     /// becomes on the host, one-of fields), run by `crate::validate` on every document
     /// of the kind that could be read; each finding points at a field of it.
@@ -95,175 +122,169 @@ pub struct KindAnnotation {
     pub about: &'static str,
 }
 
+/// A `check` for a kind with no rules of its own beyond its schema.
+fn no_rules(_: &LoadedResource, _: &mut Vec<Diagnostic>) {}
+
 /// A `check_revision` for a kind with no rules across resources.
 fn no_revision_rules(_: &[&LoadedResource], _: &mut Vec<Diagnostic>) {}
 
-/// Every driver of this build, one line each.
-pub(super) const REGISTRY: &[Registration] = &[
-    Registration {
-        kind: Kind::Bridge,
-        connect: network::ManagedBridgeDriver::connect_driver,
-        check: network::validate::check,
-        check_revision: network::validate::check_revision,
-        annotations: &[],
-        status_tables: &[network::LEASES_TABLE],
-        maintenance: None,
-        collect: None,
-        logs: None,
-        console: None,
-        exec: None,
-        helper: None,
-    },
-    Registration {
-        kind: Kind::VirtualMachine,
-        connect: vm::VmDriver::connect_driver,
-        check: vm::validate::check,
-        check_revision: vm::validate::check_revision,
-        annotations: &[KindAnnotation {
-            key: OVERCOMMIT_ANNOTATION,
-            about: "a guest's memory",
-        }],
-        status_tables: &[],
-        maintenance: None,
-        collect: None,
-        logs: None,
-        console: Some(vm::paths::console),
-        exec: None,
-        helper: None,
-    },
-    Registration {
-        kind: Kind::Volume,
-        connect: volume::VolumeDriver::connect_driver,
-        check: volume::validate::check,
-        check_revision: no_revision_rules,
-        annotations: &[],
-        status_tables: &[],
-        maintenance: None,
-        collect: None,
-        logs: None,
-        console: None,
-        exec: None,
-        helper: None,
-    },
-    Registration {
-        kind: Kind::Container,
-        connect: container::ContainerDriver::connect_driver,
-        check: container::validate::check,
-        check_revision: no_revision_rules,
-        annotations: &[],
-        status_tables: &[],
-        maintenance: Some(container::collect_images),
-        collect: Some(container::collect_now),
-        logs: Some(container::logs::print_logs),
-        console: None,
-        exec: Some(container::exec::prepare),
-        helper: Some(Helper {
-            command: "container-shim",
-            run: container::shim::run_command,
-        }),
-    },
+impl Registration {
+    /// The registration of the kind whose spec type is `S` (`S::KIND`).
+    pub const fn new<S: KindSpec + DeserializeOwned + JsonSchema>(
+        probe: Probe,
+        connect: Connect,
+    ) -> Self {
+        Registration {
+            kind: S::KIND,
+            read_document: de::read_document::<S>,
+            schema: document_schema::<S>,
+            probe,
+            connect,
+            check: no_rules,
+            check_revision: no_revision_rules,
+            annotations: &[],
+            status_tables: &[],
+            maintenance: None,
+            collect: None,
+            logs: None,
+            console: None,
+            exec: None,
+            helper: None,
+        }
+    }
+
+    /// Reads a whole document of this kind from the loader's tree.
+    pub(crate) fn read_document(
+        &self,
+        tree: &Tree,
+        removed: &Removed,
+    ) -> Result<(Metadata, Spec), de::Error> {
+        (self.read_document)(tree, removed)
+    }
+
+    /// The JSON Schema of this kind's document, as generated from its types (`crate::schema`
+    /// adds the `$id`, title and constants).
+    pub fn schema(&self) -> serde_json::Value {
+        (self.schema)()
+    }
+}
+
+fn document_schema<S: JsonSchema>() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Document<S>))
+        .unwrap_or_else(|_| serde_json::json!({}))
+}
+
+/// Every kind of this build, one line each (connected in this order).
+const BUILT_IN: &[Registration] = &[
+    network::REGISTRATION,
+    vm::REGISTRATION,
+    volume::REGISTRATION,
+    container::REGISTRATION,
 ];
 
-/// Every driver of this build.
-pub fn registry() -> &'static [Registration] {
-    REGISTRY
+/// Kinds registered at run time ([`register`]), after [`BUILT_IN`].
+static ADDED: RwLock<Vec<Registration>> = RwLock::new(Vec::new());
+
+/// Why [`register`] refused a kind.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    NameTaken(#[from] KindTaken),
+    #[error("kind {0} already has a driver registered: register each kind once")]
+    AlreadyRegistered(Kind),
+}
+
+/// Adds a kind defined outside this crate's folders (a test's, a plugin build's): from
+/// now on its documents load, its schema is listed, doctor probes it and the reconciler
+/// connects its driver. Call it before loading anything.
+pub fn register(registration: Registration) -> Result<(), RegisterError> {
+    let mut added = ADDED.write().unwrap_or_else(|e| e.into_inner());
+    if BUILT_IN
+        .iter()
+        .chain(added.iter())
+        .any(|known| known.kind.as_str() == registration.kind.as_str())
+    {
+        return Err(RegisterError::AlreadyRegistered(registration.kind));
+    }
+    Kind::register(registration.kind)?;
+    added.push(registration);
+    Ok(())
+}
+
+/// Every kind of this build, built-in first.
+pub fn registry() -> Vec<Registration> {
+    let added = ADDED.read().unwrap_or_else(|e| e.into_inner());
+    BUILT_IN.iter().chain(added.iter()).copied().collect()
+}
+
+/// The registration of `kind`, if this build has it.
+pub fn registration(kind: Kind) -> Option<Registration> {
+    registry().into_iter().find(|r| r.kind == kind)
 }
 
 /// Every status table of this build's kinds, in registry order.
 pub fn status_tables() -> impl Iterator<Item = &'static StatusTable> {
-    REGISTRY
-        .iter()
-        .flat_map(|registration| registration.status_tables)
+    registry()
+        .into_iter()
+        .flat_map(|registration| registration.status_tables.iter())
 }
 
 /// Connects every driver of this build to this host; the first failure is the answer (a
 /// host where one cannot connect is not one gitvisor can converge).
 pub fn connect_all(settings: &HostSettings) -> Result<Drivers, DriverError> {
-    REGISTRY
+    registry()
         .iter()
         .map(|registration| (registration.connect)(settings))
         .collect::<Result<Vec<_>, _>>()
         .map(Drivers::new)
 }
 
-/// The kinds of `registry`, in order, as an array a `const` can hold.
-pub(super) const fn kinds<const N: usize>(registry: &[Registration]) -> [Kind; N] {
-    let mut kinds = [Kind::Bridge; N];
-    let mut at = 0;
-    while at < N {
-        kinds[at] = registry[at].kind;
-        at += 1;
-    }
-    kinds
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A build that lost a driver's line, or registered a kind twice, fails here (the
-    /// engine would connect two drivers for one kind, or plan a kind as unsupported).
+    /// A build that lost a kind's line, or registered a kind twice, fails here (the
+    /// engine would connect two drivers for one kind, or load a kind it cannot apply).
     #[test]
     fn every_kind_has_exactly_one_driver() {
-        for kind in Kind::ALL {
-            let count = registry().iter().filter(|r| r.kind == kind).count();
+        let registry = registry();
+        for kind in Kind::all() {
+            let count = registry
+                .iter()
+                .filter(|r| r.kind.as_str() == kind.as_str())
+                .count();
             assert_eq!(count, 1, "{kind} has {count} drivers registered");
         }
-        assert_eq!(registry().len(), Kind::ALL.len());
+        for registration in &registry {
+            assert!(
+                Kind::all().contains(&registration.kind),
+                "{} has a driver but does not parse: add it to Kind::BUILT_IN (model/kind.rs)",
+                registration.kind
+            );
+        }
+        assert_eq!(registry.len(), Kind::all().len());
     }
 
-    /// `kinds` (what doctor's `BUILT_KINDS` is made of) lists any registry in its order,
-    /// not the order of `Kind` nor one kind repeated.
+    /// Each registration reads its own kind's documents and describes its own schema.
     #[test]
-    fn kinds_lists_a_registry_in_its_own_order() {
-        let registry = [
-            Registration {
-                kind: Kind::Container,
-                connect: container::ContainerDriver::connect_driver,
-                check: container::validate::check,
-                check_revision: no_revision_rules,
-                annotations: &[],
-                status_tables: &[],
-                maintenance: None,
-                collect: None,
-                logs: None,
-                console: None,
-                exec: None,
-                helper: None,
-            },
-            Registration {
-                kind: Kind::Bridge,
-                connect: network::ManagedBridgeDriver::connect_driver,
-                check: network::validate::check,
-                check_revision: network::validate::check_revision,
-                annotations: &[],
-                status_tables: &[],
-                maintenance: None,
-                collect: None,
-                logs: None,
-                console: None,
-                exec: None,
-                helper: None,
-            },
-            Registration {
-                kind: Kind::Volume,
-                connect: volume::VolumeDriver::connect_driver,
-                check: volume::validate::check,
-                check_revision: no_revision_rules,
-                annotations: &[],
-                status_tables: &[],
-                maintenance: None,
-                collect: None,
-                logs: None,
-                console: None,
-                exec: None,
-                helper: None,
-            },
-        ];
-        assert_eq!(
-            kinds::<3>(&registry),
-            [Kind::Container, Kind::Bridge, Kind::Volume]
+    fn each_registration_is_its_own_kind() {
+        for registration in registry() {
+            let schema = registration.schema();
+            assert_eq!(
+                schema["properties"]["spec"]["$ref"],
+                format!("#/$defs/{}Spec", registration.kind),
+                "{}",
+                registration.kind
+            );
+        }
+    }
+
+    #[test]
+    fn a_kind_registered_twice_is_refused() {
+        let error = register(network::REGISTRATION).unwrap_err();
+        assert!(
+            matches!(error, RegisterError::AlreadyRegistered(Kind::Bridge)),
+            "{error}"
         );
-        assert_eq!(kinds::<1>(&registry[2..]), [Kind::Volume]);
     }
 }

@@ -7,8 +7,9 @@
 //!    line numbers, in one linear pass.
 //! 3. Parse each document into a tree of positioned nodes (`manifest::tree`: nesting, alias and
 //!    tag limits, duplicate keys), read its `kind`, and deserialise it into that kind's
-//!    strict type straight from the tree ([`de`]), reporting every error of the document
-//!    with file, line, column and field path ([`parse`]).
+//!    strict type straight from the tree (the kind's registration, with
+//!    [`crate::manifest::de`]), reporting every error of the document with file, line,
+//!    column and field path ([`parse`]).
 //! 4. Run the cross-document checks of [`crate::validate`] (names, references,
 //!    uniqueness, host globs, per-kind limits) and the cycle check of [`crate::graph`].
 //! 5. Pick the `PrunePolicy` document that applies to the host, if any (at most one
@@ -17,7 +18,6 @@
 //! Every error of every file is collected; a revision with any error is rejected whole and
 //! nothing downstream runs, so the host keeps its last good revision.
 
-mod de;
 mod documents;
 mod files;
 mod parse;

@@ -2,8 +2,9 @@
 //!
 //! Steps: build the position tree (`crate::manifest::tree`; syntax, depth, alias, tag and
 //! duplicate-key errors), read `kind`, then deserialise the kind's strict document type
-//! from the tree ([`super::de`]). serde stops at the first error, so after each error the
-//! node it came from is removed and the document is read again, until it reads cleanly:
+//! from the tree (the kind's registration, with [`crate::manifest::de`]). serde stops at
+//! the first error, so after each error the node it came from is removed and the
+//! document is read again, until it reads cleanly:
 //! every unknown field and every bad value is reported, each once. A "missing field" that
 //! only follows from a removed bad value is not reported again; the mapping that misses it
 //! is removed in turn, so its siblings are still checked.
@@ -16,14 +17,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::IgnoredAny;
 
-use super::de::{self, Removed};
+use crate::drivers::registration;
+use crate::manifest::de::{self, Removed};
 use crate::manifest::tree::{self, NodeKind, Position, Tree};
 use crate::manifest::{Declaration, Diagnostic, SourceDocument};
 use crate::model::{
-    BridgeSpec, ContainerSpec, Document, FieldLocator, Kind, Name, Origin, PRUNE_POLICY_KIND,
-    PrunePolicy, PrunePolicySpec, Resource, ResourceId, Spec, VirtualMachineSpec, VolumeSpec,
+    Document, FieldLocator, Kind, Name, Origin, PRUNE_POLICY_KIND, PrunePolicy, PrunePolicySpec,
+    Resource, ResourceId, Spec,
 };
 
 /// Most errors reported for one document; past it the document's report is cut short.
@@ -193,32 +195,26 @@ fn prune_policy(
     }
 }
 
+/// Reads the document as `kind`'s document type, through the kind's registration. A
+/// kind that parsed is registered, so `None` is only a kind registered with the model
+/// but not with the drivers: reported on the whole document.
 fn typed(
     kind: Kind,
     tree: &Tree,
     removed: &Removed,
 ) -> Result<(crate::model::Metadata, Spec), de::Error> {
-    fn read<S: DeserializeOwned>(tree: &Tree, removed: &Removed) -> Result<Document<S>, de::Error> {
-        de::from_tree(tree, removed)
+    match registration(kind) {
+        Some(registration) => registration.read_document(tree, removed),
+        None => Err(de::Error {
+            message: format!("kind {kind} has no driver registered in this build"),
+            origin: Some(de::Origin {
+                node: tree.root(),
+                at: tree.node(tree.root()).at,
+                path: "kind".to_owned(),
+            }),
+            missing_field: None,
+        }),
     }
-    Ok(match kind {
-        Kind::Bridge => {
-            let doc = read::<BridgeSpec>(tree, removed)?;
-            (doc.metadata, Spec::Bridge(doc.spec))
-        }
-        Kind::Volume => {
-            let doc = read::<VolumeSpec>(tree, removed)?;
-            (doc.metadata, Spec::Volume(doc.spec))
-        }
-        Kind::Container => {
-            let doc = read::<ContainerSpec>(tree, removed)?;
-            (doc.metadata, Spec::Container(doc.spec))
-        }
-        Kind::VirtualMachine => {
-            let doc = read::<VirtualMachineSpec>(tree, removed)?;
-            (doc.metadata, Spec::VirtualMachine(doc.spec))
-        }
-    })
 }
 
 /// Runs `read` until it succeeds, recording each error and removing its node.

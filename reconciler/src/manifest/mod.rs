@@ -11,6 +11,7 @@
 //! (`load → validate → manifest`, `load → graph → manifest`); `load` re-exports them, so
 //! `crate::load::Diagnostic` and friends keep working.
 
+pub(crate) mod de;
 mod diagnostic;
 mod document;
 pub(crate) mod source_map;

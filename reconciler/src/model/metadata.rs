@@ -7,7 +7,7 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Name;
+use super::{Kind, Name};
 
 pub const API_VERSION: &str = "gitvisor.dev/v1alpha1";
 /// Annotation that lets gitvisor take over an existing object it did not create.
@@ -15,55 +15,6 @@ pub const ADOPT_ANNOTATION: &str = "gitvisor.dev/adopt";
 /// Annotation on a VirtualMachine that lets it declare more memory than the host has RAM
 /// and swap for (the host overcommits: pages are backed only when the guest touches them).
 pub const OVERCOMMIT_ANNOTATION: &str = "gitvisor.dev/overcommit";
-
-/// The kinds of resource gitvisor manages, in the order they are usually depended upon.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-pub enum Kind {
-    Bridge,
-    Volume,
-    Container,
-    VirtualMachine,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 4] = [
-        Kind::Bridge,
-        Kind::Volume,
-        Kind::Container,
-        Kind::VirtualMachine,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Bridge => "Bridge",
-            Kind::Volume => "Volume",
-            Kind::Container => "Container",
-            Kind::VirtualMachine => "VirtualMachine",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Kind {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let shown = super::quoted(text);
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == text)
-            .ok_or_else(|| {
-                format!("unknown kind {shown}: expected one of Bridge, Volume, Container, VirtualMachine")
-            })
-    }
-}
 
 /// `Kind/name`: how resources refer to one another (`dependsOn`) and how they are keyed in
 /// the state store.
@@ -116,11 +67,14 @@ impl JsonSchema for ResourceId {
         "ResourceRef".into()
     }
 
+    /// The kinds in the pattern are the registered ones.
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let kinds: Vec<&str> = Kind::all().into_iter().map(Kind::as_str).collect();
+        let pattern = format!("^({})/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", kinds.join("|"));
         schemars::json_schema!({
             "description": "A reference Kind/name, e.g. Volume/vm1-root",
             "type": "string",
-            "pattern": "^(Bridge|Volume|Container|VirtualMachine)/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+            "pattern": pattern
         })
     }
 }

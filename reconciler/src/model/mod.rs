@@ -6,11 +6,10 @@
 //! position and field path the YAML parser knows. Cross-document rules (references,
 //! duplicates, cycles) live in `crate::validate` and `crate::graph`.
 
-mod bridge;
-mod container;
 mod dhcp;
 mod digest;
 pub mod image_reference;
+mod kind;
 mod metadata;
 mod name;
 mod net;
@@ -19,20 +18,15 @@ mod publish;
 mod quantity;
 mod quoted;
 mod resource;
+mod spec;
 mod vlan;
-mod vm;
-mod volume;
 mod workload;
 
-pub use bridge::BridgeSpec;
-pub use container::{
-    ContainerNetwork, ContainerSpec, HealthCheck, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY, Mount,
-    Resources, RestartPolicy,
-};
 pub use dhcp::{Dhcp, Ipv4Range, StaticLease};
 pub use digest::Sha256Digest;
+pub use kind::{Kind, KindTaken};
 pub use metadata::{
-    ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Kind, Metadata, OVERCOMMIT_ANNOTATION, ResourceId,
+    ADOPT_ANNOTATION, API_VERSION, ApiVersionTag, Metadata, OVERCOMMIT_ANNOTATION, ResourceId,
 };
 pub use name::{IFNAME_MAX, InterfaceName, NAME_MAX, Name, RESERVED_IFNAMES};
 pub use net::{Cidr, MacAddress, unicast_problem};
@@ -40,12 +34,7 @@ pub use prune_policy::{PRUNE_POLICY_KIND, PrunePolicy, PrunePolicySpec};
 pub use publish::{BridgePublish, PortPublish, Protocol};
 pub use quantity::{ByteSize, Duration};
 pub use quoted::{QUOTED_MAX, Quoted, quoted};
-pub use resource::{Document, FieldLocator, LocateField, Origin, Reference, Resource, Spec};
+pub use resource::{Document, FieldLocator, LocateField, Origin, Reference, Resource};
+pub use spec::{KindSpec, Spec};
 pub use vlan::{BridgePort, VLAN_ID_MAX, VLAN_ID_MIN, Vlan, VlanInterface};
-pub use vm::{
-    Accel, BUILTIN_BASE_CMDLINE, BUILTIN_MAX_CMDLINE, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES,
-    BUILTIN_MAX_MEMORY, Boot, CloudInit, Console, Disk, DiskFormat, Firmware, Graphics, Hypervisor,
-    MAX_VM_DEVICES, MAX_VM_MEMORY, Nic, VirtualMachineSpec, VmState,
-};
-pub use volume::{Filesystem, MAX_VOLUME_SIZE, ReclaimPolicy, VolumeSource, VolumeSpec};
 pub use workload::RunState;

@@ -7,10 +7,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ApiVersionTag, BridgeSpec, ContainerSpec, Kind, Metadata, ResourceId, VirtualMachineSpec,
-    VolumeSpec,
-};
+use super::{ApiVersionTag, Kind, Metadata, ResourceId, Spec};
 
 /// One manifest document of a known kind, as written. `kind` is checked by the loader
 /// before this type is chosen, so it is carried as a plain string here.
@@ -77,26 +74,6 @@ impl Origin {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Spec {
-    Bridge(BridgeSpec),
-    Volume(VolumeSpec),
-    Container(ContainerSpec),
-    VirtualMachine(VirtualMachineSpec),
-}
-
-impl Spec {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Spec::Bridge(_) => Kind::Bridge,
-            Spec::Volume(_) => Kind::Volume,
-            Spec::Container(_) => Kind::Container,
-            Spec::VirtualMachine(_) => Kind::VirtualMachine,
-        }
-    }
-}
-
 /// A validated resource: what the rest of the pipeline works with.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Resource {
@@ -135,45 +112,7 @@ impl Resource {
     /// Every resource this one needs before it can exist: references in the spec, then
     /// `metadata.dependsOn`.
     pub fn references(&self) -> Vec<Reference> {
-        let mut refs = Vec::new();
-        let mut push = |kind, name: &super::Name, path: String| {
-            refs.push(Reference {
-                target: ResourceId::new(kind, name.clone()),
-                path,
-            })
-        };
-        match &self.spec {
-            Spec::Bridge(_) => {}
-            Spec::Volume(v) => {
-                if let Some(origin) = v.source.as_ref().and_then(|s| s.snapshot_of()) {
-                    push(origin.kind, &origin.name, "spec.source.snapshotOf".into());
-                }
-            }
-            Spec::Container(c) => {
-                for (i, m) in c.mounts.iter().enumerate() {
-                    if let Some(v) = &m.volume {
-                        push(Kind::Volume, v, format!("spec.mounts[{i}].volume"));
-                    }
-                }
-                if let Some(net) = &c.network {
-                    push(Kind::Bridge, &net.bridge, "spec.network.bridge".into());
-                }
-            }
-            Spec::VirtualMachine(vm) => {
-                for (i, d) in vm.disks.iter().enumerate() {
-                    if let Some(v) = &d.volume {
-                        push(Kind::Volume, v, format!("spec.disks[{i}].volume"));
-                    }
-                }
-                for (i, n) in vm.networks.iter().enumerate() {
-                    push(
-                        Kind::Bridge,
-                        &n.bridge,
-                        format!("spec.networks[{i}].bridge"),
-                    );
-                }
-            }
-        }
+        let mut refs = self.spec.references();
         for (i, dep) in self.metadata.depends_on.iter().enumerate() {
             refs.push(Reference {
                 target: dep.clone(),

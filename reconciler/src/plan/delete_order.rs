@@ -9,7 +9,7 @@
 //!
 //! Steps:
 //! 1. Each delete's dependencies: the recorded ones; for a record that predates recorded
-//!    dependencies, the deletes of kinds earlier in [`Kind::ALL`] (the order gitvisor
+//!    dependencies, the deletes of kinds earlier in [`Kind::all`] (the order gitvisor
 //!    used before it recorded edges: Bridges and Volumes last).
 //! 2. Their transitive closure, through every owned record (a container on a VM on a
 //!    volume waits for the container even when the VM stays).
@@ -116,7 +116,7 @@ fn waits(
         .collect()
 }
 
-/// Whether `a` comes before `b` in [`Kind::ALL`].
+/// Whether `a` comes before `b` in the kinds' rank order ([`Kind::all`]).
 fn earlier(a: Kind, b: Kind) -> bool {
     a < b
 }

@@ -131,7 +131,7 @@ pub async fn make_plan(
             .or_default()
             .push(resource.clone());
     }
-    let observations = Kind::ALL.iter().map(|&kind| {
+    let observations = Kind::all().into_iter().map(|kind| {
         let desired = by_kind.get(&kind).cloned().unwrap_or_default();
         async move {
             match drivers.get(kind) {

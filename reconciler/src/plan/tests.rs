@@ -6,8 +6,10 @@ use async_trait::async_trait;
 
 use super::make_plan;
 use crate::contract::{Action, Change, Driver, DriverError, Drivers, PlanContext, StepContext};
+use crate::drivers::bridge::BridgeSpec;
+use crate::drivers::volume::VolumeSpec;
 use crate::load::Revision;
-use crate::model::{BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec, VolumeSpec};
+use crate::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
 
 /// Records the context it was planned with.
 struct Recorder {
@@ -48,8 +50,8 @@ async fn drivers_see_the_whole_revision_and_the_owned_set() {
         serde_yaml::from_str("volumeGroup: vg0\nsize: 1GiB").expect("volume spec");
     let bridge: BridgeSpec = serde_yaml::from_str("{}").expect("bridge spec");
     let resources = vec![
-        resource("br0", Spec::Bridge(bridge)),
-        resource("data", Spec::Volume(volume)),
+        resource("br0", Spec::new(bridge)),
+        resource("data", Spec::new(volume)),
     ];
     let revision = Revision {
         id: "test".into(),
@@ -69,7 +71,12 @@ async fn drivers_see_the_whole_revision_and_the_owned_set() {
     let found = context
         .referenced(Kind::Volume, &data)
         .expect("a Bridge driver sees the revision's Volume");
-    assert!(matches!(&found.spec, Spec::Volume(v) if v.volume_group == "vg0"));
+    assert!(
+        found
+            .spec
+            .get::<VolumeSpec>()
+            .is_some_and(|v| v.volume_group == "vg0")
+    );
     assert_eq!(context.declared_of(Kind::Bridge).count(), 1);
 }
 

@@ -42,7 +42,8 @@ use super::observed::ObservedBridge;
 use super::seam::{BridgeOptions, DEFAULT_VLAN, LinkKind, LinkRequest, LinkSeam, LinkState};
 use super::temporary::{temporary_name, temporary_vlan_name};
 use crate::contract::{Action, Change, StepContext};
-use crate::model::{BridgeSpec, ResourceId, Spec};
+use crate::drivers::bridge::BridgeSpec;
+use crate::model::ResourceId;
 
 /// One request and how to describe it to people, in terms of the bridge it serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -540,8 +541,12 @@ async fn send(seam: &dyn LinkSeam, bridge: &str, step: Step) -> Result<Option<u3
 /// The declared spec and the planning snapshot a create or update needs.
 fn planned(change: &Change) -> Result<(&BridgeSpec, &ObservedBridge), BridgeError> {
     let bridge = change.id.name.as_str();
-    let spec = match change.desired.as_deref().map(|resource| &resource.spec) {
-        Some(Spec::Bridge(spec)) => spec,
+    let spec = match change
+        .desired
+        .as_deref()
+        .map(|resource| resource.spec.get::<BridgeSpec>())
+    {
+        Some(Some(spec)) => spec,
         Some(_) => return Err(invalid(bridge, "the declared resource is not a Bridge")),
         None => return Err(invalid(bridge, "the change carries no declared resource")),
     };

@@ -35,7 +35,8 @@ use super::observed::{HostLinks, Leftover, ObservedBridge, bridge_id, evidence};
 use super::seam::{LinkKind, LinkState};
 use super::temporary::TEMPORARY_PREFIX;
 use crate::contract::{Action, Change, Effect, FieldChange, Ownership, PlanContext, Prune};
-use crate::model::{BridgeSpec, Kind, Resource, ResourceId};
+use crate::drivers::bridge::BridgeSpec;
+use crate::model::{Kind, Resource, ResourceId};
 
 /// The change for one declared bridge.
 pub(crate) fn declared(

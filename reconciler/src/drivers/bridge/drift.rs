@@ -42,9 +42,10 @@ use super::observed::{DeclaredPort, ObservedBridge, PortLink, bridge_id};
 use super::seam::{DEFAULT_VLAN, LinkState};
 use super::temporary::temporary_vlan_name;
 use crate::contract::{Effect, FieldChange};
+use crate::drivers::bridge::BridgeSpec;
 use crate::drivers::net::is_ipv6_link_local;
 use crate::drivers::vlan_port::declared_or_default;
-use crate::model::{BridgeSpec, Cidr, Vlan, VlanInterface};
+use crate::model::{Cidr, Vlan, VlanInterface};
 
 /// A field that differs: what it is now and what it will be.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,6 +60,7 @@ pub mod netlink;
 mod observed;
 pub mod probe;
 pub mod seam;
+mod spec;
 mod temporary;
 #[cfg(test)]
 mod testkit;
@@ -75,13 +76,14 @@ use crate::contract::cache::Invalidate;
 use crate::contract::{
     Change, ContractViolation, Driver, DriverError, ObservationCache, PlanContext, StepContext,
 };
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub use error::BridgeError;
 pub use fake::FakeLinks;
 pub use netlink::NetlinkLinks;
 pub use observed::{DeclaredPort, ObservedBridge, PortLink};
 pub use seam::{BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError};
+pub use spec::BridgeSpec;
 pub use temporary::{TEMPORARY_PREFIX, temporary_name};
 
 /// The `ifalias` gitvisor sets on every bridge it creates.
@@ -151,7 +153,7 @@ impl Driver for BridgeDriver {
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
         for resource in desired {
-            let Spec::Bridge(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<BridgeSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the bridge driver was handed a resource of another kind".into(),

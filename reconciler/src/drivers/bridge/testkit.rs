@@ -7,15 +7,14 @@ use ipnet::IpNet;
 use super::OWNERSHIP_MARKER;
 use super::seam::LinkState;
 use crate::drivers::PlanContext;
-use crate::model::{
-    ADOPT_ANNOTATION, BridgeSpec, Kind, Metadata, Name, Resource, ResourceId, Spec,
-};
+use crate::drivers::bridge::BridgeSpec;
+use crate::model::{ADOPT_ANNOTATION, Kind, Metadata, Name, Resource, ResourceId, Spec};
 
 /// A declared bridge; `spec` is the YAML of its `spec:` block.
 pub(crate) fn declared(name: &str, spec: &str) -> Arc<Resource> {
     let spec: BridgeSpec = serde_yaml::from_str(spec).expect("test spec parses");
     let name = Name::parse(name).expect("test name is valid");
-    Arc::new(Resource::new(Metadata::named(name), Spec::Bridge(spec)))
+    Arc::new(Resource::new(Metadata::named(name), Spec::new(spec)))
 }
 
 /// The same, annotated `gitvisor.dev/adopt: "true"`.
@@ -29,8 +28,8 @@ pub(crate) fn adopting(name: &str, spec: &str) -> Arc<Resource> {
 }
 
 pub(crate) fn bridge_spec(resource: &Resource) -> &BridgeSpec {
-    match &resource.spec {
-        Spec::Bridge(spec) => spec,
+    match resource.spec.get::<BridgeSpec>() {
+        Some(spec) => spec,
         _ => panic!("not a bridge"),
     }
 }

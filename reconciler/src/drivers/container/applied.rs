@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::{Effect, FieldChange};
-use crate::model::{ContainerNetwork, ContainerSpec, HealthCheck, Mount};
+use crate::drivers::container::{ContainerNetwork, ContainerSpec, HealthCheck, Mount};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -31,13 +31,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use super::RestartPolicy;
 use super::live_note;
 use super::restart::{self, Decision};
 use super::seam::MANAGED_ANNOTATION;
 use super::supervision::{Sighting, Transition, transitions};
 use super::watch::{Look, Poke, SupervisorWatch, WatchError};
 use crate::contract::{HostEvent, Severity, WatchHandle, WatchSink};
-use crate::model::{Kind, Name, ResourceId, RestartPolicy, RunState};
+use crate::model::{Kind, Name, ResourceId, RunState};
 use crate::state::EventLevel;
 
 /// A reconcile for a restart backoff comes this much after the backoff ends, so the plan

@@ -29,8 +29,9 @@ use super::seam::{APPLIED_ANNOTATION, RuntimeContainer, RuntimeStatus};
 use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, Ownership, PlanContext, Prune,
 };
+use crate::drivers::container::ContainerSpec;
 use crate::drivers::vlan_port::{VlanDrift, vlan_list};
-use crate::model::{ContainerSpec, Kind, Name, Resource, ResourceId, RunState};
+use crate::model::{Kind, Name, Resource, ResourceId, RunState};
 
 /// The change for one declared container.
 pub(crate) fn declared(

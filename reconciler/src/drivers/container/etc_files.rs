@@ -28,10 +28,12 @@
 //! Pure: the host's files are read by the seam ([`super::ContainerHost::host_resolver`])
 //! in the plan's one observation.
 
+use crate::drivers::bridge::BridgeSpec;
 use std::net::IpAddr;
 
 use crate::contract::PlanContext;
-use crate::model::{ContainerNetwork, Kind, Spec};
+use crate::drivers::container::ContainerNetwork;
+use crate::model::Kind;
 
 /// Where `/etc/resolv.conf` of systemd-resolved's stub resolver points.
 pub const SYSTEMD_STUB: &str = "127.0.0.53";
@@ -100,9 +102,7 @@ struct BridgeDns {
 /// `dhcp:` (gitvisor's dnsmasq serves DNS there) and an IPv4 address for it to listen on.
 fn bridge_dns(network: &ContainerNetwork, context: &PlanContext) -> Option<BridgeDns> {
     let declared = context.referenced(Kind::Bridge, &network.bridge)?;
-    let Spec::Bridge(bridge) = &declared.spec else {
-        return None;
-    };
+    let bridge = declared.spec.get::<BridgeSpec>()?;
     let dhcp = bridge.dhcp.as_ref()?;
     let ipv4: Vec<_> = bridge
         .addresses
@@ -210,6 +210,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::model::Spec;
     use crate::model::{Metadata, Name, Resource};
 
     fn network(yaml: &str) -> ContainerNetwork {
@@ -219,7 +220,7 @@ mod tests {
     fn bridge(yaml: &str) -> Arc<Resource> {
         Arc::new(Resource::new(
             Metadata::named(Name::parse("br0").unwrap()),
-            Spec::Bridge(serde_yaml::from_str(yaml).unwrap()),
+            Spec::new::<crate::drivers::bridge::BridgeSpec>(serde_yaml::from_str(yaml).unwrap()),
         ))
     }
 

@@ -66,6 +66,7 @@ pub mod fake;
 mod health_probe;
 pub mod host;
 pub mod image;
+mod kind;
 pub mod logs;
 mod maintenance;
 pub mod network;
@@ -76,6 +77,7 @@ pub mod rootfs;
 pub mod runc;
 pub mod seam;
 pub mod shim;
+mod spec;
 pub mod supervision;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -95,16 +97,21 @@ use crate::contract::{
     Action, Change, ContractViolation, Driver, DriverError, FailureClass, PlanContext, StepContext,
     WatchSink, Watching,
 };
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub(crate) use diff::describe as live_note;
 use diff::restarts_a_dead_container;
 pub use error::ContainerError;
 pub use fake::FakeHost;
 pub use host::RuncHost;
+pub use kind::REGISTRATION;
 pub(crate) use maintenance::{collect_images, collect_now};
 pub use observed::{ObservedContainer, veth_alias, veth_name};
 pub use seam::{ContainerHost, HostError, HostRequest, RuntimeContainer, RuntimeStatus};
+pub use spec::{
+    ContainerNetwork, ContainerSpec, HealthCheck, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY, Mount,
+    Resources, RestartPolicy,
+};
 
 /// How long one container change may take: an image pull and unpack included.
 pub const STEP_BUDGET: Duration = Duration::from_secs(15 * 60);
@@ -193,8 +200,8 @@ impl Driver for ContainerDriver {
         // a create or replace from one that is not there is refused at plan.
         let local: BTreeSet<String> = desired
             .iter()
-            .filter_map(|resource| match &resource.spec {
-                Spec::Container(spec) if spec.image.starts_with('/') => Some(spec.image.clone()),
+            .filter_map(|resource| match resource.spec.get::<ContainerSpec>() {
+                Some(spec) if spec.image.starts_with('/') => Some(spec.image.clone()),
                 _ => None,
             })
             .collect();
@@ -209,12 +216,12 @@ impl Driver for ContainerDriver {
         self.declared.set(
             desired
                 .iter()
-                .filter_map(|resource| match &resource.spec {
-                    Spec::Container(spec) => Some((
+                .filter_map(|resource| {
+                    let spec = resource.spec.get::<ContainerSpec>()?;
+                    Some((
                         resource.metadata.name.as_str().to_owned(),
                         (spec.state, spec.restart_policy),
-                    )),
-                    _ => None,
+                    ))
                 })
                 .collect(),
         );
@@ -227,7 +234,7 @@ impl Driver for ContainerDriver {
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
         for resource in desired {
-            let Spec::Container(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<ContainerSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the container driver was handed a resource of another kind".into(),
@@ -295,13 +302,15 @@ impl Driver for ContainerDriver {
 /// Whether a declared container joins a bridge the revision declares with
 /// `vlanFiltering: true`.
 fn needs_port_vlans(desired: &[Arc<Resource>], context: &PlanContext) -> bool {
-    desired.iter().any(|resource| match &resource.spec {
-        Spec::Container(spec) => spec
-            .network
-            .as_ref()
-            .is_some_and(|network| observed::filters_vlans(&network.bridge, context)),
-        _ => false,
-    })
+    desired
+        .iter()
+        .any(|resource| match resource.spec.get::<ContainerSpec>() {
+            Some(spec) => spec
+                .network
+                .as_ref()
+                .is_some_and(|network| observed::filters_vlans(&network.bridge, context)),
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -312,6 +321,7 @@ mod tests {
     use super::*;
     use crate::contract::{Action, CancelToken, Effect, Interrupted};
     use crate::drivers::container::seam::{Limits, MANAGED_ANNOTATION};
+    use crate::model::Spec;
 
     const WEB: &str = "image: /images/app\ncommand: [sleep, '1000']";
 
@@ -448,7 +458,9 @@ mod tests {
         };
         Arc::new(Resource::new(
             crate::model::Metadata::named(crate::model::Name::parse("br0").unwrap()),
-            Spec::Bridge(serde_yaml::from_str(&format!("addresses: [10.0.0.1/24]{dhcp}")).unwrap()),
+            Spec::new::<crate::drivers::bridge::BridgeSpec>(
+                serde_yaml::from_str(&format!("addresses: [10.0.0.1/24]{dhcp}")).unwrap(),
+            ),
         ))
     }
 

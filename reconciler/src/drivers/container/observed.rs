@@ -2,6 +2,8 @@
 //! runtime listed it, the declaration resolved against the revision (mount sources, the
 //! veth, limits), and the work the drift calls for, in order.
 
+use crate::drivers::bridge::BridgeSpec;
+use crate::drivers::volume::VolumeSpec;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -12,8 +14,9 @@ use super::seam::{
     ContainerMount, Limits, MANAGED_ANNOTATION, MountSource, RuntimeContainer, VethPlan,
 };
 use crate::contract::{Marker, PlanContext};
+use crate::drivers::container::ContainerSpec;
 use crate::drivers::vlan_port::{VlanDrift, declared_or_default};
-use crate::model::{ContainerSpec, Kind, Name, Spec, Vlan};
+use crate::model::{Kind, Name, Vlan};
 
 /// The default grace between SIGTERM and SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,11 +159,16 @@ impl Declaration {
 pub(crate) fn filters_vlans(bridge: &Name, context: &PlanContext) -> bool {
     context
         .referenced(Kind::Bridge, bridge)
-        .is_some_and(|declared| matches!(&declared.spec, Spec::Bridge(b) if b.vlan_filtering))
+        .is_some_and(|declared| {
+            declared
+                .spec
+                .get::<BridgeSpec>()
+                .is_some_and(|b| b.vlan_filtering)
+        })
 }
 
 fn resolve_mount(
-    mount: &crate::model::Mount,
+    mount: &crate::drivers::container::Mount,
     context: &PlanContext,
 ) -> Result<ContainerMount, String> {
     let source = match (&mount.host_path, &mount.volume) {
@@ -180,7 +188,7 @@ fn resolve_mount(
                     mount.target
                 ));
             };
-            let Spec::Volume(spec) = &declared.spec else {
+            let Some(spec) = declared.spec.get::<VolumeSpec>() else {
                 return Err(format!("mount {}: {volume} is not a Volume", mount.target));
             };
             let Some(filesystem) = spec.filesystem else {
@@ -256,13 +264,14 @@ impl ObservedContainer {
 mod tests {
     use super::*;
     use crate::drivers::container::testkit::declared;
+    use crate::model::Spec;
     use crate::model::{Metadata, Resource};
 
     #[test]
     fn a_volume_mount_is_the_volumes_device_with_its_filesystem() {
         let volume = std::sync::Arc::new(Resource::new(
             Metadata::named(Name::parse("data").unwrap()),
-            Spec::Volume(
+            Spec::new::<VolumeSpec>(
                 serde_yaml::from_str(
                     "volumeGroup: vg0
 size: 1GiB
@@ -273,7 +282,7 @@ filesystem: ext4",
         ));
         let bare = std::sync::Arc::new(Resource::new(
             Metadata::named(Name::parse("raw").unwrap()),
-            Spec::Volume(
+            Spec::new::<VolumeSpec>(
                 serde_yaml::from_str(
                     "volumeGroup: vg0
 size: 1GiB",
@@ -287,7 +296,7 @@ size: 1GiB",
 mounts: [{target: /data, volume: data, readOnly: true}]",
         );
         let context = PlanContext::default().with_revision(&[volume, bare.clone()]);
-        let Spec::Container(spec) = &web.spec else {
+        let Some(spec) = web.spec.get::<ContainerSpec>() else {
             unreachable!()
         };
         let declaration = Declaration::resolve(&web.metadata.name, spec, &context, "");
@@ -307,7 +316,7 @@ mounts: [{target: /data, volume: data, readOnly: true}]",
             "image: /i
 mounts: [{target: /raw, volume: raw}]",
         );
-        let Spec::Container(spec) = &raw.spec else {
+        let Some(spec) = raw.spec.get::<ContainerSpec>() else {
             unreachable!()
         };
         let error = Declaration::resolve(&raw.metadata.name, spec, &context, "")

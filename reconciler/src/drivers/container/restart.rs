@@ -14,7 +14,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::seam::RuntimeContainer;
-use crate::model::RestartPolicy;
+use crate::drivers::container::RestartPolicy;
 
 /// The longest wait between restarts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);

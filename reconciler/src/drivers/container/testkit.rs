@@ -20,10 +20,11 @@ pub fn skip_loudly(test: &str, why: &str) {
 
 /// A declared container `name` with `spec` (YAML).
 pub fn declared(name: &str, spec: &str) -> Arc<Resource> {
-    let spec = serde_yaml::from_str(spec).expect("test spec parses");
+    let spec: crate::drivers::container::ContainerSpec =
+        serde_yaml::from_str(spec).expect("test spec parses");
     Arc::new(Resource::new(
         Metadata::named(Name::parse(name).expect("valid name")),
-        Spec::Container(spec),
+        Spec::new(spec),
     ))
 }
 

@@ -5,16 +5,15 @@
 //! the bridge's rules (`drivers/network/validate`), since they are about the bridge's
 //! link.
 
+use super::{ContainerSpec, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY};
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{
-    ByteSize, MAX_CONTAINER_CPUS, MAX_CONTAINER_MEMORY, Spec, quoted, unicast_problem,
-};
+use crate::model::{ByteSize, quoted, unicast_problem};
 
 /// The rules of one Container on its own; every finding goes to `diagnostics`.
 pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     let mut error =
         |field: &str, message: String| diagnostics.push(item.diagnostic(field, message));
-    let Spec::Container(container) = &item.resource.spec else {
+    let Some(container) = item.resource.spec.get::<ContainerSpec>() else {
         return;
     };
     if container.image.trim().is_empty() {

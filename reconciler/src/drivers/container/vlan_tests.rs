@@ -3,6 +3,7 @@
 //! changed list applied in place without recreating or restarting the container, and
 //! no VLAN request for a bridge that does not filter VLANs.
 
+use crate::model::Spec;
 use std::sync::Arc;
 
 use super::fake::FakeHost;
@@ -15,11 +16,11 @@ use crate::drivers::vlan_port::DEFAULT_VLAN;
 use crate::model::{Metadata, Name, Vlan};
 
 fn bridge(filtering: bool) -> Arc<Resource> {
-    let spec =
+    let spec: crate::drivers::bridge::BridgeSpec =
         serde_yaml::from_str(&format!("vlanFiltering: {filtering}")).expect("test bridge parses");
     Arc::new(Resource::new(
         Metadata::named(Name::parse("br0").expect("valid")),
-        Spec::Bridge(spec),
+        Spec::new(spec),
     ))
 }
 

@@ -3,6 +3,8 @@
 //! forwarding switches it needs. Pure: computed at plan time from the manifests and the
 //! few host facts it depends on (the default route's interface), and carried to apply.
 
+use crate::drivers::container::ContainerSpec;
+use crate::drivers::vm::VirtualMachineSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
@@ -13,7 +15,8 @@ use super::dnsmasq::{self, DhcpHost, DhcpPaths, HostRecord};
 use super::publish::{self, Publication};
 use super::rules::{self, Hook, Rule};
 use crate::contract::PlanContext;
-use crate::model::{BridgeSpec, Kind, Name, Spec};
+use crate::drivers::bridge::BridgeSpec;
+use crate::model::{Kind, Name};
 
 /// How a bridge's guests reach beyond it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +193,7 @@ fn guests(
         }
     }
     for vm in context.declared_of(Kind::VirtualMachine) {
-        let Spec::VirtualMachine(spec) = &vm.spec else {
+        let Some(spec) = vm.spec.get::<VirtualMachineSpec>() else {
             continue;
         };
         for nic in spec.networks.iter().filter(|nic| &nic.bridge == name) {
@@ -208,7 +211,7 @@ fn guests(
         }
     }
     for container in context.declared_of(Kind::Container) {
-        let Spec::Container(spec) = &container.spec else {
+        let Some(spec) = container.spec.get::<ContainerSpec>() else {
             continue;
         };
         let Some(network) = spec.network.as_ref().filter(|n| &n.bridge == name) else {

@@ -20,7 +20,8 @@ use super::instance::Instance;
 use super::nft::listed_exprs;
 use super::seam::{NetworkState, TableObservation};
 use crate::contract::PlanContext;
-use crate::model::{BridgeSpec, Metadata, Name, Resource, Spec};
+use crate::drivers::bridge::BridgeSpec;
+use crate::model::{Metadata, Name, Resource, Spec};
 
 /// Each golden file: its name and the bridge `br0`'s spec.
 const CASES: &[(&str, &str)] = &[
@@ -51,7 +52,7 @@ fn render(spec: &str) -> Value {
     let name = Name::parse("br0").expect("valid name");
     let resource = Arc::new(Resource::new(
         Metadata::named(name.clone()),
-        Spec::Bridge(spec.clone()),
+        Spec::new(spec.clone()),
     ));
     let context = PlanContext::new([]).with_revision(&[resource]);
     let network = BridgeNetwork::new(

@@ -84,6 +84,7 @@ mod error;
 pub mod fake;
 pub mod host;
 pub mod instance;
+mod kind;
 mod leases;
 pub mod nft;
 pub mod probe;
@@ -93,6 +94,7 @@ pub mod seam;
 pub(crate) mod validate;
 mod watch;
 
+use crate::drivers::bridge::BridgeSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,7 +107,7 @@ use crate::contract::{
     StepContext, WatchSink, Watching,
 };
 use crate::drivers::bridge::BridgeDriver;
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub use batch::{NftBatch, Round};
 pub use desired::{BridgeNetwork, Mode};
@@ -115,6 +117,7 @@ pub use error::{NetworkError, SeamError};
 pub use fake::FakeNetwork;
 pub use host::HostNetwork;
 pub use instance::Instance;
+pub use kind::REGISTRATION;
 pub(crate) use leases::LEASES_TABLE;
 pub use leases::{LeaseError, Leases, leases_json, read_leases};
 pub use publish::Publication;
@@ -260,7 +263,7 @@ impl Driver for ManagedBridgeDriver {
 
         let mut networks = BTreeMap::new();
         for resource in desired {
-            let Spec::Bridge(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<BridgeSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the bridge driver was handed a resource of another kind".into(),

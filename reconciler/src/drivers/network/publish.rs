@@ -9,13 +9,15 @@
 //! [`of_resource`] is the one place a source is read; [`guest_target`] is how a guest's
 //! address is found, and why it cannot be (validation turns that into the fix to make).
 
+use crate::drivers::container::ContainerSpec;
+use crate::drivers::vm::VirtualMachineSpec;
 use std::fmt;
 use std::net::IpAddr;
 
 use crate::contract::PlanContext;
+use crate::drivers::bridge::BridgeSpec;
 use crate::model::{
-    BridgePublish, BridgeSpec, Cidr, Kind, MacAddress, Name, PortPublish, Protocol, Resource,
-    ResourceId, Spec,
+    BridgePublish, Cidr, Kind, MacAddress, Name, PortPublish, Protocol, Resource, ResourceId,
 };
 
 /// One published port: `protocol` `host_address`:`host_port` on the host reaches
@@ -146,8 +148,8 @@ pub struct GuestPublish<'a> {
 
 /// The `publish` lists a Container or a VM declares (none for other kinds).
 pub fn guest_lists(resource: &Resource) -> Vec<GuestPublish<'_>> {
-    match &resource.spec {
-        Spec::Container(spec) => spec
+    if let Some(spec) = resource.spec.get::<ContainerSpec>() {
+        return spec
             .network
             .iter()
             .filter(|network| !network.publish.is_empty())
@@ -159,8 +161,10 @@ pub fn guest_lists(resource: &Resource) -> Vec<GuestPublish<'_>> {
                 publish: &network.publish,
                 field: "spec.network.publish".to_owned(),
             })
-            .collect(),
-        Spec::VirtualMachine(spec) => spec
+            .collect();
+    }
+    match resource.spec.get::<VirtualMachineSpec>() {
+        Some(spec) => spec
             .networks
             .iter()
             .enumerate()
@@ -183,7 +187,7 @@ pub fn of_resource<'a>(
     resource: &Resource,
     bridge: impl Fn(&Name) -> Option<&'a BridgeSpec>,
 ) -> Vec<Publication> {
-    if let Spec::Bridge(spec) = &resource.spec {
+    if let Some(spec) = resource.spec.get::<BridgeSpec>() {
         return Publication::of_bridge(&resource.metadata.name, &spec.publish);
     }
     let declared_by = resource.id();
@@ -211,9 +215,10 @@ pub fn of_resource<'a>(
 /// Every publication of the revision behind `bridge`, in declaration order: the
 /// bridge's own, then the containers' and the VMs'.
 pub fn collect(context: &PlanContext, bridge: &Name) -> Vec<Publication> {
-    let spec_of = |name: &Name| match context.referenced(Kind::Bridge, name).map(|r| &r.spec) {
-        Some(Spec::Bridge(spec)) => Some(spec),
-        _ => None,
+    let spec_of = |name: &Name| {
+        context
+            .referenced(Kind::Bridge, name)
+            .and_then(|r| r.spec.get::<BridgeSpec>())
     };
     [Kind::Bridge, Kind::Container, Kind::VirtualMachine]
         .into_iter()

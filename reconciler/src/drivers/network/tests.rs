@@ -1,14 +1,16 @@
 //! The managed-bridge driver over the fakes: the link fake and the network fake
 //! together, as one host.
 
+use crate::model::Spec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
 use crate::contract::{Action, CancelToken, FailureClass};
+use crate::drivers::bridge::BridgeSpec;
 use crate::drivers::bridge::fake::plain_link;
 use crate::drivers::bridge::{FakeLinks, LinkRequest, LinkSeam, OWNERSHIP_MARKER};
-use crate::model::{BridgeSpec, Metadata, Name, ResourceId};
+use crate::model::{Metadata, Name, ResourceId};
 
 struct Host {
     links: Arc<FakeLinks>,
@@ -41,7 +43,7 @@ fn host() -> Host {
 fn bridge(name: &str, spec: &str) -> Arc<Resource> {
     let spec: BridgeSpec = serde_yaml::from_str(spec).expect("test spec parses");
     let name = Name::parse(name).expect("test name is valid");
-    Arc::new(Resource::new(Metadata::named(name), Spec::Bridge(spec)))
+    Arc::new(Resource::new(Metadata::named(name), Spec::new(spec)))
 }
 
 fn id(name: &str) -> ResourceId {
@@ -930,13 +932,13 @@ async fn dhcp_is_started_restarted_when_it_dies_or_changes_and_removed_with_the_
 #[tokio::test]
 async fn vm_nics_with_a_mac_on_the_bridge_get_named_leases() {
     let host = host();
-    let vm: crate::model::VirtualMachineSpec = serde_yaml::from_str(
+    let vm: crate::drivers::vm::VirtualMachineSpec = serde_yaml::from_str(
         "memory: 256MiB\nboot: {kernel: /k}\nnetworks: [{bridge: br0, mac: '52:54:00:00:00:42'}]",
     )
     .unwrap();
     let vm = Arc::new(Resource::new(
         Metadata::named(Name::parse("web").unwrap()),
-        Spec::VirtualMachine(vm),
+        Spec::new(vm),
     ));
     let br0 = bridge("br0", DHCP);
     let desired = [br0.clone()];
@@ -960,14 +962,18 @@ fn guest(name: &str, spec: Spec) -> Arc<Resource> {
 fn container(name: &str, spec: &str) -> Arc<Resource> {
     guest(
         name,
-        Spec::Container(serde_yaml::from_str(spec).expect("parses")),
+        Spec::new::<crate::drivers::container::ContainerSpec>(
+            serde_yaml::from_str(spec).expect("parses"),
+        ),
     )
 }
 
 fn vm(name: &str, spec: &str) -> Arc<Resource> {
     guest(
         name,
-        Spec::VirtualMachine(serde_yaml::from_str(spec).expect("parses")),
+        Spec::new::<crate::drivers::vm::VirtualMachineSpec>(
+            serde_yaml::from_str(spec).expect("parses"),
+        ),
     )
 }
 

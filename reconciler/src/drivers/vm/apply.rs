@@ -48,7 +48,7 @@ use super::seed::seed_image;
 use crate::contract::{Action, Change, StepContext};
 use crate::drivers::bridge::LinkRequest;
 use crate::drivers::vlan_port::VlanDrift;
-use crate::model::{Firmware, Hypervisor, Spec, VirtualMachineSpec, VmState};
+use crate::drivers::vm::{Firmware, Hypervisor, VirtualMachineSpec, VmState};
 
 /// How long to wait for the process to end after `quit`, and after SIGKILL.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(10);
@@ -132,8 +132,12 @@ pub(crate) async fn apply(
         .observed_as::<VmSnapshot>()
         .ok_or_else(|| invalid("it carries no VM snapshot"))?;
     let run = Run { host, step, vm };
-    let spec = match change.desired.as_deref().map(|r| &r.spec) {
-        Some(Spec::VirtualMachine(spec)) => Some(spec),
+    let spec = match change
+        .desired
+        .as_deref()
+        .map(|r| r.spec.get::<VirtualMachineSpec>())
+    {
+        Some(Some(spec)) => Some(spec),
         Some(_) => return Err(invalid("the declared resource is not a VirtualMachine")),
         None => None,
     };

@@ -16,6 +16,7 @@
 //! OVMF, a socket path that fits) does not change the decision; it is the first reason,
 //! and apply refuses before it touches anything (before the stop of a restart too).
 
+use crate::drivers::bridge::BridgeSpec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -32,9 +33,8 @@ use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, FieldValueError, Leftover, Marker, Ownership,
     PlanContext, Prune,
 };
-use crate::model::{
-    Kind, Name, OVERCOMMIT_ANNOTATION, Resource, ResourceId, Spec, VirtualMachineSpec, VmState,
-};
+use crate::drivers::vm::{VirtualMachineSpec, VmState};
+use crate::model::{Kind, Name, OVERCOMMIT_ANNOTATION, Resource, ResourceId};
 
 /// What a change carries from plan to apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +104,12 @@ pub fn declared(
         .filter(|nic| {
             context
                 .referenced(Kind::Bridge, &nic.bridge)
-                .is_some_and(|bridge| matches!(&bridge.spec, Spec::Bridge(b) if b.vlan_filtering))
+                .is_some_and(|bridge| {
+                    bridge
+                        .spec
+                        .get::<BridgeSpec>()
+                        .is_some_and(|b| b.vlan_filtering)
+                })
         })
         .map(|nic| nic.bridge.to_string())
         .collect();

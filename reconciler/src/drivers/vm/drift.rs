@@ -30,7 +30,7 @@ use serde::Serialize;
 use super::observed::{ObservedTap, ObservedVm, Runtime};
 use crate::contract::{Effect, FieldChange, FieldValueError};
 use crate::drivers::vlan_port::{VlanDrift, declared_or_default, vlan_list};
-use crate::model::{Nic, VirtualMachineSpec, VmState};
+use crate::drivers::vm::{Nic, VirtualMachineSpec, VmState};
 
 /// Monitor statuses of a guest that will not run again by itself.
 const DEAD_STATUSES: [&str; 3] = ["shutdown", "guest-panicked", "internal-error"];

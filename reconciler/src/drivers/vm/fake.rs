@@ -26,7 +26,7 @@ use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkKind, LinkRequest, LinkState};
 use crate::drivers::network::Leases;
 use crate::drivers::vlan_port;
-use crate::model::Hypervisor;
+use crate::drivers::vm::Hypervisor;
 
 type Failure = (Box<dyn Fn(&VmRequest) -> bool + Send + Sync>, HostError);
 type Hook = Box<dyn Fn(&VmRequest) + Send + Sync>;

@@ -46,7 +46,7 @@ use super::vmm_api::VmmApi;
 use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkSeam, NetlinkLinks};
 use crate::drivers::network::{Leases, read_leases};
-use crate::model::Hypervisor;
+use crate::drivers::vm::Hypervisor;
 
 /// How long a hypervisor may take to set a VM up and detach.
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -663,7 +663,7 @@ fn host_memory() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::VirtualMachineSpec;
+    use crate::drivers::vm::VirtualMachineSpec;
 
     fn record(name: &str) -> RunRecord {
         let spec: VirtualMachineSpec =

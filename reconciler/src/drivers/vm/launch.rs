@@ -3,15 +3,14 @@
 //! KVM works, where the UEFI firmware is). Pure: no I/O, so the command line a plan
 //! implies is the one apply launches.
 
+use crate::drivers::volume::VolumeSpec;
 use std::path::PathBuf;
 
 use super::nic::{mac_address, tap_name};
 use super::paths::{RunPaths, VmRoots};
 use crate::contract::PlanContext;
-use crate::model::{
-    Accel, ByteSize, DiskFormat, Firmware, Graphics, Kind, MacAddress, OVERCOMMIT_ANNOTATION, Spec,
-    VirtualMachineSpec, VmState,
-};
+use crate::drivers::vm::{Accel, DiskFormat, Firmware, Graphics, VirtualMachineSpec, VmState};
+use crate::model::{ByteSize, Kind, MacAddress, OVERCOMMIT_ANNOTATION};
 
 /// Host facts a launch depends on, read by observe.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -188,8 +187,8 @@ impl Launch {
             let path = match (&disk.path, &disk.volume) {
                 (Some(path), _) => path.clone(),
                 (None, Some(volume)) => match context.referenced(Kind::Volume, volume) {
-                    Some(resource) => match &resource.spec {
-                        Spec::Volume(lv) => format!("/dev/{}/{}", lv.volume_group, volume),
+                    Some(resource) => match resource.spec.get::<VolumeSpec>() {
+                        Some(lv) => format!("/dev/{}/{}", lv.volume_group, volume),
                         _ => {
                             problems.push(format!("disk {index}: Volume/{volume} is not a volume"));
                             continue;
@@ -256,6 +255,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::model::Spec;
     use crate::model::{Metadata, Name, Resource};
 
     fn spec(yaml: &str) -> VirtualMachineSpec {
@@ -263,10 +263,11 @@ mod tests {
     }
 
     fn volume(name: &str, vg: &str) -> Arc<Resource> {
-        let spec = serde_yaml::from_str(&format!("volumeGroup: {vg}\nsize: 1GiB")).unwrap();
+        let spec: crate::drivers::volume::VolumeSpec =
+            serde_yaml::from_str(&format!("volumeGroup: {vg}\nsize: 1GiB")).unwrap();
         Arc::new(Resource::new(
             Metadata::named(Name::parse(name).unwrap()),
-            Spec::Volume(spec),
+            Spec::new(spec),
         ))
     }
 

@@ -57,6 +57,7 @@ mod error;
 #[cfg(test)]
 mod fake;
 pub mod host;
+mod kind;
 pub mod launch;
 pub mod monitor;
 pub mod nic;
@@ -68,6 +69,7 @@ pub mod qmp;
 pub mod record;
 pub mod seam;
 pub mod seed;
+mod spec;
 #[cfg(test)]
 mod tests;
 pub(crate) mod validate;
@@ -85,14 +87,20 @@ use async_trait::async_trait;
 use crate::contract::{
     Change, ContractViolation, Driver, DriverError, PlanContext, StepContext, WatchSink, Watching,
 };
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub use backend::{Backend, Backends, BuiltinBackend, QemuBackend};
 pub use diff::VmSnapshot;
 pub use error::VmError;
 pub use host::RealHost;
+pub use kind::REGISTRATION;
 pub use paths::VmRoots;
 pub use seam::{HostSnapshot, VmHost, VmRequest};
+pub use spec::{
+    Accel, BUILTIN_BASE_CMDLINE, BUILTIN_MAX_CMDLINE, BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES,
+    BUILTIN_MAX_MEMORY, Boot, CloudInit, Console, Disk, DiskFormat, Firmware, Graphics, Hypervisor,
+    MAX_VM_DEVICES, MAX_VM_MEMORY, Nic, VirtualMachineSpec, VmState,
+};
 
 /// How long a guest may take to power off after the ACPI button before it is stopped
 /// hard, unless `shutdownTimeout` says otherwise.
@@ -173,11 +181,8 @@ impl Driver for VmDriver {
         let now = SystemTime::now();
         let wanted: BTreeSet<std::path::PathBuf> = desired
             .iter()
-            .filter_map(|resource| match &resource.spec {
-                Spec::VirtualMachine(spec) => Some(preflight::paths(spec)),
-                _ => None,
-            })
-            .flatten()
+            .filter_map(|resource| resource.spec.get::<VirtualMachineSpec>())
+            .flat_map(preflight::paths)
             .collect();
         let files = if wanted.is_empty() {
             preflight::FileFacts::new()
@@ -190,7 +195,7 @@ impl Driver for VmDriver {
         let mut changes = Vec::with_capacity(desired.len());
         let mut declared = BTreeSet::new();
         for resource in desired {
-            let Spec::VirtualMachine(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<VirtualMachineSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the VM driver was handed a resource of another kind".into(),
@@ -226,10 +231,11 @@ impl Driver for VmDriver {
     /// The guest's shutdown timeout (declared, or the recorded one for a delete) plus
     /// what launching and a hard stop take.
     fn step_budget(&self, change: &Change) -> Duration {
-        let declared = match change.desired.as_deref().map(|r| &r.spec) {
-            Some(Spec::VirtualMachine(spec)) => Some(diff::shutdown_timeout(spec)),
-            _ => None,
-        };
+        let declared = change
+            .desired
+            .as_deref()
+            .and_then(|r| r.spec.get::<VirtualMachineSpec>())
+            .map(diff::shutdown_timeout);
         let recorded = change
             .observed_as::<VmSnapshot>()
             .and_then(|s| s.observed.dir.as_ref())

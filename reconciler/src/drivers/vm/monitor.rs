@@ -8,7 +8,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
-use crate::model::Hypervisor;
+use crate::drivers::vm::Hypervisor;
 
 /// A command to a running VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,7 +79,8 @@ pub fn mac_address(vm: &str, index: usize, declared: Option<MacAddress>) -> MacA
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{IFNAME_MAX, MAX_VM_DEVICES, Name};
+    use crate::drivers::vm::MAX_VM_DEVICES;
+    use crate::model::{IFNAME_MAX, Name};
 
     #[test]
     fn tap_names_fit_ifnamsiz_and_no_declaration_can_take_them() {

@@ -20,7 +20,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::{Hypervisor, Name};
+use crate::drivers::vm::Hypervisor;
+use crate::model::Name;
 
 /// The subdirectory of gitvisor's run dir that holds one directory per VM.
 pub const VM_SUBDIR: &str = "vm";

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::model::{DiskFormat, VirtualMachineSpec};
+use crate::drivers::vm::{DiskFormat, VirtualMachineSpec};
 
 /// The magic bytes a qcow2 image starts with.
 pub const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";

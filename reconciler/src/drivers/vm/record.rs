@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::VirtualMachineSpec;
+use crate::drivers::vm::VirtualMachineSpec;
 
 /// `managedBy` of every record gitvisor writes.
 pub const MANAGED_BY: &str = "gitvisor";

@@ -28,7 +28,7 @@ use super::record::RunRecord;
 use crate::contract::FailureClass;
 use crate::drivers::bridge::{LinkRequest, LinkState, NetlinkError};
 use crate::drivers::network::Leases;
-use crate::model::Hypervisor;
+use crate::drivers::vm::Hypervisor;
 
 /// The host as one batch read.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -12,7 +12,7 @@
 
 use std::io::{Cursor, Write};
 
-use crate::model::CloudInit;
+use crate::drivers::vm::CloudInit;
 
 /// The volume label cloud-init's NoCloud source looks for.
 pub const SEED_LABEL: &[u8; 11] = b"cidata     ";

@@ -3,6 +3,7 @@
 //! pause and resume, a guest that died, prune and ownership, one observe per plan, a
 //! create interrupted at every request, a cancel mid-create.
 
+use crate::model::Spec;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,10 +22,10 @@ fn roots() -> super::VmRoots {
 }
 
 fn declared(name: &str, spec: &str) -> Arc<Resource> {
-    let spec = serde_yaml::from_str(spec).expect("test spec parses");
+    let spec: VirtualMachineSpec = serde_yaml::from_str(spec).expect("test spec parses");
     Arc::new(Resource::new(
         Metadata::named(Name::parse(name).expect("valid")),
-        Spec::VirtualMachine(spec),
+        Spec::new(spec),
     ))
 }
 
@@ -759,7 +760,7 @@ async fn a_vm_moved_between_hypervisors_is_stopped_by_the_one_that_runs_it() {
     assert!(matches!(
         requests[0],
         VmRequest::Control {
-            hypervisor: crate::model::Hypervisor::Qemu,
+            hypervisor: crate::drivers::vm::Hypervisor::Qemu,
             command: Control::Powerdown,
             ..
         }
@@ -1000,7 +1001,7 @@ async fn status_shows_the_addresses_leased_to_the_vms_nics() {
 
     // A second NIC on br1, whose lease is now the NIC's.
     let two = web("");
-    let Spec::VirtualMachine(mut spec) = two.spec.clone() else {
+    let Some(mut spec) = two.spec.get::<VirtualMachineSpec>().cloned() else {
         unreachable!()
     };
     spec.networks
@@ -1013,10 +1014,7 @@ async fn status_shows_the_addresses_leased_to_the_vms_nics() {
         ]
         .into(),
     );
-    let two = Arc::new(Resource::new(
-        two.metadata.clone(),
-        Spec::VirtualMachine(spec),
-    ));
+    let two = Arc::new(Resource::new(two.metadata.clone(), Spec::new(spec)));
     converge(&driver, &two).await;
     let note = plan_one(&driver, &two, &owning(&["web"]))
         .await
@@ -1040,10 +1038,11 @@ fn web_from_file(initrd: &str, memory: &str) -> Arc<Resource> {
          disks: [{{path: /images/web.img}}]\n  networks: [{{bridge: br0}}]\n  shutdownTimeout: 5s\n"
     );
     let document: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("test YAML");
-    let spec = serde_yaml::from_value(document["spec"].clone()).expect("test spec parses");
+    let spec: VirtualMachineSpec =
+        serde_yaml::from_value(document["spec"].clone()).expect("test spec parses");
     let mut resource = Resource::new(
         Metadata::named(Name::parse("web").expect("valid")),
-        Spec::VirtualMachine(spec),
+        Spec::new(spec),
     );
     resource.origin = crate::manifest::test_origin(std::path::Path::new(MANIFEST), &yaml);
     Arc::new(resource)

@@ -5,14 +5,15 @@
 
 use std::collections::HashMap;
 
+use super::{MAX_VM_MEMORY, VirtualMachineSpec};
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{ByteSize, MAX_VM_MEMORY, MacAddress, Spec};
+use crate::model::{ByteSize, MacAddress};
 
 /// The rules of one VM on its own; every finding goes to `diagnostics`.
 pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     let mut error =
         |field: &str, message: String| diagnostics.push(item.diagnostic(field, message));
-    let Spec::VirtualMachine(vm) = &item.resource.spec else {
+    let Some(vm) = item.resource.spec.get::<VirtualMachineSpec>() else {
         return;
     };
     if vm.cpus == 0 || vm.cpus > 255 {
@@ -61,7 +62,7 @@ pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
 pub(crate) fn check_revision(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnostic>) {
     let mut macs: HashMap<MacAddress, (&LoadedResource, String)> = HashMap::new();
     for &item in selected {
-        let Spec::VirtualMachine(vm) = &item.resource.spec else {
+        let Some(vm) = item.resource.spec.get::<VirtualMachineSpec>() else {
             continue;
         };
         for (i, nic) in vm.networks.iter().enumerate() {

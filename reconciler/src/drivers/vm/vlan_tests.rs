@@ -3,6 +3,7 @@
 //! in place without restarting the guest, and nothing VLAN-related on a bridge that does
 //! not filter VLANs.
 
+use crate::model::Spec;
 use std::sync::Arc;
 
 use super::backend::{Backends, BuiltinBackend, QemuBackend};
@@ -29,7 +30,9 @@ fn vm(networks: &str) -> Arc<Resource> {
     let yaml = format!("{VM}\nnetworks: {networks}");
     resource(
         "web",
-        Spec::VirtualMachine(serde_yaml::from_str(&yaml).expect("test spec parses")),
+        Spec::new::<crate::drivers::vm::VirtualMachineSpec>(
+            serde_yaml::from_str(&yaml).expect("test spec parses"),
+        ),
     )
 }
 
@@ -37,7 +40,9 @@ fn bridge_resource(name: &str, filtering: bool) -> Arc<Resource> {
     let yaml = format!("vlanFiltering: {filtering}");
     resource(
         name,
-        Spec::Bridge(serde_yaml::from_str(&yaml).expect("test bridge parses")),
+        Spec::new::<crate::drivers::bridge::BridgeSpec>(
+            serde_yaml::from_str(&yaml).expect("test bridge parses"),
+        ),
     )
 }
 

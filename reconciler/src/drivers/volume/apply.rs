@@ -29,7 +29,7 @@ use super::observed::ObservedVolume;
 use super::seam::{LvmRequest, LvmSeam};
 use super::tags;
 use crate::contract::{Action, Change, StepContext};
-use crate::model::{Spec, VolumeSource, VolumeSpec};
+use crate::drivers::volume::{VolumeSource, VolumeSpec};
 
 /// Carry out `change` on `seam`, stopping between requests when `step` says so.
 pub(crate) async fn apply(
@@ -361,8 +361,12 @@ async fn delete(host: &Host<'_>, observed: &ObservedVolume) -> Result<(), Volume
 
 fn planned(change: &Change) -> Result<(&VolumeSpec, &ObservedVolume), VolumeError> {
     let volume = change.id.name.as_str();
-    let spec = match change.desired.as_deref().map(|r| &r.spec) {
-        Some(Spec::Volume(spec)) => spec,
+    let spec = match change
+        .desired
+        .as_deref()
+        .and_then(|r| r.spec.get::<VolumeSpec>())
+    {
+        Some(spec) => spec,
         _ => return Err(invalid(volume, "no declared Volume")),
     };
     Ok((spec, snapshot(change)?))

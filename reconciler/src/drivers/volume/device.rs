@@ -6,10 +6,11 @@
 //! orders the Volume's creation before theirs, so the path exists by the time they
 //! apply. Both sides compute it here, from the declaration, so they cannot disagree.
 
+use crate::drivers::volume::VolumeSpec;
 use std::path::PathBuf;
 
 use crate::contract::PlanContext;
-use crate::model::{Kind, Name, Spec};
+use crate::model::{Kind, Name};
 
 /// `/dev/VG/NAME`: the udev link lvm2 makes for an active logical volume.
 pub fn device_path(vg: &str, name: &str) -> PathBuf {
@@ -20,10 +21,8 @@ pub fn device_path(vg: &str, name: &str) -> PathBuf {
 /// revision declares no such Volume (validation rejects a dangling reference first).
 pub fn volume_device(context: &PlanContext, name: &Name) -> Option<PathBuf> {
     let resource = context.referenced(Kind::Volume, name)?;
-    match &resource.spec {
-        Spec::Volume(volume) => Some(device_path(&volume.volume_group, name.as_str())),
-        _ => None,
-    }
+    let volume = resource.spec.get::<VolumeSpec>()?;
+    Some(device_path(&volume.volume_group, name.as_str()))
 }
 
 #[cfg(test)]
@@ -31,7 +30,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::model::{Metadata, Resource, VolumeSpec};
+    use crate::drivers::volume::VolumeSpec;
+    use crate::model::Spec;
+    use crate::model::{Metadata, Resource};
 
     #[test]
     fn another_driver_finds_a_declared_volumes_device() {
@@ -39,7 +40,7 @@ mod tests {
         let name = Name::parse("vm1-root").unwrap();
         let volume = Arc::new(Resource::new(
             Metadata::named(name.clone()),
-            Spec::Volume(spec),
+            Spec::new(spec),
         ));
         let context = PlanContext::default().with_revision(&[volume]);
         assert_eq!(

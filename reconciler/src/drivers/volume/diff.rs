@@ -43,7 +43,8 @@ use super::tags;
 use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, Ownership, PlanContext, Prune,
 };
-use crate::model::{Filesystem, Kind, ReclaimPolicy, Resource, ResourceId, Spec, VolumeSpec};
+use crate::drivers::volume::{Filesystem, ReclaimPolicy, VolumeSpec};
+use crate::model::{Kind, Resource, ResourceId};
 
 /// What the plan knows besides the host: the store's records, the revision, the images
 /// inspected, and the free extents not yet spent by earlier changes of this plan.
@@ -489,7 +490,7 @@ fn snapshot_origin(
             "the snapshot's origin {origin_id} is not declared for this host"
         ));
     };
-    let Spec::Volume(origin_spec) = &origin.spec else {
+    let Some(origin_spec) = origin.spec.get::<VolumeSpec>() else {
         return Err(format!("the snapshot's origin {origin_id} is not a Volume"));
     };
     if origin_spec.volume_group != spec.volume_group {

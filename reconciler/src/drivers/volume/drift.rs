@@ -9,7 +9,7 @@
 
 use super::size::show_bytes;
 use crate::contract::{Effect, FieldChange};
-use crate::model::{Filesystem, ReclaimPolicy};
+use crate::drivers::volume::{Filesystem, ReclaimPolicy};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Drift {

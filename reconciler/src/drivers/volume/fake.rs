@@ -21,7 +21,7 @@ use super::seam::{
     ImageInfo, LvKind, LvState, LvmError, LvmReport, LvmRequest, LvmSeam, ProgressSink, VgState,
 };
 use super::size::{extents, round_up};
-use crate::model::Filesystem;
+use crate::drivers::volume::Filesystem;
 
 type FailurePredicate = Box<dyn Fn(&LvmRequest) -> bool + Send + Sync>;
 

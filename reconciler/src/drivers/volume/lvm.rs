@@ -24,7 +24,7 @@ use tokio::process::Command;
 
 use super::report::{LV_FIELDS, VG_FIELDS, parse_lvs, parse_vgs};
 use super::seam::{ImageInfo, LvmError, LvmReport, LvmRequest, LvmSeam, ProgressSink};
-use crate::model::Filesystem;
+use crate::drivers::volume::Filesystem;
 
 /// How long one lvm2 command may take.
 pub const LVM_DEADLINE: Duration = Duration::from_secs(120);

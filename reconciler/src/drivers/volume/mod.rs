@@ -63,12 +63,14 @@ mod diff;
 mod drift;
 mod error;
 pub mod fake;
+mod kind;
 pub mod lvm;
 mod observed;
 pub mod probe;
 mod report;
 pub mod seam;
 mod size;
+mod spec;
 mod tags;
 #[cfg(test)]
 mod tests;
@@ -85,14 +87,16 @@ use crate::contract::{
     Action, Change, ContractViolation, DEFAULT_STEP_BUDGET, Driver, DriverError, PlanContext,
     StepContext, WatchSink, Watching,
 };
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Resource};
 
 pub use device::{device_path, volume_device};
 pub use error::VolumeError;
 pub use fake::FakeLvm;
+pub use kind::REGISTRATION;
 pub use lvm::LvmTools;
 pub use observed::ObservedVolume;
 pub use seam::{ImageInfo, LvKind, LvState, LvmError, LvmReport, LvmRequest, LvmSeam, VgState};
+pub use spec::{Filesystem, MAX_VOLUME_SIZE, ReclaimPolicy, VolumeSource, VolumeSpec};
 
 /// How long writing a source image may take.
 pub const IMAGE_STEP_BUDGET: Duration = Duration::from_secs(4 * 3600);
@@ -170,7 +174,7 @@ impl Driver for VolumeDriver {
     ) -> Result<Vec<Change>, DriverError> {
         let mut specs = Vec::with_capacity(desired.len());
         for resource in desired {
-            let Spec::Volume(spec) = &resource.spec else {
+            let Some(spec) = resource.spec.get::<VolumeSpec>() else {
                 return Err(ContractViolation {
                     id: resource.id(),
                     message: "the volume driver was handed a resource of another kind".into(),
@@ -253,7 +257,11 @@ impl Driver for VolumeDriver {
     }
 
     fn step_budget(&self, change: &Change) -> Duration {
-        let Some(Spec::Volume(spec)) = change.desired.as_deref().map(|r| &r.spec) else {
+        let Some(spec) = change
+            .desired
+            .as_deref()
+            .and_then(|r| r.spec.get::<VolumeSpec>())
+        else {
             return DEFAULT_STEP_BUDGET;
         };
         match change.action {

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 
 use super::size::show_bytes;
 use crate::contract::FailureClass;
-use crate::model::Filesystem;
+use crate::drivers::volume::Filesystem;
 
 /// One volume group as `vgs` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 //! copy never leaves a half-written volume that looks ready: the next plan replaces it.
 
 use crate::contract::Marker;
-use crate::model::{Filesystem, ReclaimPolicy};
+use crate::drivers::volume::{Filesystem, ReclaimPolicy};
 
 use super::seam::{LvState, fs_name};
 

@@ -2,13 +2,15 @@
 //! plan after apply that is all no-op, one report however many volumes, interrupted and
 //! failed creations that never leave a half-written volume looking ready.
 
+use crate::model::Spec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::fake::{lv, thin_pool, vg};
 use super::*;
 use crate::contract::{Action, CancelToken, FailureClass, Interrupted};
-use crate::model::{ADOPT_ANNOTATION as ADOPT, Filesystem, Metadata, Name, ResourceId, VolumeSpec};
+use crate::drivers::volume::{Filesystem, VolumeSpec};
+use crate::model::{ADOPT_ANNOTATION as ADOPT, Metadata, Name, ResourceId};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -16,7 +18,7 @@ const MIB: u64 = 1 << 20;
 fn declared(name: &str, spec: &str) -> Arc<Resource> {
     let spec: VolumeSpec = serde_yaml::from_str(spec).expect("test spec parses");
     let name = Name::parse(name).expect("test name is valid");
-    Arc::new(Resource::new(Metadata::named(name), Spec::Volume(spec)))
+    Arc::new(Resource::new(Metadata::named(name), Spec::new(spec)))
 }
 
 fn adopting(name: &str, spec: &str) -> Arc<Resource> {

@@ -2,15 +2,16 @@
 //! logical volume, so its names follow LVM's rules (and avoid the names LVM reserves),
 //! its size is one LVM can make, and a source is written once into an empty volume.
 
+use super::{MAX_VOLUME_SIZE, VolumeSpec};
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{MAX_VOLUME_SIZE, Spec, quoted};
+use crate::model::quoted;
 
 /// The rules of one Volume on its own; every finding goes to `diagnostics`.
 pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     let resource = &item.resource;
     let mut error =
         |field: &str, message: String| diagnostics.push(item.diagnostic(field, message));
-    let Spec::Volume(volume) = &resource.spec else {
+    let Some(volume) = resource.spec.get::<VolumeSpec>() else {
         return;
     };
     for (field, value) in [
@@ -57,7 +58,7 @@ pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
 /// snapshot lives where its origin does (another Volume, in that one's pool).
 fn check_volume_source(
     resource: &crate::model::Resource,
-    volume: &crate::model::VolumeSpec,
+    volume: &VolumeSpec,
     error: &mut impl FnMut(&str, String),
 ) {
     let Some(source) = &volume.source else {

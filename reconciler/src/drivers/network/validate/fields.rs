@@ -25,11 +25,12 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 
+use crate::drivers::bridge::BridgeSpec;
 use crate::drivers::network::publish::{
     Guest, NoTarget, Publication, guest_lists, guest_target, of_resource,
 };
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{BridgeSpec, Name, PortPublish, Protocol, Spec};
+use crate::model::{Name, PortPublish, Protocol};
 
 /// dnsmasq's shortest lease.
 const MIN_LEASE: Duration = Duration::from_secs(120);
@@ -337,9 +338,9 @@ fn list(subnets: &[(Ipv4Addr, Ipv4Net)]) -> String {
 pub(super) fn check_publications(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnostic>) {
     let bridges: HashMap<&Name, &BridgeSpec> = selected
         .iter()
-        .filter_map(|item| match &item.resource.spec {
-            Spec::Bridge(spec) => Some((&item.resource.metadata.name, spec)),
-            _ => None,
+        .filter_map(|item| {
+            let spec = item.resource.spec.get::<BridgeSpec>()?;
+            Some((&item.resource.metadata.name, spec))
         })
         .collect();
     let bridge = |name: &Name| bridges.get(name).copied();

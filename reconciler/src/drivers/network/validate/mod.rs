@@ -12,15 +12,16 @@ mod fields;
 mod unique;
 mod vlan;
 
+use crate::drivers::bridge::BridgeSpec;
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{IFNAME_MAX, RESERVED_IFNAMES, Spec};
+use crate::model::{IFNAME_MAX, RESERVED_IFNAMES};
 
 /// The rules of one Bridge on its own; every finding goes to `diagnostics`.
 pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     let resource = &item.resource;
     let mut error =
         |field: &str, message: String| diagnostics.push(item.diagnostic(field, message));
-    let Spec::Bridge(bridge) = &resource.spec else {
+    let Some(bridge) = resource.spec.get::<BridgeSpec>() else {
         return;
     };
     let name = resource.metadata.name.as_str();

@@ -11,8 +11,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::drivers::bridge::BridgeSpec;
+use crate::drivers::container::ContainerSpec;
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{Kind, Spec};
+use crate::model::Kind;
 
 /// A declaration of something unique: the resource and the field it is written at.
 struct Claim<'a> {
@@ -48,61 +50,57 @@ pub(super) fn check_revision(selected: &[&LoadedResource], diagnostics: &mut Vec
     let mut ports: HashMap<&str, Claim> = HashMap::new();
     let mut addresses: HashMap<(Scope, IpAddr), Claim> = HashMap::new();
     for &item in selected {
-        match &item.resource.spec {
-            Spec::Bridge(bridge) => {
-                let name = item.resource.metadata.name.as_str();
-                for (i, cidr) in bridge.addresses.iter().enumerate() {
-                    let scope = if cidr.is_link_local() {
-                        Scope::Link(name.to_owned())
-                    } else {
-                        Scope::Host
-                    };
-                    let field = format!("spec.addresses[{i}]");
-                    claim_address(&mut addresses, item, scope, cidr.addr(), field, diagnostics);
-                }
-                for (i, port) in bridge.ports.iter().enumerate() {
-                    let field = format!("spec.ports[{i}]");
-                    if let Some(other) = bridges.get(port.as_str()) {
-                        if port.as_str() != name {
-                            diagnostics.push(item.diagnostic(
-                                &field,
-                                format!(
-                                    "port {port} is Bridge/{port}, declared at {}: the kernel cannot enslave a bridge to a bridge",
-                                    other.place("metadata.name")
-                                ),
-                            ));
-                        }
-                        continue;
-                    }
-                    match ports.get(port.as_str()) {
-                        Some(first) if std::ptr::eq(first.item, item) => {}
-                        Some(first) => diagnostics.push(item.diagnostic(
+        let spec = &item.resource.spec;
+        if let Some(bridge) = spec.get::<BridgeSpec>() {
+            let name = item.resource.metadata.name.as_str();
+            for (i, cidr) in bridge.addresses.iter().enumerate() {
+                let scope = if cidr.is_link_local() {
+                    Scope::Link(name.to_owned())
+                } else {
+                    Scope::Host
+                };
+                let field = format!("spec.addresses[{i}]");
+                claim_address(&mut addresses, item, scope, cidr.addr(), field, diagnostics);
+            }
+            for (i, port) in bridge.ports.iter().enumerate() {
+                let field = format!("spec.ports[{i}]");
+                if let Some(other) = bridges.get(port.as_str()) {
+                    if port.as_str() != name {
+                        diagnostics.push(item.diagnostic(
                             &field,
                             format!(
-                                "port {port} is already a port of {}; an interface can be the port of one bridge only",
-                                first.describe()
+                                "port {port} is Bridge/{port}, declared at {}: the kernel cannot enslave a bridge to a bridge",
+                                other.place("metadata.name")
                             ),
-                        )),
-                        None => {
-                            ports.insert(port.as_str(), Claim { item, field });
-                        }
+                        ));
+                    }
+                    continue;
+                }
+                match ports.get(port.as_str()) {
+                    Some(first) if std::ptr::eq(first.item, item) => {}
+                    Some(first) => diagnostics.push(item.diagnostic(
+                        &field,
+                        format!(
+                            "port {port} is already a port of {}; an interface can be the port of one bridge only",
+                            first.describe()
+                        ),
+                    )),
+                    None => {
+                        ports.insert(port.as_str(), Claim { item, field });
                     }
                 }
             }
-            Spec::Container(container) => {
-                if let Some(network) = &container.network
-                    && let Some(cidr) = network.address
-                {
-                    let scope = if cidr.is_link_local() {
-                        Scope::Link(network.bridge.as_str().to_owned())
-                    } else {
-                        Scope::Host
-                    };
-                    let field = "spec.network.address".to_owned();
-                    claim_address(&mut addresses, item, scope, cidr.addr(), field, diagnostics);
-                }
-            }
-            _ => {}
+        } else if let Some(container) = spec.get::<ContainerSpec>()
+            && let Some(network) = &container.network
+            && let Some(cidr) = network.address
+        {
+            let scope = if cidr.is_link_local() {
+                Scope::Link(network.bridge.as_str().to_owned())
+            } else {
+                Scope::Host
+            };
+            let field = "spec.network.address".to_owned();
+            claim_address(&mut addresses, item, scope, cidr.addr(), field, diagnostics);
         }
     }
 }

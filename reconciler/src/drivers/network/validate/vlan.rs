@@ -7,10 +7,13 @@
 //! every frame and the VLANs would silently mean nothing. A sub-interface's name
 //! `<bridge>.<id>` must fit IFNAMSIZ, and its addresses are interface addresses.
 
+use crate::drivers::container::ContainerSpec;
+use crate::drivers::vm::VirtualMachineSpec;
 use std::collections::HashMap;
 
+use crate::drivers::bridge::BridgeSpec;
 use crate::manifest::{Diagnostic, LoadedResource};
-use crate::model::{BridgeSpec, IFNAME_MAX, Kind, Name, Spec, VLAN_ID_MAX, VLAN_ID_MIN, Vlan};
+use crate::model::{IFNAME_MAX, Kind, Name, VLAN_ID_MAX, VLAN_ID_MIN, Vlan};
 
 /// The per-bridge rules; `error(field, message)` reports one finding.
 pub(super) fn check_bridge(name: &str, bridge: &BridgeSpec, error: &mut dyn FnMut(&str, String)) {
@@ -132,15 +135,13 @@ fn id_problem(id: u16) -> Option<String> {
 pub(super) fn check_workloads(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnostic>) {
     let bridges: HashMap<&Name, (&LoadedResource, bool)> = selected
         .iter()
-        .filter_map(|item| match &item.resource.spec {
-            Spec::Bridge(bridge) => {
-                Some((&item.resource.metadata.name, (*item, bridge.vlan_filtering)))
-            }
-            _ => None,
+        .filter_map(|item| {
+            let bridge = item.resource.spec.get::<BridgeSpec>()?;
+            Some((&item.resource.metadata.name, (*item, bridge.vlan_filtering)))
         })
         .collect();
     for item in selected {
-        if let Spec::Bridge(bridge) = &item.resource.spec {
+        if let Some(bridge) = item.resource.spec.get::<BridgeSpec>() {
             let name = item.resource.metadata.name.as_str();
             for (i, interface) in bridge.vlan_interfaces.iter().enumerate() {
                 let link = interface.link_name(name);
@@ -156,32 +157,35 @@ pub(super) fn check_workloads(selected: &[&LoadedResource], diagnostics: &mut Ve
                 }
             }
         }
-        let links: Vec<(String, &Name, &[Vlan])> = match &item.resource.spec {
-            Spec::VirtualMachine(vm) => vm
-                .networks
-                .iter()
-                .enumerate()
-                .map(|(i, nic)| {
-                    (
-                        format!("spec.networks[{i}].vlans"),
-                        &nic.bridge,
-                        nic.vlans.as_slice(),
-                    )
-                })
-                .collect(),
-            Spec::Container(container) => container
-                .network
-                .iter()
-                .map(|network| {
-                    (
-                        "spec.network.vlans".to_owned(),
-                        &network.bridge,
-                        network.vlans.as_slice(),
-                    )
-                })
-                .collect(),
-            Spec::Bridge(_) | Spec::Volume(_) => Vec::new(),
-        };
+        let spec = &item.resource.spec;
+        let links: Vec<(String, &Name, &[Vlan])> =
+            if let Some(vm) = spec.get::<VirtualMachineSpec>() {
+                vm.networks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, nic)| {
+                        (
+                            format!("spec.networks[{i}].vlans"),
+                            &nic.bridge,
+                            nic.vlans.as_slice(),
+                        )
+                    })
+                    .collect()
+            } else if let Some(container) = spec.get::<ContainerSpec>() {
+                container
+                    .network
+                    .iter()
+                    .map(|network| {
+                        (
+                            "spec.network.vlans".to_owned(),
+                            &network.bridge,
+                            network.vlans.as_slice(),
+                        )
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
         let owner = format!("{}", item.resource.id());
         for (field, bridge, vlans) in links {
             if vlans.is_empty() {

@@ -29,13 +29,13 @@ use std::path::{Path, PathBuf};
 use super::Backend;
 use crate::drivers::vm::launch::{Launch, LaunchBoot, ResolvedAccel};
 use crate::drivers::vm::seed::SEED_SERIAL;
-use crate::model::{Hypervisor, VirtualMachineSpec};
+use crate::drivers::vm::{Hypervisor, VirtualMachineSpec};
 
 /// The VMM's binary name.
 pub const VMM_PROGRAM: &str = "gitvisor-vmm";
 
 /// What every Linux guest of the builtin VMM gets at the start of its command line.
-pub use crate::model::BUILTIN_BASE_CMDLINE as BASE_CMDLINE;
+pub use crate::drivers::vm::BUILTIN_BASE_CMDLINE as BASE_CMDLINE;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltinBackend {
@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn the_validators_limits_are_the_vmms() {
-        use crate::model::{BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES};
+        use crate::drivers::vm::{BUILTIN_MAX_CPUS, BUILTIN_MAX_DEVICES};
         assert_eq!(BUILTIN_MAX_CPUS, u32::from(gitvisor_vmm::layout::MAX_VCPUS));
         assert_eq!(
             BUILTIN_MAX_DEVICES,

@@ -24,7 +24,7 @@ pub mod qemu;
 use std::sync::Arc;
 
 use super::launch::Launch;
-use crate::model::{Hypervisor, VirtualMachineSpec};
+use crate::drivers::vm::{Hypervisor, VirtualMachineSpec};
 
 pub use builtin::BuiltinBackend;
 pub use qemu::QemuBackend;

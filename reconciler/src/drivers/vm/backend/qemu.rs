@@ -21,7 +21,7 @@
 
 use super::Backend;
 use crate::drivers::vm::launch::{Launch, LaunchBoot, ResolvedAccel};
-use crate::model::{Hypervisor, VirtualMachineSpec};
+use crate::drivers::vm::{Hypervisor, VirtualMachineSpec};
 
 /// The QEMU binary.
 pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";

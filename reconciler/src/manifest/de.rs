@@ -11,6 +11,10 @@
 //! value for a bad value, the mapping for a missing field. The caller ([`super::parse`])
 //! removes that node and deserialises again to find the next error; [`Removed`] is the set
 //! of removed nodes, which this deserializer skips as if they were not written.
+//!
+//! It lives here, beside the tree, rather than in the loader: each kind's registration
+//! (in its driver folder) instantiates [`read_document`] for its spec type, and the
+//! drivers sit below the loader in the module graph.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,6 +26,7 @@ use serde::de::{
 
 use crate::manifest::source_map::render_key;
 use crate::manifest::tree::{NodeId, NodeKind, Position, Tree};
+use crate::model::{Document, KindSpec, Metadata, Spec};
 
 /// Nodes taken out of the document after an error in them.
 pub type Removed = HashSet<NodeId>;
@@ -126,6 +131,19 @@ pub fn from_tree<T: serde::de::DeserializeOwned>(
         path: Path::Root,
     })
     .map_err(|e| attach(e, tree, root, &Path::Root))
+}
+
+/// How a kind reads its whole document (`Document<S>`) from a tree: [`read_document`]
+/// for the kind's spec type.
+pub type ReadDocument = fn(&Tree, &Removed) -> Result<(Metadata, Spec), Error>;
+
+/// Reads the root of `tree` as a document of the kind whose spec type is `S`.
+pub fn read_document<S: KindSpec + serde::de::DeserializeOwned>(
+    tree: &Tree,
+    removed: &Removed,
+) -> Result<(Metadata, Spec), Error> {
+    let document = from_tree::<Document<S>>(tree, removed)?;
+    Ok((document.metadata, Spec::new(document.spec)))
 }
 
 /// Whether readers skip `node` (removed after an error, or dropped by the tree builder).

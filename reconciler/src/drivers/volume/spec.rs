@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{ByteSize, ResourceId};
+use crate::model::{ByteSize, Kind, KindSpec, Reference, ResourceId};
 
 /// The largest logical volume LVM makes (8 EiB on 64-bit hosts); a larger `size` is a
 /// typo that `lvcreate` would refuse after the rest of the revision was applied.
@@ -170,6 +170,23 @@ impl JsonSchema for VolumeSource {
                 }
             ]
         })
+    }
+}
+
+/// A snapshot refers to the volume it copies.
+impl KindSpec for VolumeSpec {
+    const KIND: Kind = Kind::Volume;
+
+    fn references(&self) -> Vec<Reference> {
+        self.source
+            .as_ref()
+            .and_then(|s| s.snapshot_of())
+            .map(|origin| Reference {
+                target: origin.clone(),
+                path: "spec.source.snapshotOf".into(),
+            })
+            .into_iter()
+            .collect()
     }
 }
 

@@ -4,7 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Duration, MacAddress, Name, PortPublish, Vlan};
+use crate::model::{
+    ByteSize, Duration, Kind, KindSpec, MacAddress, Name, PortPublish, Reference, ResourceId, Vlan,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -235,7 +237,7 @@ pub struct Console {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
     /// Expose an attachable socket (default true).
-    #[serde(default = "super::bridge::default_true")]
+    #[serde(default = "default_true")]
     pub socket: bool,
 }
 
@@ -359,7 +361,7 @@ impl VirtualMachineSpec {
                 "spec.memory",
                 &format!(
                     "maps at most {} of guest memory",
-                    super::ByteSize(BUILTIN_MAX_MEMORY)
+                    crate::model::ByteSize(BUILTIN_MAX_MEMORY)
                 ),
             );
         }
@@ -406,6 +408,34 @@ fn path_problem(path: &str) -> Option<String> {
         return Some(format!("{path:?} contains a control character"));
     }
     None
+}
+
+/// A VM refers to the volumes of its disks and the bridges of its networks.
+impl KindSpec for VirtualMachineSpec {
+    const KIND: Kind = Kind::VirtualMachine;
+
+    fn references(&self) -> Vec<Reference> {
+        let mut refs = Vec::new();
+        for (i, d) in self.disks.iter().enumerate() {
+            if let Some(v) = &d.volume {
+                refs.push(Reference {
+                    target: ResourceId::new(Kind::Volume, v.clone()),
+                    path: format!("spec.disks[{i}].volume"),
+                });
+            }
+        }
+        for (i, n) in self.networks.iter().enumerate() {
+            refs.push(Reference {
+                target: ResourceId::new(Kind::Bridge, n.bridge.clone()),
+                path: format!("spec.networks[{i}].bridge"),
+            });
+        }
+        refs
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[cfg(test)]

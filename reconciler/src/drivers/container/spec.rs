@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Cidr, Duration, Name, PortPublish, RunState};
+use crate::model::{
+    ByteSize, Cidr, Duration, Kind, KindSpec, Name, PortPublish, Reference, ResourceId, RunState,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -116,7 +118,7 @@ pub struct ContainerNetwork {
     pub publish: Vec<PortPublish>,
     /// The VLANs the veth carries on the bridge (needs `vlanFiltering: true` there).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub vlans: Vec<super::Vlan>,
+    pub vlans: Vec<crate::model::Vlan>,
 }
 
 /// The largest CPU quota a container may declare, in cores (the kernel's CFS quota is
@@ -144,4 +146,28 @@ pub enum RestartPolicy {
     Always,
     OnFailure,
     Never,
+}
+
+/// A container refers to the volumes it mounts and the bridge it joins.
+impl KindSpec for ContainerSpec {
+    const KIND: Kind = Kind::Container;
+
+    fn references(&self) -> Vec<Reference> {
+        let mut refs = Vec::new();
+        for (i, m) in self.mounts.iter().enumerate() {
+            if let Some(v) = &m.volume {
+                refs.push(Reference {
+                    target: ResourceId::new(Kind::Volume, v.clone()),
+                    path: format!("spec.mounts[{i}].volume"),
+                });
+            }
+        }
+        if let Some(net) = &self.network {
+            refs.push(Reference {
+                target: ResourceId::new(Kind::Bridge, net.bridge.clone()),
+                path: "spec.network.bridge".into(),
+            });
+        }
+        refs
+    }
 }
