@@ -6,10 +6,26 @@ use async_trait::async_trait;
 
 use super::make_plan;
 use crate::contract::{Action, Change, Driver, DriverError, Drivers, PlanContext, StepContext};
-use crate::drivers::bridge::BridgeSpec;
-use crate::drivers::volume::VolumeSpec;
 use crate::load::Revision;
-use crate::model::{Kind, Metadata, Name, Resource, ResourceId, Spec};
+use crate::model::{Kind, KindSpec, Metadata, Name, Resource, ResourceId, Spec};
+
+/// Two kinds' specs as the planner sees them: opaque values of their kind (the engine
+/// names no kind's driver folder, its tests included).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct Linked;
+
+impl KindSpec for Linked {
+    const KIND: Kind = Kind::Bridge;
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct Stored {
+    group: String,
+}
+
+impl KindSpec for Stored {
+    const KIND: Kind = Kind::Volume;
+}
 
 /// Records the context it was planned with.
 struct Recorder {
@@ -46,12 +62,14 @@ fn resource(name: &str, spec: Spec) -> Arc<Resource> {
 
 #[tokio::test]
 async fn drivers_see_the_whole_revision_and_the_owned_set() {
-    let volume: VolumeSpec =
-        serde_yaml::from_str("volumeGroup: vg0\nsize: 1GiB").expect("volume spec");
-    let bridge: BridgeSpec = serde_yaml::from_str("{}").expect("bridge spec");
     let resources = vec![
-        resource("br0", Spec::new(bridge)),
-        resource("data", Spec::new(volume)),
+        resource("br0", Spec::new(Linked)),
+        resource(
+            "data",
+            Spec::new(Stored {
+                group: "vg0".into(),
+            }),
+        ),
     ];
     let revision = Revision {
         id: "test".into(),
@@ -74,8 +92,8 @@ async fn drivers_see_the_whole_revision_and_the_owned_set() {
     assert!(
         found
             .spec
-            .get::<VolumeSpec>()
-            .is_some_and(|v| v.volume_group == "vg0")
+            .get::<Stored>()
+            .is_some_and(|v| v.group == "vg0")
     );
     assert_eq!(context.declared_of(Kind::Bridge).count(), 1);
 }
