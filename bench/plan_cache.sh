@@ -11,7 +11,7 @@
 # Measured (CI machine, 2 shared cores, PROFILE=release, N=1000): observing 180-239 ms,
 # from the cache 31-44 ms, ratio 5-6; the debug build: 388 vs 137 ms, ratio 3.
 #
-# Runs `reconciler/tests/plan_cache.rs` (an ignored test) inside a network namespace
+# Runs the example `reconciler/examples/plan_cache.rs` inside a network namespace
 # created here and deleted on exit, so the bridges, rules and the watch never touch the
 # root namespace. PROFILE=release for an optimised build (default: the debug build the
 # tests use; the cached path is pure Rust, so debug understates the ratio). Needs root
@@ -32,16 +32,16 @@ fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 flags=()
 [[ $PROFILE == release ]] && flags+=(--release)
-echo "building: cargo test ${flags[*]} -p gitvisor --test plan_cache --no-run" >&2
-TEST_BIN=$(cd "$ROOT" && cargo test "${flags[@]}" -p gitvisor --test plan_cache --no-run 2>&1 \
-    | sed -n 's/.*Executable .*(\(.*plan_cache-[^)]*\)).*/\1/p' | tail -1)
-[[ -x $TEST_BIN ]] || { echo "cannot find the plan_cache test binary" >&2; exit 1; }
-[[ $TEST_BIN = /* ]] || TEST_BIN=$ROOT/$TEST_BIN
+echo "building: cargo build ${flags[*]} -p gitvisor --example plan_cache" >&2
+(cd "$ROOT" && cargo build "${flags[@]}" -q -p gitvisor --example plan_cache >&2)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+[[ $TARGET = /* ]] || TARGET=$ROOT/$TARGET
+TEST_BIN=$TARGET/$PROFILE/examples/plan_cache
+[[ -x $TEST_BIN ]] || { echo "cannot find the plan_cache example at $TEST_BIN" >&2; exit 1; }
 
 NS=gvbench-cache-$$
 ip netns add "$NS"
 trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
 ip -n "$NS" link set lo up
 GITVISOR_BENCH_BRIDGES=$N GITVISOR_BENCH_RUNS=$RUNS \
-    ip netns exec "$NS" "$TEST_BIN" --ignored --exact a_noop_plan_with_and_without_the_cache --nocapture \
-    2>&1 | grep -E '^(bridges:|no-op plan)'
+    ip netns exec "$NS" "$TEST_BIN" 2>&1 | grep -E '^(bridges:|no-op plan)'

@@ -89,12 +89,7 @@ async fn drivers_see_the_whole_revision_and_the_owned_set() {
     let found = context
         .referenced(Kind::Volume, &data)
         .expect("a Bridge driver sees the revision's Volume");
-    assert!(
-        found
-            .spec
-            .get::<Stored>()
-            .is_some_and(|v| v.group == "vg0")
-    );
+    assert!(found.spec.get::<Stored>().is_some_and(|v| v.group == "vg0"));
     assert_eq!(context.declared_of(Kind::Bridge).count(), 1);
 }
 
