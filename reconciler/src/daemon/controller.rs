@@ -272,23 +272,34 @@ impl Controller {
                 // Nothing new: the last run's outcome stands as it was, its time included
                 // (this poll's few milliseconds beside that run's start and changes would
                 // contradict the event that reported it).
-                let last = self.shared.with_status(|s| s.last_reconcile.clone());
-                let run = last.unwrap_or(ReconcileRun {
-                    reasons,
-                    started_unix,
-                    seconds: 0.0,
-                    revision: Some(current.revision.id.clone()),
-                    converged: true,
-                    changed: 0,
-                    failed: 0,
-                    deferred: 0,
-                    error: None,
-                });
+                let run = self.last_run_or_quiet(reasons, started_unix, &current.revision.id);
                 self.current = Some(current);
                 run
             }
         };
         self.refresh(run)
+    }
+
+    /// The last run shown, as it was (a reconcile that had nothing to do is not news), or
+    /// a quiet converged run of `revision` when none has been shown yet.
+    fn last_run_or_quiet(
+        &self,
+        reasons: Reasons,
+        started_unix: u64,
+        revision: &str,
+    ) -> ReconcileRun {
+        let last = self.shared.with_status(|s| s.last_reconcile.clone());
+        last.unwrap_or(ReconcileRun {
+            reasons,
+            started_unix,
+            seconds: 0.0,
+            revision: Some(revision.to_owned()),
+            converged: true,
+            changed: 0,
+            failed: 0,
+            deferred: 0,
+            error: None,
+        })
     }
 
     /// Forgets every hold and its retry (a new revision, or a person asked), and a
@@ -321,18 +332,7 @@ impl Controller {
             && options.targets.is_empty()
         {
             // Nothing it names is declared any more: nothing to do.
-            let last = self.shared.with_status(|s| s.last_reconcile.clone());
-            return last.unwrap_or(ReconcileRun {
-                reasons,
-                started_unix,
-                seconds: 0.0,
-                revision: Some(current.revision.id.clone()),
-                converged: true,
-                changed: 0,
-                failed: 0,
-                deferred: 0,
-                error: None,
-            });
+            return self.last_run_or_quiet(reasons, started_unix, &current.revision.id);
         }
         let revision_id = current.revision.id.clone();
         let progress = progress(self.shared.clone(), revision_id.clone());

@@ -314,19 +314,13 @@ mod tests {
         ExitRecord, HealthRecord, RuntimeContainer, RuntimeStatus,
     };
 
+    /// gitvisor's container `name` (its marker annotation set) as the runtime lists it.
     fn container(name: &str, status: RuntimeStatus, restarts: u32) -> RuntimeContainer {
         RuntimeContainer {
-            id: name.into(),
             status,
             pid: (status == RuntimeStatus::Running).then_some(1000 + restarts),
-            annotations: BTreeMap::from([(MANAGED_ANNOTATION.to_owned(), name.to_owned())]),
-            limits: None,
-            exit: None,
-            health: None,
             restarts,
-            started: None,
-            stopped_by_gitvisor: false,
-            resolv_conf: None,
+            ..RuntimeContainer::not_created(name)
         }
     }
 
