@@ -10,9 +10,10 @@
 //!    halfway is repaired by the next one.
 //!
 //! Each kind is its folder's [`Registration`] (`kind.rs`: how its documents read, its
-//! schema, its host probe, its driver), listed once in [`registry`]: the loader, `gitvisor
-//! schema`, `gitvisor doctor` and the reconciler ([`connect_all`]) reach every kind from
-//! there. `docs/drivers.md` walks through adding one.
+//! schema, its validation, its host probe, its driver, its extras for the CLI and the
+//! API), listed once in [`registry`]: the loader, the validator, `gitvisor schema`,
+//! `gitvisor doctor`, the reconciler ([`connect_all`]), the CLI and the controller reach
+//! every kind from there. `docs/drivers.md` walks through adding one.
 
 pub mod bridge;
 pub mod container;
