@@ -159,6 +159,18 @@ impl DependencyGraph {
         self.neighbors(id, petgraph::Direction::Outgoing)
     }
 
+    /// Everything that depends on `id`, directly or through others.
+    pub fn transitive_dependents(&self, id: &ResourceId) -> BTreeSet<ResourceId> {
+        let mut seen = BTreeSet::new();
+        let mut next = self.dependents(id);
+        while let Some(dependent) = next.pop() {
+            if seen.insert(dependent.clone()) {
+                next.extend(self.dependents(&dependent));
+            }
+        }
+        seen
+    }
+
     fn neighbors(&self, id: &ResourceId, direction: petgraph::Direction) -> Vec<ResourceId> {
         let Some(&node) = self.nodes.get(id) else {
             return Vec::new();

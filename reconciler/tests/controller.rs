@@ -317,11 +317,8 @@ async fn a_host_event_reconciles_the_resource_it_names_and_nothing_else() {
     for _ in 0..5 {
         sink.send(HostEvent::Object(bridge_id("br-a")));
     }
-    let declared = s.controller.declared();
     while let Ok(event) = events.try_recv() {
-        s.controller
-            .scheduler()
-            .host_event(event, &declared, tokio::time::Instant::now());
+        s.controller.host_event(event, tokio::time::Instant::now());
     }
     assert!(
         s.controller
@@ -351,9 +348,7 @@ async fn a_host_event_reconciles_the_resource_it_names_and_nothing_else() {
 
     sink.send(HostEvent::Kind(Kind::Bridge));
     let event = events.try_recv().unwrap();
-    s.controller
-        .scheduler()
-        .host_event(event, &declared, tokio::time::Instant::now());
+    s.controller.host_event(event, tokio::time::Instant::now());
     tokio::time::advance(QUIET).await;
     let due = take_due(&mut s.controller);
     assert_eq!(

@@ -36,7 +36,7 @@ use super::scheduler::{Cause, Due, Key, Scheduler, Scope};
 use super::shared::Shared;
 use super::status::{Problem, ReconcileRun, Rejected, ResourceView};
 use super::trigger::{Reasons, SyncOutcome};
-use crate::contract::{CancelToken, chain};
+use crate::contract::{CancelToken, HostEvent, chain};
 use crate::execute::{Progress, ResultKind, RunEvent};
 use crate::load::Revision;
 use crate::model::ResourceId;
@@ -64,6 +64,9 @@ impl Origin {
 /// The revision the host is kept at.
 struct Current {
     revision: Revision,
+    /// The resources `revision` declares for this host, as the scheduler and the targets
+    /// of a reconcile ask it (built once per revision, not per event).
+    declared: BTreeSet<ResourceId>,
     source: Source,
     /// The commit, for a git source.
     commit: Option<String>,
@@ -127,16 +130,12 @@ impl Controller {
         &mut self.scheduler
     }
 
-    /// The resources the current revision declares for this host.
-    pub fn declared(&self) -> Vec<ResourceId> {
-        self.current.as_ref().map_or_else(Vec::new, |current| {
-            current
-                .revision
-                .resources
-                .iter()
-                .map(|resource| resource.id())
-                .collect()
-        })
+    /// One event of a driver's watch, as an entry of the scheduler for what the current
+    /// revision declares ([`Scheduler::host_event`]); before any revision, nothing.
+    pub fn host_event(&mut self, event: HostEvent, now: Instant) {
+        if let Some(current) = &self.current {
+            self.scheduler.host_event(event, &current.declared, now);
+        }
     }
 
     /// One reconcile for what fell due; see the module docs for the steps.
@@ -325,7 +324,7 @@ impl Controller {
         let now = Instant::now();
         let options = PlanOptions {
             held: self.retries.held(now),
-            targets: targets(&current.revision, scope),
+            targets: targets(current, scope),
             ..PlanOptions::default()
         };
         if let Scope::Resources(_) = scope
@@ -691,28 +690,16 @@ impl Controller {
 /// The targets of a reconcile of `scope`: none for the whole revision; for resources,
 /// those the revision still declares and, transitively, what depends on them (a bridge
 /// put back may need its dependents' links again). The plan adds what they depend on.
-fn targets(revision: &Revision, scope: &Scope) -> Vec<ResourceId> {
+fn targets(current: &Current, scope: &Scope) -> Vec<ResourceId> {
     let Scope::Resources(ids) = scope else {
         return Vec::new();
     };
-    let declared: BTreeSet<ResourceId> = revision.resources.iter().map(|r| r.id()).collect();
     let mut targets: BTreeSet<ResourceId> = BTreeSet::new();
-    let mut pending: Vec<ResourceId> = ids
-        .iter()
-        .filter(|id| declared.contains(id))
-        .cloned()
-        .collect();
-    while let Some(id) = pending.pop() {
-        if targets.insert(id.clone()) {
-            pending.extend(
-                revision
-                    .graph
-                    .dependents(&id)
-                    .into_iter()
-                    .filter(|dependent| declared.contains(dependent)),
-            );
-        }
+    for id in ids.iter().filter(|id| current.declared.contains(id)) {
+        targets.insert(id.clone());
+        targets.extend(current.revision.graph.transitive_dependents(id));
     }
+    targets.retain(|id| current.declared.contains(id));
     targets.into_iter().collect()
 }
 
@@ -762,6 +749,7 @@ async fn load(
 ) -> Result<Result<Current, Vec<String>>, String> {
     tokio::task::spawn_blocking(move || match reconcile::load(&source, &host) {
         Ok(revision) => Ok(Current {
+            declared: revision.resources.iter().map(|r| r.id()).collect(),
             revision,
             source,
             commit: None,

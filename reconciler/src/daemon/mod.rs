@@ -210,13 +210,7 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
             && Instant::now() >= loop_state.image_gc_due
         {
             loop_state.image_gc_due = Instant::now() + IMAGE_GC_EVERY;
-            maintenance(
-                &HostSettings {
-                    run_dir: settings.run_dir.clone(),
-                    state_dir: settings.state_dir.clone(),
-                },
-                grace,
-            );
+            maintenance(&settings.host_settings(), grace);
         }
         if loop_state.ready {
             notifier.status(&outcome.summary);
@@ -322,10 +316,7 @@ fn host_event(controller: &mut Controller, shared: &Shared, event: HostEvent) {
     tracing::debug!(%event, "watch");
     match event {
         HostEvent::Object(_) | HostEvent::Kind(_) | HostEvent::ObjectAt(..) => {
-            let declared = controller.declared();
-            controller
-                .scheduler()
-                .host_event(event, &declared, Instant::now());
+            controller.host_event(event, Instant::now());
         }
         HostEvent::Told { id, level, message } => {
             let level = match level {

@@ -171,7 +171,7 @@ impl Scheduler {
     /// recorded, one gitvisor never made) waits for the resync, which prunes what the
     /// revision no longer declares. What is only told (events, live notes) schedules
     /// nothing.
-    pub fn host_event(&mut self, event: HostEvent, declared: &[ResourceId], now: Instant) {
+    pub fn host_event(&mut self, event: HostEvent, declared: &BTreeSet<ResourceId>, now: Instant) {
         match event {
             HostEvent::Object(id) => {
                 if declared.contains(&id) {
@@ -248,7 +248,7 @@ impl Scheduler {
     }
 }
 
-fn of_kind(declared: &[ResourceId], kind: Kind) -> impl Iterator<Item = &ResourceId> {
+fn of_kind(declared: &BTreeSet<ResourceId>, kind: Kind) -> impl Iterator<Item = &ResourceId> {
     declared.iter().filter(move |id| id.kind == kind)
 }
 
@@ -354,7 +354,7 @@ mod tests {
         let br1 = id(Kind::Bridge, "br1");
         let web = id(Kind::Container, "web");
         let stray = id(Kind::Bridge, "not-declared");
-        let declared = [br0.clone(), br1.clone(), web.clone()];
+        let declared = BTreeSet::from([br0.clone(), br1.clone(), web.clone()]);
         let (sink, mut receiver) = WatchSink::channel();
         for _ in 0..10 {
             sink.send(HostEvent::Object(br0.clone()));

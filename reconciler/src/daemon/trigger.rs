@@ -120,8 +120,6 @@ struct Pending {
 pub struct Triggers {
     pending: Mutex<Pending>,
     wake: Notify,
-    /// Woken on every source trigger, for debouncing a burst of file events.
-    source: Notify,
 }
 
 impl Triggers {
@@ -131,9 +129,6 @@ impl Triggers {
             Trigger::Resync => pending.reasons.resync = true,
             Trigger::Reload => pending.reasons.reload = true,
         });
-        if trigger == Trigger::Source {
-            self.source.notify_one();
-        }
     }
 
     /// A sync request: answered through the returned channel by the reconcile that
@@ -158,19 +153,6 @@ impl Triggers {
     /// Waits until something was fired since the last [`Triggers::take`].
     pub async fn wait(&self) {
         self.wake.notified().await;
-    }
-
-    /// Waits for the next source trigger (for debouncing).
-    pub async fn next_source_event(&self) {
-        self.source.notified().await;
-    }
-
-    /// The reasons gathered so far, without taking them.
-    pub fn peek(&self) -> Reasons {
-        match self.pending.lock() {
-            Ok(pending) => pending.reasons,
-            Err(poisoned) => poisoned.into_inner().reasons,
-        }
     }
 
     /// Everything fired so far; the flags are cleared.

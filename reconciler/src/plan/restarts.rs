@@ -15,7 +15,7 @@
 //! The list is in dependency order (what a dependent needs comes first), once per
 //! dependent, with every cause it waits for.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::contract::{Action, Change, Drivers, RestartSupport};
@@ -81,7 +81,7 @@ pub fn dependent_restarts(
     let by_id: BTreeMap<&ResourceId, &Change> = changes.iter().map(|c| (&c.id, c)).collect();
     let mut causes: BTreeMap<ResourceId, Vec<(ResourceId, Action)>> = BTreeMap::new();
     for cause in changes.iter().filter(|c| c.is_disruptive()) {
-        for dependent in transitive_dependents(graph, &cause.id) {
+        for dependent in graph.transitive_dependents(&cause.id) {
             causes
                 .entry(dependent)
                 .or_default()
@@ -113,16 +113,4 @@ pub fn dependent_restarts(
         restarts.push(DependentRestart { id, causes, hold });
     }
     restarts
-}
-
-/// Everything that depends on `id`, directly or through others.
-fn transitive_dependents(graph: &DependencyGraph, id: &ResourceId) -> BTreeSet<ResourceId> {
-    let mut seen = BTreeSet::new();
-    let mut next = graph.dependents(id);
-    while let Some(dependent) = next.pop() {
-        if seen.insert(dependent.clone()) {
-            next.extend(graph.dependents(&dependent));
-        }
-    }
-    seen
 }

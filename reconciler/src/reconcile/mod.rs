@@ -61,6 +61,16 @@ pub struct ReconcilerOptions {
     pub concurrency: usize,
 }
 
+impl ReconcilerOptions {
+    /// Where this gitvisor keeps its files, as the drivers take it.
+    pub fn host_settings(&self) -> HostSettings {
+        HostSettings {
+            run_dir: self.run_dir.clone(),
+            state_dir: self.state_dir.clone(),
+        }
+    }
+}
+
 /// What an apply did: the plan it carried out and each resource's result.
 #[derive(Debug, Clone)]
 pub struct ApplyOutcome {
@@ -91,11 +101,7 @@ impl Reconciler {
 
     /// A reconciler over this host's drivers. Call it inside a Tokio runtime (netlink).
     pub fn connect(options: ReconcilerOptions) -> Result<Reconciler, ReconcileError> {
-        let settings = HostSettings {
-            run_dir: options.run_dir.clone(),
-            state_dir: options.state_dir.clone(),
-        };
-        let drivers = connect_all(&settings).map_err(ReconcileError::Connect)?;
+        let drivers = connect_all(&options.host_settings()).map_err(ReconcileError::Connect)?;
         Ok(Reconciler::new(options, drivers))
     }
 
