@@ -20,6 +20,7 @@ pub mod container;
 mod extras;
 pub mod net;
 pub mod network;
+mod pidfd;
 pub mod probe;
 mod registry;
 mod status_table;

@@ -29,8 +29,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -39,6 +37,7 @@ use super::host::{EXIT_FILE, HEALTH_FILE, PID_FILE, RESTARTS_FILE, RuncHost, STO
 use super::seam::{ContainerHost, HealthRecord, HostError, RuntimeContainer, RuntimeStatus};
 use super::shim::SUPERVISOR_PID_FILE;
 use super::supervision::Sighting;
+use crate::drivers::pidfd::{ExitWait, on_exit};
 
 /// A burst of wake-ups ends after this much quiet…
 const QUIET: Duration = Duration::from_millis(100);
@@ -373,35 +372,17 @@ impl Drop for SupervisorWatch {
 /// wait for: the process is already gone (the watch is woken at once) or pidfds are not
 /// available (its end is then seen at the next look).
 fn wait_for_exit(pid: u32, wake: mpsc::UnboundedSender<Wake>) -> Option<AbortHandle> {
-    let raw = i32::try_from(pid).ok()?;
-    let pid = rustix::process::Pid::from_raw(raw)?;
-    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::SRCH) => {
+    let woken = wake.clone();
+    match on_exit(pid, "at the next look", move || {
+        let _ = woken.send(Wake::Any);
+    }) {
+        ExitWait::Waiting(task) => Some(task),
+        ExitWait::Gone => {
             let _ = wake.send(Wake::Any);
-            return None;
+            None
         }
-        Err(error) => {
-            tracing::debug!(pid = raw, %error, "cannot open a pidfd; the process's end is seen at the next look");
-            return None;
-        }
-    };
-    // Deprecated as unsound for a `T` that does not own its descriptor (it could be
-    // closed while registered); an `OwnedFd` moved into the `AsyncFd` cannot be.
-    #[allow(deprecated)]
-    let fd = match AsyncFd::with_interest(fd, Interest::READABLE) {
-        Ok(fd) => fd,
-        Err(error) => {
-            tracing::debug!(pid = raw, %error, "cannot poll a pidfd; the process's end is seen at the next look");
-            return None;
-        }
-    };
-    let task = tokio::spawn(async move {
-        // Readable once the process has ended.
-        let _ = fd.readable().await;
-        let _ = wake.send(Wake::Any);
-    });
-    Some(task.abort_handle())
+        ExitWait::Unavailable => None,
+    }
 }
 
 /// The wake-ups `event` makes: one per file [`SupervisorWatch::look`] reads, or per

@@ -221,7 +221,8 @@ fn bridge_event(name: &str) -> HostEvent {
 
 async fn watch_links(connection: RouteConnection, sink: WatchSink, caches: Caches) {
     let (connection, handle, mut messages) = connection;
-    let _connection = AbortOnDrop(tokio::spawn(connection));
+    // The netlink connection's task ends with the watch task, aborted or not.
+    let _connection = WatchHandle::new(vec![tokio::spawn(connection)]);
     let mut links = Links::default();
     {
         let mut dump = handle.link().get().execute();
@@ -397,15 +398,6 @@ fn le4(bytes: &[u8]) -> [u8; 4] {
 
 fn align4(length: usize) -> usize {
     (length + 3) & !3
-}
-
-/// Aborts the netlink connection task when the watch task ends or is aborted.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -23,13 +23,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::paths::{TEMPORARY_PREFIX, VmRoots};
 use crate::contract::{Classify, FailureClass, HostEvent, WatchHandle, WatchSink, Watching};
+use crate::drivers::pidfd::{ExitWait, on_exit};
 use crate::model::{Kind, Name, ResourceId};
 
 /// The VM watch could not start.
@@ -245,33 +244,13 @@ impl Drop for VmWatch {
 /// A task that says when process `pid` of `vm` ends; `None` when it is already gone or
 /// cannot be waited for (then the resync sees it).
 fn wait_for_exit(vm: &str, pid: u32, wake: mpsc::UnboundedSender<Wake>) -> Option<AbortHandle> {
-    let raw = i32::try_from(pid).ok()?;
-    let process = rustix::process::Pid::from_raw(raw)?;
-    let fd = match rustix::process::pidfd_open(process, rustix::process::PidfdFlags::NONBLOCK) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::SRCH) => return None,
-        Err(error) => {
-            tracing::debug!(vm, pid, %error, "cannot open a pidfd; the VM's end is seen at the resync");
-            return None;
-        }
-    };
-    // Deprecated as unsound for a `T` that does not own its descriptor (it could be
-    // closed while registered); an `OwnedFd` moved into the `AsyncFd` cannot be.
-    #[allow(deprecated)]
-    let fd = match AsyncFd::with_interest(fd, Interest::READABLE) {
-        Ok(fd) => fd,
-        Err(error) => {
-            tracing::debug!(vm, pid, %error, "cannot poll a pidfd; the VM's end is seen at the resync");
-            return None;
-        }
-    };
     let vm = vm.to_owned();
-    let task = tokio::spawn(async move {
-        // Readable once the process has ended.
-        let _ = fd.readable().await;
+    match on_exit(pid, "at the resync", move || {
         let _ = wake.send(Wake::Exited { vm, pid });
-    });
-    Some(task.abort_handle())
+    }) {
+        ExitWait::Waiting(task) => Some(task),
+        ExitWait::Gone | ExitWait::Unavailable => None,
+    }
 }
 
 #[cfg(test)]
