@@ -219,7 +219,12 @@ pub fn registry() -> Vec<Registration> {
 
 /// The registration of `kind`, if this build has it.
 pub fn registration(kind: Kind) -> Option<Registration> {
-    registry().into_iter().find(|r| r.kind == kind)
+    // Asked once per document loaded: no list is built for it.
+    if let Some(built_in) = BUILT_IN.iter().find(|r| r.kind == kind) {
+        return Some(*built_in);
+    }
+    let added = ADDED.read().unwrap_or_else(|e| e.into_inner());
+    added.iter().find(|r| r.kind == kind).copied()
 }
 
 /// Every status table of this build's kinds, in registry order.

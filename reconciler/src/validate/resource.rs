@@ -3,7 +3,7 @@
 //! names, MTU range; one-of fields; addresses the kernel refuses or merges), which live in
 //! the kind's driver folder and are reached through its registration's `check`.
 
-use crate::drivers::registry;
+use crate::drivers::{registration, registry};
 use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::{ADOPT_ANNOTATION, quoted};
 
@@ -16,8 +16,7 @@ const ENVELOPE_ANNOTATIONS: [&str; 1] = [ADOPT_ANNOTATION];
 /// its registration.
 pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     check_annotations(item, diagnostics);
-    let kind = item.resource.kind();
-    if let Some(registration) = registry().iter().find(|r| r.kind == kind) {
+    if let Some(registration) = registration(item.resource.kind()) {
         (registration.check)(item, diagnostics);
     }
 }
@@ -25,6 +24,14 @@ pub(super) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
 /// Keys under `gitvisor.dev/` must be known (the envelope's, or a kind's), with values
 /// gitvisor understands, and a kind's only on that kind.
 fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
+    let annotations = &item.resource.metadata.annotations;
+    if !annotations
+        .keys()
+        .any(|key| key.starts_with(ANNOTATION_PREFIX))
+    {
+        // Most resources: no list of known annotations to build.
+        return;
+    }
     let known: Vec<&str> = ENVELOPE_ANNOTATIONS
         .into_iter()
         .chain(
@@ -43,7 +50,7 @@ fn check_annotations(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                 .map(|annotation| (registration.kind, annotation.about))
         })
     };
-    for (key, value) in &item.resource.metadata.annotations {
+    for (key, value) in annotations {
         if !key.starts_with(ANNOTATION_PREFIX) {
             continue;
         }
