@@ -1,9 +1,11 @@
 /* The e2e suite's guest for `hypervisor: builtin` (built with vmm/guests/start.S, guest.h
  * and guest.ld): says it is up and prints its kernel command line, echoes what arrives
- * on the serial console line by line (`GV-ECHO <line>`), and on Ctrl+Alt+Del (what
- * gitvisor-vmm's `shutdown` sends, as a Linux init would) says so and resets, which ends
- * the VMM. With `gv.deaf` on its command line it ignores everything and halts, like a
- * guest without an init that reboots: only a hard stop ends it. */
+ * on the serial console line by line (`GV-ECHO <line>`), and on a press of the ACPI
+ * power button (what gitvisor-vmm's `shutdown` does; the GED's event register at 0x603
+ * reads the press once) says so and powers off through ACPI S5, as a Linux guest running
+ * acpid would, which ends the VMM. With `gv.deaf` on its command line it ignores
+ * everything and halts, like a guest that runs nothing for the power button: only a
+ * hard stop ends it. */
 #include "guest.h"
 
 static int contains(const char *text, const char *word) {
@@ -23,8 +25,6 @@ void guest_main(u8 *zero_page) {
         puts("GV-DEAF\n");
         for (;;) __asm__ volatile("cli; hlt");
     }
-    static const u8 wanted[4] = {0x14, 0x11, 0xe0, 0x71};
-    u8 seen[4] = {0, 0, 0, 0};
     char line[128];
     u64 length = 0;
     for (;;) {
@@ -42,14 +42,9 @@ void guest_main(u8 *zero_page) {
                 line[length++] = c;
             }
         }
-        if (!(inb(0x64) & 1)) continue;
-        seen[0] = seen[1];
-        seen[1] = seen[2];
-        seen[2] = seen[3];
-        seen[3] = inb(0x60);
-        if (memeq(seen, wanted, 4)) {
-            puts("GV-CTRL-ALT-DEL\n");
-            reset();
+        if (inb(GED_EVENT) & GED_POWER_BUTTON) {
+            puts("GV-POWER-BUTTON\n");
+            power_off();
         }
     }
 }

@@ -7,7 +7,7 @@
 //! The guest is not Linux: this machine's `/dev/kvm` runs small guest programs but not
 //! stock kernels, so the tests check gitvisor's side (launch, observe,
 //! status, console, stop, prune, taps) on a guest that talks on the serial port and
-//! answers Ctrl+Alt+Del like a Linux init.
+//! answers the ACPI power button like a Linux guest running acpid.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -81,7 +81,7 @@
 //!   restrictions of the shipped unit, read from `contrib/systemd/gitvisor.service`
 //!   and reproduced with `setpriv` and libseccomp ([`unit`]).
 //! - `builtin.rs`: VirtualMachines with `hypervisor: builtin` on the real KVM (guest and
-//!   VMM client in [`builtin`]): kill -9 mid-create, status, console, Ctrl+Alt+Del and
+//!   VMM client in [`builtin`]): kill -9 mid-create, status, console, the ACPI power button and
 //!   hard stop, prune.
 //!
 //! A driver's tests go in `e2e/tests/<kind>.rs`; what they need from the host beyond

@@ -6,7 +6,7 @@
 //! next `apply`; the process is gitvisor-vmm, named by the run dir's pid file, and its
 //! control socket says `running`; the guest's output is in the console log where QEMU's
 //! goes; the tap is marked, enslaved and up; `gitvisor console` reaches the guest both
-//! ways; a second plan is clean; `state: Stopped` shuts the guest down with Ctrl+Alt+Del;
+//! ways; a second plan is clean; `state: Stopped` shuts the guest down with the ACPI power button;
 //! a guest that ignores it is stopped hard after `shutdownTimeout`; prune removes the VM,
 //! its tap and run dir and keeps the bridge. No Linux kernel boots here (this machine's nested KVM hangs stock kernels).
 
@@ -136,19 +136,22 @@ fn builtin_lifecycle() {
     );
     assert_plan_clean(&env, &manifests);
 
-    // 5. Stopped: Ctrl+Alt+Del, the guest resets, the VMM exits; run dir and tap stay.
+    // 5. Stopped: the power button, the guest powers off, the VMM exits; run dir and tap stay.
     write_vm("gv.test", "Stopped");
     env.apply(manifests.path()).expect_code(0);
     assert_eq!(guard.pid("micro"), None);
-    serial.wait_for("GV-CTRL-ALT-DEL", 0, PATIENCE);
+    serial.wait_for("GV-POWER-BUTTON", 0, PATIENCE);
     let vmm_log =
         std::fs::read_to_string(guard.run_dir("micro").join("vmm.log")).expect("the VMM's log");
-    assert!(vmm_log.contains("exiting:"), "{vmm_log}");
+    assert!(
+        vmm_log.contains("exiting: the guest powered off (ACPI S5)"),
+        "{vmm_log}"
+    );
     assert!(guard.run_dir("micro").join("gitvisor.json").is_file());
     assert_eq!(taps(&env).len(), 1, "a stopped VM keeps its tap");
     assert_plan_clean(&env, &manifests);
 
-    // 6. A guest that ignores Ctrl+Alt+Del runs, and is stopped hard after 3s.
+    // 6. A guest that ignores the power button runs, and is stopped hard after 3s.
     write_vm("gv.deaf", "Running");
     env.apply(manifests.path()).expect_code(0);
     serial.wait_for("GV-DEAF", 0, PATIENCE);
@@ -164,9 +167,9 @@ fn builtin_lifecycle() {
     );
     assert_eq!(guard.pid("micro"), None);
     assert_eq!(
-        serial.lines_starting("GV-CTRL-ALT-DEL").len(),
+        serial.lines_starting("GV-POWER-BUTTON").len(),
         1,
-        "the deaf guest did not reset by itself"
+        "the deaf guest did not power off by itself"
     );
     assert_plan_clean(&env, &manifests);
 

@@ -51,4 +51,14 @@ static void __attribute__((noreturn)) reset(void) {
     for (;;) __asm__ volatile("cli; hlt");
 }
 
+/* The Generic Event Device's event register (reading clears it) and its power button bit. */
+#define GED_EVENT 0x603
+#define GED_POWER_BUTTON 1
+
+/* ACPI S5 through the sleep control register (SLP_TYP 5 << 2 | SLP_EN): the VMM ends. */
+static void __attribute__((noreturn)) power_off(void) {
+    outb(0x600, 0x34);
+    for (;;) __asm__ volatile("cli; hlt");
+}
+
 #endif

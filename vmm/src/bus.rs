@@ -1,5 +1,6 @@
 //! Where a vCPU's port and MMIO accesses go: COM1 at 0x3f8, the i8042 at 0x60/0x64, the
-//! ACPI sleep and reset registers at 0x600–0x602, the virtio-mmio windows from
+//! ACPI sleep and reset registers at 0x600–0x602, the GED's event register at 0x603, the
+//! virtio-mmio windows from
 //! 0xd000_0000. Anything else reads as all ones (an empty bus,
 //! which is what Linux expects when it probes for PCI, the RTC or a second UART) and
 //! ignores writes.
@@ -7,6 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::devices::acpi_pm::AcpiPm;
+use crate::devices::ged::Ged;
 use crate::devices::i8042::{self, I8042};
 use crate::devices::serial::{COM1_BASE, COM1_LEN, SerialDevice};
 use crate::devices::virtio::mmio::MmioTransport;
@@ -20,6 +22,7 @@ pub struct Bus {
     serial: Arc<Mutex<SerialDevice>>,
     i8042: Arc<Mutex<I8042>>,
     acpi_pm: AcpiPm,
+    ged: Arc<Ged>,
     virtio: Vec<MmioSlot>,
 }
 
@@ -32,12 +35,14 @@ impl Bus {
         serial: Arc<Mutex<SerialDevice>>,
         i8042: Arc<Mutex<I8042>>,
         acpi_pm: AcpiPm,
+        ged: Arc<Ged>,
         virtio: Vec<MmioSlot>,
     ) -> Self {
         Bus {
             serial,
             i8042,
             acpi_pm,
+            ged,
             virtio,
         }
     }
@@ -53,6 +58,8 @@ impl Bus {
             *first = lock(&self.i8042).read(port);
         } else if AcpiPm::handles(port) {
             *first = self.acpi_pm.read(port);
+        } else if Ged::handles(port) {
+            *first = self.ged.read();
         }
     }
 

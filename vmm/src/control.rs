@@ -3,8 +3,18 @@
 //!
 //! - `{"command":"status"}` → `{"ok":true,"state":"running",...}` with the pid, vCPUs,
 //!   memory, uptime and the process's memory use;
-//! - `{"command":"shutdown"}` → asks the guest to shut down (Ctrl+Alt+Del on the i8042)
-//!   and answers at once; the process exits when the guest resets;
+//! - `{"command":"shutdown"}` → presses the ACPI power button (the GED of
+//!   [`crate::devices::ged`]) and answers at once; the process exits when the guest powers
+//!   off. A Linux guest acts on the press only if something listens for it: systemd-logind
+//!   does by default, busybox `acpid` does (with the `button` and `evdev` modules loaded
+//!   and `/etc/acpi/PWRF/*` or an `/etc/acpid.conf` action for `PWRF`); a guest with
+//!   neither ignores it, and the caller's timeout then ends with `stop`;
+//! - `{"command":"ctrl-alt-del"}` → types Ctrl+Alt+Del on the i8042 keyboard and answers
+//!   at once; for guests without ACPI (or that run nothing for the power button): Linux's
+//!   init takes it as a request to reboot, and the process exits when the guest resets.
+//!   It is a request of its own rather than part of `shutdown`: Linux reads it as
+//!   "reboot", the power button as "power off", and pressing both would leave which one
+//!   wins to timing;
 //! - `{"command":"stop"}` → answers, then ends the process at once (a hard power-off).
 //!
 //! Errors answer `{"ok":false,"error":"..."}`; the connection stays usable.
@@ -21,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     Status,
     Shutdown,
+    CtrlAltDel,
     Stop,
 }
 
@@ -30,7 +41,7 @@ pub enum Request {
 pub enum State {
     /// vCPUs are running.
     Running,
-    /// `shutdown` was sent; waiting for the guest to reset.
+    /// `shutdown` or `ctrl-alt-del` was sent; waiting for the guest to power off or reset.
     ShuttingDown,
     /// The process is exiting.
     Stopping,
@@ -167,6 +178,10 @@ mod tests {
             Ok(Request::Shutdown)
         );
         assert_eq!(parse(r#"{"command":"stop"}"#), Ok(Request::Stop));
+        assert_eq!(
+            parse(r#"{"command":"ctrl-alt-del"}"#),
+            Ok(Request::CtrlAltDel)
+        );
         let error = parse(r#"{"command":"reboot"}"#).expect_err("unknown");
         assert!(error.contains("reboot"), "{error}");
         assert!(parse("status").is_err());

@@ -15,6 +15,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::control::{self, Request, Response, State, Status};
+use crate::devices::ged::Ged;
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{ConsoleClients, SerialDevice};
 use crate::exit::{ExitHandle, ExitReason};
@@ -25,6 +26,7 @@ pub struct LoopContext {
     pub exit: ExitHandle,
     pub serial: Arc<Mutex<SerialDevice>>,
     pub i8042: Arc<Mutex<I8042>>,
+    pub ged: Arc<Ged>,
     pub console_clients: ConsoleClients,
     pub started: Instant,
     pub cpus: u8,
@@ -256,6 +258,17 @@ fn answer(request: Request, context: &LoopContext, state: &mut State) -> Respons
     match request {
         Request::Status => Response::status(status(context, *state)),
         Request::Shutdown => {
+            if let Err(error) = context.ged.press_power_button() {
+                return Response::error(format!(
+                    "cannot raise the power button's interrupt: {error}; stop the VM instead"
+                ));
+            }
+            if *state == State::Running {
+                *state = State::ShuttingDown;
+            }
+            Response::state(*state)
+        }
+        Request::CtrlAltDel => {
             lock(&context.i8042).ctrl_alt_del();
             if *state == State::Running {
                 *state = State::ShuttingDown;

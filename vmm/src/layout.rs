@@ -16,7 +16,7 @@
 //! ```
 //!
 //! I/O ports: COM1 0x3f8–0x3ff, i8042 0x60 and 0x64, the ACPI sleep control, sleep
-//! status and reset registers 0x600–0x602.
+//! status and reset registers 0x600–0x602, the GED's event register 0x603.
 
 /// The GDT the vCPUs start with.
 pub const GDT_START: u64 = 0x500;
@@ -70,11 +70,16 @@ pub const ACPI_SLEEP_CONTROL_PORT: u16 = 0x600;
 pub const ACPI_SLEEP_STATUS_PORT: u16 = 0x601;
 /// ACPI reset register (FADT `RESET_REG`).
 pub const ACPI_RESET_PORT: u16 = 0x602;
+/// The Generic Event Device's event register ([`crate::devices::ged`]): the DSDT's `_EVT`
+/// reads (and so clears) the pending events here.
+pub const GED_EVENT_PORT: u16 = 0x603;
 
 /// ISA IRQ of the first serial port (COM1).
 pub const SERIAL_IRQ: u32 = 4;
 /// ISA IRQ of the i8042 keyboard port.
 pub const I8042_IRQ: u32 = 1;
+/// The Generic Event Device's interrupt (COM2's ISA IRQ, unused here).
+pub const GED_IRQ: u32 = 3;
 /// IRQ of the first virtio-mmio device; the next ones count up.
 pub const VIRTIO_IRQ_START: u32 = 5;
 /// The highest IOAPIC pin (KVM's IOAPIC has 24).

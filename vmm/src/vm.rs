@@ -23,6 +23,7 @@ use crate::boot::{self, BootEntry, BootSpec, MmioAnnouncement};
 use crate::bus::{Bus, MmioSlot};
 use crate::config::{Config, default_mac};
 use crate::devices::acpi_pm::AcpiPm;
+use crate::devices::ged::Ged;
 use crate::devices::i8042::I8042;
 use crate::devices::irq::IrqLine;
 use crate::devices::serial::{self, ConsoleClients, ConsoleOutput, SerialDevice};
@@ -32,7 +33,7 @@ use crate::devices::virtio::net::{self, Net, TapError, open_tap};
 use crate::devices::virtio::queue_worker::{QueueWorker, QueueWorkerError};
 use crate::event_loop::{EventLoop, LoopContext};
 use crate::exit::{ExitHandle, ExitReason};
-use crate::layout::{I8042_IRQ, KVM_TSS_ADDRESS, SERIAL_IRQ, virtio_mmio_slot};
+use crate::layout::{GED_IRQ, I8042_IRQ, KVM_TSS_ADDRESS, SERIAL_IRQ, virtio_mmio_slot};
 use crate::{memory, vcpu};
 
 /// Errors building or starting a VM.
@@ -254,6 +255,7 @@ impl Vm {
             exit: self.parts.exit.clone(),
             serial: self.parts.serial.clone(),
             i8042: self.parts.i8042.clone(),
+            ged: self.parts.ged.clone(),
             console_clients: self.parts.console_clients.clone(),
             started,
             cpus: self.cpus,
@@ -278,6 +280,7 @@ struct Parts {
     bus: Arc<Bus>,
     serial: Arc<Mutex<SerialDevice>>,
     i8042: Arc<Mutex<I8042>>,
+    ged: Arc<Ged>,
     taps: Vec<TapSource>,
     /// The queues processed off the vCPU threads, each with its thread's name: every
     /// disk's requests (`disk0-io`, in `--disk` order) and every NIC's transmissions
@@ -330,6 +333,7 @@ impl Parts {
             line(I8042_IRQ, "the i8042")?,
             exit.clone(),
         )));
+        let ged = Arc::new(Ged::new(line(GED_IRQ, "the power button (GED)")?));
 
         let mut virtio: Vec<MmioSlot> = Vec::new();
         let mut taps = Vec::new();
@@ -419,6 +423,7 @@ impl Parts {
             serial.clone(),
             i8042.clone(),
             AcpiPm::new(exit.clone()),
+            ged.clone(),
             virtio,
         ));
         Ok(Parts {
@@ -426,6 +431,7 @@ impl Parts {
             bus,
             serial,
             i8042,
+            ged,
             taps,
             queue_workers,
             console_clients,

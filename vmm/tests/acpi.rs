@@ -186,6 +186,22 @@ fn acpicas_disassembler_decodes_the_tables_as_intended() {
     has(&dsdt, "IRQNoFlags () {1}");
     has(
         &dsdt,
+        r#"Device (PWRB) { Name (_HID, EisaId ("PNP0C0C") /* Power Button Device */)"#,
+    );
+    has(
+        &dsdt,
+        r#"Device (GED0) { Name (_HID, "ACPI0013" /* Generic Event Device */) // _HID: Hardware ID
+           Name (_UID, Zero) // _UID: Unique ID
+           Name (_CRS, ResourceTemplate () // _CRS: Current Resource Settings
+           { Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000003, } })
+           OperationRegion (GDST, SystemIO, 0x0603, One)
+           Field (GDST, ByteAcc, NoLock, Preserve) { GDAT, 8 }
+           Method (_EVT, 1, Serialized) // _EVT: Event
+           { Local0 = GDAT /* \_SB_.GED0.GDAT */
+             If ((Local0 & One)) { Notify (\_SB.PWRB, 0x80) // Status Change } } }"#,
+    );
+    has(
+        &dsdt,
         "Name (_S5, Package (0x04) // _S5_: S5 System State { 0x05, Zero, Zero, Zero })",
     );
 

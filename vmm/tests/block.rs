@@ -98,7 +98,7 @@ fn each_disk_gets_an_io_thread_of_its_own_beside_the_vcpus() {
     let spec = format!("path={}", path.display());
     let second = format!("path={},readonly=on", path.display());
     let mut vmm = Vmm::start(&guest, dir, &["--disk", &spec, "--disk", &second]);
-    vmm.wait_for_serial("waiting for ctrl-alt-del");
+    vmm.wait_for_serial("waiting for the power button or ctrl-alt-del");
     // A thread names itself once it runs: wait for the names rather than race them.
     let pid = vmm.child.id();
     let has_all = || {

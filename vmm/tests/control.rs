@@ -63,7 +63,7 @@ fn a_daemonized_vmm_reports_status_and_shuts_down_when_the_guest_does() {
     let cleanup = scopeguard(pid);
     let serial = || std::fs::read_to_string(path("serial.log")).unwrap_or_default();
     wait_until(
-        || serial().contains("waiting for ctrl-alt-del"),
+        || serial().contains("waiting for the power button or ctrl-alt-del"),
         || format!("guest never started: {}", serial()),
     );
 
@@ -90,7 +90,7 @@ fn a_daemonized_vmm_reports_status_and_shuts_down_when_the_guest_does() {
     assert_eq!(response.state, Some(State::ShuttingDown));
     let mut seen = String::new();
     let mut chunk = [0u8; 256];
-    while !seen.lines().any(|line| line == "ctrl-alt-del") {
+    while !seen.lines().any(|line| line == "power button") {
         let len = console.read(&mut chunk).expect("console read");
         assert!(
             len > 0,
@@ -104,10 +104,37 @@ fn a_daemonized_vmm_reports_status_and_shuts_down_when_the_guest_does() {
     assert!(!path("serial.sock").exists(), "console socket removed");
     let log = std::fs::read_to_string(path("vmm.log")).expect("log");
     assert!(
-        log.contains("exiting: the guest reset the machine"),
+        log.contains("exiting: the guest powered off (ACPI S5)"),
         "{log}"
     );
     drop(cleanup);
+}
+
+#[test]
+fn ctrl_alt_del_reaches_the_guest_through_the_i8042() {
+    if !can_run("ctrl_alt_del_reaches_the_guest_through_the_i8042") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let guest = build_guest("shutdown", dir.path());
+    let api = dir.path().join("api.sock");
+    let api_arg = api.display().to_string();
+    let mut vmm = Vmm::start(&guest, dir, &["--api-socket", &api_arg]);
+    vmm.wait_for_serial("waiting for the power button or ctrl-alt-del");
+    let response = call(&api, Request::CtrlAltDel).expect("ctrl-alt-del");
+    assert_eq!(response.state, Some(State::ShuttingDown));
+    let status = vmm.wait();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        vmm.serial(),
+        "waiting for the power button or ctrl-alt-del\nctrl-alt-del\n"
+    );
+    assert!(
+        vmm.log()
+            .contains("exiting: the guest reset the machine (i8042)"),
+        "{}",
+        vmm.log()
+    );
 }
 
 #[test]
@@ -120,7 +147,7 @@ fn stop_ends_the_vmm_at_once_and_answers_first() {
     let api = dir.path().join("api.sock");
     let api_arg = api.display().to_string();
     let mut vmm = Vmm::start(&guest, dir, &["--api-socket", &api_arg]);
-    vmm.wait_for_serial("waiting for ctrl-alt-del");
+    vmm.wait_for_serial("waiting for the power button or ctrl-alt-del");
     let garbled = call_raw(&api, "{\"command\":\"reboot\"}\n");
     assert!(
         garbled.contains("\"ok\":false") && garbled.contains("reboot"),
@@ -137,7 +164,7 @@ fn stop_ends_the_vmm_at_once_and_answers_first() {
     );
     assert_eq!(
         vmm.serial(),
-        "waiting for ctrl-alt-del\n",
+        "waiting for the power button or ctrl-alt-del\n",
         "the guest was not asked"
     );
     assert!(!api.exists());
@@ -153,7 +180,7 @@ fn sigterm_ends_the_vmm_cleanly() {
     let pid_file = dir.path().join("pid");
     let pid_arg = pid_file.display().to_string();
     let mut vmm = Vmm::start(&guest, dir, &["--pid-file", &pid_arg]);
-    vmm.wait_for_serial("waiting for ctrl-alt-del");
+    vmm.wait_for_serial("waiting for the power button or ctrl-alt-del");
     kill(Pid::from_raw(vmm.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     let status = vmm.wait();
     assert!(status.success(), "{status:?}");

@@ -20,6 +20,22 @@ const BUFFER_OP: u8 = 0x11;
 const PACKAGE_OP: u8 = 0x12;
 const EXT_OP_PREFIX: u8 = 0x5b;
 const DEVICE_OP: u8 = 0x82;
+const OP_REGION_OP: u8 = 0x80;
+const FIELD_OP: u8 = 0x81;
+const METHOD_OP: u8 = 0x14;
+const STORE_OP: u8 = 0x70;
+const AND_OP: u8 = 0x7b;
+const IF_OP: u8 = 0xa0;
+const NOTIFY_OP: u8 = 0x86;
+const DUAL_NAME_PREFIX: u8 = 0x2e;
+const NULL_NAME: u8 = 0x00;
+/// `Local0` and `Arg0`.
+pub const LOCAL0: u8 = 0x60;
+pub const ARG0: u8 = 0x68;
+/// `OperationRegion` address space: system I/O.
+pub const REGION_SYSTEM_IO: u8 = 0x01;
+/// `Field` flags: `ByteAcc, NoLock, Preserve`.
+pub const FIELD_BYTE_ACCESS: u8 = 0x01;
 /// `\`: a name from the root of the namespace.
 pub const ROOT_PREFIX: u8 = 0x5c;
 
@@ -144,6 +160,71 @@ pub fn device(name: &[u8; 4], body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `\parent.child`: an absolute path of two name segments (`\_SB_.PWRB`).
+pub fn root_path(parent: &[u8; 4], child: &[u8; 4]) -> Vec<u8> {
+    [&[ROOT_PREFIX, DUAL_NAME_PREFIX][..], parent, child].concat()
+}
+
+/// `OperationRegion (name, space, offset, length)`.
+pub fn operation_region(name: &[u8; 4], space: u8, offset: u64, length: u64) -> Vec<u8> {
+    let mut out = vec![EXT_OP_PREFIX, OP_REGION_OP];
+    out.extend_from_slice(name);
+    out.push(space);
+    out.extend(integer(offset));
+    out.extend(integer(length));
+    out
+}
+
+/// `Field (region, flags) { name, bits }`: one named field at the region's start. A
+/// field's width is a `PkgLength` holding the bit count itself (no self-count).
+pub fn field(region: &[u8; 4], flags: u8, name: &[u8; 4], bits: u8) -> Vec<u8> {
+    debug_assert!(bits < 0x40, "one-byte field widths only");
+    let mut content = region.to_vec();
+    content.push(flags);
+    content.extend_from_slice(name);
+    content.push(bits);
+    let mut out = vec![EXT_OP_PREFIX, FIELD_OP];
+    out.extend(pkg_length(content.len()));
+    out.extend(content);
+    out
+}
+
+/// `Method (name, args, Serialized) { body }`.
+pub fn serialized_method(name: &[u8; 4], args: u8, body: &[u8]) -> Vec<u8> {
+    const SERIALIZED: u8 = 1 << 3;
+    let mut content = name.to_vec();
+    content.push((args & 0x7) | SERIALIZED);
+    content.extend_from_slice(body);
+    let mut out = vec![METHOD_OP];
+    out.extend(pkg_length(content.len()));
+    out.extend(content);
+    out
+}
+
+/// `Store (source, target)`: both already encoded (a name, `Local0`, ...).
+pub fn store(source: &[u8], target: &[u8]) -> Vec<u8> {
+    [&[STORE_OP][..], source, target].concat()
+}
+
+/// `And (left, right)` with no target: the value, for a predicate.
+pub fn and(left: &[u8], right: &[u8]) -> Vec<u8> {
+    [&[AND_OP][..], left, right, &[NULL_NAME]].concat()
+}
+
+/// `If (predicate) { body }`.
+pub fn if_then(predicate: &[u8], body: &[u8]) -> Vec<u8> {
+    let content = [predicate, body].concat();
+    let mut out = vec![IF_OP];
+    out.extend(pkg_length(content.len()));
+    out.extend(content);
+    out
+}
+
+/// `Notify (object, value)`: `object` an encoded name.
+pub fn notify(object: &[u8], value: u8) -> Vec<u8> {
+    [&[NOTIFY_OP][..], object, &integer(u64::from(value))].concat()
+}
+
 /// `Package () { elements }`: each element an encoded data object.
 pub fn package(elements: &[Vec<u8>]) -> Vec<u8> {
     let mut content = vec![elements.len() as u8];
@@ -258,6 +339,32 @@ mod tests {
         assert_eq!(
             package(&[integer(5), integer(0)]),
             vec![0x12, 0x05, 0x02, 0x0a, 0x05, 0x00]
+        );
+    }
+
+    /// Byte strings as iasl compiles the same ASL (checked by hand against ACPI 6.5 §20).
+    #[test]
+    fn the_ged_building_blocks_encode_as_the_grammar_says() {
+        // OperationRegion (GDST, SystemIO, 0x603, 1)
+        assert_eq!(
+            operation_region(b"GDST", REGION_SYSTEM_IO, 0x603, 1),
+            b"\x5b\x80GDST\x01\x0b\x03\x06\x01"
+        );
+        // Field (GDST, ByteAcc, NoLock, Preserve) { GDAT, 8 }
+        assert_eq!(
+            field(b"GDST", FIELD_BYTE_ACCESS, b"GDAT", 8),
+            b"\x5b\x81\x0bGDST\x01GDAT\x08"
+        );
+        assert_eq!(root_path(b"_SB_", b"PWRB"), b"\\\x2e_SB_PWRB");
+        // Notify (PWRB, 0x80)
+        assert_eq!(notify(b"PWRB", 0x80), b"\x86PWRB\x0a\x80");
+        // If (And (Local0, One)) { Notify (PWRB, 0x80) }
+        let body = if_then(&and(&[LOCAL0], &integer(1)), &notify(b"PWRB", 0x80));
+        assert_eq!(body, b"\xa0\x0c\x7b\x60\x01\x00\x86PWRB\x0a\x80");
+        // Method (_EVT, 1, Serialized) { Store (GDAT, Local0) }
+        assert_eq!(
+            serialized_method(b"_EVT", 1, &store(b"GDAT", &[LOCAL0])),
+            b"\x14\x0c_EVT\x09\x70GDAT\x60"
         );
     }
 

@@ -3,6 +3,7 @@
 //! virtio-mmio block and net devices.
 
 pub mod acpi_pm;
+pub mod ged;
 pub mod i8042;
 pub mod irq;
 pub mod serial;

@@ -545,8 +545,8 @@ fn snapshot_uefi(prepared: &Prepared) -> Option<std::path::PathBuf> {
     }
 }
 
-/// Graceful, then hard: resume if paused, ACPI powerdown (Ctrl+Alt+Del for the builtin
-/// VMM), wait; quit (`stop`), wait; SIGKILL, wait.
+/// Graceful, then hard: resume if paused, ACPI powerdown (the builtin VMM's power
+/// button), wait; quit (`stop`), wait; SIGKILL, wait.
 async fn stop(
     run: &Run<'_>,
     observed: &ObservedVm,

@@ -36,7 +36,7 @@
 //! 2. **apply** (`apply.rs`): create = run dir + record, taps, seed, NVRAM, launch;
 //!    update = check the new launch, stop if needed, new record, taps, start or
 //!    pause/resume (a restart whose new launch fails brings the previous configuration
-//!    back); delete = stop, taps, run dir, data dir. Stop is ACPI powerdown (Ctrl+Alt+Del for the builtin VMM), then quit
+//!    back); delete = stop, taps, run dir, data dir. Stop is ACPI powerdown (the builtin VMM's power button), then quit
 //!    (`stop`) and SIGKILL after the timeout.
 //!
 //! # Seam and backends

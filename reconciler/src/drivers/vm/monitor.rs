@@ -25,11 +25,11 @@ pub enum Control {
 
 impl Control {
     /// What the command is called on `hypervisor`: the builtin VMM's graceful shutdown is
-    /// Ctrl+Alt+Del (it has no ACPI power button) and its hard stop is `stop`.
+    /// its ACPI power button (a GED) and its hard stop is `stop`.
     pub fn name_for(self, hypervisor: Hypervisor) -> &'static str {
         match (self, hypervisor) {
             (Control::Powerdown, Hypervisor::Qemu) => "ACPI powerdown",
-            (Control::Powerdown, Hypervisor::Builtin) => "Ctrl+Alt+Del",
+            (Control::Powerdown, Hypervisor::Builtin) => "ACPI power button",
             (Control::Pause, _) => "pause",
             (Control::Resume, _) => "resume",
             (Control::Quit, Hypervisor::Qemu) => "quit",

@@ -566,14 +566,14 @@ async fn builtin_is_created_restarted_stopped_and_pruned_like_qemu() {
     let again = plan_one(&driver, &micro(""), &owning(&["web"])).await;
     assert_eq!(again.action, Action::NoOp, "{:?}", again.fields);
 
-    // A memory change restarts it: Ctrl+Alt+Del, the wait, a new launch.
+    // A memory change restarts it: ACPI power button, the wait, a new launch.
     let bigger = declared("web", &MICRO.replace("128MiB", "256MiB"));
     let change = plan_one(&driver, &bigger, &owning(&["web"])).await;
     assert_eq!(change.action, Action::Update);
     assert_eq!(change.fields[0].path, "memory");
     assert_eq!(change.fields[0].effect, Effect::Restart);
     assert!(
-        change.reasons[0].starts_with("restarts the guest: Ctrl+Alt+Del (up to 5s"),
+        change.reasons[0].starts_with("restarts the guest: ACPI power button (up to 5s"),
         "{:?}",
         change.reasons
     );
@@ -582,7 +582,7 @@ async fn builtin_is_created_restarted_stopped_and_pruned_like_qemu() {
     assert_eq!(
         sent(&fake),
         [
-            "Ctrl+Alt+Del",
+            "ACPI power button",
             "wait up to 5s for process 1000 to end",
             "write the run record",
             &format!("write seed.img ({} bytes)", 1 << 20),
@@ -596,7 +596,7 @@ async fn builtin_is_created_restarted_stopped_and_pruned_like_qemu() {
     );
     converge(&driver, &bigger).await;
 
-    // Stopped, by a guest that ignores Ctrl+Alt+Del: `stop` after the timeout.
+    // Stopped, by a guest that ignores ACPI power button: `stop` after the timeout.
     fake.ignore_powerdown();
     let stopped = declared(
         "web",
@@ -607,7 +607,7 @@ async fn builtin_is_created_restarted_stopped_and_pruned_like_qemu() {
         change
             .reasons
             .iter()
-            .any(|r| r.starts_with("stops the guest: Ctrl+Alt+Del, up to 5s")),
+            .any(|r| r.starts_with("stops the guest: ACPI power button, up to 5s")),
         "{:?}",
         change.reasons
     );
@@ -616,7 +616,7 @@ async fn builtin_is_created_restarted_stopped_and_pruned_like_qemu() {
     assert_eq!(
         sent(&fake),
         [
-            "Ctrl+Alt+Del",
+            "ACPI power button",
             "wait up to 5s for process 1001 to end",
             "stop",
             "wait up to 10s for process 1001 to end",

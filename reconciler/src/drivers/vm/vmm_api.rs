@@ -7,8 +7,8 @@
 //! The lifecycle's commands map onto the API like this:
 //! - status → `status`: `running` is [`GuestStatus::Running`]; `shutting-down` and
 //!   `stopping` are reported as they are named;
-//! - [`Control::Powerdown`] → `shutdown` (Ctrl+Alt+Del through the i8042; the guest's init
-//!   reboots and the VMM exits when the kernel resets);
+//! - [`Control::Powerdown`] → `shutdown` (the VMM presses its ACPI power button, a GED;
+//!   a guest that acts on it powers off and the VMM exits);
 //! - [`Control::Quit`] → `stop` (the process ends at once; the VMM may close the socket
 //!   before its answer arrives, which counts as done);
 //! - [`Control::Pause`] and [`Control::Resume`] are refused: gitvisor-vmm cannot pause a
