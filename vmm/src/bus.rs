@@ -47,7 +47,16 @@ impl Bus {
         }
     }
 
-    pub fn pio_read(&self, port: u16, data: &mut [u8]) {
+    fn virtio_at(&self, address: u64) -> Option<(u64, &Arc<Mutex<MmioTransport>>)> {
+        self.virtio.iter().find_map(|(base, device)| {
+            (address >= *base && address < base + VIRTIO_MMIO_SIZE)
+                .then(|| (address - base, device))
+        })
+    }
+}
+
+impl crate::vcpu::ExitHandler for Bus {
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
         let Some(first) = data.first_mut() else {
             return;
@@ -63,7 +72,7 @@ impl Bus {
         }
     }
 
-    pub fn pio_write(&self, port: u16, data: &[u8]) {
+    fn pio_write(&self, port: u16, data: &[u8]) {
         let Some(value) = data.first().copied() else {
             return;
         };
@@ -77,21 +86,14 @@ impl Bus {
         }
     }
 
-    fn virtio_at(&self, address: u64) -> Option<(u64, &Arc<Mutex<MmioTransport>>)> {
-        self.virtio.iter().find_map(|(base, device)| {
-            (address >= *base && address < base + VIRTIO_MMIO_SIZE)
-                .then(|| (address - base, device))
-        })
-    }
-
-    pub fn mmio_read(&self, address: u64, data: &mut [u8]) {
+    fn mmio_read(&self, address: u64, data: &mut [u8]) {
         match self.virtio_at(address) {
             Some((offset, device)) => lock(device).read(offset, data),
             None => data.fill(0xff),
         }
     }
 
-    pub fn mmio_write(&self, address: u64, data: &[u8]) {
+    fn mmio_write(&self, address: u64, data: &[u8]) {
         if let Some((offset, device)) = self.virtio_at(address) {
             lock(device).write(offset, data);
         }

@@ -157,14 +157,20 @@ pub enum Role {
     Child(Readiness),
 }
 
-/// Forks; the parent waits for the child's readiness. Call while single-threaded.
-pub fn daemonize() -> Result<Role, DaemonError> {
+/// Forks; the parent waits for the child's readiness.
+///
+/// # Safety
+///
+/// The process must have one thread when this is called: the child of a `fork` in a
+/// multi-threaded process may only call async-signal-safe functions (another thread may
+/// have held the allocator's lock at the fork), and the child here runs the whole VMM.
+pub unsafe fn daemonize() -> Result<Role, DaemonError> {
     let (read_end, write_end) = nix::unistd::pipe().map_err(|source| DaemonError::Daemonize {
         operation: "create the readiness pipe",
         source,
     })?;
-    // SAFETY: the process is single-threaded here (no thread has been spawned yet: the
-    // caller daemonizes right after parsing its arguments), so the child may run any code.
+    // SAFETY: the caller guarantees the process is single-threaded (this function's
+    // contract), so the child may run any code.
     let fork = unsafe { nix::unistd::fork() };
     match fork.map_err(|source| DaemonError::Daemonize {
         operation: "fork",

@@ -90,7 +90,9 @@ fn main() -> ExitCode {
         }
     }
     let mut readiness = if config.daemonize {
-        match daemon::daemonize() {
+        // SAFETY: no thread has been started yet: the arguments were parsed and the host's
+        // memory read on this thread only; the VM (and its threads) is built after this.
+        match unsafe { daemon::daemonize() } {
             Ok(Role::Parent(code)) => return ExitCode::from(code as u8),
             Ok(Role::Child(readiness)) => readiness,
             Err(error) => {
@@ -149,7 +151,8 @@ fn main() -> ExitCode {
     match result {
         Ok(reason) => {
             log.line(&format!("exiting: {reason}"));
-            // vCPU threads may still be inside KVM_RUN: end the process, not just main.
+            // The vCPU threads are joined; the queue threads wait on their eventfds until
+            // the process ends, so end it rather than returning from main.
             std::process::exit(reason.exit_code())
         }
         Err(error) => {

@@ -1,6 +1,10 @@
 //! Guest RAM: anonymous host mappings (vm-memory), one per region of
 //! [`layout::ram_regions`](crate::layout::ram_regions), each handed to KVM as a memory
 //! slot. Pages are only backed when the guest touches them.
+//!
+//! Registration is `unsafe`: KVM holds on to the mappings' addresses, so their owner must
+//! outlive the VM and its vCPUs. [`crate::vm::Vm`] does, by owning the memory, the VM fd
+//! and the vCPU threads, and dropping the memory last.
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
@@ -40,8 +44,16 @@ pub fn create(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Map { size, source })
 }
 
-/// Hands every region of `memory` to KVM. The caller keeps `memory` alive as long as `vm`.
-pub fn register(vm: &VmFd, memory: &GuestMemoryMmap) -> Result<(), MemoryError> {
+/// Hands every region of `memory` to KVM.
+///
+/// # Safety
+///
+/// KVM keeps the host addresses of `memory`'s mappings and the guest reads and writes
+/// them for as long as the VM lives, that is until `vm` *and every vCPU fd created from
+/// it* are closed. The caller must keep `memory` (or a clone of it: clones share the
+/// mappings) alive until then; were a mapping unmapped earlier, whatever the process maps
+/// at that address next would be guest-writable.
+pub unsafe fn register(vm: &VmFd, memory: &GuestMemoryMmap) -> Result<(), MemoryError> {
     for (slot, region) in memory.iter().enumerate() {
         let guest = region.start_addr().raw_value();
         let host = memory
@@ -56,9 +68,9 @@ pub fn register(vm: &VmFd, memory: &GuestMemoryMmap) -> Result<(), MemoryError> 
             memory_size: size,
             userspace_addr: host as u64,
         };
-        // SAFETY: `host..host+size` is a live mapping owned by `memory`, which the VM owner
-        // keeps alive for the lifetime of `vm` (the `Vm` struct drops the VM fd first), and
-        // no other slot overlaps it (the regions come from one non-overlapping layout).
+        // SAFETY: `host..host+size` is a live mapping owned by `memory`, which the caller
+        // keeps alive as long as `vm` and its vCPUs (this function's contract), and no
+        // other slot overlaps it (the regions come from one non-overlapping layout).
         unsafe { vm.set_user_memory_region(descriptor) }.map_err(|source| {
             MemoryError::Register {
                 slot,

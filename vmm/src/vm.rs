@@ -34,6 +34,7 @@ use crate::devices::virtio::queue_worker::{QueueWorker, QueueWorkerError};
 use crate::event_loop::{EventLoop, LoopContext};
 use crate::exit::{ExitHandle, ExitReason};
 use crate::layout::{GED_IRQ, I8042_IRQ, KVM_TSS_ADDRESS, SERIAL_IRQ, virtio_mmio_slot};
+use crate::vcpu::VcpuHandle;
 use crate::{memory, vcpu};
 
 /// Errors building or starting a VM.
@@ -125,7 +126,10 @@ pub struct TapSource {
 
 /// A guest, built and ready to run.
 pub struct Vm {
-    // Declared first so the vCPUs and devices drop before the VM and the memory they use.
+    // Fields drop in order: the vCPU threads (kicked and joined), then the vCPU fds not
+    // started and the devices, then the VM, and the memory last, once nothing can reach
+    // it any more (see `memory::register`).
+    running: Vec<VcpuHandle>,
     parts: Parts,
     _vm: VmFd,
     memory: GuestMemoryMmap,
@@ -188,7 +192,9 @@ impl Vm {
                 .name("vm-build".into())
                 .spawn_scoped(scope, || Parts::build(&kvm, &vm, &memory, config))
                 .map_err(|source| VmError::BuildThread { source })?;
-            let registered = memory::register(&vm, &memory)
+            // SAFETY: `memory` is moved into the returned `Vm`, whose fields drop it
+            // after the vCPU threads (joined), the vCPU fds and the VM fd.
+            let registered = unsafe { memory::register(&vm, &memory) }
                 .map_err(VmError::from)
                 .and_then(|()| {
                     let pit = kvm_pit_config {
@@ -201,6 +207,7 @@ impl Vm {
             registered.and(parts)
         })?;
         Ok(Vm {
+            running: Vec::new(),
             parts,
             _vm: vm,
             memory,
@@ -227,9 +234,9 @@ impl Vm {
             .collect()
     }
 
-    /// Starts the vCPUs and runs the event loop until the VM ends; returns why. The VM
-    /// stays alive until the caller drops it (or exits the process): vCPU threads may
-    /// still be running.
+    /// Starts the vCPUs and runs the event loop until the VM ends; returns why, once every
+    /// vCPU thread was kicked and joined. The queue threads keep waiting on their
+    /// eventfds until the process exits.
     pub fn run(&mut self) -> Result<ExitReason, VmError> {
         let started = Instant::now();
         let guest_ranges = self.guest_host_ranges();
@@ -243,13 +250,10 @@ impl Vm {
                 .map_err(|source| VmError::QueueThread { name, source })?;
         }
         for (id, fd) in self.parts.vcpus.drain(..).enumerate() {
-            let bus = self.parts.bus.clone();
-            let exit = self.parts.exit.clone();
             let id = id as u8;
-            std::thread::Builder::new()
-                .name(format!("vcpu{id}"))
-                .spawn(move || vcpu::run(fd, id, bus, exit))
+            let handle = VcpuHandle::spawn(fd, id, self.parts.bus.clone(), self.parts.exit.clone())
                 .map_err(|source| VmError::Thread { vcpu: id, source })?;
+            self.running.push(handle);
         }
         let context = LoopContext {
             exit: self.parts.exit.clone(),
@@ -262,14 +266,26 @@ impl Vm {
             memory_mib: self.memory_mib,
             guest_ranges,
         };
-        event_loop
+        let reason = event_loop
             .run(
                 context,
                 self.parts.api.take(),
                 self.parts.console.take(),
                 &self.parts.taps,
             )
-            .map_err(VmError::EventLoop)
+            .map_err(VmError::EventLoop);
+        self.stop_vcpus();
+        reason
+    }
+
+    /// Kicks every vCPU thread out of `KVM_RUN` and joins it.
+    fn stop_vcpus(&mut self) {
+        for handle in &self.running {
+            handle.kick();
+        }
+        for handle in self.running.drain(..) {
+            handle.stop();
+        }
     }
 }
 

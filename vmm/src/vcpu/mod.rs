@@ -6,19 +6,20 @@
 //! `%rip` at the kernel's 64-bit entry and `%rsi` at the zero page. The others wait in
 //! KVM's in-kernel LAPIC for INIT/SIPI from the guest, like real application processors.
 //!
-//! The run loop forwards port and MMIO exits to the [`Bus`](crate::bus::Bus) and turns
-//! resets, triple faults and failures into an [`ExitReason`].
+//! Each vCPU runs on a thread of its own ([`handle`]): the run loop forwards port and
+//! MMIO exits to the [`Bus`](crate::bus::Bus), turns resets, triple faults and failures
+//! into an [`ExitReason`](crate::exit::ExitReason), and ends when the VMM exits, kicked out
+//! of `KVM_RUN` and joined by its [`VcpuHandle`].
 
 pub mod cpuid;
+pub mod handle;
 
-use std::sync::Arc;
+pub use handle::{ExitHandler, VcpuHandle};
 
 use kvm_bindings::{CpuId, Msrs, kvm_fpu, kvm_msr_entry};
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::VcpuFd;
 
 use crate::boot::gdt;
-use crate::bus::Bus;
-use crate::exit::{ExitHandle, ExitReason};
 use crate::layout::{BOOT_STACK_POINTER, GDT_START, IDT_START, PML4_START, ZERO_PAGE_START};
 
 /// Errors configuring a vCPU.
@@ -176,43 +177,6 @@ pub fn configure(
         vcpu.set_regs(&regs).map_err(kvm("set the registers"))?;
     }
     Ok(())
-}
-
-/// `KVM_SYSTEM_EVENT_SHUTDOWN` and `KVM_SYSTEM_EVENT_RESET`.
-const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
-const SYSTEM_EVENT_RESET: u32 = 2;
-
-/// Runs vCPU `id` until the VMM is asked to exit; called on the vCPU's own thread.
-pub fn run(mut vcpu: VcpuFd, id: u8, bus: Arc<Bus>, exit: ExitHandle) {
-    while !exit.requested() {
-        match vcpu.run() {
-            Ok(VcpuExit::IoIn(port, data)) => bus.pio_read(port, data),
-            Ok(VcpuExit::IoOut(port, data)) => bus.pio_write(port, data),
-            Ok(VcpuExit::MmioRead(address, data)) => bus.mmio_read(address, data),
-            Ok(VcpuExit::MmioWrite(address, data)) => bus.mmio_write(address, data),
-            Ok(VcpuExit::Intr) => {}
-            Ok(VcpuExit::Shutdown) => exit.request(ExitReason::TripleFault),
-            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
-                SYSTEM_EVENT_SHUTDOWN | SYSTEM_EVENT_RESET => {
-                    exit.request(ExitReason::GuestSystemEvent { kind })
-                }
-                _ => {}
-            },
-            Ok(VcpuExit::Hlt) => exit.request(ExitReason::VcpuFailed {
-                vcpu: id,
-                message: "halted with interrupts that can never arrive".to_string(),
-            }),
-            Ok(other) => exit.request(ExitReason::VcpuFailed {
-                vcpu: id,
-                message: format!("unhandled exit {other:?}"),
-            }),
-            Err(error) if matches!(error.errno(), libc::EINTR | libc::EAGAIN) => {}
-            Err(error) => exit.request(ExitReason::VcpuFailed {
-                vcpu: id,
-                message: format!("KVM_RUN failed: {error}"),
-            }),
-        }
-    }
 }
 
 #[cfg(test)]
