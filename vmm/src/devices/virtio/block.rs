@@ -1,18 +1,25 @@
 //! virtio-blk (virtio 1.2 §5.2) on a raw file or block device: read, write, flush and
 //! get-id requests, a read-only mode, capacity in 512-byte sectors.
 //!
-//! A request is a descriptor chain: a 16-byte header the device reads (type, reserved,
-//! sector), the data buffers, and one status byte the device writes last. Requests that
-//! reach past the end of the disk, write a read-only disk or have a malformed chain
-//! complete with `VIRTIO_BLK_S_IOERR`; unknown types with `VIRTIO_BLK_S_UNSUPP`.
+//! Each chain is first parsed and checked ([`request`]: header, directions, whole
+//! sectors within the disk, a status byte); only a well-formed request is executed.
+//! Data moves between the file and guest memory in place: `pread`/`pwrite` on the
+//! guest's own pages, one call per buffer, no bounce buffer. Malformed chains complete
+//! with `VIRTIO_BLK_S_IOERR`, unknown types with `VIRTIO_BLK_S_UNSUPP`.
+//!
+//! The requests run on the disk's queue thread
+//! ([`queue_worker`](super::queue_worker)), never on a vCPU.
+
+pub mod request;
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
+use self::request::{Disk, Request, RequestType};
 use super::{DEVICE_ID_BLOCK, F_VERSION_1, VirtioDevice};
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -34,9 +41,6 @@ pub const S_UNSUPP: u8 = 2;
 
 /// The length of the id a GET_ID request returns.
 pub const ID_BYTES: usize = 20;
-/// The longest request the device serves, in bytes (a guard against a hostile driver
-/// asking for a huge bounce buffer).
-const MAX_TRANSFER: u64 = 16 << 20;
 
 /// Errors opening a disk.
 #[derive(Debug, thiserror::Error)]
@@ -77,100 +81,123 @@ impl Block {
         })
     }
 
-    /// Serves one request; returns the bytes written into guest memory.
-    fn execute(&mut self, descriptors: &[Descriptor], memory: &GuestMemoryMmap) -> u32 {
-        let Some((status, rest)) = descriptors.split_last() else {
-            return 0;
+    /// Parses and serves one chain; returns the bytes written into guest memory (the
+    /// used length: data read, plus the status byte).
+    fn serve(&mut self, descriptors: &[Descriptor], memory: &GuestMemoryMmap) -> u32 {
+        let disk = Disk {
+            sectors: self.sectors,
+            read_only: self.read_only,
         };
-        if !status.is_write_only() || status.len() < 1 {
-            return 0;
-        }
-        let (code, written) = match rest.split_first() {
-            Some((header, data)) if !header.is_write_only() && header.len() >= 16 => {
-                self.request(header, data, memory)
+        let (code, written, status) = match Request::parse(descriptors, memory, disk) {
+            Ok(request) => {
+                let (code, written) = self.execute(&request, memory);
+                (code, written, request.status)
             }
-            _ => (S_IOERR, 0),
+            Err((_, Some(status))) => (S_IOERR, 0, status),
+            // No status byte: nothing can be reported; the chain is returned unused.
+            Err((_, None)) => return 0,
         };
-        match memory.write_obj(code, status.addr()) {
+        match memory.write_obj(code, status) {
             Ok(()) => written + 1,
             Err(_) => written,
         }
     }
 
-    fn request(
-        &mut self,
-        header: &Descriptor,
-        data: &[Descriptor],
-        memory: &GuestMemoryMmap,
-    ) -> (u8, u32) {
-        let (Ok(kind), Ok(sector)) = (
-            memory.read_obj::<u32>(header.addr()),
-            memory.read_obj::<u64>(GuestAddress(header.addr().0 + 8)),
-        ) else {
-            return (S_IOERR, 0);
-        };
-        match kind {
-            T_IN => self.transfer(sector, data, memory, true),
-            T_OUT if self.read_only => (S_IOERR, 0),
-            T_OUT => self.transfer(sector, data, memory, false),
-            T_FLUSH => match self.file.sync_data() {
+    /// Executes a well-formed request; returns the status and the bytes written into
+    /// guest memory.
+    fn execute(&mut self, request: &Request, memory: &GuestMemoryMmap) -> (u8, u32) {
+        match request.kind {
+            RequestType::In | RequestType::Out => {
+                let into_guest = request.kind == RequestType::In;
+                let mut offset = request.sector * SECTOR_SIZE;
+                let mut written = 0u32;
+                for buffer in &request.data {
+                    let done = match memory.get_slice(buffer.address, buffer.len as usize) {
+                        Ok(slice) if into_guest => read_into(&self.file, &slice, offset),
+                        Ok(slice) => write_from(&self.file, &slice, offset),
+                        Err(_) => Err(std::io::ErrorKind::InvalidInput.into()),
+                    };
+                    if done.is_err() {
+                        return (S_IOERR, written);
+                    }
+                    if into_guest {
+                        written += buffer.len;
+                    }
+                    offset += u64::from(buffer.len);
+                }
+                (S_OK, written)
+            }
+            RequestType::Flush => match self.file.sync_data() {
                 Ok(()) => (S_OK, 0),
                 Err(_) => (S_IOERR, 0),
             },
-            T_GET_ID => {
-                let Some(buffer) = data.first().filter(|buffer| buffer.is_write_only()) else {
+            RequestType::GetId => {
+                let Some(buffer) = request.data.first() else {
                     return (S_IOERR, 0);
                 };
-                let len = (buffer.len() as usize).min(ID_BYTES);
-                match memory.write_slice(&self.id[..len], buffer.addr()) {
+                let len = (buffer.len as usize).min(ID_BYTES);
+                match memory.write_slice(&self.id[..len], buffer.address) {
                     Ok(()) => (S_OK, len as u32),
                     Err(_) => (S_IOERR, 0),
                 }
             }
-            _ => (S_UNSUPP, 0),
+            RequestType::Unsupported(_) => (S_UNSUPP, 0),
         }
     }
+}
 
-    /// Reads (`into_guest`) or writes the data buffers at `sector`.
-    fn transfer(
-        &mut self,
-        sector: u64,
-        data: &[Descriptor],
-        memory: &GuestMemoryMmap,
-        into_guest: bool,
-    ) -> (u8, u32) {
-        let total: u64 = data.iter().map(|buffer| u64::from(buffer.len())).sum();
-        let in_bounds = sector
-            .checked_mul(SECTOR_SIZE)
-            .and_then(|start| start.checked_add(total))
-            .is_some_and(|end| end <= self.sectors * SECTOR_SIZE);
-        let directions_match = data
-            .iter()
-            .all(|buffer| buffer.is_write_only() == into_guest);
-        if !in_bounds || !directions_match || total > MAX_TRANSFER {
-            return (S_IOERR, 0);
-        }
-        let mut offset = sector * SECTOR_SIZE;
-        let mut written = 0u32;
-        for buffer in data {
-            let mut bytes = vec![0u8; buffer.len() as usize];
-            let done = if into_guest {
-                self.file.read_exact_at(&mut bytes, offset).is_ok()
-                    && memory.write_slice(&bytes, buffer.addr()).is_ok()
-            } else {
-                memory.read_slice(&mut bytes, buffer.addr()).is_ok()
-                    && self.file.write_all_at(&bytes, offset).is_ok()
-            };
-            if !done {
-                return (S_IOERR, written);
+/// Reads `slice.len()` bytes of `file` at `offset` straight into guest memory.
+fn read_into(file: &File, slice: &VolatileSlice<'_, ()>, offset: u64) -> std::io::Result<()> {
+    let guard = slice.ptr_guard_mut();
+    let mut done = 0usize;
+    while done < guard.len() {
+        let at = guard.as_ptr().wrapping_add(done);
+        let position = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: `at..at + (len - done)` lies inside the guest mapping `slice` covers
+        // (vm-memory checked the range against the region), which stays mapped while the
+        // guard lives; the kernel writes into it and no Rust reference to it exists (guest
+        // memory is only ever accessed through volatile or raw pointers).
+        let read =
+            unsafe { libc::pread(file.as_raw_fd(), at.cast(), guard.len() - done, position) };
+        match read {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => done += n as usize,
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
             }
-            if into_guest {
-                written += buffer.len();
-            }
-            offset += u64::from(buffer.len());
         }
-        (S_OK, written)
     }
+    Ok(())
+}
+
+/// Writes `slice.len()` bytes of guest memory straight to `file` at `offset`.
+fn write_from(file: &File, slice: &VolatileSlice<'_, ()>, offset: u64) -> std::io::Result<()> {
+    let guard = slice.ptr_guard();
+    let mut done = 0usize;
+    while done < guard.len() {
+        let at = guard.as_ptr().wrapping_add(done);
+        let position = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: `at..at + (len - done)` lies inside the guest mapping `slice` covers,
+        // mapped while the guard lives; the kernel only reads it.
+        let wrote =
+            unsafe { libc::pwrite(file.as_raw_fd(), at.cast(), guard.len() - done, position) };
+        match wrote {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n if n > 0 => done += n as usize,
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The size of a regular file or a block device.
@@ -220,7 +247,7 @@ impl VirtioDevice for Block {
         while let Some(chain) = queue.pop_descriptor_chain(memory) {
             let head = chain.head_index();
             let descriptors: Vec<Descriptor> = chain.collect();
-            let len = self.execute(&descriptors, memory);
+            let len = self.serve(&descriptors, memory);
             if queue.add_used(memory, head, len).is_err() {
                 break;
             }
