@@ -15,7 +15,7 @@ use crate::devices::virtio::mmio::MmioTransport;
 use crate::layout::VIRTIO_MMIO_SIZE;
 
 /// A virtio-mmio device and the base of its register window.
-pub type MmioSlot = (u64, Arc<Mutex<MmioTransport>>);
+pub type MmioSlot = (u64, Arc<MmioTransport>);
 
 /// The guest's buses.
 pub struct Bus {
@@ -47,10 +47,10 @@ impl Bus {
         }
     }
 
-    fn virtio_at(&self, address: u64) -> Option<(u64, &Arc<Mutex<MmioTransport>>)> {
+    fn virtio_at(&self, address: u64) -> Option<(u64, &MmioTransport)> {
         self.virtio.iter().find_map(|(base, device)| {
             (address >= *base && address < base + VIRTIO_MMIO_SIZE)
-                .then(|| (address - base, device))
+                .then(|| (address - base, &**device))
         })
     }
 }
@@ -88,14 +88,14 @@ impl crate::vcpu::ExitHandler for Bus {
 
     fn mmio_read(&self, address: u64, data: &mut [u8]) {
         match self.virtio_at(address) {
-            Some((offset, device)) => lock(device).read(offset, data),
+            Some((offset, device)) => device.read(offset, data),
             None => data.fill(0xff),
         }
     }
 
     fn mmio_write(&self, address: u64, data: &[u8]) {
         if let Some((offset, device)) = self.virtio_at(address) {
-            lock(device).write(offset, data);
+            device.write(offset, data);
         }
     }
 }

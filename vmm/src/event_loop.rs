@@ -183,7 +183,7 @@ impl EventLoop {
                     }
                     Source::Tap(index) => {
                         if let Some(tap) = taps.get(*index) {
-                            lock(&tap.transport).process_host();
+                            tap.transport.process_host();
                         }
                     }
                 }

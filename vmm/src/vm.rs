@@ -121,7 +121,7 @@ pub struct TapSource {
     pub fd: RawFd,
     /// Keeps the descriptor open while the event loop watches it.
     pub tap: File,
-    pub transport: Arc<Mutex<MmioTransport>>,
+    pub transport: Arc<MmioTransport>,
 }
 
 /// A guest, built and ready to run.
@@ -366,7 +366,7 @@ impl Parts {
                 line(irq, "a virtio device")?,
             )
             .map_err(|source| VmError::Queue { index, source })?;
-            let transport = Arc::new(Mutex::new(transport));
+            let transport = Arc::new(transport);
             queue_workers.push((
                 format!("disk{index}-io"),
                 QueueWorker::register(vm, base, block::REQUEST_QUEUE, transport.clone())?,
@@ -384,14 +384,14 @@ impl Parts {
             let mac = net.mac.unwrap_or_else(|| default_mac(&net.tap));
             let (base, irq) = virtio_mmio_slot(virtio.len());
             let index = virtio.len();
-            let transport = Arc::new(Mutex::new(
+            let transport = Arc::new(
                 MmioTransport::new(
                     Box::new(Net::new(tap, mac)),
                     memory.clone(),
                     line(irq, "a virtio device")?,
                 )
                 .map_err(|source| VmError::Queue { index, source })?,
-            ));
+            );
             // Frames the guest sends are written to the tap on a thread of their own, so
             // the sending vCPU goes back to the guest at once.
             queue_workers.push((

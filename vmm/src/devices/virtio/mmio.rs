@@ -1,6 +1,26 @@
 //! The virtio-mmio register file (virtio 1.2 §4.2.2, version 2): feature negotiation,
 //! queue setup, notification, interrupt status/ack, device status and the configuration
 //! space at 0x100. One 4 KiB window per device, announced to Linux in the ACPI DSDT.
+//!
+//! Who touches what, and under which lock (the layout Firecracker's
+//! `transport/mmio.rs` has, with the interrupt status shared as an atomic):
+//! - the **registers** (selectors, negotiated features, device status) are the vCPUs':
+//!   a `Mutex` held for one register access, never while a queue is processed;
+//! - the **device and its queues** are behind a second `Mutex`, held while a queue is
+//!   processed (a disk request's I/O included, on the disk's queue thread), and by a
+//!   vCPU only while the driver sets queues up or resets the device;
+//! - the **interrupt status** is an atomic: the device's side sets `USED_BUFFER` and
+//!   raises the irqfd, the guest's interrupt handler reads and acknowledges it, neither
+//!   waiting for the other (a vCPU taking the interrupt of one request while the next
+//!   request's I/O runs does not wait for that I/O);
+//! - the device type, features, queue sizes and configuration space are fixed when the
+//!   transport is made (both devices' configuration is: a capacity, a MAC), so reading
+//!   them takes no lock.
+//!
+//! Lock order, where both are held: registers, then device.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -44,19 +64,79 @@ pub const VERSION: u32 = 2;
 pub const VENDOR_ID: u32 = 0x5253_5647;
 /// InterruptStatus: a used buffer was returned.
 pub const INTERRUPT_VRING: u32 = 1;
+/// The size of the configuration space snapshot (the register window's rest).
+const CONFIG_SPACE: usize = 0x100;
 
-/// One virtio-mmio device.
-pub struct MmioTransport {
-    device: Box<dyn VirtioDevice>,
-    memory: GuestMemoryMmap,
+/// The interrupt status register and the line it drives, shared without a lock.
+pub struct Interrupt {
+    status: AtomicU32,
     irq: IrqLine,
-    queues: Vec<Queue>,
+}
+
+impl Interrupt {
+    fn new(irq: IrqLine) -> Self {
+        Interrupt {
+            status: AtomicU32::new(0),
+            irq,
+        }
+    }
+
+    /// Used buffers were returned: set the status bit, raise the line.
+    pub fn used_buffers(&self) {
+        self.status.fetch_or(INTERRUPT_VRING, Ordering::SeqCst);
+        // The driver also sees the used ring; a lost edge only delays it.
+        let _ = self.irq.raise();
+    }
+
+    fn read(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    fn acknowledge(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    fn clear(&self) {
+        self.status.store(0, Ordering::SeqCst);
+    }
+}
+
+/// What the vCPUs read and write, one access at a time.
+#[derive(Default)]
+struct Registers {
     queue_select: u32,
     device_features_select: u32,
     driver_features_select: u32,
     driver_features: u64,
     status: u32,
-    interrupt_status: u32,
+}
+
+impl Registers {
+    fn driver_ok(&self) -> bool {
+        self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_FAILED == 0
+    }
+}
+
+/// The device and its queues: held while a queue is processed.
+struct Active {
+    device: Box<dyn VirtioDevice>,
+    queues: Vec<Queue>,
+}
+
+/// One virtio-mmio device.
+pub struct MmioTransport {
+    device_type: u32,
+    features: u64,
+    queue_max_sizes: Vec<u16>,
+    config: [u8; CONFIG_SPACE],
+    memory: GuestMemoryMmap,
+    registers: Mutex<Registers>,
+    active: Mutex<Active>,
+    interrupt: Interrupt,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl MmioTransport {
@@ -65,48 +145,37 @@ impl MmioTransport {
         memory: GuestMemoryMmap,
         irq: IrqLine,
     ) -> Result<Self, virtio_queue::Error> {
-        let queues = device
-            .queue_max_sizes()
+        let queue_max_sizes = device.queue_max_sizes().to_vec();
+        let queues = queue_max_sizes
             .iter()
             .map(|size| Queue::new(*size))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut config = [0u8; CONFIG_SPACE];
+        device.read_config(0, &mut config);
         Ok(MmioTransport {
-            device,
+            device_type: device.device_type(),
+            features: device.features(),
+            queue_max_sizes,
+            config,
             memory,
-            irq,
-            queues,
-            queue_select: 0,
-            device_features_select: 0,
-            driver_features_select: 0,
-            driver_features: 0,
-            status: 0,
-            interrupt_status: 0,
+            registers: Mutex::new(Registers::default()),
+            active: Mutex::new(Active { device, queues }),
+            interrupt: Interrupt::new(irq),
         })
     }
 
     /// The device's status register.
     pub fn status(&self) -> u32 {
-        self.status
-    }
-
-    fn driver_ok(&self) -> bool {
-        self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_FAILED == 0
-    }
-
-    fn selected_queue(&mut self) -> Option<&mut Queue> {
-        self.queues.get_mut(self.queue_select as usize)
-    }
-
-    fn interrupt(&mut self) {
-        self.interrupt_status |= INTERRUPT_VRING;
-        // The driver also sees the used ring; a lost edge only delays it.
-        let _ = self.irq.raise();
+        lock(&self.registers).status
     }
 
     /// A guest read at `offset` in the register window.
-    pub fn read(&mut self, offset: u64, data: &mut [u8]) {
+    pub fn read(&self, offset: u64, data: &mut [u8]) {
         if offset >= REG_CONFIG {
-            self.device.read_config(offset - REG_CONFIG, data);
+            let start = (offset - REG_CONFIG) as usize;
+            for (index, byte) in data.iter_mut().enumerate() {
+                *byte = self.config.get(start + index).copied().unwrap_or(0);
+            }
             return;
         }
         if data.len() != 4 {
@@ -116,23 +185,28 @@ impl MmioTransport {
         let value = match offset {
             REG_MAGIC => MAGIC,
             REG_VERSION => VERSION,
-            REG_DEVICE_ID => self.device.device_type(),
+            REG_DEVICE_ID => self.device_type,
             REG_VENDOR_ID => VENDOR_ID,
-            REG_DEVICE_FEATURES => match self.device_features_select {
-                0 => self.device.features() as u32,
-                1 => (self.device.features() >> 32) as u32,
+            REG_DEVICE_FEATURES => match lock(&self.registers).device_features_select {
+                0 => self.features as u32,
+                1 => (self.features >> 32) as u32,
                 _ => 0,
             },
-            REG_QUEUE_NUM_MAX => self
-                .queues
-                .get(self.queue_select as usize)
-                .map_or(0, |queue| u32::from(queue.max_size())),
-            REG_QUEUE_READY => self
-                .queues
-                .get(self.queue_select as usize)
-                .map_or(0, |queue| u32::from(queue.ready())),
-            REG_INTERRUPT_STATUS => self.interrupt_status,
-            REG_STATUS => self.status,
+            REG_QUEUE_NUM_MAX => {
+                let select = lock(&self.registers).queue_select as usize;
+                self.queue_max_sizes
+                    .get(select)
+                    .map_or(0, |size| u32::from(*size))
+            }
+            REG_QUEUE_READY => {
+                let select = lock(&self.registers).queue_select as usize;
+                lock(&self.active)
+                    .queues
+                    .get(select)
+                    .map_or(0, |queue| u32::from(queue.ready()))
+            }
+            REG_INTERRUPT_STATUS => self.interrupt.read(),
+            REG_STATUS => lock(&self.registers).status,
             REG_CONFIG_GENERATION => 0,
             _ => 0,
         };
@@ -140,7 +214,7 @@ impl MmioTransport {
     }
 
     /// A guest write at `offset` in the register window.
-    pub fn write(&mut self, offset: u64, data: &[u8]) {
+    pub fn write(&self, offset: u64, data: &[u8]) {
         if offset >= REG_CONFIG {
             return;
         }
@@ -148,78 +222,80 @@ impl MmioTransport {
             return;
         };
         let value = u32::from_le_bytes(bytes);
-        // Queue and feature setup is only allowed before DRIVER_OK (§4.2.3.2, §3.1.1).
-        let setting_up = !self.driver_ok();
         match offset {
-            REG_DEVICE_FEATURES_SEL => self.device_features_select = value,
-            REG_DRIVER_FEATURES_SEL => self.driver_features_select = value,
-            REG_DRIVER_FEATURES if setting_up => match self.driver_features_select {
+            // The two hot paths, without the register lock.
+            REG_QUEUE_NOTIFY => return self.notify(value as usize),
+            REG_INTERRUPT_ACK => return self.interrupt.acknowledge(value),
+            _ => {}
+        }
+        let mut registers = lock(&self.registers);
+        // Queue and feature setup is only allowed before DRIVER_OK (§4.2.3.2, §3.1.1).
+        let setting_up = !registers.driver_ok();
+        let select = registers.queue_select as usize;
+        match offset {
+            REG_DEVICE_FEATURES_SEL => registers.device_features_select = value,
+            REG_DRIVER_FEATURES_SEL => registers.driver_features_select = value,
+            REG_DRIVER_FEATURES if setting_up => match registers.driver_features_select {
                 0 => {
-                    self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value)
+                    registers.driver_features =
+                        (registers.driver_features & !0xffff_ffff) | u64::from(value)
                 }
                 1 => {
-                    self.driver_features =
-                        (self.driver_features & 0xffff_ffff) | (u64::from(value) << 32)
+                    registers.driver_features =
+                        (registers.driver_features & 0xffff_ffff) | (u64::from(value) << 32)
                 }
                 _ => {}
             },
-            REG_QUEUE_SEL => self.queue_select = value,
-            REG_QUEUE_NUM if setting_up => {
-                if let Some(queue) = self.selected_queue() {
-                    queue.set_size(value as u16);
-                }
-            }
+            REG_QUEUE_SEL => registers.queue_select = value,
+            REG_QUEUE_NUM if setting_up => self.queue(select, |queue| queue.set_size(value as u16)),
             REG_QUEUE_READY if setting_up => {
-                if let Some(queue) = self.selected_queue() {
-                    queue.set_ready(value == 1);
-                }
+                self.queue(select, |queue| queue.set_ready(value == 1))
             }
-            REG_QUEUE_DESC_LOW if setting_up => {
-                self.queue_address(|queue| queue.set_desc_table_address(Some(value), None))
-            }
-            REG_QUEUE_DESC_HIGH if setting_up => {
-                self.queue_address(|queue| queue.set_desc_table_address(None, Some(value)))
-            }
-            REG_QUEUE_DRIVER_LOW if setting_up => {
-                self.queue_address(|queue| queue.set_avail_ring_address(Some(value), None))
-            }
-            REG_QUEUE_DRIVER_HIGH if setting_up => {
-                self.queue_address(|queue| queue.set_avail_ring_address(None, Some(value)))
-            }
-            REG_QUEUE_DEVICE_LOW if setting_up => {
-                self.queue_address(|queue| queue.set_used_ring_address(Some(value), None))
-            }
-            REG_QUEUE_DEVICE_HIGH if setting_up => {
-                self.queue_address(|queue| queue.set_used_ring_address(None, Some(value)))
-            }
-            REG_QUEUE_NOTIFY => self.notify(value as usize),
-            REG_INTERRUPT_ACK => self.interrupt_status &= !value,
-            REG_STATUS => self.set_status(value),
+            REG_QUEUE_DESC_LOW if setting_up => self.queue(select, |queue| {
+                queue.set_desc_table_address(Some(value), None)
+            }),
+            REG_QUEUE_DESC_HIGH if setting_up => self.queue(select, |queue| {
+                queue.set_desc_table_address(None, Some(value))
+            }),
+            REG_QUEUE_DRIVER_LOW if setting_up => self.queue(select, |queue| {
+                queue.set_avail_ring_address(Some(value), None)
+            }),
+            REG_QUEUE_DRIVER_HIGH if setting_up => self.queue(select, |queue| {
+                queue.set_avail_ring_address(None, Some(value))
+            }),
+            REG_QUEUE_DEVICE_LOW if setting_up => self.queue(select, |queue| {
+                queue.set_used_ring_address(Some(value), None)
+            }),
+            REG_QUEUE_DEVICE_HIGH if setting_up => self.queue(select, |queue| {
+                queue.set_used_ring_address(None, Some(value))
+            }),
+            REG_STATUS => self.set_status(&mut registers, value),
             _ => {}
         }
     }
 
-    fn queue_address(&mut self, set: impl FnOnce(&mut Queue)) {
-        if let Some(queue) = self.selected_queue() {
+    fn queue(&self, index: usize, set: impl FnOnce(&mut Queue)) {
+        if let Some(queue) = lock(&self.active).queues.get_mut(index) {
             set(queue);
         }
     }
 
-    fn set_status(&mut self, value: u32) {
+    fn set_status(&self, registers: &mut Registers, value: u32) {
         if value == 0 {
-            self.reset();
+            self.reset(registers);
             return;
         }
         let mut value = value;
-        if value & STATUS_FEATURES_OK != 0 && self.status & STATUS_FEATURES_OK == 0 {
+        if value & STATUS_FEATURES_OK != 0 && registers.status & STATUS_FEATURES_OK == 0 {
             // Refuse features the device never offered, and legacy drivers.
-            let offered = self.device.features();
-            if self.driver_features & !offered != 0 || self.driver_features & F_VERSION_1 == 0 {
+            if registers.driver_features & !self.features != 0
+                || registers.driver_features & F_VERSION_1 == 0
+            {
                 value &= !STATUS_FEATURES_OK;
             }
         }
-        if value & STATUS_DRIVER_OK != 0 && self.status & STATUS_DRIVER_OK == 0 {
-            let valid = self
+        if value & STATUS_DRIVER_OK != 0 && registers.status & STATUS_DRIVER_OK == 0 {
+            let valid = lock(&self.active)
                 .queues
                 .iter()
                 .all(|queue| !queue.ready() || queue.is_valid(&self.memory));
@@ -228,43 +304,52 @@ impl MmioTransport {
                 value &= !STATUS_DRIVER_OK;
             }
         }
-        self.status = value;
+        registers.status = value;
     }
 
-    fn reset(&mut self) {
-        self.device.reset();
-        for queue in &mut self.queues {
-            queue.reset();
+    /// Resets the device; waits for a queue being processed to finish first.
+    fn reset(&self, registers: &mut Registers) {
+        {
+            let mut active = lock(&self.active);
+            active.device.reset();
+            for queue in &mut active.queues {
+                queue.reset();
+            }
         }
-        self.queue_select = 0;
-        self.device_features_select = 0;
-        self.driver_features_select = 0;
-        self.driver_features = 0;
-        self.status = 0;
-        self.interrupt_status = 0;
+        *registers = Registers::default();
+        self.interrupt.clear();
+    }
+
+    fn driver_ok(&self) -> bool {
+        lock(&self.registers).driver_ok()
     }
 
     /// The driver made buffers available on queue `index`: through the QueueNotify
-    /// register (a vCPU's MMIO write) or its ioeventfd (a queue worker).
-    pub fn notify(&mut self, index: usize) {
-        if !self.driver_ok() || index >= self.queues.len() {
+    /// register (a vCPU's MMIO write) or its ioeventfd (a queue thread). Holds the
+    /// device's lock, not the registers', while the queue is processed.
+    pub fn notify(&self, index: usize) {
+        if !self.driver_ok() {
             return;
         }
-        if self
-            .device
-            .process_queue(index, &mut self.queues, &self.memory)
-        {
-            self.interrupt();
+        let mut active = lock(&self.active);
+        let Active { device, queues } = &mut *active;
+        if index < queues.len() && device.process_queue(index, queues, &self.memory) {
+            self.interrupt.used_buffers();
         }
     }
 
     /// Lets the device take host-side input (the event loop calls this).
-    pub fn process_host(&mut self) {
+    pub fn process_host(&self) {
         if !self.driver_ok() {
             return;
         }
-        if self.device.process_host(&mut self.queues, &self.memory) {
-            self.interrupt();
+        let mut active = lock(&self.active);
+        let Active { device, queues } = &mut *active;
+        if device.process_host(queues, &self.memory) {
+            self.interrupt.used_buffers();
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

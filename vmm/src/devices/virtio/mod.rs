@@ -1,12 +1,18 @@
 //! virtio devices over the MMIO transport (virtio 1.2 §4.2, "modern" version 2 only).
 //!
 //! The transport ([`mmio::MmioTransport`]) owns the register file, the queues and the
-//! interrupt; a device ([`VirtioDevice`]) owns only its backend (a file, a tap) and
-//! processes a queue when the driver notifies it, under the transport's lock. Block
-//! queues are processed by a thread of the device's own, woken by KVM through an
-//! ioeventfd ([`queue_worker`]), so disk I/O never stalls a vCPU; net queues on the
-//! notifying vCPU's thread (a tap write does not block); host-side input (a frame on the
-//! tap) is processed by the event loop through [`VirtioDevice::process_host`].
+//! interrupt status; a device ([`VirtioDevice`]) owns only its backend (a file, a tap)
+//! and processes a queue when the driver notifies it, under the transport's device lock,
+//! which is not the lock the vCPUs' register accesses take (the interrupt status is an
+//! atomic; see [`mmio`] for who holds what).
+//!
+//! Where each queue is processed:
+//! - a disk's request queue and a NIC's transmit queue: on a thread of their own, woken
+//!   by KVM through an ioeventfd on the QueueNotify register ([`queue_worker`]: the
+//!   guest's notify never leaves the kernel, and no vCPU waits for a disk or a tap);
+//! - a NIC's receive queue: on the vCPU whose notify added receive buffers (it only
+//!   copies frames already waiting in the tap, without blocking), and on the event loop
+//!   when the tap becomes readable ([`VirtioDevice::process_host`]).
 
 pub mod block;
 pub mod mmio;

@@ -2,14 +2,15 @@
 //! (block I/O): KVM signals an eventfd when the guest writes the queue's index to the
 //! window's QueueNotify register (an ioeventfd, so the write does not even leave the
 //! kernel), and a thread of the device's own waits on that eventfd and processes the
-//! queue under the transport's lock. The notifying vCPU goes back to the guest at once;
+//! queue under the device's lock (not the registers' the vCPUs take, see
+//! [`MmioTransport`]). The notifying vCPU goes back to the guest at once;
 //! the guest learns of completion from the used ring and the interrupt, as on hardware.
 //!
 //! Order: [`QueueWorker::register`] while the VM is built (before any vCPU runs, so no
 //! notification is missed), [`QueueWorker::spawn`] once the event loop has blocked the
 //! signals the threads must not take.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kvm_ioctls::{IoEventAddress, VmFd};
@@ -42,7 +43,7 @@ pub enum QueueWorkerError {
 pub struct QueueWorker {
     event: EventFd,
     queue: u32,
-    transport: Arc<Mutex<MmioTransport>>,
+    transport: Arc<MmioTransport>,
 }
 
 impl QueueWorker {
@@ -52,7 +53,7 @@ impl QueueWorker {
         vm: &VmFd,
         base: u64,
         queue: u32,
-        transport: Arc<Mutex<MmioTransport>>,
+        transport: Arc<MmioTransport>,
     ) -> Result<Self, QueueWorkerError> {
         let event = EventFd::new(0).map_err(|source| QueueWorkerError::EventFd {
             base,
@@ -89,11 +90,7 @@ impl QueueWorker {
             match self.event.read() {
                 // Several notifications may have been folded into one count: one pass
                 // takes every request the guest made available.
-                Ok(_) => self
-                    .transport
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .notify(self.queue as usize),
+                Ok(_) => self.transport.notify(self.queue as usize),
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 // The eventfd is ours and blocking: any other error means it is unusable.
                 Err(_) => return,

@@ -29,7 +29,7 @@ struct Ring {
 
 /// A driver for one device.
 pub struct Driver {
-    pub transport: MmioTransport,
+    pub transport: std::sync::Arc<MmioTransport>,
     pub memory: GuestMemoryMmap,
     pub irq: IrqLine,
     rings: Vec<Ring>,
@@ -41,7 +41,9 @@ impl Driver {
         let memory =
             GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEMORY)]).expect("guest memory");
         let irq = IrqLine::new().expect("eventfd");
-        let transport = MmioTransport::new(device, memory.clone(), irq.clone()).expect("transport");
+        let transport = std::sync::Arc::new(
+            MmioTransport::new(device, memory.clone(), irq.clone()).expect("transport"),
+        );
         Driver {
             transport,
             memory,
