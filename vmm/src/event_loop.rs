@@ -1,7 +1,7 @@
 //! The main thread's loop (epoll): the exit event, SIGTERM/SIGINT/SIGHUP (a signalfd),
 //! the control socket and its clients, the console socket and its clients, and the taps.
-//! It returns the [`ExitReason`] once one is recorded; the vCPU threads keep running until
-//! the process exits right after.
+//! It returns the [`ExitReason`] once one is recorded; [`crate::vm::Vm::run`] then kicks
+//! and joins the vCPU threads.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};

@@ -1,6 +1,7 @@
-//! Why the VMM process ends, and how a vCPU thread or the control API asks for it: the
-//! first reason recorded wins, and an eventfd wakes the main thread's event loop, which
-//! cleans up and exits the process (vCPU threads end with it).
+//! Why the VMM process ends, and how a vCPU thread, a device or the event loop asks for
+//! it: the first reason recorded wins, and an eventfd wakes the main thread's event loop,
+//! which returns it; the VM then kicks and joins its vCPU threads (whose loops also stop
+//! on [`ExitHandle::requested`]) and the process exits.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,11 +1,17 @@
-//! One guest: KVM VM, memory, devices, boot, vCPUs — built in that order by [`Vm::new`]
-//! (nothing runs yet), then run by [`Vm::run`] until something ends it.
+//! One guest: built by [`Vm::new`] (nothing runs yet), run by [`Vm::run`] until
+//! something ends it, its vCPU threads joined before `run` returns.
 //!
-//! KVM needs the in-kernel interrupt controllers before any vCPU exists, and the devices'
-//! irqfds need the controllers; the boot structures need the devices (the ACPI DSDT
-//! announces them) and the vCPU count (the MADT and the MP table). Registering guest
-//! memory with KVM and creating the PIT are the two slow calls; the rest ([`Parts`]) is
-//! built on another thread meanwhile, since nothing else needs them before the guest runs.
+//! [`Vm::new`] creates the KVM VM and its in-kernel interrupt controllers first (the
+//! devices' irqfds and every vCPU need them) and maps guest memory; then two things
+//! happen at once: this thread registers the memory with KVM and creates the PIT (the
+//! two slow calls), while a `vm-build` thread builds the rest (`Parts`): devices, then
+//! the boot structures (the DSDT announces the devices, the MADT and the MP table count
+//! the vCPUs), then the vCPUs. Nothing in `Parts` needs the memory registered, since
+//! guest memory is written through the host mapping and no vCPU runs before `run`.
+//!
+//! [`Vm::run`] starts the queue threads, then one thread per vCPU, then runs the event
+//! loop on the calling thread; when the loop returns, every vCPU is kicked and joined.
+//! The `Vm` owns the guest memory and drops it last (see its fields).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};

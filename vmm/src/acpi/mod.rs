@@ -6,7 +6,9 @@
 //! are lost on them; they find virtio-mmio devices the way Firecracker and QEMU's microvm
 //! announce them: a DSDT listing `LNRO0005` devices. The machine is hardware-reduced ACPI
 //! (no PM1/GPE blocks, no SCI): the FADT names a sleep control register for `poweroff`
-//! and a reset register for `reboot`, both I/O ports of [`crate::devices::acpi_pm`].
+//! and a reset register for `reboot`, both I/O ports of [`crate::devices::acpi_pm`]; the
+//! power button is a Generic Event Device in the DSDT, with an interrupt of its own
+//! ([`crate::devices::ged`]).
 //!
 //! Order of steps in [`build`], one contiguous image written at
 //! [`ACPI_START`](crate::layout::ACPI_START):

@@ -3,8 +3,9 @@
 //!   or an output-port write with the reset bit low, ends the VMM with
 //!   [`ExitReason::GuestReset`];
 //! - Ctrl+Alt+Del: [`I8042::ctrl_alt_del`] queues the three key presses (scan code set 2,
-//!   untranslated, as Linux's atkbd reads them) and raises IRQ 1, which is how the control
-//!   API's `shutdown` asks the guest to shut down (Firecracker does the same);
+//!   untranslated, as Linux's atkbd reads them) and raises IRQ 1: the control API's
+//!   `ctrl-alt-del` (Firecracker's `SendCtrlAltDel`), for guests that do not act on the
+//!   ACPI power button `shutdown` presses;
 //! - enough of the controller and keyboard command set (self tests, command byte, ACKs)
 //!   for Linux's i8042 and atkbd drivers to probe it.
 
