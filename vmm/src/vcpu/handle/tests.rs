@@ -123,8 +123,10 @@ fn a_kick_before_kvm_run_makes_the_next_run_return_at_once() {
     let (done, finished) = mpsc::channel();
     std::thread::spawn(move || {
         KVM_RUN.with(|run| run.set(std::ptr::from_mut(vcpu.get_kvm_run())));
-        // SAFETY: a valid signal number, sent to this very thread.
-        let sent = unsafe { libc::pthread_kill(libc::pthread_self(), kick_signal()) };
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        // SAFETY: a valid signal number, sent to this very (live) thread.
+        let sent = unsafe { libc::pthread_kill(me, kick_signal()) };
         let errno = vcpu.run().err().map(|error| error.errno());
         KVM_RUN.with(|run| run.set(std::ptr::null_mut()));
         let _ = done.send((sent, errno));

@@ -51,7 +51,7 @@ fn driver() -> (Driver, Wire) {
 
 #[test]
 fn the_mac_address_is_in_the_config_space() {
-    let (mut driver, _) = driver();
+    let (driver, _) = driver();
     let mut mac = [0u8; 6];
     driver.transport.read(REG_CONFIG, &mut mac);
     assert_eq!(mac, MAC);
