@@ -413,12 +413,13 @@ impl Parts {
             announcements.push(MmioAnnouncement { base, irq });
         }
 
+        let cmdline = config.kernel_cmdline();
         let boot = boot::load(
             memory,
             &BootSpec {
                 kernel: &config.kernel,
                 initrd: config.initrd.as_deref(),
-                cmdline: &config.cmdline,
+                cmdline: &cmdline,
                 memory: config.memory_bytes(),
                 cpus: config.cpus,
                 devices: &announcements,

@@ -56,7 +56,14 @@ fn the_guest_starts_in_long_mode_with_the_boot_protocols_zero_page() {
         line("header:"),
         "header: HdrS boot_flag: 0xaa55 loader: 0xff"
     );
-    assert_eq!(line("cmdline:"), "cmdline: console=ttyS0 gitvisor.test=1");
+    // The default boot arguments first, then the given command line.
+    assert_eq!(
+        line("cmdline:"),
+        format!(
+            "cmdline: {} console=ttyS0 gitvisor.test=1",
+            gitvisor_vmm::config::DEFAULT_BOOT_ARGS
+        )
+    );
     let e820: Vec<&str> = serial.lines().filter(|l| l.starts_with("e820:")).collect();
     assert_eq!(
         e820,
