@@ -104,7 +104,9 @@ pub enum VmError {
     },
     #[error("the thread that builds the VM's devices and vCPUs panicked")]
     BuildThreadPanicked,
-    #[error("cannot start the thread of vCPU {vcpu}: {source}")]
+    #[error(
+        "cannot start the thread of vCPU {vcpu} (or install its kick signal handler): {source}"
+    )]
     Thread {
         vcpu: u8,
         #[source]
