@@ -20,6 +20,10 @@ pub struct Config {
     /// The kernel: an uncompressed ELF vmlinux or a bzImage (64-bit Linux boot protocol).
     #[arg(long, value_name = "PATH")]
     pub kernel: PathBuf,
+    /// Decompress a bzImage's kernel on the host once and keep it in this directory,
+    /// instead of having the guest decompress it at every boot (see docs/vmm.md).
+    #[arg(long, value_name = "DIR")]
+    pub kernel_cache: Option<PathBuf>,
     /// An initrd or initramfs.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,

@@ -42,6 +42,7 @@ fn absolute_paths(config: &mut Config) {
     absolute(&mut config.kernel);
     for path in [
         &mut config.initrd,
+        &mut config.kernel_cache,
         &mut config.api_socket,
         &mut config.serial_socket,
         &mut config.serial_log,

@@ -64,6 +64,8 @@ pub enum VmError {
     #[error(transparent)]
     Boot(#[from] boot::BootError),
     #[error(transparent)]
+    KernelCache(#[from] boot::kernel_cache::KernelCacheError),
+    #[error(transparent)]
     Vcpu(#[from] vcpu::VcpuError),
     #[error("cannot create an eventfd for {what}: {source}")]
     EventFd {
@@ -416,10 +418,14 @@ impl Parts {
         }
 
         let cmdline = config.kernel_cmdline();
+        let kernel = match &config.kernel_cache {
+            Some(cache) => boot::kernel_cache::vmlinux(&config.kernel, cache)?,
+            None => None,
+        };
         let boot = boot::load(
             memory,
             &BootSpec {
-                kernel: &config.kernel,
+                kernel: kernel.as_deref().unwrap_or(&config.kernel),
                 initrd: config.initrd.as_deref(),
                 cmdline: &cmdline,
                 memory: config.memory_bytes(),

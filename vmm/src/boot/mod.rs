@@ -21,6 +21,7 @@
 //! pointing at the zero page.
 
 pub mod gdt;
+pub mod kernel_cache;
 pub mod mptable;
 pub mod paging;
 pub mod params;
