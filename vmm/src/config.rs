@@ -136,12 +136,13 @@ impl Config {
 ///   through ports 0xcf8/0xcfc twice before the console is up (the AGP aperture checks)
 ///   and again to enumerate buses;
 /// - `8250.nr_uarts=1`: one UART, COM1; the other three legacy ports are not probed;
-/// - `i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd`: the i8042 has a keyboard port
-///   only (it carries Ctrl+Alt+Del and the reset line); the mouse port, multiplexer and
-///   keyboard state (LEDs) are not probed, and the controller is found at its fixed
-///   ports without PNP.
-pub const DEFAULT_BOOT_ARGS: &str =
-    "pci=off 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
+/// - `i8042.noaux i8042.nomux i8042.dumbkbd`: the i8042 has a keyboard port only (it
+///   carries Ctrl+Alt+Del and the reset line); the mouse port, multiplexer and keyboard
+///   state (LEDs) are not probed. Unlike Firecracker's, not `i8042.nopnp`: on
+///   hardware-reduced ACPI Linux has no legacy PIC and so no ISA IRQ 1 of its own; the
+///   keyboard's interrupt is the one the DSDT's `PS2K` device gives through PNP, and
+///   without PNP the i8042 probe fails (EINVAL), Ctrl+Alt+Del with it.
+pub const DEFAULT_BOOT_ARGS: &str = "pci=off 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.dumbkbd";
 
 /// `key=value` pairs separated by commas; a value may not contain a comma.
 fn pairs(spec: &str) -> Result<Vec<(&str, &str)>, String> {
