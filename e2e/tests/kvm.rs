@@ -10,12 +10,6 @@ use gitvisor_e2e::{current_test_name, gitvisor_bin};
 #[test]
 fn linux_on_kvm_scenarios_in_one_cpu_max_guest() {
     let test = current_test_name("linux_on_kvm_scenarios_in_one_cpu_max_guest");
-    let vmm = gitvisor_bin().with_file_name("gitvisor-vmm");
-    assert!(
-        vmm.is_file(),
-        "{} does not exist; build it with `cargo build -p gitvisor -p gitvisor-vmm`",
-        vmm.display()
-    );
     let Some(run) = GuestRun::prepare(
         &test,
         "kvm",
@@ -30,6 +24,12 @@ fn linux_on_kvm_scenarios_in_one_cpu_max_guest() {
     ) else {
         return;
     };
+    let vmm = gitvisor_bin().with_file_name("gitvisor-vmm");
+    assert!(
+        vmm.is_file(),
+        "{} does not exist; build it with `cargo build -p gitvisor -p gitvisor-vmm`",
+        vmm.display()
+    );
     let run = run.with_qemu_opts("-cpu max");
     let outcome = run.run(
         std::path::Path::new(env!("CARGO_BIN_EXE_kvm-guest")),
