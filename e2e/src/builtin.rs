@@ -5,9 +5,10 @@
 //! of the VMM's control socket that reads it independently of gitvisor.
 //!
 //! The guest is not Linux: this machine's `/dev/kvm` runs small guest programs but not
-//! stock kernels, so the tests check gitvisor's side (launch, observe,
-//! status, console, stop, prune, taps) on a guest that talks on the serial port and
-//! answers the ACPI power button like a Linux guest running acpid.
+//! stock kernels, so these tests check gitvisor's side (launch, observe, status,
+//! console, stop, prune, taps) on a guest that talks on the serial port and answers
+//! the ACPI power button like a Linux guest running acpid. Debian's kernel boots on
+//! `hypervisor: builtin` one level down, on a nested KVM: [`crate::kvm`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

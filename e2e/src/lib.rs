@@ -83,6 +83,10 @@
 //! - `builtin.rs`: VirtualMachines with `hypervisor: builtin` on the real KVM (guest and
 //!   VMM client in [`builtin`]): kill -9 mid-create, status, console, the ACPI power button and
 //!   hard stop, prune.
+//! - `kvm.rs`: stock Linux (Debian's kernel) on `hypervisor: builtin` and on QEMU with
+//!   KVM, through the real gitvisor, inside one `-cpu max` guest ([`kvm`], [`vng`]):
+//!   boot, vCPUs, disk, DHCP, ping, published port, console, clean and forced stops, a
+//!   restart, a panic reported by `status`, prune.
 //!
 //! A driver's tests go in `e2e/tests/<kind>.rs`; what they need from the host beyond
 //! links (LVM inside a throwaway guest, runc state, a QEMU monitor) goes in a module of
@@ -99,6 +103,7 @@ pub mod containers;
 pub mod controller;
 mod env;
 mod host;
+pub mod kvm;
 mod locate;
 pub mod lvm;
 mod manifests;

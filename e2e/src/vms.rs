@@ -323,13 +323,13 @@ pub fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<Stri
 }
 
 /// `kernel/drivers/virtio/virtio_pci.ko.xz` → `virtio_pci`.
-fn module_name(path: &str) -> String {
+pub fn module_name(path: &str) -> String {
     let file = path.rsplit('/').next().unwrap_or(path);
     file.split(".ko").next().unwrap_or(file).replace('-', "_")
 }
 
 /// A module's bytes, decompressed when the distribution compresses them.
-fn module_bytes(path: &Path) -> Result<Vec<u8>, String> {
+pub fn module_bytes(path: &Path) -> Result<Vec<u8>, String> {
     let name = path.to_string_lossy();
     let tool = if name.ends_with(".xz") {
         Some("xz")

@@ -1,8 +1,10 @@
 //! Scenarios that need a kernel the CI host lacks, run inside one throwaway `virtme-ng`
 //! guest: `vng --disable-kvm` boots Debian's `linux-image-amd64` under QEMU TCG over the
 //! host's own file system (read-only except one shared directory). The LVM scenarios
-//! (device-mapper, [`crate::lvm`]) and the VLAN ones (bridge VLAN filtering and 802.1Q,
-//! [`crate::vlans`]) use it.
+//! (device-mapper, [`crate::lvm`]), the VLAN ones (bridge VLAN filtering and 802.1Q,
+//! [`crate::vlans`]) and the KVM ones ([`crate::kvm`]: with `-cpu max` the guest's CPU has
+//! `svm`, so its kernel gets a working nested `/dev/kvm`, [`GuestRun::with_qemu_opts`])
+//! use it.
 //!
 //! # How
 //!
@@ -43,6 +45,8 @@ pub struct GuestRun {
     shared: tempfile::TempDir,
     kernel: PathBuf,
     label: String,
+    /// Extra options for vng's QEMU (`-o`), e.g. `-cpu max`.
+    qemu_opts: Option<String>,
 }
 
 /// One scenario's outcome, as the guest reported it.
@@ -86,7 +90,20 @@ impl GuestRun {
             shared,
             kernel,
             label: label.to_owned(),
+            qemu_opts: None,
         })
+    }
+
+    /// The same run with `opts` given to vng's QEMU (`vng -o=OPTS`): `-cpu max` gives the
+    /// TCG guest an AMD CPU with `svm` and `npt`, so its kernel loads `kvm_amd`.
+    pub fn with_qemu_opts(mut self, opts: &str) -> GuestRun {
+        self.qemu_opts = Some(opts.to_owned());
+        self
+    }
+
+    /// The kernel image the guest boots (the newest `/boot/vmlinuz-*`).
+    pub fn kernel(&self) -> &Path {
+        &self.kernel
     }
 
     pub fn shared(&self) -> &Path {
@@ -131,10 +148,11 @@ impl GuestRun {
             memory,
             "--rwdir",
             &shared,
-            "--run",
-        ])
-        .arg(&self.kernel)
-        .args(["--", &inner]);
+        ]);
+        if let Some(opts) = &self.qemu_opts {
+            vng.arg(format!("--qemu-opts={opts}"));
+        }
+        vng.arg("--run").arg(&self.kernel).args(["--", &inner]);
         let (mut outcome, finished) = crate::process::run_until(vng, deadline);
         outcome.stdout = last_lines(&outcome.stdout, CONSOLE_LINES_KEPT);
         outcome.stderr = last_lines(&outcome.stderr, CONSOLE_LINES_KEPT);

@@ -8,7 +8,8 @@
 //! goes; the tap is marked, enslaved and up; `gitvisor console` reaches the guest both
 //! ways; a second plan is clean; `state: Stopped` shuts the guest down with the ACPI power button;
 //! a guest that ignores it is stopped hard after `shutdownTimeout`; prune removes the VM,
-//! its tap and run dir and keeps the bridge. No Linux kernel boots here (this machine's nested KVM hangs stock kernels).
+//! its tap and run dir and keeps the bridge. This machine's own KVM hangs stock kernels;
+//! Debian's kernel on `hypervisor: builtin` is `e2e/tests/kvm.rs`, on a nested KVM.
 
 use std::time::{Duration, Instant};
 

@@ -218,10 +218,13 @@ pub fn declared(
         notes.push("adopted: the state store records it again".to_owned());
     }
     if drift.died && spec.state != VmState::Stopped {
-        notes.push(
-            "its process ended although it should run (the guest crashed or powered itself off); it will be started again"
-                .to_owned(),
-        );
+        let why = match observed.last_words() {
+            Some(words) => format!("its console ended with: {words}"),
+            None => "the guest crashed or powered itself off".to_owned(),
+        };
+        notes.push(format!(
+            "its process ended although it should run ({why}); it will be started again"
+        ));
     }
     let timeout = humantime::format_duration(shutdown_timeout(spec));
     // The process that runs now is the recorded hypervisor's.
@@ -291,6 +294,19 @@ fn in_sync_note(
         ),
         (runtime, None) => format!("power: {}", runtime.describe().to_lowercase()),
     };
+    // A guest that runs but does not come up says so from its console.
+    if let Some(process) = process
+        && let Some(console) = &dir.console
+    {
+        if let Some(words) = dir.last_words() {
+            note.push_str(&format!("; console: {words}"));
+        } else if let Some(silent) = process
+            .started
+            .and_then(|started| super::console::silence(console, started, now))
+        {
+            note.push_str(&format!("; console: {silent}"));
+        }
+    }
     let nics: Vec<(&str, crate::model::MacAddress)> = spec
         .networks
         .iter()

@@ -150,6 +150,13 @@ impl Drift {
             }
         }
         drift.state = state_change(&runtime, desired.state);
+        // A guest that ended by itself: the console says why, when the kernel panicked.
+        if drift.died
+            && let Some(state) = drift.state.as_mut()
+            && let Some(words) = observed.last_words()
+        {
+            state.old = format!("Stopped (the guest's console ended with: {words})").into();
+        }
         if drift.state.is_none()
             && let Some(record) = observed.dir.as_ref().and_then(|dir| dir.record())
             && record.spec.state != desired.state

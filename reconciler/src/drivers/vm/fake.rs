@@ -15,9 +15,10 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+use super::console::ConsoleTail;
 use super::launch::HostFacts;
 use super::monitor::{Control, GuestStatus};
-use super::paths::NVRAM_FILE;
+use super::paths::{NVRAM_FILE, SERIAL_LOG_FILE};
 use super::preflight::{FileFact, FileFacts};
 use super::seam::{
     Answer, HostError, HostSnapshot, Process, RecordRead, RunDir, VmHost, VmRequest,
@@ -184,6 +185,13 @@ impl FakeHost {
 
     pub fn dir(&self, name: &str) -> Option<FakeDir> {
         self.lock().dirs.get(name).cloned()
+    }
+
+    /// Writes VM `name`'s console log, as its guest would have.
+    pub fn set_console(&self, name: &str, text: &str) {
+        if let Some(dir) = self.lock().dirs.get_mut(name) {
+            dir.files.insert(SERIAL_LOG_FILE, text.as_bytes().to_vec());
+        }
     }
 
     pub fn dir_names(&self) -> Vec<String> {
@@ -549,6 +557,10 @@ impl VmHost for FakeHost {
                     } else {
                         GuestStatus::Running
                     })
+                }),
+                console: dir.files.get(SERIAL_LOG_FILE).map(|bytes| ConsoleTail {
+                    size: bytes.len() as u64,
+                    tail: String::from_utf8_lossy(bytes).into_owned(),
                 }),
             })
             .collect();

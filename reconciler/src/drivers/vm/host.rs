@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use nix::errno::Errno;
 
+use super::console::{ConsoleTail, TAIL_BYTES};
 use super::launch::{HostFacts, UEFI_CANDIDATES, UefiFirmware};
 use super::monitor::{Monitor, MonitorError};
 use super::paths::{RECORD_FILE, RunPaths, VmRoots, temporary_dir_name};
@@ -559,15 +560,42 @@ fn read_run_dirs(roots: &VmRoots) -> Result<Vec<RunDir>, HostError> {
             .ok()
             .and_then(|text| text.trim().parse::<u32>().ok())
             .and_then(|pid| process_of(pid, &paths.pid()));
+        // The console log: the recorded spec's `console.log`, else the run dir's.
+        let log = match &record {
+            RecordRead::Present(record) => record
+                .spec
+                .console
+                .as_ref()
+                .and_then(|c| c.log.as_ref())
+                .map(PathBuf::from),
+            _ => None,
+        }
+        .unwrap_or_else(|| paths.serial_log());
         dirs.push(RunDir {
             name,
             record,
             process,
             status: None,
+            console: console_tail(&log),
         });
     }
     dirs.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(dirs)
+}
+
+/// The end of the console log at `path` ([`TAIL_BYTES`]), when it can be read.
+fn console_tail(path: &Path) -> Option<ConsoleTail> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let size = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(size.saturating_sub(TAIL_BYTES)))
+        .ok()?;
+    let mut bytes = Vec::new();
+    file.take(TAIL_BYTES).read_to_end(&mut bytes).ok()?;
+    Some(ConsoleTail {
+        size,
+        tail: String::from_utf8_lossy(&bytes).into_owned(),
+    })
 }
 
 /// Process `pid`, if it is alive and its command line names `pid_file` (the run dir's pid

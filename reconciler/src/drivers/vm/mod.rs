@@ -51,6 +51,7 @@
 
 mod apply;
 pub mod backend;
+pub mod console;
 mod diff;
 mod drift;
 mod error;

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
+use super::console::ConsoleTail;
 use super::launch::HostFacts;
 use super::monitor::GuestStatus;
 use super::nic::{is_temporary_tap_of, parse_alias, tap_name};
@@ -90,6 +91,8 @@ pub struct ObservedDir {
     pub record: RecordRead,
     pub process: Option<Process>,
     pub status: Option<Result<GuestStatus, String>>,
+    /// The end of its console log ([`super::console`]).
+    pub console: Option<ConsoleTail>,
 }
 
 impl ObservedDir {
@@ -99,6 +102,11 @@ impl ObservedDir {
             RecordRead::Present(record) => Some(record),
             _ => None,
         }
+    }
+
+    /// The kernel's panic line at the end of its console log ([`super::console`]).
+    pub fn last_words(&self) -> Option<String> {
+        self.console.as_ref().and_then(super::console::last_words)
     }
 
     pub fn runtime(&self) -> Runtime {
@@ -158,6 +166,11 @@ impl ObservedVm {
             .unwrap_or(Runtime::Stopped)
     }
 
+    /// The kernel's panic line at the end of its console log, if any.
+    pub fn last_words(&self) -> Option<String> {
+        self.dir.as_ref().and_then(ObservedDir::last_words)
+    }
+
     /// NIC `nic`'s tap: marked for it and under the name QEMU opens.
     pub fn tap(&self, nic: usize) -> Option<&ObservedTap> {
         self.taps
@@ -214,6 +227,7 @@ impl HostVms {
             record: dir.record.clone(),
             process: dir.process.clone(),
             status: dir.status.clone(),
+            console: dir.console.clone(),
         });
         let leftover_dir = self
             .dirs

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use super::console::ConsoleTail;
 use super::launch::HostFacts;
 use super::monitor::{Control, GuestStatus};
 use super::preflight::FileFacts;
@@ -56,6 +57,8 @@ pub struct RunDir {
     /// What the monitor says, when there is a process: its status, or why it could
     /// not be asked.
     pub status: Option<Result<GuestStatus, String>>,
+    /// The end of its console log, when there is one ([`super::console`]).
+    pub console: Option<ConsoleTail>,
 }
 
 /// The record file of a run dir.

@@ -381,6 +381,52 @@ async fn a_guest_that_died_is_reported_and_started_again() {
 }
 
 #[tokio::test]
+async fn a_guest_whose_kernel_panicked_or_prints_nothing_says_so_from_its_console() {
+    let fake = host();
+    let driver = driver(&fake);
+    converge(&driver, &web("")).await;
+    // It ended after a panic (a missing module: no root file system): the plan's state
+    // field and its reason carry the kernel's last words, which `status` shows.
+    fake.set_console(
+        "web",
+        "[    0.00] Linux version 6.1.0-57-amd64\n\
+         [    1.21] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n\
+         [    1.30] ---[ end Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0) ]---\n",
+    );
+    fake.end_process("web");
+    let change = plan_one(&driver, &web(""), &owning(&["web"])).await;
+    let words = "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)";
+    let state = change.fields.iter().find(|f| f.path == "state").unwrap();
+    assert_eq!(
+        state.old,
+        format!("Stopped (the guest's console ended with: {words})")
+    );
+    assert!(
+        change.reasons[0].contains(&format!("its console ended with: {words}")),
+        "{:?}",
+        change.reasons
+    );
+    apply(&driver, &change).await.unwrap();
+    // Running for longer than the limit with nothing on its console: the note says so.
+    fake.set_console("web", "");
+    fake.set_started(
+        "web",
+        std::time::SystemTime::now() - super::console::SILENT_AFTER * 2,
+    );
+    let noop = plan_one(&driver, &web(""), &owning(&["web"])).await;
+    assert_eq!(noop.action, Action::NoOp);
+    let note = noop.reason().unwrap_or_default();
+    assert!(
+        note.contains("; console: the guest has printed nothing on its console in 4m"),
+        "{note}"
+    );
+    // Once it prints, the note is the usual one.
+    fake.set_console("web", "[    0.00] Linux version 6.1.0-57-amd64\n");
+    let noop = plan_one(&driver, &web(""), &owning(&["web"])).await;
+    assert!(!noop.reason().unwrap_or_default().contains("console"));
+}
+
+#[tokio::test]
 async fn a_tap_released_from_its_bridge_is_reattached_without_a_restart() {
     let fake = host();
     let driver = driver(&fake);
