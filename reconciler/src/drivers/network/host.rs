@@ -159,7 +159,7 @@ impl HostNetwork {
 
     async fn commit(&self, transaction: &Transaction) -> Result<(), SeamError> {
         let commands = transaction.0.as_slice();
-        let json = transaction.to_json().to_string();
+        let json = transaction.to_json_text();
         match run("nft", &["-j", "-f", "-"], Some(json)).await {
             Ok(_) => Ok(()),
             // Deleting a table that is already gone is done, when it really is gone.
