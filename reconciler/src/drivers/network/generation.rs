@@ -237,7 +237,9 @@ pub fn record(network_dir: &Path, key: TableGeneration, table: TableState) -> st
     let text = serde_json::to_vec(&recorded).map_err(std::io::Error::other)?;
     std::fs::create_dir_all(network_dir)?;
     let path = record_path(network_dir);
-    let partial = network_dir.join(format!("{RECORD}.partial"));
+    // A name of this process's own: two gitvisors on one run dir (a `plan` beside the
+    // controller) never write into the same file.
+    let partial = network_dir.join(format!("{RECORD}.{}.partial", std::process::id()));
     std::fs::write(&partial, text)?;
     std::fs::rename(&partial, &path)
 }
@@ -276,8 +278,10 @@ mod tests {
             table: 3,
             generation: 41,
         };
-        let mut table = TableState::default();
-        table.marked = true;
+        let mut table = TableState {
+            marked: true,
+            ..TableState::default()
+        };
         table.chains.entry("x".into()).or_default();
         assert_eq!(recorded(dir.path(), &key), None);
         record(dir.path(), key.clone(), table.clone()).unwrap();
