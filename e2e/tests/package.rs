@@ -1,7 +1,8 @@
 //! The Debian package (`scripts/build-deb.sh`), built from the binaries under test and
 //! installed with the real dpkg into a scratch root (`dpkg --root`, the maintainer
 //! scripts run chrootless and, seeing `DPKG_ROOT`, leave the host's systemd alone): both
-//! binaries are there, stripped, and run; the unit passes `systemd-analyze verify`
+//! binaries are there, stripped, and run, their line tables in gitvisor-dbgsym under
+//! their build ids; the unit passes `systemd-analyze verify`
 //! against the installed binary; the completions are the binary's own; the docs are
 //! there; the env file is a conffile; a purge leaves nothing. CI also builds the package
 //! from the release profile and installs it on the CI machine itself (`.ci/run`).
@@ -189,6 +190,40 @@ fn the_debian_package_installs_both_stripped_binaries_the_unit_completions_and_d
             );
         }
     }
+    // Their debug info is in gitvisor-dbgsym (printed before the .deb), named by each
+    // binary's build id, where a panic's backtrace finds its line tables.
+    let dbgsym = built
+        .stdout
+        .lines()
+        .find(|line| line.contains("gitvisor-dbgsym_"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("the script prints no gitvisor-dbgsym package\n{built}"));
+    dpkg_in(&root, &["--install", &dbgsym.display().to_string()]);
+    for binary in ["gitvisor", "gitvisor-vmm"] {
+        let notes = run_command(command(
+            "readelf",
+            &[
+                "-n",
+                &root.join("usr/bin").join(binary).display().to_string(),
+            ],
+        ))
+        .expect_code(0)
+        .stdout;
+        let id = notes
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("Build ID: "))
+            .unwrap_or_else(|| panic!("{binary} has no build id:\n{notes}"));
+        let debug = root.join(format!(
+            "usr/lib/debug/.build-id/{}/{}.debug",
+            &id[..2],
+            &id[2..]
+        ));
+        assert!(
+            elf_sections(&debug).contains(".debug_line"),
+            "{} holds no line tables",
+            debug.display()
+        );
+    }
     let installed_gitvisor = root.join("usr/bin/gitvisor");
     let said = run_command(command(&installed_gitvisor, &["--version"])).expect_code(0);
     assert_eq!(said.stdout.trim(), format!("gitvisor {version}"));
@@ -257,7 +292,7 @@ fn the_debian_package_installs_both_stripped_binaries_the_unit_completions_and_d
     }
 
     // A purge removes every file the package installed, the conffile included.
-    dpkg_in(&root, &["--purge", "gitvisor"]);
+    dpkg_in(&root, &["--purge", "gitvisor-dbgsym", "gitvisor"]);
     let left = files_under(&root);
     assert!(left.is_empty(), "the purge left:\n{}", left.join("\n"));
 }

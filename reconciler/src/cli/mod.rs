@@ -7,6 +7,7 @@
 //! With `--output json`, errors are one JSON object on stdout too.
 
 mod apply;
+mod arenas;
 mod args;
 mod console;
 mod controller;

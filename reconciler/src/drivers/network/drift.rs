@@ -21,7 +21,7 @@
 //!   is not running is started, one with another configuration restarted, one no longer
 //!   declared stopped and its files removed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -54,6 +54,11 @@ pub struct RevisionFacts {
     /// forwarding switches stay on whatever this instance recorded.
     pub others_route_out_of: BTreeSet<String>,
     pub others_route_anywhere: bool,
+    /// The rules of this instance's base chains by comment, as indexes into that
+    /// chain's rules in the observed table: each bridge finds its jumps by its comment
+    /// instead of reading every bridge's (a scan per bridge made a plan of 10 000
+    /// bridges 10^8 comparisons).
+    pub base_rules: BTreeMap<Hook, HashMap<String, Vec<usize>>>,
 }
 
 impl RevisionFacts {
@@ -74,10 +79,22 @@ impl RevisionFacts {
             legacy_bases_ours: BTreeSet::new(),
             others_route_out_of: BTreeSet::new(),
             others_route_anywhere: false,
+            base_rules: BTreeMap::new(),
         };
         let TableObservation::Present(table) = &host.table else {
             return facts;
         };
+        for hook in Hook::ALL {
+            let Some(base) = table.chains.get(&facts.instance.base_chain(hook)) else {
+                continue;
+            };
+            let by_comment = facts.base_rules.entry(hook).or_default();
+            for (index, rule) in base.rules.iter().enumerate() {
+                if let Some(comment) = &rule.comment {
+                    by_comment.entry(comment.clone()).or_default().push(index);
+                }
+            }
+        }
         for hook in Hook::ALL {
             let jumps: BTreeSet<String> = bridges
                 .iter()
@@ -280,17 +297,19 @@ impl NetworkDrift {
             };
             // The jumps under this bridge's comment: those that jump where they should,
             // and those edited by hand to do something else (removed).
-            let (jumps, edited_jumps): (Vec<&RuleState>, Vec<&RuleState>) = table
+            let base_rules: &[RuleState] = table
                 .chains
                 .get(base)
-                .map(|c| {
-                    c.rules
-                        .iter()
-                        .filter(|r| r.comment.as_deref() == Some(jump.as_str()))
-                        .collect::<Vec<_>>()
-                })
+                .map(|c| c.rules.as_slice())
+                .unwrap_or_default();
+            let (jumps, edited_jumps): (Vec<&RuleState>, Vec<&RuleState>) = revision
+                .base_rules
+                .get(&hook)
+                .and_then(|by_comment| by_comment.get(&jump))
+                .map(Vec::as_slice)
                 .unwrap_or_default()
-                .into_iter()
+                .iter()
+                .filter_map(|index| base_rules.get(*index))
                 .partition(|r| r.is(&jump_rule));
             let observed: &[RuleState] = table
                 .chains

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::error::SeamError;
 use super::nft::{
-    ChainState, MARKER_CHAIN, NftCommand, RuleState, TableState, Transaction, listed_exprs,
+    ChainState, Exprs, MARKER_CHAIN, NftCommand, RuleState, TableState, Transaction, listed_exprs,
 };
 use super::rules::{Expr, Rule};
 use super::seam::{DhcpState, NetworkRequest, NetworkSeam, NetworkState, TableObservation};
@@ -403,7 +403,7 @@ impl NetworkSeam for FakeNetwork {
                                         .map(|(handle, rule)| RuleState {
                                             handle: *handle,
                                             comment: Some(rule.comment.clone()),
-                                            exprs: listed_exprs(rule),
+                                            exprs: Exprs::of(&listed_exprs(rule)),
                                         })
                                         .collect(),
                                 },

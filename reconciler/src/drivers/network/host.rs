@@ -2,7 +2,9 @@
 //! `dnsmasq` or writes a forwarding switch; every tool runs through `tokio::process`
 //! with a deadline and is killed when dropped, every file access off the async runtime.
 //!
-//! - nftables: `nft -j list table inet gitvisor` to observe, `nft -j -f -` with one JSON
+//! - nftables: `nft -j list table inet gitvisor` to observe (only when the ruleset
+//!   generation moved since the listing recorded in the run dir, `generation.rs`),
+//!   `nft -j -f -` with one JSON
 //!   document per transaction to change. An apply sends every bridge's transaction joined
 //!   in one request (`batch.rs`); transactions sent on their own by bridges applied at
 //!   the same time (a joined one that failed, a change applied without prepare) still
@@ -31,6 +33,7 @@ use tokio::sync::oneshot;
 
 use super::dnsmasq::{CONFIG_MARKER, DhcpPaths};
 use super::error::SeamError;
+use super::generation;
 use super::nft::{FAMILY, NftCommand, TABLE, Transaction, parse_listing};
 use super::seam::{
     DhcpState, Listener, NetworkRequest, NetworkSeam, NetworkState, TableObservation,
@@ -73,6 +76,39 @@ impl HostNetwork {
 
     fn records(&self) -> PathBuf {
         self.dir.join("forwarding")
+    }
+
+    /// gitvisor's table: the listing recorded at the current generation when there is
+    /// one (nothing in nftables changed since it was read: `generation.rs`), else
+    /// `nft -j list table`, recorded for the next observation.
+    async fn observe_table(&self) -> Result<TableObservation, SeamError> {
+        let before = generation::current().await.unwrap_or_else(|error| {
+            tracing::debug!("{error}; listing the nftables table");
+            None
+        });
+        if let Some(key) = &before {
+            let (dir, key) = (self.dir.clone(), key.clone());
+            if let Some(table) = blocking(move || Ok(generation::recorded(&dir, &key))).await? {
+                return Ok(TableObservation::Present(table));
+            }
+        }
+        let listed = self.list_table().await?;
+        if let (Some(key), TableObservation::Present(table)) = (before, &listed)
+            && matches!(generation::current().await, Ok(Some(after)) if after == key)
+        {
+            let (dir, table) = (self.dir.clone(), table.clone());
+            blocking(move || {
+                if let Err(error) = generation::record(&dir, key, table) {
+                    tracing::debug!(
+                        "cannot record the nftables listing under {}: {error}",
+                        dir.display()
+                    );
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(listed)
     }
 
     async fn list_table(&self) -> Result<TableObservation, SeamError> {
@@ -159,7 +195,7 @@ impl HostNetwork {
 
     async fn commit(&self, transaction: &Transaction) -> Result<(), SeamError> {
         let commands = transaction.0.as_slice();
-        let json = transaction.to_json().to_string();
+        let json = transaction.to_json_text();
         match run("nft", &["-j", "-f", "-"], Some(json)).await {
             Ok(_) => Ok(()),
             // Deleting a table that is already gone is done, when it really is gone.
@@ -257,7 +293,7 @@ impl HostNetwork {
 #[async_trait]
 impl NetworkSeam for HostNetwork {
     async fn observe(&self) -> Result<NetworkState, SeamError> {
-        let table = self.list_table().await?;
+        let table = self.observe_table().await?;
         let dir = self.dir.clone();
         let records = self.records();
         let (forwarding, route_localnet, forwarding_enabled, default_route, dhcp_dirs, listeners) =

@@ -82,6 +82,7 @@ mod dnsmasq;
 mod drift;
 mod error;
 pub mod fake;
+mod generation;
 pub mod host;
 pub mod instance;
 mod kind;
