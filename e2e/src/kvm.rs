@@ -70,7 +70,7 @@ pub const GUEST_MODULES: &[&str] = &[
 ];
 
 const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin /etc/acpi/PWRF
+/bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin /etc/acpi/PWRF /var/log
 /bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -106,7 +106,8 @@ if [ -n "$(arg gv.listen)" ]; then
     echo "GV-LISTEN $(arg gv.listen)"
 fi
 trap '/etc/stop ctrl-alt-del' INT
-acpid
+# In the foreground (daemonized, busybox acpid exits when it cannot open its log).
+acpid -f -c /etc/acpi -l /tmp/acpid.log &
 (while read -r line; do
     echo "GV-ECHO $line"
     if [ "$line" = gv-deaf ]; then touch /tmp/deaf; echo GV-DEAF; fi
