@@ -353,7 +353,11 @@ mod tests {
         // A stream of saves still falls due at most BURST_MAX after the first.
         let mut scheduler = Scheduler::default();
         for step in 0..200u32 {
-            scheduler.written(Key::Revision, Cause::Source, start + step * WRITTEN_QUIET / 2);
+            scheduler.written(
+                Key::Revision,
+                Cause::Source,
+                start + step * WRITTEN_QUIET / 2,
+            );
         }
         assert_eq!(scheduler.next_due(), Some(start + BURST_MAX));
     }
