@@ -395,3 +395,201 @@ async fn a_host_event_repairs_drift_without_waiting_for_the_resync() {
     assert!(echo.converged, "{echo:?}");
     assert_eq!(s.shared.status().last_reconcile, last);
 }
+
+/// A bridge `name` with `mtu`, depending on `depends_on` (a `Kind/name`) when given.
+fn bridge_with(name: &str, address: &str, mtu: u32, depends_on: Option<&str>) -> String {
+    let depends = depends_on.map_or(String::new(), |d| format!(", dependsOn: [{d}]"));
+    format!(
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {{name: {name}{depends}}}\nspec: {{mtu: {mtu}, addresses: [{address}]}}\n"
+    )
+}
+
+/// Sets `name`'s MTU by hand, as a person would, without any watch hearing of it.
+async fn drift_mtu(links: &FakeLinks, name: &str, mtu: u32) {
+    let index = links.link(name).unwrap().index;
+    links
+        .send(LinkRequest::SetMtu { index, mtu })
+        .await
+        .unwrap();
+}
+
+/// The store's owned records, by resource.
+fn owned(s: &Setup) -> std::collections::BTreeMap<ResourceId, gitvisor::state::OwnedRecord> {
+    gitvisor::state::ReadOnlyStore::open(&s._state.path().join("state"))
+        .unwrap()
+        .owned()
+        .unwrap()
+}
+
+/// A saved change to one resource of a revision already applied is a targeted
+/// reconcile: that resource and what depends on it are planned against the host, and
+/// nothing else is looked at (drift made by hand elsewhere, which no watch announced,
+/// stays until the resync). The store ends as a full reconcile leaves it: every
+/// resource recorded and Ready under the new revision.
+#[tokio::test(start_paused = true)]
+async fn a_saved_change_reconciles_only_what_changed_and_what_depends_on_it() {
+    let mut s = setup();
+    let cancel = CancelToken::new();
+    write(
+        s.repo.path(),
+        "a.yaml",
+        &bridge_with("br-a", "10.0.1.1/24", 1500, None),
+    );
+    write(
+        s.repo.path(),
+        "b.yaml",
+        &bridge_with("br-b", "10.0.2.1/24", 1500, None),
+    );
+    write(
+        s.repo.path(),
+        "c.yaml",
+        &bridge_with("br-c", "10.0.3.1/24", 1500, Some("Bridge/br-a")),
+    );
+    let first = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(first.converged, "{first:?}");
+    drift_mtu(&s.links, "br-b", 1280).await;
+    drift_mtu(&s.links, "br-c", 1280).await;
+    let dumps = s.links.dumps();
+
+    write(
+        s.repo.path(),
+        "a.yaml",
+        &bridge_with("br-a", "10.0.1.1/24", 1400, None),
+    );
+    let saved = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(saved.converged, "{saved:?}");
+    assert_eq!(
+        s.links.link("br-a").unwrap().mtu,
+        1400,
+        "the change is applied"
+    );
+    assert_eq!(
+        s.links.link("br-c").unwrap().mtu,
+        1500,
+        "a dependent of the change is planned with it (and its drift repaired)"
+    );
+    assert_eq!(
+        s.links.link("br-b").unwrap().mtu,
+        1280,
+        "what the revision did not change is not looked at"
+    );
+    assert!(s.links.dumps() > dumps, "the host was observed for br-a");
+
+    let revision = saved.revision.clone().unwrap();
+    let status = s.shared.status();
+    assert_eq!(
+        status
+            .applied
+            .as_ref()
+            .map(|a| (a.id.as_str(), a.summary.as_str(), a.converged)),
+        Some((
+            revision.as_str(),
+            "3 resources, 2 changed, 0 not converged",
+            true
+        ))
+    );
+    assert_eq!(status.resources.len(), 3);
+    for resource in &status.resources {
+        assert_eq!(resource.revision, revision, "{resource:?}");
+        assert_eq!(resource.state, gitvisor::state::ResourceState::Ready);
+    }
+    let records = owned(&s);
+    assert_eq!(records.len(), 3);
+    for (id, record) in &records {
+        assert_eq!(record.revision, revision, "{id}");
+        assert!(!record.spec_hash.is_empty() && !record.pending, "{id}");
+    }
+
+    // The resync looks at everything again.
+    let resync = s.controller.reconcile(reasons("resync"), &cancel).await;
+    assert!(resync.converged, "{resync:?}");
+    assert_eq!(s.links.link("br-b").unwrap().mtu, 1500);
+}
+
+/// A file removed from a revision already applied deletes its resource (under the
+/// usual prune rules: this source declared it) in a targeted reconcile.
+#[tokio::test(start_paused = true)]
+async fn a_removed_file_deletes_its_resource_in_a_targeted_reconcile() {
+    let mut s = setup();
+    let cancel = CancelToken::new();
+    write(s.repo.path(), "a.yaml", &bridge("br-a", "10.0.1.1/24"));
+    write(s.repo.path(), "b.yaml", &bridge("br-b", "10.0.2.1/24"));
+    assert!(
+        s.controller
+            .reconcile(reasons("source"), &cancel)
+            .await
+            .converged
+    );
+    drift_mtu(&s.links, "br-a", 1280).await;
+
+    std::fs::remove_file(s.repo.path().join("b.yaml")).unwrap();
+    let removed = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(removed.converged, "{removed:?}");
+    assert!(s.links.link("br-b").is_none(), "deleted");
+    assert_eq!(s.links.link("br-a").unwrap().mtu, 1280, "not looked at");
+    let records = owned(&s);
+    assert_eq!(
+        records.keys().cloned().collect::<Vec<_>>(),
+        vec![bridge_id("br-a")]
+    );
+    assert_eq!(
+        records[&bridge_id("br-a")].revision,
+        removed.revision.unwrap()
+    );
+}
+
+/// A revision with an error is rejected whole, targeted reconciles or not: nothing of
+/// it runs and everything stays as it was; once fixed, what changed since the last good
+/// revision is applied.
+#[tokio::test(start_paused = true)]
+async fn a_rejected_revision_leaves_everything_running_and_its_fix_is_applied() {
+    let mut s = setup();
+    let cancel = CancelToken::new();
+    write(
+        s.repo.path(),
+        "a.yaml",
+        &bridge_with("br-a", "10.0.1.1/24", 1500, None),
+    );
+    write(
+        s.repo.path(),
+        "b.yaml",
+        &bridge_with("br-b", "10.0.2.1/24", 1500, None),
+    );
+    let first = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(first.converged, "{first:?}");
+
+    // br-a edited and br-b removed, beside a file with an error.
+    write(
+        s.repo.path(),
+        "a.yaml",
+        &bridge_with("br-a", "10.0.1.1/24", 1400, None),
+    );
+    std::fs::remove_file(s.repo.path().join("b.yaml")).unwrap();
+    write(
+        s.repo.path(),
+        "bad.yaml",
+        "apiVersion: gitvisor.dev/v1alpha1\nkind: Bridge\nmetadata: {name: br-c}\nspec: {mtu: lots}\n",
+    );
+    let rejected = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(rejected.rejected.is_some(), "{rejected:?}");
+    assert_eq!(rejected.revision, first.revision);
+    assert_eq!(s.links.link("br-a").unwrap().mtu, 1500);
+    assert!(s.links.link("br-b").is_some(), "still running");
+    assert!(s.links.link("br-c").is_none());
+    assert_eq!(owned(&s).len(), 2);
+
+    write(
+        s.repo.path(),
+        "bad.yaml",
+        &bridge_with("br-c", "10.0.3.1/24", 1500, None),
+    );
+    let fixed = s.controller.reconcile(reasons("source"), &cancel).await;
+    assert!(fixed.converged && fixed.rejected.is_none(), "{fixed:?}");
+    assert_eq!(s.links.link("br-a").unwrap().mtu, 1400);
+    assert!(s.links.link("br-b").is_none());
+    assert!(s.links.link("br-c").is_some());
+    assert_eq!(
+        owned(&s).keys().cloned().collect::<Vec<_>>(),
+        vec![bridge_id("br-a"), bridge_id("br-c")]
+    );
+}

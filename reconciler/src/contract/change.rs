@@ -167,6 +167,15 @@ impl Change {
         }
     }
 
+    /// A declared resource a targeted reconcile leaves out of focus: nothing to do, and
+    /// not compared with the host (the last apply of the same spec converged and no watch
+    /// has announced a change since). Recorded as a no-op, under the new revision.
+    pub fn carried(desired: &Arc<Resource>) -> Self {
+        Change::new(desired.id(), Action::NoOp)
+            .with_desired(desired.clone())
+            .with_reason("unchanged in this revision and converged: not observed again")
+    }
+
     pub fn with_desired(mut self, desired: Arc<Resource>) -> Self {
         self.desired = Some(desired);
         self

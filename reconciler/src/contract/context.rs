@@ -12,6 +12,12 @@
 //!   the time apply runs; a driver that must read the referenced object's live state
 //!   (a device's major:minor) reads it in apply, through its own seam.
 //!
+//! - the focus of a targeted reconcile ([`PlanContext::in_focus`]): the controller applies
+//!   a new revision by planning only what changed in it (and what depends on that).
+//!   [`make_plan`](crate::plan::make_plan_focused) does not call a driver whose kind has
+//!   nothing in focus; a driver that is called may return a resource out of focus as
+//!   [`Change::carried`] instead of diffing it against the host, or plan it as usual.
+//!
 //! [`make_plan`](crate::plan::make_plan) attaches the revision; callers only give
 //! ownership ([`PlanContext::new`]).
 
@@ -26,6 +32,8 @@ pub struct PlanContext {
     pub owned: BTreeSet<ResourceId>,
     /// The revision's resources for this host, every kind.
     declared: BTreeMap<ResourceId, Arc<Resource>>,
+    /// A targeted reconcile's resources; `None`: every resource is in focus.
+    focus: Option<Arc<BTreeSet<ResourceId>>>,
 }
 
 impl PlanContext {
@@ -34,7 +42,27 @@ impl PlanContext {
         PlanContext {
             owned: owned.into_iter().collect(),
             declared: BTreeMap::new(),
+            focus: None,
         }
+    }
+
+    /// The same context, planning only `focus` (see the module docs).
+    pub fn with_focus(mut self, focus: Option<Arc<BTreeSet<ResourceId>>>) -> Self {
+        self.focus = focus;
+        self
+    }
+
+    /// Whether the plan must diff `id` against the host: every resource, unless this is
+    /// a targeted reconcile that `id` is not part of.
+    pub fn in_focus(&self, id: &ResourceId) -> bool {
+        self.focus.as_ref().is_none_or(|focus| focus.contains(id))
+    }
+
+    /// Whether anything of `kind` is in focus.
+    pub fn kind_in_focus(&self, kind: Kind) -> bool {
+        self.focus
+            .as_ref()
+            .is_none_or(|focus| focus.iter().any(|id| id.kind == kind))
     }
 
     /// The same context, seeing `resources` (the revision, resolved for this host).

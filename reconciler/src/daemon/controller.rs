@@ -38,7 +38,7 @@ use super::status::{Problem, ReconcileRun, Rejected, ResourceView};
 use super::trigger::{Reasons, SyncOutcome};
 use crate::contract::{CancelToken, HostEvent, chain};
 use crate::execute::{Progress, ResultKind, RunEvent};
-use crate::load::Revision;
+use crate::load::{ParseCache, Revision};
 use crate::model::ResourceId;
 use crate::plan::PruneWithheld;
 use crate::reconcile::{self, PlanOptions, Reconciler, Source};
@@ -99,6 +99,8 @@ pub struct Controller {
     /// The revision and the objects of the last "prune withheld" event, so that it is
     /// told once per revision rather than at every resync.
     withheld_announced: Option<(String, Vec<String>)>,
+    /// What the source's files parsed to at the last load, for the next one.
+    parse_cache: Arc<std::sync::Mutex<ParseCache>>,
 }
 
 impl Controller {
@@ -113,6 +115,7 @@ impl Controller {
             stalled: 0,
             first: true,
             withheld_announced: None,
+            parse_cache: Arc::default(),
         }
     }
 
@@ -157,6 +160,9 @@ impl Controller {
             || reasons.asked()
             || (reasons.resync && matches!(self.origin, Origin::Dir(_)));
         let mut new_revision = false;
+        // What a new revision changed since the one the host is kept at, for a targeted
+        // reconcile of it; `None`: apply it whole.
+        let mut changed: Option<BTreeSet<ResourceId>> = None;
         let fetched = if read_source {
             // A fetch can wait on the network for a while; SIGTERM does not wait for it
             // (dropping it kills git).
@@ -167,6 +173,11 @@ impl Controller {
         } else {
             None
         };
+        tracing::debug!(
+            read_source,
+            fetched_ms = started.elapsed().as_secs_f64() * 1e3,
+            "source read"
+        );
         if let Some(fetched) = fetched {
             match fetched {
                 Fetched::New(current) => {
@@ -181,6 +192,13 @@ impl Controller {
                             current.revision.resources.len()
                         ),
                     );
+                    // A resync or a person's sync looks at everything; so does the first
+                    // reconcile, which has nothing to compare with.
+                    if !first && !reasons.resync && !reasons.asked() {
+                        changed = self.current.as_ref().map(|old| {
+                            reconcile::changed_between(&old.revision, &current.revision)
+                        });
+                    }
                     self.current = Some(current);
                     self.accept();
                     self.forget_holds();
@@ -226,7 +244,7 @@ impl Controller {
         let run = match (self.current.take(), apply) {
             (Some(current), true) => {
                 let run = self
-                    .apply(&current, reasons, &scope, new_revision, cancel)
+                    .apply(&current, reasons, &scope, new_revision, changed, cancel)
                     .await;
                 self.current = Some(current);
                 let only_host = reasons
@@ -276,7 +294,12 @@ impl Controller {
                 run
             }
         };
-        self.refresh(run)
+        let outcome = self.refresh(run);
+        tracing::debug!(
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "reconcile done"
+        );
+        outcome
     }
 
     /// The last run shown, as it was (a reconcile that had nothing to do is not news), or
@@ -317,6 +340,7 @@ impl Controller {
         reasons: Reasons,
         scope: &Scope,
         new_revision: bool,
+        changed: Option<BTreeSet<ResourceId>>,
         cancel: &CancelToken,
     ) -> ReconcileRun {
         let started = StdInstant::now();
@@ -325,6 +349,7 @@ impl Controller {
         let options = PlanOptions {
             held: self.retries.held(now),
             targets: targets(current, scope),
+            changed,
             ..PlanOptions::default()
         };
         if let Scope::Resources(_) = scope
@@ -514,7 +539,7 @@ impl Controller {
         match &self.origin {
             Origin::Dir(dir) => {
                 let source = Source::from_paths(std::slice::from_ref(dir));
-                match load(source, host, None).await {
+                match load(source, host, None, self.parse_cache.clone()).await {
                     Err(message) => Fetched::Failed(message),
                     Ok(Err(errors)) => Fetched::Rejected {
                         revision: None,
@@ -568,7 +593,7 @@ impl Controller {
                 };
                 let source = Source::with_id(&[checkout.dir], git.id());
                 let root = git.checkout_dir().to_owned();
-                match load(source, host, Some(root)).await {
+                match load(source, host, Some(root), self.parse_cache.clone()).await {
                     Err(message) => Fetched::Failed(message),
                     Ok(Err(errors)) => Fetched::Rejected {
                         revision: Some(commit),
@@ -746,24 +771,37 @@ async fn load(
     source: Source,
     host: String,
     root: Option<PathBuf>,
+    cache: Arc<std::sync::Mutex<ParseCache>>,
 ) -> Result<Result<Current, Vec<String>>, String> {
-    tokio::task::spawn_blocking(move || match reconcile::load(&source, &host) {
-        Ok(revision) => Ok(Current {
-            declared: revision.resources.iter().map(|r| r.id()).collect(),
-            revision,
-            source,
-            commit: None,
-        }),
-        Err(errors) => Err(errors
-            .diagnostics
-            .into_iter()
-            .map(|mut diagnostic| {
-                if let Some(root) = &root {
-                    diagnostic.file = in_repository(root, &diagnostic.file);
-                }
-                diagnostic.to_string()
-            })
-            .collect()),
+    tokio::task::spawn_blocking(move || {
+        let loaded = match cache.lock() {
+            Ok(mut cache) => reconcile::load_cached(&source, &host, &mut cache),
+            // A load that panicked left the cache in doubt: drop it.
+            Err(poisoned) => {
+                let mut fresh = poisoned.into_inner();
+                *fresh = ParseCache::new();
+                cache.clear_poison();
+                reconcile::load_cached(&source, &host, &mut fresh)
+            }
+        };
+        match loaded {
+            Ok(revision) => Ok(Current {
+                declared: revision.resources.iter().map(|r| r.id()).collect(),
+                revision,
+                source,
+                commit: None,
+            }),
+            Err(errors) => Err(errors
+                .diagnostics
+                .into_iter()
+                .map(|mut diagnostic| {
+                    if let Some(root) = &root {
+                        diagnostic.file = in_repository(root, &diagnostic.file);
+                    }
+                    diagnostic.to_string()
+                })
+                .collect()),
+        }
     })
     .await
     .map_err(|error| format!("the manifest loader stopped: {error}"))

@@ -16,8 +16,9 @@
 //!    verdicts, exits and restarts, into the event log) and how objects are doing now
 //!    (status's `live`).
 //! 4. The loop: everything that asks for a reconcile becomes an entry of one queue
-//!    ([`scheduler`]): the first reconcile, file events (debounced: quiet for 100 ms, at
-//!    most 500 ms, so a save is applied well within a second), the git poll and the
+//!    ([`scheduler`]): the first reconcile, file events (debounced: quiet for 10 ms
+//!    after a file closed after writing, 100 ms after any other file event, at most
+//!    500 ms), the git poll and the
 //!    resync (re-armed each time they are served), retries, restart backoffs and the
 //!    drivers' events (debounced the same way). The loop sleeps until the next entry
 //!    falls due or something arrives, then runs one reconcile at a time
@@ -60,6 +61,7 @@ use crate::contract::{HostEvent, Severity};
 use crate::drivers::HostSettings;
 use crate::reconcile::Reconciler;
 use crate::source::DirWatcher;
+use crate::source::watch::SourceChange;
 use crate::state::EventLevel;
 use crate::state::ReadOnlyStore;
 use scheduler::{Cause, Key};
@@ -130,8 +132,11 @@ pub async fn run(reconciler: Reconciler, options: ControllerOptions) -> Result<(
     let _watch: Option<DirWatcher> = match &options.origin {
         Origin::Dir(dir) => {
             let shared = shared.clone();
-            Some(crate::source::watch::watch(dir, move || {
-                shared.triggers.fire(Trigger::Source)
+            Some(crate::source::watch::watch(dir, move |change| {
+                shared.triggers.fire(match change {
+                    SourceChange::Changed => Trigger::Source,
+                    SourceChange::Written => Trigger::Written,
+                })
             })?)
         }
         Origin::Git(_) => None,
@@ -289,13 +294,22 @@ impl Loop {
                 },
                 _ = sleep_until(next), if next.is_some() => {}
             }
-            let (reasons, replies) = shared.triggers.take();
+            let trigger::Fired {
+                reasons,
+                written,
+                replies,
+            } = shared.triggers.take();
             self.replies.extend(replies);
             let now = Instant::now();
             let scheduler = controller.scheduler();
             if reasons.source {
-                // File events come in bursts (a save, a checkout).
-                scheduler.debounced(Key::Revision, Cause::Source, now);
+                // File events come in bursts (a save, a checkout); one that closed a
+                // file after writing ends its writer's part of it.
+                if written {
+                    scheduler.written(Key::Revision, Cause::Source, now);
+                } else {
+                    scheduler.debounced(Key::Revision, Cause::Source, now);
+                }
             }
             if reasons.resync {
                 scheduler.at(Key::Revision, Cause::Resync, now);

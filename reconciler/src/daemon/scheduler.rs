@@ -45,6 +45,10 @@ use crate::model::{Kind, ResourceId};
 
 /// A debounced burst falls due after this much quiet…
 pub const QUIET: Duration = Duration::from_millis(100);
+/// …or, when its last event ended a write (a manifest closed after writing,
+/// [`Scheduler::written`]), after this much: an editor's write-and-rename takes a few
+/// milliseconds, and a file still being written has not been closed yet…
+pub const WRITTEN_QUIET: Duration = Duration::from_millis(10);
 /// …or this long after its first event, whichever comes first.
 pub const BURST_MAX: Duration = Duration::from_millis(500);
 
@@ -91,14 +95,24 @@ struct Timing {
     /// The earliest time asked for without debounce.
     at: Option<Instant>,
     /// A debounced burst: its first and its last event.
-    burst: Option<(Instant, Instant)>,
+    burst: Option<Burst>,
+}
+
+/// A debounced burst of events.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Burst {
+    first: Instant,
+    last: Instant,
+    /// How long after `last` it falls due: [`QUIET`], or [`WRITTEN_QUIET`] when the last
+    /// event ended a write.
+    quiet: Duration,
 }
 
 impl Timing {
     fn run_at(&self) -> Instant {
         let burst = self
             .burst
-            .map(|(first, last)| (last + QUIET).min(first + BURST_MAX));
+            .map(|b| (b.last + b.quiet).min(b.first + BURST_MAX));
         match (self.at, burst) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) => a,
@@ -155,13 +169,26 @@ impl Scheduler {
     /// Asks for `key` to be reconciled for `cause` once the burst this event belongs
     /// to is over (see [`QUIET`]).
     pub fn debounced(&mut self, key: Key, cause: Cause, now: Instant) {
+        self.burst(key, cause, now, QUIET);
+    }
+
+    /// As [`Scheduler::debounced`], for an event that ended a write (a manifest closed
+    /// after writing): the burst falls due after [`WRITTEN_QUIET`] unless another event
+    /// follows.
+    pub fn written(&mut self, key: Key, cause: Cause, now: Instant) {
+        self.burst(key, cause, now, WRITTEN_QUIET);
+    }
+
+    fn burst(&mut self, key: Key, cause: Cause, now: Instant, quiet: Duration) {
         let timing = self.entries.entry((key, cause)).or_insert(Timing {
             at: None,
             burst: None,
         });
-        timing.burst = Some(match timing.burst {
-            Some((first, _)) => (first, now),
-            None => (now, now),
+        let first = timing.burst.map_or(now, |b| b.first);
+        timing.burst = Some(Burst {
+            first,
+            last: now,
+            quiet,
         });
     }
 
@@ -301,6 +328,38 @@ mod tests {
         assert_eq!(due.scope, Scope::Revision);
         assert_eq!(due.reasons.describe(), "source");
         assert_eq!(scheduler.take_due(start + QUIET * 3), None);
+    }
+
+    #[test]
+    fn a_write_that_ended_is_due_after_the_short_quiet_unless_another_event_follows() {
+        let start = Instant::now();
+        let mut scheduler = Scheduler::default();
+        // A save: the truncate and the write, then the close.
+        scheduler.debounced(Key::Revision, Cause::Source, start);
+        scheduler.debounced(Key::Revision, Cause::Source, start);
+        scheduler.written(Key::Revision, Cause::Source, start + WRITTEN_QUIET / 2);
+        assert_eq!(
+            scheduler.next_due(),
+            Some(start + WRITTEN_QUIET / 2 + WRITTEN_QUIET)
+        );
+        // Another file opened and written after it: the long quiet again.
+        scheduler.debounced(Key::Revision, Cause::Source, start + WRITTEN_QUIET);
+        assert_eq!(scheduler.next_due(), Some(start + WRITTEN_QUIET + QUIET));
+        // Closed too: the short one.
+        scheduler.written(Key::Revision, Cause::Source, start + WRITTEN_QUIET * 2);
+        assert_eq!(scheduler.next_due(), Some(start + WRITTEN_QUIET * 3));
+        let due = scheduler.take_due(start + WRITTEN_QUIET * 3).unwrap();
+        assert_eq!(due.scope, Scope::Revision);
+        // A stream of saves still falls due at most BURST_MAX after the first.
+        let mut scheduler = Scheduler::default();
+        for step in 0..200u32 {
+            scheduler.written(
+                Key::Revision,
+                Cause::Source,
+                start + step * WRITTEN_QUIET / 2,
+            );
+        }
+        assert_eq!(scheduler.next_due(), Some(start + BURST_MAX));
     }
 
     #[test]

@@ -88,7 +88,11 @@ impl Reasons {
 /// One kind of trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// A file event that may be the middle of a write.
     Source,
+    /// A file closed after writing: the source may have a new revision, and that
+    /// writer is done (a shorter debounce, [`super::scheduler::WRITTEN_QUIET`]).
+    Written,
     Resync,
     Reload,
 }
@@ -109,23 +113,34 @@ pub struct SyncOutcome {
     pub summary: String,
 }
 
+/// What was fired since the last [`Triggers::take`].
 #[derive(Default)]
-struct Pending {
-    reasons: Reasons,
-    replies: Vec<oneshot::Sender<SyncOutcome>>,
+pub struct Fired {
+    pub reasons: Reasons,
+    /// The last file event was a file closed after writing ([`Trigger::Written`]), not
+    /// one that may be the middle of a write.
+    pub written: bool,
+    pub replies: Vec<oneshot::Sender<SyncOutcome>>,
 }
 
 /// The flags and reply channels gathered so far, and the loop's wake-up.
 #[derive(Default)]
 pub struct Triggers {
-    pending: Mutex<Pending>,
+    pending: Mutex<Fired>,
     wake: Notify,
 }
 
 impl Triggers {
     pub fn fire(&self, trigger: Trigger) {
         self.update(|pending| match trigger {
-            Trigger::Source => pending.reasons.source = true,
+            Trigger::Source => {
+                pending.reasons.source = true;
+                pending.written = false;
+            }
+            Trigger::Written => {
+                pending.reasons.source = true;
+                pending.written = true;
+            }
             Trigger::Resync => pending.reasons.resync = true,
             Trigger::Reload => pending.reasons.reload = true,
         });
@@ -142,7 +157,7 @@ impl Triggers {
         receiver
     }
 
-    fn update(&self, change: impl FnOnce(&mut Pending)) {
+    fn update(&self, change: impl FnOnce(&mut Fired)) {
         match self.pending.lock() {
             Ok(mut pending) => change(&mut pending),
             Err(poisoned) => change(&mut poisoned.into_inner()),
@@ -156,12 +171,11 @@ impl Triggers {
     }
 
     /// Everything fired so far; the flags are cleared.
-    pub fn take(&self) -> (Reasons, Vec<oneshot::Sender<SyncOutcome>>) {
-        let taken = match self.pending.lock() {
+    pub fn take(&self) -> Fired {
+        match self.pending.lock() {
             Ok(mut pending) => std::mem::take(&mut *pending),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
-        (taken.reasons, taken.replies)
+        }
     }
 }
 
@@ -178,7 +192,12 @@ mod tests {
         triggers.fire(Trigger::Resync);
         let reply = triggers.request();
         triggers.wait().await;
-        let (reasons, replies) = triggers.take();
+        let Fired {
+            reasons,
+            written,
+            replies,
+        } = triggers.take();
+        assert!(!written);
         assert_eq!(
             reasons,
             Reasons {
@@ -190,8 +209,21 @@ mod tests {
         );
         assert_eq!(reasons.describe(), "source+resync+sync");
         assert_eq!(replies.len(), 1);
-        let (again, replies) = triggers.take();
-        assert!(!again.any() && replies.is_empty());
+        let again = triggers.take();
+        assert!(!again.reasons.any() && again.replies.is_empty());
         drop(reply);
+    }
+
+    #[tokio::test]
+    async fn a_write_is_over_only_when_the_last_file_event_closed_a_file() {
+        let triggers = Triggers::default();
+        triggers.fire(Trigger::Source);
+        triggers.fire(Trigger::Written);
+        let fired = triggers.take();
+        assert!(fired.reasons.source && fired.written);
+        triggers.fire(Trigger::Written);
+        triggers.fire(Trigger::Source);
+        let fired = triggers.take();
+        assert!(fired.reasons.source && !fired.written);
     }
 }

@@ -21,6 +21,7 @@
 mod documents;
 mod files;
 mod parse;
+mod parse_cache;
 mod paths;
 
 use std::collections::HashSet;
@@ -35,10 +36,12 @@ pub use crate::manifest::{
 };
 pub use files::{MAX_FILE_BYTES, MAX_REVISION_BYTES};
 pub use parse::MAX_ERRORS_PER_DOCUMENT;
-pub use paths::load_revision_paths;
+pub use parse_cache::ParseCache;
+pub use paths::{load_revision_paths, load_revision_paths_cached};
 
 use crate::graph::DependencyGraph;
 use crate::model::{PRUNE_POLICY_KIND, PrunePolicy, Resource};
+use parse_cache::ParsedFile;
 
 /// A loaded, validated set of manifests.
 #[derive(Debug, Clone)]
@@ -73,14 +76,27 @@ pub fn load_revision(path: &Path, host: &str) -> Result<Revision, RevisionErrors
 
 /// Like [`load_revision`], for several paths that together form one revision.
 pub fn load_paths(paths: &[&Path], host: &str) -> Result<Revision, RevisionErrors> {
+    load_paths_cached(paths, host, None)
+}
+
+/// [`load_paths`], reusing what `cache` kept of files that did not change since its last
+/// load (see [`ParseCache`]); the result is the same as without it.
+pub fn load_paths_cached(
+    paths: &[&Path],
+    host: &str,
+    cache: Option<&mut ParseCache>,
+) -> Result<Revision, RevisionErrors> {
+    let timer = std::time::Instant::now();
     let Loaded {
         resources,
         declarations,
         mut diagnostics,
         digest,
         policies,
-    } = read_paths(paths);
+    } = read_paths_cached(paths, cache);
+    let read = timer.elapsed();
     let selected = crate::validate::validate(&resources, &declarations, host, &mut diagnostics);
+    let validated = timer.elapsed();
     let prune_policy = prune_policy_for(policies, host, &mut diagnostics);
     let graph = match DependencyGraph::build(&selected) {
         Ok(graph) => Some(graph),
@@ -89,6 +105,12 @@ pub fn load_paths(paths: &[&Path], host: &str) -> Result<Revision, RevisionError
             None
         }
     };
+    tracing::debug!(
+        read_ms = read.as_secs_f64() * 1e3,
+        validated_ms = validated.as_secs_f64() * 1e3,
+        graph_ms = timer.elapsed().as_secs_f64() * 1e3,
+        "load timings"
+    );
     match graph {
         Some(graph) if diagnostics.is_empty() => Ok(Revision {
             id: digest,
@@ -146,6 +168,12 @@ pub fn read_tree(path: &Path) -> Loaded {
 
 /// Reads and deserialises every document under each of `paths` (one revision).
 pub fn read_paths(paths: &[&Path]) -> Loaded {
+    read_paths_cached(paths, None)
+}
+
+/// [`read_paths`], with the files that did not change since the last load taken from
+/// `cache`.
+fn read_paths_cached(paths: &[&Path], mut cache: Option<&mut ParseCache>) -> Loaded {
     let mut loaded = Loaded::default();
     let mut hasher = Sha256::new();
     let mut seen = HashSet::new();
@@ -190,8 +218,22 @@ pub fn read_paths(paths: &[&Path]) -> Loaded {
             hasher.update([0]);
             hasher.update(text.as_bytes());
             hasher.update([0]);
-            read_file(&file, &text, &mut loaded);
+            let parsed = match cache.as_deref_mut() {
+                Some(cache) => match cache.get(&file, &text) {
+                    Some(parsed) => parsed,
+                    None => cache.insert(&file, &text, read_file(&file, &text)),
+                },
+                None => read_file(&file, &text),
+            };
+            loaded.resources.extend(parsed.resources);
+            loaded.declarations.extend(parsed.declarations);
+            loaded.diagnostics.extend(parsed.diagnostics);
+            loaded.policies.extend(parsed.policies);
         }
+    }
+    if let Some(cache) = cache {
+        let reused = cache.finish();
+        tracing::debug!(reused, files = cache.len(), "parse cache");
     }
     let digest = hasher.finalize();
     let id = digest[..8]
@@ -202,7 +244,9 @@ pub fn read_paths(paths: &[&Path]) -> Loaded {
     loaded
 }
 
-fn read_file(file: &Path, text: &str, loaded: &mut Loaded) {
+/// What the documents of `file` (its content `text`) parse to.
+fn read_file(file: &Path, text: &str) -> ParsedFile {
+    let mut loaded = ParsedFile::default();
     for slice in documents::split(text) {
         let outcome = parse::document(
             file,
@@ -221,4 +265,5 @@ fn read_file(file: &Path, text: &str, loaded: &mut Loaded) {
             });
         }
     }
+    loaded
 }

@@ -146,9 +146,8 @@ pub fn document(file: &Path, text: &str, start_line: usize, first_line: usize) -
     let source = Arc::new(SourceDocument::new(tree, first_line));
     origin.fields = Some(FieldLocator(source.clone()));
     let resource = resource.map(|(metadata, spec)| Resource {
-        metadata,
-        spec,
         origin,
+        ..Resource::new(metadata, spec)
     });
     let damaged = diagnostics
         .iter()

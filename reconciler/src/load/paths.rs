@@ -13,11 +13,21 @@
 use std::path::{Path, PathBuf};
 
 use super::files::file_error;
-use super::{Diagnostic, Revision, RevisionErrors, load_paths};
+use super::{Diagnostic, ParseCache, Revision, RevisionErrors, load_paths_cached};
 
 /// Loads the manifests under every path in `paths` as one revision, in a canonical
 /// (sorted) order, so the same manifests given in another order are the same revision.
 pub fn load_revision_paths(paths: &[PathBuf], host: &str) -> Result<Revision, RevisionErrors> {
+    load_revision_paths_cached(paths, host, None)
+}
+
+/// [`load_revision_paths`], reusing the parse of unchanged files from `cache` (the
+/// controller's; see [`ParseCache`]).
+pub fn load_revision_paths_cached(
+    paths: &[PathBuf],
+    host: &str,
+    cache: Option<&mut ParseCache>,
+) -> Result<Revision, RevisionErrors> {
     let mut diagnostics = overlapping(paths);
     if paths.is_empty() {
         diagnostics.push(file_error(Path::new("."), "no manifest path given".into()));
@@ -29,7 +39,7 @@ pub fn load_revision_paths(paths: &[PathBuf], host: &str) -> Result<Revision, Re
     }
     let mut sorted: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     sorted.sort();
-    load_paths(&sorted, host)
+    load_paths_cached(&sorted, host, cache)
 }
 
 /// A diagnostic for every path that repeats or lies inside another path of `paths`.

@@ -75,12 +75,24 @@ impl Origin {
 }
 
 /// A validated resource: what the rest of the pipeline works with.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Resource {
     pub metadata: Metadata,
     pub spec: Spec,
     #[serde(skip)]
     pub origin: Origin,
+    /// [`Resource::spec_hash`], computed once: the controller's targeted reconcile and
+    /// every execution ask it of each declared resource, and a file the loader's parse
+    /// cache reuses carries it over. The spec is never changed after loading.
+    #[serde(skip)]
+    pub(crate) spec_hash: std::sync::OnceLock<String>,
+}
+
+/// Two resources are the same declaration whatever was computed from them.
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        self.metadata == other.metadata && self.spec == other.spec && self.origin == other.origin
+    }
 }
 
 /// A reference from one resource to another, with the field path it was written at.
@@ -98,6 +110,7 @@ impl Resource {
             metadata,
             spec,
             origin: Origin::default(),
+            spec_hash: std::sync::OnceLock::new(),
         }
     }
 
@@ -127,8 +140,12 @@ impl Resource {
     /// JSON form, so two such specs never look alike.
     pub fn spec_hash(&self) -> Result<String, serde_json::Error> {
         use sha2::{Digest, Sha256};
+        if let Some(hash) = self.spec_hash.get() {
+            return Ok(hash.clone());
+        }
         let json = serde_json::to_vec(&self.spec)?;
         let digest = Sha256::digest(&json);
-        Ok(digest[..12].iter().map(|b| format!("{b:02x}")).collect())
+        let hash: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(self.spec_hash.get_or_init(|| hash).clone())
     }
 }

@@ -19,7 +19,7 @@ mod skipped;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use crate::contract::{Action, Change, Effect, FieldChange};
@@ -123,7 +123,24 @@ pub async fn make_plan(
     drivers: &Drivers,
     context: &PlanContext,
 ) -> Result<Plan, DriverError> {
-    let context = &context.clone().with_revision(&revision.resources);
+    make_plan_focused(revision, host, drivers, context, None).await
+}
+
+/// [`make_plan`] for a targeted reconcile: only `focus` is diffed against the host
+/// (`None`: everything). A kind with nothing in focus is not observed at all: its
+/// declared resources are carried ([`Change::carried`]); a driver called for a kind may
+/// carry what is out of focus too ([`PlanContext::in_focus`]).
+pub async fn make_plan_focused(
+    revision: &Revision,
+    host: &str,
+    drivers: &Drivers,
+    context: &PlanContext,
+    focus: Option<Arc<BTreeSet<ResourceId>>>,
+) -> Result<Plan, DriverError> {
+    let context = &context
+        .clone()
+        .with_revision(&revision.resources)
+        .with_focus(focus);
     let mut by_kind: BTreeMap<Kind, Vec<Arc<Resource>>> = BTreeMap::new();
     for resource in &revision.resources {
         by_kind
@@ -134,6 +151,9 @@ pub async fn make_plan(
     let observations = Kind::all().into_iter().map(|kind| {
         let desired = by_kind.get(&kind).cloned().unwrap_or_default();
         async move {
+            if !context.kind_in_focus(kind) {
+                return Ok(desired.iter().map(Change::carried).collect());
+            }
             match drivers.get(kind) {
                 Some(driver) => {
                     panicked::plan_catching_panics(

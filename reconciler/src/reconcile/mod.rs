@@ -23,15 +23,18 @@
 //!   the host's drift from the last applied revision.
 
 mod error;
+mod focus;
 mod scope;
 mod source;
 mod status;
 mod verify;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::ReconcileError;
+pub use focus::changed_between;
 pub use scope::{Ownership, PlanOptions, PruneMode, scope};
 pub use source::Source;
 pub use status::{Basis, HostView, Live, RECENT_EVENTS, StatusReport};
@@ -41,9 +44,10 @@ use crate::contract::CancelToken;
 use crate::drivers::{Drivers, PlanContext};
 use crate::drivers::{HostSettings, connect_all};
 use crate::execute::{self, ExecuteOptions, Progress, Report};
-use crate::load::{Revision, RevisionErrors};
+use crate::load::{ParseCache, Revision, RevisionErrors};
+use crate::model::ResourceId;
 use crate::plan::{self, Plan, RecordedDependencies};
-use crate::state::{ReadOnlyStore, Store};
+use crate::state::{ReadOnlyStore, ResourceStatus, Store};
 
 /// Default bound on concurrent driver calls.
 pub const DEFAULT_CONCURRENCY: usize = execute::DEFAULT_CONCURRENCY;
@@ -82,6 +86,16 @@ pub struct ApplyOutcome {
 /// store, or driver) exists: a rejected revision leaves no trace.
 pub fn load(source: &Source, host: &str) -> Result<Revision, RevisionErrors> {
     crate::load::load_revision_paths(source.paths(), host)
+}
+
+/// [`load`], reusing the parse of files unchanged since `cache`'s last load (the
+/// controller loads its source again for every save).
+pub fn load_cached(
+    source: &Source,
+    host: &str,
+    cache: &mut ParseCache,
+) -> Result<Revision, RevisionErrors> {
+    crate::load::load_revision_paths_cached(source.paths(), host, Some(cache))
 }
 
 /// Loads, plans, applies and reports, with one set of drivers.
@@ -128,15 +142,23 @@ impl Reconciler {
         options: &PlanOptions,
     ) -> Result<Plan, ReconcileError> {
         let store = ReadOnlyStore::open_async(&self.options.state_dir).await?;
-        let ownership = store
-            .run_blocking("read ownership", |store| {
-                Ok(Ownership {
+        let targeted = options.changed.is_some();
+        let (ownership, statuses) = store
+            .run_blocking("read ownership", move |store| {
+                let ownership = Ownership {
                     owned: store.owned()?,
                     revisions: store.revisions()?,
-                })
+                };
+                let statuses = if targeted {
+                    store.statuses()?
+                } else {
+                    BTreeMap::new()
+                };
+                Ok((ownership, statuses))
             })
             .await?;
-        self.scoped_plan(revision, source, options, &ownership)
+        let focus = focused(revision, options, &ownership, &statuses);
+        self.scoped_plan(revision, source, options, &ownership, focus)
             .await
     }
 
@@ -149,18 +171,29 @@ impl Reconciler {
         progress: Progress,
         cancel: CancelToken,
     ) -> Result<ApplyOutcome, ReconcileError> {
+        let timer = std::time::Instant::now();
         let store = Store::open_async(&self.options.state_dir).await?;
-        let ownership = store
-            .run_blocking("read ownership", |store| {
-                Ok(Ownership {
+        let targeted = options.changed.is_some();
+        let (ownership, statuses) = store
+            .run_blocking("read ownership", move |store| {
+                let ownership = Ownership {
                     owned: store.owned()?,
                     revisions: store.revisions()?,
-                })
+                };
+                let statuses = if targeted {
+                    store.statuses()?
+                } else {
+                    BTreeMap::new()
+                };
+                Ok((ownership, statuses))
             })
             .await?;
+        let opened = timer.elapsed();
+        let focus = focused(revision, options, &ownership, &statuses);
         let plan = self
-            .scoped_plan(revision, source, options, &ownership)
+            .scoped_plan(revision, source, options, &ownership, focus.clone())
             .await?;
+        let planned = timer.elapsed();
         execute::record_intents_async(&store, &plan, &revision.graph).await?;
         let mut report = execute::execute_with(
             &plan,
@@ -171,15 +204,23 @@ impl Reconciler {
                 .with_events(progress),
         )
         .await;
+        let executed = timer.elapsed();
         if plan.changes.iter().any(|c| c.action.is_change()) {
             let owned = store
                 .run_blocking("read owned records", Store::owned)
                 .await?;
             let context = PlanContext::new(owned.into_keys());
-            let again =
-                plan::make_plan(revision, &self.options.host, &self.drivers, &context).await;
+            let again = plan::make_plan_focused(
+                revision,
+                &self.options.host,
+                &self.drivers,
+                &context,
+                focus,
+            )
+            .await;
             verify(&mut report, again);
         }
+        let verified = timer.elapsed();
         execute::record_report_async(
             &store,
             &report,
@@ -188,6 +229,14 @@ impl Reconciler {
             source.id(),
         )
         .await?;
+        tracing::debug!(
+            opened_ms = opened.as_secs_f64() * 1e3,
+            planned_ms = planned.as_secs_f64() * 1e3,
+            executed_ms = executed.as_secs_f64() * 1e3,
+            verified_ms = verified.as_secs_f64() * 1e3,
+            recorded_ms = timer.elapsed().as_secs_f64() * 1e3,
+            "apply timings (since the start of the apply)"
+        );
         Ok(ApplyOutcome { plan, report })
     }
 
@@ -197,9 +246,13 @@ impl Reconciler {
         source: &Source,
         options: &PlanOptions,
         ownership: &Ownership,
+        focus: Option<Arc<BTreeSet<ResourceId>>>,
     ) -> Result<Plan, ReconcileError> {
         let context = PlanContext::new(ownership.owned.keys().cloned());
-        let plan = self.make_plan(revision, &context).await?;
+        let plan =
+            plan::make_plan_focused(revision, &self.options.host, &self.drivers, &context, focus)
+                .await
+                .map_err(ReconcileError::Observe)?;
         let options = options.under_policy(revision.prune_policy.as_deref());
         let mut plan = scope(plan, &revision.graph, ownership, source.id(), &options)?;
         let recorded: RecordedDependencies = ownership
@@ -220,4 +273,23 @@ impl Reconciler {
             .await
             .map_err(ReconcileError::Observe)
     }
+}
+
+/// The focus of a targeted reconcile ([`PlanOptions::changed`]), or `None` for a full
+/// one.
+fn focused(
+    revision: &Revision,
+    options: &PlanOptions,
+    ownership: &Ownership,
+    statuses: &BTreeMap<ResourceId, ResourceStatus>,
+) -> Option<Arc<BTreeSet<ResourceId>>> {
+    let changed = options.changed.as_ref()?;
+    let focus = focus::focus(revision, changed, &ownership.owned, statuses);
+    tracing::debug!(
+        changed = changed.len(),
+        focus = focus.len(),
+        declared = revision.resources.len(),
+        "targeted reconcile"
+    );
+    Some(Arc::new(focus))
 }

@@ -49,6 +49,11 @@ pub struct PlanOptions {
     /// Resources whose changes are held back, with why (the controller's retries and
     /// failures waiting for a new revision). Empty: nothing is held.
     pub held: BTreeMap<ResourceId, String>,
+    /// A targeted reconcile of a new revision (the controller's): the resources it
+    /// changed since the revision last applied ([`super::focus::changed_between`]). Only
+    /// these and what [`super::focus::focus`] adds are planned against the host; every
+    /// other declared resource is carried as converged. `None`: plan everything.
+    pub changed: Option<BTreeSet<ResourceId>>,
 }
 
 impl PlanOptions {

@@ -6,9 +6,17 @@
 //! backups `name~`, vim's `4913` probe) are ignored, so opening a file or an editor's
 //! swap file does not start a reconcile. A change that slips through costs one load: the
 //! content hash of an unchanged tree is the revision already applied, and nothing runs.
+//!
+//! Each event says whether it ends a write ([`SourceChange::Written`]: a file closed after
+//! writing, inotify's `IN_CLOSE_WRITE`) or may be the middle of one
+//! ([`SourceChange::Changed`]: a truncate, a write, a rename, a delete). The controller
+//! waits a short quiet after the first and a longer one after the second, so a save is
+//! applied within milliseconds while a file still open for writing, or an editor's
+//! write-and-rename in progress, is not read half done.
 
 use std::path::Path;
 
+use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 use super::SourceError;
@@ -24,17 +32,33 @@ impl std::fmt::Debug for DirWatcher {
     }
 }
 
+/// What one event of the watch says about the files below the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceChange {
+    /// Something changed, possibly in the middle of a write (a truncate, a write, a
+    /// rename, a delete, a new directory, a watch error).
+    Changed,
+    /// A file was closed after writing: that writer is done.
+    Written,
+}
+
 /// Watches `dir` recursively; `on_change` runs (on the watcher's own thread) for each
 /// relevant event. A watch error is passed on as a change too: the controller then loads
 /// the directory and sees for itself.
-pub fn watch(dir: &Path, on_change: impl Fn() + Send + 'static) -> Result<DirWatcher, SourceError> {
+pub fn watch(
+    dir: &Path,
+    on_change: impl Fn(SourceChange) + Send + 'static,
+) -> Result<DirWatcher, SourceError> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
-            Ok(event) if !relevant(&event) => {}
-            Ok(_) => on_change(),
+            Ok(event) => {
+                if let Some(change) = classify(&event) {
+                    on_change(change);
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "the directory watch reported an error; reloading the directory");
-                on_change();
+                on_change(SourceChange::Changed);
             }
         }
     })
@@ -51,12 +75,16 @@ pub fn watch(dir: &Path, on_change: impl Fn() + Send + 'static) -> Result<DirWat
     Ok(DirWatcher { _watcher: watcher })
 }
 
-/// Whether `event` may change what the loader reads.
-fn relevant(event: &notify::Event) -> bool {
-    if matches!(event.kind, EventKind::Access(_)) {
-        return false;
-    }
-    event.need_rescan() || event.paths.is_empty() || event.paths.iter().any(|p| read_by_loader(p))
+/// What `event` says about what the loader reads: nothing (a read, an editor's own
+/// file), a change, or the end of a write.
+fn classify(event: &notify::Event) -> Option<SourceChange> {
+    let change = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => SourceChange::Written,
+        EventKind::Access(_) => return None,
+        _ => SourceChange::Changed,
+    };
+    (event.need_rescan() || event.paths.is_empty() || event.paths.iter().any(|p| read_by_loader(p)))
+        .then_some(change)
 }
 
 /// Whether the loader could read `path`, or something below it (a directory).
@@ -70,7 +98,7 @@ fn read_by_loader(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{AccessKind, CreateKind, ModifyKind};
+    use notify::event::{CreateKind, ModifyKind};
     use std::path::PathBuf;
 
     fn event(kind: EventKind, path: &str) -> notify::Event {
@@ -80,25 +108,60 @@ mod tests {
     #[test]
     fn saves_count_and_reads_and_editor_files_do_not() {
         let modify = EventKind::Modify(ModifyKind::Any);
-        assert!(relevant(&event(modify, "/m/bridges.yaml")));
-        assert!(relevant(&event(
-            EventKind::Create(CreateKind::Folder),
-            "/m/hosts"
-        )));
-        assert!(!relevant(&event(
-            EventKind::Access(AccessKind::Any),
-            "/m/bridges.yaml"
-        )));
-        for ignored in ["/m/.bridges.yaml.swp", "/m/bridges.yaml~", "/m/4913"] {
-            assert!(!relevant(&event(modify, ignored)), "{ignored}");
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(
+            classify(&event(modify, "/m/bridges.yaml")),
+            Some(SourceChange::Changed)
+        );
+        assert_eq!(
+            classify(&event(EventKind::Create(CreateKind::Folder), "/m/hosts")),
+            Some(SourceChange::Changed)
+        );
+        assert_eq!(
+            classify(&event(closed, "/m/bridges.yaml")),
+            Some(SourceChange::Written)
+        );
+        for read in [
+            AccessKind::Any,
+            AccessKind::Read,
+            AccessKind::Close(AccessMode::Read),
+        ] {
+            assert_eq!(
+                classify(&event(EventKind::Access(read), "/m/bridges.yaml")),
+                None
+            );
         }
+        for ignored in ["/m/.bridges.yaml.swp", "/m/bridges.yaml~", "/m/4913"] {
+            assert_eq!(classify(&event(modify, ignored)), None, "{ignored}");
+            assert_eq!(classify(&event(closed, ignored)), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn a_save_ends_with_a_written_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let _watch = watch(dir.path(), move |change| {
+            let _ = sender.send(change);
+        })
+        .unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "kind: Bridge\n").unwrap();
+        let mut seen = Vec::new();
+        while let Ok(change) = receiver.recv_timeout(std::time::Duration::from_secs(10)) {
+            seen.push(change);
+            if change == SourceChange::Written {
+                break;
+            }
+        }
+        assert_eq!(seen.first(), Some(&SourceChange::Changed), "{seen:?}");
+        assert_eq!(seen.last(), Some(&SourceChange::Written), "{seen:?}");
     }
 
     #[test]
     fn a_write_below_the_directory_calls_back() {
         let dir = tempfile::tempdir().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
-        let _watch = watch(dir.path(), move || {
+        let _watch = watch(dir.path(), move |_| {
             let _ = sender.send(());
         })
         .unwrap();

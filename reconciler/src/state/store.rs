@@ -77,7 +77,9 @@ impl Store {
             db: Arc::new(db),
             path: Arc::from(path),
         };
-        store.write("initialise", tables::initialise)?;
+        if !tables::initialised(store.db.as_ref()) {
+            store.write("initialise", tables::initialise)?;
+        }
         Ok(store)
     }
 

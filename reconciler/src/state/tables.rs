@@ -119,6 +119,26 @@ pub(super) fn initialise(txn: &WriteTransaction, ctx: &Ctx<'_>) -> Result<(), St
     }
 }
 
+/// Whether [`initialise`] would change nothing: every table is there and the schema
+/// version is this build's. A store opened for every reconcile then costs no write
+/// (and no sync to disk) before the reconcile has anything to record.
+pub(super) fn initialised(db: &impl ReadableDatabase) -> bool {
+    let Ok(txn) = db.begin_read() else {
+        return false;
+    };
+    let keyed_there = [OWNED, STATUSES]
+        .into_iter()
+        .all(|name| txn.open_table(keyed(name)).is_ok());
+    let sequenced_there = [REVISIONS, EVENTS]
+        .into_iter()
+        .all(|name| txn.open_table(sequenced(name)).is_ok());
+    let schema = txn
+        .open_table(meta())
+        .ok()
+        .and_then(|table| table.get(SCHEMA_KEY).ok().flatten().map(|g| g.value()));
+    keyed_there && sequenced_there && schema == Some(SCHEMA_VERSION)
+}
+
 /// Refuses a store written by a newer gitvisor. A store without the table is older than
 /// schema versions, or fresh: both readable.
 pub(super) fn check_schema(db: &impl ReadableDatabase, path: &Path) -> Result<(), StoreError> {

@@ -161,6 +161,11 @@ impl Driver for BridgeDriver {
                 .into());
             };
             declared.insert(resource.metadata.name.as_str());
+            if !context.in_focus(&resource.id()) {
+                // A targeted reconcile's bridge that did not change: not diffed again.
+                changes.push(Change::carried(resource));
+                continue;
+            }
             changes.push(diff::declared(resource, spec, host, context));
         }
         changes.extend(diff::pruned(&declared, host, context));

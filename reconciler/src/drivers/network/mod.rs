@@ -323,6 +323,10 @@ impl Driver for ManagedBridgeDriver {
             let network = networks.get(&name);
             match link.action {
                 Action::Conflict | Action::Unsupported => changes.push(link),
+                // A targeted reconcile's bridge that did not change: its link was carried
+                // (not diffed), and so is its network. The revision-wide facts above
+                // still come from every declared bridge.
+                _ if !context.in_focus(&link.id) => changes.push(link),
                 _ if foreign_table && network.is_some_and(BridgeNetwork::needs_rules) => {
                     changes.push(Change {
                         action: Action::Conflict,
