@@ -5,7 +5,7 @@
 #
 #   bash bench/vmm-linux.sh [RUNS]        (default 7 runs of each, interleaved)
 #
-# This machine's /dev/kvm hangs stock kernels (docs/DESIGN §5), so the three run one level
+# This machine's /dev/kvm hangs stock kernels (docs/vmm.md, "Tests"), so the three run one level
 # down: inside ONE virtme-ng guest (`vng --disable-kvm -o '-cpu max'`, QEMU TCG with an
 # emulated AMD CPU that has svm and npt) where Debian's kernel loads kvm_amd and has a
 # working nested /dev/kvm. Times are double emulation: compare the ratios of one run, not

@@ -123,6 +123,8 @@ done
 /// What the power button and Ctrl+Alt+Del run: a clean power-off with a marker on the
 /// data disk, unless the guest was told to ignore shutdowns.
 const STOP: &str = r#"#!/bin/sh
+# acpid runs its actions with its own output elsewhere: say it on the console.
+exec >/dev/console 2>&1
 if [ -e /tmp/deaf ]; then echo "GV-IGNORED $1"; exit 0; fi
 echo "GV-SHUTDOWN $1"
 if [ -s /tmp/data-disk ]; then

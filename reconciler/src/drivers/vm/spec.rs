@@ -81,10 +81,12 @@ pub const MAX_VM_MEMORY: u64 = 16 << 40;
 /// The most disks, NICs and cloud-init seed together under `hypervisor: builtin` (one
 /// interrupt line of the IOAPIC each).
 pub const BUILTIN_MAX_DEVICES: usize = 19;
-/// What every Linux guest of `hypervisor: builtin` gets at the start of its kernel
-/// command line; the declared `cmdline` follows it.
-pub const BUILTIN_BASE_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
+/// What every Linux guest of `hypervisor: builtin` gets in its kernel command line
+/// after gitvisor-vmm's own default boot arguments (no PCI probing, one UART, the
+/// i8042's keyboard port only) and before the declared `cmdline`. Not `i8042.nopnp`:
+/// on the VMM's hardware-reduced ACPI machine it makes the i8042 probe fail, and
+/// Ctrl+Alt+Del with it.
+pub const BUILTIN_BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
 /// The longest kernel command line gitvisor-vmm passes (its 2 KiB area, less the
 /// terminating NUL: `CMDLINE_MAX_SIZE` in `vmm/src/layout.rs`).
 pub const BUILTIN_MAX_CMDLINE: usize = 2047;

@@ -8,8 +8,8 @@
 //!   (`VirtualMachineSpec::builtin_problems`) and again here as `unsupported`.
 //! - **The kernel command line** starts with what a Linux guest of this VMM needs
 //!   ([`BASE_CMDLINE`]: the serial console, reset through the i8042 so a reboot ends the
-//!   process, no PCI probing, the i8042 without the probes the VMM does not answer); the
-//!   declared `cmdline` follows, so its settings win. The devices are announced in the
+//!   process, after the VMM's own defaults: no PCI probing, the i8042 without the probes
+//!   the VMM does not answer); the declared `cmdline` follows, so its settings win. The devices are announced in the
 //!   ACPI tables, not on the command line; the whole line must fit gitvisor-vmm's
 //!   2 KiB, which validation checks.
 //! - **Disks** are `--disk path=…,id=disk<i>` in spec order (`/dev/vda`, …), the
