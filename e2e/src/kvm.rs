@@ -196,9 +196,8 @@ pub mod guest {
 
     use super::SCENARIOS;
     use crate::vms::SerialLog;
-    use crate::{Outcome, run_command, run_command_within};
-
-    type Check = Result<(), String>;
+    use crate::vng::{Check, code, ensure, in_ns, sh};
+    use crate::{Outcome, run_command_within};
 
     /// gitvisor's namespace and the outside's.
     const HOST_NS: &str = "gvk";
@@ -261,33 +260,6 @@ pub mod guest {
         let named: Vec<crate::vng::Scenario<Guest>> =
             SCENARIOS.iter().copied().zip(scenarios).collect();
         crate::vng::run_scenarios(&guest.shared, &guest, &named)
-    }
-
-    fn ensure(condition: bool, message: impl FnOnce() -> String) -> Check {
-        if condition { Ok(()) } else { Err(message()) }
-    }
-
-    fn code(outcome: &Outcome, expected: i32) -> Check {
-        ensure(outcome.code == Some(expected), || {
-            format!("expected exit code {expected}\n{outcome}")
-        })
-    }
-
-    fn sh(program: &str, args: &[&str]) -> Result<String, String> {
-        let mut command = Command::new(program);
-        command.args(args);
-        let outcome = run_command(command);
-        if outcome.code == Some(0) {
-            Ok(outcome.stdout)
-        } else {
-            Err(outcome.to_string())
-        }
-    }
-
-    fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String, String> {
-        let mut all = vec!["netns", "exec", ns, program];
-        all.extend_from_slice(args);
-        sh("ip", &all)
     }
 
     /// The first complete line (ended by a newline: the guest may be writing it) of

@@ -129,6 +129,7 @@ pub mod guest {
     use serde_json::Value;
 
     use super::{SCENARIOS, VG, command};
+    use crate::vng::{Check, code, ensure, stdout_of};
     use crate::{Outcome, run_command};
 
     /// What every scenario shares: the binary, the directories, the manifests.
@@ -139,8 +140,6 @@ pub mod guest {
         state: PathBuf,
         run: PathBuf,
     }
-
-    type Check = Result<(), String>;
 
     /// `lvm-guest --gitvisor BIN --shared DIR`: sets up a VG and runs every scenario.
     pub fn main() -> std::process::ExitCode {
@@ -179,16 +178,6 @@ pub mod guest {
         let named: Vec<crate::vng::Scenario<Guest>> =
             SCENARIOS.iter().copied().zip(scenarios).collect();
         crate::vng::run_scenarios(&guest.shared, &guest, &named)
-    }
-
-    fn ensure(condition: bool, message: impl FnOnce() -> String) -> Check {
-        if condition { Ok(()) } else { Err(message()) }
-    }
-
-    fn code(outcome: &Outcome, expected: i32) -> Check {
-        ensure(outcome.code == Some(expected), || {
-            format!("expected exit code {expected}\n{outcome}")
-        })
     }
 
     impl Guest {
@@ -550,14 +539,9 @@ pub mod guest {
         Ok(buffer)
     }
 
-    /// Runs a tool; its stdout, or the whole outcome as the error.
+    /// Runs an LVM (or other) tool the LVM way; its stdout, or the whole outcome as the error.
     fn sh(program: &str, args: &[&str]) -> Result<String, String> {
-        let outcome = run_command(command(program, args));
-        if outcome.code == Some(0) {
-            Ok(outcome.stdout)
-        } else {
-            Err(outcome.to_string())
-        }
+        stdout_of(command(program, args))
     }
 
     #[derive(Debug)]

@@ -43,9 +43,8 @@ pub mod guest {
     use std::process::Command;
 
     use super::SCENARIOS;
+    use crate::vng::{Check, code, ensure, in_ns, sh};
     use crate::{Outcome, run_command};
-
-    type Check = Result<(), String>;
 
     /// gitvisor's namespace and the three guests': (namespace, guest end, address, host end).
     const HOST_NS: &str = "gvh";
@@ -104,35 +103,6 @@ pub mod guest {
         let named: Vec<crate::vng::Scenario<Guest>> =
             SCENARIOS.iter().copied().zip(scenarios).collect();
         crate::vng::run_scenarios(&guest.shared, &guest, &named)
-    }
-
-    fn ensure(condition: bool, message: impl FnOnce() -> String) -> Check {
-        if condition { Ok(()) } else { Err(message()) }
-    }
-
-    fn code(outcome: &Outcome, expected: i32) -> Check {
-        ensure(outcome.code == Some(expected), || {
-            format!("expected exit code {expected}\n{outcome}")
-        })
-    }
-
-    /// Runs a tool; its stdout, or the whole outcome as the error.
-    fn sh(program: &str, args: &[&str]) -> Result<String, String> {
-        let mut command = Command::new(program);
-        command.args(args);
-        let outcome = run_command(command);
-        if outcome.code == Some(0) {
-            Ok(outcome.stdout)
-        } else {
-            Err(outcome.to_string())
-        }
-    }
-
-    /// Runs a tool in namespace `ns`.
-    fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String, String> {
-        let mut all = vec!["netns", "exec", ns, program];
-        all.extend_from_slice(args);
-        sh("ip", &all)
     }
 
     /// Whether `from` answers a ping to `to` (three tries, one second each).

@@ -340,3 +340,42 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
 }
+
+/// A guest scenario's outcome: `Err` says what was wrong.
+pub type Check = Result<(), String>;
+
+/// `Ok` when `condition` holds, else the message.
+pub fn ensure(condition: bool, message: impl FnOnce() -> String) -> Check {
+    if condition { Ok(()) } else { Err(message()) }
+}
+
+/// `Ok` when the command exited with `expected`, else its whole outcome.
+pub fn code(outcome: &Outcome, expected: i32) -> Check {
+    ensure(outcome.code == Some(expected), || {
+        format!("expected exit code {expected}\n{outcome}")
+    })
+}
+
+/// Runs a tool; its stdout, or the whole outcome as the error.
+pub fn sh(program: &str, args: &[&str]) -> Result<String, String> {
+    let mut command = Command::new(program);
+    command.args(args);
+    stdout_of(command)
+}
+
+/// Runs `command`; its stdout, or the whole outcome as the error.
+pub fn stdout_of(command: Command) -> Result<String, String> {
+    let outcome = crate::run_command(command);
+    if outcome.code == Some(0) {
+        Ok(outcome.stdout)
+    } else {
+        Err(outcome.to_string())
+    }
+}
+
+/// Runs a tool in network namespace `ns`.
+pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String, String> {
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    sh("ip", &all)
+}
