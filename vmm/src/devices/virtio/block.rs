@@ -149,45 +149,52 @@ impl Block {
 /// Reads `slice.len()` bytes of `file` at `offset` straight into guest memory.
 fn read_into(file: &File, slice: &VolatileSlice<'_, ()>, offset: u64) -> std::io::Result<()> {
     let guard = slice.ptr_guard_mut();
-    let mut done = 0usize;
-    while done < guard.len() {
-        let at = guard.as_ptr().wrapping_add(done);
-        let position = libc::off_t::try_from(offset + done as u64)
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        // SAFETY: `at..at + (len - done)` lies inside the guest mapping `slice` covers
-        // (vm-memory checked the range against the region), which stays mapped while the
-        // guard lives; the kernel writes into it and no Rust reference to it exists (guest
-        // memory is only ever accessed through volatile or raw pointers).
-        let read =
-            unsafe { libc::pread(file.as_raw_fd(), at.cast(), guard.len() - done, position) };
-        match read {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n if n > 0 => done += n as usize,
-            _ => {
-                let error = std::io::Error::last_os_error();
-                if error.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
-        }
-    }
-    Ok(())
+    whole(
+        guard.len(),
+        offset,
+        std::io::ErrorKind::UnexpectedEof,
+        |done, position| {
+            let at = guard.as_ptr().wrapping_add(done);
+            // SAFETY: `at..at + (len - done)` lies inside the guest mapping `slice` covers
+            // (vm-memory checked the range against the region), which stays mapped while the
+            // guard lives; the kernel writes into it and no Rust reference to it exists (guest
+            // memory is only ever accessed through volatile or raw pointers).
+            unsafe { libc::pread(file.as_raw_fd(), at.cast(), guard.len() - done, position) }
+        },
+    )
 }
 
 /// Writes `slice.len()` bytes of guest memory straight to `file` at `offset`.
 fn write_from(file: &File, slice: &VolatileSlice<'_, ()>, offset: u64) -> std::io::Result<()> {
     let guard = slice.ptr_guard();
+    whole(
+        guard.len(),
+        offset,
+        std::io::ErrorKind::WriteZero,
+        |done, position| {
+            let at = guard.as_ptr().wrapping_add(done);
+            // SAFETY: `at..at + (len - done)` lies inside the guest mapping `slice` covers,
+            // mapped while the guard lives; the kernel only reads it.
+            unsafe { libc::pwrite(file.as_raw_fd(), at.cast(), guard.len() - done, position) }
+        },
+    )
+}
+
+/// Moves `len` bytes at file `offset` by calling `step(done, position)` (a `pread` or
+/// `pwrite` of what is left) until all are moved: short transfers continue, `EINTR` is
+/// retried, a transfer of nothing is `stalled`.
+fn whole(
+    len: usize,
+    offset: u64,
+    stalled: std::io::ErrorKind,
+    mut step: impl FnMut(usize, libc::off_t) -> isize,
+) -> std::io::Result<()> {
     let mut done = 0usize;
-    while done < guard.len() {
-        let at = guard.as_ptr().wrapping_add(done);
+    while done < len {
         let position = libc::off_t::try_from(offset + done as u64)
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        // SAFETY: `at..at + (len - done)` lies inside the guest mapping `slice` covers,
-        // mapped while the guard lives; the kernel only reads it.
-        let wrote =
-            unsafe { libc::pwrite(file.as_raw_fd(), at.cast(), guard.len() - done, position) };
-        match wrote {
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+        match step(done, position) {
+            0 => return Err(stalled.into()),
             n if n > 0 => done += n as usize,
             _ => {
                 let error = std::io::Error::last_os_error();
