@@ -38,11 +38,10 @@
 //! (192.0.2.1) leads to namespace `gvo` (192.0.2.2, the "outside"), from which a
 //! published port is reached.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::vms::{Cpio, guest_kernel, module_bytes, module_load_order, module_name};
+use crate::vms::{Cpio, add_modules, guest_kernel, module_load_order};
 
 /// The scenarios the guest runs, in order; the host expects a result for each.
 pub const SCENARIOS: &[&str] = &[
@@ -172,17 +171,7 @@ pub fn linux_initramfs(path: &Path, modules: &[&str], init: bool) -> Result<Path
         cpio.file("etc/acpi/PWRF/00000080", 0o755, POWER_BUTTON.as_bytes());
         cpio.file("etc/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes());
     }
-    let mut list = String::new();
-    for module in &order {
-        let name = module_name(module);
-        cpio.file(
-            &format!("lib/modules/{name}.ko"),
-            0o644,
-            &module_bytes(&modules_dir.join(module))?,
-        );
-        let _ = writeln!(list, "{name}");
-    }
-    cpio.file("etc/modules", 0o644, list.as_bytes());
+    add_modules(&mut cpio, &modules_dir, &order)?;
     std::fs::write(path, cpio.finish()).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(kernel)
 }

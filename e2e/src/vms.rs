@@ -322,6 +322,24 @@ pub fn module_load_order(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<Stri
     Ok(order)
 }
 
+/// Puts the modules `order` names (paths under `modules_dir`, in load order) into the
+/// initramfs as `lib/modules/NAME.ko`, and their names in load order in `etc/modules`,
+/// which the init loads one by one.
+pub fn add_modules(cpio: &mut Cpio, modules_dir: &Path, order: &[String]) -> Result<(), String> {
+    let mut list = String::new();
+    for path in order {
+        let name = module_name(path);
+        cpio.file(
+            &format!("lib/modules/{name}.ko"),
+            0o644,
+            &module_bytes(&modules_dir.join(path))?,
+        );
+        let _ = writeln!(list, "{name}");
+    }
+    cpio.file("etc/modules", 0o644, list.as_bytes());
+    Ok(())
+}
+
 /// `kernel/drivers/virtio/virtio_pci.ko.xz` → `virtio_pci`.
 pub fn module_name(path: &str) -> String {
     let file = path.rsplit('/').next().unwrap_or(path);
@@ -388,17 +406,7 @@ fn build_guest_image() -> Result<GuestImage, String> {
     );
     cpio.file("init", 0o755, INIT.as_bytes());
     cpio.file("etc/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes());
-    let mut list = String::new();
-    for path in &order {
-        let name = module_name(path);
-        cpio.file(
-            &format!("lib/modules/{name}.ko"),
-            0o644,
-            &module_bytes(&modules_dir.join(path))?,
-        );
-        let _ = writeln!(list, "{name}");
-    }
-    cpio.file("etc/modules", 0o644, list.as_bytes());
+    add_modules(&mut cpio, &modules_dir, &order)?;
     let dir = workspace_root().join("target").join("e2e-vm");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // One file per kernel, replaced atomically: test processes running at once each
