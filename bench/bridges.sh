@@ -50,42 +50,17 @@ if (( EUID != 0 )); then
     exit 77
 fi
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -n ${GITVISOR_BIN:-} ]]; then
-    BIN=$GITVISOR_BIN
-else
-    echo "building: cargo build --release -p gitvisor" >&2
-    (cd "$ROOT" && cargo build --release -p gitvisor >&2)
-    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-    [[ $TARGET = /* ]] || TARGET=$ROOT/$TARGET
-    BIN=$TARGET/release/gitvisor
-fi
-[[ -x $BIN ]] || { echo "no gitvisor binary at $BIN" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+gitvisor_binary
 
 TAG="gv-bench-$$"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gv-bench.XXXXXX")
 NAMESPACES=()
 
-# Deletes the namespaces, then waits until the kernel has actually torn them down (see
-# above), so that cost stays with the benchmark instead of whatever runs next.
 cleanup() {
-    local ns t0 t1 start fast=0 probe="$TAG-settle"
-    for ns in "${NAMESPACES[@]}"; do
-        ip netns del "$ns" 2>/dev/null || true
-    done
+    settle_namespaces "$TAG-settle"
     rm -rf "$WORK"
-    (( ${#NAMESPACES[@]} )) || return 0
-    echo "waiting for the kernel to tear down the benchmark's namespaces..." >&2
-    start=$(date +%s%N)
-    # Settled once two probes in a row create a namespace quickly.
-    while (( fast < 2 )); do
-        t0=$(date +%s%N)
-        ip netns add "$probe" 2>/dev/null && ip netns del "$probe" 2>/dev/null
-        t1=$(date +%s%N)
-        if (( t1 - t0 < 100000000 )); then fast=$(( fast + 1 )); else fast=0; fi
-        sleep 0.2
-    done
-    echo "teardown took $(( ($(date +%s%N) - start) / 1000000 )) ms" >&2
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -41,17 +41,9 @@ for tool in runc busybox nsenter; do
     command -v $tool >/dev/null || { echo "bench/containers.sh needs $tool" >&2; exit 77; }
 done
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -n ${GITVISOR_BIN:-} ]]; then
-    BIN=$GITVISOR_BIN
-else
-    echo "building: cargo build --release -p gitvisor" >&2
-    (cd "$ROOT" && cargo build --release -p gitvisor >&2)
-    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-    [[ $TARGET = /* ]] || TARGET=$ROOT/$TARGET
-    BIN=$TARGET/release/gitvisor
-fi
-[[ -x $BIN ]] || { echo "no gitvisor binary at $BIN" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+gitvisor_binary
 
 WORK=$(mktemp -d /tmp/gv-bench-containers-XXXXXX)
 NS=gv-bench-ctr-$$

@@ -49,17 +49,9 @@ if (( EUID != 0 )); then
 fi
 command -v git >/dev/null || { echo "bench/controller.sh needs git" >&2; exit 77; }
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -n ${GITVISOR_BIN:-} ]]; then
-    BIN=$GITVISOR_BIN
-else
-    echo "building: cargo build --release -p gitvisor" >&2
-    (cd "$ROOT" && cargo build --release -q -p gitvisor >&2)
-    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-    [[ $TARGET = /* ]] || TARGET=$ROOT/$TARGET
-    BIN=$TARGET/release/gitvisor
-fi
-[[ -x $BIN ]] || { echo "no gitvisor binary at $BIN" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+gitvisor_binary
 
 WORK=$(mktemp -d)
 NS_DIR=gv-bench-ctl-dir-$$

@@ -33,17 +33,9 @@ if (( EUID != 0 )); then
 fi
 command -v nft >/dev/null || { echo "bench/network.sh needs nft (apt install nftables)" >&2; exit 77; }
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -n ${GITVISOR_BIN:-} ]]; then
-    BIN=$GITVISOR_BIN
-else
-    echo "building: cargo build --release -p gitvisor" >&2
-    (cd "$ROOT" && cargo build --release -p gitvisor >&2)
-    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-    [[ $TARGET = /* ]] || TARGET=$ROOT/$TARGET
-    BIN=$TARGET/release/gitvisor
-fi
-[[ -x $BIN ]] || { echo "no gitvisor binary at $BIN" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+gitvisor_binary
 
 TAG="gv-nbench-$$"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gv-nbench.XXXXXX")

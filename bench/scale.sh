@@ -41,38 +41,16 @@ fi
 command -v nft >/dev/null || { echo "bench/scale.sh needs nft (apt install nftables)" >&2; exit 77; }
 [[ -x /usr/bin/time ]] || { echo "bench/scale.sh needs GNU time (apt install time)" >&2; exit 77; }
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -n ${GITVISOR_BIN:-} ]]; then
-    BIN=$GITVISOR_BIN
-else
-    echo "building: cargo build --release -p gitvisor" >&2
-    (cd "$ROOT" && cargo build --release -q -p gitvisor >&2)
-    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-    [[ $TARGET = /* ]] || TARGET=$ROOT/$TARGET
-    BIN=$TARGET/release/gitvisor
-fi
-[[ -x $BIN ]] || { echo "no gitvisor binary at $BIN" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+gitvisor_binary
 
 TAG="gv-scale-$$"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gv-scale.XXXXXX")
 NAMESPACES=()
 cleanup() {
-    local ns t0 t1 start fast=0 probe="$TAG-settle"
-    for ns in "${NAMESPACES[@]}"; do
-        ip netns del "$ns" 2>/dev/null || true
-    done
+    settle_namespaces "$TAG-settle"
     rm -rf "$WORK"
-    (( ${#NAMESPACES[@]} )) || return 0
-    echo "waiting for the kernel to tear down the benchmark's namespaces..." >&2
-    start=$(date +%s%N)
-    while (( fast < 2 )); do
-        t0=$(date +%s%N)
-        ip netns add "$probe" 2>/dev/null && ip netns del "$probe" 2>/dev/null
-        t1=$(date +%s%N)
-        if (( t1 - t0 < 100000000 )); then fast=$(( fast + 1 )); else fast=0; fi
-        sleep 0.2
-    done
-    echo "teardown took $(( ($(date +%s%N) - start) / 1000000 )) ms" >&2
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
