@@ -51,7 +51,7 @@ pub const SCENARIOS: &[&str] = &[
     "builtin: a memory change is a restart; a guest ignoring the shutdown is stopped after shutdownTimeout",
     "builtin: Stopped is a clean guest shutdown, its data in the backing file",
     "builtin: a kernel that panics (no virtio_blk, no /init) is reported in status from its console",
-    "qemu: accel auto chooses KVM, boots, reads its disk, gets its lease",
+    "qemu: accel auto chooses KVM, boots, reads its disk, gets its lease; accel kvm boots the same machine",
     "prune leaves nothing",
 ];
 
@@ -782,11 +782,40 @@ pub mod guest {
                 format!("{lease}\n{}", serial.text())
             })?;
             in_ns(HOST_NS, "ping", &["-c", "2", "-W", "5", QEMU_LEASE])?;
+            self.noop()?;
+            // `accel: kvm` declared outright launches the same machine as `auto` chose
+            // (so the disk and network checks above hold for it) and boots.
+            self.write(
+                "qx.yaml",
+                &crate::vms::vm_manifest(
+                    "qx",
+                    &format!(
+                        "hypervisor: qemu\naccel: kvm\ncpus: 1\nmemory: 256MiB\nshutdownTimeout: 1s\n\
+                         boot:\n  kernel: {}\n  initrd: {}\n  cmdline: console=ttyS0 quiet\n",
+                        self.kernel.display(),
+                        self.initrd.display(),
+                    ),
+                ),
+            )?;
+            self.apply()?;
+            let explicit = self.cmdline("qx");
+            ensure(
+                explicit.iter().any(|a| a == "q35,accel=kvm")
+                    && explicit.iter().any(|a| a == "host"),
+                || format!("accel: kvm did not launch KVM: {explicit:?}"),
+            )?;
+            complete_line(&self.serial("qx"), "GV-BOOT-OK", 0)?;
             self.noop()
         }
 
         fn prune(&self) -> Check {
-            for file in ["micro.yaml", "qk.yaml", "broken.yaml", "bridge.yaml"] {
+            for file in [
+                "micro.yaml",
+                "qk.yaml",
+                "qx.yaml",
+                "broken.yaml",
+                "bridge.yaml",
+            ] {
                 let _ = std::fs::remove_file(self.manifests.join(file));
             }
             self.write("keep.yaml", "# nothing declared\n")?;
@@ -805,7 +834,7 @@ pub mod guest {
                 })
                 .unwrap_or_default();
             ensure(vms.is_empty(), || format!("run dirs left: {vms:?}"))?;
-            for name in ["micro", "qk"] {
+            for name in ["micro", "qk", "qx"] {
                 ensure(self.pid(name).is_none(), || format!("VM {name} still runs"))?;
             }
             let tables = in_ns(HOST_NS, "nft", &["list", "tables"])?;

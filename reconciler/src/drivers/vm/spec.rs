@@ -87,6 +87,15 @@ pub const BUILTIN_MAX_DEVICES: usize = 19;
 /// on the VMM's hardware-reduced ACPI machine it makes the i8042 probe fail, and
 /// Ctrl+Alt+Del with it.
 pub const BUILTIN_BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+/// The boot arguments gitvisor-vmm puts first in every command line (its
+/// `DEFAULT_BOOT_ARGS`, which a test holds this to).
+pub const BUILTIN_VMM_BOOT_ARGS: &str =
+    "pci=off 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.dumbkbd";
+/// What a `hypervisor: builtin` guest's command line holds besides the declared
+/// `cmdline`: [`BUILTIN_VMM_BOOT_ARGS`], then [`BUILTIN_BASE_CMDLINE`], each followed
+/// by a space.
+pub const BUILTIN_FIXED_CMDLINE: usize =
+    BUILTIN_VMM_BOOT_ARGS.len() + 1 + BUILTIN_BASE_CMDLINE.len() + 1;
 /// The longest kernel command line gitvisor-vmm passes (its 2 KiB area, less the
 /// terminating NUL: `CMDLINE_MAX_SIZE` in `vmm/src/layout.rs`).
 pub const BUILTIN_MAX_CMDLINE: usize = 2047;
@@ -345,14 +354,13 @@ impl VirtualMachineSpec {
             );
         }
         if let Some(cmdline) = self.boot.cmdline.as_deref() {
-            let length = BUILTIN_BASE_CMDLINE.len() + 1 + cmdline.len();
+            let length = BUILTIN_FIXED_CMDLINE + cmdline.len();
             if length > BUILTIN_MAX_CMDLINE {
-                let room = BUILTIN_MAX_CMDLINE - BUILTIN_BASE_CMDLINE.len() - 1;
+                let room = BUILTIN_MAX_CMDLINE - BUILTIN_FIXED_CMDLINE;
                 refuse(
                     "spec.boot.cmdline",
                     &format!(
-                        "takes a command line of at most {room} bytes (it adds {} of its own); this one has {}: shorten it",
-                        BUILTIN_BASE_CMDLINE.len() + 1,
+                        "takes a command line of at most {room} bytes (it adds {BUILTIN_FIXED_CMDLINE} of its own); this one has {}: shorten it",
                         cmdline.len()
                     ),
                 );
@@ -471,7 +479,7 @@ mod tests {
 
     #[test]
     fn builtin_takes_a_command_line_that_fits_gitvisor_vmm_with_its_own_part() {
-        let room = BUILTIN_MAX_CMDLINE - BUILTIN_BASE_CMDLINE.len() - 1;
+        let room = BUILTIN_MAX_CMDLINE - BUILTIN_FIXED_CMDLINE;
         let with = |length: usize| {
             spec(&format!(
                 "hypervisor: builtin\nmemory: 64MiB\nboot: {{kernel: /boot/vmlinux, cmdline: {}}}",

@@ -347,6 +347,10 @@ mod tests {
             BUILTIN_MAX_DEVICES,
             gitvisor_vmm::layout::MAX_VIRTIO_DEVICES
         );
+        assert_eq!(
+            crate::drivers::vm::spec::BUILTIN_VMM_BOOT_ARGS,
+            gitvisor_vmm::config::DEFAULT_BOOT_ARGS
+        );
     }
 
     #[test]
