@@ -748,28 +748,45 @@ pub mod guest {
             Ok(())
         }
 
-        fn qemu_kvm(&self) -> Check {
+        /// Declares QEMU VM `name` with `accel` on the suite's kernel and initramfs,
+        /// its kernel `cmdline`, then `devices` (YAML lines: disks, networks) after the boot.
+        fn declare_qemu(&self, name: &str, accel: &str, cmdline: &str, devices: &str) -> Check {
             self.write(
-                "qk.yaml",
+                &format!("{name}.yaml"),
                 &crate::vms::vm_manifest(
-                    "qk",
+                    name,
                     &format!(
-                        "hypervisor: qemu\naccel: auto\ncpus: 1\nmemory: 256MiB\nshutdownTimeout: 1s\n\
-                         boot:\n  kernel: {}\n  initrd: {}\n  cmdline: console=ttyS0 quiet gv.dhcp=1\n\
-                         disks:\n  - path: {}\n\
-                         networks:\n  - bridge: {BRIDGE}\n    mac: '{QEMU_MAC}'\n",
+                        "hypervisor: qemu\naccel: {accel}\ncpus: 1\nmemory: 256MiB\nshutdownTimeout: 1s\n\
+                         boot:\n  kernel: {}\n  initrd: {}\n  cmdline: {cmdline}\n{devices}",
                         self.kernel.display(),
                         self.initrd.display(),
-                        self.qemu_disk.display()
                     ),
+                ),
+            )
+        }
+
+        /// QEMU VM `name` runs as a KVM q35 machine with the host's CPU.
+        fn on_kvm(&self, name: &str, accel: &str) -> Check {
+            let argv = self.cmdline(name);
+            ensure(
+                argv.iter().any(|a| a == "q35,accel=kvm") && argv.iter().any(|a| a == "host"),
+                || format!("accel: {accel} did not launch KVM: {argv:?}"),
+            )
+        }
+
+        fn qemu_kvm(&self) -> Check {
+            self.declare_qemu(
+                "qk",
+                "auto",
+                "console=ttyS0 quiet gv.dhcp=1",
+                &format!(
+                    "disks:\n  - path: {}\n\
+                     networks:\n  - bridge: {BRIDGE}\n    mac: '{QEMU_MAC}'\n",
+                    self.qemu_disk.display()
                 ),
             )?;
             self.apply()?;
-            let argv = self.cmdline("qk");
-            ensure(
-                argv.iter().any(|a| a == "q35,accel=kvm") && argv.iter().any(|a| a == "host"),
-                || format!("accel: auto did not choose KVM: {argv:?}"),
-            )?;
+            self.on_kvm("qk", "auto")?;
             let serial = self.serial("qk");
             serial.wait_for("GV-BOOT-OK", 0, BOOT);
             let disk = complete_line(&serial, "GV-DISK ", 0)?;
@@ -785,25 +802,9 @@ pub mod guest {
             self.noop()?;
             // `accel: kvm` declared outright launches the same machine as `auto` chose
             // (so the disk and network checks above hold for it) and boots.
-            self.write(
-                "qx.yaml",
-                &crate::vms::vm_manifest(
-                    "qx",
-                    &format!(
-                        "hypervisor: qemu\naccel: kvm\ncpus: 1\nmemory: 256MiB\nshutdownTimeout: 1s\n\
-                         boot:\n  kernel: {}\n  initrd: {}\n  cmdline: console=ttyS0 quiet\n",
-                        self.kernel.display(),
-                        self.initrd.display(),
-                    ),
-                ),
-            )?;
+            self.declare_qemu("qx", "kvm", "console=ttyS0 quiet", "")?;
             self.apply()?;
-            let explicit = self.cmdline("qx");
-            ensure(
-                explicit.iter().any(|a| a == "q35,accel=kvm")
-                    && explicit.iter().any(|a| a == "host"),
-                || format!("accel: kvm did not launch KVM: {explicit:?}"),
-            )?;
+            self.on_kvm("qx", "kvm")?;
             complete_line(&self.serial("qx"), "GV-BOOT-OK", 0)?;
             self.noop()
         }
