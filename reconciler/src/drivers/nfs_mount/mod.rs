@@ -73,7 +73,7 @@ pub use fake::FakeMounts;
 pub use host::HostMounts;
 pub use kind::REGISTRATION;
 pub use seam::{Holder, MountRecord, NfsHost, NfsHostError, NfsRequest, NfsSeam};
-pub use spec::{DEFAULT_MOUNT_DIR, DEFAULT_OPTIONS, NfsMountSpec};
+pub use spec::{DEFAULT_MOUNT_DIR, DEFAULT_OPTIONS, DEFAULT_STATE_DIR, NfsMountSpec};
 
 /// How long one NfsMount step may take: an unmount and a mount, each under its own
 /// deadline, and the reads around them.

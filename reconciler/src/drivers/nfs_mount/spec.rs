@@ -15,6 +15,9 @@ use crate::model::{Kind, KindSpec, Reference};
 /// (`/var/lib/gitvisor/nfs/NAME` by default).
 pub const DEFAULT_MOUNT_DIR: &str = "nfs";
 
+/// gitvisor's state dir when `--state-dir` is not given.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/gitvisor";
+
 /// The options gitvisor mounts every share with, before the declared ones (which may
 /// replace `timeo` and `retrans`, or say `hard`):
 ///
