@@ -193,7 +193,15 @@ pub mod guest {
                 .args(["--host", "nfs-guest"])
                 .args(args)
                 .env("NO_COLOR", "1");
-            run_command(command)
+            let started = Instant::now();
+            let outcome = run_command(command);
+            eprintln!(
+                "  gitvisor {}: exit {:?} in {:.1?}",
+                args.first().copied().unwrap_or_default(),
+                outcome.code,
+                started.elapsed()
+            );
+            outcome
         }
 
         fn dir(&self) -> String {
@@ -289,10 +297,20 @@ pub mod guest {
             let path = self.mount_path("other");
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let path_text = path.to_string_lossy().into_owned();
-            in_ns(
-                CLIENT_NS,
-                "mount",
-                &["-t", "nfs", "-o", "vers=4.2,soft", "10.77.0.1:/media", &path_text],
+            // `nsenter --net`, not `ip netns exec`: the mount must be in the guest's mount
+            // namespace, where gitvisor looks.
+            sh(
+                "nsenter",
+                &[
+                    &format!("--net=/run/netns/{CLIENT_NS}"),
+                    "mount",
+                    "-t",
+                    "nfs",
+                    "-o",
+                    "vers=4.2,soft",
+                    "10.77.0.1:/media",
+                    &path_text,
+                ],
             )?;
             self.declare(
                 "NfsMount",
