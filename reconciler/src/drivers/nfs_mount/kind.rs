@@ -10,6 +10,7 @@ use crate::drivers::probe::Facility;
 /// The NfsMount kind's registration.
 pub const REGISTRATION: Registration = Registration {
     check: super::validate::check,
+    check_revision: super::validate::check_revision,
     ..Registration::new::<NfsMountSpec>(probe, NfsMountDriver::connect_driver)
 };
 

@@ -193,6 +193,49 @@ pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Every declared `spec.path` is its own, and none is inside another: two shares at one
+/// place would hide each other, and a share inside another would be mounted on the
+/// server's files (and held by it). Reported at the later declaration, naming the
+/// earlier one's place. (Default paths, `<state dir>/nfs/NAME`, differ by name.)
+pub(crate) fn check_revision(selected: &[&LoadedResource], diagnostics: &mut Vec<Diagnostic>) {
+    let mut seen: Vec<(&LoadedResource, String)> = Vec::new();
+    for &item in selected {
+        let Some(path) = item
+            .resource
+            .spec
+            .get::<NfsMountSpec>()
+            .and_then(|spec| spec.path.as_deref())
+        else {
+            continue;
+        };
+        let path = path.trim_end_matches('/').to_owned();
+        let inside = |outer: &str, inner: &str| {
+            inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
+        if let Some((first, first_path)) = seen.iter().find(|(_, other)| {
+            *other == path || inside(other, &path) || inside(&path, other)
+        }) {
+            let how = if *first_path == path {
+                "is also the path of"
+            } else {
+                "is inside, or holds, the path of"
+            };
+            diagnostics.push(item.diagnostic(
+                "spec.path",
+                format!(
+                    "{path} {how} {} (spec.path at {}); give each share its own mount point",
+                    first.resource.id(),
+                    first.place("spec.path")
+                ),
+            ));
+            continue;
+        }
+        seen.push((item, path));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
