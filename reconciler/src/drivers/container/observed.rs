@@ -259,7 +259,11 @@ fn nfs_source(
     let target = &mount.target;
     let Some(spec) = context
         .referenced(Kind::NfsMount, share)
-        .and_then(|declared| declared.spec.get::<crate::drivers::nfs_mount::NfsMountSpec>())
+        .and_then(|declared| {
+            declared
+                .spec
+                .get::<crate::drivers::nfs_mount::NfsMountSpec>()
+        })
     else {
         return Err(format!("mount {target}: NfsMount {share} is not declared"));
     };
@@ -413,6 +417,9 @@ mounts: [{target: /raw, volume: raw}]",
         let escape = resolve("[{target: /data, nfs: media, subPath: ../etc}]").unwrap_err();
         assert!(escape.contains("without `..`"), "{escape}");
         let undeclared = resolve("[{target: /data, nfs: other}]").unwrap_err();
-        assert!(undeclared.contains("NfsMount other is not declared"), "{undeclared}");
+        assert!(
+            undeclared.contains("NfsMount other is not declared"),
+            "{undeclared}"
+        );
     }
 }

@@ -68,7 +68,9 @@ pub async fn apply(
     }
     if change.action == Action::Delete {
         let forget = NfsRequest::RemoveRecord { name: name.clone() };
-        seam.send(&forget).await.map_err(request(forget.to_string()))?;
+        seam.send(&forget)
+            .await
+            .map_err(request(forget.to_string()))?;
         return Ok(());
     }
     if !observed.mount {
@@ -82,7 +84,9 @@ pub async fn apply(
             path: current.mount_point.clone(),
             mount_id: Some(current.mount_id),
         });
-        seam.send(&record).await.map_err(request(record.to_string()))?;
+        seam.send(&record)
+            .await
+            .map_err(request(record.to_string()))?;
         return Ok(());
     }
     step.check().map_err(interrupted)?;
@@ -93,7 +97,9 @@ pub async fn apply(
         mount_id: None,
     };
     let intent = NfsRequest::WriteRecord(record.clone());
-    seam.send(&intent).await.map_err(request(intent.to_string()))?;
+    seam.send(&intent)
+        .await
+        .map_err(request(intent.to_string()))?;
     step.progress(format!("mounting {} at {}", observed.source, observed.path));
     let mount_id = seam
         .mount(&observed.source, &observed.path, &observed.options)

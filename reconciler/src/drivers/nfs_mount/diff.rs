@@ -121,30 +121,31 @@ pub fn declared(resource: &Arc<Resource>, spec: &NfsMountSpec, planning: &Planni
             )])
             .with_observed(observed);
         }
-        let mut fields = vec![
-            FieldChange::new("source", serde_json::Value::Null, spec.source(), Effect::Hot),
-            FieldChange::new("path", serde_json::Value::Null, path.clone(), Effect::Hot),
-        ];
-        let action = if planning.context.is_recorded(&id) && record.is_some() {
-            fields.truncate(0);
-            fields.push(FieldChange::new(
-                "mounted",
-                false,
-                true,
-                Effect::Hot,
-            ));
-            // Unmounted behind gitvisor's back: mounted again.
-            Action::Update
-        } else {
-            Action::Create
-        };
-        let change = Change { action, ..change }.with_fields(fields);
-        let change = if action == Action::Update {
-            change.with_first_reason(format!(
+        // Unmounted behind gitvisor's back (its record and the store say it made it):
+        // mounted again. Otherwise a first mount.
+        let change = if planning.context.is_recorded(&id) && record.is_some() {
+            Change {
+                action: Action::Update,
+                ..change
+            }
+            .with_fields(vec![FieldChange::new("mounted", false, true, Effect::Hot)])
+            .with_first_reason(format!(
                 "{path} is not mounted any more (unmounted by hand?): mounted again"
             ))
         } else {
-            change
+            Change {
+                action: Action::Create,
+                ..change
+            }
+            .with_fields(vec![
+                FieldChange::new(
+                    "source",
+                    serde_json::Value::Null,
+                    spec.source(),
+                    Effect::Hot,
+                ),
+                FieldChange::new("path", serde_json::Value::Null, path.clone(), Effect::Hot),
+            ])
         };
         return change.with_observed(observed);
     };
@@ -201,9 +202,8 @@ pub fn declared(resource: &Arc<Resource>, spec: &NfsMountSpec, planning: &Planni
 /// only mounting again changes.
 pub fn drift(spec: &NfsMountSpec, entry: &MountEntry) -> Vec<FieldChange> {
     let mut fields = Vec::new();
-    let restart = |path: &str, old: String, new: String| {
-        FieldChange::new(path, old, new, Effect::Restart)
-    };
+    let restart =
+        |path: &str, old: String, new: String| FieldChange::new(path, old, new, Effect::Restart);
     if !entry.is_nfs() || entry.source != spec.source() {
         fields.push(restart("source", entry.source.clone(), spec.source()));
     }
@@ -223,7 +223,11 @@ pub fn drift(spec: &NfsMountSpec, entry: &MountEntry) -> Vec<FieldChange> {
             *version == spec.version || (spec.version == "4.0" && *version == "4")
         };
         if !matches {
-            fields.push(restart("version", (*version).to_owned(), spec.version.clone()));
+            fields.push(restart(
+                "version",
+                (*version).to_owned(),
+                spec.version.clone(),
+            ));
         }
     }
     for option in spec.mount_options() {
@@ -233,19 +237,31 @@ pub fn drift(spec: &NfsMountSpec, entry: &MountEntry) -> Vec<FieldChange> {
             "soft" | "hard" => {
                 let other = if key == "soft" { "hard" } else { "soft" };
                 if have.contains_key(other) && !have.contains_key(key) {
-                    fields.push(restart(&format!("options.{key}"), other.to_owned(), key.to_owned()));
+                    fields.push(restart(
+                        &format!("options.{key}"),
+                        other.to_owned(),
+                        key.to_owned(),
+                    ));
                 }
             }
             "noatime" | "nodiratime" | "relatime" | "nosuid" | "nodev" | "noexec" => {
                 if !entry.mount_options.iter().any(|o| o == key) {
-                    fields.push(restart(&format!("options.{key}"), "absent".into(), key.into()));
+                    fields.push(restart(
+                        &format!("options.{key}"),
+                        "absent".into(),
+                        key.into(),
+                    ));
                 }
             }
             _ if !value.is_empty() => {
                 if let Some(found) = have.get(key)
                     && *found != value
                 {
-                    fields.push(restart(&format!("options.{key}"), (*found).to_owned(), value.to_owned()));
+                    fields.push(restart(
+                        &format!("options.{key}"),
+                        (*found).to_owned(),
+                        value.to_owned(),
+                    ));
                 }
             }
             _ => {}

@@ -56,9 +56,7 @@ impl Classify for NfsMountError {
             NfsMountError::Observe { cause }
             | NfsMountError::Mount { cause, .. }
             | NfsMountError::Request { cause, .. } => cause.class(),
-            NfsMountError::NoClient { .. } | NfsMountError::Held { .. } => {
-                FailureClass::NeedsUser
-            }
+            NfsMountError::NoClient { .. } | NfsMountError::Held { .. } => FailureClass::NeedsUser,
             NfsMountError::Interrupted { .. } => FailureClass::Transient,
         }
     }

@@ -114,7 +114,8 @@ impl NfsSeam for FakeMounts {
         options: &[String],
     ) -> Result<u64, NfsHostError> {
         self.with(|s| {
-            s.log.push(format!("mount {source} {path} {}", options.join(",")));
+            s.log
+                .push(format!("mount {source} {path} {}", options.join(",")));
             let server = source.rsplit_once(':').map_or(source, |(server, _)| server);
             if let Some(why) = s.down.get(server) {
                 return Err(NfsHostError::Failed {
@@ -129,7 +130,10 @@ impl NfsSeam for FakeMounts {
                 mount_id: s.next_id,
                 device: format!("0:{}", s.next_id),
                 mount_point: path.into(),
-                mount_options: vec![if read_only { "ro" } else { "rw" }.into(), "relatime".into()],
+                mount_options: vec![
+                    if read_only { "ro" } else { "rw" }.into(),
+                    "relatime".into(),
+                ],
                 fs_type: "nfs4".into(),
                 source: source.into(),
                 super_options: options

@@ -24,7 +24,11 @@ pub fn scan(proc: &Path, mount: &MountEntry, self_pid: u32) -> Vec<Holder> {
     };
     let mut holders = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == self_pid {
@@ -78,7 +82,12 @@ fn holds(dir: &Path, mount: &MountEntry, own_namespace: Option<&Path>) -> Option
     mountinfo::parse(&text)
         .into_iter()
         .find(|m| m.device == mount.device && m.is_nfs())
-        .map(|m| format!("mounts the share at {} in its own mount namespace", m.mount_point))
+        .map(|m| {
+            format!(
+                "mounts the share at {} in its own mount namespace",
+                m.mount_point
+            )
+        })
 }
 
 #[cfg(test)]
@@ -94,7 +103,10 @@ mod tests {
         std::fs::write(&ns, "").unwrap();
         std::fs::create_dir_all(proc.path().join("self/ns")).unwrap();
         std::os::unix::fs::symlink("mnt:[1]", proc.path().join("self/ns/mnt")).unwrap();
-        for (pid, file) in [(10, format!("{mount_point}/f")), (11, format!("{mount_point}x/f"))] {
+        for (pid, file) in [
+            (10, format!("{mount_point}/f")),
+            (11, format!("{mount_point}x/f")),
+        ] {
             let dir = proc.path().join(pid.to_string());
             std::fs::create_dir_all(dir.join("fd")).unwrap();
             std::fs::create_dir_all(dir.join("ns")).unwrap();
@@ -115,6 +127,9 @@ mod tests {
         let holders = scan(proc.path(), &mount, 1);
         assert_eq!(holders.len(), 1, "{holders:?}");
         assert_eq!(holders[0].pid, 10);
-        assert_eq!(holders[0].to_string(), format!("pid 10 (sleep) has {mount_point}/f open"));
+        assert_eq!(
+            holders[0].to_string(),
+            format!("pid 10 (sleep) has {mount_point}/f open")
+        );
     }
 }

@@ -193,7 +193,11 @@ impl NfsSeam for HostMounts {
     async fn holders(&self, mount: &MountEntry) -> Result<Vec<Holder>, NfsHostError> {
         let mount = mount.clone();
         off_runtime("/proc (who holds the mount)", READ_DEADLINE, move || {
-            Ok(holders::scan(Path::new("/proc"), &mount, std::process::id()))
+            Ok(holders::scan(
+                Path::new("/proc"),
+                &mount,
+                std::process::id(),
+            ))
         })
         .await
     }
@@ -232,7 +236,9 @@ impl NfsSeam for HostMounts {
 
     async fn send(&self, request: &NfsRequest) -> Result<(), NfsHostError> {
         match request {
-            NfsRequest::Unmount { path } => run("umount", &[path], UNMOUNT_DEADLINE).await,
+            // `-c` (no canonicalization): umount would otherwise `stat` the mount point,
+            // which waits for a dead server; the path is the mount table's own.
+            NfsRequest::Unmount { path } => run("umount", &["-c", path], UNMOUNT_DEADLINE).await,
             NfsRequest::WriteRecord(record) => {
                 let dir = self.records.clone();
                 let record = record.clone();
@@ -243,16 +249,18 @@ impl NfsSeam for HostMounts {
             }
             NfsRequest::RemoveRecord { name } => {
                 let path = self.records.join(format!("{name}.json"));
-                off_runtime("a mount record", READ_DEADLINE, move || {
-                    match std::fs::remove_file(&path) {
+                off_runtime(
+                    "a mount record",
+                    READ_DEADLINE,
+                    move || match std::fs::remove_file(&path) {
                         Ok(()) => Ok(()),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                         Err(e) => Err(NfsHostError::Write {
                             what: path.display().to_string(),
                             message: e.to_string(),
                         }),
-                    }
-                })
+                    },
+                )
                 .await
             }
         }

@@ -154,12 +154,11 @@ impl Driver for NfsMountDriver {
             .filter(|(resource, _)| context.in_focus(&resource.id()))
             .map(|(_, spec)| spec.server.as_str())
             .collect();
-        let answers = futures::future::join_all(
-            servers
-                .iter()
-                .map(|server| async move { (server.to_string(), self.seam.reachable(server).await) }),
-        )
-        .await;
+        let answers =
+            futures::future::join_all(servers.iter().map(|server| async move {
+                (server.to_string(), self.seam.reachable(server).await)
+            }))
+            .await;
         let reachable: BTreeMap<String, Result<(), String>> = answers.into_iter().collect();
         let planning = diff::Planning {
             host: &host,

@@ -105,6 +105,9 @@ mod tests {
         assert!(!has_filesystem(text, "nfsd"));
         let missing = kernel("nfsd", false, false, Facility::warn, "no", "fix");
         assert_eq!(missing.fix.as_deref(), Some("fix"));
-        assert_eq!(kernel("nfsd", false, true, Facility::warn, "no", "f").fix, None);
+        assert_eq!(
+            kernel("nfsd", false, true, Facility::warn, "no", "f").fix,
+            None
+        );
     }
 }

@@ -131,9 +131,7 @@ pub enum NfsHostError {
 impl Classify for NfsHostError {
     fn class(&self) -> FailureClass {
         match self {
-            NfsHostError::TimedOut { .. } | NfsHostError::Spawn { .. } => {
-                FailureClass::Transient
-            }
+            NfsHostError::TimedOut { .. } | NfsHostError::Spawn { .. } => FailureClass::Transient,
             NfsHostError::Failed { stderr, .. } => {
                 let stderr = stderr.to_ascii_lowercase();
                 let transient = [

@@ -142,7 +142,14 @@ mod tests {
         );
         assert_eq!(
             spec(&["hard", "timeo=600"]).mount_options(),
-            ["vers=4.2", "ro", "retrans=2", "retry=0", "hard", "timeo=600"]
+            [
+                "vers=4.2",
+                "ro",
+                "retrans=2",
+                "retry=0",
+                "hard",
+                "timeo=600"
+            ]
         );
         assert_eq!(spec(&[]).source(), "10.77.0.1:/srv/share");
         let mut v6 = spec(&[]);

@@ -82,7 +82,9 @@ async fn a_share_is_mounted_with_the_safe_defaults_recorded_and_then_left_alone(
         fake.log(),
         [
             format!("record the mount of 10.77.0.1:/srv/media at {PATH}"),
-            format!("mount 10.77.0.1:/srv/media {PATH} vers=4.2,rw,soft,timeo=50,retrans=2,retry=0"),
+            format!(
+                "mount 10.77.0.1:/srv/media {PATH} vers=4.2,rw,soft,timeo=50,retrans=2,retry=0"
+            ),
             format!("record the mount of 10.77.0.1:/srv/media at {PATH}"),
         ]
     );
@@ -104,11 +106,18 @@ async fn a_share_unmounted_by_hand_or_remounted_with_other_options_is_mounted_ag
     let (changes, errors) = converge(&driver, &desired, &mut store).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(changes[0].action, Action::Update, "{:?}", changes[0]);
-    assert!(changes[0].reasons[0].contains("not mounted any more"), "{:?}", changes[0].reasons);
+    assert!(
+        changes[0].reasons[0].contains("not mounted any more"),
+        "{:?}",
+        changes[0].reasons
+    );
     assert_eq!(fake.mounts().len(), 1);
 
     // Declared read-only now, and with hard: unmounted and mounted again.
-    let desired = [declared("media", &format!("{SPEC}readOnly: true\noptions: [hard]\n"))];
+    let desired = [declared(
+        "media",
+        &format!("{SPEC}readOnly: true\noptions: [hard]\n"),
+    )];
     let (changes, errors) = converge(&driver, &desired, &mut store).await;
     assert!(errors.is_empty(), "{errors:?}");
     let fields: Vec<&str> = changes[0].fields.iter().map(|f| f.path.as_str()).collect();
@@ -117,7 +126,10 @@ async fn a_share_unmounted_by_hand_or_remounted_with_other_options_is_mounted_ag
     assert_eq!(mounts.len(), 1);
     assert!(mounts[0].read_only() && mounts[0].super_map().contains_key("hard"));
     assert!(fake.log().contains(&format!("unmount {PATH}")));
-    assert_eq!(actions(&plan(&driver, &desired, &store).await), [("media".into(), Action::NoOp)]);
+    assert_eq!(
+        actions(&plan(&driver, &desired, &store).await),
+        [("media".into(), Action::NoOp)]
+    );
 }
 
 fn foreign(mount_id: u64, source: &str) -> MountEntry {
@@ -141,7 +153,11 @@ async fn a_mount_gitvisor_did_not_make_is_a_conflict_never_unmounted_and_adopted
     let desired = [declared("media", SPEC)];
     let (changes, _) = converge(&driver, &desired, &mut store).await;
     assert_eq!(changes[0].action, Action::Conflict);
-    assert!(changes[0].reasons[0].contains("was not created by gitvisor"), "{:?}", changes[0].reasons);
+    assert!(
+        changes[0].reasons[0].contains("was not created by gitvisor"),
+        "{:?}",
+        changes[0].reasons
+    );
     assert!(fake.log().is_empty(), "{:?}", fake.log());
 
     // Made again by hand after gitvisor's own: another mount ID, not gitvisor's.
@@ -156,13 +172,23 @@ async fn a_mount_gitvisor_did_not_make_is_a_conflict_never_unmounted_and_adopted
 
     // Adopted: recorded as it is; its options then differ, so it is mounted again.
     let mut adopted = (*declared("media", SPEC)).clone();
-    adopted.metadata.annotations.insert(ADOPT.to_owned(), "true".to_owned());
+    adopted
+        .metadata
+        .annotations
+        .insert(ADOPT.to_owned(), "true".to_owned());
     let adopted = [Arc::new(adopted)];
     let (changes, errors) = converge(&driver, &adopted, &mut store).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(changes[0].action, Action::Update);
-    assert!(changes[0].reasons[0].starts_with("adopting the mount"), "{:?}", changes[0].reasons);
-    assert_eq!(actions(&plan(&driver, &desired, &store).await), [("media".into(), Action::NoOp)]);
+    assert!(
+        changes[0].reasons[0].starts_with("adopting the mount"),
+        "{:?}",
+        changes[0].reasons
+    );
+    assert_eq!(
+        actions(&plan(&driver, &desired, &store).await),
+        [("media".into(), Action::NoOp)]
+    );
 }
 
 #[tokio::test]
@@ -176,9 +202,15 @@ async fn a_dead_server_is_reported_in_the_plan_and_its_mount_fails_at_once_while
     ];
     fake.set_down("10.77.0.1", Some("10.77.0.1:2049 did not answer within 3s"));
     let (changes, errors) = converge(&driver, &desired, &mut store).await;
-    let media = changes.iter().find(|c| c.id == id("media")).expect("planned");
+    let media = changes
+        .iter()
+        .find(|c| c.id == id("media"))
+        .expect("planned");
     assert!(
-        media.reasons.iter().any(|r| r.starts_with("share unreachable: server 10.77.0.1 does not answer")),
+        media
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("share unreachable: server 10.77.0.1 does not answer")),
         "{:?}",
         media.reasons
     );
@@ -224,7 +256,11 @@ async fn a_pruned_share_is_unmounted_only_when_nothing_holds_it_and_the_plan_nam
     );
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].class(), FailureClass::NeedsUser);
-    assert!(errors[0].chain().contains("is in use, so it is not unmounted: pid 4242 (sleep)"));
+    assert!(
+        errors[0]
+            .chain()
+            .contains("is in use, so it is not unmounted: pid 4242 (sleep)")
+    );
     assert_eq!(fake.mounts().len(), 1, "still mounted");
     assert!(!fake.log().iter().any(|l| l.starts_with("unmount")));
 
@@ -246,7 +282,11 @@ async fn a_pruned_share_whose_path_someone_else_mounted_keeps_that_mount() {
     fake.add_mount(foreign(999, "nas:/other"));
     let (changes, errors) = converge(&driver, &[], &mut store).await;
     assert!(errors.is_empty(), "{errors:?}");
-    assert!(changes[0].reasons[0].contains("is not the one gitvisor made"), "{:?}", changes[0].reasons);
+    assert!(
+        changes[0].reasons[0].contains("is not the one gitvisor made"),
+        "{:?}",
+        changes[0].reasons
+    );
     assert_eq!(fake.mounts().len(), 1, "the foreign mount stays");
     assert!(fake.records().is_empty());
 }

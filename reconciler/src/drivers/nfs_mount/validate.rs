@@ -172,9 +172,7 @@ pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     {
         error(
             "spec.path",
-            format!(
-                "{path:?} is not an absolute path other than / (without spaces or commas)"
-            ),
+            format!("{path:?} is not an absolute path other than / (without spaces or commas)"),
         );
     }
     if !["4", "4.0", "4.1", "4.2"].contains(&spec.version.as_str()) {
@@ -214,9 +212,10 @@ pub(crate) fn check_revision(selected: &[&LoadedResource], diagnostics: &mut Vec
                 .strip_prefix(outer)
                 .is_some_and(|rest| rest.starts_with('/'))
         };
-        if let Some((first, first_path)) = seen.iter().find(|(_, other)| {
-            *other == path || inside(other, &path) || inside(&path, other)
-        }) {
+        if let Some((first, first_path)) = seen
+            .iter()
+            .find(|(_, other)| *other == path || inside(other, &path) || inside(&path, other))
+        {
             let how = if *first_path == path {
                 "is also the path of"
             } else {
