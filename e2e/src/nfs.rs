@@ -107,8 +107,8 @@ pub mod guest {
         let path = path.to_string_lossy();
         table
             .lines()
-            .filter(|line| line.split(' ').nth(4) == Some(path.as_ref()) && line.contains(" - nfs"))
-            .last()
+            .rev()
+            .find(|line| line.split(' ').nth(4) == Some(path.as_ref()) && line.contains(" - nfs"))
             .map(str::to_owned)
     }
 

@@ -232,39 +232,25 @@ pub fn drift(spec: &NfsMountSpec, entry: &MountEntry) -> Vec<FieldChange> {
     }
     for option in spec.mount_options() {
         let (key, value) = option.split_once('=').unwrap_or((option.as_str(), ""));
-        match key {
-            "vers" | "ro" | "rw" | "retry" => {}
+        let differs = match key {
+            "vers" | "ro" | "rw" | "retry" => None,
             "soft" | "hard" => {
                 let other = if key == "soft" { "hard" } else { "soft" };
-                if have.contains_key(other) && !have.contains_key(key) {
-                    fields.push(restart(
-                        &format!("options.{key}"),
-                        other.to_owned(),
-                        key.to_owned(),
-                    ));
-                }
+                (have.contains_key(other) && !have.contains_key(key))
+                    .then(|| (other.to_owned(), key.to_owned()))
             }
             "noatime" | "nodiratime" | "relatime" | "nosuid" | "nodev" | "noexec" => {
-                if !entry.mount_options.iter().any(|o| o == key) {
-                    fields.push(restart(
-                        &format!("options.{key}"),
-                        "absent".into(),
-                        key.into(),
-                    ));
-                }
+                (!entry.mount_options.iter().any(|o| o == key))
+                    .then(|| ("absent".to_owned(), key.to_owned()))
             }
-            _ if !value.is_empty() => {
-                if let Some(found) = have.get(key)
-                    && *found != value
-                {
-                    fields.push(restart(
-                        &format!("options.{key}"),
-                        (*found).to_owned(),
-                        value.to_owned(),
-                    ));
-                }
-            }
-            _ => {}
+            _ if !value.is_empty() => have
+                .get(key)
+                .filter(|found| **found != value)
+                .map(|found| ((*found).to_owned(), value.to_owned())),
+            _ => None,
+        };
+        if let Some((old, new)) = differs {
+            fields.push(restart(&format!("options.{key}"), old, new));
         }
     }
     fields
