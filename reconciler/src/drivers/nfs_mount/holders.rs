@@ -124,8 +124,28 @@ mod tests {
             source: "s:/e".into(),
             super_options: vec![],
         };
+        // A container: another mount namespace, with a bind of the same file system.
+        let container = proc.path().join("12");
+        std::fs::create_dir_all(container.join("ns")).unwrap();
+        std::os::unix::fs::symlink("mnt:[2]", container.join("ns/mnt")).unwrap();
+        std::fs::write(container.join("comm"), "sleep\n").unwrap();
+        std::fs::write(
+            container.join("mountinfo"),
+            "700 600 0:53 /sub /data ro,relatime - nfs4 10.77.0.1:/media ro,vers=4.2\n",
+        )
+        .unwrap();
+        // Another namespace with other mounts only.
+        let other = proc.path().join("13");
+        std::fs::create_dir_all(other.join("ns")).unwrap();
+        std::os::unix::fs::symlink("mnt:[3]", other.join("ns/mnt")).unwrap();
+        std::fs::write(other.join("mountinfo"), "1 0 0:21 / / rw - tmpfs t rw\n").unwrap();
         let holders = scan(proc.path(), &mount, 1);
-        assert_eq!(holders.len(), 1, "{holders:?}");
+        assert_eq!(holders.len(), 2, "{holders:?}");
+        assert_eq!(holders[1].pid, 12);
+        assert_eq!(
+            holders[1].how,
+            "mounts the share at /data in its own mount namespace"
+        );
         assert_eq!(holders[0].pid, 10);
         assert_eq!(
             holders[0].to_string(),
