@@ -109,6 +109,7 @@ pub mod lvm;
 mod manifests;
 mod netns;
 pub mod network;
+pub mod nfs;
 mod output;
 mod process;
 mod report;

@@ -122,7 +122,13 @@ fn without_a_path_every_kind_is_reported_and_nothing_fails() {
     assert_shape(&report);
     assert_eq!(
         kinds(&report),
-        ["Bridge", "Volume", "Container", "VirtualMachine"]
+        [
+            "Bridge",
+            "NfsMount",
+            "Volume",
+            "Container",
+            "VirtualMachine"
+        ]
     );
     assert!(report["path"].is_null());
     for kind in report["kinds"].as_array().expect("kinds") {

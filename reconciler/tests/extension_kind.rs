@@ -295,7 +295,9 @@ fn its_ids_parse_where_any_kind_is_named() {
     assert_eq!(Kind::parse_any_case("markerfile"), Ok(KIND));
     let error = "Markerfile/a".parse::<ResourceId>().unwrap_err();
     assert!(
-        error.ends_with("expected one of Bridge, Volume, Container, VirtualMachine, MarkerFile"),
+        error.ends_with(
+            "expected one of Bridge, NfsMount, Volume, Container, VirtualMachine, MarkerFile"
+        ),
         "{error}"
     );
 }

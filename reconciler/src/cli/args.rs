@@ -219,7 +219,7 @@ pub enum Command {
     },
     /// Print the JSON Schema of one kind, or of any manifest.
     Schema {
-        /// Bridge, Volume, Container or VirtualMachine (any case).
+        /// Bridge, NfsMount, Volume, Container or VirtualMachine (any case).
         #[arg(value_parser = kind_parser(), ignore_case = true)]
         kind: Option<Kind>,
     },

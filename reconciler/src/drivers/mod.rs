@@ -20,6 +20,7 @@ pub mod container;
 mod extras;
 pub mod net;
 pub mod network;
+pub mod nfs_mount;
 mod pidfd;
 pub mod probe;
 mod registry;

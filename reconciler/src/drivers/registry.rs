@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 use super::probe::Facility;
 use super::{Collected, Console, ExecRequest, ExtraError, Helper, Prepared, StatusTable};
-use super::{container, network, vm, volume};
+use super::{container, network, nfs_mount, vm, volume};
 use crate::contract::{Driver, DriverError, Drivers};
 use crate::manifest::de::{self, ReadDocument, Removed};
 use crate::manifest::tree::Tree;
@@ -179,6 +179,7 @@ const BUILT_IN: &[Registration] = &[
     network::REGISTRATION,
     vm::REGISTRATION,
     volume::REGISTRATION,
+    nfs_mount::REGISTRATION,
     container::REGISTRATION,
 ];
 

@@ -6,7 +6,7 @@
 //! folders add themselves to ([`Kind::register`], called by the drivers' registration);
 //! parsing a kind (`kind:`, `dependsOn`, `--target`, store keys, the API) asks that list.
 //!
-//! The four built-in kinds are seeded here by name ([`Kind::BUILT_IN`]) rather than by
+//! The built-in kinds are seeded here by name ([`Kind::BUILT_IN`]) rather than by
 //! their folders at link time: a link-time registry (`linkme`) needs `#[link_section]`,
 //! which the workspace's `unsafe_code = "forbid"` refuses, and the model (below the
 //! drivers in the module graph) must know them before any driver is connected.
@@ -33,6 +33,7 @@ pub struct Kind {
 #[allow(non_upper_case_globals)]
 impl Kind {
     pub const Bridge: Kind = Kind::new("Bridge", 10);
+    pub const NfsMount: Kind = Kind::new("NfsMount", 15);
     pub const Volume: Kind = Kind::new("Volume", 20);
     pub const Container: Kind = Kind::new("Container", 30);
     pub const VirtualMachine: Kind = Kind::new("VirtualMachine", 40);
@@ -54,8 +55,9 @@ pub struct KindTaken {
 
 impl Kind {
     /// The kinds every build has, in rank order.
-    pub const BUILT_IN: [Kind; 4] = [
+    pub const BUILT_IN: [Kind; 5] = [
         Kind::Bridge,
+        Kind::NfsMount,
         Kind::Volume,
         Kind::Container,
         Kind::VirtualMachine,
@@ -196,6 +198,7 @@ mod tests {
             Kind::Bridge,
             Kind::Container,
             Kind::Volume,
+            Kind::NfsMount,
         ];
         shuffled.sort();
         assert_eq!(shuffled, Kind::BUILT_IN);
@@ -208,7 +211,7 @@ mod tests {
         let error = "Bridges".parse::<Kind>().unwrap_err();
         assert!(
             error.starts_with(
-                "unknown kind \"Bridges\": expected one of Bridge, Volume, Container, VirtualMachine"
+                "unknown kind \"Bridges\": expected one of Bridge, NfsMount, Volume, Container, VirtualMachine"
             ),
             "{error}"
         );

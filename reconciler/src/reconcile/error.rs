@@ -20,7 +20,7 @@ pub enum ReconcileError {
     /// `--target` named something that is neither declared for this host nor managed.
     #[error(
         "--target {id}: no such resource is declared for host {host} or managed by gitvisor \
-         (check the kind and name; kinds are Bridge, Volume, Container, VirtualMachine)"
+         (check the kind and name; kinds are Bridge, NfsMount, Volume, Container, VirtualMachine)"
     )]
     UnknownTarget { id: ResourceId, host: String },
 }

@@ -102,7 +102,13 @@ mod tests {
     fn config(yaml: &str, defaults: ImageDefaults) -> Result<ContainerConfig, String> {
         let spec = serde_yaml::from_str(yaml).unwrap();
         let name = Name::parse("web").unwrap();
-        let declaration = Declaration::resolve(&name, &spec, &PlanContext::default(), "");
+        let declaration = Declaration::resolve(
+            &name,
+            &spec,
+            &PlanContext::default(),
+            "",
+            std::path::Path::new("/var/lib/gitvisor"),
+        );
         let image = PreparedImage {
             id: "sha256:1".into(),
             lowers: Vec::new(),

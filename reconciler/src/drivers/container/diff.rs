@@ -42,8 +42,13 @@ pub(crate) fn declared(
     now: SystemTime,
 ) -> Change {
     let id = resource.id();
-    let declaration =
-        Declaration::resolve(&resource.metadata.name, spec, context, host.host_resolver());
+    let declaration = Declaration::resolve(
+        &resource.metadata.name,
+        spec,
+        context,
+        host.host_resolver(),
+        host.state_dir(),
+    );
     let change = Change::new(id.clone(), Action::NoOp).with_desired(Arc::clone(resource));
     let mut change = match &declaration.mounts {
         Err(why) => change.with_reason(format!("apply will fail: {why}")),

@@ -123,6 +123,8 @@ pub struct ContainerDriver {
     /// Where runc's containers live, for the controller's watch; `None` (a fake
     /// host): not watched.
     watched_dirs: Option<(PathBuf, PathBuf)>,
+    /// `--state-dir`: NfsMounts without `path` are mounted under it.
+    state_dir: PathBuf,
     /// How the last plan was handed the containers, for the watch's restart decisions.
     declared: controller_watch::Declared,
     /// Asks the watch for a look after an apply, once it runs.
@@ -140,6 +142,7 @@ impl ContainerDriver {
         ContainerDriver {
             host,
             watched_dirs: None,
+            state_dir: PathBuf::from(crate::drivers::nfs_mount::DEFAULT_STATE_DIR),
             declared: controller_watch::Declared::default(),
             poke: Arc::new(OnceLock::new()),
         }
@@ -154,6 +157,7 @@ impl ContainerDriver {
         let host = RuncHost::new(&settings.run_dir, &settings.state_dir);
         let mut driver = ContainerDriver::new(Arc::new(host));
         driver.watched_dirs = Some((settings.run_dir.clone(), settings.state_dir.clone()));
+        driver.state_dir = settings.state_dir.clone();
         Ok(Box::new(driver))
     }
 }
@@ -194,8 +198,9 @@ impl Driver for ContainerDriver {
                 .await
                 .map_err(|cause| ContainerError::Observe { cause })?
         };
-        let host =
-            observed::HostContainers::new(listed, port_vlans).with_host_resolver(host_resolver);
+        let host = observed::HostContainers::new(listed, port_vlans)
+            .with_host_resolver(host_resolver)
+            .with_state_dir(self.state_dir.clone());
         // The local images the declared containers name, asked of the host in one batch:
         // a create or replace from one that is not there is refused at plan.
         let local: BTreeSet<String> = desired

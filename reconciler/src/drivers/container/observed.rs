@@ -40,6 +40,8 @@ pub struct HostContainers {
     by_id: BTreeMap<String, RuntimeContainer>,
     port_vlans: BTreeMap<String, Vec<Vlan>>,
     host_resolver: String,
+    /// gitvisor's state dir, under which NfsMounts without `path` are mounted.
+    state_dir: std::path::PathBuf,
 }
 
 impl HostContainers {
@@ -48,7 +50,17 @@ impl HostContainers {
             by_id: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
             port_vlans,
             host_resolver: String::new(),
+            state_dir: std::path::PathBuf::from(crate::drivers::nfs_mount::DEFAULT_STATE_DIR),
         }
+    }
+
+    /// The same, with gitvisor's state dir (where NFS shares are mounted by default).
+    pub fn with_state_dir(self, state_dir: std::path::PathBuf) -> Self {
+        HostContainers { state_dir, ..self }
+    }
+
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
     }
 
     /// The same, with the host's resolver configuration (read when a container is
@@ -128,6 +140,7 @@ impl Declaration {
         spec: &ContainerSpec,
         context: &PlanContext,
         host_resolver: &str,
+        state_dir: &std::path::Path,
     ) -> Self {
         Declaration {
             etc_files: EtcFiles::of(name.as_str(), spec.network.as_ref(), context, host_resolver),
@@ -135,7 +148,7 @@ impl Declaration {
             mounts: spec
                 .mounts
                 .iter()
-                .map(|mount| resolve_mount(mount, context))
+                .map(|mount| resolve_mount(mount, context, state_dir))
                 .collect(),
             veth: spec.network.as_ref().map(|network| VethPlan {
                 host_name: veth_name(name.as_str()),
@@ -170,7 +183,15 @@ pub(crate) fn filters_vlans(bridge: &Name, context: &PlanContext) -> bool {
 fn resolve_mount(
     mount: &crate::drivers::container::Mount,
     context: &PlanContext,
+    state_dir: &std::path::Path,
 ) -> Result<ContainerMount, String> {
+    if let Some(share) = &mount.nfs {
+        return Ok(ContainerMount {
+            source: MountSource::Bind(nfs_source(mount, share, context, state_dir)?),
+            target: mount.target.clone(),
+            read_only: mount.read_only,
+        });
+    }
     let source = match (&mount.host_path, &mount.volume) {
         (Some(path), _) => {
             if !path.starts_with('/') {
@@ -226,6 +247,44 @@ fn resolve_mount(
     })
 }
 
+/// Where a mount of NfsMount `share` comes from: the share's mount point (the NfsMount
+/// driver mounts it there before the container is created: the graph orders them), or
+/// `subPath` below it.
+fn nfs_source(
+    mount: &crate::drivers::container::Mount,
+    share: &Name,
+    context: &PlanContext,
+    state_dir: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    let target = &mount.target;
+    let Some(spec) = context
+        .referenced(Kind::NfsMount, share)
+        .and_then(|declared| {
+            declared
+                .spec
+                .get::<crate::drivers::nfs_mount::NfsMountSpec>()
+        })
+    else {
+        return Err(format!("mount {target}: NfsMount {share} is not declared"));
+    };
+    let root = spec.mount_path(share.as_str(), state_dir);
+    match mount.sub_path.as_deref() {
+        None => Ok(root),
+        Some(sub) => {
+            let path = std::path::Path::new(sub);
+            let plain = path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if sub.is_empty() || !plain {
+                return Err(format!(
+                    "mount {target}: subPath {sub:?} must be a relative path inside the share, without `..`"
+                ));
+            }
+            Ok(root.join(path))
+        }
+    }
+}
+
 /// The limits a declaration asks for (`None`: unlimited).
 pub fn declared_limits(spec: &ContainerSpec) -> Limits {
     let resources = spec.resources.as_ref();
@@ -266,6 +325,7 @@ mod tests {
     use crate::drivers::container::testkit::declared;
     use crate::model::Spec;
     use crate::model::{Metadata, Resource};
+    use std::path::Path;
 
     #[test]
     fn a_volume_mount_is_the_volumes_device_with_its_filesystem() {
@@ -299,7 +359,8 @@ mounts: [{target: /data, volume: data, readOnly: true}]",
         let Some(spec) = web.spec.get::<ContainerSpec>() else {
             unreachable!()
         };
-        let declaration = Declaration::resolve(&web.metadata.name, spec, &context, "");
+        let declaration =
+            Declaration::resolve(&web.metadata.name, spec, &context, "", Path::new("/s"));
         assert_eq!(
             declaration.mounts.unwrap(),
             [ContainerMount {
@@ -319,9 +380,46 @@ mounts: [{target: /raw, volume: raw}]",
         let Some(spec) = raw.spec.get::<ContainerSpec>() else {
             unreachable!()
         };
-        let error = Declaration::resolve(&raw.metadata.name, spec, &context, "")
+        let error = Declaration::resolve(&raw.metadata.name, spec, &context, "", Path::new("/s"))
             .mounts
             .unwrap_err();
         assert!(error.contains("has no filesystem"), "{error}");
+    }
+
+    #[test]
+    fn an_nfs_mount_is_a_bind_of_the_shares_mount_point_or_a_directory_in_it() {
+        let share = std::sync::Arc::new(Resource::new(
+            Metadata::named(Name::parse("media").unwrap()),
+            Spec::new::<crate::drivers::nfs_mount::NfsMountSpec>(
+                serde_yaml::from_str("server: nas\nexport: /srv/media").unwrap(),
+            ),
+        ));
+        let context = PlanContext::default().with_revision(&[share]);
+        let resolve = |mounts: &str| {
+            let web = declared("web", &format!("image: /i\nmounts: {mounts}"));
+            let Some(spec) = web.spec.get::<ContainerSpec>() else {
+                unreachable!()
+            };
+            Declaration::resolve(&web.metadata.name, spec, &context, "", Path::new("/s")).mounts
+        };
+        assert_eq!(
+            resolve("[{target: /data, nfs: media, subPath: films/new, readOnly: true}]").unwrap(),
+            [ContainerMount {
+                source: MountSource::Bind("/s/nfs/media/films/new".into()),
+                target: "/data".into(),
+                read_only: true,
+            }]
+        );
+        assert_eq!(
+            resolve("[{target: /data, nfs: media}]").unwrap()[0].source,
+            MountSource::Bind("/s/nfs/media".into())
+        );
+        let escape = resolve("[{target: /data, nfs: media, subPath: ../etc}]").unwrap_err();
+        assert!(escape.contains("without `..`"), "{escape}");
+        let undeclared = resolve("[{target: /data, nfs: other}]").unwrap_err();
+        assert!(
+            undeclared.contains("NfsMount other is not declared"),
+            "{undeclared}"
+        );
     }
 }

@@ -85,7 +85,7 @@ fn default_start_period() -> Duration {
     Duration(std::time::Duration::ZERO)
 }
 
-/// A mount into the container: exactly one of `volume` and `hostPath`.
+/// A mount into the container: exactly one of `volume`, `hostPath` and `nfs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Mount {
@@ -97,6 +97,12 @@ pub struct Mount {
     /// A path on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<String>,
+    /// A managed NfsMount: its share (or `subPath` in it) is bind-mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<Name>,
+    /// With `nfs`: a directory of the share (relative, no `..`) instead of all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
     #[serde(default)]
     pub read_only: bool,
 }
@@ -148,7 +154,7 @@ pub enum RestartPolicy {
     Never,
 }
 
-/// A container refers to the volumes it mounts and the bridge it joins.
+/// A container refers to the volumes and NFS shares it mounts and the bridge it joins.
 impl KindSpec for ContainerSpec {
     const KIND: Kind = Kind::Container;
 
@@ -159,6 +165,12 @@ impl KindSpec for ContainerSpec {
                 refs.push(Reference {
                     target: ResourceId::new(Kind::Volume, v.clone()),
                     path: format!("spec.mounts[{i}].volume"),
+                });
+            }
+            if let Some(share) = &m.nfs {
+                refs.push(Reference {
+                    target: ResourceId::new(Kind::NfsMount, share.clone()),
+                    path: format!("spec.mounts[{i}].nfs"),
                 });
             }
         }

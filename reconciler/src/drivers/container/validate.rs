@@ -75,11 +75,35 @@ pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
                 format!("{} must be an absolute path on the host", quoted(path)),
             );
         }
-        if mount.volume.is_some() == mount.host_path.is_some() {
+        let sources = [
+            mount.volume.is_some(),
+            mount.host_path.is_some(),
+            mount.nfs.is_some(),
+        ];
+        if sources.iter().filter(|given| **given).count() != 1 {
             error(
                 &format!("spec.mounts[{i}]"),
-                "exactly one of `volume` and `hostPath` is required".into(),
+                "exactly one of `volume`, `hostPath` and `nfs` is required".into(),
             );
+        }
+        if let Some(sub) = &mount.sub_path {
+            let plain = std::path::Path::new(sub)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if mount.nfs.is_none() {
+                error(
+                    &format!("spec.mounts[{i}].subPath"),
+                    "subPath is a directory of an NFS share: it goes with `nfs`".into(),
+                );
+            } else if sub.is_empty() || !plain {
+                error(
+                    &format!("spec.mounts[{i}].subPath"),
+                    format!(
+                        "{} must be a relative path inside the share, without `..`",
+                        quoted(sub)
+                    ),
+                );
+            }
         }
     }
     if let Some(network) = &container.network {
