@@ -184,11 +184,19 @@ impl Launch {
         };
         let mut disks = Vec::with_capacity(spec.disks.len());
         for (index, disk) in spec.disks.iter().enumerate() {
+            // A Volume's disk opens in the volume's format (an LV, a raw file: raw).
+            let mut file_format = None;
             let path = match (&disk.path, &disk.volume) {
                 (Some(path), _) => path.clone(),
                 (None, Some(volume)) => match context.referenced(Kind::Volume, volume) {
                     Some(resource) => match resource.spec.get::<VolumeSpec>() {
-                        Some(lv) => format!("/dev/{}/{}", lv.volume_group, volume),
+                        Some(declared) => {
+                            file_format = Some(declared.disk_format());
+                            declared
+                                .path(volume.as_str())
+                                .to_string_lossy()
+                                .into_owned()
+                        }
                         _ => {
                             problems.push(format!("disk {index}: Volume/{volume} is not a volume"));
                             continue;
@@ -206,9 +214,23 @@ impl Launch {
                     continue;
                 }
             };
+            let format = match file_format {
+                Some(crate::drivers::volume::FileFormat::Qcow2) => DiskFormat::Qcow2,
+                Some(crate::drivers::volume::FileFormat::Raw) => DiskFormat::Raw,
+                None => disk.effective_format(),
+            };
+            if format == DiskFormat::Qcow2
+                && disk.volume.is_some()
+                && spec.hypervisor == crate::drivers::vm::spec::Hypervisor::Builtin
+            {
+                problems.push(format!(
+                    "disk {index}: Volume/{} is a qcow2 file, and hypervisor: builtin opens raw disks only; declare the volume with format: raw, or use hypervisor: qemu",
+                    disk.volume.as_ref().map(ToString::to_string).unwrap_or_default()
+                ));
+            }
             disks.push(LaunchDisk {
                 path,
-                format: disk.effective_format(),
+                format,
                 read_only: disk.read_only,
                 serial: disk_serial(index),
             });

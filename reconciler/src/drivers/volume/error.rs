@@ -18,6 +18,15 @@ pub enum VolumeError {
     },
 
     /// The one batch read of VGs and LVs failed.
+    #[error("reading the file volumes in their directories")]
+    ObserveFiles {
+        #[source]
+        cause: LvmError,
+    },
+    #[error(
+        "file volumes (spec.directory) are not available to this volume driver; this is a bug in gitvisor"
+    )]
+    NoFileVolumes,
     #[error("reading volume groups and logical volumes (vgs, lvs)")]
     Observe {
         #[source]
@@ -71,9 +80,11 @@ impl Classify for VolumeError {
             VolumeError::Lvm2Missing { .. }
             | VolumeError::InUse { .. }
             | VolumeError::HasSnapshots { .. } => FailureClass::NeedsUser,
-            VolumeError::Observe { cause } | VolumeError::Request { cause, .. } => cause.class(),
+            VolumeError::Observe { cause }
+            | VolumeError::ObserveFiles { cause }
+            | VolumeError::Request { cause, .. } => cause.class(),
             VolumeError::Interrupted { cause, .. } => cause.class(),
-            VolumeError::InvalidChange { .. } => FailureClass::Bug,
+            VolumeError::InvalidChange { .. } | VolumeError::NoFileVolumes => FailureClass::Bug,
         }
     }
 }
