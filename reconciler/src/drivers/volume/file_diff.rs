@@ -263,7 +263,9 @@ pub(crate) fn declared(
             Effect::Hot,
         ));
     }
-    if adopting || file.reclaim != Some(spec.reclaim_policy) {
+    // Adopting sets the marker; once it is on (the store records the adoption after
+    // the apply's check), there is nothing left to do.
+    if !file.marked_for(name) || file.reclaim != Some(spec.reclaim_policy) {
         observed.mark = true;
         fields.push(FieldChange::new(
             "reclaimPolicy",
