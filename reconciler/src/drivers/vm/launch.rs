@@ -320,6 +320,47 @@ mod tests {
         assert_eq!(fast.accel, ResolvedAccel::Kvm);
     }
 
+    fn file_volume(name: &str, format: &str) -> Arc<Resource> {
+        let spec: crate::drivers::volume::VolumeSpec = serde_yaml::from_str(&format!(
+            "directory: /var/lib/gitvisor/volumes\nformat: {format}\nsize: 1GiB"
+        ))
+        .unwrap();
+        Arc::new(Resource::new(
+            Metadata::named(Name::parse(name).unwrap()),
+            Spec::new(spec),
+        ))
+    }
+
+    #[test]
+    fn a_file_volume_disk_is_its_file_in_its_format_and_builtin_refuses_qcow2() {
+        let roots = VmRoots::new(
+            std::path::Path::new("/run/gitvisor"),
+            std::path::Path::new("/var/lib/gitvisor"),
+        );
+        let context = PlanContext::default()
+            .with_revision(&[file_volume("root", "qcow2"), file_volume("data", "raw")]);
+        let vm =
+            spec("memory: 256MiB\nboot: {kernel: /k}\ndisks: [{volume: root}, {volume: data}]");
+        let launch = Launch::resolve("vm1", &vm, &context, &HostFacts::default(), &roots).unwrap();
+        assert_eq!(launch.disks[0].path, "/var/lib/gitvisor/volumes/root.qcow2");
+        assert_eq!(launch.disks[0].format, DiskFormat::Qcow2);
+        assert_eq!(launch.disks[1].path, "/var/lib/gitvisor/volumes/data.raw");
+        assert_eq!(launch.disks[1].format, DiskFormat::Raw);
+        let builtin = spec(
+            "hypervisor: builtin\nmemory: 256MiB\nboot: {kernel: /k}\ndisks: [{volume: root}, {volume: data}]",
+        );
+        let kvm = HostFacts {
+            kvm: true,
+            ..HostFacts::default()
+        };
+        let problems = Launch::resolve("vm1", &builtin, &context, &kvm, &roots).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("Volume/root is a qcow2 file"),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn what_the_host_lacks_is_reported_not_guessed() {
         let vm = spec("memory: 256MiB\nboot: {firmware: uefi}\naccel: kvm");

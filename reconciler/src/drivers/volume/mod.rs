@@ -65,6 +65,8 @@ mod error;
 pub mod fake;
 mod file_apply;
 mod file_diff;
+#[cfg(test)]
+mod file_tests;
 pub mod file_tools;
 pub mod files;
 mod kind;
