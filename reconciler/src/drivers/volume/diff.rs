@@ -422,6 +422,11 @@ fn creation(
         }
     }
     let mut change = change;
+    if let Some(crate::drivers::volume::VolumeSource::Url { url, .. }) = source {
+        change = change.with_reason(format!(
+            "the image is downloaded from {url} into gitvisor's image cache (once), verified, then written"
+        ));
+    }
     for note in notes {
         change = change.with_reason(note);
     }

@@ -27,6 +27,25 @@ pub enum VolumeError {
         "file volumes (spec.directory) are not available to this volume driver; this is a bug in gitvisor"
     )]
     NoFileVolumes,
+    #[error("volume {volume}: getting its source image")]
+    Download {
+        volume: String,
+        #[source]
+        cause: super::download::DownloadError,
+    },
+    #[error(
+        "volume {volume}: the image from {url} holds a {image}-byte disk, larger than the volume ({size} bytes); declare a larger size"
+    )]
+    ImageTooLarge {
+        volume: String,
+        url: String,
+        image: u64,
+        size: u64,
+    },
+    #[error(
+        "images from a URL have no cache directory in this volume driver; this is a bug in gitvisor"
+    )]
+    NoImageCache,
     #[error("reading volume groups and logical volumes (vgs, lvs)")]
     Observe {
         #[source]
@@ -84,7 +103,12 @@ impl Classify for VolumeError {
             | VolumeError::ObserveFiles { cause }
             | VolumeError::Request { cause, .. } => cause.class(),
             VolumeError::Interrupted { cause, .. } => cause.class(),
-            VolumeError::InvalidChange { .. } | VolumeError::NoFileVolumes => FailureClass::Bug,
+            VolumeError::InvalidChange { .. }
+            | VolumeError::NoFileVolumes
+            | VolumeError::NoImageCache => FailureClass::Bug,
+            VolumeError::ImageTooLarge { .. } => FailureClass::NeedsUser,
+            VolumeError::Download { cause, .. } if cause.transient() => FailureClass::Transient,
+            VolumeError::Download { .. } => FailureClass::NeedsUser,
         }
     }
 }

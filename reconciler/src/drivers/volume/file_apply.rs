@@ -7,12 +7,13 @@
 //!   write removes the `.partial`; a cancel, a deadline or a crash leaves it, marked,
 //!   and the next plan removes it and starts again. So no half-written file ever has a
 //!   volume's name.
-//! - **Update**: the xattrs (adoption, reclaim policy), then the grow.
+//! - **Update**: a leftover `.partial` removed, the xattrs (adoption, reclaim policy),
+//!   then the grow.
 //! - **Delete**: Retain takes the xattrs off (the file stays); Delete removes the file.
 
 use super::VolumeError;
 use super::file_diff::ObservedFile;
-use super::files::{FileRequest, FileSeam, marker_value};
+use super::files::{FileContent, FileRequest, FileSeam, marker_value};
 use crate::contract::{Action, Change, StepContext};
 use crate::drivers::volume::VolumeSpec;
 
@@ -22,6 +23,7 @@ pub(crate) async fn apply(
     change: &Change,
     observed: &ObservedFile,
     step: &StepContext,
+    fetched: Option<&super::FetchedImage>,
 ) -> Result<(), VolumeError> {
     let host = Host {
         seam,
@@ -46,7 +48,13 @@ pub(crate) async fn apply(
                     partial: observed.partial.clone(),
                     format: observed.format,
                     size: observed.size,
-                    content: observed.content.clone(),
+                    content: match fetched {
+                        Some(fetched) => FileContent::Image {
+                            image: fetched.path.clone(),
+                            format: fetched.info.format.clone(),
+                        },
+                        None => observed.content.clone(),
+                    },
                     id: marker_value(name),
                     reclaim: spec.reclaim_policy,
                 })
@@ -84,6 +92,10 @@ pub(crate) async fn apply(
                 .as_deref()
                 .and_then(|r| r.spec.get::<VolumeSpec>())
                 .ok_or_else(|| invalid(name, "no declared Volume"))?;
+            for path in &observed.remove_first {
+                host.send(FileRequest::Remove { path: path.clone() })
+                    .await?;
+            }
             if observed.mark {
                 host.send(FileRequest::Mark {
                     path: observed.path.clone(),

@@ -15,7 +15,8 @@
 //! A `.NAME.FORMAT.partial` (an interrupted creation) is removed before the create runs
 //! again when it is provably gitvisor's (marker, or the store's record: the crash can
 //! only come after the marker, but the rule is the shared one), and blocks the create
-//! as a conflict otherwise. A pruned file (ours, no longer declared) is a `Delete`:
+//! as a conflict otherwise; next to a complete file (a crash between the link and the
+//! unlink that publish it) it is removed by an `Update`. A pruned file (ours, no longer declared) is a `Delete`:
 //! Retain takes the xattrs off and leaves the file; Delete removes it, unless another
 //! file's qcow2 header names it as its backing file (a clone would lose its base): then
 //! the plan refuses.
@@ -30,7 +31,7 @@ use super::size::show_bytes;
 use crate::contract::{
     Action, Change, Effect, Evidence, FieldChange, Leftover, Marker, Ownership, PlanContext, Prune,
 };
-use crate::drivers::volume::{Backing, FileFormat, ReclaimPolicy, VolumeSpec};
+use crate::drivers::volume::{Backing, FileFormat, ReclaimPolicy, VolumeSource, VolumeSpec};
 use crate::model::{Kind, Name, Resource, ResourceId};
 
 /// qcow2 sizes are whole 512-byte sectors; so are raw ones, for the guest's sake.
@@ -220,6 +221,12 @@ pub(crate) fn declared(
     };
 
     observed.file = Some(file.clone());
+    // A crash between the link and the unlink of a publish leaves the `.partial` as a
+    // second name of the complete file: it goes.
+    let leftover = host
+        .get(&observed.partial)
+        .filter(|p| Evidence::new(marker(p, name), recorded).leftover() == Leftover::Remove)
+        .map(|p| p.path.clone());
     let adopting = match Evidence::new(marker(file, name), recorded).declared(
         format_args!("file {}", path.display()),
         resource.metadata.adopt(),
@@ -274,12 +281,23 @@ pub(crate) fn declared(
             Effect::Hot,
         ));
     }
-    let action = if observed.grow.is_some() || observed.mark {
+    let mut notes = Vec::new();
+    if let Some(leftover) = leftover {
+        notes.push(format!(
+            "{} is the leftover of an interrupted creation: removed",
+            leftover.display()
+        ));
+        observed.remove_first.push(leftover);
+    }
+    let action = if observed.grow.is_some() || observed.mark || !observed.remove_first.is_empty() {
         Action::Update
     } else {
         Action::NoOp
     };
     let mut change = Change { action, ..change }.with_fields(fields);
+    for note in notes {
+        change = change.with_reason(note);
+    }
     if adopting {
         change = change.with_first_reason(format!(
             "adopting {} (gitvisor.dev/adopt): gitvisor's marker is set on it",
@@ -338,6 +356,14 @@ fn creation(
                     );
                 }
             }
+        }
+        Some(VolumeSource::Url { url, .. }) => {
+            observed.content = FileContent::Download;
+            return change
+                .with_reason(format!(
+                    "the image is downloaded from {url} into gitvisor's image cache (once), verified, then copied in"
+                ))
+                .with_observed(observed);
         }
         Some(source) => {
             let Some(base_id) = source.clone_of() else {

@@ -160,6 +160,15 @@ async fn a_leftover_of_gitvisors_is_removed_and_a_foreign_one_blocks_the_create(
     assert!(dir.join("v.qcow2").exists());
     assert_eq!(std::fs::read(&foreign).unwrap(), b"not ours");
     assert!(!dir.join("w.qcow2").exists());
+
+    // A crash between the link and the unlink of the publish: the second name goes.
+    std::fs::hard_link(dir.join("v.qcow2"), &ours).unwrap();
+    let changes = converge(&driver, &desired[..1], &mut owned).await;
+    assert_eq!(actions(&changes), [("v".into(), Action::Update)]);
+    assert!(!ours.exists());
+    assert!(dir.join("v.qcow2").exists());
+    let again = plan(&driver, &desired[..1], &owned).await;
+    assert_eq!(actions(&again), [("v".into(), Action::NoOp)]);
 }
 
 #[tokio::test]

@@ -107,6 +107,10 @@ impl FileSeam for FileTools {
                 let partial_str = partial.to_string_lossy();
                 let size_str = size.to_string();
                 let written = match (content, format) {
+                    (FileContent::Download, _) => Err(LvmError::Spawn {
+                        program: "qemu-img".into(),
+                        message: "a download was not fetched before the create".into(),
+                    }),
                     (FileContent::Empty, FileFormat::Raw) => Ok(()),
                     (FileContent::Empty, FileFormat::Qcow2) => {
                         self.qemu_img(&["create", "-q", "-f", "qcow2", &partial_str, &size_str])

@@ -83,6 +83,8 @@ pub enum FileContent {
     Image { image: PathBuf, format: String },
     /// A qcow2 overlay over `base` (a qcow2 file volume).
     Clone { base: PathBuf },
+    /// An image from a URL, downloaded at apply: apply turns it into `Image`.
+    Download,
 }
 
 /// One change to the file volumes. Paths are absolute; sizes in bytes.
@@ -138,7 +140,7 @@ impl fmt::Display for FileRequest {
                     show_bytes(*size)
                 )?;
                 match content {
-                    FileContent::Empty => Ok(()),
+                    FileContent::Empty | FileContent::Download => Ok(()),
                     FileContent::Image { image, format } => {
                         write!(f, " from image {} ({format})", image.display())
                     }

@@ -1,4 +1,12 @@
-//! The Volume driver: LVM logical volumes through the lvm2 tools (`docs/volumes.md`).
+//! The Volume driver: LVM logical volumes through the lvm2 tools, and disk image files
+//! in a directory (`spec.directory`, `docs/volumes.md`).
+//!
+//! File volumes have their own seam ([`FileSeam`], `files.rs`: the marker is a pair of
+//! user xattrs, a file is written under a temporary name and published complete),
+//! decision table (`file_diff.rs`) and apply (`file_apply.rs`); what follows describes
+//! LVM volumes, and both share the spec, the plan's one batch per backing, the image
+//! inspection, the ownership rules and the step budgets. lvm2 is needed only when an
+//! LVM volume is declared or recorded.
 //!
 //! # Why it looks like this
 //!
@@ -60,6 +68,7 @@
 mod apply;
 pub mod device;
 mod diff;
+pub mod download;
 mod drift;
 mod error;
 pub mod fake;
@@ -120,6 +129,15 @@ pub struct VolumeDriver {
     seam: Arc<dyn LvmSeam>,
     /// File volumes (`spec.directory`); `None`: this driver has none (LVM-only tests).
     files: Option<Arc<dyn FileSeam>>,
+    /// Where images from a URL are cached (`<state>/images`); `None`: no URL sources.
+    cache: Option<std::path::PathBuf>,
+}
+
+/// A URL source's image, downloaded (or found in the cache) and inspected at apply.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchedImage {
+    pub path: std::path::PathBuf,
+    pub info: ImageInfo,
 }
 
 impl std::fmt::Debug for VolumeDriver {
@@ -131,7 +149,83 @@ impl std::fmt::Debug for VolumeDriver {
 impl VolumeDriver {
     /// A driver over any seam (a [`FakeLvm`] in tests).
     pub fn new(seam: Arc<dyn LvmSeam>) -> Self {
-        VolumeDriver { seam, files: None }
+        VolumeDriver {
+            seam,
+            files: None,
+            cache: None,
+        }
+    }
+
+    /// The same driver, caching images from a URL under `cache`.
+    pub fn with_image_cache(mut self, cache: std::path::PathBuf) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The image of a URL source: from the cache, or downloaded into it (on a blocking
+    /// thread, progress to the step, stopped when the step is), then inspected and
+    /// checked against the volume's size.
+    async fn fetch(
+        &self,
+        change: &Change,
+        spec: &VolumeSpec,
+        step: &StepContext,
+    ) -> Result<Option<FetchedImage>, VolumeError> {
+        let Some(VolumeSource::Url { url, sha256 }) = &spec.source else {
+            return Ok(None);
+        };
+        let volume = change.id.name.to_string();
+        let cache = self.cache.clone().ok_or(VolumeError::NoImageCache)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _stop_on_drop = download::StopOnDrop(Arc::clone(&stop));
+        let (url_owned, digest) = (url.clone(), sha256.clone());
+        let progress_step = step.clone();
+        let transfer = tokio::task::spawn_blocking(move || {
+            download::fetch(
+                &cache,
+                &url_owned,
+                digest.as_deref(),
+                &|message| {
+                    tracing::info!("{message}");
+                    progress_step.progress(message);
+                },
+                &stop,
+            )
+        });
+        let path = step
+            .wait(transfer)
+            .await
+            .map_err(|cause| VolumeError::Interrupted {
+                volume: volume.clone(),
+                operation: format!("download {url}"),
+                cause,
+            })?
+            .map_err(|join| VolumeError::InvalidChange {
+                volume: volume.clone(),
+                reason: format!("the download task failed: {join}"),
+            })?
+            .map_err(|cause| VolumeError::Download {
+                volume: volume.clone(),
+                cause,
+            })?;
+        let info = self
+            .seam
+            .inspect_image(&path)
+            .await
+            .map_err(|cause| VolumeError::Request {
+                volume: volume.clone(),
+                operation: format!("inspect the image downloaded from {url}"),
+                cause,
+            })?;
+        if info.virtual_size > spec.size.bytes() {
+            return Err(VolumeError::ImageTooLarge {
+                volume,
+                url: url.clone(),
+                image: info.virtual_size,
+                size: spec.size.bytes(),
+            });
+        }
+        Ok(Some(FetchedImage { path, info }))
     }
 
     /// The same driver, keeping file volumes through `files`.
@@ -148,7 +242,8 @@ impl VolumeDriver {
     ) -> Result<Box<dyn Driver>, DriverError> {
         Ok(Box::new(
             VolumeDriver::new(Arc::new(LvmTools::new()))
-                .with_files(Arc::new(FileTools::new(settings.state_dir.clone()))),
+                .with_files(Arc::new(FileTools::new(settings.state_dir.clone())))
+                .with_image_cache(settings.state_dir.join("images")),
         ))
     }
 }
@@ -323,11 +418,25 @@ impl Driver for VolumeDriver {
     }
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
+        let fetched = match (
+            change.action,
+            change
+                .desired
+                .as_deref()
+                .and_then(|r| r.spec.get::<VolumeSpec>()),
+        ) {
+            (Action::Create | Action::Replace, Some(spec)) => {
+                self.fetch(change, spec, step).await?
+            }
+            _ => None,
+        };
         if let Some(observed) = change.observed_as::<ObservedFile>() {
             let files = self.files.as_ref().ok_or(VolumeError::NoFileVolumes)?;
-            return Ok(file_apply::apply(files.as_ref(), change, observed, step).await?);
+            return Ok(
+                file_apply::apply(files.as_ref(), change, observed, step, fetched.as_ref()).await?,
+            );
         }
-        Ok(apply::apply(self.seam.as_ref(), change, step).await?)
+        Ok(apply::apply(self.seam.as_ref(), change, step, fetched.as_ref()).await?)
     }
 
     fn step_budget(&self, change: &Change) -> Duration {
@@ -340,7 +449,10 @@ impl Driver for VolumeDriver {
         };
         match change.action {
             Action::Create | Action::Replace
-                if spec.source.as_ref().and_then(|s| s.image()).is_some() =>
+                if matches!(
+                    spec.source,
+                    Some(VolumeSource::Image(_) | VolumeSource::Url { .. })
+                ) =>
             {
                 IMAGE_STEP_BUDGET
             }

@@ -155,6 +155,9 @@ pub enum VolumeSource {
     SnapshotOf(ResourceId),
     /// A qcow2 overlay whose backing file is another (file) Volume.
     CloneOf(ResourceId),
+    /// An image downloaded once into the state dir's cache (verified against `sha256`
+    /// when given), then written like an image file.
+    Url { url: String, sha256: Option<String> },
 }
 
 impl VolumeSource {
@@ -179,7 +182,7 @@ impl VolumeSource {
         match self {
             VolumeSource::SnapshotOf(origin) => Some((origin, SNAPSHOT_OF)),
             VolumeSource::CloneOf(base) => Some((base, CLONE_OF)),
-            VolumeSource::Image(_) => None,
+            VolumeSource::Image(_) | VolumeSource::Url { .. } => None,
         }
     }
 
@@ -198,19 +201,30 @@ impl fmt::Display for VolumeSource {
             VolumeSource::Image(path) => f.write_str(path),
             VolumeSource::SnapshotOf(origin) => write!(f, "snapshot of {origin}"),
             VolumeSource::CloneOf(base) => write!(f, "clone of {base}"),
+            VolumeSource::Url { url, .. } => f.write_str(url),
         }
     }
 }
 
 const SNAPSHOT_OF: &str = "snapshotOf";
 const CLONE_OF: &str = "cloneOf";
-const ORIGINS: &[&str] = &[SNAPSHOT_OF, CLONE_OF];
+const URL: &str = "url";
+const SHA256: &str = "sha256";
+const SOURCE_KEYS: &[&str] = &[SNAPSHOT_OF, CLONE_OF, URL, SHA256];
 
 impl Serialize for VolumeSource {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         match self {
             VolumeSource::Image(path) => serializer.serialize_str(path),
+            VolumeSource::Url { url, sha256 } => {
+                let mut map = serializer.serialize_map(Some(1 + usize::from(sha256.is_some())))?;
+                map.serialize_entry(URL, url)?;
+                if let Some(sha256) = sha256 {
+                    map.serialize_entry(SHA256, sha256)?;
+                }
+                map.end()
+            }
             VolumeSource::SnapshotOf(origin) | VolumeSource::CloneOf(origin) => {
                 let key = self.origin().map_or(SNAPSHOT_OF, |(_, key)| key);
                 let mut map = serializer.serialize_map(Some(1))?;
@@ -230,7 +244,7 @@ impl<'de> Deserialize<'de> for VolumeSource {
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "an image path, or a mapping {snapshotOf: Volume/NAME} or {cloneOf: Volume/NAME}",
+                    "an image path, or a mapping {snapshotOf: Volume/NAME}, {cloneOf: Volume/NAME} or {url: URL, sha256: DIGEST}",
                 )
             }
 
@@ -243,23 +257,37 @@ impl<'de> Deserialize<'de> for VolumeSource {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<VolumeSource, A::Error> {
                 let mut origin: Option<VolumeSource> = None;
+                let (mut url, mut sha256) = (None, None);
                 while let Some(key) = map.next_key::<String>()? {
-                    if !ORIGINS.contains(&key.as_str()) {
-                        return Err(de::Error::unknown_field(&key, ORIGINS));
+                    match key.as_str() {
+                        URL if url.is_none() => url = Some(map.next_value::<String>()?),
+                        SHA256 if sha256.is_none() => sha256 = Some(map.next_value::<String>()?),
+                        URL | SHA256 => return Err(de::Error::duplicate_field(URL)),
+                        SNAPSHOT_OF | CLONE_OF if origin.is_none() => {
+                            let target = map.next_value::<ResourceId>()?;
+                            origin = Some(if key == CLONE_OF {
+                                VolumeSource::CloneOf(target)
+                            } else {
+                                VolumeSource::SnapshotOf(target)
+                            });
+                        }
+                        SNAPSHOT_OF | CLONE_OF => {
+                            return Err(de::Error::custom(
+                                "a source is one of snapshotOf, cloneOf and url, once",
+                            ));
+                        }
+                        _ => return Err(de::Error::unknown_field(&key, SOURCE_KEYS)),
                     }
-                    if origin.is_some() {
-                        return Err(de::Error::custom(
-                            "a source is one of snapshotOf and cloneOf, once",
-                        ));
-                    }
-                    let target = map.next_value::<ResourceId>()?;
-                    origin = Some(if key == CLONE_OF {
-                        VolumeSource::CloneOf(target)
-                    } else {
-                        VolumeSource::SnapshotOf(target)
-                    });
                 }
-                origin.ok_or_else(|| de::Error::missing_field(SNAPSHOT_OF))
+                match (origin, url, sha256) {
+                    (Some(origin), None, None) => Ok(origin),
+                    (None, Some(url), sha256) => Ok(VolumeSource::Url { url, sha256 }),
+                    (None, None, Some(_)) => Err(de::Error::missing_field(URL)),
+                    (None, None, None) => Err(de::Error::missing_field(SNAPSHOT_OF)),
+                    (Some(_), _, _) => Err(de::Error::custom(
+                        "a source is one of snapshotOf, cloneOf and url, once",
+                    )),
+                }
             }
         }
 
@@ -275,7 +303,7 @@ impl JsonSchema for VolumeSource {
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let reference = generator.subschema_for::<ResourceId>();
         schemars::json_schema!({
-            "description": "An image file to write into the new volume (any format qemu-img reads), {snapshotOf: Volume/NAME}: an LVM snapshot of another managed Volume, or {cloneOf: Volume/NAME}: a qcow2 overlay backed by another file Volume.",
+            "description": "An image file to write into the new volume (any format qemu-img reads), {snapshotOf: Volume/NAME}: an LVM snapshot of another managed Volume, or {cloneOf: Volume/NAME}: a qcow2 overlay backed by another file Volume, or {url: https://…, sha256: HEX}: an image downloaded once into the state dir's cache, verified, then written.",
             "oneOf": [
                 {"type": "string", "minLength": 1},
                 {
@@ -289,6 +317,15 @@ impl JsonSchema for VolumeSource {
                     "additionalProperties": false,
                     "required": [CLONE_OF],
                     "properties": {CLONE_OF: reference}
+                },
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": [URL],
+                    "properties": {
+                        URL: {"type": "string", "pattern": "^https?://"},
+                        SHA256: {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+                    }
                 }
             ]
         })
@@ -338,6 +375,17 @@ mod tests {
             serde_yaml::to_string(&clone).unwrap(),
             "cloneOf: Volume/base\n"
         );
+        let url: VolumeSource =
+            serde_yaml::from_str("{url: \"https://x/a.qcow2\", sha256: abc}").unwrap();
+        assert_eq!(
+            url,
+            VolumeSource::Url {
+                url: "https://x/a.qcow2".into(),
+                sha256: Some("abc".into())
+            }
+        );
+        assert!(serde_yaml::from_str::<VolumeSource>("sha256: abc").is_err());
+        assert!(serde_yaml::from_str::<VolumeSource>("{url: u, cloneOf: Volume/a}").is_err());
         let unknown = serde_yaml::from_str::<VolumeSource>("copyOf: Volume/db").unwrap_err();
         assert!(
             unknown.to_string().contains("unknown field `copyOf`"),

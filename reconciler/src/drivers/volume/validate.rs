@@ -174,6 +174,45 @@ fn check_volume_source(
             error(&field, "a volume cannot start from itself".into());
         }
     }
+    if let VolumeSource::Url { url, sha256 } = source {
+        let digest_ok = sha256.as_deref().is_none_or(|digest| {
+            digest.len() == 64
+                && digest
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if !digest_ok {
+            error(
+                "spec.source.sha256",
+                "sha256 is the image's SHA-256 digest: 64 lowercase hexadecimal digits (as `sha256sum` prints it)".into(),
+            );
+        }
+        if url.starts_with("http://") {
+            if sha256.is_none() {
+                error(
+                    "spec.source.url",
+                    format!(
+                        "{} is plain HTTP: declare the image's sha256 (the digest is what makes the bytes trustworthy), or use https://",
+                        quoted(url)
+                    ),
+                );
+            }
+        } else if !url.starts_with("https://") || url.len() <= "https://".len() {
+            error(
+                "spec.source.url",
+                format!(
+                    "{} is not an https:// (or, with sha256, http://) URL",
+                    quoted(url)
+                ),
+            );
+        }
+        if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            error(
+                "spec.source.url",
+                "a URL has no spaces or control characters; percent-encode them".into(),
+            );
+        }
+    }
     if source.snapshot_of().is_some() {
         if volume.thin_pool.is_some() {
             error(
