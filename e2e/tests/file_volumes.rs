@@ -402,3 +402,262 @@ fn a_guest_writes_to_a_clone_and_the_base_is_unchanged() {
     assert_eq!(sha256(&base), base_sum, "the base file is unchanged");
     assert!(contents(&base, "qcow2").starts_with(b"BASE-FOR-GUEST!!"));
 }
+
+/// A small HTTPS server for the URL scenarios, in the test's namespace: `/good/NAME`
+/// serves the file with `Range` support; `/truncate/NAME` ends a whole-file answer half
+/// way (a ranged one is served whole); `/stall/NAME` sends the headers and 64 KiB, then
+/// nothing. Every request line and `Range` header is appended to `requests.log`.
+const SERVER: &str = r#"
+import http.server, os, ssl, sys, time
+root, cert, key, log = sys.argv[1:5]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args): pass
+    def do_GET(self):
+        mode, name = self.path.split('?')[0].strip('/').split('/', 1)
+        rng = self.headers.get('Range')
+        with open(log, 'a') as f: f.write(f"{self.path} range={rng}\n")
+        data = open(os.path.join(root, name), 'rb').read()
+        start = int(rng.split('=')[1].split('-')[0]) if rng else 0
+        if rng:
+            self.send_response(206)
+            self.send_header('Content-Range', f"bytes {start}-{len(data)-1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        if mode == 'truncate' and not rng:
+            self.wfile.write(body[:len(body)//2]); self.wfile.flush()
+            self.close_connection = True
+            return
+        if mode == 'stall':
+            self.wfile.write(body[:65536]); self.wfile.flush(); time.sleep(600)
+        self.wfile.write(body)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// A test CA and a certificate for 127.0.0.1 signed by it, made with openssl.
+fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write ext");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=gitvisor e2e test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// The server, killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn images_from_a_url_are_verified_cached_resumed_and_never_wait_on_a_stalled_server() {
+    let Some(env) = ready("file-vol-url") else {
+        return;
+    };
+    for tool in ["python3", "openssl"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            skip(
+                &gitvisor_e2e::current_test_name("file-vol-url"),
+                &format!("{tool} is missing"),
+            );
+            return;
+        }
+    }
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let served = scratch.path().join("served");
+    fs::create_dir_all(&served).expect("served dir");
+    source_image(&served.join("image.raw"), "FROM-THE-WEB", 8 * MIB);
+    let digest = sha256(&served.join("image.raw"));
+    let (ca, cert, key) = test_ca(scratch.path());
+    fs::write(scratch.path().join("server.py"), SERVER).expect("write server");
+    let log = scratch.path().join("requests.log");
+    let status = Command::new("ip")
+        .args(["-n", env.netns(), "link", "set", "lo", "up"])
+        .status()
+        .expect("ip runs");
+    assert!(status.success());
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", env.netns(), "python3"])
+        .arg(scratch.path().join("server.py"))
+        .args([&served, &cert, &key, &log])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("server stdout")),
+        &mut port,
+    )
+    .expect("the server prints its port");
+    let _server = Server(child);
+    let base = format!("https://127.0.0.1:{}", port.trim());
+    let dir = scratch.path().join("volumes");
+    let manifests = Manifests::new();
+    let from = |name: &str, url: &str, sha: &str| {
+        manifests.write(
+            &format!("{name}.yaml"),
+            &volume(
+                name,
+                &[],
+                &format!(
+                    "  directory: {}\n  format: raw\n  size: 8MiB\n  source: {{url: \"{url}\"{sha}}}\n",
+                    dir.display()
+                ),
+            ),
+        );
+    };
+    let apply = |stall: &str| {
+        let mut command = env.gitvisor_command(["apply", manifests.path_str()]);
+        command
+            .env("SSL_CERT_FILE", &ca)
+            .env("GITVISOR_DOWNLOAD_STALL_TIMEOUT", stall);
+        gitvisor_e2e::run_command(command)
+    };
+    let cache = env
+        .state_dir()
+        .join("images")
+        .join(format!("sha256-{digest}"));
+    let requests = || fs::read_to_string(&log).unwrap_or_default();
+
+    // A good digest: downloaded once for two volumes, verified, cached, copied in.
+    from(
+        "web1",
+        &format!("{base}/good/image.raw"),
+        &format!(", sha256: {digest}"),
+    );
+    from(
+        "web2",
+        &format!("{base}/good/image.raw"),
+        &format!(", sha256: {digest}"),
+    );
+    let good = apply("30s");
+    assert_eq!(good.code, Some(0), "{good}");
+    assert_eq!(sha256(&dir.join("web1.raw")), digest);
+    assert_eq!(sha256(&dir.join("web2.raw")), digest);
+    assert_eq!(sha256(&cache), digest);
+    assert_eq!(
+        requests().lines().count(),
+        1,
+        "downloaded once: {}",
+        requests()
+    );
+
+    // A wrong digest: an error naming the URL and both digests, and no volume.
+    let wrong = "0".repeat(64);
+    from(
+        "bad",
+        &format!("{base}/good/image.raw?bad"),
+        &format!(", sha256: {wrong}"),
+    );
+    let refused = apply("30s");
+    assert_eq!(refused.code, Some(1), "{refused}");
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert_contains(&said, &format!("{base}/good/image.raw?bad"));
+    assert_contains(&said, &wrong);
+    assert_contains(&said, &digest);
+    assert!(!dir.join("bad.raw").exists());
+    manifests.remove("bad.yaml");
+
+    // A truncated download is resumed with a Range request and completes.
+    fs::copy(served.join("image.raw"), served.join("other.raw")).expect("copy");
+    let mut other = fs::read(served.join("other.raw")).expect("read");
+    other[..12].copy_from_slice(b"SECOND-IMAGE");
+    fs::write(served.join("other.raw"), &other).expect("write");
+    let other_digest = sha256(&served.join("other.raw"));
+    from(
+        "cut",
+        &format!("{base}/truncate/other.raw"),
+        &format!(", sha256: {other_digest}"),
+    );
+    let mut resumed = apply("30s");
+    if resumed.code != Some(0) {
+        // The first apply failed on the cut transfer; the next resumes it.
+        assert_contains(&format!("{resumed}"), "resumes from there");
+        resumed = apply("30s");
+    }
+    assert_eq!(resumed.code, Some(0), "{resumed}");
+    assert_eq!(sha256(&dir.join("cut.raw")), other_digest);
+    assert!(
+        requests().contains("/truncate/other.raw range=bytes=4194304-"),
+        "resumed from half way: {}",
+        requests()
+    );
+
+    // A server that stalls: the apply fails within its stall timeout, not never.
+    fs::write(served.join("third.raw"), vec![3u8; 4 * MIB as usize]).expect("write");
+    let third = sha256(&served.join("third.raw"));
+    from(
+        "slow",
+        &format!("{base}/stall/third.raw"),
+        &format!(", sha256: {third}"),
+    );
+    // (run_command's own deadline fails the test if apply waits on the server.)
+    let stalled = apply("2s");
+    assert_eq!(stalled.code, Some(1), "{stalled}");
+    assert_contains(&stalled.stdout, "after 65536 bytes");
+    assert!(!dir.join("slow.raw").exists());
+}

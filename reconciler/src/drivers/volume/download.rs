@@ -8,7 +8,9 @@
 //! same file, downloaded once), `<state>/images/url-<sha256 of the URL>` for an HTTPS URL
 //! without one. A download goes to `<name>.partial` and becomes the cache file only once
 //! complete and verified (a rename), so a cache file is always a whole, checked image;
-//! a wrong digest removes the `.partial` and fails with the URL and both digests.
+//! a wrong digest removes the `.partial` and fails with the URL and both digests. A
+//! `<name>.lock` (flock) makes volumes created in parallel from one image share one
+//! download.
 //!
 //! # Resuming, stalls, progress
 //!
@@ -119,6 +121,19 @@ pub fn fetch(
         }
     };
     fs::create_dir_all(cache).map_err(io("make directory", cache))?;
+    // One download per cache file: volumes applied in parallel from the same image wait
+    // for the first, then find the cache file.
+    let lock_path = target.with_extension("lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("open", &lock_path))?;
+    lock.lock().map_err(io("lock", &lock_path))?;
+    if target.is_file() {
+        return Ok(target);
+    }
     let partial = target.with_extension("partial");
     let have = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
     let agent = agent(url)?;
