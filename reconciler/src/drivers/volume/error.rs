@@ -31,7 +31,7 @@ pub enum VolumeError {
     Download {
         volume: String,
         #[source]
-        cause: super::download::DownloadError,
+        cause: Box<super::download::DownloadError>,
     },
     #[error(
         "volume {volume}: the image from {url} holds a {image}-byte disk, larger than the volume ({size} bytes); declare a larger size"

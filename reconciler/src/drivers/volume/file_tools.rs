@@ -106,7 +106,7 @@ impl FileSeam for FileTools {
                 .await?;
                 let partial_str = partial.to_string_lossy();
                 let size_str = size.to_string();
-                let written = match (content, format) {
+                match (content, format) {
                     (FileContent::Download, _) => Err(LvmError::Spawn {
                         program: "qemu-img".into(),
                         message: "a download was not fetched before the create".into(),
@@ -159,8 +159,7 @@ impl FileSeam for FileTools {
                             Err(error) => Err(error),
                         }
                     }
-                };
-                written
+                }
             }
             FileRequest::Publish { partial, path } => {
                 let (partial, path) = (partial.clone(), path.clone());
@@ -249,8 +248,7 @@ async fn blocking<T: Send + 'static>(
 
 fn io_error(operation: &str, path: &Path, error: &io::Error) -> LvmError {
     LvmError::Io {
-        operation: operation.to_owned(),
-        path: path.display().to_string(),
+        what: format!("{operation} {}", path.display()),
         message: error.to_string(),
     }
 }
@@ -306,8 +304,7 @@ fn set_marks(path: &Path, id: &str, reclaim: ReclaimPolicy) -> Result<(), LvmErr
     };
     for (name, value) in [(ID_XATTR, id), (RECLAIM_XATTR, policy)] {
         xattr::set(path, name, value.as_bytes()).map_err(|e| LvmError::Io {
-            operation: format!("set the marker {name} on"),
-            path: path.display().to_string(),
+            what: format!("set the marker {name} on {}", path.display()),
             message: format!(
                 "{e}; gitvisor marks its volume files with user extended attributes, so the directory must be on a filesystem that keeps them (ext4, xfs, btrfs, tmpfs, NFS 4.2)"
             ),

@@ -206,7 +206,7 @@ impl VolumeDriver {
             })?
             .map_err(|cause| VolumeError::Download {
                 volume: volume.clone(),
-                cause,
+                cause: Box::new(cause),
             })?;
         let info = self
             .seam

@@ -274,13 +274,9 @@ pub enum LvmError {
     Spawn { program: String, message: String },
     #[error("cannot read what {program} printed: {message}")]
     Unreadable { program: String, message: String },
-    /// A file operation on a file volume failed.
-    #[error("{operation} {path}: {message}")]
-    Io {
-        operation: String,
-        path: String,
-        message: String,
-    },
+    /// A file operation on a file volume failed: `what` names the operation and the path.
+    #[error("{what}: {message}")]
+    Io { what: String, message: String },
 }
 
 impl LvmError {

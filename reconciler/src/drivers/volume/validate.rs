@@ -213,13 +213,11 @@ fn check_volume_source(
             );
         }
     }
-    if source.snapshot_of().is_some() {
-        if volume.thin_pool.is_some() {
-            error(
-                "spec.thinPool",
-                "a snapshot lives where its origin does (a thin snapshot in the origin's pool): remove `thinPool`".into(),
-            );
-        }
+    if source.snapshot_of().is_some() && volume.thin_pool.is_some() {
+        error(
+            "spec.thinPool",
+            "a snapshot lives where its origin does (a thin snapshot in the origin's pool): remove `thinPool`".into(),
+        );
     }
 }
 
