@@ -33,6 +33,15 @@ fn ready(test: &str) -> Option<TestEnv> {
     Some(env)
 }
 
+/// How long an apply that copies or boots may take on a loaded 2-core machine (the
+/// harness's default deadline is for plain applies).
+const SLOW: Duration = Duration::from_secs(300);
+
+/// `apply DIR` under [`SLOW`].
+fn slow_apply(env: &TestEnv, manifests: &Manifests) -> gitvisor_e2e::Outcome {
+    gitvisor_e2e::run_command_within(env.gitvisor_command(["apply", manifests.path_str()]), SLOW)
+}
+
 fn volume(name: &str, metadata: &[&str], spec: &str) -> String {
     resource_manifest("Volume", name, metadata, spec)
 }
@@ -264,7 +273,7 @@ fn an_apply_killed_in_the_middle_of_a_copy_is_finished_by_the_next() {
         !path.exists(),
         "no file under the volume's name after a crash mid-copy"
     );
-    let next = env.apply(manifests.path()).expect_code(0);
+    let next = slow_apply(&env, &manifests).expect_code(0);
     assert_contains(&next.stdout, "Volume/v");
     assert!(!partial.exists());
     assert!(same_bytes(&path, &source), "the copy is complete");
@@ -388,7 +397,7 @@ fn a_guest_writes_to_a_clone_and_the_base_is_unchanged() {
             ),
         ),
     );
-    env.apply(manifests.path()).expect_code(0);
+    slow_apply(&env, &manifests).expect_code(0);
     let base = dir.join("base.qcow2");
     let base_sum = sha256(&base);
     manifests.write(
@@ -404,7 +413,7 @@ fn a_guest_writes_to_a_clone_and_the_base_is_unchanged() {
             ),
         ),
     );
-    env.apply(manifests.path()).expect_code(0);
+    slow_apply(&env, &manifests).expect_code(0);
     let cmdline = guard.cmdline("reader").expect("the guest runs").join(" ");
     assert_contains(&cmdline, "format=qcow2");
     let serial = guard.serial("reader");
@@ -413,7 +422,7 @@ fn a_guest_writes_to_a_clone_and_the_base_is_unchanged() {
     assert_contains(&read, "BASE-FOR-GUEST!!");
     serial.wait_for("GV-WROTE", 0, boot);
     manifests.remove("vm.yaml");
-    env.apply(manifests.path()).expect_code(0);
+    slow_apply(&env, &manifests).expect_code(0);
     let clone: PathBuf = dir.join("guest-disk.qcow2");
     assert!(contents(&clone, "qcow2").starts_with(b"GV-GUEST-WROTE-THIS"));
     assert_eq!(sha256(&base), base_sum, "the base file is unchanged");
