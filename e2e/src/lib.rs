@@ -75,6 +75,9 @@
 //! - `network.rs`: NAT, published ports, DHCP/DNS, host-only isolation, drift of the
 //!   nftables table, an admin's table left byte-identical, a SIGKILL mid-apply (helpers
 //!   in [`network`]).
+//! - `file_volumes.rs`: Volumes as image files in a directory (no guest): lifecycle, a
+//!   SIGKILL mid-copy, ten clones in one apply, a TCG guest writing to a clone, images
+//!   from a URL over HTTPS with a test CA.
 //! - `vms.rs`: VirtualMachines under QEMU TCG (guest built by [`vms`]): lifecycle with a
 //!   kill -9 mid-create, console, pause, restart, forced stop, prune; firmware boot.
 //! - `systemd_unit.rs`: an apply with a container, a DHCP bridge and a VM under the

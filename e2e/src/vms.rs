@@ -23,7 +23,10 @@
 //!   `GV-WEB <leased address>`, and closes it;
 //! - then `GV-TICK <n> <uptime>` every second, forever: a paused guest prints none, and
 //!   the uptime shows the guest's clock;
-//! - `GV-ECHO <line>` for every line typed on its console.
+//! - `GV-ECHO <line>` for every line typed on its console;
+//! - with `gv.write=<serial>`, before the ticks: `GV-READ <first 16 bytes>` of that
+//!   disk, then `GV-WROTE` once `GV-GUEST-WROTE-THIS` is written at its start and
+//!   synced (a file volume's clone, `file_volumes.rs`).
 //!
 //! The guest ignores the ACPI power button (no acpid), so `state: Stopped` exercises the
 //! hard stop after `shutdownTimeout`.
@@ -97,6 +100,13 @@ if [ -n "$(arg gv.listen)" ]; then
     # Every connection is answered with one line, then closed.
     nc -ll -p "$(arg gv.listen)" -e echo "GV-WEB $(cat /tmp/lease 2>/dev/null)" </dev/null &
     echo "GV-LISTEN $(arg gv.listen)"
+fi
+if [ -n "$(arg gv.write)" ]; then
+    for disk in /sys/block/vd*; do
+        [ "$(cat "$disk/serial")" = "$(arg gv.write)" ] || continue
+        echo "GV-READ $(head -c 16 "/dev/${disk##*/}")"
+        printf GV-GUEST-WROTE-THIS | dd of="/dev/${disk##*/}" conv=notrunc,fsync 2>/dev/null && sync && echo GV-WROTE
+    done
 fi
 # What arrives on the console (`gitvisor console`) is echoed back, marked.
 (while read -r line; do echo "GV-ECHO $line"; done) </dev/console &

@@ -212,6 +212,12 @@ fn resolve_mount(
             let Some(spec) = declared.spec.get::<VolumeSpec>() else {
                 return Err(format!("mount {}: {volume} is not a Volume", mount.target));
             };
+            if let crate::drivers::volume::Backing::File { directory, .. } = spec.backing() {
+                return Err(format!(
+                    "mount {}: Volume {volume} is a disk image file in {directory} (for a VM's disk); a container mounts an LVM Volume with a filesystem, or a host directory with hostPath",
+                    mount.target
+                ));
+            }
             let Some(filesystem) = spec.filesystem else {
                 return Err(format!(
                     "mount {}: Volume {volume} has no filesystem; give it `filesystem:` so the container can mount it",
@@ -229,7 +235,7 @@ fn resolve_mount(
                 ));
             }
             MountSource::Device {
-                path: format!("/dev/{}/{}", spec.volume_group, volume).into(),
+                path: spec.path(volume.as_str()),
                 fstype,
             }
         }

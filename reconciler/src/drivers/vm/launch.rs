@@ -184,11 +184,19 @@ impl Launch {
         };
         let mut disks = Vec::with_capacity(spec.disks.len());
         for (index, disk) in spec.disks.iter().enumerate() {
+            // A Volume's disk opens in the volume's format (an LV, a raw file: raw).
+            let mut file_format = None;
             let path = match (&disk.path, &disk.volume) {
                 (Some(path), _) => path.clone(),
                 (None, Some(volume)) => match context.referenced(Kind::Volume, volume) {
                     Some(resource) => match resource.spec.get::<VolumeSpec>() {
-                        Some(lv) => format!("/dev/{}/{}", lv.volume_group, volume),
+                        Some(declared) => {
+                            file_format = Some(declared.disk_format());
+                            declared
+                                .path(volume.as_str())
+                                .to_string_lossy()
+                                .into_owned()
+                        }
                         _ => {
                             problems.push(format!("disk {index}: Volume/{volume} is not a volume"));
                             continue;
@@ -206,9 +214,23 @@ impl Launch {
                     continue;
                 }
             };
+            let format = match file_format {
+                Some(crate::drivers::volume::FileFormat::Qcow2) => DiskFormat::Qcow2,
+                Some(crate::drivers::volume::FileFormat::Raw) => DiskFormat::Raw,
+                None => disk.effective_format(),
+            };
+            if format == DiskFormat::Qcow2
+                && disk.volume.is_some()
+                && spec.hypervisor == crate::drivers::vm::spec::Hypervisor::Builtin
+            {
+                problems.push(format!(
+                    "disk {index}: Volume/{} is a qcow2 file, and hypervisor: builtin opens raw disks only; declare the volume with format: raw, or use hypervisor: qemu",
+                    disk.volume.as_ref().map(ToString::to_string).unwrap_or_default()
+                ));
+            }
             disks.push(LaunchDisk {
                 path,
-                format: disk.effective_format(),
+                format,
                 read_only: disk.read_only,
                 serial: disk_serial(index),
             });
@@ -296,6 +318,47 @@ mod tests {
         };
         let fast = Launch::resolve("vm1", &vm, &context, &kvm, root).unwrap();
         assert_eq!(fast.accel, ResolvedAccel::Kvm);
+    }
+
+    fn file_volume(name: &str, format: &str) -> Arc<Resource> {
+        let spec: crate::drivers::volume::VolumeSpec = serde_yaml::from_str(&format!(
+            "directory: /var/lib/gitvisor/volumes\nformat: {format}\nsize: 1GiB"
+        ))
+        .unwrap();
+        Arc::new(Resource::new(
+            Metadata::named(Name::parse(name).unwrap()),
+            Spec::new(spec),
+        ))
+    }
+
+    #[test]
+    fn a_file_volume_disk_is_its_file_in_its_format_and_builtin_refuses_qcow2() {
+        let roots = VmRoots::new(
+            std::path::Path::new("/run/gitvisor"),
+            std::path::Path::new("/var/lib/gitvisor"),
+        );
+        let context = PlanContext::default()
+            .with_revision(&[file_volume("root", "qcow2"), file_volume("data", "raw")]);
+        let vm =
+            spec("memory: 256MiB\nboot: {kernel: /k}\ndisks: [{volume: root}, {volume: data}]");
+        let launch = Launch::resolve("vm1", &vm, &context, &HostFacts::default(), &roots).unwrap();
+        assert_eq!(launch.disks[0].path, "/var/lib/gitvisor/volumes/root.qcow2");
+        assert_eq!(launch.disks[0].format, DiskFormat::Qcow2);
+        assert_eq!(launch.disks[1].path, "/var/lib/gitvisor/volumes/data.raw");
+        assert_eq!(launch.disks[1].format, DiskFormat::Raw);
+        let builtin = spec(
+            "hypervisor: builtin\nmemory: 256MiB\nboot: {kernel: /k}\ndisks: [{volume: root}, {volume: data}]",
+        );
+        let kvm = HostFacts {
+            kvm: true,
+            ..HostFacts::default()
+        };
+        let problems = Launch::resolve("vm1", &builtin, &context, &kvm, &roots).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("Volume/root is a qcow2 file"),
+            "{problems:?}"
+        );
     }
 
     #[test]

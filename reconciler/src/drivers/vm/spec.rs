@@ -150,7 +150,7 @@ pub struct Disk {
 
 impl Disk {
     /// The format QEMU opens the disk with: declared, else from a `path`'s extension;
-    /// a Volume's device is raw.
+    /// a Volume's format comes from the Volume (`Launch::resolve`), this is raw for it.
     pub fn effective_format(&self) -> DiskFormat {
         match (self.format, &self.path) {
             (Some(format), _) => format,
@@ -306,7 +306,7 @@ impl VirtualMachineSpec {
         {
             problems.push((
                 "spec.disks".into(),
-                "a `volume` disk is the volume's raw device; `format: qcow2` applies to `path` disks only".into(),
+                "a `volume` disk opens in the Volume's own format (raw for LVM, the Volume's spec.format for a file volume); `format` applies to `path` disks only".into(),
             ));
         }
         if self.hypervisor == Hypervisor::Builtin {

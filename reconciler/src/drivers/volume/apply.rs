@@ -36,6 +36,7 @@ pub(crate) async fn apply(
     seam: &dyn LvmSeam,
     change: &Change,
     step: &StepContext,
+    fetched: Option<&super::FetchedImage>,
 ) -> Result<(), VolumeError> {
     let host = Host {
         seam,
@@ -45,7 +46,7 @@ pub(crate) async fn apply(
     match change.action {
         Action::Create => {
             let (spec, observed) = planned(change)?;
-            create(&host, spec, observed).await
+            create(&host, spec, observed, fetched).await
         }
         Action::Replace => {
             let (spec, observed) = planned(change)?;
@@ -57,7 +58,7 @@ pub(crate) async fn apply(
                 })
                 .await?;
             }
-            create(&host, spec, observed).await
+            create(&host, spec, observed, fetched).await
         }
         Action::Update => {
             let (_, observed) = planned(change)?;
@@ -163,11 +164,20 @@ async fn create(
     host: &Host<'_>,
     spec: &VolumeSpec,
     observed: &ObservedVolume,
+    fetched: Option<&super::FetchedImage>,
 ) -> Result<(), VolumeError> {
     let name = host.volume;
     let vg = &observed.vg;
     let device = device_path(vg, name);
-    let image = spec.source.as_ref().and_then(VolumeSource::image);
+    let image = match fetched {
+        Some(fetched) => Some(fetched.path.to_string_lossy().into_owned()),
+        None => spec
+            .source
+            .as_ref()
+            .and_then(VolumeSource::image)
+            .map(str::to_owned),
+    };
+    let inspected = fetched.map(|f| &f.info).or(observed.image.as_ref());
     let incomplete = image.is_some() || spec.filesystem.is_some();
     let tags = tags::creation(name, spec.reclaim_policy, spec.filesystem, incomplete);
     match (&spec.source, &observed.origin) {
@@ -203,7 +213,7 @@ async fn create(
         tags,
     })
     .await?;
-    let written = match (image, &observed.image) {
+    let written = match (image.as_deref(), inspected) {
         (Some(path), Some(info)) => {
             host.send_long(
                 LvmRequest::WriteImage {

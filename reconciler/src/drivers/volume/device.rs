@@ -17,12 +17,13 @@ pub fn device_path(vg: &str, name: &str) -> PathBuf {
     PathBuf::from("/dev").join(vg).join(name)
 }
 
-/// The device path of the Volume `name` declared in this revision, or `None` when the
+/// The path of the Volume `name` declared in this revision (`/dev/VG/NAME`, or a file
+/// volume's `DIR/NAME.FORMAT`), or `None` when the
 /// revision declares no such Volume (validation rejects a dangling reference first).
 pub fn volume_device(context: &PlanContext, name: &Name) -> Option<PathBuf> {
     let resource = context.referenced(Kind::Volume, name)?;
     let volume = resource.spec.get::<VolumeSpec>()?;
-    Some(device_path(&volume.volume_group, name.as_str()))
+    Some(volume.path(name.as_str()))
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub(crate) fn declared(
     let id = resource.id();
     let name = id.name.as_str();
     let change = Change::new(id.clone(), Action::NoOp).with_desired(Arc::clone(resource));
-    let Some(vg) = planning.host.vg(&spec.volume_group) else {
+    let Some(vg) = planning.host.vg(spec.lvm_group()) else {
         let have = planning.host.vg_names();
         let have = if have.is_empty() {
             "it has none".to_owned()
@@ -78,9 +78,9 @@ pub(crate) fn declared(
             change,
             format!(
                 "volume group {} does not exist on this host ({have}); create it (vgcreate) or fix spec.volumeGroup",
-                spec.volume_group
+                spec.lvm_group()
             ),
-            ObservedVolume::new(&spec.volume_group, spec.size.bytes()),
+            ObservedVolume::new(spec.lvm_group(), spec.size.bytes()),
         );
     };
     let size = round_up(spec.size.bytes(), vg.extent_size);
@@ -422,6 +422,11 @@ fn creation(
         }
     }
     let mut change = change;
+    if let Some(crate::drivers::volume::VolumeSource::Url { url, .. }) = source {
+        change = change.with_reason(format!(
+            "the image is downloaded from {url} into gitvisor's image cache (once), verified, then written"
+        ));
+    }
     for note in notes {
         change = change.with_reason(note);
     }
@@ -493,10 +498,11 @@ fn snapshot_origin(
     let Some(origin_spec) = origin.spec.get::<VolumeSpec>() else {
         return Err(format!("the snapshot's origin {origin_id} is not a Volume"));
     };
-    if origin_spec.volume_group != spec.volume_group {
+    if origin_spec.lvm_group() != spec.lvm_group() {
         return Err(format!(
             "a snapshot is in its origin's volume group: {origin_id} is in {}, this volume declares {}",
-            origin_spec.volume_group, spec.volume_group
+            origin_spec.lvm_group(),
+            spec.lvm_group()
         ));
     }
     let name = origin_id.name.as_str();
@@ -555,7 +561,7 @@ fn creation_fields(spec: &VolumeSpec, size: u64) -> Vec<FieldChange> {
         FieldChange::new(
             "volumeGroup",
             serde_json::Value::Null,
-            spec.volume_group.clone(),
+            spec.lvm_group().to_owned(),
             Effect::Recreate,
         ),
         FieldChange::new(

@@ -18,6 +18,34 @@ pub enum VolumeError {
     },
 
     /// The one batch read of VGs and LVs failed.
+    #[error("reading the file volumes in their directories")]
+    ObserveFiles {
+        #[source]
+        cause: LvmError,
+    },
+    #[error(
+        "file volumes (spec.directory) are not available to this volume driver; this is a bug in gitvisor"
+    )]
+    NoFileVolumes,
+    #[error("volume {volume}: getting its source image")]
+    Download {
+        volume: String,
+        #[source]
+        cause: Box<super::download::DownloadError>,
+    },
+    #[error(
+        "volume {volume}: the image from {url} holds a {image}-byte disk, larger than the volume ({size} bytes); declare a larger size"
+    )]
+    ImageTooLarge {
+        volume: String,
+        url: String,
+        image: u64,
+        size: u64,
+    },
+    #[error(
+        "images from a URL have no cache directory in this volume driver; this is a bug in gitvisor"
+    )]
+    NoImageCache,
     #[error("reading volume groups and logical volumes (vgs, lvs)")]
     Observe {
         #[source]
@@ -71,9 +99,16 @@ impl Classify for VolumeError {
             VolumeError::Lvm2Missing { .. }
             | VolumeError::InUse { .. }
             | VolumeError::HasSnapshots { .. } => FailureClass::NeedsUser,
-            VolumeError::Observe { cause } | VolumeError::Request { cause, .. } => cause.class(),
+            VolumeError::Observe { cause }
+            | VolumeError::ObserveFiles { cause }
+            | VolumeError::Request { cause, .. } => cause.class(),
             VolumeError::Interrupted { cause, .. } => cause.class(),
-            VolumeError::InvalidChange { .. } => FailureClass::Bug,
+            VolumeError::InvalidChange { .. }
+            | VolumeError::NoFileVolumes
+            | VolumeError::NoImageCache => FailureClass::Bug,
+            VolumeError::ImageTooLarge { .. } => FailureClass::NeedsUser,
+            VolumeError::Download { cause, .. } if cause.transient() => FailureClass::Transient,
+            VolumeError::Download { .. } => FailureClass::NeedsUser,
         }
     }
 }

@@ -95,7 +95,7 @@ impl LvmTools {
     }
 
     /// Runs a long child to completion (no deadline of its own: the step's applies).
-    async fn long(&self, program: &str, args: &[&str]) -> Result<String, LvmError> {
+    pub(crate) async fn long(&self, program: &str, args: &[&str]) -> Result<String, LvmError> {
         let output = self
             .long_command(program, args)
             .output()
@@ -111,14 +111,24 @@ impl LvmTools {
         device: &Path,
         progress: ProgressSink<'_>,
     ) -> Result<(), LvmError> {
-        let program = "qemu-img";
         let image = image.to_string_lossy();
         let device = device.to_string_lossy();
         let args = [
             "convert", "-p", "-n", "-f", format, "-O", "raw", &image, &device,
         ];
+        self.qemu_img_progress(&args, progress).await
+    }
+
+    /// Runs `qemu-img ARGS` (with `-p`) as a long child, telling `progress` the percent
+    /// it prints.
+    pub(crate) async fn qemu_img_progress(
+        &self,
+        args: &[&str],
+        progress: ProgressSink<'_>,
+    ) -> Result<(), LvmError> {
+        let program = "qemu-img";
         let mut child = self
-            .long_command(program, &args)
+            .long_command(program, args)
             .spawn()
             .map_err(|error| spawn_error(program, &error))?;
         let mut stdout = child.stdout.take().ok_or_else(|| LvmError::Spawn {

@@ -1,4 +1,12 @@
-//! The Volume driver: LVM logical volumes through the lvm2 tools (`docs/volumes.md`).
+//! The Volume driver: LVM logical volumes through the lvm2 tools, and disk image files
+//! in a directory (`spec.directory`, `docs/volumes.md`).
+//!
+//! File volumes have their own seam ([`FileSeam`], `files.rs`: the marker is a pair of
+//! user xattrs, a file is written under a temporary name and published complete),
+//! decision table (`file_diff.rs`) and apply (`file_apply.rs`); what follows describes
+//! LVM volumes, and both share the spec, the plan's one batch per backing, the image
+//! inspection, the ownership rules and the step budgets. lvm2 is needed only when an
+//! LVM volume is declared or recorded.
 //!
 //! # Why it looks like this
 //!
@@ -60,9 +68,16 @@
 mod apply;
 pub mod device;
 mod diff;
+pub mod download;
 mod drift;
 mod error;
 pub mod fake;
+mod file_apply;
+mod file_diff;
+#[cfg(test)]
+mod file_tests;
+pub mod file_tools;
+pub mod files;
 mod kind;
 pub mod lvm;
 mod observed;
@@ -92,11 +107,16 @@ use crate::model::{Kind, Resource};
 pub use device::{device_path, volume_device};
 pub use error::VolumeError;
 pub use fake::FakeLvm;
+pub use file_diff::ObservedFile;
+pub use file_tools::FileTools;
+pub use files::{FileSeam, FileState};
 pub use kind::REGISTRATION;
 pub use lvm::LvmTools;
 pub use observed::ObservedVolume;
 pub use seam::{ImageInfo, LvKind, LvState, LvmError, LvmReport, LvmRequest, LvmSeam, VgState};
-pub use spec::{Filesystem, MAX_VOLUME_SIZE, ReclaimPolicy, VolumeSource, VolumeSpec};
+pub use spec::{
+    Backing, FileFormat, Filesystem, MAX_VOLUME_SIZE, ReclaimPolicy, VolumeSource, VolumeSpec,
+};
 
 /// How long writing a source image may take.
 pub const IMAGE_STEP_BUDGET: Duration = Duration::from_secs(4 * 3600);
@@ -107,6 +127,17 @@ pub const FILESYSTEM_STEP_BUDGET: Duration = Duration::from_secs(1800);
 #[derive(Clone)]
 pub struct VolumeDriver {
     seam: Arc<dyn LvmSeam>,
+    /// File volumes (`spec.directory`); `None`: this driver has none (LVM-only tests).
+    files: Option<Arc<dyn FileSeam>>,
+    /// Where images from a URL are cached (`<state>/images`); `None`: no URL sources.
+    cache: Option<std::path::PathBuf>,
+}
+
+/// A URL source's image, downloaded (or found in the cache) and inspected at apply.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchedImage {
+    pub path: std::path::PathBuf,
+    pub info: ImageInfo,
 }
 
 impl std::fmt::Debug for VolumeDriver {
@@ -118,16 +149,102 @@ impl std::fmt::Debug for VolumeDriver {
 impl VolumeDriver {
     /// A driver over any seam (a [`FakeLvm`] in tests).
     pub fn new(seam: Arc<dyn LvmSeam>) -> Self {
-        VolumeDriver { seam }
+        VolumeDriver {
+            seam,
+            files: None,
+            cache: None,
+        }
+    }
+
+    /// The same driver, caching images from a URL under `cache`.
+    pub fn with_image_cache(mut self, cache: std::path::PathBuf) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The image of a URL source: from the cache, or downloaded into it (on a blocking
+    /// thread, progress to the step, stopped when the step is), then inspected and
+    /// checked against the volume's size.
+    async fn fetch(
+        &self,
+        change: &Change,
+        spec: &VolumeSpec,
+        step: &StepContext,
+    ) -> Result<Option<FetchedImage>, VolumeError> {
+        let Some(VolumeSource::Url { url, sha256 }) = &spec.source else {
+            return Ok(None);
+        };
+        let volume = change.id.name.to_string();
+        let cache = self.cache.clone().ok_or(VolumeError::NoImageCache)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _stop_on_drop = download::StopOnDrop(Arc::clone(&stop));
+        let (url_owned, digest) = (url.clone(), sha256.clone());
+        let progress_step = step.clone();
+        let transfer = tokio::task::spawn_blocking(move || {
+            download::fetch(
+                &cache,
+                &url_owned,
+                digest.as_deref(),
+                &|message| {
+                    tracing::info!("{message}");
+                    progress_step.progress(message);
+                },
+                &stop,
+            )
+        });
+        let path = step
+            .wait(transfer)
+            .await
+            .map_err(|cause| VolumeError::Interrupted {
+                volume: volume.clone(),
+                operation: format!("download {url}"),
+                cause,
+            })?
+            .map_err(|join| VolumeError::InvalidChange {
+                volume: volume.clone(),
+                reason: format!("the download task failed: {join}"),
+            })?
+            .map_err(|cause| VolumeError::Download {
+                volume: volume.clone(),
+                cause: Box::new(cause),
+            })?;
+        let info = self
+            .seam
+            .inspect_image(&path)
+            .await
+            .map_err(|cause| VolumeError::Request {
+                volume: volume.clone(),
+                operation: format!("inspect the image downloaded from {url}"),
+                cause,
+            })?;
+        if info.virtual_size > spec.size.bytes() {
+            return Err(VolumeError::ImageTooLarge {
+                volume,
+                url: url.clone(),
+                image: info.virtual_size,
+                size: spec.size.bytes(),
+            });
+        }
+        Ok(Some(FetchedImage { path, info }))
+    }
+
+    /// The same driver, keeping file volumes through `files`.
+    pub fn with_files(mut self, files: Arc<dyn FileSeam>) -> Self {
+        self.files = Some(files);
+        self
     }
 
     /// The registry's constructor: the lvm2 tools of this host. Connecting checks
     /// nothing (a host without lvm2 can run the other kinds); `plan` says when they are
     /// missing and Volumes need them.
     pub(crate) fn connect_driver(
-        _: &crate::drivers::HostSettings,
+        settings: &crate::drivers::HostSettings,
     ) -> Result<Box<dyn Driver>, DriverError> {
-        Ok(Box::new(VolumeDriver::new(Arc::new(LvmTools::new()))))
+        Ok(Box::new(
+            VolumeDriver::new(Arc::new(LvmTools::new()))
+                .with_files(Arc::new(FileTools::new(settings.state_dir.clone())))
+                .with_image_cache(settings.state_dir.join("images")),
+        ))
     }
 }
 
@@ -183,14 +300,54 @@ impl Driver for VolumeDriver {
             };
             specs.push((resource, spec));
         }
+        let is_file = |spec: &VolumeSpec| matches!(spec.backing(), Backing::File { .. });
+        let directories: Vec<std::path::PathBuf> = specs
+            .iter()
+            .filter_map(|(_, spec)| match spec.backing() {
+                Backing::File { directory, .. } => Some(std::path::PathBuf::from(directory)),
+                Backing::Lvm { .. } => None,
+            })
+            .collect();
+        let files = match &self.files {
+            Some(seam) => seam
+                .observe(&directories)
+                .await
+                .map_err(|cause| VolumeError::ObserveFiles { cause })?,
+            None if directories.is_empty() => Vec::new(),
+            None => {
+                return Err(VolumeError::NoFileVolumes.into());
+            }
+        };
+        let file_owners: BTreeSet<String> = files
+            .iter()
+            .filter_map(|f| {
+                f.owner
+                    .as_deref()?
+                    .strip_prefix("Volume/")
+                    .map(str::to_owned)
+            })
+            .collect();
+        let host_files = file_diff::HostFiles::new(files);
+        let declared: BTreeSet<&str> = specs
+            .iter()
+            .map(|(resource, _)| resource.metadata.name.as_str())
+            .collect();
+
         let report = match self.seam.report().await {
             Ok(report) => report,
             Err(cause @ LvmError::NotInstalled { .. }) => {
-                let recorded = context.owned.iter().any(|id| id.kind == Kind::Volume);
-                if desired.is_empty() && !recorded {
-                    return Ok(Vec::new());
+                // Only LVM volumes need lvm2: declared ones, or recorded ones that are
+                // neither declared nor found as files (to prune them).
+                let lvm_declared = specs.iter().any(|(_, spec)| !is_file(spec));
+                let lvm_recorded = context.owned.iter().any(|id| {
+                    id.kind == Kind::Volume
+                        && !declared.contains(id.name.as_str())
+                        && !file_owners.contains(id.name.as_str())
+                });
+                if lvm_declared || lvm_recorded {
+                    return Err(VolumeError::Lvm2Missing { cause }.into());
                 }
-                return Err(VolumeError::Lvm2Missing { cause }.into());
+                LvmReport::default()
             }
             Err(cause) => return Err(VolumeError::Observe { cause }.into()),
         };
@@ -208,32 +365,40 @@ impl Driver for VolumeDriver {
                 free: host.free_extents(),
                 uninspected: BTreeSet::new(),
             };
+            let mut file_uninspected = BTreeSet::new();
             let changes: Vec<Change> = specs
                 .iter()
-                .map(|(resource, spec)| diff::declared(resource, spec, &mut planning))
-                .collect();
-            if planning.uninspected.is_empty() {
-                let declared: BTreeSet<&str> = specs
-                    .iter()
-                    .map(|(resource, _)| resource.metadata.name.as_str())
-                    .collect();
-                let mut changes = changes;
-                if let Some(why) = &no_device_mapper {
-                    changes = changes
-                        .into_iter()
-                        .zip(&specs)
-                        .map(|(change, (resource, spec))| {
+                .map(|(resource, spec)| {
+                    if is_file(spec) {
+                        return file_diff::declared(
+                            resource,
+                            spec,
+                            &host_files,
+                            context,
+                            &images,
+                            &mut file_uninspected,
+                        );
+                    }
+                    let change = diff::declared(resource, spec, &mut planning);
+                    match &no_device_mapper {
+                        Some(why) => {
                             let absent = host
-                                .lv(&spec.volume_group, resource.metadata.name.as_str())
+                                .lv(spec.lvm_group(), resource.metadata.name.as_str())
                                 .is_none();
                             without_device_mapper(change, absent, why)
-                        })
-                        .collect();
-                }
+                        }
+                        None => change,
+                    }
+                })
+                .collect();
+            let mut wanted = std::mem::take(&mut planning.uninspected);
+            wanted.extend(file_uninspected);
+            if wanted.is_empty() {
+                let mut changes = changes;
                 changes.extend(diff::pruned(&declared, &planning));
+                changes.extend(file_diff::pruned(&declared, &host_files, context));
                 return Ok(changes);
             }
-            let wanted = std::mem::take(&mut planning.uninspected);
             for image in wanted {
                 let info = self
                     .seam
@@ -253,7 +418,25 @@ impl Driver for VolumeDriver {
     }
 
     async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
-        Ok(apply::apply(self.seam.as_ref(), change, step).await?)
+        let fetched = match (
+            change.action,
+            change
+                .desired
+                .as_deref()
+                .and_then(|r| r.spec.get::<VolumeSpec>()),
+        ) {
+            (Action::Create | Action::Replace, Some(spec)) => {
+                self.fetch(change, spec, step).await?
+            }
+            _ => None,
+        };
+        if let Some(observed) = change.observed_as::<ObservedFile>() {
+            let files = self.files.as_ref().ok_or(VolumeError::NoFileVolumes)?;
+            return Ok(
+                file_apply::apply(files.as_ref(), change, observed, step, fetched.as_ref()).await?,
+            );
+        }
+        Ok(apply::apply(self.seam.as_ref(), change, step, fetched.as_ref()).await?)
     }
 
     fn step_budget(&self, change: &Change) -> Duration {
@@ -266,7 +449,10 @@ impl Driver for VolumeDriver {
         };
         match change.action {
             Action::Create | Action::Replace
-                if spec.source.as_ref().and_then(|s| s.image()).is_some() =>
+                if matches!(
+                    spec.source,
+                    Some(VolumeSource::Image(_) | VolumeSource::Url { .. })
+                ) =>
             {
                 IMAGE_STEP_BUDGET
             }

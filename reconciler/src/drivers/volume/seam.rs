@@ -274,6 +274,9 @@ pub enum LvmError {
     Spawn { program: String, message: String },
     #[error("cannot read what {program} printed: {message}")]
     Unreadable { program: String, message: String },
+    /// A file operation on a file volume failed: `what` names the operation and the path.
+    #[error("{what}: {message}")]
+    Io { what: String, message: String },
 }
 
 impl LvmError {
@@ -282,7 +285,9 @@ impl LvmError {
     /// gitvisor cannot read need someone to act.
     pub fn class(&self) -> FailureClass {
         match self {
-            LvmError::NotInstalled { .. } | LvmError::Unreadable { .. } => FailureClass::NeedsUser,
+            LvmError::NotInstalled { .. } | LvmError::Unreadable { .. } | LvmError::Io { .. } => {
+                FailureClass::NeedsUser
+            }
             LvmError::TimedOut { .. } | LvmError::Spawn { .. } => FailureClass::Transient,
             LvmError::Failed { stderr, .. } => {
                 let stderr = stderr.to_ascii_lowercase();

@@ -1,8 +1,11 @@
 //! A Volume's validation, reached through its registration: a Volume becomes an LVM
 //! logical volume, so its names follow LVM's rules (and avoid the names LVM reserves),
-//! its size is one LVM can make, and a source is written once into an empty volume.
+//! its size is one LVM can make, and a source is written once into an empty volume. A
+//! Volume lives in exactly one place: `volumeGroup` (an LV) or `directory` (a file of
+//! `format`), and the fields of the other backing are refused with the reason.
 
-use super::{MAX_VOLUME_SIZE, VolumeSpec};
+use super::spec::FileFormat;
+use super::{MAX_VOLUME_SIZE, VolumeSource, VolumeSpec};
 use crate::manifest::{Diagnostic, LoadedResource};
 use crate::model::quoted;
 
@@ -14,8 +17,9 @@ pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     let Some(volume) = resource.spec.get::<VolumeSpec>() else {
         return;
     };
+    check_backing(volume, &mut error);
     for (field, value) in [
-        ("spec.volumeGroup", Some(&volume.volume_group)),
+        ("spec.volumeGroup", volume.volume_group.as_ref()),
         ("spec.thinPool", volume.thin_pool.as_ref()),
     ] {
         if let Some(value) = value
@@ -54,6 +58,93 @@ pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Exactly one of `volumeGroup` and `directory`; what only one backing has is refused on
+/// the other.
+fn check_backing(volume: &VolumeSpec, error: &mut impl FnMut(&str, String)) {
+    let Some(directory) = &volume.directory else {
+        if volume.volume_group.is_none() {
+            error(
+                "spec.volumeGroup",
+                "a Volume needs a place: volumeGroup (an LVM logical volume) or directory (a disk image file in that directory)".into(),
+            );
+        }
+        if volume.format.is_some() {
+            error(
+                "spec.format",
+                "format is for a file volume (spec.directory); an LVM volume is a raw device: remove `format`".into(),
+            );
+        }
+        if let Some(VolumeSource::CloneOf(_)) = &volume.source {
+            error(
+                "spec.source.cloneOf",
+                "cloneOf makes a qcow2 overlay, for a file volume (spec.directory, format: qcow2); an LVM volume uses snapshotOf".into(),
+            );
+        }
+        return;
+    };
+    if volume.volume_group.is_some() {
+        error(
+            "spec.directory",
+            "declare one of volumeGroup (an LVM logical volume) and directory (a file), not both"
+                .into(),
+        );
+    }
+    if let Some(problem) = directory_problem(directory) {
+        error("spec.directory", problem);
+    }
+    if volume.thin_pool.is_some() {
+        error(
+            "spec.thinPool",
+            "thinPool is for an LVM volume; a file volume is sparse already: remove `thinPool`"
+                .into(),
+        );
+    }
+    if volume.filesystem.is_some() {
+        error(
+            "spec.filesystem",
+            "a file volume is a disk image for a VM, and gitvisor makes no filesystem in it: remove `filesystem` (containers mount an LVM Volume or a hostPath)".into(),
+        );
+    }
+    match &volume.source {
+        Some(VolumeSource::SnapshotOf(_)) => error(
+            "spec.source.snapshotOf",
+            "snapshotOf is an LVM snapshot; a file volume starts from another with cloneOf (format: qcow2)".into(),
+        ),
+        Some(VolumeSource::CloneOf(_)) if volume.format.unwrap_or_default() != FileFormat::Qcow2 => {
+            error(
+                "spec.format",
+                "a clone is a qcow2 overlay over its base: declare format: qcow2 (the default)".into(),
+            )
+        }
+        _ => {}
+    }
+}
+
+/// A directory that reaches file names and QEMU's command line: absolute, without `..`
+/// or control characters.
+fn directory_problem(directory: &str) -> Option<String> {
+    let path = std::path::Path::new(directory);
+    if !path.is_absolute() {
+        return Some(format!(
+            "directory {} must be an absolute path",
+            quoted(directory)
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Some(format!(
+            "directory {} must not contain `..`",
+            quoted(directory)
+        ));
+    }
+    if directory.chars().any(char::is_control) {
+        return Some("directory must not contain control characters".into());
+    }
+    None
+}
+
 /// A source is written once into an empty volume: no filesystem is made over it, and a
 /// snapshot lives where its origin does (another Volume, in that one's pool).
 fn check_volume_source(
@@ -72,24 +163,61 @@ fn check_volume_source(
             ),
         );
     }
-    if let Some(origin) = source.snapshot_of() {
+    if let Some((origin, key)) = source.origin() {
+        let field = format!("spec.source.{key}");
         if origin.kind != crate::model::Kind::Volume {
             error(
-                "spec.source.snapshotOf",
-                format!("a snapshot is taken of a Volume, not of {origin}"),
+                &field,
+                format!("a volume starts from another Volume, not from {origin}"),
             );
         } else if origin.name == resource.metadata.name {
+            error(&field, "a volume cannot start from itself".into());
+        }
+    }
+    if let VolumeSource::Url { url, sha256 } = source {
+        let digest_ok = sha256.as_deref().is_none_or(|digest| {
+            digest.len() == 64
+                && digest
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if !digest_ok {
             error(
-                "spec.source.snapshotOf",
-                "a volume cannot be a snapshot of itself".into(),
+                "spec.source.sha256",
+                "sha256 is the image's SHA-256 digest: 64 lowercase hexadecimal digits (as `sha256sum` prints it)".into(),
             );
         }
-        if volume.thin_pool.is_some() {
+        if url.starts_with("http://") {
+            if sha256.is_none() {
+                error(
+                    "spec.source.url",
+                    format!(
+                        "{} is plain HTTP: declare the image's sha256 (the digest is what makes the bytes trustworthy), or use https://",
+                        quoted(url)
+                    ),
+                );
+            }
+        } else if !url.starts_with("https://") || url.len() <= "https://".len() {
             error(
-                "spec.thinPool",
-                "a snapshot lives where its origin does (a thin snapshot in the origin's pool): remove `thinPool`".into(),
+                "spec.source.url",
+                format!(
+                    "{} is not an https:// (or, with sha256, http://) URL",
+                    quoted(url)
+                ),
             );
         }
+        if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            error(
+                "spec.source.url",
+                "a URL has no spaces or control characters; percent-encode them".into(),
+            );
+        }
+    }
+    if source.snapshot_of().is_some() && volume.thin_pool.is_some() {
+        error(
+            "spec.thinPool",
+            "a snapshot lives where its origin does (a thin snapshot in the origin's pool): remove `thinPool`".into(),
+        );
     }
 }
 
