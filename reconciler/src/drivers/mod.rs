@@ -23,6 +23,7 @@ pub mod network;
 mod pidfd;
 pub mod probe;
 mod registry;
+pub mod rtnl;
 mod status_table;
 pub mod vlan_port;
 pub mod vm;
