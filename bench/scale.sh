@@ -23,7 +23,9 @@
 # and deleted on exit (trap), plus a temporary directory. The kernel tears a namespace
 # of 10 000 bridges down in minutes; the script waits for it at exit (as
 # bench/bridges.sh does), so that cost does not land on whatever runs next. Set
-# GITVISOR_BIN to bench a given binary instead of building target/release/gitvisor.
+# GITVISOR_BIN to bench a given binary instead of building target/release/gitvisor, and
+# BASELINE_BIN to another build (an older commit's) to time its unchanged plan beside
+# this one's, interleaved in the same namespace.
 set -euo pipefail
 
 SIZES=("$@")
@@ -121,6 +123,24 @@ for n in "${SIZES[@]}"; do
         "$(ms "$apply")" "$(ms "$floor")" "$(ratio "$floor" "$apply")" \
         "$(ms "$plan1")" "$(( peak1 / 1024 ))" "$(ms "$plan2")" "$(( peak2 / 1024 ))" \
         "$(ms "$readfloor")" "$(ratio "$readfloor" "$plan2")"
+
+    if [[ -n ${BASELINE_BIN:-} ]]; then
+        # The same unchanged plan by another build, in the same namespace and state,
+        # interleaved (3 rounds each, medians): a ratio not blurred by a shared machine.
+        base_runs=() this_runs=()
+        for _ in 1 2 3; do
+            base_runs+=("$(timed ip netns exec "$ns_gv" "$BASELINE_BIN" --state-dir "$dir/state" \
+                --run-dir "$dir/run" --host bench plan "$dir/manifests")")
+            this_runs+=("$(timed ip netns exec "$ns_gv" "$BIN" --state-dir "$dir/state" \
+                --run-dir "$dir/run" --host bench plan "$dir/manifests")")
+        done
+        median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+        base_ms=$(median "${base_runs[@]%% *}"); this_ms=$(median "${this_runs[@]%% *}")
+        base_kb=$(median "${base_runs[@]##* }"); this_kb=$(median "${this_runs[@]##* }")
+        printf '%7s   unchanged plan, interleaved x3: baseline %s ms %s MB, this %s ms %s MB (%sx faster, %sx the memory)\n' \
+            "" "$(ms "$base_ms")" "$(( base_kb / 1024 ))" "$(ms "$this_ms")" "$(( this_kb / 1024 ))" \
+            "$(ratio "$base_ms" "$this_ms")" "$(ratio "$this_kb" "$base_kb")"
+    fi
 
     if (( n == largest )) && command -v perf >/dev/null; then
         ip netns exec "$ns_gv" perf record -q -F 999 -g -o "$dir/perf.data" "$BIN" \

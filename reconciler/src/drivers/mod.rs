@@ -24,6 +24,7 @@ pub mod nfs_mount;
 mod pidfd;
 pub mod probe;
 mod registry;
+pub mod rtnl;
 mod status_table;
 pub mod vlan_port;
 pub mod vm;

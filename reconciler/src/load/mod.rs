@@ -4,7 +4,8 @@
 //! 1. Collect `*.yaml`/`*.yml` files below the path ([`files`]: sorted, hidden entries
 //!    skipped, the tree never left through a symlink, regular files only, sizes bounded).
 //! 2. Split each file into documents ([`documents`]), as slices of its text with their
-//!    line numbers, in one linear pass.
+//!    line numbers, in one linear pass. Files are read and parsed on several threads
+//!    (`parallel.rs`), the results kept in the walk's order.
 //! 3. Parse each document into a tree of positioned nodes (`manifest::tree`: nesting, alias and
 //!    tag limits, duplicate keys), read its `kind`, and deserialise it into that kind's
 //!    strict type straight from the tree (the kind's registration, with
@@ -20,6 +21,7 @@
 
 mod documents;
 mod files;
+mod parallel;
 mod parse;
 mod parse_cache;
 mod paths;
@@ -191,8 +193,10 @@ fn read_paths_cached(paths: &[&Path], mut cache: Option<&mut ParseCache>) -> Loa
                 ),
             ));
         }
-        for file in files {
-            let (id, text) = match files::read(&file) {
+        // Read (and, without a cache to consult first, parsed) on several threads.
+        for parallel::ReadFile { file, read, parsed } in parallel::read_all(files, cache.is_none())
+        {
+            let (id, text) = match read.unwrap_or_else(|| files::read(&file)) {
                 Ok(read) => read,
                 Err(diagnostic) => {
                     loaded.diagnostics.push(diagnostic);
@@ -218,12 +222,13 @@ fn read_paths_cached(paths: &[&Path], mut cache: Option<&mut ParseCache>) -> Loa
             hasher.update([0]);
             hasher.update(text.as_bytes());
             hasher.update([0]);
-            let parsed = match cache.as_deref_mut() {
-                Some(cache) => match cache.get(&file, &text) {
+            let parsed = match (cache.as_deref_mut(), parsed) {
+                (Some(cache), _) => match cache.get(&file, &text) {
                     Some(parsed) => parsed,
                     None => cache.insert(&file, &text, read_file(&file, &text)),
                 },
-                None => read_file(&file, &text),
+                (None, Some(parsed)) => parsed,
+                (None, None) => read_file(&file, &text),
             };
             loaded.resources.extend(parsed.resources);
             loaded.declarations.extend(parsed.declarations);

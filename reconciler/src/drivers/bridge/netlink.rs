@@ -1,10 +1,13 @@
-//! The real [`LinkSeam`]: rtnetlink over one `NETLINK_ROUTE` socket.
+//! The real [`LinkSeam`]: rtnetlink over one `NETLINK_ROUTE` socket for requests, and
+//! a second socket whose link and address dumps are decoded in place (`drivers/rtnl`:
+//! only the attributes this driver reads become values).
 //!
 //! One connection serves every request; its [`Handle`] is cheap to clone and requests from
 //! concurrent `apply` tasks are multiplexed on the socket (the kernel serialises them under
 //! the RTNL lock, but nothing waits on a process start or a round trip per task).
 //!
-//! The socket belongs to the network namespace of the thread that opened it, so tests
+//! A socket belongs to the network namespace of the thread that opened it (both are
+//! opened in [`NetlinkLinks::connect`]), so tests
 //! that `unshare` a namespace open the seam on that thread, after unsharing.
 //!
 //! Kernel behaviours this file works around:
@@ -40,21 +43,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVlan, LinkAttribute, LinkExtentMask,
-    LinkFlags, LinkInfo, LinkMessage,
-};
+use netlink_packet_route::link::{BridgeStpState, InfoKind, LinkMessage};
 use nix::errno::Errno;
 use rtnetlink::{
     AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVlan,
 };
 use tokio::task::JoinHandle;
 
-use super::seam::{
-    BridgeOptions, LinkKind, LinkRequest, LinkSeam, LinkState, NetlinkError, VlanOf,
-};
+use super::seam::{LinkRequest, LinkSeam, LinkState, NetlinkError};
+use crate::drivers::rtnl::{self, Dump, DumpSocket};
 use crate::drivers::vlan_port;
 
 /// The host's links, reached over rtnetlink.
@@ -62,6 +60,9 @@ use crate::drivers::vlan_port;
 pub struct NetlinkLinks {
     handle: Handle,
     connection: JoinHandle<()>,
+    /// The socket of the link and address dumps (rtnetlink's connection writes the
+    /// requests and reads back one link's addresses).
+    dumps: DumpSocket,
     dump_lock: tokio::sync::Mutex<()>,
 }
 
@@ -78,25 +79,26 @@ impl NetlinkLinks {
                 message: format!("cannot open a NETLINK_ROUTE socket: {e}"),
             })?;
         let connection = runtime.spawn(connection);
+        let dumps = {
+            let _in_runtime = runtime.enter();
+            DumpSocket::open()?
+        };
         Ok(NetlinkLinks {
             handle,
             connection,
+            dumps,
             dump_lock: tokio::sync::Mutex::new(()),
         })
     }
 
+    /// Every link, decoded in place (`rtnl.rs`), without the counters: nothing here
+    /// reads them, and they are most of each link's message.
     async fn dump_links(&self) -> Result<Vec<LinkState>, NetlinkError> {
-        // Without the counters (`RTEXT_FILTER_SKIP_STATS`): nothing here reads them, and
-        // they are most of each link's message (with 10 000 links, most of the dump).
-        self.handle
-            .link()
-            .get()
-            .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
-            .execute()
-            .map_ok(link_state_of)
-            .try_collect()
-            .await
-            .map_err(|e| context("dump links", e))
+        let mut links = Vec::new();
+        self.dumps
+            .dump(Dump::Links, |body| links.extend(rtnl::link_of(body)))
+            .await?;
+        Ok(links)
     }
 
     async fn create_vlan_link(
@@ -132,15 +134,13 @@ impl NetlinkLinks {
     }
 
     async fn dump_addresses(&self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
-        let messages: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| context("dump addresses", e))?;
-        Ok(messages.iter().filter_map(address_of).collect())
+        let mut addresses = Vec::new();
+        self.dumps
+            .dump(Dump::Addresses, |body| {
+                addresses.extend(rtnl::address_of(body))
+            })
+            .await?;
+        Ok(addresses)
     }
 
     async fn create_bridge(
@@ -451,69 +451,6 @@ pub(crate) fn context(what: &str, error: rtnetlink::Error) -> NetlinkError {
     NetlinkError {
         message: format!("{what}: {}", error.message),
         ..error
-    }
-}
-
-pub(crate) fn link_state_of(message: LinkMessage) -> LinkState {
-    let mut link = LinkState {
-        index: message.header.index,
-        name: String::new(),
-        alias: None,
-        kind: None,
-        mtu: 0,
-        up: message.header.flags.contains(LinkFlags::Up),
-        master: None,
-        bridge: None,
-        addresses: Vec::new(),
-        vlans: Vec::new(),
-        vlan_of: None,
-    };
-    let mut parent = None;
-    for attribute in message.attributes {
-        match attribute {
-            LinkAttribute::IfName(name) => link.name = name,
-            LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
-            LinkAttribute::Mtu(mtu) => link.mtu = mtu,
-            LinkAttribute::Controller(master) if master != 0 => link.master = Some(master),
-            LinkAttribute::LinkInfo(infos) => read_link_info(&mut link, infos),
-            LinkAttribute::Link(index) => parent = Some(index),
-            _ => {}
-        }
-    }
-    if let (Some(vlan_of), Some(parent)) = (&mut link.vlan_of, parent) {
-        vlan_of.parent = parent;
-    }
-    link
-}
-
-fn read_link_info(link: &mut LinkState, infos: Vec<LinkInfo>) {
-    for info in infos {
-        match info {
-            LinkInfo::Kind(kind) => link.kind = Some(LinkKind::named(&kind.to_string())),
-            LinkInfo::Data(InfoData::Bridge(options)) => {
-                let bridge = link.bridge.get_or_insert_with(BridgeOptions::default);
-                for option in options {
-                    match option {
-                        InfoBridge::StpState(state) => {
-                            bridge.stp = state != BridgeStpState::Disabled
-                        }
-                        InfoBridge::VlanFiltering(on) => bridge.vlan_filtering = on,
-                        _ => {}
-                    }
-                }
-            }
-            LinkInfo::Data(InfoData::Vlan(options)) => {
-                for option in options {
-                    if let InfoVlan::Id(id) = option {
-                        link.vlan_of = Some(VlanOf { id, parent: 0 });
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if link.is_bridge() && link.bridge.is_none() {
-        link.bridge = Some(BridgeOptions::default());
     }
 }
 

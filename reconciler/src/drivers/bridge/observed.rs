@@ -82,13 +82,15 @@ pub(crate) enum Leftover {
     Unproven(LinkState),
 }
 
-/// The dump, indexed by name, by index and by master.
+/// The dump, indexed by name, by index, by master and by the parent of `vlan` links
+/// (each bridge's lookups are then constant time, not a scan of every link).
 #[derive(Debug, Default)]
 pub(crate) struct HostLinks {
     links: Vec<LinkState>,
     by_name: HashMap<String, usize>,
     by_index: HashMap<u32, usize>,
     ports_by_master: HashMap<u32, Vec<usize>>,
+    vlans_by_parent: HashMap<u32, Vec<usize>>,
 }
 
 impl HostLinks {
@@ -99,6 +101,12 @@ impl HostLinks {
             host.by_index.insert(link.index, at);
             if let Some(master) = link.master {
                 host.ports_by_master.entry(master).or_default().push(at);
+            }
+            if let Some(vlan) = link.vlan_of {
+                host.vlans_by_parent
+                    .entry(vlan.parent)
+                    .or_default()
+                    .push(at);
             }
         }
         host.links = links;
@@ -179,10 +187,11 @@ impl HostLinks {
     /// The `vlan` links on top of `parent`, sorted by name.
     pub(crate) fn vlans_on(&self, parent: u32) -> Vec<LinkState> {
         let mut links: Vec<LinkState> = self
-            .links
-            .iter()
-            .filter(|link| link.vlan_of.is_some_and(|vlan| vlan.parent == parent))
-            .cloned()
+            .vlans_by_parent
+            .get(&parent)
+            .into_iter()
+            .flatten()
+            .map(|&at| self.links[at].clone())
             .collect();
         links.sort_by(|a, b| a.name.cmp(&b.name));
         links

@@ -12,7 +12,8 @@
 //!   another table's name.
 //! - forwarding: `/proc/sys/net/ipv4/conf/<interface>/forwarding` (and a managed
 //!   bridge's `route_localnet` beside it), in the network
-//!   namespace gitvisor runs in. Uplinks gitvisor turned on are recorded as empty files
+//!   namespace gitvisor runs in; written there, and read from every link's IPv4
+//!   devconf in one link dump (`drivers/rtnl`; the files when the dump fails). Uplinks gitvisor turned on are recorded as empty files
 //!   under `<run-dir>/network/forwarding/` (a tmpfs, like the switches themselves).
 //! - dnsmasq: one per bridge, started with `--conf-file=<run-dir>/network/dhcp/<bridge>/
 //!   dnsmasq.conf`; dnsmasq detaches itself once it is serving (the starting process
@@ -38,6 +39,8 @@ use super::nft::{FAMILY, NftCommand, TABLE, Transaction, parse_listing};
 use super::seam::{
     DhcpState, Listener, NetworkRequest, NetworkSeam, NetworkState, TableObservation,
 };
+use crate::drivers::bridge::NetlinkError;
+use crate::drivers::rtnl::{self, Dump, DumpSocket};
 use crate::model::Protocol;
 
 /// How long `nft` or a starting `dnsmasq` may take.
@@ -296,11 +299,24 @@ impl NetworkSeam for HostNetwork {
         let table = self.observe_table().await?;
         let dir = self.dir.clone();
         let records = self.records();
-        let (forwarding, route_localnet, forwarding_enabled, default_route, dhcp_dirs, listeners) =
+        let dumped = match dump_switches().await {
+            Ok(switches) => Some(switches),
+            Err(error) => {
+                tracing::debug!("{error}; reading the IPv4 switches under {CONF_DIR}");
+                None
+            }
+        };
+        let (switches, forwarding_enabled, default_route, dhcp_dirs, listeners) =
             blocking(move || {
+                let switches = match dumped {
+                    Some(switches) => switches,
+                    None => (
+                        read_switches("forwarding")?,
+                        read_switches("route_localnet")?,
+                    ),
+                };
                 Ok((
-                    read_switches("forwarding")?,
-                    read_switches("route_localnet")?,
+                    switches,
                     read_names(&records)?,
                     read_default_route()?,
                     read_dhcp_dirs(&dir)?,
@@ -308,6 +324,7 @@ impl NetworkSeam for HostNetwork {
                 ))
             })
             .await?;
+        let (forwarding, route_localnet) = switches;
         let mut dhcp = BTreeMap::new();
         for (bridge, config) in dhcp_dirs {
             let paths = DhcpPaths::new(&self.dir, &bridge);
@@ -495,8 +512,28 @@ fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> SeamError + '_ {
     }
 }
 
+/// Every interface's `forwarding` and `route_localnet` switches, read from the IPv4
+/// devconf of one link dump (`drivers/rtnl`): the values `/proc/sys/net/ipv4/conf/
+/// <interface>/` prints, for the same interfaces (those with IPv4 configuration),
+/// without two file reads per interface.
+async fn dump_switches() -> Result<(Switches, Switches), NetlinkError> {
+    let socket = DumpSocket::open()?;
+    let (mut forwarding, mut route_localnet) = (BTreeMap::new(), BTreeMap::new());
+    socket
+        .dump(Dump::Links, |body| {
+            if let Some((name, switches)) = rtnl::ipv4_switches_of(body) {
+                forwarding.insert(name.clone(), switches.forwarding);
+                route_localnet.insert(name, switches.route_localnet);
+            }
+        })
+        .await?;
+    Ok((forwarding, route_localnet))
+}
+
+type Switches = BTreeMap<String, bool>;
+
 /// Every interface's IPv4 switch `switch` (`forwarding`, `route_localnet`; `all` and
-/// `default` are not interfaces).
+/// `default` are not interfaces), from `/proc/sys`: where the link dump cannot be read.
 fn read_switches(switch: &str) -> Result<BTreeMap<String, bool>, SeamError> {
     let dir = Path::new(CONF_DIR);
     let mut switches = BTreeMap::new();

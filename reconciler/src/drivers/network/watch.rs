@@ -10,7 +10,9 @@
 //!   own network namespace. A bridge's own message names it; a port's (a veth, a tap, an
 //!   uplink) names the bridge it is enslaved to, or was until this message; an address
 //!   names its link. The watch keeps the index → name map those need, seeded by one
-//!   link dump and updated by every message.
+//!   link dump and updated by every message. The socket is read one datagram at a
+//!   time and each message decoded in place (`drivers/rtnl`), so an apply's burst of
+//!   broadcasts is never held decoded at once.
 //! - **nftables**: a `NETLINK_NETFILTER` socket bound to `NFNLGRP_NFTABLES`, the group
 //!   `nft monitor` listens to. Every committed transaction is announced there, object by
 //!   object (table, chain, rule), then as a new ruleset generation (`NFT_MSG_NEWGEN`). A
@@ -33,11 +35,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::address::AddressMessage;
-use netlink_packet_route::link::LinkMessage;
-use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::sys::constants::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 
 use super::instance::Instance;
@@ -45,7 +43,10 @@ use super::rules::Hook;
 use crate::contract::cache::Invalidate;
 use crate::contract::{Classify, FailureClass, HostEvent, WatchHandle, WatchSink, Watching};
 use crate::drivers::bridge::LinkState;
-use crate::drivers::bridge::netlink::link_state_of;
+use crate::drivers::rtnl::{
+    self, Dump, DumpSocket, NLMSG_ERROR, NLMSG_OVERRUN, RTM_DELADDR, RTM_DELLINK, RTM_NEWADDR,
+    RTM_NEWLINK,
+};
 use crate::model::{Kind, Name, ResourceId};
 
 const RTMGRP_LINK: u32 = 1;
@@ -123,28 +124,29 @@ impl Caches {
     }
 }
 
-type RouteConnection = (
-    rtnetlink::proto::Connection<RouteNetlinkMessage>,
-    rtnetlink::Handle,
-    futures::channel::mpsc::UnboundedReceiver<(
-        rtnetlink::packet_core::NetlinkMessage<RouteNetlinkMessage>,
-        SocketAddr,
-    )>,
-);
+/// The links watch's two sockets: the multicast one, bound before the link dump that
+/// seeds the index map, so nothing announced in between is missed.
+struct RouteSockets {
+    groups: TokioSocket,
+    dumps: DumpSocket,
+}
 
-fn links_socket() -> Result<RouteConnection, WatchError> {
+fn links_socket() -> Result<RouteSockets, WatchError> {
     let socket_error = |cause| WatchError::Socket {
         what: "links and addresses",
         cause,
     };
-    let (mut connection, handle, messages) = rtnetlink::new_connection().map_err(socket_error)?;
-    let groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
-    connection
+    let mut groups = TokioSocket::new(NETLINK_ROUTE).map_err(socket_error)?;
+    groups
         .socket_mut()
-        .socket_mut()
-        .bind(&SocketAddr::new(0, groups))
+        .bind(&SocketAddr::new(
+            0,
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+        ))
         .map_err(socket_error)?;
-    Ok((connection, handle, messages))
+    let dumps =
+        DumpSocket::open().map_err(|error| socket_error(std::io::Error::other(error.message)))?;
+    Ok(RouteSockets { groups, dumps })
 }
 
 fn nft_socket() -> Result<TokioSocket, WatchError> {
@@ -200,10 +202,10 @@ impl Links {
         concerned
     }
 
-    /// The bridge an address message concerns; `None` when its link is not a bridge,
-    /// and `Some(None)` when its link is unknown.
-    fn on_address(&self, message: &AddressMessage) -> Option<Option<String>> {
-        match self.0.get(&message.header.index) {
+    /// The bridge an address on link `index` concerns; `None` when its link is not a
+    /// bridge, and `Some(None)` when its link is unknown.
+    fn on_address(&self, index: u32) -> Option<Option<String>> {
+        match self.0.get(&index) {
             Some(link) if link.is_bridge() => Some(Some(link.name.clone())),
             Some(_) => None,
             None => Some(None),
@@ -219,39 +221,39 @@ fn bridge_event(name: &str) -> HostEvent {
     }
 }
 
-async fn watch_links(connection: RouteConnection, sink: WatchSink, caches: Caches) {
-    let (connection, handle, mut messages) = connection;
-    // The netlink connection's task ends with the watch task, aborted or not.
-    let _connection = WatchHandle::new(vec![tokio::spawn(connection)]);
+async fn watch_links(sockets: RouteSockets, sink: WatchSink, caches: Caches) {
+    let RouteSockets { groups, dumps } = sockets;
     let mut links = Links::default();
-    {
-        let mut dump = handle.link().get().execute();
-        while let Some(Ok(message)) = dump.next().await {
-            links.on_link(link_state_of(message), false);
-        }
+    let seeded = dumps
+        .dump(Dump::Links, |body| {
+            if let Some(link) = rtnl::link_of(body) {
+                links.on_link(link, false);
+            }
+        })
+        .await;
+    if let Err(error) = seeded {
+        tracing::debug!("the links watch could not read the links it starts from: {error}");
     }
+    drop(dumps);
     // Whatever happened while the map was read: look again.
     caches.invalidate();
-    while let Some((message, _)) = messages.next().await {
+    loop {
+        // One datagram at a time, decoded in place and dropped before the next.
+        let received = groups.recv_from_full().await;
         caches.invalidate();
-        let events: Vec<HostEvent> = match message.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                on_link(&mut links, link, false)
-            }
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
-                on_link(&mut links, link, true)
-            }
-            NetlinkPayload::InnerMessage(
-                RouteNetlinkMessage::NewAddress(address) | RouteNetlinkMessage::DelAddress(address),
-            ) => match links.on_address(&address) {
-                Some(Some(bridge)) => vec![bridge_event(&bridge)],
-                Some(None) => vec![HostEvent::Kind(Kind::Bridge)],
-                None => Vec::new(),
-            },
-            NetlinkPayload::Overrun(_) | NetlinkPayload::Error(_) => {
+        let events = match received {
+            Ok((buffer, _)) => route_events(&mut links, &buffer),
+            Err(error) if error.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
+                // Messages were lost: say "some bridge", and go on listening.
                 vec![HostEvent::Kind(Kind::Bridge)]
             }
-            _ => Vec::new(),
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    "the netlink link watch ended: bridges are looked at again at every plan, and drift is repaired at the resync"
+                );
+                break;
+            }
         };
         for event in events {
             tracing::debug!("netlink: {event}");
@@ -261,19 +263,39 @@ async fn watch_links(connection: RouteConnection, sink: WatchSink, caches: Cache
             return;
         }
     }
-    tracing::warn!(
-        "the netlink link watch ended: bridges are looked at again at every plan, and drift is repaired at the resync"
-    );
     caches.stop_watching();
     sink.send(HostEvent::Kind(Kind::Bridge));
 }
 
-fn on_link(links: &mut Links, message: LinkMessage, deleted: bool) -> Vec<HostEvent> {
-    links
-        .on_link(link_state_of(message), deleted)
-        .iter()
-        .map(|bridge| bridge_event(bridge))
-        .collect()
+/// The events of one datagram of link and address broadcasts, sorted and without
+/// repeats; `links` follows the links it announces.
+fn route_events(links: &mut Links, buffer: &[u8]) -> Vec<HostEvent> {
+    let mut events = Vec::new();
+    for message in rtnl::messages(buffer) {
+        match message.kind {
+            RTM_NEWLINK | RTM_DELLINK => {
+                if let Some(link) = rtnl::link_of(message.body) {
+                    let deleted = message.kind == RTM_DELLINK;
+                    events.extend(links.on_link(link, deleted).iter().map(|b| bridge_event(b)));
+                }
+            }
+            RTM_NEWADDR | RTM_DELADDR => {
+                let Some(index) = rtnl::address_index(message.body) else {
+                    continue;
+                };
+                match links.on_address(index) {
+                    Some(Some(bridge)) => events.push(bridge_event(&bridge)),
+                    Some(None) => events.push(HostEvent::Kind(Kind::Bridge)),
+                    None => {}
+                }
+            }
+            NLMSG_ERROR | NLMSG_OVERRUN => events.push(HostEvent::Kind(Kind::Bridge)),
+            _ => {}
+        }
+    }
+    events.sort();
+    events.dedup();
+    events
 }
 
 async fn watch_nft(socket: TokioSocket, sink: WatchSink, caches: Caches, instance: Instance) {
