@@ -1277,7 +1277,7 @@ async fn a_builtin_guest_boots_through_a_kernel_cache_under_the_state_dir_collec
         Some(format!("remove kernel cache {gone}").as_str()),
         "the stale directory goes with the first change after the plan that found it"
     );
-    assert_eq!(fake.kernel_caches(), [cached.clone()]);
+    assert_eq!(fake.kernel_caches(), std::slice::from_ref(&cached));
     converge(&driver, &micro("")).await;
 
     // A second guest of the same kernel shares the directory; pruning one keeps it.
@@ -1304,7 +1304,7 @@ async fn a_builtin_guest_boots_through_a_kernel_cache_under_the_state_dir_collec
         "{:?}",
         sent(&fake)
     );
-    assert_eq!(fake.kernel_caches(), [cached.clone()]);
+    assert_eq!(fake.kernel_caches(), std::slice::from_ref(&cached));
 
     // The last guest booting it pruned: the directory goes too.
     let changes = driver.plan(&[], &owning(&["other"])).await.unwrap();
