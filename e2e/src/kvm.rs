@@ -45,14 +45,14 @@ use crate::vms::{Cpio, add_modules, guest_kernel, module_load_order};
 
 /// The scenarios the guest runs, in order; the host expects a result for each.
 pub const SCENARIOS: &[&str] = &[
-    "builtin: apply killed mid-create, re-applied, boots Debian's kernel to /init",
+    "builtin: apply killed mid-create, re-applied, boots Debian's kernel to /init through the kernel cache",
     "builtin: 2 vCPUs, its disk read by serial and written, console both ways",
     "builtin: static DHCP lease from a NAT bridge, ping, a published port answers",
-    "builtin: a memory change is a restart; a guest ignoring the shutdown is stopped after shutdownTimeout",
+    "builtin: a memory change is a restart reusing the cached kernel; a guest ignoring the shutdown is stopped after shutdownTimeout",
     "builtin: Stopped is a clean guest shutdown, its data in the backing file",
     "builtin: a kernel that panics (no virtio_blk, no /init) is reported in status from its console",
     "qemu: accel auto chooses KVM, boots, reads its disk, gets its lease; accel kvm boots the same machine",
-    "prune leaves nothing",
+    "prune leaves nothing, the kernel cache included",
 ];
 
 /// How long the whole guest run may take.
@@ -462,6 +462,38 @@ pub mod guest {
                 .collect()
         }
 
+        /// The kernel cache VM `name` was launched with (`--kernel-cache DIR`), and the
+        /// decompressed kernels in it with their inode numbers: a file written again is
+        /// a new inode (the VMM writes a temporary file and renames it).
+        fn kernel_cache(&self, name: &str) -> Result<(PathBuf, Vec<(String, u64)>), String> {
+            use std::os::unix::fs::MetadataExt;
+            let argv = self.cmdline(name);
+            let dir = argv
+                .windows(2)
+                .find(|w| w[0] == "--kernel-cache")
+                .map(|w| PathBuf::from(&w[1]))
+                .ok_or_else(|| {
+                    format!("VM {name} was launched without --kernel-cache: {argv:?}")
+                })?;
+            ensure(dir.starts_with(self.state.join("vmm-kernels")), || {
+                format!(
+                    "the kernel cache {} is not under the state dir",
+                    dir.display()
+                )
+            })?;
+            let mut entries: Vec<(String, u64)> = std::fs::read_dir(&dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .flatten()
+                .filter_map(|entry| {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let inode = entry.metadata().ok()?.ino();
+                    name.starts_with("vmlinux-").then_some((name, inode))
+                })
+                .collect();
+            entries.sort();
+            Ok((dir, entries))
+        }
+
         fn status_json(&self) -> Result<serde_json::Value, String> {
             let outcome = self.gitvisor(&["status", "--output", "json"]);
             code(&outcome, 0)?;
@@ -572,7 +604,15 @@ pub mod guest {
             })?;
             // `/init` runs: the kernel found its initramfs and loaded the modules.
             self.serial("micro").wait_for("GV-BOOT-OK", 0, BOOT);
-            Ok(())
+            // It booted through the kernel cache, which now holds Debian's kernel
+            // decompressed.
+            let (dir, entries) = self.kernel_cache("micro")?;
+            ensure(entries.len() == 1, || {
+                format!(
+                    "{} holds {entries:?}, not one decompressed kernel",
+                    dir.display()
+                )
+            })
         }
 
         /// Fails at once when VM `name` has no process (an earlier step failed).
@@ -647,6 +687,7 @@ pub mod guest {
             ensure(memory["effect"] == "restart", || {
                 format!("a memory change is not a restart: {json:#}")
             })?;
+            let cached = self.kernel_cache("micro")?;
             let started = Instant::now();
             self.apply()?;
             let took = started.elapsed();
@@ -665,6 +706,12 @@ pub mod guest {
                 format!("the deaf guest shut down:\n{}", serial.text())
             })?;
             serial.wait_for("GV-BOOT-OK", 1, BOOT);
+            // The second boot used the decompressed kernel the first one left: the same
+            // file, not written again.
+            let again = self.kernel_cache("micro")?;
+            ensure(again == cached, || {
+                format!("the relaunch did not reuse the kernel cache: {cached:?} then {again:?}")
+            })?;
             self.noop()
         }
 
@@ -835,6 +882,16 @@ pub mod guest {
                 })
                 .unwrap_or_default();
             ensure(vms.is_empty(), || format!("run dirs left: {vms:?}"))?;
+            let caches: Vec<String> = std::fs::read_dir(self.state.join("vmm-kernels"))
+                .map(|dir| {
+                    dir.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ensure(caches.is_empty(), || {
+                format!("kernel cache directories left: {caches:?}")
+            })?;
             for name in ["micro", "qk", "qx"] {
                 ensure(self.pid(name).is_none(), || format!("VM {name} still runs"))?;
             }

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use gitvisor::contract::{CancelToken, HostEvent, WatchSink};
+use gitvisor::contract::{
+    CancelToken, Change, Driver, DriverError, HostEvent, PlanContext, StepContext, WatchSink,
+};
 use gitvisor::daemon::scheduler::{Due, QUIET, Scope};
 use gitvisor::daemon::{Controller, ControllerStatus, Origin, Reasons, Shared};
 use gitvisor::drivers::Drivers;
 use gitvisor::drivers::bridge::{BridgeDriver, FakeLinks, LinkRequest, LinkSeam};
-use gitvisor::model::{Kind, ResourceId};
+use gitvisor::model::{Kind, Resource, ResourceId};
 use gitvisor::reconcile::{Reconciler, ReconcilerOptions};
 use nix::errno::Errno;
 
@@ -36,6 +38,10 @@ struct Setup {
 
 fn setup() -> Setup {
     let links = Arc::new(FakeLinks::new(Vec::new()));
+    setup_with(links.clone(), Box::new(BridgeDriver::new(links)))
+}
+
+fn setup_with(links: Arc<FakeLinks>, driver: Box<dyn Driver>) -> Setup {
     let state = tempfile::tempdir().unwrap();
     let repo = tempfile::tempdir().unwrap();
     let options = ReconcilerOptions {
@@ -44,10 +50,7 @@ fn setup() -> Setup {
         host: "h1".into(),
         concurrency: 4,
     };
-    let reconciler = Reconciler::new(
-        options,
-        Drivers::new(vec![Box::new(BridgeDriver::new(links.clone()))]),
-    );
+    let reconciler = Reconciler::new(options, Drivers::new(vec![driver]));
     let origin = Origin::Dir(repo.path().to_owned());
     let shared = Arc::new(Shared::new(ControllerStatus::starting(
         origin.describe(),
@@ -591,5 +594,118 @@ async fn a_rejected_revision_leaves_everything_running_and_its_fix_is_applied() 
     assert_eq!(
         owned(&s).keys().cloned().collect::<Vec<_>>(),
         vec![bridge_id("br-a"), bridge_id("br-c")]
+    );
+}
+
+/// The bridge driver, counting the bridges each of its plans compares with the host (the
+/// rest a targeted plan carries without looking): one entry per plan, the bridges in it.
+struct CountingBridges {
+    inner: BridgeDriver,
+    compared: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+}
+
+#[async_trait::async_trait]
+impl Driver for CountingBridges {
+    fn kind(&self) -> Kind {
+        Kind::Bridge
+    }
+
+    async fn plan(
+        &self,
+        desired: &[Arc<Resource>],
+        context: &PlanContext,
+    ) -> Result<Vec<Change>, DriverError> {
+        let compared = desired
+            .iter()
+            .filter(|resource| context.in_focus(&resource.id()))
+            .map(|resource| resource.metadata.name.to_string())
+            .collect();
+        self.compared.lock().unwrap().push(compared);
+        self.inner.plan(desired, context).await
+    }
+
+    async fn apply(&self, change: &Change, step: &StepContext) -> Result<(), DriverError> {
+        self.inner.apply(change, step).await
+    }
+}
+
+/// A controller over [`CountingBridges`] on a fake host, and the driver's count.
+fn counting_setup() -> (Setup, Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
+    let links = Arc::new(FakeLinks::new(Vec::new()));
+    let compared = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let driver = CountingBridges {
+        inner: BridgeDriver::new(links.clone()),
+        compared: compared.clone(),
+    };
+    (setup_with(links, Box::new(driver)), compared)
+}
+
+/// After an apply, only what was applied is compared with the host again: a resync that
+/// repairs one drifted bridge of three plans all three, then looks at that one alone.
+#[tokio::test(start_paused = true)]
+async fn after_an_apply_only_the_applied_bridges_are_observed_again() {
+    let (mut s, compared) = counting_setup();
+    let cancel = CancelToken::new();
+    for (name, net) in [("br-a", 1), ("br-b", 2), ("br-c", 3)] {
+        write(
+            s.repo.path(),
+            &format!("{name}.yaml"),
+            &bridge(name, &format!("10.0.{net}.1/24")),
+        );
+    }
+    assert!(
+        s.controller
+            .reconcile(reasons("source"), &cancel)
+            .await
+            .converged
+    );
+    drift_mtu(&s.links, "br-b", 1280).await;
+    compared.lock().unwrap().clear();
+
+    let run = s.controller.reconcile(reasons("resync"), &cancel).await;
+    assert!(run.converged, "{run:?}");
+    assert_eq!(s.links.link("br-b").unwrap().mtu, 1500, "repaired");
+    assert_eq!(
+        *compared.lock().unwrap(),
+        [vec!["br-a", "br-b", "br-c"], vec!["br-b"]],
+        "the plan, then the check of the one bridge applied"
+    );
+}
+
+/// A watch's event is a targeted reconcile, as a saved change is: only the bridge it
+/// names is compared with the host, the others are carried.
+#[tokio::test(start_paused = true)]
+async fn a_host_event_compares_only_the_bridge_it_names_with_the_host() {
+    let (mut s, compared) = counting_setup();
+    let cancel = CancelToken::new();
+    for (name, net) in [("br-a", 1), ("br-b", 2), ("br-c", 3)] {
+        write(
+            s.repo.path(),
+            &format!("{name}.yaml"),
+            &bridge(name, &format!("10.0.{net}.1/24")),
+        );
+    }
+    assert!(
+        s.controller
+            .reconcile(reasons("source"), &cancel)
+            .await
+            .converged
+    );
+    drift_mtu(&s.links, "br-a", 1280).await;
+    compared.lock().unwrap().clear();
+
+    let (sink, mut events) = WatchSink::channel();
+    sink.send(HostEvent::Object(bridge_id("br-a")));
+    let event = events.try_recv().unwrap();
+    s.controller.host_event(event, tokio::time::Instant::now());
+    tokio::time::advance(QUIET).await;
+    let due = take_due(&mut s.controller);
+    let run = s.controller.reconcile(due, &cancel).await;
+    assert!(run.converged, "{run:?}");
+    assert_eq!(s.links.link("br-a").unwrap().mtu, 1500, "repaired");
+    assert_eq!(
+        *compared.lock().unwrap(),
+        [vec!["br-a"], vec!["br-a"]],
+        "the plan and the check after the apply, of br-a alone"
     );
 }

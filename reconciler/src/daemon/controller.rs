@@ -346,6 +346,13 @@ impl Controller {
         let started = StdInstant::now();
         let started_unix = now_unix();
         let now = Instant::now();
+        // A watch's reconcile is targeted like a saved change: only what the watch named
+        // (and what depends on it, what is not converged, what is owned and undeclared:
+        // `reconcile/focus.rs`) is observed and diffed again; the rest is carried.
+        let changed = match scope {
+            Scope::Resources(ids) if changed.is_none() => Some(ids.iter().cloned().collect()),
+            _ => changed,
+        };
         let options = PlanOptions {
             held: self.retries.held(now),
             targets: targets(current, scope),

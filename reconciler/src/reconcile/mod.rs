@@ -17,7 +17,8 @@
 //!   out), make the same plan the same way, record the write-ahead intents (with each
 //!   object's dependencies in the revision's graph), execute
 //!   (reporting each resource to a [`Progress`] callback as it finishes), observe the
-//!   host again and fail every change the host does not show ([`verify`]), then record
+//!   host again for what was applied (a targeted plan of those resources alone) and
+//!   fail every change the host does not show ([`verify`]), then record
 //!   the outcomes, statuses, the revision with its source, and events.
 //! * [`Reconciler::status`]: the store's last revision and statuses, and (unless offline)
 //!   the host's drift from the last applied revision.
@@ -191,7 +192,7 @@ impl Reconciler {
         let opened = timer.elapsed();
         let focus = focused(revision, options, &ownership, &statuses);
         let plan = self
-            .scoped_plan(revision, source, options, &ownership, focus.clone())
+            .scoped_plan(revision, source, options, &ownership, focus)
             .await?;
         let planned = timer.elapsed();
         execute::record_intents_async(&store, &plan, &revision.graph).await?;
@@ -205,7 +206,15 @@ impl Reconciler {
         )
         .await;
         let executed = timer.elapsed();
-        if plan.changes.iter().any(|c| c.action.is_change()) {
+        // Only what was applied is looked at again: the rest was just observed and
+        // left alone, and a kind with nothing applied is not observed a second time.
+        let applied: BTreeSet<ResourceId> = report
+            .results
+            .iter()
+            .filter(|step| step.result == execute::ResultKind::Applied)
+            .map(|step| step.id.clone())
+            .collect();
+        if !applied.is_empty() {
             let owned = store
                 .run_blocking("read owned records", Store::owned)
                 .await?;
@@ -215,7 +224,7 @@ impl Reconciler {
                 &self.options.host,
                 &self.drivers,
                 &context,
-                focus,
+                Some(Arc::new(applied)),
             )
             .await;
             verify(&mut report, again);

@@ -1,7 +1,8 @@
 //! After an apply, look again: a resource is reported converged only when the host now
 //! matches its declaration.
 //!
-//! The host is observed once more, one batch per driver (the same plan, made again), and
+//! The host is observed once more, one batch per driver whose kind had a step applied
+//! (the plan made again, targeted at the applied resources: the rest is carried), and
 //! every change the executor reported as applied is checked against it: a create, update
 //! or replace must now plan as a no-op, a delete must not plan again. Anything else is
 //! turned into a failure naming what still differs, so a kernel that silently refused or

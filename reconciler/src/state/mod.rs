@@ -94,6 +94,7 @@
 //! older gitvisor left too open (see `private`). Read-only copies live only in memory.
 
 mod blocking;
+mod closed;
 mod contain;
 mod controller_claim;
 mod error;

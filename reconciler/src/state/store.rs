@@ -34,8 +34,22 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// thread (see [`Store::run_blocking`]).
 #[derive(Clone)]
 pub struct Store {
+    // Dropped before `_closer` (fields drop in order), so the file is stamped after redb
+    // closed it.
     db: Arc<Database>,
     path: Arc<Path>,
+    _closer: Arc<Closer>,
+    /// The open checked every page ([`super::closed`]).
+    verified: bool,
+}
+
+/// Stamps the file as closed by this process when the last clone of a [`Store`] goes.
+struct Closer(Arc<Path>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        super::closed::closed_now(&self.0);
+    }
 }
 
 impl fmt::Debug for Store {
@@ -48,7 +62,8 @@ impl Store {
     /// Opens or creates `<state_dir>/state.redb`, creating `state_dir` if needed.
     ///
     /// Steps: create the dir and make it and the store files private; open the file with
-    /// a full integrity check, which also repairs a file that a killed or crashed writer
+    /// a full integrity check (unless this process closed it last and nobody wrote it
+    /// since: `closed.rs`), which also repairs a file that a killed or crashed writer
     /// left unclean (that is not corruption, and keeps every committed record); if the
     /// file is corrupt (checksums fail, or redb panics on it), rename it to
     /// `state.redb.corrupt-<unix-seconds>` (kept for inspection), warn, and create a fresh
@@ -58,7 +73,8 @@ impl Store {
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         private::prepare_dir(state_dir)?;
         let path = state_dir.join(STATE_FILE);
-        let db = match open_writable(&path) {
+        let verify = !super::closed::unchanged_since_closed(&path);
+        let db = match open_writable(&path, verify) {
             Ok(db) => db,
             Err(err) if err.is_corrupt() => {
                 let aside = private::move_aside(&path)?;
@@ -69,13 +85,16 @@ impl Store {
                     "state store is damaged; moved it aside and starting with an empty store \
                      (objects gitvisor created will show as conflicts until adopted; nothing is pruned)"
                 );
-                open_writable(&path).map_err(|err| err.into_error(&path))?
+                open_writable(&path, true).map_err(|err| err.into_error(&path))?
             }
             Err(err) => return Err(err.into_error(&path)),
         };
+        let path: Arc<Path> = Arc::from(path);
         let store = Store {
             db: Arc::new(db),
-            path: Arc::from(path),
+            _closer: Arc::new(Closer(path.clone())),
+            path,
+            verified: verify,
         };
         if !tables::initialised(store.db.as_ref()) {
             store.write("initialise", tables::initialise)?;
@@ -86,6 +105,12 @@ impl Store {
     /// The store file, `<state_dir>/state.redb`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether this open checked every page of the file: always, unless this process
+    /// closed the file last and nobody wrote it since ([`super::closed`]).
+    pub fn verified_on_open(&self) -> bool {
+        self.verified
     }
 
     /// Every owned record, pending intents included (`pending: true`).
@@ -305,7 +330,7 @@ impl fmt::Display for OpenFailure {
     }
 }
 
-fn open_writable(path: &Path) -> Result<Database, OpenFailure> {
+fn open_writable(path: &Path, verify: bool) -> Result<Database, OpenFailure> {
     let file = private::open_file(path).map_err(OpenFailure::File)?;
     let mut builder = Builder::new();
     builder
@@ -315,8 +340,9 @@ fn open_writable(path: &Path) -> Result<Database, OpenFailure> {
         .set_cache_size(CACHE_BYTES)
         // Verify every page's checksum on open (and repair an unclean file): a file
         // damaged outside redb is then reported as corrupt instead of being trusted.
-        // The file is small, so this is cheap.
-        .set_check_integrity_on_open(true);
+        // Skipped for the file this process closed last, untouched since
+        // (`closed.rs`); redb still repairs an unclean file.
+        .set_check_integrity_on_open(verify);
     let opened = contain(path, "open", || {
         Ok(FileBackend::new(file).and_then(|backend| builder.create_with_backend(backend)))
     });

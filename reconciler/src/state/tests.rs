@@ -693,3 +693,33 @@ fn owned_records_keep_their_dependencies_and_older_records_read_as_unknown() {
         serde_json::json!(["Volume/data"])
     );
 }
+
+#[test]
+fn a_store_this_process_closed_opens_without_the_full_check_until_another_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    assert!(
+        first.verified_on_open(),
+        "the first open in a process checks it"
+    );
+    first.record_revision(&revision(1)).unwrap();
+    drop(first);
+    let second = Store::open(dir.path()).unwrap();
+    assert!(
+        !second.verified_on_open(),
+        "closed by this process and untouched since"
+    );
+    assert_eq!(second.revisions().unwrap(), [revision(1)]);
+    drop(second);
+    // Written by someone else: its modification time moves.
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(STATE_FILE))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(file);
+    let third = Store::open(dir.path()).unwrap();
+    assert!(third.verified_on_open(), "changed since: checked again");
+    assert_eq!(third.revisions().unwrap(), [revision(1)]);
+}

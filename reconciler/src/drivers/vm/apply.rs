@@ -148,7 +148,12 @@ pub(crate) async fn apply(
         _ => Err(invalid(
             "a VM is never replaced, and creates and updates need a declaration",
         )),
+    }?;
+    for dir in &snapshot.stale_kernel_caches {
+        run.send(VmRequest::RemoveKernelCache { dir: dir.clone() })
+            .await?;
     }
+    Ok(())
 }
 
 /// The launch the plan prepared, unless the plan found it cannot start here.

@@ -47,6 +47,9 @@ pub struct VmSnapshot {
     /// Leftovers of an interrupted create (a temporary run dir, temporary taps) are
     /// provably gitvisor's and may be removed.
     pub leftovers_removable: bool,
+    /// Kernel cache directories no declared VM boots from, removed after the change's
+    /// own steps (`kernel_cache.rs`).
+    pub stale_kernel_caches: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +67,8 @@ pub struct HostRead<'a> {
     pub files: &'a FileFacts,
     /// When: it dates the note of a VM in sync (its uptime, its leases still valid).
     pub now: SystemTime,
+    /// The kernel cache directories no declared VM boots from.
+    pub stale_kernel_caches: &'a [String],
 }
 
 /// The change for one declared VM.
@@ -79,6 +84,7 @@ pub fn declared(
         vms: host,
         files,
         now,
+        stale_kernel_caches,
     } = read;
     let id = resource.id();
     let name = resource.metadata.name.as_str();
@@ -145,6 +151,7 @@ pub fn declared(
         prepared,
         problems,
         leftovers_removable,
+        stale_kernel_caches: stale_kernel_caches.to_vec(),
     };
     // What the host's files say against the launch, on the fields that declare them:
     // refused at plan when the change would launch the guest.
@@ -383,7 +390,12 @@ fn leftovers_removable(observed: &ObservedVm, recorded: bool) -> bool {
 }
 
 /// Deletes for VMs gitvisor owns that are no longer declared.
-pub fn pruned(declared: &BTreeSet<&str>, host: &HostVms, context: &PlanContext) -> Vec<Change> {
+pub fn pruned(
+    declared: &BTreeSet<&str>,
+    host: &HostVms,
+    context: &PlanContext,
+    stale_kernel_caches: &[String],
+) -> Vec<Change> {
     let mut changes = Vec::new();
     for name in host.names() {
         if declared.contains(name.as_str()) {
@@ -420,6 +432,7 @@ pub fn pruned(declared: &BTreeSet<&str>, host: &HostVms, context: &PlanContext) 
                             prepared: None,
                             problems: Vec::new(),
                             leftovers_removable,
+                            stale_kernel_caches: stale_kernel_caches.to_vec(),
                         }),
                 );
             }

@@ -52,6 +52,9 @@ struct State {
     dirs: BTreeMap<String, FakeDir>,
     /// The data dirs under the state dir: their files by name.
     data: BTreeMap<String, BTreeMap<&'static str, Vec<u8>>>,
+    /// The directories below `<state dir>/vmm-kernels`, made by gitvisor-vmm's
+    /// `--kernel-cache DIR` when it decompresses a kernel there.
+    kernel_caches: std::collections::BTreeSet<String>,
     leases: Leases,
     links: Vec<LinkState>,
     facts: HostFacts,
@@ -177,6 +180,16 @@ impl FakeHost {
 
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
+    }
+
+    /// The kernel cache directories on the host.
+    pub fn kernel_caches(&self) -> Vec<String> {
+        self.lock().kernel_caches.iter().cloned().collect()
+    }
+
+    /// Puts a kernel cache directory on the host, as an earlier launch would have.
+    pub fn put_kernel_cache(&self, name: &str) {
+        self.lock().kernel_caches.insert(name.to_owned());
     }
 
     pub fn observes(&self) -> usize {
@@ -347,6 +360,9 @@ impl State {
             VmRequest::RemoveDataDir { vm } => {
                 self.data.remove(&vm);
             }
+            VmRequest::RemoveKernelCache { dir } => {
+                self.kernel_caches.remove(&dir);
+            }
             VmRequest::CreateTap { name } => {
                 if self.links.iter().any(|l| l.name == name) {
                     return Err(HostError::new("exists already", FailureClass::Transient));
@@ -389,19 +405,32 @@ impl State {
                         self.links.push(created);
                     }
                 }
+                // gitvisor-vmm makes its kernel cache directory and fills it at the start.
+                let cache = argv
+                    .iter()
+                    .position(|arg| arg == "--kernel-cache")
+                    .and_then(|at| argv.get(at + 1));
                 // QEMU opens the kernel, initrd, images and ISO it is given; one that is
                 // not there fails the launch.
-                if let Some(missing) = argv.iter().find_map(|arg| self.missing_file(arg)) {
+                if let Some(missing) = argv
+                    .iter()
+                    .filter(|arg| Some(*arg) != cache)
+                    .find_map(|arg| self.missing_file(arg))
+                {
                     return Err(refused(&format!(
                         "could not open {}: No such file or directory",
                         missing.display()
                     )));
                 }
+                let cache = cache
+                    .and_then(|path| Path::new(path).file_name())
+                    .map(|name| name.to_string_lossy().into_owned());
                 let pid = self.next_pid;
                 let dir = self.dir_mut(&vm)?;
                 if dir.process.is_some() {
                     return Err(refused("Cannot lock pid file"));
                 }
+
                 dir.process = Some(FakeProcess {
                     pid,
                     paused: argv.iter().any(|a| a == "-S"),
@@ -409,6 +438,7 @@ impl State {
                     started: SystemTime::now(),
                 });
                 self.next_pid += 1;
+                self.kernel_caches.extend(cache);
             }
             VmRequest::Control {
                 vm,
@@ -567,6 +597,7 @@ impl VmHost for FakeHost {
         Ok(HostSnapshot {
             run_dirs,
             data_dirs: state.data.keys().cloned().collect(),
+            kernel_caches: state.kernel_caches.iter().cloned().collect(),
             links: state.links.clone(),
             leases: state.leases.clone(),
             facts: state.facts.clone(),

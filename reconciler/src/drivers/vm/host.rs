@@ -186,10 +186,15 @@ impl RealHost {
 impl VmHost for RealHost {
     async fn observe(&self) -> Result<HostSnapshot, HostError> {
         let roots = self.roots.clone();
-        let (mut run_dirs, data_dirs) = Self::blocking("reading run dirs", move || {
-            Ok((read_run_dirs(&roots)?, read_data_dirs(&roots.data)?))
-        })
-        .await?;
+        let (mut run_dirs, data_dirs, kernel_caches) =
+            Self::blocking("reading run dirs", move || {
+                Ok((
+                    read_run_dirs(&roots)?,
+                    read_data_dirs(&roots.data)?,
+                    read_data_dirs(&roots.kernels)?,
+                ))
+            })
+            .await?;
         let queries = run_dirs.iter().map(|dir| async {
             let (Some(_), RecordRead::Present(record)) = (&dir.process, &dir.record) else {
                 return None;
@@ -213,6 +218,7 @@ impl VmHost for RealHost {
         Ok(HostSnapshot {
             run_dirs,
             data_dirs,
+            kernel_caches,
             links,
             leases,
             facts,
@@ -267,6 +273,19 @@ impl VmHost for RealHost {
             VmRequest::RemoveDataDir { vm } => {
                 let path = self.paths(&vm)?.data().to_path_buf();
                 Self::blocking("removing a data dir", move || remove_tree(&path)).await
+            }
+            VmRequest::RemoveKernelCache { dir } => {
+                if !super::kernel_cache::is_cache_dir_name(&dir) {
+                    return Err(HostError::new(
+                        format!("{dir:?} is not a kernel cache directory name"),
+                        FailureClass::Bug,
+                    ));
+                }
+                let path = self.roots.kernels.join(dir);
+                Self::blocking("removing a kernel cache directory", move || {
+                    remove_tree(&path)
+                })
+                .await
             }
             VmRequest::CreateTap { name } => {
                 // An ioctl and a name lookup: microseconds, and they must run on a thread
@@ -476,7 +495,7 @@ fn keep_nvram(paths: &RunPaths, template: &Path) -> Result<Answer, HostError> {
     Ok(Answer::Done)
 }
 
-/// The names of the directories below `root` (`<state dir>/vm`).
+/// The names of the directories below `root` (`<state dir>/vm`, `<state dir>/vmm-kernels`).
 fn read_data_dirs(root: &Path) -> Result<Vec<String>, HostError> {
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,

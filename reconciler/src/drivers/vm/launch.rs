@@ -115,6 +115,9 @@ pub struct Launch {
     pub cpus: u32,
     pub memory_mib: u64,
     pub boot: LaunchBoot,
+    /// Where the builtin VMM keeps this kernel decompressed (`kernel_cache.rs`), for a
+    /// kernel boot.
+    pub kernel_cache: Option<PathBuf>,
     pub disks: Vec<LaunchDisk>,
     pub nics: Vec<LaunchNic>,
     /// A cloud-init seed is attached (at `paths.seed()`).
@@ -257,6 +260,11 @@ impl Launch {
             accel,
             cpus: spec.cpus,
             memory_mib: spec.memory.bytes().div_ceil(1 << 20),
+            kernel_cache: spec
+                .boot
+                .kernel
+                .as_deref()
+                .map(|kernel| roots.kernel_cache(kernel)),
             boot,
             disks,
             nics,

@@ -58,6 +58,7 @@ mod error;
 #[cfg(test)]
 mod fake;
 pub mod host;
+pub mod kernel_cache;
 mod kind;
 pub mod launch;
 pub mod monitor;
@@ -178,6 +179,12 @@ impl Driver for VmDriver {
             .observe()
             .await
             .map_err(|cause| VmError::Observe { cause })?;
+        let stale_kernel_caches = kernel_cache::stale(
+            &snapshot.kernel_caches,
+            desired
+                .iter()
+                .chain(context.declared_of(Kind::VirtualMachine)),
+        );
         let host = observed::HostVms::new(snapshot);
         let now = SystemTime::now();
         let wanted: BTreeSet<std::path::PathBuf> = desired
@@ -208,6 +215,7 @@ impl Driver for VmDriver {
                 vms: &host,
                 files: &files,
                 now,
+                stale_kernel_caches: &stale_kernel_caches,
             };
             let change = diff::declared(resource, spec, read, context, &self.backends, &self.roots)
                 .map_err(|cause| VmError::InvalidChange {
@@ -216,7 +224,12 @@ impl Driver for VmDriver {
                 })?;
             changes.push(change);
         }
-        changes.extend(diff::pruned(&declared, &host, context));
+        changes.extend(diff::pruned(
+            &declared,
+            &host,
+            context,
+            &stale_kernel_caches,
+        ));
         Ok(changes)
     }
 

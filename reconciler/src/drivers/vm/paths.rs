@@ -50,11 +50,13 @@ pub const VMM_LOG_FILE: &str = "vmm.log";
 pub const SOCKET_PATH_MAX: usize = 107;
 
 /// Where the VMs' directories are: run dirs below `<run dir>/vm`, data dirs below
-/// `<state dir>/vm`.
+/// `<state dir>/vm`, the builtin VMM's kernel cache below `<state dir>/vmm-kernels`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmRoots {
     pub run: PathBuf,
     pub data: PathBuf,
+    /// The kernel cache, one directory per kernel path (`kernel_cache.rs`).
+    pub kernels: PathBuf,
 }
 
 impl VmRoots {
@@ -63,7 +65,14 @@ impl VmRoots {
         VmRoots {
             run: run_dir.join(VM_SUBDIR),
             data: state_dir.join(DATA_SUBDIR),
+            kernels: state_dir.join(super::kernel_cache::KERNEL_CACHE_SUBDIR),
         }
+    }
+
+    /// The kernel cache directory of the kernel at `kernel` (as declared).
+    pub fn kernel_cache(&self, kernel: &str) -> PathBuf {
+        self.kernels
+            .join(super::kernel_cache::cache_dir_name(kernel))
     }
 
     /// The files of VM `vm`.
@@ -231,6 +240,7 @@ mod tests {
         let long_roots = VmRoots {
             run: PathBuf::from(format!("/{}", "r".repeat(60))),
             data: PathBuf::from("/var/lib/gitvisor/vm"),
+            kernels: PathBuf::from("/var/lib/gitvisor/vmm-kernels"),
         };
         let long = RunPaths::new(&long_roots, &"v".repeat(63));
         assert!(long.problem().unwrap().contains("shorter --run-dir"));

@@ -38,6 +38,9 @@ pub struct HostSnapshot {
     pub run_dirs: Vec<RunDir>,
     /// The names of the directories below `<state dir>/vm`: VMs' data dirs.
     pub data_dirs: Vec<String>,
+    /// The names of the directories below `<state dir>/vmm-kernels`: the builtin VMM's
+    /// kernel cache, one per kernel path (`kernel_cache.rs`).
+    pub kernel_caches: Vec<String>,
     /// Every link in this network namespace.
     pub links: Vec<LinkState>,
     /// The DHCP leases of gitvisor's dnsmasq, per bridge (empty when none serves DHCP or
@@ -116,6 +119,9 @@ pub enum VmRequest {
     KeepNvram { vm: String, template: PathBuf },
     /// Remove the VM's data dir and everything in it; gone is done.
     RemoveDataDir { vm: String },
+    /// Remove a kernel cache directory below `<state dir>/vmm-kernels` (one no declared
+    /// VM boots from); gone is done.
+    RemoveKernelCache { dir: String },
     /// Create a persistent tap, down, without alias. Answers its index.
     CreateTap { name: String },
     /// The index of the link called `name`, if any ([`Answer::Index`] or
@@ -158,6 +164,7 @@ impl fmt::Display for VmRequest {
                 template.display()
             ),
             VmRequest::RemoveDataDir { vm } => write!(f, "remove the data dir of {vm}"),
+            VmRequest::RemoveKernelCache { dir } => write!(f, "remove kernel cache {dir}"),
             VmRequest::CreateTap { name } => write!(f, "create tap {name}"),
             VmRequest::FindLink { name } => write!(f, "look up link {name}"),
             VmRequest::Link(request) => write!(f, "{}", describe_link(request)),

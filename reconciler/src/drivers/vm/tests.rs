@@ -677,8 +677,19 @@ async fn builtin_is_created_restarted_stopped_and_pruned_like_qemu() {
     assert_eq!(changes[0].action, Action::Delete);
     fake.clear_requests();
     apply(&driver, &changes[0]).await.unwrap();
-    assert_eq!(sent(&fake), ["delete link #3", "remove run dir web"]);
+    assert_eq!(
+        sent(&fake),
+        [
+            "delete link #3".to_owned(),
+            "remove run dir web".to_owned(),
+            format!(
+                "remove kernel cache {}",
+                super::kernel_cache::cache_dir_name("/boot/vmlinux")
+            ),
+        ]
+    );
     assert!(fake.dir_names().is_empty());
+    assert!(fake.kernel_caches().is_empty());
 }
 
 #[tokio::test]
@@ -1236,5 +1247,105 @@ async fn a_restart_whose_new_launch_fails_runs_the_previous_configuration_again(
             .reasons
             .iter()
             .any(|r| r.starts_with("restarts the guest"))
+    );
+}
+
+/// Where the tests' builtin guests keep `/boot/vmlinux` decompressed.
+fn vmlinux_cache() -> String {
+    format!(
+        "/var/lib/gitvisor/vmm-kernels/{}",
+        super::kernel_cache::cache_dir_name("/boot/vmlinux")
+    )
+}
+
+#[tokio::test]
+async fn a_builtin_guest_boots_through_a_kernel_cache_under_the_state_dir_collected_at_prune() {
+    let fake = kvm_host();
+    let driver = driver(&fake);
+    let cached = super::kernel_cache::cache_dir_name("/boot/vmlinux");
+    // Left by a VM pruned by an earlier gitvisor: no declared VM boots its kernel.
+    let gone = super::kernel_cache::cache_dir_name("/boot/gone");
+    fake.put_kernel_cache(&gone);
+    let change = plan_one(&driver, &micro(""), &owning(&[])).await;
+    assert_eq!(change.action, Action::Create, "{:?}", change.reasons);
+    apply(&driver, &change).await.unwrap();
+    let text = process_argv(&fake, "web").join(" ");
+    let expected = format!("--kernel /boot/vmlinux --kernel-cache {}", vmlinux_cache());
+    assert!(text.contains(&expected), "{expected}\nnot in\n{text}");
+    assert_eq!(
+        sent(&fake).last().map(String::as_str),
+        Some(format!("remove kernel cache {gone}").as_str()),
+        "the stale directory goes with the first change after the plan that found it"
+    );
+    assert_eq!(fake.kernel_caches(), std::slice::from_ref(&cached));
+    converge(&driver, &micro("")).await;
+
+    // A second guest of the same kernel shares the directory; pruning one keeps it.
+    let other = declared("other", MICRO);
+    let context = owning(&["web"]);
+    let changes = driver
+        .plan(&[micro(""), other.clone()], &context)
+        .await
+        .unwrap();
+    assert_eq!(changes[1].action, Action::Create);
+    apply(&driver, &changes[1]).await.unwrap();
+    assert!(process_argv(&fake, "other").join(" ").contains(&expected));
+    let changes = driver
+        .plan(std::slice::from_ref(&other), &owning(&["web", "other"]))
+        .await
+        .unwrap();
+    let prune = changes.iter().find(|c| c.action == Action::Delete).unwrap();
+    fake.clear_requests();
+    apply(&driver, prune).await.unwrap();
+    assert!(
+        !sent(&fake)
+            .iter()
+            .any(|r| r.starts_with("remove kernel cache")),
+        "{:?}",
+        sent(&fake)
+    );
+    assert_eq!(fake.kernel_caches(), std::slice::from_ref(&cached));
+
+    // The last guest booting it pruned: the directory goes too.
+    let changes = driver.plan(&[], &owning(&["other"])).await.unwrap();
+    fake.clear_requests();
+    apply(&driver, &changes[0]).await.unwrap();
+    assert_eq!(
+        sent(&fake).last().map(String::as_str),
+        Some(format!("remove kernel cache {cached}").as_str())
+    );
+    assert!(fake.kernel_caches().is_empty());
+}
+
+#[tokio::test]
+async fn a_builtin_guest_launched_without_the_kernel_cache_runs_on_until_its_next_restart() {
+    let fake = kvm_host();
+    let driver = driver(&fake);
+    converge(&driver, &micro("")).await;
+    // As an earlier gitvisor launched it: no --kernel-cache in the record or the process.
+    let mut dir = fake.dir("web").unwrap();
+    let without = |argv: &[String]| -> Vec<String> {
+        let at = argv.iter().position(|a| a == "--kernel-cache").unwrap();
+        [&argv[..at], &argv[at + 2..]].concat()
+    };
+    let old = without(&process_argv(&fake, "web"));
+    let RecordRead::Present(record) = &mut dir.record else {
+        panic!("a record")
+    };
+    record.argv = old.clone();
+    dir.process.as_mut().unwrap().argv = old;
+    fake.insert_dir("web", dir);
+    let again = plan_one(&driver, &micro(""), &owning(&["web"])).await;
+    assert_eq!(again.action, Action::NoOp, "{:?}", again.fields);
+
+    // Its next restart (a memory change) launches it with the cache.
+    let bigger = declared("web", &MICRO.replace("128MiB", "256MiB"));
+    let change = plan_one(&driver, &bigger, &owning(&["web"])).await;
+    assert_eq!(change.action, Action::Update);
+    apply(&driver, &change).await.unwrap();
+    let text = process_argv(&fake, "web").join(" ");
+    assert!(
+        text.contains(&format!("--kernel-cache {}", vmlinux_cache())),
+        "{text}"
     );
 }

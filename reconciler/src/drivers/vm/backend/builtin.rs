@@ -12,6 +12,10 @@
 //!   the VMM does not answer); the declared `cmdline` follows, so its settings win. The devices are announced in the
 //!   ACPI tables, not on the command line; the whole line must fit gitvisor-vmm's
 //!   2 KiB, which validation checks.
+//! - **The kernel cache**: `--kernel-cache <state dir>/vmm-kernels/<hash of the kernel's
+//!   path>`, so the VMM decompresses a bzImage once and boots the ELF after that (2-3x
+//!   faster to `/init` in a nested guest); the driver collects directories no declared VM
+//!   uses (`kernel_cache.rs`).
 //! - **Disks** are `--disk path=…,id=disk<i>` in spec order (`/dev/vda`, …), the
 //!   cloud-init seed last with the serial `cidata`; the VMM's option syntax has no
 //!   escaping, so a path with a comma cannot be passed and is a plan-time problem.
@@ -130,6 +134,9 @@ impl Backend for BuiltinBackend {
         } = &launch.boot
         {
             arg("--kernel", kernel.clone());
+            if let Some(cache) = &launch.kernel_cache {
+                arg("--kernel-cache", cache.to_string_lossy().into_owned());
+            }
             if let Some(initrd) = initrd {
                 arg("--initrd", initrd.clone());
             }
@@ -247,10 +254,13 @@ mod tests {
             &kvm(),
         ));
         let tap = crate::drivers::vm::nic::tap_name("vm1", 0);
+        let cache = crate::drivers::vm::kernel_cache::cache_dir_name("/boot/vmlinux");
         let expected = [
             "/usr/lib/gitvisor/gitvisor-vmm",
             "--kernel",
             "/boot/vmlinux",
+            "--kernel-cache",
+            &format!("/var/lib/gitvisor/vmm-kernels/{cache}"),
             "--initrd",
             "/boot/initrd",
             "--cmdline",
@@ -319,6 +329,13 @@ mod tests {
             Some(PathBuf::from("/run/gitvisor/vm/vm1/api.sock"))
         );
         assert!(config.daemonize);
+        assert_eq!(
+            config.kernel_cache,
+            Some(
+                Path::new("/var/lib/gitvisor/vmm-kernels")
+                    .join(crate::drivers::vm::kernel_cache::cache_dir_name("/k"))
+            )
+        );
         assert_eq!(config.validate(), Ok(()));
     }
 
