@@ -266,8 +266,16 @@ fn remembered(list: &Path) -> Result<Vec<PathBuf>, LvmError> {
     }
 }
 
+/// Serialises [`remember`]: volumes are created in parallel, and two read-modify-writes
+/// of the list at once would lose a directory or race on the temporary file.
+static REMEMBERING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Adds `directory` to the list (written whole to a temporary file, then renamed).
 fn remember(list: &Path, directory: &Path) -> Result<(), LvmError> {
+    // A panic while holding it left no half-written list behind (the rename is atomic).
+    let _one_at_a_time = REMEMBERING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut all = remembered(list)?;
     if all.iter().any(|known| known == directory) {
         return Ok(());
@@ -417,6 +425,25 @@ fn parse_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_remembered_at_once_from_many_threads_are_all_kept() {
+        let state = tempfile::tempdir().unwrap();
+        let list = state.path().join(DIRECTORIES_FILE);
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let list = list.clone();
+                std::thread::spawn(move || remember(&list, Path::new(&format!("/v/{}", i % 8))))
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        let mut all = remembered(&list).unwrap();
+        all.sort();
+        let expected: Vec<PathBuf> = (0..8).map(|i| PathBuf::from(format!("/v/{i}"))).collect();
+        assert_eq!(all, expected);
+    }
 
     #[test]
     fn a_raw_file_is_its_length_and_a_qcow2_header_is_read() {
