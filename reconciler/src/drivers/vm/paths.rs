@@ -55,6 +55,9 @@ pub const SOCKET_PATH_MAX: usize = 107;
 pub struct VmRoots {
     pub run: PathBuf,
     pub data: PathBuf,
+    /// gitvisor's state dir itself: where an NfsMount without `spec.path` is mounted, so
+    /// where a disk on a `spec.nfs` Volume is.
+    pub state: PathBuf,
 }
 
 impl VmRoots {
@@ -63,6 +66,7 @@ impl VmRoots {
         VmRoots {
             run: run_dir.join(VM_SUBDIR),
             data: state_dir.join(DATA_SUBDIR),
+            state: state_dir.to_path_buf(),
         }
     }
 
@@ -231,6 +235,7 @@ mod tests {
         let long_roots = VmRoots {
             run: PathBuf::from(format!("/{}", "r".repeat(60))),
             data: PathBuf::from("/var/lib/gitvisor/vm"),
+            state: PathBuf::from("/var/lib/gitvisor"),
         };
         let long = RunPaths::new(&long_roots, &"v".repeat(63));
         assert!(long.problem().unwrap().contains("shorter --run-dir"));
