@@ -357,7 +357,7 @@ fn set_marks(path: &Path, id: &str, reclaim: ReclaimPolicy) -> Result<(), LvmErr
         xattr::set(path, name, value.as_bytes()).map_err(|e| LvmError::Io {
             what: format!("set the marker {name} on {}", path.display()),
             message: format!(
-                "{e}; gitvisor marks its volume files with user extended attributes, so the directory must be on a filesystem that keeps them (ext4, xfs, btrfs, tmpfs, NFS 4.2)"
+                "{e}; gitvisor marks its volume files with user extended attributes, so the directory must be on a filesystem that keeps them (ext4, xfs, btrfs, tmpfs from Linux 6.6, NFS 4.2 over one of those)"
             ),
         })?;
     }
