@@ -26,7 +26,7 @@ pub const SCENARIOS: &[&str] = &[
     "server gone: plan, apply and status answer in time, the share is unreachable, a bridge still converges",
     "server back: the next apply mounts the share again",
     "a container mounts a subdirectory of the share read-only",
-    "a qcow2 volume on the share (nfs: media) from a raw image: the server holds it; pruned with Retain, kept",
+    "a qcow2 volume on the share (nfs: media) from an image, on the server; server gone: unreachable, a local volume still made; Retain prune",
     "prune: refused while a process holds the mount (pid named), unmounted once free",
 ];
 
@@ -49,6 +49,9 @@ pub mod guest {
     /// The file system the server exports as its NFSv4 root, and its loop file.
     const EXPORT_ROOT: &str = "/run/gv-export";
     const EXPORT_IMAGE: &str = "/run/gv-export.ext4";
+    /// A local directory for a file volume, on that ext4 (reached directly, not over
+    /// NFS): the guest's tmpfs keeps no user xattrs before Linux 6.6.
+    const LOCAL_VOLUMES: &str = "/run/gv-export/local-volumes";
     /// The server's end of the veth pair, and the client's (a port of gitvisor's bridge).
     const SERVER_END: &str = "vsrv";
     const CLIENT_END: &str = "vcli";
@@ -521,7 +524,39 @@ pub mod guest {
                     )
                 },
             )?;
-            code(&self.plan(), 0)
+            code(&self.plan(), 0)?;
+            // The server gone: an apply answers in time (the share's directory is read
+            // under its own short deadline, or from the client's cache), and a volume in
+            // a local directory is still made.
+            in_ns(SERVER_NS, "ip", &["link", "set", SERVER_END, "down"])?;
+            self.declare(
+                "Volume",
+                "local",
+                "",
+                &format!("directory: {LOCAL_VOLUMES}\nformat: raw\nsize: 1MiB"),
+            );
+            let started = Instant::now();
+            let apply = self.apply();
+            let took = started.elapsed();
+            in_ns(SERVER_NS, "ip", &["link", "set", SERVER_END, "up"])?;
+            self.undeclare("Volume", "local");
+            eprintln!(
+                "  with the server gone, `gitvisor apply` with a volume on the share: {took:.1?}"
+            );
+            ensure(took < DEAD_SERVER_DEADLINE, || {
+                format!("apply took {took:?} with the server gone\n{apply}")
+            })?;
+            ensure(
+                Path::new(&format!("{LOCAL_VOLUMES}/local.raw")).is_file(),
+                || format!("the local volume was not made while the share was gone\n{apply}"),
+            )?;
+            ensure(
+                apply
+                    .stdout
+                    .contains("(the share of NfsMount/media) is unreachable"),
+                || format!("apply does not say the volume's share is unreachable\n{apply}"),
+            )?;
+            code(&self.apply(), 0)
         }
 
         fn prune(&self) -> Check {
