@@ -6,8 +6,9 @@
 //! every scenario against the real `gitvisor` binary, each in turn.
 //!
 //! In the guest the NFS server runs in network namespace `gvsrv` (`rpc.mountd` and
-//! `rpc.nfsd -N 3`, NFSv4 only, exporting a tmpfs: the guest's 9p root cannot be
-//! exported, so the tmpfs is the NFSv4 root, `fsid=0`, and shares are paths below it).
+//! `rpc.nfsd -N 3`, NFSv4 only, exporting an ext4 loop file: the guest's 9p root cannot
+//! be exported, and a tmpfs keeps no user xattrs before Linux 6.6, which file volumes on
+//! the share need; it is the NFSv4 root, `fsid=0`, and shares are paths below it).
 //! gitvisor runs in namespace `gvcli` (as `nsenter --net`, so the mounts it makes are in
 //! the guest's one mount namespace, where the checks see them) and declares a Bridge
 //! whose port is the client end of a veth pair to the server: the share is reached over
@@ -25,6 +26,7 @@ pub const SCENARIOS: &[&str] = &[
     "server gone: plan, apply and status answer in time, the share is unreachable, a bridge still converges",
     "server back: the next apply mounts the share again",
     "a container mounts a subdirectory of the share read-only",
+    "a qcow2 volume on the share (nfs: media) from an image, on the server; server gone: unreachable, a local volume still made; Retain prune",
     "prune: refused while a process holds the mount (pid named), unmounted once free",
 ];
 
@@ -44,8 +46,12 @@ pub mod guest {
     const SERVER_NS: &str = "gvsrv";
     const CLIENT_NS: &str = "gvcli";
     const SERVER: &str = "10.77.0.1";
-    /// The tmpfs the server exports as its NFSv4 root.
+    /// The file system the server exports as its NFSv4 root, and its loop file.
     const EXPORT_ROOT: &str = "/run/gv-export";
+    const EXPORT_IMAGE: &str = "/run/gv-export.ext4";
+    /// A local directory for a file volume, on that ext4 (reached directly, not over
+    /// NFS): the guest's tmpfs keeps no user xattrs before Linux 6.6.
+    const LOCAL_VOLUMES: &str = "/run/gv-export/local-volumes";
     /// The server's end of the veth pair, and the client's (a port of gitvisor's bridge).
     const SERVER_END: &str = "vsrv";
     const CLIENT_END: &str = "vcli";
@@ -87,13 +93,14 @@ pub mod guest {
             crate::vng::report(&guest.shared, "setup", &Err(why));
             return std::process::ExitCode::FAILURE;
         }
-        let scenarios: [fn(&Guest) -> Check; 7] = [
+        let scenarios: [fn(&Guest) -> Check; 8] = [
             Guest::mount_write_read,
             Guest::drift,
             Guest::foreign,
             Guest::server_gone,
             Guest::server_back,
             Guest::container,
+            Guest::volume_on_share,
             Guest::prune,
         ];
         let named: Vec<crate::vng::Scenario<Guest>> =
@@ -122,7 +129,7 @@ pub mod guest {
 
     impl Guest {
         fn setup(&self) -> Check {
-            for module in ["bridge", "nfsd", "nfsv4"] {
+            for module in ["bridge", "nfsd", "nfsv4", "loop", "ext4"] {
                 sh("modprobe", &[module])?;
             }
             for dir in [&self.manifests, &self.state, &self.run] {
@@ -149,7 +156,11 @@ pub mod guest {
             in_ns(CLIENT_NS, "ip", &["link", "set", CLIENT_END, "up"])?;
             // The exported tmpfs, and nfs-utils' state on tmpfs (the root is read-only).
             std::fs::create_dir_all(EXPORT_ROOT).map_err(|e| format!("{EXPORT_ROOT}: {e}"))?;
-            sh("mount", &["-t", "tmpfs", "gv-export", EXPORT_ROOT])?;
+            // An ext4 file system (a loop file on the guest's tmpfs), not a tmpfs: file
+            // volumes on the share need user xattrs, which tmpfs keeps only from Linux 6.6.
+            sh("truncate", &["-s", "256M", EXPORT_IMAGE])?;
+            sh("mkfs.ext4", &["-q", "-F", EXPORT_IMAGE])?;
+            sh("mount", &["-o", "loop", EXPORT_IMAGE, EXPORT_ROOT])?;
             std::fs::create_dir_all(format!("{EXPORT_ROOT}/media/sub"))
                 .map_err(|e| format!("{EXPORT_ROOT}/media/sub: {e}"))?;
             write(
@@ -460,6 +471,92 @@ pub mod guest {
             self.undeclare("Container", "reader");
             code(&self.apply(), 0)?;
             outcome
+        }
+
+        /// Volume `disk` with `nfs: media`: a qcow2 file in the share's mount path, made
+        /// from a raw image; read back on the server side (its own tmpfs, not the mount)
+        /// with the image's bytes; pruned with Retain, the file stays on the server.
+        fn volume_on_share(&self) -> Check {
+            let image = Path::new("/run/gv-image.raw");
+            let mut bytes = vec![0_u8; 1 << 20];
+            bytes[..16].copy_from_slice(b"gitvisor-on-nfs!");
+            std::fs::write(image, &bytes).map_err(|e| format!("{}: {e}", image.display()))?;
+            self.declare(
+                "Volume",
+                "disk",
+                "",
+                &format!(
+                    "nfs: media\nformat: qcow2\nsize: 4MiB\nsource: {}",
+                    image.display()
+                ),
+            );
+            let outcome = self.volume_on_share_checks(&bytes);
+            self.undeclare("Volume", "disk");
+            let pruned = self.gitvisor(&["apply", &self.dir(), "--prune"]);
+            outcome?;
+            code(&pruned, 0)?;
+            let on_server = format!("{EXPORT_ROOT}/media/disk.qcow2");
+            ensure(Path::new(&on_server).is_file(), || {
+                format!("{on_server} is gone after a prune with Retain")
+            })?;
+            let _ = std::fs::remove_file(&on_server);
+            code(&self.plan(), 0)
+        }
+
+        fn volume_on_share_checks(&self, bytes: &[u8]) -> Check {
+            let applied = self.apply();
+            code(&applied, 0)?;
+            let on_server = format!("{EXPORT_ROOT}/media/disk.qcow2");
+            let info = sh("qemu-img", &["info", "--output", "json", &on_server])?;
+            ensure(info.contains("\"format\": \"qcow2\""), || {
+                format!("the server's {on_server} is not qcow2: {info}\n{applied}")
+            })?;
+            let back = "/run/gv-disk-back.raw";
+            sh("qemu-img", &["convert", "-O", "raw", &on_server, back])?;
+            let written = std::fs::read(back).map_err(|e| format!("{back}: {e}"))?;
+            let _ = std::fs::remove_file(back);
+            ensure(
+                written.len() == 4 << 20 && written[..bytes.len()] == bytes[..],
+                || {
+                    format!(
+                        "the server's disk holds {} bytes, not the image",
+                        written.len()
+                    )
+                },
+            )?;
+            code(&self.plan(), 0)?;
+            // The server gone: an apply answers in time (the share's directory is read
+            // under its own short deadline, or from the client's cache), and a volume in
+            // a local directory is still made.
+            in_ns(SERVER_NS, "ip", &["link", "set", SERVER_END, "down"])?;
+            self.declare(
+                "Volume",
+                "local",
+                "",
+                &format!("directory: {LOCAL_VOLUMES}\nformat: raw\nsize: 1MiB"),
+            );
+            let started = Instant::now();
+            let apply = self.apply();
+            let took = started.elapsed();
+            in_ns(SERVER_NS, "ip", &["link", "set", SERVER_END, "up"])?;
+            self.undeclare("Volume", "local");
+            eprintln!(
+                "  with the server gone, `gitvisor apply` with a volume on the share: {took:.1?}"
+            );
+            ensure(took < DEAD_SERVER_DEADLINE, || {
+                format!("apply took {took:?} with the server gone\n{apply}")
+            })?;
+            ensure(
+                Path::new(&format!("{LOCAL_VOLUMES}/local.raw")).is_file(),
+                || format!("the local volume was not made while the share was gone\n{apply}"),
+            )?;
+            ensure(
+                apply
+                    .stdout
+                    .contains("(the share of NfsMount/media) is unreachable"),
+                || format!("apply does not say the volume's share is unreachable\n{apply}"),
+            )?;
+            code(&self.apply(), 0)
         }
 
         fn prune(&self) -> Check {

@@ -1,7 +1,7 @@
 //! The NfsMount kind end to end (mount over a gitvisor bridge, drift, a mount that is not
-//! gitvisor's, a dead server, repair, a container mounting a share, prune), on the real
-//! NFS client and server inside one throwaway guest (the host kernel has neither): see
-//! `gitvisor_e2e::nfs` for how and why.
+//! gitvisor's, a dead server, repair, a container mounting a share, a volume on the share,
+//! prune), on the real NFS client and server inside one throwaway guest (the host kernel
+//! has neither): see `gitvisor_e2e::nfs` for how and why.
 
 use gitvisor_e2e::nfs::{GUEST_DEADLINE, SCENARIOS};
 use gitvisor_e2e::vng::GuestRun;
@@ -21,6 +21,8 @@ fn nfs_scenarios_in_one_guest_boot() {
             ("nsenter", ".ci/deps/container.sh"),
             ("runc", ".ci/deps/container.sh"),
             ("busybox", ".ci/deps/container.sh"),
+            ("qemu-img", ".ci/deps/volume.sh"),
+            ("mkfs.ext4", ".ci/deps/volume.sh"),
         ],
     ) else {
         return;

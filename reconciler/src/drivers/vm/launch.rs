@@ -4,6 +4,7 @@
 //! implies is the one apply launches.
 
 use crate::drivers::volume::VolumeSpec;
+use crate::drivers::volume::share::on_share;
 use std::path::PathBuf;
 
 use super::nic::{mac_address, tap_name};
@@ -193,13 +194,20 @@ impl Launch {
                 (Some(path), _) => path.clone(),
                 (None, Some(volume)) => match context.referenced(Kind::Volume, volume) {
                     Some(resource) => match resource.spec.get::<VolumeSpec>() {
-                        Some(declared) => {
-                            file_format = Some(declared.disk_format());
-                            declared
-                                .path(volume.as_str())
-                                .to_string_lossy()
-                                .into_owned()
-                        }
+                        // A volume on a share (`spec.nfs`): its file in the mount path.
+                        Some(declared) => match on_share(declared, context, &roots.state) {
+                            Ok(declared) => {
+                                file_format = Some(declared.disk_format());
+                                declared
+                                    .path(volume.as_str())
+                                    .to_string_lossy()
+                                    .into_owned()
+                            }
+                            Err(reason) => {
+                                problems.push(format!("disk {index}: Volume/{volume}: {reason}"));
+                                continue;
+                            }
+                        },
                         _ => {
                             problems.push(format!("disk {index}: Volume/{volume} is not a volume"));
                             continue;
@@ -337,6 +345,35 @@ mod tests {
             Metadata::named(Name::parse(name).unwrap()),
             Spec::new(spec),
         ))
+    }
+
+    #[test]
+    fn an_nfs_volume_disk_is_its_file_on_the_share() {
+        let roots = VmRoots::new(
+            std::path::Path::new("/run/gitvisor"),
+            std::path::Path::new("/srv/state"),
+        );
+        let mount: crate::drivers::nfs_mount::NfsMountSpec =
+            serde_yaml::from_str("{server: nas, export: /srv/vms}").unwrap();
+        let share = Arc::new(Resource::new(
+            crate::model::Metadata::named(crate::model::Name::parse("nas").unwrap()),
+            crate::model::Spec::new(mount),
+        ));
+        let on_share: crate::drivers::volume::VolumeSpec =
+            serde_yaml::from_str("{nfs: nas, size: 1GiB}").unwrap();
+        let root = Arc::new(Resource::new(
+            crate::model::Metadata::named(crate::model::Name::parse("root").unwrap()),
+            crate::model::Spec::new(on_share),
+        ));
+        let vm = spec("memory: 256MiB\nboot: {kernel: /k}\ndisks: [{volume: root}]");
+        let context = PlanContext::default().with_revision(&[share, Arc::clone(&root)]);
+        let launch = Launch::resolve("vm1", &vm, &context, &HostFacts::default(), &roots).unwrap();
+        assert_eq!(launch.disks[0].path, "/srv/state/nfs/nas/root.qcow2");
+        assert_eq!(launch.disks[0].format, DiskFormat::Qcow2);
+        let without_mount = PlanContext::default().with_revision(&[root]);
+        let problems =
+            Launch::resolve("vm1", &vm, &without_mount, &HostFacts::default(), &roots).unwrap_err();
+        assert!(problems[0].contains("NfsMount/nas"), "{problems:?}");
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct VmRoots {
     pub data: PathBuf,
     /// The kernel cache, one directory per kernel path (`kernel_cache.rs`).
     pub kernels: PathBuf,
+    /// gitvisor's state dir itself: where an NfsMount without `spec.path` is mounted, so
+    /// where a disk on a `spec.nfs` Volume is.
+    pub state: PathBuf,
 }
 
 impl VmRoots {
@@ -66,6 +69,7 @@ impl VmRoots {
             run: run_dir.join(VM_SUBDIR),
             data: state_dir.join(DATA_SUBDIR),
             kernels: state_dir.join(super::kernel_cache::KERNEL_CACHE_SUBDIR),
+            state: state_dir.to_path_buf(),
         }
     }
 
@@ -241,6 +245,7 @@ mod tests {
             run: PathBuf::from(format!("/{}", "r".repeat(60))),
             data: PathBuf::from("/var/lib/gitvisor/vm"),
             kernels: PathBuf::from("/var/lib/gitvisor/vmm-kernels"),
+            state: PathBuf::from("/var/lib/gitvisor"),
         };
         let long = RunPaths::new(&long_roots, &"v".repeat(63));
         assert!(long.problem().unwrap().contains("shorter --run-dir"));

@@ -222,3 +222,82 @@ async fn a_base_with_reclaim_delete_is_kept_while_a_retained_clone_names_it() {
     );
     assert!(dir.join("base.qcow2").exists());
 }
+
+fn nfs_mount(name: &str, path: &Path) -> Arc<Resource> {
+    let spec: crate::drivers::nfs_mount::NfsMountSpec = serde_yaml::from_str(&format!(
+        "{{server: 10.77.0.1, export: /srv/vms, path: {}}}",
+        path.display()
+    ))
+    .expect("test spec parses");
+    Arc::new(Resource::new(
+        Metadata::named(Name::parse(name).expect("valid")),
+        Spec::new(spec),
+    ))
+}
+
+/// A `spec.nfs` volume is a file in its NfsMount's mount path (here a plain directory
+/// standing in for the mounted share: the guest suite mounts a real one), made and
+/// kept exactly like a `directory` volume; a second plan is a no-op.
+#[tokio::test]
+async fn an_nfs_volume_is_a_file_in_its_mounts_path() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let share = scratch.path().join("share");
+    std::fs::create_dir(&share).expect("share dir");
+    let driver = driver(&scratch.path().join("state"));
+    let volume = declared("disk", "{nfs: nas, format: raw, size: 4MiB}");
+    let revision = [nfs_mount("nas", &share), Arc::clone(&volume)];
+    let context = PlanContext::new([]).with_revision(&revision);
+    let mut owned = BTreeSet::new();
+    let changes = driver
+        .plan(&[Arc::clone(&volume)], &context)
+        .await
+        .expect("plan");
+    assert_eq!(actions(&changes), [("disk".into(), Action::Create)]);
+    for change in &changes {
+        owned.insert(change.id.clone());
+        driver
+            .apply(change, &StepContext::detached(change.id.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {}", change.id, e.chain()));
+    }
+    let file = share.join("disk.raw");
+    assert_eq!(std::fs::metadata(&file).expect("made").len(), 4 << 20);
+    let context = PlanContext::new(owned.iter().cloned()).with_revision(&revision);
+    let again = driver.plan(&[volume], &context).await.expect("plan");
+    assert_eq!(actions(&again), [("disk".into(), Action::NoOp)]);
+}
+
+/// A volume naming an NfsMount the revision does not declare is refused in the plan
+/// with the field to fix; the other volumes are planned as usual, and nothing is pruned.
+#[tokio::test]
+async fn an_nfs_volume_without_its_mount_is_refused_and_others_carry_on() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let driver = driver(&scratch.path().join("state"));
+    let local = scratch.path().join("volumes");
+    let desired = [
+        declared("orphan", "{nfs: gone, size: 4MiB}"),
+        declared(
+            "local",
+            &format!("{{directory: {}, size: 4MiB}}", local.display()),
+        ),
+    ];
+    let changes = plan(&driver, &desired, &BTreeSet::from([id("orphan")])).await;
+    let mut found = actions(&changes);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("local".into(), Action::Create),
+            ("orphan".into(), Action::Conflict)
+        ]
+    );
+    let orphan = changes
+        .iter()
+        .find(|c| c.id == id("orphan"))
+        .expect("planned");
+    assert!(
+        orphan.reasons[0].contains("NfsMount/gone") && orphan.reasons[0].contains("spec.nfs"),
+        "{:?}",
+        orphan.reasons
+    );
+}

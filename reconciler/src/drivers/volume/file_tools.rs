@@ -12,14 +12,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::files::{
-    FileContent, FileRequest, FileSeam, FileState, ID_XATTR, PARTIAL_SUFFIX, RECLAIM_XATTR,
+    FileContent, FileObservation, FileRequest, FileSeam, FileState, ID_XATTR, PARTIAL_SUFFIX,
+    RECLAIM_XATTR,
 };
 use super::lvm::LvmTools;
 use super::seam::{LvmError, ProgressSink};
 use crate::drivers::volume::{FileFormat, ReclaimPolicy};
 
-/// How long observing every volume directory, or one file operation, may take.
+/// How long one file operation (or reading the list of volume directories) may take.
 pub const FILE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long observing one volume directory may take: a local directory of a few
+/// hundred images takes milliseconds; one on a dead NFS share would take a soft mount's
+/// retries (about 15 s per call), so it is called unreachable after this instead.
+pub const DIRECTORY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The file listing the directories gitvisor has made volumes in, under the state dir.
 const DIRECTORIES_FILE: &str = "volume-directories";
@@ -54,19 +60,40 @@ impl FileTools {
 
 #[async_trait]
 impl FileSeam for FileTools {
-    async fn observe(&self, directories: &[PathBuf]) -> Result<Vec<FileState>, LvmError> {
+    async fn observe(&self, directories: &[PathBuf]) -> Result<FileObservation, LvmError> {
         let list = self.directories_file();
-        let declared = directories.to_vec();
-        blocking("list volume directories", move || {
-            let mut all: BTreeSet<PathBuf> = remembered(&list)?.into_iter().collect();
-            all.extend(declared);
-            let mut files = Vec::new();
-            for directory in all {
-                observe_directory(&directory, &mut files)?;
+        let mut all: BTreeSet<PathBuf> =
+            blocking("list volume directories", move || remembered(&list))
+                .await?
+                .into_iter()
+                .collect();
+        all.extend(directories.iter().cloned());
+        let reads = all.into_iter().map(|directory| async move {
+            let read = directory.clone();
+            let result = within(DIRECTORY_DEADLINE, "list volume directory", move || {
+                let mut files = Vec::new();
+                observe_directory(&read, &mut files).map(|()| files)
+            })
+            .await;
+            (directory, result)
+        });
+        let mut observation = FileObservation::default();
+        for (directory, result) in futures::future::join_all(reads).await {
+            match result {
+                Ok(files) => observation.files.extend(files),
+                Err(LvmError::TimedOut { seconds, .. }) => {
+                    observation.unreachable.insert(
+                        directory,
+                        format!("reading it did not finish within {seconds} s"),
+                    );
+                }
+                Err(LvmError::Io { message, .. }) if is_unreachable_io(&message) => {
+                    observation.unreachable.insert(directory, message);
+                }
+                Err(other) => return Err(other),
             }
-            Ok(files)
-        })
-        .await
+        }
+        Ok(observation)
     }
 
     async fn send(
@@ -233,7 +260,31 @@ async fn blocking<T: Send + 'static>(
     what: &str,
     work: impl FnOnce() -> Result<T, LvmError> + Send + 'static,
 ) -> Result<T, LvmError> {
-    match tokio::time::timeout(FILE_DEADLINE, tokio::task::spawn_blocking(work)).await {
+    within(FILE_DEADLINE, what, work).await
+}
+
+/// Whether an I/O error says the directory's storage does not answer (a soft NFS mount
+/// gives up with ETIMEDOUT or EIO; a server gone away, ESTALE or ENOTCONN).
+fn is_unreachable_io(message: &str) -> bool {
+    [
+        "timed out",
+        "Input/output error",
+        "Stale file handle",
+        "not connected",
+        "Host is down",
+        "No route to host",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
+}
+
+/// `work` on a blocking thread under `deadline` (left behind, not waited for, when late).
+async fn within<T: Send + 'static>(
+    deadline: Duration,
+    what: &str,
+    work: impl FnOnce() -> Result<T, LvmError> + Send + 'static,
+) -> Result<T, LvmError> {
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(work)).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(LvmError::Spawn {
             program: what.to_owned(),
@@ -241,7 +292,7 @@ async fn blocking<T: Send + 'static>(
         }),
         Err(_) => Err(LvmError::TimedOut {
             program: format!("{what} (file volumes)"),
-            seconds: FILE_DEADLINE.as_secs(),
+            seconds: deadline.as_secs(),
         }),
     }
 }
@@ -314,7 +365,7 @@ fn set_marks(path: &Path, id: &str, reclaim: ReclaimPolicy) -> Result<(), LvmErr
         xattr::set(path, name, value.as_bytes()).map_err(|e| LvmError::Io {
             what: format!("set the marker {name} on {}", path.display()),
             message: format!(
-                "{e}; gitvisor marks its volume files with user extended attributes, so the directory must be on a filesystem that keeps them (ext4, xfs, btrfs, tmpfs, NFS 4.2)"
+                "{e}; gitvisor marks its volume files with user extended attributes, so the directory must be on a filesystem that keeps them (ext4, xfs, btrfs, tmpfs from Linux 6.6, NFS 4.2 over one of those)"
             ),
         })?;
     }

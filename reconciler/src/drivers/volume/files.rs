@@ -27,7 +27,9 @@
 //! other file is raw and its length is its size). Reading the header is what `qemu-img
 //! info` would do, without a process per file. Directories gitvisor has ever made a
 //! volume in are remembered (`<state>/volume-directories`), so a volume whose
-//! declaration is gone is still found to prune.
+//! declaration is gone is still found to prune. Each directory is read on its own
+//! blocking thread under a short deadline: a directory on a dead NFS share is reported
+//! unreachable ([`FileObservation::unreachable`]) while the others are observed.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -168,12 +170,22 @@ impl fmt::Display for FileRequest {
     }
 }
 
+/// What one observation found: the files, and the directories that did not answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileObservation {
+    pub files: Vec<FileState>,
+    /// Directories that could not be read in time (a dead NFS server, a hung disk), with
+    /// why: their volumes are refused in the plan, the others are planned as usual.
+    pub unreachable: std::collections::BTreeMap<PathBuf, String>,
+}
+
 /// The host's file volumes as the driver sees them. Shared by concurrent applies.
 #[async_trait]
 pub trait FileSeam: Send + Sync {
     /// Every image-like file in `directories` and in every directory gitvisor made a
-    /// volume in before: one batch, off the async runtime, under a deadline.
-    async fn observe(&self, directories: &[PathBuf]) -> Result<Vec<FileState>, LvmError>;
+    /// volume in before: one batch, off the async runtime, each directory under its own
+    /// deadline, so one that does not answer is reported and holds up no other.
+    async fn observe(&self, directories: &[PathBuf]) -> Result<FileObservation, LvmError>;
 
     /// Carry out one request; a long one (an image copy) tells `progress` as it goes.
     async fn send(&self, request: &FileRequest, progress: ProgressSink<'_>)

@@ -84,6 +84,7 @@ mod observed;
 pub mod probe;
 mod report;
 pub mod seam;
+pub mod share;
 mod size;
 mod spec;
 mod tags;
@@ -131,6 +132,9 @@ pub struct VolumeDriver {
     files: Option<Arc<dyn FileSeam>>,
     /// Where images from a URL are cached (`<state>/images`); `None`: no URL sources.
     cache: Option<std::path::PathBuf>,
+    /// gitvisor's state dir, under which an NfsMount without `spec.path` is mounted
+    /// (where a `spec.nfs` volume's file lives: `share.rs`).
+    state_dir: std::path::PathBuf,
 }
 
 /// A URL source's image, downloaded (or found in the cache) and inspected at apply.
@@ -153,7 +157,14 @@ impl VolumeDriver {
             seam,
             files: None,
             cache: None,
+            state_dir: crate::drivers::nfs_mount::DEFAULT_STATE_DIR.into(),
         }
+    }
+
+    /// The same driver, finding default NfsMount paths under `state_dir`.
+    pub fn with_state_dir(mut self, state_dir: std::path::PathBuf) -> Self {
+        self.state_dir = state_dir;
+        self
     }
 
     /// The same driver, caching images from a URL under `cache`.
@@ -243,7 +254,8 @@ impl VolumeDriver {
         Ok(Box::new(
             VolumeDriver::new(Arc::new(LvmTools::new()))
                 .with_files(Arc::new(FileTools::new(settings.state_dir.clone())))
-                .with_image_cache(settings.state_dir.join("images")),
+                .with_image_cache(settings.state_dir.join("images"))
+                .with_state_dir(settings.state_dir.clone()),
         ))
     }
 }
@@ -290,6 +302,9 @@ impl Driver for VolumeDriver {
         context: &PlanContext,
     ) -> Result<Vec<Change>, DriverError> {
         let mut specs = Vec::with_capacity(desired.len());
+        // Volumes that cannot be planned against the host: their NfsMount is not
+        // declared, or their share does not answer. Refused, never pruned.
+        let mut refused = Vec::new();
         for resource in desired {
             let Some(spec) = resource.spec.get::<VolumeSpec>() else {
                 return Err(ContractViolation {
@@ -298,7 +313,14 @@ impl Driver for VolumeDriver {
                 }
                 .into());
             };
-            specs.push((resource, spec));
+            match share::on_share(spec, context, &self.state_dir) {
+                Ok(spec) => specs.push((resource, spec)),
+                Err(reason) => refused.push(
+                    Change::new(resource.id(), Action::Conflict)
+                        .with_desired(Arc::clone(resource))
+                        .with_first_reason(format!("volume {}: {reason}", resource.metadata.name)),
+                ),
+            }
         }
         let is_file = |spec: &VolumeSpec| matches!(spec.backing(), Backing::File { .. });
         let directories: Vec<std::path::PathBuf> = specs
@@ -308,16 +330,41 @@ impl Driver for VolumeDriver {
                 Backing::Lvm { .. } => None,
             })
             .collect();
-        let files = match &self.files {
+        let observation = match &self.files {
             Some(seam) => seam
                 .observe(&directories)
                 .await
                 .map_err(|cause| VolumeError::ObserveFiles { cause })?,
-            None if directories.is_empty() => Vec::new(),
+            None if directories.is_empty() => files::FileObservation::default(),
             None => {
                 return Err(VolumeError::NoFileVolumes.into());
             }
         };
+        let files = observation.files;
+        specs.retain(|(resource, spec)| {
+            let Backing::File { directory, .. } = spec.backing() else {
+                return true;
+            };
+            let Some(why) = observation.unreachable.get(Path::new(directory)) else {
+                return true;
+            };
+            // The declared spec, not the resolved one: that says which share it is.
+            let share = resource
+                .spec
+                .get::<VolumeSpec>()
+                .and_then(|declared| declared.nfs.as_ref())
+                .map(|mount| format!(" (the share of NfsMount/{mount})"))
+                .unwrap_or_default();
+            refused.push(
+                Change::new(resource.id(), Action::Conflict)
+                    .with_desired(Arc::clone(resource))
+                    .with_first_reason(format!(
+                        "volume {}: directory {directory}{share} is unreachable: {why}; gitvisor does not wait for it, and what does not use it carries on. Fix: bring the server (or the disk) back, then apply again",
+                        resource.metadata.name
+                    )),
+            );
+            false
+        });
         let file_owners: BTreeSet<String> = files
             .iter()
             .filter_map(|f| {
@@ -328,9 +375,9 @@ impl Driver for VolumeDriver {
             })
             .collect();
         let host_files = file_diff::HostFiles::new(files);
-        let declared: BTreeSet<&str> = specs
+        let declared: BTreeSet<&str> = desired
             .iter()
-            .map(|(resource, _)| resource.metadata.name.as_str())
+            .map(|resource| resource.metadata.name.as_str())
             .collect();
 
         let report = match self.seam.report().await {
@@ -395,6 +442,7 @@ impl Driver for VolumeDriver {
             wanted.extend(file_uninspected);
             if wanted.is_empty() {
                 let mut changes = changes;
+                changes.append(&mut refused);
                 changes.extend(diff::pruned(&declared, &planning));
                 changes.extend(file_diff::pruned(&declared, &host_files, context));
                 return Ok(changes);

@@ -8,9 +8,11 @@
 //! LVM snapshot of (`source: {snapshotOf: Volume/db}`), or, for a qcow2 file volume, a
 //! copy-on-write clone of another file Volume (`source: {cloneOf: Volume/base}`).
 //!
-//! Where a volume lives is exactly one of `volumeGroup` (an LV, `/dev/VG/NAME`) and
-//! `directory` (a file `DIR/NAME.qcow2` or `DIR/NAME.raw`, [`VolumeSpec::path`]): every
-//! other driver opens the volume through that one resolved path.
+//! Where a volume lives is exactly one of `volumeGroup` (an LV, `/dev/VG/NAME`),
+//! `directory` (a file `DIR/NAME.qcow2` or `DIR/NAME.raw`, [`VolumeSpec::path`]) and
+//! `nfs` (a file in an NfsMount's mount path: `share.rs` resolves it against the
+//! revision into a `directory` first): every other driver opens the volume through that
+//! one resolved path.
 
 use std::fmt;
 
@@ -18,7 +20,7 @@ use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::model::{ByteSize, Kind, KindSpec, Reference, ResourceId};
+use crate::model::{ByteSize, Kind, KindSpec, Name, Reference, ResourceId};
 
 /// The largest logical volume LVM makes (8 EiB on 64-bit hosts); a larger `size` is a
 /// typo that `lvcreate` would refuse after the rest of the revision was applied.
@@ -34,7 +36,11 @@ pub struct VolumeSpec {
     /// `DIR/NAME.qcow2` or `DIR/NAME.raw`, instead of an LVM logical volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<String>,
-    /// The file's format, for a `directory` volume only: `qcow2` (the default: grows as
+    /// Keep the volume as a disk image file on this NfsMount's share (in its mount path),
+    /// like `directory`; the Volume is created after the mount and pruned before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<Name>,
+    /// The file's format, for a `directory` or `nfs` volume only: `qcow2` (the default: grows as
     /// it is written, can be cloned) or `raw`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<FileFormat>,
@@ -99,14 +105,20 @@ pub enum Backing<'a> {
 }
 
 impl VolumeSpec {
-    /// Where the volume lives: a file when `directory` is declared, else an LV.
+    /// Where the volume lives: a file when `directory` (or `nfs`) is declared, else an
+    /// LV. An `nfs` volume's directory is its share's mount path, known only once
+    /// resolved against the revision (`share::on_share`); unresolved, it is empty.
     pub fn backing(&self) -> Backing<'_> {
-        match &self.directory {
-            Some(directory) => Backing::File {
+        match (&self.directory, &self.nfs) {
+            (Some(directory), _) => Backing::File {
                 directory,
                 format: self.format.unwrap_or_default(),
             },
-            None => Backing::Lvm {
+            (None, Some(_)) => Backing::File {
+                directory: "",
+                format: self.format.unwrap_or_default(),
+            },
+            (None, None) => Backing::Lvm {
                 volume_group: self.volume_group.as_deref().unwrap_or_default(),
             },
         }
@@ -332,19 +344,27 @@ impl JsonSchema for VolumeSource {
     }
 }
 
-/// A snapshot or a clone refers to the volume it starts from.
+/// A snapshot or a clone refers to the volume it starts from; a volume on a share, to
+/// its NfsMount (mounted first, unmounted after).
 impl KindSpec for VolumeSpec {
     const KIND: Kind = Kind::Volume;
 
     fn references(&self) -> Vec<Reference> {
-        self.source
-            .as_ref()
-            .and_then(|s| s.origin())
-            .map(|(origin, key)| Reference {
-                target: origin.clone(),
-                path: format!("spec.source.{key}"),
-            })
+        let share = self.nfs.as_ref().map(|mount| Reference {
+            target: ResourceId::new(Kind::NfsMount, mount.clone()),
+            path: "spec.nfs".into(),
+        });
+        share
             .into_iter()
+            .chain(
+                self.source
+                    .as_ref()
+                    .and_then(|s| s.origin())
+                    .map(|(origin, key)| Reference {
+                        target: origin.clone(),
+                        path: format!("spec.source.{key}"),
+                    }),
+            )
             .collect()
     }
 }

@@ -1,8 +1,9 @@
 //! A Volume's validation, reached through its registration: a Volume becomes an LVM
 //! logical volume, so its names follow LVM's rules (and avoid the names LVM reserves),
 //! its size is one LVM can make, and a source is written once into an empty volume. A
-//! Volume lives in exactly one place: `volumeGroup` (an LV) or `directory` (a file of
-//! `format`), and the fields of the other backing are refused with the reason.
+//! Volume lives in exactly one place: `volumeGroup` (an LV), `directory` or `nfs` (a file
+//! of `format` in a directory or on a share), and the fields of the other backing are
+//! refused with the reason.
 
 use super::spec::FileFormat;
 use super::{MAX_VOLUME_SIZE, VolumeSource, VolumeSpec};
@@ -58,38 +59,50 @@ pub(crate) fn check(item: &LoadedResource, diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Exactly one of `volumeGroup` and `directory`; what only one backing has is refused on
-/// the other.
+/// Exactly one of `volumeGroup`, `directory` and `nfs`; what only one backing has is
+/// refused on the other (a volume on a share is a file volume).
 fn check_backing(volume: &VolumeSpec, error: &mut impl FnMut(&str, String)) {
-    let Some(directory) = &volume.directory else {
+    let declared: Vec<&str> = [
+        ("volumeGroup", volume.volume_group.is_some()),
+        ("directory", volume.directory.is_some()),
+        ("nfs", volume.nfs.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, set)| set.then_some(field))
+    .collect();
+    if declared.len() > 1 {
+        error(
+            &format!("spec.{}", declared[1]),
+            format!(
+                "declare exactly one of volumeGroup (an LVM logical volume), directory (a file in a local directory) and nfs (a file on an NfsMount's share), not {}",
+                declared.join(" and ")
+            ),
+        );
+    }
+    if volume.directory.is_none() && volume.nfs.is_none() {
         if volume.volume_group.is_none() {
             error(
                 "spec.volumeGroup",
-                "a Volume needs a place: volumeGroup (an LVM logical volume) or directory (a disk image file in that directory)".into(),
+                "a Volume needs a place: volumeGroup (an LVM logical volume), directory (a disk image file in that directory) or nfs (a disk image file on that NfsMount's share)".into(),
             );
         }
         if volume.format.is_some() {
             error(
                 "spec.format",
-                "format is for a file volume (spec.directory); an LVM volume is a raw device: remove `format`".into(),
+                "format is for a file volume (spec.directory or spec.nfs); an LVM volume is a raw device: remove `format`".into(),
             );
         }
         if let Some(VolumeSource::CloneOf(_)) = &volume.source {
             error(
                 "spec.source.cloneOf",
-                "cloneOf makes a qcow2 overlay, for a file volume (spec.directory, format: qcow2); an LVM volume uses snapshotOf".into(),
+                "cloneOf makes a qcow2 overlay, for a file volume (spec.directory or spec.nfs, format: qcow2); an LVM volume uses snapshotOf".into(),
             );
         }
         return;
-    };
-    if volume.volume_group.is_some() {
-        error(
-            "spec.directory",
-            "declare one of volumeGroup (an LVM logical volume) and directory (a file), not both"
-                .into(),
-        );
     }
-    if let Some(problem) = directory_problem(directory) {
+    if let Some(directory) = &volume.directory
+        && let Some(problem) = directory_problem(directory)
+    {
         error("spec.directory", problem);
     }
     if volume.thin_pool.is_some() {
