@@ -16,6 +16,7 @@
 //! every kind from there. `docs/drivers.md` walks through adding one.
 
 pub mod bridge;
+pub mod ca_bundle;
 pub mod container;
 mod extras;
 pub mod net;

@@ -245,34 +245,19 @@ fn digest_of(path: &Path) -> io::Result<String> {
 
 /// An agent verifying HTTPS against the host's CA bundle, with the stall timeout.
 fn agent(url: &str) -> Result<ureq::Agent, DownloadError> {
-    let mut tls = ureq::tls::TlsConfig::builder();
-    let bundle = std::env::var_os("SSL_CERT_FILE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
-            PathBuf::from("/etc/pki/tls/certs/ca-bundle.crt"),
-        ])
-        .find(|p| p.is_file());
-    if let Some(bundle) = bundle {
-        let pem = fs::read(&bundle).map_err(|cause| DownloadError::Io {
-            url: url.to_owned(),
-            operation: "read the CA bundle",
-            path: bundle.display().to_string(),
-            cause,
-        })?;
-        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
-                _ => None,
-            })
-            .collect();
-        if !certs.is_empty() {
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    let tls = match crate::drivers::ca_bundle::host_ca_bundle() {
+        Some(bundle) => {
+            crate::drivers::ca_bundle::trusting(&bundle).map_err(|cause| DownloadError::Io {
+                url: url.to_owned(),
+                operation: "read the CA bundle",
+                path: bundle.display().to_string(),
+                cause,
+            })?
         }
-    }
+        None => ureq::tls::TlsConfig::builder().build(),
+    };
     Ok(ureq::Agent::config_builder()
-        .tls_config(tls.build())
+        .tls_config(tls)
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_recv_response(Some(stall_timeout()))

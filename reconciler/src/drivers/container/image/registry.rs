@@ -101,14 +101,7 @@ impl RegistrySettings {
                 }
                 candidates.into_iter().find(|p| p.is_file())
             });
-        let ca_file = std::env::var_os("SSL_CERT_FILE")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain([
-                PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
-                PathBuf::from("/etc/pki/tls/certs/ca-bundle.crt"),
-            ])
-            .find(|p| p.is_file());
+        let ca_file = crate::drivers::ca_bundle::host_ca_bundle();
         let read_timeout = match std::env::var("GITVISOR_REGISTRY_READ_TIMEOUT") {
             Ok(text) => match humantime::parse_duration(text.trim()) {
                 Ok(timeout) if !timeout.is_zero() => timeout,
@@ -170,21 +163,13 @@ impl<'a> Client<'a> {
     ) -> Result<Self, ImageError> {
         let insecure = settings.insecure.contains(&reference.registry);
         let scheme = if insecure { "http" } else { "https" };
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(ca_file) = &settings.ca_file {
-            let pem = std::fs::read(ca_file).map_err(ImageError::io(image, "read", ca_file))?;
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
-                    _ => None,
-                })
-                .collect();
-            if !certs.is_empty() {
-                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-            }
-        }
+        let tls = match &settings.ca_file {
+            Some(ca_file) => crate::drivers::ca_bundle::trusting(ca_file)
+                .map_err(ImageError::io(image, "read", ca_file))?,
+            None => ureq::tls::TlsConfig::builder().build(),
+        };
         let agent = ureq::Agent::config_builder()
-            .tls_config(tls.build())
+            .tls_config(tls)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
