@@ -33,15 +33,7 @@ pub(crate) async fn apply(
     let name = change.id.name.as_str();
     match change.action {
         Action::Create | Action::Replace => {
-            let spec = change
-                .desired
-                .as_deref()
-                .and_then(|r| r.spec.get::<VolumeSpec>())
-                .ok_or_else(|| invalid(name, "no declared Volume"))?;
-            for path in &observed.remove_first {
-                host.send(FileRequest::Remove { path: path.clone() })
-                    .await?;
-            }
+            let spec = declared_after_leftovers(&host, change, observed).await?;
             let written = host
                 .send_long(FileRequest::Create {
                     directory: observed.directory.clone(),
@@ -87,15 +79,7 @@ pub(crate) async fn apply(
             .await
         }
         Action::Update => {
-            let spec = change
-                .desired
-                .as_deref()
-                .and_then(|r| r.spec.get::<VolumeSpec>())
-                .ok_or_else(|| invalid(name, "no declared Volume"))?;
-            for path in &observed.remove_first {
-                host.send(FileRequest::Remove { path: path.clone() })
-                    .await?;
-            }
+            let spec = declared_after_leftovers(&host, change, observed).await?;
             if observed.mark {
                 host.send(FileRequest::Mark {
                     path: observed.path.clone(),
@@ -192,6 +176,25 @@ impl Host<'_> {
             cause,
         })
     }
+}
+
+/// The declared spec of a create or an update, once the leftovers the plan named (its
+/// own `.partial`, the old-format file of a replace) are removed.
+async fn declared_after_leftovers<'c>(
+    host: &Host<'_>,
+    change: &'c Change,
+    observed: &ObservedFile,
+) -> Result<&'c VolumeSpec, VolumeError> {
+    let spec = change
+        .desired
+        .as_deref()
+        .and_then(|r| r.spec.get::<VolumeSpec>())
+        .ok_or_else(|| invalid(host.volume, "no declared Volume"))?;
+    for path in &observed.remove_first {
+        host.send(FileRequest::Remove { path: path.clone() })
+            .await?;
+    }
+    Ok(spec)
 }
 
 fn invalid(volume: &str, reason: &str) -> VolumeError {
