@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// The scenarios the guest runs, in order; the host expects a result for each.
 pub const SCENARIOS: &[&str] = &[
-    "mount over a gitvisor bridge, write, read back on the server; a second plan is a no-op",
+    "mount over a gitvisor bridge (an apply SIGKILLed once its intent is recorded, finished by the next), write, read back on the server; a second plan is a no-op",
     "unmounted by hand or remounted read-only: mounted again as declared",
     "a mount gitvisor did not make is a conflict and is never unmounted",
     "server gone: plan, apply and status answer in time, the share is unreachable, a bridge still converges",
@@ -191,7 +191,7 @@ pub mod guest {
             Ok(())
         }
 
-        fn gitvisor(&self, args: &[&str]) -> Outcome {
+        fn gitvisor_command(&self, args: &[&str]) -> Command {
             let mut command = Command::new("nsenter");
             command
                 .arg(format!("--net=/run/netns/{CLIENT_NS}"))
@@ -203,8 +203,12 @@ pub mod guest {
                 .args(["--host", "nfs-guest"])
                 .args(args)
                 .env("NO_COLOR", "1");
+            command
+        }
+
+        fn gitvisor(&self, args: &[&str]) -> Outcome {
             let started = Instant::now();
-            let outcome = run_command(command);
+            let outcome = run_command(self.gitvisor_command(args));
             eprintln!(
                 "  gitvisor {}: exit {:?} in {:.1?}",
                 args.first().copied().unwrap_or_default(),
@@ -266,8 +270,56 @@ pub mod guest {
                 &format!("addresses: [10.77.0.2/24]\nports: [{CLIENT_END}]"),
             );
             self.declare_media("");
+            // An apply SIGKILLed as soon as the mount's intent is recorded (before or
+            // while `mount` runs), then finished by the next apply: one mount, no
+            // conflict with the half-made one.
+            let record = self.run.join("nfs/media.json");
+            let output = self.run.join("killed-apply.log");
+            let log =
+                std::fs::File::create(&output).map_err(|e| format!("{}: {e}", output.display()))?;
+            let log2 = log.try_clone().map_err(|e| e.to_string())?;
+            let mut child = self
+                .gitvisor_command(&["apply", &self.dir()])
+                .stdout(log)
+                .stderr(log2)
+                .spawn()
+                .map_err(|e| format!("gitvisor apply: {e}"))?;
+            let started = Instant::now();
+            let killed = loop {
+                if record.exists() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break true;
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break false;
+                }
+                if started.elapsed() > Duration::from_secs(120) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err("apply made no progress".into());
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            };
+            ensure(killed, || {
+                format!(
+                    "apply finished before it could be killed part-way:\n{}",
+                    std::fs::read_to_string(&output).unwrap_or_default()
+                )
+            })?;
             code(&self.apply(), 0)?;
             let path = self.mount_path("media");
+            let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let mounts = table
+                .lines()
+                .filter(|line| line.split(' ').nth(4) == Some(path.to_string_lossy().as_ref()))
+                .count();
+            ensure(mounts == 1, || {
+                format!(
+                    "{mounts} mounts at {} after the re-apply:\n{table}",
+                    path.display()
+                )
+            })?;
             let line = nfs_mount_at(&path)
                 .ok_or_else(|| format!("nothing mounted at {}", path.display()))?;
             for option in [
